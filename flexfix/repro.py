@@ -1,0 +1,264 @@
+"""Run a scenario that may crash the CUDA context in a child process, and say what happened.
+
+An illegal memory access poisons the CUDA context of the process it happens in, so
+every crash scenario runs in a child (``python -m ...``) with a timeout; the caller, a
+notebook kernel say, keeps running whatever the child does.  The child reports through
+a JSON-lines file named by ``FLEXFIX_REPORT`` (one line per replay as soon as it
+exists, then a final status), so a crash loses none of the earlier lines.
+
+Outcomes: ``ok``, ``wrong_result``, ``illegal_memory_access``, ``index_error``,
+``refused`` (vLLM rejected the configuration), ``error``, ``timeout``.
+
+Command line (parent side)::
+
+    python -m flexfix.repro --copy as_strided --device cuda --batch 48 --seed 0
+    python -m flexfix.repro --copy as_strided --device cuda --sanitizer   # compute-sanitizer
+
+Under ``--sanitizer`` the scenario runs under ``compute-sanitizer --tool memcheck`` with
+``PYTORCH_NO_CUDA_MEMORY_CACHING=1`` (so each tensor is its own allocation and a read
+past one is seen) and with the frozen launch instead of a CUDA graph: the sanitizer does
+not follow kernels inside graph replays, and the frozen launch runs the same kernel with
+the same captured strides, eagerly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = [
+    "STATUSES", "IMA_TEXT", "Outcome", "Reporter", "classify", "status_from_error",
+    "run_child", "run_kernel_in_child", "worst",
+]
+
+STATUSES = ("ok", "wrong_result", "illegal_memory_access", "index_error", "refused", "error", "timeout")
+IMA_TEXT = "an illegal memory access was encountered"
+REFUSED_TEXT = "is not valid for this configuration"
+_SANITIZER_ERRORS = re.compile(r"ERROR SUMMARY: (\d+) error")
+_SANITIZER_READ = re.compile(r"Invalid __global__ (read|write)")
+
+
+@dataclass
+class Outcome:
+    """What one child run did."""
+
+    status: str
+    detail: str = ""
+    exit_code: int | None = None
+    signal: str | None = None
+    seconds: float = 0.0
+    stderr_tail: list[str] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        how = f"exit {self.exit_code}" if self.signal is None else f"killed by {self.signal}"
+        return f"{self.status} ({how}, {self.seconds:.1f} s){': ' + self.detail if self.detail else ''}"
+
+
+def status_from_error(text: str) -> str:
+    """The outcome an exception's text stands for."""
+    if IMA_TEXT in text:
+        return "illegal_memory_access"
+    if REFUSED_TEXT in text or "batch invariance not supported" in text:
+        return "refused"
+    return "error"
+
+
+def worst(statuses: Sequence[str]) -> str:
+    """The outcome of a run from those of its steps: a crash beats a wrong answer beats ok."""
+    order = ("illegal_memory_access", "index_error", "wrong_result", "refused", "error", "timeout", "ok")
+    present = [s for s in order if s in statuses]
+    return present[0] if present else "error"
+
+
+class Reporter:
+    """The child's side: append JSON lines to the file named by ``FLEXFIX_REPORT``."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path or os.environ.get("FLEXFIX_REPORT")
+
+    def _write(self, obj: dict) -> None:
+        line = json.dumps(obj, default=str)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            print(line, flush=True)
+
+    def record(self, record: dict) -> None:
+        self._write({"record": record})
+
+    def finish(self, status: str, detail: str = "", **extra: Any) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; expected one of {STATUSES}")
+        self._write({"status": status, "detail": detail, "extra": extra})
+
+    def fail(self, exc: BaseException) -> None:
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        status = "index_error" if isinstance(exc, IndexError) else status_from_error(text)
+        self.finish(status, text.splitlines()[-1] if text else type(exc).__name__)
+
+
+def _read_report(path: Path) -> tuple[list[dict], dict | None]:
+    records, final = [], None
+    if not path.exists():
+        return records, final
+    for line in path.read_text().splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if "record" in obj:
+            records.append(obj["record"])
+        elif "status" in obj:
+            final = obj
+    return records, final
+
+
+def classify(returncode: int | None, output: str, final: dict | None, timed_out: bool) -> tuple[str, str, str | None]:
+    """(status, detail, signal name) from what a child left behind."""
+    sig = None
+    if returncode is not None and returncode < 0:
+        try:
+            sig = signal.Signals(-returncode).name
+        except ValueError:
+            sig = f"signal {-returncode}"
+    if timed_out:
+        return "timeout", "killed at its timeout", sig
+    if IMA_TEXT in output or _SANITIZER_READ.search(output):
+        line = next((l for l in output.splitlines() if IMA_TEXT in l or _SANITIZER_READ.search(l)), "")
+        return "illegal_memory_access", line.strip(), sig
+    if final is not None:
+        return final["status"], final.get("detail", ""), sig
+    if sig is not None:
+        return "error", f"killed by {sig} before reporting", sig
+    if returncode:
+        return "error", f"exited with status {returncode} before reporting", sig
+    return "error", "exited without reporting an outcome", sig
+
+
+def run_child(argv: Sequence[str], *, timeout: float = 600, env: dict[str, str] | None = None,
+              sanitizer: bool = False, tail: int = 15) -> Outcome:
+    """Run ``python <argv>`` in a child process and classify what it did.
+
+    With ``sanitizer`` the child runs under ``compute-sanitizer --tool memcheck`` and
+    ``PYTORCH_NO_CUDA_MEMORY_CACHING=1``; the number of errors it reports goes into
+    ``extra["sanitizer_errors"]``.
+    """
+    with tempfile.TemporaryDirectory(prefix="flexfix-child-") as tmp:
+        report = Path(tmp) / "report.jsonl"
+        child_env = {**os.environ, **(env or {}), "FLEXFIX_REPORT": str(report), "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, *argv]
+        if sanitizer:
+            tool = shutil.which("compute-sanitizer")
+            if tool is None:
+                return Outcome("error", "compute-sanitizer is not on PATH", command=cmd)
+            child_env["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"
+            cmd = [tool, "--tool", "memcheck", "--print-limit", "10", *cmd]
+        start = time.monotonic()
+        timed_out = False
+        with tempfile.TemporaryFile("w+") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env,
+                                    start_new_session=True)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            out.seek(0)
+            output = out.read()
+        seconds = time.monotonic() - start
+        records, final = _read_report(report)
+    status, detail, sig = classify(proc.returncode, output, final, timed_out)
+    extra = dict((final or {}).get("extra") or {})
+    if sanitizer:
+        m = _SANITIZER_ERRORS.search(output)
+        extra["sanitizer_errors"] = int(m.group(1)) if m else None
+        extra["sanitizer_lines"] = [l for l in output.splitlines() if l.startswith("=========")][:30]
+    lines = [l for l in output.splitlines() if l.strip()]
+    return Outcome(status=status, detail=detail, exit_code=proc.returncode, signal=sig,
+                   seconds=round(seconds, 2), stderr_tail=lines[-tail:], records=records,
+                   extra=extra, command=[str(c) for c in cmd])
+
+
+def _kernel_args(copy: str, device: str, batch: int, seed: int, launch: str) -> list[str]:
+    return ["-m", "flexfix.repro", "--child", "--copy", copy, "--device", device,
+            "--batch", str(batch), "--seed", str(seed), "--launch", launch]
+
+
+def run_kernel_in_child(copy: str, device: str, batch: int, seed: int, *, launch: str = "auto",
+                        sanitizer: bool = False, timeout: float = 600) -> Outcome:
+    """The torch-only reproduction (:mod:`flexfix.kernel_repro`) in a child process."""
+    if sanitizer:
+        launch = "frozen"
+    return run_child(_kernel_args(copy, device, batch, seed, launch), timeout=timeout, sanitizer=sanitizer)
+
+
+def _child_main(args: argparse.Namespace) -> int:
+    reporter = Reporter()
+    try:
+        from flexfix.kernel_repro import KernelScenario, run_kernel_scenario
+
+        sc = KernelScenario(copy=args.copy, device=args.device, batch=args.batch, seed=args.seed,
+                            launch=args.launch)
+        records = run_kernel_scenario(sc, report=reporter.record)
+        reporter.finish(worst([r["outcome"] for r in records]),
+                        f"{sc.copy} copy, {sc.launch_kind} launch, batch {sc.batch}, seed {sc.seed}")
+        if args.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - the child reports every failure
+        traceback.print_exc()
+        reporter.fail(exc)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flexfix.repro", description=__doc__.split("\n\n")[0])
+    p.add_argument("--copy", choices=["as_strided", "sliced"], default="as_strided")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--batch", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--launch", choices=["auto", "graph", "frozen"], default="auto")
+    p.add_argument("--sanitizer", action="store_true", help="run under compute-sanitizer memcheck")
+    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--json", action="store_true", help="print the whole outcome as JSON")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return _child_main(args)
+    outcome = run_kernel_in_child(args.copy, args.device, args.batch, args.seed, launch=args.launch,
+                                  sanitizer=args.sanitizer, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(outcome.to_dict(), indent=1, default=str))
+    else:
+        for r in outcome.records:
+            print(f"  {r['step']:>9}: K={r['K']:4d} written stride {r['written_stride']}, "
+                  f"launch stride {r['launch_stride']}, max error {r['max_error']}, {r['outcome']}")
+        print(outcome)
+    return 0 if outcome.status in ("ok",) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
