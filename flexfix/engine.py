@@ -95,7 +95,7 @@ def prompts(n: int, vocab: int, seed: int = 0, lengths: tuple[int, int] = (20, 2
     return [[rng.randrange(1, vocab) for _ in range(rng.randint(*lengths))] for _ in range(n)]
 
 
-def run_scenario(name: str, model_dir: str | os.PathLike, *, timeout: float = 480,
+def run_scenario(name: str, model_dir: str | os.PathLike, *, timeout: float = 360,
                  max_tokens: int = 32) -> Outcome:
     """Run one scenario of ``SCENARIOS`` in a child process."""
     sc = SCENARIOS[name]
@@ -119,7 +119,7 @@ def _child(name: str, model_dir: str, max_tokens: int) -> int:
 
         vocab = LLAMA_CONFIGS["tiny"]["vocab_size"]
         llm = LLM(model=model_dir, attention_config={"backend": "FLEX_ATTENTION"}, skip_tokenizer_init=True,
-                  max_num_seqs=max(max(sc.requests), 16), max_model_len=1024, gpu_memory_utilization=0.2,
+                  max_num_seqs=max(max(sc.requests), 16), max_model_len=1024, gpu_memory_utilization=0.15,
                   seed=0, dtype="bfloat16")
         params = lambda i: SamplingParams(temperature=0.8, seed=1000 + i, max_tokens=max_tokens, ignore_eos=True,
                                           logprobs=1, detokenize=False)

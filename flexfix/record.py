@@ -35,7 +35,7 @@ def kernel_outcomes(device: str, seeds: Sequence[int], batches: Sequence[int], c
     for copy in copies:
         for batch in batches:
             for seed in seeds:
-                out = run_kernel_in_child(copy, device, batch, seed)
+                out = run_kernel_in_child(copy, device, batch, seed, timeout=240)
                 progress(f"{copy:>10} batch {batch:3d} seed {seed}: {out}")
                 rows.append(outcome_row(out, copy=copy, batch=batch, seed=seed, device=device,
                                         launch="graph" if device == "cuda" else "frozen"))
@@ -46,7 +46,7 @@ def sanitizer_outcomes(batch: int = 48, seed: int = 0, progress: Callable[[str],
     """Both copies under compute-sanitizer memcheck (frozen launch, no caching allocator)."""
     rows = []
     for copy in ("as_strided", "sliced"):
-        out = run_kernel_in_child(copy, "cuda", batch, seed, sanitizer=True, timeout=420)
+        out = run_kernel_in_child(copy, "cuda", batch, seed, sanitizer=True, timeout=240)
         progress(f"sanitizer {copy}: {out} ({out.extra.get('sanitizer_errors')} errors)")
         rows.append(outcome_row(out, copy=copy, batch=batch, seed=seed, device="cuda", launch="frozen"))
     return pd.DataFrame(rows)
