@@ -57,6 +57,8 @@ SCENARIOS = {s.name: s for s in (
     Scenario("d", "none", False, (48,), "illegal_memory_access", "unpatched, VLLM_BATCH_INVARIANT=0, 48 requests"),
     Scenario("threshold", "none", False, (1, 2, 4, 8, 12, 15, 16, 17, 24, 32, 48), "illegal_memory_access",
              "unpatched, VLLM_BATCH_INVARIANT=0, growing numbers of concurrent requests until one crashes"),
+    *(Scenario(f"stock_{n}", "none", False, (n,), "ok" if n <= 16 else "illegal_memory_access",
+               f"unpatched, VLLM_BATCH_INVARIANT=0, {n} requests, a fresh engine") for n in (16, 17, 24, 32)),
     Scenario("patched_inprocess", "inprocess", True, (17, 48, 128), "ok",
              "flexfix.vllm_patch.apply() in the engine's process, VLLM_BATCH_INVARIANT=1"),
     Scenario("patched_plugin", "plugin", True, (17, 48, 128), "ok",
@@ -95,7 +97,7 @@ def prompts(n: int, vocab: int, seed: int = 0, lengths: tuple[int, int] = (20, 2
     return [[rng.randrange(1, vocab) for _ in range(rng.randint(*lengths))] for _ in range(n)]
 
 
-def run_scenario(name: str, model_dir: str | os.PathLike, *, timeout: float = 360,
+def run_scenario(name: str, model_dir: str | os.PathLike, *, timeout: float = 150,
                  max_tokens: int = 32) -> Outcome:
     """Run one scenario of ``SCENARIOS`` in a child process."""
     sc = SCENARIOS[name]
@@ -123,9 +125,8 @@ def _child(name: str, model_dir: str, max_tokens: int) -> int:
                   seed=0, dtype="bfloat16")
         params = lambda i: SamplingParams(temperature=0.8, seed=1000 + i, max_tokens=max_tokens, ignore_eos=True,
                                           logprobs=1, detokenize=False)
-        alone = None
-        if sc.patch in ("inprocess", "plugin"):
-            alone = llm.generate([{"prompt_token_ids": prompts(1, vocab)[0]}], [params(0)], use_tqdm=False)[0]
+        # Request 0 alone first (one query block: safe even unpatched), to compare with it in the batch.
+        alone = llm.generate([{"prompt_token_ids": prompts(1, vocab)[0]}], [params(0)], use_tqdm=False)[0]
         for n in sc.requests:
             start = time.monotonic()
             outs = llm.generate([{"prompt_token_ids": p} for p in prompts(n, vocab)],
@@ -135,11 +136,10 @@ def _child(name: str, model_dir: str, max_tokens: int) -> int:
                       "tokens": sum(len(o.outputs[0].token_ids) for o in outs),
                       "distinct_tokens_request0": len(set(first.token_ids)),
                       "seconds": round(time.monotonic() - start, 2)}
-            if alone is not None:
-                a = alone.outputs[0]
-                lp = lambda out: [d[t].logprob for d, t in zip(out.logprobs, out.token_ids)]
-                record["request0_tokens_equal_alone"] = list(a.token_ids) == list(first.token_ids)
-                record["request0_logprobs_bitwise_equal_alone"] = lp(a) == lp(first)
+            a = alone.outputs[0]
+            lp = lambda out: [d[t].logprob for d, t in zip(out.logprobs, out.token_ids)]
+            record["request0_tokens_equal_alone"] = list(a.token_ids) == list(first.token_ids)
+            record["request0_logprobs_bitwise_equal_alone"] = lp(a) == lp(first)
             reporter.record(record)
         from flexfix import vllm_patch
 

@@ -53,21 +53,20 @@ def sanitizer_outcomes(batch: int = 48, seed: int = 0, progress: Callable[[str],
 
 
 def engine_outcomes(names: Sequence[str], model_dir: Path, progress: Callable[[str], None] = print,
-                    parallel: int = 1) -> pd.DataFrame:
-    """Engine scenarios, ``parallel`` at a time (each child takes a fifth of the GPU memory)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+                    save: Callable[[pd.DataFrame], None] = lambda table: None) -> pd.DataFrame:
+    """Engine scenarios one after another (vLLM's memory profiling cannot share the GPU with
+    another starting engine); ``save`` gets the table after each, so a cut-off run keeps them."""
     from flexfix.engine import SCENARIOS, run_scenario
 
-    def one(name):
+    rows = []
+    for name in names:
         out = run_scenario(name, model_dir)
         progress(f"engine {name}: {out}")
         sc = SCENARIOS[name]
-        return outcome_row(out, scenario=name, what=sc.what, expected=sc.expect, patch=sc.patch,
-                           batch_invariant=sc.batch_invariant, requests=list(sc.requests))
-
-    with ThreadPoolExecutor(parallel) as pool:
-        return pd.DataFrame(list(pool.map(one, names)))
+        rows.append(outcome_row(out, scenario=name, what=sc.what, expected=sc.expect, patch=sc.patch,
+                                batch_invariant=sc.batch_invariant, requests=list(sc.requests)))
+        save(pd.DataFrame(rows))
+    return pd.DataFrame(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--batches", default="48")
-    p.add_argument("--scenarios", default="a,b,c,d,threshold,patched_inprocess,patched_plugin")
-    p.add_argument("--parallel", type=int, default=3)
+    p.add_argument("--scenarios", default="a,b,c,d,threshold,stock_16,stock_17,stock_24,stock_32,"
+                                          "patched_inprocess,patched_plugin")
     args = p.parse_args(argv)
     import torch
 
@@ -98,8 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = args.scenarios.split(",")
         params = {"scenarios": names, "model": "tiny", "max_tokens": 32}
         model = write_llama(Path(tempfile.gettempdir()) / "flexfix-models" / "tiny", "tiny")
-        table = engine_outcomes(names, model, parallel=args.parallel)
         name = "engine_scenarios"
+        table = engine_outcomes(names, model, save=lambda t: results.write_results(args.out, name, t, device, params))
     path = results.write_results(args.out, name, table, device, params)
     print(f"wrote {path}")
     return 0

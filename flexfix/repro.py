@@ -146,6 +146,9 @@ def classify(returncode: int | None, output: str, final: dict | None, timed_out:
     if IMA_TEXT in output or _SANITIZER_READ.search(output):
         line = next((l for l in output.splitlines() if IMA_TEXT in l or _SANITIZER_READ.search(l)), "")
         return "illegal_memory_access", line.strip(), sig
+    refusal = next((l for l in output.splitlines() if REFUSED_TEXT in l), None)
+    if refusal is not None:  # vLLM rejected the configuration (in whichever process it checked)
+        return "refused", refusal.strip(), sig
     if final is not None:
         return final["status"], final.get("detail", ""), sig
     if sig is not None:
