@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["copy_to_persistent", "copy_to_persistent_as_strided", "storage_map"]
+__all__ = ["copy_to_persistent", "copy_to_persistent_as_strided", "copy_to_slice", "storage_map"]
 
 
 def copy_to_persistent_as_strided(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
@@ -69,6 +69,11 @@ def copy_to_persistent(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
             f"copy_to_persistent: device mismatch, dst is on {dst.device}, "
             f"src is on {src.device}"
         )
+    return copy_to_slice(dst, src)
+
+
+def copy_to_slice(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """The rule of vLLM 0.21.0 (PR #40842), without flexfix's checks: copy into ``dst[:G, :K]``."""
     view = dst[tuple(slice(0, n) for n in src.shape)]
     view.copy_(src)
     return view

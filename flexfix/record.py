@@ -19,7 +19,7 @@ import pandas as pd
 from flexfix import results
 from flexfix.repro import Outcome, run_kernel_in_child
 
-__all__ = ["kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "outcome_row"]
+__all__ = ["kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine", "outcome_row"]
 
 
 def outcome_row(outcome: Outcome, **keys) -> dict:
@@ -69,6 +69,18 @@ def engine_outcomes(names: Sequence[str], model_dir: Path, progress: Callable[[s
     return pd.DataFrame(rows)
 
 
+def record_engine(names: Sequence[str], out_dir, device: str, name: str = "engine_scenarios",
+                  progress: Callable[[str], None] = print) -> tuple[pd.DataFrame, Path]:
+    """Write the tiny Llama, run ``names`` one after another, save the table after each."""
+    from flexfix.engine import write_llama
+
+    params = {"scenarios": list(names), "model": "tiny", "max_tokens": 32}
+    model = write_llama(Path(tempfile.gettempdir()) / "flexfix-models" / "tiny", "tiny")
+    table = engine_outcomes(names, model, progress,
+                            save=lambda t: results.write_results(out_dir, name, t, device, params))
+    return table, results.write_results(out_dir, name, table, device, params)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m flexfix.record")
     p.add_argument("part", choices=["kernel", "sanitizer", "engine"])
@@ -92,13 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = sanitizer_outcomes(batches[0])
         name = "ima_sanitizer"
     else:
-        from flexfix.engine import write_llama
-
-        names = args.scenarios.split(",")
-        params = {"scenarios": names, "model": "tiny", "max_tokens": 32}
-        model = write_llama(Path(tempfile.gettempdir()) / "flexfix-models" / "tiny", "tiny")
-        name = "engine_scenarios"
-        table = engine_outcomes(names, model, save=lambda t: results.write_results(args.out, name, t, device, params))
+        _, path = record_engine(args.scenarios.split(","), args.out, device)
+        print(f"wrote {path}")
+        return 0
     path = results.write_results(args.out, name, table, device, params)
     print(f"wrote {path}")
     return 0

@@ -28,6 +28,7 @@ __all__ = [
     "write_results",
     "read_results",
     "recorded",
+    "recorded_all",
 ]
 
 PROVENANCE_KEYS = (
@@ -173,3 +174,10 @@ def read_results(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]
 def recorded(data_dir: str | os.PathLike, name: str, device: str = "cuda") -> tuple[pd.DataFrame, dict[str, Any]]:
     """A result recorded earlier (by default on a GPU), with its provenance."""
     return read_results(results_path(data_dir, name, device))
+
+
+def recorded_all(data_dir: str | os.PathLike, names: list[str], device: str = "cuda"
+                 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Several recorded tables of one kind, concatenated, with each file's provenance."""
+    loaded = [recorded(data_dir, name, device) for name in names]
+    return pd.concat([t for t, _ in loaded], ignore_index=True), [p for _, p in loaded]

@@ -145,3 +145,37 @@ def status(module: ModuleType | None = None) -> dict[str, Any]:
         "copy_to_persistent": f"{mod.copy_to_persistent.__module__}.{mod.copy_to_persistent.__qualname__}",
         "supports_batch_invariance": bool(mod.FlexAttentionBackend.supports_batch_invariance()),
     }
+
+
+def sources(module: ModuleType | None = None) -> tuple[str, str]:
+    """The source of the installed vLLM's original copy and of flexfix's fixed one."""
+    import inspect
+
+    mod = _module(module)
+    original = _saved["copy_to_persistent"] if _saved is not None else mod.copy_to_persistent
+    return inspect.getsource(original), inspect.getsource(copy_to_persistent)
+
+
+def check_cycle(module: ModuleType | None = None) -> list[dict[str, Any]]:
+    """Apply, probe, revert, probe again: one row per check with its observed value."""
+    mod = _module(module)
+    was = is_patched()
+    revert()
+    original_copy = mod.copy_to_persistent
+    original_bi = mod.FlexAttentionBackend.supports_batch_invariance()
+    rows = [{"check": "before: copy keeps the destination's strides", "value": _probe_keeps_strides(mod.copy_to_persistent)},
+            {"check": "before: supports_batch_invariance()", "value": bool(original_bi)}]
+    first, second = apply(mod), apply(mod)
+    rows += [{"check": "apply() patched", "value": first},
+             {"check": "second apply() did nothing", "value": not second},
+             {"check": "after: copy keeps the destination's strides", "value": _probe_keeps_strides(mod.copy_to_persistent)},
+             {"check": "after: supports_batch_invariance()", "value": bool(mod.FlexAttentionBackend.supports_batch_invariance())}]
+    reverted, again = revert(), revert()
+    rows += [{"check": "revert() reverted", "value": reverted},
+             {"check": "second revert() did nothing", "value": not again},
+             {"check": "reverted copy is the original object", "value": mod.copy_to_persistent is original_copy},
+             {"check": "reverted supports_batch_invariance() is the original value",
+              "value": mod.FlexAttentionBackend.supports_batch_invariance() == original_bi}]
+    if was:
+        apply(mod)
+    return rows
