@@ -1,0 +1,34 @@
+import pytest
+
+from flexfix import layouts
+from flexfix.persistent import copy_to_persistent, copy_to_persistent_as_strided
+
+
+def table(k_capture, k_replay, g=3):
+    lays = [layouts.stride_layout(c, n, g=g, g_max=4, w_max=64, k_capture=k_capture, k_replay=k_replay)
+            for c, n in ((copy_to_persistent_as_strided, "as_strided"), (copy_to_persistent, "sliced"))]
+    return layouts.layout_table(lays).set_index(["copy", "row"])
+
+
+def test_only_rows_after_the_first_are_misread_by_as_strided():
+    t = table(32, 48)
+    assert t.loc[("as_strided", 0), "misread"] == 0
+    assert t.loc[("as_strided", 1), "misread"] > 0 and t.loc[("as_strided", 2), "misread"] > 0
+    assert (t.loc["sliced", "misread"] == 0).all() and (t.loc["sliced", "never_written"] == 0).all()
+
+
+def test_a_narrower_replay_reads_cells_nobody_wrote_this_step():
+    t = table(48, 16)
+    assert t.loc[("as_strided", 1), "never_written"] == 16
+    assert t.loc[("as_strided", 0), "never_written"] == 0
+
+
+def test_same_width_means_no_misread():
+    assert (table(32, 32)["misread"] == 0).all()
+
+
+def test_bad_sizes_are_named():
+    with pytest.raises(ValueError, match="K_replay=80"):
+        layouts.stride_layout(copy_to_persistent, "x", g=1, g_max=2, w_max=64, k_capture=16, k_replay=80)
+    with pytest.raises(ValueError, match="G=3"):
+        layouts.stride_layout(copy_to_persistent, "x", g=3, g_max=2, w_max=64, k_capture=16, k_replay=16)

@@ -1,0 +1,118 @@
+"""Every notebook executes with CPU parameters (papermill, the venv's kernel), then its recorded
+values are checked: assertions on numbers the notebook wrote, not on pictures."""
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from flexfix import results
+from flexfix.run_notebooks import describe_failure, execute, parameters_for, run_all
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+TIMEOUT = 900  # seconds per cell
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Execute each notebook once (lazily) and hand back its results folder."""
+    done = {}
+
+    def run(stem):
+        if stem not in done:
+            out = tmp_path_factory.mktemp(stem)
+            nb = ROOT / "notebooks" / f"{stem}.ipynb"
+            try:
+                execute(nb, out / "executed", parameters_for(nb.name, "cpu", out / "results"), timeout=TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - name the notebook and the failing cell
+                pytest.fail(f"{nb.name} failed at {describe_failure(exc)}")
+            done[stem] = out / "results"
+        return done[stem]
+
+    return run
+
+
+def load(folder, name):
+    table, prov = results.read_results(folder / f"{name}-cpu.json")
+    assert prov["device_kind"] == "cpu"
+    return table
+
+
+def test_notebook_list_is_the_series():
+    assert [p.stem for p in NOTEBOOKS] == ["01_reproduce_ima", "02_apply_flexfix", "03_stride_layouts"]
+
+
+def test_01_frozen_launch_reproduces_and_the_slice_does_not(executed):
+    runs = load(executed("01_reproduce_ima"), "ima_kernel")
+    big, small = runs[runs.batch == 48], runs[runs.batch == 16]
+    assert len(big) == 6 and len(small) == 6  # 2 copies x 3 seeds each
+    assert set(big[big["copy"] == "as_strided"].status) <= {"index_error", "wrong_result"}
+    assert (big[big["copy"] == "sliced"].status == "ok").all()
+    assert (small.status == "ok").all()
+    for records in runs[runs["copy"] == "sliced"].records:
+        assert all(r["max_error"] < 1e-4 for r in records)
+
+
+def test_02_patch_checks_all_hold(executed):
+    checks = load(executed("02_apply_flexfix"), "patch_checks").set_index("check")["value"]
+    assert not checks["before: copy keeps the destination's strides"]
+    assert checks.drop(["before: copy keeps the destination's strides",
+                        "before: supports_batch_invariance()"]).all(), checks
+
+
+def test_03_misread_fractions(executed):
+    folder = executed("03_stride_layouts")
+    equivalence = load(folder, "copy_equivalence")
+    assert len(equivalence) == 200 and equivalence[["strides_equal", "storage_maps_equal", "values_equal"]].all().all()
+    table = load(folder, "stride_layouts")
+    buggy = table[table["copy"].str.startswith("as_strided")]
+    fixed = table[table["copy"].str.startswith("sliced")]
+    assert (buggy[buggy.row == 0].misread_fraction == 0).all()
+    assert (buggy[buggy.row >= 1].misread_fraction > 0).all()
+    assert (fixed.misread_fraction == 0).all() and (fixed.never_written == 0).all()
+    shrink = buggy[buggy.K_replay < buggy.K_capture]
+    assert shrink[shrink.row == shrink.row.max()].never_written.item() > 0
+
+
+# Hygiene of the committed notebooks.
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_is_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "committed with outputs"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+    first, last = nb.cells[0], nb.cells[-1]
+    assert first.cell_type == "markdown" and "What you will learn" in first.source
+    assert last.cell_type == "markdown" and "Takeaways" in last.source
+
+
+# The runner behind `make notebooks`.
+
+def tiny_notebook(path, code):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('DEVICE = "auto"')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_one_failing_notebook_does_not_stop_the_others(tmp_path, capsys):
+    bad = tiny_notebook(tmp_path / "a_bad.ipynb", "raise ValueError('planted failure')")
+    good = tiny_notebook(tmp_path / "b_good.ipynb", "x = 1")
+    runs = run_all([bad, good], tmp_path / "out", "cpu")
+    assert [(r.notebook, r.ok) for r in runs] == [("a_bad.ipynb", False), ("b_good.ipynb", True)]
+    assert "planted failure" in runs[0].error and "cell" in runs[0].error
+    out = capsys.readouterr().out
+    assert "a_bad.ipynb" in out and "FAILED" in out and (tmp_path / "out" / "b_good.ipynb").exists()
+
+
+def test_bad_device_parameter_fails_in_the_first_cell(tmp_path):
+    nb = ROOT / "notebooks" / "03_stride_layouts.ipynb"
+    with pytest.raises(Exception) as err:
+        execute(nb, tmp_path, {"DEVICE": "gpu", "RESULTS_DIR": str(tmp_path)})
+    assert "DEVICE must be one of" in str(err.value)

@@ -1,0 +1,30 @@
+import pytest
+
+from flexfix import params
+
+
+def test_unknown_device_is_named():
+    with pytest.raises(ValueError, match="'gpu'"):
+        params.resolve_device("gpu")
+
+
+def test_cuda_without_a_gpu_says_so_and_runs_cpu(monkeypatch, capsys):
+    monkeypatch.setattr(params, "cuda_available", lambda: False)
+    assert params.resolve_device("cuda") == "cpu"
+    assert "no usable GPU" in capsys.readouterr().out
+    assert params.resolve_device("auto") == "cpu"
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, "4", True, None])
+def test_impossible_sizes(value):
+    with pytest.raises(ValueError, match="BATCH"):
+        params.positive_int("BATCH", value)
+
+
+def test_maximum_and_lists():
+    with pytest.raises(ValueError, match="larger than the maximum 128"):
+        params.positive_int("BATCH", 129, maximum=128)
+    with pytest.raises(ValueError, match=r"SEEDS\[1\]"):
+        params.positive_ints("SEEDS", [1, 0])
+    with pytest.raises(ValueError, match="empty"):
+        params.positive_ints("SEEDS", [])

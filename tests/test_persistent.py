@@ -1,0 +1,138 @@
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flexfix.persistent import copy_to_persistent, copy_to_persistent_as_strided, copy_to_slice, storage_map
+
+
+def test_sliced_copy_keeps_destination_strides():
+    dst = torch.zeros(4, 10, dtype=torch.int32)
+    src = torch.arange(6, dtype=torch.int32).reshape(2, 3)
+    view = copy_to_persistent(dst, src)
+    assert view.stride() == dst.stride() and torch.equal(view, src)
+    assert view.untyped_storage().data_ptr() == dst.untyped_storage().data_ptr()
+
+
+def test_as_strided_copy_packs_densely_with_source_strides():
+    dst = torch.zeros(4, 10, dtype=torch.int32)
+    src = torch.arange(6, dtype=torch.int32).reshape(2, 3)
+    view = copy_to_persistent_as_strided(dst, src)
+    assert view.stride() == (3, 1)
+    assert dst.flatten()[:6].tolist() == list(range(6))
+
+
+def test_as_strided_error_text_matches_vllm_0_20():
+    dst = torch.zeros(2, 2)
+    with pytest.raises(RuntimeError, match=r"Fail to re-stride a persistent tensor of shape torch.Size\(\[2, 2\]\) "
+                                           r"for a tensor of shape torch.Size\(\[3, 3\]\)"):
+        copy_to_persistent_as_strided(dst, torch.zeros(3, 3))
+
+
+def test_storage_map_of_a_transposed_slice():
+    base = torch.zeros(3, 5)
+    assert storage_map(base[1:, 2:4].t()).tolist() == [[7, 12], [8, 13]]
+
+
+def test_real_vllm_function_equals_the_reimplementation_on_random_shapes():
+    from vllm.v1.attention.backends.flex_attention import copy_to_persistent as vllm_copy
+
+    rng = random.Random(0)
+    for _ in range(300):
+        ndim = rng.randint(1, 3)
+        dst_shape = [rng.randint(1, 9) for _ in range(ndim)]
+        src_shape = [rng.randint(1, d) for d in dst_shape]
+        src = torch.randint(-5, 5, src_shape, dtype=torch.int32)
+        a, b = torch.zeros(dst_shape, dtype=torch.int32), torch.zeros(dst_shape, dtype=torch.int32)
+        va, vb = vllm_copy(a, src), copy_to_persistent_as_strided(b, src)
+        assert torch.equal(storage_map(va), storage_map(vb)) and torch.equal(a, b)
+
+
+def test_real_vllm_function_raises_the_same_error():
+    from vllm.v1.attention.backends.flex_attention import copy_to_persistent as vllm_copy
+
+    for copy in (vllm_copy, copy_to_persistent_as_strided):
+        with pytest.raises(RuntimeError, match="Fail to re-stride a persistent tensor"):
+            copy(torch.zeros(2, 2), torch.zeros(3, 3))
+
+
+@pytest.mark.parametrize("dst, src, words", [
+    (torch.zeros(4, 4), torch.zeros(4), ["(4, 4)", "(4,)", "rank"]),
+    (torch.zeros(4, 4), torch.zeros(2, 5), ["(2, 5)", "(4, 4)", "does not fit"]),
+    (torch.zeros(4, 4), torch.zeros(2, 2, dtype=torch.int32), ["torch.float32", "torch.int32"]),
+    (torch.zeros(4, 4, device="meta"), torch.zeros(2, 2), ["meta", "cpu"]),
+])
+def test_fixed_copy_refuses_and_writes_nothing(dst, src, words):
+    before = dst.clone() if dst.device.type != "meta" else None
+    with pytest.raises(ValueError) as err:
+        copy_to_persistent(dst, src)
+    for w in words:
+        assert w in str(err.value)
+    if before is not None:
+        assert torch.equal(dst, before)
+
+
+def test_fixed_copy_refuses_non_tensors():
+    with pytest.raises(TypeError, match="list"):
+        copy_to_persistent(torch.zeros(2), [1, 2])
+
+
+def test_copy_to_slice_is_the_unchecked_rule():
+    dst = torch.zeros(3, 8)
+    src = torch.ones(2, 5)
+    assert storage_map(copy_to_slice(dst, src)).tolist() == storage_map(dst[:2, :5]).tolist()
+
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.bool]
+DEVICES = ["cpu", "meta"]
+
+
+@st.composite
+def copy_cases(draw):
+    ndim = draw(st.integers(1, 4))
+    dst_shape = draw(st.lists(st.integers(1, 6), min_size=ndim, max_size=ndim))
+    valid = draw(st.booleans())
+    if valid:
+        src_shape = [draw(st.integers(1, d)) for d in dst_shape]
+        return dst_shape, src_shape, draw(st.sampled_from(DTYPES)), None, "cpu", "cpu"
+    flaw = draw(st.sampled_from(["rank", "size", "dtype", "device"]))
+    src_shape = [draw(st.integers(1, d)) for d in dst_shape]
+    dtype, src_dtype, src_device = draw(st.sampled_from(DTYPES)), None, "cpu"
+    if flaw == "rank":
+        src_shape = src_shape + [1] if draw(st.booleans()) or ndim == 1 else src_shape[:-1]
+    elif flaw == "size":
+        i = draw(st.integers(0, ndim - 1))
+        src_shape[i] = dst_shape[i] + draw(st.integers(1, 4))
+    elif flaw == "dtype":
+        src_dtype = draw(st.sampled_from([d for d in DTYPES if d != dtype]))
+    else:
+        src_device = "meta"
+    return dst_shape, src_shape, dtype, src_dtype, "cpu", src_device
+
+
+@settings(max_examples=1200, deadline=None)
+@given(copy_cases())
+def test_fixed_copy_property(case):
+    """Valid: a view with the destination's strides holding the source. Invalid: ValueError naming
+    both sides, destination unchanged."""
+    dst_shape, src_shape, dtype, src_dtype, dst_device, src_device = case
+    dst = torch.zeros(dst_shape, dtype=dtype, device=dst_device)
+    src = (torch.arange(int(torch.tensor(src_shape).prod())) % 2 + 1).reshape(src_shape).to(src_dtype or dtype)
+    src = src.to(src_device)
+    before = dst.clone()
+    valid = (len(src_shape) == len(dst_shape) and all(s <= d for s, d in zip(src_shape, dst_shape))
+             and src.dtype == dst.dtype and src.device == dst.device)
+    if valid:
+        view = copy_to_persistent(dst, src)
+        assert view.stride() == dst.stride()
+        assert torch.equal(view, src)
+    else:
+        with pytest.raises(ValueError) as err:
+            copy_to_persistent(dst, src)
+        message = str(err.value)
+        sides = [(str(tuple(dst.shape)), str(tuple(src.shape))), (str(dst.dtype), str(src.dtype)),
+                 (str(dst.device), str(src.device))]
+        assert any(a in message and b in message for a, b in sides), message
+        assert torch.equal(dst, before)

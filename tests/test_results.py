@@ -1,0 +1,83 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flexfix import results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gpu_provenance():
+    prov = results.provenance("cpu", {"x": 1})
+    prov.update(device_kind="cuda", device_name="NVIDIA H100 80GB HBM3")
+    return prov
+
+
+def test_round_trip_with_provenance(tmp_path):
+    table = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    path = results.write_results(tmp_path, "t", table, "cpu", {"n": 2})
+    back, prov = results.read_results(path)
+    assert back.equals(table)
+    assert prov["parameters"] == {"n": 2} and prov["device_kind"] == "cpu"
+    assert set(results.PROVENANCE_KEYS) <= set(prov)
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
+    path = results.write_results(tmp_path, "t", [{"a": 1}], "cpu")
+    old = path.read_text()
+
+    def broken_dumps(*a, **k):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(results.json, "dumps", broken_dumps)
+    with pytest.raises(RuntimeError):
+        results.write_results(tmp_path, "t", [{"a": 2}], "cpu")
+    assert path.read_text() == old
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_cpu_run_never_replaces_a_gpu_result(tmp_path):
+    gpu = results.write_results(tmp_path, "t", [{"a": 1}], "cuda", prov=gpu_provenance())
+    cpu = results.write_results(tmp_path, "t", [{"a": 2}], "cpu")
+    assert gpu != cpu and json.loads(gpu.read_text())["records"] == [{"a": 1}]
+    # even a CPU provenance aimed at the GPU file name is refused
+    sneaky = results.provenance("cpu")
+    gpu.rename(tmp_path / "t-cpu.json")
+    with pytest.raises(results.ResultsError, match="GPU-recorded"):
+        results.write_results(tmp_path, "t", [{"a": 3}], "cpu", prov=sneaky)
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"records": []}, "no provenance"),
+    ({"provenance": {"device_kind": "cuda"}, "records": []}, "lacks"),
+    ({"provenance": gpu_provenance()}, "no records"),
+])
+def test_missing_provenance_fails_loudly(tmp_path, payload, message):
+    path = tmp_path / "x-cuda.json"
+    path.write_text(json.dumps(payload))
+    with pytest.raises(results.ResultsError, match=message):
+        results.read_results(path)
+
+
+def test_not_json_and_missing_file(tmp_path):
+    (tmp_path / "x-cuda.json").write_text("{")
+    with pytest.raises(results.ResultsError, match="not valid JSON"):
+        results.read_results(tmp_path / "x-cuda.json")
+    with pytest.raises(results.ResultsError, match="no results file"):
+        results.recorded(tmp_path, "absent")
+
+
+@pytest.mark.parametrize("name", ["", "../x", ".hidden", "a/b"])
+def test_bad_names_are_refused(tmp_path, name):
+    with pytest.raises(ValueError, match="plain file stem"):
+        results.write_results(tmp_path, name, [], "cpu")
+
+
+def test_every_recorded_gpu_result_carries_gpu_provenance():
+    files = sorted((ROOT / "data").glob("*-cuda.json"))
+    assert files
+    for path in files:
+        _, prov = results.read_results(path)
+        assert prov["device_kind"] == "cuda" and "H100" in prov["device_name"] and prov["driver"], path
+        assert prov["vllm"] == "0.20.0" and prov["torch"].startswith("2.11.0") and prov["git_commit"], path
