@@ -7,6 +7,7 @@ the command exits non-zero.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -37,8 +38,9 @@ class Run:
         return f"{self.notebook:<28} device={self.device:<4} {self.seconds:7.1f} s  {state}"
 
 
-def parameters_for(notebook: str, device: str, results_dir: str | None = None) -> dict[str, Any]:
-    params = {"DEVICE": device, **PARAMETERS.get(device, {}).get(Path(notebook).stem, {})}
+def parameters_for(notebook: str, device: str, results_dir: str | None = None,
+                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    params = {"DEVICE": device, **PARAMETERS.get(device, {}).get(Path(notebook).stem, {}), **(overrides or {})}
     if results_dir is not None:
         params["RESULTS_DIR"] = str(Path(results_dir).resolve())
     return params
@@ -64,12 +66,13 @@ def describe_failure(exc: BaseException) -> str:
     return f"{where}: {ename}: {str(evalue).splitlines()[0] if evalue else ''}"
 
 
-def run_all(notebooks: Sequence[Path], out_dir: Path, device: str, results_dir: str | None = None) -> list[Run]:
+def run_all(notebooks: Sequence[Path], out_dir: Path, device: str, results_dir: str | None = None,
+            overrides: dict[str, Any] | None = None) -> list[Run]:
     runs = []
     for nb in notebooks:
         start = time.monotonic()
         try:
-            execute(nb, out_dir, parameters_for(nb.name, device, results_dir))
+            execute(nb, out_dir, parameters_for(nb.name, device, results_dir, overrides))
             run = Run(nb.name, device, time.monotonic() - start, True)
         except Exception as exc:  # noqa: BLE001 - the summary names every failure
             run = Run(nb.name, device, time.monotonic() - start, False, describe_failure(exc))
@@ -82,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m flexfix.run_notebooks", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "build" / "notebooks"))
     p.add_argument("--results", default=None, help="RESULTS_DIR for every notebook (default: the notebook's)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=JSON",
+                   help='override a parameter in every notebook, e.g. -p SEEDS=[0] -p RUN_ENGINE=false')
     p.add_argument("notebooks", nargs="*", help="notebook paths (default: every notebook in notebooks/)")
     args = p.parse_args(argv)
     import torch
@@ -89,7 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     notebooks = [Path(n) for n in args.notebooks] or sorted(NOTEBOOKS.glob("*.ipynb"))
     print(f"executing {len(notebooks)} notebooks with {device} parameters into {args.out}", flush=True)
-    runs = run_all(notebooks, Path(args.out), device, args.results)
+    overrides = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            p.error(f"--param needs NAME=JSON, got {item!r}")
+        try:
+            overrides[name] = json.loads(value)
+        except ValueError:
+            p.error(f"--param {name}: {value!r} is not JSON (strings need quotes: {name}='\"text\"')")
+    runs = run_all(notebooks, Path(args.out), device, args.results, overrides)
     failed = [r for r in runs if not r.ok]
     print(f"{len(runs) - len(failed)} of {len(runs)} notebooks ok"
           + (f"; failed: {', '.join(r.notebook for r in failed)}" if failed else ""))
