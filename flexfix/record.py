@@ -19,7 +19,10 @@ import pandas as pd
 from flexfix import results
 from flexfix.repro import Outcome, run_kernel_in_child
 
-__all__ = ["kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine", "outcome_row"]
+# The engine tables recorded on the H100, in data/ (one run could not hold every scenario).
+RECORDED_ENGINE_TABLES = ["engine_scenarios", "engine_scenarios_part2", "engine_scenarios_part3"]
+
+__all__ = ["RECORDED_ENGINE_TABLES", "kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine", "outcome_row"]
 
 
 def outcome_row(outcome: Outcome, **keys) -> dict:

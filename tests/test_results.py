@@ -81,3 +81,18 @@ def test_every_recorded_gpu_result_carries_gpu_provenance():
         _, prov = results.read_results(path)
         assert prov["device_kind"] == "cuda" and "H100" in prov["device_name"] and prov["driver"], path
         assert prov["vllm"] == "0.20.0" and prov["torch"].startswith("2.11.0") and prov["git_commit"], path
+
+
+def test_recorded_engine_outcomes():
+    """What the H100 recorded (data/): refusal, crashes, control and the patched runs."""
+    from flexfix.record import RECORDED_ENGINE_TABLES
+
+    table, _ = results.recorded_all(ROOT / "data", RECORDED_ENGINE_TABLES)
+    status = dict(zip(table.scenario, table.status))
+    assert status["a"] == "refused"
+    assert status["b"] == status["d"] == "illegal_memory_access"
+    assert status["c"] == "ok"
+    for name in ("patched_inprocess", "patched_d", "patched_plugin"):
+        assert status[name] == "ok"
+        runs = table[table.scenario == name].records.item()
+        assert all(r["completed"] == r["requests"] for r in runs)
