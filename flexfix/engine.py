@@ -58,7 +58,7 @@ SCENARIOS = {s.name: s for s in (
     Scenario("threshold", "none", False, (1, 2, 4, 8, 12, 15, 16, 17, 24, 32, 48), "illegal_memory_access",
              "unpatched, VLLM_BATCH_INVARIANT=0, growing numbers of concurrent requests until one crashes"),
     *(Scenario(f"stock_{n}", "none", False, (n,), "ok" if n <= 16 else "illegal_memory_access",
-               f"unpatched, VLLM_BATCH_INVARIANT=0, {n} requests, a fresh engine") for n in (16, 17, 24, 32, 40, 44)),
+               f"unpatched, VLLM_BATCH_INVARIANT=0, {n} requests, a fresh engine") for n in (16, 17, 24, 32, 40, 44, 45, 46, 47)),
     Scenario("patched_inprocess", "inprocess", True, (17, 48, 128), "ok",
              "flexfix.vllm_patch.apply() in the engine's process, VLLM_BATCH_INVARIANT=1"),
     Scenario("patched_d", "inprocess", False, (48,), "ok",
