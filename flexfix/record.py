@@ -20,7 +20,8 @@ from flexfix import results
 from flexfix.repro import Outcome, run_kernel_in_child
 
 # The engine tables recorded on the H100, in data/ (one run could not hold every scenario).
-RECORDED_ENGINE_TABLES = ["engine_scenarios", "engine_scenarios_part2", "engine_scenarios_part3"]
+RECORDED_ENGINE_TABLES = ["engine_scenarios", "engine_scenarios_part2", "engine_scenarios_part3",
+                          "engine_scenarios_part4"]
 
 __all__ = ["RECORDED_ENGINE_TABLES", "kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine", "outcome_row"]
 
