@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from flexfix.repro import Outcome, Reporter, run_child
+from flexfix import vllm_patch
+from flexfix.repro import Outcome, Reporter, run_child, run_reported
 
 __all__ = ["LLAMA_CONFIGS", "Scenario", "SCENARIOS", "write_llama", "run_scenario", "scenario_env"]
 
@@ -107,52 +108,40 @@ def run_scenario(name: str, model_dir: str | os.PathLike, *, timeout: float = 15
     return run_child(argv, timeout=timeout, env=scenario_env(sc))
 
 
-def _child(name: str, model_dir: str, max_tokens: int) -> int:
-    reporter = Reporter()
+def _child(name: str, model_dir: str, max_tokens: int, reporter: Reporter) -> None:
     sc = SCENARIOS[name]
-    try:
-        if sc.patch == "bi_only":
-            from vllm.v1.attention.backends import flex_attention
+    if sc.patch == "bi_only":  # only the second change of PR #40842, the copy left as it is
+        from vllm.v1.attention.backends import flex_attention
 
-            flex_attention.FlexAttentionBackend.supports_batch_invariance = classmethod(lambda cls: True)
-        elif sc.patch == "inprocess":
-            from flexfix import vllm_patch
+        flex_attention.FlexAttentionBackend.supports_batch_invariance = classmethod(
+            vllm_patch._supports_batch_invariance)
+    elif sc.patch == "inprocess":
+        vllm_patch.apply()
+    from vllm import LLM, SamplingParams
 
-            vllm_patch.apply()
-        from vllm import LLM, SamplingParams
-
-        vocab = LLAMA_CONFIGS["tiny"]["vocab_size"]
-        llm = LLM(model=model_dir, attention_config={"backend": "FLEX_ATTENTION"}, skip_tokenizer_init=True,
-                  max_num_seqs=max(max(sc.requests), 16), max_model_len=1024, gpu_memory_utilization=0.15,
-                  seed=0, dtype="bfloat16")
-        params = lambda i: SamplingParams(temperature=0.8, seed=1000 + i, max_tokens=max_tokens, ignore_eos=True,
-                                          logprobs=1, detokenize=False)
-        # Request 0 alone first (one query block: safe even unpatched), to compare with it in the batch.
-        alone = llm.generate([{"prompt_token_ids": prompts(1, vocab)[0]}], [params(0)], use_tqdm=False)[0]
-        for n in sc.requests:
-            start = time.monotonic()
-            outs = llm.generate([{"prompt_token_ids": p} for p in prompts(n, vocab)],
-                                [params(i) for i in range(n)], use_tqdm=False)
-            first = outs[0].outputs[0]
-            record = {"requests": n, "completed": sum(len(o.outputs[0].token_ids) == max_tokens for o in outs),
-                      "tokens": sum(len(o.outputs[0].token_ids) for o in outs),
-                      "distinct_tokens_request0": len(set(first.token_ids)),
-                      "seconds": round(time.monotonic() - start, 2)}
-            a = alone.outputs[0]
-            lp = lambda out: [d[t].logprob for d, t in zip(out.logprobs, out.token_ids)]
-            record["request0_tokens_equal_alone"] = list(a.token_ids) == list(first.token_ids)
-            record["request0_logprobs_bitwise_equal_alone"] = lp(a) == lp(first)
-            reporter.record(record)
-        from flexfix import vllm_patch
-
-        reporter.finish("ok", sc.what, patched_in_child=vllm_patch.is_patched())
-        return 0
-    except BaseException as exc:  # noqa: BLE001 - the child reports every failure
-        import traceback
-
-        traceback.print_exc()
-        reporter.fail(exc)
-        return 1
+    vocab = LLAMA_CONFIGS["tiny"]["vocab_size"]
+    llm = LLM(model=model_dir, attention_config={"backend": "FLEX_ATTENTION"}, skip_tokenizer_init=True,
+              max_num_seqs=max(max(sc.requests), 16), max_model_len=1024, gpu_memory_utilization=0.15,
+              seed=0, dtype="bfloat16")
+    params = lambda i: SamplingParams(temperature=0.8, seed=1000 + i, max_tokens=max_tokens, ignore_eos=True,
+                                      logprobs=1, detokenize=False)
+    # Request 0 alone first (one query block: safe even unpatched), to compare with it in the batch.
+    alone = llm.generate([{"prompt_token_ids": prompts(1, vocab)[0]}], [params(0)], use_tqdm=False)[0]
+    for n in sc.requests:
+        start = time.monotonic()
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts(n, vocab)],
+                            [params(i) for i in range(n)], use_tqdm=False)
+        first = outs[0].outputs[0]
+        record = {"requests": n, "completed": sum(len(o.outputs[0].token_ids) == max_tokens for o in outs),
+                  "tokens": sum(len(o.outputs[0].token_ids) for o in outs),
+                  "distinct_tokens_request0": len(set(first.token_ids)),
+                  "seconds": round(time.monotonic() - start, 2)}
+        a = alone.outputs[0]
+        lp = lambda out: [d[t].logprob for d, t in zip(out.logprobs, out.token_ids)]
+        record["request0_tokens_equal_alone"] = list(a.token_ids) == list(first.token_ids)
+        record["request0_logprobs_bitwise_equal_alone"] = lp(a) == lp(first)
+        reporter.record(record)
+    reporter.finish("ok", sc.what, patched_in_child=vllm_patch.is_patched())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--max-tokens", type=int, default=32)
     args = p.parse_args(argv)
-    return _child(args.child, args.model, args.max_tokens)
+    return run_reported(lambda reporter: _child(args.child, args.model, args.max_tokens, reporter))
 
 
 if __name__ == "__main__":

@@ -35,11 +35,11 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = [
     "STATUSES", "IMA_TEXT", "Outcome", "Reporter", "classify", "status_from_error",
-    "run_child", "run_kernel_in_child", "worst",
+    "run_child", "run_kernel_in_child", "run_reported", "worst",
 ]
 
 STATUSES = ("ok", "wrong_result", "illegal_memory_access", "index_error", "refused", "error", "timeout")
@@ -216,25 +216,30 @@ def run_kernel_in_child(copy: str, device: str, batch: int, seed: int, *, launch
     return run_child(_kernel_args(copy, device, batch, seed, launch), timeout=timeout, sanitizer=sanitizer)
 
 
-def _child_main(args: argparse.Namespace) -> int:
+def run_reported(body: Callable[[Reporter], None]) -> int:
+    """A child's main: run ``body`` with a :class:`Reporter`; an exception is printed and
+    reported as the child's outcome.  Returns the exit status."""
     reporter = Reporter()
     try:
-        from flexfix.kernel_repro import KernelScenario, run_kernel_scenario
-
-        sc = KernelScenario(copy=args.copy, device=args.device, batch=args.batch, seed=args.seed,
-                            launch=args.launch)
-        records = run_kernel_scenario(sc, report=reporter.record)
-        reporter.finish(worst([r["outcome"] for r in records]),
-                        f"{sc.copy} copy, {sc.launch_kind} launch, batch {sc.batch}, seed {sc.seed}")
-        if args.device == "cuda":
-            import torch
-
-            torch.cuda.synchronize()
+        body(reporter)
         return 0
     except BaseException as exc:  # noqa: BLE001 - the child reports every failure
         traceback.print_exc()
         reporter.fail(exc)
         return 1
+
+
+def _kernel_child(args: argparse.Namespace, reporter: Reporter) -> None:
+    from flexfix.kernel_repro import KernelScenario, run_kernel_scenario
+
+    sc = KernelScenario(copy=args.copy, device=args.device, batch=args.batch, seed=args.seed, launch=args.launch)
+    records = run_kernel_scenario(sc, report=reporter.record)
+    reporter.finish(worst([r["outcome"] for r in records]),
+                    f"{sc.copy} copy, {sc.launch_kind} launch, batch {sc.batch}, seed {sc.seed}")
+    if args.device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -250,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        return _child_main(args)
+        return run_reported(lambda reporter: _kernel_child(args, reporter))
     outcome = run_kernel_in_child(args.copy, args.device, args.batch, args.seed, launch=args.launch,
                                   sanitizer=args.sanitizer, timeout=args.timeout)
     if args.json:
