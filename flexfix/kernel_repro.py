@@ -101,7 +101,6 @@ def run_kernel_scenario(sc: KernelScenario, report: Callable[[dict], None] = lam
 
     launch = make_launch(sc.launch_kind, attend)
     records = []
-    query = None
     for i, longest in enumerate((sc.capture_len, *sc.replay_lens)):
         step = paged.make_step(sc.shape, step_lengths(sc.batch, longest, rng), seed=sc.seed * 1000 + i,
                                device=sc.device, dtype=sc.dtype)
@@ -113,19 +112,18 @@ def run_kernel_scenario(sc: KernelScenario, report: Callable[[dict], None] = lam
             "written_stride": list(views.kv_indices.stride()),
         }
         try:
-            if query is None:
-                query = step.query.clone()
+            if i == 0:
+                query = step.query.clone()  # the captured query buffer; later steps write into it
                 out = launch.capture(query=query, **views.as_dict())
             else:
                 query.copy_(step.query)
                 out = launch.replay()
         except IndexError as e:  # the CPU analog of reading outside the buffer
-            record.update(launch_stride=list(launch.launch_strides()["kv_indices"]),
-                          max_error=None, outcome="index_error", detail=str(e))
+            record.update(max_error=None, outcome="index_error", detail=str(e))
         else:
             err = (out.float().cpu() - paged.reference(step, k_cache, v_cache)).abs().max().item()
-            record.update(launch_stride=list(launch.launch_strides()["kv_indices"]), max_error=err,
-                          outcome="ok" if err <= tolerance(sc.dtype) else "wrong_result")
+            record.update(max_error=err, outcome="ok" if err <= tolerance(sc.dtype) else "wrong_result")
+        record["launch_stride"] = list(launch.launch_strides()["kv_indices"])
         records.append(record)
         report(record)
     return records

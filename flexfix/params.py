@@ -33,16 +33,19 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def positive_int(name: str, value: object, *, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def positive_int(name: str, value: object, *, maximum: int | None = None, minimum: int = 1) -> int:
+    """``value`` if it is an int in ``minimum..maximum``; otherwise ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name}={value} is larger than the maximum {maximum}")
     return value
 
 
-def positive_ints(name: str, values: Iterable[object], *, maximum: int | None = None) -> list[int]:
+def positive_ints(name: str, values: Iterable[object], *, maximum: int | None = None,
+                  minimum: int = 1) -> list[int]:
     values = list(values)
     if not values:
         raise ValueError(f"{name} must not be empty")
-    return [positive_int(f"{name}[{i}]", v, maximum=maximum) for i, v in enumerate(values)]
+    return [positive_int(f"{name}[{i}]", v, maximum=maximum, minimum=minimum) for i, v in enumerate(values)]

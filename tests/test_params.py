@@ -28,3 +28,9 @@ def test_maximum_and_lists():
         params.positive_ints("SEEDS", [1, 0])
     with pytest.raises(ValueError, match="empty"):
         params.positive_ints("SEEDS", [])
+
+
+def test_seeds_may_be_zero_but_not_negative():
+    assert params.positive_ints("SEEDS", [0, 3], minimum=0) == [0, 3]
+    with pytest.raises(ValueError, match=r"SEEDS\[1\] must be an integer >= 0, got -1"):
+        params.positive_ints("SEEDS", [0, -1], minimum=0)
