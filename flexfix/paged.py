@@ -271,7 +271,13 @@ def flex_decode(query, k_cache, v_cache, block_mask, *, compiled: bool, options:
 
     fn = flex_attention
     if compiled:
-        fn = _COMPILED.setdefault("flex", torch.compile(flex_attention, fullgraph=True))
+        if "flex" not in _COMPILED:
+            import torch._dynamo
+
+            # Sweeps meet many batch sizes, strides and kernel options: one kernel each is expected.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            _COMPILED["flex"] = torch.compile(flex_attention, fullgraph=True)
+        fn = _COMPILED["flex"]
     return fn(query, k_cache, v_cache, block_mask=block_mask, enable_gqa=True,
               kernel_options=options)
 
@@ -288,15 +294,23 @@ def _read_row(t: torch.Tensor, row: int, count: int) -> torch.Tensor:
 
 
 def blocksparse_decode(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                       views: Views) -> torch.Tensor:
+                       views: Views, *, reduction: str = "row") -> torch.Tensor:
     """The CPU analog of flex's block-sparse decode kernel, in fp32.
 
     For query block ``g`` it reads ``kv_num_blocks[g]`` block numbers from row ``g`` of
-    ``kv_indices`` *through the view's offset and strides*, gathers those pages, applies
-    the paged mask and a softmax.  A block number outside the cache raises IndexError
-    (where a GPU kernel would read outside its buffer); a misread in-range block gives a
-    wrong answer (where a GPU kernel would too).
+    ``kv_indices`` *through the view's offset and strides*, gathers those pages and applies
+    the paged mask.  A block number outside the cache raises IndexError (where a GPU kernel
+    would read outside its buffer); a misread in-range block gives a wrong answer (where a
+    GPU kernel would too).
+
+    ``reduction="row"``: one softmax over all the pages the query block reads (the block's
+    requests together), so the length of every reduction depends on the batch.
+    ``reduction="page"``: an online softmax one page (16 keys, flex's ``BLOCK_N``) at a
+    time, in ``kv_indices`` order; a page masked for a query adds exactly nothing, so a
+    request's result does not depend on the pages of the requests beside it.
     """
+    if reduction not in ("row", "page"):
+        raise ValueError(f"reduction must be 'row' or 'page', got {reduction!r}")
     _, hq, t, d = query.shape
     hkv, num_pages = k_cache.shape[1], k_cache.shape[2] // PAGE_SIZE
     mask_mod = make_mask_mod(views.physical_to_logical, views.seq_lens, views.doc_ids)
@@ -312,13 +326,30 @@ def blocksparse_decode(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
             raise IndexError(f"query block {g} reads KV block {int(outside[0])}, "
                              f"outside the cache's blocks 0..{num_pages - 1}")
         rows = torch.arange(g * Q_BLOCK, min((g + 1) * Q_BLOCK, t), device=query.device)
-        kv_pos = (blocks[:, None] * PAGE_SIZE + torch.arange(PAGE_SIZE, device=query.device)).flatten()
-        allowed = mask_mod(0, 0, rows[:, None], kv_pos[None, :])
-        scores = q[:, rows] @ k[:, kv_pos].transpose(-1, -2) / math.sqrt(d)
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # a fully masked row gives 0
-        out[:, rows] = probs @ v[:, kv_pos]
+        tiles = [blocks] if reduction == "row" else [blocks[i:i + 1] for i in range(count)]
+        out[:, rows] = _online_softmax(q[:, rows], k, v, rows, tiles, mask_mod)
     return out[None]
+
+
+def _online_softmax(q, k, v, rows, tiles, mask_mod) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over the keys of ``tiles`` (lists of pages), one tile at a
+    time, as a flash kernel does.  With a single tile it is the plain softmax."""
+    hq, n, d = q.shape
+    m = torch.full((hq, n, 1), float("-inf"), device=q.device)
+    denom = torch.zeros(hq, n, 1, device=q.device)
+    acc = torch.zeros(hq, n, d, device=q.device)
+    for tile in tiles:
+        kv_pos = (tile[:, None] * PAGE_SIZE + torch.arange(PAGE_SIZE, device=q.device)).flatten()
+        scores = (q[:, :, None, :] * k[:, None, kv_pos]).sum(-1) / math.sqrt(d)
+        scores = scores.masked_fill(~mask_mod(0, 0, rows[:, None], kv_pos[None, :]), float("-inf"))
+        m_new = torch.maximum(m, scores.amax(-1, keepdim=True))
+        shift = torch.where(torch.isinf(m_new), 0.0, m_new)  # a row with nothing unmasked yet
+        p = torch.exp(scores - shift)
+        alpha = torch.exp(m - shift)
+        denom = denom * alpha + p.sum(-1, keepdim=True)
+        acc = acc * alpha + (p[..., None] * v[:, None, kv_pos]).sum(-2)
+        m = m_new
+    return (acc / denom).nan_to_num(0.0)  # a fully masked row gives 0
 
 
 def reference(step: DecodeStep, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:

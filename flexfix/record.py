@@ -2,6 +2,10 @@
 
     python -m flexfix.record kernel --out build/results      # torch-only repro + sanitizer
     python -m flexfix.record engine --out build/results      # vLLM 0.20.0 engine scenarios
+    python -m flexfix.record invariance --out build/results  # kernel-level batch invariance (notebook 04)
+    python -m flexfix.record timing --out build/results      # decode attention timing (notebook 05)
+    python -m flexfix.record engine-sweep --runs tiny:bi1:full,tiny:bi0:eager --name engine_sweep
+                                             # engine invariance / every request / throughput (04, 05, 01)
 
 Meant for a GPU machine with vLLM 0.20.0; the files it writes are what ``data/`` holds.
 On CPU, ``kernel`` runs the frozen-launch analog instead (and says so in provenance).
@@ -23,7 +27,8 @@ from flexfix.repro import Outcome, run_kernel_in_child
 RECORDED_ENGINE_TABLES = ["engine_scenarios", "engine_scenarios_part2", "engine_scenarios_part3",
                           "engine_scenarios_part4"]
 
-__all__ = ["RECORDED_ENGINE_TABLES", "kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine", "outcome_row"]
+__all__ = ["RECORDED_ENGINE_TABLES", "kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine",
+           "outcome_row", "engine_sweep", "model_dir"]
 
 
 def outcome_row(outcome: Outcome, **keys) -> dict:
@@ -73,13 +78,34 @@ def engine_outcomes(names: Sequence[str], model_dir: Path, progress: Callable[[s
     return pd.DataFrame(rows)
 
 
+def model_dir(config: str) -> Path:
+    """The Llama checkpoint of ``config`` (written once per machine, in the temp folder)."""
+    from flexfix.engine import write_llama
+
+    return write_llama(Path(tempfile.gettempdir()) / "flexfix-models" / config, config)
+
+
+def engine_sweep(runs: Sequence, progress: Callable[[str], None] = print,
+                 save: Callable[[pd.DataFrame], None] = lambda table: None, timeout: float = 480) -> pd.DataFrame:
+    """:class:`flexfix.engine_sweep.EngineRun` s one after another, each in its own child."""
+    from dataclasses import asdict
+
+    from flexfix.engine_sweep import run_engine
+
+    rows = []
+    for run in runs:
+        out = run_engine(run, model_dir(run.model), timeout=timeout)
+        progress(f"engine {run.name}: {out}")
+        rows.append(outcome_row(out, engine=run.name, **asdict(run)))
+        save(pd.DataFrame(rows))
+    return pd.DataFrame(rows)
+
+
 def record_engine(names: Sequence[str], out_dir, device: str, name: str = "engine_scenarios",
                   progress: Callable[[str], None] = print) -> tuple[pd.DataFrame, Path]:
     """Write the tiny Llama, run ``names`` one after another, save the table after each."""
-    from flexfix.engine import write_llama
-
     params = {"scenarios": list(names), "model": "tiny", "max_tokens": 32}
-    model = write_llama(Path(tempfile.gettempdir()) / "flexfix-models" / "tiny", "tiny")
+    model = model_dir("tiny")
     table = engine_outcomes(names, model, progress,
                             save=lambda t: results.write_results(out_dir, name, t, device, params))
     return table, results.write_results(out_dir, name, table, device, params)
@@ -87,19 +113,51 @@ def record_engine(names: Sequence[str], out_dir, device: str, name: str = "engin
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m flexfix.record")
-    p.add_argument("part", choices=["kernel", "sanitizer", "engine"])
+    p.add_argument("part", choices=["kernel", "sanitizer", "engine", "invariance", "timing", "engine-sweep"])
+    p.add_argument("--name", default=None, help="results name (default: the part's)")
+    p.add_argument("--runs", default="tiny:bi1:full", help="engine-sweep: MODEL:bi0|bi1|stock:full|piecewise|eager,...")
+    p.add_argument("--requests", default=None, help="engine-sweep: needle batch sizes (default: all of REQUESTS)")
+    p.add_argument("--every-request", default="", help="engine-sweep: N for which every request is checked")
+    p.add_argument("--throughput", default="", help="engine-sweep: N for output tokens per second")
+    p.add_argument("--contexts", default="256,1024,4096,8192", help="timing: context lengths")
     p.add_argument("--out", default="build/results")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--batches", default="48")
+    p.add_argument("--batches", default="48", help="kernel/sanitizer: batch sizes; timing: e.g. 1,8,16,32,64,128")
     p.add_argument("--scenarios", default="a,b,c,d,threshold,stock_16,stock_17,stock_24,stock_32,"
                                           "patched_inprocess,patched_plugin")
     args = p.parse_args(argv)
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    batches = [int(b) for b in args.batches.split(",")]
-    if args.part == "kernel":
+    ints = lambda text: tuple(int(x) for x in text.split(",") if x)
+    batches = list(ints(args.batches))
+    save = lambda name, params: (lambda table: results.write_results(args.out, name, table, device, params))
+    if args.part == "invariance":
+        from flexfix import invariance
+
+        name = args.name or "kernel_invariance"
+        configs = invariance.gpu_configs() if device == "cuda" else invariance.cpu_configs()
+        sweep = invariance.SweepShape()
+        params = {"configs": [c.name for c in configs], "batches": list(invariance.BATCHES),
+                  "positions": list(invariance.POSITIONS), "needle_len": sweep.needle_len,
+                  "capture_len": sweep.capture_len, "shape": str(sweep.paged)}
+        table = invariance.kernel_sweep(configs, sweep, device, save=save(name, params))
+    elif args.part == "timing":
+        from flexfix import timing
+
+        name = args.name or "decode_timing"
+        params = {"batches": batches, "contexts": list(ints(args.contexts)), "case": str(timing.DecodeCase())}
+        table = timing.decode_sweep(batches, params["contexts"], device, save=save(name, params))
+    elif args.part == "engine-sweep":
+        from flexfix.engine_sweep import REQUESTS, parse_runs
+
+        name = args.name or "engine_sweep"
+        runs = parse_runs(args.runs, requests=REQUESTS if args.requests is None else ints(args.requests),
+                          every_request=ints(args.every_request), throughput=ints(args.throughput))
+        params = {"runs": [r.name for r in runs]}
+        table = engine_sweep(runs, save=save(name, params))
+    elif args.part == "kernel":
         params = {"seeds": list(range(args.seeds)), "batches": batches}
         table = kernel_outcomes(device, params["seeds"], batches)
         name = "ima_kernel"

@@ -1,0 +1,168 @@
+"""Timing decode attention: warmed-up repetitions, medians, and the bandwidth they imply.
+
+* :func:`time_fn` runs ``fn`` ``warmup`` times, then times ``reps`` calls one by one: with
+  CUDA events on a GPU (the GPU's own clock, no host overhead between the events but the
+  launch itself), with ``time.perf_counter`` on CPU.  :class:`Timing` keeps every sample.
+* :func:`copy_bandwidth` measures the device-to-device copy rate of the same machine, the
+  practical ceiling of a memory-bound kernel: bytes read + bytes written per second.
+* :func:`kv_bytes` is what a decode step must read at least: every request's keys and
+  values once.
+
+The decode sweep (:func:`decode_sweep`) times, for each batch size and context length,
+flex with vLLM's kernel options eagerly and as a CUDA-graph replay, flex with the
+batch-invariant options, and ``scaled_dot_product_attention`` on the same keys and values
+gathered densely (a dense reference, not a paged kernel).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from flexfix import paged
+from flexfix.graphs import CudaGraphLaunch
+from flexfix.persistent import copy_to_persistent
+
+__all__ = ["Timing", "time_fn", "copy_bandwidth", "kv_bytes", "DecodeCase", "decode_sweep", "TIMING_COLUMNS"]
+
+TIMING_COLUMNS = ["device", "impl", "batch", "context", "median_ms", "q25_ms", "q75_ms", "reps", "kv_bytes",
+                  "kv_GBps", "copy_GBps", "fraction_of_copy_bw"]
+
+
+@dataclass
+class Timing:
+    """Samples of one timed call, in milliseconds."""
+
+    samples_ms: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    def quantile(self, q: float) -> float:
+        return float(torch.tensor(self.samples_ms, dtype=torch.float64).quantile(q))
+
+
+def time_fn(fn: Callable[[], object], *, warmup: int = 5, reps: int = 20, device: str = "cpu") -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then time ``reps`` calls one by one."""
+    if warmup < 0 or reps < 1:
+        raise ValueError(f"need warmup >= 0 and reps >= 1, got warmup={warmup}, reps={reps}")
+    for _ in range(warmup):
+        fn()
+    samples = []
+    if device == "cuda":
+        torch.cuda.synchronize()
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end))
+    else:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1e3)
+    return Timing(samples)
+
+
+def copy_bandwidth(device: str, nbytes: int = 1 << 30, *, reps: int = 10) -> float:
+    """Bytes per second moved by ``dst.copy_(src)`` of ``nbytes``: read + write counted."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    t = time_fn(lambda: dst.copy_(src), warmup=3, reps=reps, device=device)
+    return 2 * nbytes / (t.median / 1e3)
+
+
+def kv_bytes(batch: int, context: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+    """Keys and values of ``batch`` requests of ``context`` tokens: the least a decode step reads."""
+    return 2 * batch * context * num_kv_heads * head_dim * torch.empty(0, dtype=dtype).element_size()
+
+
+@dataclass(frozen=True)
+class DecodeCase:
+    """Head layout of the timed model (default: Llama-3-8B's 32 query / 8 KV heads of 128)."""
+
+    num_heads: int = 32
+    num_kv_heads: int = 8
+    head_dim: int = 128
+
+
+def _setup(case: DecodeCase, batch: int, context: int, device: str, dtype: torch.dtype):
+    shape = paged.PagedShape(max_num_seqs=max(batch, 16), max_model_len=context,
+                             num_pages=batch * paged.cdiv(context, paged.PAGE_SIZE) + 1,
+                             num_heads=case.num_heads, num_kv_heads=case.num_kv_heads, head_dim=case.head_dim)
+    # Values do not change a timing: draw them on the device (a 4 GB cache drawn on the CPU takes seconds).
+    g = torch.Generator(device=device).manual_seed(0)
+    size = (1, shape.num_kv_heads, shape.num_pages * paged.PAGE_SIZE, shape.head_dim)
+    k, v = (torch.randn(size, generator=g, device=device, dtype=dtype) for _ in range(2))
+    step = paged.make_step(shape, [context] * batch, seed=1, device=device, dtype=dtype)
+    views = paged.PersistentBuffers(shape, device=device).write(step, copy_to_persistent)
+    return shape, k, v, step, views
+
+
+def _dense(step: paged.DecodeStep, k: torch.Tensor, v: torch.Tensor, context: int):
+    """Each request's keys and values gathered into [B, Hkv, context, D] and its query [B, Hq, 1, D]."""
+    pos = (step.block_table.long()[:, :, None] * paged.PAGE_SIZE
+           + torch.arange(paged.PAGE_SIZE, device=k.device)).flatten(1)[:, :context]
+    kd = k[0][:, pos].permute(1, 0, 2, 3).contiguous()
+    vd = v[0][:, pos].permute(1, 0, 2, 3).contiguous()
+    return step.query[0].permute(1, 0, 2)[:, :, None].contiguous(), kd, vd
+
+
+def _impls(case, batch, context, device, dtype) -> dict[str, Callable[[], object]]:
+    shape, k, v, step, views = _setup(case, batch, context, device, dtype)
+    cache_tokens = k.shape[2]
+    q, kd, vd = _dense(step, k, v, context)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    impls: dict[str, Callable[[], object]] = {
+        "sdpa dense": lambda: sdpa(q, kd, vd, enable_gqa=True)}
+    compiled = device == "cuda"
+    for mode in (("vllm", "batch_invariant") if compiled else ("pytorch",)):
+        options = paged.kernel_options(mode)
+
+        def attend(query, kv_indices, kv_num_blocks, physical_to_logical, seq_lens, doc_ids, options=options):
+            vw = paged.Views(kv_indices, kv_num_blocks, physical_to_logical, seq_lens, doc_ids)
+            mask = paged.make_block_mask(vw, query.shape[2], cache_tokens)
+            return paged.flex_decode(query, k, v, mask, compiled=compiled, options=options)
+
+        tensors = {"query": step.query, **views.as_dict()}
+        mask = paged.make_block_mask(views, batch, cache_tokens)  # built once per step, as vLLM does
+        impls[f"flex {mode} eager"] = lambda mask=mask, options=options: paged.flex_decode(
+            step.query, k, v, mask, compiled=compiled, options=options)
+        if compiled:
+            graph = CudaGraphLaunch(attend)
+            graph.capture(**tensors)
+            impls[f"flex {mode} graph"] = graph.graph.replay
+    return impls
+
+
+def decode_sweep(batches: Sequence[int], contexts: Sequence[int], device: str, *, case: DecodeCase = DecodeCase(),
+                 warmup: int = 5, reps: int = 30, progress: bool = True,
+                 save: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+    """Median time of each implementation for every batch x context, with its KV bandwidth
+    and that bandwidth as a fraction of the device-to-device copy rate measured here."""
+    from tqdm.auto import tqdm
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    copy_bps = copy_bandwidth(device, (1 << 30) if device == "cuda" else (1 << 26))
+    rows = []
+    for batch, context in tqdm([(b, c) for b in batches for c in contexts], desc="decode timing", disable=not progress):
+        nbytes = kv_bytes(batch, context, case.num_kv_heads, case.head_dim, dtype)
+        for impl, fn in _impls(case, batch, context, device, dtype).items():
+            t = time_fn(fn, warmup=warmup, reps=reps, device=device)
+            kv_bps = nbytes / (t.median / 1e3)
+            rows.append({"device": device, "impl": impl, "batch": batch, "context": context, "median_ms": t.median,
+                         "q25_ms": t.quantile(0.25), "q75_ms": t.quantile(0.75), "reps": reps, "kv_bytes": nbytes,
+                         "kv_GBps": kv_bps / 1e9, "copy_GBps": copy_bps / 1e9,
+                         "fraction_of_copy_bw": kv_bps / copy_bps})
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        if save is not None:
+            save(pd.DataFrame(rows, columns=TIMING_COLUMNS))
+    return pd.DataFrame(rows, columns=TIMING_COLUMNS)

@@ -1,0 +1,109 @@
+"""Kernel-level batch invariance: the needle, the sweep on CPU, and crashes as cell values."""
+import pandas as pd
+import pytest
+import torch
+
+from flexfix import invariance as inv
+from flexfix import paged
+from flexfix.repro import Outcome
+
+SW = inv.SweepShape(paged.PagedShape(max_num_seqs=48, max_model_len=256, num_pages=1024), needle_len=120, capture_len=40)
+
+
+def test_the_needle_is_the_same_request_in_every_batch():
+    alone = inv.needle_step(SW, 1, "first", device="cpu", dtype=torch.float32)
+    for batch in (2, 17, 48):
+        for position in inv.POSITIONS:
+            step = inv.needle_step(SW, batch, position, device="cpu", dtype=torch.float32)
+            at = inv.needle_index(batch, position)
+            assert int(step.seq_lens[at]) == SW.needle_len and int(step.seq_lens.max()) == SW.needle_len
+            assert torch.equal(step.block_table[at, :8], alone.block_table[0, :8])
+            assert torch.equal(step.query[0, :, at], alone.query[0, :, 0])
+            others = step.block_table[torch.arange(batch) != at]
+            assert not set(others[others > 0].tolist()) & set(alone.block_table[0].tolist())
+            assert step.width == alone.width  # K is the needle's: only the batch changes
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(needle_len=2000), "needle_len"),
+    (dict(capture_len=113), "another K"),
+    (dict(paged=paged.PagedShape(max_num_seqs=48, max_model_len=256, num_pages=100)), "pages"),
+])
+def test_impossible_sweep_shapes_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        inv.SweepShape(**{**dict(paged=SW.paged, needle_len=120, capture_len=40), **bad})
+
+
+@pytest.mark.parametrize("bad", [dict(kernel="cudnn"), dict(options="fast"), dict(launch="lazy"), dict(copy="memcpy")])
+def test_unknown_configuration_values_are_refused(bad):
+    with pytest.raises(ValueError):
+        inv.KernelConfig(**bad)
+
+
+def test_sweep_rejects_a_batch_the_buffers_cannot_hold():
+    with pytest.raises(ValueError, match="max_num_seqs"):
+        inv.kernel_sweep(inv.cpu_configs()[:1], SW, "cpu", batches=[64], progress=False)
+
+
+@pytest.fixture(scope="module")
+def cpu_sweep():
+    return inv.kernel_sweep(inv.cpu_configs(), SW, "cpu", batches=[1, 2, 15, 16, 17, 32, 48], progress=False)
+
+
+def test_schema(cpu_sweep):
+    assert list(cpu_sweep.columns) == inv.KERNEL_COLUMNS
+    assert len(cpu_sweep) == len(inv.cpu_configs()) * 7 * 3  # every cell present, crashes included
+
+
+def test_page_by_page_kernel_is_bitwise_invariant_and_the_row_softmax_is_not(cpu_sweep):
+    by = cpu_sweep.groupby("config")
+    for cfg in inv.cpu_configs():
+        if cfg.kernel == "analog_page" and not (cfg.launch == "frozen" and cfg.copy == "as_strided"):
+            cells = by.get_group(cfg.name)
+            assert (cells.outcome == "ok").all() and cells.bitwise_equal.all(), cfg.name
+    row = by.get_group("analog, row softmax, eager, sliced")
+    assert (row.outcome == "ok").all() and not row.bitwise_equal.all()
+    assert row[row.batch == 1].bitwise_equal.all()
+    assert row.max_abs_diff.max() < 1e-5  # rounding, not a wrong answer
+
+
+def test_frozen_as_strided_breaks_only_past_the_first_query_block(cpu_sweep):
+    cells = cpu_sweep[cpu_sweep.config == "analog, page-by-page softmax, frozen, as_strided"]
+    assert (cells[cells.batch <= 16].outcome == "ok").all()
+    # A needle in query block 0 is read right, but the launch can still fault on a later block.
+    assert set(cells[cells.needle_query_block == 0].outcome) <= {"ok", "index_error"}
+    later = cells[cells.needle_query_block >= 1]
+    assert len(later) and set(later.outcome) <= {"index_error", "wrong_result"}
+    verdict = inv.verdicts(cpu_sweep)["verdict"]
+    assert verdict["analog, page-by-page softmax, frozen, as_strided"] == "crashes"
+    assert verdict["analog, page-by-page softmax, frozen, sliced"] == "invariant"
+
+
+def test_a_crashed_child_is_a_cell_value_and_the_sweep_resumes(monkeypatch):
+    cfg = inv.KernelConfig("analog_page", "vllm", "frozen", "sliced")
+    calls = []
+
+    def fake_child(argv, timeout, **kw):
+        spec = __import__("json").loads(argv[-1])
+        cells = spec["cells"]
+        calls.append(len(cells))
+        cell = lambda b, p: {**inv._cell(cfg, "cpu", b, p), "outcome": "ok", "bitwise_equal": True,
+                             "max_abs_diff": 0.0, "max_error_vs_reference": 0.0, "detail": ""}
+        if len(calls) == 1:  # measures two cells, then dies on the third
+            return Outcome("illegal_memory_access", "CUDA error: an illegal memory access was encountered",
+                           records=[{"ready": "x"}, cell(*cells[0]), cell(*cells[1])])
+        return Outcome("ok", records=[{"ready": "x"}, *(cell(*c) for c in cells)])
+
+    monkeypatch.setattr(inv, "run_child", fake_child)
+    table = inv.kernel_sweep([cfg], SW, "cpu", batches=[1, 17], progress=False)
+    assert calls == [6, 3]
+    assert list(table.outcome) == ["ok", "ok", "illegal_memory_access", "ok", "ok", "ok"]
+    assert table.loc[2, ["batch", "position"]].tolist() == [1, "last"]
+
+
+def test_a_child_that_dies_before_its_first_cell_is_not_restarted_for_each_cell(monkeypatch):
+    calls = []
+    monkeypatch.setattr(inv, "run_child", lambda argv, timeout, **kw: calls.append(1) or Outcome("error", "boom"))
+    table = inv.kernel_sweep(inv.cpu_configs()[:1], SW, "cpu", batches=[1, 2], progress=False)
+    assert calls == [1] and (table.outcome == "error").all() and len(table) == 6
+    assert table.detail.str.contains("before the first cell").all()

@@ -1,0 +1,41 @@
+"""Timing helpers and the bandwidth arithmetic, on CPU."""
+import pytest
+import torch
+
+from flexfix import timing
+
+
+def test_time_fn_warms_up_then_times_each_repetition():
+    calls = []
+    t = timing.time_fn(lambda: calls.append(1), warmup=3, reps=7)
+    assert len(calls) == 10 and len(t.samples_ms) == 7 and all(s >= 0 for s in t.samples_ms)
+    assert timing.Timing([3.0, 1.0, 2.0, 10.0, 4.0]).median == 3.0
+    assert timing.Timing([1.0, 2.0, 3.0, 4.0, 5.0]).quantile(0.25) == 2.0
+
+
+@pytest.mark.parametrize("bad", [dict(warmup=-1), dict(reps=0)])
+def test_time_fn_rejects_impossible_counts(bad):
+    with pytest.raises(ValueError):
+        timing.time_fn(lambda: None, **bad)
+
+
+def test_kv_bytes_on_known_sizes():
+    # 2 (K and V) x 32 requests x 2048 tokens x 8 heads x 128 dims x 2 bytes = 256 MiB
+    assert timing.kv_bytes(32, 2048, 8, 128, torch.bfloat16) == 256 * 2**20
+    assert timing.kv_bytes(1, 16, 2, 64, torch.float32) == 2 * 16 * 2 * 64 * 4
+
+
+def test_copy_bandwidth_counts_read_and_write(monkeypatch):
+    monkeypatch.setattr(timing, "time_fn", lambda fn, **kw: (fn(), timing.Timing([2.0]))[1])  # 2 ms
+    assert timing.copy_bandwidth("cpu", 1000) == pytest.approx(2 * 1000 / 2e-3)
+
+
+def test_cpu_decode_sweep_schema_and_arithmetic():
+    table = timing.decode_sweep([1, 4], [64], "cpu", case=timing.DecodeCase(4, 2, 32), warmup=1, reps=3,
+                                progress=False)
+    assert list(table.columns) == timing.TIMING_COLUMNS
+    assert set(table.impl) == {"sdpa dense", "flex pytorch eager"} and len(table) == 4
+    r = table.iloc[0]
+    assert r.kv_GBps == pytest.approx(r.kv_bytes / (r.median_ms / 1e3) / 1e9)
+    assert r.fraction_of_copy_bw == pytest.approx(r.kv_GBps / r.copy_GBps)
+    assert (table.q25_ms <= table.median_ms).all() and (table.median_ms <= table.q75_ms).all()
