@@ -33,13 +33,13 @@ from flexfix.graphs import make_launch
 from flexfix.kernel_repro import COPIES, step_lengths, tolerance
 from flexfix.repro import Reporter, run_child, run_reported
 
-__all__ = ["BATCHES", "POSITIONS", "KERNEL_COLUMNS", "KernelConfig", "SweepShape", "gpu_configs", "cpu_configs",
+__all__ = ["parse_configs", "BATCHES", "POSITIONS", "KERNEL_COLUMNS", "KernelConfig", "SweepShape", "gpu_configs", "cpu_configs",
            "needle_index", "needle_step", "measure_cells", "kernel_sweep", "verdicts"]
 
 KERNELS = ("flex", "analog_row", "analog_page")
 BATCHES = (1, 2, 3, 4, 8, 15, 16, 17, 24, 32, 48, 64, 96, 128)
 POSITIONS = ("first", "middle", "last")
-KERNEL_COLUMNS = ["config", "kernel", "options", "launch", "copy", "device", "batch", "position", "needle_index",
+KERNEL_COLUMNS = ["config", "kernel", "options", "launch", "copy", "device", "capture", "batch", "position", "needle_index",
                   "needle_query_block", "outcome", "bitwise_equal", "max_abs_diff", "max_error_vs_reference",
                   "detail"]
 
@@ -93,15 +93,32 @@ def cpu_configs() -> list[KernelConfig]:
             *(KernelConfig("analog_page", "vllm", l, c) for l in ("eager", "frozen") for c in ("sliced", "as_strided"))]
 
 
+def parse_configs(text: str) -> list[KernelConfig]:
+    """``"flex:vllm:graph:as_strided,analog_page:vllm:frozen:sliced"`` -> configurations."""
+    configs = []
+    for item in filter(None, text.split(",")):
+        parts = item.split(":")
+        if len(parts) != 4:
+            raise ValueError(f"kernel configuration {item!r}: expected KERNEL:OPTIONS:LAUNCH:COPY")
+        configs.append(KernelConfig(*parts))
+    return configs
+
+
 @dataclass(frozen=True)
 class SweepShape:
     """Sizes of a sweep: the paged cache, the needle's length, the capture step's longest sequence."""
 
     paged: paged.PagedShape = field(default_factory=lambda: paged.PagedShape(
-        max_num_seqs=128, max_model_len=512, num_pages=4096))
+        max_num_seqs=128, max_model_len=512, num_pages=8192))
     needle_len: int = 300
-    capture_len: int = 120  # graph capture step: another K than every measured step
+    capture_len: int = 500  # graph capture step: another K than every measured step
     seed: int = 0
+
+    @property
+    def capture(self) -> str:
+        """How the captured width compares with the replayed one: a longer capture leaves the
+        replay reading stale rows (wrong results); a shorter one reads -1 pads (faults)."""
+        return "K shrinks" if self.capture_len > self.needle_len else "K grows"
 
     def __post_init__(self) -> None:
         if not 1 <= self.needle_len <= self.paged.max_model_len:
@@ -211,10 +228,10 @@ class _Runner:
         return out[0, :, at].float().cpu(), step
 
 
-def _cell(cfg: KernelConfig, device: str, batch: int, position: str) -> dict:
+def _cell(cfg: KernelConfig, sw: SweepShape, device: str, batch: int, position: str) -> dict:
     at = needle_index(batch, position)
-    return {"config": cfg.name, **asdict(cfg), "device": device, "batch": batch, "position": position,
-            "needle_index": at, "needle_query_block": at // paged.Q_BLOCK}
+    return {"config": cfg.name, **asdict(cfg), "device": device, "capture": sw.capture, "batch": batch,
+            "position": position, "needle_index": at, "needle_query_block": at // paged.Q_BLOCK}
 
 
 def measure_cells(cfg: KernelConfig, sw: SweepShape, device: str, cells: Sequence[tuple[int, str]],
@@ -229,7 +246,7 @@ def measure_cells(cfg: KernelConfig, sw: SweepShape, device: str, cells: Sequenc
     tol = tolerance(runner.dtype)
     report({"ready": cfg.name})
     for batch, position in cells:
-        row = _cell(cfg, device, batch, position)
+        row = _cell(cfg, sw, device, batch, position)
         try:
             out, _ = runner.needle_output(batch, position)
         except (IndexError, RuntimeError) as e:
@@ -258,16 +275,46 @@ def _from_spec(spec: dict) -> tuple[KernelConfig, SweepShape, str, list[tuple[in
             [(int(b), str(p)) for b, p in spec["cells"]])
 
 
+def _run_cells(cfg: KernelConfig, sw: SweepShape, device: str, cells: list[tuple[int, str]], timeout: float
+               ) -> list[dict]:
+    """``cells`` of one configuration in child processes, a new child after each crash."""
+    rows: list[dict] = []
+    todo = list(cells)
+    while todo:
+        out = run_child(_child_argv(cfg, sw, device, todo), timeout=timeout)
+        ready = any("ready" in r for r in out.records)
+        measured = [r for r in out.records if "ready" not in r]
+        rows.extend(measured)
+        todo = todo[len(measured):]
+        if not todo:
+            break
+        if out.status == "ok":  # finished without measuring everything: do not loop forever
+            raise RuntimeError(f"{cfg.name}: the child stopped after {len(measured)} cells without an error")
+        # The child died: on todo[0] if it was measuring, else before any cell, which would
+        # happen again: then every remaining cell gets that outcome.
+        failed = todo[:1] if ready else todo
+        detail = (out.detail or "")[:200] if ready else f"before the first cell: {(out.detail or '')[:180]}"
+        rows.extend({**_cell(cfg, sw, device, b, p), "outcome": out.status, "bitwise_equal": None,
+                     "max_abs_diff": None, "max_error_vs_reference": None, "detail": detail} for b, p in failed)
+        todo = todo[1:] if ready else []
+    return rows
+
+
 def kernel_sweep(configs: Iterable[KernelConfig], sw: SweepShape, device: str,
                  batches: Sequence[int] = BATCHES, positions: Sequence[str] = POSITIONS, *,
-                 timeout: float = 600, progress: bool = True, save: Callable[[pd.DataFrame], None] | None = None
-                 ) -> pd.DataFrame:
-    """Every configuration x batch x position, each configuration in child processes.
+                 timeout: float = 600, workers: int = 1, progress: bool = True,
+                 save: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+    """Every configuration x batch x position, in child processes.
 
-    When a child dies (an illegal memory access, a segfault, a timeout) the cell it was
-    on gets that outcome and a new child resumes after it.  ``save`` receives the table
-    after each configuration.
+    When a child dies (an illegal memory access, a segfault, a timeout) the cell it was on
+    gets that outcome and a new child resumes after it.  With ``workers > 1`` each
+    configuration x batch size runs in its own children, that many at a time (separate
+    processes, separate CUDA contexts: a crash stays in its child; bitwise results do not
+    depend on what else runs).  ``save`` receives the table so far after each unit.
     """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from threading import Lock
+
     from tqdm.auto import tqdm
 
     configs = list(configs)
@@ -276,34 +323,30 @@ def kernel_sweep(configs: Iterable[KernelConfig], sw: SweepShape, device: str,
             raise ValueError(f"batch size {b} is outside 1..max_num_seqs={sw.paged.max_num_seqs}")
     for p in positions:
         needle_index(1, p)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     cells = [(b, p) for b in batches for p in positions]
+    units = ([(cfg, [(b, p) for p in positions]) for cfg in configs for b in batches] if workers > 1
+             else [(cfg, cells) for cfg in configs])
     rows: list[dict] = []
-    bar = tqdm(total=len(configs) * len(cells), desc="kernel sweep", disable=not progress)
-    for cfg in configs:
-        todo = list(cells)
-        while todo:
-            out = run_child(_child_argv(cfg, sw, device, todo), timeout=timeout)
-            ready = any("ready" in r for r in out.records)
-            measured = [r for r in out.records if "ready" not in r]
-            rows.extend(measured)
-            bar.update(len(measured))
-            todo = todo[len(measured):]
-            if not todo:
-                break
-            if out.status == "ok":  # finished without measuring everything: do not loop forever
-                raise RuntimeError(f"{cfg.name}: the child stopped after {len(measured)} cells without an error")
-            # The child died: on todo[0] if it was measuring, else before any cell, which
-            # would happen again: then every remaining cell gets that outcome.
-            failed = [todo.pop(0)] if ready else todo
-            detail = (out.detail or "")[:200] if ready else f"before the first cell: {(out.detail or '')[:180]}"
-            rows.extend({**_cell(cfg, device, b, p), "outcome": out.status, "bitwise_equal": None,
-                         "max_abs_diff": None, "max_error_vs_reference": None, "detail": detail} for b, p in failed)
-            bar.update(len(failed))
-            todo = todo if ready else []
-        if save is not None:
-            save(pd.DataFrame(rows, columns=KERNEL_COLUMNS))
-    bar.close()
-    return pd.DataFrame(rows, columns=KERNEL_COLUMNS)
+    lock = Lock()
+    order = {(cfg.name, b, p): i for i, (cfg, (b, p)) in enumerate((c, cell) for c in configs for cell in cells)}
+
+    def table() -> pd.DataFrame:
+        ordered = sorted(rows, key=lambda r: order[(r["config"], r["batch"], r["position"])])
+        return pd.DataFrame(ordered, columns=KERNEL_COLUMNS)
+
+    with tqdm(total=len(configs) * len(cells), desc="kernel sweep", disable=not progress) as bar, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_run_cells, cfg, sw, device, unit, timeout) for cfg, unit in units]
+        for future in as_completed(futures):
+            done = future.result()
+            with lock:
+                rows.extend(done)
+                bar.update(len(done))
+                if save is not None:
+                    save(table())
+    return table()
 
 
 def verdicts(table: pd.DataFrame) -> pd.DataFrame:

@@ -119,11 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--requests", default=None, help="engine-sweep: needle batch sizes (default: all of REQUESTS)")
     p.add_argument("--every-request", default="", help="engine-sweep: N for which every request is checked")
     p.add_argument("--throughput", default="", help="engine-sweep: N for output tokens per second")
+    p.add_argument("--configs", default="", help="invariance: KERNEL:OPTIONS:LAUNCH:COPY,... (default: all)")
+    p.add_argument("--workers", type=int, default=1, help="invariance: child processes at a time")
+    p.add_argument("--capture-len", type=int, default=500, help="invariance: longest sequence at graph capture")
     p.add_argument("--contexts", default="256,1024,4096,8192", help="timing: context lengths")
     p.add_argument("--out", default="build/results")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--batches", default="48", help="kernel/sanitizer: batch sizes; timing: e.g. 1,8,16,32,64,128")
+    p.add_argument("--batches", default="", help="batch sizes (defaults: kernel/sanitizer 48; invariance "
+                   "flexfix.invariance.BATCHES; timing 1,8,16,32,64,128)")
     p.add_argument("--scenarios", default="a,b,c,d,threshold,stock_16,stock_17,stock_24,stock_32,"
                                           "patched_inprocess,patched_plugin")
     args = p.parse_args(argv)
@@ -132,17 +136,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ints = lambda text: tuple(int(x) for x in text.split(",") if x)
     batches = list(ints(args.batches))
+    if args.part in ("kernel", "sanitizer"):
+        batches = batches or [48]
+    elif args.part == "timing":
+        batches = batches or [1, 8, 16, 32, 64, 128]
     save = lambda name, params: (lambda table: results.write_results(args.out, name, table, device, params))
     if args.part == "invariance":
         from flexfix import invariance
 
         name = args.name or "kernel_invariance"
-        configs = invariance.gpu_configs() if device == "cuda" else invariance.cpu_configs()
-        sweep = invariance.SweepShape()
-        params = {"configs": [c.name for c in configs], "batches": list(invariance.BATCHES),
+        configs = (invariance.parse_configs(args.configs) if args.configs else
+                   invariance.gpu_configs() if device == "cuda" else invariance.cpu_configs())
+        sweep = invariance.SweepShape(capture_len=args.capture_len)
+        batches = batches or list(invariance.BATCHES)
+        params = {"configs": [c.name for c in configs], "batches": batches,
                   "positions": list(invariance.POSITIONS), "needle_len": sweep.needle_len,
                   "capture_len": sweep.capture_len, "shape": str(sweep.paged)}
-        table = invariance.kernel_sweep(configs, sweep, device, save=save(name, params))
+        table = invariance.kernel_sweep(configs, sweep, device, batches, workers=args.workers, save=save(name, params))
     elif args.part == "timing":
         from flexfix import timing
 
@@ -166,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = sanitizer_outcomes(batches[0])
         name = "ima_sanitizer"
     else:
-        _, path = record_engine(args.scenarios.split(","), args.out, device)
+        _, path = record_engine(args.scenarios.split(","), args.out, device, name=args.name or "engine_scenarios")
         print(f"wrote {path}")
         return 0
     path = results.write_results(args.out, name, table, device, params)

@@ -40,6 +40,13 @@ def test_unknown_configuration_values_are_refused(bad):
         inv.KernelConfig(**bad)
 
 
+def test_parse_configs():
+    assert inv.parse_configs("flex:vllm:graph:as_strided,analog_page:vllm:frozen:sliced") == [
+        inv.KernelConfig("flex", "vllm", "graph", "as_strided"), inv.KernelConfig("analog_page", "vllm", "frozen", "sliced")]
+    with pytest.raises(ValueError, match="KERNEL:OPTIONS"):
+        inv.parse_configs("flex:vllm")
+
+
 def test_sweep_rejects_a_batch_the_buffers_cannot_hold():
     with pytest.raises(ValueError, match="max_num_seqs"):
         inv.kernel_sweep(inv.cpu_configs()[:1], SW, "cpu", batches=[64], progress=False)
@@ -87,7 +94,7 @@ def test_a_crashed_child_is_a_cell_value_and_the_sweep_resumes(monkeypatch):
         spec = __import__("json").loads(argv[-1])
         cells = spec["cells"]
         calls.append(len(cells))
-        cell = lambda b, p: {**inv._cell(cfg, "cpu", b, p), "outcome": "ok", "bitwise_equal": True,
+        cell = lambda b, p: {**inv._cell(cfg, SW, "cpu", b, p), "outcome": "ok", "bitwise_equal": True,
                              "max_abs_diff": 0.0, "max_error_vs_reference": 0.0, "detail": ""}
         if len(calls) == 1:  # measures two cells, then dies on the third
             return Outcome("illegal_memory_access", "CUDA error: an illegal memory access was encountered",
@@ -107,3 +114,10 @@ def test_a_child_that_dies_before_its_first_cell_is_not_restarted_for_each_cell(
     table = inv.kernel_sweep(inv.cpu_configs()[:1], SW, "cpu", batches=[1, 2], progress=False)
     assert calls == [1] and (table.outcome == "error").all() and len(table) == 6
     assert table.detail.str.contains("before the first cell").all()
+
+
+def test_parallel_units_give_the_same_table_in_the_same_order():
+    configs = inv.cpu_configs()[2:4]
+    one = inv.kernel_sweep(configs, SW, "cpu", batches=[1, 17], progress=False)
+    two = inv.kernel_sweep(configs, SW, "cpu", batches=[1, 17], workers=3, progress=False)
+    pd.testing.assert_frame_equal(one, two)
