@@ -137,6 +137,8 @@ def _generate(llm, batch: list[list[int]], params: list) -> list:
 
 
 def _invariance(llm, run: EngineRun, vocab: int, report) -> None:
+    if not run.requests:  # a run for the every-request check or throughput only
+        return
     lengths = PROMPT_LENGTHS[run.model]
     needle = prompts(1, vocab, seed=NEEDLE_SEED, lengths=lengths)[0]
     fillers = prompts(max(run.requests), vocab, seed=1, lengths=lengths)

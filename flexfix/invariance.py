@@ -350,15 +350,18 @@ def kernel_sweep(configs: Iterable[KernelConfig], sw: SweepShape, device: str,
 
 
 def verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: cells, bitwise-equal cells, crashed cells, largest difference, and a
-    one-word verdict (``invariant`` when every cell ran and was bitwise equal)."""
-    crash = ~table["outcome"].isin(["ok", "wrong_result"])
-    summary = table.assign(crash=crash, equal=table["bitwise_equal"].fillna(False).astype(bool)).groupby(
-        "config", sort=False).agg(cells=("batch", "size"), bitwise_equal=("equal", "sum"), crashed=("crash", "sum"),
-                                  wrong=("outcome", lambda s: int((s == "wrong_result").sum())),
-                                  max_abs_diff=("max_abs_diff", "max"))
+    """Per configuration: cells, bitwise-equal cells, crashed cells (illegal memory access, index
+    error, timeout), cells whose kernel failed otherwise (``error``: e.g. refused by the compiler),
+    wrong results, the largest difference, and a verdict (``invariant`` when every cell ran and
+    was bitwise equal)."""
+    crash = table["outcome"].isin(["illegal_memory_access", "index_error", "timeout"])
+    error = ~crash & ~table["outcome"].isin(["ok", "wrong_result"])
+    summary = table.assign(crash=crash, error=error, equal=table["bitwise_equal"].fillna(False).astype(bool)
+                           ).groupby("config", sort=False).agg(
+        cells=("batch", "size"), bitwise_equal=("equal", "sum"), crashed=("crash", "sum"), errors=("error", "sum"),
+        wrong=("outcome", lambda s: int((s == "wrong_result").sum())), max_abs_diff=("max_abs_diff", "max"))
     summary["verdict"] = [
-        "crashes" if r.crashed else "wrong results" if r.wrong else
+        "crashes" if r.crashed else "kernel errors" if r.errors else "wrong results" if r.wrong else
         "invariant" if r.bitwise_equal == r.cells else "varies with the batch"
         for r in summary.itertuples()]
     return summary

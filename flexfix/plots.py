@@ -7,7 +7,26 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["storage_owners", "read_windows", "replay_errors"]
+__all__ = ["storage_owners", "read_windows", "replay_errors", "category_heatmap", "max_diff_vs_batch", "ratio_lines",
+           "throughput_bars"]
+
+def _figure(figsize, *grid, **kw):
+    """A Figure outside pyplot's registry that renders itself as a PNG in a notebook: shown once,
+    whatever the matplotlib backend (papermill runs with ``MPLBACKEND=agg``), and nothing is kept
+    alive after the caller drops it."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    class NotebookFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+            return buf.getvalue()
+
+    fig = NotebookFigure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kw)
+
 
 OUTCOME_COLOURS = {
     "ok": "#4c9a2a", "wrong_result": "#e0a100", "index_error": "#d9534f",
@@ -21,7 +40,7 @@ def storage_owners(layouts: Sequence, when: str = "replay"):
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    fig, axes = plt.subplots(len(layouts), 1, figsize=(10, 1.6 * len(layouts) + 0.8), squeeze=False)
+    fig, axes = _figure((10, 1.6 * len(layouts) + 0.8), len(layouts), 1, squeeze=False)
     g = max(l.g for l in layouts)
     cmap = ListedColormap(["white"] + [plt.cm.tab10(i) for i in range(g)])
     for ax, lay in zip(axes[:, 0], layouts):
@@ -46,7 +65,7 @@ def read_windows(layouts: Sequence):
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    fig, axes = plt.subplots(len(layouts), 1, figsize=(10, 1.6 * len(layouts) + 0.8), squeeze=False)
+    fig, axes = _figure((10, 1.6 * len(layouts) + 0.8), len(layouts), 1, squeeze=False)
     cmap = ListedColormap(["#f2f2f2", "#4c9a2a", "#e0a100", "#d9534f"])
     for ax, lay in zip(axes[:, 0], layouts):
         grid = np.zeros(lay.g_max * lay.w_max, dtype=int)
@@ -70,7 +89,7 @@ def replay_errors(table: pd.DataFrame, title: str):
     """Max |output - fp32 reference| at each step of each run (log scale); crashes marked."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = _figure((8, 3.6))
     for _, run in table.iterrows():
         steps = run["records"]
         xs = list(range(len(steps)))
@@ -90,5 +109,104 @@ def replay_errors(table: pd.DataFrame, title: str):
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+MATCH_COLOURS = {"bitwise equal": "#4c9a2a", "differs": "#e0a100", "wrong result": "#d9534f", "crash": "#8b0000",
+                 "error": "#6c757d", "tokens differ": "#d9534f", "not run": "#dddddd"}
+
+
+def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None = None):
+    """Rows x columns coloured by the category names of ``grid`` (keys of ``MATCH_COLOURS``),
+    with optional text in each cell (``notes``, same shape)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    names = [n for n in MATCH_COLOURS if (grid == n).any().any()]
+    codes = grid.apply(lambda col: col.map({n: i for i, n in enumerate(names)})).to_numpy(dtype=float)
+    fig, ax = _figure((1.0 + 0.55 * grid.shape[1], 1.2 + 0.42 * grid.shape[0]))
+    ax.imshow(codes, cmap=ListedColormap([MATCH_COLOURS[n] for n in names]), vmin=-0.5, vmax=len(names) - 0.5,
+              aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], fontsize=8)
+    ax.set_yticks(range(grid.shape[0]), [str(r) for r in grid.index], fontsize=8)
+    ax.set_xlabel(grid.columns.name or "")
+    if notes is not None:
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                ax.text(j, i, str(notes.iat[i, j]), ha="center", va="center", fontsize=7, color="white")
+    ax.legend([plt.Rectangle((0, 0), 1, 1, color=MATCH_COLOURS[n]) for n in names], names, fontsize=8,
+              loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _batch_axis(ax, values) -> None:
+    """A log2 x axis labelled with the values measured, not with powers of two."""
+    ticks = sorted(set(int(v) for v in values))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=7)
+    ax.minorticks_off()
+
+
+def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
+    """Largest |needle in batch - needle alone| over the positions, against the batch size
+    (log scale).  Bitwise-equal cells sit on the floor line; crashed cells are crosses on top."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = _figure((8, 3.8))
+    top = max(float(table["max_abs_diff"].max(skipna=True) or 0) * 10, 1.0)
+    for i, (config, cells) in enumerate(table.groupby("config", sort=False)):
+        per_batch = cells.groupby("batch")["max_abs_diff"].max()
+        colour = plt.cm.tab20(i % 20)
+        ax.plot(per_batch.index, per_batch.fillna(np.nan).clip(lower=floor), "o-", color=colour, label=config,
+                alpha=0.8, markersize=4)
+        crashed = cells[cells["outcome"].isin(["illegal_memory_access", "index_error", "timeout"])]["batch"].unique()
+        ax.plot(crashed, [top] * len(crashed), "x", color=colour, markersize=8)
+    ax.axhline(floor, color="grey", lw=0.8, ls=":")
+    ax.text(table["batch"].min(), floor * 1.5, "bitwise equal", fontsize=8, color="grey")
+    _batch_axis(ax, table["batch"])
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size (requests in the decode step)")
+    ax.set_ylabel("max |in batch - alone|")
+    ax.set_title(title + "  (x: crashed; a missing point: no number, see the grid)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def ratio_lines(table: pd.DataFrame, x: str, y: str, by: str, title: str, ylabel: str, *, logx: bool = True,
+                reference: float | None = 1.0):
+    """One line per value of ``by``: ``y`` against ``x`` (for speed-ups, overheads, fractions)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = _figure((7, 3.6))
+    for key, part in table.groupby(by, sort=True):
+        part = part.sort_values(x)
+        ax.plot(part[x], part[y], "o-", label=f"{by} {key}", markersize=4)
+    if reference is not None:
+        ax.axhline(reference, color="grey", lw=0.8, ls=":")
+    if logx:
+        _batch_axis(ax, table[x])
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def throughput_bars(table: pd.DataFrame, title: str):
+    """Output tokens per second per engine configuration, one group of bars per request count."""
+    import matplotlib.pyplot as plt
+
+    pivot = table.pivot_table(index="setting", columns="requests", values="tokens_per_second")
+    fig, ax = _figure((8, 0.5 + 0.45 * len(pivot)))
+    pivot.plot.barh(ax=ax)
+    ax.set_xlabel("output tokens per second")
+    ax.set_ylabel("")
+    ax.set_title(title, fontsize=10)
+    ax.legend(title="concurrent requests", fontsize=8)
     fig.tight_layout()
     return fig

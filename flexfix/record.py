@@ -25,9 +25,13 @@ from flexfix.repro import Outcome, run_kernel_in_child
 
 # The engine tables recorded on the H100, in data/ (one run could not hold every scenario).
 RECORDED_ENGINE_TABLES = ["engine_scenarios", "engine_scenarios_part2", "engine_scenarios_part3",
-                          "engine_scenarios_part4"]
+                          "engine_scenarios_part4", "engine_scenarios_repeats"]
 
-__all__ = ["RECORDED_ENGINE_TABLES", "kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine",
+# The engine sweeps recorded on the H100 (notebooks 04 and 05; the every-request check of notebook 01).
+RECORDED_SWEEP_TABLES = ["engine_sweep_tiny_full", "engine_sweep_variance_full", "engine_sweep_tiny_more",
+                         "engine_sweep_variance_eager"]
+
+__all__ = ["RECORDED_ENGINE_TABLES", "RECORDED_SWEEP_TABLES", "kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine",
            "outcome_row", "engine_sweep", "model_dir"]
 
 

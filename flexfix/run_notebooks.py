@@ -21,7 +21,8 @@ KERNEL = "flexfix"
 # Per device, per notebook: parameters that differ from the notebook's own defaults.
 PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {"01_reproduce_ima": {"SEEDS": [0, 1, 2]}},
-    "cuda": {"01_reproduce_ima": {"SEEDS": [0, 1, 2, 3, 4]}},
+    "cuda": {"01_reproduce_ima": {"SEEDS": [0, 1, 2, 3, 4]},
+             "04_batch_invariance": {"WORKERS": 8}},
 }
 
 

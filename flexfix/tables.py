@@ -7,7 +7,8 @@ from typing import Any, Mapping
 import pandas as pd
 
 __all__ = ["provenance_line", "batch_records", "outcome_summary", "engine_summary", "threshold_table", "sanitizer_view",
-           "outcome_table", "random_shapes"]
+           "outcome_table", "random_shapes", "kernel_grid", "engine_label", "engine_grid", "engine_verdicts",
+           "every_request_table", "timing_ratios", "throughput_table"]
 
 
 def provenance_line(prov: Mapping[str, Any]) -> str:
@@ -75,3 +76,112 @@ def batch_records(table: pd.DataFrame) -> pd.DataFrame:
     """One row per scenario x batch that an engine completed."""
     rows = [{"scenario": r["scenario"], **rec} for _, r in table.iterrows() for rec in r["records"]]
     return pd.DataFrame(rows)
+
+
+# Batch invariance (notebook 04).
+
+CRASHES = ("illegal_memory_access", "index_error", "timeout")
+
+
+def _kernel_category(cells: pd.DataFrame) -> str:
+    if cells["outcome"].isin(CRASHES).any():
+        return "crash"
+    if (~cells["outcome"].isin(["ok", "wrong_result"])).any():
+        return "error"
+    if (cells["outcome"] == "wrong_result").any():
+        return "wrong result"
+    return "bitwise equal" if cells["bitwise_equal"].astype(bool).all() else "differs"
+
+
+def kernel_grid(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Configuration x batch size: the worst category over the needle positions (a crash, an
+    error building or running the kernel, a wrong result, a bitwise difference), and how many
+    positions were bitwise equal (``"2/3"``).  A cell with no record is "not run"."""
+    groups = table.groupby(["config", "batch"], sort=False)
+    cat = groups.apply(_kernel_category, include_groups=False).unstack("batch").fillna("not run")
+    note = groups.apply(lambda c: f"{int(c['bitwise_equal'].fillna(False).astype(bool).sum())}/{len(c)}",
+                        include_groups=False).unstack("batch").fillna("")
+    order = list(dict.fromkeys(table["config"]))
+    cat, note = cat.loc[order], note.loc[order]
+    cat.columns.name = note.columns.name = "batch size"
+    return cat, note
+
+
+def _engine_category(r) -> str:
+    if not r["tokens_equal"]:
+        return "tokens differ"
+    return "bitwise equal" if r["logprobs_bitwise_equal"] else "differs"
+
+
+def engine_label(r) -> str:
+    return f"{r['model']}, BI={int(r['batch_invariant'])}, {r['graphs']}" + ("" if r["patched"] else ", stock")
+
+
+def engine_grid(rows: pd.DataFrame) -> pd.DataFrame:
+    """(engine, sampling) x N: bitwise equal / differs (same tokens) / tokens differ; an N the
+    engine never reached is "crash" if the engine died, else "not run"."""
+    rows = rows.assign(label=[f"{engine_label(r)}, {r['sampling']}" for _, r in rows.iterrows()],
+                       category=[_engine_category(r) for _, r in rows.iterrows()])
+    grid = rows.pivot(index="label", columns="requests", values="category")
+    status = rows.groupby("label")["engine_status"].first()
+    for label in grid.index:
+        grid.loc[label] = grid.loc[label].fillna("not run" if status[label] == "ok" else "crash")
+    grid.columns.name = "concurrent requests"
+    return grid.loc[list(dict.fromkeys(rows["label"]))]
+
+
+def engine_verdicts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per engine and sampling: at how many N the needle was bitwise equal, the largest logprob
+    difference, and the fewest distinct tokens it produced (a degenerate stream would be 1)."""
+    rows = rows.assign(engine=[engine_label(r) for _, r in rows.iterrows()])
+    out = rows.groupby(["engine", "sampling"], sort=False).agg(
+        batch_sizes=("requests", "size"), bitwise_equal=("logprobs_bitwise_equal", "sum"),
+        tokens_equal=("tokens_equal", "sum"), max_abs_logprob_diff=("max_abs_logprob_diff", "max"),
+        fewest_distinct_tokens=("distinct_tokens", "min"))
+    out["invariant"] = out["bitwise_equal"] == out["batch_sizes"]
+    return out
+
+
+def every_request_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each request of a batch against itself alone: which differ, and in which query block."""
+    out = rows.assign(engine=[engine_label(r) for _, r in rows.iterrows()])
+    out["requests_with_other_tokens"] = out["tokens_differ"].map(len)
+    out["requests_with_other_logprobs"] = out["logprobs_differ"].map(len)
+    out["their_query_blocks"] = out["logprobs_differ"].map(lambda ix: sorted({i // 16 for i in ix}))
+    return out[["engine", "requests", "requests_with_other_tokens", "requests_with_other_logprobs",
+                "their_query_blocks", "max_abs_logprob_diff", "engine_status"]]
+
+
+# Cost (notebook 05).
+
+def timing_ratios(timing: pd.DataFrame) -> pd.DataFrame:
+    """Per batch x context: medians of each implementation and the ratios the notebook plots."""
+    wide = timing.pivot_table(index=["batch", "context"], columns="impl", values="median_ms")
+    frac = timing.pivot_table(index=["batch", "context"], columns="impl", values="fraction_of_copy_bw")
+    out = pd.DataFrame(index=wide.index)
+    if "flex vllm graph" in wide:
+        out["graph_speedup"] = wide["flex vllm eager"] / wide["flex vllm graph"]
+        out["bi_overhead"] = wide["flex batch_invariant graph"] / wide["flex vllm graph"]
+        out["flex_over_sdpa"] = wide["flex vllm graph"] / wide["sdpa dense"]
+        out["flex_bw_fraction"] = frac["flex vllm graph"]
+    else:  # CPU: eager flex only
+        out["flex_over_sdpa"] = wide["flex pytorch eager"] / wide["sdpa dense"]
+        out["flex_bw_fraction"] = frac["flex pytorch eager"]
+    out["sdpa_bw_fraction"] = frac["sdpa dense"]
+    return out.reset_index()
+
+
+def throughput_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Output tokens per second per model x graph mode x BI x N, with the ratios of notebook 05:
+    each graph mode over eager, and BI=1 over BI=0 in the same mode."""
+    rows = rows.assign(BI=rows["batch_invariant"].astype(int))
+    wide = rows.pivot_table(index=["model", "requests", "BI"], columns="graphs", values="tokens_per_second")
+    for mode in ("full", "piecewise"):
+        if mode in wide and "eager" in wide:
+            wide[f"{mode}/eager"] = wide[mode] / wide["eager"]
+    out = wide.reset_index()
+    per_bi = rows.pivot_table(index=["model", "requests", "graphs"], columns="BI", values="tokens_per_second")
+    if {0, 1} <= set(per_bi.columns):
+        ratio = (per_bi[1] / per_bi[0]).rename("BI1/BI0").reset_index()
+        return out, ratio
+    return out, pd.DataFrame(columns=["model", "requests", "graphs", "BI1/BI0"])

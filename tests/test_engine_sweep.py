@@ -100,3 +100,16 @@ def test_rows_keep_the_engine_status():
     rows = es.throughput_rows(table)
     assert rows.engine_status.tolist() == ["illegal_memory_access"] and rows.requests.tolist() == [48]
     assert es.invariance_rows(table).empty
+
+
+def test_a_run_without_needle_batch_sizes_measures_the_rest(monkeypatch):
+    """`--requests ""` (throughput or every-request only) once failed on the H100: max() of nothing."""
+    import vllm
+
+    monkeypatch.setattr(vllm, "LLM", FakeLLM)
+    run = es.EngineRun(batch_invariant=False, patched=False, requests=(), every_request=(3,), throughput=(2,),
+                       max_tokens=4, throughput_tokens=4, repeats=1)
+    records = []
+    es._child({"run": es.asdict(run), "model_dir": "/nowhere"},
+              SimpleNamespace(record=records.append, finish=lambda status, detail: records.append({"kind": status})))
+    assert [r["kind"] for r in records] == ["startup", "every_request", "throughput", "ok"]

@@ -32,3 +32,15 @@ def test_bad_sizes_are_named():
         layouts.stride_layout(copy_to_persistent, "x", g=1, g_max=2, w_max=64, k_capture=16, k_replay=80)
     with pytest.raises(ValueError, match="G=3"):
         layouts.stride_layout(copy_to_persistent, "x", g=3, g_max=2, w_max=64, k_capture=16, k_replay=16)
+
+
+def test_figures_render_themselves_as_png_under_any_backend():
+    """Executed notebooks must carry the pictures: a returned Figure has a PNG repr even with agg."""
+    import pandas as pd
+
+    from flexfix import plots
+
+    table = pd.DataFrame({"batch": [1, 2, 1, 2], "context": [8, 8, 16, 16], "ratio": [1.0, 1.2, 1.1, 1.3]})
+    fig = plots.ratio_lines(table, "batch", "ratio", "context", "t", "y")
+    png = fig._repr_png_()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000

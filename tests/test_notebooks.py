@@ -39,7 +39,8 @@ def load(folder, name):
 
 
 def test_notebook_list_is_the_series():
-    assert [p.stem for p in NOTEBOOKS] == ["01_reproduce_ima", "02_apply_flexfix", "03_stride_layouts"]
+    assert [p.stem for p in NOTEBOOKS] == ["01_reproduce_ima", "02_apply_flexfix", "03_stride_layouts",
+                                           "04_batch_invariance", "05_cost"]
 
 
 def test_01_frozen_launch_reproduces_and_the_slice_does_not(executed):
@@ -72,6 +73,30 @@ def test_03_misread_fractions(executed):
     assert (fixed.misread_fraction == 0).all() and (fixed.never_written == 0).all()
     shrink = buggy[buggy.K_replay < buggy.K_capture]
     assert shrink[shrink.row == shrink.row.max()].never_written.item() > 0
+
+
+def test_04_cpu_sweep_invariance_as_measured(executed):
+    table = load(executed("04_batch_invariance"), "kernel_invariance")
+    assert len(table) == 6 * 14 * 3  # every configuration x batch size x position, crashes included
+    by = dict(tuple(table.groupby("config")))
+    for name, cells in by.items():
+        if name.startswith("analog, page-by-page") and name != "analog, page-by-page softmax, frozen, as_strided":
+            assert (cells.outcome == "ok").all() and cells.bitwise_equal.all(), name
+    for name in ("flex, pytorch options, eager, sliced", "analog, row softmax, eager, sliced"):
+        cells = by[name]
+        assert (cells.outcome == "ok").all() and not cells.bitwise_equal.all(), name
+        assert cells[cells.batch == 1].bitwise_equal.all() and cells.max_abs_diff.max() < 1e-5, name
+    broken = by["analog, page-by-page softmax, frozen, as_strided"]
+    assert (broken[broken.batch <= 16].outcome == "ok").all()
+    later = broken[broken.needle_query_block >= 1]
+    assert len(later) == 12 and set(later.outcome) <= {"index_error", "wrong_result"}
+
+
+def test_05_cpu_timing_table(executed):
+    table = load(executed("05_cost"), "decode_timing")
+    assert len(table) == 2 * 2 * 2 and set(table.impl) == {"sdpa dense", "flex pytorch eager"}
+    assert (table.median_ms > 0).all() and (table.q25_ms <= table.q75_ms).all() and (table.reps == 5).all()
+    assert ((table.fraction_of_copy_bw - table.kv_GBps / table.copy_GBps).abs() < 1e-9).all()
 
 
 # Hygiene of the committed notebooks.
