@@ -27,11 +27,16 @@ from flexfix.repro import Outcome, run_kernel_in_child
 RECORDED_ENGINE_TABLES = ["engine_scenarios", "engine_scenarios_part2", "engine_scenarios_part3",
                           "engine_scenarios_part4", "engine_scenarios_repeats"]
 
+# The kernel-level needle sweep recorded on the H100 (the second file: cells the first run's time limit cut off).
+RECORDED_KERNEL_INVARIANCE = ["kernel_invariance", "kernel_invariance_part2"]
+# Every request of a batch against itself alone: stock vLLM 0.20.0, and the patched engine as the control.
+RECORDED_EVERY_REQUEST = ["engine_every_request_stock", "engine_sweep_tiny_full"]
+
 # The engine sweeps recorded on the H100 (notebooks 04 and 05; the every-request check of notebook 01).
 RECORDED_SWEEP_TABLES = ["engine_sweep_tiny_full", "engine_sweep_variance_full", "engine_sweep_tiny_more",
                          "engine_sweep_variance_eager"]
 
-__all__ = ["RECORDED_ENGINE_TABLES", "RECORDED_SWEEP_TABLES", "kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine",
+__all__ = ["RECORDED_ENGINE_TABLES", "RECORDED_SWEEP_TABLES", "RECORDED_KERNEL_INVARIANCE", "RECORDED_EVERY_REQUEST", "kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine",
            "outcome_row", "engine_sweep", "model_dir"]
 
 

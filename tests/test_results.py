@@ -103,15 +103,19 @@ def test_recorded_engine_outcomes():
 
 def test_recorded_kernel_invariance():
     """The H100 needle sweep: 16 x 16 tiles are bitwise-invariant; as_strided under a graph dies past 16."""
-    table, prov = results.recorded(ROOT / "data", "kernel_invariance")
-    assert prov["parameters"]["needle_len"] == 300 and prov["parameters"]["capture_len"] == 500
+    from flexfix.record import RECORDED_KERNEL_INVARIANCE
+
+    table, provs = results.recorded_all(ROOT / "data", RECORDED_KERNEL_INVARIANCE)
+    assert all(p["parameters"]["needle_len"] == 300 and p["parameters"]["capture_len"] == 500 for p in provs)
+    assert len(table) == 12 * 14 * 3 and not table.duplicated(["config", "batch", "position"]).any()
     for options in ("vllm", "batch_invariant"):
         for launch, copy in (("eager", "sliced"), ("eager", "as_strided"), ("graph", "sliced")):
             cells = table[(table.options == options) & (table.launch == launch) & (table["copy"] == copy)]
             assert len(cells) == 42 and (cells.outcome == "ok").all() and cells.bitwise_equal.all(), (options, launch)
-    bug = table[(table.options == "vllm") & (table.launch == "graph") & (table["copy"] == "as_strided")]
-    assert (bug[bug.batch <= 16].bitwise_equal == True).all()  # noqa: E712 - None would be a crash
-    assert (bug[bug.batch > 16].outcome == "illegal_memory_access").all() and len(bug[bug.batch > 16]) == 21
+    for options in ("vllm", "batch_invariant"):
+        bug = table[(table.options == options) & (table.launch == "graph") & (table["copy"] == "as_strided")]
+        assert (bug[bug.batch <= 16].bitwise_equal == True).all()  # noqa: E712 - None would be a crash
+        assert (bug[bug.batch > 16].outcome == "illegal_memory_access").all() and len(bug[bug.batch > 16]) == 21
     pytorch = table[table.options == "pytorch"]
     assert pytorch[pytorch.batch <= 8].bitwise_equal.all()
     assert set(pytorch[pytorch.batch > 16].outcome) == {"error"}  # the compiler refused these block sizes
@@ -145,3 +149,17 @@ def test_recorded_engine_batch_invariance():
     assert tiny["invariant"].all() and len(tiny) == 12
     seeded = verdict.xs("seeded", level="sampling")
     assert (seeded.fewest_distinct_tokens >= 30).all()            # not a degenerate token stream
+
+
+def test_recorded_every_request_check():
+    """Stock 0.20.0 at 17 requests: completed, and the one request of query block 1 was wrong; patched: none."""
+    from flexfix import engine_sweep
+    from flexfix.record import RECORDED_EVERY_REQUEST
+
+    table, _ = results.recorded_all(ROOT / "data", RECORDED_EVERY_REQUEST)
+    rows = engine_sweep.request_rows(table)
+    stock, patched = rows[~rows.patched], rows[rows.patched]
+    assert stock.requests.tolist() == [17] and stock.tokens_differ.item() == [16]
+    assert stock.logprobs_differ.item() == [16] and (stock.engine_status == "illegal_memory_access").all()
+    assert sorted(patched.requests) == [17, 17, 32, 32, 47, 47]
+    assert all(not d for d in patched.tokens_differ) and all(not d for d in patched.logprobs_differ)
