@@ -99,10 +99,12 @@ def engine_sweep(runs: Sequence, progress: Callable[[str], None] = print,
     """:class:`flexfix.engine_sweep.EngineRun` s one after another, each in its own child."""
     from dataclasses import asdict
 
+    from tqdm.auto import tqdm
+
     from flexfix.engine_sweep import run_engine
 
     rows = []
-    for run in runs:
+    for run in tqdm(list(runs), desc="engine sweep", unit="engine"):
         out = run_engine(run, model_dir(run.model), timeout=timeout)
         progress(f"engine {run.name}: {out}")
         rows.append(outcome_row(out, engine=run.name, **asdict(run)))
