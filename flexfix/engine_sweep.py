@@ -19,8 +19,6 @@ The parent side (:func:`run_engine`) starts the child and returns its
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,7 +30,7 @@ import pandas as pd
 
 from flexfix import vllm_patch
 from flexfix.engine import LLAMA_CONFIGS, prompts
-from flexfix.repro import Outcome, Reporter, run_child, run_reported
+from flexfix.repro import Outcome, Reporter, json_child_argv, json_child_main, run_child
 
 __all__ = ["GRAPH_MODES", "PROMPT_LENGTHS", "REQUESTS", "EngineRun", "compare_generations", "llm_kwargs",
            "run_engine", "invariance_rows", "throughput_rows", "request_rows", "parse_runs"]
@@ -212,7 +210,7 @@ def _child(spec: dict, reporter: Reporter) -> None:
 def run_engine(run: EngineRun, model_dir: str | os.PathLike, *, timeout: float = 480) -> Outcome:
     """One :class:`EngineRun` in its own child process."""
     spec = {"run": asdict(run), "model_dir": str(model_dir)}
-    return run_child(["-m", "flexfix.engine_sweep", "--child", json.dumps(spec)], timeout=timeout, env=run.env())
+    return run_child(json_child_argv("flexfix.engine_sweep", spec), timeout=timeout, env=run.env())
 
 
 def parse_runs(text: str, **common) -> list[EngineRun]:
@@ -248,10 +246,7 @@ def request_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flexfix.engine_sweep")
-    p.add_argument("--child", required=True, help="JSON spec of one engine run (internal)")
-    args = p.parse_args(argv)
-    return run_reported(lambda reporter: _child(json.loads(args.child), reporter))
+    return json_child_main("flexfix.engine_sweep", _child, argv)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ is a cell value, never a missing cell.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import sys
 from dataclasses import asdict, dataclass, field
@@ -31,7 +29,7 @@ import torch
 from flexfix import paged
 from flexfix.graphs import make_launch
 from flexfix.kernel_repro import COPIES, step_lengths, tolerance
-from flexfix.repro import Reporter, run_child, run_reported
+from flexfix.repro import CRASHES, Reporter, json_child_argv, json_child_main, run_child
 
 __all__ = ["parse_configs", "BATCHES", "POSITIONS", "KERNEL_COLUMNS", "KernelConfig", "SweepShape", "gpu_configs", "cpu_configs",
            "needle_index", "needle_step", "measure_cells", "kernel_sweep", "verdicts"]
@@ -265,7 +263,7 @@ def measure_cells(cfg: KernelConfig, sw: SweepShape, device: str, cells: Sequenc
 def _child_argv(cfg: KernelConfig, sw: SweepShape, device: str, cells) -> list[str]:
     spec = {"config": asdict(cfg), "shape": {**asdict(sw), "paged": asdict(sw.paged)}, "device": device,
             "cells": [list(c) for c in cells]}
-    return ["-m", "flexfix.invariance", "--child", json.dumps(spec)]
+    return json_child_argv("flexfix.invariance", spec)
 
 
 def _from_spec(spec: dict) -> tuple[KernelConfig, SweepShape, str, list[tuple[int, str]]]:
@@ -354,7 +352,7 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     error, timeout), cells whose kernel failed otherwise (``error``: e.g. refused by the compiler),
     wrong results, the largest difference, and a verdict (``invariant`` when every cell ran and
     was bitwise equal)."""
-    crash = table["outcome"].isin(["illegal_memory_access", "index_error", "timeout"])
+    crash = table["outcome"].isin(CRASHES)
     error = ~crash & ~table["outcome"].isin(["ok", "wrong_result"])
     summary = table.assign(crash=crash, error=error, equal=table["bitwise_equal"].fillna(False).astype(bool)
                            ).groupby("config", sort=False).agg(
@@ -376,10 +374,7 @@ def _child(spec: dict, reporter: Reporter) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flexfix.invariance")
-    p.add_argument("--child", required=True, help="JSON spec of one configuration's cells (internal)")
-    args = p.parse_args(argv)
-    return run_reported(lambda reporter: _child(json.loads(args.child), reporter))
+    return json_child_main("flexfix.invariance", _child, argv)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from flexfix.repro import CRASHES
+
 __all__ = ["storage_owners", "read_windows", "replay_errors", "category_heatmap", "max_diff_vs_batch", "ratio_lines",
            "throughput_bars"]
 
@@ -165,7 +167,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
         per_batch = cells.groupby("batch")["max_abs_diff"].max()
         ax.plot([at[b] for b in per_batch.index], per_batch.clip(lower=floor), "o-", color=colour, label=config,
                 alpha=0.8, markersize=4)
-        crashed = cells[cells["outcome"].isin(["illegal_memory_access", "index_error", "timeout"])]["batch"].unique()
+        crashed = cells[cells["outcome"].isin(CRASHES)]["batch"].unique()
         ax.plot([at[b] for b in crashed], [top] * len(crashed), "x", color=colour, markersize=8)
     ax.axhline(floor, color="grey", lw=0.8, ls=":")
     ax.text(0, floor * 1.5, "bitwise equal", fontsize=8, color="grey")

@@ -38,11 +38,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = [
-    "STATUSES", "IMA_TEXT", "Outcome", "Reporter", "classify", "status_from_error",
-    "run_child", "run_kernel_in_child", "run_reported", "worst",
+    "STATUSES", "CRASHES", "IMA_TEXT", "Outcome", "Reporter", "classify", "status_from_error",
+    "run_child", "run_kernel_in_child", "run_reported", "json_child_argv", "json_child_main", "worst",
 ]
 
 STATUSES = ("ok", "wrong_result", "illegal_memory_access", "index_error", "refused", "error", "timeout")
+# Outcomes in which the launch died (an index error is the CPU analog's stand-in for an illegal access).
+CRASHES = ("illegal_memory_access", "index_error", "timeout")
 IMA_TEXT = "an illegal memory access was encountered"
 REFUSED_TEXT = "is not valid for this configuration"
 _SANITIZER_ERRORS = re.compile(r"ERROR SUMMARY: (\d+) error")
@@ -227,6 +229,20 @@ def run_reported(body: Callable[[Reporter], None]) -> int:
         traceback.print_exc()
         reporter.fail(exc)
         return 1
+
+
+def json_child_argv(prog: str, spec: dict) -> list[str]:
+    """The argv of :func:`run_child` for a child whose main is :func:`json_child_main`."""
+    return ["-m", prog, "--child", json.dumps(spec)]
+
+
+def json_child_main(prog: str, body: Callable[[dict, Reporter], None], argv: Sequence[str] | None = None) -> int:
+    """Main of a child started as ``python -m <prog> --child <JSON spec>``: ``body(spec, reporter)``
+    under :func:`run_reported`."""
+    p = argparse.ArgumentParser(prog=f"python -m {prog}")
+    p.add_argument("--child", required=True, help="JSON spec of the child's work (internal)")
+    args = p.parse_args(argv)
+    return run_reported(lambda reporter: body(json.loads(args.child), reporter))
 
 
 def _kernel_child(args: argparse.Namespace, reporter: Reporter) -> None:

@@ -6,6 +6,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from flexfix.repro import CRASHES
+
 __all__ = ["provenance_line", "batch_records", "outcome_summary", "engine_summary", "threshold_table", "sanitizer_view",
            "outcome_table", "random_shapes", "kernel_grid", "engine_label", "engine_grid", "engine_verdicts",
            "every_request_table", "timing_ratios", "throughput_table"]
@@ -79,9 +81,6 @@ def batch_records(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # Batch invariance (notebook 04).
-
-CRASHES = ("illegal_memory_access", "index_error", "timeout")
-
 
 def _kernel_category(cells: pd.DataFrame) -> str:
     if cells["outcome"].isin(CRASHES).any():

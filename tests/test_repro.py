@@ -86,3 +86,19 @@ def test_sanitizer_without_the_tool_says_so(monkeypatch):
     monkeypatch.setattr(repro.shutil, "which", lambda name: None)
     out = repro.run_kernel_in_child("as_strided", "cuda", 48, 0, sanitizer=True)
     assert out.status == "error" and "compute-sanitizer" in out.detail
+
+
+def test_json_child_protocol_round_trip(tmp_path, monkeypatch):
+    """Parent argv and child main agree: the spec arrives whole; a failing body is reported."""
+    from flexfix import repro
+
+    spec = {"cells": [[17, "last"]], "name": "x, y"}
+    argv = repro.json_child_argv("flexfix.some_child", spec)
+    assert argv[:3] == ["-m", "flexfix.some_child", "--child"]
+    report = tmp_path / "report.jsonl"
+    monkeypatch.setenv("FLEXFIX_REPORT", str(report))
+    seen = []
+    assert repro.json_child_main("flexfix.some_child", lambda s, r: (seen.append(s), r.finish("ok")), argv[2:]) == 0
+    assert seen == [spec]
+    assert repro.json_child_main("flexfix.some_child", lambda s, r: 1 / 0, argv[2:]) == 1
+    assert '"status": "error"' in report.read_text().splitlines()[-1]
