@@ -74,6 +74,9 @@ class EngineRun:
         for n in (*self.requests, *self.every_request, *self.throughput):
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
                 raise ValueError(f"request counts must be integers in 1..256, got {n!r}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats (timed repetitions per throughput N) must be an integer >= 1, "
+                             f"got {self.repeats!r}")
         if self.batch_invariant and not self.patched:
             raise ValueError("stock vLLM 0.20.0 refuses FLEX_ATTENTION under VLLM_BATCH_INVARIANT=1: "
                              "a batch-invariant run needs patched=True")

@@ -130,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--requests", default=None, help="engine-sweep: needle batch sizes (default: all of REQUESTS)")
     p.add_argument("--every-request", default="", help="engine-sweep: N for which every request is checked")
     p.add_argument("--throughput", default="", help="engine-sweep: N for output tokens per second")
+    p.add_argument("--repeats", type=int, default=3, help="engine-sweep: timed repetitions per throughput N")
     p.add_argument("--configs", default="", help="invariance: KERNEL:OPTIONS:LAUNCH:COPY,... (default: all)")
     p.add_argument("--workers", type=int, default=1, help="invariance: child processes at a time")
     p.add_argument("--capture-len", type=int, default=500, help="invariance: longest sequence at graph capture")
@@ -175,8 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         name = args.name or "engine_sweep"
         runs = parse_runs(args.runs, requests=REQUESTS if args.requests is None else ints(args.requests),
-                          every_request=ints(args.every_request), throughput=ints(args.throughput))
-        params = {"runs": [r.name for r in runs]}
+                          every_request=ints(args.every_request), throughput=ints(args.throughput),
+                          repeats=args.repeats)
+        params = {"runs": [r.name for r in runs], "repeats": args.repeats}
         table = engine_sweep(runs, save=save(name, params))
     elif args.part == "kernel":
         params = {"seeds": list(range(args.seeds)), "batches": batches}

@@ -24,7 +24,7 @@ def test_compare_generations_follows_the_bs1_vs_bsN_order():
 
 @pytest.mark.parametrize("bad, match", [
     (dict(model="llama-70b"), "model"), (dict(graphs="cudnn"), "graphs"), (dict(samplings=("beam",)), "sampling"),
-    (dict(requests=(0,)), "request counts"), (dict(patched=False, batch_invariant=True), "refuses"),
+    (dict(requests=(0,)), "request counts"), (dict(repeats=0), "repeats"), (dict(patched=False, batch_invariant=True), "refuses"),
 ])
 def test_impossible_runs_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -45,6 +45,7 @@ def test_parse_runs():
     assert [(r.model, r.batch_invariant, r.graphs, r.patched) for r in runs] == [
         ("tiny", True, "full", True), ("variance", False, "eager", True), ("tiny", False, "piecewise", False)]
     assert all(r.requests == (1, 17) for r in runs)
+    assert es.parse_runs("tiny:bi1:full", repeats=7)[0].repeats == 7
     with pytest.raises(ValueError, match="MODEL"):
         es.parse_runs("tiny:full")
 
