@@ -230,6 +230,7 @@ def parse_runs(text: str, **common) -> list[EngineRun]:
 
 def _rows(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     keys = ["model", "batch_invariant", "graphs", "patched"]
+    keys += ["source"] if "source" in table else []
     rows = [{"engine": r["engine"], **{k: r[k] for k in keys}, "engine_status": r["status"], **rec}
             for _, r in table.iterrows() for rec in r["records"] if rec.get("kind") == kind]
     return pd.DataFrame(rows)

@@ -179,6 +179,8 @@ def recorded(data_dir: str | os.PathLike, name: str, device: str = "cuda") -> tu
 
 def recorded_all(data_dir: str | os.PathLike, names: list[str], device: str = "cuda"
                  ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """Several recorded tables of one kind, concatenated, with each file's provenance."""
+    """Several recorded tables of one kind, concatenated (column ``source``: the file's name), with
+    each file's provenance."""
     loaded = [recorded(data_dir, name, device) for name in names]
-    return pd.concat([t for t, _ in loaded], ignore_index=True), [p for _, p in loaded]
+    return (pd.concat([t.assign(source=name) for name, (t, _) in zip(names, loaded)], ignore_index=True),
+            [p for _, p in loaded])

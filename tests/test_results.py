@@ -24,6 +24,14 @@ def test_round_trip_with_provenance(tmp_path):
     assert set(results.PROVENANCE_KEYS) <= set(prov)
 
 
+def test_recorded_all_names_the_file_of_every_row(tmp_path):
+    results.write_results(tmp_path, "first", [{"a": 1}, {"a": 2}], "cuda", prov=gpu_provenance())
+    results.write_results(tmp_path, "second", [{"a": 3}], "cuda", prov=gpu_provenance())
+    table, provs = results.recorded_all(tmp_path, ["second", "first"])
+    assert table["a"].tolist() == [3, 1, 2] and table["source"].tolist() == ["second", "first", "first"]
+    assert len(provs) == 2
+
+
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
     path = results.write_results(tmp_path, "t", [{"a": 1}], "cpu")
     old = path.read_text()
@@ -163,3 +171,31 @@ def test_recorded_every_request_check():
     assert stock.logprobs_differ.item() == [16] and (stock.engine_status == "illegal_memory_access").all()
     assert sorted(patched.requests) == [17, 17, 32, 32, 47, 47]
     assert all(not d for d in patched.tokens_differ) and all(not d for d in patched.logprobs_differ)
+
+
+def test_recorded_engine_throughput():
+    """Notebook 05's engine claims, from the files: every run timed all six configurations of its model
+    back to back; full graphs won every variance comparison; BI=1 cost the variance model in most
+    ratios; and one configuration moved by more than 1.4x between engines (the noise the notebook warns of)."""
+    from flexfix import engine_sweep, tables
+    from flexfix.record import RECORDED_SWEEP_TABLES, RECORDED_THROUGHPUT_TABLES
+
+    for name in RECORDED_THROUGHPUT_TABLES:
+        table, prov = results.recorded(ROOT / "data", name)
+        rows = engine_sweep.throughput_rows(table)
+        assert (table.status == "ok").all() and len(table) == 6, name
+        assert set(zip(rows.graphs, rows.batch_invariant)) == {(g, b) for g in ("full", "piecewise", "eager")
+                                                                for b in (True, False)}, name
+        assert sorted(set(rows.requests)) == [48, 128] and (rows.output_tokens == rows.requests * 128).all()
+        assert {len(s) for s in rows.seconds} == {prov["parameters"].get("repeats", 3)}, name
+    table, _ = results.recorded_all(ROOT / "data", RECORDED_THROUGHPUT_TABLES + RECORDED_SWEEP_TABLES)
+    speed = engine_sweep.throughput_rows(table)
+    summary = tables.ratio_summary(speed)
+    variance = summary.loc["variance"]
+    assert variance.loc["full/eager", "ratios"] == 8 and variance.loc["full/eager", "below_1"] == 0
+    assert variance.loc["full/piecewise", "ratios"] == 8 and variance.loc["full/piecewise", "below_1"] == 0
+    assert variance.loc["BI1/BI0", "ratios"] == 16 and variance.loc["BI1/BI0", "below_1"] == 13
+    assert 0.85 < variance.loc["BI1/BI0", "median"] < 0.92
+    assert summary.loc[("tiny", "full/piecewise"), "below_1"] == 0
+    spread = tables.throughput_spread(speed)
+    assert spread.between_engines.max() > 1.4 and (spread.engines >= 2).all()
