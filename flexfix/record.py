@@ -36,6 +36,10 @@ RECORDED_EVERY_REQUEST = ["engine_every_request_stock", "engine_sweep_tiny_full"
 RECORDED_SWEEP_TABLES = ["engine_sweep_tiny_full", "engine_sweep_variance_full", "engine_sweep_tiny_more",
                          "engine_sweep_variance_eager"]
 
+# Output tokens per second, each file one command: per model every graph mode x BI, back to back.
+RECORDED_THROUGHPUT_TABLES = ["engine_throughput_variance", "engine_throughput_variance_repeat",
+                              "engine_throughput_tiny", "engine_throughput_tiny_repeat"]
+
 __all__ = ["RECORDED_ENGINE_TABLES", "RECORDED_SWEEP_TABLES", "RECORDED_KERNEL_INVARIANCE", "RECORDED_EVERY_REQUEST", "kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine",
            "outcome_row", "engine_sweep", "model_dir"]
 
