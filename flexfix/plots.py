@@ -10,7 +10,7 @@ import pandas as pd
 from flexfix.repro import CRASHES
 
 __all__ = ["storage_owners", "read_windows", "replay_errors", "category_heatmap", "max_diff_vs_batch", "ratio_lines",
-           "throughput_bars"]
+           "throughput_points"]
 
 def _figure(figsize, *grid, **kw):
     """A Figure outside pyplot's registry that renders itself as a PNG in a notebook: shown once,
@@ -202,16 +202,32 @@ def ratio_lines(table: pd.DataFrame, x: str, y: str, by: str, title: str, ylabel
     return fig
 
 
-def throughput_bars(table: pd.DataFrame, title: str):
-    """Output tokens per second per engine configuration, one group of bars per request count."""
-    import matplotlib.pyplot as plt
+def throughput_points(table: pd.DataFrame, title: str):
+    """Output tokens per second, one panel per request count, one row per configuration: each
+    engine is a dot at its median with a bar from its slowest to its fastest timed repetition, so
+    the spread between and within engines is as visible as the differences between configurations."""
+    import matplotlib
 
-    pivot = table.pivot_table(index="setting", columns="requests", values="tokens_per_second")
-    fig, ax = _figure((8, 0.5 + 0.45 * len(pivot)))
-    pivot.plot.barh(ax=ax)
-    ax.set_xlabel("output tokens per second")
-    ax.set_ylabel("")
-    ax.set_title(title, fontsize=10)
-    ax.legend(title="concurrent requests", fontsize=8)
+    counts = sorted(table["requests"].unique())
+    settings = list(dict.fromkeys(table["setting"]))
+    sources = list(dict.fromkeys(table["source"])) if "source" in table else [None]
+    fig, axes = _figure((9, 0.8 + 0.38 * len(settings)), 1, len(counts), sharey=True, squeeze=False)
+    for ax, n in zip(axes[0], counts):
+        for k, src in enumerate(sources):
+            part = table[(table["requests"] == n) & ((table["source"] == src) if src else True)]
+            if part.empty:
+                continue
+            colour = matplotlib.colormaps["tab10"](k % 10)
+            y = [settings.index(s) + (k - (len(sources) - 1) / 2) * 0.12 for s in part["setting"]]
+            reps = [[r["output_tokens"] / t for t in r["seconds"]] for _, r in part.iterrows()]
+            ax.hlines(y, [min(r) for r in reps], [max(r) for r in reps], color=colour, lw=1.5, alpha=0.6)
+            ax.plot(part["tokens_per_second"], y, "o", color=colour, markersize=5, label=src or "median")
+        ax.set_title(f"{n} concurrent requests", fontsize=9)
+        ax.set_xlabel("output tokens per second")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(settings)), settings, fontsize=8)
+    axes[0][0].invert_yaxis()
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="recorded in")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -10,7 +10,8 @@ from flexfix.repro import CRASHES
 
 __all__ = ["provenance_line", "batch_records", "outcome_summary", "engine_summary", "threshold_table", "sanitizer_view",
            "outcome_table", "random_shapes", "kernel_grid", "engine_label", "engine_grid", "engine_verdicts",
-           "every_request_table", "timing_ratios", "throughput_table"]
+           "every_request_table", "timing_ratios", "throughput_runs", "throughput_ratios", "throughput_table", "ratio_summary",
+           "throughput_spread"]
 
 
 def provenance_line(prov: Mapping[str, Any]) -> str:
@@ -170,17 +171,67 @@ def timing_ratios(timing: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def throughput_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Output tokens per second per model x graph mode x BI x N, with the ratios of notebook 05:
-    each graph mode over eager, and BI=1 over BI=0 in the same mode."""
+def _runs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Name each model's recorded files "run 1", "run 2", ... in the order given (one file = one command)."""
     rows = rows.assign(BI=rows["batch_invariant"].astype(int))
-    wide = rows.pivot_table(index=["model", "requests", "BI"], columns="graphs", values="tokens_per_second")
-    for mode in ("full", "piecewise"):
-        if mode in wide and "eager" in wide:
-            wide[f"{mode}/eager"] = wide[mode] / wide["eager"]
-    out = wide.reset_index()
-    per_bi = rows.pivot_table(index=["model", "requests", "graphs"], columns="BI", values="tokens_per_second")
+    if "source" not in rows:
+        return rows.assign(run="run 1")
+    names = {(m, src): f"run {i + 1}" for m, part in rows.groupby("model", sort=False)
+             for i, src in enumerate(part["source"].unique())}
+    return rows.assign(run=[names[(m, src)] for m, src in zip(rows["model"], rows["source"])])
+
+
+def throughput_runs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Which recorded file is which model's "run k" (:func:`throughput_table`), with what it timed."""
+    rows = _runs(rows)
+    return rows.groupby(["model", "run", "source"], sort=False).agg(
+        engines=("engine", "nunique"),
+        timed_repetitions=("seconds", lambda s: len(s.iloc[0]))).reset_index()
+
+
+def throughput_ratios(rows: pd.DataFrame) -> pd.DataFrame:
+    """Every ratio of notebook 05 in long form, each taken inside one run (one command, engines back
+    to back): graph modes against each other at fixed BI, and BI=1 over BI=0 at a fixed graph mode.
+    A run that lacks one side gives no ratio."""
+    rows = _runs(rows)
+    wide = rows.pivot_table(index=["model", "requests", "BI", "run"], columns="graphs", values="tokens_per_second")
+    parts = []
+    for num, den in (("full", "eager"), ("piecewise", "eager"), ("full", "piecewise")):
+        if num in wide and den in wide:
+            parts.append((wide[num] / wide[den]).rename("value").reset_index()
+                         .assign(ratio=f"{num}/{den}", at=lambda t: "BI=" + t["BI"].astype(str)).drop(columns="BI"))
+    per_bi = rows.pivot_table(index=["model", "requests", "graphs", "run"], columns="BI", values="tokens_per_second")
     if {0, 1} <= set(per_bi.columns):
-        ratio = (per_bi[1] / per_bi[0]).rename("BI1/BI0").reset_index()
-        return out, ratio
-    return out, pd.DataFrame(columns=["model", "requests", "graphs", "BI1/BI0"])
+        parts.append((per_bi[1] / per_bi[0]).rename("value").reset_index()
+                     .assign(ratio="BI1/BI0").rename(columns={"graphs": "at"}))
+    columns = ["model", "requests", "at", "run", "ratio", "value"]
+    return pd.concat(parts, ignore_index=True)[columns].dropna() if parts else pd.DataFrame(columns=columns)
+
+
+def throughput_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`throughput_ratios` for reading: graph-mode ratios per model x N x BI, and BI1/BI0 per
+    model x N x graph mode, one column per run so their agreement shows."""
+    long = throughput_ratios(rows)
+    view = lambda part: part.pivot_table(index=["model", "requests", "at"], columns=["ratio", "run"], values="value")
+    return view(long[long["ratio"] != "BI1/BI0"]), view(long[long["ratio"] == "BI1/BI0"])
+
+
+def ratio_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model and ratio, over every N, setting and run: how many ratios, the lowest, the median,
+    the highest, and how many were below 1."""
+    groups = throughput_ratios(rows).groupby(["model", "ratio"])["value"]
+    return groups.agg(ratios="count", lowest="min", median="median", highest="max",
+                      below_1=lambda v: int((v < 1).sum()))
+
+
+def throughput_spread(rows: pd.DataFrame) -> pd.DataFrame:
+    """How far one configuration's tokens/s moves: between engines (separate runs of the same
+    configuration: highest over lowest median) and within one engine (its fastest over its slowest
+    timed repetition, the worst engine shown)."""
+    rows = rows.assign(BI=rows["batch_invariant"].astype(int),
+                       within=[max(s) / min(s) for s in rows["seconds"]])
+    groups = rows.groupby(["model", "graphs", "BI", "requests"])
+    out = groups["tokens_per_second"].agg(engines="count", lowest="min", highest="max")
+    out["between_engines"] = out["highest"] / out["lowest"]
+    out["within_engine"] = groups["within"].max()
+    return out
