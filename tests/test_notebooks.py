@@ -141,3 +141,14 @@ def test_bad_device_parameter_fails_in_the_first_cell(tmp_path):
     with pytest.raises(Exception) as err:
         execute(nb, tmp_path, {"DEVICE": "gpu", "RESULTS_DIR": str(tmp_path)})
     assert "DEVICE must be one of" in str(err.value)
+
+
+def test_the_command_names_the_failure_and_exits_non_zero(tmp_path, capsys):
+    """`make notebooks` is `python -m flexfix.run_notebooks`: its exit status and summary."""
+    from flexfix.run_notebooks import main
+
+    bad = tiny_notebook(tmp_path / "a_bad.ipynb", "raise ValueError('planted failure')")
+    good = tiny_notebook(tmp_path / "b_good.ipynb", "x = 1")
+    assert main(["--out", str(tmp_path / "out"), str(bad), str(good)]) == 1
+    assert "1 of 2 notebooks ok; failed: a_bad.ipynb" in capsys.readouterr().out
+    assert main(["--out", str(tmp_path / "out"), str(good)]) == 0
