@@ -30,6 +30,7 @@ import pandas as pd
 
 from flexfix import vllm_patch
 from flexfix.engine import LLAMA_CONFIGS, prompts
+from flexfix.params import positive_int
 from flexfix.repro import Outcome, Reporter, json_child_argv, json_child_main, run_child
 
 __all__ = ["GRAPH_MODES", "PROMPT_LENGTHS", "REQUESTS", "EngineRun", "compare_generations", "llm_kwargs",
@@ -72,11 +73,8 @@ class EngineRun:
             if s not in ("greedy", "seeded"):
                 raise ValueError(f"sampling must be 'greedy' or 'seeded', got {s!r}")
         for n in (*self.requests, *self.every_request, *self.throughput):
-            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
-                raise ValueError(f"request counts must be integers in 1..256, got {n!r}")
-        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
-            raise ValueError(f"repeats (timed repetitions per throughput N) must be an integer >= 1, "
-                             f"got {self.repeats!r}")
+            positive_int("request counts", n, maximum=256)
+        positive_int("repeats", self.repeats)
         if self.batch_invariant and not self.patched:
             raise ValueError("stock vLLM 0.20.0 refuses FLEX_ATTENTION under VLLM_BATCH_INVARIANT=1: "
                              "a batch-invariant run needs patched=True")

@@ -29,6 +29,7 @@ import torch
 from flexfix import paged
 from flexfix.graphs import make_launch
 from flexfix.kernel_repro import COPIES, step_lengths, tolerance
+from flexfix.params import positive_int
 from flexfix.repro import CRASHES, Reporter, json_child_argv, json_child_main, run_child
 
 __all__ = ["parse_configs", "BATCHES", "POSITIONS", "KERNEL_COLUMNS", "KernelConfig", "SweepShape", "gpu_configs", "cpu_configs",
@@ -321,8 +322,7 @@ def kernel_sweep(configs: Iterable[KernelConfig], sw: SweepShape, device: str,
             raise ValueError(f"batch size {b} is outside 1..max_num_seqs={sw.paged.max_num_seqs}")
     for p in positions:
         needle_index(1, p)
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+    positive_int("workers", workers)
     cells = [(b, p) for b in batches for p in positions]
     units = ([(cfg, [(b, p) for p in positions]) for cfg in configs for b in batches] if workers > 1
              else [(cfg, cells) for cfg in configs])

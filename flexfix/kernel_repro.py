@@ -20,6 +20,7 @@ import torch
 
 from flexfix import paged
 from flexfix.graphs import make_launch
+from flexfix.params import positive_int
 from flexfix.persistent import copy_to_persistent, copy_to_persistent_as_strided
 
 __all__ = ["COPIES", "KernelScenario", "tolerance", "run_kernel_scenario", "step_lengths"]
@@ -51,8 +52,7 @@ class KernelScenario:
             raise ValueError(f"launch must be 'auto', 'graph' or 'frozen', got {self.launch!r}")
         if self.launch == "graph" and self.device != "cuda":
             raise ValueError("a CUDA-graph launch needs device='cuda'")
-        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or not 1 <= self.batch <= self.shape.max_num_seqs:
-            raise ValueError(f"batch must be in 1..{self.shape.max_num_seqs}, got {self.batch!r}")
+        positive_int("batch", self.batch, maximum=self.shape.max_num_seqs)
         for n in (self.capture_len, *self.replay_lens):
             if not 1 <= n <= self.shape.max_model_len:
                 raise ValueError(f"sequence length {n} outside 1..{self.shape.max_model_len}")

@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from flexfix.params import positive_int
 from flexfix.persistent import copy_to_persistent
 
 __all__ = [
@@ -60,9 +61,7 @@ class PagedShape:
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_model_len", "num_pages", "num_heads",
                      "num_kv_heads", "head_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"PagedShape.{name} must be a positive integer, got {value!r}")
+            positive_int(f"PagedShape.{name}", getattr(self, name))
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} is not a multiple of "
                              f"num_kv_heads={self.num_kv_heads} (GQA)")

@@ -40,7 +40,8 @@ RECORDED_SWEEP_TABLES = ["engine_sweep_tiny_full", "engine_sweep_variance_full",
 RECORDED_THROUGHPUT_TABLES = ["engine_throughput_variance", "engine_throughput_variance_repeat",
                               "engine_throughput_tiny", "engine_throughput_tiny_repeat"]
 
-__all__ = ["RECORDED_ENGINE_TABLES", "RECORDED_SWEEP_TABLES", "RECORDED_KERNEL_INVARIANCE", "RECORDED_EVERY_REQUEST", "kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine",
+__all__ = ["RECORDED_ENGINE_TABLES", "RECORDED_SWEEP_TABLES", "RECORDED_THROUGHPUT_TABLES", "RECORDED_KERNEL_INVARIANCE",
+           "RECORDED_EVERY_REQUEST", "kernel_outcomes", "sanitizer_outcomes", "engine_outcomes", "record_engine",
            "outcome_row", "engine_sweep", "model_dir"]
 
 

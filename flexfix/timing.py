@@ -25,6 +25,7 @@ import torch
 
 from flexfix import paged
 from flexfix.graphs import CudaGraphLaunch
+from flexfix.params import positive_int
 from flexfix.persistent import copy_to_persistent
 
 __all__ = ["Timing", "time_fn", "copy_bandwidth", "kv_bytes", "DecodeCase", "decode_sweep", "TIMING_COLUMNS"]
@@ -49,8 +50,8 @@ class Timing:
 
 def time_fn(fn: Callable[[], object], *, warmup: int = 5, reps: int = 20, device: str = "cpu") -> Timing:
     """Call ``fn`` ``warmup`` times untimed, then time ``reps`` calls one by one."""
-    if warmup < 0 or reps < 1:
-        raise ValueError(f"need warmup >= 0 and reps >= 1, got warmup={warmup}, reps={reps}")
+    positive_int("warmup", warmup, minimum=0)
+    positive_int("reps", reps)
     for _ in range(warmup):
         fn()
     samples = []
