@@ -199,3 +199,11 @@ def test_recorded_engine_throughput():
     assert summary.loc[("tiny", "full/piecewise"), "below_1"] == 0
     spread = tables.throughput_spread(speed)
     assert spread.between_engines.max() > 1.4 and (spread.engines >= 2).all()
+    # The figures notebook 05 and data/README.md quote, to two decimals.
+    quoted = {("variance", "full/eager"): (1.06, 1.34, 1.54), ("variance", "full/piecewise"): (1.01, 1.15, 1.30),
+              ("variance", "piecewise/eager"): (0.91, 1.20, 1.36), ("variance", "BI1/BI0"): (0.65, 0.89, 1.27)}
+    for key, figures in quoted.items():
+        assert tuple(summary.loc[key, ["lowest", "median", "highest"]].round(2)) == figures, key
+    assert round(summary.loc[("tiny", "BI1/BI0"), "median"], 2) == 1.01
+    worst = spread.groupby(level="model")[["between_engines", "within_engine"]].max().round(2)
+    assert worst.loc["variance"].tolist() == [1.49, 1.40] and worst.loc["tiny"].tolist() == [1.60, 2.01]
