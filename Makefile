@@ -1,19 +1,30 @@
 # Two commands do all the set-up on a fresh machine (Python 3 and make are all it needs):
 #   make notebooks   execute every notebook into build/notebooks (GPU parameters if CUDA is available)
-#   make test        run the test suite, notebooks included (CPU parameters)
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.flexfix-installed
+#   make test        run the test suite, notebooks and lint included (CPU parameters)
+PYTHON     ?= python3
+VENV       := .venv
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.flexfix-installed
+LOCK       := requirements.lock
+UV_VERSION := 0.13.9
+EXTRAS     := notebooks,test,repro
+# `make lock` refreshes requirements.lock from pyproject.toml, keeping today's pins where they still fit;
+# `make lock UPGRADE=1` takes the newest versions that fit.
+LOCK_CMD   := uv pip compile pyproject.toml $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) --universal \
+              --python-version 3.11 -o $(LOCK)
+comma      := ,
 
-.PHONY: install notebooks test lab clean
+.PHONY: install notebooks test lab lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The exact lock, installed with uv (pinned; about 4x faster than pip on a 2-core machine, see README),
+# falling back to pip if uv cannot be installed or fails. --no-deps: the lock is the whole environment.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	( $(BIN)/python -m pip install --quiet uv==$(UV_VERSION) \
+	  && $(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -r $(LOCK) -e . ) \
+	|| $(BIN)/python -m pip install --quiet --no-deps -r $(LOCK) -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name flexfix --display-name "Python (flexfix)"
 	touch $(STAMP)
 
@@ -25,6 +36,9 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
+
+lock: $(STAMP)
+	$(BIN)/$(LOCK_CMD) $(if $(UPGRADE),--upgrade)
 
 clean:
 	rm -rf build

@@ -1,47 +1,141 @@
-"""The two ways to install agree, and the README's commands are what CI runs."""
+"""The ways to install agree: pyproject.toml, the exact lock, environment.yml, the Makefile and the README."""
+
 import re
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
 ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+LOCK = ROOT / "requirements.lock"
 
 
-def pyproject_pins():
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def environment_pins():
+def lock_pins(environment: dict | None = None) -> dict[str, str]:
+    """name -> version for every line of the lock whose marker holds in ``environment`` (default: here)."""
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        if not line or line.startswith((" ", "#")):
+            continue
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate(environment):
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"lock line is not an exact pin: {line}"
+            pins[canonical(req.name)] = spec.version
+    return pins
+
+
+def locked_extras() -> list[str]:
+    """The extras `make` installs and `make lock` compiles (the Makefile's EXTRAS)."""
+    makefile = (ROOT / "Makefile").read_text()
+    return re.search(r"^EXTRAS\s+:= (.+)$", makefile, re.M).group(1).split(",")
+
+
+def declared() -> list[Requirement]:
+    project = PYPROJECT["project"]
+    return [Requirement(r) for r in project["dependencies"]] + [
+        Requirement(r) for extra in locked_extras() for r in project["optional-dependencies"][extra]
+    ]
+
+
+def test_the_plugin_install_is_lean():
+    """`pip install flexfix` (no extra) needs vLLM and torch only: no notebook or test packages."""
+    core = {canonical(Requirement(r).name) for r in PYPROJECT["project"]["dependencies"]}
+    assert core == {"vllm", "torch"}
+    installed = [Requirement(r) for r in metadata.requires("flexfix")]
+    unconditional = {canonical(r.name) for r in installed if r.marker is None}
+    assert unconditional == {"vllm", "torch"}, installed
+    extras = {str(r.marker) for r in installed if r.marker is not None}
+    for heavy in ("jupyterlab", "pandas", "matplotlib", "papermill", "pytest", "hypothesis"):
+        assert any(canonical(r.name) == heavy and r.marker is not None for r in installed), heavy
+    assert extras, "the investigation's packages are extras"
+
+
+def test_supported_range_and_reproduction_pins():
+    core = {canonical(Requirement(r).name): Requirement(r) for r in PYPROJECT["project"]["dependencies"]}
+    for version, supported in (
+        ("0.19.1", False),
+        ("0.20.0", True),
+        ("0.20.1", True),
+        ("0.20.2", True),
+        ("0.21.0", False),
+    ):
+        assert core["vllm"].specifier.contains(Version(version)) is supported, version
+    repro = PYPROJECT["project"]["optional-dependencies"]["repro"]
+    assert "vllm==0.20.0" in repro and "torch==2.11.0" in repro
+
+
+def test_lock_pins_the_whole_environment_exactly():
+    pins = lock_pins()
+    assert pins["vllm"] == "0.20.0" and pins["torch"] == "2.11.0"
+    assert len(pins) > 200, "the lock holds the full environment, not only the direct dependencies"
+
+
+@pytest.mark.parametrize("python", ["3.11", "3.12"])
+def test_lock_satisfies_every_declared_requirement(python):
+    env = {
+        **default_environment(),
+        "python_version": python,
+        "python_full_version": python + ".0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+    }
+    pins = lock_pins(env)
+    for req in declared():
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        name = canonical(req.name)
+        assert name in pins, f"{req} is declared in pyproject.toml but missing from requirements.lock"
+        assert req.specifier.contains(Version(pins[name]), prereleases=True), f"lock has {name}=={pins[name]}: {req}"
+
+
+def test_installed_versions_match_the_lock():
+    for name, version in lock_pins().items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pytest.fail(f"{name}=={version} is in the lock but not installed (run make install)")
+        assert installed == version, f"{name}: installed {installed}, locked {version}"
+
+
+def test_environment_yml_installs_the_lock_on_a_supported_python():
     text = (ROOT / "environment.yml").read_text()
     pip_section = text.split("- pip:", 1)[1]
-    return [m.group(1) for m in re.finditer(r"^\s+- ([A-Za-z0-9_.\-]+==[^\s#]+)", pip_section, re.M)]
+    assert re.findall(r"^\s+- (.+)$", pip_section, re.M) == ["-r requirements.lock", "-e ."]
+    python = re.search(r"^\s+- python=(3\.\d+)\s*$", text, re.M).group(1)
+    assert SpecifierSet(PYPROJECT["project"]["requires-python"]).contains(python)
 
 
-def test_environment_yml_pins_equal_pyproject():
-    assert environment_pins() == pyproject_pins()
-
-
-def test_the_buggy_release_and_its_torch_are_pinned():
-    pins = pyproject_pins()
-    assert "vllm==0.20.0" in pins and "torch==2.11.0" in pins
-    assert all("==" in p for p in pins), "every dependency is pinned"
-    for package in ("jupyterlab", "matplotlib", "pandas", "papermill", "ipykernel", "nbformat", "pytest"):
-        assert any(p.startswith(package + "==") for p in pins), package
-
-
-def test_environment_yml_is_python_312():
-    assert re.search(r"^\s+- python=3\.12\s*$", (ROOT / "environment.yml").read_text(), re.M)
-
-
-def test_ci_runs_the_readme_test_command():
+def test_makefile_installs_the_lock_and_ci_runs_the_readme_test_command():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "LOCK       := requirements.lock" in makefile and "-r $(LOCK)" in makefile
+    assert locked_extras() == ["notebooks", "test", "repro"]
     ci = (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert re.search(r"^make test$", ci, re.M)
-    assert "make test" in readme and "make notebooks" in readme and "make lab" in readme
+    for command in ("make test", "make notebooks", "make lab", "make lock"):
+        assert command in readme, command
 
 
-def test_installed_versions_match_the_pins():
-    from importlib import metadata
+def test_version_is_one_number():
+    import flexfix
 
-    for pin in pyproject_pins():
-        name, version = pin.split("==")
-        assert metadata.version(name) == version, pin
+    assert flexfix.__version__ == metadata.version("flexfix")
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## {flexfix.__version__}" in changelog, "CHANGELOG.md announces the current version"
+
+
+def test_licence_is_apache_2():
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert PYPROJECT["project"]["license"] == "Apache-2.0"
+    assert metadata.metadata("flexfix")["License-Expression"] == "Apache-2.0"
