@@ -8,7 +8,7 @@ PR_36298 = {
 
 TORCHTITAN_BITWISE_RL = {
     "source": "vLLM blog 'No More Train-Inference Mismatch: Bitwise Consistent On-Policy RL with vLLM and "
-              "TorchTitan' (2025-11-10), https://blog.vllm.ai/2025/11/10/bitwise-consistent-train-inference.html",
+    "TorchTitan' (2025-11-10), https://blog.vllm.ai/2025/11/10/bitwise-consistent-train-inference.html",
     "setup": "Qwen3 1.7B RL fine-tune, TorchTitan trainer + vLLM sampler, batch-invariant kernels",
     "claim": "the bitwise-exact run is 2.4x slower than the non-bitwise one",
 }
@@ -19,8 +19,17 @@ def anchor_table():
     import pandas as pd
 
     fastest = PR_36298["latency_s"]["FlashInfer"]
-    rows = [{"source": "vLLM PR #36298", "what": k, "value": v, "unit": "s latency",
-             "vs FlashInfer": round(v / fastest, 2)} for k, v in PR_36298["latency_s"].items()]
-    rows.append({"source": "vLLM x TorchTitan blog", "what": "bitwise-exact RL vs non-bitwise", "value": 2.4,
-                 "unit": "x slower", "vs FlashInfer": None})
+    rows = [
+        {"source": "vLLM PR #36298", "what": k, "value": v, "unit": "s latency", "vs FlashInfer": round(v / fastest, 2)}
+        for k, v in PR_36298["latency_s"].items()
+    ]
+    rows.append(
+        {
+            "source": "vLLM x TorchTitan blog",
+            "what": "bitwise-exact RL vs non-bitwise",
+            "value": 2.4,
+            "unit": "x slower",
+            "vs FlashInfer": None,
+        }
+    )
     return pd.DataFrame(rows)

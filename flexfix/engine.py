@@ -12,6 +12,7 @@ Scenarios (see ``SCENARIOS``): ``a`` unpatched + ``VLLM_BATCH_INVARIANT=1`` (ref
 numbers of concurrent requests, stopping at the first crash; ``patched_inprocess`` and
 ``patched_plugin`` the fixed backend with ``VLLM_BATCH_INVARIANT=1`` and 17, 48, 128.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ import os
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from flexfix import vllm_patch
 from flexfix.repro import Outcome, Reporter, run_child, run_reported
@@ -29,17 +30,33 @@ from flexfix.repro import Outcome, Reporter, run_child, run_reported
 __all__ = ["LLAMA_CONFIGS", "Scenario", "SCENARIOS", "write_llama", "run_scenario", "scenario_env"]
 
 LLAMA_CONFIGS = {
-    "tiny": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=64, vocab_size=2048, max_position_embeddings=2048),
-    "variance": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=4, num_attention_heads=32,
-                     num_key_value_heads=8, head_dim=64, vocab_size=32000, max_position_embeddings=2048),
+    "tiny": dict(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        vocab_size=2048,
+        max_position_embeddings=2048,
+    ),
+    "variance": dict(
+        hidden_size=2048,
+        intermediate_size=6144,
+        num_hidden_layers=4,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=64,
+        vocab_size=32000,
+        max_position_embeddings=2048,
+    ),
 }
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    patch: str               # "none", "bi_only" (only supports_batch_invariance), "inprocess", "plugin"
+    patch: str  # "none", "bi_only" (only supports_batch_invariance), "inprocess", "plugin"
     batch_invariant: bool
     requests: tuple[int, ...]
     expect: str
@@ -50,23 +67,65 @@ class Scenario:
             raise ValueError(f"patch must be none, bi_only, inprocess or plugin, got {self.patch!r}")
 
 
-SCENARIOS = {s.name: s for s in (
-    Scenario("a", "none", True, (48,), "refused", "unpatched, VLLM_BATCH_INVARIANT=1"),
-    Scenario("b", "bi_only", True, (48,), "illegal_memory_access",
-             "supports_batch_invariance forced True, copy unpatched, 48 requests"),
-    Scenario("c", "bi_only", True, (16,), "ok", "as (b) with 16 requests (one query block)"),
-    Scenario("d", "none", False, (48,), "illegal_memory_access", "unpatched, VLLM_BATCH_INVARIANT=0, 48 requests"),
-    Scenario("threshold", "none", False, (1, 2, 4, 8, 12, 15, 16, 17, 24, 32, 48), "illegal_memory_access",
-             "unpatched, VLLM_BATCH_INVARIANT=0, growing numbers of concurrent requests until one crashes"),
-    *(Scenario(f"stock_{n}", "none", False, (n,), "ok" if n <= 16 else "illegal_memory_access",
-               f"unpatched, VLLM_BATCH_INVARIANT=0, {n} requests, a fresh engine") for n in (16, 17, 24, 32, 40, 44, 45, 46, 47)),
-    Scenario("patched_inprocess", "inprocess", True, (17, 48, 128), "ok",
-             "flexfix.vllm_patch.apply() in the engine's process, VLLM_BATCH_INVARIANT=1"),
-    Scenario("patched_d", "inprocess", False, (48,), "ok",
-             "as (d), unpatched setting VLLM_BATCH_INVARIANT=0 with 48 requests, but with flexfix.vllm_patch.apply()"),
-    Scenario("patched_plugin", "plugin", True, (17, 48, 128), "ok",
-             "FLEXFIX_PATCH=1 plugin, default multiprocess engine, VLLM_BATCH_INVARIANT=1"),
-)}
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("a", "none", True, (48,), "refused", "unpatched, VLLM_BATCH_INVARIANT=1"),
+        Scenario(
+            "b",
+            "bi_only",
+            True,
+            (48,),
+            "illegal_memory_access",
+            "supports_batch_invariance forced True, copy unpatched, 48 requests",
+        ),
+        Scenario("c", "bi_only", True, (16,), "ok", "as (b) with 16 requests (one query block)"),
+        Scenario("d", "none", False, (48,), "illegal_memory_access", "unpatched, VLLM_BATCH_INVARIANT=0, 48 requests"),
+        Scenario(
+            "threshold",
+            "none",
+            False,
+            (1, 2, 4, 8, 12, 15, 16, 17, 24, 32, 48),
+            "illegal_memory_access",
+            "unpatched, VLLM_BATCH_INVARIANT=0, growing numbers of concurrent requests until one crashes",
+        ),
+        *(
+            Scenario(
+                f"stock_{n}",
+                "none",
+                False,
+                (n,),
+                "ok" if n <= 16 else "illegal_memory_access",
+                f"unpatched, VLLM_BATCH_INVARIANT=0, {n} requests, a fresh engine",
+            )
+            for n in (16, 17, 24, 32, 40, 44, 45, 46, 47)
+        ),
+        Scenario(
+            "patched_inprocess",
+            "inprocess",
+            True,
+            (17, 48, 128),
+            "ok",
+            "flexfix.vllm_patch.apply() in the engine's process, VLLM_BATCH_INVARIANT=1",
+        ),
+        Scenario(
+            "patched_d",
+            "inprocess",
+            False,
+            (48,),
+            "ok",
+            "as (d), unpatched setting VLLM_BATCH_INVARIANT=0 with 48 requests, but with flexfix.vllm_patch.apply()",
+        ),
+        Scenario(
+            "patched_plugin",
+            "plugin",
+            True,
+            (17, 48, 128),
+            "ok",
+            "FLEXFIX_PATCH=1 plugin, default multiprocess engine, VLLM_BATCH_INVARIANT=1",
+        ),
+    )
+}
 
 
 def write_llama(path: str | os.PathLike, config: str = "tiny", seed: int = 0) -> Path:
@@ -88,8 +147,10 @@ def write_llama(path: str | os.PathLike, config: str = "tiny", seed: int = 0) ->
 
 def scenario_env(sc: Scenario) -> dict[str, str]:
     """Environment of the child: batch-invariant mode, plugin switch, engine process layout."""
-    env = {"VLLM_BATCH_INVARIANT": "1" if sc.batch_invariant else "0",
-           "FLEXFIX_PATCH": "1" if sc.patch == "plugin" else "0"}
+    env = {
+        "VLLM_BATCH_INVARIANT": "1" if sc.batch_invariant else "0",
+        "FLEXFIX_PATCH": "1" if sc.patch == "plugin" else "0",
+    }
     # An in-process patch reaches the engine only when the engine runs in this process.
     env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if sc.patch in ("bi_only", "inprocess") else "1"
     return env
@@ -100,8 +161,7 @@ def prompts(n: int, vocab: int, seed: int = 0, lengths: tuple[int, int] = (20, 2
     return [[rng.randrange(1, vocab) for _ in range(rng.randint(*lengths))] for _ in range(n)]
 
 
-def run_scenario(name: str, model_dir: str | os.PathLike, *, timeout: float = 150,
-                 max_tokens: int = 32) -> Outcome:
+def run_scenario(name: str, model_dir: str | os.PathLike, *, timeout: float = 150, max_tokens: int = 32) -> Outcome:
     """Run one scenario of ``SCENARIOS`` in a child process."""
     sc = SCENARIOS[name]
     argv = ["-m", "flexfix.engine", "--child", name, "--model", str(model_dir), "--max-tokens", str(max_tokens)]
@@ -114,30 +174,49 @@ def _child(name: str, model_dir: str, max_tokens: int, reporter: Reporter) -> No
         from vllm.v1.attention.backends import flex_attention
 
         flex_attention.FlexAttentionBackend.supports_batch_invariance = classmethod(
-            vllm_patch._supports_batch_invariance)
+            vllm_patch._supports_batch_invariance
+        )
     elif sc.patch == "inprocess":
         vllm_patch.apply()
     from vllm import LLM, SamplingParams
 
     vocab = LLAMA_CONFIGS["tiny"]["vocab_size"]
-    llm = LLM(model=model_dir, attention_config={"backend": "FLEX_ATTENTION"}, skip_tokenizer_init=True,
-              max_num_seqs=max(max(sc.requests), 16), max_model_len=1024, gpu_memory_utilization=0.15,
-              seed=0, dtype="bfloat16")
-    params = lambda i: SamplingParams(temperature=0.8, seed=1000 + i, max_tokens=max_tokens, ignore_eos=True,
-                                      logprobs=1, detokenize=False)
+    llm = LLM(
+        model=model_dir,
+        attention_config={"backend": "FLEX_ATTENTION"},
+        skip_tokenizer_init=True,
+        max_num_seqs=max(max(sc.requests), 16),
+        max_model_len=1024,
+        gpu_memory_utilization=0.15,
+        seed=0,
+        dtype="bfloat16",
+    )
+
+    def params(i):
+        return SamplingParams(
+            temperature=0.8, seed=1000 + i, max_tokens=max_tokens, ignore_eos=True, logprobs=1, detokenize=False
+        )
+
     # Request 0 alone first (one query block: safe even unpatched), to compare with it in the batch.
     alone = llm.generate([{"prompt_token_ids": prompts(1, vocab)[0]}], [params(0)], use_tqdm=False)[0]
     for n in sc.requests:
         start = time.monotonic()
-        outs = llm.generate([{"prompt_token_ids": p} for p in prompts(n, vocab)],
-                            [params(i) for i in range(n)], use_tqdm=False)
+        outs = llm.generate(
+            [{"prompt_token_ids": p} for p in prompts(n, vocab)], [params(i) for i in range(n)], use_tqdm=False
+        )
         first = outs[0].outputs[0]
-        record = {"requests": n, "completed": sum(len(o.outputs[0].token_ids) == max_tokens for o in outs),
-                  "tokens": sum(len(o.outputs[0].token_ids) for o in outs),
-                  "distinct_tokens_request0": len(set(first.token_ids)),
-                  "seconds": round(time.monotonic() - start, 2)}
+        record = {
+            "requests": n,
+            "completed": sum(len(o.outputs[0].token_ids) == max_tokens for o in outs),
+            "tokens": sum(len(o.outputs[0].token_ids) for o in outs),
+            "distinct_tokens_request0": len(set(first.token_ids)),
+            "seconds": round(time.monotonic() - start, 2),
+        }
         a = alone.outputs[0]
-        lp = lambda out: [d[t].logprob for d, t in zip(out.logprobs, out.token_ids)]
+
+        def lp(out):
+            return [d[t].logprob for d, t in zip(out.logprobs, out.token_ids)]
+
         record["request0_tokens_equal_alone"] = list(a.token_ids) == list(first.token_ids)
         record["request0_logprobs_bitwise_equal_alone"] = lp(a) == lp(first)
         reporter.record(record)

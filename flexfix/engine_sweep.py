@@ -17,14 +17,15 @@ The parent side (:func:`run_engine`) starts the child and returns its
 :class:`flexfix.repro.Outcome`; :func:`invariance_rows`, :func:`throughput_rows` and
 :func:`request_rows` turn recorded outcomes into tidy DataFrames.
 """
+
 from __future__ import annotations
 
 import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import pandas as pd
 
@@ -33,8 +34,19 @@ from flexfix.engine import LLAMA_CONFIGS, prompts
 from flexfix.params import positive_int
 from flexfix.repro import Outcome, Reporter, json_child_argv, json_child_main, run_child
 
-__all__ = ["GRAPH_MODES", "PROMPT_LENGTHS", "REQUESTS", "EngineRun", "compare_generations", "llm_kwargs",
-           "run_engine", "invariance_rows", "throughput_rows", "request_rows", "parse_runs"]
+__all__ = [
+    "GRAPH_MODES",
+    "PROMPT_LENGTHS",
+    "REQUESTS",
+    "EngineRun",
+    "compare_generations",
+    "llm_kwargs",
+    "run_engine",
+    "invariance_rows",
+    "throughput_rows",
+    "request_rows",
+    "parse_runs",
+]
 
 REQUESTS = (1, 2, 4, 8, 16, 17, 32, 48, 64, 128)
 CAPTURE_SIZES = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128]
@@ -56,10 +68,10 @@ class EngineRun:
     batch_invariant: bool = True
     graphs: str = "full"
     patched: bool = True
-    requests: tuple[int, ...] = REQUESTS        # invariance sweep: needle alone vs inside N
+    requests: tuple[int, ...] = REQUESTS  # invariance sweep: needle alone vs inside N
     samplings: tuple[str, ...] = ("greedy", "seeded")
-    every_request: tuple[int, ...] = ()         # N for which every request is checked alone vs batch
-    throughput: tuple[int, ...] = ()            # N for output tokens per second
+    every_request: tuple[int, ...] = ()  # N for which every request is checked alone vs batch
+    throughput: tuple[int, ...] = ()  # N for output tokens per second
     max_tokens: int = 32
     throughput_tokens: int = 128
     repeats: int = 3
@@ -76,30 +88,48 @@ class EngineRun:
             positive_int("request counts", n, maximum=256)
         positive_int("repeats", self.repeats)
         if self.batch_invariant and not self.patched:
-            raise ValueError("stock vLLM 0.20.0 refuses FLEX_ATTENTION under VLLM_BATCH_INVARIANT=1: "
-                             "a batch-invariant run needs patched=True")
+            raise ValueError(
+                "stock vLLM 0.20.0 refuses FLEX_ATTENTION under VLLM_BATCH_INVARIANT=1: "
+                "a batch-invariant run needs patched=True"
+            )
 
     @property
     def name(self) -> str:
-        return (f"{self.model}, BI={int(self.batch_invariant)}, {self.graphs} graphs"
-                + ("" if self.patched else ", stock"))
+        return f"{self.model}, BI={int(self.batch_invariant)}, {self.graphs} graphs" + (
+            "" if self.patched else ", stock"
+        )
 
     def env(self) -> dict[str, str]:
         # The in-process patch reaches the engine only when it runs in this process.
-        return {"VLLM_BATCH_INVARIANT": "1" if self.batch_invariant else "0",
-                "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "FLEXFIX_PATCH": "0"}
+        return {
+            "VLLM_BATCH_INVARIANT": "1" if self.batch_invariant else "0",
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+            "FLEXFIX_PATCH": "0",
+        }
 
 
 def llm_kwargs(run: EngineRun, model_dir: str) -> dict:
     """The ``LLM(...)`` arguments of a run."""
     most = max((*run.requests, *run.every_request, *run.throughput, 16))
-    return dict(model=str(model_dir), attention_config={"backend": "FLEX_ATTENTION"}, skip_tokenizer_init=True,
-                max_num_seqs=most, max_model_len=MAX_MODEL_LEN[run.model], seed=0, dtype="bfloat16",
-                gpu_memory_utilization=GPU_MEMORY[run.model], **GRAPH_MODES[run.graphs])
+    return dict(
+        model=str(model_dir),
+        attention_config={"backend": "FLEX_ATTENTION"},
+        skip_tokenizer_init=True,
+        max_num_seqs=most,
+        max_model_len=MAX_MODEL_LEN[run.model],
+        seed=0,
+        dtype="bfloat16",
+        gpu_memory_utilization=GPU_MEMORY[run.model],
+        **GRAPH_MODES[run.graphs],
+    )
 
 
-def compare_generations(alone_tokens: Sequence[int], alone_logprobs: Sequence[float],
-                        batch_tokens: Sequence[int], batch_logprobs: Sequence[float]) -> dict:
+def compare_generations(
+    alone_tokens: Sequence[int],
+    alone_logprobs: Sequence[float],
+    batch_tokens: Sequence[int],
+    batch_logprobs: Sequence[float],
+) -> dict:
     """Alone vs in a batch, as vLLM's bs1-vs-bsN test: steps, tokens, then bitwise logprobs."""
     import torch
 
@@ -110,11 +140,14 @@ def compare_generations(alone_tokens: Sequence[int], alone_logprobs: Sequence[fl
     n = min(a.numel(), b.numel())
     diff = (a[:n] - b[:n]).abs()
     mismatch = [i for i, (x, y) in enumerate(zip(alone_tokens, batch_tokens)) if x != y]
-    return {"steps_equal": steps_equal, "tokens_equal": tokens_equal,
-            "logprobs_bitwise_equal": bool(tokens_equal and torch.equal(a, b)),
-            "max_abs_logprob_diff": float(diff.max()) if n else None,
-            "first_token_mismatch": mismatch[0] if mismatch else None,
-            "distinct_tokens": len(set(batch_tokens))}
+    return {
+        "steps_equal": steps_equal,
+        "tokens_equal": tokens_equal,
+        "logprobs_bitwise_equal": bool(tokens_equal and torch.equal(a, b)),
+        "max_abs_logprob_diff": float(diff.max()) if n else None,
+        "first_token_mismatch": mismatch[0] if mismatch else None,
+        "distinct_tokens": len(set(batch_tokens)),
+    }
 
 
 def _sampling(kind: str, seed: int, max_tokens: int):
@@ -145,13 +178,22 @@ def _invariance(llm, run: EngineRun, vocab: int, report) -> None:
         alone = _tokens_logprobs(_generate(llm, [needle], [_sampling(kind, NEEDLE_SEED, run.max_tokens)])[0])
         for n in run.requests:
             at = n // 2
-            batch = fillers[:at] + [needle] + fillers[at:n - 1]
+            batch = fillers[:at] + [needle] + fillers[at : n - 1]
             params = [_sampling(kind, NEEDLE_SEED if i == at else 1000 + i, run.max_tokens) for i in range(n)]
             start = time.monotonic()
             outs = _generate(llm, batch, params)
             seconds = time.monotonic() - start
-            report({"kind": "invariance", "requests": n, "sampling": kind, "position": "middle", "needle_index": at,
-                    "seconds": round(seconds, 3), **compare_generations(*alone, *_tokens_logprobs(outs[at]))})
+            report(
+                {
+                    "kind": "invariance",
+                    "requests": n,
+                    "sampling": kind,
+                    "position": "middle",
+                    "needle_index": at,
+                    "seconds": round(seconds, 3),
+                    **compare_generations(*alone, *_tokens_logprobs(outs[at])),
+                }
+            )
 
 
 def _every_request(llm, run: EngineRun, vocab: int, report) -> None:
@@ -161,10 +203,15 @@ def _every_request(llm, run: EngineRun, vocab: int, report) -> None:
         alone = [_tokens_logprobs(_generate(llm, [p], [s])[0]) for p, s in zip(batch, params)]
         together = [_tokens_logprobs(o) for o in _generate(llm, batch, params)]
         rows = [compare_generations(*a, *b) for a, b in zip(alone, together)]
-        report({"kind": "every_request", "requests": n,
+        report(
+            {
+                "kind": "every_request",
+                "requests": n,
                 "tokens_differ": [i for i, r in enumerate(rows) if not r["tokens_equal"]],
                 "logprobs_differ": [i for i, r in enumerate(rows) if not r["logprobs_bitwise_equal"]],
-                "max_abs_logprob_diff": max((r["max_abs_logprob_diff"] or 0.0) for r in rows)})
+                "max_abs_logprob_diff": max((r["max_abs_logprob_diff"] or 0.0) for r in rows),
+            }
+        )
 
 
 def _throughput(llm, run: EngineRun, vocab: int, report) -> None:
@@ -180,8 +227,15 @@ def _throughput(llm, run: EngineRun, vocab: int, report) -> None:
             torch_sync()
             seconds.append(time.perf_counter() - start)
         tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-        report({"kind": "throughput", "requests": n, "output_tokens": tokens, "seconds": seconds,
-                "tokens_per_second": tokens / statistics.median(seconds)})
+        report(
+            {
+                "kind": "throughput",
+                "requests": n,
+                "output_tokens": tokens,
+                "seconds": seconds,
+                "tokens_per_second": tokens / statistics.median(seconds),
+            }
+        )
 
 
 def torch_sync() -> None:
@@ -199,8 +253,14 @@ def _child(spec: dict, reporter: Reporter) -> None:
 
     start = time.monotonic()
     llm = LLM(**llm_kwargs(run, spec["model_dir"]))
-    reporter.record({"kind": "startup", "seconds": round(time.monotonic() - start, 1),
-                     "patched": vllm_patch.is_patched(), "VLLM_BATCH_INVARIANT": os.environ.get("VLLM_BATCH_INVARIANT")})
+    reporter.record(
+        {
+            "kind": "startup",
+            "seconds": round(time.monotonic() - start, 1),
+            "patched": vllm_patch.is_patched(),
+            "VLLM_BATCH_INVARIANT": os.environ.get("VLLM_BATCH_INVARIANT"),
+        }
+    )
     vocab = LLAMA_CONFIGS[run.model]["vocab_size"]
     _invariance(llm, run, vocab, reporter.record)
     _every_request(llm, run, vocab, reporter.record)
@@ -221,16 +281,27 @@ def parse_runs(text: str, **common) -> list[EngineRun]:
         parts = item.split(":")
         if len(parts) != 3 or parts[1] not in ("bi0", "bi1", "stock"):
             raise ValueError(f"engine run {item!r}: expected MODEL:bi0|bi1|stock:GRAPHS")
-        runs.append(EngineRun(model=parts[0], batch_invariant=parts[1] == "bi1", graphs=parts[2],
-                              patched=parts[1] != "stock", **common))
+        runs.append(
+            EngineRun(
+                model=parts[0],
+                batch_invariant=parts[1] == "bi1",
+                graphs=parts[2],
+                patched=parts[1] != "stock",
+                **common,
+            )
+        )
     return runs
 
 
 def _rows(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     keys = ["model", "batch_invariant", "graphs", "patched"]
     keys += ["source"] if "source" in table else []
-    rows = [{"engine": r["engine"], **{k: r[k] for k in keys}, "engine_status": r["status"], **rec}
-            for _, r in table.iterrows() for rec in r["records"] if rec.get("kind") == kind]
+    rows = [
+        {"engine": r["engine"], **{k: r[k] for k in keys}, "engine_status": r["status"], **rec}
+        for _, r in table.iterrows()
+        for rec in r["records"]
+        if rec.get("kind") == kind
+    ]
     return pd.DataFrame(rows)
 
 

@@ -14,10 +14,11 @@ the *contents* of the captured buffers may change.
 
 Both take ``fn(**tensors) -> Tensor`` and the tensors it is launched with.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -35,7 +36,7 @@ class FrozenTensor:
     stride: tuple[int, ...]
 
     @classmethod
-    def of(cls, t: torch.Tensor) -> "FrozenTensor":
+    def of(cls, t: torch.Tensor) -> FrozenTensor:
         return cls(t.untyped_storage(), t.dtype, t.storage_offset(), tuple(t.shape), tuple(t.stride()))
 
     def view(self) -> torch.Tensor:

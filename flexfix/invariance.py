@@ -16,12 +16,13 @@ under a graph may hit an illegal memory access, which kills the child.  The cell
 measuring gets that outcome and a fresh child carries on with the next cell, so a crash
 is a cell value, never a missing cell.
 """
+
 from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -32,15 +33,43 @@ from flexfix.kernel_repro import COPIES, step_lengths, tolerance
 from flexfix.params import positive_int
 from flexfix.repro import CRASHES, Reporter, json_child_argv, json_child_main, run_child
 
-__all__ = ["parse_configs", "BATCHES", "POSITIONS", "KERNEL_COLUMNS", "KernelConfig", "SweepShape", "gpu_configs", "cpu_configs",
-           "needle_index", "needle_step", "measure_cells", "kernel_sweep", "verdicts"]
+__all__ = [
+    "parse_configs",
+    "BATCHES",
+    "POSITIONS",
+    "KERNEL_COLUMNS",
+    "KernelConfig",
+    "SweepShape",
+    "gpu_configs",
+    "cpu_configs",
+    "needle_index",
+    "needle_step",
+    "measure_cells",
+    "kernel_sweep",
+    "verdicts",
+]
 
 KERNELS = ("flex", "analog_row", "analog_page")
 BATCHES = (1, 2, 3, 4, 8, 15, 16, 17, 24, 32, 48, 64, 96, 128)
 POSITIONS = ("first", "middle", "last")
-KERNEL_COLUMNS = ["config", "kernel", "options", "launch", "copy", "device", "capture", "batch", "position", "needle_index",
-                  "needle_query_block", "outcome", "bitwise_equal", "max_abs_diff", "max_error_vs_reference",
-                  "detail"]
+KERNEL_COLUMNS = [
+    "config",
+    "kernel",
+    "options",
+    "launch",
+    "copy",
+    "device",
+    "capture",
+    "batch",
+    "position",
+    "needle_index",
+    "needle_query_block",
+    "outcome",
+    "bitwise_equal",
+    "max_abs_diff",
+    "max_error_vs_reference",
+    "detail",
+]
 
 
 @dataclass(frozen=True)
@@ -72,24 +101,37 @@ class KernelConfig:
 
     @property
     def name(self) -> str:
-        what = {"flex": f"flex, {self.options} options", "analog_row": "analog, row softmax",
-                "analog_page": "analog, page-by-page softmax"}[self.kernel]
+        what = {
+            "flex": f"flex, {self.options} options",
+            "analog_row": "analog, row softmax",
+            "analog_page": "analog, page-by-page softmax",
+        }[self.kernel]
         return f"{what}, {self.launch}, {self.copy}"
 
 
 def gpu_configs() -> list[KernelConfig]:
     """flex with each kernel-options mode x eager/graph x as_strided/sliced."""
-    return [KernelConfig("flex", o, l, c) for o in ("pytorch", "vllm", "batch_invariant")
-            for l in ("eager", "graph") for c in ("sliced", "as_strided")]
+    return [
+        KernelConfig("flex", o, launch, c)
+        for o in ("pytorch", "vllm", "batch_invariant")
+        for launch in ("eager", "graph")
+        for c in ("sliced", "as_strided")
+    ]
 
 
 def cpu_configs() -> list[KernelConfig]:
     """What runs meaningfully on CPU: flex's eager path (which evaluates the mask everywhere
     and ignores ``kv_indices``), both analog kernels, and the page-by-page one with both
     copies, eager and under the frozen launch."""
-    return [KernelConfig("flex", "pytorch", "eager", "sliced"),
-            KernelConfig("analog_row", "vllm", "eager", "sliced"),
-            *(KernelConfig("analog_page", "vllm", l, c) for l in ("eager", "frozen") for c in ("sliced", "as_strided"))]
+    return [
+        KernelConfig("flex", "pytorch", "eager", "sliced"),
+        KernelConfig("analog_row", "vllm", "eager", "sliced"),
+        *(
+            KernelConfig("analog_page", "vllm", launch, c)
+            for launch in ("eager", "frozen")
+            for c in ("sliced", "as_strided")
+        ),
+    ]
 
 
 def parse_configs(text: str) -> list[KernelConfig]:
@@ -107,8 +149,9 @@ def parse_configs(text: str) -> list[KernelConfig]:
 class SweepShape:
     """Sizes of a sweep: the paged cache, the needle's length, the capture step's longest sequence."""
 
-    paged: paged.PagedShape = field(default_factory=lambda: paged.PagedShape(
-        max_num_seqs=128, max_model_len=512, num_pages=8192))
+    paged: paged.PagedShape = field(
+        default_factory=lambda: paged.PagedShape(max_num_seqs=128, max_model_len=512, num_pages=8192)
+    )
     needle_len: int = 300
     capture_len: int = 500  # graph capture step: another K than every measured step
     seed: int = 0
@@ -123,12 +166,16 @@ class SweepShape:
         if not 1 <= self.needle_len <= self.paged.max_model_len:
             raise ValueError(f"needle_len={self.needle_len} is outside 1..max_model_len={self.paged.max_model_len}")
         if paged.cdiv(self.capture_len, paged.PAGE_SIZE) == paged.cdiv(self.needle_len, paged.PAGE_SIZE):
-            raise ValueError("capture_len must give another K than needle_len (else a graph replays with the "
-                             "width it captured and no misread can happen)")
+            raise ValueError(
+                "capture_len must give another K than needle_len (else a graph replays with the "
+                "width it captured and no misread can happen)"
+            )
         pages = self.paged.max_num_seqs * paged.cdiv(max(self.needle_len, self.capture_len), paged.PAGE_SIZE)
         if pages > self.paged.num_pages - 1:
-            raise ValueError(f"{self.paged.max_num_seqs} requests of up to {max(self.needle_len, self.capture_len)} "
-                             f"tokens need {pages} pages; the cache has {self.paged.num_pages - 1}")
+            raise ValueError(
+                f"{self.paged.max_num_seqs} requests of up to {max(self.needle_len, self.capture_len)} "
+                f"tokens need {pages} pages; the cache has {self.paged.num_pages - 1}"
+            )
 
 
 def needle_index(batch: int, position: str) -> int:
@@ -137,8 +184,7 @@ def needle_index(batch: int, position: str) -> int:
     return {"first": 0, "middle": batch // 2, "last": batch - 1}[position]
 
 
-def needle_step(sw: SweepShape, batch: int, position: str, *, device: str, dtype: torch.dtype
-                ) -> paged.DecodeStep:
+def needle_step(sw: SweepShape, batch: int, position: str, *, device: str, dtype: torch.dtype) -> paged.DecodeStep:
     """A step of ``batch`` requests with the needle at ``position``.
 
     The needle's pages and query depend only on ``sw.seed``; the others' lengths (never
@@ -165,12 +211,15 @@ def needle_step(sw: SweepShape, batch: int, position: str, *, device: str, dtype
         if i == at:
             table[i, :k] = needle_pages
         else:
-            table[i, :k] = free[start:start + k]
+            table[i, :k] = free[start : start + k]
             start += k
     query = torch.randn(1, shape.num_heads, batch, shape.head_dim, generator=g)
     query[0, :, at] = needle_query
-    return paged.DecodeStep(seq_lens=torch.tensor(lens, dtype=torch.int32, device=device),
-                            block_table=table.to(device), query=query.to(device=device, dtype=dtype))
+    return paged.DecodeStep(
+        seq_lens=torch.tensor(lens, dtype=torch.int32, device=device),
+        block_table=table.to(device),
+        query=query.to(device=device, dtype=dtype),
+    )
 
 
 def _attention(cfg: KernelConfig, k_cache: torch.Tensor, v_cache: torch.Tensor) -> Callable[..., torch.Tensor]:
@@ -182,7 +231,7 @@ def _attention(cfg: KernelConfig, k_cache: torch.Tensor, v_cache: torch.Tensor) 
     def attend(query, kv_indices, kv_num_blocks, physical_to_logical, seq_lens, doc_ids):
         views = paged.Views(kv_indices, kv_num_blocks, physical_to_logical, seq_lens, doc_ids)
         if cfg.kernel != "flex":
-            return paged.blocksparse_decode(query, k_cache, v_cache, views, reduction=cfg.kernel[len("analog_"):])
+            return paged.blocksparse_decode(query, k_cache, v_cache, views, reduction=cfg.kernel[len("analog_") :])
         mask = paged.make_block_mask(views, query.shape[2], cache_tokens)
         return paged.flex_decode(query, k_cache, v_cache, mask, compiled=compiled, options=options)
 
@@ -204,8 +253,9 @@ class _Runner:
         """The graph (or frozen launch) of this batch size, captured on its own step."""
         if batch not in self.launches:
             lens = step_lengths(batch, self.sw.capture_len, random.Random(self.sw.seed + batch))
-            step = paged.make_step(self.sw.paged, lens, seed=self.sw.seed + 7919 * batch, device=self.device,
-                                   dtype=self.dtype)
+            step = paged.make_step(
+                self.sw.paged, lens, seed=self.sw.seed + 7919 * batch, device=self.device, dtype=self.dtype
+            )
             views = self.buffers.write(step, COPIES[self.cfg.copy])
             query = step.query.clone()
             launch = make_launch(self.cfg.launch, self.fn)
@@ -229,12 +279,21 @@ class _Runner:
 
 def _cell(cfg: KernelConfig, sw: SweepShape, device: str, batch: int, position: str) -> dict:
     at = needle_index(batch, position)
-    return {"config": cfg.name, **asdict(cfg), "device": device, "capture": sw.capture, "batch": batch,
-            "position": position, "needle_index": at, "needle_query_block": at // paged.Q_BLOCK}
+    return {
+        "config": cfg.name,
+        **asdict(cfg),
+        "device": device,
+        "capture": sw.capture,
+        "batch": batch,
+        "position": position,
+        "needle_index": at,
+        "needle_query_block": at // paged.Q_BLOCK,
+    }
 
 
-def measure_cells(cfg: KernelConfig, sw: SweepShape, device: str, cells: Sequence[tuple[int, str]],
-                  report: Callable[[dict], None]) -> None:
+def measure_cells(
+    cfg: KernelConfig, sw: SweepShape, device: str, cells: Sequence[tuple[int, str]], report: Callable[[dict], None]
+) -> None:
     """Measure ``cells`` (batch, position) of one configuration in this process, reporting each
     as soon as it is known (after a first ``{"ready": ...}`` record once the needle ran alone).
     A kernel error (IndexError of the analog, a compile error) is the cell's outcome; a CUDA
@@ -251,31 +310,49 @@ def measure_cells(cfg: KernelConfig, sw: SweepShape, device: str, cells: Sequenc
         except (IndexError, RuntimeError) as e:
             if "CUDA error" in str(e) or "illegal memory access" in str(e):
                 raise
-            row.update(outcome="index_error" if isinstance(e, IndexError) else "error",
-                       bitwise_equal=None, max_abs_diff=None, max_error_vs_reference=None,
-                       detail=str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+            row.update(
+                outcome="index_error" if isinstance(e, IndexError) else "error",
+                bitwise_equal=None,
+                max_abs_diff=None,
+                max_error_vs_reference=None,
+                detail=str(e).splitlines()[0][:200] if str(e) else type(e).__name__,
+            )
         else:
             err = (out - ref).abs().max().item()
-            row.update(outcome="ok" if err <= tol else "wrong_result", bitwise_equal=bool(torch.equal(out, alone)),
-                       max_abs_diff=(out - alone).abs().max().item(), max_error_vs_reference=err, detail="")
+            row.update(
+                outcome="ok" if err <= tol else "wrong_result",
+                bitwise_equal=bool(torch.equal(out, alone)),
+                max_abs_diff=(out - alone).abs().max().item(),
+                max_error_vs_reference=err,
+                detail="",
+            )
         report(row)
 
 
 def _child_argv(cfg: KernelConfig, sw: SweepShape, device: str, cells) -> list[str]:
-    spec = {"config": asdict(cfg), "shape": {**asdict(sw), "paged": asdict(sw.paged)}, "device": device,
-            "cells": [list(c) for c in cells]}
+    spec = {
+        "config": asdict(cfg),
+        "shape": {**asdict(sw), "paged": asdict(sw.paged)},
+        "device": device,
+        "cells": [list(c) for c in cells],
+    }
     return json_child_argv("flexfix.invariance", spec)
 
 
 def _from_spec(spec: dict) -> tuple[KernelConfig, SweepShape, str, list[tuple[int, str]]]:
     shape = dict(spec["shape"])
     shape["paged"] = paged.PagedShape(**shape["paged"])
-    return (KernelConfig(**spec["config"]), SweepShape(**shape), spec["device"],
-            [(int(b), str(p)) for b, p in spec["cells"]])
+    return (
+        KernelConfig(**spec["config"]),
+        SweepShape(**shape),
+        spec["device"],
+        [(int(b), str(p)) for b, p in spec["cells"]],
+    )
 
 
-def _run_cells(cfg: KernelConfig, sw: SweepShape, device: str, cells: list[tuple[int, str]], timeout: float
-               ) -> list[dict]:
+def _run_cells(
+    cfg: KernelConfig, sw: SweepShape, device: str, cells: list[tuple[int, str]], timeout: float
+) -> list[dict]:
     """``cells`` of one configuration in child processes, a new child after each crash."""
     rows: list[dict] = []
     todo = list(cells)
@@ -284,7 +361,7 @@ def _run_cells(cfg: KernelConfig, sw: SweepShape, device: str, cells: list[tuple
         ready = any("ready" in r for r in out.records)
         measured = [r for r in out.records if "ready" not in r]
         rows.extend(measured)
-        todo = todo[len(measured):]
+        todo = todo[len(measured) :]
         if not todo:
             break
         if out.status == "ok":  # finished without measuring everything: do not loop forever
@@ -293,16 +370,33 @@ def _run_cells(cfg: KernelConfig, sw: SweepShape, device: str, cells: list[tuple
         # happen again: then every remaining cell gets that outcome.
         failed = todo[:1] if ready else todo
         detail = (out.detail or "")[:200] if ready else f"before the first cell: {(out.detail or '')[:180]}"
-        rows.extend({**_cell(cfg, sw, device, b, p), "outcome": out.status, "bitwise_equal": None,
-                     "max_abs_diff": None, "max_error_vs_reference": None, "detail": detail} for b, p in failed)
+        rows.extend(
+            {
+                **_cell(cfg, sw, device, b, p),
+                "outcome": out.status,
+                "bitwise_equal": None,
+                "max_abs_diff": None,
+                "max_error_vs_reference": None,
+                "detail": detail,
+            }
+            for b, p in failed
+        )
         todo = todo[1:] if ready else []
     return rows
 
 
-def kernel_sweep(configs: Iterable[KernelConfig], sw: SweepShape, device: str,
-                 batches: Sequence[int] = BATCHES, positions: Sequence[str] = POSITIONS, *,
-                 timeout: float = 600, workers: int = 1, progress: bool = True,
-                 save: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+def kernel_sweep(
+    configs: Iterable[KernelConfig],
+    sw: SweepShape,
+    device: str,
+    batches: Sequence[int] = BATCHES,
+    positions: Sequence[str] = POSITIONS,
+    *,
+    timeout: float = 600,
+    workers: int = 1,
+    progress: bool = True,
+    save: Callable[[pd.DataFrame], None] | None = None,
+) -> pd.DataFrame:
     """Every configuration x batch x position, in child processes.
 
     When a child dies (an illegal memory access, a segfault, a timeout) the cell it was on
@@ -324,8 +418,11 @@ def kernel_sweep(configs: Iterable[KernelConfig], sw: SweepShape, device: str,
         needle_index(1, p)
     positive_int("workers", workers)
     cells = [(b, p) for b in batches for p in positions]
-    units = ([(cfg, [(b, p) for p in positions]) for cfg in configs for b in batches] if workers > 1
-             else [(cfg, cells) for cfg in configs])
+    units = (
+        [(cfg, [(b, p) for p in positions]) for cfg in configs for b in batches]
+        if workers > 1
+        else [(cfg, cells) for cfg in configs]
+    )
     rows: list[dict] = []
     lock = Lock()
     order = {(cfg.name, b, p): i for i, (cfg, (b, p)) in enumerate((c, cell) for c in configs for cell in cells)}
@@ -334,8 +431,10 @@ def kernel_sweep(configs: Iterable[KernelConfig], sw: SweepShape, device: str,
         ordered = sorted(rows, key=lambda r: order[(r["config"], r["batch"], r["position"])])
         return pd.DataFrame(ordered, columns=KERNEL_COLUMNS)
 
-    with tqdm(total=len(configs) * len(cells), desc="kernel sweep", disable=not progress) as bar, \
-            ThreadPoolExecutor(max_workers=workers) as pool:
+    with (
+        tqdm(total=len(configs) * len(cells), desc="kernel sweep", disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=workers) as pool,
+    ):
         futures = [pool.submit(_run_cells, cfg, sw, device, unit, timeout) for cfg, unit in units]
         for future in as_completed(futures):
             done = future.result()
@@ -354,14 +453,30 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     was bitwise equal)."""
     crash = table["outcome"].isin(CRASHES)
     error = ~crash & ~table["outcome"].isin(["ok", "wrong_result"])
-    summary = table.assign(crash=crash, error=error, equal=table["bitwise_equal"].fillna(False).astype(bool)
-                           ).groupby("config", sort=False).agg(
-        cells=("batch", "size"), bitwise_equal=("equal", "sum"), crashed=("crash", "sum"), errors=("error", "sum"),
-        wrong=("outcome", lambda s: int((s == "wrong_result").sum())), max_abs_diff=("max_abs_diff", "max"))
+    summary = (
+        table.assign(crash=crash, error=error, equal=table["bitwise_equal"].fillna(False).astype(bool))
+        .groupby("config", sort=False)
+        .agg(
+            cells=("batch", "size"),
+            bitwise_equal=("equal", "sum"),
+            crashed=("crash", "sum"),
+            errors=("error", "sum"),
+            wrong=("outcome", lambda s: int((s == "wrong_result").sum())),
+            max_abs_diff=("max_abs_diff", "max"),
+        )
+    )
     summary["verdict"] = [
-        "crashes" if r.crashed else "kernel errors" if r.errors else "wrong results" if r.wrong else
-        "invariant" if r.bitwise_equal == r.cells else "varies with the batch"
-        for r in summary.itertuples()]
+        "crashes"
+        if r.crashed
+        else "kernel errors"
+        if r.errors
+        else "wrong results"
+        if r.wrong
+        else "invariant"
+        if r.bitwise_equal == r.cells
+        else "varies with the batch"
+        for r in summary.itertuples()
+    ]
     return summary
 
 

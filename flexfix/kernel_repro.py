@@ -10,11 +10,12 @@ Every replay is compared with the fp32 reference of :func:`flexfix.paged.referen
 
 Run it in a child process (:mod:`flexfix.repro`) wherever it may fault.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -37,11 +38,12 @@ class KernelScenario:
     device: str = "cpu"
     batch: int = 48
     seed: int = 0
-    capture_len: int = 200                   # longest sequence at capture: K_capture
-    replay_lens: tuple[int, ...] = (600, 120, 900, 60)   # longest sequence of each replay
-    launch: str = "auto"                     # "graph" (CUDA), "frozen"; auto: graph on CUDA
-    shape: paged.PagedShape = field(default_factory=lambda: paged.PagedShape(
-        max_num_seqs=128, max_model_len=1024, num_pages=8192))
+    capture_len: int = 200  # longest sequence at capture: K_capture
+    replay_lens: tuple[int, ...] = (600, 120, 900, 60)  # longest sequence of each replay
+    launch: str = "auto"  # "graph" (CUDA), "frozen"; auto: graph on CUDA
+    shape: paged.PagedShape = field(
+        default_factory=lambda: paged.PagedShape(max_num_seqs=128, max_model_len=1024, num_pages=8192)
+    )
 
     def __post_init__(self) -> None:
         if self.copy not in COPIES:
@@ -88,6 +90,7 @@ def run_kernel_scenario(sc: KernelScenario, report: Callable[[dict], None] = lam
     cache_tokens = k_cache.shape[2]
 
     if sc.launch_kind == "frozen" and sc.device == "cpu":
+
         def attend(query, kv_indices, kv_num_blocks, physical_to_logical, seq_lens, doc_ids):
             views = paged.Views(kv_indices, kv_num_blocks, physical_to_logical, seq_lens, doc_ids)
             return paged.blocksparse_decode(query, k_cache, v_cache, views)
@@ -102,8 +105,9 @@ def run_kernel_scenario(sc: KernelScenario, report: Callable[[dict], None] = lam
     launch = make_launch(sc.launch_kind, attend)
     records = []
     for i, longest in enumerate((sc.capture_len, *sc.replay_lens)):
-        step = paged.make_step(sc.shape, step_lengths(sc.batch, longest, rng), seed=sc.seed * 1000 + i,
-                               device=sc.device, dtype=sc.dtype)
+        step = paged.make_step(
+            sc.shape, step_lengths(sc.batch, longest, rng), seed=sc.seed * 1000 + i, device=sc.device, dtype=sc.dtype
+        )
         views = buffers.write(step, copy)
         record = {
             "step": "capture" if i == 0 else f"replay {i}",

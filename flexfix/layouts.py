@@ -8,10 +8,11 @@ module says which storage cell holds which (row, entry) at replay, which cell th
 kernel reads for it, and counts per row the cells read that hold another entry
 (*misread*) or that nothing wrote this step (*never written*).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -36,10 +37,10 @@ class Layout:
     k_replay: int
     capture_stride: tuple[int, ...]
     replay_stride: tuple[int, ...]
-    owner_capture: np.ndarray   # [G_max, W_max] storage grid: row that wrote the cell at capture, -1 none
-    owner_replay: np.ndarray    # same, at replay
-    cell_of: np.ndarray         # [G, K_replay]: where entry (g, j) was written at replay
-    read_at: np.ndarray         # [G, K_replay]: where the captured kernel reads entry (g, j)
+    owner_capture: np.ndarray  # [G_max, W_max] storage grid: row that wrote the cell at capture, -1 none
+    owner_replay: np.ndarray  # same, at replay
+    cell_of: np.ndarray  # [G, K_replay]: where entry (g, j) was written at replay
+    read_at: np.ndarray  # [G, K_replay]: where the captured kernel reads entry (g, j)
 
     @property
     def misread(self) -> np.ndarray:
@@ -61,8 +62,9 @@ def _owner_grid(view: torch.Tensor, g_max: int, w_max: int) -> np.ndarray:
     return grid.reshape(g_max, w_max)
 
 
-def stride_layout(copy: Callable, copy_name: str, *, g: int, g_max: int, w_max: int,
-                  k_capture: int, k_replay: int) -> Layout:
+def stride_layout(
+    copy: Callable, copy_name: str, *, g: int, g_max: int, w_max: int, k_capture: int, k_replay: int
+) -> Layout:
     """Capture with width ``k_capture``, replay with ``k_replay``, through ``copy``."""
     if not 1 <= g <= g_max:
         raise ValueError(f"G={g} must be in 1..G_max={g_max}")
@@ -77,9 +79,16 @@ def stride_layout(copy: Callable, copy_name: str, *, g: int, g_max: int, w_max: 
     rows = np.arange(g)[:, None]
     cols = np.arange(k_replay)[None, :]
     return Layout(
-        copy_name=copy_name, g=g, g_max=g_max, w_max=w_max, k_capture=k_capture, k_replay=k_replay,
-        capture_stride=capture_stride, replay_stride=tuple(replayed.stride()),
-        owner_capture=owner_capture, owner_replay=_owner_grid(replayed, g_max, w_max),
+        copy_name=copy_name,
+        g=g,
+        g_max=g_max,
+        w_max=w_max,
+        k_capture=k_capture,
+        k_replay=k_replay,
+        capture_stride=capture_stride,
+        replay_stride=tuple(replayed.stride()),
+        owner_capture=owner_capture,
+        owner_replay=_owner_grid(replayed, g_max, w_max),
         cell_of=storage_map(replayed).numpy(),
         read_at=capture_offset + rows * capture_stride[0] + cols * capture_stride[1],
     )
@@ -90,26 +99,39 @@ def layout_table(layouts: list[Layout]) -> pd.DataFrame:
     rows = []
     for lay in layouts:
         for g in range(lay.g):
-            rows.append({
-                "copy": lay.copy_name, "row": g, "K_capture": lay.k_capture, "K_replay": lay.k_replay,
-                "capture_stride": list(lay.capture_stride), "replay_stride": list(lay.replay_stride),
-                "cells_read": lay.k_replay, "misread": int(lay.misread[g].sum()),
-                "never_written": int(lay.never_written[g].sum()),
-                "misread_fraction": float(lay.misread[g].mean()),
-            })
+            rows.append(
+                {
+                    "copy": lay.copy_name,
+                    "row": g,
+                    "K_capture": lay.k_capture,
+                    "K_replay": lay.k_replay,
+                    "capture_stride": list(lay.capture_stride),
+                    "replay_stride": list(lay.replay_stride),
+                    "cells_read": lay.k_replay,
+                    "misread": int(lay.misread[g].sum()),
+                    "never_written": int(lay.never_written[g].sum()),
+                    "misread_fraction": float(lay.misread[g].mean()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def compare_copies(reference: Callable, candidate: Callable, shapes: list[tuple[tuple[int, int], tuple[int, int]]]
-                   ) -> pd.DataFrame:
+def compare_copies(
+    reference: Callable, candidate: Callable, shapes: list[tuple[tuple[int, int], tuple[int, int]]]
+) -> pd.DataFrame:
     """Do two copies put every element in the same storage cell (and return equal views)?"""
     rows = []
     for dst_shape, src_shape in shapes:
         src = torch.arange(src_shape[0] * src_shape[1], dtype=torch.int32).reshape(src_shape)
         a = reference(torch.zeros(dst_shape, dtype=torch.int32), src)
         b = candidate(torch.zeros(dst_shape, dtype=torch.int32), src)
-        rows.append({"dst_shape": list(dst_shape), "src_shape": list(src_shape),
-                     "strides_equal": tuple(a.stride()) == tuple(b.stride()),
-                     "storage_maps_equal": bool(torch.equal(storage_map(a), storage_map(b))),
-                     "values_equal": bool(torch.equal(a, b))})
+        rows.append(
+            {
+                "dst_shape": list(dst_shape),
+                "src_shape": list(src_shape),
+                "strides_equal": tuple(a.stride()) == tuple(b.stride()),
+                "storage_maps_equal": bool(torch.equal(storage_map(a), storage_map(b))),
+                "values_equal": bool(torch.equal(a, b)),
+            }
+        )
     return pd.DataFrame(rows)

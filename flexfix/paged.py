@@ -19,11 +19,12 @@ torch kernel that reads ``kv_indices`` the way a GPU kernel does: from a pointer
 offset and strides.  :func:`reference` is an independent fp32 answer computed from
 the block tables alone.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -31,14 +32,27 @@ from flexfix.params import positive_int
 from flexfix.persistent import copy_to_persistent
 
 __all__ = [
-    "PAGE_SIZE", "Q_BLOCK", "PagedShape", "DecodeStep", "Views", "PersistentBuffers",
-    "cdiv", "make_cache", "make_step", "physical_to_logical", "build_kv_indices",
-    "make_mask_mod", "make_block_mask", "flex_decode", "blocksparse_decode", "reference",
+    "PAGE_SIZE",
+    "Q_BLOCK",
+    "PagedShape",
+    "DecodeStep",
+    "Views",
+    "PersistentBuffers",
+    "cdiv",
+    "make_cache",
+    "make_step",
+    "physical_to_logical",
+    "build_kv_indices",
+    "make_mask_mod",
+    "make_block_mask",
+    "flex_decode",
+    "blocksparse_decode",
+    "reference",
     "kernel_options",
 ]
 
 PAGE_SIZE = 16  # tokens per KV page: vLLM's block_size, and BLOCK_N of the direct build
-Q_BLOCK = 16    # query tokens per query block: vLLM's q_block_size, BLOCK_M
+Q_BLOCK = 16  # query tokens per query block: vLLM's q_block_size, BLOCK_M
 
 CopyFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -53,27 +67,25 @@ class PagedShape:
 
     max_num_seqs: int = 64
     max_model_len: int = 1024
-    num_pages: int = 2048          # physical pages in the cache, the null page 0 included
+    num_pages: int = 2048  # physical pages in the cache, the null page 0 included
     num_heads: int = 4
     num_kv_heads: int = 2
     head_dim: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("max_num_seqs", "max_model_len", "num_pages", "num_heads",
-                     "num_kv_heads", "head_dim"):
+        for name in ("max_num_seqs", "max_model_len", "num_pages", "num_heads", "num_kv_heads", "head_dim"):
             positive_int(f"PagedShape.{name}", getattr(self, name))
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads={self.num_heads} is not a multiple of "
-                             f"num_kv_heads={self.num_kv_heads} (GQA)")
+            raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads} (GQA)")
         if self.num_pages < 2:
             raise ValueError("num_pages must be at least 2 (page 0 is the null page)")
 
     @property
-    def g_max(self) -> int:   # rows of the persistent kv_indices buffer
+    def g_max(self) -> int:  # rows of the persistent kv_indices buffer
         return cdiv(self.max_num_seqs, Q_BLOCK)
 
     @property
-    def w_max(self) -> int:   # its width: vLLM's max_num_kv_indices
+    def w_max(self) -> int:  # its width: vLLM's max_num_kv_indices
         return Q_BLOCK * cdiv(self.max_model_len, PAGE_SIZE)
 
 
@@ -81,9 +93,9 @@ class PagedShape:
 class DecodeStep:
     """One decode step: sequence lengths (the new token included), block table, queries."""
 
-    seq_lens: torch.Tensor     # [B] int32
+    seq_lens: torch.Tensor  # [B] int32
     block_table: torch.Tensor  # [B, cdiv(max_seq_len, 16)] int32, 0 where unused
-    query: torch.Tensor        # [1, num_heads, B, head_dim]
+    query: torch.Tensor  # [1, num_heads, B, head_dim]
 
     @property
     def batch(self) -> int:
@@ -94,12 +106,13 @@ class DecodeStep:
         return cdiv(self.batch, Q_BLOCK)
 
     @property
-    def width(self) -> int:             # K
+    def width(self) -> int:  # K
         return Q_BLOCK * cdiv(int(self.seq_lens.max()), PAGE_SIZE)
 
 
-def make_cache(shape: PagedShape, *, seed: int, device: str = "cpu",
-               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def make_cache(
+    shape: PagedShape, *, seed: int, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random keys and values, laid out as vLLM hands them to flex: [1, Hkv, pages*16, D]."""
     g = torch.Generator().manual_seed(seed)
     size = (1, shape.num_kv_heads, shape.num_pages * PAGE_SIZE, shape.head_dim)
@@ -108,8 +121,9 @@ def make_cache(shape: PagedShape, *, seed: int, device: str = "cpu",
     return k, v
 
 
-def make_step(shape: PagedShape, seq_lens: list[int], *, seed: int, device: str = "cpu",
-              dtype: torch.dtype = torch.float32) -> DecodeStep:
+def make_step(
+    shape: PagedShape, seq_lens: list[int], *, seed: int, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> DecodeStep:
     """A decode step whose requests own disjoint random physical pages (never page 0)."""
     if not seq_lens:
         raise ValueError("seq_lens must name at least one request")
@@ -120,14 +134,15 @@ def make_step(shape: PagedShape, seq_lens: list[int], *, seed: int, device: str 
         raise ValueError(f"sequence lengths {bad} are outside 1..max_model_len={shape.max_model_len}")
     pages_per_req = [cdiv(n, PAGE_SIZE) for n in seq_lens]
     if sum(pages_per_req) > shape.num_pages - 1:
-        raise ValueError(f"the step needs {sum(pages_per_req)} pages, the cache has "
-                         f"{shape.num_pages - 1} besides the null page")
+        raise ValueError(
+            f"the step needs {sum(pages_per_req)} pages, the cache has {shape.num_pages - 1} besides the null page"
+        )
     g = torch.Generator().manual_seed(seed)
     pages = torch.randperm(shape.num_pages - 1, generator=g)[: sum(pages_per_req)] + 1
     table = torch.zeros(len(seq_lens), max(pages_per_req), dtype=torch.int32)
     start = 0
     for i, n in enumerate(pages_per_req):
-        table[i, :n] = pages[start:start + n]
+        table[i, :n] = pages[start : start + n]
         start += n
     query = torch.randn(1, shape.num_heads, len(seq_lens), shape.head_dim, generator=g)
     return DecodeStep(
@@ -198,8 +213,7 @@ class PersistentBuffers:
         self.shape = shape
         self.kv_indices = torch.empty(shape.g_max, shape.w_max, dtype=torch.int32, device=device)
         self.kv_num_blocks = torch.empty(shape.g_max, dtype=torch.int32, device=device)
-        self.physical_to_logical = torch.empty(shape.max_num_seqs, shape.num_pages,
-                                               dtype=torch.int64, device=device)
+        self.physical_to_logical = torch.empty(shape.max_num_seqs, shape.num_pages, dtype=torch.int64, device=device)
         self.seq_lens = torch.empty(shape.max_num_seqs, dtype=torch.int32, device=device)
         self.doc_ids = torch.empty(shape.max_num_seqs, dtype=torch.int32, device=device)
 
@@ -210,15 +224,14 @@ class PersistentBuffers:
             kv_indices=copy(self.kv_indices, kv_indices),
             kv_num_blocks=copy_to_persistent(self.kv_num_blocks, kv_num_blocks),
             physical_to_logical=copy_to_persistent(
-                self.physical_to_logical, physical_to_logical(step, self.shape.num_pages)),
+                self.physical_to_logical, physical_to_logical(step, self.shape.num_pages)
+            ),
             seq_lens=copy_to_persistent(self.seq_lens, step.seq_lens.to(device)),
-            doc_ids=copy_to_persistent(
-                self.doc_ids, torch.arange(step.batch, dtype=torch.int32, device=device)),
+            doc_ids=copy_to_persistent(self.doc_ids, torch.arange(step.batch, dtype=torch.int32, device=device)),
         )
 
 
-def make_mask_mod(physical_to_logical: torch.Tensor, seq_lens: torch.Tensor,
-                  doc_ids: torch.Tensor):
+def make_mask_mod(physical_to_logical: torch.Tensor, seq_lens: torch.Tensor, doc_ids: torch.Tensor):
     """vLLM's paged mask: a KV position counts if its page is the query's request's, the
     logical position exists, and (decode: the query is the last token) it is causal."""
 
@@ -277,8 +290,7 @@ def flex_decode(query, k_cache, v_cache, block_mask, *, compiled: bool, options:
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             _COMPILED["flex"] = torch.compile(flex_attention, fullgraph=True)
         fn = _COMPILED["flex"]
-    return fn(query, k_cache, v_cache, block_mask=block_mask, enable_gqa=True,
-              kernel_options=options)
+    return fn(query, k_cache, v_cache, block_mask=block_mask, enable_gqa=True, kernel_options=options)
 
 
 def _read_row(t: torch.Tensor, row: int, count: int) -> torch.Tensor:
@@ -287,13 +299,16 @@ def _read_row(t: torch.Tensor, row: int, count: int) -> torch.Tensor:
     storage = torch.empty(0, dtype=t.dtype, device=t.device).set_(t.untyped_storage())
     offsets = t.storage_offset() + row * t.stride(0) + torch.arange(count) * t.stride(1)
     if count and int(offsets.max()) >= storage.numel():
-        raise IndexError(f"kv_indices row {row} reads storage cell {int(offsets.max())}, "
-                         f"past the end of its {storage.numel()}-cell buffer")
+        raise IndexError(
+            f"kv_indices row {row} reads storage cell {int(offsets.max())}, "
+            f"past the end of its {storage.numel()}-cell buffer"
+        )
     return storage[offsets.to(t.device)]
 
 
-def blocksparse_decode(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                       views: Views, *, reduction: str = "row") -> torch.Tensor:
+def blocksparse_decode(
+    query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, views: Views, *, reduction: str = "row"
+) -> torch.Tensor:
     """The CPU analog of flex's block-sparse decode kernel, in fp32.
 
     For query block ``g`` it reads ``kv_num_blocks[g]`` block numbers from row ``g`` of
@@ -322,10 +337,11 @@ def blocksparse_decode(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         blocks = _read_row(views.kv_indices, g, count).long()
         outside = blocks[(blocks < 0) | (blocks >= num_pages)]
         if outside.numel():
-            raise IndexError(f"query block {g} reads KV block {int(outside[0])}, "
-                             f"outside the cache's blocks 0..{num_pages - 1}")
+            raise IndexError(
+                f"query block {g} reads KV block {int(outside[0])}, outside the cache's blocks 0..{num_pages - 1}"
+            )
         rows = torch.arange(g * Q_BLOCK, min((g + 1) * Q_BLOCK, t), device=query.device)
-        tiles = [blocks] if reduction == "row" else [blocks[i:i + 1] for i in range(count)]
+        tiles = [blocks] if reduction == "row" else [blocks[i : i + 1] for i in range(count)]
         out[:, rows] = _online_softmax(q[:, rows], k, v, rows, tiles, mask_mod)
     return out[None]
 

@@ -3,9 +3,10 @@
 The first executed cell after a notebook's ``parameters`` cell calls these, so a bad
 value fails there with a message naming it, not twenty cells later.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["DEVICES", "resolve_device", "positive_int", "positive_ints", "cuda_available"]
 
@@ -25,8 +26,10 @@ def resolve_device(device: str) -> str:
         raise ValueError(f"DEVICE must be one of {DEVICES}, got {device!r}")
     has_gpu = cuda_available()
     if device == "cuda" and not has_gpu:
-        print("DEVICE='cuda' was asked for, but this machine has no usable GPU: "
-              "running the CPU path and showing the recorded GPU results instead.")
+        print(
+            "DEVICE='cuda' was asked for, but this machine has no usable GPU: "
+            "running the CPU path and showing the recorded GPU results instead."
+        )
         return "cpu"
     if device == "auto":
         return "cuda" if has_gpu else "cpu"
@@ -43,8 +46,7 @@ def positive_int(name: str, value: object, *, maximum: int | None = None, minimu
     return value
 
 
-def positive_ints(name: str, values: Iterable[object], *, maximum: int | None = None,
-                  minimum: int = 1) -> list[int]:
+def positive_ints(name: str, values: Iterable[object], *, maximum: int | None = None, minimum: int = 1) -> list[int]:
     values = list(values)
     if not values:
         raise ValueError(f"{name} must not be empty")

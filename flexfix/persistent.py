@@ -13,6 +13,7 @@ step's metadata into them:
 ``storage_map`` says, for every logical element of a view, which cell of the
 underlying storage it lives in: the figures and tests are built on it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,7 @@ def copy_to_persistent_as_strided(dst: torch.Tensor, src: torch.Tensor) -> torch
         view = dst.as_strided(src.shape, src.stride())
     except RuntimeError as e:
         raise RuntimeError(
-            f"Fail to re-stride a persistent tensor of shape {dst.shape} "
-            f"for a tensor of shape {src.shape}"
+            f"Fail to re-stride a persistent tensor of shape {dst.shape} for a tensor of shape {src.shape}"
         ) from e
     view.copy_(src)
     return view
@@ -46,10 +46,7 @@ def copy_to_persistent(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     dimension; nothing is written when it refuses.
     """
     if not isinstance(dst, torch.Tensor) or not isinstance(src, torch.Tensor):
-        raise TypeError(
-            f"copy_to_persistent needs two tensors, got dst={type(dst).__name__}, "
-            f"src={type(src).__name__}"
-        )
+        raise TypeError(f"copy_to_persistent needs two tensors, got dst={type(dst).__name__}, src={type(src).__name__}")
     if dst.ndim != src.ndim:
         raise ValueError(
             f"copy_to_persistent: rank mismatch, dst has shape {tuple(dst.shape)} "
@@ -61,14 +58,9 @@ def copy_to_persistent(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
             f"the persistent buffer of shape {tuple(dst.shape)}"
         )
     if dst.dtype != src.dtype:
-        raise ValueError(
-            f"copy_to_persistent: dtype mismatch, dst is {dst.dtype}, src is {src.dtype}"
-        )
+        raise ValueError(f"copy_to_persistent: dtype mismatch, dst is {dst.dtype}, src is {src.dtype}")
     if dst.device != src.device:
-        raise ValueError(
-            f"copy_to_persistent: device mismatch, dst is on {dst.device}, "
-            f"src is on {src.device}"
-        )
+        raise ValueError(f"copy_to_persistent: device mismatch, dst is on {dst.device}, src is on {src.device}")
     return copy_to_slice(dst, src)
 
 

@@ -1,16 +1,25 @@
 """Figures for the notebooks.  Each function returns a matplotlib Figure (and imports
 matplotlib inside, so importing flexfix never needs a display)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from flexfix.repro import CRASHES
 
-__all__ = ["storage_owners", "read_windows", "replay_errors", "category_heatmap", "max_diff_vs_batch", "ratio_lines",
-           "throughput_points"]
+__all__ = [
+    "storage_owners",
+    "read_windows",
+    "replay_errors",
+    "category_heatmap",
+    "max_diff_vs_batch",
+    "ratio_lines",
+    "throughput_points",
+]
+
 
 def _figure(figsize, *grid, **kw):
     """A Figure outside pyplot's registry that renders itself as a PNG in a notebook: shown once,
@@ -31,8 +40,13 @@ def _figure(figsize, *grid, **kw):
 
 
 OUTCOME_COLOURS = {
-    "ok": "#4c9a2a", "wrong_result": "#e0a100", "index_error": "#d9534f",
-    "illegal_memory_access": "#8b0000", "refused": "#6c757d", "error": "#343a40", "timeout": "#6f42c1",
+    "ok": "#4c9a2a",
+    "wrong_result": "#e0a100",
+    "index_error": "#d9534f",
+    "illegal_memory_access": "#8b0000",
+    "refused": "#6c757d",
+    "error": "#343a40",
+    "timeout": "#6f42c1",
 }
 
 
@@ -43,7 +57,7 @@ def storage_owners(layouts: Sequence, when: str = "replay"):
     from matplotlib.colors import ListedColormap
 
     fig, axes = _figure((10, 1.6 * len(layouts) + 0.8), len(layouts), 1, squeeze=False)
-    g = max(l.g for l in layouts)
+    g = max(lay.g for lay in layouts)
     cmap = ListedColormap(["white"] + [plt.cm.tab10(i) for i in range(g)])
     for ax, lay in zip(axes[:, 0], layouts):
         grid = lay.owner_capture if when == "capture" else lay.owner_replay
@@ -74,10 +88,12 @@ def read_windows(layouts: Sequence):
         status = np.where(lay.never_written, 3, np.where(lay.misread, 2, 1))
         inside = lay.read_at < grid.size
         np.maximum.at(grid, lay.read_at[inside], status[inside])
-        ax.imshow(grid.reshape(lay.g_max, lay.w_max), cmap=cmap, vmin=-0.5, vmax=3.5, aspect="auto",
-                  interpolation="nearest")
-        ax.set_title(f"{lay.copy_name}: replay K={lay.k_replay} read with capture strides {lay.capture_stride}",
-                     fontsize=10)
+        ax.imshow(
+            grid.reshape(lay.g_max, lay.w_max), cmap=cmap, vmin=-0.5, vmax=3.5, aspect="auto", interpolation="nearest"
+        )
+        ax.set_title(
+            f"{lay.copy_name}: replay K={lay.k_replay} read with capture strides {lay.capture_stride}", fontsize=10
+        )
         ax.set_ylabel("buffer row")
         ax.set_yticks(range(lay.g_max))
     axes[-1, 0].set_xlabel("buffer column")
@@ -89,7 +105,6 @@ def read_windows(layouts: Sequence):
 
 def replay_errors(table: pd.DataFrame, title: str):
     """Max |output - fp32 reference| at each step of each run (log scale); crashes marked."""
-    import matplotlib.pyplot as plt
 
     fig, ax = _figure((8, 3.6))
     for _, run in table.iterrows():
@@ -97,8 +112,9 @@ def replay_errors(table: pd.DataFrame, title: str):
         xs = list(range(len(steps)))
         ys = [s["max_error"] if s["max_error"] is not None else np.nan for s in steps]
         colour = "#4c9a2a" if run["copy"] == "sliced" else "#d9534f"
-        ax.plot(xs, [max(y, 1e-8) for y in ys], "o-", color=colour, alpha=0.6,
-                label=f"{run['copy']}, batch {run['batch']}")
+        ax.plot(
+            xs, [max(y, 1e-8) for y in ys], "o-", color=colour, alpha=0.6, label=f"{run['copy']}, batch {run['batch']}"
+        )
         for x, s in zip(xs, steps):
             if s["outcome"] != "ok":
                 ax.annotate(s["outcome"].replace("_", " "), (x, 1e-1), fontsize=7, rotation=90, ha="center")
@@ -115,8 +131,15 @@ def replay_errors(table: pd.DataFrame, title: str):
     return fig
 
 
-MATCH_COLOURS = {"bitwise equal": "#4c9a2a", "differs": "#e0a100", "wrong result": "#d9534f", "crash": "#8b0000",
-                 "error": "#6c757d", "tokens differ": "#d9534f", "not run": "#dddddd"}
+MATCH_COLOURS = {
+    "bitwise equal": "#4c9a2a",
+    "differs": "#e0a100",
+    "wrong result": "#d9534f",
+    "crash": "#8b0000",
+    "error": "#6c757d",
+    "tokens differ": "#d9534f",
+    "not run": "#dddddd",
+}
 
 
 def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None = None):
@@ -128,8 +151,14 @@ def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None 
     names = [n for n in MATCH_COLOURS if (grid == n).any().any()]
     codes = grid.apply(lambda col: col.map({n: i for i, n in enumerate(names)})).to_numpy(dtype=float)
     fig, ax = _figure((1.0 + 0.55 * grid.shape[1], 1.2 + 0.42 * grid.shape[0]))
-    ax.imshow(codes, cmap=ListedColormap([MATCH_COLOURS[n] for n in names]), vmin=-0.5, vmax=len(names) - 0.5,
-              aspect="auto", interpolation="nearest")
+    ax.imshow(
+        codes,
+        cmap=ListedColormap([MATCH_COLOURS[n] for n in names]),
+        vmin=-0.5,
+        vmax=len(names) - 0.5,
+        aspect="auto",
+        interpolation="nearest",
+    )
     ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], fontsize=8)
     ax.set_yticks(range(grid.shape[0]), [str(r) for r in grid.index], fontsize=8)
     ax.set_xlabel(grid.columns.name or "")
@@ -137,8 +166,13 @@ def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None 
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
                 ax.text(j, i, str(notes.iat[i, j]), ha="center", va="center", fontsize=7, color="white")
-    ax.legend([plt.Rectangle((0, 0), 1, 1, color=MATCH_COLOURS[n]) for n in names], names, fontsize=8,
-              loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(
+        [plt.Rectangle((0, 0), 1, 1, color=MATCH_COLOURS[n]) for n in names],
+        names,
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+    )
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -165,8 +199,15 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     for i, (config, cells) in enumerate(table.groupby("config", sort=False)):
         colour = matplotlib.colormaps["tab20"](i % 20)
         per_batch = cells.groupby("batch")["max_abs_diff"].max()
-        ax.plot([at[b] for b in per_batch.index], per_batch.clip(lower=floor), "o-", color=colour, label=config,
-                alpha=0.8, markersize=4)
+        ax.plot(
+            [at[b] for b in per_batch.index],
+            per_batch.clip(lower=floor),
+            "o-",
+            color=colour,
+            label=config,
+            alpha=0.8,
+            markersize=4,
+        )
         crashed = cells[cells["outcome"].isin(CRASHES)]["batch"].unique()
         ax.plot([at[b] for b in crashed], [top] * len(crashed), "x", color=colour, markersize=8)
     ax.axhline(floor, color="grey", lw=0.8, ls=":")
@@ -181,10 +222,18 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     return fig
 
 
-def ratio_lines(table: pd.DataFrame, x: str, y: str, by: str, title: str, ylabel: str, *, logx: bool = True,
-                reference: float | None = 1.0):
+def ratio_lines(
+    table: pd.DataFrame,
+    x: str,
+    y: str,
+    by: str,
+    title: str,
+    ylabel: str,
+    *,
+    logx: bool = True,
+    reference: float | None = 1.0,
+):
     """One line per value of ``by``: ``y`` against ``x`` (for speed-ups, overheads, fractions)."""
-    import matplotlib.pyplot as plt
 
     fig, ax = _figure((7, 3.6))
     for key, part in table.groupby(by, sort=True):

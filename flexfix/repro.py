@@ -20,6 +20,7 @@ past one is seen) and with the frozen launch instead of a CUDA graph: the saniti
 not follow kernels inside graph replays, and the frozen launch runs the same kernel with
 the same captured strides, eagerly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,25 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 __all__ = [
-    "STATUSES", "CRASHES", "IMA_TEXT", "Outcome", "Reporter", "classify", "status_from_error",
-    "run_child", "run_kernel_in_child", "run_reported", "json_child_argv", "json_child_main", "worst",
+    "STATUSES",
+    "CRASHES",
+    "IMA_TEXT",
+    "Outcome",
+    "Reporter",
+    "classify",
+    "status_from_error",
+    "run_child",
+    "run_kernel_in_child",
+    "run_reported",
+    "json_child_argv",
+    "json_child_main",
+    "worst",
 ]
 
 STATUSES = ("ok", "wrong_result", "illegal_memory_access", "index_error", "refused", "error", "timeout")
@@ -146,9 +159,9 @@ def classify(returncode: int | None, output: str, final: dict | None, timed_out:
     if timed_out:
         return "timeout", "killed at its timeout", sig
     if IMA_TEXT in output or _SANITIZER_READ.search(output):
-        line = next((l for l in output.splitlines() if IMA_TEXT in l or _SANITIZER_READ.search(l)), "")
+        line = next((ln for ln in output.splitlines() if IMA_TEXT in ln or _SANITIZER_READ.search(ln)), "")
         return "illegal_memory_access", line.strip(), sig
-    refusal = next((l for l in output.splitlines() if REFUSED_TEXT in l), None)
+    refusal = next((ln for ln in output.splitlines() if REFUSED_TEXT in ln), None)
     if refusal is not None:  # vLLM rejected the configuration (in whichever process it checked)
         return "refused", refusal.strip(), sig
     if final is not None:
@@ -160,8 +173,14 @@ def classify(returncode: int | None, output: str, final: dict | None, timed_out:
     return "error", "exited without reporting an outcome", sig
 
 
-def run_child(argv: Sequence[str], *, timeout: float = 600, env: dict[str, str] | None = None,
-              sanitizer: bool = False, tail: int = 15) -> Outcome:
+def run_child(
+    argv: Sequence[str],
+    *,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    sanitizer: bool = False,
+    tail: int = 15,
+) -> Outcome:
     """Run ``python <argv>`` in a child process and classify what it did.
 
     With ``sanitizer`` the child runs under ``compute-sanitizer --tool memcheck`` and
@@ -181,8 +200,7 @@ def run_child(argv: Sequence[str], *, timeout: float = 600, env: dict[str, str] 
         start = time.monotonic()
         timed_out = False
         with tempfile.TemporaryFile("w+") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -198,20 +216,49 @@ def run_child(argv: Sequence[str], *, timeout: float = 600, env: dict[str, str] 
     if sanitizer:
         m = _SANITIZER_ERRORS.search(output)
         extra["sanitizer_errors"] = int(m.group(1)) if m else None
-        extra["sanitizer_lines"] = [l for l in output.splitlines() if l.startswith("=========")][:30]
-    lines = [l for l in output.splitlines() if l.strip()]
-    return Outcome(status=status, detail=detail, exit_code=proc.returncode, signal=sig,
-                   seconds=round(seconds, 2), stderr_tail=lines[-tail:], records=records,
-                   extra=extra, command=[str(c) for c in cmd])
+        extra["sanitizer_lines"] = [ln for ln in output.splitlines() if ln.startswith("=========")][:30]
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    return Outcome(
+        status=status,
+        detail=detail,
+        exit_code=proc.returncode,
+        signal=sig,
+        seconds=round(seconds, 2),
+        stderr_tail=lines[-tail:],
+        records=records,
+        extra=extra,
+        command=[str(c) for c in cmd],
+    )
 
 
 def _kernel_args(copy: str, device: str, batch: int, seed: int, launch: str) -> list[str]:
-    return ["-m", "flexfix.repro", "--child", "--copy", copy, "--device", device,
-            "--batch", str(batch), "--seed", str(seed), "--launch", launch]
+    return [
+        "-m",
+        "flexfix.repro",
+        "--child",
+        "--copy",
+        copy,
+        "--device",
+        device,
+        "--batch",
+        str(batch),
+        "--seed",
+        str(seed),
+        "--launch",
+        launch,
+    ]
 
 
-def run_kernel_in_child(copy: str, device: str, batch: int, seed: int, *, launch: str = "auto",
-                        sanitizer: bool = False, timeout: float = 600) -> Outcome:
+def run_kernel_in_child(
+    copy: str,
+    device: str,
+    batch: int,
+    seed: int,
+    *,
+    launch: str = "auto",
+    sanitizer: bool = False,
+    timeout: float = 600,
+) -> Outcome:
     """The torch-only reproduction (:mod:`flexfix.kernel_repro`) in a child process."""
     if sanitizer:
         launch = "frozen"
@@ -250,8 +297,10 @@ def _kernel_child(args: argparse.Namespace, reporter: Reporter) -> None:
 
     sc = KernelScenario(copy=args.copy, device=args.device, batch=args.batch, seed=args.seed, launch=args.launch)
     records = run_kernel_scenario(sc, report=reporter.record)
-    reporter.finish(worst([r["outcome"] for r in records]),
-                    f"{sc.copy} copy, {sc.launch_kind} launch, batch {sc.batch}, seed {sc.seed}")
+    reporter.finish(
+        worst([r["outcome"] for r in records]),
+        f"{sc.copy} copy, {sc.launch_kind} launch, batch {sc.batch}, seed {sc.seed}",
+    )
     if args.device == "cuda":
         import torch
 
@@ -272,14 +321,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.child:
         return run_reported(lambda reporter: _kernel_child(args, reporter))
-    outcome = run_kernel_in_child(args.copy, args.device, args.batch, args.seed, launch=args.launch,
-                                  sanitizer=args.sanitizer, timeout=args.timeout)
+    outcome = run_kernel_in_child(
+        args.copy,
+        args.device,
+        args.batch,
+        args.seed,
+        launch=args.launch,
+        sanitizer=args.sanitizer,
+        timeout=args.timeout,
+    )
     if args.json:
         print(json.dumps(outcome.to_dict(), indent=1, default=str))
     else:
         for r in outcome.records:
-            print(f"  {r['step']:>9}: K={r['K']:4d} written stride {r['written_stride']}, "
-                  f"launch stride {r['launch_stride']}, max error {r['max_error']}, {r['outcome']}")
+            print(
+                f"  {r['step']:>9}: K={r['K']:4d} written stride {r['written_stride']}, "
+                f"launch stride {r['launch_stride']}, max error {r['max_error']}, {r['outcome']}"
+            )
         print(outcome)
     return 0 if outcome.status in ("ok",) else 1
 

@@ -6,6 +6,7 @@ tidy table.  The file name carries the device kind (``name-cuda.json``,
 refuses it explicitly.  Reading a file whose provenance is missing or incomplete fails
 loudly: a number without its origin is not a result.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -14,9 +15,10 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -32,8 +34,15 @@ __all__ = [
 ]
 
 PROVENANCE_KEYS = (
-    "device_kind", "device_name", "driver", "torch", "cuda", "vllm",
-    "git_commit", "date", "parameters",
+    "device_kind",
+    "device_name",
+    "driver",
+    "torch",
+    "cuda",
+    "vllm",
+    "git_commit",
+    "date",
+    "parameters",
 )
 
 
@@ -55,7 +64,10 @@ def _git_commit() -> str | None:
         return os.environ["FLEXFIX_GIT_COMMIT"]
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -68,7 +80,9 @@ def _driver_version() -> str | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20,
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -93,7 +107,7 @@ def provenance(device: str, parameters: Mapping[str, Any] | None = None) -> dict
         "cuda": torch.version.cuda,
         "vllm": _package_version("vllm"),
         "git_commit": _git_commit(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "parameters": dict(parameters or {}),
     }
@@ -177,10 +191,13 @@ def recorded(data_dir: str | os.PathLike, name: str, device: str = "cuda") -> tu
     return read_results(results_path(data_dir, name, device))
 
 
-def recorded_all(data_dir: str | os.PathLike, names: list[str], device: str = "cuda"
-                 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def recorded_all(
+    data_dir: str | os.PathLike, names: list[str], device: str = "cuda"
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Several recorded tables of one kind, concatenated (column ``source``: the file's name), with
     each file's provenance."""
     loaded = [recorded(data_dir, name, device) for name in names]
-    return (pd.concat([t.assign(source=name) for name, (t, _) in zip(names, loaded)], ignore_index=True),
-            [p for _, p in loaded])
+    return (
+        pd.concat([t.assign(source=name) for name, (t, _) in zip(names, loaded)], ignore_index=True),
+        [p for _, p in loaded],
+    )

@@ -1,22 +1,43 @@
 """Small views of the results tables for the notebooks: what to show, not how it was measured."""
+
 from __future__ import annotations
 
 import random
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
 from flexfix.repro import CRASHES
 
-__all__ = ["provenance_line", "batch_records", "outcome_summary", "engine_summary", "threshold_table", "sanitizer_view",
-           "outcome_table", "random_shapes", "kernel_grid", "engine_label", "engine_grid", "engine_verdicts",
-           "every_request_table", "timing_ratios", "throughput_runs", "throughput_ratios", "throughput_table", "ratio_summary",
-           "throughput_spread"]
+__all__ = [
+    "provenance_line",
+    "batch_records",
+    "outcome_summary",
+    "engine_summary",
+    "threshold_table",
+    "sanitizer_view",
+    "outcome_table",
+    "random_shapes",
+    "kernel_grid",
+    "engine_label",
+    "engine_grid",
+    "engine_verdicts",
+    "every_request_table",
+    "timing_ratios",
+    "throughput_runs",
+    "throughput_ratios",
+    "throughput_table",
+    "ratio_summary",
+    "throughput_spread",
+]
 
 
 def provenance_line(prov: Mapping[str, Any]) -> str:
-    return (f"recorded on {prov['device_name']} (driver {prov['driver']}), torch {prov['torch']}, "
-            f"vLLM {prov['vllm']}, commit {str(prov['git_commit'])[:10]}, {prov['date']}")
+    return (
+        f"recorded on {prov['device_name']} (driver {prov['driver']}), torch {prov['torch']}, "
+        f"vLLM {prov['vllm']}, commit {str(prov['git_commit'])[:10]}, {prov['date']}"
+    )
 
 
 def outcome_summary(table: pd.DataFrame, by: tuple[str, ...] = ("copy", "batch")) -> pd.DataFrame:
@@ -43,25 +64,45 @@ def threshold_table(table: pd.DataFrame) -> pd.DataFrame:
             done = {rec["requests"] for rec in r["records"]}
             how = "one engine, growing batches" if r["scenario"] == "threshold" else "fresh engine"
             for n in r["requests"]:
-                state = "completed" if n in done else (r["status"] if n == min(set(r["requests"]) - done) else "not reached")
+                state = (
+                    "completed"
+                    if n in done
+                    else (r["status"] if n == min(set(r["requests"]) - done) else "not reached")
+                )
                 rows.append({"requests": n, "how": how, "scenario": r["scenario"], "outcome": state})
     return pd.DataFrame(rows).sort_values(["how", "requests"]).reset_index(drop=True)
 
 
 def sanitizer_view(table: pd.DataFrame, lines: int = 6) -> pd.DataFrame:
     out = table[["copy", "status", "sanitizer_errors"]].copy()
-    out["first_report"] = [" | ".join(l.strip("= ").strip() for l in ls[1:1 + lines]) for ls in table["sanitizer_lines"]]
+    out["first_report"] = [
+        " | ".join(ln.strip("= ").strip() for ln in ls[1 : 1 + lines]) for ls in table["sanitizer_lines"]
+    ]
     return out.set_index("copy")
 
 
 def outcome_table(kernel: pd.DataFrame, sanitizer: pd.DataFrame, engine: pd.DataFrame) -> pd.DataFrame:
     """Every recorded GPU outcome in one table."""
-    rows = [{"experiment": "torch-only graph replay", "case": f"{r.copy}, batch {r.batch}, seed {r.seed}",
-             "outcome": r.status} for r in kernel.itertuples()]
-    rows += [{"experiment": "compute-sanitizer memcheck", "case": f"{r.copy} ({r.sanitizer_errors} errors)",
-              "outcome": r.status} for r in sanitizer.itertuples()]
-    rows += [{"experiment": "vLLM 0.20.0 engine", "case": f"({r.scenario}) {r.what}", "outcome": r.status}
-             for r in engine.itertuples()]
+    rows = [
+        {
+            "experiment": "torch-only graph replay",
+            "case": f"{r.copy}, batch {r.batch}, seed {r.seed}",
+            "outcome": r.status,
+        }
+        for r in kernel.itertuples()
+    ]
+    rows += [
+        {
+            "experiment": "compute-sanitizer memcheck",
+            "case": f"{r.copy} ({r.sanitizer_errors} errors)",
+            "outcome": r.status,
+        }
+        for r in sanitizer.itertuples()
+    ]
+    rows += [
+        {"experiment": "vLLM 0.20.0 engine", "case": f"({r.scenario}) {r.what}", "outcome": r.status}
+        for r in engine.itertuples()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -83,6 +124,7 @@ def batch_records(table: pd.DataFrame) -> pd.DataFrame:
 
 # Batch invariance (notebook 04).
 
+
 def _kernel_category(cells: pd.DataFrame) -> str:
     if cells["outcome"].isin(CRASHES).any():
         return "crash"
@@ -99,8 +141,13 @@ def kernel_grid(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     positions were bitwise equal (``"2/3"``).  A cell with no record is "not run"."""
     groups = table.groupby(["config", "batch"], sort=False)
     cat = groups.apply(_kernel_category, include_groups=False).unstack("batch").fillna("not run")
-    note = groups.apply(lambda c: f"{int(c['bitwise_equal'].fillna(False).astype(bool).sum())}/{len(c)}",
-                        include_groups=False).unstack("batch").fillna("")
+    note = (
+        groups.apply(
+            lambda c: f"{int(c['bitwise_equal'].fillna(False).astype(bool).sum())}/{len(c)}", include_groups=False
+        )
+        .unstack("batch")
+        .fillna("")
+    )
     order = list(dict.fromkeys(table["config"]))
     cat, note = cat.loc[order], note.loc[order]
     cat.columns.name = note.columns.name = "batch size"
@@ -120,8 +167,10 @@ def engine_label(r) -> str:
 def engine_grid(rows: pd.DataFrame) -> pd.DataFrame:
     """(engine, sampling) x N: bitwise equal / differs (same tokens) / tokens differ; an N the
     engine never reached is "crash" if the engine died, else "not run"."""
-    rows = rows.assign(label=[f"{engine_label(r)}, {r['sampling']}" for _, r in rows.iterrows()],
-                       category=[_engine_category(r) for _, r in rows.iterrows()])
+    rows = rows.assign(
+        label=[f"{engine_label(r)}, {r['sampling']}" for _, r in rows.iterrows()],
+        category=[_engine_category(r) for _, r in rows.iterrows()],
+    )
     grid = rows.pivot(index="label", columns="requests", values="category")
     status = rows.groupby("label")["engine_status"].first()
     for label in grid.index:
@@ -135,9 +184,12 @@ def engine_verdicts(rows: pd.DataFrame) -> pd.DataFrame:
     difference, and the fewest distinct tokens it produced (a degenerate stream would be 1)."""
     rows = rows.assign(engine=[engine_label(r) for _, r in rows.iterrows()])
     out = rows.groupby(["engine", "sampling"], sort=False).agg(
-        batch_sizes=("requests", "size"), bitwise_equal=("logprobs_bitwise_equal", "sum"),
-        tokens_equal=("tokens_equal", "sum"), max_abs_logprob_diff=("max_abs_logprob_diff", "max"),
-        fewest_distinct_tokens=("distinct_tokens", "min"))
+        batch_sizes=("requests", "size"),
+        bitwise_equal=("logprobs_bitwise_equal", "sum"),
+        tokens_equal=("tokens_equal", "sum"),
+        max_abs_logprob_diff=("max_abs_logprob_diff", "max"),
+        fewest_distinct_tokens=("distinct_tokens", "min"),
+    )
     out["invariant"] = out["bitwise_equal"] == out["batch_sizes"]
     return out
 
@@ -148,11 +200,21 @@ def every_request_table(rows: pd.DataFrame) -> pd.DataFrame:
     out["requests_with_other_tokens"] = out["tokens_differ"].map(len)
     out["requests_with_other_logprobs"] = out["logprobs_differ"].map(len)
     out["their_query_blocks"] = out["logprobs_differ"].map(lambda ix: sorted({i // 16 for i in ix}))
-    return out[["engine", "requests", "requests_with_other_tokens", "requests_with_other_logprobs",
-                "their_query_blocks", "max_abs_logprob_diff", "engine_status"]]
+    return out[
+        [
+            "engine",
+            "requests",
+            "requests_with_other_tokens",
+            "requests_with_other_logprobs",
+            "their_query_blocks",
+            "max_abs_logprob_diff",
+            "engine_status",
+        ]
+    ]
 
 
 # Cost (notebook 05).
+
 
 def timing_ratios(timing: pd.DataFrame) -> pd.DataFrame:
     """Per batch x context: medians of each implementation and the ratios the notebook plots."""
@@ -176,17 +238,22 @@ def _runs(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.assign(BI=rows["batch_invariant"].astype(int))
     if "source" not in rows:
         return rows.assign(run="run 1")
-    names = {(m, src): f"run {i + 1}" for m, part in rows.groupby("model", sort=False)
-             for i, src in enumerate(part["source"].unique())}
+    names = {
+        (m, src): f"run {i + 1}"
+        for m, part in rows.groupby("model", sort=False)
+        for i, src in enumerate(part["source"].unique())
+    }
     return rows.assign(run=[names[(m, src)] for m, src in zip(rows["model"], rows["source"])])
 
 
 def throughput_runs(rows: pd.DataFrame) -> pd.DataFrame:
     """Which recorded file is which model's "run k" (:func:`throughput_table`), with what it timed."""
     rows = _runs(rows)
-    return rows.groupby(["model", "run", "source"], sort=False).agg(
-        engines=("engine", "nunique"),
-        timed_repetitions=("seconds", lambda s: len(s.iloc[0]))).reset_index()
+    return (
+        rows.groupby(["model", "run", "source"], sort=False)
+        .agg(engines=("engine", "nunique"), timed_repetitions=("seconds", lambda s: len(s.iloc[0])))
+        .reset_index()
+    )
 
 
 def throughput_ratios(rows: pd.DataFrame) -> pd.DataFrame:
@@ -198,12 +265,22 @@ def throughput_ratios(rows: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for num, den in (("full", "eager"), ("piecewise", "eager"), ("full", "piecewise")):
         if num in wide and den in wide:
-            parts.append((wide[num] / wide[den]).rename("value").reset_index()
-                         .assign(ratio=f"{num}/{den}", at=lambda t: "BI=" + t["BI"].astype(str)).drop(columns="BI"))
+            parts.append(
+                (wide[num] / wide[den])
+                .rename("value")
+                .reset_index()
+                .assign(ratio=f"{num}/{den}", at=lambda t: "BI=" + t["BI"].astype(str))
+                .drop(columns="BI")
+            )
     per_bi = rows.pivot_table(index=["model", "requests", "graphs", "run"], columns="BI", values="tokens_per_second")
     if {0, 1} <= set(per_bi.columns):
-        parts.append((per_bi[1] / per_bi[0]).rename("value").reset_index()
-                     .assign(ratio="BI1/BI0").rename(columns={"graphs": "at"}))
+        parts.append(
+            (per_bi[1] / per_bi[0])
+            .rename("value")
+            .reset_index()
+            .assign(ratio="BI1/BI0")
+            .rename(columns={"graphs": "at"})
+        )
     columns = ["model", "requests", "at", "run", "ratio", "value"]
     return pd.concat(parts, ignore_index=True)[columns].dropna() if parts else pd.DataFrame(columns=columns)
 
@@ -212,7 +289,10 @@ def throughput_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`throughput_ratios` for reading: graph-mode ratios per model x N x BI, and BI1/BI0 per
     model x N x graph mode, one column per run so their agreement shows."""
     long = throughput_ratios(rows)
-    view = lambda part: part.pivot_table(index=["model", "requests", "at"], columns=["ratio", "run"], values="value")
+
+    def view(part):
+        return part.pivot_table(index=["model", "requests", "at"], columns=["ratio", "run"], values="value")
+
     return view(long[long["ratio"] != "BI1/BI0"]), view(long[long["ratio"] == "BI1/BI0"])
 
 
@@ -220,16 +300,16 @@ def ratio_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per model and ratio, over every N, setting and run: how many ratios, the lowest, the median,
     the highest, and how many were below 1."""
     groups = throughput_ratios(rows).groupby(["model", "ratio"])["value"]
-    return groups.agg(ratios="count", lowest="min", median="median", highest="max",
-                      below_1=lambda v: int((v < 1).sum()))
+    return groups.agg(
+        ratios="count", lowest="min", median="median", highest="max", below_1=lambda v: int((v < 1).sum())
+    )
 
 
 def throughput_spread(rows: pd.DataFrame) -> pd.DataFrame:
     """How far one configuration's tokens/s moves: between engines (separate runs of the same
     configuration: highest over lowest median) and within one engine (its fastest over its slowest
     timed repetition, the worst engine shown)."""
-    rows = rows.assign(BI=rows["batch_invariant"].astype(int),
-                       within=[max(s) / min(s) for s in rows["seconds"]])
+    rows = rows.assign(BI=rows["batch_invariant"].astype(int), within=[max(s) / min(s) for s in rows["seconds"]])
     groups = rows.groupby(["model", "graphs", "BI", "requests"])
     out = groups["tokens_per_second"].agg(engines="count", lowest="min", highest="max")
     out["between_engines"] = out["highest"] / out["lowest"]

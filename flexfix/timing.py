@@ -13,12 +13,13 @@ flex with vLLM's kernel options eagerly and as a CUDA-graph replay, flex with th
 batch-invariant options, and ``scaled_dot_product_attention`` on the same keys and values
 gathered densely (a dense reference, not a paged kernel).
 """
+
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -30,8 +31,20 @@ from flexfix.persistent import copy_to_persistent
 
 __all__ = ["Timing", "time_fn", "copy_bandwidth", "kv_bytes", "DecodeCase", "decode_sweep", "TIMING_COLUMNS"]
 
-TIMING_COLUMNS = ["device", "impl", "batch", "context", "median_ms", "q25_ms", "q75_ms", "reps", "kv_bytes",
-                  "kv_GBps", "copy_GBps", "fraction_of_copy_bw"]
+TIMING_COLUMNS = [
+    "device",
+    "impl",
+    "batch",
+    "context",
+    "median_ms",
+    "q25_ms",
+    "q75_ms",
+    "reps",
+    "kv_bytes",
+    "kv_GBps",
+    "copy_GBps",
+    "fraction_of_copy_bw",
+]
 
 
 @dataclass
@@ -95,9 +108,14 @@ class DecodeCase:
 
 
 def _setup(case: DecodeCase, batch: int, context: int, device: str, dtype: torch.dtype):
-    shape = paged.PagedShape(max_num_seqs=max(batch, 16), max_model_len=context,
-                             num_pages=batch * paged.cdiv(context, paged.PAGE_SIZE) + 1,
-                             num_heads=case.num_heads, num_kv_heads=case.num_kv_heads, head_dim=case.head_dim)
+    shape = paged.PagedShape(
+        max_num_seqs=max(batch, 16),
+        max_model_len=context,
+        num_pages=batch * paged.cdiv(context, paged.PAGE_SIZE) + 1,
+        num_heads=case.num_heads,
+        num_kv_heads=case.num_kv_heads,
+        head_dim=case.head_dim,
+    )
     # Values do not change a timing: draw them on the device (a 4 GB cache drawn on the CPU takes seconds).
     g = torch.Generator(device=device).manual_seed(0)
     size = (1, shape.num_kv_heads, shape.num_pages * paged.PAGE_SIZE, shape.head_dim)
@@ -109,8 +127,9 @@ def _setup(case: DecodeCase, batch: int, context: int, device: str, dtype: torch
 
 def _dense(step: paged.DecodeStep, k: torch.Tensor, v: torch.Tensor, context: int):
     """Each request's keys and values gathered into [B, Hkv, context, D] and its query [B, Hq, 1, D]."""
-    pos = (step.block_table.long()[:, :, None] * paged.PAGE_SIZE
-           + torch.arange(paged.PAGE_SIZE, device=k.device)).flatten(1)[:, :context]
+    pos = (
+        step.block_table.long()[:, :, None] * paged.PAGE_SIZE + torch.arange(paged.PAGE_SIZE, device=k.device)
+    ).flatten(1)[:, :context]
     kd = k[0][:, pos].permute(1, 0, 2, 3).contiguous()
     vd = v[0][:, pos].permute(1, 0, 2, 3).contiguous()
     return step.query[0].permute(1, 0, 2)[:, :, None].contiguous(), kd, vd
@@ -121,10 +140,9 @@ def _impls(case, batch, context, device, dtype) -> dict[str, Callable[[], object
     cache_tokens = k.shape[2]
     q, kd, vd = _dense(step, k, v, context)
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    impls: dict[str, Callable[[], object]] = {
-        "sdpa dense": lambda: sdpa(q, kd, vd, enable_gqa=True)}
+    impls: dict[str, Callable[[], object]] = {"sdpa dense": lambda: sdpa(q, kd, vd, enable_gqa=True)}
     compiled = device == "cuda"
-    for mode in (("vllm", "batch_invariant") if compiled else ("pytorch",)):
+    for mode in ("vllm", "batch_invariant") if compiled else ("pytorch",):
         options = paged.kernel_options(mode)
 
         def attend(query, kv_indices, kv_num_blocks, physical_to_logical, seq_lens, doc_ids, options=options):
@@ -135,7 +153,8 @@ def _impls(case, batch, context, device, dtype) -> dict[str, Callable[[], object
         tensors = {"query": step.query, **views.as_dict()}
         mask = paged.make_block_mask(views, batch, cache_tokens)  # built once per step, as vLLM does
         impls[f"flex {mode} eager"] = lambda mask=mask, options=options: paged.flex_decode(
-            step.query, k, v, mask, compiled=compiled, options=options)
+            step.query, k, v, mask, compiled=compiled, options=options
+        )
         if compiled:
             graph = CudaGraphLaunch(attend)
             graph.capture(**tensors)
@@ -143,9 +162,17 @@ def _impls(case, batch, context, device, dtype) -> dict[str, Callable[[], object
     return impls
 
 
-def decode_sweep(batches: Sequence[int], contexts: Sequence[int], device: str, *, case: DecodeCase = DecodeCase(),
-                 warmup: int = 5, reps: int = 30, progress: bool = True,
-                 save: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+def decode_sweep(
+    batches: Sequence[int],
+    contexts: Sequence[int],
+    device: str,
+    *,
+    case: DecodeCase = DecodeCase(),
+    warmup: int = 5,
+    reps: int = 30,
+    progress: bool = True,
+    save: Callable[[pd.DataFrame], None] | None = None,
+) -> pd.DataFrame:
     """Median time of each implementation for every batch x context, with its KV bandwidth
     and that bandwidth as a fraction of the device-to-device copy rate measured here."""
     from tqdm.auto import tqdm
@@ -158,10 +185,22 @@ def decode_sweep(batches: Sequence[int], contexts: Sequence[int], device: str, *
         for impl, fn in _impls(case, batch, context, device, dtype).items():
             t = time_fn(fn, warmup=warmup, reps=reps, device=device)
             kv_bps = nbytes / (t.median / 1e3)
-            rows.append({"device": device, "impl": impl, "batch": batch, "context": context, "median_ms": t.median,
-                         "q25_ms": t.quantile(0.25), "q75_ms": t.quantile(0.75), "reps": reps, "kv_bytes": nbytes,
-                         "kv_GBps": kv_bps / 1e9, "copy_GBps": copy_bps / 1e9,
-                         "fraction_of_copy_bw": kv_bps / copy_bps})
+            rows.append(
+                {
+                    "device": device,
+                    "impl": impl,
+                    "batch": batch,
+                    "context": context,
+                    "median_ms": t.median,
+                    "q25_ms": t.quantile(0.25),
+                    "q75_ms": t.quantile(0.75),
+                    "reps": reps,
+                    "kv_bytes": nbytes,
+                    "kv_GBps": kv_bps / 1e9,
+                    "copy_GBps": copy_bps / 1e9,
+                    "fraction_of_copy_bw": kv_bps / copy_bps,
+                }
+            )
         if device == "cuda":
             torch.cuda.empty_cache()
         if save is not None:

@@ -15,13 +15,15 @@ vLLM runs its engine core in another process by default; the ``vllm.general_plug
 entry point (:mod:`flexfix.vllm_plugin`, active when ``FLEXFIX_PATCH=1``) applies the
 patch there too.
 """
+
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 from flexfix.persistent import copy_to_persistent
 
@@ -53,7 +55,8 @@ def _check_layout(mod: ModuleType) -> None:
     if missing:
         raise RuntimeError(
             f"{mod.__name__} does not have {', '.join(missing)}: this is not the layout "
-            "flexfix patches (vLLM 0.20.0); refusing to patch")
+            "flexfix patches (vLLM 0.20.0); refusing to patch"
+        )
 
 
 def _probe_keeps_strides(copy) -> bool:
@@ -163,19 +166,33 @@ def check_cycle(module: ModuleType | None = None) -> list[dict[str, Any]]:
     revert()
     original_copy = mod.copy_to_persistent
     original_bi = mod.FlexAttentionBackend.supports_batch_invariance()
-    rows = [{"check": "before: copy keeps the destination's strides", "value": _probe_keeps_strides(mod.copy_to_persistent)},
-            {"check": "before: supports_batch_invariance()", "value": bool(original_bi)}]
+    rows = [
+        {
+            "check": "before: copy keeps the destination's strides",
+            "value": _probe_keeps_strides(mod.copy_to_persistent),
+        },
+        {"check": "before: supports_batch_invariance()", "value": bool(original_bi)},
+    ]
     first, second = apply(mod), apply(mod)
-    rows += [{"check": "apply() patched", "value": first},
-             {"check": "second apply() did nothing", "value": not second},
-             {"check": "after: copy keeps the destination's strides", "value": _probe_keeps_strides(mod.copy_to_persistent)},
-             {"check": "after: supports_batch_invariance()", "value": bool(mod.FlexAttentionBackend.supports_batch_invariance())}]
+    rows += [
+        {"check": "apply() patched", "value": first},
+        {"check": "second apply() did nothing", "value": not second},
+        {"check": "after: copy keeps the destination's strides", "value": _probe_keeps_strides(mod.copy_to_persistent)},
+        {
+            "check": "after: supports_batch_invariance()",
+            "value": bool(mod.FlexAttentionBackend.supports_batch_invariance()),
+        },
+    ]
     reverted, again = revert(), revert()
-    rows += [{"check": "revert() reverted", "value": reverted},
-             {"check": "second revert() did nothing", "value": not again},
-             {"check": "reverted copy is the original object", "value": mod.copy_to_persistent is original_copy},
-             {"check": "reverted supports_batch_invariance() is the original value",
-              "value": mod.FlexAttentionBackend.supports_batch_invariance() == original_bi}]
+    rows += [
+        {"check": "revert() reverted", "value": reverted},
+        {"check": "second revert() did nothing", "value": not again},
+        {"check": "reverted copy is the original object", "value": mod.copy_to_persistent is original_copy},
+        {
+            "check": "reverted supports_batch_invariance() is the original value",
+            "value": mod.FlexAttentionBackend.supports_batch_invariance() == original_bi,
+        },
+    ]
     if was:
         apply(mod)
     return rows

@@ -8,6 +8,7 @@ installing flexfix changes nothing by itself::
     FLEXFIX_PATCH=1 vllm serve <model> --attention-backend FLEX_ATTENTION
     FLEXFIX_PATCH=1 python my_script.py            # LLM(...) with the default multiprocessing
 """
+
 from __future__ import annotations
 
 import os

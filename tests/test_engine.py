@@ -1,4 +1,5 @@
 """The engine scenarios as far as a machine without a GPU can take them."""
+
 import pytest
 
 from flexfix import engine
@@ -6,7 +7,10 @@ from flexfix import engine
 
 def test_scenario_environments():
     assert engine.scenario_env(engine.SCENARIOS["a"]) == {
-        "VLLM_BATCH_INVARIANT": "1", "FLEXFIX_PATCH": "0", "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+        "VLLM_BATCH_INVARIANT": "1",
+        "FLEXFIX_PATCH": "0",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
+    }
     assert engine.scenario_env(engine.SCENARIOS["b"])["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     assert engine.scenario_env(engine.SCENARIOS["patched_plugin"])["FLEXFIX_PATCH"] == "1"
 

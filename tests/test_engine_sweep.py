@@ -1,5 +1,6 @@
 """Engine-level code on CPU: configuration, the bs1-vs-bsN comparison, and the child's body
 driven by a fake LLM (the real engine needs a GPU)."""
+
 import math
 from types import SimpleNamespace
 
@@ -7,7 +8,6 @@ import pandas as pd
 import pytest
 
 from flexfix import engine_sweep as es
-from flexfix.repro import Outcome
 
 
 def test_compare_generations_follows_the_bs1_vs_bsN_order():
@@ -22,10 +22,17 @@ def test_compare_generations_follows_the_bs1_vs_bsN_order():
     assert not short["steps_equal"] and not short["tokens_equal"]
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(model="llama-70b"), "model"), (dict(graphs="cudnn"), "graphs"), (dict(samplings=("beam",)), "sampling"),
-    (dict(requests=(0,)), "request counts"), (dict(repeats=0), "repeats"), (dict(patched=False, batch_invariant=True), "refuses"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(model="llama-70b"), "model"),
+        (dict(graphs="cudnn"), "graphs"),
+        (dict(samplings=("beam",)), "sampling"),
+        (dict(requests=(0,)), "request counts"),
+        (dict(repeats=0), "repeats"),
+        (dict(patched=False, batch_invariant=True), "refuses"),
+    ],
+)
 def test_impossible_runs_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         es.EngineRun(**bad)
@@ -43,7 +50,10 @@ def test_llm_arguments_per_graph_mode():
 def test_parse_runs():
     runs = es.parse_runs("tiny:bi1:full,variance:bi0:eager,tiny:stock:piecewise", requests=(1, 17))
     assert [(r.model, r.batch_invariant, r.graphs, r.patched) for r in runs] == [
-        ("tiny", True, "full", True), ("variance", False, "eager", True), ("tiny", False, "piecewise", False)]
+        ("tiny", True, "full", True),
+        ("variance", False, "eager", True),
+        ("tiny", False, "piecewise", False),
+    ]
     assert all(r.requests == (1, 17) for r in runs)
     assert es.parse_runs("tiny:bi1:full", repeats=7)[0].repeats == 7
     with pytest.raises(ValueError, match="MODEL"):
@@ -74,11 +84,21 @@ def test_child_body_with_a_fake_engine(monkeypatch):
     import vllm
 
     monkeypatch.setattr(vllm, "LLM", FakeLLM)
-    run = es.EngineRun(model="tiny", batch_invariant=False, patched=False, requests=(1, 16, 17, 48),
-                       every_request=(20,), throughput=(4,), max_tokens=6, throughput_tokens=5, repeats=2)
+    run = es.EngineRun(
+        model="tiny",
+        batch_invariant=False,
+        patched=False,
+        requests=(1, 16, 17, 48),
+        every_request=(20,),
+        throughput=(4,),
+        max_tokens=6,
+        throughput_tokens=5,
+        repeats=2,
+    )
     records = []
-    reporter = SimpleNamespace(record=records.append, finish=lambda status, detail: records.append(
-        {"kind": "final", "status": status}))
+    reporter = SimpleNamespace(
+        record=records.append, finish=lambda status, detail: records.append({"kind": "final", "status": status})
+    )
     es._child({"run": es.asdict(run), "model_dir": "/nowhere"}, reporter)
     table = pd.DataFrame([{"engine": run.name, **es.asdict(run), "status": "ok", "records": records}])
 
@@ -95,9 +115,19 @@ def test_child_body_with_a_fake_engine(monkeypatch):
 
 
 def test_rows_keep_the_engine_status():
-    table = pd.DataFrame([{"engine": "x", "model": "tiny", "batch_invariant": True, "graphs": "full",
-                           "patched": True, "status": "illegal_memory_access",
-                           "records": [{"kind": "startup"}, {"kind": "throughput", "requests": 48}]}])
+    table = pd.DataFrame(
+        [
+            {
+                "engine": "x",
+                "model": "tiny",
+                "batch_invariant": True,
+                "graphs": "full",
+                "patched": True,
+                "status": "illegal_memory_access",
+                "records": [{"kind": "startup"}, {"kind": "throughput", "requests": 48}],
+            }
+        ]
+    )
     rows = es.throughput_rows(table)
     assert rows.engine_status.tolist() == ["illegal_memory_access"] and rows.requests.tolist() == [48]
     assert es.invariance_rows(table).empty
@@ -108,9 +138,19 @@ def test_a_run_without_needle_batch_sizes_measures_the_rest(monkeypatch):
     import vllm
 
     monkeypatch.setattr(vllm, "LLM", FakeLLM)
-    run = es.EngineRun(batch_invariant=False, patched=False, requests=(), every_request=(3,), throughput=(2,),
-                       max_tokens=4, throughput_tokens=4, repeats=1)
+    run = es.EngineRun(
+        batch_invariant=False,
+        patched=False,
+        requests=(),
+        every_request=(3,),
+        throughput=(2,),
+        max_tokens=4,
+        throughput_tokens=4,
+        repeats=1,
+    )
     records = []
-    es._child({"run": es.asdict(run), "model_dir": "/nowhere"},
-              SimpleNamespace(record=records.append, finish=lambda status, detail: records.append({"kind": status})))
+    es._child(
+        {"run": es.asdict(run), "model_dir": "/nowhere"},
+        SimpleNamespace(record=records.append, finish=lambda status, detail: records.append({"kind": status})),
+    )
     assert [r["kind"] for r in records] == ["startup", "every_request", "throughput", "ok"]

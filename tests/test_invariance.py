@@ -1,4 +1,5 @@
 """Kernel-level batch invariance: the needle, the sweep on CPU, and crashes as cell values."""
+
 import pandas as pd
 import pytest
 import torch
@@ -7,7 +8,9 @@ from flexfix import invariance as inv
 from flexfix import paged
 from flexfix.repro import Outcome
 
-SW = inv.SweepShape(paged.PagedShape(max_num_seqs=48, max_model_len=256, num_pages=1024), needle_len=120, capture_len=40)
+SW = inv.SweepShape(
+    paged.PagedShape(max_num_seqs=48, max_model_len=256, num_pages=1024), needle_len=120, capture_len=40
+)
 
 
 def test_the_needle_is_the_same_request_in_every_batch():
@@ -24,11 +27,14 @@ def test_the_needle_is_the_same_request_in_every_batch():
             assert step.width == alone.width  # K is the needle's: only the batch changes
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(needle_len=2000), "needle_len"),
-    (dict(capture_len=113), "another K"),
-    (dict(paged=paged.PagedShape(max_num_seqs=48, max_model_len=256, num_pages=100)), "pages"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(needle_len=2000), "needle_len"),
+        (dict(capture_len=113), "another K"),
+        (dict(paged=paged.PagedShape(max_num_seqs=48, max_model_len=256, num_pages=100)), "pages"),
+    ],
+)
 def test_impossible_sweep_shapes_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         inv.SweepShape(**{**dict(paged=SW.paged, needle_len=120, capture_len=40), **bad})
@@ -42,7 +48,9 @@ def test_unknown_configuration_values_are_refused(bad):
 
 def test_parse_configs():
     assert inv.parse_configs("flex:vllm:graph:as_strided,analog_page:vllm:frozen:sliced") == [
-        inv.KernelConfig("flex", "vllm", "graph", "as_strided"), inv.KernelConfig("analog_page", "vllm", "frozen", "sliced")]
+        inv.KernelConfig("flex", "vllm", "graph", "as_strided"),
+        inv.KernelConfig("analog_page", "vllm", "frozen", "sliced"),
+    ]
     with pytest.raises(ValueError, match="KERNEL:OPTIONS"):
         inv.parse_configs("flex:vllm")
 
@@ -94,11 +102,23 @@ def test_a_crashed_child_is_a_cell_value_and_the_sweep_resumes(monkeypatch):
         spec = __import__("json").loads(argv[-1])
         cells = spec["cells"]
         calls.append(len(cells))
-        cell = lambda b, p: {**inv._cell(cfg, SW, "cpu", b, p), "outcome": "ok", "bitwise_equal": True,
-                             "max_abs_diff": 0.0, "max_error_vs_reference": 0.0, "detail": ""}
+
+        def cell(b, p):
+            return {
+                **inv._cell(cfg, SW, "cpu", b, p),
+                "outcome": "ok",
+                "bitwise_equal": True,
+                "max_abs_diff": 0.0,
+                "max_error_vs_reference": 0.0,
+                "detail": "",
+            }
+
         if len(calls) == 1:  # measures two cells, then dies on the third
-            return Outcome("illegal_memory_access", "CUDA error: an illegal memory access was encountered",
-                           records=[{"ready": "x"}, cell(*cells[0]), cell(*cells[1])])
+            return Outcome(
+                "illegal_memory_access",
+                "CUDA error: an illegal memory access was encountered",
+                records=[{"ready": "x"}, cell(*cells[0]), cell(*cells[1])],
+            )
         return Outcome("ok", records=[{"ready": "x"}, *(cell(*c) for c in cells)])
 
     monkeypatch.setattr(inv, "run_child", fake_child)

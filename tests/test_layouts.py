@@ -5,8 +5,10 @@ from flexfix.persistent import copy_to_persistent, copy_to_persistent_as_strided
 
 
 def table(k_capture, k_replay, g=3):
-    lays = [layouts.stride_layout(c, n, g=g, g_max=4, w_max=64, k_capture=k_capture, k_replay=k_replay)
-            for c, n in ((copy_to_persistent_as_strided, "as_strided"), (copy_to_persistent, "sliced"))]
+    lays = [
+        layouts.stride_layout(c, n, g=g, g_max=4, w_max=64, k_capture=k_capture, k_replay=k_replay)
+        for c, n in ((copy_to_persistent_as_strided, "as_strided"), (copy_to_persistent, "sliced"))
+    ]
     return layouts.layout_table(lays).set_index(["copy", "row"])
 
 

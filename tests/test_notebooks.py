@@ -1,5 +1,6 @@
 """Every notebook executes with CPU parameters (papermill, the venv's kernel), then its recorded
 values are checked: assertions on numbers the notebook wrote, not on pictures."""
+
 from pathlib import Path
 
 import nbformat
@@ -39,10 +40,16 @@ def load(folder, name):
 
 
 def test_notebook_list_is_the_series():
-    assert [p.stem for p in NOTEBOOKS] == ["01_reproduce_ima", "02_apply_flexfix", "03_stride_layouts",
-                                           "04_batch_invariance", "05_cost"]
+    assert [p.stem for p in NOTEBOOKS] == [
+        "01_reproduce_ima",
+        "02_apply_flexfix",
+        "03_stride_layouts",
+        "04_batch_invariance",
+        "05_cost",
+    ]
 
 
+@pytest.mark.notebook
 def test_01_frozen_launch_reproduces_and_the_slice_does_not(executed):
     runs = load(executed("01_reproduce_ima"), "ima_kernel")
     big, small = runs[runs.batch == 48], runs[runs.batch == 16]
@@ -54,13 +61,16 @@ def test_01_frozen_launch_reproduces_and_the_slice_does_not(executed):
         assert all(r["max_error"] < 1e-4 for r in records)
 
 
+@pytest.mark.notebook
 def test_02_patch_checks_all_hold(executed):
     checks = load(executed("02_apply_flexfix"), "patch_checks").set_index("check")["value"]
     assert not checks["before: copy keeps the destination's strides"]
-    assert checks.drop(["before: copy keeps the destination's strides",
-                        "before: supports_batch_invariance()"]).all(), checks
+    assert checks.drop(["before: copy keeps the destination's strides", "before: supports_batch_invariance()"]).all(), (
+        checks
+    )
 
 
+@pytest.mark.notebook
 def test_03_misread_fractions(executed):
     folder = executed("03_stride_layouts")
     equivalence = load(folder, "copy_equivalence")
@@ -75,6 +85,7 @@ def test_03_misread_fractions(executed):
     assert shrink[shrink.row == shrink.row.max()].never_written.item() > 0
 
 
+@pytest.mark.notebook
 def test_04_cpu_sweep_invariance_as_measured(executed):
     table = load(executed("04_batch_invariance"), "kernel_invariance")
     assert len(table) == 6 * 14 * 3  # every configuration x batch size x position, crashes included
@@ -92,6 +103,7 @@ def test_04_cpu_sweep_invariance_as_measured(executed):
     assert len(later) == 12 and set(later.outcome) <= {"index_error", "wrong_result"}
 
 
+@pytest.mark.notebook
 def test_05_cpu_timing_table(executed):
     table = load(executed("05_cost"), "decode_timing")
     assert len(table) == 2 * 2 * 2 and set(table.impl) == {"sdpa dense", "flex pytorch eager"}
@@ -100,6 +112,7 @@ def test_05_cpu_timing_table(executed):
 
 
 # Hygiene of the committed notebooks.
+
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_notebook_is_clean(path):
@@ -116,6 +129,7 @@ def test_committed_notebook_is_clean(path):
 
 # The runner behind `make notebooks`.
 
+
 def tiny_notebook(path, code):
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell('DEVICE = "auto"')
@@ -126,6 +140,7 @@ def tiny_notebook(path, code):
     return path
 
 
+@pytest.mark.notebook
 def test_one_failing_notebook_does_not_stop_the_others(tmp_path, capsys):
     bad = tiny_notebook(tmp_path / "a_bad.ipynb", "raise ValueError('planted failure')")
     good = tiny_notebook(tmp_path / "b_good.ipynb", "x = 1")
@@ -136,6 +151,7 @@ def test_one_failing_notebook_does_not_stop_the_others(tmp_path, capsys):
     assert "a_bad.ipynb" in out and "FAILED" in out and (tmp_path / "out" / "b_good.ipynb").exists()
 
 
+@pytest.mark.notebook
 def test_bad_device_parameter_fails_in_the_first_cell(tmp_path):
     nb = ROOT / "notebooks" / "03_stride_layouts.ipynb"
     with pytest.raises(Exception) as err:
@@ -143,6 +159,7 @@ def test_bad_device_parameter_fails_in_the_first_cell(tmp_path):
     assert "DEVICE must be one of" in str(err.value)
 
 
+@pytest.mark.notebook
 def test_the_command_names_the_failure_and_exits_non_zero(tmp_path, capsys):
     """`make notebooks` is `python -m flexfix.run_notebooks`: its exit status and summary."""
     from flexfix.run_notebooks import main

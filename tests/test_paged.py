@@ -15,8 +15,9 @@ def test_kv_indices_equal_vllm_direct_build():
         step = paged.make_step(SHAPE, [5, 100, 300, 17, 64, 1] * 6 + [33] * 3, seed=seed)
         mine, num_blocks = paged.build_kv_indices(step)
         used = step.block_table[:, : step.width // 16].long()
-        theirs = unique_static_unsorted(pad_to_multiple(used, multiple=16, dim=0).reshape(-1, step.width),
-                                        M=SHAPE.num_pages).to(torch.int32)
+        theirs = unique_static_unsorted(
+            pad_to_multiple(used, multiple=16, dim=0).reshape(-1, step.width), M=SHAPE.num_pages
+        ).to(torch.int32)
         assert torch.equal(mine, theirs)
         assert torch.equal(num_blocks, (theirs >= 0).sum(-1).to(torch.int32))
 
@@ -43,9 +44,14 @@ def test_flex_attention_with_the_block_mask_matches_the_reference():
     assert (out - paged.reference(step, k, v)).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(num_heads=3), "multiple"), (dict(num_pages=0), "positive"), (dict(head_dim=True), "positive"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(num_heads=3), "multiple"),
+        (dict(num_pages=0), "positive"),
+        (dict(head_dim=True), "positive"),
+    ],
+)
 def test_shape_validation(bad, message):
     with pytest.raises(ValueError, match=message):
         paged.PagedShape(**bad)
@@ -61,13 +67,18 @@ def test_step_validation():
 
 
 def test_kernel_options_as_vllm_sets_them():
-    assert paged.kernel_options("batch_invariant") == {"FORCE_USE_FLEX_ATTENTION": True, "BLOCK_M": 16,
-                                                       "BLOCK_N": 16, "IS_DIVISIBLE": False}
+    assert paged.kernel_options("batch_invariant") == {
+        "FORCE_USE_FLEX_ATTENTION": True,
+        "BLOCK_M": 16,
+        "BLOCK_N": 16,
+        "IS_DIVISIBLE": False,
+    }
     with pytest.raises(ValueError, match="mode"):
         paged.kernel_options("fast")
 
 
 # The frozen-launch analog (what CI can show of the bug).
+
 
 @pytest.mark.parametrize("seed", range(3))
 def test_as_strided_with_two_query_blocks_misreads_after_k_changes(seed):

@@ -26,8 +26,11 @@ def test_as_strided_copy_packs_densely_with_source_strides():
 
 def test_as_strided_error_text_matches_vllm_0_20():
     dst = torch.zeros(2, 2)
-    with pytest.raises(RuntimeError, match=r"Fail to re-stride a persistent tensor of shape torch.Size\(\[2, 2\]\) "
-                                           r"for a tensor of shape torch.Size\(\[3, 3\]\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Fail to re-stride a persistent tensor of shape torch.Size\(\[2, 2\]\) "
+        r"for a tensor of shape torch.Size\(\[3, 3\]\)",
+    ):
         copy_to_persistent_as_strided(dst, torch.zeros(3, 3))
 
 
@@ -58,12 +61,15 @@ def test_real_vllm_function_raises_the_same_error():
             copy(torch.zeros(2, 2), torch.zeros(3, 3))
 
 
-@pytest.mark.parametrize("dst, src, words", [
-    (torch.zeros(4, 4), torch.zeros(4), ["(4, 4)", "(4,)", "rank"]),
-    (torch.zeros(4, 4), torch.zeros(2, 5), ["(2, 5)", "(4, 4)", "does not fit"]),
-    (torch.zeros(4, 4), torch.zeros(2, 2, dtype=torch.int32), ["torch.float32", "torch.int32"]),
-    (torch.zeros(4, 4, device="meta"), torch.zeros(2, 2), ["meta", "cpu"]),
-])
+@pytest.mark.parametrize(
+    "dst, src, words",
+    [
+        (torch.zeros(4, 4), torch.zeros(4), ["(4, 4)", "(4,)", "rank"]),
+        (torch.zeros(4, 4), torch.zeros(2, 5), ["(2, 5)", "(4, 4)", "does not fit"]),
+        (torch.zeros(4, 4), torch.zeros(2, 2, dtype=torch.int32), ["torch.float32", "torch.int32"]),
+        (torch.zeros(4, 4, device="meta"), torch.zeros(2, 2), ["meta", "cpu"]),
+    ],
+)
 def test_fixed_copy_refuses_and_writes_nothing(dst, src, words):
     before = dst.clone() if dst.device.type != "meta" else None
     with pytest.raises(ValueError) as err:
@@ -122,8 +128,12 @@ def test_fixed_copy_property(case):
     src = (torch.arange(int(torch.tensor(src_shape).prod())) % 2 + 1).reshape(src_shape).to(src_dtype or dtype)
     src = src.to(src_device)
     before = dst.clone()
-    valid = (len(src_shape) == len(dst_shape) and all(s <= d for s, d in zip(src_shape, dst_shape))
-             and src.dtype == dst.dtype and src.device == dst.device)
+    valid = (
+        len(src_shape) == len(dst_shape)
+        and all(s <= d for s, d in zip(src_shape, dst_shape))
+        and src.dtype == dst.dtype
+        and src.device == dst.device
+    )
     if valid:
         view = copy_to_persistent(dst, src)
         assert view.stride() == dst.stride()
@@ -132,7 +142,10 @@ def test_fixed_copy_property(case):
         with pytest.raises(ValueError) as err:
             copy_to_persistent(dst, src)
         message = str(err.value)
-        sides = [(str(tuple(dst.shape)), str(tuple(src.shape))), (str(dst.dtype), str(src.dtype)),
-                 (str(dst.device), str(src.device))]
+        sides = [
+            (str(tuple(dst.shape)), str(tuple(src.shape))),
+            (str(dst.dtype), str(src.dtype)),
+            (str(dst.device), str(src.device)),
+        ]
         assert any(a in message and b in message for a, b in sides), message
         assert torch.equal(dst, before)

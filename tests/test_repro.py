@@ -1,5 +1,4 @@
 """The subprocess runner classifies every way a child can end; the caller always survives."""
-import sys
 
 import pytest
 
@@ -27,14 +26,19 @@ def test_hang_is_killed_at_the_timeout():
 
 
 def test_grandchildren_are_killed_with_it():
-    out = child("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
-                " time.sleep(60)", timeout=2)
+    out = child(
+        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+        " time.sleep(60)",
+        timeout=2,
+    )
     assert out.status == "timeout"
 
 
 def test_cuda_illegal_address_text():
-    out = child("import sys; print('RuntimeError: CUDA error: an illegal memory access was encountered', "
-                "file=sys.stderr); sys.exit(1)")
+    out = child(
+        "import sys; print('RuntimeError: CUDA error: an illegal memory access was encountered', "
+        "file=sys.stderr); sys.exit(1)"
+    )
     assert out.status == "illegal_memory_access"
     assert "illegal memory access" in out.detail
 
@@ -45,21 +49,32 @@ def test_non_zero_exit_without_report():
 
 
 def test_refusal_text_from_any_process():
-    out = child("print(\"ValueError: Selected backend FLEX_ATTENTION is not valid for this configuration. "
-                "Reason: ['batch invariance not supported']\"); raise SystemExit(1)")
+    out = child(
+        'print("ValueError: Selected backend FLEX_ATTENTION is not valid for this configuration. '
+        "Reason: ['batch invariance not supported']\"); raise SystemExit(1)"
+    )
     assert out.status == "refused"
 
 
 def test_reported_records_and_status_come_back():
-    code = ("from flexfix.repro import Reporter; r = Reporter(); r.record({'step': 1}); "
-            "r.finish('wrong_result', 'max error 1.5', k=3)")
+    code = (
+        "from flexfix.repro import Reporter; r = Reporter(); r.record({'step': 1}); "
+        "r.finish('wrong_result', 'max error 1.5', k=3)"
+    )
     out = child(code)
-    assert (out.status, out.detail, out.records, out.extra) == ("wrong_result", "max error 1.5", [{"step": 1}], {"k": 3})
+    assert (out.status, out.detail, out.records, out.extra) == (
+        "wrong_result",
+        "max error 1.5",
+        [{"step": 1}],
+        {"k": 3},
+    )
 
 
 def test_records_before_a_crash_are_kept():
-    code = ("import os, signal; from flexfix.repro import Reporter; Reporter().record({'step': 'capture'}); "
-            "os.kill(os.getpid(), signal.SIGSEGV)")
+    code = (
+        "import os, signal; from flexfix.repro import Reporter; Reporter().record({'step': 'capture'}); "
+        "os.kill(os.getpid(), signal.SIGSEGV)"
+    )
     out = child(code)
     assert out.status == "error" and out.records == [{"step": "capture"}]
 

@@ -38,6 +38,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
 
     def broken_dumps(*a, **k):
         raise RuntimeError("disk full")
+
     monkeypatch.setattr(results.json, "dumps", broken_dumps)
     with pytest.raises(RuntimeError):
         results.write_results(tmp_path, "t", [{"a": 2}], "cpu")
@@ -56,11 +57,14 @@ def test_cpu_run_never_replaces_a_gpu_result(tmp_path):
         results.write_results(tmp_path, "t", [{"a": 3}], "cpu", prov=sneaky)
 
 
-@pytest.mark.parametrize("payload, message", [
-    ({"records": []}, "no provenance"),
-    ({"provenance": {"device_kind": "cuda"}, "records": []}, "lacks"),
-    ({"provenance": gpu_provenance()}, "no records"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"records": []}, "no provenance"),
+        ({"provenance": {"device_kind": "cuda"}, "records": []}, "lacks"),
+        ({"provenance": gpu_provenance()}, "no records"),
+    ],
+)
 def test_missing_provenance_fails_loudly(tmp_path, payload, message):
     path = tmp_path / "x-cuda.json"
     path.write_text(json.dumps(payload))
@@ -136,10 +140,12 @@ def test_recorded_decode_timing():
     from flexfix.tables import timing_ratios
 
     ratios = timing_ratios(table)
-    assert (ratios.graph_speedup > 1).all()                       # a replay never lost to an eager launch
-    assert ratios.bi_overhead.between(0.95, 1.05).all()           # batch-invariant options: no measurable cost
+    assert (ratios.graph_speedup > 1).all()  # a replay never lost to an eager launch
+    assert ratios.bi_overhead.between(0.95, 1.05).all()  # batch-invariant options: no measurable cost
     big = ratios[(ratios.batch >= 32) & (ratios.context >= 2048)]
-    assert (big.flex_bw_fraction < 0.2).all() and (big.sdpa_bw_fraction > 0.85).all()  # the shortfall notebook 05 explains
+    assert (big.flex_bw_fraction < 0.2).all() and (
+        big.sdpa_bw_fraction > 0.85
+    ).all()  # the shortfall notebook 05 explains
 
 
 def test_recorded_engine_batch_invariance():
@@ -156,7 +162,7 @@ def test_recorded_engine_batch_invariance():
     tiny = verdict.loc[[e.startswith("tiny") for e, _ in verdict.index]]
     assert tiny["invariant"].all() and len(tiny) == 12
     seeded = verdict.xs("seeded", level="sampling")
-    assert (seeded.fewest_distinct_tokens >= 30).all()            # not a degenerate token stream
+    assert (seeded.fewest_distinct_tokens >= 30).all()  # not a degenerate token stream
 
 
 def test_recorded_every_request_check():
@@ -184,8 +190,9 @@ def test_recorded_engine_throughput():
         table, prov = results.recorded(ROOT / "data", name)
         rows = engine_sweep.throughput_rows(table)
         assert (table.status == "ok").all() and len(table) == 6, name
-        assert set(zip(rows.graphs, rows.batch_invariant)) == {(g, b) for g in ("full", "piecewise", "eager")
-                                                                for b in (True, False)}, name
+        assert set(zip(rows.graphs, rows.batch_invariant)) == {
+            (g, b) for g in ("full", "piecewise", "eager") for b in (True, False)
+        }, name
         assert sorted(set(rows.requests)) == [48, 128] and (rows.output_tokens == rows.requests * 128).all()
         assert {len(s) for s in rows.seconds} == {prov["parameters"].get("repeats", 3)}, name
     table, _ = results.recorded_all(ROOT / "data", RECORDED_THROUGHPUT_TABLES + RECORDED_SWEEP_TABLES)
@@ -200,8 +207,12 @@ def test_recorded_engine_throughput():
     spread = tables.throughput_spread(speed)
     assert spread.between_engines.max() > 1.4 and (spread.engines >= 2).all()
     # The figures notebook 05 and data/README.md quote, to two decimals.
-    quoted = {("variance", "full/eager"): (1.06, 1.34, 1.54), ("variance", "full/piecewise"): (1.01, 1.15, 1.30),
-              ("variance", "piecewise/eager"): (0.91, 1.20, 1.36), ("variance", "BI1/BI0"): (0.65, 0.89, 1.27)}
+    quoted = {
+        ("variance", "full/eager"): (1.06, 1.34, 1.54),
+        ("variance", "full/piecewise"): (1.01, 1.15, 1.30),
+        ("variance", "piecewise/eager"): (0.91, 1.20, 1.36),
+        ("variance", "BI1/BI0"): (0.65, 0.89, 1.27),
+    }
     for key, figures in quoted.items():
         assert tuple(summary.loc[key, ["lowest", "median", "highest"]].round(2)) == figures, key
     assert round(summary.loc[("tiny", "BI1/BI0"), "median"], 2) == 1.01

@@ -1,4 +1,5 @@
 """Timing helpers and the bandwidth arithmetic, on CPU."""
+
 import pytest
 import torch
 
@@ -31,8 +32,7 @@ def test_copy_bandwidth_counts_read_and_write(monkeypatch):
 
 
 def test_cpu_decode_sweep_schema_and_arithmetic():
-    table = timing.decode_sweep([1, 4], [64], "cpu", case=timing.DecodeCase(4, 2, 32), warmup=1, reps=3,
-                                progress=False)
+    table = timing.decode_sweep([1, 4], [64], "cpu", case=timing.DecodeCase(4, 2, 32), warmup=1, reps=3, progress=False)
     assert list(table.columns) == timing.TIMING_COLUMNS
     assert set(table.impl) == {"sdpa dense", "flex pytorch eager"} and len(table) == 4
     r = table.iloc[0]

@@ -1,4 +1,5 @@
 """flexfix.vllm_patch against the installed vLLM 0.20.0, and against fake modules."""
+
 import importlib
 import os
 import subprocess
@@ -86,10 +87,12 @@ def fake_module(copy, with_backend=True):
     mod = types.ModuleType("fake_flex_attention")
     mod.copy_to_persistent = copy
     if with_backend:
+
         class FlexAttentionBackend:
             @classmethod
             def supports_batch_invariance(cls):
                 return False
+
         mod.FlexAttentionBackend = FlexAttentionBackend
     return mod
 
@@ -135,9 +138,11 @@ def test_plugin_patches_only_with_the_flag(flag, patched):
     env = {k: v for k, v in os.environ.items() if k != "FLEXFIX_PATCH"}
     if flag is not None:
         env["FLEXFIX_PATCH"] = flag
-    code = ("from vllm.plugins import load_general_plugins; load_general_plugins(); "
-            "from vllm.v1.attention.backends.flex_attention import FlexAttentionBackend as B; "
-            "print('BI', B.supports_batch_invariance())")
+    code = (
+        "from vllm.plugins import load_general_plugins; load_general_plugins(); "
+        "from vllm.v1.attention.backends.flex_attention import FlexAttentionBackend as B; "
+        "print('BI', B.supports_batch_invariance())"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"BI {patched}" in out.stdout
