@@ -97,6 +97,15 @@ def fake_module(copy, with_backend=True):
     return mod
 
 
+def test_a_copy_that_fails_the_probe_is_refused():
+    def broken(dst, src):
+        raise TypeError("unexpected")
+
+    with pytest.raises(RuntimeError, match="failed flexfix's probe"):
+        vllm_patch.apply(fake_module(broken))
+    assert not vllm_patch.is_patched()
+
+
 def test_unknown_layout_is_refused_with_the_missing_names():
     mod = fake_module(copy_to_persistent_as_strided, with_backend=False)
     with pytest.raises(RuntimeError, match="FlexAttentionBackend"):
@@ -104,14 +113,76 @@ def test_unknown_layout_is_refused_with_the_missing_names():
     assert mod.copy_to_persistent is copy_to_persistent_as_strided
 
 
-def test_a_vllm_fixed_upstream_is_left_alone(capsys):
-    from flexfix.persistent import copy_to_slice
+def upstream_sliced_copy(dst, src):
+    """vLLM 0.21.0's copy, as a vLLM module would define it (not flexfix's function)."""
+    view = dst[tuple(slice(0, n) for n in src.shape)]
+    view.copy_(src)
+    return view
 
-    mod = fake_module(copy_to_slice)
-    assert vllm_patch.fixed_upstream(mod) is True
+
+def test_a_vllm_fixed_upstream_is_left_alone(capsys):
+    mod = fake_module(upstream_sliced_copy)
+    assert vllm_patch.release_class(mod) == "sliced" and vllm_patch.fixed_upstream(mod) is True
     assert vllm_patch.apply(mod) is False
-    assert "already has the fix" in capsys.readouterr().out
-    assert mod.copy_to_persistent is copy_to_slice and not vllm_patch.is_patched()
+    assert "fixed upstream" in capsys.readouterr().out
+    assert mod.copy_to_persistent is upstream_sliced_copy and not vllm_patch.is_patched()
+
+
+def test_a_release_without_persistent_buffers_is_left_alone(capsys):
+    mod = fake_module(None)
+    del mod.copy_to_persistent
+    assert vllm_patch.release_class(mod) == "no_persistent_buffers" and not vllm_patch.fixed_upstream(mod)
+    assert vllm_patch.apply(mod) is False
+    assert "no persistent FlexAttention buffers" in capsys.readouterr().out
+    assert not hasattr(mod, "copy_to_persistent") and not vllm_patch.is_patched()
+    assert vllm_patch.status(mod)["release_class"] == "no_persistent_buffers"
+
+
+def test_flexfix_function_planted_outside_the_patch_is_not_taken_for_vllms():
+    mod = fake_module(copy_to_persistent)
+    with pytest.raises(RuntimeError, match="cannot tell what this vLLM ships"):
+        vllm_patch.fixed_upstream(mod)
+
+
+def test_fixed_upstream_judges_vllms_original_while_patched():
+    assert vllm_patch.apply() is True
+    assert fa.copy_to_persistent is copy_to_persistent
+    assert vllm_patch.fixed_upstream() is False and vllm_patch.status()["fixed_upstream"] is False
+    assert vllm_patch.status()["release_class"] == "as_strided"
+    assert "as_strided" in vllm_patch.sources()[0]
+
+
+def test_apply_and_revert_from_many_threads_at_once():
+    """Issue #13: two threads both 'patched' and the original was lost. Now exactly one apply wins,
+    exactly one revert wins, and vLLM's own objects come back."""
+    import threading
+
+    original = fa.copy_to_persistent
+    for _ in range(20):
+        barrier = threading.Barrier(8)
+        results = []
+
+        def worker(fn):
+            barrier.wait()
+            results.append(fn())
+
+        threads = [threading.Thread(target=worker, args=(vllm_patch.apply,)) for _ in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert sorted(results) == [False] * 7 + [True]
+        assert vllm_patch.is_patched() and vllm_patch.status()["fixed_upstream"] is False
+        barrier = threading.Barrier(8)
+        results.clear()
+        threads = [threading.Thread(target=worker, args=(vllm_patch.revert,)) for _ in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert sorted(results) == [False] * 7 + [True]
+        assert fa.copy_to_persistent is original and not vllm_patch.is_patched()
+        assert "supports_batch_invariance" not in fa.FlexAttentionBackend.__dict__
 
 
 def test_without_vllm_the_error_says_how_to_install(monkeypatch):
@@ -146,3 +217,59 @@ def test_plugin_patches_only_with_the_flag(flag, patched):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"BI {patched}" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "value, wanted",
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        (" 1", True),
+        ("on\n", True),
+        ("0", False),
+        ("", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+    ],
+)
+def test_flag_spellings(value, wanted):
+    from flexfix.vllm_plugin import patch_requested
+
+    assert patch_requested({"FLEXFIX_PATCH": value}) is wanted
+    assert patch_requested({}) is False
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "patch", "1.0"])
+def test_an_unknown_flag_value_is_refused_by_name(value):
+    from flexfix.vllm_plugin import patch_requested
+
+    with pytest.raises(ValueError, match=repr(value).replace(".", r"\.")):
+        patch_requested({"FLEXFIX_PATCH": value})
+
+
+def test_plugin_says_one_line_and_never_raises_where_nothing_can_be_patched(monkeypatch, capsys):
+    """0.19-style module (no buffers), 0.21-style (sliced) and an unknown layout: vLLM starts anyway."""
+    from flexfix import vllm_plugin
+
+    monkeypatch.setenv("FLEXFIX_PATCH", "1")
+    no_buffers = fake_module(None)
+    del no_buffers.copy_to_persistent
+    for mod, words in (
+        (no_buffers, "no persistent FlexAttention buffers"),
+        (fake_module(upstream_sliced_copy), "fixed upstream"),
+        (fake_module(None, with_backend=False), "was not patched"),
+    ):
+        monkeypatch.setattr(vllm_patch, "_module", lambda module=None, mod=mod: mod)
+        vllm_plugin.register()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0] and err[0].startswith("flexfix: FLEXFIX_PATCH is set"), err
+        assert not vllm_patch.is_patched()
+
+
+def test_a_mistyped_flag_stops_vllms_start_with_the_value_named():
+    env = {**os.environ, "FLEXFIX_PATCH": "ture"}
+    code = "from vllm.plugins import load_general_plugins; load_general_plugins()"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "ValueError: FLEXFIX_PATCH='ture' is not understood" in out.stderr
