@@ -158,29 +158,25 @@ def test_apply_and_revert_from_many_threads_at_once():
     import threading
 
     original = fa.copy_to_persistent
-    for _ in range(20):
-        barrier = threading.Barrier(8)
-        results = []
 
-        def worker(fn):
+    def all_at_once(fn, n=8):
+        barrier, results = threading.Barrier(n), []
+
+        def worker():
             barrier.wait()
             results.append(fn())
 
-        threads = [threading.Thread(target=worker, args=(vllm_patch.apply,)) for _ in range(8)]
+        threads = [threading.Thread(target=worker) for _ in range(n)]
         for th in threads:
             th.start()
         for th in threads:
             th.join()
-        assert sorted(results) == [False] * 7 + [True]
+        return sorted(results)
+
+    for _ in range(20):
+        assert all_at_once(vllm_patch.apply) == [False] * 7 + [True]
         assert vllm_patch.is_patched() and vllm_patch.status()["fixed_upstream"] is False
-        barrier = threading.Barrier(8)
-        results.clear()
-        threads = [threading.Thread(target=worker, args=(vllm_patch.revert,)) for _ in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        assert sorted(results) == [False] * 7 + [True]
+        assert all_at_once(vllm_patch.revert) == [False] * 7 + [True]
         assert fa.copy_to_persistent is original and not vllm_patch.is_patched()
         assert "supports_batch_invariance" not in fa.FlexAttentionBackend.__dict__
 
