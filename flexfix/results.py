@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,22 @@ def provenance(device: str, parameters: Mapping[str, Any] | None = None) -> dict
     }
 
 
-def results_path(results_dir: str | os.PathLike, name: str, device: str) -> Path:
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
+def results_path(results_dir: str | os.PathLike, name: str, device: str, *, partial: bool = False) -> Path:
+    """``results_dir/name-<device>.json`` (``.partial.json`` for a run still in progress)."""
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ValueError(f"results name must be a plain file stem, got {name!r}")
-    return Path(results_dir) / f"{name}-{device}.json"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"results device must be 'cpu' or 'cuda', got {device!r}")
+    return Path(results_dir) / f"{name}-{device}{'.partial' if partial else ''}.json"
+
+
+def _existing(path: Path) -> tuple[str | None, int | None]:
+    """(device kind, number of records) of a results file already at ``path``; Nones if unreadable."""
+    try:
+        payload = json.loads(path.read_text())
+        return payload["provenance"]["device_kind"], len(payload["records"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
 
 
 def write_results(
@@ -126,77 +139,155 @@ def write_results(
     device: str,
     parameters: Mapping[str, Any] | None = None,
     prov: Mapping[str, Any] | None = None,
+    *,
+    partial: bool = False,
+    replace: bool = False,
 ) -> Path:
     """Write ``table`` with provenance to ``results_dir/name-<device>.json``, atomically.
 
-    A temporary file in the same folder is renamed over the target, so a reader sees
-    the old file or the new one, never half of one.  A CPU run refuses to replace a
-    file recorded on a GPU.
+    A temporary file in the same folder is renamed over the target, so a reader sees the old file or
+    the new one, never half of one; a replaced file keeps its permissions.  Refused
+    (:class:`ResultsError`, nothing written): an empty table; a CPU run over a file recorded on a GPU;
+    and, unless ``replace``, a table with fewer records than the file it would replace.
+
+    ``partial=True`` is for a run in progress: it writes ``name-<device>.partial.json`` and never touches
+    the complete file, so an interrupted run keeps what it measured without replacing a finished result;
+    the final (non-partial) write removes the partial file.  NaN is written as ``null`` and infinities as
+    the strings ``"inf"``/``"-inf"`` (standard JSON).
     """
     prov = dict(prov) if prov is not None else provenance(device, parameters)
     records = table.to_dict(orient="records") if isinstance(table, pd.DataFrame) else list(table)
-    path = results_path(results_dir, name, prov["device_kind"])
-    if path.exists():
-        try:
-            old_kind = json.loads(path.read_text())["provenance"]["device_kind"]
-        except (ValueError, KeyError, TypeError):
-            old_kind = None
-        if old_kind == "cuda" and prov["device_kind"] != "cuda":
-            raise ResultsError(f"{path} holds a GPU-recorded result; a CPU run does not replace it")
+    path = results_path(results_dir, name, prov["device_kind"], partial=partial)
+    final = results_path(results_dir, name, prov["device_kind"])
+    if not records:
+        raise ResultsError(f"refusing to write {final}: the table has no records")
+    old_kind, old_count = _existing(final)
+    if old_kind == "cuda" and prov["device_kind"] != "cuda":
+        raise ResultsError(f"{final} holds a GPU-recorded result; a CPU run does not replace it")
+    if not partial and not replace and old_count is not None and len(records) < old_count:
+        raise ResultsError(
+            f"{final} holds {old_count} records and this run has {len(records)}: refusing to replace it with "
+            "fewer (write elsewhere, or replace it explicitly)"
+        )
+    payload = json.dumps(
+        {"provenance": _standard(prov), "records": _standard(records)}, indent=1, default=_jsonable, allow_nan=False
+    )
+    _atomic_write(path, payload + "\n")
+    if not partial:
+        results_path(results_dir, name, prov["device_kind"], partial=True).unlink(missing_ok=True)
+    return path
+
+
+def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps({"provenance": prov, "records": records}, indent=1, default=_jsonable)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(payload + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def _standard(value: Any) -> Any:
+    """``value`` with NaN -> None and +-inf -> "inf"/"-inf", recursively (for strict JSON)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {k: _standard(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_standard(v) for v in value]
+    if hasattr(value, "item") and not hasattr(value, "__len__"):  # numpy scalars
+        return _standard(value.item())
+    return value
 
 
 def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return _standard(value.tolist())
     if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, (tuple, set)):
-        return list(value)
+        return _standard(value.item())
+    if isinstance(value, set):
+        return sorted(value, key=str)
     return str(value)
 
 
-def read_results(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Load a results file; fails with :class:`ResultsError` if provenance is missing."""
-    path = Path(path)
-    try:
-        payload = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResultsError(f"no results file at {path}") from None
-    except ValueError as e:
-        raise ResultsError(f"{path} is not valid JSON: {e}") from None
-    prov = payload.get("provenance") if isinstance(payload, dict) else None
+def _check_provenance(path: Path, prov: Any) -> None:
     if not isinstance(prov, dict):
         raise ResultsError(f"{path} has no provenance: refusing to use its numbers")
     missing = [k for k in PROVENANCE_KEYS if k not in prov]
     if missing:
         raise ResultsError(f"{path}: provenance lacks {', '.join(missing)}")
-    if "records" not in payload:
+    if prov["device_kind"] not in ("cpu", "cuda"):
+        raise ResultsError(f"{path}: provenance device_kind is {prov['device_kind']!r}, not 'cpu' or 'cuda'")
+    empty = [k for k in ("device_name", "torch", "date") if not isinstance(prov[k], str) or not prov[k].strip()]
+    if empty:
+        raise ResultsError(f"{path}: provenance has no value for {', '.join(empty)}: refusing to use its numbers")
+    try:
+        _dt.datetime.fromisoformat(prov["date"])
+    except ValueError:
+        raise ResultsError(f"{path}: provenance date {prov['date']!r} is not an ISO date") from None
+    if not isinstance(prov["parameters"], dict):
+        raise ResultsError(f"{path}: provenance parameters must be a mapping, got {type(prov['parameters']).__name__}")
+
+
+def read_results(path: str | os.PathLike, *, columns: Sequence[str] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Load a results file and check it: provenance complete, records a non-empty list of objects, and
+    each record holding ``columns``.  Anything else is a :class:`ResultsError` naming the file and what is
+    wrong: a number without its origin, or a table that is not the one expected, is not a result."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"no results file at {path}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise ResultsError(f"cannot read {path}: {e}") from None
+    if not isinstance(payload, dict):
+        raise ResultsError(f"{path} is not a results file (a JSON object with provenance and records)")
+    _check_provenance(path, payload.get("provenance"))
+    records = payload.get("records")
+    if records is None:
         raise ResultsError(f"{path} has no records")
-    return pd.DataFrame(payload["records"]), prov
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ResultsError(f"{path}: records must be a list of objects")
+    if not records:
+        raise ResultsError(f"{path} has no records (an empty table is not a result)")
+    for i, record in enumerate(records):
+        missing = [c for c in columns if c not in record]
+        if missing:
+            raise ResultsError(f"{path}: record {i} lacks {', '.join(missing)} (not the table expected here)")
+    return pd.DataFrame(records), payload["provenance"]
 
 
-def recorded(data_dir: str | os.PathLike, name: str, device: str = "cuda") -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A result recorded earlier (by default on a GPU), with its provenance."""
-    return read_results(results_path(data_dir, name, device))
+def recorded(
+    data_dir: str | os.PathLike, name: str, device: str = "cuda", *, columns: Sequence[str] = ()
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A result recorded earlier (by default on a GPU), with its provenance, checked by :func:`read_results`."""
+    return read_results(results_path(data_dir, name, device), columns=columns)
 
 
 def recorded_all(
-    data_dir: str | os.PathLike, names: list[str], device: str = "cuda"
+    data_dir: str | os.PathLike, names: list[str], device: str = "cuda", *, columns: Sequence[str] = ()
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Several recorded tables of one kind, concatenated (column ``source``: the file's name), with
-    each file's provenance."""
-    loaded = [recorded(data_dir, name, device) for name in names]
+    each file's provenance; every file must exist and pass :func:`read_results`."""
+    if not names:
+        raise ValueError("recorded_all needs at least one results name")
+    loaded = [recorded(data_dir, name, device, columns=columns) for name in names]
     return (
         pd.concat([t.assign(source=name) for name, (t, _) in zip(names, loaded)], ignore_index=True),
         [p for _, p in loaded],

@@ -218,3 +218,108 @@ def test_recorded_engine_throughput():
     assert round(summary.loc[("tiny", "BI1/BI0"), "median"], 2) == 1.01
     worst = spread.groupby(level="model")[["between_engines", "within_engine"]].max().round(2)
     assert worst.loc["variance"].tolist() == [1.49, 1.40] and worst.loc["tiny"].tolist() == [1.60, 2.01]
+
+
+# Issue #13: results replaced by less, empty files, NaN, file modes, incomplete provenance.
+
+
+def test_a_run_with_fewer_records_does_not_replace_a_complete_file(tmp_path):
+    path = results.write_results(tmp_path, "t", [{"a": i} for i in range(84)], "cpu")
+    with pytest.raises(results.ResultsError, match="holds 84 records and this run has 3"):
+        results.write_results(tmp_path, "t", [{"a": i} for i in range(3)], "cpu")
+    assert len(json.loads(path.read_text())["records"]) == 84
+    results.write_results(tmp_path, "t", [{"a": 1}], "cpu", replace=True)
+    assert len(json.loads(path.read_text())["records"]) == 1
+
+
+def test_progress_goes_to_a_partial_file_and_the_final_write_removes_it(tmp_path):
+    final = results.write_results(tmp_path, "t", [{"a": i} for i in range(10)], "cpu")
+    partial = results.write_results(tmp_path, "t", [{"a": 0}], "cpu", partial=True)
+    assert partial.name == "t-cpu.partial.json" and len(json.loads(final.read_text())["records"]) == 10
+    results.write_results(tmp_path, "t", [{"a": i} for i in range(12)], "cpu")
+    assert not partial.exists() and len(json.loads(final.read_text())["records"]) == 12
+
+
+@pytest.mark.parametrize("table", [[], pd.DataFrame()])
+def test_an_empty_table_is_never_written(tmp_path, table):
+    with pytest.raises(results.ResultsError, match="no records"):
+        results.write_results(tmp_path, "t", table, "cpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_and_infinity_are_written_as_standard_json(tmp_path):
+    table = pd.DataFrame({"x": [1.0, float("nan"), float("inf")], "y": [[float("nan")], [2.0], [-float("inf")]]})
+    path = results.write_results(tmp_path, "t", table, "cpu")
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    records = json.loads(text)["records"]  # the standard parser, no NaN extension needed
+    assert records[1]["x"] is None and records[2]["x"] == "inf" and records[0]["y"] == [None]
+
+
+def test_a_replaced_file_keeps_its_mode_and_a_new_one_follows_the_umask(tmp_path):
+    path = results.write_results(tmp_path, "t", [{"a": 1}], "cpu")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    path.chmod(0o644)
+    results.write_results(tmp_path, "t", [{"a": 2}], "cpu")
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"device_kind": None}, "device_kind"),
+        ({"device_name": None}, "no value for device_name"),
+        ({"torch": ""}, "no value for torch"),
+        ({"date": "yesterday"}, "not an ISO date"),
+        ({"parameters": None}, "parameters must be a mapping"),
+        ({k: None for k in results.PROVENANCE_KEYS}, "device_kind"),
+    ],
+)
+def test_incomplete_provenance_is_refused_by_name(tmp_path, change, message):
+    path = tmp_path / "x-cuda.json"
+    path.write_text(json.dumps({"provenance": {**gpu_provenance(), **change}, "records": [{"a": 1}]}))
+    with pytest.raises(results.ResultsError, match=message):
+        results.read_results(path)
+
+
+@pytest.mark.parametrize(
+    "records, message",
+    [([], "no records"), ({"a": 1}, "list of objects"), ([1, 2], "list of objects"), ([{"b": 1}], "lacks a")],
+)
+def test_records_of_another_schema_are_refused(tmp_path, records, message):
+    path = tmp_path / "x-cuda.json"
+    path.write_text(json.dumps({"provenance": gpu_provenance(), "records": records}))
+    with pytest.raises(results.ResultsError, match=message):
+        results.read_results(path, columns=["a"])
+
+
+@pytest.mark.parametrize("payload", ["[]", "3", '"text"', "\xff\xfe"])
+def test_a_file_that_is_not_a_results_object_is_refused(tmp_path, payload):
+    path = tmp_path / "x-cuda.json"
+    path.write_bytes(payload.encode("latin-1"))
+    with pytest.raises(results.ResultsError, match="x-cuda.json"):
+        results.read_results(path)
+
+
+def test_recorded_all_refuses_a_missing_or_empty_member(tmp_path):
+    results.write_results(tmp_path, "first", [{"a": 1}], "cuda", prov=gpu_provenance())
+    (tmp_path / "second-cuda.json").write_text(json.dumps({"provenance": gpu_provenance(), "records": []}))
+    with pytest.raises(results.ResultsError, match="second-cuda.json has no records"):
+        results.recorded_all(tmp_path, ["first", "second"])
+    with pytest.raises(results.ResultsError, match="no results file"):
+        results.recorded_all(tmp_path, ["first", "third"])
+    with pytest.raises(ValueError, match="at least one"):
+        results.recorded_all(tmp_path, [])
+
+
+def test_every_recorded_file_is_strict_json():
+    for path in sorted((ROOT / "data").glob("*.json")):
+        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path.name} contains {c}"))
