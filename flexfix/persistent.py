@@ -41,12 +41,18 @@ def copy_to_persistent(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     """The fix: copy ``src`` into the leading slice of ``dst`` and return that slice.
 
     The returned view always has ``dst``'s strides, so a kernel captured on it reads
-    the same cells at every replay.  Unlike upstream, it refuses (``ValueError``)
-    a source of another rank, dtype or device, or one larger than ``dst`` in any
-    dimension; nothing is written when it refuses.
+    the same cells at every replay.  Unlike upstream, it refuses (``ValueError``, nothing
+    written) a source of another rank, dtype, device or layout, one larger than ``dst`` in
+    any dimension, and a destination that cannot be a persistent buffer (sparse, requiring
+    grad, or with cells shared between elements, as an ``expand``-ed view has).  A source that
+    shares memory with the destination (a view of the same buffer, transposed, say) is read
+    whole before anything is written, so the copy is the source's values as they were.
     """
     if not isinstance(dst, torch.Tensor) or not isinstance(src, torch.Tensor):
         raise TypeError(f"copy_to_persistent needs two tensors, got dst={type(dst).__name__}, src={type(src).__name__}")
+    for side, t in (("dst", dst), ("src", src)):
+        if t.layout != torch.strided:
+            raise ValueError(f"copy_to_persistent: {side} is a {t.layout} tensor; only dense (strided) tensors copy")
     if dst.ndim != src.ndim:
         raise ValueError(
             f"copy_to_persistent: rank mismatch, dst has shape {tuple(dst.shape)} "
@@ -61,7 +67,34 @@ def copy_to_persistent(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"copy_to_persistent: dtype mismatch, dst is {dst.dtype}, src is {src.dtype}")
     if dst.device != src.device:
         raise ValueError(f"copy_to_persistent: device mismatch, dst is on {dst.device}, src is on {src.device}")
+    if dst.requires_grad:
+        raise ValueError(
+            f"copy_to_persistent: dst of shape {tuple(dst.shape)} requires grad; a persistent buffer is a plain "
+            "tensor (allocate it without requires_grad, or pass dst.detach())"
+        )
+    if _shares_cells(dst, src.shape):
+        raise ValueError(
+            f"copy_to_persistent: dst of shape {tuple(dst.shape)} and strides {tuple(dst.stride())} maps several "
+            "elements to one memory cell (an expanded view?); a persistent buffer needs a cell per element"
+        )
+    if src.device.type != "meta" and _same_storage(dst, src):
+        src = src.clone()  # read the whole source before writing over it
     return copy_to_slice(dst, src)
+
+
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.untyped_storage().nbytes() > 0
+
+
+def _shares_cells(dst: torch.Tensor, shape: torch.Size) -> bool:
+    """Whether the leading ``shape`` slice of ``dst`` puts two elements in one storage cell."""
+    view = dst[tuple(slice(0, n) for n in shape)]
+    if view.numel() <= 1 or view.is_contiguous():
+        return False
+    if any(stride == 0 and size > 1 for size, stride in zip(view.shape, view.stride())):
+        return True
+    cells = storage_map(view).flatten()
+    return bool(cells.unique().numel() != cells.numel())
 
 
 def copy_to_slice(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:

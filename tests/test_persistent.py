@@ -149,3 +149,84 @@ def test_fixed_copy_property(case):
         ]
         assert any(a in message and b in message for a, b in sides), message
         assert torch.equal(dst, before)
+
+
+# Issue #13: overlapping sources and exotic layouts.
+
+
+@pytest.mark.parametrize("size, part", [((4, 8), 3), ((100, 100), 50)])
+def test_a_transposed_view_of_the_buffer_copies_its_values_as_they_were(size, part):
+    dst = torch.arange(size[0] * size[1]).reshape(size)
+    src = dst[:part, :part].t()
+    expected = src.clone()
+    view = copy_to_persistent(dst, src)
+    assert torch.equal(view, expected) and view.stride() == dst.stride()
+
+
+def test_a_shifted_view_of_the_buffer_copies_its_values_as_they_were():
+    dst = torch.arange(64).reshape(8, 8)
+    before = dst.clone()
+    src = dst[1:4, 2:7]
+    view = copy_to_persistent(dst, src)
+    assert torch.equal(view, before[1:4, 2:7])
+    assert torch.equal(dst[3:], before[3:]) and torch.equal(dst[:3, 5:], before[:3, 5:])
+
+
+@pytest.mark.parametrize(
+    "make_dst, words",
+    [
+        (lambda: torch.zeros(4, 8, requires_grad=True), ["requires grad", "(4, 8)"]),
+        (lambda: torch.zeros(8).expand(4, 8), ["one memory cell", "(4, 8)", "(0, 1)"]),
+        (lambda: torch.zeros(4, 8).to_sparse(), ["torch.sparse_coo", "dst"]),
+    ],
+    ids=["requires-grad", "expanded", "sparse"],
+)
+def test_exotic_destinations_are_refused_with_the_documented_error(make_dst, words):
+    dst = make_dst()
+    with pytest.raises(ValueError) as err:
+        copy_to_persistent(dst, torch.ones(2, 3))
+    assert all(w in str(err.value) for w in words), str(err.value)
+    if dst.layout == torch.strided:
+        assert not dst.detach().any()
+
+
+def test_a_sparse_source_is_refused_by_name():
+    with pytest.raises(ValueError, match="src is a torch.sparse_coo tensor"):
+        copy_to_persistent(torch.zeros(4, 8), torch.ones(2, 3).to_sparse())
+
+
+def test_an_expanded_source_is_fine_to_read():
+    view = copy_to_persistent(torch.zeros(4, 8), torch.arange(3.0).expand(2, 3))
+    assert view.tolist() == [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]]
+
+
+@st.composite
+def overlapping_cases(draw):
+    """A destination (possibly a strided view of a larger buffer) and a source that is a view of the same
+    storage: sliced with steps, optionally transposed, fitting inside the destination."""
+    rows, cols = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    base = torch.arange(rows * cols * 4, dtype=torch.int64).reshape(rows * 2, cols * 2)
+    step_r, step_c = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    dst = base[: rows * step_r : step_r, : cols * step_c : step_c]
+    r0, c0 = draw(st.integers(0, base.shape[0] - 1)), draw(st.integers(0, base.shape[1] - 1))
+    sr, sc = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    src = base[r0::sr, c0::sc]
+    if draw(st.booleans()):
+        src = src.t()
+    src = src[: min(src.shape[0], dst.shape[0]), : min(src.shape[1], dst.shape[1])]
+    return base, dst, src
+
+
+@settings(max_examples=600, deadline=None)
+@given(overlapping_cases())
+def test_overlapping_sources_property(case):
+    """Whatever the overlap: the copied slice holds the source's values as they were before the call, the
+    view has the destination's strides, and nothing outside the slice changed."""
+    base, dst, src = case
+    expected, before = src.clone(), dst.clone()
+    g, k = src.shape
+    view = copy_to_persistent(dst, src)
+    assert view.stride() == dst.stride() and torch.equal(view, expected)
+    after = dst.clone()
+    after[:g, :k] = before[:g, :k]
+    assert torch.equal(after, before)
