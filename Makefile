@@ -14,7 +14,7 @@ LOCK_CMD   := uv pip compile pyproject.toml $(addprefix --extra ,$(subst $(comma
               --python-version 3.11 -o $(LOCK)
 comma      := ,
 
-.PHONY: install notebooks test lab lock clean
+.PHONY: install notebooks test test-gpu lab lock clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ notebooks: $(STAMP)
 
 test: $(STAMP)
 	MPLBACKEND=agg $(BIN)/python -m pytest
+
+# On a GPU box only (never in CI): the notebooks with GPU parameters, then the GPU verdicts (tests/test_gpu.py).
+test-gpu: $(STAMP)
+	MPLBACKEND=agg $(BIN)/python -m pytest -m gpu tests/test_gpu.py
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
