@@ -32,12 +32,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from flexfix import children
 
 __all__ = [
     "STATUSES",
@@ -136,14 +139,16 @@ def _read_report(path: Path) -> tuple[list[dict], dict | None]:
     records, final = [], None
     if not path.exists():
         return records, final
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             obj = json.loads(line)
         except ValueError:
             continue
+        if not isinstance(obj, dict):
+            continue
         if "record" in obj:
             records.append(obj["record"])
-        elif "status" in obj:
+        elif obj.get("status") in STATUSES:
             final = obj
     return records, final
 
@@ -180,38 +185,46 @@ def run_child(
     env: dict[str, str] | None = None,
     sanitizer: bool = False,
     tail: int = 15,
+    stop: threading.Event | None = None,
 ) -> Outcome:
     """Run ``python <argv>`` in a child process and classify what it did.
 
     With ``sanitizer`` the child runs under ``compute-sanitizer --tool memcheck`` and
     ``PYTORCH_NO_CUDA_MEMORY_CACHING=1``; the number of errors it reports goes into
     ``extra["sanitizer_errors"]``.
+
+    The child leads its own process group (:mod:`flexfix.children`); whatever ends this call
+    -- the child's exit, its timeout, an interrupt (``KeyboardInterrupt``, re-raised) or
+    ``stop`` being set by another thread (:class:`flexfix.children.Stopped`) -- kills the
+    whole group, grandchildren included, and removes the child's temporary folder.
     """
-    with tempfile.TemporaryDirectory(prefix="flexfix-child-") as tmp:
+    cmd = [sys.executable, *argv]
+    if sanitizer:
+        tool = shutil.which("compute-sanitizer")
+        if tool is None:
+            return Outcome("error", "compute-sanitizer is not on PATH", command=cmd)
+        cmd = [tool, "--tool", "memcheck", "--print-limit", "10", *cmd]
+    tmp = tempfile.mkdtemp(prefix="flexfix-child-")
+    try:
         report = Path(tmp) / "report.jsonl"
         child_env = {**os.environ, **(env or {}), "FLEXFIX_REPORT": str(report), "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, *argv]
         if sanitizer:
-            tool = shutil.which("compute-sanitizer")
-            if tool is None:
-                return Outcome("error", "compute-sanitizer is not on PATH", command=cmd)
             child_env["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"
-            cmd = [tool, "--tool", "memcheck", "--print-limit", "10", *cmd]
         start = time.monotonic()
-        timed_out = False
-        with tempfile.TemporaryFile("w+") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
+        with open(Path(tmp) / "output.txt", "w+", errors="replace") as out:
+            proc = children.start(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env, stop=stop)
             try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                timed_out = children.wait(proc, timeout, stop=stop)
+            finally:
+                returncode = children.end(proc)
             out.seek(0)
             output = out.read()
         seconds = time.monotonic() - start
         records, final = _read_report(report)
-    status, detail, sig = classify(proc.returncode, output, final, timed_out)
+    finally:
+        with children.deferred_signals():
+            shutil.rmtree(tmp, ignore_errors=True)
+    status, detail, sig = classify(returncode, output, final, timed_out)
     extra = dict((final or {}).get("extra") or {})
     if sanitizer:
         m = _SANITIZER_ERRORS.search(output)
@@ -221,7 +234,7 @@ def run_child(
     return Outcome(
         status=status,
         detail=detail,
-        exit_code=proc.returncode,
+        exit_code=returncode,
         signal=sig,
         seconds=round(seconds, 2),
         stderr_tail=lines[-tail:],
