@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import random
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 import torch
 
-from flexfix import paged
+from flexfix import children, paged
 from flexfix.graphs import make_launch
 from flexfix.kernel_repro import COPIES, step_lengths, tolerance
 from flexfix.params import positive_int
@@ -52,6 +53,7 @@ __all__ = [
 KERNELS = ("flex", "analog_row", "analog_page")
 BATCHES = (1, 2, 3, 4, 8, 15, 16, 17, 24, 32, 48, 64, 96, 128)
 POSITIONS = ("first", "middle", "last")
+MAX_WORKERS = 64  # child processes at a time
 KERNEL_COLUMNS = [
     "config",
     "kernel",
@@ -351,13 +353,19 @@ def _from_spec(spec: dict) -> tuple[KernelConfig, SweepShape, str, list[tuple[in
 
 
 def _run_cells(
-    cfg: KernelConfig, sw: SweepShape, device: str, cells: list[tuple[int, str]], timeout: float
+    cfg: KernelConfig,
+    sw: SweepShape,
+    device: str,
+    cells: list[tuple[int, str]],
+    timeout: float,
+    stop: threading.Event | None = None,
 ) -> list[dict]:
-    """``cells`` of one configuration in child processes, a new child after each crash."""
+    """``cells`` of one configuration in child processes, a new child after each crash; ``stop``
+    (set by the sweep on an interrupt) kills the running child and starts no other."""
     rows: list[dict] = []
     todo = list(cells)
     while todo:
-        out = run_child(_child_argv(cfg, sw, device, todo), timeout=timeout)
+        out = run_child(_child_argv(cfg, sw, device, todo), timeout=timeout, stop=stop)
         ready = any("ready" in r for r in out.records)
         measured = [r for r in out.records if "ready" not in r]
         rows.extend(measured)
@@ -404,19 +412,31 @@ def kernel_sweep(
     configuration x batch size runs in its own children, that many at a time (separate
     processes, separate CUDA contexts: a crash stays in its child; bitwise results do not
     depend on what else runs).  ``save`` receives the table so far after each unit.
+
+    An interrupt (``KeyboardInterrupt``: Ctrl-C, a notebook's interrupt, SIGTERM under
+    :func:`flexfix.children.interruptible`) or a failing unit stops the sweep at once: the
+    units not started are cancelled, every running child is killed, the units that finished
+    are passed to ``save`` one last time, and the exception is re-raised.
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
-    from threading import Lock
 
     from tqdm.auto import tqdm
 
     configs = list(configs)
     for b in batches:
-        if not 1 <= b <= sw.paged.max_num_seqs:
-            raise ValueError(f"batch size {b} is outside 1..max_num_seqs={sw.paged.max_num_seqs}")
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= sw.paged.max_num_seqs:
+            raise ValueError(f"batch size {b!r} is outside 1..max_num_seqs={sw.paged.max_num_seqs}")
     for p in positions:
         needle_index(1, p)
-    positive_int("workers", workers)
+    positive_int("workers", workers, maximum=MAX_WORKERS)
+    names = [c.name for c in configs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"configuration {name!r} is listed twice")
+    for label, values in (("batch size", list(batches)), ("position", list(positions))):
+        for v in values:
+            if values.count(v) > 1:
+                raise ValueError(f"{label} {v!r} is listed twice")
     cells = [(b, p) for b in batches for p in positions]
     units = (
         [(cfg, [(b, p) for p in positions]) for cfg in configs for b in batches]
@@ -424,25 +444,43 @@ def kernel_sweep(
         else [(cfg, cells) for cfg in configs]
     )
     rows: list[dict] = []
-    lock = Lock()
     order = {(cfg.name, b, p): i for i, (cfg, (b, p)) in enumerate((c, cell) for c in configs for cell in cells)}
 
     def table() -> pd.DataFrame:
         ordered = sorted(rows, key=lambda r: order[(r["config"], r["batch"], r["position"])])
         return pd.DataFrame(ordered, columns=KERNEL_COLUMNS)
 
-    with (
-        tqdm(total=len(configs) * len(cells), desc="kernel sweep", disable=not progress) as bar,
-        ThreadPoolExecutor(max_workers=workers) as pool,
-    ):
-        futures = [pool.submit(_run_cells, cfg, sw, device, unit, timeout) for cfg, unit in units]
-        for future in as_completed(futures):
+    stop = threading.Event()
+    collected = set()
+    with tqdm(total=len(configs) * len(cells), desc="kernel sweep", disable=not progress) as bar:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        futures = [pool.submit(_run_cells, cfg, sw, device, unit, timeout, stop) for cfg, unit in units]
+
+        def collect(future) -> None:
+            collected.add(future)
             done = future.result()
-            with lock:
-                rows.extend(done)
-                bar.update(len(done))
+            rows.extend(done)
+            bar.update(len(done))
+            if save is not None:
+                save(table())
+
+        try:
+            for future in as_completed(futures):
+                collect(future)
+        except BaseException:
+            children.stop(stop)  # the running children die, the pool's threads start no other
+            pool.shutdown(wait=True, cancel_futures=True)
+            finished = [
+                f for f in futures if f not in collected and f.done() and not f.cancelled() and f.exception() is None
+            ]
+            if finished:
+                for f in finished:
+                    rows.extend(f.result())
                 if save is not None:
                     save(table())
+            raise
+        finally:
+            pool.shutdown(wait=True)
     return table()
 
 
