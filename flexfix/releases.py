@@ -75,6 +75,7 @@ __all__ = [
     "classify_source",
     "verdict",
     "survey",
+    "markdown_table",
     "check_patch",
     "main",
 ]
@@ -591,8 +592,8 @@ def readable_releases(releases: Mapping[Version, Sequence[DistFile]], source: st
         if source_candidates(files, source):
             readable[version] = files
         else:
-            wanted = "a manylinux x86_64 wheel or a .tar.gz sdist" if source == "auto" else f"a {source}"
-            left_out[str(version)] = f"no {wanted} on the index (files: {', '.join(f.filename for f in files)})"
+            wanted = "no manylinux x86_64 wheel and no .tar.gz sdist" if source == "auto" else f"no {source}"
+            left_out[str(version)] = f"{wanted} on the index (files: {', '.join(f.filename for f in files)})"
     return readable
 
 
@@ -620,6 +621,13 @@ def _interrupted(table: IncrementalTable) -> int:
     kept = f"kept {len(table.rows)} rows in {table.path(partial=True)}" if table.rows else "nothing was finished"
     print(f"\ninterrupted: {kept}", file=sys.stderr)
     return 130
+
+
+def markdown_table(records: Iterable[Mapping[str, Any]]) -> str:
+    """The ``version | class | verdict`` table of a survey, in Markdown (what README.md shows)."""
+    lines = ["| version | class | verdict |", "| --- | --- | --- |"]
+    lines += [f"| {r['version']} | `{r['copy_class']}` | {r['verdict']} |" for r in records]
+    return "\n".join(lines)
 
 
 # --- flexfix's patch against each release's real module ------------------------------------------------------------
