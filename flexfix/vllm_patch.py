@@ -222,7 +222,8 @@ def status(module: ModuleType | None = None) -> dict[str, Any]:
             "fixed_upstream": kind == "sliced",
             "patched": _patched_module is mod,
             "copy_to_persistent": None if copy is None else f"{copy.__module__}.{copy.__qualname__}",
-            "supports_batch_invariance": bool(supports_bi()) if supports_bi is not None else False,
+            # None: this release's backend has no such method (0.19.1 and earlier)
+            "supports_batch_invariance": bool(supports_bi()) if supports_bi is not None else None,
         }
 
 
@@ -242,6 +243,14 @@ def check_cycle(module: ModuleType | None = None) -> list[dict[str, Any]]:
     """Apply, probe, revert, probe again: one row per check with its observed value."""
     mod = _module(module)
     with _lock:
+        kind = release_class(mod)
+        if kind != "as_strided":  # nothing to patch: the check is that apply() leaves it alone
+            copy = getattr(mod, "copy_to_persistent", None)
+            return [
+                {"check": f"release class: {kind}", "value": True},
+                {"check": "apply() did nothing", "value": apply(mod, quiet=True) is False},
+                {"check": "copy_to_persistent unchanged", "value": getattr(mod, "copy_to_persistent", None) is copy},
+            ]
         was = is_patched()
         revert()
         original_copy = mod.copy_to_persistent

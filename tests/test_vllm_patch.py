@@ -269,3 +269,16 @@ def test_a_mistyped_flag_stops_vllms_start_with_the_value_named():
     code = "from vllm.plugins import load_general_plugins; load_general_plugins()"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "ValueError: FLEXFIX_PATCH='ture' is not understood" in out.stderr
+
+
+def test_status_and_check_cycle_on_a_release_without_buffers_or_batch_invariance():
+    """vLLM 0.19.1: no copy_to_persistent, and FlexAttentionBackend has no supports_batch_invariance at all."""
+    mod = fake_module(None)
+    del mod.copy_to_persistent
+    del mod.FlexAttentionBackend.supports_batch_invariance
+    s = vllm_patch.status(mod)
+    assert s["release_class"] == "no_persistent_buffers" and s["supports_batch_invariance"] is None
+    assert s["copy_to_persistent"] is None and s["patched"] is False
+    rows = vllm_patch.check_cycle(mod)
+    assert rows[0]["check"] == "release class: no_persistent_buffers" and all(r["value"] for r in rows)
+    assert not vllm_patch.is_patched()
