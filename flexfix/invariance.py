@@ -477,7 +477,10 @@ def kernel_sweep(
                 for f in finished:
                     rows.extend(f.result())
                 if save is not None:
-                    save(table())
+                    try:
+                        save(table())
+                    except Exception:  # noqa: BLE001 - the exception that stopped the sweep is the one to raise
+                        pass
             raise
         finally:
             pool.shutdown(wait=True)

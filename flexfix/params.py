@@ -6,9 +6,21 @@ value fails there with a message naming it, not twenty cells later.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 
-__all__ = ["DEVICES", "resolve_device", "positive_int", "positive_ints", "cuda_available"]
+__all__ = [
+    "DEVICES",
+    "resolve_device",
+    "positive_int",
+    "positive_ints",
+    "cuda_available",
+    "flag",
+    "parse_ints",
+    "writable_folder",
+]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -51,3 +63,49 @@ def positive_ints(name: str, values: Iterable[object], *, maximum: int | None = 
     if not values:
         raise ValueError(f"{name} must not be empty")
     return [positive_int(f"{name}[{i}]", v, maximum=maximum, minimum=minimum) for i, v in enumerate(values)]
+
+
+def flag(name: str, value: object) -> bool:
+    """``value`` if it is a real bool (``"false"``, 0 or 1 are not: a string is always true)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def parse_ints(
+    name: str, text: str, *, minimum: int = 1, maximum: int | None = None, allow_empty: bool = False
+) -> list[int]:
+    """``"1,8,16"`` from a command line -> ``[1, 8, 16]``, each in ``minimum..maximum`` and none twice;
+    otherwise ValueError naming ``name`` and the item (``""`` is the empty list only if ``allow_empty``)."""
+    if not text.strip():
+        if allow_empty:
+            return []
+        raise ValueError(f"{name} must not be empty")
+    values: list[int] = []
+    for item in text.split(","):
+        try:
+            value = int(item.strip())
+        except ValueError:
+            raise ValueError(f"{name}: {item.strip()!r} is not an integer (expected e.g. 1,8,16)") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+            raise ValueError(f"{name}: {value} is outside {bound}")
+        if value in values:
+            raise ValueError(f"{name}: {value} is listed twice")
+        values.append(value)
+    return values
+
+
+def writable_folder(name: str, path: str | os.PathLike) -> Path:
+    """``path`` as a folder this process can write into: created if missing, then a probe file is
+    written and removed.  Otherwise ValueError naming ``name``, the path and the reason."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{name} {str(folder)!r} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".flexfix-probe-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{name} {str(folder)!r} is not a writable folder: {e.strerror or e}") from None
+    return folder

@@ -8,20 +8,34 @@
                                              # engine invariance / every request / throughput (04, 05, 01)
 
 Meant for a GPU machine with vLLM 0.20.0; the files it writes are what ``data/`` holds.
-On CPU, ``kernel`` runs the frozen-launch analog instead (and says so in provenance).
+On CPU, ``kernel`` runs the frozen-launch analog instead (and says so in provenance); ``sanitizer``,
+``engine`` and ``engine-sweep`` need a GPU and are refused without one.
+
+Every argument is checked before any work: a bad value, a size over its maximum, an option that does
+not apply to the part, an unwritable ``--out``, ``--device cuda`` without a GPU, or a results file the
+run would replace with fewer records (without ``--replace``) is a usage error naming it (exit 2).
+Progress goes to ``<name>-<device>.partial.json`` after each unit (run, cell group, engine); the
+complete file is written at the end, and the partial one removed.  Ctrl-C or SIGTERM stops the run
+within seconds, kills every child process, keeps the finished units in the partial file, says where,
+and exits 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from flexfix import results
+from flexfix import children, params, results
 from flexfix.repro import Outcome, run_kernel_in_child
 
 # The engine tables recorded on the H100, in data/ (one run could not hold every scenario).
@@ -54,6 +68,17 @@ RECORDED_THROUGHPUT_TABLES = [
     "engine_throughput_tiny_repeat",
 ]
 
+# Largest values the command line accepts (refused by name above them, before any work).
+MAX_SEEDS = 100
+MAX_BATCH = 128  # the persistent buffers of the kernel repro and of the needle sweep hold 128 requests
+MAX_CONTEXT = 32768
+MAX_REQUESTS = 256  # engine runs (flexfix.engine_sweep.EngineRun)
+MAX_REPEATS = 100
+MAX_WORKERS = min(64, 4 * (os.cpu_count() or 1))
+# Keys and values one timed decode step reads (timing.kv_bytes); the sweep holds about twice that.
+MAX_TIMING_KV_BYTES = {"cpu": 4 << 30, "cuda": 16 << 30}
+GPU_PARTS = ("sanitizer", "engine", "engine-sweep")
+
 __all__ = [
     "RECORDED_ENGINE_TABLES",
     "RECORDED_SWEEP_TABLES",
@@ -84,14 +109,23 @@ def outcome_row(outcome: Outcome, **keys) -> dict:
     }
 
 
+def _no_save(table: pd.DataFrame) -> None:
+    pass
+
+
 def kernel_outcomes(
     device: str,
     seeds: Sequence[int],
     batches: Sequence[int],
     copies=("as_strided", "sliced"),
     progress: Callable[[str], None] = print,
+    save: Callable[[pd.DataFrame], None] = _no_save,
 ) -> pd.DataFrame:
-    """The torch-only repro for every copy x batch x seed, each in its own child."""
+    """The torch-only repro for every copy x batch x seed, each in its own child; ``save`` gets the
+    table after each run (an interrupt -- ``KeyboardInterrupt`` -- kills the running child and
+    leaves the saved runs where ``save`` put them)."""
+    seeds = params.positive_ints("seeds", seeds, minimum=0)
+    batches = params.positive_ints("batches", batches, maximum=MAX_BATCH)
     rows = []
     for copy in copies:
         for batch in batches:
@@ -108,16 +142,24 @@ def kernel_outcomes(
                         launch="graph" if device == "cuda" else "frozen",
                     )
                 )
+                save(pd.DataFrame(rows))
     return pd.DataFrame(rows)
 
 
-def sanitizer_outcomes(batch: int = 48, seed: int = 0, progress: Callable[[str], None] = print) -> pd.DataFrame:
+def sanitizer_outcomes(
+    batch: int = 48,
+    seed: int = 0,
+    progress: Callable[[str], None] = print,
+    save: Callable[[pd.DataFrame], None] = _no_save,
+) -> pd.DataFrame:
     """Both copies under compute-sanitizer memcheck (frozen launch, no caching allocator)."""
+    params.positive_int("batch", batch, maximum=MAX_BATCH)
     rows = []
     for copy in ("as_strided", "sliced"):
         out = run_kernel_in_child(copy, "cuda", batch, seed, sanitizer=True, timeout=240)
         progress(f"sanitizer {copy}: {out} ({out.extra.get('sanitizer_errors')} errors)")
         rows.append(outcome_row(out, copy=copy, batch=batch, seed=seed, device="cuda", launch="frozen"))
+        save(pd.DataFrame(rows))
     return pd.DataFrame(rows)
 
 
@@ -125,12 +167,15 @@ def engine_outcomes(
     names: Sequence[str],
     model_dir: Path,
     progress: Callable[[str], None] = print,
-    save: Callable[[pd.DataFrame], None] = lambda table: None,
+    save: Callable[[pd.DataFrame], None] = _no_save,
 ) -> pd.DataFrame:
     """Engine scenarios one after another (vLLM's memory profiling cannot share the GPU with
     another starting engine); ``save`` gets the table after each, so a cut-off run keeps them."""
     from flexfix.engine import SCENARIOS, run_scenario
 
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown engine scenario {unknown[0]!r}; expected one of {sorted(SCENARIOS)}")
     rows = []
     for name in names:
         out = run_scenario(name, model_dir)
@@ -161,10 +206,11 @@ def model_dir(config: str) -> Path:
 def engine_sweep(
     runs: Sequence,
     progress: Callable[[str], None] = print,
-    save: Callable[[pd.DataFrame], None] = lambda table: None,
+    save: Callable[[pd.DataFrame], None] = _no_save,
     timeout: float = 480,
 ) -> pd.DataFrame:
-    """:class:`flexfix.engine_sweep.EngineRun` s one after another, each in its own child."""
+    """:class:`flexfix.engine_sweep.EngineRun` s one after another, each in its own child; ``save``
+    gets the table after each engine."""
     from dataclasses import asdict
 
     from tqdm.auto import tqdm
@@ -181,73 +227,236 @@ def engine_sweep(
 
 
 def record_engine(
-    names: Sequence[str], out_dir, device: str, name: str = "engine_scenarios", progress: Callable[[str], None] = print
+    names: Sequence[str],
+    out_dir,
+    device: str,
+    name: str = "engine_scenarios",
+    progress: Callable[[str], None] = print,
+    *,
+    replace: bool = False,
 ) -> tuple[pd.DataFrame, Path]:
-    """Write the tiny Llama, run ``names`` one after another, save the table after each."""
+    """Write the tiny Llama, run ``names`` one after another, save the table after each (to the
+    partial file), then write the complete file (``replace``: even over one with more records)."""
     params = {"scenarios": list(names), "model": "tiny", "max_tokens": 32}
     model = model_dir("tiny")
     table = engine_outcomes(
-        names, model, progress, save=lambda t: results.write_results(out_dir, name, t, device, params)
+        names, model, progress, save=lambda t: results.write_results(out_dir, name, t, device, params, partial=True)
     )
-    return table, results.write_results(out_dir, name, table, device, params)
+    return table, results.write_results(out_dir, name, table, device, params, replace=replace)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flexfix.record")
-    p.add_argument("part", choices=["kernel", "sanitizer", "engine", "invariance", "timing", "engine-sweep"])
+# The command line.
+
+# Which parts use each option (an option given to a part that does not use it is refused).
+_OPTION_PARTS = {
+    "runs": ("engine-sweep",),
+    "requests": ("engine-sweep",),
+    "every_request": ("engine-sweep",),
+    "throughput": ("engine-sweep",),
+    "repeats": ("engine-sweep",),
+    "configs": ("invariance",),
+    "workers": ("invariance",),
+    "capture_len": ("invariance",),
+    "contexts": ("timing",),
+    "seeds": ("kernel",),
+    "batches": ("kernel", "sanitizer", "invariance", "timing"),
+    "scenarios": ("engine",),
+}
+_DEFAULT_NAMES = {
+    "kernel": "ima_kernel",
+    "sanitizer": "ima_sanitizer",
+    "engine": "engine_scenarios",
+    "invariance": "kernel_invariance",
+    "timing": "decode_timing",
+    "engine-sweep": "engine_sweep",
+}
+_UNITS = {
+    "kernel": "runs",
+    "sanitizer": "runs",
+    "engine": "engine scenarios",
+    "invariance": "cells",
+    "timing": "timings",
+    "engine-sweep": "engines",
+}
+_DEFAULT_SCENARIOS = "a,b,c,d,threshold,stock_16,stock_17,stock_24,stock_32,patched_inprocess,patched_plugin"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m flexfix.record",
+        description="Record the GPU evidence with provenance (see the module's docstring).",
+    )
+    p.add_argument("part", choices=list(_DEFAULT_NAMES))
     p.add_argument("--name", default=None, help="results name (default: the part's)")
-    p.add_argument("--runs", default="tiny:bi1:full", help="engine-sweep: MODEL:bi0|bi1|stock:full|piecewise|eager,...")
+    p.add_argument("--runs", default=None, help="engine-sweep: MODEL:bi0|bi1|stock:full|piecewise|eager,...")
     p.add_argument("--requests", default=None, help="engine-sweep: needle batch sizes (default: all of REQUESTS)")
-    p.add_argument("--every-request", default="", help="engine-sweep: N for which every request is checked")
-    p.add_argument("--throughput", default="", help="engine-sweep: N for output tokens per second")
-    p.add_argument("--repeats", type=int, default=3, help="engine-sweep: timed repetitions per throughput N")
-    p.add_argument("--configs", default="", help="invariance: KERNEL:OPTIONS:LAUNCH:COPY,... (default: all)")
-    p.add_argument("--workers", type=int, default=1, help="invariance: child processes at a time")
-    p.add_argument("--capture-len", type=int, default=500, help="invariance: longest sequence at graph capture")
-    p.add_argument("--contexts", default="256,1024,4096,8192", help="timing: context lengths")
-    p.add_argument("--out", default="build/results")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--every-request", default=None, help="engine-sweep: N for which every request is checked")
+    p.add_argument("--throughput", default=None, help="engine-sweep: N for output tokens per second")
+    p.add_argument(
+        "--repeats", type=int, default=None, help=f"engine-sweep: timed repetitions per throughput N (1..{MAX_REPEATS})"
+    )
+    p.add_argument("--configs", default=None, help="invariance: KERNEL:OPTIONS:LAUNCH:COPY,... (default: all)")
+    p.add_argument(
+        "--workers", type=int, default=None, help=f"invariance: child processes at a time (1..{MAX_WORKERS})"
+    )
+    p.add_argument("--capture-len", type=int, default=None, help="invariance: longest sequence at graph capture")
+    p.add_argument("--contexts", default=None, help=f"timing: context lengths (each 1..{MAX_CONTEXT})")
+    p.add_argument("--out", default="build/results", help="results folder (created if missing)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if a GPU is usable")
+    p.add_argument("--seeds", type=int, default=None, help=f"kernel: seeds 0..N-1 (N in 1..{MAX_SEEDS})")
     p.add_argument(
         "--batches",
-        default="",
-        help="batch sizes (defaults: kernel/sanitizer 48; invariance "
+        default=None,
+        help=f"batch sizes, each 1..{MAX_BATCH} (defaults: kernel/sanitizer 48; invariance "
         "flexfix.invariance.BATCHES; timing 1,8,16,32,64,128)",
     )
+    p.add_argument("--scenarios", default=None, help=f"engine: scenario names (default: {_DEFAULT_SCENARIOS})")
     p.add_argument(
-        "--scenarios", default="a,b,c,d,threshold,stock_16,stock_17,stock_24,stock_32,patched_inprocess,patched_plugin"
+        "--replace",
+        action="store_true",
+        help="replace a results file holding more records than this run writes (or a partial file left by an "
+        "interrupted run); without it such a run is refused before it starts",
     )
-    args = p.parse_args(argv)
-    import torch
+    return p
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
-    def ints(text):
-        return tuple(int(x) for x in text.split(",") if x)
+@dataclass
+class _Job:
+    """What a part will do, decided (and every argument checked) before any of it runs."""
 
-    batches = list(ints(args.batches))
-    if args.part in ("kernel", "sanitizer"):
-        batches = batches or [48]
-    elif args.part == "timing":
-        batches = batches or [1, 8, 16, 32, 64, 128]
+    part: str
+    name: str
+    device: str
+    params: dict[str, Any]
+    run: Callable[[Callable[[pd.DataFrame], None]], pd.DataFrame]
+    expected: int | None  # records the complete file will hold, where known in advance
 
-    def save(name, params):
-        return lambda table: results.write_results(args.out, name, table, device, params)
 
-    if args.part == "invariance":
+def _check(p: argparse.ArgumentParser, check: Callable[[], Any]) -> Any:
+    """``check()``, a ValueError turned into argparse's usage error (exit 2)."""
+    try:
+        return check()
+    except ValueError as e:
+        p.error(str(e))
+
+
+def _prefixed(option: str, fn: Callable, *args: Any) -> Any:
+    """``fn(*args)``, its ValueError prefixed with the option it is about."""
+    try:
+        return fn(*args)
+    except ValueError as e:
+        raise ValueError(f"{option}: {e}") from None
+
+
+def _ints(p, option: str, text: str, **bounds) -> list[int]:
+    return _check(p, lambda: params.parse_ints(option, text, **bounds))
+
+
+def _device(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    has_gpu = params.cuda_available()
+    if args.device == "cuda" and not has_gpu:
+        p.error("--device cuda: this machine has no usable CUDA GPU (torch.cuda.is_available() is False)")
+    device = args.device or ("cuda" if has_gpu else "cpu")
+    if args.part in GPU_PARTS and device != "cuda":
+        why = "compute-sanitizer" if args.part == "sanitizer" else "the vLLM engine"
+        p.error(
+            f"record {args.part} needs a CUDA GPU ({why}); "
+            + ("none is usable here" if not has_gpu else "not --device cpu")
+        )
+    if args.part == "sanitizer" and shutil.which("compute-sanitizer") is None:
+        p.error("record sanitizer needs compute-sanitizer on PATH (CUDA toolkit); it is not there")
+    return device
+
+
+def _plan(p: argparse.ArgumentParser, args: argparse.Namespace) -> _Job:
+    """Check every argument (exit 2 naming the first bad one) and decide what the part will do."""
+    part = args.part
+    for option, parts in _OPTION_PARTS.items():
+        if getattr(args, option) is not None and part not in parts:
+            flag = "--" + option.replace("_", "-")
+            p.error(f"{flag} does not apply to record {part} (it is an option of: {', '.join(parts)})")
+    name = args.name or _DEFAULT_NAMES[part]
+    _check(p, lambda: _prefixed("--name", results.results_path, args.out, name, "cpu"))  # a plain file stem
+    if part == "kernel":
+        seeds = _check(
+            p, lambda: params.positive_int("--seeds", 5 if args.seeds is None else args.seeds, maximum=MAX_SEEDS)
+        )
+        batches = _ints(p, "--batches", args.batches or "48", maximum=MAX_BATCH)
+        device = _device(p, args)
+        job_params = {"seeds": list(range(seeds)), "batches": batches}
+        return _Job(
+            part,
+            name,
+            device,
+            job_params,
+            lambda save: kernel_outcomes(device, job_params["seeds"], batches, save=save),
+            2 * len(batches) * seeds,
+        )
+    if part == "sanitizer":
+        batches = _ints(p, "--batches", args.batches or "48", maximum=MAX_BATCH)
+        if len(batches) != 1:
+            p.error(f"--batches: record sanitizer runs one batch size, got {len(batches)} ({args.batches})")
+        device = _device(p, args)
+        return _Job(
+            part,
+            name,
+            device,
+            {"batch": batches[0], "seed": 0},
+            lambda save: sanitizer_outcomes(batches[0], save=save),
+            2,
+        )
+    if part == "engine":
+        from flexfix.engine import SCENARIOS
+
+        names = [s.strip() for s in (args.scenarios if args.scenarios is not None else _DEFAULT_SCENARIOS).split(",")]
+        for n in names:
+            if n not in SCENARIOS:
+                p.error(f"--scenarios: unknown scenario {n!r}; expected some of {', '.join(SCENARIOS)}")
+            if names.count(n) > 1:
+                p.error(f"--scenarios: {n} is listed twice")
+        device = _device(p, args)
+        job_params = {"scenarios": names, "model": "tiny", "max_tokens": 32}
+        return _Job(
+            part,
+            name,
+            device,
+            job_params,
+            lambda save: engine_outcomes(names, model_dir("tiny"), save=save),
+            len(names),
+        )
+    if part == "invariance":
         from flexfix import invariance
 
-        name = args.name or "kernel_invariance"
-        configs = (
-            invariance.parse_configs(args.configs)
-            if args.configs
-            else invariance.gpu_configs()
-            if device == "cuda"
-            else invariance.cpu_configs()
+        workers = _check(
+            p,
+            lambda: params.positive_int("--workers", 1 if args.workers is None else args.workers, maximum=MAX_WORKERS),
         )
-        sweep = invariance.SweepShape(capture_len=args.capture_len)
-        batches = batches or list(invariance.BATCHES)
-        params = {
+        capture_len = 500 if args.capture_len is None else args.capture_len
+        sweep = _check(p, lambda: _capture(invariance, capture_len))
+        batches = _ints(
+            p, "--batches", args.batches or ",".join(map(str, invariance.BATCHES)), maximum=sweep.paged.max_num_seqs
+        )
+        configs = (
+            _check(p, lambda: _prefixed("--configs", invariance.parse_configs, args.configs))
+            if args.configs is not None
+            else None
+        )
+        if configs is not None:
+            if not configs:
+                p.error("--configs: no configuration given (expected KERNEL:OPTIONS:LAUNCH:COPY,...)")
+            seen = [c.name for c in configs]
+            for c in seen:
+                if seen.count(c) > 1:
+                    p.error(f"--configs: {c!r} is listed twice")
+        device = _device(p, args)
+        if configs is None:
+            configs = invariance.gpu_configs() if device == "cuda" else invariance.cpu_configs()
+        for c in configs:
+            if c.launch == "graph" and device != "cuda":
+                p.error(
+                    f"--configs: {c.kernel}:{c.options}:{c.launch}:{c.copy} needs a CUDA graph, and this run is on cpu"
+                )
+        job_params = {
             "configs": [c.name for c in configs],
             "batches": batches,
             "positions": list(invariance.POSITIONS),
@@ -255,39 +464,168 @@ def main(argv: Sequence[str] | None = None) -> int:
             "capture_len": sweep.capture_len,
             "shape": str(sweep.paged),
         }
-        table = invariance.kernel_sweep(configs, sweep, device, batches, workers=args.workers, save=save(name, params))
-    elif args.part == "timing":
+        return _Job(
+            part,
+            name,
+            device,
+            job_params,
+            lambda save: invariance.kernel_sweep(configs, sweep, device, batches, workers=workers, save=save),
+            len(configs) * len(batches) * len(invariance.POSITIONS),
+        )
+    if part == "timing":
         from flexfix import timing
 
-        name = args.name or "decode_timing"
-        params = {"batches": batches, "contexts": list(ints(args.contexts)), "case": str(timing.DecodeCase())}
-        table = timing.decode_sweep(batches, params["contexts"], device, save=save(name, params))
-    elif args.part == "engine-sweep":
-        from flexfix.engine_sweep import REQUESTS, parse_runs
+        batches = _ints(p, "--batches", args.batches or "1,8,16,32,64,128", maximum=MAX_BATCH)
+        contexts = _ints(p, "--contexts", args.contexts or "256,1024,4096,8192", maximum=MAX_CONTEXT)
+        device = _device(p, args)
+        case = timing.DecodeCase()
+        dtype = "bfloat16" if device == "cuda" else "float32"
+        import torch
 
-        name = args.name or "engine_sweep"
-        runs = parse_runs(
-            args.runs,
-            requests=REQUESTS if args.requests is None else ints(args.requests),
-            every_request=ints(args.every_request),
-            throughput=ints(args.throughput),
-            repeats=args.repeats,
+        need = timing.kv_bytes(max(batches), max(contexts), case.num_kv_heads, case.head_dim, getattr(torch, dtype))
+        if need > MAX_TIMING_KV_BYTES[device]:
+            p.error(
+                f"--batches {max(batches)} with --contexts {max(contexts)}: one step reads {need / 2**30:.1f} GiB of "
+                f"keys and values ({dtype}); the limit on {device} is {MAX_TIMING_KV_BYTES[device] / 2**30:.0f} GiB "
+                "(choose smaller --batches or --contexts)"
+            )
+        job_params = {"batches": batches, "contexts": contexts, "case": str(case)}
+        return _Job(
+            part, name, device, job_params, lambda save: timing.decode_sweep(batches, contexts, device, save=save), None
         )
-        params = {"runs": [r.name for r in runs], "repeats": args.repeats}
-        table = engine_sweep(runs, save=save(name, params))
-    elif args.part == "kernel":
-        params = {"seeds": list(range(args.seeds)), "batches": batches}
-        table = kernel_outcomes(device, params["seeds"], batches)
-        name = "ima_kernel"
-    elif args.part == "sanitizer":
-        params = {"batch": batches[0], "seed": 0}
-        table = sanitizer_outcomes(batches[0])
-        name = "ima_sanitizer"
-    else:
-        _, path = record_engine(args.scenarios.split(","), args.out, device, name=args.name or "engine_scenarios")
-        print(f"wrote {path}")
-        return 0
-    path = results.write_results(args.out, name, table, device, params)
+    # engine-sweep
+    from flexfix.engine_sweep import REQUESTS, parse_runs
+
+    if args.runs is not None and not args.runs.strip():
+        p.error("--runs: no engine run given (expected MODEL:bi0|bi1|stock:GRAPHS,...)")
+    requests = (
+        REQUESTS
+        if args.requests is None
+        else _ints(p, "--requests", args.requests, maximum=MAX_REQUESTS, allow_empty=True)
+    )
+    every = _ints(p, "--every-request", args.every_request or "", maximum=MAX_REQUESTS, allow_empty=True)
+    throughput = _ints(p, "--throughput", args.throughput or "", maximum=MAX_REQUESTS, allow_empty=True)
+    repeats = _check(
+        p, lambda: params.positive_int("--repeats", 3 if args.repeats is None else args.repeats, maximum=MAX_REPEATS)
+    )
+    if not (requests or every or throughput):
+        p.error("--requests, --every-request and --throughput are all empty: the engines would measure nothing")
+    runs = _check(
+        p,
+        lambda: _runs(parse_runs, args.runs or "tiny:bi1:full", requests, every, throughput, repeats),
+    )
+    names = [r.name for r in runs]
+    for n in names:
+        if names.count(n) > 1:
+            p.error(f"--runs: {n!r} is listed twice")
+    device = _device(p, args)
+    return _Job(
+        part,
+        name,
+        device,
+        {"runs": names, "repeats": repeats},
+        lambda save: engine_sweep(runs, save=save),
+        len(runs),
+    )
+
+
+def _capture(invariance, capture_len: int):
+    params.positive_int("--capture-len", capture_len)
+    try:
+        return invariance.SweepShape(capture_len=capture_len)
+    except ValueError as e:
+        raise ValueError(f"--capture-len {capture_len}: {e}") from None
+
+
+def _runs(parse_runs, text, requests, every, throughput, repeats):
+    try:
+        return parse_runs(
+            text, requests=tuple(requests), every_request=tuple(every), throughput=tuple(throughput), repeats=repeats
+        )
+    except ValueError as e:
+        raise ValueError(f"--runs: {e}") from None
+
+
+def _recorded(path: Path) -> tuple[str | None, int | None] | None:
+    """(device kind, records) of a results file at ``path``; None if there is none; Nones if unreadable."""
+    if not path.exists():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+        return payload["provenance"]["device_kind"], len(payload["records"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
+def _check_out(p: argparse.ArgumentParser, args: argparse.Namespace, job: _Job) -> None:
+    """``--out`` a writable folder, and nothing there this run would replace unasked."""
+    _check(p, lambda: params.writable_folder("--out", args.out))
+    final = results.results_path(args.out, job.name, job.device)
+    partial = results.results_path(args.out, job.name, job.device, partial=True)
+    old = _recorded(final)
+    if job.device == "cpu" and old is not None and old[0] == "cuda":
+        p.error(f"--out: {final} holds a GPU-recorded result; a CPU run does not replace it")
+    if (
+        old is not None
+        and old[1] is not None
+        and job.expected is not None
+        and job.expected < old[1]
+        and not args.replace
+    ):
+        p.error(
+            f"--out: {final} holds {old[1]} records and this run would write {job.expected}: pass --replace to "
+            "replace it, or choose another --out or --name"
+        )
+    left = _recorded(partial)
+    if left is not None and not args.replace:
+        what = f"{left[1]} records" if left[1] is not None else "an unreadable table"
+        p.error(
+            f"--out: {partial} holds {what} of an interrupted run: move it away first, or pass --replace to "
+            "overwrite it"
+        )
+
+
+class _Progress:
+    """The ``save`` of a running part: the table so far, to the partial results file."""
+
+    def __init__(self, out: str, job: _Job):
+        self.out, self.job = out, job
+        self.path: Path | None = None
+        self.count = 0
+
+    def __call__(self, table: pd.DataFrame) -> None:
+        self.path = results.write_results(
+            self.out, self.job.name, table, self.job.device, self.job.params, partial=True
+        )
+        self.count = len(table)
+
+    def kept(self) -> str:
+        unit = _UNITS[self.job.part]
+        if self.path is None:
+            return f"no {unit} had finished: nothing written"
+        return f"the {self.count} finished {unit} are kept in {self.path}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    prog = f"{p.prog} {args.part}"
+    progress: _Progress | None = None
+    try:
+        with children.interruptible():
+            job = _plan(p, args)
+            _check_out(p, args, job)
+            progress = _Progress(args.out, job)
+            try:
+                table = job.run(progress)
+                path = results.write_results(args.out, job.name, table, job.device, job.params, replace=args.replace)
+            except (results.ResultsError, OSError) as e:
+                print(f"{prog}: {e}; {progress.kept()}", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt as exc:
+        kept = progress.kept() if progress is not None else "nothing had started"
+        print(f"{prog}: interrupted by {children.signal_name(exc)}; {kept}", file=sys.stderr)
+        return children.exit_status(exc)
     print(f"wrote {path}")
     return 0
 
