@@ -34,8 +34,9 @@ __all__ = [
 
 
 def provenance_line(prov: Mapping[str, Any]) -> str:
+    driver = f" (driver {prov['driver']})" if prov.get("driver") else ""
     return (
-        f"recorded on {prov['device_name']} (driver {prov['driver']}), torch {prov['torch']}, "
+        f"recorded on {prov['device_name']}{driver}, torch {prov['torch']}, "
         f"vLLM {prov['vllm']}, commit {str(prov['git_commit'])[:10]}, {prov['date']}"
     )
 
@@ -315,3 +316,83 @@ def throughput_spread(rows: pd.DataFrame) -> pd.DataFrame:
     out["between_engines"] = out["highest"] / out["lowest"]
     out["within_engine"] = groups["within"].max()
     return out
+
+
+# Releases and the patch (notebook 02).
+
+
+def release_ranges(releases: pd.DataFrame) -> pd.DataFrame:
+    """The recorded release survey as runs of consecutive releases that share a class: first, last, how many,
+    the class of their ``copy_to_persistent``, the verdict, and whether ``supports_batch_invariance`` is
+    overridden."""
+    from packaging.version import Version
+
+    ordered = releases.assign(_v=[Version(v) for v in releases["version"]]).sort_values("_v")
+    rows: list[dict[str, Any]] = []
+    for _, r in ordered.iterrows():
+        key = (r["copy_class"], r["verdict"], bool(r["bi_override"]))
+        if rows and rows[-1]["_key"] == key:
+            rows[-1].update(last=r["version"], releases=rows[-1]["releases"] + 1)
+        else:
+            rows.append(
+                {
+                    "_key": key,
+                    "first": r["version"],
+                    "last": r["version"],
+                    "releases": 1,
+                    "copy_to_persistent": r["copy_class"],
+                    "verdict": r["verdict"],
+                    "supports_batch_invariance overridden": bool(r["bi_override"]),
+                }
+            )
+    return pd.DataFrame(rows).drop(columns="_key")
+
+
+def release_checks(checks: pd.DataFrame) -> pd.DataFrame:
+    """flexfix's patch against each release's real module: release class, what apply() returned, the strides
+    of a [2, 3] copy into a [4, 8] buffer before and after, supports_batch_invariance() before and after, and
+    the plugin's line with FLEXFIX_PATCH=1."""
+
+    def strides(copy):
+        return None if not isinstance(copy, Mapping) else tuple(copy["strides"])
+
+    return pd.DataFrame(
+        {
+            "vLLM": checks["version"],
+            "release class": checks["release_class"],
+            "apply()": checks["apply"],
+            "strides before": [strides(c) for c in checks["copy_before"]],
+            "strides after": [strides(c) for c in checks["copy_after"]],
+            "batch invariance before": checks["bi_before"],
+            "after": checks["bi_after"],
+            "plugin says": [" ".join(lines) for lines in checks["plugin_stderr"]],
+            "differences from expected": [len(g) for g in checks["gaps"]],
+        }
+    ).set_index("vLLM")
+
+
+def source_diff(original: str, fixed: str, fixed_name: str = "the fix (vLLM PR #40842, 0.21.0)") -> str:
+    """A unified diff from vLLM 0.20.0's ``copy_to_persistent`` to the fixed rule, for reading side by side."""
+    import difflib
+
+    return "".join(
+        difflib.unified_diff(
+            original.splitlines(keepends=True),
+            fixed.splitlines(keepends=True),
+            fromfile="vLLM 0.20.0: copy_to_persistent",
+            tofile=fixed_name,
+        )
+    )
+
+
+def select_scenarios(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The rows of ``table`` for the engine scenarios ``names``, in that order; a ResultsError naming every
+    scenario that is missing (a recorded file that lost rows must not be shown as if complete)."""
+    from flexfix.results import ResultsError
+
+    missing = [n for n in names if n not in set(table["scenario"])]
+    if missing:
+        raise ResultsError(
+            f"no recorded run of scenario(s) {', '.join(missing)} (have {sorted(set(table['scenario']))})"
+        )
+    return pd.concat([table[table["scenario"] == n] for n in names], ignore_index=True)
