@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,7 +143,17 @@ def write_llama(path: str | os.PathLike, config: str = "tiny", seed: int = 0) ->
     torch.manual_seed(seed)
     cfg = LlamaConfig(**LLAMA_CONFIGS[config], tie_word_embeddings=False)
     model = LlamaForCausalLM(cfg).to(torch.bfloat16)
-    model.save_pretrained(path, safe_serialization=True)
+    # Written next to its place and renamed: an interrupted write (config.json is written before the
+    # weights) must not leave a checkpoint that looks complete.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if path.exists():  # left by an earlier interrupted write (no config.json)
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -271,11 +271,12 @@ def run_kernel_in_child(
     launch: str = "auto",
     sanitizer: bool = False,
     timeout: float = 600,
+    stop: threading.Event | None = None,
 ) -> Outcome:
     """The torch-only reproduction (:mod:`flexfix.kernel_repro`) in a child process."""
     if sanitizer:
         launch = "frozen"
-    return run_child(_kernel_args(copy, device, batch, seed, launch), timeout=timeout, sanitizer=sanitizer)
+    return run_child(_kernel_args(copy, device, batch, seed, launch), timeout=timeout, sanitizer=sanitizer, stop=stop)
 
 
 def run_reported(body: Callable[[Reporter], None]) -> int:
@@ -320,29 +321,54 @@ def _kernel_child(args: argparse.Namespace, reporter: Reporter) -> None:
         torch.cuda.synchronize()
 
 
+MAX_TIMEOUT = 3600  # seconds: the longest a child may run from the command line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m flexfix.repro", description=__doc__.split("\n\n")[0])
     p.add_argument("--copy", choices=["as_strided", "sliced"], default="as_strided")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--batch", type=int, default=48)
+    p.add_argument("--batch", type=int, default=48, help="decode requests, 1..128")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--launch", choices=["auto", "graph", "frozen"], default="auto")
     p.add_argument("--sanitizer", action="store_true", help="run under compute-sanitizer memcheck")
-    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--timeout", type=float, default=600, help=f"seconds, at most {MAX_TIMEOUT}")
     p.add_argument("--json", action="store_true", help="print the whole outcome as JSON")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return run_reported(lambda reporter: _kernel_child(args, reporter))
-    outcome = run_kernel_in_child(
-        args.copy,
-        args.device,
-        args.batch,
-        args.seed,
-        launch=args.launch,
-        sanitizer=args.sanitizer,
-        timeout=args.timeout,
-    )
+    from flexfix import params
+
+    try:
+        params.positive_int("--batch", args.batch, maximum=128)
+        params.positive_int("--seed", args.seed, minimum=0, maximum=2**31 - 1)
+    except ValueError as e:
+        p.error(str(e))
+    if not 0 < args.timeout <= MAX_TIMEOUT:  # also refuses nan
+        p.error(f"--timeout must be in (0, {MAX_TIMEOUT}] seconds, got {args.timeout}")
+    if args.launch == "graph" and args.device != "cuda":
+        p.error("--launch graph needs --device cuda (a CUDA graph)")
+    if args.sanitizer and args.device != "cuda":
+        p.error("--sanitizer needs --device cuda (compute-sanitizer checks CUDA kernels)")
+    if args.sanitizer and shutil.which("compute-sanitizer") is None:
+        p.error("--sanitizer: compute-sanitizer is not on PATH (CUDA toolkit)")
+    try:
+        with children.interruptible():
+            if args.device == "cuda" and not params.cuda_available():
+                p.error("--device cuda: this machine has no usable CUDA GPU (torch.cuda.is_available() is False)")
+            outcome = run_kernel_in_child(
+                args.copy,
+                args.device,
+                args.batch,
+                args.seed,
+                launch=args.launch,
+                sanitizer=args.sanitizer,
+                timeout=args.timeout,
+            )
+    except KeyboardInterrupt as exc:
+        print(f"{p.prog}: interrupted by {children.signal_name(exc)}; the child was killed", file=sys.stderr)
+        return children.exit_status(exc)
     if args.json:
         print(json.dumps(outcome.to_dict(), indent=1, default=str))
     else:
