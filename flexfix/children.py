@@ -23,9 +23,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "interruptible",
     "exit_status",
     "signal_name",
+    "run_main",
 ]
 
 POLL_SECONDS = 0.05
@@ -217,3 +219,16 @@ def signal_name(exc_or_signum: BaseException | int) -> str:
     if isinstance(exc_or_signum, BaseException):
         return "SIGTERM" if isinstance(exc_or_signum, Terminated) else "SIGINT"
     return signal.Signals(exc_or_signum).name
+
+
+def run_main(main: Callable[[], int], prog: str) -> None:
+    """``sys.exit(main())`` for a ``__main__`` block: an interrupt that escapes ``main`` (a second
+    Ctrl-C while the first was being handled) still kills every child and ends in one line, exit
+    130/143, not a traceback."""
+    try:
+        code = main()
+    except KeyboardInterrupt as exc:
+        kill_all()
+        print(f"{prog}: interrupted by {signal_name(exc)}", file=sys.stderr)
+        code = exit_status(exc)
+    sys.exit(code)

@@ -468,8 +468,9 @@ def kernel_sweep(
             for future in as_completed(futures):
                 collect(future)
         except BaseException:
-            children.stop(stop)  # the running children die, the pool's threads start no other
-            pool.shutdown(wait=True, cancel_futures=True)
+            with children.deferred_signals():  # a second Ctrl-C waits until the children are gone
+                children.stop(stop)  # the running children die, the pool's threads start no other
+                pool.shutdown(wait=True, cancel_futures=True)
             finished = [
                 f for f in futures if f not in collected and f.done() and not f.cancelled() and f.exception() is None
             ]

@@ -348,6 +348,11 @@ def _prefixed(option: str, fn: Callable, *args: Any) -> Any:
         raise ValueError(f"{option}: {e}") from None
 
 
+def _given(value: str | None, default: str) -> str:
+    """An option's text, its default only when it was not given (an empty value is not a default)."""
+    return default if value is None else value
+
+
 def _ints(p, option: str, text: str, **bounds) -> list[int]:
     return _check(p, lambda: params.parse_ints(option, text, **bounds))
 
@@ -375,13 +380,13 @@ def _plan(p: argparse.ArgumentParser, args: argparse.Namespace) -> _Job:
         if getattr(args, option) is not None and part not in parts:
             flag = "--" + option.replace("_", "-")
             p.error(f"{flag} does not apply to record {part} (it is an option of: {', '.join(parts)})")
-    name = args.name or _DEFAULT_NAMES[part]
+    name = _given(args.name, _DEFAULT_NAMES[part])
     _check(p, lambda: _prefixed("--name", results.results_path, args.out, name, "cpu"))  # a plain file stem
     if part == "kernel":
         seeds = _check(
             p, lambda: params.positive_int("--seeds", 5 if args.seeds is None else args.seeds, maximum=MAX_SEEDS)
         )
-        batches = _ints(p, "--batches", args.batches or "48", maximum=MAX_BATCH)
+        batches = _ints(p, "--batches", _given(args.batches, "48"), maximum=MAX_BATCH)
         device = _device(p, args)
         job_params = {"seeds": list(range(seeds)), "batches": batches}
         return _Job(
@@ -393,7 +398,7 @@ def _plan(p: argparse.ArgumentParser, args: argparse.Namespace) -> _Job:
             2 * len(batches) * seeds,
         )
     if part == "sanitizer":
-        batches = _ints(p, "--batches", args.batches or "48", maximum=MAX_BATCH)
+        batches = _ints(p, "--batches", _given(args.batches, "48"), maximum=MAX_BATCH)
         if len(batches) != 1:
             p.error(f"--batches: record sanitizer runs one batch size, got {len(batches)} ({args.batches})")
         device = _device(p, args)
@@ -434,7 +439,10 @@ def _plan(p: argparse.ArgumentParser, args: argparse.Namespace) -> _Job:
         capture_len = 500 if args.capture_len is None else args.capture_len
         sweep = _check(p, lambda: _capture(invariance, capture_len))
         batches = _ints(
-            p, "--batches", args.batches or ",".join(map(str, invariance.BATCHES)), maximum=sweep.paged.max_num_seqs
+            p,
+            "--batches",
+            _given(args.batches, ",".join(map(str, invariance.BATCHES))),
+            maximum=sweep.paged.max_num_seqs,
         )
         configs = (
             _check(p, lambda: _prefixed("--configs", invariance.parse_configs, args.configs))
@@ -475,8 +483,8 @@ def _plan(p: argparse.ArgumentParser, args: argparse.Namespace) -> _Job:
     if part == "timing":
         from flexfix import timing
 
-        batches = _ints(p, "--batches", args.batches or "1,8,16,32,64,128", maximum=MAX_BATCH)
-        contexts = _ints(p, "--contexts", args.contexts or "256,1024,4096,8192", maximum=MAX_CONTEXT)
+        batches = _ints(p, "--batches", _given(args.batches, "1,8,16,32,64,128"), maximum=MAX_BATCH)
+        contexts = _ints(p, "--contexts", _given(args.contexts, "256,1024,4096,8192"), maximum=MAX_CONTEXT)
         device = _device(p, args)
         case = timing.DecodeCase()
         dtype = "bfloat16" if device == "cuda" else "float32"
@@ -631,4 +639,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    children.run_main(main, "python -m flexfix.record")

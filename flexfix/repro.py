@@ -382,4 +382,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    children.run_main(main, "python -m flexfix.repro")

@@ -519,4 +519,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    children.run_main(main, "python -m flexfix.run_notebooks")
