@@ -264,4 +264,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flexfix.children import run_main
+
+    run_main(main, "python -m flexfix.serving")
