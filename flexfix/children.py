@@ -132,13 +132,14 @@ def wait(proc: subprocess.Popen, timeout: float, *, stop: threading.Event | None
     (an interrupt of the calling thread is raised between them).  Returns True on a timeout;
     raises :class:`Stopped` once ``stop`` is set.  Does not reap: call :func:`end` after."""
     deadline = time.monotonic() + timeout
-    while not _exited(proc):
-        if _stopped(stop):
+    while True:
+        if _stopped(stop):  # checked first: a child killed by stop() has exited, but not of itself
             raise Stopped("stopped while waiting for a child process")
+        if _exited(proc):
+            return False
         if time.monotonic() >= deadline:
             return True
         time.sleep(POLL_SECONDS)
-    return False
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -221,14 +222,23 @@ def signal_name(exc_or_signum: BaseException | int) -> str:
     return signal.Signals(exc_or_signum).name
 
 
+def _ignore_interrupts() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def run_main(main: Callable[[], int], prog: str) -> None:
     """``sys.exit(main())`` for a ``__main__`` block: an interrupt that escapes ``main`` (a second
     Ctrl-C while the first was being handled) still kills every child and ends in one line, exit
-    130/143, not a traceback."""
+    130/143, not a traceback; once interrupted, the process ignores further Ctrl-C / SIGTERM for the
+    milliseconds it takes to exit."""
     try:
         code = main()
     except KeyboardInterrupt as exc:
+        _ignore_interrupts()
         kill_all()
         print(f"{prog}: interrupted by {signal_name(exc)}", file=sys.stderr)
         code = exit_status(exc)
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        _ignore_interrupts()
     sys.exit(code)
