@@ -1,0 +1,12 @@
+import pytest
+
+from flexfix import children
+
+
+@pytest.fixture(autouse=True)
+def no_child_outlives_a_test():
+    """Every test starts with new children allowed and ends with no registered child group alive."""
+    children._closed.clear()  # an interrupted CLI run in-process refuses new children until the next one
+    yield
+    assert children.live_groups() == [], "a child process group outlived its test"
+    children._closed.clear()
