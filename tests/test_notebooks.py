@@ -46,6 +46,7 @@ def test_notebook_list_is_the_series():
         "03_stride_layouts",
         "04_batch_invariance",
         "05_cost",
+        "06_serving",
     ]
 
 
