@@ -112,10 +112,27 @@ def child_folders(tmpdir: Path) -> list[str]:
     return sorted(p.name for p in Path(tmpdir).iterdir() if p.name.startswith("flexfix-child-"))
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+def stop_started() -> None:
+    """After each test: a command a failed test left running gets SIGTERM (it kills its own children),
+    then SIGKILL."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+
+
 def start(code: str, args: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen:
     """``python -c code args...`` as a real process that takes SIGINT as Ctrl-C (even when the test
     runner was started in the background, where SIGINT is inherited as ignored)."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [PYTHON, "-c", code, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -124,6 +141,8 @@ def start(code: str, args: list[str], env: dict[str, str], cwd: Path = ROOT) -> 
         cwd=cwd,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    STARTED.append(proc)
+    return proc
 
 
 def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
