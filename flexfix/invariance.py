@@ -19,6 +19,7 @@ is a cell value, never a missing cell.
 
 from __future__ import annotations
 
+import numbers
 import random
 import sys
 import threading
@@ -424,8 +425,9 @@ def kernel_sweep(
 
     configs = list(configs)
     for b in batches:
-        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= sw.paged.max_num_seqs:
-            raise ValueError(f"batch size {b!r} is outside 1..max_num_seqs={sw.paged.max_num_seqs}")
+        if isinstance(b, bool) or not isinstance(b, numbers.Integral) or not 1 <= b <= sw.paged.max_num_seqs:
+            raise ValueError(f"batch size {b!r} is not an integer in 1..max_num_seqs={sw.paged.max_num_seqs}")
+    batches = [int(b) for b in batches]  # numpy integers too: the children's specs are JSON
     for p in positions:
         needle_index(1, p)
     positive_int("workers", workers, maximum=MAX_WORKERS)
