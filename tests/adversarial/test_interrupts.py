@@ -147,6 +147,8 @@ INVARIANCE_WRAPPER = textwrap.dedent(
         rows = [{**invariance._cell(cfg, sw, device, b, p), "outcome": "ok", "bitwise_equal": True,
                  "max_abs_diff": 0.0, "max_error_vs_reference": 0.0, "detail": ""} for b, p in cells]
         hang = next((i + 1 for i, (b, p) in enumerate(cells) if b in slow), None)
+        if os.environ.get("FAKE_SLOW_CONFIG", "") not in cfg.name:
+            hang = None
         return fake_argv(os.environ["FAKE_PIDS"], records=[{"ready": cfg.name}, *rows], hang_at=hang)
     invariance._child_argv = fake_child_argv
     children.run_main(lambda: record.main(sys.argv[1:]), "python -m flexfix.record")
@@ -196,32 +198,38 @@ def test_parallel_invariance_sweep_stops_on_one_signal_and_starts_no_other_child
     assert nothing_left(env["pids"]) == [] and child_folders(env["tmp"]) == []
 
 
-def test_one_worker_sweep_stops_at_once_instead_of_running_the_rest(env):
-    """--workers 1: one unit per configuration; the first hangs at batch 3, so nothing has finished."""
+@pytest.mark.parametrize("slow_config", ["", "frozen"], ids=["first hangs", "second hangs"])
+def test_one_worker_sweep_stops_at_once_instead_of_running_the_rest(env, slow_config):
+    """--workers 1: one unit (child) per configuration, hanging at batch 3: either the first configuration's
+    (nothing has finished) or the second's (the first configuration's 12 cells have)."""
     partial = env["out"] / "kernel_invariance-cpu.partial.json"
     proc = start(
         INVARIANCE_WRAPPER,
-        [
-            "invariance",
-            "--device",
-            "cpu",
-            "--configs",
-            CONFIGS,
-            "--batches",
-            "1,2,3,4",
-            "--out",
-            str(env["out"]),
-        ],
-        {"HELPERS": HELPERS, "FAKE_PIDS": str(env["pids"]), "FAKE_SLOW": "3", "TMPDIR": str(env["tmp"])},
+        ["invariance", "--device", "cpu", "--configs", CONFIGS, "--batches", "1,2,3,4", "--out", str(env["out"])],
+        {
+            "HELPERS": HELPERS,
+            "FAKE_PIDS": str(env["pids"]),
+            "FAKE_SLOW": "3",
+            "FAKE_SLOW_CONFIG": slow_config,
+            "TMPDIR": str(env["tmp"]),
+        },
     )
-    # Unit 1 (first configuration, all 12 cells) hangs at batch 3: nothing finished yet.
-    wait_for(lambda: len(marked(env["pids"])) == 1, what="the first child")
+    children_started = 2 if slow_config else 1
+    wait_for(lambda: len(marked(env["pids"])) == children_started, what="the hanging child")
     time.sleep(0.3)
     seconds, _, err = interrupt(proc, signal.SIGINT)
     assert proc.returncode == 130 and seconds < 5
-    assert last_line(err) == f"{PROG} invariance: interrupted by SIGINT; no cells had finished: nothing written"
-    assert not partial.exists()
-    assert len(marked(env["pids"])) == 1 and nothing_left(env["pids"]) == [] and child_folders(env["tmp"]) == []
+    if slow_config:
+        assert (
+            last_line(err) == f"{PROG} invariance: interrupted by SIGINT; the 12 finished cells are kept in {partial}"
+        )
+        table, _ = results.read_results(partial)
+        assert set(table.config) == {"analog, page-by-page softmax, eager, sliced"} and len(table) == 12
+    else:
+        assert last_line(err) == f"{PROG} invariance: interrupted by SIGINT; no cells had finished: nothing written"
+        assert not partial.exists()
+    assert len(marked(env["pids"])) == children_started
+    assert nothing_left(env["pids"]) == [] and child_folders(env["tmp"]) == []
 
 
 def test_repro_command_line_interrupted_while_its_real_child_runs(env):
