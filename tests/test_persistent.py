@@ -154,6 +154,7 @@ def test_fixed_copy_property(case):
 # Issue #13: overlapping sources and exotic layouts.
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize("size, part", [((4, 8), 3), ((100, 100), 50)])
 def test_a_transposed_view_of_the_buffer_copies_its_values_as_they_were(size, part):
     dst = torch.arange(size[0] * size[1]).reshape(size)
@@ -163,6 +164,7 @@ def test_a_transposed_view_of_the_buffer_copies_its_values_as_they_were(size, pa
     assert torch.equal(view, expected) and view.stride() == dst.stride()
 
 
+@pytest.mark.adversarial
 def test_a_shifted_view_of_the_buffer_copies_its_values_as_they_were():
     dst = torch.arange(64).reshape(8, 8)
     before = dst.clone()
@@ -172,6 +174,7 @@ def test_a_shifted_view_of_the_buffer_copies_its_values_as_they_were():
     assert torch.equal(dst[3:], before[3:]) and torch.equal(dst[:3, 5:], before[:3, 5:])
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize(
     "make_dst, words",
     [
@@ -190,11 +193,13 @@ def test_exotic_destinations_are_refused_with_the_documented_error(make_dst, wor
         assert not dst.detach().any()
 
 
+@pytest.mark.adversarial
 def test_a_sparse_source_is_refused_by_name():
     with pytest.raises(ValueError, match="src is a torch.sparse_coo tensor"):
         copy_to_persistent(torch.zeros(4, 8), torch.ones(2, 3).to_sparse())
 
 
+@pytest.mark.adversarial
 def test_an_expanded_source_is_fine_to_read():
     view = copy_to_persistent(torch.zeros(4, 8), torch.arange(3.0).expand(2, 3))
     assert view.tolist() == [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]]
@@ -217,6 +222,7 @@ def overlapping_cases(draw):
     return base, dst, src
 
 
+@pytest.mark.adversarial
 @settings(max_examples=600, deadline=None)
 @given(overlapping_cases())
 def test_overlapping_sources_property(case):

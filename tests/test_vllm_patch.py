@@ -97,6 +97,7 @@ def fake_module(copy, with_backend=True):
     return mod
 
 
+@pytest.mark.adversarial
 def test_a_copy_that_fails_the_probe_is_refused():
     def broken(dst, src):
         raise TypeError("unexpected")
@@ -120,6 +121,7 @@ def upstream_sliced_copy(dst, src):
     return view
 
 
+@pytest.mark.adversarial
 def test_a_vllm_fixed_upstream_is_left_alone(capsys):
     mod = fake_module(upstream_sliced_copy)
     assert vllm_patch.release_class(mod) == "sliced" and vllm_patch.fixed_upstream(mod) is True
@@ -128,6 +130,7 @@ def test_a_vllm_fixed_upstream_is_left_alone(capsys):
     assert mod.copy_to_persistent is upstream_sliced_copy and not vllm_patch.is_patched()
 
 
+@pytest.mark.adversarial
 def test_a_release_without_persistent_buffers_is_left_alone(capsys):
     mod = fake_module(None)
     del mod.copy_to_persistent
@@ -138,12 +141,14 @@ def test_a_release_without_persistent_buffers_is_left_alone(capsys):
     assert vllm_patch.status(mod)["release_class"] == "no_persistent_buffers"
 
 
+@pytest.mark.adversarial
 def test_flexfix_function_planted_outside_the_patch_is_not_taken_for_vllms():
     mod = fake_module(copy_to_persistent)
     with pytest.raises(RuntimeError, match="cannot tell what this vLLM ships"):
         vllm_patch.fixed_upstream(mod)
 
 
+@pytest.mark.adversarial
 def test_fixed_upstream_judges_vllms_original_while_patched():
     assert vllm_patch.apply() is True
     assert fa.copy_to_persistent is copy_to_persistent
@@ -152,6 +157,7 @@ def test_fixed_upstream_judges_vllms_original_while_patched():
     assert "as_strided" in vllm_patch.sources()[0]
 
 
+@pytest.mark.adversarial
 def test_apply_and_revert_from_many_threads_at_once():
     """Issue #13: two threads both 'patched' and the original was lost. Now exactly one apply wins,
     exactly one revert wins, and vLLM's own objects come back."""
@@ -215,6 +221,7 @@ def test_plugin_patches_only_with_the_flag(flag, patched):
     assert f"BI {patched}" in out.stdout
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize(
     "value, wanted",
     [
@@ -237,6 +244,7 @@ def test_flag_spellings(value, wanted):
     assert patch_requested({}) is False
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize("value", ["maybe", "2", "patch", "1.0"])
 def test_an_unknown_flag_value_is_refused_by_name(value):
     from flexfix.vllm_plugin import patch_requested
@@ -245,6 +253,7 @@ def test_an_unknown_flag_value_is_refused_by_name(value):
         patch_requested({"FLEXFIX_PATCH": value})
 
 
+@pytest.mark.adversarial
 def test_plugin_says_one_line_and_never_raises_where_nothing_can_be_patched(monkeypatch, capsys):
     """0.19-style module (no buffers), 0.21-style (sliced) and an unknown layout: vLLM starts anyway."""
     from flexfix import vllm_plugin
@@ -264,6 +273,7 @@ def test_plugin_says_one_line_and_never_raises_where_nothing_can_be_patched(monk
         assert not vllm_patch.is_patched()
 
 
+@pytest.mark.adversarial
 def test_a_mistyped_flag_stops_vllms_start_with_the_value_named():
     env = {**os.environ, "FLEXFIX_PATCH": "ture"}
     code = "from vllm.plugins import load_general_plugins; load_general_plugins()"
@@ -271,6 +281,7 @@ def test_a_mistyped_flag_stops_vllms_start_with_the_value_named():
     assert out.returncode != 0 and "ValueError: FLEXFIX_PATCH='ture' is not understood" in out.stderr
 
 
+@pytest.mark.adversarial
 def test_status_and_check_cycle_on_a_release_without_buffers_or_batch_invariance():
     """vLLM 0.19.1: no copy_to_persistent, and FlexAttentionBackend has no supports_batch_invariance at all."""
     mod = fake_module(None)
