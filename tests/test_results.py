@@ -91,8 +91,10 @@ def test_every_recorded_gpu_result_carries_gpu_provenance():
     assert files
     for path in files:
         _, prov = results.read_results(path)
-        assert prov["device_kind"] == "cuda" and "H100" in prov["device_name"] and prov["driver"], path
-        assert prov["vllm"] == "0.20.0" and prov["torch"].startswith("2.11.0") and prov["git_commit"], path
+        assert prov["device_kind"] == "cuda" and prov["device_name"].startswith("NVIDIA H") and prov["driver"], path
+        assert prov["torch"].startswith("2.11.0") and prov["git_commit"], path
+        # every file ran vLLM 0.20.0 but the one recorded on purpose on 0.20.2 (an affected release as well)
+        assert prov["vllm"] == ("0.20.2" if "v0_20_2" in path.name else "0.20.0"), path
 
 
 def test_recorded_engine_outcomes():
@@ -339,3 +341,36 @@ def test_every_recorded_file_is_strict_json():
             json.loads(path.read_text(), parse_constant=refuse)
         except ValueError as e:
             pytest.fail(f"{path.name}: {e}")
+
+
+def test_recorded_on_vllm_0_20_2_too():
+    """The other affected release: the same refusal, the same crash at 48, and the fix through both routes."""
+    table, prov = results.recorded(ROOT / "data", "engine_scenarios_v0_20_2", columns=["scenario", "status", "records"])
+    assert prov["vllm"] == "0.20.2"
+    status = dict(zip(table.scenario, table.status))
+    assert status == {"a": "refused", "d": "illegal_memory_access", "patched_d": "ok", "patched_plugin": "ok"}
+    for name in ("patched_d", "patched_plugin"):
+        runs = table[table.scenario == name].records.item()
+        assert runs and all(r["completed"] == r["requests"] for r in runs), name
+
+
+def test_recorded_serving_run():
+    """vllm serve 0.20.0: stock dies of the illegal memory access at 48 concurrent completions (every request an
+    HTTP 500); under the plugin every completion succeeds, bitwise equal to itself alone with BI=1."""
+    from flexfix import serve_load
+
+    table, prov = results.recorded(ROOT / "data", "serve", columns=["scenario", "status", "records", "ima_in_log"])
+    assert prov["vllm"] == "0.20.0"
+    by = table.set_index("scenario")
+    assert by.loc["stock", "status"] == "illegal_memory_access" and by.loc["stock", "ima_in_log"]
+    assert by.loc["patched_bi1", "status"] == "ok" and by.loc["patched_bi0", "status"] == "differs"
+    assert by.loc["patched_bi1", "plugin_lines"] >= 1 and by.loc["patched_bi0", "plugin_lines"] >= 1
+    assert by.loc["stock", "plugin_lines"] == 0
+    stages = serve_load.stage_table(table).set_index(["scenario", "stage", "requests"])
+    stock = stages.loc[("stock", "together", 48)]
+    assert (stock.ok, stock.errored, stock.errors) == (0, 48, "48 x HTTP 500")
+    for n in (48, 128):
+        bi1, bi0 = stages.loc[("patched_bi1", "together", n)], stages.loc[("patched_bi0", "together", n)]
+        assert bi1.ok == bi1.compared == bi1.bitwise_equal == n and bi1.errored == 0
+        assert bi0.ok == n and bi0.bitwise_equal < n
+    assert stages.loc[("patched_bi1", "stream", 1)].bitwise_equal == 1
