@@ -12,6 +12,8 @@ nothing kills it but us; this module keeps that promise:
 * :func:`stop` sets such an event and kills the groups started under it: how a sweep running
   children from a thread pool stops them all; :func:`kill_all` kills every live group and
   refuses new children until the next :func:`interruptible` block.
+* :func:`run_pool` runs independent jobs (each starting children under the pool's stop event) on
+  threads, a few at a time, and stops them all at once on an interrupt or a failing job.
 * :func:`interruptible` is for a command line's ``main``: SIGTERM raises :class:`Terminated`
   (a ``KeyboardInterrupt``) as Ctrl-C raises ``KeyboardInterrupt``, so ``finally`` blocks
   and temporary folders are cleaned up either way; leaving it on an interrupt kills every
@@ -45,6 +47,7 @@ __all__ = [
     "exit_status",
     "signal_name",
     "run_main",
+    "run_pool",
 ]
 
 POLL_SECONDS = 0.05
@@ -242,3 +245,59 @@ def run_main(main: Callable[[], int], prog: str) -> None:
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         _ignore_interrupts()
     sys.exit(code)
+
+
+def run_pool(
+    jobs: Sequence[Callable[[threading.Event], Any]],
+    workers: int,
+    on_result: Callable[[int, Any], None] = lambda index, result: None,
+) -> list[Any]:
+    """Run ``jobs`` on ``workers`` threads and return their results in job order (``workers <= 1``: one
+    after another in the calling thread).
+
+    Each job is called with the pool's stop event, to pass on to the children it starts
+    (:func:`flexfix.repro.run_child`'s ``stop``).  ``on_result(index, result)`` runs in the calling
+    thread as each job finishes (progress, saving).  An interrupt (``KeyboardInterrupt``: Ctrl-C, a
+    notebook's interrupt, SIGTERM under :func:`interruptible`) or a failing job stops the pool at
+    once: the jobs not started are cancelled, every running child is killed, the jobs that finished
+    meanwhile are still passed to ``on_result``, and the exception is re-raised.  Separate processes
+    and CUDA contexts: a crash stays in its child, and what one child measures does not depend on
+    what else runs (timings aside).
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    if not jobs:
+        return []
+    event = threading.Event()
+    if workers <= 1:  # one at a time, in the calling thread: each result is handled before the next job starts
+        results_in_order = []
+        for i, job in enumerate(jobs):
+            results_in_order.append(job(event))
+            on_result(i, results_in_order[-1])
+        return results_in_order
+    results: dict[int, Any] = {}
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs))))
+    futures = {pool.submit(job, event): i for i, job in enumerate(jobs)}
+
+    def collect(future) -> None:
+        i = futures[future]
+        results[i] = future.result()
+        on_result(i, results[i])
+
+    try:
+        for future in as_completed(futures):
+            collect(future)
+    except BaseException:
+        with deferred_signals():  # a second Ctrl-C waits until the children are gone
+            stop(event)  # the running children die, the pool's threads start no other
+            pool.shutdown(wait=True, cancel_futures=True)
+        for future, i in futures.items():
+            if i not in results and future.done() and not future.cancelled() and future.exception() is None:
+                try:
+                    collect(future)
+                except Exception:  # noqa: BLE001 - the exception that stopped the pool is the one to raise
+                    pass
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    return [results[i] for i in range(len(jobs))]

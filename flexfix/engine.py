@@ -173,14 +173,45 @@ def prompts(n: int, vocab: int, seed: int = 0, lengths: tuple[int, int] = (20, 2
     return [[rng.randrange(1, vocab) for _ in range(rng.randint(*lengths))] for _ in range(n)]
 
 
-def run_scenario(name: str, model_dir: str | os.PathLike, *, timeout: float = 150, max_tokens: int = 32) -> Outcome:
-    """Run one scenario of ``SCENARIOS`` in a child process."""
+# Engines that share one GPU (several side by side): a fixed KV cache instead of vLLM's memory profiling, which
+# fails when another process frees memory while it measures, and a small gpu_memory_utilization, which vLLM
+# checks against the memory free at start; vLLM's own compile cache off (engines of one configuration would
+# write the same cache entry at once), PyTorch's Inductor and Triton caches, safe across processes, still shared.
+SHARED_GPU = {
+    "kwargs": {
+        "tiny": {"kv_cache_memory_bytes": 1 << 30, "gpu_memory_utilization": 0.05},
+        "variance": {"kv_cache_memory_bytes": 4 << 30, "gpu_memory_utilization": 0.1},
+    },
+    "env": {"VLLM_DISABLE_COMPILE_CACHE": "1"},
+}
+
+
+def memory_kwargs(model: str, shared_gpu: bool, utilization: float) -> dict:
+    """How an engine of ``model`` sizes its memory: alone, ``gpu_memory_utilization`` (vLLM profiles and gives
+    the rest to the KV cache); sharing the GPU, :data:`SHARED_GPU`."""
+    return dict(SHARED_GPU["kwargs"][model]) if shared_gpu else {"gpu_memory_utilization": utilization}
+
+
+def run_scenario(
+    name: str,
+    model_dir: str | os.PathLike,
+    *,
+    timeout: float = 150,
+    max_tokens: int = 32,
+    shared_gpu: bool = False,
+    stop=None,
+) -> Outcome:
+    """Run one scenario of ``SCENARIOS`` in a child process (``shared_gpu``: alongside other engines)."""
     sc = SCENARIOS[name]
     argv = ["-m", "flexfix.engine", "--child", name, "--model", str(model_dir), "--max-tokens", str(max_tokens)]
-    return run_child(argv, timeout=timeout, env=scenario_env(sc))
+    env = scenario_env(sc)
+    if shared_gpu:
+        argv.append("--shared-gpu")
+        env.update(SHARED_GPU["env"])
+    return run_child(argv, timeout=timeout, env=env, stop=stop)
 
 
-def _child(name: str, model_dir: str, max_tokens: int, reporter: Reporter) -> None:
+def _child(name: str, model_dir: str, max_tokens: int, reporter: Reporter, shared_gpu: bool = False) -> None:
     sc = SCENARIOS[name]
     if sc.patch == "bi_only":  # only the second change of PR #40842, the copy left as it is
         from vllm.v1.attention.backends import flex_attention
@@ -199,9 +230,9 @@ def _child(name: str, model_dir: str, max_tokens: int, reporter: Reporter) -> No
         skip_tokenizer_init=True,
         max_num_seqs=max(max(sc.requests), 16),
         max_model_len=1024,
-        gpu_memory_utilization=0.15,
         seed=0,
         dtype="bfloat16",
+        **memory_kwargs("tiny", shared_gpu, 0.15),
     )
 
     def params(i):
@@ -240,8 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--child", choices=sorted(SCENARIOS), required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--shared-gpu", action="store_true", help="other engines run beside this one")
     args = p.parse_args(argv)
-    return run_reported(lambda reporter: _child(args.child, args.model, args.max_tokens, reporter))
+    return run_reported(lambda reporter: _child(args.child, args.model, args.max_tokens, reporter, args.shared_gpu))
 
 
 if __name__ == "__main__":

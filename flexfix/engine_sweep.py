@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from flexfix import vllm_patch
-from flexfix.engine import LLAMA_CONFIGS, prompts
+from flexfix.engine import LLAMA_CONFIGS, SHARED_GPU, memory_kwargs, prompts
 from flexfix.params import positive_int
 from flexfix.repro import Outcome, Reporter, json_child_argv, json_child_main, run_child
 
@@ -108,8 +108,9 @@ class EngineRun:
         }
 
 
-def llm_kwargs(run: EngineRun, model_dir: str) -> dict:
-    """The ``LLM(...)`` arguments of a run."""
+def llm_kwargs(run: EngineRun, model_dir: str, shared_gpu: bool = False) -> dict:
+    """The ``LLM(...)`` arguments of a run (``shared_gpu``: other engines run beside it, see
+    :data:`flexfix.engine.SHARED_GPU`)."""
     most = max((*run.requests, *run.every_request, *run.throughput, 16))
     return dict(
         model=str(model_dir),
@@ -119,7 +120,7 @@ def llm_kwargs(run: EngineRun, model_dir: str) -> dict:
         max_model_len=MAX_MODEL_LEN[run.model],
         seed=0,
         dtype="bfloat16",
-        gpu_memory_utilization=GPU_MEMORY[run.model],
+        **memory_kwargs(run.model, shared_gpu, GPU_MEMORY[run.model]),
         **GRAPH_MODES[run.graphs],
     )
 
@@ -252,7 +253,7 @@ def _child(spec: dict, reporter: Reporter) -> None:
     from vllm import LLM
 
     start = time.monotonic()
-    llm = LLM(**llm_kwargs(run, spec["model_dir"]))
+    llm = LLM(**llm_kwargs(run, spec["model_dir"], spec.get("shared_gpu", False)))
     reporter.record(
         {
             "kind": "startup",
@@ -268,10 +269,13 @@ def _child(spec: dict, reporter: Reporter) -> None:
     reporter.finish("ok", run.name)
 
 
-def run_engine(run: EngineRun, model_dir: str | os.PathLike, *, timeout: float = 480) -> Outcome:
-    """One :class:`EngineRun` in its own child process."""
-    spec = {"run": asdict(run), "model_dir": str(model_dir)}
-    return run_child(json_child_argv("flexfix.engine_sweep", spec), timeout=timeout, env=run.env())
+def run_engine(
+    run: EngineRun, model_dir: str | os.PathLike, *, timeout: float = 480, shared_gpu: bool = False, stop=None
+) -> Outcome:
+    """One :class:`EngineRun` in its own child process (``shared_gpu``: alongside other engines)."""
+    spec = {"run": asdict(run), "model_dir": str(model_dir), "shared_gpu": shared_gpu}
+    env = {**run.env(), **(SHARED_GPU["env"] if shared_gpu else {})}
+    return run_child(json_child_argv("flexfix.engine_sweep", spec), timeout=timeout, env=env, stop=stop)
 
 
 def parse_runs(text: str, **common) -> list[EngineRun]:

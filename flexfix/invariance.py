@@ -19,6 +19,7 @@ is a cell value, never a missing cell.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import random
 import sys
@@ -394,6 +395,28 @@ def _run_cells(
     return rows
 
 
+def may_crash(cfg: KernelConfig) -> bool:
+    """A configuration whose launch can die mid-sweep: the as_strided copy replayed from a captured
+    launch (notebook 01's bug).  Every crash costs a new child process."""
+    return cfg.copy == "as_strided" and cfg.launch in ("graph", "frozen")
+
+
+def _units(
+    configs: Sequence[KernelConfig], batches: Sequence[int], positions: Sequence[str]
+) -> list[tuple[KernelConfig, list[tuple[int, str]]]]:
+    """How a parallel sweep cuts its work: one unit (one child, one compile) per configuration, except that
+    a configuration that may crash gets a unit per batch size, so that each crash costs one batch size's
+    cells in a child of its own instead of restarting the configuration's remaining cells one after
+    another.  The longest units first."""
+    units = []
+    for cfg in configs:
+        if may_crash(cfg):
+            units += [(cfg, [(b, p) for p in positions]) for b in batches]
+        else:
+            units.append((cfg, [(b, p) for b in batches for p in positions]))
+    return sorted(units, key=lambda unit: -len(unit[1]))
+
+
 def kernel_sweep(
     configs: Iterable[KernelConfig],
     sw: SweepShape,
@@ -409,8 +432,9 @@ def kernel_sweep(
     """Every configuration x batch x position, in child processes.
 
     When a child dies (an illegal memory access, a segfault, a timeout) the cell it was on
-    gets that outcome and a new child resumes after it.  With ``workers > 1`` each
-    configuration x batch size runs in its own children, that many at a time (separate
+    gets that outcome and a new child resumes after it.  With ``workers > 1`` the units of
+    :func:`_units` (a configuration, or one batch size of a configuration that may crash) run in
+    their own children, that many at a time (:func:`flexfix.children.run_pool`: separate
     processes, separate CUDA contexts: a crash stays in its child; bitwise results do not
     depend on what else runs).  ``save`` receives the table so far after each unit.
 
@@ -419,8 +443,6 @@ def kernel_sweep(
     units not started are cancelled, every running child is killed, the units that finished
     are passed to ``save`` one last time, and the exception is re-raised.
     """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
     from tqdm.auto import tqdm
 
     configs = list(configs)
@@ -440,11 +462,7 @@ def kernel_sweep(
             if values.count(v) > 1:
                 raise ValueError(f"{label} {v!r} is listed twice")
     cells = [(b, p) for b in batches for p in positions]
-    units = (
-        [(cfg, [(b, p) for p in positions]) for cfg in configs for b in batches]
-        if workers > 1
-        else [(cfg, cells) for cfg in configs]
-    )
+    units = _units(configs, batches, positions) if workers > 1 else [(cfg, cells) for cfg in configs]
     rows: list[dict] = []
     order = {(cfg.name, b, p): i for i, (cfg, (b, p)) in enumerate((c, cell) for c in configs for cell in cells)}
 
@@ -452,41 +470,16 @@ def kernel_sweep(
         ordered = sorted(rows, key=lambda r: order[(r["config"], r["batch"], r["position"])])
         return pd.DataFrame(ordered, columns=KERNEL_COLUMNS)
 
-    stop = threading.Event()
-    collected = set()
     with tqdm(total=len(configs) * len(cells), desc="kernel sweep", disable=not progress) as bar:
-        pool = ThreadPoolExecutor(max_workers=workers)
-        futures = [pool.submit(_run_cells, cfg, sw, device, unit, timeout, stop) for cfg, unit in units]
 
-        def collect(future) -> None:
-            collected.add(future)
-            done = future.result()
+        def finished(index: int, done: list[dict]) -> None:
             rows.extend(done)
             bar.update(len(done))
             if save is not None:
                 save(table())
 
-        try:
-            for future in as_completed(futures):
-                collect(future)
-        except BaseException:
-            with children.deferred_signals():  # a second Ctrl-C waits until the children are gone
-                children.stop(stop)  # the running children die, the pool's threads start no other
-                pool.shutdown(wait=True, cancel_futures=True)
-            finished = [
-                f for f in futures if f not in collected and f.done() and not f.cancelled() and f.exception() is None
-            ]
-            if finished:
-                for f in finished:
-                    rows.extend(f.result())
-                if save is not None:
-                    try:
-                        save(table())
-                    except Exception:  # noqa: BLE001 - the exception that stopped the sweep is the one to raise
-                        pass
-            raise
-        finally:
-            pool.shutdown(wait=True)
+        jobs = [functools.partial(_run_cells, cfg, sw, device, unit, timeout) for cfg, unit in units]
+        children.run_pool(jobs, workers, finished)  # each job gets the pool's stop event
     return table()
 
 

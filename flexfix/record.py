@@ -23,6 +23,7 @@ and exits 130 (SIGINT) or 143 (SIGTERM).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -75,6 +76,7 @@ MAX_CONTEXT = 32768
 MAX_REQUESTS = 256  # engine runs (flexfix.engine_sweep.EngineRun)
 MAX_REPEATS = 100
 MAX_WORKERS = min(64, 4 * (os.cpu_count() or 1))
+MAX_ENGINE_WORKERS = 16  # engines side by side on one GPU (each a CUDA context, a KV cache and its graphs)
 # Keys and values one timed decode step reads (timing.kv_bytes); the sweep holds about twice that.
 MAX_TIMING_KV_BYTES = {"cpu": 4 << 30, "cuda": 16 << 30}
 GPU_PARTS = ("sanitizer", "engine", "engine-sweep")
@@ -113,6 +115,26 @@ def _no_save(table: pd.DataFrame) -> None:
     pass
 
 
+def _pooled(
+    jobs: Sequence[Callable[[Any], tuple[dict, str]]],
+    workers: int,
+    progress: Callable[[str], None],
+    save: Callable[[pd.DataFrame], None],
+) -> pd.DataFrame:
+    """Run ``jobs`` (each ``job(stop) -> (row, progress line)``, starting its child under the pool's stop
+    event) ``workers`` at a time (:func:`flexfix.children.run_pool`); ``save`` gets the rows finished so far,
+    in job order, after each.  An interrupt kills the running children and keeps what ``save`` got."""
+    done: dict[int, dict] = {}
+
+    def finished(index: int, result: tuple[dict, str]) -> None:
+        done[index], line = result
+        progress(line)
+        save(pd.DataFrame([done[i] for i in sorted(done)]))
+
+    children.run_pool(jobs, workers, finished)
+    return pd.DataFrame([done[i] for i in sorted(done)])
+
+
 def kernel_outcomes(
     device: str,
     seeds: Sequence[int],
@@ -120,30 +142,24 @@ def kernel_outcomes(
     copies=("as_strided", "sliced"),
     progress: Callable[[str], None] = print,
     save: Callable[[pd.DataFrame], None] = _no_save,
+    *,
+    workers: int = 1,
 ) -> pd.DataFrame:
-    """The torch-only repro for every copy x batch x seed, each in its own child; ``save`` gets the
-    table after each run (an interrupt -- ``KeyboardInterrupt`` -- kills the running child and
-    leaves the saved runs where ``save`` put them)."""
+    """The torch-only repro for every copy x batch x seed, each in its own child, ``workers`` at a time;
+    ``save`` gets the table after each run (an interrupt -- ``KeyboardInterrupt`` -- kills the running
+    children and leaves the saved runs where ``save`` put them)."""
     seeds = params.positive_ints("seeds", seeds, minimum=0)
     batches = params.positive_ints("batches", batches, maximum=MAX_BATCH)
-    rows = []
-    for copy in copies:
-        for batch in batches:
-            for seed in seeds:
-                out = run_kernel_in_child(copy, device, batch, seed, timeout=240)
-                progress(f"{copy:>10} batch {batch:3d} seed {seed}: {out}")
-                rows.append(
-                    outcome_row(
-                        out,
-                        copy=copy,
-                        batch=batch,
-                        seed=seed,
-                        device=device,
-                        launch="graph" if device == "cuda" else "frozen",
-                    )
-                )
-                save(pd.DataFrame(rows))
-    return pd.DataFrame(rows)
+    params.positive_int("workers", workers, maximum=MAX_WORKERS)
+
+    def job(copy: str, batch: int, seed: int, stop) -> tuple[dict, str]:
+        out = run_kernel_in_child(copy, device, batch, seed, timeout=240, stop=stop)
+        launch = "graph" if device == "cuda" else "frozen"
+        row = outcome_row(out, copy=copy, batch=batch, seed=seed, device=device, launch=launch)
+        return row, f"{copy:>10} batch {batch:3d} seed {seed}: {out}"
+
+    jobs = [functools.partial(job, copy, batch, seed) for copy in copies for batch in batches for seed in seeds]
+    return _pooled(jobs, workers, progress, save)
 
 
 def sanitizer_outcomes(
@@ -168,32 +184,36 @@ def engine_outcomes(
     model_dir: Path,
     progress: Callable[[str], None] = print,
     save: Callable[[pd.DataFrame], None] = _no_save,
+    *,
+    workers: int = 1,
 ) -> pd.DataFrame:
-    """Engine scenarios one after another (vLLM's memory profiling cannot share the GPU with
-    another starting engine); ``save`` gets the table after each, so a cut-off run keeps them."""
+    """Engine scenarios, each in its own child, ``workers`` at a time; ``save`` gets the table after each,
+    so a cut-off run keeps them.  One at a time, each engine sizes its KV cache by vLLM's memory profiling
+    (``gpu_memory_utilization``); side by side (``workers > 1``) they share the GPU, which that profiling
+    cannot (it fails when another process frees memory meanwhile), so each takes a fixed KV cache instead
+    (:data:`flexfix.engine.SHARED_GPU`)."""
     from flexfix.engine import SCENARIOS, run_scenario
 
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown engine scenario {unknown[0]!r}; expected one of {sorted(SCENARIOS)}")
-    rows = []
-    for name in names:
-        out = run_scenario(name, model_dir)
-        progress(f"engine {name}: {out}")
+    params.positive_int("workers", workers, maximum=MAX_ENGINE_WORKERS)
+
+    def job(name: str, stop) -> tuple[dict, str]:
+        out = run_scenario(name, model_dir, shared_gpu=workers > 1, stop=stop)
         sc = SCENARIOS[name]
-        rows.append(
-            outcome_row(
-                out,
-                scenario=name,
-                what=sc.what,
-                expected=sc.expect,
-                patch=sc.patch,
-                batch_invariant=sc.batch_invariant,
-                requests=list(sc.requests),
-            )
+        row = outcome_row(
+            out,
+            scenario=name,
+            what=sc.what,
+            expected=sc.expect,
+            patch=sc.patch,
+            batch_invariant=sc.batch_invariant,
+            requests=list(sc.requests),
         )
-        save(pd.DataFrame(rows))
-    return pd.DataFrame(rows)
+        return row, f"engine {name}: {out}"
+
+    return _pooled([functools.partial(job, name) for name in names], workers, progress, save)
 
 
 def model_dir(config: str) -> Path:
@@ -208,22 +228,27 @@ def engine_sweep(
     progress: Callable[[str], None] = print,
     save: Callable[[pd.DataFrame], None] = _no_save,
     timeout: float = 480,
+    *,
+    workers: int = 1,
 ) -> pd.DataFrame:
-    """:class:`flexfix.engine_sweep.EngineRun` s one after another, each in its own child; ``save``
-    gets the table after each engine."""
+    """:class:`flexfix.engine_sweep.EngineRun` s, each in its own child, ``workers`` at a time (side by side
+    with a fixed KV cache each, as :func:`engine_outcomes`); ``save`` gets the table after each engine.
+    Throughput runs are timings: run them one at a time."""
     from dataclasses import asdict
-
-    from tqdm.auto import tqdm
 
     from flexfix.engine_sweep import run_engine
 
-    rows = []
-    for run in tqdm(list(runs), desc="engine sweep", unit="engine"):
-        out = run_engine(run, model_dir(run.model), timeout=timeout)
-        progress(f"engine {run.name}: {out}")
-        rows.append(outcome_row(out, engine=run.name, **asdict(run)))
-        save(pd.DataFrame(rows))
-    return pd.DataFrame(rows)
+    runs = list(runs)
+    params.positive_int("workers", workers, maximum=MAX_ENGINE_WORKERS)
+    if workers > 1 and any(run.throughput for run in runs):
+        raise ValueError("engines that time throughput must run one at a time (workers=1), not side by side")
+    models = {run.model: model_dir(run.model) for run in runs}  # written once, before any child starts
+
+    def job(run, stop) -> tuple[dict, str]:
+        out = run_engine(run, models[run.model], timeout=timeout, shared_gpu=workers > 1, stop=stop)
+        return outcome_row(out, engine=run.name, **asdict(run)), f"engine {run.name}: {out}"
+
+    return _pooled([functools.partial(job, run) for run in runs], workers, progress, save)
 
 
 def record_engine(
@@ -234,13 +259,18 @@ def record_engine(
     progress: Callable[[str], None] = print,
     *,
     replace: bool = False,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, Path]:
-    """Write the tiny Llama, run ``names`` one after another, save the table after each (to the
-    partial file), then write the complete file (``replace``: even over one with more records)."""
-    params = {"scenarios": list(names), "model": "tiny", "max_tokens": 32}
+    """Write the tiny Llama, run ``names`` (``workers`` engines side by side), save the table after each (to
+    the partial file), then write the complete file (``replace``: even over one with more records)."""
+    params = {"scenarios": list(names), "model": "tiny", "max_tokens": 32, "workers": workers}
     model = model_dir("tiny")
     table = engine_outcomes(
-        names, model, progress, save=lambda t: results.write_results(out_dir, name, t, device, params, partial=True)
+        names,
+        model,
+        progress,
+        save=lambda t: results.write_results(out_dir, name, t, device, params, partial=True),
+        workers=workers,
     )
     return table, results.write_results(out_dir, name, table, device, params, replace=replace)
 
