@@ -285,7 +285,7 @@ _OPTION_PARTS = {
     "throughput": ("engine-sweep",),
     "repeats": ("engine-sweep",),
     "configs": ("invariance",),
-    "workers": ("invariance",),
+    "workers": ("invariance", "kernel", "engine", "engine-sweep"),
     "capture_len": ("invariance",),
     "contexts": ("timing",),
     "seeds": ("kernel",),
@@ -327,7 +327,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--configs", default=None, help="invariance: KERNEL:OPTIONS:LAUNCH:COPY,... (default: all)")
     p.add_argument(
-        "--workers", type=int, default=None, help=f"invariance: child processes at a time (1..{MAX_WORKERS})"
+        "--workers",
+        type=int,
+        default=None,
+        help=f"kernel, invariance: child processes at a time (1..{MAX_WORKERS}); engine, engine-sweep: engines "
+        f"side by side on the GPU (1..{MAX_ENGINE_WORKERS}), each then with a fixed KV cache",
     )
     p.add_argument("--capture-len", type=int, default=None, help="invariance: longest sequence at graph capture")
     p.add_argument("--contexts", default=None, help=f"timing: context lengths (each 1..{MAX_CONTEXT})")
@@ -417,14 +421,15 @@ def _plan(p: argparse.ArgumentParser, args: argparse.Namespace) -> _Job:
             p, lambda: params.positive_int("--seeds", 5 if args.seeds is None else args.seeds, maximum=MAX_SEEDS)
         )
         batches = _ints(p, "--batches", _given(args.batches, "48"), maximum=MAX_BATCH)
+        workers = _workers(p, args, MAX_WORKERS)
         device = _device(p, args)
-        job_params = {"seeds": list(range(seeds)), "batches": batches}
+        job_params = {"seeds": list(range(seeds)), "batches": batches, "workers": workers}
         return _Job(
             part,
             name,
             device,
             job_params,
-            lambda save: kernel_outcomes(device, job_params["seeds"], batches, save=save),
+            lambda save: kernel_outcomes(device, job_params["seeds"], batches, save=save, workers=workers),
             2 * len(batches) * seeds,
         )
     if part == "sanitizer":
@@ -449,23 +454,21 @@ def _plan(p: argparse.ArgumentParser, args: argparse.Namespace) -> _Job:
                 p.error(f"--scenarios: unknown scenario {n!r}; expected some of {', '.join(SCENARIOS)}")
             if names.count(n) > 1:
                 p.error(f"--scenarios: {n} is listed twice")
+        workers = _workers(p, args, MAX_ENGINE_WORKERS)
         device = _device(p, args)
-        job_params = {"scenarios": names, "model": "tiny", "max_tokens": 32}
+        job_params = {"scenarios": names, "model": "tiny", "max_tokens": 32, "workers": workers}
         return _Job(
             part,
             name,
             device,
             job_params,
-            lambda save: engine_outcomes(names, model_dir("tiny"), save=save),
+            lambda save: engine_outcomes(names, model_dir("tiny"), save=save, workers=workers),
             len(names),
         )
     if part == "invariance":
         from flexfix import invariance
 
-        workers = _check(
-            p,
-            lambda: params.positive_int("--workers", 1 if args.workers is None else args.workers, maximum=MAX_WORKERS),
-        )
+        workers = _workers(p, args, MAX_WORKERS)
         capture_len = 500 if args.capture_len is None else args.capture_len
         sweep = _check(p, lambda: _capture(invariance, capture_len))
         batches = _ints(
@@ -556,14 +559,23 @@ def _plan(p: argparse.ArgumentParser, args: argparse.Namespace) -> _Job:
     for n in names:
         if names.count(n) > 1:
             p.error(f"--runs: {n!r} is listed twice")
+    workers = _workers(p, args, MAX_ENGINE_WORKERS)
+    if workers > 1 and throughput:
+        p.error(f"--workers {workers} with --throughput: engines that time throughput run one at a time")
     device = _device(p, args)
     return _Job(
         part,
         name,
         device,
-        {"runs": names, "repeats": repeats},
-        lambda save: engine_sweep(runs, save=save),
+        {"runs": names, "repeats": repeats, "workers": workers},
+        lambda save: engine_sweep(runs, save=save, workers=workers),
         len(runs),
+    )
+
+
+def _workers(p: argparse.ArgumentParser, args: argparse.Namespace, maximum: int) -> int:
+    return _check(
+        p, lambda: params.positive_int("--workers", 1 if args.workers is None else args.workers, maximum=maximum)
     )
 
 

@@ -73,7 +73,18 @@ USAGE_ERRORS = [
     (["kernel", "--name", "a/b"], "error: --name: results name must be a plain file stem, got 'a/b'"),
     (["kernel", "--name", ""], "error: --name: results name must be a plain file stem, got ''"),
     (["kernel", "--name", ".hidden"], "error: --name: results name must be a plain file stem, got '.hidden'"),
-    (["kernel", "--workers", "2"], "error: --workers does not apply to record kernel (it is an option of: invariance)"),
+    (["kernel", "--workers", "0"], "error: --workers must be a positive integer, got 0"),
+    (
+        ["engine-sweep", "--throughput", "48", "--workers", "2"],
+        "error: --workers 2 with --throughput: engines that time throughput run one at a time",
+    ),
+    (["engine", "--workers", "17"], "error: --workers=17 is larger than the maximum 16"),
+    (["kernel", "--workers", "65"], "error: --workers=65 is larger than the maximum"),
+    (
+        ["timing", "--workers", "2"],
+        "error: --workers does not apply to record timing (it is an option of: invariance, kernel, engine, "
+        "engine-sweep)",
+    ),
     (["kernel", "--contexts", "256"], "error: --contexts does not apply to record kernel (it is an option of: timing)"),
     (
         ["kernel", "--runs", "tiny:bi1:full"],
@@ -311,7 +322,7 @@ def test_a_complete_run_writes_the_file_and_no_partial(out, monkeypatch, capsys)
     final = out / "ima_kernel-cpu.json"
     assert capsys.readouterr().out.splitlines()[-1] == f"wrote {final}"
     table, prov = results.read_results(final)
-    assert len(table) == 12 and prov["parameters"] == {"seeds": [0, 1, 2], "batches": [16, 48]}
+    assert len(table) == 12 and prov["parameters"] == {"seeds": [0, 1, 2], "batches": [16, 48], "workers": 1}
     assert not (out / "ima_kernel-cpu.partial.json").exists()
 
 
