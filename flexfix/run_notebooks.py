@@ -37,11 +37,27 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL = "flexfix"
 
-# Per device, per notebook: parameters that differ from the notebook's own defaults.
+# Per device, per notebook: parameters that differ from the notebook's own defaults.  On a GPU box (16 cores,
+# one GPU) the children of a notebook run side by side: torch-only repro runs and needle-sweep units
+# (``WORKERS``), engines (``ENGINE_WORKERS``, each with a fixed KV cache).  The serving scenarios of 06 take
+# minutes per server: `make notebooks` shows their recorded run (``python -m flexfix.serving record`` records it).
 PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {"01_reproduce_ima": {"SEEDS": [0, 1, 2]}},
-    "cuda": {"01_reproduce_ima": {"SEEDS": [0, 1, 2, 3, 4]}, "04_batch_invariance": {"WORKERS": 8}},
+    "cuda": {
+        "01_reproduce_ima": {"SEEDS": [0, 1, 2, 3, 4], "WORKERS": 10, "ENGINE_WORKERS": 14},
+        "02_apply_flexfix": {"WORKERS": 3, "ENGINE_WORKERS": 3},
+        "04_batch_invariance": {"WORKERS": 12},
+        "06_serving": {"RUN_SERVER": False},
+    },
 }
+# Compile caches shared by every child of a run (PyTorch Inductor, Triton, vLLM), under build/: the first child
+# to compile a kernel fills them, the others read it; `make clean` empties them (a cold start).
+CACHE_ENV = {
+    "TORCHINDUCTOR_CACHE_DIR": ROOT / "build" / "cache" / "inductor",
+    "TRITON_CACHE_DIR": ROOT / "build" / "cache" / "triton",
+    "VLLM_CACHE_ROOT": ROOT / "build" / "cache" / "vllm",
+}
+TIMES_NAME = "notebook_times"
 
 # A parameter whose default is not a literal (an expression): its overrides are not type-checked.
 UNKNOWN = object()
@@ -469,6 +485,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="override a parameter in the notebooks that declare it, e.g. -p SEEDS=[0] -p RUN_ENGINE=false "
         "(refused if no notebook declares NAME, or if the value's type differs from the notebook's default)",
     )
+    p.add_argument(
+        "--times",
+        default=str(ROOT / "build" / "results"),
+        help=f"folder for {TIMES_NAME}-<device>.json, each notebook's wall time with provenance",
+    )
     p.add_argument("notebooks", nargs="*", help="notebook paths (default: every notebook in notebooks/)")
     args = p.parse_args(argv)
     overrides = {}
@@ -485,6 +506,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     notebooks = [Path(n) for n in args.notebooks] or sorted(NOTEBOOKS.glob("*.ipynb"))
     out_dir = Path(args.out)
     problems, declared = check_plan(notebooks, out_dir, overrides, args.results)
+    try:
+        params.writable_folder("--times", args.times)
+    except ValueError as e:
+        problems.append(str(e))
     kernel = _kernel_problem(KERNEL)
     if kernel:
         problems.append(kernel)
@@ -497,7 +522,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
+            for name, folder in CACHE_ENV.items():
+                os.environ.setdefault(name, str(folder))
             print(f"executing {len(notebooks)} notebooks with {device} parameters into {args.out}", flush=True)
+            start = time.monotonic()
             for nb in notebooks:
                 current = nb
                 run_all([nb], out_dir, device, args.results, overrides, declared=declared, runs=runs)
@@ -511,11 +539,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return children.exit_status(exc)
     failed = [r for r in runs if not r.ok]
+    total = time.monotonic() - start
     print(
-        f"{len(runs) - len(failed)} of {len(runs)} notebooks ok"
+        f"{len(runs) - len(failed)} of {len(runs)} notebooks ok in {total:.0f} s"
         + (f"; failed: {', '.join(r.notebook for r in failed)}" if failed else "")
     )
+    path = record_times(args.times, runs, device, total, overrides)
+    print(f"wall times in {path}")
     return 1 if failed else 0
+
+
+def record_times(folder: str | os.PathLike, runs: Sequence[Run], device: str, total: float, overrides: dict) -> Path:
+    """Each notebook's wall time (and whether it passed) as a results file with provenance."""
+    from flexfix import results
+
+    rows = [{"notebook": Path(r.notebook).stem, "seconds": round(r.seconds, 1), "ok": r.ok} for r in runs]
+    parameters = {
+        "total_seconds": round(total, 1),
+        "overrides": overrides,
+        "parameters": {row["notebook"]: PARAMETERS.get(device, {}).get(row["notebook"], {}) for row in rows},
+        "caches": {name: os.environ.get(name) for name in CACHE_ENV},
+    }
+    return results.write_results(folder, TIMES_NAME, rows, device, parameters, replace=True)
 
 
 if __name__ == "__main__":

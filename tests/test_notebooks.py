@@ -167,6 +167,22 @@ def test_the_command_names_the_failure_and_exits_non_zero(tmp_path, capsys):
 
     bad = tiny_notebook(tmp_path / "a_bad.ipynb", "raise ValueError('planted failure')")
     good = tiny_notebook(tmp_path / "b_good.ipynb", "x = 1")
-    assert main(["--out", str(tmp_path / "out"), str(bad), str(good)]) == 1
-    assert "1 of 2 notebooks ok; failed: a_bad.ipynb" in capsys.readouterr().out
-    assert main(["--out", str(tmp_path / "out"), str(good)]) == 0
+    times = tmp_path / "times"
+    assert main(["--out", str(tmp_path / "out"), "--times", str(times), str(bad), str(good)]) == 1
+    out = capsys.readouterr().out
+    assert "1 of 2 notebooks ok in " in out and out.splitlines()[-2].endswith("; failed: a_bad.ipynb")
+    table, prov = results.read_results(times / "notebook_times-cpu.json", columns=["notebook", "seconds", "ok"])
+    assert table.notebook.tolist() == ["a_bad", "b_good"] and table.ok.tolist() == [False, True]
+    assert (table.seconds > 0).all() and prov["parameters"]["total_seconds"] >= table.seconds.sum() - 1
+    assert main(["--out", str(tmp_path / "out"), "--times", str(times), str(good)]) == 0
+
+
+def test_the_gpu_parameters_are_declared_by_their_notebooks_with_the_same_types():
+    from flexfix.run_notebooks import PARAMETERS, notebook_parameters
+
+    for device, per_notebook in PARAMETERS.items():
+        for stem, overrides in per_notebook.items():
+            declared = notebook_parameters(ROOT / "notebooks" / f"{stem}.ipynb")
+            for name, value in overrides.items():
+                assert name in declared, (device, stem, name)
+                assert type(value) is type(declared[name]), (device, stem, name, value, declared[name])

@@ -5,6 +5,7 @@ with the venv's kernel in a few seconds each."""
 
 import errno
 import json
+import re
 import signal
 from pathlib import Path
 
@@ -256,14 +257,15 @@ def test_a_dying_kernel_is_reported_as_such_and_the_others_run(tmp_path, capsys)
     fine = notebook(tmp_path / "s" / "b_fine.ipynb", "x = 1")
     fails = notebook(tmp_path / "s" / "c_fails.ipynb", "x = 1", "raise ValueError('planted failure')")
     out = tmp_path / "out"
-    assert rn.main(["--out", str(out), str(dies), str(fine), str(fails)]) == 1
+    assert rn.main(["--out", str(out), "--times", str(tmp_path / "times"), str(dies), str(fine), str(fails)]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("a_dies.ipynb") and lines[1].endswith(
         "FAILED: kernel died while running cell [4]: import os; os.kill(os.getpid(), 9)"
     )
     assert lines[2].startswith("b_fine.ipynb") and lines[2].endswith(" ok")
     assert lines[3].endswith("FAILED: cell [4]: ValueError: planted failure")  # [2]: papermill's injected cell
-    assert lines[4] == "1 of 3 notebooks ok; failed: a_dies.ipynb, c_fails.ipynb"
+    assert re.fullmatch(r"1 of 3 notebooks ok in \d+ s; failed: a_dies.ipynb, c_fails.ipynb", lines[4]), lines[4]
+    assert lines[5] == f"wall times in {tmp_path / 'times' / 'notebook_times-cpu.json'}"
     for name in ("a_dies.ipynb", "b_fine.ipynb", "c_fails.ipynb"):  # whole notebooks, the failures visible
         nbformat.validate(nbformat.read(out / name, as_version=4))
     assert temp_files(out) == []
@@ -272,8 +274,9 @@ def test_a_dying_kernel_is_reported_as_such_and_the_others_run(tmp_path, capsys)
 @pytest.mark.notebook
 def test_a_type_checked_override_reaches_the_notebook(tmp_path, capsys):
     path = notebook(tmp_path / "s" / "a.ipynb", "assert RUN_ENGINE is False and SEEDS == [7], (RUN_ENGINE, SEEDS)")
-    assert rn.main(["--out", str(tmp_path / "out"), "-p", "RUN_ENGINE=false", "-p", "SEEDS=[7]", str(path)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "1 of 1 notebooks ok"
+    argv = ["--out", str(tmp_path / "out"), "--times", str(tmp_path), "-p", "RUN_ENGINE=false", "-p", "SEEDS=[7]"]
+    assert rn.main([*argv, str(path)]) == 0
+    assert re.fullmatch(r"1 of 1 notebooks ok in \d+ s", capsys.readouterr().out.splitlines()[-2])
 
 
 @pytest.mark.notebook
@@ -282,7 +285,7 @@ def test_an_output_that_cannot_be_written_is_named_and_the_others_run(tmp_path, 
     fine = notebook(tmp_path / "s" / "b.ipynb", "x = 1")
     out = tmp_path / "out"
     (out / "a.ipynb").mkdir(parents=True)  # the output path is taken by a folder
-    assert rn.main(["--out", str(out), str(blocked), str(fine)]) == 1
+    assert rn.main(["--out", str(out), "--times", str(tmp_path), str(blocked), str(fine)]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].endswith(f"FAILED: cannot write {out / 'a.ipynb'}: Is a directory")
     assert lines[2].endswith(" ok") and temp_files(out) == []
@@ -358,3 +361,11 @@ def test_an_interrupt_ends_the_run_in_one_line_with_the_kernel_gone(tmp_path, si
     wait_for(lambda: kernels_running(runtime) == [], timeout=5, what="the kernel to be gone")
     assert previous.read_bytes() == before and temp_files(out) == [] and not (out / "c_later.ipynb").exists()
     assert json.loads((out / "a_fine.ipynb").read_text())["cells"]
+
+
+def test_a_times_folder_that_is_a_file_is_refused_before_running(nb, tmp_path, capsys):
+    blocker = tmp_path / "times"
+    blocker.write_text("not a folder")
+    lines = refused(["--out", str(tmp_path / "out"), "--times", str(blocker), str(nb)], capsys)
+    assert lines == [f"--times {str(blocker)!r} is a file, not a folder"]
+    assert blocker.read_text() == "not a folder" and not list((tmp_path / "out").glob("*.ipynb"))
