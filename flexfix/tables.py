@@ -217,8 +217,18 @@ def every_request_table(rows: pd.DataFrame) -> pd.DataFrame:
 # Cost (notebook 05).
 
 
-def timing_ratios(timing: pd.DataFrame) -> pd.DataFrame:
-    """Per batch x context: medians of each implementation and the ratios the notebook plots."""
+def _with_l2(timing: pd.DataFrame) -> pd.DataFrame:
+    """Timings with their ``l2`` column (files recorded before it existed timed with a warm L2 only)."""
+    return timing if "l2" in timing else timing.assign(l2="warm")
+
+
+def timing_ratios(timing: pd.DataFrame, l2: str = "warm") -> pd.DataFrame:
+    """Per batch x context: medians of each implementation and the ratios the notebook plots, from the timings
+    taken with a ``"warm"`` or a ``"flushed"`` L2 cache (:func:`flexfix.timing.time_fn`)."""
+    timing = _with_l2(timing)
+    if l2 not in set(timing["l2"]):
+        raise ValueError(f"no timings with l2={l2!r} here (have {sorted(set(timing['l2']))})")
+    timing = timing[timing["l2"] == l2]
     wide = timing.pivot_table(index=["batch", "context"], columns="impl", values="median_ms")
     frac = timing.pivot_table(index=["batch", "context"], columns="impl", values="fraction_of_copy_bw")
     out = pd.DataFrame(index=wide.index)
@@ -232,6 +242,28 @@ def timing_ratios(timing: pd.DataFrame) -> pd.DataFrame:
         out["flex_bw_fraction"] = frac["flex pytorch eager"]
     out["sdpa_bw_fraction"] = frac["sdpa dense"]
     return out.reset_index()
+
+
+def l2_effect(timing: pd.DataFrame) -> pd.DataFrame:
+    """Per implementation x batch x context: the median with a flushed L2 over the median with a warm one (how
+    much a warm cache flattered the repetitions), and the KV bytes of the case (a case smaller than the L2 is the
+    one to expect it for).  Empty where only warm timings were taken (CPU, files recorded before)."""
+    timing = _with_l2(timing)
+    wide = timing.pivot_table(index=["impl", "batch", "context", "kv_bytes"], columns="l2", values="median_ms")
+    if "flushed" not in wide:
+        return pd.DataFrame(columns=["impl", "batch", "context", "kv_MB", "warm_ms", "flushed_ms", "flushed_over_warm"])
+    out = wide.reset_index()
+    return pd.DataFrame(
+        {
+            "impl": out["impl"],
+            "batch": out["batch"],
+            "context": out["context"],
+            "kv_MB": out["kv_bytes"] / 1e6,
+            "warm_ms": out["warm"],
+            "flushed_ms": out["flushed"],
+            "flushed_over_warm": out["flushed"] / out["warm"],
+        }
+    )
 
 
 def _runs(rows: pd.DataFrame) -> pd.DataFrame:

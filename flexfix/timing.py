@@ -3,6 +3,10 @@
 * :func:`time_fn` runs ``fn`` ``warmup`` times, then times ``reps`` calls one by one: with
   CUDA events on a GPU (the GPU's own clock, no host overhead between the events but the
   launch itself), with ``time.perf_counter`` on CPU.  :class:`Timing` keeps every sample.
+  With ``flush_l2`` each timed call starts with a cold L2 cache: before it, untimed, a buffer
+  larger than the L2 (:data:`L2_FLUSH_BYTES`) is overwritten, as ``triton.testing.do_bench``
+  does; without it a small case whose keys and values fit in the L2 (50 MB on an H100) is
+  read from the cache at every repetition after the first, which flatters it.
 * :func:`copy_bandwidth` measures the device-to-device copy rate of the same machine, the
   practical ceiling of a memory-bound kernel: bytes read + bytes written per second.
 * :func:`kv_bytes` is what a decode step must read at least: every request's keys and
@@ -29,11 +33,21 @@ from flexfix.graphs import CudaGraphLaunch
 from flexfix.params import positive_int
 from flexfix.persistent import copy_to_persistent
 
-__all__ = ["Timing", "time_fn", "copy_bandwidth", "kv_bytes", "DecodeCase", "decode_sweep", "TIMING_COLUMNS"]
+__all__ = [
+    "L2_FLUSH_BYTES",
+    "Timing",
+    "time_fn",
+    "copy_bandwidth",
+    "kv_bytes",
+    "DecodeCase",
+    "decode_sweep",
+    "TIMING_COLUMNS",
+]
 
 TIMING_COLUMNS = [
     "device",
     "impl",
+    "l2",
     "batch",
     "context",
     "median_ms",
@@ -61,17 +75,30 @@ class Timing:
         return float(torch.tensor(self.samples_ms, dtype=torch.float64).quantile(q))
 
 
-def time_fn(fn: Callable[[], object], *, warmup: int = 5, reps: int = 20, device: str = "cpu") -> Timing:
-    """Call ``fn`` ``warmup`` times untimed, then time ``reps`` calls one by one."""
+# Overwritten before each timed call when the L2 is flushed: more than any L2 this runs on (H100 50 MB, H200 60 MB),
+# the size triton.testing.do_bench uses.
+L2_FLUSH_BYTES = 256 << 20
+
+
+def time_fn(
+    fn: Callable[[], object], *, warmup: int = 5, reps: int = 20, device: str = "cpu", flush_l2: bool = False
+) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then time ``reps`` calls one by one (``flush_l2``, on a GPU:
+    each from a cold L2 cache, the flush itself not timed)."""
     positive_int("warmup", warmup, minimum=0)
     positive_int("reps", reps)
+    if not isinstance(flush_l2, bool):
+        raise ValueError(f"flush_l2 must be True or False, got {flush_l2!r}")
     for _ in range(warmup):
         fn()
     samples = []
     if device == "cuda":
+        flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda") if flush_l2 else None
         torch.cuda.synchronize()
         for _ in range(reps):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            if flush is not None:
+                flush.zero_()  # evicts whatever fn left in the L2; on the stream, before start
             start.record()
             fn()
             end.record()
@@ -174,7 +201,9 @@ def decode_sweep(
     save: Callable[[pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     """Median time of each implementation for every batch x context, with its KV bandwidth
-    and that bandwidth as a fraction of the device-to-device copy rate measured here."""
+    and that bandwidth as a fraction of the device-to-device copy rate measured here.  On a GPU
+    every implementation is timed twice, with a warm L2 (``l2="warm"``: repetitions back to back)
+    and a cold one (``l2="flushed"``, see :func:`time_fn`); on CPU warm only."""
     from tqdm.auto import tqdm
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -183,24 +212,26 @@ def decode_sweep(
     for batch, context in tqdm([(b, c) for b in batches for c in contexts], desc="decode timing", disable=not progress):
         nbytes = kv_bytes(batch, context, case.num_kv_heads, case.head_dim, dtype)
         for impl, fn in _impls(case, batch, context, device, dtype).items():
-            t = time_fn(fn, warmup=warmup, reps=reps, device=device)
-            kv_bps = nbytes / (t.median / 1e3)
-            rows.append(
-                {
-                    "device": device,
-                    "impl": impl,
-                    "batch": batch,
-                    "context": context,
-                    "median_ms": t.median,
-                    "q25_ms": t.quantile(0.25),
-                    "q75_ms": t.quantile(0.75),
-                    "reps": reps,
-                    "kv_bytes": nbytes,
-                    "kv_GBps": kv_bps / 1e9,
-                    "copy_GBps": copy_bps / 1e9,
-                    "fraction_of_copy_bw": kv_bps / copy_bps,
-                }
-            )
+            for l2 in ("warm", "flushed") if device == "cuda" else ("warm",):
+                t = time_fn(fn, warmup=warmup, reps=reps, device=device, flush_l2=l2 == "flushed")
+                kv_bps = nbytes / (t.median / 1e3)
+                rows.append(
+                    {
+                        "device": device,
+                        "impl": impl,
+                        "l2": l2,
+                        "batch": batch,
+                        "context": context,
+                        "median_ms": t.median,
+                        "q25_ms": t.quantile(0.25),
+                        "q75_ms": t.quantile(0.75),
+                        "reps": reps,
+                        "kv_bytes": nbytes,
+                        "kv_GBps": kv_bps / 1e9,
+                        "copy_GBps": copy_bps / 1e9,
+                        "fraction_of_copy_bw": kv_bps / copy_bps,
+                    }
+                )
         if device == "cuda":
             torch.cuda.empty_cache()
         if save is not None:

@@ -39,3 +39,34 @@ def test_cpu_decode_sweep_schema_and_arithmetic():
     assert r.kv_GBps == pytest.approx(r.kv_bytes / (r.median_ms / 1e3) / 1e9)
     assert r.fraction_of_copy_bw == pytest.approx(r.kv_GBps / r.copy_GBps)
     assert (table.q25_ms <= table.median_ms).all() and (table.median_ms <= table.q75_ms).all()
+
+
+def test_cpu_rows_are_warm_timings_and_the_l2_view_is_empty_there():
+    from flexfix import tables
+
+    table = timing.decode_sweep([1], [64], "cpu", case=timing.DecodeCase(4, 2, 32), warmup=0, reps=2, progress=False)
+    assert set(table.l2) == {"warm"}
+    assert tables.l2_effect(table).empty
+    assert not tables.timing_ratios(table).empty
+    with pytest.raises(ValueError, match="no timings with l2='flushed'"):
+        tables.timing_ratios(table, l2="flushed")
+
+
+def test_l2_effect_divides_flushed_by_warm_per_case():
+    import pandas as pd
+
+    from flexfix import tables
+
+    rows = [
+        {"impl": "x", "batch": 1, "context": 256, "kv_bytes": 10**6, "l2": "warm", "median_ms": 0.02},
+        {"impl": "x", "batch": 1, "context": 256, "kv_bytes": 10**6, "l2": "flushed", "median_ms": 0.05},
+    ]
+    effect = tables.l2_effect(pd.DataFrame(rows))
+    assert effect.flushed_over_warm.tolist() == [pytest.approx(2.5)] and effect.kv_MB.tolist() == [1.0]
+    recorded = pd.DataFrame(rows[:1]).drop(columns="l2")  # files from before the l2 column: warm timings
+    assert tables.timing_ratios.__name__ and tables._with_l2(recorded).l2.tolist() == ["warm"]
+
+
+def test_flush_l2_is_a_real_bool():
+    with pytest.raises(ValueError, match="flush_l2 must be True or False, got 'yes'"):
+        timing.time_fn(lambda: None, flush_l2="yes")
