@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL = "flexfix"
 
-# Per device, per notebook: parameters that differ from the notebook's own defaults.  On a GPU box (16 cores,
+# Per device, per notebook: parameters that differ from the notebook's own defaults.  On CPU the children run one
+# at a time (two at a time was slower on CI's 2 cores: each child imports torch and uses both); on a GPU box (16 cores,
 # one GPU) the children of a notebook run side by side: torch-only repro runs and needle-sweep units
 # (``WORKERS``), engines (``ENGINE_WORKERS``, each with a fixed KV cache).  The serving scenarios of 06 take
 # minutes per server: `make notebooks` shows their recorded run (``python -m flexfix.serving record`` records it).

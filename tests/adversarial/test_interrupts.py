@@ -156,11 +156,11 @@ INVARIANCE_WRAPPER = textwrap.dedent(
 )
 
 
-# A configuration that may crash (as_strided under a frozen launch) runs a unit per batch size in a parallel sweep.
-PARALLEL_CONFIGS = "analog_page:vllm:eager:sliced,analog_page:vllm:frozen:as_strided"
+# Three configurations, one unit (child) each in a parallel sweep; only the "frozen" one hangs.
+PARALLEL_CONFIGS = "analog_page:vllm:eager:sliced,analog_page:vllm:frozen:sliced,analog_page:vllm:eager:as_strided"
 
 
-def start_invariance_record(env, workers, slow, configs=CONFIGS):
+def start_invariance_record(env, workers, slow, configs=CONFIGS, slow_config=""):
     return start(
         INVARIANCE_WRAPPER,
         [
@@ -176,28 +176,33 @@ def start_invariance_record(env, workers, slow, configs=CONFIGS):
             "--out",
             str(env["out"]),
         ],
-        {"HELPERS": HELPERS, "FAKE_PIDS": str(env["pids"]), "FAKE_SLOW": slow, "TMPDIR": str(env["tmp"])},
+        {
+            "HELPERS": HELPERS,
+            "FAKE_PIDS": str(env["pids"]),
+            "FAKE_SLOW": slow,
+            "FAKE_SLOW_CONFIG": slow_config,
+            "TMPDIR": str(env["tmp"]),
+        },
     )
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_parallel_invariance_sweep_stops_on_one_signal_and_starts_no_other_child(env, signum, status):
-    """--workers 2: the eager configuration is one unit (A, 12 cells), the as_strided one that may crash a unit per
-    batch size (B1..B4); batch 2 hangs.  In order: A starts (and hangs at batch 2), B1 finishes, B2 hangs; B3 and B4
-    wait for a worker.  One signal ends it all, keeping B1's cells."""
+    """--workers 2, one unit (child) per configuration: A and B start, A finishes its 12 cells, C starts and finishes,
+    B (frozen) hangs at batch 2.  One signal ends it all, keeping A's and C's cells."""
     partial = env["out"] / "kernel_invariance-cpu.partial.json"
-    proc = start_invariance_record(env, 2, "2", PARALLEL_CONFIGS)
-    wait_for(lambda: records_in(partial) == 3 and len(marked(env["pids"])) == 3, what="B1 done, A and B2 hanging")
+    proc = start_invariance_record(env, 2, "2", PARALLEL_CONFIGS, slow_config="frozen")
+    wait_for(lambda: records_in(partial) == 24 and len(marked(env["pids"])) == 3, what="A and C done, B hanging")
     time.sleep(0.3)
     started = len(marked(env["pids"]))
     seconds, _, err = interrupt(proc, signum)
     assert proc.returncode == status and seconds < 5, (seconds, err)
     name = signal.Signals(signum).name
-    assert last_line(err) == f"{PROG} invariance: interrupted by {name}; the 3 finished cells are kept in {partial}"
+    assert last_line(err) == f"{PROG} invariance: interrupted by {name}; the 24 finished cells are kept in {partial}"
     assert "Traceback" not in err
-    assert len(marked(env["pids"])) == started  # the 2 units still queued never started a child
+    assert len(marked(env["pids"])) == started  # nothing was started after the signal
     table, _ = results.read_results(partial, columns=invariance.KERNEL_COLUMNS)
-    assert sorted(zip(table.config.str.contains("as_strided"), table.batch)) == [(True, 1)] * 3
+    assert not table.config.str.contains("frozen").any() and len(table) == 24
     assert nothing_left(env["pids"]) == [] and child_folders(env["tmp"]) == []
 
 
@@ -283,7 +288,10 @@ SMALL = invariance.SweepShape(
 )
 
 
-def fake_cells(pids, slow):
+def fake_cells(pids, slow, only=""):
+    """Fake children for kernel_sweep: every cell ok, hanging at the first cell of a batch in ``slow`` (in the
+    configurations whose name contains ``only``)."""
+
     def child_argv(cfg, sw, device, cells):
         rows = [
             {
@@ -296,7 +304,7 @@ def fake_cells(pids, slow):
             }
             for b, p in cells
         ]
-        hang = next((i + 1 for i, (b, _) in enumerate(cells) if b in slow), None)
+        hang = next((i + 1 for i, (b, _) in enumerate(cells) if b in slow), None) if only in cfg.name else None
         return fake_argv(pids, records=[{"ready": cfg.name}, *rows], hang_at=hang)
 
     return child_argv
@@ -307,13 +315,12 @@ def test_kernel_sweep_in_a_notebook_stops_on_keyboard_interrupt(env, monkeypatch
     monkeypatch.setattr(invariance, "_child_argv", fake_cells(env["pids"], slow={17}))
     monkeypatch.setattr(repro.tempfile, "tempdir", str(env["tmp"]))
     saved = []
-    configs = [invariance.cpu_configs()[i] for i in (2, 5)]  # eager sliced; frozen as_strided (may crash)
-    # workers=1: one unit per configuration, the first hangs at batch 17. workers=3: the eager configuration is one
-    # unit (it hangs at batch 17), the one that may crash a unit per batch size: batch 1 finishes, batch 17 hangs.
-    expect = 0 if workers == 1 else 3
+    configs = invariance.cpu_configs()[2:4]
+    # One unit (child) per configuration, both hang at batch 17 after their batch-1 cells: none finishes.
+    expect = 0
     t0 = time.monotonic()
     with (
-        interrupt_main_when(lambda: len(marked(env["pids"])) >= (1 if workers == 1 else 3)),
+        interrupt_main_when(lambda: len(marked(env["pids"])) >= (1 if workers == 1 else 2)),
         pytest.raises(KeyboardInterrupt),
     ):
         invariance.kernel_sweep(
@@ -480,9 +487,10 @@ def test_the_sweep_table_of_an_interrupted_notebook_run_is_a_table(env, monkeypa
     """What `save` got last is the table a notebook can still show: the schema, in sweep order."""
     monkeypatch.setattr(invariance, "_child_argv", fake_cells(env["pids"], slow={17}))
     saved = []
-    configs = [invariance.cpu_configs()[i] for i in (2, 5)]  # as in the test above: batch 1 of the second finishes
+    configs = invariance.cpu_configs()[2:5]  # three units (children); only the frozen one hangs, at batch 17
+    monkeypatch.setattr(invariance, "_child_argv", fake_cells(env["pids"], slow={17}, only="frozen"))
     with interrupt_main_when(lambda: len(marked(env["pids"])) >= 3), pytest.raises(KeyboardInterrupt):
         invariance.kernel_sweep(configs, SMALL, "cpu", batches=[1, 17], workers=3, progress=False, save=saved.append)
     table = saved[-1]
     assert isinstance(table, pd.DataFrame) and list(table.columns) == invariance.KERNEL_COLUMNS
-    assert table.batch.tolist() == [1] * 3 and json.loads(table.to_json())  # serialisable as written
+    assert table.batch.tolist() == [1, 1, 1, 17, 17, 17] * 2 and json.loads(table.to_json())  # serialisable
