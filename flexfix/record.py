@@ -200,7 +200,8 @@ def engine_outcomes(
     params.positive_int("workers", workers, maximum=MAX_ENGINE_WORKERS)
 
     def job(name: str, stop) -> tuple[dict, str]:
-        out = run_scenario(name, model_dir, shared_gpu=workers > 1, stop=stop)
+        # Side by side, engines start more slowly (each compiles and captures while the others do).
+        out = run_scenario(name, model_dir, shared_gpu=workers > 1, stop=stop, timeout=150 if workers == 1 else 420)
         sc = SCENARIOS[name]
         row = outcome_row(
             out,
