@@ -247,6 +247,26 @@ def run_main(main: Callable[[], int], prog: str) -> None:
     sys.exit(code)
 
 
+# Each child's share of the machine when several run at once: torch's intra-op threads and Inductor's compile
+# workers default to every core, so ten children of a 16-core machine would run 160 threads.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS")
+
+
+@contextmanager
+def threads_per_child(workers: int) -> Iterator[None]:
+    """Inside the block, children started here get ``cpu_count // workers`` threads each (the variables of
+    :data:`THREAD_VARIABLES`, which a child reads at start); a value the user set is left alone."""
+    share = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    added = [name for name in THREAD_VARIABLES if name not in os.environ]
+    for name in added:
+        os.environ[name] = share
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def run_pool(
     jobs: Sequence[Callable[[threading.Event], Any]],
     workers: int,
@@ -262,10 +282,9 @@ def run_pool(
     once: the jobs not started are cancelled, every running child is killed, the jobs that finished
     meanwhile are still passed to ``on_result``, and the exception is re-raised.  Separate processes
     and CUDA contexts: a crash stays in its child, and what one child measures does not depend on
-    what else runs (timings aside).
+    what else runs (timings aside).  Side by side, each child gets its share of the cores
+    (:func:`threads_per_child`).
     """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
     if not jobs:
         return []
     event = threading.Event()
@@ -275,8 +294,16 @@ def run_pool(
             results_in_order.append(job(event))
             on_result(i, results_in_order[-1])
         return results_in_order
+    workers = min(workers, len(jobs))
+    with threads_per_child(workers):
+        return _run_threads(jobs, workers, on_result, event)
+
+
+def _run_threads(jobs, workers: int, on_result, event: threading.Event) -> list[Any]:
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     results: dict[int, Any] = {}
-    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs))))
+    pool = ThreadPoolExecutor(max_workers=workers)
     futures = {pool.submit(job, event): i for i, job in enumerate(jobs)}
 
     def collect(future) -> None:

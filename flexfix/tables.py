@@ -428,3 +428,16 @@ def select_scenarios(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
             f"no recorded run of scenario(s) {', '.join(missing)} (have {sorted(set(table['scenario']))})"
         )
     return pd.concat([table[table["scenario"] == n] for n in names], ignore_index=True)
+
+
+def replay_steps(runs: pd.DataFrame, copy: str, batch: int, seed: int) -> tuple[str, pd.DataFrame]:
+    """One torch-only run of :func:`flexfix.record.kernel_outcomes`: its outcome line, and its steps (capture, then
+    each replay) with the width ``K``, the strides the step was written with and those the launch read with, the
+    error against the fp32 reference and the step's outcome."""
+    run = runs[(runs["copy"] == copy) & (runs["batch"] == batch) & (runs["seed"] == seed)]
+    if len(run) != 1:
+        raise ValueError(f"no single run of copy={copy!r}, batch={batch}, seed={seed} among these runs")
+    r = run.iloc[0]
+    line = f"{copy} copy, batch {batch}, seed {seed}: {r['status']} ({r['detail']})"
+    steps = pd.DataFrame(r["records"])
+    return line, steps[["step", "K", "written_stride", "launch_stride", "max_error", "outcome"]]

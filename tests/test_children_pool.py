@@ -78,3 +78,17 @@ def test_throughput_is_never_timed_with_engines_side_by_side():
     runs = engine_sweep.parse_runs("tiny:bi1:full", throughput=(48,))
     with pytest.raises(ValueError, match="one at a time"):
         record.engine_sweep(runs, workers=2)
+
+
+def test_children_side_by_side_get_their_share_of_the_cores(monkeypatch):
+    import os
+
+    for name in children.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the user's own setting stays
+    seen = children.run_pool([lambda stop: dict(os.environ)] * 2, 4)
+    assert {s["OMP_NUM_THREADS"] for s in seen} == {"8"} and {s["MKL_NUM_THREADS"] for s in seen} == {"3"}
+    assert seen[0]["TORCHINDUCTOR_COMPILE_THREADS"] == "8"
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"
+    assert "OMP_NUM_THREADS" not in children.run_pool([lambda stop: dict(os.environ)], 1)[0]

@@ -44,15 +44,15 @@ def _why_not() -> str | None:
 
 @pytest.fixture(scope="session")
 def gpu_results(tmp_path_factory) -> Path:
-    reason = _why_not()
-    if reason:
-        pytest.skip(reason)
     given = os.environ.get("FLEXFIX_GPU_RESULTS")
-    if given:
+    if given:  # the results of a GPU run already done: asserting on them needs no GPU
         folder = Path(given)
         if not folder.is_dir():
             pytest.fail(f"FLEXFIX_GPU_RESULTS={given!r} is not a folder")
         return folder
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
     from flexfix.run_notebooks import NOTEBOOKS, run_all
 
     out = tmp_path_factory.mktemp("gpu")
@@ -77,13 +77,20 @@ def test_torch_only_repro_breaks_with_as_strided_and_not_with_the_slice(gpu_resu
 
 
 def test_kernel_sweep_verdicts(gpu_results):
-    cells = load(gpu_results, "kernel_invariance", ["options", "launch", "copy", "batch", "outcome", "bitwise_equal"])
-    bug = (cells.launch == "graph") & (cells["copy"] == "as_strided") & (cells.batch > 16)
-    assert bug.any() and set(cells[bug].outcome) <= BROKEN
+    """With vLLM's 16 x 16 tiles (PyTorch's own choice often fails to compile for these blocks): as_strided replayed
+    from a graph breaks the needle wherever it sits in query block 1 or later (block 0's row is read right; a crash
+    takes the whole launch, whatever the position); everything else is ok and bitwise equal to the needle alone."""
+    columns = ["options", "launch", "copy", "batch", "needle_query_block", "outcome", "bitwise_equal"]
+    cells = load(gpu_results, "kernel_invariance", columns)
+    tiles16 = cells[cells.options != "pytorch"]
+    replayed = (tiles16.launch == "graph") & (tiles16["copy"] == "as_strided") & (tiles16.batch > 16)
+    misread = replayed & (tiles16.needle_query_block >= 1)
+    assert misread.any() and set(tiles16[misread].outcome) <= BROKEN
+    assert set(tiles16[replayed & ~misread].outcome) <= BROKEN | {"ok"}
+    right = tiles16[~replayed]
+    assert (right.outcome == "ok").all() and right.bitwise_equal.astype(bool).all()
     sliced = cells[cells["copy"] == "sliced"]
     assert set(sliced[sliced.options != "pytorch"].outcome) == {"ok"}
-    tiles16 = cells[(cells.options != "pytorch") & ~bug]
-    assert (tiles16.outcome == "ok").all() and tiles16.bitwise_equal.astype(bool).all()
 
 
 def test_stock_vllm_refuses_batch_invariance_and_crashes_past_16(gpu_results):
