@@ -441,3 +441,9 @@ def replay_steps(runs: pd.DataFrame, copy: str, batch: int, seed: int) -> tuple[
     line = f"{copy} copy, batch {batch}, seed {seed}: {r['status']} ({r['detail']})"
     steps = pd.DataFrame(r["records"])
     return line, steps[["step", "K", "written_stride", "launch_stride", "max_error", "outcome"]]
+
+
+def notebook_times_line(times: pd.DataFrame) -> str:
+    """``"403 s in all: 01 147 s, 02 68 s, ..."`` from a ``notebook_times`` results file (each rounded to seconds)."""
+    parts = ", ".join(f"{str(r.notebook)[:2]} {r.seconds:.0f} s" for r in times.itertuples())
+    return f"{times.seconds.sum():.0f} s in all: {parts}"

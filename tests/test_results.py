@@ -374,3 +374,16 @@ def test_recorded_serving_run():
         assert bi1.ok == bi1.compared == bi1.bitwise_equal == n and bi1.errored == 0
         assert bi0.ok == n and bi0.bitwise_equal < n
     assert stages.loc[("patched_bi1", "stream", 1)].bitwise_equal == 1
+
+
+def test_recorded_gpu_main_job_meets_its_budget_and_the_readme_says_so():
+    """`make notebooks` on one H100 (issue #15): at most 480 s in all, no notebook over 180 s, every notebook ok; the
+    README quotes the file's figures."""
+    from flexfix import tables
+
+    times, prov = results.recorded(ROOT / "data", "notebook_times", columns=["notebook", "seconds", "ok"])
+    assert "H100" in prov["device_name"] and times.ok.all()
+    assert times.notebook.tolist() == [p.stem for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    assert times.seconds.sum() <= 480 and times.seconds.max() <= 180
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert tables.notebook_times_line(times) in readme
