@@ -1,0 +1,376 @@
+"""Every public figure, drawn from the recorded data in data/ (and notebook 03's default layouts), must
+show its message: no text on top of other text, nothing off the figure, crashes visible, and the
+colours its legend names those ``plots`` exports for captions."""
+
+import functools
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from matplotlib.text import Annotation, Text
+
+from flexfix import engine_sweep, layouts, plots, record, results, tables
+from flexfix.persistent import copy_to_persistent, copy_to_persistent_as_strided
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+TOUCH_PX = 1.0  # boxes may share this much (anti-aliased edges), no more
+
+
+# Inputs, built as the notebooks build them.
+
+
+COPIES = [(copy_to_persistent_as_strided, "as_strided (vLLM 0.20.0)"), (copy_to_persistent, "sliced (fix)")]
+
+
+def notebook03_layouts(k_replay: int, g: int = 3, g_max: int = 4, w_max: int = 64, k_capture: int = 32) -> list:
+    """Notebook 03's defaults: G=3, G_MAX=4, W_MAX=64, K_CAPTURE=32."""
+    return [
+        layouts.stride_layout(c, n, g=g, g_max=g_max, w_max=w_max, k_capture=k_capture, k_replay=k_replay)
+        for c, n in COPIES
+    ]
+
+
+def many_blocks() -> list:
+    """A bigger buffer than the notebook's: twelve query blocks, 256 cells a row."""
+    return notebook03_layouts(200, g=12, g_max=16, w_max=256, k_capture=160)
+
+
+def step(outcome: str, error: float | None) -> dict:
+    return {"step": "", "K": 0, "G": 3, "max_error": error, "outcome": outcome}
+
+
+def run(copy: str, seed: int, status: str, steps: list[dict], device: str = "cuda") -> dict:
+    return {"copy": copy, "batch": 48, "seed": seed, "device": device, "status": status, "records": steps}
+
+
+def gpu_died_at_first_replay() -> pd.DataFrame:
+    """The H100 shape: an as_strided run reports its capture step, then the process dies."""
+    return pd.DataFrame([run("as_strided", 0, "illegal_memory_access", [step("ok", 3e-3)])])
+
+
+def live_gpu_wrong_results() -> pd.DataFrame:
+    """A fresh GPU run that went wrong without crashing (the same step wrong in every run)."""
+
+    def wrong(seed):
+        return [step("ok", 3e-3)] + [step("wrong_result", 1.0 + seed + i / 10) for i in range(4)]
+
+    ok = [step("ok", 3e-3 + i * 1e-4) for i in range(5)]
+    rows = [run("as_strided", s, "wrong_result", wrong(s)) for s in range(5)]
+    return pd.DataFrame(rows + [run("sliced", s, "ok", ok) for s in range(5)])
+
+
+def cpu_index_errors() -> pd.DataFrame:
+    """The CPU analog's shape: index errors at replays (the run goes on), one late wrong result."""
+    steps = [step("ok", 5e-7), step("index_error", None), step("index_error", None), step("wrong_result", 2.9)]
+    return pd.DataFrame(
+        [run("as_strided", s, "index_error", steps, "cpu") for s in range(3)]
+        + [run("sliced", s, "ok", [step("ok", 5e-7)] * 4, "cpu") for s in range(3)]
+    )
+
+
+@functools.cache
+def recorded(name: str) -> pd.DataFrame:
+    return results.recorded(DATA, name)[0]
+
+
+@functools.cache
+def recorded_all(names: tuple[str, ...]) -> pd.DataFrame:
+    return results.recorded_all(DATA, list(names))[0]
+
+
+def throughput_table() -> pd.DataFrame:
+    engine = recorded_all(tuple(record.RECORDED_THROUGHPUT_TABLES + record.RECORDED_SWEEP_TABLES))
+    speed = engine_sweep.throughput_rows(engine)
+    return speed.assign(setting=[tables.engine_label(r) for _, r in speed.iterrows()])
+
+
+def figures():
+    """(name, thunk) for each public figure function, with representative inputs."""
+
+    def kernel_inv():
+        return recorded_all(tuple(record.RECORDED_KERNEL_INVARIANCE))
+
+    def ratios():
+        return tables.timing_ratios(recorded("decode_timing"))
+
+    long_title = "H100, vLLM 0.20.0 + flexfix: output tokens per second (dot: an engine's median; bar: its slowest"
+    return [
+        ("storage_owners capture", lambda: plots.storage_owners(notebook03_layouts(48), when="capture")),
+        ("storage_owners replay", lambda: plots.storage_owners(notebook03_layouts(48), when="replay")),
+        ("read_windows grow", lambda: plots.read_windows(notebook03_layouts(48))),
+        ("read_windows shrink", lambda: plots.read_windows(notebook03_layouts(16))),
+        ("read_windows one block", lambda: plots.read_windows(notebook03_layouts(48, g=1))),
+        ("read_windows many blocks", lambda: plots.read_windows(many_blocks())),
+        ("storage_owners many blocks", lambda: plots.storage_owners(many_blocks())),
+        ("replay_errors H100", lambda: plots.replay_errors(recorded("ima_kernel"), "H100, CUDA-graph replay")),
+        ("replay_errors wrong", lambda: plots.replay_errors(live_gpu_wrong_results(), "cuda: max error per step")),
+        ("replay_errors cpu", lambda: plots.replay_errors(cpu_index_errors(), "cpu: max error per step, batch 48")),
+        ("category_heatmap kernel", lambda: plots.category_heatmap(*kernel_grid(kernel_inv()))),
+        ("category_heatmap engine", lambda: plots.category_heatmap(engine_grid(), "H100: needle alone vs N")),
+        ("max_diff_vs_batch", lambda: plots.max_diff_vs_batch(kernel_inv(), "H100: how far the needle moves")),
+        ("ratio_lines batch", lambda: plots.ratio_lines(ratios(), "batch", "graph_speedup", "context", "H100", "x")),
+        ("ratio_lines context", lambda: plots.ratio_lines(ratios(), "context", "flex_bw_fraction", "batch", "t", "f")),
+        ("throughput_points", lambda: plots.throughput_points(throughput_table(), long_title + " repetition)")),
+    ]
+
+
+def kernel_grid(table):
+    grid, notes = tables.kernel_grid(table)
+    return grid, "H100: needle alone vs in a batch (cell text: positions bitwise equal)", notes
+
+
+def engine_grid():
+    return tables.engine_grid(engine_sweep.invariance_rows(recorded_all(tuple(record.RECORDED_SWEEP_TABLES))))
+
+
+FIGURES = dict(figures())
+
+
+def drawn(fig: Figure):
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+# Which text is on the figure, and where.
+
+
+def _tick_labels(fig: Figure) -> dict[int, tuple[object, bool]]:
+    """id(label) -> (its axis, whether its tick is inside the view, i.e. drawn)."""
+    out = {}
+    for axis in fig.findobj(matplotlib.axis.Axis):
+        lo, hi = sorted(axis.get_view_interval())
+        slack = (hi - lo) * 1e-9
+        for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+            shown = lo - slack <= tick.get_loc() <= hi + slack
+            for label in (tick.label1, tick.label2):
+                out[id(label)] = (axis, shown)
+    return out
+
+
+def _annotation_drawn(text: Annotation) -> bool:
+    """An annotation whose point lies outside its axes is clipped (annotation_clip)."""
+    if text.axes is None or text.xycoords != "data":
+        return True
+    x, y = text.axes.transData.transform(text.xy)
+    return text.axes.bbox.contains(x, y)
+
+
+def texts(fig: Figure) -> list[tuple[Text, object, object]]:
+    """(text, its window extent, its tick axis or None) for each non-empty text drawn."""
+    renderer = drawn(fig)
+    ticks = _tick_labels(fig)
+    out = []
+    for text in fig.findobj(Text):
+        if not text.get_visible() or not text.get_text().strip():
+            continue
+        axis, shown = ticks.get(id(text), (None, True))
+        if not shown or (isinstance(text, Annotation) and not _annotation_drawn(text)):
+            continue
+        out.append((text, text.get_window_extent(renderer), axis))
+    return out
+
+
+def overlaps(fig: Figure) -> list[str]:
+    """Pairs of drawn texts whose boxes overlap by more than TOUCH_PX in both directions."""
+    found = texts(fig)
+    bad = []
+    for i, (a, box_a, _) in enumerate(found):
+        for b, box_b, _ in found[i + 1 :]:
+            w = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+            h = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+            if w > TOUCH_PX and h > TOUCH_PX:
+                bad.append(f"{a.get_text()!r} overlaps {b.get_text()!r}")
+    return bad
+
+
+def off_figure(fig: Figure) -> list[str]:
+    frame = fig.bbox
+    return [
+        repr(t.get_text())
+        for t, box, _ in texts(fig)
+        if box.x0 < frame.x0 - TOUCH_PX
+        or box.y0 < frame.y0 - TOUCH_PX
+        or box.x1 > frame.x1 + TOUCH_PX
+        or box.y1 > frame.y1 + TOUCH_PX
+    ]
+
+
+# The figures.
+
+
+def legends_over_axes(fig: Figure) -> list[str]:
+    """Legends (all drawn beside the axes here) that cover part of a plotting area."""
+    renderer = drawn(fig)
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    bad = []
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            w = min(box.x1, ax.bbox.x1) - max(box.x0, ax.bbox.x0)
+            h = min(box.y1, ax.bbox.y1) - max(box.y0, ax.bbox.y0)
+            if w > TOUCH_PX and h > TOUCH_PX:
+                bad.append(f"legend {[t.get_text() for t in legend.get_texts()][:2]} covers {ax.get_title()!r}")
+    return bad
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_figure_text_never_overlaps_and_stays_on_the_figure(name):
+    fig = FIGURES[name]()
+    assert isinstance(fig, Figure)
+    assert texts(fig), "a figure with no text explains nothing"
+    assert overlaps(fig) == []
+    assert off_figure(fig) == []
+    assert legends_over_axes(fig) == []
+
+
+def test_the_checks_can_fail():
+    """Overlapping texts and a text off the figure are caught (the checks are not vacuous)."""
+    fig = Figure(figsize=(3, 2))
+    ax = fig.subplots()
+    ax.text(0.5, 0.5, "wrong result", transform=ax.transAxes)
+    ax.text(0.52, 0.5, "wrong result", transform=ax.transAxes)
+    ax.set_title("a title far too long for a figure three inches wide, so it runs off both sides")
+    assert overlaps(fig) and off_figure(fig)
+
+
+def _markers_at(fig: Figure, x: float) -> list:
+    """Visible marker artists with a point at data x, drawn inside their axes."""
+    drawn(fig)
+    found = []
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if not line.get_visible() or line.get_marker() in (None, "", "None", " "):
+                continue
+            for px, py in zip(line.get_xdata(), line.get_ydata()):
+                if np.isfinite(py) and abs(px - x) < 0.3 and ax.bbox.contains(*ax.transData.transform((px, py))):
+                    found.append(line)
+    return found
+
+
+def legend_labels(fig: Figure) -> list[str]:
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+@pytest.mark.parametrize("table", [gpu_died_at_first_replay(), recorded("ima_kernel")], ids=["synthetic", "H100"])
+def test_a_run_that_died_at_its_first_replay_shows_a_cross_there(table):
+    """The H100 as_strided runs report the capture step, then the process dies: the figure must show
+    where, and say how, not only a lone point at step 0."""
+    crashed = table[table["status"] == "illegal_memory_access"]
+    fig = plots.replay_errors(crashed, "died")
+    assert _markers_at(fig, 1.0), "nothing drawn at step 1, where every run crashed"
+    assert any(label.startswith("illegal memory access") for label in legend_labels(fig))
+    assert 1 in [int(t) for t in fig.axes[-1].get_xticks()]
+
+
+def test_cpu_index_errors_are_crosses_at_their_steps_and_wrong_results_are_points():
+    fig = plots.replay_errors(cpu_index_errors(), "cpu")
+    assert _markers_at(fig, 1.0) and _markers_at(fig, 2.0)
+    assert any(label.startswith("index error (3 runs)") for label in legend_labels(fig))
+    texts_drawn = [t.get_text() for t, _, _ in texts(fig)]
+    assert not any("wrong result" in t for t in texts_drawn), "a wrong result is a measured point, not a label"
+
+
+def test_replay_error_steps_are_integers():
+    fig = plots.replay_errors(live_gpu_wrong_results(), "t")
+    drawn(fig)
+    ticks = fig.axes[-1].get_xticks()
+    assert list(ticks) == list(range(5))
+
+
+# What read_windows says: per reading query block.
+
+
+def test_read_windows_are_per_query_block_and_block_0_is_read_right():
+    for lay in notebook03_layouts(48) + notebook03_layouts(16):
+        src = plots.read_sources(lay)
+        assert len(src) == lay.g * lay.k_replay
+        assert (src[src["g"] == 0]["category"] == "its own entry").all()
+        grid = src["code"].to_numpy().reshape(lay.read_at.shape)
+        assert ((grid != 0) == lay.misread).all()
+        assert ((grid >= 3) == lay.never_written).all()
+
+
+def test_read_windows_name_what_the_misread_cells_hold():
+    grow, shrink = notebook03_layouts(48)[0], notebook03_layouts(16)[0]
+    src = plots.read_sources(grow).set_index(["g", "j"])
+    assert src.loc[(1, 0), "category"] == "another row's entry" and src.loc[(1, 0), "holds_row"] == 0
+    assert src.loc[(1, 0), "holds_entry"] == 32
+    assert src.loc[(1, 16), "category"] == "another entry of its own row" and src.loc[(1, 16), "holds_entry"] == 0
+    src = plots.read_sources(shrink).set_index(["g", "j"])
+    assert src.loc[(2, 0), "category"] == "not written this step (left from the capture step)"
+    assert (src.loc[(2, 0), "holds_row"], src.loc[(2, 0), "written_at"]) == (2, "capture")
+    fig = plots.read_windows(notebook03_layouts(48))
+    assert fig.axes[0].get_ylabel().startswith("query block")
+    assert fig.axes[-1].get_xlabel().startswith("entry read")
+    assert "row 0: 32-47" in [t.get_text() for t, _, _ in texts(fig)]
+
+
+def test_read_windows_tell_the_initial_fill_and_reads_past_the_buffer():
+    """Cells no step wrote (they hold the buffer's initial -1) and reads past its end have their own colours."""
+    lay = layouts.Layout(
+        copy_name="synthetic",
+        g=2,
+        g_max=2,
+        w_max=4,
+        k_capture=2,
+        k_replay=2,
+        capture_stride=(4, 1),
+        replay_stride=(2, 1),
+        owner_capture=np.array([[0, 0, -1, -1], [1, 1, -1, -1]]),
+        owner_replay=np.array([[0, 0, 1, 1], [-1, -1, -1, -1]]),
+        cell_of=np.array([[0, 1], [2, 3]]),
+        read_at=np.array([[0, 1], [6, 8]]),
+    )
+    src = plots.read_sources(lay).set_index(["g", "j"])
+    assert src.loc[(1, 0), "category"] == "never written (the buffer's initial -1)"
+    assert src.loc[(1, 1), "category"] == "outside the buffer"
+    assert lay.never_written[1].all()
+    fig = plots.read_windows([lay])
+    assert {"never written (the buffer's initial -1)", "outside the buffer"} <= set(legend_labels(fig))
+    assert overlaps(fig) == [] and off_figure(fig) == []
+
+
+# Colours: what a legend shows is what plots exports for captions.
+
+
+def _handle_colour(handle) -> str:
+    if isinstance(handle, matplotlib.lines.Line2D):
+        colour = handle.get_markerfacecolor() if handle.get_linestyle() in ("None", "none", "") else handle.get_color()
+        return to_hex(colour)
+    return to_hex(handle.get_facecolor())
+
+
+def _legend_colours(fig: Figure) -> list[tuple[str, str]]:
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    return [
+        (text.get_text(), _handle_colour(handle))
+        for legend in legends
+        for text, handle in zip(legend.get_texts(), legend.legend_handles)
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, figure",
+    [
+        ("read_windows", "read_windows grow"),
+        ("read_windows", "read_windows shrink"),
+        ("storage_owners", "storage_owners replay"),
+        ("replay_errors", "replay_errors H100"),
+        ("replay_errors", "replay_errors cpu"),
+        ("category_heatmap", "category_heatmap kernel"),
+        ("category_heatmap", "category_heatmap engine"),
+    ],
+)
+def test_legend_colours_are_the_exported_ones(name, figure):
+    colours = plots.FIGURE_COLOURS[name]
+    for label, colour in _legend_colours(FIGURES[figure]()):
+        keys = [k for k in colours if label.startswith(k)]
+        assert keys, f"{label!r} is not named in plots.FIGURE_COLOURS[{name!r}]"
+        assert colour == to_hex(colours[max(keys, key=len)][1]), label
