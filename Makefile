@@ -14,7 +14,7 @@ LOCK_CMD   := uv pip compile pyproject.toml $(addprefix --extra ,$(subst $(comma
               --python-version 3.11 -o $(LOCK)
 comma      := ,
 
-.PHONY: install notebooks test test-gpu lab lock clean
+.PHONY: install notebooks test test-gpu lab lock clean book
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ test: $(STAMP)
 # On a GPU box only (never in CI): the notebooks with GPU parameters, then the GPU verdicts (tests/test_gpu.py).
 test-gpu: $(STAMP)
 	MPLBACKEND=agg $(BIN)/python -m pytest -m gpu tests/test_gpu.py
+
+# The published notebooks (data/notebooks, written by `python -m flexfix.publish`) as a static HTML book, offline.
+book: $(STAMP)
+	MPLBACKEND=agg $(BIN)/python -m flexfix.book --src data/notebooks --out build/book
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
