@@ -471,7 +471,8 @@ def kernel_sweep(
         ordered = sorted(rows, key=lambda r: order[(r["config"], r["batch"], r["position"])])
         return pd.DataFrame(ordered, columns=KERNEL_COLUMNS)
 
-    with tqdm(total=len(configs) * len(cells), desc="kernel sweep", disable=not progress) as bar:
+    # disable only when asked: otherwise tqdm's own default, which TQDM_DISABLE=1 (a headless run) overrides
+    with tqdm(total=len(configs) * len(cells), desc="kernel sweep", **({} if progress else {"disable": True})) as bar:
 
         def finished(index: int, done: list[dict]) -> None:
             rows.extend(done)

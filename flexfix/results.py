@@ -28,6 +28,7 @@ __all__ = [
     "ResultsError",
     "provenance",
     "results_path",
+    "run_header",
     "write_results",
     "read_results",
     "recorded",
@@ -112,6 +113,30 @@ def provenance(device: str, parameters: Mapping[str, Any] | None = None) -> dict
         "python": platform.python_version(),
         "parameters": dict(parameters or {}),
     }
+
+
+def run_header(device: str, namespace: Mapping[str, Any]) -> str:
+    """Two lines a notebook prints first, so that every executed copy says where it ran: the run's
+    provenance (device, driver, CUDA, torch, vLLM, flexfix, commit, date) and its parameters, which
+    are the UPPER_CASE names of ``namespace`` (the notebook's globals after the parameters cell)."""
+    from flexfix import __version__
+
+    prov = provenance(device)
+    driver = f" (driver {prov['driver']})" if prov["driver"] else ""
+    cuda = f", CUDA {prov['cuda']}" if device == "cuda" else ""
+    commit = str(prov["git_commit"] or "unknown")[:10]
+    run = (
+        f"this run: {prov['device_name']}{driver}{cuda}, torch {prov['torch']}, vLLM {prov['vllm']}, "
+        f"flexfix {__version__}, commit {commit}, {prov['date']}"
+    )
+    names = [k for k, v in namespace.items() if k.isupper() and not k.startswith("_") and _is_parameter(v)]
+    return run + "\nparameters: " + ", ".join(f"{k}={namespace[k]!r}" for k in names)
+
+
+def _is_parameter(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_parameter(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def results_path(results_dir: str | os.PathLike, name: str, device: str, *, partial: bool = False) -> Path:

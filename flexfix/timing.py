@@ -38,6 +38,7 @@ __all__ = [
     "Timing",
     "time_fn",
     "copy_bandwidth",
+    "method_line",
     "kv_bytes",
     "DecodeCase",
     "decode_sweep",
@@ -209,7 +210,9 @@ def decode_sweep(
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     copy_bps = copy_bandwidth(device, (1 << 30) if device == "cuda" else (1 << 26))
     rows = []
-    for batch, context in tqdm([(b, c) for b in batches for c in contexts], desc="decode timing", disable=not progress):
+    cases = [(b, c) for b in batches for c in contexts]
+    # disable only when asked: otherwise tqdm's own default, which TQDM_DISABLE=1 (a headless run) overrides
+    for batch, context in tqdm(cases, desc="decode timing", **({} if progress else {"disable": True})):
         nbytes = kv_bytes(batch, context, case.num_kv_heads, case.head_dim, dtype)
         for impl, fn in _impls(case, batch, context, device, dtype).items():
             for l2 in ("warm", "flushed") if device == "cuda" else ("warm",):
@@ -237,3 +240,14 @@ def decode_sweep(
         if save is not None:
             save(pd.DataFrame(rows, columns=TIMING_COLUMNS))
     return pd.DataFrame(rows, columns=TIMING_COLUMNS)
+
+
+def method_line(device: str) -> str:
+    """The sizes behind the timing method, for a notebook to print: the L2 flush buffer, this GPU's L2 cache and
+    SM count (on a GPU), and the copy used for the bandwidth ceiling."""
+    copy = (1 << 30) if device == "cuda" else (1 << 26)
+    line = f"L2 flush buffer {L2_FLUSH_BYTES >> 20} MiB; bandwidth ceiling from a copy_ of {copy >> 20} MiB"
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        line += f"; this GPU: L2 cache {props.L2_cache_size >> 20} MiB, {props.multi_processor_count} SMs"
+    return line

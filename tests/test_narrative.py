@@ -1,0 +1,106 @@
+"""flexfix.narrative writes the notebooks' measured statements from the results: on the recorded GPU data the text
+carries the numbers of those tables, and on other outcomes it says other things (it is computed, not canned)."""
+
+import pandas as pd
+import pytest
+
+from flexfix import engine_sweep, record, results, serve_load, tables
+from flexfix.narrative import cost, invariance, layouts, listing, reproduce, serving, span
+
+DATA = "data"
+
+
+def run(copy, status, steps):
+    return {"copy": copy, "batch": 48, "status": status, "records": steps}
+
+
+def step(outcome, err):
+    return {"outcome": outcome, "max_error": err}
+
+
+def test_helpers():
+    assert span([1.0, 2.5]) == "1.00–2.50" and span([3.0, 3.001]) == "3.00" and span([]) == "none"
+    assert listing([]) == "" and listing(["a"]) == "a" and listing("abc") == "a, b and c"
+
+
+def test_kernel_outcomes_follow_the_table_and_name_both_faces_of_the_bug():
+    crash = pd.DataFrame([run("as_strided", "illegal_memory_access", [step("ok", 3e-3)])] * 2)
+    wrong = pd.DataFrame([run("as_strided", "wrong_result", [step("ok", 3e-3), step("wrong_result", 1.5)])])
+    said_crash, said_wrong = reproduce.kernel_outcomes(crash, "x"), reproduce.kernel_outcomes(wrong, "x")
+    assert "2 of 2 runs went wrong (2 with an illegal memory access), first at replay 1" in said_crash
+    assert "1 with a silently wrong result" in said_wrong and "off by 1.5" in said_wrong
+    assert reproduce.BOTH_OUTCOMES in said_crash and reproduce.BOTH_OUTCOMES in said_wrong
+
+
+def test_recorded_kernel_runs_are_told_as_recorded():
+    table, _ = results.recorded(DATA, "ima_kernel")
+    said = reproduce.kernel_outcomes(table, "the H100")
+    n = int((table["copy"] == "as_strided").sum())
+    crashed = int(((table["copy"] == "as_strided") & (table.status == "illegal_memory_access")).sum())
+    assert f"{crashed} with an illegal memory access" in said and f"of {n} runs went wrong" in said
+
+
+def test_threshold_and_every_request_from_the_recorded_engines():
+    engines, _ = results.recorded_all(DATA, record.RECORDED_ENGINE_TABLES)
+    threshold = tables.threshold_table(engines)
+    first = int(threshold[threshold.outcome != "completed"].requests.min())
+    assert f"first fault at {first} requests" in reproduce.crash_threshold(threshold)
+    every, _ = results.recorded_all(DATA, record.RECORDED_EVERY_REQUEST)
+    rows = tables.every_request_table(engine_sweep.request_rows(every))
+    said = reproduce.every_request(every, rows)
+    differing = rows[rows.requests_with_other_tokens > 0]
+    for _, r in differing.iterrows():
+        assert f"at {r.requests} requests {r.requests_with_other_tokens} request" in said
+
+
+def test_sanitizer_names_the_allocation_it_measured():
+    sanitizer, _ = results.recorded(DATA, "ima_sanitizer")
+    said = reproduce.sanitizer_read(sanitizer)
+    assert "bytes *before* an allocation of" in said and "0 errors" in said
+
+
+def test_kernel_sweep_sentences_carry_the_cells():
+    table, _ = results.recorded_all(DATA, record.RECORDED_KERNEL_INVARIANCE)
+    said = invariance.kernel_sweep(table, "the H100")
+    crashed = table[table.outcome == "illegal_memory_access"].groupby("config").size()
+    for count in set(crashed):
+        assert f"{count} cells ended in an illegal memory access" in said
+
+
+def test_engine_sweep_says_which_engines_were_invariant():
+    table, _ = results.recorded_all(DATA, record.RECORDED_SWEEP_TABLES)
+    needle = engine_sweep.invariance_rows(table)
+    said = invariance.engine_sweep(needle, "the H100")
+    assert "bitwise equal (tokens and logprobs) at all" in said and "variance, BI=0" in said
+
+
+def test_timing_sentences_carry_the_ratios():
+    timing, _ = results.recorded(DATA, "decode_timing")
+    ratios = tables.timing_ratios(timing)
+    said = cost.kernel_timing(timing, ratios, "the H100")
+    assert f"{ratios.graph_speedup.max():.2f}x" in said and f"{ratios.bi_overhead.min():.2f}" in said
+
+
+def test_serving_sentences_from_the_recorded_run():
+    table, _ = serve_load.recorded_run(DATA)
+    said = serving.scenarios(table, serve_load.stage_table(table), "the H100")
+    assert "HTTP 500" in said and "an illegal memory access in its log" in said
+
+
+def test_misreads_name_the_blocks():
+    from flexfix import layouts as lay
+    from flexfix.persistent import copy_to_persistent, copy_to_persistent_as_strided
+
+    grow = [
+        lay.stride_layout(c, n, g=3, g_max=4, w_max=64, k_capture=32, k_replay=48)
+        for c, n in [(copy_to_persistent_as_strided, "as_strided"), (copy_to_persistent, "sliced")]
+    ]
+    said = layouts.misreads(lay.layout_table(grow))
+    assert "query block 0 reads its own entries; query blocks 1 and 2 read 96 of 96" in said
+    assert "`sliced`, captured at `K = 32`, replayed at `K = 48`: every query block reads its own" in said
+
+
+@pytest.mark.parametrize("name", ["kernel_outcomes"])
+def test_narrative_renders_as_markdown_in_a_notebook(name):
+    said = reproduce.kernel_outcomes(pd.DataFrame([run("sliced", "ok", [step("ok", 1e-3)])]), "x")
+    assert said._repr_markdown_() == str(said) and repr(said) == str(said)
