@@ -59,6 +59,13 @@ CACHE_ENV = {
     "VLLM_CACHE_ROOT": ROOT / "build" / "cache" / "vllm",
 }
 TIMES_NAME = "notebook_times"
+# A headless run writes an executed notebook to be read, not a terminal: no progress bars (flexfix's, vLLM's,
+# Hugging Face's), and not tqdm's "IProgress not found" warning about widgets nobody will see.
+HEADLESS_ENV = {
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "PYTHONWARNINGS": "ignore:IProgress not found",
+}
 
 # A parameter whose default is not a literal (an expression): its overrides are not type-checked.
 UNKNOWN = object()
@@ -525,6 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             device = "cuda" if torch.cuda.is_available() else "cpu"
             for name, folder in CACHE_ENV.items():
                 os.environ.setdefault(name, str(folder))
+            for name, value in HEADLESS_ENV.items():
+                os.environ.setdefault(name, value)
             print(f"executing {len(notebooks)} notebooks with {device} parameters into {args.out}", flush=True)
             start = time.monotonic()
             for nb in notebooks:

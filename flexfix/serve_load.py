@@ -533,10 +533,12 @@ def record(
     startup_timeout: float = 480,
     request_timeout: float = 120,
     progress: Callable[[str], None] = print,
+    replace: bool = False,
 ) -> tuple[pd.DataFrame, Path | None]:
     """Run ``scenarios`` (from :func:`plan`) one after another, each with its own server; the table is
     written (``out_dir/name-<device>.json``, with provenance) after each, so an interrupted run keeps
-    the finished ones.  Logs go to ``out_dir/name-logs/<scenario>.log``.  With ``fake_server`` the
+    the finished ones.  An existing file with more records is replaced only with ``replace`` (a notebook
+    run again replaces its own results).  Logs go to ``out_dir/name-logs/<scenario>.log``.  With ``fake_server`` the
     FAKE server runs instead of vLLM and the device is ``cpu``."""
     results.results_path(out_dir, name, "cpu")  # refuses a bad name before anything starts
     if fake_server is not None:
@@ -575,7 +577,7 @@ def record(
             progress=progress,
         )
         rows.append(row)
-        path = results.write_results(out_dir, name, rows, device, params)
+        path = results.write_results(out_dir, name, rows, device, params, replace=replace)
         progress(f"{sc.name}: {row['status']} ({row['detail']}), {row['seconds']} s; saved {path}")
     return pd.DataFrame(rows), path
 

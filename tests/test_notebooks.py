@@ -28,6 +28,13 @@ def executed(tmp_path_factory):
             except Exception as exc:  # noqa: BLE001 - name the notebook and the failing cell
                 pytest.fail(f"{nb.name} failed at {describe_failure(exc)}")
             done[stem] = out / "results"
+            import nbformat
+
+            from flexfix import publish
+
+            executed_nb = nbformat.read(out / "executed" / nb.name, as_version=4)
+            problems = publish.problems(publish.normalise(executed_nb), nb.name, allow_cpu=True)  # the edition rules
+            assert not problems, problems
         return done[stem]
 
     return run
@@ -186,3 +193,23 @@ def test_the_gpu_parameters_are_declared_by_their_notebooks_with_the_same_types(
             for name, value in overrides.items():
                 assert name in declared, (device, stem, name)
                 assert type(value) is type(declared[name]), (device, stem, name, value, declared[name])
+
+
+@pytest.mark.notebook
+def test_a_headless_run_writes_no_progress_bars_or_widget_warnings(tmp_path, monkeypatch):
+    """An executed notebook is read as a lesson: `make notebooks` turns off tqdm's bars and its IProgress warning."""
+    import json
+
+    from flexfix.run_notebooks import HEADLESS_ENV, main
+
+    for name in HEADLESS_ENV:
+        monkeypatch.delenv(name, raising=False)  # restored after the test, whatever main() set
+    code = "import warnings\nfrom tqdm.auto import tqdm\nwarnings.warn('IProgress not found. Please update')\n"
+    code += "total = sum(tqdm(range(3), desc='planted bar'))\nprint('total', total)"
+    nb = tiny_notebook(tmp_path / "bars.ipynb", code)
+    assert main(["--out", str(tmp_path / "out"), "--times", str(tmp_path / "times"), str(nb)]) == 0
+    outputs = [
+        o for c in json.loads((tmp_path / "out" / "bars.ipynb").read_text())["cells"] for o in c.get("outputs", [])
+    ]
+    text = "".join("".join(o.get("text", "")) for o in outputs)
+    assert "total 3" in text and "planted bar" not in text and "IProgress" not in text
