@@ -41,6 +41,15 @@ def provenance_line(prov: Mapping[str, Any]) -> str:
     )
 
 
+def recorded_where(provs) -> str:
+    """ "the recorded run on <GPU>" for one provenance or a list of them (the devices they name), so a
+    sentence about recorded results names the machine the file says, not the one we remember."""
+    provs = [provs] if isinstance(provs, dict) else list(provs)
+    names = sorted({str(p.get("device_name")) for p in provs})
+    runs = "run" if len(provs) == 1 else "runs"
+    return f"the recorded {runs} on {' and '.join(names)}"
+
+
 def outcome_summary(table: pd.DataFrame, by: tuple[str, ...] = ("copy", "batch")) -> pd.DataFrame:
     """Per group: how many runs ended in each outcome."""
     counts = table.groupby(list(by))["status"].value_counts().unstack(fill_value=0)

@@ -57,8 +57,8 @@ def _engine_line(rows: pd.DataFrame) -> str:
     differ = rows[~rows["logprobs_bitwise_equal"].fillna(False).astype(bool)]
     other_tokens = rows[~rows["tokens_equal"].fillna(False).astype(bool)]
     text = (
-        f"logprobs bitwise equal at {bitwise} of {n} batch sizes (first difference at {int(differ['requests'].min())} "
-        f"requests, by up to {differ['max_abs_logprob_diff'].max():.2g})"
+        f"logprobs bitwise equal at {bitwise} of {n} batch sizes (first difference at "
+        f"{plural(int(differ['requests'].min()), 'request')}, by up to {differ['max_abs_logprob_diff'].max():.2g})"
     )
     if tokens < n:
         text += f"; other tokens at {listing(sorted(int(x) for x in other_tokens['requests']))} requests"
