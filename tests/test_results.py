@@ -374,6 +374,9 @@ def test_recorded_serving_run():
         assert bi1.ok == bi1.compared == bi1.bitwise_equal == n and bi1.errored == 0
         assert bi0.ok == n and bi0.bitwise_equal < n
     assert stages.loc[("patched_bi1", "stream", 1)].bitwise_equal == 1
+    assert "H100" in prov["device_name"]  # the README says where it was recorded
+    bi0 = [stages.loc[("patched_bi0", "together", n)] for n in (48, 128)]
+    assert [(b.bitwise_equal, b.tokens_differ) for b in bi0] == [(0, 7), (0, 13)]  # data/README.md's figures
 
 
 def test_recorded_gpu_main_job_meets_its_budget_and_the_readme_says_so():
