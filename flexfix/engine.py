@@ -97,7 +97,8 @@ SCENARIOS = {
                 "none",
                 False,
                 (n,),
-                "ok" if n <= 16 else "illegal_memory_access",
+                # past one query block a fault is possible, not certain (notebook 01: where the crash starts)
+                "ok" if n <= 16 else "ok or illegal_memory_access",
                 f"unpatched, VLLM_BATCH_INVARIANT=0, {n} requests, a fresh engine",
             )
             for n in (16, 17, 24, 32, 40, 44, 45, 46, 47)

@@ -529,11 +529,11 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     ax.set_ylabel("max |in batch - alone|")
     ax.set_title(_wrap(title, 5.0, 10), fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
-    handles += [
-        Line2D([], [], color=floor_colour, lw=0.8, ls=":"),
-        Line2D([], [], color=crash_colour, marker="x", ls="none", markersize=8),
-    ]
-    labels += [f"bitwise equal (drawn at {floor:g})", "crashed (top; a missing point: no number)"]
+    handles.append(Line2D([], [], color=floor_colour, lw=0.8, ls=":"))
+    labels.append(f"bitwise equal (drawn at {floor:g})")
+    if table["outcome"].isin(CRASHES).any():  # a crash marker only where something crashed
+        handles.append(Line2D([], [], color=crash_colour, marker="x", ls="none", markersize=8))
+        labels.append("crashed (top; a missing point: no number)")
     ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig

@@ -712,9 +712,10 @@ def print_log_tails(table: pd.DataFrame, n: int = 8) -> None:
         print(log_tail(table, row["scenario"], n))
 
 
-def serving_figure(table: pd.DataFrame):
+def serving_figure(table: pd.DataFrame, where: str = ""):
     """Per scenario and stage, the requests that were bitwise equal to themselves alone, had the same
-    tokens but other logprobs, other tokens, or an error (a stacked bar each)."""
+    tokens but other logprobs, other tokens, or an error (a stacked bar each); ``where`` names the run
+    (this run, the FAKE server, a recorded GPU run) in the title."""
     from flexfix.plots import OUTCOME_COLOURS, _figure
 
     kinds = {
@@ -759,7 +760,7 @@ def serving_figure(table: pd.DataFrame):
     handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
     shown = [k for k in kinds if k in handles]
     ax.legend([handles[k] for k in shown], shown, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    ax.set_title("each request in a batch vs the same request alone")
+    ax.set_title("each request in a batch vs the same request alone" + (f" ({where})" if where else ""))
     return fig
 
 

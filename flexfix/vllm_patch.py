@@ -239,6 +239,23 @@ def sources(module: ModuleType | None = None) -> tuple[str, str]:
     return inspect.getsource(original), inspect.getsource(copy_to_persistent)
 
 
+def batch_invariance_sources(module: ModuleType | None = None) -> tuple[str, str]:
+    """The second change of the fix, as sources: the ``supports_batch_invariance`` that the installed
+    ``FlexAttentionBackend`` has without the patch (its own, or the one it inherits), and flexfix's."""
+    import inspect
+
+    mod = _module(module)
+    with _lock:
+        original = _originals(mod)["supports_batch_invariance"]
+    if original is _MISSING:  # not overridden: the backend inherits its base class's answer
+        for base in mod.FlexAttentionBackend.__mro__[1:]:
+            if "supports_batch_invariance" in base.__dict__:
+                original = base.__dict__["supports_batch_invariance"]
+                break
+    func = getattr(original, "__func__", original)
+    return (inspect.getsource(func) if callable(func) else repr(func)), inspect.getsource(_supports_batch_invariance)
+
+
 def check_cycle(module: ModuleType | None = None) -> list[dict[str, Any]]:
     """Apply, probe, revert, probe again: one row per check with its observed value."""
     mod = _module(module)

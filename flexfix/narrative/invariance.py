@@ -74,7 +74,7 @@ def engine_sweep(needle: pd.DataFrame, where: str) -> str:
     prompt alone vs among ``N`` requests (:func:`flexfix.engine_sweep.invariance_rows`)."""
     said: dict[str, list[str]] = {}
     for (engine, sampling), rows in needle.groupby(["engine", "sampling"], sort=False):
-        said.setdefault(_engine_line(rows), []).append(f"{engine} ({sampling})")
+        said.setdefault(_engine_line(rows), []).append(f"{engine.replace('eager graphs', 'eager')} ({sampling})")
     lines = [f"* {listing(keys, '; ')}: {text}." for text, keys in said.items()]
     distinct = needle.groupby(["engine", "sampling"])["distinct_tokens"].min()
     low = distinct[distinct < distinct.max()]
