@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pandas as pd
-
 from flexfix import paged
 
-__all__ = ["TERMS", "table", "markdown", "defined_numbers", "vllm_capture_sizes", "k_at_capture", "capture_source"]
+__all__ = ["TERMS", "markdown", "defined_numbers", "vllm_capture_sizes", "k_at_capture", "capture_source"]
 
 # term -> definition (Markdown).  Numbers in definitions come from flexfix.paged, formatted in below.
 TERMS = {
@@ -65,11 +63,6 @@ TERMS = {
         "when that holds for every batch."
     ),
 }
-
-
-def table() -> pd.DataFrame:
-    """The glossary as a two-column table (term, meaning)."""
-    return pd.DataFrame({"term": list(TERMS), "meaning": list(TERMS.values())}).set_index("term")
 
 
 def markdown():

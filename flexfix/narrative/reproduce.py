@@ -76,11 +76,14 @@ _BEFORE = re.compile(r"is ([\d,]+) bytes before the nearest allocation at \S+ of
 def _cache_bytes() -> int:
     """Bytes of one of the sanitizer scenario's caches (keys or values): the default torch-only scenario's
     shape, bf16 as on the GPU."""
-    from flexfix import paged
+    import torch
+
+    from flexfix import paged, timing
     from flexfix.kernel_repro import KernelScenario
 
     shape = KernelScenario().shape
-    return shape.num_kv_heads * shape.num_pages * paged.PAGE_SIZE * shape.head_dim * 2
+    both = timing.kv_bytes(1, shape.num_pages * paged.PAGE_SIZE, shape.num_kv_heads, shape.head_dim, torch.bfloat16)
+    return both // 2
 
 
 def sanitizer_read(sanitizer: pd.DataFrame) -> str:
