@@ -1,4 +1,4 @@
-"""flexfix.children.run_pool: results in job order, one at a time in the caller's thread or several on threads,
+"""flexfix.measure.children.run_pool: results in job order, one at a time in the caller's thread or several on threads,
 and what the record functions build on it (engines side by side with a fixed KV cache)."""
 
 import threading
@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from flexfix import children, engine, engine_sweep, record
+from flexfix.integration import engine
+from flexfix.measure import children, engine_sweep, record
 
 
 def test_results_come_back_in_job_order_whatever_finishes_first():
@@ -53,7 +54,7 @@ def test_engines_side_by_side_get_a_fixed_kv_cache_and_no_vllm_compile_cache(mon
 
     def fake_run_scenario(name, model_dir, *, shared_gpu=False, stop=None, **kw):
         calls.append((name, shared_gpu, stop is not None))
-        from flexfix.repro import Outcome
+        from flexfix.measure.repro import Outcome
 
         return Outcome("ok", records=[{"requests": 48}])
 

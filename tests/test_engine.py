@@ -2,7 +2,7 @@
 
 import pytest
 
-from flexfix import engine
+from flexfix.integration import engine
 
 
 def test_scenario_environments():

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from flexfix import engine_sweep as es
+from flexfix.measure import engine_sweep as es
 
 
 def test_compare_generations_follows_the_bs1_vs_bsN_order():

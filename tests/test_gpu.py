@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from flexfix import results
-from flexfix.repro import CRASHES
+from flexfix.edition import results
+from flexfix.measure.repro import CRASHES
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.gpu
@@ -53,7 +53,7 @@ def gpu_results(tmp_path_factory) -> Path:
     reason = _why_not()
     if reason:
         pytest.skip(reason)
-    from flexfix.run_notebooks import NOTEBOOKS, run_all
+    from flexfix.edition.run_notebooks import NOTEBOOKS, run_all
 
     out = tmp_path_factory.mktemp("gpu")
     runs = run_all(sorted(NOTEBOOKS.glob("*.ipynb")), out / "notebooks", "cuda", str(out / "results"))

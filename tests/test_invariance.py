@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from flexfix import invariance as inv
-from flexfix import paged
-from flexfix.repro import Outcome
+from flexfix.measure import invariance as inv
+from flexfix.measure.repro import Outcome
+from flexfix.mechanism import paged
 
 SW = inv.SweepShape(
     paged.PagedShape(max_num_seqs=48, max_model_len=256, num_pages=1024), needle_len=120, capture_len=40

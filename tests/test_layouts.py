@@ -1,7 +1,7 @@
 import pytest
 
-from flexfix import layouts
-from flexfix.persistent import copy_to_persistent, copy_to_persistent_as_strided
+from flexfix.mechanism import layouts
+from flexfix.mechanism.persistent import copy_to_persistent, copy_to_persistent_as_strided
 
 
 def table(k_capture, k_replay, g=3):
@@ -40,7 +40,7 @@ def test_figures_render_themselves_as_png_under_any_backend():
     """Executed notebooks must carry the pictures: a returned Figure has a PNG repr even with agg."""
     import pandas as pd
 
-    from flexfix import plots
+    from flexfix.edition import plots
 
     table = pd.DataFrame({"batch": [1, 2, 1, 2], "context": [8, 8, 16, 16], "ratio": [1.0, 1.2, 1.1, 1.3]})
     fig = plots.ratio_lines(table, "batch", "ratio", "context", "t", "y")

@@ -1,11 +1,14 @@
-"""flexfix.narrative writes the notebooks' measured statements from the results: on the recorded GPU data the text
-carries the numbers of those tables, and on other outcomes it says other things (it is computed, not canned)."""
+"""flexfix.edition.narrative writes the notebooks' measured statements from the results: on the recorded GPU data
+the text carries the numbers of those tables, and on other
+outcomes it says other things (it is computed, not canned)."""
 
 import pandas as pd
 import pytest
 
-from flexfix import engine_sweep, record, results, serve_load, tables
-from flexfix.narrative import cost, invariance, layouts, listing, reproduce, serving, span
+from flexfix.edition import results, tables
+from flexfix.edition.narrative import cost, invariance, layouts, listing, reproduce, serving, span
+from flexfix.integration import serve_load
+from flexfix.measure import engine_sweep, record
 
 DATA = "data"
 
@@ -88,8 +91,8 @@ def test_serving_sentences_from_the_recorded_run():
 
 
 def test_misreads_name_the_blocks():
-    from flexfix import layouts as lay
-    from flexfix.persistent import copy_to_persistent, copy_to_persistent_as_strided
+    from flexfix.mechanism import layouts as lay
+    from flexfix.mechanism.persistent import copy_to_persistent, copy_to_persistent_as_strided
 
     grow = [
         lay.stride_layout(c, n, g=3, g_max=4, w_max=64, k_capture=32, k_replay=48)

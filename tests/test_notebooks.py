@@ -6,8 +6,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from flexfix import results
-from flexfix.run_notebooks import describe_failure, execute, parameters_for, run_all
+from flexfix.edition import results
+from flexfix.edition.run_notebooks import describe_failure, execute, parameters_for, run_all
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -30,7 +30,7 @@ def executed(tmp_path_factory):
             done[stem] = out / "results"
             import nbformat
 
-            from flexfix import publish
+            from flexfix.edition import publish
 
             executed_nb = nbformat.read(out / "executed" / nb.name, as_version=4)
             problems = publish.problems(publish.normalise(executed_nb), nb.name, allow_cpu=True)  # the edition rules
@@ -169,8 +169,8 @@ def test_bad_device_parameter_fails_in_the_first_cell(tmp_path):
 
 @pytest.mark.notebook
 def test_the_command_names_the_failure_and_exits_non_zero(tmp_path, capsys):
-    """`make notebooks` is `python -m flexfix.run_notebooks`: its exit status and summary."""
-    from flexfix.run_notebooks import main
+    """`make notebooks` is `python -m flexfix.edition.run_notebooks`: its exit status and summary."""
+    from flexfix.edition.run_notebooks import main
 
     bad = tiny_notebook(tmp_path / "a_bad.ipynb", "raise ValueError('planted failure')")
     good = tiny_notebook(tmp_path / "b_good.ipynb", "x = 1")
@@ -185,7 +185,7 @@ def test_the_command_names_the_failure_and_exits_non_zero(tmp_path, capsys):
 
 
 def test_the_gpu_parameters_are_declared_by_their_notebooks_with_the_same_types():
-    from flexfix.run_notebooks import PARAMETERS, notebook_parameters
+    from flexfix.edition.run_notebooks import PARAMETERS, notebook_parameters
 
     for device, per_notebook in PARAMETERS.items():
         for stem, overrides in per_notebook.items():
@@ -200,7 +200,7 @@ def test_a_headless_run_writes_no_progress_bars_or_widget_warnings(tmp_path, mon
     """An executed notebook is read as a lesson: `make notebooks` turns off tqdm's bars and its IProgress warning."""
     import json
 
-    from flexfix.run_notebooks import HEADLESS_ENV, main
+    from flexfix.edition.run_notebooks import HEADLESS_ENV, main
 
     for name in HEADLESS_ENV:
         monkeypatch.delenv(name, raising=False)  # restored after the test, whatever main() set

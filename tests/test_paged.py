@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from flexfix import paged
-from flexfix.kernel_repro import KernelScenario, run_kernel_scenario
-from flexfix.persistent import copy_to_persistent
+from flexfix.mechanism import paged
+from flexfix.mechanism.kernel_repro import KernelScenario, run_kernel_scenario
+from flexfix.mechanism.persistent import copy_to_persistent
 
 SHAPE = paged.PagedShape(max_num_seqs=48, max_model_len=512, num_pages=1024)
 

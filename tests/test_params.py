@@ -1,6 +1,6 @@
 import pytest
 
-from flexfix import params
+from flexfix.edition import params
 
 
 def test_unknown_device_is_named():

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexfix.persistent import copy_to_persistent, copy_to_persistent_as_strided, copy_to_slice, storage_map
+from flexfix.mechanism.persistent import copy_to_persistent, copy_to_persistent_as_strided, copy_to_slice, storage_map
 
 
 def test_sliced_copy_keeps_destination_strides():

@@ -14,8 +14,10 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation, Text
 
-from flexfix import engine_sweep, layouts, plots, record, results, tables
-from flexfix.persistent import copy_to_persistent, copy_to_persistent_as_strided
+from flexfix.edition import plots, results, tables
+from flexfix.measure import engine_sweep, record
+from flexfix.mechanism import layouts
+from flexfix.mechanism.persistent import copy_to_persistent, copy_to_persistent_as_strided
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TOUCH_PX = 1.0  # boxes may share this much (anti-aliased edges), no more

@@ -1,6 +1,6 @@
-"""The notebooks' own markdown states no measured number: every number in it is a definition (flexfix.glossary),
+"""The notebooks' own markdown states no measured number: every number in it is a definition (flexfix.edition.glossary),
 a parameter of that notebook, or part of a name (a version, a PR, a notebook, a model or GPU name). What a run
-measured reaches the text through flexfix.narrative, from the results themselves, so prose cannot drift from the
+measured reaches the text through flexfix.edition.narrative, from the results themselves, so prose cannot drift from the
 numbers (issue 16). This test fails on any other number, so a new measured claim typed into markdown fails CI."""
 
 import ast
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flexfix import glossary
+from flexfix.edition import glossary
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
@@ -66,7 +66,7 @@ def test_markdown_states_no_number_that_is_not_a_definition_or_a_parameter(path)
                 problems.append(f"cell {i}: {shown!r}")
     assert not problems, (
         f"{path.name}: numbers in markdown with nothing behind them (print them from a code cell or write them with "
-        f"flexfix.narrative; a definition belongs in flexfix.glossary): {problems}"
+        f"flexfix.edition.narrative; a definition belongs in flexfix.edition.glossary): {problems}"
     )
 
 

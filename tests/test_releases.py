@@ -1,5 +1,6 @@
-"""flexfix.releases: the classifier, the index parser, reading one member of an archive, the CLI's refusals, and
-the recorded tables (data/vllm_releases-cpu.json, data/vllm_release_patch_checks-cpu.json) with README's copy.
+"""flexfix.integration.releases: the classifier, the index parser, reading one member of an archive, the CLI's
+refusals, and the recorded tables (data/vllm_releases-cpu.json, data/vllm_release_patch_checks-cpu.json) with
+README's copy.
 
 Nothing here touches the network, except the opt-in ``releases`` test (``FLEXFIX_RELEASE_CHECKS=1``), which
 downloads and installs the wheels again and compares with what was recorded.
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from flexfix import releases
+from flexfix.integration import releases
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from flexfix import repro
+from flexfix.measure import repro
 
 
 def child(code: str, **kw):
@@ -58,7 +58,7 @@ def test_refusal_text_from_any_process():
 
 def test_reported_records_and_status_come_back():
     code = (
-        "from flexfix.repro import Reporter; r = Reporter(); r.record({'step': 1}); "
+        "from flexfix.measure.repro import Reporter; r = Reporter(); r.record({'step': 1}); "
         "r.finish('wrong_result', 'max error 1.5', k=3)"
     )
     out = child(code)
@@ -72,7 +72,7 @@ def test_reported_records_and_status_come_back():
 
 def test_records_before_a_crash_are_kept():
     code = (
-        "import os, signal; from flexfix.repro import Reporter; Reporter().record({'step': 'capture'}); "
+        "import os, signal; from flexfix.measure.repro import Reporter; Reporter().record({'step': 'capture'}); "
         "os.kill(os.getpid(), signal.SIGSEGV)"
     )
     out = child(code)
@@ -105,7 +105,7 @@ def test_sanitizer_without_the_tool_says_so(monkeypatch):
 
 def test_json_child_protocol_round_trip(tmp_path, monkeypatch):
     """Parent argv and child main agree: the spec arrives whole; a failing body is reported."""
-    from flexfix import repro
+    from flexfix.measure import repro
 
     spec = {"cells": [[17, "last"]], "name": "x, y"}
     argv = repro.json_child_argv("flexfix.some_child", spec)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flexfix import results
+from flexfix.edition import results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,7 +99,7 @@ def test_every_recorded_gpu_result_carries_gpu_provenance():
 
 def test_recorded_engine_outcomes():
     """What the H100 recorded (data/): refusal, crashes, control and the patched runs."""
-    from flexfix.record import RECORDED_ENGINE_TABLES
+    from flexfix.measure.record import RECORDED_ENGINE_TABLES
 
     table, _ = results.recorded_all(ROOT / "data", RECORDED_ENGINE_TABLES)
     status = dict(zip(table.scenario, table.status))
@@ -117,7 +117,7 @@ def test_recorded_engine_outcomes():
 
 def test_recorded_kernel_invariance():
     """The H100 needle sweep: 16 x 16 tiles are bitwise-invariant; as_strided under a graph dies past 16."""
-    from flexfix.record import RECORDED_KERNEL_INVARIANCE
+    from flexfix.measure.record import RECORDED_KERNEL_INVARIANCE
 
     table, provs = results.recorded_all(ROOT / "data", RECORDED_KERNEL_INVARIANCE)
     assert all(p["parameters"]["needle_len"] == 300 and p["parameters"]["capture_len"] == 500 for p in provs)
@@ -139,7 +139,7 @@ def test_recorded_kernel_invariance():
 def test_recorded_decode_timing():
     table, _ = results.recorded(ROOT / "data", "decode_timing")
     assert len(table) == 6 * 4 * 5 and (table.reps == 30).all()
-    from flexfix.tables import timing_ratios
+    from flexfix.edition.tables import timing_ratios
 
     ratios = timing_ratios(table)
     assert (ratios.graph_speedup > 1).all()  # a replay never lost to an eager launch
@@ -151,9 +151,9 @@ def test_recorded_decode_timing():
 
 
 def test_recorded_engine_batch_invariance():
-    from flexfix import engine_sweep
-    from flexfix.record import RECORDED_SWEEP_TABLES
-    from flexfix.tables import engine_verdicts
+    from flexfix.edition.tables import engine_verdicts
+    from flexfix.measure import engine_sweep
+    from flexfix.measure.record import RECORDED_SWEEP_TABLES
 
     table, _ = results.recorded_all(ROOT / "data", RECORDED_SWEEP_TABLES)
     assert (table.status == "ok").all()
@@ -169,8 +169,8 @@ def test_recorded_engine_batch_invariance():
 
 def test_recorded_every_request_check():
     """Stock 0.20.0 at 17 requests: completed, and the one request of query block 1 was wrong; patched: none."""
-    from flexfix import engine_sweep
-    from flexfix.record import RECORDED_EVERY_REQUEST
+    from flexfix.measure import engine_sweep
+    from flexfix.measure.record import RECORDED_EVERY_REQUEST
 
     table, _ = results.recorded_all(ROOT / "data", RECORDED_EVERY_REQUEST)
     rows = engine_sweep.request_rows(table)
@@ -185,8 +185,9 @@ def test_recorded_engine_throughput():
     """Notebook 05's engine claims, from the files: every run timed all six configurations of its model
     back to back; full graphs won every variance comparison; BI=1 cost the variance model in most
     ratios; and one configuration moved by more than 1.4x between engines (the noise the notebook warns of)."""
-    from flexfix import engine_sweep, tables
-    from flexfix.record import RECORDED_SWEEP_TABLES, RECORDED_THROUGHPUT_TABLES
+    from flexfix.edition import tables
+    from flexfix.measure import engine_sweep
+    from flexfix.measure.record import RECORDED_SWEEP_TABLES, RECORDED_THROUGHPUT_TABLES
 
     for name in RECORDED_THROUGHPUT_TABLES:
         table, prov = results.recorded(ROOT / "data", name)
@@ -357,7 +358,7 @@ def test_recorded_on_vllm_0_20_2_too():
 def test_recorded_serving_run():
     """vllm serve 0.20.0: stock dies of the illegal memory access at 48 concurrent completions (every request an
     HTTP 500); under the plugin every completion succeeds, bitwise equal to itself alone with BI=1."""
-    from flexfix import serve_load
+    from flexfix.integration import serve_load
 
     table, prov = results.recorded(ROOT / "data", "serve", columns=["scenario", "status", "records", "ima_in_log"])
     assert prov["vllm"] == "0.20.0"
@@ -382,7 +383,7 @@ def test_recorded_serving_run():
 def test_recorded_gpu_main_job_meets_its_budget_and_the_readme_says_so():
     """`make notebooks` on one H100 (issue #15): at most 480 s in all, no notebook over 180 s, every notebook ok; the
     README quotes the file's figures."""
-    from flexfix import tables
+    from flexfix.edition import tables
 
     times, prov = results.recorded(ROOT / "data", "notebook_times", columns=["notebook", "seconds", "ok"])
     assert "H100" in prov["device_name"] and times.ok.all()

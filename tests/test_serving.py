@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from flexfix import results, serve_load
-from flexfix.serve_load import SCENARIOS, complete_alone, complete_streamed, complete_together, requests_for
-from flexfix.serving import ServerError, VllmServer, group_members
+from flexfix.edition import results
+from flexfix.integration import serve_load
+from flexfix.integration.serve_load import SCENARIOS, complete_alone, complete_streamed, complete_together, requests_for
+from flexfix.integration.serving import ServerError, VllmServer, group_members
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "fake_vllm_server.py"
@@ -324,8 +325,8 @@ def test_tokenizer_matches_the_model_and_round_trips(models_dir):
 def test_tokenizer_of_the_variance_size(tmp_path):
     from transformers import AutoTokenizer
 
-    from flexfix.engine import LLAMA_CONFIGS
-    from flexfix.local_tokenizer import write_tokenizer
+    from flexfix.integration.engine import LLAMA_CONFIGS
+    from flexfix.integration.local_tokenizer import write_tokenizer
 
     (tmp_path / "config.json").write_text(
         json.dumps({"vocab_size": LLAMA_CONFIGS["variance"]["vocab_size"], "bos_token_id": 1, "eos_token_id": 2})
@@ -339,7 +340,7 @@ def test_tokenizer_of_the_variance_size(tmp_path):
 
 
 def record_cli(*args, **kw):
-    cmd = [sys.executable, "-m", "flexfix.serving", "record", *map(str, args)]
+    cmd = [sys.executable, "-m", "flexfix.integration.serving", "record", *map(str, args)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -412,7 +413,7 @@ def test_record_cli_interrupted_stops_the_server_and_keeps_finished_scenarios(mo
 def test_notebook_06_runs_on_cpu_against_the_fake(tmp_path):
     import nbformat
 
-    from flexfix.run_notebooks import execute, parameters_for
+    from flexfix.edition.run_notebooks import execute, parameters_for
 
     nb = ROOT / "notebooks" / "06_serving.ipynb"
     executed = execute(nb, tmp_path / "executed", parameters_for(nb.name, "cpu", tmp_path / "results"), timeout=600)

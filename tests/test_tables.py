@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from flexfix import tables
+from flexfix.edition import tables
 
 
 def _row(model, bi, graphs, tps, source, n=48, seconds=(1.0, 1.0, 1.0)):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flexfix import timing
+from flexfix.measure import timing
 
 
 def test_time_fn_warms_up_then_times_each_repetition():
@@ -42,7 +42,7 @@ def test_cpu_decode_sweep_schema_and_arithmetic():
 
 
 def test_cpu_rows_are_warm_timings_and_the_l2_view_is_empty_there():
-    from flexfix import tables
+    from flexfix.edition import tables
 
     table = timing.decode_sweep([1], [64], "cpu", case=timing.DecodeCase(4, 2, 32), warmup=0, reps=2, progress=False)
     assert set(table.l2) == {"warm"}
@@ -55,7 +55,7 @@ def test_cpu_rows_are_warm_timings_and_the_l2_view_is_empty_there():
 def test_l2_effect_divides_flushed_by_warm_per_case():
     import pandas as pd
 
-    from flexfix import tables
+    from flexfix.edition import tables
 
     rows = [
         {"impl": "x", "batch": 1, "context": 256, "kv_bytes": 10**6, "l2": "warm", "median_ms": 0.02},

@@ -1,4 +1,4 @@
-"""flexfix.vllm_patch against the installed vLLM 0.20.0, and against fake modules."""
+"""flexfix.integration.vllm_patch against the installed vLLM 0.20.0, and against fake modules."""
 
 import importlib
 import os
@@ -10,8 +10,8 @@ from importlib.metadata import entry_points
 import pytest
 import torch
 
-from flexfix import vllm_patch
-from flexfix.persistent import copy_to_persistent, copy_to_persistent_as_strided
+from flexfix.integration import vllm_patch
+from flexfix.mechanism.persistent import copy_to_persistent, copy_to_persistent_as_strided
 
 fa = importlib.import_module(vllm_patch.MODULE)
 
@@ -202,7 +202,7 @@ def test_check_cycle_reports_every_check_true_after_the_first_two():
 
 def test_entry_point_is_registered():
     eps = [ep for ep in entry_points(group="vllm.general_plugins") if ep.name == "flexfix"]
-    assert len(eps) == 1 and eps[0].value == "flexfix.vllm_plugin:register"
+    assert len(eps) == 1 and eps[0].value == "flexfix.integration.vllm_plugin:register"
 
 
 def test_plugin_patches_only_with_the_flag():
@@ -244,7 +244,7 @@ def test_plugin_patches_only_with_the_flag():
     ],
 )
 def test_flag_spellings(value, wanted):
-    from flexfix.vllm_plugin import patch_requested
+    from flexfix.integration.vllm_plugin import patch_requested
 
     assert patch_requested({"FLEXFIX_PATCH": value}) is wanted
     assert patch_requested({}) is False
@@ -253,7 +253,7 @@ def test_flag_spellings(value, wanted):
 @pytest.mark.adversarial
 @pytest.mark.parametrize("value", ["maybe", "2", "patch", "1.0"])
 def test_an_unknown_flag_value_is_refused_by_name(value):
-    from flexfix.vllm_plugin import patch_requested
+    from flexfix.integration.vllm_plugin import patch_requested
 
     with pytest.raises(ValueError, match=repr(value).replace(".", r"\.")):
         patch_requested({"FLEXFIX_PATCH": value})
@@ -262,7 +262,7 @@ def test_an_unknown_flag_value_is_refused_by_name(value):
 @pytest.mark.adversarial
 def test_plugin_says_one_line_and_never_raises_where_nothing_can_be_patched(monkeypatch, capsys):
     """0.19-style module (no buffers), 0.21-style (sliced) and an unknown layout: vLLM starts anyway."""
-    from flexfix import vllm_plugin
+    from flexfix.integration import vllm_plugin
 
     monkeypatch.setenv("FLEXFIX_PATCH", "1")
     no_buffers = fake_module(None)

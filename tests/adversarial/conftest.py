@@ -1,7 +1,7 @@
 import pytest
 from adversarial_helpers import stop_started
 
-from flexfix import children
+from flexfix.measure import children
 
 
 @pytest.fixture(autouse=True)

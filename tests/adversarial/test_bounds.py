@@ -1,11 +1,13 @@
 """Bounds and refusals below the command lines: the library calls a notebook makes, the helpers in
-``flexfix.params`` the notebooks' first cells use, and ``python -m flexfix.repro``."""
+``flexfix.edition.params`` the notebooks' first cells use, and ``python -m flexfix.measure.repro``."""
 
 import numpy as np
 import pytest
 
-from flexfix import invariance, paged, params, record, repro
-from flexfix.repro import Outcome
+from flexfix.edition import params
+from flexfix.measure import invariance, record, repro
+from flexfix.measure.repro import Outcome
+from flexfix.mechanism import paged
 
 SW = invariance.SweepShape(
     paged.PagedShape(max_num_seqs=48, max_model_len=256, num_pages=1024), needle_len=120, capture_len=40
@@ -145,7 +147,7 @@ def test_repro_command_line_refuses_by_name_without_starting_a_child(monkeypatch
     with pytest.raises(SystemExit) as exit_:
         repro.main(argv)
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.splitlines()[-1] == f"python -m flexfix.repro: error: {message}"
+    assert exit_.value.code == 2 and err.splitlines()[-1] == f"python -m flexfix.measure.repro: error: {message}"
 
 
 @pytest.mark.skipif(params.cuda_available(), reason="checks a machine without a GPU")
@@ -154,7 +156,7 @@ def test_repro_command_line_without_a_gpu(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         repro.main(["--device", "cuda"])
     assert exit_.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == (
-        "python -m flexfix.repro: error: --device cuda: this machine has no usable CUDA GPU "
+        "python -m flexfix.measure.repro: error: --device cuda: this machine has no usable CUDA GPU "
         "(torch.cuda.is_available() is False)"
     )
 

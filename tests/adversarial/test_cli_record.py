@@ -1,4 +1,4 @@
-"""`python -m flexfix.record`: bad arguments are refused before any work, by name (exit 2); results
+"""`python -m flexfix.measure.record`: bad arguments are refused before any work, by name (exit 2); results
 are never replaced by less; progress survives an interrupt or a failing write, and the message says where.
 
 Most cases call ``record.main`` in this process (argparse's usage error is ``SystemExit(2)``); the
@@ -9,10 +9,11 @@ import json
 
 import pytest
 
-from flexfix import children, params, record, results
-from flexfix.repro import Outcome
+from flexfix.edition import params, results
+from flexfix.measure import children, record
+from flexfix.measure.repro import Outcome
 
-PROG = "python -m flexfix.record"
+PROG = "python -m flexfix.measure.record"
 NO_GPU = pytest.mark.skipif(params.cuda_available(), reason="checks the refusals of a machine without a GPU")
 
 
@@ -28,7 +29,7 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("work started although the arguments were refused")
 
-    from flexfix import invariance, timing
+    from flexfix.measure import invariance, timing
 
     for target, name in (
         (record, "run_kernel_in_child"),

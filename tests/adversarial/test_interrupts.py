@@ -28,9 +28,11 @@ from adversarial_helpers import (
     wait_for,
 )
 
-from flexfix import children, invariance, paged, record, repro, results
+from flexfix.edition import results
+from flexfix.measure import children, invariance, record, repro
+from flexfix.mechanism import paged
 
-PROG = "python -m flexfix.record"
+PROG = "python -m flexfix.measure.record"
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def env(tmp_path):
 KERNEL_WRAPPER = textwrap.dedent(
     """
     import itertools, json, os, sys
-    from flexfix import children, record, repro
+    from flexfix.measure import children, record, repro
     sys.path.insert(0, os.environ["HELPERS"])
     from adversarial_helpers import fake_argv
     count = itertools.count()
@@ -59,7 +61,7 @@ KERNEL_WRAPPER = textwrap.dedent(
                          ignore_term=bool(os.environ.get("FAKE_IGNORE_TERM")),
                          records=[{"step": "capture", "run": i}])
     repro._kernel_args = fake_args
-    children.run_main(lambda: record.main(sys.argv[1:]), "python -m flexfix.record")
+    children.run_main(lambda: record.main(sys.argv[1:]), "python -m flexfix.measure.record")
     """
 )
 HELPERS = os.path.dirname(os.path.abspath(__file__))
@@ -139,7 +141,7 @@ CONFIGS = "analog_page:vllm:eager:sliced,analog_page:vllm:frozen:sliced"
 INVARIANCE_WRAPPER = textwrap.dedent(
     """
     import json, os, sys
-    from flexfix import children, invariance, record
+    from flexfix.measure import children, invariance, record
     sys.path.insert(0, os.environ["HELPERS"])
     from adversarial_helpers import fake_argv
     slow = {int(b) for b in os.environ["FAKE_SLOW"].split(",")}
@@ -151,7 +153,7 @@ INVARIANCE_WRAPPER = textwrap.dedent(
             hang = None
         return fake_argv(os.environ["FAKE_PIDS"], records=[{"ready": cfg.name}, *rows], hang_at=hang)
     invariance._child_argv = fake_child_argv
-    children.run_main(lambda: record.main(sys.argv[1:]), "python -m flexfix.record")
+    children.run_main(lambda: record.main(sys.argv[1:]), "python -m flexfix.measure.record")
     """
 )
 
@@ -243,7 +245,7 @@ def test_one_worker_sweep_stops_at_once_instead_of_running_the_rest(env, slow_co
 def test_repro_command_line_interrupted_while_its_real_child_runs(env):
     """The real torch-only repro on CPU (no fakes): Ctrl-C while the child computes."""
     proc = start(
-        "from flexfix import children, repro; children.run_main(repro.main, 'python -m flexfix.repro')",
+        "from flexfix.measure import children, repro; children.run_main(repro.main, 'python -m flexfix.measure.repro')",
         ["--copy", "as_strided", "--device", "cpu", "--batch", "48"],
         {"TMPDIR": str(env["tmp"])},
     )
@@ -251,7 +253,7 @@ def test_repro_command_line_interrupted_while_its_real_child_runs(env):
     folder = env["tmp"] / child_folders(env["tmp"])[0]
     seconds, _, err = interrupt(proc, signal.SIGINT)
     assert proc.returncode == 130 and seconds < 5
-    assert err.strip() == "python -m flexfix.repro: interrupted by SIGINT; the child was killed"
+    assert err.strip() == "python -m flexfix.measure.repro: interrupted by SIGINT; the child was killed"
     assert not folder.exists()
 
 
@@ -363,7 +365,7 @@ def test_record_kernel_outcomes_in_a_notebook_stops_on_keyboard_interrupt(env, m
 
 
 def test_record_engine_sweep_in_a_notebook_stops_on_keyboard_interrupt(env, monkeypatch, tmp_path):
-    from flexfix import engine_sweep as es
+    from flexfix.measure import engine_sweep as es
 
     started = []
 
@@ -382,7 +384,7 @@ def test_record_engine_sweep_in_a_notebook_stops_on_keyboard_interrupt(env, monk
 
 
 def test_decode_sweep_in_a_notebook_stops_and_keeps_what_it_saved():
-    from flexfix import timing
+    from flexfix.measure import timing
 
     saved = []
 

@@ -58,7 +58,7 @@ CASES = [
 @pytest.mark.parametrize("stem, overrides, message", CASES, ids=[f"{s}-{next(iter(o))}" for s, o, _ in CASES])
 def test_bad_parameter_fails_in_the_first_cell_by_name(stem, overrides, message, monkeypatch):
     monkeypatch.chdir(NOTEBOOKS)
-    monkeypatch.setattr("flexfix.params.cuda_available", lambda: False)
+    monkeypatch.setattr("flexfix.edition.params.cuda_available", lambda: False)
     with pytest.raises(ValueError, match=message):
         first_cells(stem, overrides)
 
@@ -68,5 +68,5 @@ def test_bad_parameter_fails_in_the_first_cell_by_name(stem, overrides, message,
 )
 def test_the_defaults_pass_the_first_cell(stem, monkeypatch):
     monkeypatch.chdir(NOTEBOOKS)
-    monkeypatch.setattr("flexfix.params.cuda_available", lambda: False)
+    monkeypatch.setattr("flexfix.edition.params.cuda_available", lambda: False)
     assert first_cells(stem, {})["device"] == "cpu"

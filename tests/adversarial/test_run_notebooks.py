@@ -1,4 +1,4 @@
-"""`python -m flexfix.run_notebooks`: what would go wrong is refused before anything runs (exit 2, naming
+"""`python -m flexfix.edition.run_notebooks`: what would go wrong is refused before anything runs (exit 2, naming
 it); what goes wrong while running is reported as it happened; no truncated notebook; Ctrl-C / SIGTERM
 end the run in one line with the kernel gone.  Tiny notebooks (one parameters cell, a cell or two) run
 with the venv's kernel in a few seconds each."""
@@ -13,9 +13,9 @@ import nbformat
 import pytest
 from adversarial_helpers import interrupt, last_line, start, wait_for
 
-from flexfix import run_notebooks as rn
+from flexfix.edition import run_notebooks as rn
 
-PROG = "python -m flexfix.run_notebooks"
+PROG = "python -m flexfix.edition.run_notebooks"
 PARAMS = 'DEVICE = "auto"\nRUN_ENGINE = True\nN = 3\nRATE = 0.5\nSEEDS = [0, 1]\nNAMES: list = ["a"]\nRESULTS_DIR = "r"'
 
 
@@ -342,7 +342,8 @@ def test_an_interrupt_ends_the_run_in_one_line_with_the_kernel_gone(tmp_path, si
     previous = notebook(out / "b_slow.ipynb", "previous = True")
     before = previous.read_bytes()
     proc = start(
-        f"from flexfix import children, run_notebooks as rn; children.run_main(rn.main, {PROG!r})",
+        "from flexfix.measure import children; from flexfix.edition import run_notebooks as rn; "
+        f"children.run_main(rn.main, {PROG!r})",
         ["--out", str(out), str(fine), str(slow), str(later)],
         {"JUPYTER_RUNTIME_DIR": str(runtime), "TMPDIR": str(runtime)},
     )

@@ -1,0 +1,145 @@
+"""What the timings measured, in words (notebook 05): kernel ratios, engine noise, engine ratios, anchors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from flexfix.edition import anchors
+from flexfix.edition.narrative import listing, markdown, plural, span
+
+__all__ = ["kernel_timing", "l2_effect", "engine_noise", "engine_ratios", "published"]
+
+
+def _host_ms(timing: pd.DataFrame) -> list[float]:
+    """Per case, eager minus graph-replay median: what a replay saves on the host per call."""
+    warm = timing[timing["l2"] == "warm"] if "l2" in timing else timing
+    wide = warm.pivot_table(index=["batch", "context"], columns="impl", values="median_ms")
+    if not {"flex vllm eager", "flex vllm graph"} <= set(wide.columns):
+        return []
+    return list(wide["flex vllm eager"] - wide["flex vllm graph"])
+
+
+def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str:
+    """Graph replay vs eager launch, batch-invariant vs vLLM options, and the KV read rate against the copy
+    bandwidth, from one timing run (``timing``: :func:`flexfix.measure.timing.decode_sweep`; ``ratios``:
+    :func:`flexfix.edition.tables.timing_ratios` of it)."""
+    if "graph_speedup" not in ratios:
+        return markdown(
+            f"**What {where} measured:** flex (eager path) took {span(ratios['flex_over_sdpa'], '{:.1f}', 'x')} the "
+            "time of dense SDPA on the same keys and values. No CUDA graphs on CPU: graph and batch-invariant "
+            "ratios come from the GPU tables."
+        )
+    contexts = sorted(ratios["context"].unique())
+    by_context = "; ".join(
+        f"{span(ratios.loc[ratios.context == c, 'graph_speedup'], '{:.2f}', 'x')} at {c} tokens" for c in contexts
+    )
+    smallest = ratios.sort_values(["batch", "context"]).iloc[0]
+    host = _host_ms(timing)
+    graph = (
+        f"* **Graph replay vs eager launch**: {smallest['graph_speedup']:.1f}x faster at "
+        f"{plural(int(smallest['batch']), 'request')} "
+        f"of {int(smallest['context'])} tokens; by context, over the batch sizes: {by_context}."
+    )
+    if host:
+        graph += f" What a replay saves per call (eager minus replay median): {span(host, '{:.2f}', ' ms')}."
+    bi = ratios["bi_overhead"]
+    lines = [
+        graph,
+        f"* **Batch-invariant options vs vLLM's** (graph replay): {span(bi, '{:.2f}', 'x')} the time "
+        f"({int((bi > 1.05).sum())} of {len(bi)} cases more than 5% slower).",
+    ]
+    big = ratios[(ratios.batch >= 32) & (ratios.context >= 2048)]
+    if len(big):
+        per_batch = ratios.groupby("batch")["flex_bw_fraction"].median()
+        steps = [
+            f"{per_batch[b] / per_batch[a]:.2f}x from {a} to {b}"
+            for a, b in zip(per_batch.index[:-1], per_batch.index[1:])
+            if b == 2 * a
+        ]
+        lines.append(
+            f"* **KV read rate against the copy bandwidth** at batch >= 32 and context >= 2048: flex "
+            f"{span(big['flex_bw_fraction'] * 100, '{:.0f}', '%')}, dense SDPA on the same bytes "
+            f"{span(big['sdpa_bw_fraction'] * 100, '{:.0f}', '%')}. Median over contexts, by batch size: "
+            + listing([f"{per_batch[b] * 100:.1f}% at {b}" for b in per_batch.index])
+            + (f"; each doubling of the batch multiplies it by {listing(steps)}." if steps else ".")
+        )
+    return markdown(f"**What {where} measured** (warm L2, medians)", "\n".join(lines))
+
+
+def l2_effect(effect: pd.DataFrame) -> str:
+    """:func:`flexfix.edition.tables.l2_effect` in words: how the flushed medians compare with the warm ones."""
+    ratio = effect["flushed_over_warm"]
+    slower, faster = int((ratio > 1.05).sum()), int((ratio < 0.95).sum())
+    text = (
+        f"**Flushed over warm L2**, over {plural(len(ratio), 'case')}: {span(ratio, '{:.2f}', 'x')}; "
+        f"{slower} more than 5% slower from a cold L2, {faster} more than 5% *faster*."
+    )
+    if faster:
+        text += (
+            " A flushed repetition faster than a warm one is not what a cache explains; the flush also puts an "
+            "untimed pause between repetitions, and we did not isolate why it helps. Read the warm ratios above "
+            "with that in mind: neither timing is the one a model's decode step sees."
+        )
+    return markdown(text)
+
+
+def engine_noise(speed: pd.DataFrame, spread: pd.DataFrame) -> str:
+    """How far one configuration's throughput moved between engines and inside one engine, and how often an engine's
+    slowest timed repetition was its first (``speed``: :func:`~flexfix.measure.engine_sweep.throughput_rows`)."""
+    per_model = spread.groupby(level="model")[["between_engines", "within_engine"]].max()
+    firsts = [int(np.argmax(s) == 0) for s in speed["seconds"] if isinstance(s, list) and len(s) > 1]
+    lines = [
+        f"* {model}: engines of one configuration differed by up to {row.between_engines:.2f}x between runs; inside "
+        f"one engine the fastest repetition beat the slowest by up to {row.within_engine:.2f}x."
+        for model, row in per_model.iterrows()
+    ]
+    lines.append(
+        f"* The slowest timed repetition was the engine's first in {sum(firsts)} of {len(firsts)} engines "
+        f"(by chance alone: about {len(firsts) / np.mean([len(s) for s in speed['seconds']]):.0f})."
+    )
+    return markdown("**How far one number moves**", "\n".join(lines))
+
+
+def _ratio_line(row: pd.Series) -> str:
+    above = int(row["ratios"] - row["below_1"])
+    return (
+        f"{above} of {int(row['ratios'])} ratios above 1 (range {row['lowest']:.2f}–{row['highest']:.2f}x, "
+        f"median {row['median']:.2f}x)"
+    )
+
+
+def engine_ratios(summary: pd.DataFrame) -> str:
+    """:func:`flexfix.edition.tables.ratio_summary`, one line per model and ratio."""
+    lines = [f"* {model}, {ratio}: {_ratio_line(row)}." for (model, ratio), row in summary.iterrows()]
+    return markdown(
+        "**The ratios, over all runs** (of output tokens per second: above 1, the first configuration named was "
+        "faster; `BI1/BI0` below 1 is a cost of batch invariance)",
+        "\n".join(lines),
+    )
+
+
+def published(summary: pd.DataFrame, ratios: pd.DataFrame) -> str:
+    """Our ratios next to the published anchors (:mod:`flexfix.edition.anchors`): same direction, other setups."""
+    pr = anchors.PR_36298["latency_s"]
+    full, piece, fi = pr["flex, full CUDA graphs"], pr["flex, piecewise CUDA graphs"], pr["FlashInfer"]
+
+    def ours(model: str, ratio: str) -> str:
+        return _ratio_line(summary.loc[(model, ratio)]) if (model, ratio) in summary.index else "not measured"
+
+    speedups = span(ratios["graph_speedup"], "{:.2f}", "x") if "graph_speedup" in ratios else "not measured"
+    bi_kernel = span(ratios["bi_overhead"], "{:.2f}", "x") if "bi_overhead" in ratios else "not measured"
+    return markdown(
+        f"* **Full vs piecewise graphs.** PR #36298: flex with full CUDA graphs {piece / full:.2f}x faster than "
+        f"with piecewise graphs ({piece} s -> {full} s latency), still {full / fi:.2f}x slower than FlashInfer "
+        f"({anchors.PR_36298['setup']}). Ours, variance model, full over piecewise: "
+        f"{ours('variance', 'full/piecewise')}; "
+        f"full over eager: {ours('variance', 'full/eager')}; the attention kernel alone, replay over eager launch: "
+        f"{speedups}.",
+        f"* **What batch invariance costs.** {anchors.TORCHTITAN_BITWISE_RL['source'].split(' (')[0]}: "
+        f"{anchors.TORCHTITAN_BITWISE_RL['claim']} ({anchors.TORCHTITAN_BITWISE_RL['setup']}; training and "
+        f"generation). Ours, inference only, throughput with `VLLM_BATCH_INVARIANT=1` over `=0` (below 1: slower): "
+        f"variance model "
+        f"{ours('variance', 'BI1/BI0')}; tiny model {ours('tiny', 'BI1/BI0')}; the attention kernel's "
+        f"batch-invariant options over vLLM's, in time (above 1: slower): {bi_kernel}.",
+    )

@@ -1,0 +1,89 @@
+"""What a batch-invariance sweep measured, in words (notebook 04): kernel cells and engine needles."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
+
+__all__ = ["kernel_sweep", "engine_sweep"]
+
+
+def _kernel_config(cells: pd.DataFrame) -> str:
+    """One configuration's cells (every batch x position) in one clause."""
+    n = len(cells)
+    equal = cells["bitwise_equal"].fillna(False).astype(bool)
+    if equal.all():
+        return f"bitwise equal in all {n} cells"
+    by_batch = cells.groupby("batch")["bitwise_equal"].apply(lambda s: bool(s.fillna(False).all()))
+    upto = [b for b in by_batch.index if all(by_batch[by_batch.index <= b])]
+    parts = [f"bitwise equal up to {plural(max(upto), 'request')}" if upto else "not bitwise equal even alone"]
+    not_equal = cells[~equal]
+    for outcome, group in not_equal.groupby("outcome", sort=False):
+        batches = sorted(group["batch"].unique())
+        if outcome == "ok":
+            moved = group["max_abs_diff"].dropna()
+            ref = group["max_error_vs_reference"].dropna()
+            text = f"{plural(len(group), 'cell')} moved (at {listing(batches)} requests) by up to {moved.max():.2g}"
+            if len(ref):
+                text += f", still within {ref.max():.2g} of the fp32 reference"
+            parts.append(text)
+        else:
+            word = OUTCOME_WORDS.get(outcome, outcome)
+            details = group["detail"].dropna()
+            detail = ":".join(str(details.iloc[0]).split(":")[:2]) if len(details) else ""
+            text = f"{plural(len(group), 'cell')} ended in {word} (from {batches[0]} requests on"
+            text += f"; e.g. `{detail}`)" if outcome == "error" and detail else ")"
+            parts.append(text)
+    return "; ".join(parts)
+
+
+def kernel_sweep(table: pd.DataFrame, where: str) -> str:
+    """Configurations with the same result share a line; each line says where the needle stayed bitwise
+    equal, where it moved and by how much, and which cells crashed or failed to build."""
+    said: dict[str, list[str]] = {}
+    for config, cells in table.groupby("config", sort=False):
+        said.setdefault(_kernel_config(cells), []).append(f"`{config}`")
+    lines = [f"* {listing(configs)}: {text}." for text, configs in said.items()]
+    return markdown(f"**What {where} measured** (cells: batch sizes x needle positions)", "\n".join(lines))
+
+
+def _engine_line(rows: pd.DataFrame) -> str:
+    n = len(rows)
+    tokens = int(rows["tokens_equal"].fillna(False).sum())
+    bitwise = int(rows["logprobs_bitwise_equal"].fillna(False).sum())
+    if bitwise == n:
+        return f"bitwise equal (tokens and logprobs) at all {n} batch sizes"
+    differ = rows[~rows["logprobs_bitwise_equal"].fillna(False).astype(bool)]
+    other_tokens = rows[~rows["tokens_equal"].fillna(False).astype(bool)]
+    text = (
+        f"logprobs bitwise equal at {bitwise} of {n} batch sizes (first difference at "
+        f"{plural(int(differ['requests'].min()), 'request')}, by up to {differ['max_abs_logprob_diff'].max():.2g})"
+    )
+    if tokens < n:
+        text += f"; other tokens at {listing(sorted(int(x) for x in other_tokens['requests']))} requests"
+    else:
+        text += "; the same tokens everywhere"
+    if (differ["requests"] == 1).any():
+        text += "; even `N = 1`, the same request a second time, differed"
+    return text
+
+
+def engine_sweep(needle: pd.DataFrame, where: str) -> str:
+    """Per engine (model, ``VLLM_BATCH_INVARIANT``, graphs) and sampling: bitwise equality of the needle
+    prompt alone vs among ``N`` requests (:func:`flexfix.measure.engine_sweep.invariance_rows`)."""
+    said: dict[str, list[str]] = {}
+    for (engine, sampling), rows in needle.groupby(["engine", "sampling"], sort=False):
+        said.setdefault(_engine_line(rows), []).append(f"{engine.replace('eager graphs', 'eager')} ({sampling})")
+    lines = [f"* {listing(keys, '; ')}: {text}." for text, keys in said.items()]
+    distinct = needle.groupby(["engine", "sampling"])["distinct_tokens"].min()
+    low = distinct[distinct < distinct.max()]
+    note = ""
+    if len(low):
+        note = (
+            f"Fewest distinct tokens in a needle's stream: {span(low, '{:.0f}')} for "
+            f"{listing(sorted({f'{e} ({s})' for e, s in low.index}), '; ')}, against {int(distinct.max())} elsewhere: "
+            "a nearly degenerate stream says little when it matches, so the rows with more distinct tokens carry "
+            "the evidence."
+        )
+    return markdown(f"**What {where} measured**", "\n".join(lines), note)

@@ -1,0 +1,42 @@
+"""What the stride-layout tables say, in words (notebook 03)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.narrative import listing, markdown, plural
+
+__all__ = ["equivalence", "misreads"]
+
+
+def equivalence(table: pd.DataFrame, names: tuple[str, str]) -> str:
+    """Whether two copy functions agreed on every random shape (:func:`flexfix.mechanism.layouts.compare_copies`)."""
+    n = len(table)
+    checks = ["strides_equal", "storage_maps_equal", "values_equal"]
+    agree = int(table[checks].all(axis=1).sum())
+    if agree == n:
+        return markdown(f"{names[0]} and {names[1]}: same strides, storage cells and values on all {n} random shapes.")
+    return markdown(f"**{names[0]} and {names[1]} disagree on {n - agree} of {plural(n, 'random shape')}.**")
+
+
+def misreads(table: pd.DataFrame) -> str:
+    """Per copy and replay width (:func:`flexfix.mechanism.layouts.layout_table`): which query blocks read another
+    row's entries, and how many of the cells they read nothing wrote at this step."""
+    lines = []
+    for (copy, k_capture, k_replay), group in table.groupby(["copy", "K_capture", "K_replay"], sort=False):
+        bad = group[group["misread"] > 0]
+        head = f"* `{copy}`, captured at `K = {k_capture}`, replayed at `K = {k_replay}`: "
+        if bad.empty:
+            lines.append(head + f"every query block reads its own entries ({int(group['cells_read'].sum())} cells).")
+            continue
+        good = group[group["misread"] == 0]["row"].tolist()
+        text = f"query block {listing(good)} reads its own entries; " if good else ""
+        misread, read = int(bad["misread"].sum()), int(bad["cells_read"].sum())
+        text += f"query blocks {listing(bad['row'].tolist())} read {misread} of {read} cells "
+        text += "that do not hold the entry they ask for (another row's entries, entries of their own row at another "
+        text += "position, or cells not written this step)"
+        unwritten = int(bad["never_written"].sum())
+        if unwritten:
+            text += f", {unwritten} of them never written at this step"
+        lines.append(head + text + ".")
+    return markdown("\n".join(lines))

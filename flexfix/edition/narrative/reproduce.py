@@ -1,0 +1,208 @@
+"""What a reproduction run saw, in words (notebooks 01 and 02): torch-only runs, compute-sanitizer, engines."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
+
+__all__ = [
+    "kernel_outcomes",
+    "sanitizer_read",
+    "engine_scenarios",
+    "crash_threshold",
+    "every_request",
+    "patched_batches",
+]
+
+BOTH_OUTCOMES = (
+    "Crash or silent wrong answer, both are this one bug: which of the two a run gets depends on what the "
+    "misread cells hold (stale entries of valid pages give wrong numbers; a `-1` pad or a stray value gives an "
+    "address outside the cache), so another run, another seed or another GPU can show the other one."
+)
+
+
+def _steps_word(records: list[dict]) -> str:
+    """Where a run first went wrong: "the capture step", "replay 1", ..."""
+    for i, rec in enumerate(records):
+        if rec.get("outcome") != "ok":
+            return "the capture step" if i == 0 else f"replay {i}"
+    return f"replay {len(records)}"  # the process died after the last recorded step
+
+
+def kernel_outcomes(runs: pd.DataFrame, where: str) -> str:
+    """One paragraph per (copy, batch) of torch-only runs (``flexfix.measure.record.kernel_outcomes``): how many were
+    right at every step, and how the others went wrong and where, with the errors against the fp32 reference."""
+    lines = []
+    for (copy, batch), group in runs.groupby(["copy", "batch"], sort=False):
+        n = len(group)
+        counts = group["status"].value_counts()
+        ok = int(counts.get("ok", 0))
+        errors = [r["max_error"] for recs in group["records"] for r in recs if r.get("max_error") is not None]
+        if ok == n:
+            lines.append(
+                f"* `{copy}`, batch {batch}: all {plural(n, 'run')} correct at every step "
+                f"(max error against the fp32 reference {span(errors, '{:.1e}')})."
+            )
+            continue
+        parts = [f"{int(c)} with {OUTCOME_WORDS.get(s, s)}" for s, c in counts.items() if s != "ok"]
+        first = sorted({_steps_word(recs) for recs in group.loc[group.status != "ok", "records"]})
+        capture_errs = [recs[0]["max_error"] for recs in group["records"] if recs and recs[0].get("max_error")]
+        wrong = [
+            r["max_error"]
+            for recs in group["records"]
+            for r in recs
+            if r.get("outcome") == "wrong_result" and r.get("max_error") is not None
+        ]
+        line = (
+            f"* `{copy}`, batch {batch}: {n - ok} of {plural(n, 'run')} went wrong ({listing(parts)}), first at "
+            f"{listing(first)}"
+        )
+        if capture_errs:
+            line += f"; the capture step itself was right (error {span(capture_errs, '{:.1e}')})"
+        if wrong:
+            line += f"; the wrong steps were off by {span(wrong, '{:.2g}')}"
+        lines.append(line + ".")
+    # The two faces of the bug are worth a sentence only where the buggy copy ran.
+    both = BOTH_OUTCOMES if (runs["copy"] == "as_strided").any() else ""
+    return markdown(f"**What {where} saw**", "\n".join(lines), both)
+
+
+_BEFORE = re.compile(r"is ([\d,]+) bytes before the nearest allocation at \S+ of size ([\d,]+) bytes")
+
+
+def _cache_bytes() -> int:
+    """Bytes of one of the sanitizer scenario's caches (keys or values): the default torch-only scenario's
+    shape, bf16 as on the GPU."""
+    import torch
+
+    from flexfix.measure import timing
+    from flexfix.mechanism import paged
+    from flexfix.mechanism.kernel_repro import KernelScenario
+
+    shape = KernelScenario().shape
+    both = timing.kv_bytes(1, shape.num_pages * paged.PAGE_SIZE, shape.num_kv_heads, shape.head_dim, torch.bfloat16)
+    return both // 2
+
+
+def sanitizer_read(sanitizer: pd.DataFrame) -> str:
+    """What compute-sanitizer reported per copy, quoting the first out-of-bounds address it explains; says
+    whether the allocation it names has the size of one of the scenario's KV caches."""
+    cache_bytes = _cache_bytes()
+    lines = []
+    for _, row in sanitizer.iterrows():
+        errors = row.get("sanitizer_errors")
+        text = " ".join(row.get("sanitizer_lines") or [])
+        line = f"* `{row['copy']}`: {plural(int(errors or 0), 'error')} reported"
+        found = _BEFORE.search(text)
+        if found:
+            before, size = (int(x.replace(",", "")) for x in found.groups())
+            what = (
+                f"an allocation of {size:,} bytes, the size of the scenario's key (and of its value) cache"
+                if size == cache_bytes
+                else f"an allocation of {size:,} bytes"
+            )
+            line += f"; the first read lands {before:,} bytes *before* {what}"
+        lines.append(line + ".")
+    return markdown("\n".join(lines))
+
+
+def _engine_word(status: str) -> str:
+    return "completed" if status == "ok" else OUTCOME_WORDS.get(status, status)
+
+
+def engine_scenarios(runs: pd.DataFrame, names: list[str]) -> str:
+    """Scenario by scenario: what it is and what every run of it did (a scenario may be recorded several
+    times: the repeats count)."""
+    lines = []
+    for name in names:
+        group = runs[runs["scenario"] == name]
+        if group.empty:
+            lines.append(f"* ({name}): not in these results.")
+            continue
+        counts = group["status"].value_counts()
+        said = listing([f"{_engine_word(s)} ({c} of {len(group)})" for s, c in counts.items()])
+        lines.append(f"* ({name}) {group['what'].iloc[0]}: {said}.")
+    return markdown("\n".join(lines))
+
+
+def crash_threshold(table: pd.DataFrame) -> str:
+    """From :func:`flexfix.edition.tables.threshold_table`: where each way of counting completed and where it died."""
+    lines = []
+    for how, group in table.groupby("how", sort=False):
+        done = group[group["outcome"] == "completed"]["requests"]
+        died = group[group["outcome"] != "completed"]
+        line = f"* {how}: completed at {span(done, '{:.0f}')} requests" if len(done) else f"* {how}: none completed"
+        if len(died):
+            first = int(died["requests"].min())
+            at_first = died[died["requests"] == first]
+            tries = group[group["requests"] == first]
+            line += (
+                f"; first fault at {first} requests "
+                f"({listing(sorted(OUTCOME_WORDS.get(o, o) for o in set(at_first['outcome'])))}, "
+                f"{len(at_first)} of {plural(len(tries), 'try', 'tries')})"
+            )
+            below = group[(group["requests"] == first - 1)]
+            if len(below):
+                ok_below = int((below["outcome"] == "completed").sum())
+                line += f", while {first - 1} completed {ok_below} of {plural(len(below), 'try', 'tries')}"
+        lines.append(line + ".")
+    return markdown(
+        "\n".join(lines),
+        "More than one query block in flight is necessary for a fault; where the first fault comes depends on "
+        "the values in the misread cells, so it is a property of this model, these prompts and this memory "
+        "layout, not a constant.",
+    )
+
+
+def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
+    """The every-request check (each request alone, then all together; ``rows`` from
+    :func:`flexfix.edition.tables.every_request_table`): per engine, which request counts completed, which requests
+    came out differently and in which query block, and where the engine died."""
+    lines = []
+    for _, run in runs.iterrows():
+        planned = list(run.get("every_request") or [])
+        mine = rows[rows["engine"] == run["engine"].replace(" graphs", "")]
+        done = [int(n) for n in mine["requests"]]
+        differing = mine[mine["requests_with_other_tokens"] + mine["requests_with_other_logprobs"] > 0]
+        line = f"* **{run['engine']}** (batches planned: {listing(planned)}): completed {listing(done) or 'none'}"
+        for _, r in differing.iterrows():
+            line += (
+                f"; at {r['requests']} requests {plural(int(r['requests_with_other_tokens']), 'request')} came out "
+                f"with other tokens than alone (query block {listing(r['their_query_blocks'])}; logprobs off by up "
+                f"to {r['max_abs_logprob_diff']:.3g})"
+            )
+        if not len(differing) and done:
+            line += "; every request identical alone and in the batch (tokens and bitwise logprobs)"
+        if run["status"] != "ok":
+            rest = [n for n in planned if n not in done]
+            line += f"; then {OUTCOME_WORDS.get(run['status'], run['status'])}" + (
+                f" at {rest[0]} requests" if rest else ""
+            )
+        lines.append(line + ".")
+    return markdown("\n".join(lines))
+
+
+def patched_batches(runs: pd.DataFrame) -> str:
+    """Patched engines: per scenario, the batches completed and whether request 0 matched itself alone."""
+    lines = []
+    for _, run in runs.iterrows():
+        recs = run["records"] or []
+        batches = [r["requests"] for r in recs]
+        equal = [
+            r for r in recs if r.get("request0_tokens_equal_alone") and r.get("request0_logprobs_bitwise_equal_alone")
+        ]
+        distinct = [r.get("distinct_tokens_request0") for r in recs if r.get("distinct_tokens_request0") is not None]
+        tokens = [r.get("tokens", 0) // max(r["requests"], 1) for r in recs]
+        line = f"* ({run['scenario']}) {_engine_word(run['status'])}"
+        if batches:
+            line += (
+                f": batches of {listing(batches)} completed; request 0 equal to itself alone (tokens and bitwise "
+                f"logprobs) in {len(equal)} of {len(recs)}"
+            )
+            if distinct and tokens:
+                line += f"; its stream had {span(distinct, '{:.0f}')} distinct tokens in {max(tokens)}"
+        lines.append(line + ".")
+    return markdown("\n".join(lines))
