@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $(STAMP)
 
 notebooks: $(STAMP)
-	MPLBACKEND=agg $(BIN)/python -m flexfix.edition.run_notebooks --out build/notebooks
+	MPLBACKEND=agg $(BIN)/flexfix notebooks --out build/notebooks
 
 test: $(STAMP)
 	MPLBACKEND=agg $(BIN)/python -m pytest
@@ -39,9 +39,9 @@ test: $(STAMP)
 test-gpu: $(STAMP)
 	MPLBACKEND=agg $(BIN)/python -m pytest -m gpu tests/test_gpu.py
 
-# The published notebooks (data/notebooks, written by `python -m flexfix.edition.publish`) as a static HTML book, offline.
+# The published notebooks (data/notebooks, written by `flexfix publish`) as a static HTML book, offline.
 book: $(STAMP)
-	MPLBACKEND=agg $(BIN)/python -m flexfix.edition.book --src data/notebooks --out build/book
+	MPLBACKEND=agg $(BIN)/flexfix book --src data/notebooks --out build/book
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks

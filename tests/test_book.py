@@ -43,7 +43,7 @@ def built(tmp_path_factory):
     if not EDITION.is_dir():
         pytest.fail(
             f"{EDITION.relative_to(ROOT)} is missing: on a GPU box run `make notebooks`, then "
-            "`python -m flexfix.edition.publish --src build/notebooks --dest data/notebooks`, and commit it"
+            "`flexfix publish --src build/notebooks --dest data/notebooks`, and commit it"
         )
     out = tmp_path_factory.mktemp("book") / "book"
     with pytest.MonkeyPatch.context() as mp:
@@ -186,7 +186,7 @@ def test_publish_writes_a_normalised_edition(tree):
     assert figure[0].name == "stderr" and figure[0].text == REAL_STDERR, "noise dropped, real stderr kept"
     assert figure[1].data["image/png"] == PNG
     readme = (dest / "README.md").read_text()
-    assert "python -m flexfix.edition.publish" in readme and "Fake GPU" in readme and "12 s" in readme
+    assert "`flexfix publish`" in readme and "Fake GPU" in readme and "12 s" in readme
     assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")], "no temporary folder left"
     before = snapshot(dest)
     assert publish.main(["--src", str(dest), "--dest", str(dest), "--notebooks", str(tree / "notebooks")]) == 0

@@ -54,7 +54,7 @@ def test_engines_side_by_side_get_a_fixed_kv_cache_and_no_vllm_compile_cache(mon
 
     def fake_run_scenario(name, model_dir, *, shared_gpu=False, stop=None, **kw):
         calls.append((name, shared_gpu, stop is not None))
-        from flexfix.measure.repro import Outcome
+        from flexfix.measure.outcomes import Outcome
 
         return Outcome("ok", records=[{"requests": 48}])
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from flexfix.edition import results
-from flexfix.measure.repro import CRASHES
+from flexfix.measure.outcomes import CRASHES
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.gpu

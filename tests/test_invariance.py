@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flexfix.measure import invariance as inv
-from flexfix.measure.repro import Outcome
+from flexfix.measure.outcomes import Outcome
 from flexfix.mechanism import paged
 
 SW = inv.SweepShape(
@@ -105,7 +105,7 @@ def test_a_crashed_child_is_a_cell_value_and_the_sweep_resumes(monkeypatch):
 
         def cell(b, p):
             return {
-                **inv._cell(cfg, SW, "cpu", b, p),
+                **inv.cell_keys(cfg, SW, "cpu", b, p),
                 "outcome": "ok",
                 "bitwise_equal": True,
                 "max_abs_diff": 0.0,

@@ -7,7 +7,7 @@ import pytest
 
 from flexfix.edition import results, tables
 from flexfix.edition.narrative import cost, invariance, layouts, listing, reproduce, serving, span
-from flexfix.integration import serve_load
+from flexfix.integration.serving import recorded_run
 from flexfix.measure import engine_sweep, record
 
 DATA = "data"
@@ -85,8 +85,8 @@ def test_timing_sentences_carry_the_ratios():
 
 
 def test_serving_sentences_from_the_recorded_run():
-    table, _ = serve_load.recorded_run(DATA)
-    said = serving.scenarios(table, serve_load.stage_table(table), "the H100")
+    table, _ = recorded_run(DATA)
+    said = serving.scenarios(table, tables.stage_table(table), "the H100")
     assert "HTTP 500" in said and "an illegal memory access in its log" in said
 
 

@@ -169,7 +169,7 @@ def test_bad_device_parameter_fails_in_the_first_cell(tmp_path):
 
 @pytest.mark.notebook
 def test_the_command_names_the_failure_and_exits_non_zero(tmp_path, capsys):
-    """`make notebooks` is `python -m flexfix.edition.run_notebooks`: its exit status and summary."""
+    """`make notebooks` is `flexfix notebooks`: its exit status and summary."""
     from flexfix.edition.run_notebooks import main
 
     bad = tiny_notebook(tmp_path / "a_bad.ipynb", "raise ValueError('planted failure')")

@@ -8,10 +8,12 @@ downloads and installs the wheels again and compares with what was recorded.
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
 import tarfile
+import threading
 import urllib.error
 import zipfile
 from importlib import metadata
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from flexfix.integration import releases
+from flexfix.integration.releases import classify, cli, index, patch_checks, survey, transport
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -101,9 +103,9 @@ def source(copy: str = "", bi: str = "") -> bytes:
 
 
 def test_as_strided_copy_is_affected():
-    row = releases.classify_source(source(AS_STRIDED))
+    row = classify.classify_source(source(AS_STRIDED))
     assert row["copy_class"] == "as_strided"
-    assert releases.verdict(row["copy_class"]) == "affected"
+    assert classify.verdict(row["copy_class"]) == "affected"
     assert row["copy_sha256"] and row["file_sha256"]
     assert row["copy_calls"] == 1
     assert (row["bi_override"], row["bi_returns"]) == (False, None)
@@ -112,37 +114,37 @@ def test_as_strided_copy_is_affected():
 
 @pytest.mark.parametrize("copy", [SLICED_TUPLE, SLICED_2D], ids=["tuple-of-slices", "dst[:G, :K]"])
 def test_sliced_copy_is_fixed(copy):
-    row = releases.classify_source(source(copy, BI_TRUE))
+    row = classify.classify_source(source(copy, BI_TRUE))
     assert row["copy_class"] == "sliced"
-    assert releases.verdict(row["copy_class"]) == "fixed"
+    assert classify.verdict(row["copy_class"]) == "fixed"
     assert (row["bi_override"], row["bi_returns"]) == (True, True)
 
 
 def test_copy_without_slice_or_as_strided_is_unknown():
-    row = releases.classify_source(source(PLAIN_COPY))
+    row = classify.classify_source(source(PLAIN_COPY))
     assert row["copy_class"] == "unknown"
-    assert releases.verdict(row["copy_class"]) == "unknown"
+    assert classify.verdict(row["copy_class"]) == "unknown"
     assert "neither" in row["reason"]
 
 
 def test_no_copy_function_means_no_persistent_buffers():
-    row = releases.classify_source(source())
+    row = classify.classify_source(source())
     assert row["copy_class"] == "no_persistent_buffers"
-    assert releases.verdict(row["copy_class"]) == "not affected"
+    assert classify.verdict(row["copy_class"]) == "not affected"
     assert row["copy_sha256"] is None
     assert row["has_backend_class"]
 
 
 def test_a_nested_copy_function_is_not_the_module_level_one():
     nested = "def helper():\n" + "\n".join("    " + line for line in AS_STRIDED.splitlines()) + "\n"
-    assert releases.classify_source(source(nested))["copy_class"] == "no_persistent_buffers"
+    assert classify.classify_source(source(nested))["copy_class"] == "no_persistent_buffers"
 
 
 def test_missing_file_means_no_persistent_buffers():
-    row = releases.classify_source(None)
+    row = classify.classify_source(None)
     assert row["copy_class"] == "no_persistent_buffers"
     assert row["file_sha256"] is None
-    assert releases.MEMBER in row["reason"]
+    assert classify.MEMBER in row["reason"]
 
 
 @pytest.mark.parametrize(
@@ -150,26 +152,26 @@ def test_missing_file_means_no_persistent_buffers():
     [(BI_TRUE, (True, True)), (BI_FALSE, (True, False)), (BI_COMPUTED, (True, None)), ("", (False, None))],
 )
 def test_batch_invariance_override(bi, expected):
-    row = releases.classify_source(source(SLICED_TUPLE, bi))
+    row = classify.classify_source(source(SLICED_TUPLE, bi))
     assert (row["bi_override"], row["bi_returns"]) == expected
 
 
 def test_syntax_error_is_unknown_with_the_line():
-    row = releases.classify_source(b"def copy_to_persistent(dst, src):\n    return dst[\n")
+    row = classify.classify_source(b"def copy_to_persistent(dst, src):\n    return dst[\n")
     assert row["copy_class"] == "unknown"
     assert "SyntaxError" in row["reason"] and "line" in row["reason"]
 
 
 def test_undecodable_source_is_unknown():
-    row = releases.classify_source(b"\xff\xfe def")
+    row = classify.classify_source(b"\xff\xfe def")
     assert row["copy_class"] == "unknown"
     assert "UnicodeDecodeError" in row["reason"]
 
 
 def test_copy_hash_covers_the_function_only():
-    a = releases.classify_source(source(AS_STRIDED))
-    b = releases.classify_source(b"import torch\n\n" + source(AS_STRIDED, BI_TRUE))
-    c = releases.classify_source(source(AS_STRIDED.replace("Fail", "Failed")))
+    a = classify.classify_source(source(AS_STRIDED))
+    b = classify.classify_source(b"import torch\n\n" + source(AS_STRIDED, BI_TRUE))
+    c = classify.classify_source(source(AS_STRIDED.replace("Fail", "Failed")))
     assert a["copy_sha256"] == b["copy_sha256"]
     assert a["file_sha256"] != b["file_sha256"]
     assert a["copy_sha256"] != c["copy_sha256"]
@@ -178,30 +180,37 @@ def test_copy_hash_covers_the_function_only():
 # --- the simple index ----------------------------------------------------------------------------------------------
 
 FILES = "https://files.pythonhosted.org/packages/ab/cd"
-INDEX_HTML = f"""<!DOCTYPE html><html><body><h1>Links for vllm</h1>
-<a href="{FILES}/vllm-0.19.1.tar.gz#sha256=aa11">vllm-0.19.1.tar.gz</a><br/>
-<a href="{FILES}/vllm-0.19.1-cp38-abi3-manylinux_2_31_x86_64.whl#sha256=bb22">
- vllm-0.19.1-cp38-abi3-manylinux_2_31_x86_64.whl</a><br/>
-<a href="{FILES}/vllm-0.20.1-cp38-abi3-manylinux_2_35_x86_64.whl#sha256=cc33">
-vllm-0.20.1-cp38-abi3-manylinux_2_35_x86_64.whl</a>
-<a href="{FILES}/vllm-0.20.1-1-cp38-abi3-manylinux_2_35_x86_64.whl#sha256=dd44">
-vllm-0.20.1-1-cp38-abi3-manylinux_2_35_x86_64.whl</a>
-<a href="{FILES}/vllm-0.20.1-1-cp38-abi3-manylinux_2_35_aarch64.whl">
-vllm-0.20.1-1-cp38-abi3-manylinux_2_35_aarch64.whl</a>
-<a href="{FILES}/vllm-0.20.1.tar.gz#sha256=ee55">vllm-0.20.1.tar.gz</a>
-<a href="{FILES}/vllm-0.21.0rc1.tar.gz">vllm-0.21.0rc1.tar.gz</a>
-<a href="{FILES}/vllm-0.21.0.dev3-cp38-abi3-manylinux_2_35_x86_64.whl">
-vllm-0.21.0.dev3-cp38-abi3-manylinux_2_35_x86_64.whl</a>
-<a href="../../packages/ef/vllm-0.21.0.tar.gz#sha256=ff66" data-yanked="">vllm-0.21.0.tar.gz</a>
-<a href="{FILES}/vllm-0.8.5.post1.tar.gz">vllm-0.8.5.post1.tar.gz</a>
-<a href="{FILES}/vllm-0.22.0-cp38-abi3-manylinux_2_28_aarch64.whl">vllm-0.22.0-cp38-abi3-manylinux_2_28_aarch64.whl</a>
-<a href="{FILES}/notes.txt">notes.txt</a>
-<a href="{FILES}/vllm-latest.tar.gz">vllm-latest.tar.gz</a>
-</body></html>"""
+
+
+def entry(filename: str, sha256: str | None = None, url: str | None = None, **extra) -> dict:
+    """One ``files`` entry of a PEP 691 project page."""
+    hashes = {"sha256": sha256} if sha256 else {}
+    return {"filename": filename, "url": url or f"{FILES}/{filename}", "hashes": hashes, **extra}
+
+
+INDEX_JSON = {
+    "meta": {"api-version": "1.1"},
+    "name": "vllm",
+    "files": [
+        entry("vllm-0.19.1.tar.gz", "aa11"),
+        entry("vllm-0.19.1-cp38-abi3-manylinux_2_31_x86_64.whl", "bb22"),
+        entry("vllm-0.20.1-cp38-abi3-manylinux_2_35_x86_64.whl", "cc33"),
+        entry("vllm-0.20.1-1-cp38-abi3-manylinux_2_35_x86_64.whl", "dd44"),
+        entry("vllm-0.20.1-1-cp38-abi3-manylinux_2_35_aarch64.whl"),
+        entry("vllm-0.20.1.tar.gz", "ee55"),
+        entry("vllm-0.21.0rc1.tar.gz"),
+        entry("vllm-0.21.0.dev3-cp38-abi3-manylinux_2_35_x86_64.whl"),
+        entry("vllm-0.21.0.tar.gz", "ff66", url="../../packages/ef/vllm-0.21.0.tar.gz", yanked="broken"),
+        entry("vllm-0.8.5.post1.tar.gz"),
+        entry("vllm-0.22.0-cp38-abi3-manylinux_2_28_aarch64.whl"),
+        entry("notes.txt"),
+        entry("vllm-latest.tar.gz"),
+    ],
+}
 
 
 def parsed_index():
-    return releases.parse_simple_index(INDEX_HTML, "https://pypi.org/simple/vllm/")
+    return index.parse_simple_index(INDEX_JSON, "https://pypi.org/simple/vllm/")
 
 
 def test_index_parsing_reads_names_urls_hashes_and_build_tags():
@@ -209,7 +218,7 @@ def test_index_parsing_reads_names_urls_hashes_and_build_tags():
     assert "notes.txt" not in by_name and "vllm-latest.tar.gz" not in by_name
     tagged = by_name["vllm-0.20.1-1-cp38-abi3-manylinux_2_35_x86_64.whl"]
     assert tagged.version == Version("0.20.1") and tagged.build_tag == (1, "") and tagged.kind == "wheel"
-    assert tagged.sha256 == "dd44" and "#" not in tagged.url
+    assert tagged.sha256 == "dd44" and tagged.url.endswith(tagged.filename)
     assert tagged.is_x86_64_wheel
     assert not by_name["vllm-0.20.1-1-cp38-abi3-manylinux_2_35_aarch64.whl"].is_x86_64_wheel
     relative = by_name["vllm-0.21.0.tar.gz"]
@@ -218,29 +227,29 @@ def test_index_parsing_reads_names_urls_hashes_and_build_tags():
 
 
 def test_final_releases_only_from_min_with_reasons():
-    found, left_out = releases.final_releases(parsed_index(), Version("0.15.0"))
+    found, left_out = index.final_releases(parsed_index(), Version("0.15.0"))
     assert list(found) == [Version(v) for v in ("0.19.1", "0.20.1", "0.21.0", "0.22.0")]
     assert "pre-release" in left_out["0.21.0rc1"] and "pre-release" in left_out["0.21.0.dev3"]
     assert "older than --min 0.15.0" in left_out["0.8.5.post1"]
-    found_post, _ = releases.final_releases(parsed_index(), Version("0.8.0"))
+    found_post, _ = index.final_releases(parsed_index(), Version("0.8.0"))
     assert Version("0.8.5.post1") in found_post  # a post-release is a final release
 
 
 def test_source_candidates_prefer_the_wheel_pip_picks_then_the_sdist():
-    found, _ = releases.final_releases(parsed_index(), Version("0.15.0"))
-    names = [f.filename for f in releases.source_candidates(found[Version("0.20.1")])]
+    found, _ = index.final_releases(parsed_index(), Version("0.15.0"))
+    names = [f.filename for f in index.source_candidates(found[Version("0.20.1")])]
     assert names == ["vllm-0.20.1-1-cp38-abi3-manylinux_2_35_x86_64.whl", "vllm-0.20.1.tar.gz"]
-    assert [f.kind for f in releases.source_candidates(found[Version("0.20.1")], "sdist")] == ["sdist"]
-    assert [f.kind for f in releases.source_candidates(found[Version("0.21.0")])] == ["sdist"]
+    assert [f.kind for f in index.source_candidates(found[Version("0.20.1")], "sdist")] == ["sdist"]
+    assert [f.kind for f in index.source_candidates(found[Version("0.21.0")])] == ["sdist"]
 
 
 def test_a_release_without_a_readable_archive_is_left_out_with_the_reason():
-    found, left_out = releases.final_releases(parsed_index(), Version("0.15.0"))
-    readable = releases.readable_releases(found, "auto", left_out)
+    found, left_out = index.final_releases(parsed_index(), Version("0.15.0"))
+    readable = index.readable_releases(found, "auto", left_out)
     assert Version("0.22.0") not in readable
     assert "no manylinux x86_64 wheel and no .tar.gz sdist" in left_out["0.22.0"] and "aarch64" in left_out["0.22.0"]
     wheel_left_out: dict[str, str] = {}
-    assert Version("0.21.0") not in releases.readable_releases(found, "wheel", wheel_left_out)
+    assert Version("0.21.0") not in index.readable_releases(found, "wheel", wheel_left_out)
     assert wheel_left_out["0.21.0"].startswith("no wheel on the index")
 
 
@@ -251,9 +260,9 @@ MEMBER_TEXT = source(AS_STRIDED)
 
 def make_sdist(path: Path, with_member: bool = True) -> Path:
     with tarfile.open(path, "w:gz") as archive:
-        entries = {"vllm-0.20.0/PKG-INFO": b"Name: vllm\n", f"vllm-0.20.0/tests/{releases.MEMBER}": b"# a test copy\n"}
+        entries = {"vllm-0.20.0/PKG-INFO": b"Name: vllm\n", f"vllm-0.20.0/tests/{classify.MEMBER}": b"# a test copy\n"}
         if with_member:
-            entries[f"vllm-0.20.0/{releases.MEMBER}"] = MEMBER_TEXT
+            entries[f"vllm-0.20.0/{classify.MEMBER}"] = MEMBER_TEXT
         entries["vllm-0.20.0/setup.py"] = b"# after the member\n"
         for name, data in entries.items():
             info = tarfile.TarInfo(name)
@@ -264,19 +273,19 @@ def make_sdist(path: Path, with_member: bool = True) -> Path:
 
 def test_sdist_member_is_extracted(tmp_path):
     url = make_sdist(tmp_path / "vllm-0.20.0.tar.gz").as_uri()
-    assert releases.member_from_sdist(url) == MEMBER_TEXT
+    assert transport.member_from_sdist(url) == MEMBER_TEXT
 
 
 def test_sdist_without_the_member_gives_none(tmp_path):
     url = make_sdist(tmp_path / "vllm-0.20.0.tar.gz", with_member=False).as_uri()
-    assert releases.member_from_sdist(url) is None
+    assert transport.member_from_sdist(url) is None
 
 
 def test_a_broken_sdist_is_a_clear_error(tmp_path):
     broken = tmp_path / "vllm-0.20.0.tar.gz"
     broken.write_bytes(b"not gzip at all")
-    with pytest.raises(releases.ReleaseError, match="not a readable .tar.gz"):
-        releases.member_from_sdist(broken.as_uri())
+    with pytest.raises(index.ReleaseError, match="not a readable .tar.gz"):
+        transport.member_from_sdist(broken.as_uri())
 
 
 def wheel_bytes(files: dict[str, bytes]) -> bytes:
@@ -287,41 +296,106 @@ def wheel_bytes(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+class ArchiveServer(http.server.ThreadingHTTPServer):
+    """Serves ``files`` (path -> bytes) on 127.0.0.1, with byte ranges when ``ranges`` is true, and records every
+    range it answered."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), ArchiveHandler)
+        self.files: dict[str, bytes] = {}
+        self.content_type = "application/octet-stream"
+        self.ranges_honoured = True
+        self.accept_ranges: str | None = "bytes"
+        self.served: list[tuple[int, int]] = []
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+class ArchiveHandler(http.server.BaseHTTPRequestHandler):
+    server: ArchiveServer
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.answer(body=False)
+
+    def do_GET(self) -> None:
+        self.answer(body=True)
+
+    def answer(self, body: bool) -> None:
+        data = self.server.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        wanted = self.headers.get("Range")
+        if wanted and self.server.ranges_honoured:
+            start, _, end = wanted.removeprefix("bytes=").partition("-")
+            start, end = int(start), min(int(end or len(data) - 1), len(data) - 1)
+            self.server.served.append((start, end))
+            data, status = data[start : end + 1], 206
+        else:
+            status = 200
+        self.send_response(status)
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(self.server.files[self.path])}")
+        if self.server.accept_ranges:
+            self.send_header("Accept-Ranges", self.server.accept_ranges)
+        self.send_header("Content-Type", self.server.content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+
 @pytest.fixture
-def served_ranges(monkeypatch):
-    """``releases._fetch_range`` answered from in-memory archives; records every requested range."""
-    served: dict[str, bytes] = {}
-    requests: list[tuple[int, int]] = []
-
-    def fake_fetch_range(url, start, end):
-        data = served[url]
-        requests.append((start, end))
-        return data[start : end + 1], len(data)
-
-    monkeypatch.setattr(releases, "_fetch_range", fake_fetch_range)
-    return served, requests
+def archives():
+    """A local HTTP server (loopback only) for archives and index pages."""
+    server = ArchiveServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
-def test_wheel_member_is_read_with_a_few_ranges(served_ranges):
-    served, requests = served_ranges
+def test_wheel_member_is_read_with_a_few_ranges(archives):
     padding = {f"vllm/blob{i}.bin": os.urandom(200_000) for i in range(10)}  # ~2 MB the reader must not fetch
-    data = wheel_bytes({**padding, releases.MEMBER: MEMBER_TEXT, "vllm-0.20.0.dist-info/RECORD": b""})
-    served["https://example/vllm.whl"] = data
-    assert releases.member_from_wheel("https://example/vllm.whl") == MEMBER_TEXT
-    fetched = sum(end - start + 1 for start, end in requests)
-    assert fetched < len(data) / 2
+    data = wheel_bytes({**padding, classify.MEMBER: MEMBER_TEXT, "vllm-0.20.0.dist-info/RECORD": b""})
+    archives.files["/vllm.whl"] = data
+    assert transport.member_from_wheel(archives.url("/vllm.whl")) == MEMBER_TEXT
+    fetched = sum(end - start + 1 for start, end in archives.served)
+    assert archives.served and fetched < len(data) / 2
 
 
-def test_wheel_without_the_member_gives_none(served_ranges):
-    served, _ = served_ranges
-    served["https://example/vllm.whl"] = wheel_bytes({"vllm/__init__.py": b""})
-    assert releases.member_from_wheel("https://example/vllm.whl") is None
+def test_wheel_without_the_member_gives_none(archives):
+    archives.files["/vllm.whl"] = wheel_bytes({"vllm/__init__.py": b""})
+    assert transport.member_from_wheel(archives.url("/vllm.whl")) is None
 
 
-def test_a_server_ignoring_ranges_is_reported(monkeypatch):
-    monkeypatch.setattr(releases, "_fetch", lambda url, headers=None: (200, {}, b"whole file"))
-    with pytest.raises(releases.RangeUnsupported, match="ignored the range request"):
-        releases.member_from_wheel("https://example/vllm.whl")
+@pytest.mark.parametrize("accept_ranges", [None, "none"], ids=["ignores ranges", "says it has none"])
+def test_a_server_without_ranges_is_reported(archives, accept_ranges):
+    archives.files["/vllm.whl"] = wheel_bytes({classify.MEMBER: MEMBER_TEXT})
+    archives.ranges_honoured, archives.accept_ranges = False, accept_ranges
+    with pytest.raises(transport.RangeUnsupported, match="range"):
+        transport.member_from_wheel(archives.url("/vllm.whl"))
+
+
+def test_a_missing_wheel_is_a_clear_error_naming_the_url(archives):
+    url = archives.url("/gone.whl")
+    with pytest.raises(index.ReleaseError, match=f"cannot fetch {url}"):
+        transport.member_from_wheel(url)
+
+
+def test_the_index_is_read_as_json(archives):
+    archives.files["/simple/vllm/"] = json.dumps(INDEX_JSON).encode()
+    archives.content_type = "application/vnd.pypi.simple.v1+json"
+    page = index.fetch_index(archives.url("/simple/vllm/"))
+    assert len(index.parse_simple_index(page, archives.url("/simple/vllm/"))) == 11
+    archives.content_type = "text/html"
+    with pytest.raises(index.ReleaseError, match="did not answer in JSON"):
+        index.fetch_index(archives.url("/simple/vllm/"))
 
 
 def test_member_cache_is_used_and_remembers_absence(tmp_path, monkeypatch):
@@ -331,13 +405,13 @@ def test_member_cache_is_used_and_remembers_absence(tmp_path, monkeypatch):
         calls.append(url)
         return None if "absent" in url else MEMBER_TEXT
 
-    monkeypatch.setitem(releases._READERS, "wheel", reader)
-    present = releases.DistFile("vllm-0.20.0-x.whl", "https://e/present", None, Version("0.20.0"), "wheel")
-    absent = releases.DistFile("vllm-0.19.1-x.whl", "https://e/absent", None, Version("0.19.1"), "wheel")
-    assert releases.cached_member(present, tmp_path) == (MEMBER_TEXT, False)
-    assert releases.cached_member(present, tmp_path) == (MEMBER_TEXT, True)
-    assert releases.cached_member(absent, tmp_path) == (None, False)
-    assert releases.cached_member(absent, tmp_path) == (None, True)
+    monkeypatch.setitem(transport.READERS, "wheel", reader)
+    present = index.DistFile("vllm-0.20.0-x.whl", "https://e/present", None, Version("0.20.0"), "wheel")
+    absent = index.DistFile("vllm-0.19.1-x.whl", "https://e/absent", None, Version("0.19.1"), "wheel")
+    assert transport.cached_member(present, tmp_path) == (MEMBER_TEXT, False)
+    assert transport.cached_member(present, tmp_path) == (MEMBER_TEXT, True)
+    assert transport.cached_member(absent, tmp_path) == (None, False)
+    assert transport.cached_member(absent, tmp_path) == (None, True)
     assert calls == ["https://e/present", "https://e/absent"]
 
 
@@ -356,12 +430,12 @@ def test_network_error_is_a_clear_error_naming_the_url(monkeypatch, capsys, erro
     def failing_urlopen(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(releases.urllib.request, "urlopen", failing_urlopen)
-    with pytest.raises(releases.ReleaseError, match=f"cannot fetch {releases.INDEX_URL}: .*{text}"):
-        releases.fetch_index()
-    assert releases.main(["--out", "unused"]) == 1
+    monkeypatch.setattr(index.urllib.request, "urlopen", failing_urlopen)
+    with pytest.raises(index.ReleaseError, match=f"cannot fetch {index.INDEX_URL}: .*{text}"):
+        index.fetch_index()
+    assert cli.main(["--out", "unused"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"error: cannot fetch {releases.INDEX_URL}") and text in err
+    assert err.startswith(f"error: cannot fetch {index.INDEX_URL}") and text in err
     assert "Traceback" not in err
 
 
@@ -377,15 +451,15 @@ def test_network_error_is_a_clear_error_naming_the_url(monkeypatch, capsys, erro
 )
 def test_bad_arguments_are_refused_by_name(capsys, argv, named):
     with pytest.raises(SystemExit) as stopped:
-        releases.main(argv)
+        cli.main(argv)
     assert stopped.value.code == 2
     assert named in capsys.readouterr().err
 
 
 def test_no_command_means_survey():
-    args = releases.parse_args(["--min", "0.20.0"])
-    assert args.command == "survey" and args.min == Version("0.20.0") and args.run is releases.run_survey
-    assert releases.parse_args(["check-patch", "--versions", "0.20.0, 0.21.0"]).versions == [
+    args = cli.parse_args(["--min", "0.20.0"])
+    assert args.command == "survey" and args.min == Version("0.20.0") and args.run is survey.run_survey
+    assert cli.parse_args(["check-patch", "--versions", "0.20.0, 0.21.0"]).versions == [
         Version("0.20.0"),
         Version("0.21.0"),
     ]
@@ -397,7 +471,7 @@ def fake_row(version, *_args):
 
 @pytest.fixture
 def offline_index(monkeypatch):
-    monkeypatch.setattr(releases, "fetch_index", lambda url: INDEX_HTML)
+    monkeypatch.setattr(survey, "fetch_index", lambda url: INDEX_JSON)
 
 
 def read_records(path: Path) -> tuple[list[dict], dict]:
@@ -406,14 +480,14 @@ def read_records(path: Path) -> tuple[list[dict], dict]:
 
 
 def test_survey_writes_the_final_file_and_removes_the_partial(tmp_path, offline_index, monkeypatch):
-    monkeypatch.setattr(releases, "examine_release", fake_row)
-    assert releases.main(["--out", str(tmp_path)]) == 0
+    monkeypatch.setattr(survey, "examine_release", fake_row)
+    assert cli.main(["--out", str(tmp_path)]) == 0
     records, prov = read_records(tmp_path / "vllm_releases-cpu.json")
     assert [r["version"] for r in records] == ["0.19.1", "0.20.1", "0.21.0"]
     assert prov["parameters"]["complete"] is True and prov["device_kind"] == "cpu"
     assert prov["parameters"]["versions_examined"] == ["0.19.1", "0.20.1", "0.21.0"]
     assert set(prov["parameters"]["skipped"]) == {"0.21.0rc1", "0.21.0.dev3", "0.22.0"}
-    assert not (tmp_path / "vllm_releases_partial-cpu.json").exists()
+    assert not (tmp_path / "vllm_releases-cpu.partial.json").exists()
 
 
 def test_interrupted_survey_keeps_what_finished_and_exits_130(tmp_path, offline_index, monkeypatch, capsys):
@@ -422,21 +496,21 @@ def test_interrupted_survey_keeps_what_finished_and_exits_130(tmp_path, offline_
             raise KeyboardInterrupt
         return fake_row(version)
 
-    monkeypatch.setattr(releases, "examine_release", interrupted_at_third)
-    assert releases.main(["--out", str(tmp_path)]) == 130
+    monkeypatch.setattr(survey, "examine_release", interrupted_at_third)
+    assert cli.main(["--out", str(tmp_path)]) == 130
     assert "interrupted: kept 2 rows" in capsys.readouterr().err
-    records, prov = read_records(tmp_path / "vllm_releases_partial-cpu.json")
+    records, prov = read_records(tmp_path / "vllm_releases-cpu.partial.json")
     assert [r["version"] for r in records] == ["0.19.1", "0.20.1"] and prov["parameters"]["complete"] is False
     assert not (tmp_path / "vllm_releases-cpu.json").exists()
 
 
 def test_a_narrower_run_does_not_replace_a_complete_file(tmp_path, offline_index, monkeypatch, capsys):
-    monkeypatch.setattr(releases, "examine_release", fake_row)
-    assert releases.main(["--out", str(tmp_path)]) == 0
-    assert releases.main(["--out", str(tmp_path), "--min", "0.20.0"]) == 1
+    monkeypatch.setattr(survey, "examine_release", fake_row)
+    assert cli.main(["--out", str(tmp_path)]) == 0
+    assert cli.main(["--out", str(tmp_path), "--min", "0.20.0"]) == 1
     assert "holds 0.19.1, which this run did not examine: not replaced" in capsys.readouterr().err
     assert len(read_records(tmp_path / "vllm_releases-cpu.json")[0]) == 3
-    assert len(read_records(tmp_path / "vllm_releases_partial-cpu.json")[0]) == 2
+    assert len(read_records(tmp_path / "vllm_releases-cpu.partial.json")[0]) == 2
 
 
 # --- the expectation checks of check-patch -------------------------------------------------------------------------
@@ -467,9 +541,9 @@ def probed(kind: str, **changes) -> dict:
 
 
 def test_expectations_hold_for_a_well_behaved_release():
-    assert releases.expectation_gaps(probed("as_strided")) == []
-    assert releases.expectation_gaps(probed("sliced")) == []
-    assert releases.expectation_gaps(probed("no_persistent_buffers")) == []
+    assert patch_checks.expectation_gaps(probed("as_strided")) == []
+    assert patch_checks.expectation_gaps(probed("sliced")) == []
+    assert patch_checks.expectation_gaps(probed("no_persistent_buffers")) == []
 
 
 @pytest.mark.parametrize(
@@ -490,7 +564,7 @@ def test_expectations_hold_for_a_well_behaved_release():
     ],
 )
 def test_expectation_gaps_are_named(release_class, changes, gap):
-    assert any(gap in g for g in releases.expectation_gaps(probed(release_class, **changes)))
+    assert any(gap in g for g in patch_checks.expectation_gaps(probed(release_class, **changes)))
 
 
 # --- the recorded tables -------------------------------------------------------------------------------------------
@@ -511,12 +585,12 @@ def checks_table():
 def test_recorded_survey_has_every_final_release_from_0_15_0(survey_table):
     table, prov = survey_table
     params = prov["parameters"]
-    assert prov["device_kind"] == "cpu" and params["complete"] is True and params["index_url"] == releases.INDEX_URL
+    assert prov["device_kind"] == "cpu" and params["complete"] is True and params["index_url"] == index.INDEX_URL
     assert params["min_version"] == "0.15.0" and params["versions_examined"] == list(table)
     assert list(table) == sorted(table, key=Version) and list(table)[0] == "0.15.0"
     assert params["skipped"] == {}  # nothing in range was left out
     for row in table.values():
-        assert row["verdict"] == releases.verdict(row["copy_class"])
+        assert row["verdict"] == classify.verdict(row["copy_class"])
         assert row["source_url"].startswith("https://files.pythonhosted.org/") and row["source_url"].endswith(
             row["source_file"]
         )
@@ -549,8 +623,8 @@ def test_recorded_0_20_0_is_the_installed_vllm_file(survey_table):
         pytest.skip("vLLM is not installed")
     if installed.version != "0.20.0":
         pytest.skip(f"vLLM {installed.version} is installed, not 0.20.0")
-    path = Path(installed.locate_file(releases.MEMBER))
-    assert releases.classify_source(path.read_bytes())["file_sha256"] == survey_table[0]["0.20.0"]["file_sha256"]
+    path = Path(installed.locate_file(classify.MEMBER))
+    assert classify.classify_source(path.read_bytes())["file_sha256"] == survey_table[0]["0.20.0"]["file_sha256"]
 
 
 def test_recorded_patch_checks(checks_table, survey_table):
@@ -583,7 +657,7 @@ def test_readme_table_is_the_recorded_one():
     records, _ = read_records(RELEASES_FILE)
     readme = (ROOT / "README.md").read_text()
     assert "## Which vLLM releases are affected" in readme
-    assert releases.markdown_table(records) in readme
+    assert classify.markdown_table(records) in readme
 
 
 def test_data_readme_lists_both_files():
@@ -608,7 +682,7 @@ def test_check_patch_again_against_the_real_wheels(tmp_path, checks_table):
         "--work",
         str(ROOT / "build"),
     ]
-    assert releases.main(argv) == 0
+    assert cli.main(argv) == 0
     fresh, _ = read_records(tmp_path / "vllm_release_patch_checks-cpu.json")
     recorded = checks_table[0]
     keys = ("release_class", "apply", "bi_after", "copy_after", "revert", "plugin_patched", "gaps")
@@ -620,7 +694,7 @@ def test_check_patch_again_against_the_real_wheels(tmp_path, checks_table):
 @pytest.mark.skipif(os.environ.get("FLEXFIX_RELEASE_CHECKS") != "1", reason="set FLEXFIX_RELEASE_CHECKS=1 (network)")
 def test_survey_again_from_pypi(tmp_path, survey_table):
     """Read PyPI again (cache in tmp_path): every recorded release classifies the same."""
-    assert releases.main(["--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
+    assert cli.main(["--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
     fresh = {r["version"]: r for r in read_records(tmp_path / "vllm_releases-cpu.json")[0]}
     for version, row in survey_table[0].items():
         assert (fresh[version]["copy_class"], fresh[version]["file_sha256"]) == (row["copy_class"], row["file_sha256"])

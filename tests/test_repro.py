@@ -2,11 +2,11 @@
 
 import pytest
 
-from flexfix.measure import repro
+from flexfix.measure import outcomes, repro
 
 
 def child(code: str, **kw):
-    return repro.run_child(["-c", code], **kw)
+    return outcomes.run_child(["-c", code], **kw)
 
 
 def test_segfault_is_an_error_with_its_signal():
@@ -58,7 +58,7 @@ def test_refusal_text_from_any_process():
 
 def test_reported_records_and_status_come_back():
     code = (
-        "from flexfix.measure.repro import Reporter; r = Reporter(); r.record({'step': 1}); "
+        "from flexfix.measure.outcomes import Reporter; r = Reporter(); r.record({'step': 1}); "
         "r.finish('wrong_result', 'max error 1.5', k=3)"
     )
     out = child(code)
@@ -72,7 +72,7 @@ def test_reported_records_and_status_come_back():
 
 def test_records_before_a_crash_are_kept():
     code = (
-        "import os, signal; from flexfix.measure.repro import Reporter; Reporter().record({'step': 'capture'}); "
+        "import os, signal; from flexfix.measure.outcomes import Reporter; Reporter().record({'step': 'capture'}); "
         "os.kill(os.getpid(), signal.SIGSEGV)"
     )
     out = child(code)
@@ -81,13 +81,13 @@ def test_records_before_a_crash_are_kept():
 
 def test_unknown_status_is_refused():
     with pytest.raises(ValueError, match="unknown status"):
-        repro.Reporter(path="/dev/null").finish("crashed")
+        outcomes.Reporter(path="/dev/null").finish("crashed")
 
 
 def test_worst_outcome_order():
-    assert repro.worst(["ok", "wrong_result", "ok"]) == "wrong_result"
-    assert repro.worst(["ok", "index_error", "wrong_result"]) == "index_error"
-    assert repro.worst(["ok"]) == "ok"
+    assert outcomes.worst(["ok", "wrong_result", "ok"]) == "wrong_result"
+    assert outcomes.worst(["ok", "index_error", "wrong_result"]) == "index_error"
+    assert outcomes.worst(["ok"]) == "ok"
 
 
 def test_kernel_scenario_through_the_cli_in_a_child():
@@ -105,15 +105,14 @@ def test_sanitizer_without_the_tool_says_so(monkeypatch):
 
 def test_json_child_protocol_round_trip(tmp_path, monkeypatch):
     """Parent argv and child main agree: the spec arrives whole; a failing body is reported."""
-    from flexfix.measure import repro
 
     spec = {"cells": [[17, "last"]], "name": "x, y"}
-    argv = repro.json_child_argv("flexfix.some_child", spec)
+    argv = outcomes.json_child_argv("flexfix.some_child", spec)
     assert argv[:3] == ["-m", "flexfix.some_child", "--child"]
     report = tmp_path / "report.jsonl"
     monkeypatch.setenv("FLEXFIX_REPORT", str(report))
     seen = []
-    assert repro.json_child_main("flexfix.some_child", lambda s, r: (seen.append(s), r.finish("ok")), argv[2:]) == 0
+    assert outcomes.json_child_main("flexfix.some_child", lambda s, r: (seen.append(s), r.finish("ok")), argv[2:]) == 0
     assert seen == [spec]
-    assert repro.json_child_main("flexfix.some_child", lambda s, r: 1 / 0, argv[2:]) == 1
+    assert outcomes.json_child_main("flexfix.some_child", lambda s, r: 1 / 0, argv[2:]) == 1
     assert '"status": "error"' in report.read_text().splitlines()[-1]

@@ -358,7 +358,7 @@ def test_recorded_on_vllm_0_20_2_too():
 def test_recorded_serving_run():
     """vllm serve 0.20.0: stock dies of the illegal memory access at 48 concurrent completions (every request an
     HTTP 500); under the plugin every completion succeeds, bitwise equal to itself alone with BI=1."""
-    from flexfix.integration import serve_load
+    from flexfix.edition import tables
 
     table, prov = results.recorded(ROOT / "data", "serve", columns=["scenario", "status", "records", "ima_in_log"])
     assert prov["vllm"] == "0.20.0"
@@ -367,7 +367,7 @@ def test_recorded_serving_run():
     assert by.loc["patched_bi1", "status"] == "ok" and by.loc["patched_bi0", "status"] == "differs"
     assert by.loc["patched_bi1", "plugin_lines"] == 2 and by.loc["patched_bi0", "plugin_lines"] == 2
     assert by.loc["stock", "plugin_lines"] == 0
-    stages = serve_load.stage_table(table).set_index(["scenario", "stage", "requests"])
+    stages = tables.stage_table(table).set_index(["scenario", "stage", "requests"])
     stock = stages.loc[("stock", "together", 48)]
     assert (stock.ok, stock.errored, stock.errors) == (0, 48, "48 x HTTP 500")
     for n in (48, 128):

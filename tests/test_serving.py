@@ -1,6 +1,7 @@
 """The server manager, the OpenAI client, the serving experiment and notebook 06, on CPU against the FAKE
 server (tests/fake_vllm_server.py); plus vLLM 0.20.0's own parser and request model on what we send."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -10,12 +11,23 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from flexfix.edition import results
-from flexfix.integration import serve_load
-from flexfix.integration.serve_load import SCENARIOS, complete_alone, complete_streamed, complete_together, requests_for
-from flexfix.integration.serving import ServerError, VllmServer, group_members
+from flexfix.edition import plots, results
+from flexfix.edition import tables as edition_tables
+from flexfix.integration import serving
+from flexfix.integration.serving import (
+    SCENARIOS,
+    ServerError,
+    VllmServer,
+    complete_alone,
+    complete_streamed,
+    complete_together,
+    group_members,
+    recording,
+    requests_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "fake_vllm_server.py"
@@ -54,7 +66,7 @@ def model_dir(tmp_path):
 def models_dir(tmp_path_factory):
     """The tiny Llama with its local tokenizer, written once (as `record` does)."""
     root = tmp_path_factory.mktemp("models")
-    serve_load.prepare_model("tiny", root)
+    serving.prepare_model("tiny", root)
     return root
 
 
@@ -199,10 +211,10 @@ def scenario_rows(tmp_path_factory):
     (model / "config.json").write_text(json.dumps({"vocab_size": 2048}))
     rows = []
     for name in ("stock", "patched_bi1", "patched_bi0"):
-        sc = serve_load.dataclasses.replace(SCENARIOS[name], model="tiny", requests=(20, 24))
+        sc = dataclasses.replace(SCENARIOS[name], model="tiny", requests=(20, 24))
         launcher = fake("--delay", "0.05")
-        rows.append(serve_load.run_scenario(sc, model, tmp / f"{name}.log", launcher=launcher, max_tokens=6, grace=2))
-    return serve_load.pd.DataFrame(rows)
+        rows.append(serving.run_scenario(sc, model, tmp / f"{name}.log", launcher=launcher, max_tokens=6, grace=2))
+    return pd.DataFrame(rows)
 
 
 def test_scenarios_against_the_fake(scenario_rows):
@@ -223,21 +235,21 @@ def test_scenarios_against_the_fake(scenario_rows):
 
 
 def test_table_views(scenario_rows):
-    stages = serve_load.stage_table(scenario_rows)
+    stages = edition_tables.stage_table(scenario_rows)
     assert len(stages) == 3 * 4 and set(stages.stage) == {"alone", "together", "stream"}
-    failed = serve_load.failed_requests(scenario_rows)
+    failed = edition_tables.failed_requests(scenario_rows)
     assert set(failed.scenario) == {"stock"} and len(failed) == 20
-    assert serve_load.error_summary(scenario_rows)["count"].sum() == 20
-    diffs = serve_load.differences(scenario_rows)
+    assert edition_tables.error_summary(scenario_rows)["count"].sum() == 20
+    diffs = edition_tables.differences(scenario_rows)
     assert set(diffs.scenario) == {"patched_bi0"} and len(diffs) == 4 + 8
     stock = scenario_rows.set_index("scenario").loc["stock"]
     assert "illegal memory access" in stock["ima_lines"][0] and len(stock["log_tail"]) == 20
-    assert "engine dead" in serve_load.log_tail(scenario_rows, "stock", 3)
+    assert "engine dead" in edition_tables.log_tail(scenario_rows, "stock", 3)
     assert serving_png(scenario_rows).startswith(b"\x89PNG")
 
 
 def serving_png(table):
-    return serve_load.serving_figure(table)._repr_png_()
+    return plots.serving_figure(table)._repr_png_()
 
 
 # What vLLM 0.20.0 itself makes of our command line, our requests and our tokenizer (CPU: its parser only).
@@ -284,7 +296,7 @@ def test_vllm_parses_our_serve_command_requests_and_tokenizer(models_dir, tmp_pa
         complete_alone(s.base_url, reqs, max_tokens=7)
         complete_streamed(s.base_url, reqs[0], max_tokens=7)
     sc = SCENARIOS["patched_bi1"]
-    command = VllmServer(model, args=serve_load.vllm_args(sc.model, 128), log_path=tmp_path / "l", port=8123).command()
+    command = VllmServer(model, args=serving.vllm_args(sc.model, 128), log_path=tmp_path / "l", port=8123).command()
     assert command[:3] == [sys.executable, "-m", "vllm.entrypoints.cli.main"]
     sent = [json.loads(line) for line in bodies.read_text().splitlines()]
     spec = json.dumps([command[3:], sent, str(model)])
@@ -295,7 +307,7 @@ def test_vllm_parses_our_serve_command_requests_and_tokenizer(models_dir, tmp_pa
     assert got["port"] == 8123 and got["host"] == "127.0.0.1" and got["max_num_seqs"] == 128
     assert got["max_model_len"] == 2048 and got["gpu_memory_utilization"] == 0.3 and got["dtype"] == "bfloat16"
     assert got["seed"] == 0 and got["enforce_eager"] is False and got["enable_prefix_caching"] is False
-    assert got["served_model_name"] == [serve_load.SERVED_NAME]
+    assert got["served_model_name"] == [serving.SERVED_NAME]
     for r, stream in zip(got["requests"], (False, True)):
         assert r["stream"] is stream and r["as_ids"] is True and r["ignore_eos"] is True
         assert r["seed"] == reqs[0].seed and r["logprobs"] == 1 and r["max_tokens"] == 7 and r["temperature"] == 1.0
@@ -318,7 +330,7 @@ def test_tokenizer_matches_the_model_and_round_trips(models_dir):
         ids = tok(text)["input_ids"]
         assert ids[0] == tok.bos_token_id and max(ids) < 2048
         assert tok.decode(ids, skip_special_tokens=True) == text
-    summary, rows = serve_load.tokenizer_check(model)
+    summary, rows = serving.tokenizer_check(model)
     assert summary["len(tokenizer)"] == 2048 and rows["round_trip"].all() and rows["ids_below_vocab"].all()
 
 
@@ -340,7 +352,7 @@ def test_tokenizer_of_the_variance_size(tmp_path):
 
 
 def record_cli(*args, **kw):
-    cmd = [sys.executable, "-m", "flexfix.integration.serving", "record", *map(str, args)]
+    cmd = [sys.executable, "-m", "flexfix", "serve", "record", *map(str, args)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -377,7 +389,7 @@ def test_record_cli_against_the_fake(models_dir, tmp_path):
 def test_record_cli_refuses_bad_arguments_before_starting(args, message, tmp_path, capsys):
     if "--fake" not in args and args != []:
         args = [*args, "--fake", str(FAKE)]
-    assert serve_load.main(["record", "--out", str(tmp_path), *args]) == 2
+    assert recording.main(["record", "--out", str(tmp_path), *args]) == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # no model, no log, no result: nothing started
 

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from flexfix.edition import tables
+from flexfix.edition.tables import cost as cost_tables
 
 
 def _row(model, bi, graphs, tps, source, n=48, seconds=(1.0, 1.0, 1.0)):
@@ -47,13 +48,13 @@ def test_ratios_are_taken_inside_one_run():
 
 def test_runs_are_numbered_per_model_in_the_order_given():
     rows = pd.concat([ROWS, pd.DataFrame([_row("other", True, "full", 1.0, "b")])], ignore_index=True)
-    named = tables._runs(rows)
+    named = cost_tables._runs(rows)
     assert dict(zip(named["source"] + named["model"], named["run"])) == {
         "am": "run 1",
         "bm": "run 2",
         "bother": "run 1",
     }
-    assert set(tables._runs(ROWS.drop(columns="source"))["run"]) == {"run 1"}
+    assert set(cost_tables._runs(ROWS.drop(columns="source"))["run"]) == {"run 1"}
 
 
 def test_spread_between_and_within_engines():

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from flexfix.edition.tables import cost as cost_tables
 from flexfix.measure import timing
 
 
@@ -64,7 +65,7 @@ def test_l2_effect_divides_flushed_by_warm_per_case():
     effect = tables.l2_effect(pd.DataFrame(rows))
     assert effect.flushed_over_warm.tolist() == [pytest.approx(2.5)] and effect.kv_MB.tolist() == [1.0]
     recorded = pd.DataFrame(rows[:1]).drop(columns="l2")  # files from before the l2 column: warm timings
-    assert tables.timing_ratios.__name__ and tables._with_l2(recorded).l2.tolist() == ["warm"]
+    assert tables.timing_ratios.__name__ and cost_tables._with_l2(recorded).l2.tolist() == ["warm"]
 
 
 def test_flush_l2_is_a_real_bool():

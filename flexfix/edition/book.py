@@ -1,4 +1,4 @@
-"""A static HTML book of the executed notebooks (``python -m flexfix.edition.book``, ``make book``).
+"""A static HTML book of the executed notebooks (``flexfix book``, ``make book``).
 
 Reads the published edition (``data/notebooks``, see :mod:`flexfix.edition.publish`) and writes ``build/book``:
 ``index.html``, the series in order, each entry with the notebook's title (its first markdown heading), what it
@@ -260,10 +260,20 @@ def _label(src: Path) -> str:
         return str(src)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flexfix.edition.book", description=__doc__.split("\n\n")[0])
-    p.add_argument("--src", default=str(SRC), help="the executed notebooks (default: data/notebooks)")
-    p.add_argument("--out", default=str(OUT), help="the book's folder (default: build/book)")
+PROG = "flexfix book"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    from flexfix.edition.params import HelpFormatter
+
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--src", default=str(SRC), help="the executed notebooks")
+    p.add_argument("--out", default=str(OUT), help="the book's folder")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    p = build_parser(prog)
     args = p.parse_args(argv)
     start = time.monotonic()
     try:
@@ -275,7 +285,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"{len(pages) - 1} notebooks in {pages[0]} ({time.monotonic() - start:.1f} s)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,6 +6,7 @@ value fails there with a message naming it, not twenty cells later.
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ __all__ = [
     "flag",
     "parse_ints",
     "writable_folder",
+    "HelpFormatter",
 ]
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -109,3 +111,13 @@ def writable_folder(name: str, path: str | os.PathLike) -> Path:
     except OSError as e:
         raise ValueError(f"{name} {str(folder)!r} is not a writable folder: {e.strerror or e}") from None
     return folder
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every ``flexfix`` command's help: descriptions as written, and each option's default after its help text
+    (left out where there is nothing to show: no default, a flag that is off, a required option)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS or action.required:
+            return action.help
+        return super()._get_help_string(action)

@@ -1,4 +1,4 @@
-"""Publish the executed notebooks of a GPU run into ``data/notebooks`` (``python -m flexfix.edition.publish``).
+"""Publish the executed notebooks of a GPU run into ``data/notebooks`` (``flexfix publish``).
 
 ``make notebooks`` writes one executed copy of every notebook of ``notebooks/`` into ``build/notebooks``.
 This command copies them into ``data/notebooks``, where they are committed as the published edition: outputs,
@@ -221,10 +221,10 @@ def readme(entries: Sequence[tuple[str, str, float | None]], allow_cpu: bool) ->
     )
     return f"""# Executed notebooks (published edition)
 
-Written by `python -m flexfix.edition.publish`: do not edit by hand.
+Written by `flexfix publish`: do not edit by hand.
 
 The notebooks of `notebooks/`, executed with GPU parameters by `make notebooks` (papermill, into
-`build/notebooks`) and copied here by `python -m flexfix.edition.publish --src build/notebooks --dest data/notebooks`,
+`build/notebooks`) and copied here by `flexfix publish --src build/notebooks --dest data/notebooks`,
 which refuses a failed, incomplete or CPU run. They are outputs, like the JSON results in `data/`: to update
 them, run both commands again on a GPU box. `make book` renders them as static HTML (`build/book/index.html`).
 Progress bars on stderr were dropped; everything else is as papermill wrote it.
@@ -311,12 +311,22 @@ def publish(
     return [dest / name for name in edition]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flexfix.edition.publish", description=__doc__.split("\n\n")[0])
-    p.add_argument("--src", default=str(SRC), help="the executed notebooks (default: build/notebooks)")
-    p.add_argument("--dest", default=str(DEST), help="the published edition (default: data/notebooks)")
+PROG = "flexfix publish"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    from flexfix.edition.params import HelpFormatter
+
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--src", default=str(SRC), help="the executed notebooks")
+    p.add_argument("--dest", default=str(DEST), help="the published edition")
     p.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)  # the sources; for tests
     p.add_argument("--allow-cpu", action="store_true", help="accept CPU runs (for tests; never for data/)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    p = build_parser(prog)
     args = p.parse_args(argv)
     try:
         written = publish(args.src, args.dest, notebooks=args.notebooks, allow_cpu=args.allow_cpu)
@@ -327,7 +337,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"published {len(written)} notebooks into {args.dest}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,6 +30,8 @@ __all__ = [
     "results_path",
     "run_header",
     "write_results",
+    "atomic_write",
+    "IncrementalTable",
     "read_results",
     "recorded",
     "recorded_all",
@@ -197,13 +199,16 @@ def write_results(
     payload = json.dumps(
         {"provenance": _standard(prov), "records": _standard(records)}, indent=1, default=_jsonable, allow_nan=False
     )
-    _atomic_write(path, payload + "\n")
+    atomic_write(path, payload + "\n")
     if not partial:
         results_path(results_dir, name, prov["device_kind"], partial=True).unlink(missing_ok=True)
     return path
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, renamed over it: a reader sees the old
+    file or the new one, never half of one.  A replaced file keeps its permissions; the folder is created."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.stat().st_mode & 0o777
@@ -213,8 +218,8 @@ def _atomic_write(path: Path, text: str) -> None:
         mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
@@ -317,3 +322,47 @@ def recorded_all(
         pd.concat([t.assign(source=name) for name, (t, _) in zip(names, loaded)], ignore_index=True),
         [p for _, p in loaded],
     )
+
+
+class IncrementalTable:
+    """Rows saved with provenance after every step, for a run that examines one key (a version, say) at a time:
+    to the partial file (``name-<device>.partial.json``) while it runs, to the complete file once :meth:`finish`
+    is called (the partial file is then removed).  A complete file that holds keys this run lacks is not replaced:
+    :meth:`finish` raises :class:`ResultsError` and the run's rows stay in the partial file."""
+
+    def __init__(
+        self, out_dir: str | os.PathLike, name: str, parameters: Mapping[str, Any], *, key: str = "version"
+    ) -> None:
+        self.out_dir, self.name, self.key = Path(out_dir), name, key
+        self.parameters = dict(parameters)
+        self.rows: list[dict[str, Any]] = []
+
+    def path(self, partial: bool) -> Path:
+        return results_path(self.out_dir, self.name, "cpu", partial=partial)
+
+    def _write(self, complete: bool, partial: bool) -> Path:
+        parameters = {**self.parameters, "complete": complete, "rows": len(self.rows)}
+        return write_results(self.out_dir, self.name, self.rows, "cpu", parameters, partial=partial, replace=True)
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self.rows.append(dict(row))
+        self._write(complete=False, partial=True)
+
+    def _keys_lost(self) -> list[str]:
+        final = self.path(partial=False)
+        try:
+            old = json.loads(final.read_text())["records"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+        kept = {str(r.get(self.key)) for r in self.rows}
+        return [str(r.get(self.key)) for r in old if str(r.get(self.key)) not in kept]
+
+    def finish(self) -> Path:
+        lost = self._keys_lost()
+        if lost:
+            self._write(complete=True, partial=True)
+            raise ResultsError(
+                f"{self.path(partial=False)} holds {', '.join(lost)}, which this run did not examine: not replaced; "
+                f"this run's {len(self.rows)} rows are in {self.path(partial=True)}"
+            )
+        return self._write(complete=True, partial=False)

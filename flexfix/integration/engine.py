@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flexfix.integration import vllm_patch
-from flexfix.measure.repro import Outcome, Reporter, run_child, run_reported
+from flexfix.measure.outcomes import Outcome, Reporter, run_child, run_reported
 
 __all__ = ["LLAMA_CONFIGS", "Scenario", "SCENARIOS", "write_llama", "run_scenario", "scenario_env"]
 

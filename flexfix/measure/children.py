@@ -47,6 +47,7 @@ __all__ = [
     "exit_status",
     "signal_name",
     "run_main",
+    "exit_code",
     "run_pool",
 ]
 
@@ -231,10 +232,14 @@ def _ignore_interrupts() -> None:
 
 
 def run_main(main: Callable[[], int], prog: str) -> None:
-    """``sys.exit(main())`` for a ``__main__`` block: an interrupt that escapes ``main`` (a second
-    Ctrl-C while the first was being handled) still kills every child and ends in one line, exit
-    130/143, not a traceback; once interrupted, the process ignores further Ctrl-C / SIGTERM for the
-    milliseconds it takes to exit."""
+    """``sys.exit(main())`` for a ``__main__`` block, through :func:`exit_code`."""
+    sys.exit(exit_code(main, prog))
+
+
+def exit_code(main: Callable[[], int], prog: str) -> int:
+    """``main()``'s exit status, where an interrupt that escapes ``main`` (a second Ctrl-C while the first was
+    being handled) still kills every child and ends in one line, exit 130/143, not a traceback; once interrupted,
+    the process ignores further Ctrl-C / SIGTERM for the milliseconds it takes to exit."""
     try:
         code = main()
     except KeyboardInterrupt as exc:
@@ -244,7 +249,7 @@ def run_main(main: Callable[[], int], prog: str) -> None:
         code = exit_status(exc)
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         _ignore_interrupts()
-    sys.exit(code)
+    return code
 
 
 # Each child's share of the machine when several run at once: torch's intra-op threads and Inductor's compile

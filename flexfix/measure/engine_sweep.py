@@ -32,7 +32,7 @@ import pandas as pd
 from flexfix.edition.params import positive_int
 from flexfix.integration import vllm_patch
 from flexfix.integration.engine import LLAMA_CONFIGS, SHARED_GPU, memory_kwargs, prompts
-from flexfix.measure.repro import Outcome, Reporter, json_child_argv, json_child_main, run_child
+from flexfix.measure.outcomes import Outcome, Reporter, json_child_argv, json_child_main, run_child
 
 __all__ = [
     "GRAPH_MODES",

@@ -6,7 +6,8 @@ buffer and the kernel is captured with the view's strides.  At a replay step the
 ``j`` at ``offset + g * stride_capture[0] + j * stride_capture[1]``.  For each copy this
 module says which storage cell holds which (row, entry) at replay, which cell the
 kernel reads for it, and counts per row the cells read that hold another entry
-(*misread*) or that nothing wrote this step (*never written*).
+(*misread*) or that nothing wrote this step (*never written*).  :func:`metadata_strides` says why only
+``kv_indices`` breaks: it is the one metadata tensor that is 2-D and narrower than its buffer.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from flexfix.mechanism import paged
 from flexfix.mechanism.persistent import storage_map
 
-__all__ = ["Layout", "stride_layout", "layout_table", "compare_copies"]
+__all__ = ["Layout", "stride_layout", "layout_table", "compare_copies", "metadata_strides"]
 
 UNWRITTEN = -1
 
@@ -135,3 +137,30 @@ def compare_copies(
             }
         )
     return pd.DataFrame(rows)
+
+
+def metadata_strides(shape: paged.PagedShape, step: paged.DecodeStep, copies: dict[str, Callable]):
+    """For every per-step metadata tensor: its shape, its buffer's shape, and the strides of the view each
+    copy in ``copies`` (name -> function) returns.  Only a tensor that is 2-D *and* narrower than its buffer
+    can get different strides from the two copies; a 1-D view has stride ``(1,)`` either way."""
+    kv_indices, kv_num_blocks = paged.build_kv_indices(step)
+    sources = {
+        "kv_indices": kv_indices,
+        "kv_num_blocks": kv_num_blocks,
+        "physical_to_logical": paged.physical_to_logical(step, shape.num_pages),
+        "seq_lens": step.seq_lens,
+        "doc_ids": torch.arange(step.batch, dtype=torch.int32),
+    }
+    rows = []
+    for name, src in sources.items():
+        row = {"tensor": name, "shape": tuple(src.shape)}
+        for copy_name, copy in copies.items():
+            buffers = paged.PersistentBuffers(shape)
+            buffer = getattr(buffers, name)
+            row["buffer"] = tuple(buffer.shape)
+            row[f"strides, {copy_name}"] = tuple(copy(buffer, src.to(buffer.dtype)).stride())
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("tensor")
+    stride_cols = [c for c in table.columns if c.startswith("strides")]
+    table["same strides"] = table[stride_cols].nunique(axis=1) == 1
+    return table

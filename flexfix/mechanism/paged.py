@@ -49,7 +49,6 @@ __all__ = [
     "blocksparse_decode",
     "reference",
     "kernel_options",
-    "metadata_strides",
 ]
 
 PAGE_SIZE = 16  # tokens per KV page: vLLM's block_size, and BLOCK_N of the direct build
@@ -383,32 +382,3 @@ def reference(step: DecodeStep, k_cache: torch.Tensor, v_cache: torch.Tensor) ->
         probs = torch.softmax((k @ q[:, :, None]).squeeze(-1) / math.sqrt(d), dim=-1)
         out[:, i] = (probs[:, None, :] @ v).squeeze(1)
     return out[None]
-
-
-def metadata_strides(shape: PagedShape, step: DecodeStep, copies: dict[str, CopyFn]):
-    """For every per-step metadata tensor: its shape, its buffer's shape, and the strides of the view each
-    copy in ``copies`` (name -> function) returns.  Only a tensor that is 2-D *and* narrower than its buffer
-    can get different strides from the two copies; a 1-D view has stride ``(1,)`` either way."""
-    import pandas as pd
-
-    kv_indices, kv_num_blocks = build_kv_indices(step)
-    sources = {
-        "kv_indices": kv_indices,
-        "kv_num_blocks": kv_num_blocks,
-        "physical_to_logical": physical_to_logical(step, shape.num_pages),
-        "seq_lens": step.seq_lens,
-        "doc_ids": torch.arange(step.batch, dtype=torch.int32),
-    }
-    rows = []
-    for name, src in sources.items():
-        row = {"tensor": name, "shape": tuple(src.shape)}
-        for copy_name, copy in copies.items():
-            buffers = PersistentBuffers(shape)
-            buffer = getattr(buffers, name)
-            row["buffer"] = tuple(buffer.shape)
-            row[f"strides, {copy_name}"] = tuple(copy(buffer, src.to(buffer.dtype)).stride())
-        rows.append(row)
-    table = pd.DataFrame(rows).set_index("tensor")
-    stride_cols = [c for c in table.columns if c.startswith("strides")]
-    table["same strides"] = table[stride_cols].nunique(axis=1) == 1
-    return table

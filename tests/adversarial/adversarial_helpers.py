@@ -2,7 +2,7 @@
 
 The fake child is a plain ``python -c`` script (no torch, starts in ~30 ms): it marks its pid (and its
 grandchild's) in a folder, optionally starts a grandchild in its process group, reports JSON lines to
-``FLEXFIX_REPORT`` as :class:`flexfix.measure.repro.Reporter` does, and can hang at a chosen point.
+``FLEXFIX_REPORT`` as :class:`flexfix.measure.outcomes.Reporter` does, and can hang at a chosen point.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ FAKE_CHILD = textwrap.dedent(
 
 
 def fake_argv(pids: Path, **spec) -> list[str]:
-    """The argv (for :func:`flexfix.measure.repro.run_child`) of a fake child marking its pids in ``pids``."""
+    """The argv (for :func:`flexfix.measure.outcomes.run_child`) of a fake child marking its pids in ``pids``."""
     return ["-c", FAKE_CHILD, json.dumps({"pids": str(pids), **spec})]
 
 

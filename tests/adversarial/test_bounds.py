@@ -1,12 +1,12 @@
 """Bounds and refusals below the command lines: the library calls a notebook makes, the helpers in
-``flexfix.edition.params`` the notebooks' first cells use, and ``python -m flexfix.measure.repro``."""
+``flexfix.edition.params`` the notebooks' first cells use, and ``flexfix repro``."""
 
 import numpy as np
 import pytest
 
 from flexfix.edition import params
 from flexfix.measure import invariance, record, repro
-from flexfix.measure.repro import Outcome
+from flexfix.measure.outcomes import Outcome
 from flexfix.mechanism import paged
 
 SW = invariance.SweepShape(
@@ -59,7 +59,7 @@ def test_kernel_sweep_takes_numpy_batch_sizes(monkeypatch):
 
         cells = json.loads(argv[-1])["cells"]
         rows = [
-            {**invariance._cell(CFG, SW, "cpu", b, p), "outcome": "ok", "bitwise_equal": True, "max_abs_diff": 0.0,
+            {**invariance.cell_keys(CFG, SW, "cpu", b, p), "outcome": "ok", "bitwise_equal": True, "max_abs_diff": 0.0,
              "max_error_vs_reference": 0.0, "detail": ""}
             for b, p in cells
         ]  # fmt: skip
@@ -147,7 +147,7 @@ def test_repro_command_line_refuses_by_name_without_starting_a_child(monkeypatch
     with pytest.raises(SystemExit) as exit_:
         repro.main(argv)
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.splitlines()[-1] == f"python -m flexfix.measure.repro: error: {message}"
+    assert exit_.value.code == 2 and err.splitlines()[-1] == f"flexfix repro: error: {message}"
 
 
 @pytest.mark.skipif(params.cuda_available(), reason="checks a machine without a GPU")
@@ -156,8 +156,7 @@ def test_repro_command_line_without_a_gpu(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         repro.main(["--device", "cuda"])
     assert exit_.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == (
-        "python -m flexfix.measure.repro: error: --device cuda: this machine has no usable CUDA GPU "
-        "(torch.cuda.is_available() is False)"
+        "flexfix repro: error: --device cuda: this machine has no usable CUDA GPU (torch.cuda.is_available() is False)"
     )
 
 

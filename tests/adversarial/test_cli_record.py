@@ -1,4 +1,4 @@
-"""`python -m flexfix.measure.record`: bad arguments are refused before any work, by name (exit 2); results
+"""`flexfix record`: bad arguments are refused before any work, by name (exit 2); results
 are never replaced by less; progress survives an interrupt or a failing write, and the message says where.
 
 Most cases call ``record.main`` in this process (argparse's usage error is ``SystemExit(2)``); the
@@ -11,9 +11,12 @@ import pytest
 
 from flexfix.edition import params, results
 from flexfix.measure import children, record
-from flexfix.measure.repro import Outcome
+from flexfix.measure.outcomes import Outcome
+from flexfix.measure.record import cli as record_cli
+from flexfix.measure.record import engines as record_engines
+from flexfix.measure.record import kernel as record_kernel
 
-PROG = "python -m flexfix.measure.record"
+PROG = "flexfix record"
 NO_GPU = pytest.mark.skipif(params.cuda_available(), reason="checks the refusals of a machine without a GPU")
 
 
@@ -32,12 +35,12 @@ def no_work(monkeypatch):
     from flexfix.measure import invariance, timing
 
     for target, name in (
-        (record, "run_kernel_in_child"),
-        (record, "kernel_outcomes"),
-        (record, "sanitizer_outcomes"),
-        (record, "engine_outcomes"),
-        (record, "engine_sweep"),
-        (record, "model_dir"),
+        (record_kernel, "run_kernel_in_child"),
+        (record_kernel, "kernel_outcomes"),
+        (record_kernel, "sanitizer_outcomes"),
+        (record_engines, "engine_outcomes"),
+        (record_engines, "engine_sweep"),
+        (record_engines, "model_dir"),
         (invariance, "kernel_sweep"),
         (timing, "decode_sweep"),
     ):
@@ -47,7 +50,7 @@ def no_work(monkeypatch):
 def refused(argv, capsys) -> str:
     """Run the command, expect argparse's usage error (exit 2); its message."""
     with pytest.raises(SystemExit) as exit_:
-        record.main(argv)
+        record_cli.main(argv)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: ") and "Traceback" not in err
@@ -312,9 +315,9 @@ def records_in(path):
 
 def run_kernel(out, monkeypatch, *extra, fail_at=None, exc=KeyboardInterrupt):
     fake = FakeKernelChildren(out, fail_at, exc)
-    monkeypatch.setattr(record, "run_kernel_in_child", fake)
+    monkeypatch.setattr(record_kernel, "run_kernel_in_child", fake)
     argv = ["kernel", "--device", "cpu", "--seeds", "3", "--batches", "16,48", "--out", str(out), *extra]
-    return record.main(argv), fake
+    return record_cli.main(argv), fake
 
 
 def test_a_complete_run_writes_the_file_and_no_partial(out, monkeypatch, capsys):
@@ -409,8 +412,8 @@ def test_a_refused_final_write_keeps_everything_in_the_partial_file(out, monkeyp
             return super().__call__(*args, **kw)
 
     fake = Meanwhile(out)
-    monkeypatch.setattr(record, "run_kernel_in_child", fake)
-    code = record.main(["kernel", "--device", "cpu", "--seeds", "3", "--batches", "16,48", "--out", str(out)])
+    monkeypatch.setattr(record_kernel, "run_kernel_in_child", fake)
+    code = record_cli.main(["kernel", "--device", "cpu", "--seeds", "3", "--batches", "16,48", "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 1 and records_in(final) == 50
     assert err == (

@@ -29,10 +29,11 @@ from adversarial_helpers import (
 )
 
 from flexfix.edition import results
-from flexfix.measure import children, invariance, record, repro
+from flexfix.measure import children, invariance, outcomes, record, repro
+from flexfix.measure.record import engines as record_engines
 from flexfix.mechanism import paged
 
-PROG = "python -m flexfix.measure.record"
+PROG = "flexfix record"
 
 
 @pytest.fixture
@@ -49,7 +50,8 @@ def env(tmp_path):
 KERNEL_WRAPPER = textwrap.dedent(
     """
     import itertools, json, os, sys
-    from flexfix.measure import children, record, repro
+    from flexfix.measure import children, repro
+    from flexfix.measure.record import cli as record_cli
     sys.path.insert(0, os.environ["HELPERS"])
     from adversarial_helpers import fake_argv
     count = itertools.count()
@@ -61,7 +63,7 @@ KERNEL_WRAPPER = textwrap.dedent(
                          ignore_term=bool(os.environ.get("FAKE_IGNORE_TERM")),
                          records=[{"step": "capture", "run": i}])
     repro._kernel_args = fake_args
-    children.run_main(lambda: record.main(sys.argv[1:]), "python -m flexfix.measure.record")
+    children.run_main(lambda: record_cli.main(sys.argv[1:]), "flexfix record")
     """
 )
 HELPERS = os.path.dirname(os.path.abspath(__file__))
@@ -141,19 +143,20 @@ CONFIGS = "analog_page:vllm:eager:sliced,analog_page:vllm:frozen:sliced"
 INVARIANCE_WRAPPER = textwrap.dedent(
     """
     import json, os, sys
-    from flexfix.measure import children, invariance, record
+    from flexfix.measure import children, invariance
+    from flexfix.measure.record import cli as record_cli
     sys.path.insert(0, os.environ["HELPERS"])
     from adversarial_helpers import fake_argv
     slow = {int(b) for b in os.environ["FAKE_SLOW"].split(",")}
     def fake_child_argv(cfg, sw, device, cells):
-        rows = [{**invariance._cell(cfg, sw, device, b, p), "outcome": "ok", "bitwise_equal": True,
+        rows = [{**invariance.cell_keys(cfg, sw, device, b, p), "outcome": "ok", "bitwise_equal": True,
                  "max_abs_diff": 0.0, "max_error_vs_reference": 0.0, "detail": ""} for b, p in cells]
         hang = next((i + 1 for i, (b, p) in enumerate(cells) if b in slow), None)
         if os.environ.get("FAKE_SLOW_CONFIG", "") not in cfg.name:
             hang = None
         return fake_argv(os.environ["FAKE_PIDS"], records=[{"ready": cfg.name}, *rows], hang_at=hang)
     invariance._child_argv = fake_child_argv
-    children.run_main(lambda: record.main(sys.argv[1:]), "python -m flexfix.measure.record")
+    children.run_main(lambda: record_cli.main(sys.argv[1:]), "flexfix record")
     """
 )
 
@@ -245,7 +248,7 @@ def test_one_worker_sweep_stops_at_once_instead_of_running_the_rest(env, slow_co
 def test_repro_command_line_interrupted_while_its_real_child_runs(env):
     """The real torch-only repro on CPU (no fakes): Ctrl-C while the child computes."""
     proc = start(
-        "from flexfix.measure import children, repro; children.run_main(repro.main, 'python -m flexfix.measure.repro')",
+        "from flexfix.measure import children, repro; children.run_main(repro.main, 'flexfix repro')",
         ["--copy", "as_strided", "--device", "cpu", "--batch", "48"],
         {"TMPDIR": str(env["tmp"])},
     )
@@ -253,7 +256,7 @@ def test_repro_command_line_interrupted_while_its_real_child_runs(env):
     folder = env["tmp"] / child_folders(env["tmp"])[0]
     seconds, _, err = interrupt(proc, signal.SIGINT)
     assert proc.returncode == 130 and seconds < 5
-    assert err.strip() == "python -m flexfix.measure.repro: interrupted by SIGINT; the child was killed"
+    assert err.strip() == "flexfix repro: interrupted by SIGINT; the child was killed"
     assert not folder.exists()
 
 
@@ -297,7 +300,7 @@ def fake_cells(pids, slow, only=""):
     def child_argv(cfg, sw, device, cells):
         rows = [
             {
-                **invariance._cell(cfg, sw, device, b, p),
+                **invariance.cell_keys(cfg, sw, device, b, p),
                 "outcome": "ok",
                 "bitwise_equal": True,
                 "max_abs_diff": 0.0,
@@ -315,7 +318,7 @@ def fake_cells(pids, slow, only=""):
 @pytest.mark.parametrize("workers", [1, 3])
 def test_kernel_sweep_in_a_notebook_stops_on_keyboard_interrupt(env, monkeypatch, workers):
     monkeypatch.setattr(invariance, "_child_argv", fake_cells(env["pids"], slow={17}))
-    monkeypatch.setattr(repro.tempfile, "tempdir", str(env["tmp"]))
+    monkeypatch.setattr(outcomes.tempfile, "tempdir", str(env["tmp"]))
     saved = []
     configs = invariance.cpu_configs()[2:4]
     # One unit (child) per configuration, both hang at batch 17 after their batch-1 cells: none finishes.
@@ -374,7 +377,7 @@ def test_record_engine_sweep_in_a_notebook_stops_on_keyboard_interrupt(env, monk
         return fake_argv(env["pids"], delay=0.05 if len(started) == 1 else 300, records=[{"kind": "startup"}])
 
     monkeypatch.setattr(es, "json_child_argv", fake_json_argv)
-    monkeypatch.setattr(record, "model_dir", lambda config: tmp_path / "model")
+    monkeypatch.setattr(record_engines, "model_dir", lambda config: tmp_path / "model")
     saved = []
     runs = es.parse_runs("tiny:bi1:full,tiny:bi1:eager,tiny:bi0:eager")
     with interrupt_main_when(lambda: len(marked(env["pids"])) == 2), pytest.raises(KeyboardInterrupt):
@@ -400,24 +403,24 @@ def test_decode_sweep_in_a_notebook_stops_and_keeps_what_it_saved():
 
 
 def test_run_child_interrupted_kills_the_group_and_removes_its_folder(env, monkeypatch):
-    monkeypatch.setattr(repro.tempfile, "tempdir", str(env["tmp"]))
+    monkeypatch.setattr(outcomes.tempfile, "tempdir", str(env["tmp"]))
     t0 = time.monotonic()
     with interrupt_main_when(lambda: len(marked(env["pids"])) == 2), pytest.raises(KeyboardInterrupt):
-        repro.run_child(fake_argv(env["pids"], grandchild=True, delay=300), timeout=600)
+        outcomes.run_child(fake_argv(env["pids"], grandchild=True, delay=300), timeout=600)
     assert time.monotonic() - t0 < 10
     assert len(marked(env["pids"])) == 2 and nothing_left(env["pids"]) == [] and child_folders(env["tmp"]) == []
 
 
 def test_run_child_timeout_kills_the_whole_group(env, monkeypatch):
-    monkeypatch.setattr(repro.tempfile, "tempdir", str(env["tmp"]))
-    out = repro.run_child(fake_argv(env["pids"], grandchild=True, delay=300), timeout=1.5)
+    monkeypatch.setattr(outcomes.tempfile, "tempdir", str(env["tmp"]))
+    out = outcomes.run_child(fake_argv(env["pids"], grandchild=True, delay=300), timeout=1.5)
     assert (out.status, out.signal) == ("timeout", "SIGKILL") and out.seconds < 10
     assert nothing_left(env["pids"]) == [] and child_folders(env["tmp"]) == []
 
 
 def test_run_child_kills_what_a_finished_child_left_running(env):
     """A child that exits but leaves a grandchild in its group: the grandchild does not outlive the call."""
-    out = repro.run_child(fake_argv(env["pids"], grandchild=True))
+    out = outcomes.run_child(fake_argv(env["pids"], grandchild=True))
     assert out.status == "ok"
     assert nothing_left(env["pids"]) == []
 
@@ -427,7 +430,7 @@ def test_run_child_stopped_from_another_thread(env):
     threading.Timer(0.5, lambda: children.stop(stop)).start()
     t0 = time.monotonic()
     with pytest.raises(children.Stopped):
-        repro.run_child(fake_argv(env["pids"], delay=300), stop=stop)
+        outcomes.run_child(fake_argv(env["pids"], delay=300), stop=stop)
     assert time.monotonic() - t0 < 5 and nothing_left(env["pids"]) == []
 
 
@@ -435,16 +438,16 @@ def test_a_stopped_event_starts_no_child(env):
     stop = threading.Event()
     stop.set()
     with pytest.raises(children.Stopped, match="no new child process is started"):
-        repro.run_child(fake_argv(env["pids"]), stop=stop)
+        outcomes.run_child(fake_argv(env["pids"]), stop=stop)
     assert marked(env["pids"]) == []
 
 
 def test_after_kill_all_no_child_starts_until_the_next_command(env):
     children.kill_all()
     with pytest.raises(children.Stopped):
-        repro.run_child(fake_argv(env["pids"]))
+        outcomes.run_child(fake_argv(env["pids"]))
     with children.interruptible():
-        assert repro.run_child(fake_argv(env["pids"])).status == "ok"
+        assert outcomes.run_child(fake_argv(env["pids"])).status == "ok"
     assert len(marked(env["pids"])) == 1
 
 
@@ -475,13 +478,13 @@ def test_a_report_line_that_is_not_an_object_or_names_an_unknown_status_is_ignor
         "f.write('5\\n[1]\\nnot json\\n' + json.dumps({'status': 'exploded'}) + '\\n'); "
         "f.write(json.dumps({'record': {'x': 1}}) + '\\n'); f.close(); raise SystemExit(3)"
     )
-    out = repro.run_child(["-c", code])
+    out = outcomes.run_child(["-c", code])
     assert (out.status, out.exit_code, out.records) == ("error", 3, [{"x": 1}])
     assert out.detail == "exited with status 3 before reporting"
 
 
 def test_undecodable_child_output_is_read_not_raised():
-    out = repro.run_child(["-c", "import sys; sys.stdout.buffer.write(b'\\xff\\xfe bad bytes\\n'); sys.exit(2)"])
+    out = outcomes.run_child(["-c", "import sys; sys.stdout.buffer.write(b'\\xff\\xfe bad bytes\\n'); sys.exit(2)"])
     assert (out.status, out.exit_code) == ("error", 2) and "bad bytes" in out.stderr_tail[-1]
 
 

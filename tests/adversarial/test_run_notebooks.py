@@ -1,4 +1,4 @@
-"""`python -m flexfix.edition.run_notebooks`: what would go wrong is refused before anything runs (exit 2, naming
+"""`flexfix notebooks`: what would go wrong is refused before anything runs (exit 2, naming
 it); what goes wrong while running is reported as it happened; no truncated notebook; Ctrl-C / SIGTERM
 end the run in one line with the kernel gone.  Tiny notebooks (one parameters cell, a cell or two) run
 with the venv's kernel in a few seconds each."""
@@ -15,7 +15,7 @@ from adversarial_helpers import interrupt, last_line, start, wait_for
 
 from flexfix.edition import run_notebooks as rn
 
-PROG = "python -m flexfix.edition.run_notebooks"
+PROG = "flexfix notebooks"
 PARAMS = 'DEVICE = "auto"\nRUN_ENGINE = True\nN = 3\nRATE = 0.5\nSEEDS = [0, 1]\nNAMES: list = ["a"]\nRESULTS_DIR = "r"'
 
 

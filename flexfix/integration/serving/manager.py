@@ -20,8 +20,7 @@ no live process of the group is left.
 ``launcher`` replaces ``python -m vllm.entrypoints.cli.main`` (tests run ``tests/fake_vllm_server.py``
 with the same arguments).
 
-The serving experiment (clients, scenarios, recording) is :mod:`flexfix.integration.serve_load`;
-``python -m flexfix.integration.serving record ...`` is its command line.
+The serving experiment is the rest of :mod:`flexfix.integration.serving`; ``flexfix serve record`` runs it.
 """
 
 from __future__ import annotations
@@ -254,16 +253,3 @@ class VllmServer:
     def __exit__(self, *exc) -> bool:
         self.stop()
         return False
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flexfix.integration.serving record ...``: see :func:`flexfix.integration.serve_load.main`."""
-    from flexfix.integration import serve_load
-
-    return serve_load.main(argv)
-
-
-if __name__ == "__main__":
-    from flexfix.measure.children import run_main
-
-    run_main(main, "python -m flexfix.integration.serving")

@@ -1,0 +1,7 @@
+"""``python -m flexfix``: the ``flexfix`` command."""
+
+import sys
+
+from flexfix.cli import main
+
+sys.exit(main())

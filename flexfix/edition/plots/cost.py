@@ -1,0 +1,69 @@
+"""Notebook 05's figures: timing ratios, and engine throughput per setting."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.plots.style import SERIES_COLOURS, batch_axis, figure, wrap
+
+__all__ = ["ratio_lines", "throughput_points"]
+
+
+def ratio_lines(
+    table: pd.DataFrame,
+    x: str,
+    y: str,
+    by: str,
+    title: str,
+    ylabel: str,
+    *,
+    logx: bool = True,
+    reference: float | None = 1.0,
+):
+    """One line per value of ``by``: ``y`` against ``x`` (for speed-ups, overheads, fractions).
+    Line i has ``SERIES_COLOURS[i]``; the legend, outside the axes, names them."""
+    fig, ax = figure((7.5, 3.6))
+    for i, (key, part) in enumerate(table.groupby(by, sort=True)):
+        part = part.sort_values(x)
+        colour = SERIES_COLOURS[i % len(SERIES_COLOURS)][1]
+        ax.plot(part[x], part[y], "o-", color=colour, label=f"{by} {key}", markersize=4)
+    if reference is not None:
+        ax.axhline(reference, color="grey", lw=0.8, ls=":")
+    if logx:
+        batch_axis(ax, table[x])
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel)
+    ax.set_title(wrap(title, 5.5, 10), fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def throughput_points(table: pd.DataFrame, title: str):
+    """Output tokens per second, one panel per request count, one row per configuration: each
+    engine is a dot at its median with a bar from its slowest to its fastest timed repetition, so
+    the spread between and within engines is as visible as the differences between configurations.
+    Source file i has ``SERIES_COLOURS[i]``."""
+    counts = sorted(table["requests"].unique())
+    settings = list(dict.fromkeys(table["setting"]))
+    sources = list(dict.fromkeys(table["source"])) if "source" in table else [None]
+    fig, axes = figure((10, 1.2 + 0.38 * len(settings)), 1, len(counts), sharey=True, squeeze=False)
+    for ax, n in zip(axes[0], counts):
+        for k, src in enumerate(sources):
+            part = table[(table["requests"] == n) & ((table["source"] == src) if src else True)]
+            if part.empty:
+                continue
+            colour = SERIES_COLOURS[k % len(SERIES_COLOURS)][1]
+            y = [settings.index(s) + (k - (len(sources) - 1) / 2) * 0.12 for s in part["setting"]]
+            reps = [[r["output_tokens"] / t for t in r["seconds"]] for _, r in part.iterrows()]
+            ax.hlines(y, [min(r) for r in reps], [max(r) for r in reps], color=colour, lw=1.5, alpha=0.6)
+            ax.plot(part["tokens_per_second"], y, "o", color=colour, markersize=5, label=src or "median")
+        ax.set_title(f"{n} concurrent requests", fontsize=9)
+        ax.set_xlabel("output tokens per second")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(settings)), settings, fontsize=8)
+    axes[0][0].invert_yaxis()
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="recorded in", title_fontsize=8)
+    fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)
+    fig.tight_layout()
+    return fig

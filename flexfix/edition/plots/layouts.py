@@ -1,0 +1,222 @@
+"""Notebook 03's figures: where the ``kv_indices`` rows live in the persistent buffer, and what a captured kernel
+reads for each entry at a replay step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from flexfix.edition.plots.style import figure, patch
+
+__all__ = ["STORAGE_OWNER_COLOURS", "READ_WINDOW_COLOURS", "storage_owners", "read_sources", "read_windows"]
+
+# The colours each figure uses, as a caption may name them: legend label -> (colour word, hex).
+# A series' legend label starts with its key ("as_strided, batch 48 (5 runs)" -> "as_strided").
+
+# storage_owners: query block g has colour g (cycled); no green, orange or red, which read_windows
+# gives a meaning of their own.
+STORAGE_OWNER_COLOURS = {
+    "query block 0": ("blue", "#1f77b4"),
+    "query block 1": ("purple", "#9467bd"),
+    "query block 2": ("cyan", "#17becf"),
+    "query block 3": ("brown", "#8c564b"),
+    "query block 4": ("pink", "#e377c2"),
+    "query block 5": ("olive", "#bcbd22"),
+    "query block 6": ("grey", "#7f7f7f"),
+    "not written": ("white", "#ffffff"),
+}
+
+# read_windows: what the cell a query block reads for entry j holds at the replay step.
+READ_WINDOW_COLOURS = {
+    "its own entry": ("green", "#4c9a2a"),
+    "another entry of its own row": ("yellow", "#f2d13d"),
+    "another row's entry": ("orange", "#e8780c"),
+    "not written this step (left from the capture step)": ("red", "#d9534f"),
+    "never written (the buffer's initial -1)": ("grey", "#8c8c8c"),
+    "outside the buffer": ("black", "#000000"),
+}
+
+
+def _owner_colour(g: int) -> str:
+    blocks = [v for k, v in STORAGE_OWNER_COLOURS.items() if k.startswith("query block")]
+    return blocks[g % len(blocks)][1]
+
+
+def _row_ticks(n: int, panel_in: float) -> range:
+    """Every row's tick where there is room for a label (about 0.18 inch each), else every k-th."""
+    return range(0, n, max(1, int(np.ceil(n * 0.18 / panel_in))))
+
+
+def _legend_blocks(g: int) -> tuple[list, list[str]]:
+    """Legend swatches for the query blocks: one per colour (they repeat beyond that), then white."""
+    shown = min(g, len(STORAGE_OWNER_COLOURS) - 1)
+    labels = [f"query block {i}" for i in range(shown)]
+    if g > shown:
+        labels[-1] += f" (colours repeat every {shown})"
+    return [patch(_owner_colour(i)) for i in range(shown)] + [patch("white")], labels + ["not written"]
+
+
+def storage_owners(layouts: Sequence, when: str = "replay"):
+    """Heatmap of the persistent buffer's storage, one panel per copy: which query-block row
+    wrote each cell at the capture or replay step (white: not written).  Colours:
+    ``STORAGE_OWNER_COLOURS``."""
+    from matplotlib.colors import ListedColormap
+
+    fig, axes = figure((10, 1.6 * len(layouts) + 0.8), len(layouts), 1, squeeze=False)
+    g = max(lay.g for lay in layouts)
+    cmap = ListedColormap([STORAGE_OWNER_COLOURS["not written"][1]] + [_owner_colour(i) for i in range(g)])
+    for ax, lay in zip(axes[:, 0], layouts):
+        grid = lay.owner_capture if when == "capture" else lay.owner_replay
+        ax.imshow(grid, cmap=cmap, vmin=-1.5, vmax=g - 0.5, aspect="auto", interpolation="nearest")
+        k = lay.k_capture if when == "capture" else lay.k_replay
+        stride = lay.capture_stride if when == "capture" else lay.replay_stride
+        ax.set_title(f"{lay.copy_name}: {when} step, K={k}, view strides {stride}", fontsize=10)
+        ax.set_ylabel("buffer row")
+        ax.set_yticks(_row_ticks(lay.g_max, 1.0))
+    axes[-1, 0].set_xlabel("buffer column (W_max cells per row)")
+    fig.set_layout_engine("constrained", h_pad=0.12)
+    fig.legend(*_legend_blocks(g), loc="outside right upper", fontsize=8)
+    return fig
+
+
+_NOTHING, _REPLAY, _CAPTURE = 0, 1, 2  # which step last wrote a storage cell
+_OWN, _OWN_ROW, _OTHER_ROW, _STALE, _FILL, _OUTSIDE = range(len(READ_WINDOW_COLOURS))  # its order
+
+
+def _storage_contents(lay) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What each storage cell holds at the replay step, as three flat arrays: which step wrote it
+    last (nothing / replay / capture), the row and the entry it holds (-1: none).  A row's entries
+    lie in increasing storage order (positive strides), so the capture step's entry of a cell is
+    its rank among the cells that row wrote."""
+    size = lay.g_max * lay.w_max
+    when, row, entry = np.zeros(size, int), np.full(size, -1), np.full(size, -1)
+    captured = lay.owner_capture.reshape(-1)
+    for r in np.unique(captured[captured >= 0]):
+        cells = np.flatnonzero(captured == r)
+        when[cells], row[cells], entry[cells] = _CAPTURE, r, np.arange(cells.size)
+    rows, entries = np.indices(lay.cell_of.shape)
+    cells = lay.cell_of.ravel()
+    when[cells], row[cells], entry[cells] = _REPLAY, rows.ravel(), entries.ravel()
+    return when, row, entry
+
+
+def read_sources(lay) -> pd.DataFrame:
+    """One row per query block ``g`` and entry ``j`` the captured kernel reads at replay: the
+    storage cell, what it holds (``category``: a key of ``READ_WINDOW_COLOURS``) and whose entry
+    that is (``holds_row``, ``holds_entry``, ``written_at``; -1 / "" where nothing is)."""
+    when, row, entry = _storage_contents(lay)
+    g, j = np.indices(lay.read_at.shape)
+    cells = lay.read_at
+    inside = cells < when.size
+    at = np.where(inside, cells, 0)
+    w, r, e = np.where(inside, when[at], -1), np.where(inside, row[at], -1), np.where(inside, entry[at], -1)
+    names = list(READ_WINDOW_COLOURS)
+    code = np.select(
+        [w == -1, w == _NOTHING, w == _CAPTURE, cells == lay.cell_of, r == g],
+        [_OUTSIDE, _FILL, _STALE, _OWN, _OWN_ROW],
+        default=_OTHER_ROW,
+    )
+    return pd.DataFrame(
+        {
+            "g": g.ravel(),
+            "j": j.ravel(),
+            "cell": cells.ravel(),
+            "category": [names[c] for c in code.ravel()],
+            "code": code.ravel(),
+            "holds_row": r.ravel(),
+            "holds_entry": e.ravel(),
+            "written_at": np.array(["outside", "", "replay", "capture"])[w.ravel() + 1],
+        }
+    )
+
+
+def _runs(part: pd.DataFrame):
+    """Runs of consecutive entries of one query block (rows of ``read_sources``) that read the
+    same kind of cell, holding consecutive entries of one row: (first, last) record of each."""
+    start = 0
+    rows = part.to_dict("records")
+    for i in range(1, len(rows) + 1):
+        prev = rows[i - 1]
+        if i < len(rows):
+            cur = rows[i]
+            same = cur["code"] == prev["code"] and cur["holds_row"] == prev["holds_row"]
+            if same and (cur["code"] >= _FILL or cur["holds_entry"] == prev["holds_entry"] + 1):
+                continue
+        first = rows[start]
+        yield first, prev
+        start = i
+
+
+def _run_label(first: dict, last: dict) -> str:
+    """What a run of read cells holds, e.g. ``row 0: 32-47`` (the held row and entries)."""
+    if first["code"] == _FILL:
+        return "-1"
+    if first["code"] == _OUTSIDE:
+        return "outside"
+    a, b = first["holds_entry"], last["holds_entry"]
+    span = f"{a}-{b}" if b != a else f"{a}"
+    return f"row {first['holds_row']}: {span}" + (" (capture step)" if first["code"] == _STALE else "")
+
+
+def _label_runs(ax, sources: pd.DataFrame, k: int, fontsize: float = 7) -> None:
+    """Write inside each misread run whose entries its cells hold, where the text fits."""
+    fig = ax.get_figure()
+    width_in = ax.get_position().width * fig.get_figwidth()
+    height_in = ax.get_position().height * fig.get_figheight()
+    per_cell = width_in / k
+    if height_in / (sources["g"].max() + 1) < 0.15:
+        return
+    for _, part in sources.groupby("g"):
+        for first, last in _runs(part):
+            text = _run_label(first, last)
+            room = (last["j"] - first["j"] + 1) * per_cell
+            if first["code"] == _OWN or len(text) * 0.6 * fontsize / 72 + 0.08 > room:
+                continue
+            colour = "white" if first["code"] in (_STALE, _OUTSIDE) else "black"
+            x = (first["j"] + last["j"]) / 2
+            ax.text(x, first["g"], text, ha="center", va="center", fontsize=fontsize, color=colour)
+
+
+def read_windows(layouts: Sequence):
+    """For each copy, one row per query block ``g`` (the row the captured kernel reads for it at
+    replay), one column per entry ``j`` it reads, coloured by what that cell holds at the replay
+    step (``READ_WINDOW_COLOURS``): the block's own entry j (green), another entry of its own row
+    (yellow) or another row's entry (orange), the capture step's leftover in a cell this step did
+    not write (red), the buffer's initial -1 (grey).  Misread runs say which row's entries they
+    hold; the right axis gives the storage cells each block reads."""
+    from matplotlib.colors import ListedColormap
+
+    g = max(lay.g for lay in layouts)
+    panel_in = min(0.38 * g, 3.0)
+    fig, axes = figure((10, 1.3 + len(layouts) * (0.75 + panel_in)), len(layouts), 1, squeeze=False)
+    colours = [hex_ for _, hex_ in READ_WINDOW_COLOURS.values()]
+    present: set[int] = set()
+    sources = [read_sources(lay) for lay in layouts]
+    for ax, lay, src in zip(axes[:, 0], layouts, sources):
+        codes = src["code"].to_numpy().reshape(lay.read_at.shape)
+        present |= set(codes.ravel().tolist())
+        cmap = ListedColormap(colours)
+        ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(colours) - 0.5, aspect="auto", interpolation="nearest")
+        for row in range(1, lay.g):
+            ax.axhline(row - 0.5, color="white", lw=2 if panel_in / g > 0.15 else 0.5)
+        ax.set_title(
+            f"{lay.copy_name}: replay K={lay.k_replay}, read with the capture strides {lay.capture_stride}", fontsize=10
+        )
+        rows = _row_ticks(lay.g, panel_in)
+        ax.set_yticks(rows)
+        ax.set_ylabel("query block\n(reading row)", fontsize=9)
+        cells = ax.secondary_yaxis("right")
+        cells.set_yticks(rows, [f"cells {lay.read_at[r, 0]}-{lay.read_at[r, -1]}" for r in rows], fontsize=8)
+    axes[-1, 0].set_xlabel("entry read (j)")
+    names = list(READ_WINDOW_COLOURS)
+    shown = sorted(present)
+    fig.set_layout_engine("constrained", h_pad=0.12)
+    fig.legend(
+        [patch(colours[c]) for c in shown], [names[c] for c in shown], loc="outside lower center", fontsize=8, ncol=3
+    )
+    fig.draw_without_rendering()  # lay the figure out, so that the run labels know their room
+    for ax, lay, src in zip(axes[:, 0], layouts, sources):
+        _label_runs(ax, src, lay.k_replay)
+    return fig

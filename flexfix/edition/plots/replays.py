@@ -1,0 +1,122 @@
+"""Notebook 01's figure: the error of each replay step against the fp32 reference, and where runs crashed."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from flexfix.edition.plots.style import figure, wrap
+
+__all__ = ["REPLAY_ERROR_COLOURS", "replay_errors"]
+
+# replay_errors: one colour per copy for the measured errors; one per way a run crashed for the
+# crosses in the "crashed" band; the tolerance line.
+REPLAY_ERROR_COLOURS = {
+    "sliced": ("green", "#4c9a2a"),
+    "as_strided": ("red", "#d9534f"),
+    "illegal memory access": ("dark red", "#8b0000"),
+    "index error": ("black", "#212529"),
+    "timeout": ("purple", "#6f42c1"),
+    "error": ("grey", "#6c757d"),
+    "refused": ("grey", "#6c757d"),
+    "tolerance": ("grey", "#6c757d"),
+}
+
+
+def _measured(records) -> list[float]:
+    """The error of each step (floored at 1e-8 for the log axis); NaN where none was measured, so
+    that the line breaks there instead of bridging a crashed step."""
+    return [max(s["max_error"], 1e-8) if s.get("max_error") is not None else np.nan for s in records]
+
+
+def _crash_steps(run) -> list[tuple[int, str]]:
+    """(step, outcome) where a run crashed: each step whose record says so (the CPU analog goes on
+    after an index error), and, when the run's status is a crash no record carries, the step after
+    its last record: on a GPU an illegal memory access kills the process before that step reports."""
+    records = list(run["records"])
+    crashed = [(i, s["outcome"]) for i, s in enumerate(records) if s["outcome"] not in ("ok", "wrong_result")]
+    status = run["status"]
+    if status not in ("ok", "wrong_result") and status not in {o for _, o in crashed}:
+        crashed.append((len(records), status))
+    return crashed
+
+
+def _tolerance(table: pd.DataFrame) -> tuple[float, str] | None:
+    """The error above which a step is a wrong result, for the table's one device (None if mixed)."""
+    devices = set(table["device"]) if "device" in table else set()
+    if len(devices) != 1:
+        return None
+    import torch
+
+    from flexfix.mechanism.kernel_repro import tolerance
+
+    dtype = torch.bfloat16 if devices == {"cuda"} else torch.float32
+    return tolerance(dtype), str(dtype).removeprefix("torch.")
+
+
+def _crash_colour(outcome: str) -> str:
+    return REPLAY_ERROR_COLOURS.get(outcome.replace("_", " "), ("grey", "#6c757d"))[1]
+
+
+def _crash_band(band, table: pd.DataFrame) -> list[tuple[int, str]]:
+    """Crosses in the top band at each step where runs crashed, one colour per outcome, with the
+    number of runs beside them.  Returns (step, colour) for a vertical guide at each."""
+    crashes = [(i, step, outcome) for i, (_, run) in enumerate(table.iterrows()) for step, outcome in _crash_steps(run)]
+    counts = Counter((step, outcome) for _, step, outcome in crashes)
+    outcomes = list(dict.fromkeys(o for _, o in sorted(counts)))
+    for k, outcome in enumerate(outcomes):
+        name, colour = outcome.replace("_", " "), _crash_colour(outcome)
+        steps = sorted(s for s, o in counts if o == outcome)
+        dx = (k - (len(outcomes) - 1) / 2) * 0.25
+        runs = len({i for i, _, o in crashes if o == outcome})
+        label = f"{name} ({runs} run{'s' if runs > 1 else ''})"
+        band.plot([s + dx for s in steps], [0.5] * len(steps), "X", color=colour, ms=10, ls="none", label=label)
+        for s in steps:
+            if counts[(s, outcome)] > 1:
+                band.text(s + dx + 0.1, 0.5, f"x{counts[(s, outcome)]}", va="center", fontsize=8, color=colour)
+    if not counts:
+        band.text(0.5, 0.5, "no run crashed", transform=band.transAxes, ha="center", va="center", color="grey")
+    band.set_ylim(0, 1)
+    band.set_yticks([])
+    band.set_ylabel("crashed", rotation=0, ha="right", va="center", fontsize=9)
+    band.tick_params(labelbottom=False)
+    return sorted({s: _crash_colour(o) for s, o in sorted(counts, reverse=True)}.items())
+
+
+def replay_errors(table: pd.DataFrame, title: str):
+    """Max |output - fp32 reference| at each step of each run (log scale), one colour per copy,
+    and above it a "crashed" band with a cross at each step where runs crashed (named in the
+    legend), including the step a GPU run died at before it could report.  The dashed line is the
+    tolerance: a point above it is a wrong result.  Colours: ``REPLAY_ERROR_COLOURS``."""
+    fig, (band, ax) = figure((9, 4.2), 2, 1, sharex=True, gridspec_kw={"height_ratios": (1, 6)})
+    steps = 1
+    batches = sorted(table["batch"].unique())
+    groups = table.groupby(["copy", "batch"], sort=False)
+    for n, ((copy, batch), runs) in enumerate(groups):
+        dx = (n - (len(groups) - 1) / 2) * 0.08  # side by side: equal errors (the capture step) stay visible
+        colour = REPLAY_ERROR_COLOURS.get(copy, ("grey", "#6c757d"))[1]
+        style = ("-", "--", ":", "-.")[batches.index(batch) % 4]
+        label = f"{copy}, batch {batch} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
+        for i, (_, run) in enumerate(runs.iterrows()):
+            ys = _measured(run["records"])
+            shown = label if i == 0 else "_nolegend_"
+            ax.plot(np.arange(len(ys)) + dx, ys, "o", ls=style, color=colour, alpha=0.6, label=shown)
+            steps = max(steps, len(run["records"]), *(s + 1 for s, _ in _crash_steps(run)))
+    for step, colour in _crash_band(band, table):
+        ax.axvline(step, color=colour, lw=0.8, ls=":", alpha=0.6)
+    tol = _tolerance(table)
+    if tol is not None:
+        ax.axhline(tol[0], color=REPLAY_ERROR_COLOURS["tolerance"][1], lw=0.8, ls="--", label=f"tolerance ({tol[1]})")
+    ax.set_yscale("log")
+    ax.set_xlim(-0.4, steps - 0.6)
+    ax.set_xticks(range(steps))
+    ax.set_xlabel("step (0 = capture, then replays)")
+    ax.set_ylabel("max |out - reference|")
+    band.set_title(wrap(title, 6.5, 10), fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    crash_handles, crash_labels = band.get_legend_handles_labels()
+    ax.legend(handles + crash_handles, labels + crash_labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout(h_pad=0.3)
+    return fig

@@ -1,0 +1,158 @@
+"""Cost (notebook 05): decode-attention timing ratios and engine throughput."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+__all__ = [
+    "timing_ratios",
+    "l2_effect_summary",
+    "l2_effect",
+    "throughput_runs",
+    "throughput_ratios",
+    "throughput_table",
+    "ratio_summary",
+    "throughput_spread",
+]
+
+
+def _with_l2(timing: pd.DataFrame) -> pd.DataFrame:
+    """Timings with their ``l2`` column (files recorded before it existed timed with a warm L2 only)."""
+    return timing if "l2" in timing else timing.assign(l2="warm")
+
+
+def timing_ratios(timing: pd.DataFrame, l2: str = "warm") -> pd.DataFrame:
+    """Per batch x context: medians of each implementation and the ratios the notebook plots, from the timings
+    taken with a ``"warm"`` or a ``"flushed"`` L2 cache (:func:`flexfix.measure.timing.time_fn`)."""
+    timing = _with_l2(timing)
+    if l2 not in set(timing["l2"]):
+        raise ValueError(f"no timings with l2={l2!r} here (have {sorted(set(timing['l2']))})")
+    timing = timing[timing["l2"] == l2]
+    wide = timing.pivot_table(index=["batch", "context"], columns="impl", values="median_ms")
+    frac = timing.pivot_table(index=["batch", "context"], columns="impl", values="fraction_of_copy_bw")
+    out = pd.DataFrame(index=wide.index)
+    if "flex vllm graph" in wide:
+        out["graph_speedup"] = wide["flex vllm eager"] / wide["flex vllm graph"]
+        out["bi_overhead"] = wide["flex batch_invariant graph"] / wide["flex vllm graph"]
+        out["flex_over_sdpa"] = wide["flex vllm graph"] / wide["sdpa dense"]
+        out["flex_bw_fraction"] = frac["flex vllm graph"]
+    else:  # CPU: eager flex only
+        out["flex_over_sdpa"] = wide["flex pytorch eager"] / wide["sdpa dense"]
+        out["flex_bw_fraction"] = frac["flex pytorch eager"]
+    out["sdpa_bw_fraction"] = frac["sdpa dense"]
+    return out.reset_index()
+
+
+def l2_effect_summary(timing: pd.DataFrame) -> pd.DataFrame:
+    """:func:`l2_effect` in one screen: per implementation (rows) and context (columns), the median over the
+    batch sizes of flushed / warm (above 1: a cold L2 is slower).  Empty where only warm timings exist."""
+    effect = l2_effect(timing)
+    if effect.empty:
+        return effect
+    return effect.pivot_table(index="impl", columns="context", values="flushed_over_warm", aggfunc="median")
+
+
+def l2_effect(timing: pd.DataFrame) -> pd.DataFrame:
+    """Per implementation x batch x context: the median with a flushed L2 over the median with a warm one (how
+    much a warm cache flattered the repetitions), and the KV bytes of the case (a case smaller than the L2 is the
+    one to expect it for).  Empty where only warm timings were taken (CPU, files recorded before)."""
+    timing = _with_l2(timing)
+    wide = timing.pivot_table(index=["impl", "batch", "context", "kv_bytes"], columns="l2", values="median_ms")
+    if "flushed" not in wide:
+        return pd.DataFrame(columns=["impl", "batch", "context", "kv_MB", "warm_ms", "flushed_ms", "flushed_over_warm"])
+    out = wide.reset_index()
+    return pd.DataFrame(
+        {
+            "impl": out["impl"],
+            "batch": out["batch"],
+            "context": out["context"],
+            "kv_MB": out["kv_bytes"] / 1e6,
+            "warm_ms": out["warm"],
+            "flushed_ms": out["flushed"],
+            "flushed_over_warm": out["flushed"] / out["warm"],
+        }
+    )
+
+
+def _runs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Name each model's recorded files "run 1", "run 2", ... in the order given (one file = one command)."""
+    rows = rows.assign(BI=rows["batch_invariant"].astype(int))
+    if "source" not in rows:
+        return rows.assign(run="run 1")
+    names = {
+        (m, src): f"run {i + 1}"
+        for m, part in rows.groupby("model", sort=False)
+        for i, src in enumerate(part["source"].unique())
+    }
+    return rows.assign(run=[names[(m, src)] for m, src in zip(rows["model"], rows["source"])])
+
+
+def throughput_runs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Which recorded file is which model's "run k" (:func:`throughput_table`), with what it timed."""
+    rows = _runs(rows)
+    return (
+        rows.groupby(["model", "run", "source"], sort=False)
+        .agg(engines=("engine", "nunique"), timed_repetitions=("seconds", lambda s: len(s.iloc[0])))
+        .reset_index()
+    )
+
+
+def throughput_ratios(rows: pd.DataFrame) -> pd.DataFrame:
+    """Every ratio of notebook 05 in long form, each taken inside one run (one command, engines back
+    to back): graph modes against each other at fixed BI, and BI=1 over BI=0 at a fixed graph mode.
+    A run that lacks one side gives no ratio."""
+    rows = _runs(rows)
+    wide = rows.pivot_table(index=["model", "requests", "BI", "run"], columns="graphs", values="tokens_per_second")
+    parts = []
+    for num, den in (("full", "eager"), ("piecewise", "eager"), ("full", "piecewise")):
+        if num in wide and den in wide:
+            parts.append(
+                (wide[num] / wide[den])
+                .rename("value")
+                .reset_index()
+                .assign(ratio=f"{num}/{den}", at=lambda t: "BI=" + t["BI"].astype(str))
+                .drop(columns="BI")
+            )
+    per_bi = rows.pivot_table(index=["model", "requests", "graphs", "run"], columns="BI", values="tokens_per_second")
+    if {0, 1} <= set(per_bi.columns):
+        parts.append(
+            (per_bi[1] / per_bi[0])
+            .rename("value")
+            .reset_index()
+            .assign(ratio="BI1/BI0")
+            .rename(columns={"graphs": "at"})
+        )
+    columns = ["model", "requests", "at", "run", "ratio", "value"]
+    return pd.concat(parts, ignore_index=True)[columns].dropna() if parts else pd.DataFrame(columns=columns)
+
+
+def throughput_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`throughput_ratios` for reading: graph-mode ratios per model x N x BI, and BI1/BI0 per
+    model x N x graph mode, one column per run so their agreement shows."""
+    long = throughput_ratios(rows)
+
+    def view(part):
+        return part.pivot_table(index=["model", "requests", "at"], columns=["ratio", "run"], values="value")
+
+    return view(long[long["ratio"] != "BI1/BI0"]), view(long[long["ratio"] == "BI1/BI0"])
+
+
+def ratio_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model and ratio, over every N, setting and run: how many ratios, the lowest, the median,
+    the highest, and how many were below 1."""
+    groups = throughput_ratios(rows).groupby(["model", "ratio"])["value"]
+    return groups.agg(
+        ratios="count", lowest="min", median="median", highest="max", below_1=lambda v: int((v < 1).sum())
+    )
+
+
+def throughput_spread(rows: pd.DataFrame) -> pd.DataFrame:
+    """How far one configuration's tokens/s moves: between engines (separate runs of the same
+    configuration: highest over lowest median) and within one engine (its fastest over its slowest
+    timed repetition, the worst engine shown)."""
+    rows = rows.assign(BI=rows["batch_invariant"].astype(int), within=[max(s) / min(s) for s in rows["seconds"]])
+    groups = rows.groupby(["model", "graphs", "BI", "requests"])
+    out = groups["tokens_per_second"].agg(engines="count", lowest="min", highest="max")
+    out["between_engines"] = out["highest"] / out["lowest"]
+    out["within_engine"] = groups["within"].max()
+    return out

@@ -1,0 +1,131 @@
+"""The crash scenarios' outcomes: torch-only runs, compute-sanitizer, and the vLLM engine (notebooks 01, 02)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+__all__ = [
+    "outcome_summary",
+    "engine_summary",
+    "threshold_table",
+    "sanitizer_view",
+    "outcome_table",
+    "batch_records",
+    "select_scenarios",
+    "replay_steps",
+]
+
+
+def outcome_summary(table: pd.DataFrame, by: tuple[str, ...] = ("copy", "batch")) -> pd.DataFrame:
+    """Per group: how many runs ended in each outcome."""
+    counts = table.groupby(list(by))["status"].value_counts().unstack(fill_value=0)
+    counts["runs"] = counts.sum(axis=1)
+    return counts
+
+
+def engine_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One line per engine scenario: what it is, what was expected, what happened."""
+    from flexfix.integration.engine import SCENARIOS
+
+    out = table[["scenario", "what", "expected", "status"]].copy()
+    # what the mechanism predicts is defined in code (engine.SCENARIOS), also for files recorded before it changed
+    out["expected"] = [SCENARIOS[n].expect if n in SCENARIOS else e for n, e in zip(out["scenario"], out["expected"])]
+    out["as_expected"] = [st in str(e).split(" or ") for st, e in zip(out["status"], out["expected"])]
+    out["completed_batches"] = [", ".join(str(r["requests"]) for r in recs) for recs in table["records"]]
+    out["detail"] = [d.split("] ")[-1][:90] for d in table["detail"]]
+    return out.set_index("scenario")
+
+
+def threshold_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Stock vLLM 0.20.0 (no patch, VLLM_BATCH_INVARIANT=0): which request counts completed."""
+    rows = []
+    for _, r in table[table["patch"] == "none"].iterrows():
+        if not r["batch_invariant"]:
+            done = {rec["requests"] for rec in r["records"]}
+            how = "one engine, growing batches" if r["scenario"] == "threshold" else "fresh engine"
+            for n in r["requests"]:
+                state = (
+                    "completed"
+                    if n in done
+                    else (r["status"] if n == min(set(r["requests"]) - done) else "not reached")
+                )
+                rows.append({"requests": n, "how": how, "scenario": r["scenario"], "outcome": state})
+    return pd.DataFrame(rows).sort_values(["how", "requests"]).reset_index(drop=True)
+
+
+def sanitizer_view(table: pd.DataFrame, lines: int = 6) -> pd.DataFrame:
+    out = table[["copy", "status", "sanitizer_errors"]].copy()
+    out["first_report"] = [
+        " | ".join(ln.strip("= ").strip() for ln in ls[1 : 1 + lines]) for ls in table["sanitizer_lines"]
+    ]
+    return out.set_index("copy")
+
+
+def outcome_table(
+    kernel: pd.DataFrame,
+    sanitizer: pd.DataFrame,
+    engine: pd.DataFrame,
+    sources: tuple[str, str, str] = ("recorded", "recorded", "recorded"),
+) -> pd.DataFrame:
+    """The GPU outcomes in one table; ``sources`` says where each of the three tables comes from (the
+    recorded files, or this run), a column of its own."""
+    rows = [
+        {
+            "from": sources[0],
+            "experiment": "torch-only graph replay",
+            "case": f"{r.copy}, batch {r.batch}, seed {r.seed}",
+            "outcome": r.status,
+        }
+        for r in kernel.itertuples()
+    ]
+    rows += [
+        {
+            "from": sources[1],
+            "experiment": "compute-sanitizer memcheck",
+            "case": f"{r.copy} ({r.sanitizer_errors} errors)",
+            "outcome": r.status,
+        }
+        for r in sanitizer.itertuples()
+    ]
+    rows += [
+        {
+            "from": sources[2],
+            "experiment": "vLLM 0.20.0 engine",
+            "case": f"({r.scenario}) {r.what}",
+            "outcome": r.status,
+        }
+        for r in engine.itertuples()
+    ]
+    return pd.DataFrame(rows)
+
+
+def batch_records(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per scenario x batch that an engine completed."""
+    rows = [{"scenario": r["scenario"], **rec} for _, r in table.iterrows() for rec in r["records"]]
+    return pd.DataFrame(rows)
+
+
+def select_scenarios(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The rows of ``table`` for the engine scenarios ``names``, in that order; a ResultsError naming every
+    scenario that is missing (a recorded file that lost rows must not be shown as if complete)."""
+    from flexfix.edition.results import ResultsError
+
+    missing = [n for n in names if n not in set(table["scenario"])]
+    if missing:
+        raise ResultsError(
+            f"no recorded run of scenario(s) {', '.join(missing)} (have {sorted(set(table['scenario']))})"
+        )
+    return pd.concat([table[table["scenario"] == n] for n in names], ignore_index=True)
+
+
+def replay_steps(runs: pd.DataFrame, copy: str, batch: int, seed: int) -> tuple[str, pd.DataFrame]:
+    """One torch-only run of :func:`~flexfix.measure.record.kernel_outcomes`: its outcome line, and its steps (capture,
+    then each replay) with the width ``K``, the strides the step was written with and those the launch read with, the
+    error against the fp32 reference and the step's outcome."""
+    run = runs[(runs["copy"] == copy) & (runs["batch"] == batch) & (runs["seed"] == seed)]
+    if len(run) != 1:
+        raise ValueError(f"no single run of copy={copy!r}, batch={batch}, seed={seed} among these runs")
+    r = run.iloc[0]
+    line = f"{copy} copy, batch {batch}, seed {seed}: {r['status']} ({r['detail']})"
+    steps = pd.DataFrame(r["records"])
+    return line, steps[["step", "K", "written_stride", "launch_stride", "max_error", "outcome"]]

@@ -1,0 +1,33 @@
+"""Where a recorded result comes from, in one line: the machine and versions its provenance names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["provenance_line", "recorded_where", "notebook_times_line"]
+
+
+def provenance_line(prov: Mapping[str, Any]) -> str:
+    driver = f" (driver {prov['driver']})" if prov.get("driver") else ""
+    return (
+        f"recorded on {prov['device_name']}{driver}, torch {prov['torch']}, "
+        f"vLLM {prov['vllm']}, commit {str(prov['git_commit'])[:10]}, {prov['date']}"
+    )
+
+
+def recorded_where(provs) -> str:
+    """ "the recorded run on <GPU>" for one provenance or a list of them (the devices they name), so a
+    sentence about recorded results names the machine the file says, not the one we remember."""
+    provs = [provs] if isinstance(provs, dict) else list(provs)
+    names = sorted({str(p.get("device_name")) for p in provs})
+    runs = "run" if len(provs) == 1 else "runs"
+    return f"the recorded {runs} on {' and '.join(names)}"
+
+
+def notebook_times_line(times: pd.DataFrame) -> str:
+    """``"403 s in all: 01 147 s, 02 68 s, ..."`` from a ``notebook_times`` results file (each rounded to seconds)."""
+    parts = ", ".join(f"{str(r.notebook)[:2]} {r.seconds:.0f} s" for r in times.itertuples())
+    return f"{times.seconds.sum():.0f} s in all: {parts}"

@@ -1,0 +1,91 @@
+"""The releases and the patch (notebook 02): the survey as ranges, the patch checks, and the two copies' sources."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["release_ranges", "release_checks", "source_diff", "random_shapes"]
+
+
+def release_ranges(releases: pd.DataFrame) -> pd.DataFrame:
+    """The recorded release survey as runs of consecutive releases that share a class: first, last, how many,
+    the class of their ``copy_to_persistent``, the verdict, and whether ``supports_batch_invariance`` is
+    overridden."""
+    from packaging.version import Version
+
+    ordered = releases.assign(_v=[Version(v) for v in releases["version"]]).sort_values("_v")
+    rows: list[dict[str, Any]] = []
+    for _, r in ordered.iterrows():
+        key = (r["copy_class"], r["verdict"], bool(r["bi_override"]))
+        if rows and rows[-1]["_key"] == key:
+            rows[-1].update(last=r["version"], releases=rows[-1]["releases"] + 1)
+        else:
+            rows.append(
+                {
+                    "_key": key,
+                    "first": r["version"],
+                    "last": r["version"],
+                    "releases": 1,
+                    "copy_to_persistent": r["copy_class"],
+                    "verdict": r["verdict"],
+                    "supports_batch_invariance overridden": bool(r["bi_override"]),
+                }
+            )
+    return pd.DataFrame(rows).drop(columns="_key")
+
+
+def release_checks(checks: pd.DataFrame) -> pd.DataFrame:
+    """flexfix's patch against each release's real module: release class, what apply() returned, the strides
+    of a [2, 3] copy into a [4, 8] buffer before and after, supports_batch_invariance() before and after, and
+    the plugin's line with FLEXFIX_PATCH=1."""
+
+    def strides(copy):
+        return None if not isinstance(copy, Mapping) else tuple(copy["strides"])
+
+    return pd.DataFrame(
+        {
+            "vLLM": checks["version"],
+            "release class": checks["release_class"],
+            "apply()": checks["apply"],
+            "strides before": [strides(c) for c in checks["copy_before"]],
+            "strides after": [strides(c) for c in checks["copy_after"]],
+            "batch invariance before": checks["bi_before"],
+            "after": checks["bi_after"],
+            "plugin says": [" ".join(lines) for lines in checks["plugin_stderr"]],
+            "differences from expected": [len(g) for g in checks["gaps"]],
+        }
+    ).set_index("vLLM")
+
+
+def source_diff(
+    original: str,
+    fixed: str,
+    fixed_name: str = "flexfix.mechanism.persistent.copy_to_slice: the rule of vLLM PR #40842 (0.21.0), "
+    "without flexfix's checks",
+    original_name: str = "vLLM 0.20.0: copy_to_persistent",
+) -> str:
+    """A unified diff from vLLM 0.20.0's source to the fixed one, for reading side by side."""
+    import difflib
+
+    return "".join(
+        difflib.unified_diff(
+            original.splitlines(keepends=True),
+            fixed.splitlines(keepends=True),
+            fromfile=original_name,
+            tofile=fixed_name,
+        )
+    )
+
+
+def random_shapes(n: int, seed: int = 0, max_rows: int = 12, max_cols: int = 96):
+    """``n`` random (persistent shape, source shape) pairs with the source fitting inside."""
+    rng = random.Random(seed)
+    shapes = []
+    for _ in range(n):
+        g_max, w_max = rng.randint(1, max_rows), rng.randint(1, max_cols)
+        shapes.append(((g_max, w_max), (rng.randint(1, g_max), rng.randint(1, w_max))))
+    return shapes

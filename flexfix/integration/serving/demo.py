@@ -1,0 +1,88 @@
+"""The server manager and the tokenizer as notebook 06 shows them on any machine: against the FAKE server, and
+loaded as vLLM loads them."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from flexfix.integration.serving.client import complete_alone
+from flexfix.integration.serving.manager import ServerError, VllmServer, group_members
+from flexfix.integration.serving.scenarios import requests_for
+
+__all__ = ["tokenizer_check", "manager_demo"]
+
+
+def tokenizer_check(model_dir: str | os.PathLike, texts: Sequence[str] = ("Hello, world!", "def f(x): return 2 * x")):
+    """Load the model directory's tokenizer as vLLM does (``AutoTokenizer``, local files only): size,
+    special ids, and a round trip per text."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    rows = []
+    for text in texts:
+        ids = tok(text)["input_ids"]
+        rows.append(
+            {
+                "text": text,
+                "ids": ids,
+                "decoded": tok.decode(ids, skip_special_tokens=True),
+                "round_trip": tok.decode(ids, skip_special_tokens=True) == text,
+                "ids_below_vocab": max(ids) < config["vocab_size"],
+            }
+        )
+    summary = {
+        "len(tokenizer)": len(tok),
+        "config vocab_size": config["vocab_size"],
+        "bos": (tok.bos_token, tok.bos_token_id, config.get("bos_token_id")),
+        "eos": (tok.eos_token, tok.eos_token_id, config.get("eos_token_id")),
+    }
+    return summary, pd.DataFrame(rows)
+
+
+def manager_demo(
+    model_dir: str | os.PathLike, fake_server: str | os.PathLike, log_dir: str | os.PathLike
+) -> pd.DataFrame:
+    """The manager's cases against the FAKE server: healthy (one completion, then stopped), exits at
+    start, never healthy, ignores SIGTERM; what each did and whether any process of its group was left."""
+    cases = [
+        ("healthy", [], 10),
+        ("exit_at_start", ["--mode", "exit_at_start"], 10),
+        ("never_healthy", ["--mode", "never_healthy"], 2),
+        ("ignore_sigterm", ["--mode", "ignore_sigterm"], 10),
+    ]
+    rows = []
+    for case, extra, timeout in cases:
+        server = VllmServer(
+            model_dir,
+            log_path=Path(log_dir) / f"manager-{case}.log",
+            startup_timeout=timeout,
+            grace=1.0,
+            launcher=(sys.executable, str(fake_server), *extra),
+            env={"FLEXFIX_PATCH": "1", "VLLM_BATCH_INVARIANT": "1"},
+        )
+        start, what = time.monotonic(), ""
+        try:
+            with server:
+                out = complete_alone(server.base_url, requests_for("tiny", 1), max_tokens=4)[0]
+                what = f"healthy; a completion: ok={out['ok']}, tokens {out['tokens']}"
+        except ServerError as exc:
+            what = f"ServerError: {str(exc).splitlines()[0].split(' (')[0]}; log: {server.log_tail(1)[-1:]}"
+        rows.append(
+            {
+                "case": case,
+                "what happened": what,
+                "exit status": server.returncode,
+                "seconds": round(time.monotonic() - start, 1),
+                "processes left": len(group_members(server.pid)),
+            }
+        )
+    return pd.DataFrame(rows)
