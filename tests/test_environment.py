@@ -47,31 +47,22 @@ def declared() -> list[Requirement]:
     ]
 
 
-def test_the_plugin_install_is_lean():
-    """`pip install flexfix` (no extra) needs vLLM and torch only: no notebook or test packages."""
-    core = {canonical(Requirement(r).name) for r in PYPROJECT["project"]["dependencies"]}
-    assert core == {"vllm", "torch"}
-    installed = [Requirement(r) for r in metadata.requires("flexfix")]
-    unconditional = {canonical(r.name) for r in installed if r.marker is None}
-    assert unconditional == {"vllm", "torch"}, installed
-    extras = {str(r.marker) for r in installed if r.marker is not None}
-    for heavy in ("jupyterlab", "pandas", "matplotlib", "papermill", "pytest", "hypothesis"):
-        assert any(canonical(r.name) == heavy and r.marker is not None for r in installed), heavy
-    assert extras, "the investigation's packages are extras"
+def test_installing_flexfix_requires_nothing():
+    """`pip install flexfix` (no extra) never changes which vLLM or torch a user has: the plugin imports vLLM lazily
+    and decides at run time what to patch.  tests/test_packaging.py installs the wheel next to a vLLM 0.21.0."""
+    assert PYPROJECT["project"]["dependencies"] == []
+    installed = [Requirement(r) for r in metadata.requires("flexfix") or []]
+    assert all(r.marker is not None and "extra" in str(r.marker) for r in installed), installed
+    for heavy in ("jupyterlab", "pandas", "matplotlib", "papermill", "pytest", "hypothesis", "vllm", "torch"):
+        assert any(canonical(r.name) == heavy for r in installed), heavy
 
 
-def test_supported_range_and_reproduction_pins():
-    core = {canonical(Requirement(r).name): Requirement(r) for r in PYPROJECT["project"]["dependencies"]}
-    for version, supported in (
-        ("0.19.1", False),
-        ("0.20.0", True),
-        ("0.20.1", True),
-        ("0.20.2", True),
-        ("0.21.0", False),
-    ):
-        assert core["vllm"].specifier.contains(Version(version)) is supported, version
+def test_the_reproduction_pins_the_affected_release():
+    """The `repro` extra and the lock keep the exact pins of every recorded run: vLLM 0.20.0 (0.20.0-0.20.2 carry
+    the bug) and its torch."""
     repro = PYPROJECT["project"]["optional-dependencies"]["repro"]
     assert "vllm==0.20.0" in repro and "torch==2.11.0" in repro
+    assert PYPROJECT["build-system"]["requires"] == ["setuptools>=77"]  # PEP 639: license = "Apache-2.0"
 
 
 def test_lock_pins_the_whole_environment_exactly():
