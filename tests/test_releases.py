@@ -534,7 +534,7 @@ def probed(kind: str, **changes) -> dict:
         "revert": patched,
         "revert_restored_copy": True,
         "revert_restored_bi": True,
-        "plugin_stderr": ["flexfix: one line"],
+        "plugin_log": ["flexfix: one line"],
         "plugin_patched": patched,
     }
     return {**row, **changes}
@@ -554,7 +554,7 @@ def test_expectations_hold_for_a_well_behaved_release():
         ("as_strided", {"bi_after": False}, "bi_after is False"),
         ("as_strided", {"revert_restored_copy": False}, "revert_restored_copy"),
         ("sliced", {"apply": True}, "apply() returned True"),
-        ("sliced", {"plugin_stderr": []}, "0 lines on stderr"),
+        ("sliced", {"plugin_log": []}, "said 0 lines"),
         ("sliced", {"plugin_patched": True}, "the plugin patched"),
         ("no_persistent_buffers", {"errors": {"plugin_register": "ValueError: x"}}, "plugin_register raised"),
         ("no_persistent_buffers", {"release_class": "as_strided"}, "but the source reads"),

@@ -1,6 +1,7 @@
 """flexfix.integration.vllm_patch against the installed vLLM 0.20.0, and against fake modules."""
 
 import importlib
+import logging
 import os
 import subprocess
 import sys
@@ -225,6 +226,13 @@ def test_plugin_patches_only_with_the_flag():
         out, err = procs[flag].communicate(timeout=300)
         assert procs[flag].returncode == 0, err[-2000:]
         assert f"BI {patched}" in out, (flag, out)
+        # the plugin's line, formatted by vLLM's own handler (logger vllm.flexfix; vLLM logs to stdout)
+        said = [line for line in (out + err).splitlines() if "flexfix:" in line]
+        if patched:
+            assert len(said) == 1 and "flexfix: patched vLLM's FlexAttention backend in process" in said[0], said
+            assert said[0].startswith("INFO") and "vllm_plugin.py" in said[0] and said[0] in out.splitlines(), said
+        else:
+            assert said == [], said
 
 
 @pytest.mark.adversarial
@@ -260,10 +268,12 @@ def test_an_unknown_flag_value_is_refused_by_name(value):
 
 
 @pytest.mark.adversarial
-def test_plugin_says_one_line_and_never_raises_where_nothing_can_be_patched(monkeypatch, capsys):
-    """0.19-style module (no buffers), 0.21-style (sliced) and an unknown layout: vLLM starts anyway."""
+def test_plugin_says_one_line_and_never_raises_where_nothing_can_be_patched(monkeypatch, caplog):
+    """0.19-style module (no buffers), 0.21-style (sliced) and an unknown layout: vLLM starts anyway.  The line
+    goes to the logger vllm.flexfix, under vLLM's own (whose handler formats and writes it)."""
     from flexfix.integration import vllm_plugin
 
+    caplog.set_level(logging.INFO, logger="vllm.flexfix")
     monkeypatch.setenv("FLEXFIX_PATCH", "1")
     no_buffers = fake_module(None)
     del no_buffers.copy_to_persistent
@@ -273,9 +283,11 @@ def test_plugin_says_one_line_and_never_raises_where_nothing_can_be_patched(monk
         (fake_module(None, with_backend=False), "was not patched"),
     ):
         monkeypatch.setattr(vllm_patch, "_module", lambda module=None, mod=mod: mod)
+        caplog.clear()
         vllm_plugin.register()
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and words in err[0] and err[0].startswith("flexfix: FLEXFIX_PATCH is set"), err
+        said = [r for r in caplog.records if r.name == "vllm.flexfix"]
+        assert len(said) == 1 and words in said[0].getMessage(), said
+        assert said[0].getMessage().startswith("flexfix: FLEXFIX_PATCH is set")
         assert not vllm_patch.is_patched()
 
 

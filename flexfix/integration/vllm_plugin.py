@@ -12,15 +12,20 @@ installing flexfix changes nothing by itself::
 (case and surrounding spaces ignored); any other value stops vLLM's start with a ``ValueError`` naming
 it, since an operator who asked for the fix must not get the unpatched engine by a typo.  Once asked
 for, the plugin never stops vLLM: on a release with nothing to patch (0.19 and older, 0.21 and newer)
-or a layout flexfix does not know, it says so in one line on stderr and vLLM starts as it is.
+or a layout flexfix does not know, it says so in one line and vLLM starts as it is.
+
+It logs through the logger ``vllm.flexfix``, a child of vLLM's own: vLLM's handler formats its lines like vLLM's
+(level, time, file and line; on stdout by default) and ``VLLM_LOGGING_LEVEL`` / ``VLLM_CONFIGURE_LOGGING`` apply.
+Each line starts with ``flexfix:``, so a server's log can be searched for it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 
 ENV = "FLEXFIX_PATCH"
+logger = logging.getLogger("vllm.flexfix")
 _ON = ("1", "true", "yes", "on")
 _OFF = ("", "0", "false", "no", "off")
 
@@ -46,11 +51,10 @@ def register() -> None:
     try:
         kind = vllm_patch.release_class()
         if vllm_patch.apply(quiet=True):
-            print(f"flexfix: patched vLLM's FlexAttention backend in process {os.getpid()}", file=sys.stderr)
+            logger.info("flexfix: patched vLLM's FlexAttention backend in process %d", os.getpid())
         else:
-            print(
-                f"flexfix: {ENV} is set, but {vllm_patch._vllm_version()}: {vllm_patch.RELEASE_CLASSES[kind]}",
-                file=sys.stderr,
+            logger.info(
+                "flexfix: %s is set, but %s: %s", ENV, vllm_patch._vllm_version(), vllm_patch.RELEASE_CLASSES[kind]
             )
     except Exception as e:  # noqa: BLE001 - the plugin never stops vLLM's start
-        print(f"flexfix: {ENV} is set, but vLLM was not patched ({type(e).__name__}: {e})", file=sys.stderr)
+        logger.warning("flexfix: %s is set, but vLLM was not patched (%s: %s)", ENV, type(e).__name__, e)

@@ -55,7 +55,9 @@ def release_checks(checks: pd.DataFrame) -> pd.DataFrame:
             "strides after": [strides(c) for c in checks["copy_after"]],
             "batch invariance before": checks["bi_before"],
             "after": checks["bi_after"],
-            "plugin says": [" ".join(lines) for lines in checks["plugin_stderr"]],
+            "plugin says": [
+                " ".join(row.get("plugin_log", row.get("plugin_stderr")) or []) for row in checks.to_dict("records")
+            ],
             "differences from expected": [len(g) for g in checks["gaps"]],
         }
     ).set_index("vLLM")

@@ -27,7 +27,15 @@ from flexfix.integration.releases.index import ReleaseError
 from flexfix.integration.releases.probe import PROBE_MARKER
 from flexfix.integration.releases.survey import RELEASES_NAME, interrupted
 
-__all__ = ["CHECKS_NAME", "download_wheel", "install_wheel", "probe_in_child", "expectation_gaps", "check_patch"]
+__all__ = [
+    "CHECKS_NAME",
+    "download_wheel",
+    "install_wheel",
+    "probe_in_child",
+    "plugin_lines",
+    "expectation_gaps",
+    "check_patch",
+]
 
 CHECKS_NAME = "vllm_release_patch_checks"
 DEFAULT_WORK = Path("build")
@@ -99,6 +107,12 @@ def probe_in_child(site: Path) -> dict[str, Any]:
     return {**json.loads(marked[-1][len(PROBE_MARKER) :]), "child_exit_code": done.returncode}
 
 
+def plugin_lines(row: Mapping[str, Any]) -> list[str]:
+    """What the plugin said in a probe: its log lines (``plugin_log``), or, in rows recorded before it logged
+    through ``vllm.flexfix``, what it printed on stderr (``plugin_stderr``)."""
+    return list(row.get("plugin_log", row.get("plugin_stderr")) or [])
+
+
 def expectation_gaps(row: Mapping[str, Any]) -> list[str]:
     """How a probed release differs from what flexfix promises for its class (empty: as promised).  Affected
     (``as_strided``): apply() patches, the copy keeps strides (8, 1) and the values, supports_batch_invariance()
@@ -113,8 +127,9 @@ def expectation_gaps(row: Mapping[str, Any]) -> list[str]:
         gaps.append(f"the child saw vLLM {row.get('vllm_seen')}, not {row.get('version')}")
     if row.get("ast_class") and row.get("release_class") != row["ast_class"]:
         gaps.append(f"release_class() {row.get('release_class')!r} but the source reads {row['ast_class']!r}")
-    if len(row.get("plugin_stderr") or []) != 1:
-        gaps.append(f"the plugin printed {len(row.get('plugin_stderr') or [])} lines on stderr, not 1")
+    said = plugin_lines(row)
+    if len(said) != 1:
+        gaps.append(f"the plugin said {len(said)} lines, not 1")
     if row.get("release_class") == "as_strided":
         copy_after = row.get("copy_after") or {}
         expected = {
@@ -162,7 +177,7 @@ def check_patch(versions: Sequence[Version], table: IncrementalTable, work: Path
         table.add(row)
         print(
             f"{row['version']:>8}  {row.get('release_class')!s:<22} apply={row.get('apply')!s:<5} "
-            f"bi_after={row.get('bi_after')!s:<5} plugin: {' | '.join(row.get('plugin_stderr') or [])}"
+            f"bi_after={row.get('bi_after')!s:<5} plugin: {' | '.join(plugin_lines(row))}"
             + (f"\n          gaps: {'; '.join(row['gaps'])}" if row["gaps"] else ""),
             flush=True,
         )

@@ -22,6 +22,25 @@ __all__ = ["PROBE_MARKER", "probe_patch", "error_line"]
 PROBE_MARKER = "FLEXFIX_PROBE_JSON "
 
 
+@contextlib.contextmanager
+def _plugin_log():
+    """The lines the plugin logs (its logger ``vllm.flexfix``, INFO and above) while the block runs."""
+    import logging
+
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("vllm.flexfix")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def error_line(e: BaseException) -> str:
     """``Type: last line of the message``."""
     lines = str(e).strip().splitlines()
@@ -115,11 +134,10 @@ def probe_patch() -> dict[str, Any]:
     step("bi_reverted", lambda: _supports_batch_invariance(backend))
     result.update(_check_cycle(vllm_patch))
     os.environ["FLEXFIX_PATCH"] = "1"
-    said = io.StringIO()
-    with contextlib.redirect_stderr(said):
+    with _plugin_log() as said:
         step("plugin_register", vllm_plugin.register)
     result["plugin_raised"] = "plugin_register" in result["errors"]
-    result["plugin_stderr"] = said.getvalue().splitlines()
+    result["plugin_log"] = said
     result["plugin_patched"] = vllm_patch.is_patched()
     vllm_patch.revert()
     return result
