@@ -8,11 +8,11 @@ STAMP      := $(VENV)/.flexfix-installed
 LOCK       := requirements.lock
 UV_VERSION := 0.13.9
 EXTRAS     := notebooks,test,repro
+comma      := ,
 # `make lock` refreshes requirements.lock from pyproject.toml, keeping today's pins where they still fit;
 # `make lock UPGRADE=1` takes the newest versions that fit.
 LOCK_CMD   := uv pip compile pyproject.toml $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) --universal \
               --python-version 3.11 -o $(LOCK)
-comma      := ,
 
 .PHONY: install notebooks test test-gpu lab lock clean book
 

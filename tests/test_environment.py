@@ -110,6 +110,13 @@ def test_makefile_installs_the_lock_and_ci_runs_the_readme_test_command():
     makefile = (ROOT / "Makefile").read_text()
     assert "LOCK       := requirements.lock" in makefile and "-r $(LOCK)" in makefile
     assert locked_extras() == ["notebooks", "test", "repro"]
+    # LOCK_CMD is expanded where it is defined (:=): `comma` must exist by then, or `make lock` compiles one extra
+    # named "notebooks,test,repro" and rewrites the lock's header
+    assert makefile.index("comma      := ,") < makefile.index("$(comma)")
+    header = LOCK.read_text().splitlines()[1]
+    assert header.endswith(
+        "--extra notebooks --extra test --extra repro --universal --python-version 3.11 -o requirements.lock"
+    )
     ci = (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert re.search(r"^make test$", ci, re.M)

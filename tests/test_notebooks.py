@@ -1,6 +1,8 @@
 """Every notebook executes with CPU parameters (papermill, the venv's kernel), then its recorded
 values are checked: assertions on numbers the notebook wrote, not on pictures."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -133,6 +135,35 @@ def test_committed_notebook_is_clean(path):
     first, last = nb.cells[0], nb.cells[-1]
     assert first.cell_type == "markdown" and "What you will learn" in first.source
     assert last.cell_type == "markdown" and "Takeaways" in last.source
+
+
+def nbstripout_hook() -> dict:
+    import yaml
+
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    (repo,) = [r for r in config["repos"] if r["repo"].endswith("/nbstripout")]
+    (hook,) = [h for h in repo["hooks"] if h["id"] == "nbstripout"]
+    return {"rev": repo["rev"], "args": hook.get("args", [])}
+
+
+def test_the_nbstripout_hook_leaves_the_committed_notebooks_as_they_are(tmp_path):
+    """`pre-commit run --all-files` must not rewrite a source notebook: nbstripout with the hook's own arguments
+    (its version pinned as the hook's) changes none of them, byte for byte."""
+    from importlib import metadata
+
+    hook = nbstripout_hook()
+    assert hook["rev"] == metadata.version("nbstripout"), "the test extra pins the nbstripout the hook runs"
+    copies = []
+    for path in NOTEBOOKS:
+        copy = tmp_path / path.name
+        copy.write_bytes(path.read_bytes())
+        copies.append(copy)
+    done = subprocess.run(
+        [sys.executable, "-m", "nbstripout", *hook["args"], *map(str, copies)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    changed = [path.name for path, copy in zip(NOTEBOOKS, copies) if copy.read_bytes() != path.read_bytes()]
+    assert changed == [], f"nbstripout (the pre-commit hook) would rewrite {changed}"
 
 
 # The runner behind `make notebooks`.
