@@ -179,6 +179,40 @@ def tiny_notebook(path, code):
     return path
 
 
+def test_cell_progress_is_one_short_line_per_code_cell():
+    """`flexfix notebooks` shows where each notebook is, as papermill's progress does, without a bar: one line per
+    executed code cell (empty cells are not executed, markdown is not counted)."""
+    import io
+
+    from flexfix.edition.run_notebooks import CellProgress
+
+    stream = io.StringIO()
+    progress = CellProgress("01_x", stream=stream)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# title"),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("  "),
+        nbformat.v4.new_code_cell("y = 2"),
+    ]
+    progress.on_notebook_start(notebook=nb)
+    progress.on_cell_execute(cell=nb.cells[1], cell_index=1)
+    progress.on_cell_execute(cell=nb.cells[3], cell_index=3)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["  01_x: cell 1 of 2", "  01_x: cell 2 of 2"]
+    assert all(line.endswith(" s)") for line in lines) and "\r" not in stream.getvalue()
+
+
+@pytest.mark.notebook
+def test_executing_a_notebook_says_each_cell_on_stderr(tmp_path, capsys):
+    nb = tiny_notebook(tmp_path / "a_progress.ipynb", "x = 1")
+    execute(nb, tmp_path / "out", {"DEVICE": "cpu"})
+    err = capsys.readouterr().err.splitlines()
+    said = [line for line in err if line.startswith("  a_progress: cell ")]
+    assert [line.split(" (")[0] for line in said] == [f"  a_progress: cell {i} of 3" for i in (1, 2, 3)], err
+    assert not any("%|" in line or "it/s" in line for line in err), err  # no progress bar in CI logs
+
+
 @pytest.mark.notebook
 def test_one_failing_notebook_does_not_stop_the_others(tmp_path, capsys):
     bad = tiny_notebook(tmp_path / "a_bad.ipynb", "raise ValueError('planted failure')")

@@ -50,12 +50,21 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     p.add_argument("part", choices=list(DEFAULT_NAMES), help="what to record")
     p.add_argument("--name", default=None, help="results name (default: the part's)")
-    p.add_argument("--runs", default=None, help="engine-sweep: MODEL:bi0|bi1|stock:full|piecewise|eager,...")
-    p.add_argument("--requests", default=None, help="engine-sweep: needle batch sizes (default: all of REQUESTS)")
-    p.add_argument("--every-request", default=None, help="engine-sweep: N for which every request is checked")
-    p.add_argument("--throughput", default=None, help="engine-sweep: N for output tokens per second")
     p.add_argument(
-        "--repeats", type=int, default=None, help=f"engine-sweep: timed repetitions per throughput N (1..{MAX_REPEATS})"
+        "--runs",
+        default=None,
+        help="engine-sweep: MODEL:bi0|bi1|stock:full|piecewise|eager,... (default: tiny:bi1:full)",
+    )
+    p.add_argument("--requests", default=None, help="engine-sweep: needle batch sizes (default: all of REQUESTS)")
+    p.add_argument(
+        "--every-request", default=None, help="engine-sweep: N for which every request is checked (default: none)"
+    )
+    p.add_argument("--throughput", default=None, help="engine-sweep: N for output tokens per second (default: none)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"engine-sweep: timed repetitions per throughput N (1..{MAX_REPEATS}; default: 3)",
     )
     p.add_argument("--configs", default=None, help="invariance: KERNEL:OPTIONS:LAUNCH:COPY,... (default: all)")
     p.add_argument(
@@ -63,13 +72,17 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=int,
         default=None,
         help=f"kernel, invariance: child processes at a time (1..{MAX_WORKERS}); engine, engine-sweep: engines "
-        f"side by side on the GPU (1..{MAX_ENGINE_WORKERS}), each then with a fixed KV cache",
+        f"side by side on the GPU (1..{MAX_ENGINE_WORKERS}), each then with a fixed KV cache (default: 1)",
     )
-    p.add_argument("--capture-len", type=int, default=None, help="invariance: longest sequence at graph capture")
-    p.add_argument("--contexts", default=None, help=f"timing: context lengths (each 1..{MAX_CONTEXT})")
+    p.add_argument(
+        "--capture-len", type=int, default=None, help="invariance: longest sequence at graph capture (default: 500)"
+    )
+    p.add_argument(
+        "--contexts", default=None, help=f"timing: context lengths (each 1..{MAX_CONTEXT}; default: 256,1024,4096,8192)"
+    )
     p.add_argument("--out", default="build/results", help="results folder (created if missing)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if a GPU is usable")
-    p.add_argument("--seeds", type=int, default=None, help=f"kernel: seeds 0..N-1 (N in 1..{MAX_SEEDS})")
+    p.add_argument("--seeds", type=int, default=None, help=f"kernel: seeds 0..N-1 (N in 1..{MAX_SEEDS}; default: 5)")
     p.add_argument(
         "--batches",
         default=None,
