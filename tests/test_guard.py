@@ -210,7 +210,9 @@ def test_a_replay_of_a_graph_captured_before_the_guard_is_counted_as_unguarded(b
     assert guard.summary()["replays_unguarded"] == 1
 
 
-@pytest.mark.parametrize("raw, mode", [("", None), ("0", None), ("off", None), (" Error ", "error"), ("eager", "eager")])
+@pytest.mark.parametrize(
+    "raw, mode", [("", None), ("0", None), ("off", None), (" Error ", "error"), ("eager", "eager")]
+)
 def test_mode_values(raw, mode):
     assert requested_mode({"FLEXFIX_GUARD": raw}) == mode
     assert requested_mode({}) is None
