@@ -7,7 +7,7 @@ import types
 import pytest
 
 from flexfix import guard
-from flexfix.guard import vllm_metadata, vllm_v1
+from flexfix.guard import vllm_metadata, vllm_v1, vllm_v2
 from flexfix.guard.replay_guard import ReplayGuardError
 from flexfix.guard.vllm_flex_build import FlexMetadataSteps
 
@@ -183,3 +183,55 @@ def test_install_then_uninstall_restores_vllm(monkeypatch):
     assert guard.uninstall() is True
     assert cuda_graph.CUDAGraphWrapper.__call__ is original and not vllm_v1.installed()
     assert guard.uninstall() is False
+
+
+def test_the_hooks_on_model_runner_v2(stock, monkeypatch):
+    """Runner V2 captures in CudaGraphManager.capture (metadata in the forward function's closure) and replays
+    in run_fullgraph(desc) with no arguments: the guard reads the step from execute_model's frame."""
+    import contextlib
+
+    v2 = pytest.importorskip("vllm.v1.worker.gpu.cudagraph_utils")
+
+    def capture(self, create_forward_fn, progress_bar_desc="Capturing CUDA graphs"):
+        for desc in self.descs:  # as 0.26.0: one forward function to warm up, a fresh one to capture
+            create_forward_fn(desc, warmup=True)(CUDAGraphMode.NONE)
+            create_forward_fn(desc, warmup=False)(CUDAGraphMode.NONE)
+
+    monkeypatch.setattr(v2.CudaGraphManager, "capture", capture)
+    monkeypatch.setattr(v2.ModelCudaGraphManager, "run_fullgraph", lambda self, desc: "replayed")
+    monkeypatch.setattr("vllm.forward_context.set_forward_context", lambda *a, **k: contextlib.nullcontext())
+    g = guard.install("eager")
+    g.devices = None
+    try:
+        steps = FlexMetadataSteps()
+        desc = v2.BatchExecutionDescriptor(cg_mode=CUDAGraphMode.FULL, num_tokens=48, num_reqs=48)
+        manager = object.__new__(v2.ModelCudaGraphManager)
+        manager.descs = [desc]
+
+        def create_forward_fn(desc, warmup):
+            attn_metadata, slot_mappings = {"layers.0": steps.capture(48)}, {}
+
+            def forward_fn(cg_mode):
+                return attn_metadata, slot_mappings
+
+            return forward_fn
+
+        v2.CudaGraphManager.capture(manager, create_forward_fn)
+        runner = types.SimpleNamespace(vllm_config=None, model=lambda **inputs: "eager")
+
+        def execute_model(longest):  # the runner's method, as far as the guard looks: its name and locals
+            self = runner  # noqa: F841 - read from this frame by the guard
+            attn_metadata = {"layers.0": steps.step(decode_lengths(48, longest))}  # noqa: F841
+            slot_mappings_by_layer = {}  # noqa: F841
+            input_batch = types.SimpleNamespace(num_tokens_after_padding=48)  # noqa: F841
+            model_inputs = {}  # noqa: F841
+            return manager.run_fullgraph(desc)
+
+        assert [execute_model(n) for n in (16, 600, 16)] == ["replayed", "eager", "replayed"]
+        summary = g.summary()
+        assert summary["captures"] == 2 and summary["eager_steps"] == 1
+        assert summary["alarms"] == {"FlexAttentionMetadata.block_mask.kv_indices: strides": 1}
+        assert "CudaGraphManager (runner V2)" in guard.status()["hooks"]
+    finally:
+        guard.uninstall()
+    assert not vllm_v2.installed()
