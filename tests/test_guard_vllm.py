@@ -24,7 +24,7 @@ def decode_lengths(n, longest, seed=0):
 @pytest.fixture
 def stock():
     """vLLM 0.20.0 as released (no flexfix patch)."""
-    from flexfix import vllm_patch
+    from flexfix.integration import vllm_patch
 
     vllm_patch.revert()
     yield
@@ -33,7 +33,7 @@ def stock():
 
 @pytest.fixture
 def fixed():
-    from flexfix import vllm_patch
+    from flexfix.integration import vllm_patch
 
     vllm_patch.apply()
     yield
