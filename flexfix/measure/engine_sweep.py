@@ -32,6 +32,17 @@ import pandas as pd
 from flexfix.edition.params import positive_int
 from flexfix.integration import vllm_patch
 from flexfix.integration.engine import LLAMA_CONFIGS, SHARED_GPU, memory_kwargs, prompts
+from flexfix.measure.generations import compare_generations, generate, sampling, tokens_logprobs, torch_sync
+from flexfix.measure.guarded_engine import (
+    check_guarded,
+    guard_refused,
+    guarded_env,
+    guarded_name,
+    prepare_guarded,
+    record_generations,
+    record_guard,
+    time_guard,
+)
 from flexfix.measure.outcomes import Outcome, Reporter, json_child_argv, json_child_main, run_child
 
 __all__ = [
@@ -75,6 +86,16 @@ class EngineRun:
     max_tokens: int = 32
     throughput_tokens: int = 128
     repeats: int = 3
+    # The replay guard and what it is tried on (flexfix.measure.guarded_engine):
+    backend: str = "FLEX_ATTENTION"  # or TRITON_ATTN
+    guard: str = ""  # FLEXFIX_GUARD of the engine: "", error, eager or log
+    bi_only: bool = False  # stock copy, but FlexAttention's supports_batch_invariance forced (scenario b)
+    mutant: str = ""  # a planted bug of the class (flexfix.guard.mutants), TRITON_ATTN only
+    runner: str = ""  # "v1" or "v2": VLLM_USE_V2_MODEL_RUNNER; "" leaves vLLM's choice
+    debug: bool = False  # VLLM_LOGGING_LEVEL=DEBUG: vLLM's own replay address check on
+    max_num_seqs: int = 0  # 0: the largest request count of the run (at least 16)
+    generations: tuple[int, ...] = ()  # N for which every request's tokens and logprobs are recorded
+    guard_cost: tuple[int, ...] = ()  # N for tokens/s with the guard on and off, alternately, in this engine
 
     def __post_init__(self) -> None:
         if self.model not in LLAMA_CONFIGS:
@@ -84,10 +105,13 @@ class EngineRun:
         for s in self.samplings:
             if s not in ("greedy", "seeded"):
                 raise ValueError(f"sampling must be 'greedy' or 'seeded', got {s!r}")
-        for n in (*self.requests, *self.every_request, *self.throughput):
+        for n in (*self.requests, *self.every_request, *self.throughput, *self.generations, *self.guard_cost):
             positive_int("request counts", n, maximum=256)
         positive_int("repeats", self.repeats)
-        if self.batch_invariant and not self.patched:
+        if self.max_num_seqs:
+            positive_int("max_num_seqs", self.max_num_seqs, maximum=256)
+        check_guarded(self)
+        if self.batch_invariant and not (self.patched or self.bi_only) and self.backend == "FLEX_ATTENTION":
             raise ValueError(
                 "stock vLLM 0.20.0 refuses FLEX_ATTENTION under VLLM_BATCH_INVARIANT=1: "
                 "a batch-invariant run needs patched=True"
@@ -95,9 +119,10 @@ class EngineRun:
 
     @property
     def name(self) -> str:
-        return f"{self.model}, BI={int(self.batch_invariant)}, {self.graphs} graphs" + (
+        name = f"{self.model}, BI={int(self.batch_invariant)}, {self.graphs} graphs" + (
             "" if self.patched else ", stock"
         )
+        return name + guarded_name(self)
 
     def env(self) -> dict[str, str]:
         # The in-process patch reaches the engine only when it runs in this process.
@@ -105,68 +130,25 @@ class EngineRun:
             "VLLM_BATCH_INVARIANT": "1" if self.batch_invariant else "0",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
             "FLEXFIX_PATCH": "0",
+            **guarded_env(self),
         }
 
 
 def llm_kwargs(run: EngineRun, model_dir: str, shared_gpu: bool = False) -> dict:
     """The ``LLM(...)`` arguments of a run (``shared_gpu``: other engines run beside it, see
     :data:`flexfix.integration.engine.SHARED_GPU`)."""
-    most = max((*run.requests, *run.every_request, *run.throughput, 16))
+    most = max((*run.requests, *run.every_request, *run.throughput, *run.generations, *run.guard_cost, 16))
     return dict(
         model=str(model_dir),
-        attention_config={"backend": "FLEX_ATTENTION"},
+        attention_config={"backend": run.backend},
         skip_tokenizer_init=True,
-        max_num_seqs=most,
+        max_num_seqs=run.max_num_seqs or most,
         max_model_len=MAX_MODEL_LEN[run.model],
         seed=0,
         dtype="bfloat16",
         **memory_kwargs(run.model, shared_gpu, GPU_MEMORY[run.model]),
         **GRAPH_MODES[run.graphs],
     )
-
-
-def compare_generations(
-    alone_tokens: Sequence[int],
-    alone_logprobs: Sequence[float],
-    batch_tokens: Sequence[int],
-    batch_logprobs: Sequence[float],
-) -> dict:
-    """Alone vs in a batch, as vLLM's bs1-vs-bsN test: steps, tokens, then bitwise logprobs."""
-    import torch
-
-    steps_equal = len(alone_tokens) == len(batch_tokens) == len(alone_logprobs) == len(batch_logprobs)
-    tokens_equal = steps_equal and list(alone_tokens) == list(batch_tokens)
-    a = torch.tensor(list(alone_logprobs), dtype=torch.float64)
-    b = torch.tensor(list(batch_logprobs), dtype=torch.float64)
-    n = min(a.numel(), b.numel())
-    diff = (a[:n] - b[:n]).abs()
-    mismatch = [i for i, (x, y) in enumerate(zip(alone_tokens, batch_tokens)) if x != y]
-    return {
-        "steps_equal": steps_equal,
-        "tokens_equal": tokens_equal,
-        "logprobs_bitwise_equal": bool(tokens_equal and torch.equal(a, b)),
-        "max_abs_logprob_diff": float(diff.max()) if n else None,
-        "first_token_mismatch": mismatch[0] if mismatch else None,
-        "distinct_tokens": len(set(batch_tokens)),
-    }
-
-
-def _sampling(kind: str, seed: int, max_tokens: int):
-    from vllm import SamplingParams
-
-    common = dict(max_tokens=max_tokens, ignore_eos=True, logprobs=1, detokenize=False)
-    if kind == "greedy":
-        return SamplingParams(temperature=0.0, **common)
-    return SamplingParams(temperature=1.0, seed=seed, **common)
-
-
-def _tokens_logprobs(output) -> tuple[list[int], list[float]]:
-    out = output.outputs[0]
-    return list(out.token_ids), [d[t].logprob for d, t in zip(out.logprobs, out.token_ids)]
-
-
-def _generate(llm, batch: list[list[int]], params: list) -> list:
-    return llm.generate([{"prompt_token_ids": p} for p in batch], params, use_tqdm=False)
 
 
 def _invariance(llm, run: EngineRun, vocab: int, report) -> None:
@@ -176,13 +158,13 @@ def _invariance(llm, run: EngineRun, vocab: int, report) -> None:
     needle = prompts(1, vocab, seed=NEEDLE_SEED, lengths=lengths)[0]
     fillers = prompts(max(run.requests), vocab, seed=1, lengths=lengths)
     for kind in run.samplings:
-        alone = _tokens_logprobs(_generate(llm, [needle], [_sampling(kind, NEEDLE_SEED, run.max_tokens)])[0])
+        alone = tokens_logprobs(generate(llm, [needle], [sampling(kind, NEEDLE_SEED, run.max_tokens)])[0])
         for n in run.requests:
             at = n // 2
             batch = fillers[:at] + [needle] + fillers[at : n - 1]
-            params = [_sampling(kind, NEEDLE_SEED if i == at else 1000 + i, run.max_tokens) for i in range(n)]
+            params = [sampling(kind, NEEDLE_SEED if i == at else 1000 + i, run.max_tokens) for i in range(n)]
             start = time.monotonic()
-            outs = _generate(llm, batch, params)
+            outs = generate(llm, batch, params)
             seconds = time.monotonic() - start
             report(
                 {
@@ -192,7 +174,7 @@ def _invariance(llm, run: EngineRun, vocab: int, report) -> None:
                     "position": "middle",
                     "needle_index": at,
                     "seconds": round(seconds, 3),
-                    **compare_generations(*alone, *_tokens_logprobs(outs[at])),
+                    **compare_generations(*alone, *tokens_logprobs(outs[at])),
                 }
             )
 
@@ -200,9 +182,9 @@ def _invariance(llm, run: EngineRun, vocab: int, report) -> None:
 def _every_request(llm, run: EngineRun, vocab: int, report) -> None:
     for n in run.every_request:
         batch = prompts(n, vocab, seed=2, lengths=PROMPT_LENGTHS[run.model])
-        params = [_sampling("seeded", 2000 + i, run.max_tokens) for i in range(n)]
-        alone = [_tokens_logprobs(_generate(llm, [p], [s])[0]) for p, s in zip(batch, params)]
-        together = [_tokens_logprobs(o) for o in _generate(llm, batch, params)]
+        params = [sampling("seeded", 2000 + i, run.max_tokens) for i in range(n)]
+        alone = [tokens_logprobs(generate(llm, [p], [s])[0]) for p, s in zip(batch, params)]
+        together = [tokens_logprobs(o) for o in generate(llm, batch, params)]
         rows = [compare_generations(*a, *b) for a, b in zip(alone, together)]
         report(
             {
@@ -218,13 +200,13 @@ def _every_request(llm, run: EngineRun, vocab: int, report) -> None:
 def _throughput(llm, run: EngineRun, vocab: int, report) -> None:
     for n in run.throughput:
         batch = prompts(n, vocab, seed=3, lengths=PROMPT_LENGTHS[run.model])
-        params = [_sampling("greedy", 0, run.throughput_tokens)] * n
-        _generate(llm, batch, params)  # warm-up: same shapes, caches filled
+        params = [sampling("greedy", 0, run.throughput_tokens)] * n
+        generate(llm, batch, params)  # warm-up: same shapes, caches filled
         seconds = []
         for _ in range(run.repeats):
             torch_sync()
             start = time.perf_counter()
-            outs = _generate(llm, batch, params)
+            outs = generate(llm, batch, params)
             torch_sync()
             seconds.append(time.perf_counter() - start)
         tokens = sum(len(o.outputs[0].token_ids) for o in outs)
@@ -239,33 +221,37 @@ def _throughput(llm, run: EngineRun, vocab: int, report) -> None:
         )
 
 
-def torch_sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def _child(spec: dict, reporter: Reporter) -> None:
     run = EngineRun(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["run"].items()})
     if run.patched:
         vllm_patch.apply()
+    guard = prepare_guarded(run)
     from vllm import LLM
 
     start = time.monotonic()
-    llm = LLM(**llm_kwargs(run, spec["model_dir"], spec.get("shared_gpu", False)))
-    reporter.record(
-        {
-            "kind": "startup",
-            "seconds": round(time.monotonic() - start, 1),
-            "patched": vllm_patch.is_patched(),
-            "VLLM_BATCH_INVARIANT": os.environ.get("VLLM_BATCH_INVARIANT"),
-        }
-    )
-    vocab = LLAMA_CONFIGS[run.model]["vocab_size"]
-    _invariance(llm, run, vocab, reporter.record)
-    _every_request(llm, run, vocab, reporter.record)
-    _throughput(llm, run, vocab, reporter.record)
+    try:
+        llm = LLM(**llm_kwargs(run, spec["model_dir"], spec.get("shared_gpu", False)))
+        reporter.record(
+            {
+                "kind": "startup",
+                "seconds": round(time.monotonic() - start, 1),
+                "patched": vllm_patch.is_patched(),
+                "VLLM_BATCH_INVARIANT": os.environ.get("VLLM_BATCH_INVARIANT"),
+                "vllm": vllm_patch.status().get("vllm"),
+            }
+        )
+        vocab = LLAMA_CONFIGS[run.model]["vocab_size"]
+        _invariance(llm, run, vocab, reporter.record)
+        _every_request(llm, run, vocab, reporter.record)
+        record_generations(llm, run, vocab, PROMPT_LENGTHS[run.model], reporter.record)
+        _throughput(llm, run, vocab, reporter.record)
+        time_guard(llm, run, vocab, PROMPT_LENGTHS[run.model], guard, reporter.record)
+    except Exception as exc:
+        record_guard(reporter.record)  # what the guard saw, before the outcome
+        if not guard_refused(exc, reporter):
+            raise
+        return
+    record_guard(reporter.record)
     reporter.finish("ok", run.name)
 
 

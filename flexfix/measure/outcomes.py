@@ -7,7 +7,8 @@ a JSON-lines file named by ``FLEXFIX_REPORT`` (one line per replay as soon as it
 exists, then a final status), so a crash loses none of the earlier lines.
 
 Outcomes: ``ok``, ``wrong_result``, ``illegal_memory_access``, ``index_error``,
-``refused`` (vLLM rejected the configuration), ``error``, ``timeout``.
+``refused`` (vLLM rejected the configuration), ``guard_refused`` (flexfix's replay guard stopped a replay
+that would have misread), ``error``, ``timeout``.
 
 The torch-only reproduction's own command is :mod:`flexfix.measure.repro` (``flexfix repro``).
 """
@@ -48,11 +49,21 @@ __all__ = [
     "worst",
 ]
 
-STATUSES = ("ok", "wrong_result", "illegal_memory_access", "index_error", "refused", "error", "timeout")
+STATUSES = (
+    "ok",
+    "wrong_result",
+    "illegal_memory_access",
+    "index_error",
+    "refused",
+    "guard_refused",
+    "error",
+    "timeout",
+)
 # Outcomes in which the launch died (an index error is the CPU analog's stand-in for an illegal access).
 CRASHES = ("illegal_memory_access", "index_error", "timeout")
 IMA_TEXT = "an illegal memory access was encountered"
 REFUSED_TEXT = "is not valid for this configuration"
+GUARD_TEXT = "flexfix replay guard: refusing"  # flexfix.guard stopped a replay (FLEXFIX_GUARD=error)
 _SANITIZER_ERRORS = re.compile(r"ERROR SUMMARY: (\d+) error")
 _SANITIZER_READ = re.compile(r"Invalid __global__ (read|write)")
 
@@ -90,7 +101,16 @@ def status_from_error(text: str) -> str:
 
 def worst(statuses: Sequence[str]) -> str:
     """The outcome of a run from those of its steps: a crash beats a wrong answer beats ok."""
-    order = ("illegal_memory_access", "index_error", "wrong_result", "refused", "error", "timeout", "ok")
+    order = (
+        "illegal_memory_access",
+        "index_error",
+        "wrong_result",
+        "refused",
+        "guard_refused",
+        "error",
+        "timeout",
+        "ok",
+    )
     present = [s for s in order if s in statuses]
     return present[0] if present else "error"
 
@@ -156,6 +176,9 @@ def classify(returncode: int | None, output: str, final: dict | None, timed_out:
     if IMA_TEXT in output or _SANITIZER_READ.search(output):
         line = next((ln for ln in output.splitlines() if IMA_TEXT in ln or _SANITIZER_READ.search(ln)), "")
         return "illegal_memory_access", line.strip(), sig
+    guarded = next((ln for ln in output.splitlines() if GUARD_TEXT in ln), None)
+    if guarded is not None:  # the guard refused a replay (in whichever process it ran)
+        return "guard_refused", guarded[guarded.index(GUARD_TEXT) :].strip(), sig
     refusal = next((ln for ln in output.splitlines() if REFUSED_TEXT in ln), None)
     if refusal is not None:  # vLLM rejected the configuration (in whichever process it checked)
         return "refused", refusal.strip(), sig
