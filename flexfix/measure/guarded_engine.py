@@ -69,6 +69,7 @@ def guarded_name(run) -> str:
         f"runner {run.runner}" if run.runner else "",
         "VLLM_LOGGING_LEVEL=DEBUG" if run.debug else "",
         f"max_num_seqs {run.max_num_seqs}" if run.max_num_seqs else "",
+        f"generations of {','.join(map(str, run.generations))}" if run.generations else "",
     ]
     return "".join(f", {p}" for p in parts if p)
 

@@ -1,0 +1,135 @@
+"""The replay guard's evidence: named sets of engines, each set recorded to one results file.
+
+Each set is a list of :class:`flexfix.measure.engine_sweep.EngineRun` (every engine in its own child, side by
+side with a fixed KV cache, except the timed set); ``python -m flexfix.measure.guard_sets SET ... --out DIR``
+records them to ``DIR/<set>-<device>.json``, saving after each engine.  What each set is for:
+
+vLLM 0.20.0 (stock = as released, FlexAttention, default CUDA graphs, the tiny Llama unless named):
+
+* ``guard_stock_error``: ``FLEXFIX_GUARD=error`` at every request count where notebooks 01 and 04 record a
+  crash or a wrong token (17, 32, 48 and 128 concurrent requests; 48 with batch invariance forced, scenario b):
+  each engine should stop with the guard's message at the first replay that would misread;
+* ``guard_stock_eager`` / ``guard_patched_reference``: ``FLEXFIX_GUARD=eager`` on stock vLLM, and the patched
+  engine without a guard, on the same requests (every token id and logprob recorded, so the two compare
+  bitwise), plus the every-request check of notebook 01 and the needle sweep of notebook 04;
+* ``guard_false_alarms``: the patched engine under ``FLEXFIX_GUARD=log`` over the engine sweeps of notebooks 01
+  and 04 (1 to 128 requests, both models, ``VLLM_BATCH_INVARIANT`` 0 and 1): the guard should raise no alarm;
+* ``guard_debug``: stock, 48 requests, ``VLLM_LOGGING_LEVEL=DEBUG`` (vLLM's own replay address check on) and
+  ``FLEXFIX_GUARD=log``: vLLM's check stays silent, the guard names ``kv_indices``;
+* ``guard_cost``: the variance model, patched, ``FLEXFIX_GUARD=error``, tokens/s with the guard checking and not,
+  alternately in one engine, 48 and 128 requests (timed: alone);
+* ``guard_v0_20_2``: vLLM 0.20.2 (the same function as 0.20.0), error and eager at 48 requests.
+
+A fixed release (vLLM 0.26.0; run with that release installed):
+
+* ``guard026_false_alarms``: FLEX_ATTENTION and TRITON_ATTN under ``FLEXFIX_GUARD=log``, both models,
+  ``VLLM_BATCH_INVARIANT`` 0 and 1, the default model runner (V2 for these Llamas) and V1 for the tiny model;
+* ``guard026_mutants``: each planted bug (:mod:`flexfix.guard.mutants`) in TRITON_ATTN without the guard (what
+  stock vLLM does with it) and under ``FLEXFIX_GUARD=error``, plus the clean backend and, for the window decided
+  after capture, the same mutant without graphs (what the step's metadata asks for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from flexfix.guard.mutants import MUTANTS
+from flexfix.measure.engine_sweep import REQUESTS, EngineRun
+
+__all__ = ["SETS", "TIMED", "record_set", "main"]
+
+STOCK = EngineRun(model="tiny", batch_invariant=False, patched=False, requests=())
+PATCHED = replace(STOCK, patched=True)
+CROSS = (17, 32, 48, 128)  # concurrent requests past one query block: where stock 0.20.0 misreads
+TRITON = EngineRun(model="tiny", batch_invariant=False, patched=False, backend="TRITON_ATTN", requests=())
+
+
+def _false_alarm_runs(backends: Sequence[str], runner_v1: bool) -> list[EngineRun]:
+    runs = []
+    for backend in backends:
+        for model in ("tiny", "variance"):
+            for bi in (False, True):
+                runs.append(
+                    EngineRun(
+                        model=model,
+                        batch_invariant=bi,
+                        patched=backend == "FLEX_ATTENTION",
+                        backend=backend,
+                        guard="log",
+                        requests=REQUESTS,
+                        every_request=(17, 32, 47) if model == "tiny" else (),
+                    )
+                )
+        if runner_v1:
+            runs.append(replace(runs[-4], runner="v1"))
+    return runs
+
+
+SETS: dict[str, list[EngineRun]] = {
+    "guard_stock_error": [replace(STOCK, guard="error", generations=(n,)) for n in CROSS]
+    + [replace(STOCK, batch_invariant=True, bi_only=True, guard="error", generations=(48,))],
+    "guard_stock_eager": [
+        replace(STOCK, guard="eager", generations=CROSS, every_request=(17, 32, 47), requests=REQUESTS),
+        replace(STOCK, batch_invariant=True, bi_only=True, guard="eager", generations=(48,)),
+    ],
+    "guard_patched_reference": [
+        replace(PATCHED, generations=CROSS, every_request=(17, 32, 47), requests=REQUESTS),
+        replace(PATCHED, batch_invariant=True, generations=(48,)),
+    ],
+    "guard_false_alarms": _false_alarm_runs(["FLEX_ATTENTION"], runner_v1=False),
+    "guard_debug": [replace(STOCK, guard="log", debug=True, generations=(48,))],
+    "guard_cost": [
+        replace(PATCHED, model="variance", guard="error", guard_cost=(48, 128), throughput_tokens=128, repeats=6)
+    ],
+    "guard_v0_20_2": [
+        replace(STOCK, guard="error", generations=(48,)),
+        replace(STOCK, guard="eager", generations=(48,)),
+    ],
+    "guard026_false_alarms": _false_alarm_runs(["FLEX_ATTENTION", "TRITON_ATTN"], runner_v1=True),
+    "guard026_mutants": [replace(TRITON, generations=(32,))]
+    + [replace(TRITON, mutant=m, generations=(32,), guard=g) for m in sorted(MUTANTS) for g in ("", "error")]
+    + [replace(TRITON, mutant="frozen_decision", graphs="eager", generations=(32,))],
+}
+TIMED = {"guard_cost"}  # engines that time throughput run alone
+
+
+def record_set(name: str, out_dir, device: str = "cuda", *, workers: int = 1, replace_file: bool = False):
+    """Run set ``name`` (``workers`` engines side by side, timed sets alone) and write it with provenance."""
+    from flexfix.edition import results
+    from flexfix.measure.record.engines import engine_sweep
+
+    if name not in SETS:
+        raise ValueError(f"unknown guard set {name!r}; expected one of {sorted(SETS)}")
+    runs = SETS[name]
+    workers = 1 if name in TIMED else min(workers, len(runs))
+    parameters = {"set": name, "runs": [r.name for r in runs], "workers": workers}
+    table = engine_sweep(
+        runs,
+        save=lambda t: results.write_results(out_dir, name, t, device, parameters, partial=True),
+        timeout=600,
+        workers=workers,
+    )
+    return results.write_results(out_dir, name, table, device, parameters, replace=replace_file)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m flexfix.measure.guard_sets",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("sets", nargs="+", choices=sorted(SETS), metavar="SET", help=f"one or more of {sorted(SETS)}")
+    p.add_argument("--out", required=True, help="folder for <set>-<device>.json")
+    p.add_argument("--workers", type=int, default=14, help="engines side by side (timed sets run alone)")
+    p.add_argument("--replace", action="store_true", help="replace a results file even with fewer records")
+    args = p.parse_args(argv)
+    for name in args.sets:
+        print(f"{name}: {record_set(name, args.out, workers=args.workers, replace_file=args.replace)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
