@@ -2,7 +2,8 @@
 
 Each set is a list of :class:`flexfix.measure.engine_sweep.EngineRun` (every engine in its own child, side by
 side with a fixed KV cache, except the timed set); ``python -m flexfix.measure.guard_sets SET ... --out DIR``
-records them to ``DIR/<set>-<device>.json``, saving after each engine.  What each set is for:
+records them to ``DIR/<set>-<device>.json``, saving after each engine; the sets of one call share one
+pool.  What each set is for:
 
 vLLM 0.20.0 (stock = as released, FlexAttention, default CUDA graphs, the tiny Llama unless named):
 
@@ -39,7 +40,7 @@ from dataclasses import replace
 from flexfix.guard.mutants import MUTANTS
 from flexfix.measure.engine_sweep import REQUESTS, EngineRun
 
-__all__ = ["SETS", "TIMED", "record_set", "main"]
+__all__ = ["SETS", "TIMED", "record_sets", "main"]
 
 STOCK = EngineRun(model="tiny", batch_invariant=False, patched=False, requests=())
 PATCHED = replace(STOCK, patched=True)
@@ -96,23 +97,58 @@ SETS: dict[str, list[EngineRun]] = {
 TIMED = {"guard_cost"}  # engines that time throughput run alone
 
 
-def record_set(name: str, out_dir, device: str = "cuda", *, workers: int = 1, replace_file: bool = False):
-    """Run set ``name`` (``workers`` engines side by side, timed sets alone) and write it with provenance."""
+def record_sets(names: Sequence[str], out_dir, device: str = "cuda", *, workers: int = 1, replace_file: bool = False):
+    """Run the sets ``names`` in one pool (``workers`` engines side by side; a timed set runs alone, after the
+    others) and write each set to its own file with provenance, saving after every engine."""
+    from dataclasses import asdict
+
     from flexfix.edition import results
     from flexfix.measure.record.engines import engine_sweep
 
-    if name not in SETS:
-        raise ValueError(f"unknown guard set {name!r}; expected one of {sorted(SETS)}")
-    runs = SETS[name]
-    workers = 1 if name in TIMED else min(workers, len(runs))
-    parameters = {"set": name, "runs": [r.name for r in runs], "workers": workers}
-    table = engine_sweep(
-        runs,
-        save=lambda t: results.write_results(out_dir, name, t, device, parameters, partial=True),
-        timeout=600,
-        workers=workers,
-    )
-    return results.write_results(out_dir, name, table, device, parameters, replace=replace_file)
+    unknown = [n for n in names if n not in SETS]
+    if unknown:
+        raise ValueError(f"unknown guard set {unknown[0]!r}; expected one of {sorted(SETS)}")
+    side_by_side = [n for n in names if n not in TIMED]
+    runs = [run for name in side_by_side for run in SETS[name]]
+    if len({repr(asdict(r)) for r in runs}) != len(runs):
+        raise ValueError(f"the sets {side_by_side} share an engine: record them in separate calls")
+
+    def save(table, partial: bool, group: Sequence[str], replace_: bool = False) -> list:
+        written = []
+        for name in group:
+            mine = _rows_of(table, SETS[name])
+            if mine:
+                parameters = {"set": name, "runs": [r.name for r in SETS[name]], "workers": workers}
+                written.append(
+                    results.write_results(out_dir, name, mine, device, parameters, partial=partial, replace=replace_)
+                )
+        return written
+
+    paths = []
+    if runs:
+        table = engine_sweep(
+            runs, save=lambda t: save(t, True, side_by_side), timeout=600, workers=min(workers, len(runs))
+        )
+        paths += save(table, False, side_by_side, replace_file)
+    for name in (n for n in names if n in TIMED):
+        table = engine_sweep(SETS[name], save=lambda t, n=name: save(t, True, [n]), timeout=600, workers=1)
+        paths += save(table, False, [name], replace_file)
+    return paths
+
+
+def _rows_of(table, runs: Sequence[EngineRun]) -> list[dict]:
+    """The rows of ``table`` (as :func:`flexfix.measure.record.engines.engine_sweep` writes them) that ran one of
+    ``runs``: a row holds its run's fields."""
+    from dataclasses import asdict, fields
+
+    keys = [f.name for f in fields(EngineRun)]
+    wanted = [asdict(r) for r in runs]
+    out = []
+    for row in table.to_dict(orient="records"):
+        have = {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, row.get(k)) for k in keys)}
+        if any(have == {k: list(v) if isinstance(v, tuple) else v for k, v in w.items()} for w in wanted):
+            out.append(row)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,8 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=14, help="engines side by side (timed sets run alone)")
     p.add_argument("--replace", action="store_true", help="replace a results file even with fewer records")
     args = p.parse_args(argv)
-    for name in args.sets:
-        print(f"{name}: {record_set(name, args.out, workers=args.workers, replace_file=args.replace)}", flush=True)
+    for path in record_sets(args.sets, args.out, workers=args.workers, replace_file=args.replace):
+        print(path, flush=True)
     return 0
 
 
