@@ -9,6 +9,7 @@
     flexfix publish | book              # the published edition, and its HTML book
     flexfix releases [check-patch]      # which vLLM releases carry the bug, read from their wheels
     flexfix serve record                # the fix under vllm serve
+    flexfix guard SET ...               # the replay guard's evidence (FLEXFIX_GUARD=error|eager|log in vLLM)
 
 Each command's module builds its own parser (``build_parser(prog)``) and runs it (``main(argv, prog)``); they are
 imported only when their command runs, so ``flexfix status`` and ``--help`` start fast.
@@ -31,7 +32,10 @@ __all__ = ["COMMANDS", "build_parser", "command_parser", "status", "main"]
 
 # command -> (module with build_parser(prog) and main(argv, prog), one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "status": ("flexfix.cli", "the installed vLLM, its release class, whether it is patched, FLEXFIX_PATCH, the guard"),
+    "status": (
+        "flexfix.cli",
+        "the installed vLLM, its release class, whether it is patched, FLEXFIX_PATCH, FLEXFIX_GUARD",
+    ),
     "repro": ("flexfix.measure.repro", "one torch-only crash scenario in a child process, its outcome typed"),
     "record": ("flexfix.measure.record.cli", "record a part of the GPU evidence with provenance (what data/ holds)"),
     "notebooks": ("flexfix.edition.run_notebooks", "execute every notebook with papermill (make notebooks)"),
@@ -39,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "book": ("flexfix.edition.book", "a static HTML book of the published notebooks (make book)"),
     "releases": ("flexfix.integration.releases.cli", "which vLLM releases carry the bug, read from their wheels"),
     "serve": ("flexfix.integration.serving.recording", "the serving scenarios under vllm serve (serve record)"),
+    "guard": ("flexfix.measure.guard_sets", "record the replay guard's evidence: named sets of engines (GPU)"),
 }
 ADVICE = {
     "as_strided": "upgrade to vLLM >= 0.21.0, or run vLLM with FLEXFIX_PATCH=1 (flexfix's plugin patches it)",
@@ -85,15 +90,17 @@ def _vllm_version() -> str | None:
         return None
 
 
-def _guard_status() -> Any:
-    """``flexfix.guard.status()`` where the guard is installed; ``"not installed"`` otherwise."""
-    try:
-        guard = importlib.import_module("flexfix.guard")
-    except ModuleNotFoundError as e:
-        if e.name not in ("flexfix.guard",):
-            raise
-        return "not installed"
-    return guard.status() if hasattr(guard, "status") else "installed (no status)"
+def _guard_status() -> str:
+    """What ``FLEXFIX_GUARD`` asks of the vLLM processes started from this environment (:mod:`flexfix.guard`)."""
+    from flexfix import guard
+
+    requested = guard.status()["requested"]
+    return {
+        "off": "off (FLEXFIX_GUARD unset: vLLM's graphs replay unchecked)",
+        "error": "error: a replay whose metadata moved since capture is refused, naming the field",
+        "eager": "eager: a step whose metadata moved since capture runs without the graph",
+        "log": "log: a replay whose metadata moved since capture is counted and logged",
+    }.get(requested, requested)
 
 
 def status() -> dict[str, Any]:
@@ -155,7 +162,7 @@ def status_main(argv: Sequence[str] | None = None, prog: str = "flexfix status")
         *([f"what to do: {report['advice']}"] if report["advice"] else []),
         f"patched in this process: {'yes' if report['patched_in_this_process'] else 'no'}",
         f"FLEXFIX_PATCH: {report['FLEXFIX_PATCH']} ({plugin})",
-        f"guard: {report['guard']}",
+        f"FLEXFIX_GUARD: {report['guard']}",
     ]
     print("\n".join(lines))
     return 0

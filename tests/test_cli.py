@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import types
 
 import pytest
 
@@ -110,9 +109,20 @@ def test_status_without_vllm_and_with_a_bad_flag(monkeypatch):
     assert report["plugin"].startswith("invalid") and "'maybe'" in report["plugin"]
 
 
-def test_status_reports_the_guard_when_there_is_one(monkeypatch):
-    assert cli._guard_status() in ("not installed",) or "flexfix.guard" in sys.modules
-    guard = types.ModuleType("flexfix.guard")
-    guard.status = lambda: {"mode": "warn"}
-    monkeypatch.setitem(sys.modules, "flexfix.guard", guard)
-    assert cli.status()["guard"] == {"mode": "warn"}
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        (None, "off (FLEXFIX_GUARD unset"),
+        ("error", "error: a replay whose metadata moved since capture is refused"),
+        ("eager", "eager: a step whose metadata moved since capture runs without the graph"),
+        ("typo", "invalid (FLEXFIX_GUARD='typo' is not understood"),
+    ],
+)
+def test_status_says_what_flexfix_guard_asks_of_vllm(monkeypatch, capsys, value, says):
+    if value is None:
+        monkeypatch.delenv("FLEXFIX_GUARD", raising=False)
+    else:
+        monkeypatch.setenv("FLEXFIX_GUARD", value)
+    assert cli.status()["guard"].startswith(says)
+    assert cli.main(["status"]) == 0
+    assert f"FLEXFIX_GUARD: {says}" in capsys.readouterr().out

@@ -235,3 +235,32 @@ def test_the_hooks_on_model_runner_v2(stock, monkeypatch):
     finally:
         guard.uninstall()
     assert not vllm_v2.installed()
+
+
+def test_the_plugin_installs_the_guard_that_flexfix_guard_asks_for(monkeypatch, caplog):
+    import logging
+
+    from flexfix.integration import vllm_plugin
+
+    monkeypatch.delenv("FLEXFIX_PATCH", raising=False)
+    monkeypatch.setenv("FLEXFIX_GUARD", "log")
+    try:
+        with caplog.at_level(logging.INFO, logger="vllm.flexfix"):
+            vllm_plugin.register()
+            vllm_plugin.register()  # vLLM may load its plugins twice in one process
+        assert guard.active().mode == "log" and vllm_v1.installed()
+        lines = [r.getMessage() for r in caplog.records if "replay guard" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].startswith("flexfix: replay guard in log mode in process")
+    finally:
+        guard.uninstall()
+
+
+@pytest.mark.parametrize("value", ["errror", "1", "on"])
+def test_the_plugin_refuses_an_unknown_flexfix_guard_before_patching_anything(monkeypatch, value):
+    from flexfix.integration import vllm_patch, vllm_plugin
+
+    monkeypatch.setenv("FLEXFIX_PATCH", "1")
+    monkeypatch.setenv("FLEXFIX_GUARD", value)
+    with pytest.raises(ValueError, match=f"FLEXFIX_GUARD={value!r} is not understood"):
+        vllm_plugin.register()
+    assert not vllm_patch.is_patched() and guard.active() is None and not vllm_v1.installed()

@@ -98,8 +98,12 @@ def uninstall() -> bool:
 
 
 def status() -> dict:
-    """Mode, where the guard is hooked in, and what it has counted in this process."""
-    requested = os.environ.get(ENV, "")
+    """Mode, where the guard is hooked in, and what it has counted in this process; ``requested``: what
+    ``FLEXFIX_GUARD`` asks of the vLLM processes started from this environment."""
+    try:
+        requested = requested_mode() or "off"
+    except ValueError as e:
+        requested = f"invalid ({e})"
     if _guard is None:
         return {"mode": None, "requested": requested, "hooks": []}
     return {"mode": _guard.mode, "requested": requested, "hooks": list(_hooks), **_guard.summary()}

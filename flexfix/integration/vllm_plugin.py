@@ -1,18 +1,20 @@
-"""flexfix as a vLLM general plugin: patch the backend in every vLLM process.
+"""flexfix as a vLLM general plugin: patch the backend, and guard CUDA-graph replays, in every vLLM process.
 
 vLLM loads the entry points of the ``vllm.general_plugins`` group in every engine-core
 and worker process (``vllm.plugins.load_general_plugins``), which is what an in-notebook
-``apply()`` cannot reach.  The plugin only patches when ``FLEXFIX_PATCH`` is on, so that
-installing flexfix changes nothing by itself::
+``apply()`` cannot reach.  The plugin does nothing unless asked, so that installing flexfix changes
+nothing by itself; two switches, independent of each other::
 
-    FLEXFIX_PATCH=1 vllm serve <model> --attention-backend FLEX_ATTENTION
-    FLEXFIX_PATCH=1 python my_script.py            # LLM(...) with the default multiprocessing
+    FLEXFIX_PATCH=1 vllm serve <model> --attention-backend FLEX_ATTENTION   # the fix (vLLM 0.20.x)
+    FLEXFIX_GUARD=error vllm serve <model> ...                             # the replay guard (any vLLM 0.20-0.26)
 
 ``FLEXFIX_PATCH``: ``1``/``true``/``yes``/``on`` patch, ``0``/``false``/``no``/``off`` or unset do not
-(case and surrounding spaces ignored); any other value stops vLLM's start with a ``ValueError`` naming
-it, since an operator who asked for the fix must not get the unpatched engine by a typo.  Once asked
-for, the plugin never stops vLLM: on a release with nothing to patch (0.19 and older, 0.21 and newer)
-or a layout flexfix does not know, it says so in one line and vLLM starts as it is.
+(case and surrounding spaces ignored).  ``FLEXFIX_GUARD``: ``error``, ``eager`` or ``log`` install the
+replay guard (:mod:`flexfix.guard`) in that mode; unset or ``0``: nothing is wrapped.  Any other value of
+either stops vLLM's start with a ``ValueError`` naming it, since an operator who asked for the fix or the
+guard must not run without it by a typo.  Once asked for, the patch never stops vLLM: on a release with
+nothing to patch (0.19 and older, 0.21 and newer) or a layout flexfix does not know, it says so in one line
+and vLLM starts as it is.
 
 It logs through the logger ``vllm.flexfix``, a child of vLLM's own: vLLM's handler formats its lines like vLLM's
 (level, time, file and line; on stdout by default) and ``VLLM_LOGGING_LEVEL`` / ``VLLM_CONFIGURE_LOGGING`` apply.
@@ -42,8 +44,18 @@ def patch_requested(environ: dict[str, str] | None = None) -> bool:
 
 
 def register() -> None:
-    if not patch_requested():
-        return
+    from flexfix import guard
+
+    mode = guard.requested_mode()  # a typo stops vLLM's start, before anything is patched
+    if patch_requested():
+        _patch()
+    if mode is not None and guard.active() is None:  # vLLM may load its plugins more than once in a process
+        guard.install(mode)
+        hooks = ", ".join(guard.status()["hooks"]) or "no graph runner found to hook"
+        logger.info("flexfix: replay guard in %s mode in process %d (%s)", mode, os.getpid(), hooks)
+
+
+def _patch() -> None:
     from flexfix.integration import vllm_patch
 
     if vllm_patch.is_patched():  # vLLM may load its plugins more than once in a process

@@ -1,7 +1,7 @@
 """The replay guard's evidence: named sets of engines, each set recorded to one results file.
 
 Each set is a list of :class:`flexfix.measure.engine_sweep.EngineRun` (every engine in its own child, side by
-side with a fixed KV cache, except the timed set); ``python -m flexfix.measure.guard_sets SET ... --out DIR``
+side with a fixed KV cache, except the timed set); ``flexfix guard SET ... --out DIR``
 records them to ``DIR/<set>-<device>.json``, saving after each engine; the sets of one call share one
 pool.  What each set is for:
 
@@ -40,7 +40,7 @@ from dataclasses import replace
 from flexfix.guard.mutants import MUTANTS
 from flexfix.measure.engine_sweep import REQUESTS, EngineRun
 
-__all__ = ["SETS", "TIMED", "record_sets", "main"]
+__all__ = ["SETS", "TIMED", "record_sets", "build_parser", "main"]
 
 STOCK = EngineRun(model="tiny", batch_invariant=False, patched=False, requests=())
 PATCHED = replace(STOCK, patched=True)
@@ -95,6 +95,7 @@ SETS: dict[str, list[EngineRun]] = {
     + [replace(TRITON, mutant="frozen_decision", graphs="eager", generations=(32,))],
 }
 TIMED = {"guard_cost"}  # engines that time throughput run alone
+MAX_WORKERS = 16  # engines side by side on one GPU
 
 
 def record_sets(names: Sequence[str], out_dir, device: str = "cuda", *, workers: int = 1, replace_file: bool = False):
@@ -151,21 +152,56 @@ def _rows_of(table, runs: Sequence[EngineRun]) -> list[dict]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m flexfix.measure.guard_sets",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+PROG = "flexfix guard"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    from flexfix.edition.params import HelpFormatter
+
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("sets", nargs="+", choices=sorted(SETS), metavar="SET", help=f"one or more of {sorted(SETS)}")
-    p.add_argument("--out", required=True, help="folder for <set>-<device>.json")
-    p.add_argument("--workers", type=int, default=14, help="engines side by side (timed sets run alone)")
+    p.add_argument("--out", required=True, help="folder for <set>-cuda.json (partial files while it runs)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=14,
+        help=f"engines side by side, 1..{MAX_WORKERS} (a timed set runs alone, after the others)",
+    )
     p.add_argument("--replace", action="store_true", help="replace a results file even with fewer records")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    from flexfix.edition import params, results
+    from flexfix.measure import children
+
+    p = build_parser(prog)
     args = p.parse_args(argv)
-    for path in record_sets(args.sets, args.out, workers=args.workers, replace_file=args.replace):
-        print(path, flush=True)
+    if len(set(args.sets)) != len(args.sets):
+        p.error(f"a set is named twice: {' '.join(args.sets)}")
+    try:
+        params.positive_int("--workers", args.workers, maximum=MAX_WORKERS)
+        params.writable_folder("--out", args.out)
+    except ValueError as e:
+        p.error(str(e))
+    if not params.cuda_available():
+        p.error("the guard's sets run vLLM engines: this machine has no usable CUDA GPU")
+    try:
+        with children.interruptible():
+            for path in record_sets(args.sets, args.out, workers=args.workers, replace_file=args.replace):
+                print(f"wrote {path}", flush=True)
+    except (ValueError, results.ResultsError, OSError) as e:
+        print(f"{prog}: {e}; finished engines are in the .partial.json files under {args.out}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print(
+            f"{prog}: interrupted by {children.signal_name(exc)}; finished engines are in {args.out}", file=sys.stderr
+        )
+        return children.exit_status(exc)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flexfix.measure import children
+
+    sys.exit(children.exit_code(main, PROG))
