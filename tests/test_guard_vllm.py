@@ -264,3 +264,19 @@ def test_the_plugin_refuses_an_unknown_flexfix_guard_before_patching_anything(mo
     with pytest.raises(ValueError, match=f"FLEXFIX_GUARD={value!r} is not understood"):
         vllm_plugin.register()
     assert not vllm_patch.is_patched() and guard.active() is None and not vllm_v1.installed()
+
+
+def test_a_full_call_without_attention_metadata_is_counted_not_compared(stock, wrapped):
+    """A dummy run (vLLM's profiling or padding runs) carries no attention metadata: nothing to hold to."""
+    g = guard.install("error")
+    g.devices = None
+    steps, w = FlexMetadataSteps(), fake_wrapper()
+    wrapped["context"] = context(steps.capture(48))
+    assert w(input_ids=None) == "captured"
+    empty = context(steps.capture(48))
+    empty.attn_metadata = None
+    wrapped["context"] = empty
+    assert w(input_ids=None) == "replayed"
+    summary = g.summary()
+    assert summary["replays_unguarded"] == 1 and summary["replays_checked"] == 0
+    assert summary["facts"] == {"vllm_debug_address_check": False}

@@ -56,6 +56,7 @@ class ReplayGuard:
         self.log = logging.getLogger(LOGGER)
         self.enabled = True  # False: every replay goes ahead unchecked (to time the guard against itself)
         self.stats_folder: str | None = None  # where write_summary() goes at the first alarm
+        self.facts: dict[str, object] = {}  # what the hooks learnt of vLLM (its own DEBUG check on or off, ...)
 
     # -- the two calls ------------------------------------------------------------------------------------
     def captured(self, key: Hashable, roots: Mapping[str, object], not_read: Iterable[str] = ()) -> Snapshot:
@@ -145,6 +146,7 @@ class ReplayGuard:
                 "alarms": dict(self.alarms),
                 "information": dict(self.information),
                 "first_alarm": self.first_alarm,
+                "facts": dict(self.facts),
             }
 
     def write_summary(self, folder: str | os.PathLike) -> Path:
@@ -160,6 +162,7 @@ class ReplayGuard:
 
 _COUNTS = (
     "captures",
+    "captures_without_metadata",
     "replays_checked",
     "replays_alarmed",
     "replays_refused",

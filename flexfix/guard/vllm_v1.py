@@ -61,7 +61,11 @@ def install(guard_of) -> bool:
         if step is None:
             return original(self, *args, **kwargs)
         key, roots, capturing = step
+        if not any(name not in kwargs and name != "slot_mapping" for name in roots):
+            guard.counts["replays_unguarded" if not capturing else "captures_without_metadata"] += 1
+            return original(self, *args, **kwargs)  # a dummy run without attention metadata: nothing to compare
         if capturing:
+            guard.facts.setdefault("vllm_debug_address_check", bool(vars(self).get("is_debugging_mode", False)))
             guard.where.setdefault("attention backend", vllm_metadata.backends(roots))
             guard.captured(key, roots, vllm_metadata.not_read_paths(roots))
             return original(self, *args, **kwargs)

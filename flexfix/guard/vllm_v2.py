@@ -80,7 +80,7 @@ def install(guard_of) -> bool:
         if guard is None or not guard.enabled:
             return originals["run_fullgraph"](self, desc)
         step = _execute_model_locals()
-        if step is None:
+        if step is None or step.get("attn_metadata") is None:  # not found, or a dummy run without metadata
             guard.counts["replays_unguarded"] += 1
             return originals["run_fullgraph"](self, desc)
         roots = vllm_metadata.roots(step.get("attn_metadata"), step.get("slot_mappings_by_layer"))
