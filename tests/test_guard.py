@@ -227,3 +227,31 @@ def test_an_unknown_mode_is_refused_by_name(raw):
 def test_a_guard_mode_must_be_known():
     with pytest.raises(ValueError, match="replay guard mode"):
         ReplayGuard("strict")
+
+
+@pytest.mark.parametrize("copy", ["as_strided", "sliced"])
+def test_the_fast_check_finds_what_the_full_walk_finds(buffers, copy):
+    from flexfix.guard.snapshot import check
+
+    capture = take(roots(build(buffers, G=3, K=16, copy=copy)), devices=None)
+    for K, causal, fresh in ((16, True, False), (208, True, False), (40, False, False), (96, True, True)):
+        step = roots(build(buffers, G=3, K=K, copy=copy, causal=causal, fresh_p2l=fresh, max_seq_len=K + 1))
+        fast = check(capture, step)
+        assert fast is not None
+        assert [(f.path, f.kind, f.alarm) for f in fast] == [
+            (f.path, f.kind, f.alarm) for f in compare(capture, take(step, devices=None))
+        ]
+
+
+def test_the_fast_check_hands_a_changed_structure_to_the_full_walk(buffers):
+    from flexfix.guard.snapshot import check
+
+    capture = take({"M": {"a": torch.zeros(4), "b": [torch.zeros(2)]}}, devices=None)
+    assert check(capture, {"M": {"a": torch.zeros(4), "b": [torch.zeros(2), torch.zeros(2)]}}) is None  # a length
+    assert check(capture, {"M": {"a": torch.zeros(4)}}) is None  # a key
+    assert check(capture, {"N": {}}) is None  # a root
+    assert check(capture, {"M": {"a": 3, "b": [torch.zeros(2)]}}) is None  # a scalar where a tensor was
+    guard = ReplayGuard("log", devices=None)
+    guard.captured("k", {"M": {"a": torch.zeros(4), "b": [torch.zeros(2)]}})
+    guard.before_replay("k", {"M": {"a": torch.zeros(4)}})
+    assert guard.summary()["replays_walked"] == 1 and "M['b'][0]: missing" in guard.summary()["alarms"]

@@ -77,8 +77,8 @@ def test_the_fixed_copy_raises_no_alarm(fixed):
     assert did == ["replay"] * 5
     assert summary["alarms"] == {}
     assert summary["information"]["FlexAttentionMetadata.block_mask.kv_indices: shape"] == 4
-    # made anew at every build, read by no captured kernel: information, never an alarm
-    assert summary["information"]["FlexAttentionMetadata.num_blocks_per_seq: pointer"] == 5
+    # made anew at every build, read by no captured kernel: left out of the comparison
+    assert not any("num_blocks_per_seq" in key for key in (*summary["alarms"], *summary["information"]))
 
 
 def test_sixteen_requests_or_fewer_never_alarm_even_unpatched(stock):

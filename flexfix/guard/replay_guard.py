@@ -18,7 +18,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 
 from flexfix.guard.mode import MODES
-from flexfix.guard.snapshot import Finding, Snapshot, compare, take
+from flexfix.guard.snapshot import Finding, Snapshot, check, compare, take
 
 __all__ = ["ReplayGuard", "ReplayGuardError", "LOGGER"]
 
@@ -75,13 +75,15 @@ class ReplayGuard:
         if capture is None:  # captured before the guard was installed: nothing to compare with
             self.counts["replays_unguarded"] += 1
             return True
-        replay = take(roots, self.devices)
-        findings = compare(capture, replay)
+        findings = check(capture, roots)
+        if findings is None:  # the step's structure differs from the capture's: walk it all
+            findings = compare(capture, take(roots, self.devices))
+            self.counts["replays_walked"] += 1
         alarms = [f for f in findings if f.alarm]
         with self._lock:
             self.counts["replays_checked"] += 1
-            self.counts["tensor_checks"] += replay.tensors
-            self.counts["scalar_checks"] += replay.scalars
+            self.counts["tensor_checks"] += capture.tensors
+            self.counts["scalar_checks"] += capture.scalars
             for f in findings:
                 (self.alarms if f.alarm else self.information)[f"{f.path}: {f.kind}"] += 1
             if alarms:
@@ -168,6 +170,7 @@ _COUNTS = (
     "replays_refused",
     "eager_steps",
     "replays_unguarded",
+    "replays_walked",
     "tensor_checks",
     "scalar_checks",
 )

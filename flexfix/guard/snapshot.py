@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 
 from flexfix.guard.layout import Layout, layout_changes, layout_of
-from flexfix.guard.walk import leaves
+from flexfix.guard.walk import follow, steps_and_leaves
 
-__all__ = ["Snapshot", "Finding", "take", "compare", "MAX_LEAVES"]
+__all__ = ["Snapshot", "Finding", "take", "check", "compare", "MAX_LEAVES"]
 
 MAX_LEAVES = 20_000  # a walk that reaches this many leaves has wandered out of the metadata
 
@@ -36,15 +36,11 @@ MAX_LEAVES = 20_000  # a walk that reaches this many leaves has wandered out of 
 @dataclass(frozen=True)
 class Snapshot:
     fields: Mapping[str, object]  # path -> Layout (a tensor) or the scalar itself
-    not_read: frozenset[str] = frozenset()  # paths no captured kernel reads: their changes are information
-
-    @property
-    def tensors(self) -> int:
-        return sum(isinstance(v, Layout) for v in self.fields.values())
-
-    @property
-    def scalars(self) -> int:
-        return len(self.fields) - self.tensors
+    not_read: frozenset[str] = frozenset()  # paths no captured kernel reads: left out of the comparison
+    plan: tuple = ()  # (root, steps, path, kind, what the capture saw) per leaf: how check() finds it again
+    root_names: tuple[str, ...] = ()
+    tensors: int = 0
+    scalars: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,8 @@ class Finding:
     detail: str = ""
 
     def line(self) -> str:
-        text = f"{self.path}: {self.kind} {_show(self.capture)} -> {_show(self.replay)}"
+        show = _show if self.kind in ("decision", "number") else str  # a scalar as Python writes it
+        text = f"{self.path}: {self.kind} {show(self.capture)} -> {show(self.replay)}"
         return f"{text} ({self.detail})" if self.detail else text
 
 
@@ -69,20 +66,131 @@ def take(
 ) -> Snapshot:
     """The snapshot of everything reachable from ``roots`` (name -> object).  ``devices``: only tensors on
     these device types count (a CUDA graph reads no CPU tensor); ``None``: every tensor (CPU analogs).
-    ``not_read``: paths known to be read by no captured kernel (see :mod:`flexfix.guard.vllm_metadata`)."""
+    ``not_read``: paths known to be read by no captured kernel (see :mod:`flexfix.guard.vllm_metadata`): left out."""
     wanted = None if devices is None else set(devices)
+    skipped = frozenset(not_read)
     fields: dict[str, object] = {}
+    plan: list[tuple] = []
     for name, root in roots.items():
-        for path, value in leaves(root, name):
+        for path, steps, value in steps_and_leaves(root, name):
+            if path in skipped:
+                continue
             if isinstance(value, torch.Tensor):
                 if wanted is not None and value.device.type not in wanted:
                     continue
-                fields[path] = layout_of(value)
+                layout = layout_of(value)
+                fields[path] = layout
+                plan.append((name, steps, path, _TENSOR, (layout, _key(value))))
+            elif steps and steps[-1][0] == "len":
+                plan.append((name, steps, path, _LEN, value))
             else:
                 fields[path] = value
-            if len(fields) >= MAX_LEAVES:
+                plan.append((name, steps, path, _SCALAR, value))
+            if len(plan) >= MAX_LEAVES:
                 raise RuntimeError(f"flexfix replay guard: more than {MAX_LEAVES} fields under {name!r}")
-    return Snapshot(fields, frozenset(not_read))
+    tensors = sum(isinstance(v, Layout) for v in fields.values())
+    return Snapshot(fields, frozenset(not_read), tuple(plan), tuple(roots), tensors, len(fields) - tensors)
+
+
+_TENSOR, _LEN, _SCALAR = 0, 1, 2
+
+
+def _key(t: torch.Tensor) -> tuple:
+    """What a tensor's layout is compared by on the fast path: equal keys, equal layouts."""
+    return (t.data_ptr(), t.stride(), t.storage_offset(), t.dtype, t.device, t.shape)
+
+
+def check(capture: Snapshot, roots: Mapping[str, object]) -> list[Finding] | None:
+    """:func:`compare` of ``capture`` with the step's ``roots``, the fast way: only along the leaves the capture
+    reached (no walk, no snapshot), by code compiled for this capture's structure (:func:`_compiled`), a tensor
+    compared as one tuple.  None where the step's structure differs from the capture's (a root, a field, a
+    container's length): then take a snapshot and :func:`compare`."""
+    if tuple(roots) != capture.root_names:
+        return None
+    probe, before = _compiled(capture)
+    try:
+        differ = probe(roots, before, _key)
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return None
+    found: list[Finding] = []
+    for i in differ:
+        name, steps, path, kind, was = capture.plan[i]
+        value = follow(roots[name], steps)
+        if kind == _TENSOR:
+            if not isinstance(value, torch.Tensor):
+                return None
+            found += _tensor_findings(path, was[0], layout_of(value))
+        elif kind == _LEN:
+            return None
+        else:
+            if isinstance(value, list):
+                value = tuple(value)
+            elif isinstance(value, torch.Tensor):
+                return None  # a tensor where the capture saw a scalar: the slow path names it
+            if not _same(was, value):
+                found.append(_scalar_finding(path, was, value))
+    return found
+
+
+_COMPILED: dict[int, tuple] = {}
+
+
+def _compiled(capture: Snapshot) -> tuple:
+    """A function ``probe(roots, before, key) -> [indices of the plan's leaves that differ]`` written for this
+    capture's structure (straight-line attribute and item reads, each object reached once), and the values it
+    compares with.  Kept per capture (by id, with the capture itself, so the id cannot be reused)."""
+    found = _COMPILED.get(id(capture))
+    if found is not None and found[0] is capture:
+        return found[1], found[2]
+    lines = ["def probe(roots, B, key):", "    d = []"]
+    names: dict[tuple, str] = {}
+    consts: list[object] = []
+
+    def ref(root: str, steps: tuple) -> str:
+        if (root, steps) in names:
+            return names[(root, steps)]
+        if not steps:
+            consts.append(root)
+            expr = f"roots[C[{len(consts) - 1}]]"
+        else:
+            parent = ref(root, steps[:-1])
+            op, arg = steps[-1]
+            if op == "attr" and isinstance(arg, str) and arg.isidentifier() and not arg.startswith("__"):
+                expr = f"{parent}.{arg}"
+            else:
+                consts.append((op, arg))
+                expr = f"F({parent}, (C[{len(consts) - 1}],))"
+        var = f"o{len(names)}"
+        lines.append(f"    {var} = {expr}")
+        names[(root, steps)] = var
+        return var
+
+    before = []
+    for i, (root, steps, _, kind, was) in enumerate(capture.plan):
+        obj = ref(root, steps[:-1]) if steps else ref(root, ())
+        if steps and steps[-1][0] != "len":
+            op, arg = steps[-1]
+            if op == "attr" and isinstance(arg, str) and arg.isidentifier() and not arg.startswith("__"):
+                leaf = f"{obj}.{arg}"
+            else:
+                consts.append((op, arg))
+                leaf = f"F({obj}, (C[{len(consts) - 1}],))"
+        elif steps:
+            leaf = f"len({obj})"
+        else:
+            leaf = obj
+        if kind == _TENSOR:
+            lines.append(f"    if key({leaf}) != B[{i}]: d.append({i})")
+            before.append(was[1])
+        else:
+            lines.append(f"    v = {leaf}")
+            lines.append(f"    if v.__class__ is not T[{i}] or v != B[{i}]: d.append({i})")
+            before.append(was)
+    lines.append("    return d")
+    scope = {"C": consts, "F": follow, "T": [type(b) for b in before]}
+    exec(compile("\n".join(lines), "<flexfix.guard.snapshot probe>", "exec"), scope)  # noqa: S102
+    _COMPILED[id(capture)] = (capture, scope["probe"], tuple(before))
+    return scope["probe"], tuple(before)
 
 
 def compare(capture: Snapshot, replay: Snapshot) -> list[Finding]:
@@ -91,21 +199,28 @@ def compare(capture: Snapshot, replay: Snapshot) -> list[Finding]:
         before = capture.fields.get(path, _ABSENT)
         after = replay.fields.get(path, _ABSENT)
         if isinstance(before, Layout) and isinstance(after, Layout):
-            changes = layout_changes(before, after)
-            unread = path in capture.not_read
-            for kind, a, b in changes:
-                note = _shape_note(before, after) + ("; read by no captured kernel" if unread else "")
-                found.append(Finding(path, kind, a, b, not unread, note))
-            if not changes and before.shape != after.shape:
-                found.append(Finding(path, "shape", list(before.shape), list(after.shape), False))
+            found += _tensor_findings(path, before, after)
         elif isinstance(before, Layout):
             found.append(Finding(path, "missing", before.describe(), _show(after), True, "a captured tensor is gone"))
         elif isinstance(after, Layout):
             found.append(Finding(path, "appeared", _show(before), after.describe(), True, "not read by the capture"))
         elif not _same(before, after):
-            decision = _is_decision(before) or _is_decision(after) or type(before) is not type(after)
-            found.append(Finding(path, "decision" if decision else "number", before, after, decision))
+            found.append(_scalar_finding(path, before, after))
     return found
+
+
+def _tensor_findings(path: str, before: Layout, after: Layout) -> list[Finding]:
+    changes = layout_changes(before, after)
+    note = _shape_note(before, after) if changes else ""
+    found = [Finding(path, kind, a, b, True, note) for kind, a, b in changes]
+    if not changes and before.shape != after.shape:
+        found.append(Finding(path, "shape", list(before.shape), list(after.shape), False))
+    return found
+
+
+def _scalar_finding(path: str, before: object, after: object) -> Finding:
+    decision = _is_decision(before) or _is_decision(after) or type(before) is not type(after)
+    return Finding(path, "decision" if decision else "number", before, after, decision)
 
 
 class _Absent:

@@ -9,8 +9,9 @@ class (several KV-cache groups), so that a path reads ``FlexAttentionMetadata.bl
 
 :data:`NOT_READ` lists the fields reachable from a metadata object that no captured kernel reads: each is
 made anew at every build and consumed by the build itself, outside the graph, so its pointer moves at
-every step of a correct backend.  Each entry says where vLLM uses it.  Their changes are reported as
-information, never as alarms.
+every step of a correct backend.  Each entry says where vLLM uses it.  They are left out of the comparison (a
+backend whose forward rebuilt its block mask inside the graph would read ``num_blocks_per_seq`` there; vLLM
+0.20-0.26 rebuild it only for a layer whose sliding window or mask differs from the metadata's).
 """
 
 from __future__ import annotations

@@ -47,26 +47,34 @@ def install(guard_of) -> bool:
     has no ``CUDAGraphWrapper`` or it is wrapped already."""
     try:
         from vllm.compilation.cuda_graph import CUDAGraphWrapper
+        from vllm.config import CUDAGraphMode
+        from vllm.forward_context import get_forward_context, is_forward_context_available
     except ImportError:
         return False
     if _ORIGINAL in CUDAGraphWrapper.__dict__:
         return False
     original = CUDAGraphWrapper.__call__
+    full = CUDAGraphMode.FULL
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Every wrapper passes here, PIECEWISE ones several times a step: leave them as soon as possible.
         guard: ReplayGuard | None = guard_of()
-        if guard is None or not guard.enabled:
+        if guard is None or not guard.enabled or self.runtime_mode != full or not is_forward_context_available():
             return original(self, *args, **kwargs)
-        step = _step(self, kwargs)
-        if step is None:
+        context = get_forward_context()
+        descriptor = context.batch_descriptor
+        if context.cudagraph_runtime_mode != full or descriptor is None:
             return original(self, *args, **kwargs)
-        key, roots, capturing = step
-        if not any(name not in kwargs and name != "slot_mapping" for name in roots):
-            guard.counts["replays_unguarded" if not capturing else "captures_without_metadata"] += 1
-            return original(self, *args, **kwargs)  # a dummy run without attention metadata: nothing to compare
+        entry = self.concrete_cudagraph_entries.get(descriptor)
+        capturing = entry is None or entry.cudagraph is None
+        if context.attn_metadata is None:  # a dummy run: no metadata to hold to
+            guard.counts["captures_without_metadata" if capturing else "replays_unguarded"] += 1
+            return original(self, *args, **kwargs)
+        key = GraphKey(id(self), "FULL", descriptor)
+        roots = vllm_metadata.roots(context.attn_metadata, getattr(context, "slot_mapping", None), kwargs)
         if capturing:
-            guard.facts.setdefault("vllm_debug_address_check", bool(vars(self).get("is_debugging_mode", False)))
             guard.where.setdefault("attention backend", vllm_metadata.backends(roots))
+            guard.facts.setdefault("vllm_debug_address_check", bool(vars(self).get("is_debugging_mode", False)))
             guard.captured(key, roots, vllm_metadata.not_read_paths(roots))
             return original(self, *args, **kwargs)
         if guard.before_replay(key, roots):
@@ -98,20 +106,3 @@ def installed() -> bool:
     except ImportError:
         return False
     return _ORIGINAL in CUDAGraphWrapper.__dict__
-
-
-def _step(wrapper, kwargs: dict) -> tuple[GraphKey, dict, bool] | None:
-    """(key, roots, capturing) when this call captures or replays a FULL graph, else None."""
-    from vllm.config import CUDAGraphMode
-    from vllm.forward_context import get_forward_context, is_forward_context_available
-
-    if wrapper.runtime_mode != CUDAGraphMode.FULL or not is_forward_context_available():
-        return None
-    context = get_forward_context()
-    descriptor = context.batch_descriptor
-    if context.cudagraph_runtime_mode != wrapper.runtime_mode or descriptor is None:
-        return None
-    entry = wrapper.concrete_cudagraph_entries.get(descriptor)
-    capturing = entry is None or entry.cudagraph is None
-    roots = vllm_metadata.roots(context.attn_metadata, getattr(context, "slot_mapping", None), kwargs)
-    return GraphKey(id(wrapper), "FULL", descriptor), roots, capturing

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["SCALARS", "leaves", "is_scalar"]
+__all__ = ["SCALARS", "leaves", "steps_and_leaves", "follow", "is_scalar"]
 
 SCALARS = (bool, int, float, complex, str, bytes, enum.Enum, torch.dtype, torch.device, type(None))
 MAX_DEPTH = 12
@@ -38,55 +38,84 @@ def is_scalar(value: object) -> bool:
 
 def leaves(root: object, name: str) -> Iterator[tuple[str, object]]:
     """``(path, tensor or scalar)`` for everything reachable from ``root``, paths starting with ``name``."""
-    yield from _walk(root, name, set(), 0)
+    for path, steps, value in steps_and_leaves(root, name):
+        if not steps or steps[-1][0] != "len":
+            yield path, value
 
 
-def _walk(obj: object, path: str, seen: set[int], depth: int) -> Iterator[tuple[str, object]]:
+def steps_and_leaves(root: object, name: str) -> Iterator[tuple[str, tuple, object]]:
+    """As :func:`leaves`, with the steps that lead from ``root`` to each leaf (see :func:`follow`), and a
+    ``len`` leaf for every dict, list and tuple on the way (so that a replay can tell the structure changed)."""
+    yield from _walk(root, name, (), set(), 0)
+
+
+def follow(obj: object, steps: tuple) -> object:
+    """The object ``steps`` lead to from ``obj``; raises (AttributeError, KeyError, IndexError, TypeError,
+    ValueError) where the structure no longer has that step."""
+    for op, arg in steps:
+        if op == "attr":
+            obj = getattr(obj, arg)
+        elif op == "item":
+            obj = obj[arg]
+        elif op == "cell":
+            obj = obj.__closure__[arg].cell_contents
+        elif op == "attr_item":  # a functools.partial's positional or keyword argument
+            obj = getattr(obj, arg[0])[arg[1]]
+        elif op == "len":
+            return len(obj)
+        else:  # "self" of a bound method
+            obj = obj.__self__
+    return obj
+
+
+def _walk(obj: object, path: str, steps: tuple, seen: set[int], depth: int) -> Iterator[tuple[str, tuple, object]]:
     if isinstance(obj, torch.Tensor):
-        yield path, obj
+        yield path, steps, obj
         return
     if is_scalar(obj):
-        yield path, (tuple(obj) if isinstance(obj, list) else obj)
+        yield path, steps, (tuple(obj) if isinstance(obj, list) else obj)
         return
     if depth >= MAX_DEPTH or id(obj) in seen or isinstance(obj, _OPAQUE):
         return
     seen.add(id(obj))
-    for sub, value in _children(obj):
-        yield from _walk(value, f"{path}{sub}", seen, depth + 1)
+    if isinstance(obj, (dict, list, tuple)):
+        yield f"{path}.__len__", (*steps, ("len", None)), len(obj)
+    for sub, step, value in _children(obj):
+        yield from _walk(value, f"{path}{sub}", (*steps, step), seen, depth + 1)
 
 
-def _children(obj: object) -> Iterator[tuple[str, object]]:
+def _children(obj: object) -> Iterator[tuple[str, tuple, object]]:
     if dataclasses.is_dataclass(obj):
         for f in dataclasses.fields(obj):
-            yield f".{f.name}", getattr(obj, f.name, None)
+            yield f".{f.name}", ("attr", f.name), getattr(obj, f.name, None)
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            yield f"[{k!r}]", v
+            yield f"[{k!r}]", ("item", k), v
     elif isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a namedtuple
         for k in obj._fields:
-            yield f".{k}", getattr(obj, k)
+            yield f".{k}", ("attr", k), getattr(obj, k)
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            yield f"[{i}]", v
+            yield f"[{i}]", ("item", i), v
     elif isinstance(obj, functools.partial):
-        yield ".<func>", obj.func
+        yield ".<func>", ("attr", "func"), obj.func
         for i, v in enumerate(obj.args):
-            yield f".<arg{i}>", v
+            yield f".<arg{i}>", ("attr_item", ("args", i)), v
         for k, v in obj.keywords.items():
-            yield f".<{k}>", v
+            yield f".<{k}>", ("attr_item", ("keywords", k)), v
     elif isinstance(obj, types.FunctionType):
         cells = obj.__closure__ or ()
-        for var, cell in zip(obj.__code__.co_freevars, cells):
+        for i, (var, cell) in enumerate(zip(obj.__code__.co_freevars, cells)):
             try:
-                yield f".<{var}>", cell.cell_contents
+                yield f".<{var}>", ("cell", i), cell.cell_contents
             except ValueError:  # an empty cell
                 continue
     elif isinstance(obj, types.MethodType):
-        yield ".<self>", obj.__self__
+        yield ".<self>", ("self", None), obj.__self__
     elif hasattr(obj, "__dict__") or hasattr(type(obj), "__slots__"):
         names = list(getattr(obj, "__dict__", {}))
         for cls in type(obj).__mro__:
             names += [s for s in getattr(cls, "__slots__", ()) if s not in ("__dict__", "__weakref__")]
         for k in dict.fromkeys(names):
             if hasattr(obj, k):
-                yield f".{k}", getattr(obj, k)
+                yield f".{k}", ("attr", k), getattr(obj, k)
