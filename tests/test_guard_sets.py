@@ -73,3 +73,27 @@ def test_unknown_or_overlapping_sets_are_refused(tmp_path):
         guard_sets.record_sets(["nope"], tmp_path, "cpu")
     with pytest.raises(ValueError, match="share an engine"):
         guard_sets.record_sets(["guard_stock_error", "guard_v0_20_2"], tmp_path, "cpu")
+
+
+RECORDED = [
+    "guard_stock_error",
+    "guard_stock_error_17",
+    "guard_stock_eager",
+    "guard_patched_reference",
+    "guard_false_alarms",
+    "guard_debug",
+    "guard_v0_20_2",
+    "guard026_false_alarms",
+    "guard026_mutants",
+    "stock_workarounds",
+]
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_each_recorded_file_holds_exactly_its_set(name):
+    """The code's sets and the data agree: rerunning a set runs the engines its file holds."""
+    from pathlib import Path
+
+    table, prov = results.read_results(Path(__file__).resolve().parents[1] / "data" / f"{name}-cuda.json")
+    assert prov["device_kind"] == "cuda" and prov["parameters"]["set"] == name
+    assert len(guard_sets._rows_of(table, guard_sets.SETS[name])) == len(guard_sets.SETS[name]) == len(table)

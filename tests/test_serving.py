@@ -438,3 +438,23 @@ def test_notebook_06_runs_on_cpu_against_the_fake(tmp_path):
     assert "device path: cpu" in text and "FAKE" in text
     if not (ROOT / "data" / "serve-cuda.json").exists():
         assert "The GPU serving run is not recorded yet: it will be ../data/serve-cuda.json" in text
+
+
+def test_the_guard_scenarios_set_flexfix_guard_and_are_judged_by_the_log():
+    from flexfix.integration.serving import run as serving_run
+    from flexfix.integration.serving.scenarios import SCENARIOS
+
+    assert SCENARIOS["guard_error"].env() == {
+        "FLEXFIX_PATCH": "0",
+        "VLLM_BATCH_INVARIANT": "0",
+        "FLEXFIX_GUARD": "error",
+    }
+    assert SCENARIOS["guard_eager"].env()["FLEXFIX_GUARD"] == "eager"
+    assert SCENARIOS["stock"].env()["FLEXFIX_GUARD"] == "0"  # the other servers run without a guard, and say so
+    assert {SCENARIOS[n].model for n in ("guard_error", "guard_eager", "patched_tiny", "patched_tiny_again")} == {
+        "tiny"
+    }
+    row = {"ima_in_log": False, "guard_refused_in_log": True, "server_exited_with": None}
+    stages = [{"stage": "together", "errored": 48, "compared": 0, "logprobs_differ": []}]
+    status, detail = serving_run._status(row, stages)
+    assert status == "guard_refused" and "48 requests errored" in detail

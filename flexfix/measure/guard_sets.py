@@ -15,6 +15,12 @@ vLLM 0.20.0 (stock = as released, FlexAttention, default CUDA graphs, the tiny L
   bitwise), plus the every-request check of notebook 01 and the needle sweep of notebook 04;
 * ``guard_false_alarms``: the patched engine under ``FLEXFIX_GUARD=log`` over the engine sweeps of notebooks 01
   and 04 (1 to 128 requests, both models, ``VLLM_BATCH_INVARIANT`` 0 and 1): the guard should raise no alarm;
+* ``guard_stock_error_17``: 17 requests as notebook 01 serves them (graphs up to 48 tokens), with and without
+  the guard;
+* ``stock_workarounds``: stock 0.20.0 without the plugin, every request alone and among 48 and 128: piecewise
+  graphs only, no graphs, and ``max_num_seqs=16``;
+* ``stock_workaround_cost``: what those cost, output tokens/s of the variance model at 48 and 128 requests against
+  the patched engine with full graphs (timed: one engine at a time);
 * ``guard_debug``: stock, 48 requests, ``VLLM_LOGGING_LEVEL=DEBUG`` (vLLM's own replay address check on) and
   ``FLEXFIX_GUARD=log``: vLLM's check stays silent, the guard names ``kv_indices``;
 * ``guard_cost``: the variance model, patched, ``FLEXFIX_GUARD=error``, tokens/s with the guard checking and not,
@@ -81,7 +87,23 @@ SETS: dict[str, list[EngineRun]] = {
         replace(PATCHED, batch_invariant=True, generations=(48,)),
     ],
     "guard_false_alarms": _false_alarm_runs(["FLEX_ATTENTION"], runner_v1=False),
+    # 17 requests as notebook 01 runs them (max_num_seqs 48: the decode of 17 is padded to a graph of 24; with
+    # max_num_seqs 17, as in guard_stock_error, no graph holds 17 tokens and nothing replays), with and without
+    "guard_stock_error_17": [replace(STOCK, guard=g, generations=(17,), max_num_seqs=48) for g in ("error", "")],
     "guard_debug": [replace(STOCK, guard="log", debug=True, generations=(48,))],
+    # what a user of 0.20.x can do without the plugin: no full graphs, no graphs, or one query block at most
+    "stock_workarounds": [
+        replace(STOCK, graphs="piecewise", every_request=(48, 128)),
+        replace(STOCK, graphs="eager", every_request=(48, 128)),
+        replace(STOCK, max_num_seqs=16, every_request=(48, 128)),
+    ],
+    # and what each costs: output tokens/s at 48 and 128 requests against the patched engine (timed: alone)
+    "stock_workaround_cost": [
+        replace(STOCK, model="variance", graphs="piecewise", throughput=(48, 128)),
+        replace(STOCK, model="variance", graphs="eager", throughput=(48, 128)),
+        replace(STOCK, model="variance", max_num_seqs=16, throughput=(48, 128)),
+        replace(PATCHED, model="variance", throughput=(48, 128)),
+    ],
     "guard_cost": [
         replace(PATCHED, model="variance", guard="error", guard_cost=(48, 128), throughput_tokens=128, repeats=6)
     ],
@@ -94,7 +116,7 @@ SETS: dict[str, list[EngineRun]] = {
     + [replace(TRITON, mutant=m, generations=(32,), guard=g) for m in sorted(MUTANTS) for g in ("", "error")]
     + [replace(TRITON, mutant="frozen_decision", graphs="eager", generations=(32,))],
 }
-TIMED = {"guard_cost"}  # engines that time throughput run alone
+TIMED = {"guard_cost", "stock_workaround_cost"}  # engines that time throughput run alone, one at a time
 MAX_WORKERS = 16  # engines side by side on one GPU
 
 

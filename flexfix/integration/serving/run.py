@@ -23,9 +23,11 @@ from flexfix.measure.engine_sweep import compare_generations
 
 __all__ = ["STATUSES", "IMA_WORDS", "PLUGIN_LINE", "run_scenario"]
 
-STATUSES = ("ok", "differs", "errors", "server_died", "illegal_memory_access", "startup_failed")
+STATUSES = ("ok", "differs", "errors", "server_died", "illegal_memory_access", "guard_refused", "startup_failed")
 IMA_WORDS = "illegal memory access"
 PLUGIN_LINE = "flexfix: patched vLLM's FlexAttention backend"
+GUARD_WORDS = "flexfix replay guard"  # the guard's lines in a server's log (flexfix.guard)
+GUARD_REFUSAL = "flexfix replay guard: refusing"
 
 
 def _error_counts(outs: Sequence[dict]) -> dict[str, int]:
@@ -55,6 +57,8 @@ def _stage(stage: str, outs: Sequence[dict], alone: Sequence[dict] | None, secon
     ]
     diffs = [c["max_abs_logprob_diff"] for _, c in compared if c["max_abs_logprob_diff"] is not None]
     rec.update(
+        # every answer as it came, so that two servers' answers to the same requests can be compared afterwards
+        streams=[{"index": o["index"], "tokens": o["tokens"], "logprobs": o["logprobs"]} for o in outs if o["ok"]],
         compared=len(compared),
         bitwise_equal=sum(c["logprobs_bitwise_equal"] for _, c in compared),
         tokens_differ=[i for i, c in compared if not c["tokens_equal"]],
@@ -74,6 +78,8 @@ def _status(row: dict, stages: list[dict]) -> tuple[str, str]:
     what = f"{errored} requests errored, {differ} of {compared} comparisons differ"
     if row["ima_in_log"]:
         return "illegal_memory_access", f"{what}; the server's log names an illegal memory access"
+    if row["guard_refused_in_log"]:
+        return "guard_refused", f"{what}; the server's log has the replay guard's refusal"
     if died:
         return "server_died", f"{what}; the server exited with status {row['server_exited_with']}"
     if errored:
@@ -159,6 +165,8 @@ def run_scenario(
         ima_in_log=IMA_WORDS in text,
         ima_lines=[ln.strip() for ln in text.splitlines() if IMA_WORDS in ln][:5],
         plugin_lines=text.count(PLUGIN_LINE),
+        guard_refused_in_log=GUARD_REFUSAL in text,
+        guard_lines=[ln.strip() for ln in text.splitlines() if GUARD_WORDS in ln][:8],
         log_tail=server.log_tail(20),
         group_left_after_stop=len(group_members(server.pid)) if server.pid else 0,
         seconds=round(time.monotonic() - start, 1),

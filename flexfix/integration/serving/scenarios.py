@@ -45,6 +45,7 @@ class ServeScenario:
     model: str
     expect: tuple[str, ...]
     what: str
+    guard: str = ""  # FLEXFIX_GUARD of the server: "", error, eager or log (flexfix.guard)
 
     def __post_init__(self) -> None:
         if self.model not in LLAMA_CONFIGS:
@@ -58,6 +59,7 @@ class ServeScenario:
         return {
             "FLEXFIX_PATCH": "1" if self.patch else "0",
             "VLLM_BATCH_INVARIANT": "1" if self.batch_invariant else "0",
+            "FLEXFIX_GUARD": self.guard or "0",
         }
 
 
@@ -90,6 +92,46 @@ SCENARIOS = {
             "variance",
             ("ok", "differs"),
             "the fix through the plugin: FLEXFIX_PATCH=1, VLLM_BATCH_INVARIANT=0",
+        ),
+        # The replay guard on stock 0.20.0 (issue 24): refused replays, or steps run without the graph, compared
+        # with the patched server on the same requests, and that server with a second one like it.
+        ServeScenario(
+            "guard_error",
+            False,
+            False,
+            (48, 128),
+            "tiny",
+            ("guard_refused",),
+            "stock vLLM 0.20.0 under FLEXFIX_GUARD=error",
+            guard="error",
+        ),
+        ServeScenario(
+            "guard_eager",
+            False,
+            False,
+            (48, 128),
+            "tiny",
+            ("ok",),
+            "stock vLLM 0.20.0 under FLEXFIX_GUARD=eager",
+            guard="eager",
+        ),
+        ServeScenario(
+            "patched_tiny",
+            True,
+            False,
+            (48, 128),
+            "tiny",
+            ("ok",),
+            "the fix through the plugin on the tiny Llama: FLEXFIX_PATCH=1, VLLM_BATCH_INVARIANT=0",
+        ),
+        ServeScenario(
+            "patched_tiny_again",
+            True,
+            False,
+            (48, 128),
+            "tiny",
+            ("ok",),
+            "a second server like patched_tiny: how often two patched servers agree",
         ),
     )
 }

@@ -1,0 +1,173 @@
+"""The replay guard's recorded runs as small tables: what each engine did, what the guard saw, what it cost.
+
+Each function takes a table read from one of :mod:`flexfix.measure.guard_sets`' results files (a row per
+engine: the run's fields, its outcome and its child's records) and keeps what a notebook shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from flexfix.measure.generations import compare_generations
+
+__all__ = [
+    "guard_summary",
+    "engine_guard",
+    "eager_vs_reference",
+    "false_alarms",
+    "guard_cost",
+    "mutant_table",
+    "first_message",
+]
+
+
+def guard_summary(records: Iterable[dict]) -> dict:
+    """The guard's own count from a child's records (its ``guard`` record), or an empty dict."""
+    found = [r for r in records if r.get("kind") == "guard"]
+    return found[-1] if found else {}
+
+
+def _generations(records: Iterable[dict]) -> dict[int, dict]:
+    return {r["requests"]: r for r in records if r.get("kind") == "generations"}
+
+
+def _fields(alarms: dict) -> str:
+    return ", ".join(sorted({key.rsplit(": ", 1)[0].split(".", 1)[-1] for key in alarms})) or "none"
+
+
+def engine_guard(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per engine: the guard's mode, the requests it served, its outcome, and what the guard saw."""
+    rows = []
+    for _, r in table.iterrows():
+        g = guard_summary(r["records"])
+        first = g.get("first_alarm") or {}
+        rows.append(
+            {
+                "engine": r["engine"],
+                "guard": r.get("guard") or "none",
+                "requests": ",".join(str(n) for n in (r.get("generations") or r.get("every_request") or [])),
+                "outcome": r["status"],
+                "replays checked": g.get("replays_checked", 0),
+                "replays with an alarm": g.get("replays_alarmed", 0),
+                "steps run without the graph": g.get("eager_steps", 0),
+                "fields named": _fields(g.get("alarms", {})),
+                "first alarm at replay": first.get("replay_number"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def first_message(table: pd.DataFrame) -> str | None:
+    """The guard's message of the first engine it stopped (outcome ``guard_refused``), as the child reported it."""
+    for _, r in table.iterrows():
+        if r["status"] == "guard_refused":
+            return r.get("message") or r["detail"]
+    return None
+
+
+def eager_vs_reference(guarded: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """For each engine pair with the same batch-invariance setting, and each request count both recorded: how many
+    requests of the guarded engine (``eager``) have the reference's token ids, and its logprobs bitwise."""
+    rows = []
+    for _, g in guarded.iterrows():
+        match = reference[reference["batch_invariant"] == g["batch_invariant"]]
+        if match.empty:
+            continue
+        ref = _generations(match.iloc[0]["records"])
+        for n, mine in sorted(_generations(g["records"]).items()):
+            if n not in ref:
+                continue
+            pairs = [
+                compare_generations(t, lp, rt, rlp)
+                for t, lp, rt, rlp in zip(mine["tokens"], mine["logprobs"], ref[n]["tokens"], ref[n]["logprobs"])
+            ]
+            rows.append(
+                {
+                    "engine": g["engine"],
+                    "reference": match.iloc[0]["engine"],
+                    "requests": n,
+                    "same tokens": sum(p["tokens_equal"] for p in pairs),
+                    "bitwise equal": sum(p["logprobs_bitwise_equal"] for p in pairs),
+                    "of": len(pairs),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def false_alarms(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per engine under ``FLEXFIX_GUARD=log``: graphs captured, replays checked, fields per graph, alarms."""
+    rows = []
+    for _, r in table.iterrows():
+        g = guard_summary(r["records"])
+        rows.append(
+            {
+                "engine": r["engine"],
+                "backend": r.get("backend", "FLEX_ATTENTION"),
+                "model runner": {"v1": "V1", "v2": "V2"}.get(r.get("runner") or "", "default"),
+                "outcome": r["status"],
+                "graphs captured": g.get("graphs_captured", 0),
+                "replays checked": g.get("replays_checked", 0),
+                "tensors per graph": g.get("fields_per_graph", 0),
+                "alarms": sum(g.get("alarms", {}).values()),
+                "fields with an alarm": _fields(g.get("alarms", {})),
+                "hooks": ", ".join(g.get("hooks", [])),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def guard_cost(table: pd.DataFrame) -> pd.DataFrame:
+    """Tokens/s with the guard checking over tokens/s without, in one engine: the ratio of medians and the range of
+    the per-repetition ratios."""
+    rows = []
+    for _, r in table.iterrows():
+        for rec in r["records"]:
+            if rec.get("kind") == "guard_cost":
+                rows.append(
+                    {
+                        "engine": r["engine"],
+                        "requests": rec["requests"],
+                        "tokens/s, guard on": round(rec["tokens_per_second_on"], 1),
+                        "tokens/s, guard off": round(rec["tokens_per_second_off"], 1),
+                        "on / off": round(rec["ratio"], 4),
+                        "lowest pair": round(min(rec["pair_ratios"]), 4),
+                        "highest pair": round(max(rec["pair_ratios"]), 4),
+                        "repetitions": len(rec["pair_ratios"]),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def mutant_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Each planted mutant without the guard (outcome; requests with the clean backend's tokens) and under
+    ``FLEXFIX_GUARD=error`` (outcome; the fields the guard named)."""
+    clean = table[(table["mutant"] == "") & (table["graphs"] == "full")]
+    ref = _generations(clean.iloc[0]["records"]) if not clean.empty else {}
+    rows = []
+    for mutant in sorted(m for m in table["mutant"].unique() if m):
+        mine = table[(table["mutant"] == mutant) & (table["graphs"] == "full")]
+        plain = mine[mine["guard"] == ""]
+        guarded = mine[mine["guard"] == "error"]
+        row = {"mutant": mutant}
+        if not plain.empty:
+            p = plain.iloc[0]
+            gens = _generations(p["records"])
+            row["without the guard"] = p["status"]
+            row["requests with the clean tokens"] = _same_tokens(gens, ref)
+        if not guarded.empty:
+            g = guarded.iloc[0]
+            row["under FLEXFIX_GUARD=error"] = g["status"]
+            row["fields named"] = _fields(guard_summary(g["records"]).get("alarms", {}))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _same_tokens(mine: dict[int, dict], ref: dict[int, dict]) -> str:
+    both = sorted(set(mine) & set(ref))
+    if not both:
+        return "not recorded"
+    n = both[0]
+    same = sum(a == b for a, b in zip(mine[n]["tokens"], ref[n]["tokens"]))
+    return f"{same} of {len(ref[n]['tokens'])}"
