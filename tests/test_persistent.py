@@ -5,7 +5,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexfix.mechanism.persistent import copy_to_persistent, copy_to_persistent_as_strided, copy_to_slice, storage_map
+from flexfix.mechanism import persistent
+from flexfix.mechanism.persistent import (
+    copy_to_persistent,
+    copy_to_persistent_as_strided,
+    copy_to_slice,
+    storage_map,
+    strides_separate,
+)
 
 
 def test_sliced_copy_keeps_destination_strides():
@@ -236,3 +243,60 @@ def test_overlapping_sources_property(case):
     after = dst.clone()
     after[:g, :k] = before[:g, :k]
     assert torch.equal(after, before)
+
+
+# Issue #25: the checks cost no element-by-element work on the engine's path.
+
+
+@st.composite
+def strided_layouts(draw):
+    ndim = draw(st.integers(1, 4))
+    sizes = draw(st.lists(st.integers(0, 5), min_size=ndim, max_size=ndim))
+    strides = draw(st.lists(st.integers(0, 40), min_size=ndim, max_size=ndim))
+    return sizes, strides
+
+
+@settings(max_examples=1500, deadline=None)
+@given(strided_layouts())
+def test_strides_that_separate_give_every_element_its_own_cell(layout):
+    sizes, strides = layout
+    view = torch.zeros(1000).as_strided(sizes, strides)
+    cells = storage_map(view).flatten()
+    if strides_separate(sizes, strides):
+        assert cells.unique().numel() == cells.numel()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=4), st.randoms(use_true_random=False))
+def test_slices_permutations_and_steps_of_a_dense_buffer_are_decided_by_strides(sizes, rng):
+    view = torch.zeros([2 * s for s in sizes])
+    view = view[tuple(slice(0, rng.randint(1, 2 * s), rng.randint(1, 2)) for s in sizes)]
+    view = view.permute(rng.sample(range(len(sizes)), len(sizes)))
+    assert strides_separate(view.shape, view.stride())
+
+
+def test_interleaved_strides_fall_back_to_the_exact_check(monkeypatch):
+    calls = []
+    real = persistent.storage_map
+    monkeypatch.setattr(persistent, "storage_map", lambda view: calls.append(view.shape) or real(view))
+    distinct = torch.zeros(20, dtype=torch.int32).as_strided((3, 2), (2, 3))  # cells 0 2 4 3 5 7
+    view = copy_to_persistent(distinct, torch.arange(6, dtype=torch.int32).reshape(3, 2))
+    assert view.tolist() == [[0, 1], [2, 3], [4, 5]] and calls == [(3, 2)]
+    shared = torch.zeros(20, dtype=torch.int32).as_strided((3, 3), (1, 2))  # (2, 0) and (0, 1) are cell 2
+    with pytest.raises(ValueError, match="one memory cell"):
+        copy_to_persistent(shared, torch.ones(3, 3, dtype=torch.int32))
+    assert len(calls) == 2 and not shared.any()
+
+
+def test_a_strided_destination_is_decided_without_the_per_element_map(monkeypatch):
+    monkeypatch.setattr(persistent, "storage_map", lambda view: pytest.fail("per-element check"))
+    dst = torch.zeros(8, 20, dtype=torch.int32)[:, ::2]  # a column-stepped buffer: not contiguous
+    view = copy_to_persistent(dst, torch.ones(3, 4, dtype=torch.int32))
+    assert view.stride() == dst.stride() == (20, 2) and view.sum() == 12
+
+
+def test_a_source_that_is_a_detached_alias_is_read_before_writing():
+    dst = torch.arange(16).reshape(4, 4)
+    src = dst.detach().t()[:3, :3]  # another tensor object over the same storage, no _base
+    expected = src.clone()
+    assert torch.equal(copy_to_persistent(dst, src), expected)

@@ -16,9 +16,14 @@ underlying storage it lives in: the figures and tests are built on it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-__all__ = ["copy_to_persistent", "copy_to_persistent_as_strided", "copy_to_slice", "storage_map"]
+__all__ = ["copy_to_persistent", "copy_to_persistent_as_strided", "copy_to_slice", "storage_map", "strides_separate"]
+
+_STRIDED = torch.strided
+_Tensor = torch.Tensor
 
 
 def copy_to_persistent_as_strided(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
@@ -47,7 +52,48 @@ def copy_to_persistent(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     grad, or with cells shared between elements, as an ``expand``-ed view has).  A source that
     shares memory with the destination (a view of the same buffer, transposed, say) is read
     whole before anything is written, so the copy is the source's values as they were.
+
+    It runs several times before every step of the engine, so its checks are decided from
+    attributes, shapes and strides, never element by element (issue #25): for vLLM's buffers
+    (contiguous) they cost about as much as upstream spends building its index tuple
+    (``flexfix copy-speed`` measures it).  Only a non-contiguous destination whose strides
+    alone cannot tell takes the per-element path (see :func:`_shares_cells`).
     """
+    # The engine's calls: a contiguous buffer, a dense source of the same dtype and device.
+    if (
+        isinstance(dst, _Tensor)
+        and isinstance(src, _Tensor)
+        and dst.layout is _STRIDED
+        and src.layout is _STRIDED
+        and dst.dtype is src.dtype
+        and dst.device == src.device
+        and not dst.requires_grad
+        and dst.is_contiguous()  # a cell per element, in every slice of it too
+    ):
+        shape = src.shape
+        rank = len(shape)
+        if rank == dst.ndim:
+            # copy_to_slice's dst[:G, :K], spelled out for one and two dimensions (no tuple built per call)
+            if rank == 1:
+                view = dst[: shape[0]]
+            elif rank == 2:
+                view = dst[: shape[0], : shape[1]]
+            else:
+                view = dst[tuple(slice(0, n) for n in shape)]
+            if view.shape == shape:  # not cut short: src fits
+                if not src.is_meta and dst.untyped_storage().data_ptr() == src.untyped_storage().data_ptr():
+                    src = src.clone()  # read the whole source before writing over it
+                view.copy_(src)
+                return view
+    # Everything else: each check in the documented order, its error if one fails.
+    _refuse(dst, src)
+    if src.device.type != "meta" and _same_storage(dst, src):
+        src = src.clone()  # read the whole source before writing over it
+    return copy_to_slice(dst, src)
+
+
+def _refuse(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """Raise the documented error of the first check ``dst`` and ``src`` fail (in this order); nothing if none."""
     if not isinstance(dst, torch.Tensor) or not isinstance(src, torch.Tensor):
         raise TypeError(f"copy_to_persistent needs two tensors, got dst={type(dst).__name__}, src={type(src).__name__}")
     for side, t in (("dst", dst), ("src", src)):
@@ -77,9 +123,6 @@ def copy_to_persistent(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
             f"copy_to_persistent: dst of shape {tuple(dst.shape)} and strides {tuple(dst.stride())} maps several "
             "elements to one memory cell (an expanded view?); a persistent buffer needs a cell per element"
         )
-    if src.device.type != "meta" and _same_storage(dst, src):
-        src = src.clone()  # read the whole source before writing over it
-    return copy_to_slice(dst, src)
 
 
 def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -87,14 +130,36 @@ def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _shares_cells(dst: torch.Tensor, shape: torch.Size) -> bool:
-    """Whether the leading ``shape`` slice of ``dst`` puts two elements in one storage cell."""
+    """Whether the leading ``shape`` slice of ``dst`` puts two elements in one storage cell.
+
+    Decided from sizes and strides (:func:`strides_separate`); only where they cannot tell (strides
+    interleaved, as ``as_strided`` can make them) by the exact, per-element :func:`storage_map`.
+    """
     view = dst[tuple(slice(0, n) for n in shape)]
     if view.numel() <= 1 or view.is_contiguous():
         return False
     if any(stride == 0 and size > 1 for size, stride in zip(view.shape, view.stride())):
         return True
+    if strides_separate(view.shape, view.stride()):
+        return False
     cells = storage_map(view).flatten()
     return bool(cells.unique().numel() != cells.numel())
+
+
+def strides_separate(sizes: Sequence[int], strides: Sequence[int]) -> bool:
+    """Whether sizes and strides alone prove that every element has its own cell.
+
+    Sufficient, not necessary: with the dimensions of more than one element sorted by stride,
+    each stride must exceed the span of the smaller ones (the farthest offset they reach,
+    ``sum((size - 1) * stride)``), as in any slice, permutation or step of a dense buffer.
+    ``False`` means "cannot tell", not "shared".
+    """
+    span = 0
+    for stride, size in sorted((abs(st), sz) for sz, st in zip(sizes, strides) if sz > 1):
+        if stride <= span:
+            return False
+        span += (size - 1) * stride
+    return True
 
 
 def copy_to_slice(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
