@@ -300,3 +300,25 @@ def test_a_source_that_is_a_detached_alias_is_read_before_writing():
     src = dst.detach().t()[:3, :3]  # another tensor object over the same storage, no _base
     expected = src.clone()
     assert torch.equal(copy_to_persistent(dst, src), expected)
+
+
+@pytest.mark.parametrize(
+    "dst_shape, src_shape",
+    [((), ()), ((5,), (5,)), ((5,), (0,)), ((4, 6), (4, 6)), ((4, 6), (2, 6)), ((4, 6), (4, 3)), ((4, 6), (0, 9))],
+)
+def test_whole_buffers_and_empty_sources(dst_shape, src_shape):
+    dst = torch.zeros(dst_shape, dtype=torch.int32)
+    src = torch.ones(src_shape, dtype=torch.int32)
+    if any(s > d for s, d in zip(src_shape, dst_shape)):
+        with pytest.raises(ValueError, match="does not fit"):
+            copy_to_persistent(dst, src)
+        return
+    view = copy_to_persistent(dst, src)
+    assert view.shape == src.shape and view.stride() == dst.stride() and torch.equal(view, src)
+    assert view.untyped_storage().data_ptr() == dst.untyped_storage().data_ptr()
+    assert int(dst.sum()) == src.numel()
+
+
+def test_meta_buffers_copy_on_meta():
+    view = copy_to_persistent(torch.empty(4, 8, device="meta"), torch.empty(2, 3, device="meta"))
+    assert view.device.type == "meta" and view.shape == (2, 3) and view.stride() == (8, 1)

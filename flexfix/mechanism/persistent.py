@@ -70,21 +70,30 @@ def copy_to_persistent(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         and not dst.requires_grad
         and dst.is_contiguous()  # a cell per element, in every slice of it too
     ):
-        shape = src.shape
-        rank = len(shape)
-        if rank == dst.ndim:
-            # copy_to_slice's dst[:G, :K], spelled out for one and two dimensions (no tuple built per call)
-            if rank == 1:
+        # The leading slice src fits in, built for one and two dimensions without the tuple upstream builds per
+        # call, and the whole buffer as dst[...] (an alias: the cheapest view); None where src does not fit.
+        shape, limits = src.shape, dst.shape
+        rank, view = len(shape), None
+        if rank != len(limits):
+            pass
+        elif rank == 1:
+            if shape[0] < limits[0]:
                 view = dst[: shape[0]]
-            elif rank == 2:
-                view = dst[: shape[0], : shape[1]]
-            else:
-                view = dst[tuple(slice(0, n) for n in shape)]
-            if view.shape == shape:  # not cut short: src fits
-                if not src.is_meta and dst.untyped_storage().data_ptr() == src.untyped_storage().data_ptr():
-                    src = src.clone()  # read the whole source before writing over it
-                view.copy_(src)
-                return view
+            elif shape[0] == limits[0]:
+                view = dst[...]
+        elif rank == 2:
+            (rows, width), (max_rows, max_width) = shape, limits
+            if rows <= max_rows and width <= max_width:
+                view = dst[:rows, :width] if width < max_width else dst[:rows] if rows < max_rows else dst[...]
+        else:
+            view = dst[tuple(slice(0, n) for n in shape)]
+            view = view if view.shape == shape else None
+        if view is not None:
+            # (storages without data, meta or empty, all sit at 0: cloning such a source changes nothing)
+            if dst.untyped_storage().data_ptr() == src.untyped_storage().data_ptr():
+                src = src.clone()  # read the whole source before writing over it
+            view.copy_(src)
+            return view
     # Everything else: each check in the documented order, its error if one fails.
     _refuse(dst, src)
     if src.device.type != "meta" and _same_storage(dst, src):
