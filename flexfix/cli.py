@@ -10,6 +10,7 @@
     flexfix releases [check-patch]      # which vLLM releases carry the bug, read from their wheels
     flexfix serve record                # the fix under vllm serve
     flexfix guard SET ...               # the replay guard's evidence (FLEXFIX_GUARD=error|eager|log in vLLM)
+    flexfix copy-speed --device cuda    # the installed copy's cost per call against vLLM 0.21.0's slice copy
 
 Each command's module builds its own parser (``build_parser(prog)``) and runs it (``main(argv, prog)``); they are
 imported only when their command runs, so ``flexfix status`` and ``--help`` start fast.
@@ -44,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "releases": ("flexfix.integration.releases.cli", "which vLLM releases carry the bug, read from their wheels"),
     "serve": ("flexfix.integration.serving.recording", "the serving scenarios under vllm serve (serve record)"),
     "guard": ("flexfix.measure.guard_sets", "record the replay guard's evidence: named sets of engines (GPU)"),
+    "copy-speed": ("flexfix.measure.copy_speed", "the installed copy's cost per call against vLLM 0.21.0's slice copy"),
 }
 ADVICE = {
     "as_strided": "upgrade to vLLM >= 0.21.0, or run vLLM with FLEXFIX_PATCH=1 (flexfix's plugin patches it)",
