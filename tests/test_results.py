@@ -93,8 +93,10 @@ def test_every_recorded_gpu_result_carries_gpu_provenance():
         _, prov = results.read_results(path)
         assert prov["device_kind"] == "cuda" and prov["device_name"].startswith("NVIDIA H") and prov["driver"], path
         assert prov["torch"].startswith("2.11.0") and prov["git_commit"], path
-        # every file ran vLLM 0.20.0 but the one recorded on purpose on 0.20.2 (an affected release as well)
-        assert prov["vllm"] == ("0.20.2" if "v0_20_2" in path.name else "0.20.0"), path
+        # every file ran vLLM 0.20.0 but those recorded on purpose on 0.20.2 (an affected release as well) and, for
+        # the replay guard on a fixed release, 0.26.0 (files named guard026_*)
+        expected = "0.20.2" if "v0_20_2" in path.name else "0.26.0" if path.name.startswith("guard026_") else "0.20.0"
+        assert prov["vllm"] == expected, path
 
 
 def test_recorded_engine_outcomes():

@@ -20,6 +20,7 @@ __all__ = [
     "guard_cost",
     "mutant_table",
     "first_message",
+    "servers_agree",
 ]
 
 
@@ -171,3 +172,39 @@ def _same_tokens(mine: dict[int, dict], ref: dict[int, dict]) -> str:
     n = both[0]
     same = sum(a == b for a, b in zip(mine[n]["tokens"], ref[n]["tokens"]))
     return f"{same} of {len(ref[n]['tokens'])}"
+
+
+def servers_agree(table: pd.DataFrame, pairs: Iterable[tuple[str, str]]) -> pd.DataFrame:
+    """For each pair of serving scenarios and each concurrent batch both served: how many of its requests got the
+    same token ids from both servers, and bitwise the same logprobs."""
+    by_name = table.set_index("scenario")
+    rows = []
+    for a, b in pairs:
+        if a not in by_name.index or b not in by_name.index:
+            continue
+        left, right = (_served(by_name.loc[name, "records"]) for name in (a, b))
+        for n in sorted(set(left) & set(right)):
+            pairs_ = [
+                compare_generations(x["tokens"], x["logprobs"], right[n][i]["tokens"], right[n][i]["logprobs"])
+                for i, x in left[n].items()
+                if i in right[n]
+            ]
+            rows.append(
+                {
+                    "servers": f"{a} vs {b}",
+                    "concurrent requests": n,
+                    "same tokens": sum(p["tokens_equal"] for p in pairs_),
+                    "bitwise equal": sum(p["logprobs_bitwise_equal"] for p in pairs_),
+                    "of": n,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _served(stages: Iterable[dict]) -> dict[int, dict[int, dict]]:
+    """concurrent batch size -> request index -> its answer, from a serving row's ``together`` stages."""
+    return {
+        s["requests"]: {o["index"]: o for o in s.get("streams", [])}
+        for s in stages
+        if s.get("stage") == "together" and "streams" in s
+    }

@@ -20,11 +20,13 @@ from flexfix.integration.serving.client import complete_alone, complete_streamed
 from flexfix.integration.serving.manager import VLLM_LAUNCHER, ServerError, VllmServer, group_members
 from flexfix.integration.serving.scenarios import ServeScenario, requests_for, vllm_args
 from flexfix.measure.engine_sweep import compare_generations
+from flexfix.measure.outcomes import IMA_TEXT
 
-__all__ = ["STATUSES", "IMA_WORDS", "PLUGIN_LINE", "run_scenario"]
+__all__ = ["STATUSES", "IMA_WORDS", "PLUGIN_LINE", "log_findings", "run_scenario"]
 
 STATUSES = ("ok", "differs", "errors", "server_died", "illegal_memory_access", "guard_refused", "startup_failed")
-IMA_WORDS = "illegal memory access"
+# CUDA's own words (not merely "illegal memory access": the replay guard's refusal says that a replay would risk one)
+IMA_WORDS = IMA_TEXT
 PLUGIN_LINE = "flexfix: patched vLLM's FlexAttention backend"
 GUARD_WORDS = "flexfix replay guard"  # the guard's lines in a server's log (flexfix.guard)
 GUARD_REFUSAL = "flexfix replay guard: refusing"
@@ -87,6 +89,18 @@ def _status(row: dict, stages: list[dict]) -> tuple[str, str]:
     if differ:
         return "differs", what
     return "ok", what
+
+
+def log_findings(text: str) -> dict:
+    """What a server's log says of the crash, the plugin's patch and the replay guard."""
+    lines = text.splitlines()
+    return {
+        "ima_in_log": IMA_WORDS in text,
+        "ima_lines": [ln.strip() for ln in lines if IMA_WORDS in ln][:5],
+        "plugin_lines": text.count(PLUGIN_LINE),
+        "guard_refused_in_log": GUARD_REFUSAL in text,
+        "guard_lines": [ln.strip() for ln in lines if GUARD_WORDS in ln][:8],
+    }
 
 
 def run_scenario(
@@ -162,11 +176,7 @@ def run_scenario(
     text = server.log_text()
     row.update(
         server_exited_with=exited,
-        ima_in_log=IMA_WORDS in text,
-        ima_lines=[ln.strip() for ln in text.splitlines() if IMA_WORDS in ln][:5],
-        plugin_lines=text.count(PLUGIN_LINE),
-        guard_refused_in_log=GUARD_REFUSAL in text,
-        guard_lines=[ln.strip() for ln in text.splitlines() if GUARD_WORDS in ln][:8],
+        **log_findings(text),
         log_tail=server.log_tail(20),
         group_left_after_stop=len(group_members(server.pid)) if server.pid else 0,
         seconds=round(time.monotonic() - start, 1),
