@@ -238,7 +238,12 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     if args.device == "cuda" and not params.cuda_available():
         p.error("--device cuda: this machine has no usable CUDA GPU (torch.cuda.is_available() is False)")
     parameters = {**vars(shape), "batches": batches, "contexts": contexts, "prefill_tokens": args.prefill_tokens}
-    parameters |= {"rounds": args.rounds, "min_run_time": args.min_run_time, "timer": "torch.utils.benchmark.Timer"}
+    parameters |= {
+        "rounds": args.rounds,
+        "min_run_time": args.min_run_time,
+        "timer": "torch.utils.benchmark.Timer",
+        "threads": 1,
+    }
     print(f"{len(cases)} copies on {args.device}, {args.rounds} rounds each:", flush=True)
     table = measure(
         shape,
