@@ -56,6 +56,7 @@ def test_notebook_list_is_the_series():
         "04_batch_invariance",
         "05_cost",
         "06_serving",
+        "07_replay_guard",
     ]
 
 
@@ -122,6 +123,19 @@ def test_05_cpu_timing_table(executed):
 
 
 # Hygiene of the committed notebooks.
+
+
+@pytest.mark.notebook
+def test_07_the_guard_refuses_as_strided_and_lets_the_slice_replay(executed):
+    steps = load(executed("07_replay_guard"), "guard_steps")
+    stock, fixed = (steps[steps["copy"] == c].set_index("step") for c in ("as_strided", "sliced"))
+    assert stock.loc["capture", "guard"] == fixed.loc["capture", "guard"] == "captured"
+    # a step no wider than the capture's keeps its strides; every wider one is refused, naming kv_indices
+    assert stock.loc["replay 1", "guard"] == "replayed" and stock.loc["replay 1", "kv_indices strides"] == [16, 1]
+    assert list(stock.loc[["replay 2", "replay 3"], "guard"]) == ["refused", "refused"]
+    assert all("block_mask.kv_indices: strides" in a for a in stock.loc[["replay 2", "replay 3"], "alarms"])
+    assert set(fixed.guard) == {"captured", "replayed"} and set(fixed.alarms) == {"none"}
+    assert len(set(stock.data_ptr)) == 1  # the pointer never moved: only the strides tell
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -118,6 +118,8 @@ def figures():
         ("ratio_lines batch", lambda: plots.ratio_lines(ratios(), "batch", "graph_speedup", "context", "H100", "x")),
         ("ratio_lines context", lambda: plots.ratio_lines(ratios(), "context", "flex_bw_fraction", "batch", "t", "f")),
         ("throughput_points", lambda: plots.throughput_points(throughput_table(), long_title + " repetition)")),
+        ("guard_invariant", lambda: plots.guard_invariant(notebook03_layouts(48))),
+        ("guard_invariant one block", lambda: plots.guard_invariant(notebook03_layouts(48, g=1))),
     ]
 
 
@@ -364,6 +366,7 @@ def _legend_colours(fig: Figure) -> list[tuple[str, str]]:
         ("read_windows", "read_windows grow"),
         ("read_windows", "read_windows shrink"),
         ("storage_owners", "storage_owners replay"),
+        ("guard_invariant", "guard_invariant"),
         ("replay_errors", "replay_errors H100"),
         ("replay_errors", "replay_errors cpu"),
         ("category_heatmap", "category_heatmap kernel"),
@@ -376,3 +379,10 @@ def test_legend_colours_are_the_exported_ones(name, figure):
         keys = [k for k in colours if label.startswith(k)]
         assert keys, f"{label!r} is not named in plots.FIGURE_COLOURS[{name!r}]"
         assert colour == to_hex(colours[max(keys, key=len)][1]), label
+
+
+def test_the_guard_picture_gives_the_guards_own_verdict():
+    stock, fixed = FIGURES["guard_invariant"]().axes[:2]
+    assert stock.get_title().endswith("the guard refuses the replay") and fixed.get_title().endswith("lets it replay")
+    # one query block: a row stride that addresses nothing, whichever copy
+    assert all(a.get_title().endswith("lets it replay") for a in FIGURES["guard_invariant one block"]().axes[:2])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["FlexMetadataSteps"]
+__all__ = ["FlexMetadataSteps", "guard_steps"]
 
 
 @dataclass
@@ -110,3 +110,58 @@ class _Spec:
 
     def __init__(self, block_size: int):
         self.block_size = block_size
+
+
+def guard_steps(requests: int, longest: list[int], mode: str = "error", seed: int = 0) -> tuple[object, str | None]:
+    """The guard in ``mode`` over vLLM's own metadata, as the installed copy builds it: a capture of ``requests``
+    decode requests, then one replay per entry of ``longest`` (that step's longest sequence; the others random
+    below it).  Returns (a table: step, the row width ``K`` and strides of ``kv_indices``, what the guard did and
+    what it found) and the message of the first refusal (None without one).  CPU tensors: the guard counts them
+    here (on a GPU it skips them, as a graph reads none)."""
+    import random
+
+    import pandas as pd
+
+    from flexfix.guard import vllm_metadata
+    from flexfix.guard.replay_guard import ReplayGuard, ReplayGuardError
+
+    rng = random.Random(seed)
+    steps = FlexMetadataSteps(max_num_seqs=max(requests, 16))
+    guard = ReplayGuard(mode, {"vLLM": _vllm(), "attention backend": "FLEX_ATTENTION"}, devices=None)
+    key = f"FULL decode graph of {requests} requests"
+    md = steps.capture(requests)
+    roots = vllm_metadata.roots({"model.layers.0.self_attn.attn": md})
+    guard.captured(key, roots, vllm_metadata.not_read_paths(roots))
+    rows = [_row("capture", md, "captured", [])]
+    message = None
+    for i, top in enumerate(longest, 1):
+        md = steps.step([top] + [rng.randint(1, top) for _ in range(requests - 1)])
+        before = dict(guard.alarms)
+        try:
+            did = (
+                "replayed" if guard.before_replay(key, vllm_metadata.roots({"layer": md})) else "ran without the graph"
+            )
+        except ReplayGuardError as e:
+            did, message = "refused", message or str(e)
+        found = [k for k, n in guard.alarms.items() if n > before.get(k, 0)]
+        rows.append(_row(f"replay {i}", md, did, found))
+    return pd.DataFrame(rows), message
+
+
+def _row(step: str, md, did: str, found: list[str]) -> dict:
+    kv = md.block_mask.kv_indices
+    return {
+        "step": step,
+        "longest sequence": int(md.max_seq_len),
+        "kv_indices shape": list(kv.shape[-2:]),
+        "kv_indices strides": list(kv.stride()[-2:]),
+        "data_ptr": hex(kv.data_ptr()),
+        "guard": did,
+        "alarms": ", ".join(found) or "none",
+    }
+
+
+def _vllm() -> str:
+    from importlib import metadata
+
+    return metadata.version("vllm")

@@ -46,7 +46,7 @@ from dataclasses import replace
 from flexfix.guard.mutants import MUTANTS
 from flexfix.measure.engine_sweep import REQUESTS, EngineRun
 
-__all__ = ["SETS", "TIMED", "record_sets", "build_parser", "main"]
+__all__ = ["SETS", "TIMED", "record_sets", "live", "build_parser", "main"]
 
 STOCK = EngineRun(model="tiny", batch_invariant=False, patched=False, requests=())
 PATCHED = replace(STOCK, patched=True)
@@ -172,6 +172,23 @@ def _rows_of(table, runs: Sequence[EngineRun]) -> list[dict]:
         if any(have == {k: list(v) if isinstance(v, tuple) else v for k, v in w.items()} for w in wanted):
             out.append(row)
     return out
+
+
+def live(requests: int, mode: str = "error", timeout: float = 420):
+    """One stock vLLM 0.20.0 engine (tiny Llama, default graphs) under ``FLEXFIX_GUARD=mode`` serving ``requests``
+    at once, in its child process, now: the row :func:`flexfix.edition.tables.guard.engine_guard` reads (notebook
+    07 on a GPU)."""
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from flexfix.measure.engine_sweep import run_engine
+    from flexfix.measure.record.engines import model_dir
+    from flexfix.measure.record.pool import outcome_row
+
+    run = replace(STOCK, guard=mode, generations=(requests,), max_num_seqs=max(48, requests))
+    out = run_engine(run, model_dir("tiny"), timeout=timeout)
+    return pd.DataFrame([outcome_row(out, engine=run.name, **asdict(run))])
 
 
 PROG = "flexfix guard"

@@ -21,6 +21,8 @@ __all__ = [
     "mutant_table",
     "first_message",
     "servers_agree",
+    "RECORDED",
+    "recorded",
 ]
 
 
@@ -35,7 +37,8 @@ def _generations(records: Iterable[dict]) -> dict[int, dict]:
 
 
 def _fields(alarms: dict) -> str:
-    return ", ".join(sorted({key.rsplit(": ", 1)[0].split(".", 1)[-1] for key in alarms})) or "none"
+    """The field paths of a guard's ``alarms`` (``"path: kind" -> replays``), or ``"none"``."""
+    return ", ".join(sorted({key.rsplit(": ", 1)[0] for key in alarms})) or "none"
 
 
 def engine_guard(table: pd.DataFrame) -> pd.DataFrame:
@@ -157,6 +160,11 @@ def mutant_table(table: pd.DataFrame) -> pd.DataFrame:
             gens = _generations(p["records"])
             row["without the guard"] = p["status"]
             row["requests with the clean tokens"] = _same_tokens(gens, ref)
+            eager = table[(table["mutant"] == mutant) & (table["graphs"] == "eager")]
+            # what the step's metadata asks for: the same mutant without graphs, every step built and run as it is
+            row["requests as without graphs"] = (
+                _same_tokens(gens, _generations(eager.iloc[0]["records"])) if not eager.empty else "not recorded"
+            )
         if not guarded.empty:
             g = guarded.iloc[0]
             row["under FLEXFIX_GUARD=error"] = g["status"]
@@ -208,3 +216,28 @@ def _served(stages: Iterable[dict]) -> dict[int, dict[int, dict]]:
         for s in stages
         if s.get("stage") == "together" and "streams" in s
     }
+
+
+RECORDED = (
+    "guard_stock_error",
+    "guard_stock_error_17",
+    "guard_stock_eager",
+    "guard_patched_reference",
+    "guard_false_alarms",
+    "guard_debug",
+    "guard_cost",
+    "guard_v0_20_2",
+    "guard026_false_alarms",
+    "guard026_mutants",
+)
+
+
+def recorded(data_dir, names: Iterable[str] = RECORDED) -> dict[str, tuple[pd.DataFrame, dict]]:
+    """The guard's recorded GPU files (``<name>-cuda.json`` under ``data_dir``), each checked to hold the columns
+    these views read: name -> (table, provenance)."""
+    from pathlib import Path
+
+    from flexfix.edition import results
+
+    columns = ["engine", "status", "records", "guard", "generations", "batch_invariant", "mutant", "graphs"]
+    return {n: results.read_results(Path(data_dir) / f"{n}-cuda.json", columns=columns) for n in names}

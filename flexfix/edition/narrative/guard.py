@@ -1,0 +1,199 @@
+"""What the replay guard's runs measured, in words (notebook 07): each paragraph leads with what it means, then the
+evidence, every number read from the table it describes (:mod:`flexfix.edition.tables.guard`)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
+
+__all__ = ["stopped", "eager_equal", "false_alarms", "debug_blind_spot", "cost", "mutants", "serving", "workarounds"]
+
+WORDS = {**OUTCOME_WORDS, "guard_refused": "stopped by the guard", "ok": "completed"}
+
+
+def _need(table: pd.DataFrame, columns: list[str], what: str) -> None:
+    missing = [c for c in columns if c not in table]
+    if table.empty or missing:
+        raise ValueError(
+            f"{what}: nothing to say of {'an empty table' if table.empty else f'a table without {missing}'}"
+        )
+
+
+def stopped(engines: pd.DataFrame, where: str) -> str:
+    """``engines``: :func:`flexfix.edition.tables.guard.engine_guard` of engines under ``FLEXFIX_GUARD=error``."""
+    _need(engines, ["requests", "outcome", "replays checked", "first alarm at replay", "fields named"], "stopped")
+    refused = engines[engines["outcome"] == "guard_refused"]
+    quiet = engines[engines["replays checked"] == 0]
+    other = engines[(engines["outcome"] != "guard_refused") & (engines["replays checked"] > 0)]
+    lead = (
+        f"**The guard stopped stock vLLM before a misreading replay in {len(refused)} of {len(engines)} engines** "
+        f"({where}), each at replay {span(refused['first alarm at replay'], '{:.0f}')} of its graph, naming "
+        f"{listing(sorted(set(refused['fields named'])))}; none reached an illegal memory access or a wrong token."
+    )
+    notes = []
+    if len(quiet):
+        notes.append(
+            f"{plural(len(quiet), 'engine')} ({listing(list(quiet['requests']))} requests) replayed no full graph at "
+            "all: the guard had nothing to check, and nothing was misread."
+        )
+    if len(other):
+        outcomes = listing(list(other["outcome"]))
+        notes.append(f"Not stopped although they replayed: {listing(list(other['requests']))} requests ({outcomes}).")
+    return markdown(lead, " ".join(notes))
+
+
+def eager_equal(equal: pd.DataFrame, engines: pd.DataFrame) -> str:
+    """``equal``: :func:`flexfix.edition.tables.guard.eager_vs_reference`; ``engines``: the guarded engines'
+    :func:`~flexfix.edition.tables.guard.engine_guard`."""
+    _need(equal, ["requests", "bitwise equal", "same tokens", "of"], "eager_equal")
+    _need(engines, ["outcome", "replays checked", "steps run without the graph"], "eager_equal")
+    all_equal = bool((equal["bitwise equal"] == equal["of"]).all())
+    pairs = listing(
+        [f"{int(r['bitwise equal'])} of {int(r['of'])} at {int(r['requests'])}" for _, r in equal.iterrows()]
+    )
+    completed = int((engines["outcome"] == "ok").sum())
+    lead = "**Running the misreading steps without their graph gave the patched engine's answers" + (
+        ", bit for bit**" if all_equal else " to some requests only**"
+    )
+    return markdown(
+        f"{lead}: requests bitwise equal (token ids and logprobs) {pairs}.",
+        f"{completed} of {len(engines)} guarded engines completed every request; "
+        f"{int(engines['steps run without the graph'].sum())} of {int(engines['replays checked'].sum())} checked "
+        "replays ran without the graph.",
+    )
+
+
+def false_alarms(table: pd.DataFrame, where: str) -> str:
+    """``table``: :func:`flexfix.edition.tables.guard.false_alarms`."""
+    _need(table, ["alarms", "replays checked", "tensors per graph", "outcome", "backend"], "false_alarms")
+    alarms = int(table["alarms"].sum())
+    lead = (
+        f"**No false alarm: {alarms} alarms**" if alarms == 0 else f"**{plural(alarms, 'alarm')} on correct engines**"
+    )
+    return markdown(
+        f"{lead} over {plural(len(table), 'engine')} ({where}; {listing(sorted(set(table['backend'])))}), "
+        f"{int(table['replays checked'].sum())} replays checked, "
+        f"{span(table['tensors per graph'], '{:.0f}')} tensors per graph; "
+        f"{int((table['outcome'] == 'ok').sum())} of {len(table)} engines completed every request."
+    )
+
+
+def debug_blind_spot(engines: pd.DataFrame, facts: dict) -> str:
+    """``engines``: the DEBUG run's :func:`~flexfix.edition.tables.guard.engine_guard`; ``facts``: its guard's
+    ``facts`` (whether vLLM's own address check was on)."""
+    _need(engines, ["outcome", "fields named", "first alarm at replay"], "debug_blind_spot")
+    row = engines.iloc[0]
+    on = facts.get("vllm_debug_address_check")
+    check = "on (its FULL wrapper said so)" if on else "off" if on is False else "of unknown state"
+    harmed = row["outcome"] != "ok"
+    lead = (
+        "**vLLM's own replay check did not see the bug**"
+        if harmed and row["fields named"] != "none"
+        else "**vLLM's own replay check and the guard, side by side**"
+    )
+    return markdown(
+        f"{lead}: with `VLLM_LOGGING_LEVEL=DEBUG` vLLM's address check was {check}, and the engine ended in "
+        f"{WORDS.get(row['outcome'], row['outcome'])}; the guard, logging only, named {row['fields named']} at replay "
+        f"{row['first alarm at replay']:.0f} of the same run."
+    )
+
+
+def cost(table: pd.DataFrame) -> str:
+    """``table``: :func:`flexfix.edition.tables.guard.guard_cost`."""
+    _need(table, ["requests", "on / off", "lowest pair", "highest pair", "repetitions"], "cost")
+    noisy = bool(((table["lowest pair"] <= 1) & (table["highest pair"] >= 1)).all())
+    lead = (
+        "**The guard's cost is below what this measurement can resolve**" if noisy else "**The guard costs throughput**"
+    )
+    parts = [
+        f"{int(r['requests'])} requests: {r['on / off']:.3f} of the tokens/s without it "
+        f"(pairs {r['lowest pair']:.2f}–{r['highest pair']:.2f} over {int(r['repetitions'])})"
+        for _, r in table.iterrows()
+    ]
+    return markdown(f"{lead}: checking every replay, the same engine ran at {listing(parts, '; ')}.")
+
+
+def mutants(table: pd.DataFrame) -> str:
+    """``table``: :func:`flexfix.edition.tables.guard.mutant_table`."""
+    _need(table, ["mutant", "without the guard", "under FLEXFIX_GUARD=error", "fields named"], "mutants")
+    caught = table[table["under FLEXFIX_GUARD=error"] == "guard_refused"]
+    lines = [
+        f"* **{r['mutant']}**: without the guard {WORDS.get(r['without the guard'], r['without the guard'])}, "
+        f"{r.get('requests with the clean tokens', 'n/a')} requests with the clean backend's tokens"
+        + (
+            f" ({r['requests as without graphs']} as the same mutant answers without graphs)"
+            if r.get("requests as without graphs", "not recorded") != "not recorded"
+            else ""
+        )
+        + "; under the guard "
+        f"{WORDS.get(r['under FLEXFIX_GUARD=error'], r['under FLEXFIX_GUARD=error'])}"
+        + (f", naming {r['fields named']}" if r["fields named"] != "none" else ", no field named")
+        + "."
+        for _, r in table.iterrows()
+    ]
+    return markdown(
+        f"**The guard stopped {len(caught)} of {len(table)} planted mutants** ({listing(list(caught['mutant']))}).",
+        "\n".join(lines),
+    )
+
+
+def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
+    """``table``: the guard's serving rows; ``agree``: :func:`flexfix.edition.tables.guard.servers_agree`."""
+    _need(table, ["scenario", "status", "guard_refused_in_log", "ima_in_log"], "serving")
+    _need(agree, ["servers", "concurrent requests", "bitwise equal", "of"], "serving")
+    rows = table.set_index("scenario")
+    said = []
+    if "guard_error" in rows.index:
+        r = rows.loc["guard_error"]
+        refused = [s for s in r["records"] if s.get("stage") == "together" and s.get("errored")]
+        said.append(
+            f"under `FLEXFIX_GUARD=error` the server {WORDS.get(r['status'], r['status'])}: "
+            + listing(
+                [f"{s['errored']} of {s['requests']} concurrent completions answered {_errors(s)}" for s in refused]
+            )
+            + f"; its log {'has' if r['guard_refused_in_log'] else 'lacks'} the guard's refusal and "
+            f"{'names' if r['ima_in_log'] else 'names no'} CUDA illegal memory access"
+        )
+    pairs = listing(
+        [
+            f"{r['servers']}: {int(r['bitwise equal'])} of {int(r['of'])} at {int(r['concurrent requests'])}"
+            for _, r in agree.iterrows()
+        ],
+        "; ",
+    )
+    return markdown(
+        "**Served, the guard turns the crash into an error response, or into the patched server's answers**: "
+        + "; ".join(said)
+        + ".",
+        f"Requests answered bitwise the same by two servers: {pairs}.",
+    )
+
+
+def _errors(stage: dict) -> str:
+    return ", ".join(f"{what} ({n})" for what, n in (stage.get("errors") or {}).items()) or "errors"
+
+
+def workarounds(safety: pd.DataFrame, throughput: pd.DataFrame) -> str:
+    """``safety``: every-request rows (engine, requests, tokens_differ) of stock engines without the plugin;
+    ``throughput``: their tokens/s and the patched engine's (engine, requests, tokens_per_second, patched)."""
+    _need(safety, ["engine", "requests", "tokens_differ", "logprobs_differ"], "workarounds")
+    _need(throughput, ["engine", "requests", "tokens_per_second", "patched"], "workarounds")
+    wrong = safety[safety["tokens_differ"].map(len) + safety["logprobs_differ"].map(len) > 0]
+    ref = throughput[throughput["patched"]].set_index("requests")["tokens_per_second"]
+    costs = [
+        f"{r['engine']} at {int(r['requests'])}: {r['tokens_per_second'] / ref[r['requests']]:.2f}"
+        for _, r in throughput[~throughput["patched"]].iterrows()
+        if r["requests"] in ref.index
+    ]
+    lead = (
+        "**Without the plugin, stock 0.20.0 answered correctly in each of these ways around the bug**"
+        if wrong.empty
+        else "**Not every way around the plugin was safe**"
+    )
+    return markdown(
+        f"{lead} ({listing(sorted(set(safety['engine'])), '; ')}): every request alone and among "
+        f"{listing(sorted(set(safety['requests'])))} at once gave the same tokens and logprobs in "
+        f"{len(safety) - len(wrong)} of {len(safety)} checks.",
+        f"Each costs throughput against the patched engine with full graphs (tokens/s ratio): {listing(costs, '; ')}.",
+    )

@@ -1,0 +1,102 @@
+"""Notebook 07's views and sentences on the recorded GPU files: each claim checked against the data, and every
+reader refusing a table that lost what it reads."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flexfix.edition import results
+from flexfix.edition.narrative import guard as story
+from flexfix.edition.tables import guard as tg
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+REC = tg.recorded(DATA)
+
+
+def table(name):
+    return REC[name][0]
+
+
+def test_error_mode_stopped_every_engine_that_replayed_naming_kv_indices():
+    engines = tg.engine_guard(pd.concat([table("guard_stock_error"), table("guard_stock_error_17")], ignore_index=True))
+    refused = engines[engines.outcome == "guard_refused"]
+    assert sorted(refused.requests) == ["128", "17", "32", "48", "48"]
+    assert set(refused["fields named"]) == {"FlexAttentionMetadata.block_mask.kv_indices"}
+    assert set(refused["first alarm at replay"]) == {1}
+    quiet = engines[engines["replays checked"] == 0]  # 17 requests with graphs only up to 17 tokens: none holds 17
+    assert list(quiet.requests) == ["17", "17"] and set(quiet.outcome) == {"ok"}
+    text = story.stopped(engines[engines.guard == "error"], "here")
+    assert "in 5 of 6 engines" in text and "replay 1 of its graph" in text
+
+
+def test_eager_mode_gave_the_patched_engines_answers_bit_for_bit():
+    equal = tg.eager_vs_reference(table("guard_stock_eager"), table("guard_patched_reference"))
+    assert list(equal.requests) == [17, 32, 48, 128, 48]
+    assert (equal["bitwise equal"] == equal["of"]).all() and list(equal["of"]) == [17, 32, 48, 128, 48]
+    assert "bit for bit" in story.eager_equal(equal, tg.engine_guard(table("guard_stock_eager")))
+    # without the guard, 17 requests served from a graph of 24: request 16 (query block 1) alone is wrong
+    stock17 = tg.eager_vs_reference(
+        table("guard_stock_error_17").query("guard == ''"), table("guard_patched_reference")
+    )
+    assert stock17.iloc[0][["same tokens", "of"]].tolist() == [16, 17]
+
+
+@pytest.mark.parametrize("name, engines, backends", [
+    ("guard_false_alarms", 4, {"FLEX_ATTENTION"}),
+    ("guard026_false_alarms", 10, {"FLEX_ATTENTION", "TRITON_ATTN"}),
+])  # fmt: skip
+def test_no_false_alarm(name, engines, backends):
+    view = tg.false_alarms(table(name))
+    assert len(view) == engines and view.alarms.sum() == 0 and set(view.outcome) == {"ok"}
+    assert set(view.backend) == backends and (view["replays checked"] > 0).all()
+    assert "**No false alarm: 0 alarms**" in story.false_alarms(view, "here")
+
+
+def test_vllms_own_check_was_on_and_blind():
+    debug = table("guard_debug")
+    facts = tg.guard_summary(debug.iloc[0]["records"])["facts"]
+    assert facts == {"vllm_debug_address_check": True}
+    view = tg.engine_guard(debug)
+    assert view.outcome.item() == "illegal_memory_access"
+    assert view["fields named"].item() == "FlexAttentionMetadata.block_mask.kv_indices"
+    assert "did not see the bug" in story.debug_blind_spot(view, facts)
+
+
+def test_mutants_three_named_the_stale_tail_invisible():
+    view = tg.mutant_table(table("guard026_mutants")).set_index("mutant")
+    assert set(view["under FLEXFIX_GUARD=error"]) == {"guard_refused", "ok"}
+    assert view.loc["stale_tail", "under FLEXFIX_GUARD=error"] == "ok"
+    assert view.loc["row_stride", "fields named"] == "TritonAttentionMetadata.block_table"
+    assert view.loc["fresh_tensor", "fields named"] == "TritonAttentionMetadata.seq_lens"
+    assert "rswa_window" in view.loc["frozen_decision", "fields named"]
+    assert view.loc["stale_tail", "requests with the clean tokens"] == "32 of 32"
+    assert "stopped 3 of 4 planted mutants" in story.mutants(view.reset_index())
+
+
+def test_served_error_and_eager():
+    served, _ = results.read_results(DATA / "serve_guard-cuda.json")
+    rows = served.set_index("scenario")
+    assert rows.loc["guard_error", "status"] == "guard_refused" and not rows.loc["guard_error", "ima_in_log"]
+    assert any("FlexAttentionMetadata.block_mask.kv_indices" in ln for ln in rows.loc["guard_error", "guard_lines"])
+    agree = tg.servers_agree(served, [("guard_eager", "patched_tiny"), ("patched_tiny", "patched_tiny_again")])
+    assert (agree["bitwise equal"] == agree["of"]).all() and list(agree["of"]) == [48, 128, 48, 128]
+
+
+def test_the_cost_is_said_as_measured():
+    view = tg.guard_cost(table("guard_cost"))
+    assert list(view.requests) == [48, 128]
+    noisy = ((view["lowest pair"] <= 1) & (view["highest pair"] >= 1)).all()
+    text = story.cost(view)
+    assert ("below what this measurement can resolve" in text) == bool(noisy)
+    assert f"{view['on / off'].iloc[0]:.3f}" in text
+
+
+@pytest.mark.parametrize("say, view", [
+    (story.stopped, lambda: tg.engine_guard(table("guard_stock_error")).iloc[0:0]),
+    (story.false_alarms, lambda: tg.false_alarms(table("guard_false_alarms")).drop(columns="alarms")),
+    (story.cost, lambda: tg.guard_cost(table("guard_cost")).drop(columns="repetitions")),
+])  # fmt: skip
+def test_a_sentence_refuses_a_table_that_lost_what_it_reads(say, view):
+    with pytest.raises(ValueError, match="nothing to say of"):
+        say(view(), "here") if say is not story.cost else say(view())
