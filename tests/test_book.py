@@ -20,7 +20,11 @@ PUBLISH_COMMANDS = ("`python -m flexfix.publish", "`flexfix publish")
 
 ROOT = Path(__file__).resolve().parent.parent
 EDITION = ROOT / "data" / "notebooks"
-STEMS = [p.stem for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+SOURCES = [p.stem for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+# Notebooks written after the published edition's GPU run: the next edition (issue 26: one cold GPU run of the whole
+# series, then `flexfix publish`) holds them.  The edition is republished whole, never one notebook at a time.
+UNPUBLISHED = {"07_replay_guard": "written after the edition of commit 83debf5"}
+STEMS = [s for s in SOURCES if s not in UNPUBLISHED]
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
 
 
@@ -59,6 +63,12 @@ def _figures(nb):
     return sum(
         "image/png" in out.get("data", {}) for c in nb.cells if c.cell_type == "code" for out in c.get("outputs", [])
     )
+
+
+def test_the_unpublished_notebooks_are_exactly_those_the_edition_lacks():
+    published = {name.removesuffix(".ipynb") for name in publish.listed(EDITION)}
+    assert set(UNPUBLISHED) == set(SOURCES) - published, "publish them all with a GPU run, then empty UNPUBLISHED"
+    assert published <= set(SOURCES)
 
 
 def test_edition_is_a_complete_gpu_run():
@@ -177,7 +187,7 @@ def snapshot(folder):
 def test_publish_writes_a_normalised_edition(tree):
     assert run_publish(tree) == 0
     dest = tree / "data" / "notebooks"
-    assert sorted(p.name for p in dest.iterdir()) == ["01_a.ipynb", "02_b.ipynb", "README.md"]
+    assert sorted(p.name for p in dest.iterdir()) == [".flexfix-output.json", "01_a.ipynb", "02_b.ipynb", "README.md"]
     nb = nbformat.read(dest / "01_a.ipynb", as_version=4)
     nbformat.validate(nb)
     assert nb.metadata.papermill == {"parameters": {"DEVICE": "cuda"}, "duration": 12.5, "exception": None}
@@ -251,16 +261,17 @@ def test_publish_never_replaces_a_folder_that_is_not_an_edition(tree, capsys):
 
 def test_a_failing_write_keeps_the_old_folder(tmp_path):
     dest = tmp_path / "edition"
-    dest.mkdir()
-    (dest / "old.ipynb").write_text("old")
+    publish.replace_folder(dest, lambda tmp: (tmp / "old.ipynb").write_text("old"), owner="flexfix publish")
+    before = snapshot(dest)
+    assert set(before) == {".flexfix-output.json", "old.ipynb"}
 
     def fill(tmp):
         (tmp / "new.ipynb").write_text("half")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        publish.replace_folder(dest, fill)
-    assert snapshot(dest) == {"old.ipynb": b"old"} and os.listdir(tmp_path) == ["edition"]
+        publish.replace_folder(dest, fill, owner="flexfix publish")
+    assert snapshot(dest) == before and os.listdir(tmp_path) == ["edition"]
 
 
 def test_clean_stderr_drops_only_progress_noise():
