@@ -389,7 +389,10 @@ def test_recorded_gpu_main_job_meets_its_budget_and_the_readme_says_so():
 
     times, prov = results.recorded(ROOT / "data", "notebook_times", columns=["notebook", "seconds", "ok"])
     assert "H100" in prov["device_name"] and times.ok.all()
-    assert times.notebook.tolist() == [p.stem for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    from test_book import UNPUBLISHED  # written after that run: timed with the next edition's
+
+    series = [p.stem for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if p.stem not in UNPUBLISHED]
+    assert times.notebook.tolist() == series
     assert times.seconds.sum() <= 480 and times.seconds.max() <= 180
     readme = " ".join((ROOT / "data" / "README.md").read_text().split())
     assert tables.notebook_times_line(times) in readme
