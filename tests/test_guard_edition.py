@@ -100,3 +100,46 @@ def test_the_cost_is_said_as_measured():
 def test_a_sentence_refuses_a_table_that_lost_what_it_reads(say, view):
     with pytest.raises(ValueError, match="nothing to say of"):
         say(view(), "here") if say is not story.cost else say(view())
+
+
+def _flat(path: Path) -> str:
+    return " ".join(path.read_text().split())
+
+
+def test_the_readmes_quote_the_workaround_costs_as_recorded():
+    from flexfix.measure import engine_sweep
+
+    tput = engine_sweep.throughput_rows(results.read_results(DATA / "stock_workaround_cost-cuda.json")[0])
+    ref = tput[tput.patched].set_index("requests").tokens_per_second
+    ratio = {
+        (
+            "mns16" if "max_num_seqs 16" in r.engine else r.graphs,
+            r.requests,
+        ): f"{r.tokens_per_second / ref[r.requests]:.2f}"
+        for r in tput[~tput.patched].itertuples()
+    }
+    said = (
+        f"piecewise {ratio['piecewise', 48]} (48 requests) and {ratio['piecewise', 128]} (128), no graphs "
+        f"{ratio['eager', 48]} and {ratio['eager', 128]}, "
+        f"`max_num_seqs=16` {ratio['mns16', 48]} and {ratio['mns16', 128]}"
+    )
+    for readme in (DATA.parent / "README.md", DATA / "README.md"):
+        assert said in _flat(readme), readme
+    safety = engine_sweep.request_rows(results.read_results(DATA / "stock_workarounds-cuda.json")[0])
+    assert len(safety) == 6 and not any(len(x) for x in (*safety.tokens_differ, *safety.logprobs_differ))
+
+
+def test_data_readme_quotes_the_guard_as_recorded():
+    text = _flat(DATA / "README.md")
+    for name, label in (("guard_cost_first", "first version"), ("guard_cost", "as it is now")):
+        view = tg.guard_cost(results.read_results(DATA / f"{name}-cuda.json")[0]).set_index("requests")
+        a, b = view.loc[48], view.loc[128]
+        said = (
+            f"{label} {a['on / off']:.3f} (48 requests, pairs {a['lowest pair']:.2f}-{a['highest pair']:.2f}) and "
+            f"{b['on / off']:.3f} (128, pairs {b['lowest pair']:.2f}-{b['highest pair']:.2f})"
+        )
+        assert said in text, said
+    for name, said in (("guard_false_alarms", "({} replays checked)"), ("guard026_false_alarms", "V1; {} replays)")):
+        assert said.format(int(tg.false_alarms(table(name))["replays checked"].sum())) in text, name
+    eager = tg.engine_guard(table("guard_stock_eager"))
+    assert f"{eager['steps run without the graph'].sum()} of {eager['replays checked'].sum()} checked" in text
