@@ -153,28 +153,25 @@ def _compiled(capture: Snapshot) -> tuple:
             consts.append(root)
             expr = f"roots[C[{len(consts) - 1}]]"
         else:
-            parent = ref(root, steps[:-1])
-            op, arg = steps[-1]
-            if op == "attr" and isinstance(arg, str) and arg.isidentifier() and not arg.startswith("__"):
-                expr = f"{parent}.{arg}"
-            else:
-                consts.append((op, arg))
-                expr = f"F({parent}, (C[{len(consts) - 1}],))"
+            expr = step(ref(root, steps[:-1]), *steps[-1])
         var = f"o{len(names)}"
         lines.append(f"    {var} = {expr}")
         names[(root, steps)] = var
         return var
 
+    def step(parent: str, op: str, arg: object) -> str:
+        """The expression for one step from ``parent``: a plain attribute read where the name allows, else
+        :func:`follow` with the step as a constant."""
+        if op == "attr" and isinstance(arg, str) and arg.isidentifier() and not arg.startswith("__"):
+            return f"{parent}.{arg}"
+        consts.append((op, arg))
+        return f"F({parent}, (C[{len(consts) - 1}],))"
+
     before = []
     for i, (root, steps, _, kind, was) in enumerate(capture.plan):
         obj = ref(root, steps[:-1]) if steps else ref(root, ())
         if steps and steps[-1][0] != "len":
-            op, arg = steps[-1]
-            if op == "attr" and isinstance(arg, str) and arg.isidentifier() and not arg.startswith("__"):
-                leaf = f"{obj}.{arg}"
-            else:
-                consts.append((op, arg))
-                leaf = f"F({obj}, (C[{len(consts) - 1}],))"
+            leaf = step(obj, *steps[-1])
         elif steps:
             leaf = f"len({obj})"
         else:
