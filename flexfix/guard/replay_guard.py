@@ -80,6 +80,7 @@ class ReplayGuard:
             findings = compare(capture, take(roots, self.devices))
             self.counts["replays_walked"] += 1
         alarms = [f for f in findings if f.alarm]
+        first = False
         with self._lock:
             self.counts["replays_checked"] += 1
             self.counts["tensor_checks"] += capture.tensors
@@ -88,8 +89,8 @@ class ReplayGuard:
                 (self.alarms if f.alarm else self.information)[f"{f.path}: {f.kind}"] += 1
             if alarms:
                 self.counts["replays_alarmed"] += 1
-                first = self.first_alarm is None
-                if first:
+                if self.first_alarm is None:
+                    first = True
                     self.first_alarm = {
                         "key": str(key),
                         "replay_number": self.counts["replays_checked"],
