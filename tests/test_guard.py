@@ -255,3 +255,11 @@ def test_the_fast_check_hands_a_changed_structure_to_the_full_walk(buffers):
     guard.captured("k", {"M": {"a": torch.zeros(4), "b": [torch.zeros(2)]}})
     guard.before_replay("k", {"M": {"a": torch.zeros(4)}})
     assert guard.summary()["replays_walked"] == 1 and "M['b'][0]: missing" in guard.summary()["alarms"]
+
+
+def test_the_guard_times_itself(buffers):
+    guard, key = guard_on(buffers, "log")
+    for k in (16, 208, 96):
+        guard.before_replay(key, roots(build(buffers, G=3, K=k)))
+    s = guard.summary()
+    assert s["replays_checked"] == 3 and 0 < s["check_ns"] < 3 * 10**9  # nanoseconds on the host, all replays
