@@ -62,13 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flexfix",
         description="Reproduce, fix and explain the vLLM 0.20.x FlexAttention CUDA-graph illegal memory access "
         "(vLLM PR #40842).",
-        epilog=f"commands:\n{commands}\n\n`flexfix COMMAND --help` describes a command's options.",
+        epilog=f"commands:\n{commands}\n\n`flexfix COMMAND --help` describes a command's options. {EXTRA_HINT}.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"flexfix {__version__}", help="print the version")
     p.add_argument("command", choices=list(COMMANDS), metavar="COMMAND", help="one of the commands below")
     p.add_argument("args", nargs=argparse.REMAINDER, help="the command's options")
     return p
+
+
+EXTRA_HINT = (
+    "a bare `pip install .` holds the plugin, the guard and `flexfix status`; the other commands need the "
+    "investigation's packages: `pip install '.[notebooks]'` (and vLLM with torch for the GPU ones), or `make install`"
+)
 
 
 def _module(name: str) -> Any:
@@ -106,8 +112,9 @@ def _guard_status() -> str:
 
 
 def status() -> dict[str, Any]:
-    """What ``flexfix status`` reports, as a dict."""
-    from flexfix.integration import vllm_patch, vllm_plugin
+    """What ``flexfix status`` reports, as a dict.  Without vLLM (a bare install, no torch either) it says so
+    without importing the patch, which needs torch."""
+    from flexfix.integration import vllm_plugin
 
     raw = os.environ.get(vllm_plugin.ENV)
     try:
@@ -120,12 +127,15 @@ def status() -> dict[str, Any]:
         "release_class": None,
         "verdict": "no vLLM installed: nothing to patch",
         "advice": None,
-        "patched_in_this_process": vllm_patch.is_patched(),
+        "patched_in_this_process": False,
         "FLEXFIX_PATCH": "unset" if raw is None else raw,
         "plugin": requested,
         "guard": _guard_status(),
     }
     if report["vllm"] != "not installed":
+        from flexfix.integration import vllm_patch
+
+        report["patched_in_this_process"] = vllm_patch.is_patched()
         try:
             kind = vllm_patch.release_class()
         except (ImportError, RuntimeError) as e:
@@ -178,7 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     prog = f"flexfix {name}"
-    run = status_main if name == "status" else _module(name).main
+    try:
+        run = status_main if name == "status" else _module(name).main
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing.startswith("flexfix") or not missing:
+            raise
+        print(f"{prog}: needs {missing}, which this Python lacks: {EXTRA_HINT}", file=sys.stderr)
+        return 2
     from flexfix.measure import children
 
     return children.exit_code(lambda: run(rest, prog), prog)

@@ -131,3 +131,19 @@ def test_installing_flexfix_leaves_a_fixed_vllm_alone(dist, tmp_path):
     assert "vllm" not in done.stdout.lower().replace("vllm-0.21.0", ""), done.stdout
     seen = run([str(python), "-c", "from importlib import metadata; print(metadata.version('vllm'))"]).stdout
     assert seen.strip() == "0.21.0"
+
+
+def test_a_bare_install_says_what_it_can_and_what_it_lacks(dist, tmp_path):
+    """`pip install .` with no extra and no torch or vLLM (a serving venv before vLLM, say): `flexfix status` and the
+    guard's mode report without a traceback; a command that needs the notebooks' packages says which, exit 2."""
+    python, _ = fresh_venv(tmp_path / "venv", see_locked=False)
+    pip_install(python, "--no-deps", "--no-index", str(only(dist, "flexfix-*.whl")))
+    flexfix = str(tmp_path / "venv" / "bin" / "flexfix")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_FIND_LINKS")}
+    status = subprocess.run([flexfix, "status"], capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path,
+                            env={**env, "FLEXFIX_GUARD": "eager"})  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert "vLLM: not installed" in status.stdout and "FLEXFIX_GUARD: eager" in status.stdout
+    guard = subprocess.run([flexfix, "guard", "--help"], capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert guard.returncode == 2 and "Traceback" not in guard.stderr
+    assert guard.stderr.startswith("flexfix guard: needs ") and "pip install '.[notebooks]'" in guard.stderr

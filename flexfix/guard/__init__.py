@@ -26,9 +26,12 @@ import atexit
 import os
 import threading
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from flexfix.guard.mode import ENV, MODES, requested_mode
-from flexfix.guard.replay_guard import ReplayGuard, ReplayGuardError
+
+if TYPE_CHECKING:  # torch is imported only when a guard is made: `flexfix status` runs without it
+    from flexfix.guard.replay_guard import ReplayGuard, ReplayGuardError
 
 __all__ = [
     "ENV",
@@ -51,6 +54,14 @@ _hooks: list[str] = []
 _atexit_registered = False
 
 
+def __getattr__(name: str):
+    if name in ("ReplayGuard", "ReplayGuardError"):
+        from flexfix.guard import replay_guard
+
+        return getattr(replay_guard, name)
+    raise AttributeError(f"module 'flexfix.guard' has no attribute {name!r}")
+
+
 def active() -> ReplayGuard | None:
     """The guard of this process, or None."""
     return _guard
@@ -60,6 +71,7 @@ def install(mode: str) -> ReplayGuard:
     """Guard every FULL graph replay of this process's vLLM (both model runners); idempotent for one mode."""
     global _guard, _atexit_registered
     from flexfix.guard import vllm_v1, vllm_v2
+    from flexfix.guard.replay_guard import ReplayGuard
 
     with _lock:
         if _guard is not None:
