@@ -280,3 +280,15 @@ def test_a_full_call_without_attention_metadata_is_counted_not_compared(stock, w
     summary = g.summary()
     assert summary["replays_unguarded"] == 1 and summary["replays_checked"] == 0
     assert summary["facts"] == {"vllm_debug_address_check": False}
+
+
+def test_a_field_of_your_own_backend_can_be_left_out_by_name(monkeypatch):
+    monkeypatch.setenv("FLEXFIX_GUARD_NOT_READ", "FlexAttentionMetadata.max_seq_len, MyMetadata.host_lens")
+    fields = vllm_metadata.not_read_fields()
+    assert fields["MyMetadata"] == {"host_lens"} and "max_seq_len" in fields["FlexAttentionMetadata"]
+    steps = FlexMetadataSteps()
+    roots = vllm_metadata.roots({"layer": steps.capture(48)})
+    assert "FlexAttentionMetadata.max_seq_len" in vllm_metadata.not_read_paths(roots)
+    monkeypatch.setenv("FLEXFIX_GUARD_NOT_READ", "no_dot_here")
+    with pytest.raises(ValueError, match="'no_dot_here' is not Class.field"):
+        vllm_metadata.not_read_fields()

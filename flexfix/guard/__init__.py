@@ -96,6 +96,7 @@ def install_from_env() -> ReplayGuard | None:
 
 
 def uninstall() -> bool:
+    """Put vLLM's own replay paths back and drop this process's guard; False if none was installed."""
     global _guard
     from flexfix.guard import vllm_v1, vllm_v2
 

@@ -36,6 +36,11 @@ class ReplayGuardError(RuntimeError):
 
 
 class ReplayGuard:
+    """One process's guard: a :class:`~flexfix.guard.snapshot.Snapshot` per captured graph (by key), compared
+    before each of its replays; ``mode`` says what an alarm does.  Counts (``counts``), alarms and information by
+    field (``alarms``, ``information``: ``"path: kind" -> replays``) and the first alarm are in :meth:`summary`;
+    ``where`` (vLLM version, attention backend) heads its messages; ``facts`` holds what the hooks learnt of vLLM."""
+
     def __init__(
         self,
         mode: str,
@@ -120,6 +125,7 @@ class ReplayGuard:
 
     # -- reporting ----------------------------------------------------------------------------------------
     def message(self, key: Hashable, alarms: list[Finding]) -> str:
+        """The refusal: the graph's key, where it ran, each field that moved (capture -> replay), what to do."""
         where = ", ".join(f"{k} {v}" for k, v in self.where.items())
         lines = [
             f"flexfix replay guard: refusing to replay the CUDA graph captured for {key}: "
@@ -147,6 +153,10 @@ class ReplayGuard:
                 self.log.debug("flexfix replay guard: graph %s: %s (information)", key, f.line())
 
     def summary(self) -> dict:
+        """What this guard saw, as JSON-ready data (the ``FLEXFIX_GUARD_STATS`` files hold it): mode, where,
+        graphs captured, tensors and scalars per graph, the counts (captures, replays checked / alarmed / refused /
+        run eagerly / unguarded / walked in full, ``check_ns`` the host time of all checks), alarms and information
+        by field, the first alarm (graph, replay number, findings), and facts."""
         with self._lock:
             return {
                 "mode": self.mode,

@@ -16,10 +16,11 @@ backend whose forward rebuilt its block mask inside the graph would read ``num_b
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Mapping
 
-__all__ = ["NOT_READ", "roots", "not_read_paths", "backends"]
+__all__ = ["NOT_READ", "NOT_READ_ENV", "roots", "not_read_fields", "not_read_paths", "backends"]
 
 NOT_READ: dict[str, dict[str, str]] = {
     "FlexAttentionMetadata": {
@@ -43,9 +44,28 @@ def roots(attn_metadata: object, slot_mapping: object = None, inputs: Mapping[st
     return named
 
 
+NOT_READ_ENV = "FLEXFIX_GUARD_NOT_READ"
+
+
+def not_read_fields(environ: Mapping[str, str] | None = None) -> dict[str, set[str]]:
+    """Class name -> fields left out: :data:`NOT_READ`, and ``FLEXFIX_GUARD_NOT_READ`` (``Class.field,...``: for a
+    backend of your own, a field it builds anew at every step and reads only outside the graph).  ValueError
+    naming an entry that is not ``Class.field``."""
+    fields = {cls: set(names) for cls, names in NOT_READ.items()}
+    raw = (os.environ if environ is None else environ).get(NOT_READ_ENV, "")
+    for entry in filter(None, (e.strip() for e in raw.split(","))):
+        cls, dot, field = entry.partition(".")
+        if not dot or not cls.isidentifier() or not field.isidentifier():
+            raise ValueError(f"{NOT_READ_ENV}: {entry!r} is not Class.field (e.g. MyAttentionMetadata.host_lens)")
+        fields.setdefault(cls, set()).add(field)
+    return fields
+
+
 def not_read_paths(named: Mapping[str, object]) -> list[str]:
-    """The paths of :data:`NOT_READ` fields under ``named`` (roots as :func:`roots` names them)."""
-    return [f"{name}.{field}" for name, obj in named.items() for field in NOT_READ.get(type(obj).__name__, {})]
+    """The paths of the fields :func:`not_read_fields` leaves out, under ``named`` (roots as :func:`roots` names
+    them)."""
+    fields = not_read_fields()
+    return [f"{name}.{field}" for name, obj in named.items() for field in sorted(fields.get(type(obj).__name__, ()))]
 
 
 def _metadata_roots(attn_metadata: object) -> dict[str, object]:
