@@ -131,7 +131,7 @@ def test_07_the_guard_refuses_as_strided_and_lets_the_slice_replay(executed):
     stock, fixed = (steps[steps["copy"] == c].set_index("step") for c in ("as_strided", "sliced"))
     assert stock.loc["capture", "guard"] == fixed.loc["capture", "guard"] == "captured"
     # a step no wider than the capture's keeps its strides; every wider one is refused, naming kv_indices
-    assert stock.loc["replay 1", "guard"] == "replayed" and stock.loc["replay 1", "kv_indices strides"] == [16, 1]
+    assert stock.loc["replay 1", "guard"] == "replayed" and stock.loc["replay 1", "kv_indices strides"][-2:] == [16, 1]
     assert list(stock.loc[["replay 2", "replay 3"], "guard"]) == ["refused", "refused"]
     assert all("block_mask.kv_indices: strides" in a for a in stock.loc[["replay 2", "replay 3"], "alarms"])
     assert set(fixed.guard) == {"captured", "replayed"} and set(fixed.alarms) == {"none"}

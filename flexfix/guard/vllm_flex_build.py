@@ -153,8 +153,8 @@ def _row(step: str, md, did: str, found: list[str]) -> dict:
     return {
         "step": step,
         "longest sequence": int(md.max_seq_len),
-        "kv_indices shape": list(kv.shape[-2:]),
-        "kv_indices strides": list(kv.stride()[-2:]),
+        "kv_indices shape": list(kv.shape),
+        "kv_indices strides": list(kv.stride()),
         "data_ptr": hex(kv.data_ptr()),
         "guard": did,
         "alarms": ", ".join(found) or "none",

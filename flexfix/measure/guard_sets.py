@@ -197,14 +197,21 @@ PROG = "flexfix guard"
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     from flexfix.edition.params import HelpFormatter
 
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.split("\n\n")[0]
+        + " Needs a CUDA GPU and vLLM (0.20.x for most sets, 0.26.0 for guard026_*).",
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]).replace("``", "`"),
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("sets", nargs="+", choices=sorted(SETS), metavar="SET", help=f"one or more of {sorted(SETS)}")
     p.add_argument("--out", required=True, help="folder for <set>-cuda.json (partial files while it runs)")
     p.add_argument(
         "--workers",
         type=int,
         default=14,
-        help=f"engines side by side, 1..{MAX_WORKERS} (a timed set runs alone, after the others)",
+        help=f"engines side by side on the GPU, each with a fixed KV cache, 1..{MAX_WORKERS} (a timed set runs alone, "
+        "after the others; an H200 held 14 of the project's engines)",
     )
     p.add_argument("--replace", action="store_true", help="replace a results file even with fewer records")
     return p

@@ -146,12 +146,15 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
     said = []
     if "guard_error" in rows.index:
         r = rows.loc["guard_error"]
-        refused = [s for s in r["records"] if s.get("stage") == "together" and s.get("errored")]
+        together = [s for s in r["records"] if s.get("stage") == "together"]
+        refused = [s for s in together if s.get("errored")]
+        skipped = [s["requests"] for s in together if s.get("skipped")]
         said.append(
             f"under `FLEXFIX_GUARD=error` the server {WORDS.get(r['status'], r['status'])}: "
             + listing(
                 [f"{s['errored']} of {s['requests']} concurrent completions answered {_errors(s)}" for s in refused]
             )
+            + (f" (the batch of {listing(skipped)} was not sent: the server had stopped)" if skipped else "")
             + f"; its log {'has' if r['guard_refused_in_log'] else 'lacks'} the guard's refusal and "
             f"{'names' if r['ima_in_log'] else 'names no'} CUDA illegal memory access"
         )
@@ -171,7 +174,11 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
 
 
 def _errors(stage: dict) -> str:
-    return ", ".join(f"{what} ({n})" for what, n in (stage.get("errors") or {}).items()) or "errors"
+    """``HTTP 500`` (every failed request got it), or each answer with how many got it."""
+    errors = stage.get("errors") or {}
+    if len(errors) == 1 and next(iter(errors.values())) == stage.get("errored"):
+        return next(iter(errors))
+    return ", ".join(f"{what} ({n})" for what, n in errors.items()) or "errors"
 
 
 def workarounds(safety: pd.DataFrame, throughput: pd.DataFrame) -> str:

@@ -107,7 +107,8 @@ def false_alarms(table: pd.DataFrame) -> pd.DataFrame:
         g = guard_summary(r["records"])
         rows.append(
             {
-                "engine": r["engine"],
+                # from the run's fields (a recorded name says "stock" of any engine without flexfix's patch)
+                "engine": f"{r['model']}, VLLM_BATCH_INVARIANT={int(r['batch_invariant'])}",
                 "backend": r.get("backend", "FLEX_ATTENTION"),
                 "model runner": {"v1": "V1", "v2": "V2"}.get(r.get("runner") or "", "default"),
                 "outcome": r["status"],
@@ -239,5 +240,5 @@ def recorded(data_dir, names: Iterable[str] = RECORDED) -> dict[str, tuple[pd.Da
 
     from flexfix.edition import results
 
-    columns = ["engine", "status", "records", "guard", "generations", "batch_invariant", "mutant", "graphs"]
+    columns = ["engine", "status", "records", "guard", "generations", "batch_invariant", "mutant", "graphs", "model"]
     return {n: results.read_results(Path(data_dir) / f"{n}-cuda.json", columns=columns) for n in names}
