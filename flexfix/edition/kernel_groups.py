@@ -6,7 +6,8 @@ public extension point for launching kernels, registered as the ``jupyter_client
 ``flexfix-tracked-provisioner``) that remembers each kernel's process group from its launch to its cleanup.
 :func:`tracked_kernel_manager` is the kernel manager papermill is given: it asks for that provisioner in the
 kernelspec it uses (falling back to the plain one where flexfix's entry points are not installed).
-:func:`kernels_die_first` makes SIGINT and SIGTERM kill the tracked groups before their usual effect.
+:func:`kernels_die_first` makes SIGINT, SIGTERM and SIGHUP kill the tracked groups before their usual effect; the
+watchdog of :mod:`flexfix.measure.children` kills them if this process dies without a word (SIGKILL).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 from jupyter_client import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
+
+from flexfix.measure import children
 
 __all__ = [
     "PROVISIONER",
@@ -47,10 +50,13 @@ class TrackedProvisioner(LocalProvisioner):
         connection_info = await super().launch_kernel(cmd, **kwargs)
         if self.pgid:
             _kernel_groups.add(self.pgid)
+            children.watch_group(self.pgid)  # killed by the watchdog if this process dies first, however
         return connection_info
 
     async def cleanup(self, restart: bool = False) -> None:
         _kernel_groups.discard(self.pgid)
+        if self.pgid:
+            children.forget_group(self.pgid)
         await super().cleanup(restart=restart)
 
 
@@ -86,7 +92,7 @@ def kill_kernels() -> None:
 
 @contextmanager
 def kernels_die_first() -> Iterator[None]:
-    """SIGINT/SIGTERM kill the running kernels before their usual effect: a kernel shut down
+    """SIGINT/SIGTERM/SIGHUP kill the running kernels before their usual effect: a kernel shut down
     politely in the middle of a cell prints tracebacks; killed, it prints nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -102,7 +108,7 @@ def kernels_die_first() -> Iterator[None]:
         elif callable(previous):
             previous(signum, frame)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in children.INTERRUPTS:
         previous = signal.getsignal(signum)
         if previous is not None and previous is not signal.SIG_IGN:
             old[signum] = previous

@@ -14,14 +14,23 @@ nothing kills it but us; this module keeps that promise:
   refuses new children until the next :func:`interruptible` block.
 * :func:`run_pool` runs independent jobs (each starting children under the pool's stop event) on
   threads, a few at a time, and stops them all at once on an interrupt or a failing job.
-* :func:`interruptible` is for a command line's ``main``: SIGTERM raises :class:`Terminated`
-  (a ``KeyboardInterrupt``) as Ctrl-C raises ``KeyboardInterrupt``, so ``finally`` blocks
+* :func:`interruptible` is for a command line's ``main``: SIGTERM and SIGHUP (the terminal closed) raise
+  :class:`Terminated` (a ``KeyboardInterrupt``) as Ctrl-C raises ``KeyboardInterrupt``, so ``finally`` blocks
   and temporary folders are cleaned up either way; leaving it on an interrupt kills every
-  child.  :func:`exit_status` gives 130 (SIGINT) or 143 (SIGTERM).
+  child.  :func:`exit_status` gives 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP).
+
+Whatever ends this process, its children die with it, even where no ``finally`` runs (SIGKILL, a crash):
+
+* each child is started with ``PR_SET_PDEATHSIG`` = SIGKILL (Linux): the kernel kills it when its parent dies;
+* a *watchdog* (:func:`watch_group`, :func:`watch_folder`), one small process per parent started with its first
+  child, in a session of its own, reads the registrations of this process on a pipe; when the pipe closes (this
+  process is gone, however it ended) it kills every process group still registered -- grandchildren included --
+  and removes every temporary folder still registered.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -31,6 +40,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+from flexfix.measure.watchdog import die_with_parent, forget_folder, forget_group, watch_folder, watch_group
 
 __all__ = [
     "POLL_SECONDS",
@@ -49,6 +60,13 @@ __all__ = [
     "run_main",
     "exit_code",
     "run_pool",
+    "check_timeout",
+    "die_with_parent",
+    "watch_group",
+    "forget_group",
+    "watch_folder",
+    "forget_folder",
+    "INTERRUPTS",
 ]
 
 POLL_SECONDS = 0.05
@@ -58,8 +76,21 @@ _live: dict[int, tuple[subprocess.Popen, threading.Event | None]] = {}
 _closed = threading.Event()  # set by kill_all: no new child until the next interruptible()
 
 
+# The signals that interrupt a command: Ctrl-C, `kill`, a closed terminal (SIGHUP).
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread inside :func:`interruptible`: an interrupt, like Ctrl-C."""
+    """SIGTERM (or SIGHUP, given as ``Terminated("SIGHUP")``), raised in the main thread inside
+    :func:`interruptible`: an interrupt, like Ctrl-C."""
+
+    @property
+    def signum(self) -> int:
+        name = self.args[0] if self.args else "SIGTERM"
+        try:
+            return int(signal.Signals[name])
+        except (KeyError, TypeError):
+            return int(signal.SIGTERM)
 
 
 class Stopped(Exception):
@@ -72,7 +103,7 @@ def _stopped(event: threading.Event | None) -> bool:
 
 @contextmanager
 def deferred_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM arriving inside the block take effect when it ends (main thread only;
+    """SIGINT, SIGTERM and SIGHUP arriving inside the block take effect when it ends (main thread only;
     elsewhere Python runs no signal handler anyway).  Used where an interrupt must not fall
     between two steps that belong together: starting a child and registering it, killing a
     child and reaping it, removing a temporary folder."""
@@ -81,7 +112,7 @@ def deferred_signals() -> Iterator[None]:
         return
     pending: list[int] = []
     old: dict[int, Any] = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in INTERRUPTS:
         handler = signal.getsignal(signum)
         if handler is None or handler is signal.SIG_IGN:  # not ours to change, or ignored anyway
             continue
@@ -100,15 +131,28 @@ def deferred_signals() -> Iterator[None]:
                 handler(signum, None)
 
 
+def check_timeout(name: str, value: object, *, maximum: float | None = None) -> float:
+    """``value`` as a float if it is a finite number of seconds > 0 (and <= ``maximum``); otherwise ValueError
+    naming ``name``: a timeout of NaN or infinity would never fire."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}={value!r} is larger than the maximum {maximum:g} seconds")
+    return float(value)
+
+
 def start(cmd: Sequence[str], *, stop: threading.Event | None = None, **popen_kwargs: Any) -> subprocess.Popen:
-    """Start ``cmd`` as the leader of a new process group (its own session) and register it.
+    """Start ``cmd`` as the leader of a new process group (its own session) and register it; it dies with this
+    process (:func:`die_with_parent`, and the watchdog kills its whole group).
 
     Raises :class:`Stopped` (starting nothing, or killing what it started) when ``stop`` is set
     or :func:`kill_all` ran: a pool thread must not start new children once its sweep stops."""
     with deferred_signals():
         if _stopped(stop):
             raise Stopped("stopped: no new child process is started")
+        popen_kwargs.setdefault("preexec_fn", die_with_parent())
         proc = subprocess.Popen(list(cmd), start_new_session=True, **popen_kwargs)
+        watch_group(proc.pid)
         with _lock:
             _live[proc.pid] = (proc, stop)
             late = _stopped(stop)  # set after the first check: whoever set it may not have seen this child
@@ -135,7 +179,7 @@ def wait(proc: subprocess.Popen, timeout: float, *, stop: threading.Event | None
     """Wait for ``proc`` to exit, at most ``timeout`` seconds, in polls of :data:`POLL_SECONDS`
     (an interrupt of the calling thread is raised between them).  Returns True on a timeout;
     raises :class:`Stopped` once ``stop`` is set.  Does not reap: call :func:`end` after."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + check_timeout("timeout", timeout)
     while True:
         if _stopped(stop):  # checked first: a child killed by stop() has exited, but not of itself
             raise Stopped("stopped while waiting for a child process")
@@ -161,6 +205,7 @@ def end(proc: subprocess.Popen) -> int:
         proc.wait()
         with _lock:
             _live.pop(proc.pid, None)
+        forget_group(proc.pid)
     return proc.returncode
 
 
@@ -198,36 +243,42 @@ def _terminated(signum: int, frame: Any) -> None:
 
 @contextmanager
 def interruptible() -> Iterator[None]:
-    """For a command line's main: SIGTERM raises :class:`Terminated` in the main thread (Ctrl-C
+    """For a command line's main: SIGTERM and SIGHUP raise :class:`Terminated` in the main thread (Ctrl-C
     raises ``KeyboardInterrupt`` as usual); an interrupt leaving the block kills every child
-    process group first.  Restores the previous SIGTERM handler on exit."""
+    process group first.  Restores the previous handlers on exit; a SIGHUP ignored on entry (``nohup``) stays
+    ignored."""
     _closed.clear()
     main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _terminated) if main else None
+    old: dict[int, Any] = {}
+    if main:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
+                continue
+            old[signum] = signal.signal(signum, _terminated)
     try:
         yield
     except KeyboardInterrupt:
         kill_all()
         raise
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, old)
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
 
 
 def exit_status(exc: BaseException) -> int:
-    """The conventional exit status of an interrupted command: 143 for SIGTERM, 130 for SIGINT."""
-    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+    """The conventional exit status of an interrupted command: 143 for SIGTERM, 129 for SIGHUP, 130 for SIGINT."""
+    return 128 + (exc.signum if isinstance(exc, Terminated) else int(signal.SIGINT))
 
 
 def signal_name(exc_or_signum: BaseException | int) -> str:
-    """``"SIGTERM"`` or ``"SIGINT"`` for an interrupt (or the name of a signal number)."""
+    """``"SIGTERM"``, ``"SIGHUP"`` or ``"SIGINT"`` for an interrupt (or the name of a signal number)."""
     if isinstance(exc_or_signum, BaseException):
-        return "SIGTERM" if isinstance(exc_or_signum, Terminated) else "SIGINT"
+        return signal.Signals(exc_or_signum.signum).name if isinstance(exc_or_signum, Terminated) else "SIGINT"
     return signal.Signals(exc_or_signum).name
 
 
 def _ignore_interrupts() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in INTERRUPTS:
         signal.signal(signum, signal.SIG_IGN)
 
 
@@ -247,7 +298,7 @@ def exit_code(main: Callable[[], int], prog: str) -> int:
         kill_all()
         print(f"{prog}: interrupted by {signal_name(exc)}", file=sys.stderr)
         code = exit_status(exc)
-    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+    if code in tuple(128 + s for s in INTERRUPTS):
         _ignore_interrupts()
     return code
 
@@ -296,8 +347,10 @@ def run_pool(
     if workers <= 1:  # one at a time, in the calling thread: each result is handled before the next job starts
         results_in_order = []
         for i, job in enumerate(jobs):
-            results_in_order.append(job(event))
-            on_result(i, results_in_order[-1])
+            result = job(event)
+            with deferred_signals():  # an interrupt lands after the finished job is handled (saved), not during
+                results_in_order.append(result)
+                on_result(i, result)
         return results_in_order
     workers = min(workers, len(jobs))
     with threads_per_child(workers):
@@ -313,8 +366,9 @@ def _run_threads(jobs, workers: int, on_result, event: threading.Event) -> list[
 
     def collect(future) -> None:
         i = futures[future]
-        results[i] = future.result()
-        on_result(i, results[i])
+        with deferred_signals():  # an interrupt lands after the finished job is handled (saved), not during
+            results[i] = future.result()
+            on_result(i, results[i])
 
     try:
         for future in as_completed(futures):

@@ -209,15 +209,19 @@ def run_child(
     The child leads its own process group (:mod:`flexfix.measure.children`); whatever ends this call
     -- the child's exit, its timeout, an interrupt (``KeyboardInterrupt``, re-raised) or
     ``stop`` being set by another thread (:class:`flexfix.measure.children.Stopped`) -- kills the
-    whole group, grandchildren included, and removes the child's temporary folder.
+    whole group, grandchildren included, and removes the child's temporary folder.  ``timeout`` must be a
+    finite number of seconds > 0 (ValueError otherwise: NaN would never fire).
     """
+    timeout = children.check_timeout("timeout", timeout)
     cmd = [sys.executable, *argv]
     if sanitizer:
         tool = shutil.which("compute-sanitizer")
         if tool is None:
             return Outcome("error", "compute-sanitizer is not on PATH", command=cmd)
         cmd = [tool, "--tool", "memcheck", "--print-limit", "10", *cmd]
-    tmp = tempfile.mkdtemp(prefix="flexfix-child-")
+    with children.deferred_signals():
+        tmp = tempfile.mkdtemp(prefix="flexfix-child-")
+        children.watch_folder(tmp)  # removed by the watchdog if this process dies before the finally below
     try:
         report = Path(tmp) / "report.jsonl"
         child_env = {**os.environ, **(env or {}), "FLEXFIX_REPORT": str(report), "PYTHONUNBUFFERED": "1"}
@@ -237,6 +241,7 @@ def run_child(
     finally:
         with children.deferred_signals():
             shutil.rmtree(tmp, ignore_errors=True)
+            children.forget_folder(tmp)
     status, detail, sig = classify(returncode, output, final, timed_out)
     extra = dict((final or {}).get("extra") or {})
     if sanitizer:

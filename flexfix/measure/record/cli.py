@@ -150,10 +150,11 @@ class _Progress:
         self.count = 0
 
     def __call__(self, table: pd.DataFrame) -> None:
-        self.path = results.write_results(
-            self.out, self.job.name, table, self.job.device, self.job.params, partial=True
-        )
-        self.count = len(table)
+        with children.deferred_signals():  # an interrupt lands once the table is saved and counted, not between
+            self.path = results.write_results(
+                self.out, self.job.name, table, self.job.device, self.job.params, partial=True
+            )
+            self.count = len(table)
 
     def kept(self) -> str:
         unit = _UNITS[self.job.part]
