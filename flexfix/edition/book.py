@@ -11,7 +11,8 @@ load nothing either: the lab template's require.js and MermaidJS script tags (cd
 here needs them), and MathJax's only in a notebook whose markdown has math (none today).  The notebooks are
 checked as :func:`flexfix.edition.publish.problems` checks them (a CPU run is accepted): the book refuses (exit 2) a
 notebook with an error output, an unexecuted cell or no ``this run:`` line.  The book is written into a
-temporary folder next to ``--out`` and then swapped in.
+temporary folder next to ``--out`` and then swapped in; only a folder this command wrote, unchanged since, is
+replaced (:mod:`flexfix.edition.output_folder`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from urllib.parse import quote
 import nbformat
 
 from flexfix.edition import publish
+from flexfix.edition.output_folder import replace_folder, replace_problems
 
+PROG = "flexfix book"
 ROOT = publish.ROOT
 SRC = ROOT / "data" / "notebooks"
 OUT = ROOT / "build" / "book"
@@ -210,14 +213,9 @@ is the notebook as its run left it, with its figures; built by <code>make book</
 
 
 def _check_out(out: Path) -> list[str]:
-    """``out`` is replaced whole: refuse a folder that holds anything but a book's pages."""
-    if out.exists() and not out.is_dir():
-        return [f"--out {out} is a file, not a folder"]
-    if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if not p.name.endswith(".html"))
-        if other:
-            return [f"--out {out} holds {', '.join(other[:5])}: not a book (only .html pages), refusing to replace it"]
-    return []
+    """``out`` is replaced whole: refuse a folder this command did not write, or one changed since
+    (:func:`flexfix.edition.output_folder.replace_problems`)."""
+    return replace_problems(out, PROG, f"--out {out}")
 
 
 def build(src: str | os.PathLike = SRC, out: str | os.PathLike = OUT) -> list[Path]:
@@ -249,7 +247,7 @@ def build(src: str | os.PathLike = SRC, out: str | os.PathLike = OUT) -> list[Pa
             (tmp / entries[i].page).write_text(render_page(ex, nb, entries, i, src), encoding="utf-8")
         (tmp / INDEX).write_text(index_page(entries, _label(src)), encoding="utf-8")
 
-    publish.replace_folder(out, fill)
+    replace_folder(out, fill, owner=PROG)
     return [out / INDEX] + [out / e.page for e in entries]
 
 
@@ -258,9 +256,6 @@ def _label(src: Path) -> str:
         return str(src.resolve().relative_to(ROOT))
     except ValueError:
         return str(src)
-
-
-PROG = "flexfix book"
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -273,15 +268,27 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    from flexfix.edition.output_folder import OutputFolderError
+    from flexfix.measure import children
+
     p = build_parser(prog)
     args = p.parse_args(argv)
     start = time.monotonic()
     try:
-        pages = build(args.src, args.out)
+        with children.interruptible():
+            pages = build(args.src, args.out)
     except BookError as e:
         p.error(f"no book built:\n  {e}")
+    except OutputFolderError as e:
+        p.error(f"no book built: {e}")
     except OSError as e:
         print(f"{p.prog}: no book built: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:
+        print(
+            f"{p.prog}: interrupted by {children.signal_name(exc)}; no book built ({args.out} is as it was)",
+            file=sys.stderr,
+        )
+        return children.exit_status(exc)
     print(f"{len(pages) - 1} notebooks in {pages[0]} ({time.monotonic() - start:.1f} s)")
     return 0

@@ -14,7 +14,9 @@ It refuses (exit 2, naming the file and what is wrong) unless every notebook is 
   ``device path: cuda`` (``device path: cpu`` is accepted only with ``--allow-cpu``, for tests).
 
 All notebooks are checked before anything is written; the edition is written into a temporary folder next to
-``--dest`` and then swapped in, so a refusal or a failure leaves the existing edition as it was.  Each
+``--dest`` and then swapped in, so a refusal or a failure leaves the existing edition as it was.  Only a folder
+this command wrote is replaced (:mod:`flexfix.edition.output_folder`: its marker file lists what it wrote): a
+folder of one's own notebooks, or an edition a file was added to or edited in, is refused, naming the files.  Each
 notebook is normalised for a stable, readable edition: ``stderr`` streams that are only noise (tqdm progress
 bars, tqdm's ``IProgress not found`` warning) are dropped, any other ``stderr`` is kept, adjacent streams of
 one kind are merged as Jupyter merges them; everything else (figures, tables, papermill's metadata with the
@@ -27,14 +29,15 @@ import argparse
 import copy
 import os
 import re
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
 
+from flexfix.edition.output_folder import replace_folder, replace_problems
+
+PROG = "flexfix publish"
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 SRC = ROOT / "build" / "notebooks"
@@ -190,21 +193,17 @@ def listed(folder: Path) -> list[str]:
 
 
 def check_dest(dest: Path, notebooks: Path) -> list[str]:
-    """Problems with ``dest`` as a place for the edition: the source notebooks' folder, or a folder holding
-    anything but notebooks and the README (it would be replaced whole: ``--dest data`` must not wipe data/)."""
+    """Problems with ``dest`` as a place for the edition: the source notebooks' folder, or a folder this command
+    did not write (it is replaced whole: ``--dest data`` must not wipe data/, nor ``--dest`` a folder of the
+    user's own notebooks; see :func:`flexfix.edition.output_folder.replace_problems`)."""
     found = []
-    if dest.resolve() == notebooks.resolve() or notebooks.resolve() in dest.resolve().parents:
+    try:
+        inside = dest.resolve() == notebooks.resolve() or notebooks.resolve() in dest.resolve().parents
+    except OSError as e:
+        return [f"--dest {dest} cannot be resolved: {e.strerror or e}"]
+    if inside:
         found.append(f"--dest {dest} is (or is inside) the source notebooks' folder {notebooks}")
-    if dest.exists() and not dest.is_dir():
-        found.append(f"--dest {dest} is a file, not a folder")
-    elif dest.is_dir():
-        other = sorted(p.name for p in dest.iterdir() if p.name != README and not p.name.endswith(".ipynb"))
-        if other:
-            found.append(
-                f"--dest {dest} holds {', '.join(other[:5])}{', ...' if len(other) > 5 else ''}: not a published "
-                "edition (only notebooks and README.md), refusing to replace it"
-            )
-    return found
+    return found + replace_problems(dest, PROG, f"--dest {dest}")
 
 
 def readme(entries: Sequence[tuple[str, str, float | None]], allow_cpu: bool) -> str:
@@ -233,34 +232,6 @@ Progress bars on stderr were dropped; everything else is as papermill wrote it.
 | --- | --- | --- |
 {table}
 """
-
-
-def replace_folder(dest: Path, fill: Callable[[Path], None]) -> None:
-    """Build a new ``dest`` with ``fill(tmp)`` in a temporary folder next to it, then swap it in: the old
-    ``dest`` is renamed aside, the new one renamed into place, the old one removed.  If anything fails the
-    temporary folder is removed and the old ``dest`` stays (or is put back)."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.new-"))
-    old = None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        fill(tmp)
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
-            os.replace(dest, old / dest.name)
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if old is not None:
-                os.replace(old / dest.name, dest)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def publish(
@@ -307,11 +278,8 @@ def publish(
             entries.append((name, run_line(nb) or "", nb.metadata.get("papermill", {}).get("duration")))
         (tmp / README).write_text(readme(entries, allow_cpu), encoding="utf-8")
 
-    replace_folder(dest, fill)
+    replace_folder(dest, fill, owner=PROG)
     return [dest / name for name in edition]
-
-
-PROG = "flexfix publish"
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -326,14 +294,26 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    from flexfix.edition.output_folder import OutputFolderError
+    from flexfix.measure import children
+
     p = build_parser(prog)
     args = p.parse_args(argv)
     try:
-        written = publish(args.src, args.dest, notebooks=args.notebooks, allow_cpu=args.allow_cpu)
+        with children.interruptible():
+            written = publish(args.src, args.dest, notebooks=args.notebooks, allow_cpu=args.allow_cpu)
     except PublishError as e:
         p.error(f"nothing published:\n  {e}")
+    except OutputFolderError as e:
+        p.error(f"nothing published: {e}")
     except OSError as e:
         print(f"{p.prog}: nothing published: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:
+        print(
+            f"{p.prog}: interrupted by {children.signal_name(exc)}; nothing published ({args.dest} is as it was)",
+            file=sys.stderr,
+        )
+        return children.exit_status(exc)
     print(f"published {len(written)} notebooks into {args.dest}")
     return 0
