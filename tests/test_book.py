@@ -187,7 +187,7 @@ def snapshot(folder):
 def test_publish_writes_a_normalised_edition(tree):
     assert run_publish(tree) == 0
     dest = tree / "data" / "notebooks"
-    assert sorted(p.name for p in dest.iterdir()) == ["01_a.ipynb", "02_b.ipynb", "README.md"]
+    assert sorted(p.name for p in dest.iterdir()) == [".flexfix-output.json", "01_a.ipynb", "02_b.ipynb", "README.md"]
     nb = nbformat.read(dest / "01_a.ipynb", as_version=4)
     nbformat.validate(nb)
     assert nb.metadata.papermill == {"parameters": {"DEVICE": "cuda"}, "duration": 12.5, "exception": None}
@@ -261,16 +261,17 @@ def test_publish_never_replaces_a_folder_that_is_not_an_edition(tree, capsys):
 
 def test_a_failing_write_keeps_the_old_folder(tmp_path):
     dest = tmp_path / "edition"
-    dest.mkdir()
-    (dest / "old.ipynb").write_text("old")
+    publish.replace_folder(dest, lambda tmp: (tmp / "old.ipynb").write_text("old"), owner="flexfix publish")
+    before = snapshot(dest)
+    assert set(before) == {".flexfix-output.json", "old.ipynb"}
 
     def fill(tmp):
         (tmp / "new.ipynb").write_text("half")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        publish.replace_folder(dest, fill)
-    assert snapshot(dest) == {"old.ipynb": b"old"} and os.listdir(tmp_path) == ["edition"]
+        publish.replace_folder(dest, fill, owner="flexfix publish")
+    assert snapshot(dest) == before and os.listdir(tmp_path) == ["edition"]
 
 
 def test_clean_stderr_drops_only_progress_noise():
