@@ -273,10 +273,13 @@ def _check_provenance(path: Path, prov: Any) -> None:
         raise ResultsError(f"{path}: provenance parameters must be a mapping, got {type(prov['parameters']).__name__}")
 
 
-def read_results(path: str | os.PathLike, *, columns: Sequence[str] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Load a results file and check it: provenance complete, records a non-empty list of objects, and
-    each record holding ``columns``.  Anything else is a :class:`ResultsError` naming the file and what is
-    wrong: a number without its origin, or a table that is not the one expected, is not a result."""
+def read_results(
+    path: str | os.PathLike, *, columns: Sequence[str] = (), values: Sequence[str] = ()
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Load a results file and check it: provenance complete, records a non-empty list of objects, each
+    record holding ``columns``, and a value (not null) for each of ``values``.  Anything else is a
+    :class:`ResultsError` naming the file and what is wrong: a number without its origin, or a table that is not
+    the one expected, is not a result."""
     path = Path(path)
     try:
         payload = json.loads(path.read_text())
@@ -297,27 +300,40 @@ def read_results(path: str | os.PathLike, *, columns: Sequence[str] = ()) -> tup
     if not records:
         raise ResultsError(f"{path} has no records (an empty table is not a result)")
     for i, record in enumerate(records):
-        missing = [c for c in columns if c not in record]
+        missing = [c for c in dict.fromkeys([*columns, *values]) if c not in record]
         if missing:
             raise ResultsError(f"{path}: record {i} lacks {', '.join(missing)} (not the table expected here)")
+        empty = [c for c in values if record[c] is None]  # JSON null: NaN written as null, or a lost value
+        if empty:
+            raise ResultsError(f"{path}: record {i} has no value for {', '.join(empty)} (null): refusing to use it")
     return pd.DataFrame(records), payload["provenance"]
 
 
 def recorded(
-    data_dir: str | os.PathLike, name: str, device: str = "cuda", *, columns: Sequence[str] = ()
+    data_dir: str | os.PathLike,
+    name: str,
+    device: str = "cuda",
+    *,
+    columns: Sequence[str] = (),
+    values: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A result recorded earlier (by default on a GPU), with its provenance, checked by :func:`read_results`."""
-    return read_results(results_path(data_dir, name, device), columns=columns)
+    return read_results(results_path(data_dir, name, device), columns=columns, values=values)
 
 
 def recorded_all(
-    data_dir: str | os.PathLike, names: list[str], device: str = "cuda", *, columns: Sequence[str] = ()
+    data_dir: str | os.PathLike,
+    names: list[str],
+    device: str = "cuda",
+    *,
+    columns: Sequence[str] = (),
+    values: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Several recorded tables of one kind, concatenated (column ``source``: the file's name), with
     each file's provenance; every file must exist and pass :func:`read_results`."""
     if not names:
         raise ValueError("recorded_all needs at least one results name")
-    loaded = [recorded(data_dir, name, device, columns=columns) for name in names]
+    loaded = [recorded(data_dir, name, device, columns=columns, values=values) for name in names]
     return (
         pd.concat([t.assign(source=name) for name, (t, _) in zip(names, loaded)], ignore_index=True),
         [p for _, p in loaded],
@@ -345,8 +361,12 @@ class IncrementalTable:
         return write_results(self.out_dir, self.name, self.rows, "cpu", parameters, partial=partial, replace=True)
 
     def add(self, row: Mapping[str, Any]) -> None:
-        self.rows.append(dict(row))
-        self._write(complete=False, partial=True)
+        """Keep ``row`` and save the table so far; an interrupt arriving meanwhile takes effect once it is saved."""
+        from flexfix.measure.children import deferred_signals
+
+        with deferred_signals():
+            self.rows.append(dict(row))
+            self._write(complete=False, partial=True)
 
     def _keys_lost(self) -> list[str]:
         final = self.path(partial=False)

@@ -6,9 +6,39 @@ import numpy as np
 import pandas as pd
 
 from flexfix.edition import anchors
+from flexfix.edition.checks import DataError, require, require_numbers
 from flexfix.edition.narrative import listing, markdown, plural, span
 
-__all__ = ["kernel_timing", "l2_effect", "engine_noise", "engine_ratios", "published"]
+__all__ = [
+    "TIMING_COLUMNS",
+    "THROUGHPUT_COLUMNS",
+    "kernel_timing",
+    "l2_effect",
+    "engine_noise",
+    "engine_ratios",
+    "published",
+]
+
+# What the sentences and figures read (a notebook reads its recorded files with them): kernel timings, and the
+# throughput records of an engine sweep (flexfix.measure.engine_sweep.throughput_rows).
+TIMING_COLUMNS = ("device", "impl", "batch", "context", "median_ms", "kv_bytes", "copy_GBps", "fraction_of_copy_bw")
+THROUGHPUT_COLUMNS = ("model", "graphs", "batch_invariant", "requests", "tokens_per_second", "seconds")
+
+
+def _numbers(table: pd.DataFrame, columns, what: str) -> None:
+    require(table, what, values=columns)
+    for column in columns:
+        require_numbers(table[column], what, column)
+
+
+def _check_ratios(ratios: pd.DataFrame, what: str) -> None:
+    _numbers(ratios, ["batch", "context", "flex_over_sdpa", "flex_bw_fraction", "sdpa_bw_fraction"], what)
+    if "graph_speedup" in ratios:
+        _numbers(ratios, ["graph_speedup", "bi_overhead"], what)
+
+
+def _check_summary(summary: pd.DataFrame, what: str) -> None:
+    _numbers(summary, ["ratios", "below_1", "lowest", "median", "highest"], what)
 
 
 def _host_ms(timing: pd.DataFrame) -> list[float]:
@@ -24,6 +54,12 @@ def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str
     """Graph replay vs eager launch, batch-invariant vs vLLM options, and the KV read rate against the copy
     bandwidth, from one timing run (``timing``: :func:`flexfix.measure.timing.decode_sweep`; ``ratios``:
     :func:`flexfix.edition.tables.timing_ratios` of it)."""
+    what = f"the kernel timings of {where}"
+    require(timing, what, values=("device", "impl", "batch", "context", "median_ms"))
+    _numbers(timing, ["median_ms"], what)
+    _check_ratios(ratios, what)
+    if "graph_speedup" not in ratios and (timing["device"] == "cuda").any():
+        raise DataError(f"{what}: GPU timings without the graph-replay rows: refusing to describe them as a CPU run")
     if "graph_speedup" not in ratios:
         return markdown(
             f"**What {where} measured:** flex (eager path) took {span(ratios['flex_over_sdpa'], '{:.1f}', 'x')} the "
@@ -69,6 +105,7 @@ def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str
 
 def l2_effect(effect: pd.DataFrame) -> str:
     """:func:`flexfix.edition.tables.l2_effect` in words: how the flushed medians compare with the warm ones."""
+    _numbers(effect, ["flushed_over_warm"], "the L2 effect")
     ratio = effect["flushed_over_warm"]
     slower, faster = int((ratio > 1.05).sum()), int((ratio < 0.95).sum())
     text = (
@@ -87,6 +124,12 @@ def l2_effect(effect: pd.DataFrame) -> str:
 def engine_noise(speed: pd.DataFrame, spread: pd.DataFrame) -> str:
     """How far one configuration's throughput moved between engines and inside one engine, and how often an engine's
     slowest timed repetition was its first (``speed``: :func:`~flexfix.measure.engine_sweep.throughput_rows`)."""
+    require(speed, "the engine throughputs", values=("seconds",))
+    for seconds in speed["seconds"]:
+        if not isinstance(seconds, list) or not seconds:
+            raise DataError(f"the engine throughputs: an engine's timed repetitions are {seconds!r}, not a list")
+        require_numbers(seconds, "the engine throughputs", "a repetition's seconds")
+    _numbers(spread, ["between_engines", "within_engine"], "the throughput spread")
     per_model = spread.groupby(level="model")[["between_engines", "within_engine"]].max()
     firsts = [int(np.argmax(s) == 0) for s in speed["seconds"] if isinstance(s, list) and len(s) > 1]
     lines = [
@@ -111,6 +154,7 @@ def _ratio_line(row: pd.Series) -> str:
 
 def engine_ratios(summary: pd.DataFrame) -> str:
     """:func:`flexfix.edition.tables.ratio_summary`, one line per model and ratio."""
+    _check_summary(summary, "the throughput ratios")
     lines = [f"* {model}, {ratio}: {_ratio_line(row)}." for (model, ratio), row in summary.iterrows()]
     return markdown(
         "**The ratios, over all runs** (of output tokens per second: above 1, the first configuration named was "
@@ -121,6 +165,8 @@ def engine_ratios(summary: pd.DataFrame) -> str:
 
 def published(summary: pd.DataFrame, ratios: pd.DataFrame) -> str:
     """Our ratios next to the published anchors (:mod:`flexfix.edition.anchors`): same direction, other setups."""
+    _check_summary(summary, "the throughput ratios")
+    _check_ratios(ratios, "the kernel timing ratios")
     pr = anchors.PR_36298["latency_s"]
     full, piece, fi = pr["flex, full CUDA graphs"], pr["flex, piecewise CUDA graphs"], pr["FlashInfer"]
 

@@ -4,9 +4,48 @@ from __future__ import annotations
 
 import pandas as pd
 
+from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
 
-__all__ = ["kernel_sweep", "engine_sweep"]
+__all__ = ["KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep", "engine_sweep"]
+
+# The columns the sentences state (a notebook reads its recorded files with them): kernel cells, engine needles.
+KERNEL_CELL_COLUMNS = (
+    "config",
+    "batch",
+    "position",
+    "outcome",
+    "bitwise_equal",
+    "max_abs_diff",
+    "max_error_vs_reference",
+    "detail",
+)
+NEEDLE_COLUMNS = (
+    "engine",
+    "sampling",
+    "requests",
+    "tokens_equal",
+    "logprobs_bitwise_equal",
+    "max_abs_logprob_diff",
+    "distinct_tokens",
+)
+
+
+def check_kernel_cells(table: pd.DataFrame, what: str = "the needle cells") -> pd.DataFrame:
+    """The cells a kernel sweep's sentences and figures read: every cell with its configuration, batch, position
+    and outcome; a measured cell (outcome ``ok``) with whether it was bitwise equal, by how much it moved and its
+    error against the reference, and a cell that moved by more than nothing."""
+    require(table, what, KERNEL_CELL_COLUMNS, values=("config", "batch", "position", "outcome"))
+    measured = dict(where=lambda t: t["outcome"] == "ok", condition="measured (outcome 'ok')")
+    require(table, what, values=("bitwise_equal", "max_abs_diff", "max_error_vs_reference"), **measured)
+    ok = table[table["outcome"] == "ok"]
+    still = ok[~ok["bitwise_equal"].astype(bool) & (ok["max_abs_diff"].astype(float) == 0)]
+    if len(still):
+        raise DataError(
+            f"{what}: {len(still)} measured cells are not bitwise equal yet moved by 0 (first: row "
+            f"{still.index[0]!r}): the table contradicts itself"
+        )
+    return table
 
 
 def _kernel_config(cells: pd.DataFrame) -> str:
@@ -41,6 +80,7 @@ def _kernel_config(cells: pd.DataFrame) -> str:
 def kernel_sweep(table: pd.DataFrame, where: str) -> str:
     """Configurations with the same result share a line; each line says where the needle stayed bitwise
     equal, where it moved and by how much, and which cells crashed or failed to build."""
+    check_kernel_cells(table, f"the needle cells of {where}")
     said: dict[str, list[str]] = {}
     for config, cells in table.groupby("config", sort=False):
         said.setdefault(_kernel_config(cells), []).append(f"`{config}`")
@@ -72,6 +112,11 @@ def _engine_line(rows: pd.DataFrame) -> str:
 def engine_sweep(needle: pd.DataFrame, where: str) -> str:
     """Per engine (model, ``VLLM_BATCH_INVARIANT``, graphs) and sampling: bitwise equality of the needle
     prompt alone vs among ``N`` requests (:func:`flexfix.measure.engine_sweep.invariance_rows`)."""
+    what = f"the needle rows of {where}"
+    values = ("engine", "sampling", "requests", "tokens_equal", "logprobs_bitwise_equal", "distinct_tokens")
+    require(needle, what, NEEDLE_COLUMNS, values=values)
+    differ = dict(where=lambda t: ~t["logprobs_bitwise_equal"].astype(bool), condition="whose logprobs differ")
+    require(needle, what, values=("max_abs_logprob_diff",), **differ)
     said: dict[str, list[str]] = {}
     for (engine, sampling), rows in needle.groupby(["engine", "sampling"], sort=False):
         said.setdefault(_engine_line(rows), []).append(f"{engine.replace('eager graphs', 'eager')} ({sampling})")

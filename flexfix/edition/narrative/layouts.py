@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from flexfix.edition.checks import require
 from flexfix.edition.narrative import listing, markdown, plural
 
 __all__ = ["equivalence", "misreads"]
@@ -11,8 +12,9 @@ __all__ = ["equivalence", "misreads"]
 
 def equivalence(table: pd.DataFrame, names: tuple[str, str]) -> str:
     """Whether two copy functions agreed on every random shape (:func:`flexfix.mechanism.layouts.compare_copies`)."""
-    n = len(table)
     checks = ["strides_equal", "storage_maps_equal", "values_equal"]
+    require(table, "the copy comparison", values=checks)
+    n = len(table)
     agree = int(table[checks].all(axis=1).sum())
     if agree == n:
         return markdown(f"{names[0]} and {names[1]}: same strides, storage cells and values on all {n} random shapes.")
@@ -22,6 +24,8 @@ def equivalence(table: pd.DataFrame, names: tuple[str, str]) -> str:
 def misreads(table: pd.DataFrame) -> str:
     """Per copy and replay width (:func:`flexfix.mechanism.layouts.layout_table`): which query blocks read another
     row's entries, and how many of the cells they read nothing wrote at this step."""
+    values = ("copy", "K_capture", "K_replay", "row", "misread", "cells_read", "never_written")
+    require(table, "the stride layouts", values=values)
     lines = []
     for (copy, k_capture, k_replay), group in table.groupby(["copy", "K_capture", "K_replay"], sort=False):
         bad = group[group["misread"] > 0]

@@ -6,9 +6,13 @@ import re
 
 import pandas as pd
 
+from flexfix.edition.checks import DataError, require, require_numbers, require_steps
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
 
 __all__ = [
+    "KERNEL_RUN_COLUMNS",
+    "SANITIZER_COLUMNS",
+    "ENGINE_SCENARIO_COLUMNS",
     "kernel_outcomes",
     "sanitizer_read",
     "engine_scenarios",
@@ -16,6 +20,12 @@ __all__ = [
     "every_request",
     "patched_batches",
 ]
+
+# The columns each function states something of (a notebook reads its recorded files with them: results.recorded(...,
+# columns=...)): torch-only runs (ima_kernel), compute-sanitizer runs (ima_sanitizer), engine scenarios.
+KERNEL_RUN_COLUMNS = ("copy", "batch", "seed", "status", "records")
+SANITIZER_COLUMNS = ("copy", "status", "sanitizer_errors", "sanitizer_lines")
+ENGINE_SCENARIO_COLUMNS = ("scenario", "what", "status", "records")
 
 BOTH_OUTCOMES = (
     "Crash or silent wrong answer, both are this one bug: which of the two a run gets depends on what the "
@@ -35,6 +45,14 @@ def _steps_word(records: list[dict]) -> str:
 def kernel_outcomes(runs: pd.DataFrame, where: str) -> str:
     """One paragraph per (copy, batch) of torch-only runs (``flexfix.measure.record.kernel_outcomes``): how many were
     right at every step, and how the others went wrong and where, with the errors against the fp32 reference."""
+    what = f"the torch-only runs of {where}"
+    require(runs, what, values=("copy", "batch", "status", "records"))
+    for (_, run), steps in zip(runs.iterrows(), require_steps(runs, what, "records", ["outcome"])):
+        measured = [s.get("max_error") for s in steps if s["outcome"] in ("ok", "wrong_result")]
+        if measured:
+            require_numbers(measured, what, "a measured step's max_error")
+        if run["status"] == "ok" and any(s["outcome"] != "ok" for s in steps):
+            raise DataError(f"{what}: a run with status 'ok' has a step that is not: the table contradicts itself")
     lines = []
     for (copy, batch), group in runs.groupby(["copy", "batch"], sort=False):
         n = len(group)
@@ -90,6 +108,8 @@ def _cache_bytes() -> int:
 def sanitizer_read(sanitizer: pd.DataFrame) -> str:
     """What compute-sanitizer reported per copy, quoting the first out-of-bounds address it explains; says
     whether the allocation it names has the size of one of the scenario's KV caches."""
+    require(sanitizer, "the compute-sanitizer runs", values=("copy", "sanitizer_errors", "sanitizer_lines"))
+    require_numbers(sanitizer["sanitizer_errors"], "the compute-sanitizer runs", "sanitizer_errors")
     cache_bytes = _cache_bytes()
     lines = []
     for _, row in sanitizer.iterrows():
@@ -116,6 +136,7 @@ def _engine_word(status: str) -> str:
 def engine_scenarios(runs: pd.DataFrame, names: list[str]) -> str:
     """Scenario by scenario: what it is and what every run of it did (a scenario may be recorded several
     times: the repeats count)."""
+    require(runs, "the engine scenarios", values=("scenario", "what", "status"))
     lines = []
     for name in names:
         group = runs[runs["scenario"] == name]
@@ -130,6 +151,7 @@ def engine_scenarios(runs: pd.DataFrame, names: list[str]) -> str:
 
 def crash_threshold(table: pd.DataFrame) -> str:
     """From :func:`flexfix.edition.tables.threshold_table`: where each way of counting completed and where it died."""
+    require(table, "the crash threshold", values=("how", "outcome", "requests"))
     lines = []
     for how, group in table.groupby("how", sort=False):
         done = group[group["outcome"] == "completed"]["requests"]
@@ -161,6 +183,16 @@ def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
     """The every-request check (each request alone, then all together; ``rows`` from
     :func:`flexfix.edition.tables.every_request_table`): per engine, which request counts completed, which requests
     came out differently and in which query block, and where the engine died."""
+    require(runs, "the every-request engines", ["every_request"], values=("engine", "status"))
+    counts = ("requests", "requests_with_other_tokens", "requests_with_other_logprobs")
+    require(rows, "the every-request rows", ["their_query_blocks", "max_abs_logprob_diff"], values=("engine", *counts))
+    require(
+        rows,
+        "the every-request rows",
+        values=("max_abs_logprob_diff",),
+        where=lambda t: t["requests_with_other_tokens"] + t["requests_with_other_logprobs"] > 0,
+        condition="where requests came out differently",
+    )
     lines = []
     for _, run in runs.iterrows():
         planned = list(run.get("every_request") or [])
@@ -187,6 +219,11 @@ def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
 
 def patched_batches(runs: pd.DataFrame) -> str:
     """Patched engines: per scenario, the batches completed and whether request 0 matched itself alone."""
+    require(runs, "the patched engines", values=("scenario", "status", "records"))
+    require_steps(runs, "the patched engines", "records", ["requests"], nonempty=False)
+    for _, run in runs.iterrows():
+        if run["status"] == "ok" and not run["records"]:
+            raise DataError(f"the patched engines: {run['scenario']} completed, but its table holds no batch")
     lines = []
     for _, run in runs.iterrows():
         recs = run["records"] or []

@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import pandas as pd
 
+from flexfix.edition.checks import require
 from flexfix.edition.narrative import OUTCOME_WORDS, markdown, plural
 
 __all__ = ["scenarios"]
+
+
+def _check(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> None:
+    """What the sentences state: each scenario's status and what its server did; each stage run, its counts; each
+    comparison, its results; each difference, its size."""
+    require(table, f"the serving scenarios of {where}", values=("scenario", "status", "ima_in_log", "plugin_lines"))
+    require(table, f"the serving scenarios of {where}", ["server_exited_with"])
+    what = f"the serving stages of {where}"
+    require(stages, what, ["skipped", "errors", "compared"], values=("scenario", "stage"))
+    run = dict(where=lambda t: ~t["skipped"].fillna("").astype(bool), condition="of stages that ran")
+    require(stages, what, values=("requests", "ok", "errored"), **run)
+    compared = dict(where=lambda t: t["compared"].fillna(0) > 0, condition="with comparisons")
+    require(stages, what, values=("bitwise_equal", "tokens_differ", "logprobs_differ"), **compared)
+    differ = dict(
+        where=lambda t: (t["tokens_differ"].fillna(0) + t["logprobs_differ"].fillna(0)) > 0,
+        condition="with differences",
+    )
+    require(stages, what, values=("max_abs_logprob_diff",), **differ)
 
 
 def _stage(row: pd.Series) -> str:
@@ -32,6 +51,7 @@ def _stage(row: pd.Series) -> str:
 def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
     """Per scenario (``table``: :func:`flexfix.integration.serve_load.record`; ``stages``: its
     :func:`flexfix.integration.serve_load.stage_table`): what the clients got at each stage, and what the server did."""
+    _check(table, stages, where)
     lines = []
     for _, sc in table.iterrows():
         mine = stages[stages["scenario"] == sc["scenario"]]
