@@ -13,13 +13,17 @@ Modes (``--mode``): ``healthy``; ``never_healthy``; ``exit_at_start`` (prints a 
 before listening); ``ignore_sigterm`` (healthy, but SIGTERM is ignored: only SIGKILL stops it);
 ``grandchild`` (healthy, and starts a grandchild that ignores SIGTERM and sleeps).
 
+Requests are answered in batches: a batch closes once no request has arrived for ``--delay S`` s (0.1) while one
+request is held, or for ``--burst-delay`` s (0.5) while several are, so the requests of a burst are one batch even
+when the client is slow to send them; what happens to a request is decided when its batch closes, by its rank in
+the batch by seed (the client's numbering), never by the order its connection happened to arrive in.
+
 Behaviours: ``--crash-after N``: the request that arrives after N others makes the "engine" die: every
 request in flight and any arriving later get HTTP 500, the log gets the CUDA illegal-memory-access
 line, and the process exits 1 (as vLLM's API server does when its engine core dies).
-``--crash-above C``: the same, triggered by a request arriving while C are already in flight.
-``--perturb-above C``: a request arriving while C are already in flight gets its logprobs changed by a
-relative 2**-20 (tokens unchanged), like batch variance.  ``--delay S`` (0.1): a completion is answered
-once no request has arrived for S s, so the requests of a burst are all in flight together.
+``--crash-above C``: the same, for a batch of more than C requests.
+``--perturb-above C``: the requests of a batch after its C-th get their logprobs changed by a
+relative 2**-20 (tokens unchanged), like batch variance.
 
 Without explicit behaviours the fake follows the environment as the real server would behave:
 ``FLEXFIX_PATCH=0`` -> ``--crash-above 16`` (the IMA with more than 16 decode requests);
@@ -65,6 +69,7 @@ def parse(argv):
     p.add_argument("--crash-above", type=int, default=None)
     p.add_argument("--perturb-above", type=int, default=None)
     p.add_argument("--delay", type=float, default=0.1)
+    p.add_argument("--burst-delay", type=float, default=0.5)
     p.add_argument("--record-requests", default=None)
     p.add_argument("--grandchild-tag", default="fake-vllm-grandchild")
     p.add_argument("subcommand", choices=["serve"])
@@ -91,6 +96,15 @@ def model_config(model_dir: str) -> dict:
         return {}
 
 
+class Held:
+    """One completion waiting for its batch to close, and what the batch decided for it."""
+
+    def __init__(self, seed, order):
+        self.seed, self.order = seed, order
+        self.decided = False
+        self.perturbed = False
+
+
 class State:
     def __init__(self, args, config):
         self.args = args
@@ -98,38 +112,63 @@ class State:
         self.eos = int(config.get("eos_token_id", 2))
         self.name = args.served_model_name or args.model
         self.lock = threading.Lock()
+        self.closed = threading.Condition(self.lock)
         self.arrived = 0
         self.in_flight = 0
+        self.held: list[Held] = []
         self.last_arrival = time.monotonic()
         self.dead = threading.Event()
 
-    def arrive(self) -> bool:
-        """Count a request in; whether it is perturbed. Kills the 'engine' when a crash rule fires."""
+    def die(self) -> None:
+        """The 'engine' dies (called with the lock held): every request held or arriving gets HTTP 500."""
+        if self.dead.is_set():
+            return
+        self.dead.set()
+        log("ERROR EngineCore encountered a fatal error.")
+        log(IMA_LINE)
+        log("ERROR AsyncLLM output_handler failed. EngineDeadError: EngineCore encountered an issue.")
+        threading.Thread(target=self.exit_when_drained, daemon=True).start()
+        self.closed.notify_all()
+
+    def arrive(self, seed) -> Held:
+        """Count a request in (``--crash-after`` fires here, on the arrival count)."""
         with self.lock:
-            a = self.args
-            crowded = self.in_flight
             self.arrived += 1
             self.in_flight += 1
             self.last_arrival = time.monotonic()
-            crash = (a.crash_after is not None and self.arrived > a.crash_after) or (
-                a.crash_above is not None and crowded >= a.crash_above
-            )
-            if crash and not self.dead.is_set():
-                self.dead.set()
-                log("ERROR EngineCore encountered a fatal error.")
-                log(IMA_LINE)
-                log("ERROR AsyncLLM output_handler failed. EngineDeadError: EngineCore encountered an issue.")
-                threading.Thread(target=self.exit_when_drained, daemon=True).start()
-            return a.perturb_above is not None and crowded >= a.perturb_above
+            held = Held(seed, self.arrived)
+            self.held.append(held)
+            if self.args.crash_after is not None and self.arrived > self.args.crash_after:
+                self.die()
+            return held
 
-    def hold(self) -> bool:
-        """Answer once no request has arrived for ``--delay`` s (so a burst is in flight together,
-        however slowly the client sends it); whether the engine died meanwhile."""
-        while True:
-            with self.lock:
-                wait = self.args.delay - (time.monotonic() - self.last_arrival)
-            if wait <= 0 or self.dead.wait(wait):
-                return self.dead.is_set()
+    def _close_batch(self) -> None:
+        """Every request held now is one batch (called with the lock held): ``--crash-above C`` kills the engine
+        if it has more than C; ``--perturb-above C`` perturbs its requests after the C-th by seed (the order the
+        client numbered them in, whatever order their connections arrived in)."""
+        batch, self.held = self.held, []
+        a = self.args
+        if a.crash_above is not None and len(batch) > a.crash_above:
+            self.die()
+        ranked = sorted(batch, key=lambda h: (h.seed is None, h.seed if isinstance(h.seed, int) else 0, h.order))
+        for rank, h in enumerate(ranked):
+            h.perturbed = a.perturb_above is not None and rank >= a.perturb_above
+            h.decided = True
+        self.closed.notify_all()
+
+    def hold(self, held: Held) -> tuple[bool, bool]:
+        """Answer once the batch closes: no request has arrived for ``--delay`` s while one is held, or for
+        ``--burst-delay`` s while several are (a burst is collected whole even when the client sends it slowly).
+        (whether the engine died, whether this request is perturbed)."""
+        with self.lock:
+            while not held.decided and not self.dead.is_set():
+                quiet = self.args.delay if len(self.held) <= 1 else max(self.args.delay, self.args.burst_delay)
+                wait = quiet - (time.monotonic() - self.last_arrival)
+                if wait <= 0:
+                    self._close_batch()
+                    break
+                self.closed.wait(wait)
+            return self.dead.is_set(), held.perturbed
 
     def leave(self) -> None:
         with self.lock:
@@ -228,9 +267,10 @@ def make_handler(state: State):
             if state.args.record_requests:
                 with state.lock, open(state.args.record_requests, "a") as f:
                     f.write(json.dumps(body) + "\n")
-            perturbed = state.arrive()
+            held = state.arrive(body.get("seed"))
             try:
-                if state.hold():
+                dead, perturbed = state.hold(held)
+                if dead:
                     self.engine_dead()
                     return
                 self.complete(body, perturbed)

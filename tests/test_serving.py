@@ -369,16 +369,18 @@ def test_record_cli_against_the_fake(models_dir, tmp_path):
     assert prov["parameters"]["requests"]["patched_bi1"] == [17] and prov["parameters"]["max_tokens"] == 4
     assert "FLEX_ATTENTION" in prov["parameters"]["vllm_args"]["stock"]
     assert list(table.status) == ["illegal_memory_access", "ok", "differs"] and table.as_expected.all()
-    assert (tmp_path / "serve-logs" / "stock.log").exists() and "wrote" in out
+    (logs,) = (tmp_path / "serve-logs").iterdir()  # this run's own folder of logs
+    assert table.log_file.tolist() == [str(logs / f"{name}.log") for name in table.scenario]
+    assert (logs / "stock.log").exists() and "wrote" in out
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--scenarios", "stock,nope"], "unknown scenario 'nope'"),
-        (["--requests", "48,0"], "requests must be a positive integer, got 0"),
-        (["--requests", "-3"], "requests must be a positive integer, got -3"),
-        (["--requests", "4x"], "requests must be comma-separated integers"),
+        (["--requests", "48,0"], "--requests: 0 is outside 1..1024"),
+        (["--requests", "-3"], "--requests: -3 is outside 1..1024"),
+        (["--requests", "4x"], "--requests: '4x' is not an integer (expected e.g. 1,8,16)"),
         (["--max-tokens", "0"], "max_tokens must be a positive integer, got 0"),
         (["--model", "huge"], "model must be one of ['tiny', 'variance'], got 'huge'"),
         (["--fake", "/nonexistent/fake.py"], "fake server script '/nonexistent/fake.py' does not exist"),
@@ -402,7 +404,7 @@ def test_record_cli_interrupted_stops_the_server_and_keeps_finished_scenarios(mo
     proc = record_cli(
         "--fake", FAKE, "--model", "tiny", "--requests", "24", "--models-dir", own, "--out", tmp_path,
     )  # fmt: skip
-    saved = tmp_path / "serve-cpu.json"
+    saved = tmp_path / "serve-cpu.partial.json"
     deadline = time.monotonic() + 120
     while not saved.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

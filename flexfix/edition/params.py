@@ -21,6 +21,7 @@ __all__ = [
     "flag",
     "parse_ints",
     "writable_folder",
+    "existing_file",
     "HelpFormatter",
 ]
 
@@ -98,19 +99,39 @@ def parse_ints(
     return values
 
 
+PROBE_BYTES = 64 * 1024  # what the probe of writable_folder writes: an empty file fits on a full disk
+
+
 def writable_folder(name: str, path: str | os.PathLike) -> Path:
-    """``path`` as a folder this process can write into: created if missing, then a probe file is
-    written and removed.  Otherwise ValueError naming ``name``, the path and the reason."""
+    """``path`` as a folder this process can write into: created if missing, then a probe file of
+    :data:`PROBE_BYTES` is written, flushed to disk and removed (a full disk fails here, not after the work).
+    Otherwise ValueError naming ``name``, the path and the reason (a name too long, a file in the way, no
+    permission, no space)."""
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{name} {str(folder)!r} is a file, not a folder")
+    shown = str(folder) if len(str(folder)) <= 120 else f"{str(folder)[:60]}...{str(folder)[-40:]}"
     try:
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{name} {shown!r} is a file, not a folder")
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".flexfix-probe-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".flexfix-probe-") as probe:
+            probe.write(b"\0" * PROBE_BYTES)
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as e:
-        raise ValueError(f"{name} {str(folder)!r} is not a writable folder: {e.strerror or e}") from None
+        raise ValueError(f"{name} {shown!r} is not a writable folder: {e.strerror or e}") from None
     return folder
+
+
+def existing_file(name: str, path: str | os.PathLike) -> Path:
+    """``path`` if it names a file; otherwise ValueError naming ``name`` and the path."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValueError(f"{name} must be a file's path, got {path!r}")
+    try:
+        if Path(path).is_file():
+            return Path(path)
+    except OSError:
+        pass
+    raise ValueError(f"{name} {str(path)!r} is not a file")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -170,3 +170,31 @@ def test_engine_library_call_refuses_an_unknown_scenario(tmp_path):
     with pytest.raises(ValueError) as err:
         record.engine_outcomes(["a", "zz"], tmp_path)
     assert str(err.value).startswith("unknown engine scenario 'zz'; expected one of ['a', 'b', 'c', 'd'")
+
+
+def test_writable_folder_names_a_path_too_long_instead_of_raising_it(tmp_path):
+    """A 300-character name gave ENAMETOOLONG from the validator itself, as a traceback."""
+    shortened = r"^RESULTS_DIR '.{60}\.\.\..{40}' is not a writable folder: File name too long$"
+    with pytest.raises(ValueError, match=shortened):
+        params.writable_folder("RESULTS_DIR", tmp_path / ("x" * 300))
+
+
+def test_writable_folder_finds_a_full_disk_before_the_work(tmp_path, monkeypatch):
+    """An empty probe file fits on a full disk; the probe writes and flushes real bytes."""
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ValueError, match="is not a writable folder: No space left on device"):
+        params.writable_folder("--out", tmp_path)
+    assert [p for p in tmp_path.iterdir()] == []
+
+
+def test_existing_file_refuses_a_folder_or_nothing(tmp_path):
+    with pytest.raises(ValueError, match="FAKE_SERVER .* is not a file"):
+        params.existing_file("FAKE_SERVER", tmp_path)
+    with pytest.raises(ValueError, match="FAKE_SERVER must be a file's path, got None"):
+        params.existing_file("FAKE_SERVER", None)

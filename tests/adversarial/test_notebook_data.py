@@ -22,7 +22,7 @@ from notebook_cells import DATA, NOTEBOOKS, Replay, damage, mutations, outcome, 
 from flexfix.edition import checks, results, schemas
 from flexfix.edition.narrative import cost, invariance, layouts, reproduce, serving
 
-STEMS = ["01_reproduce_ima", "02_apply_flexfix", "04_batch_invariance", "05_cost"]
+STEMS = ["01_reproduce_ima", "02_apply_flexfix", "04_batch_invariance", "05_cost", "06_serving"]
 # A null that is a value: the server had not exited when it was stopped (the sentences then say nothing of an exit).
 NULL_IS_A_VALUE = {("06_serving", ("null", "server_exited_with"))}
 

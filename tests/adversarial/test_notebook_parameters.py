@@ -52,6 +52,18 @@ CASES = [
     ("05_cost", {"CPU_REPS": 10**6}, "CPU_REPS=1000000 is larger than the maximum 1000"),
     ("05_cost", {"WARMUP": -1}, "WARMUP must be an integer >= 0, got -1"),
     ("05_cost", {"CPU_HEADS": [8, 3, 64]}, "query heads a multiple of KV heads"),
+    # 06 checked none of MODEL, REQUESTS, RUN_SERVER (issue #22): a typo reached the GPU run, or was ignored on CPU
+    ("06_serving", {"RUN_SERVER": "false"}, "RUN_SERVER must be True or False, got 'false'"),
+    ("06_serving", {"MODEL": "huge"}, r"model must be one of \['tiny', 'variance'\], got 'huge'"),
+    ("06_serving", {"REQUESTS": [48, 48]}, "requests: 48 is listed twice"),
+    ("06_serving", {"REQUESTS": "48"}, "requests must be a list of batch sizes or None, got '48'"),
+    ("06_serving", {"REQUESTS": [0]}, "requests must be a positive integer, got 0"),
+    ("06_serving", {"SCENARIOS": ["stock", "stock"]}, "scenario 'stock' is listed twice"),
+    ("06_serving", {"SCENARIOS": ["stok"]}, "unknown scenario 'stok'"),
+    ("06_serving", {"SCENARIOS": []}, "scenarios must be a non-empty list of names"),
+    ("06_serving", {"FAKE_REQUESTS": [20, 20]}, "requests: 20 is listed twice"),
+    ("06_serving", {"FAKE_SERVER": "missing.py"}, "FAKE_SERVER 'missing.py' is not a file"),
+    ("06_serving", {"MAX_TOKENS": 0}, "MAX_TOKENS must be a positive integer, got 0"),
 ]
 
 
@@ -63,9 +75,7 @@ def test_bad_parameter_fails_in_the_first_cell_by_name(stem, overrides, message,
         first_cells(stem, overrides)
 
 
-@pytest.mark.parametrize(
-    "stem", ["01_reproduce_ima", "02_apply_flexfix", "03_stride_layouts", "04_batch_invariance", "05_cost"]
-)
+@pytest.mark.parametrize("stem", [p.stem for p in sorted(NOTEBOOKS.glob("0[1-6]_*.ipynb"))])
 def test_the_defaults_pass_the_first_cell(stem, monkeypatch):
     monkeypatch.chdir(NOTEBOOKS)
     monkeypatch.setattr("flexfix.edition.params.cuda_available", lambda: False)

@@ -94,8 +94,12 @@ class VllmServer:
         launcher: Sequence[str] = VLLM_LAUNCHER,
         poll: float = 0.5,
     ):
-        if startup_timeout <= 0 or grace < 0:
-            raise ValueError(f"startup_timeout must be > 0 and grace >= 0, got {startup_timeout} and {grace}")
+        from flexfix.measure.children import check_timeout
+
+        check_timeout("startup_timeout", startup_timeout)
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 600:  # also NaN
+            raise ValueError(f"grace must be a number of seconds in 0..600, got {grace!r}")
+        check_timeout("poll", poll, maximum=60)
         self.model_dir = str(model_dir)
         self.args = [str(a) for a in args]
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
@@ -175,15 +179,17 @@ class VllmServer:
     def start(self) -> VllmServer:
         if self.proc is not None:
             raise RuntimeError("this server was already started")
+        from flexfix.measure import children
+
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
+            # its own session, registered: it dies with this process however that ends (flexfix.measure.children)
+            self.proc = children.start(
                 self.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
-                start_new_session=True,
             )
         try:
             self._wait_healthy()
@@ -215,6 +221,8 @@ class VllmServer:
 
         Returns once the leader is reaped and no live process of the group is left (a second Ctrl-C
         while waiting goes straight to SIGKILL)."""
+        from flexfix.measure import children
+
         if self.proc is None:
             return None
         pgid = self.proc.pid  # a session leader's process group id is its pid
@@ -227,6 +235,8 @@ class VllmServer:
             self._signal(pgid, signal.SIGKILL)
             self._wait_group(pgid, 30.0)
             raise
+        finally:
+            children.end(self.proc)  # reaped and forgotten (the group is gone, or SIGKILLed once more)
         return self.proc.returncode
 
     @staticmethod

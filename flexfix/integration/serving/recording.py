@@ -7,31 +7,129 @@
     flexfix serve record --fake tests/fake_vllm_server.py --model tiny --requests 20,32 --out build/results
                                                              # CPU: the same code against a FAKE server
 
-The table is saved after each scenario; Ctrl-C or SIGTERM stops the server's process group and keeps the finished
-scenarios.  :func:`recorded_run` and :func:`show_recorded` read the GPU run kept in ``data/``.
+Every argument is checked before any server starts (:func:`check_run`): the scenarios and batch sizes (none
+twice), finite timeouts, a writable ``--out`` and ``--models-dir``, and nothing there the run would replace
+unasked: a results file with more scenarios than this run records, or a partial file of an interrupted run
+(``--replace`` allows both, as for ``flexfix record``).  The table goes to ``<name>-<device>.partial.json`` after
+each scenario and to ``<name>-<device>.json`` at the end; each run's server logs go to a folder of their own
+(``<name>-logs/<UTC time>/<scenario>.log``), so a later run never overwrites the log a kept table points to.
+Ctrl-C, SIGTERM or SIGHUP stops the server's process group and keeps the finished scenarios; the command exits 1
+when a server did not start.  :func:`recorded_run` and :func:`show_recorded` read the GPU run kept in ``data/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from flexfix.edition import params as params_mod
 from flexfix.edition import results
 from flexfix.edition.params import HelpFormatter
 from flexfix.integration.serving.manager import VLLM_LAUNCHER
 from flexfix.integration.serving.run import run_scenario
 from flexfix.integration.serving.scenarios import SCENARIOS, SEED_BASE, ServeScenario, plan, prepare_model, vllm_args
+from flexfix.measure import children
 from flexfix.measure.engine_sweep import PROMPT_LENGTHS
 
-__all__ = ["PROG", "record", "recorded_run", "show_recorded", "build_parser", "main"]
+__all__ = [
+    "PROG",
+    "MAX_STARTUP_TIMEOUT",
+    "MAX_REQUEST_TIMEOUT",
+    "Kept",
+    "check_run",
+    "record",
+    "recorded_run",
+    "show_recorded",
+    "build_parser",
+    "main",
+]
 
 PROG = "flexfix serve"
+MAX_STARTUP_TIMEOUT = 7200.0  # seconds a server may take to be healthy
+MAX_REQUEST_TIMEOUT = 3600.0  # seconds a request may take
+
+
+@dataclass
+class Kept:
+    """Where a run's finished scenarios are, as it goes (the partial file), for the line an interrupt prints."""
+
+    path: Path | None = None
+    count: int = 0
+
+    def line(self) -> str:
+        if self.path is None:
+            return "no scenario had finished: nothing written"
+        return f"the {self.count} finished scenarios are kept in {self.path}"
+
+
+def _recorded(path: Path) -> tuple[str | None, int | None] | None:
+    """(device kind, records) of a results file at ``path``; None if there is none; Nones if unreadable."""
+    if not path.exists():
+        return None
+    try:
+        table, prov = results.read_results(path)
+    except results.ResultsError:
+        return None, None
+    return prov["device_kind"], len(table)
+
+
+def check_run(
+    scenarios: Sequence[ServeScenario],
+    out_dir: str | os.PathLike,
+    name: str,
+    device: str,
+    *,
+    models_dir: str | os.PathLike | None = None,
+    startup_timeout: float = 480,
+    request_timeout: float = 120,
+    replace: bool = False,
+    names: tuple[str, str] = ("out_dir", "models_dir"),
+) -> None:
+    """Everything a run is refused for, before any server starts: ValueError naming it (``names``: how the
+    output and models folders are called in the message, e.g. ``("--out", "--models-dir")``)."""
+    results.results_path(out_dir, name, device)  # a bad name
+    children.check_timeout("startup_timeout", startup_timeout, maximum=MAX_STARTUP_TIMEOUT)
+    children.check_timeout("request_timeout", request_timeout, maximum=MAX_REQUEST_TIMEOUT)
+    params_mod.writable_folder(names[0], out_dir)
+    if models_dir is not None:
+        params_mod.writable_folder(names[1], models_dir)
+    final = results.results_path(out_dir, name, device)
+    partial = results.results_path(out_dir, name, device, partial=True)
+    old = _recorded(final)
+    if device == "cpu" and old is not None and old[0] == "cuda":
+        raise ValueError(f"{names[0]}: {final} holds a GPU-recorded result; a CPU run does not replace it")
+    if old is not None and old[1] is not None and old[1] > len(scenarios) and not replace:
+        raise ValueError(
+            f"{names[0]}: {final} holds {old[1]} scenarios and this run would write {len(scenarios)}: pass "
+            "--replace (replace=True) to replace it, or choose another output folder or name"
+        )
+    if partial.exists() and not replace:
+        raise ValueError(
+            f"{names[0]}: {partial} holds the scenarios of an interrupted run: move it away first, or pass "
+            "--replace (replace=True) to overwrite it"
+        )
+
+
+def _log_folder(out_dir: str | os.PathLike, name: str) -> Path:
+    """A new folder for this run's server logs, ``<out>/<name>-logs/<UTC time>[-n]``: never one a kept table uses."""
+    root = Path(out_dir) / f"{name}-logs"
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1000):
+        folder = root / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"{root}: no free folder for this run's logs")
 
 
 def record(
@@ -46,17 +144,30 @@ def record(
     request_timeout: float = 120,
     progress: Callable[[str], None] = print,
     replace: bool = False,
-) -> tuple[pd.DataFrame, Path | None]:
-    """Run ``scenarios`` (from :func:`plan`) one after another, each with its own server; the table is
-    written (``out_dir/name-<device>.json``, with provenance) after each, so an interrupted run keeps
-    the finished ones.  An existing file with more records is replaced only with ``replace`` (a notebook
-    run again replaces its own results).  Logs go to ``out_dir/name-logs/<scenario>.log``.  With ``fake_server`` the
-    FAKE server runs instead of vLLM and the device is ``cpu``."""
-    results.results_path(out_dir, name, "cpu")  # refuses a bad name before anything starts
+    kept: Kept | None = None,
+) -> tuple[pd.DataFrame, Path]:
+    """Run ``scenarios`` (from :func:`plan`) one after another, each with its own server, after
+    :func:`check_run` (a ValueError before anything starts).  The table goes to the partial file after each
+    scenario (``kept`` says where, as it goes) and to ``out_dir/name-<device>.json`` at the end; a complete file
+    with more scenarios, or a partial file, is replaced only with ``replace`` (a notebook run again replaces
+    its own results).  Logs go to a new ``out_dir/name-logs/<UTC time>/<scenario>.log``.  With ``fake_server`` the
+    FAKE server runs instead of vLLM and the device is ``cpu``.  A final write that fails raises
+    :class:`flexfix.edition.results.ResultsError` saying where the finished scenarios are."""
+    device = "cpu" if fake_server is not None else "cuda"
+    check_run(
+        scenarios,
+        out_dir,
+        name,
+        device,
+        models_dir=models_dir,
+        startup_timeout=startup_timeout,
+        request_timeout=request_timeout,
+        replace=replace,
+    )
     if fake_server is not None:
-        launcher, device, server = (sys.executable, str(fake_server)), "cpu", f"FAKE ({Path(fake_server).name})"
+        launcher, server = (sys.executable, str(fake_server)), f"FAKE ({Path(fake_server).name})"
     else:
-        launcher, device, server = VLLM_LAUNCHER, "cuda", "vllm serve (python -m vllm.entrypoints.cli.main serve)"
+        launcher, server = VLLM_LAUNCHER, "vllm serve (python -m vllm.entrypoints.cli.main serve)"
     params = {
         "server": server,
         "scenarios": [sc.name for sc in scenarios],
@@ -73,8 +184,9 @@ def record(
         },
         "startup_timeout": startup_timeout,
     }
-    logs = Path(out_dir) / f"{name}-logs"
-    rows, path = [], None
+    kept = kept if kept is not None else Kept()
+    logs = _log_folder(out_dir, name)
+    rows: list[dict] = []
     for sc in scenarios:
         model_dir = prepare_model(sc.model, models_dir)
         progress(f"{sc.name}: starting {server} on {model_dir} ({sc.what})")
@@ -88,9 +200,16 @@ def record(
             request_timeout=request_timeout,
             progress=progress,
         )
-        rows.append(row)
+        with children.deferred_signals():  # an interrupt now lands after the row is saved, not between
+            rows.append(row)
+            kept.path = results.write_results(out_dir, name, rows, device, params, partial=True, replace=True)
+            kept.count = len(rows)
+        progress(f"{sc.name}: {row['status']} ({row['detail']}), {row['seconds']} s; saved {kept.path}")
+    try:
         path = results.write_results(out_dir, name, rows, device, params, replace=replace)
-        progress(f"{sc.name}: {row['status']} ({row['detail']}), {row['seconds']} s; saved {path}")
+    except (results.ResultsError, OSError) as e:
+        raise results.ResultsError(f"{e}; {kept.line()}") from None
+    kept.path = path
     return pd.DataFrame(rows), path
 
 
@@ -98,7 +217,9 @@ def record(
 
 
 def recorded_run(data_dir: str | os.PathLike, name: str = "serve") -> tuple[pd.DataFrame, dict] | None:
-    """The GPU serving run recorded in ``data_dir`` with its provenance, or None (saying so) until it exists."""
+    """The GPU serving run recorded in ``data_dir`` with its provenance (checked against
+    :data:`flexfix.edition.schemas.SERVING`: what the views, the figure and the sentences read), or None (saying so)
+    until it exists."""
     path = results.results_path(data_dir, name, "cuda")
     if not path.exists():
         print(
@@ -106,7 +227,9 @@ def recorded_run(data_dir: str | os.PathLike, name: str = "serve") -> tuple[pd.D
             f"(flexfix serve record --out build/results --name {name} on a GPU, then copied to data/)."
         )
         return None
-    return results.read_results(path)
+    from flexfix.edition import schemas
+
+    return schemas.recorded(data_dir, name, schemas.SERVING)
 
 
 def show_recorded(data_dir: str | os.PathLike, name: str = "serve") -> pd.DataFrame | None:
@@ -144,39 +267,58 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     r.add_argument("--model", default=None, help="Llama config for every scenario (default: each scenario's own)")
     r.add_argument("--requests", default=None, help="concurrent batch sizes for every scenario, e.g. 48,128")
     r.add_argument("--max-tokens", type=int, default=32, help="tokens generated per request")
-    r.add_argument("--startup-timeout", type=float, default=480, help="seconds a server may take to be healthy")
-    r.add_argument("--request-timeout", type=float, default=120, help="seconds a request may take")
+    r.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=480,
+        help=f"seconds a server may take to be healthy (at most {MAX_STARTUP_TIMEOUT:g})",
+    )
+    r.add_argument(
+        "--request-timeout",
+        type=float,
+        default=120,
+        help=f"seconds a request may take (at most {MAX_REQUEST_TIMEOUT:g})",
+    )
     r.add_argument("--models-dir", default=None, help="where model directories are written (default: temp folder)")
     r.add_argument("--fake", default=None, metavar="SCRIPT", help="run this FAKE server instead of vLLM (CPU tests)")
+    r.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace a results file holding more scenarios than this run records (or a partial file left by an "
+        "interrupted run); without it such a run is refused before it starts",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     from flexfix.edition.tables import scenario_table
-    from flexfix.measure.children import exit_status, interruptible, signal_name
 
     p = build_parser(prog)
     args = p.parse_args(argv)
+    prog = f"{p.prog} record"
     try:
-        requests = None
-        if args.requests is not None:
-            try:
-                requests = [int(x) for x in args.requests.split(",")]
-            except ValueError:
-                raise ValueError(f"requests must be comma-separated integers, got {args.requests!r}") from None
+        requests = None if args.requests is None else params_mod.parse_ints("--requests", args.requests, maximum=1024)
         scenarios = plan(
             args.scenarios, model=args.model, requests=requests, max_tokens=args.max_tokens, fake_server=args.fake
         )
-        results.results_path(args.out, args.name, "cpu")
-        if args.startup_timeout <= 0 or args.request_timeout <= 0:
-            raise ValueError("startup and request timeouts must be > 0")
+        device = "cpu" if args.fake else "cuda"
+        check_run(
+            scenarios,
+            args.out,
+            args.name,
+            device,
+            models_dir=args.models_dir,
+            startup_timeout=args.startup_timeout,
+            request_timeout=args.request_timeout,
+            replace=args.replace,
+            names=("--out", "--models-dir"),
+        )
     except ValueError as exc:
-        print(f"{prog} record: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    saved = results.results_path(args.out, args.name, "cpu" if args.fake else "cuda")
-    started = time.time()
+    kept = Kept()
     try:
-        with interruptible():  # SIGTERM too raises an interrupt, so that the server's group is stopped
+        with children.interruptible():  # SIGTERM and SIGHUP too raise an interrupt, so that the server is stopped
             table, path = record(
                 scenarios,
                 args.out,
@@ -187,12 +329,24 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
                 startup_timeout=args.startup_timeout,
                 request_timeout=args.request_timeout,
                 progress=lambda line: print(line, flush=True),
+                replace=args.replace,
+                kept=kept,
             )
     except KeyboardInterrupt as exc:
-        fresh = saved.exists() and saved.stat().st_mtime >= started
-        kept = f"the finished scenarios are kept in {saved}" if fresh else "no scenario had finished"
-        print(f"interrupted by {signal_name(exc)}: the server was stopped; {kept}", file=sys.stderr)
-        return exit_status(exc)
+        name = children.signal_name(exc)
+        print(f"{prog}: interrupted by {name}: the server was stopped; {kept.line()}", file=sys.stderr)
+        return children.exit_status(exc)
+    except (results.ResultsError, OSError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
     print(scenario_table(table).to_string())
     print(f"wrote {path}")
+    failed = [row.scenario for row in table.itertuples() if row.status == "startup_failed"]
+    if failed:
+        print(
+            f"{prog}: the server did not start in {len(failed)} of {len(table)} scenarios ({', '.join(failed)}): "
+            "nothing was measured there (see each scenario's detail and log)",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -26,6 +26,7 @@ __all__ = [
     "vllm_args",
     "requests_for",
     "prepare_model",
+    "check_choice",
     "plan",
     "notebook_plan",
 ]
@@ -52,8 +53,10 @@ class ServeScenario:
             raise ValueError(f"model must be one of {sorted(LLAMA_CONFIGS)}, got {self.model!r}")
         if not self.requests:
             raise ValueError("requests must not be empty")
-        for n in self.requests:
+        for i, n in enumerate(self.requests):
             positive_int("requests", n, maximum=1024)
+            if n in self.requests[:i]:
+                raise ValueError(f"requests: {n} is listed twice")
 
     def env(self) -> dict[str, str]:
         return {
@@ -179,6 +182,40 @@ def prepare_model(model: str, models_dir: str | os.PathLike | None = None) -> Pa
 # A run of several scenarios: checked first, then recorded one after another.
 
 
+def check_choice(
+    scenarios: str | Sequence[str], *, model: str | None = None, requests: Sequence[int] | None = None
+) -> tuple[list[str], tuple[int, ...] | None]:
+    """The scenario names (a comma-separated string or a list: each known, none twice) and the batch sizes
+    (None, or a non-empty list of integers in 1..1024, none twice) of a choice; ValueError naming any bad value,
+    ``model`` included (None or a Llama config's name).  Notebook 06's first cell and :func:`plan` use it."""
+    if isinstance(scenarios, str):
+        scenarios = scenarios.split(",")
+    if not isinstance(scenarios, Sequence) or not all(isinstance(n, str) for n in scenarios):
+        raise ValueError(f"scenarios must be a list of names, got {scenarios!r}")
+    names = [n.strip() for n in scenarios]
+    if not names or not all(names):
+        raise ValueError(f"scenarios must be a non-empty list of names, got {scenarios!r}")
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenario {unknown[0]!r}; expected some of {sorted(SCENARIOS)}")
+    twice = [n for i, n in enumerate(names) if n in names[:i]]
+    if twice:
+        raise ValueError(f"scenario {twice[0]!r} is listed twice")
+    if model is not None and model not in LLAMA_CONFIGS:
+        raise ValueError(f"model must be one of {sorted(LLAMA_CONFIGS)}, got {model!r}")
+    if requests is not None:
+        if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
+            raise ValueError(f"requests must be a list of batch sizes or None, got {requests!r}")
+        requests = tuple(requests)
+        if not requests:
+            raise ValueError("requests must not be empty")
+        for i, n in enumerate(requests):
+            positive_int("requests", n, maximum=1024)
+            if n in requests[:i]:
+                raise ValueError(f"requests: {n} is listed twice")
+    return names, requests
+
+
 def plan(
     scenarios: str | Sequence[str],
     *,
@@ -192,20 +229,7 @@ def plan(
 
     Without ``fake_server`` this needs a GPU, and for the patched scenarios flexfix's vLLM plugin
     (the ``vllm.general_plugins`` entry point, installed with flexfix) -- checked here too."""
-    names = [s.strip() for s in (scenarios.split(",") if isinstance(scenarios, str) else scenarios)]
-    if not names or not all(names):
-        raise ValueError(f"scenarios must be a non-empty list of names, got {scenarios!r}")
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown:
-        raise ValueError(f"unknown scenario {unknown[0]!r}; expected some of {sorted(SCENARIOS)}")
-    if model is not None and model not in LLAMA_CONFIGS:
-        raise ValueError(f"model must be one of {sorted(LLAMA_CONFIGS)}, got {model!r}")
-    if requests is not None:
-        requests = tuple(requests)
-        if not requests:
-            raise ValueError("requests must not be empty")
-        for n in requests:
-            positive_int("requests", n, maximum=1024)
+    names, requests = check_choice(scenarios, model=model, requests=requests)
     positive_int("max_tokens", max_tokens, maximum=512)
     chosen = [
         dataclasses.replace(SCENARIOS[n], model=model or SCENARIOS[n].model, requests=requests or SCENARIOS[n].requests)
