@@ -426,14 +426,14 @@ def test_member_cache_is_used_and_remembers_absence(tmp_path, monkeypatch):
         (TimeoutError("timed out"), "timed out"),
     ],
 )
-def test_network_error_is_a_clear_error_naming_the_url(monkeypatch, capsys, error, text):
+def test_network_error_is_a_clear_error_naming_the_url(monkeypatch, capsys, tmp_path, error, text):
     def failing_urlopen(*args, **kwargs):
         raise error
 
     monkeypatch.setattr(index.urllib.request, "urlopen", failing_urlopen)
     with pytest.raises(index.ReleaseError, match=f"cannot fetch {index.INDEX_URL}: .*{text}"):
         index.fetch_index()
-    assert cli.main(["--out", "unused"]) == 1
+    assert cli.main(["--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot fetch {index.INDEX_URL}") and text in err
     assert "Traceback" not in err
@@ -471,7 +471,7 @@ def fake_row(version, *_args):
 
 @pytest.fixture
 def offline_index(monkeypatch):
-    monkeypatch.setattr(survey, "fetch_index", lambda url: INDEX_JSON)
+    monkeypatch.setattr(survey, "fetch_index", lambda url, timeout=None: INDEX_JSON)
 
 
 def read_records(path: Path) -> tuple[list[dict], dict]:
@@ -481,7 +481,7 @@ def read_records(path: Path) -> tuple[list[dict], dict]:
 
 def test_survey_writes_the_final_file_and_removes_the_partial(tmp_path, offline_index, monkeypatch):
     monkeypatch.setattr(survey, "examine_release", fake_row)
-    assert cli.main(["--out", str(tmp_path)]) == 0
+    assert cli.main(["--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
     records, prov = read_records(tmp_path / "vllm_releases-cpu.json")
     assert [r["version"] for r in records] == ["0.19.1", "0.20.1", "0.21.0"]
     assert prov["parameters"]["complete"] is True and prov["device_kind"] == "cpu"
@@ -497,8 +497,8 @@ def test_interrupted_survey_keeps_what_finished_and_exits_130(tmp_path, offline_
         return fake_row(version)
 
     monkeypatch.setattr(survey, "examine_release", interrupted_at_third)
-    assert cli.main(["--out", str(tmp_path)]) == 130
-    assert "interrupted: kept 2 rows" in capsys.readouterr().err
+    assert cli.main(["--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 130
+    assert "interrupted by SIGINT: kept 2 rows" in capsys.readouterr().err
     records, prov = read_records(tmp_path / "vllm_releases-cpu.partial.json")
     assert [r["version"] for r in records] == ["0.19.1", "0.20.1"] and prov["parameters"]["complete"] is False
     assert not (tmp_path / "vllm_releases-cpu.json").exists()
@@ -506,8 +506,8 @@ def test_interrupted_survey_keeps_what_finished_and_exits_130(tmp_path, offline_
 
 def test_a_narrower_run_does_not_replace_a_complete_file(tmp_path, offline_index, monkeypatch, capsys):
     monkeypatch.setattr(survey, "examine_release", fake_row)
-    assert cli.main(["--out", str(tmp_path)]) == 0
-    assert cli.main(["--out", str(tmp_path), "--min", "0.20.0"]) == 1
+    assert cli.main(["--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
+    assert cli.main(["--out", str(tmp_path), "--cache", str(tmp_path / "cache"), "--min", "0.20.0"]) == 1
     assert "holds 0.19.1, which this run did not examine: not replaced" in capsys.readouterr().err
     assert len(read_records(tmp_path / "vllm_releases-cpu.json")[0]) == 3
     assert len(read_records(tmp_path / "vllm_releases-cpu.partial.json")[0]) == 2

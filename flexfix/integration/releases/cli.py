@@ -9,11 +9,14 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
+from flexfix.edition import params
 from flexfix.edition.params import HelpFormatter
 from flexfix.edition.results import ResultsError
-from flexfix.integration.releases.index import INDEX_URL, ReleaseError
+from flexfix.integration.releases.index import INDEX_URL, MAX_TIMEOUT_S, TIMEOUT_S, ReleaseError
 from flexfix.integration.releases.patch_checks import DEFAULT_WORK, run_check_patch
 from flexfix.integration.releases.survey import DEFAULT_CACHE, DEFAULT_MIN, run_survey
+from flexfix.measure import children
+from flexfix.measure.children import check_timeout
 
 __all__ = ["PROG", "build_parser", "parse_args", "main"]
 
@@ -33,7 +36,17 @@ def _versions_arg(text: str) -> list[Version]:
     versions = [_version_arg(part.strip()) for part in text.split(",") if part.strip()]
     if not versions:
         raise argparse.ArgumentTypeError(f"{text!r} names no version (e.g. 0.20.0,0.21.0)")
+    twice = [str(v) for i, v in enumerate(versions) if v in versions[:i]]
+    if twice:
+        raise argparse.ArgumentTypeError(f"{twice[0]} is listed twice")
     return versions
+
+
+def _timeout_arg(text: str) -> float:
+    try:
+        return check_timeout("--timeout", float(text), maximum=MAX_TIMEOUT_S)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--timeout ", "").replace("--timeout=", "")) from None
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -51,14 +64,20 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     survey_p.add_argument("--source", choices=("auto", "wheel", "sdist"), default="auto", help="archive to read")
     survey_p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where members read are kept")
     survey_p.add_argument("--out", type=Path, default=Path("build/results"), help="results folder")
-    survey_p.set_defaults(run=run_survey)
+    survey_p.add_argument(
+        "--timeout",
+        type=_timeout_arg,
+        default=float(TIMEOUT_S),
+        help=f"seconds the index may take to answer in full (at most {MAX_TIMEOUT_S})",
+    )
+    survey_p.set_defaults(run=run_survey, folders=("out", "cache"))
     check_p = commands.add_parser(
         "check-patch", help="run flexfix's patch against each release's real module", formatter_class=HelpFormatter
     )
     check_p.add_argument("--versions", type=_versions_arg, required=True, help="e.g. 0.19.1,0.20.0,0.21.0")
     check_p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="wheels and installs go below")
     check_p.add_argument("--out", type=Path, default=Path("build/results"), help="results folder")
-    check_p.set_defaults(run=run_check_patch)
+    check_p.set_defaults(run=run_check_patch, folders=("out", "work"))
     return parser
 
 
@@ -71,12 +90,20 @@ def parse_args(argv: Sequence[str] | None = None, prog: str = PROG) -> argparse.
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Every folder is checked before the network is touched (a usage error, exit 2); a release or results
+    problem is one line and exit 1; Ctrl-C, SIGTERM or SIGHUP one line and 130 / 143 / 129, what finished kept."""
     args = parse_args(argv, prog)
+    for name in args.folders:
+        try:
+            params.writable_folder(f"--{name}", getattr(args, name))
+        except ValueError as e:
+            build_parser(prog).error(f"{args.command or 'survey'}: {e}")
     try:
-        return args.run(args)
+        with children.interruptible():
+            return args.run(args)
     except (ReleaseError, ResultsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"{prog}: interrupted by {children.signal_name(exc)}", file=sys.stderr)
+        return children.exit_status(exc)

@@ -9,6 +9,7 @@ archive of a release to read its backend from.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,7 +33,8 @@ __all__ = [
 
 INDEX_URL = "https://pypi.org/simple/vllm/"
 JSON_API = "application/vnd.pypi.simple.v1+json"
-TIMEOUT_S = 60
+TIMEOUT_S = 60  # seconds: the index's whole answer, an archive member's
+MAX_TIMEOUT_S = 600
 # The wheel pip installs on the machines this project targets.
 WHEEL_PLATFORM = "x86_64"
 
@@ -61,17 +63,38 @@ class DistFile:
         return self.kind == "wheel" and self.filename.endswith(f"_{WHEEL_PLATFORM}.whl")
 
 
-def fetch_index(url: str = INDEX_URL) -> dict[str, Any]:
+def _read_within(response: Any, deadline: float, url: str, timeout: float) -> bytes:
+    """The body of ``response``, read in blocks, each socket wait bounded by what is left until ``deadline``."""
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no complete answer within {timeout:g} s")
+        sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+        if sock is not None:
+            sock.settimeout(left)
+        chunk = response.read1(1 << 16)  # what one receive brings: a slow drip cannot keep read() waiting
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def fetch_index(url: str = INDEX_URL, timeout: float = TIMEOUT_S) -> dict[str, Any]:
     """The project page of the simple index at ``url``, as PEP 691 JSON; a :class:`ReleaseError` naming the URL
-    on any network failure, or when the index does not answer in JSON."""
+    on any network failure, when the whole answer takes more than ``timeout`` seconds (a server that accepts
+    and never answers, or answers a byte at a time), or when the index does not answer in JSON."""
     request = urllib.request.Request(url, headers={"User-Agent": "flexfix-releases", "Accept": JSON_API})
+    deadline = time.monotonic() + timeout
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            kind, body = response.headers.get("Content-Type", ""), response.read()
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            kind, body = response.headers.get("Content-Type", ""), _read_within(response, deadline, url, timeout)
     except urllib.error.HTTPError as e:
         raise ReleaseError(f"cannot fetch {url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as e:
-        raise ReleaseError(f"cannot fetch {url}: {getattr(e, 'reason', None) or e}") from None
+        reason = getattr(e, "reason", None) or e
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            reason = f"timed out: no complete answer within {timeout:g} s"
+        raise ReleaseError(f"cannot fetch {url}: {reason}") from None
     if "json" not in kind:
         raise ReleaseError(f"{url} did not answer in JSON (PEP 691), but {kind or 'without a Content-Type'}")
     try:

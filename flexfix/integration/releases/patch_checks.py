@@ -44,10 +44,25 @@ CHILD_TIMEOUT_S = 600
 PIP_TIMEOUT_S = 1800
 
 
+def _run(command: Sequence[str], timeout: float, what: str, **kwargs: Any) -> subprocess.CompletedProcess:
+    """``command`` as a child of :mod:`flexfix.measure.children` (its own process group, dead with this process
+    however it ends), its output captured; a :class:`ReleaseError` if it runs past ``timeout`` seconds."""
+    from flexfix.measure import children
+
+    proc = children.start(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ReleaseError(f"{what} did not finish within {timeout:g} s: stopped") from None
+    finally:
+        children.end(proc)
+    return subprocess.CompletedProcess(list(command), proc.returncode, out, err)
+
+
 def _pip(args: Sequence[str], what: str) -> None:
     """Run ``python -m pip ARGS`` quietly; a :class:`ReleaseError` with pip's last lines if it fails."""
     command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+    done = _run(command, PIP_TIMEOUT_S, what)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
         raise ReleaseError(f"{what} failed (pip exit {done.returncode}):\n{tail}")
@@ -99,7 +114,7 @@ def probe_in_child(site: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "FLEXFIX_PATCH"}
     env["PYTHONPATH"] = os.pathsep.join([str(site.resolve()), str(REPO_ROOT)])
     command = [sys.executable, "-m", "flexfix.integration.releases.probe"]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=CHILD_TIMEOUT_S)
+    done = _run(command, CHILD_TIMEOUT_S, f"the probe of {site}", env=env, cwd=REPO_ROOT)
     marked = [line for line in done.stdout.splitlines() if line.startswith(PROBE_MARKER)]
     if not marked:
         tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
@@ -196,7 +211,7 @@ def run_check_patch(args: argparse.Namespace) -> int:
     table = IncrementalTable(args.out, CHECKS_NAME, parameters)
     try:
         rows = check_patch(args.versions, table, args.work)
-    except KeyboardInterrupt:
-        return interrupted(table)
+    except KeyboardInterrupt as exc:
+        return interrupted(table, exc)
     print(f"wrote {table.finish()}")
     return 1 if any(r["gaps"] for r in rows) else 0

@@ -4,7 +4,8 @@
 classifies it (:mod:`.classify`) and saves the table with provenance after every release
 (:class:`flexfix.edition.results.IncrementalTable`: ``vllm_releases-cpu.partial.json`` while it runs,
 ``vllm_releases-cpu.json`` once every release was examined).  A complete file is never replaced by a run that
-examined fewer releases (e.g. a higher ``--min``).  Ctrl-C stops it within seconds (exit 130), keeping what was
+examined fewer releases (e.g. a higher ``--min``); a partial file left by an interrupted or failed run is
+replaced by the next run's.  Ctrl-C stops it within seconds (exit 130; SIGTERM 143, SIGHUP 129), keeping what was
 classified.
 """
 
@@ -21,6 +22,7 @@ from packaging.version import Version
 from flexfix.edition.results import IncrementalTable
 from flexfix.integration.releases.classify import MEMBER, classify_source, verdict
 from flexfix.integration.releases.index import (
+    TIMEOUT_S,
     DistFile,
     ReleaseError,
     fetch_index,
@@ -100,7 +102,8 @@ def survey_parameters(index_url: str, min_version: Version, source: str, release
 
 def run_survey(args: argparse.Namespace) -> int:
     index_url, min_version = args.index, args.min
-    releases, left_out = final_releases(parse_simple_index(fetch_index(index_url), index_url), min_version)
+    page = fetch_index(index_url, timeout=getattr(args, "timeout", TIMEOUT_S))
+    releases, left_out = final_releases(parse_simple_index(page, index_url), min_version)
     releases = readable_releases(releases, args.source, left_out)
     if not releases:
         raise ReleaseError(f"{index_url} lists no final vLLM release from {min_version} on")
@@ -112,14 +115,17 @@ def run_survey(args: argparse.Namespace) -> int:
         print(f"skipped {version}: {why}")
     try:
         survey(releases, table, args.cache, args.source)
-    except KeyboardInterrupt:
-        return interrupted(table)
+    except KeyboardInterrupt as exc:
+        return interrupted(table, exc)
     print(f"wrote {table.finish()}")
     return 0
 
 
-def interrupted(table: IncrementalTable) -> int:
-    """Say what an interrupted run kept (exit status 130)."""
+def interrupted(table: IncrementalTable, exc: BaseException | None = None) -> int:
+    """Say what an interrupted run kept, in one line; the exit status (130 for Ctrl-C, 143 SIGTERM, 129 SIGHUP)."""
+    from flexfix.measure import children
+
     kept = f"kept {len(table.rows)} rows in {table.path(partial=True)}" if table.rows else "nothing was finished"
-    print(f"\ninterrupted: {kept}", file=sys.stderr)
-    return 130
+    name = children.signal_name(exc) if exc is not None else "SIGINT"
+    print(f"interrupted by {name}: {kept}", file=sys.stderr)
+    return children.exit_status(exc) if exc is not None else 130
