@@ -31,6 +31,7 @@ from flexfix.edition import params
 from flexfix.edition.kernel_groups import kernels_die_first, tracked_kernel_manager
 from flexfix.edition.notebook_failures import WriteError, describe_failure, ran_last
 from flexfix.edition.notebook_parameters import UNKNOWN, check_overrides, check_plan, notebook_parameters
+from flexfix.edition.notebook_times import TIMES_NAME, check_times, record_times
 from flexfix.measure import children
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "WriteError",
     "run_one",
     "run_all",
+    "check_times",
+    "record_times",
     "build_parser",
     "main",
 ]
@@ -75,7 +78,6 @@ CACHE_ENV = {
     "TRITON_CACHE_DIR": ROOT / "build" / "cache" / "triton",
     "VLLM_CACHE_ROOT": ROOT / "build" / "cache" / "vllm",
 }
-TIMES_NAME = "notebook_times"
 # A headless run writes an executed notebook to be read, not a terminal: no progress bars (flexfix's, vLLM's,
 # Hugging Face's), and not tqdm's "IProgress not found" warning about widgets nobody will see.
 HEADLESS_ENV = {
@@ -307,10 +309,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     notebooks = [Path(n) for n in args.notebooks] or sorted(NOTEBOOKS.glob("*.ipynb"))
     out_dir = Path(args.out)
     problems, declared = check_plan(notebooks, out_dir, overrides, args.results)
-    try:
-        params.writable_folder("--times", args.times)
-    except ValueError as e:
-        problems.append(str(e))
+    problems += check_times(args.times)
     kernel = _kernel_problem(KERNEL)
     if kernel:
         problems.append(kernel)
@@ -347,15 +346,20 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         f"{len(runs) - len(failed)} of {len(runs)} notebooks ok in {total:.0f} s"
         + (f"; failed: {', '.join(r.notebook for r in failed)}" if failed else "")
     )
-    path = record_times(args.times, runs, device, total, overrides)
-    print(f"wall times in {path}")
+    from flexfix.edition.results import ResultsError
+
+    try:
+        with children.deferred_signals():
+            path, kept = record_times(args.times, *_times(runs, device, total, overrides))
+    except (ResultsError, OSError) as e:
+        print(f"{p.prog}: the wall times were not written: {e}", file=sys.stderr)
+        return 1
+    print(f"wall times in {path}" + (f" ({kept})" if kept else ""))
     return 1 if failed else 0
 
 
-def record_times(folder: str | os.PathLike, runs: Sequence[Run], device: str, total: float, overrides: dict) -> Path:
-    """Each notebook's wall time (and whether it passed) as a results file with provenance."""
-    from flexfix.edition import results
-
+def _times(runs: Sequence[Run], device: str, total: float, overrides: dict) -> tuple[list[dict], str, dict]:
+    """The rows, device and parameters of :func:`record_times`: each notebook's wall time and whether it passed."""
     rows = [{"notebook": Path(r.notebook).stem, "seconds": round(r.seconds, 1), "ok": r.ok} for r in runs]
     parameters = {
         "total_seconds": round(total, 1),
@@ -363,4 +367,4 @@ def record_times(folder: str | os.PathLike, runs: Sequence[Run], device: str, to
         "parameters": {row["notebook"]: PARAMETERS.get(device, {}).get(row["notebook"], {}) for row in rows},
         "caches": {name: os.environ.get(name) for name in CACHE_ENV},
     }
-    return results.write_results(folder, TIMES_NAME, rows, device, parameters, replace=True)
+    return rows, device, parameters
