@@ -222,8 +222,8 @@ def build(src: str | os.PathLike = SRC, out: str | os.PathLike = OUT) -> list[Pa
     """Render every notebook of ``src`` (sorted by name: the series' order) into ``out``; returns the pages,
     the index first.  :class:`BookError` lists every problem (nothing is written then)."""
     src, out = Path(src), Path(out)
-    if not src.is_dir():
-        raise BookError([f"--src {src} is not a folder (publish the notebooks first: flexfix publish)"])
+    if not publish._is_dir(src):
+        raise BookError([f"--src {str(src)[:120]} is not a folder (publish the notebooks first: flexfix publish)"])
     paths = [src / name for name in publish.listed(src)]
     found = [] if paths else [f"--src {src} holds no notebooks"]
     found += _check_out(out)

@@ -128,8 +128,13 @@ def check_plan(
     out = out_dir.resolve()
     out_ok = True
     for nb in notebooks:
-        if not nb.is_file():
-            problems.append(f"notebook {str(nb)!r} " + ("is not a file" if nb.exists() else "does not exist"))
+        try:
+            is_file, exists = nb.is_file(), nb.exists()
+        except OSError as e:  # a name too long, a loop of links: the notebook cannot be named, let alone read
+            problems.append(f"notebook {str(nb)[:120]!r} cannot be read: {e.strerror or e}")
+            continue
+        if not is_file:
+            problems.append(f"notebook {str(nb)!r} " + ("is not a file" if exists else "does not exist"))
             continue
         if nb.suffix != ".ipynb":
             problems.append(f"notebook {str(nb)!r} is not an .ipynb file")

@@ -187,6 +187,14 @@ def problems(nb: nbformat.NotebookNode, name: str, *, allow_cpu: bool = False) -
     return found
 
 
+def _is_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder (False for a name too long or a loop of links, rather than an OSError)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def listed(folder: Path) -> list[str]:
     """The notebook names of ``folder`` (temporary files, which begin with a dot, left out)."""
     return sorted(p.name for p in folder.glob("*.ipynb") if not p.name.startswith("."))
@@ -246,8 +254,8 @@ def publish(
     (nothing is written then)."""
     src, dest, notebooks = Path(src), Path(dest), Path(notebooks)
     found: list[str] = []
-    if not src.is_dir():
-        raise PublishError([f"--src {src} is not a folder: run `make notebooks` first"])
+    if not _is_dir(src):
+        raise PublishError([f"--src {str(src)[:120]} is not a folder: run `make notebooks` first"])
     expected, present = listed(notebooks), listed(src)
     if not expected:
         found.append(f"no notebooks in {notebooks}")

@@ -236,8 +236,12 @@ def plan(
         for n in names
     ]
     if fake_server is not None:
-        if not Path(fake_server).is_file():
-            raise ValueError(f"fake server script {str(fake_server)!r} does not exist")
+        try:
+            found = Path(fake_server).is_file()
+        except OSError:  # a name too long, a loop of links
+            found = False
+        if not found:
+            raise ValueError(f"fake server script {str(fake_server)[:120]!r} does not exist")
         return chosen
     from flexfix.edition.params import cuda_available
 
