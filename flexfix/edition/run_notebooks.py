@@ -292,6 +292,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
+def _no_constant(name: str) -> None:
+    """JSON's NaN, Infinity and -Infinity (Python's json reads them): a parameter is a finite number or nothing."""
+    raise ValueError(f"holds {name}, which is not a finite number")
+
+
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     p = build_parser(prog)
     args = p.parse_args(argv)
@@ -303,8 +308,10 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         if name in overrides:
             p.error(f"--param {name} is given twice")
         try:
-            overrides[name] = json.loads(value)
-        except ValueError:
+            overrides[name] = json.loads(value, parse_constant=_no_constant)
+        except ValueError as e:
+            if str(e).startswith("holds "):
+                p.error(f"--param {name}: {value!r} {e}")
             p.error(f"--param {name}: {value!r} is not JSON (strings need quotes: {name}='\"text\"')")
     notebooks = [Path(n) for n in args.notebooks] or sorted(NOTEBOOKS.glob("*.ipynb"))
     out_dir = Path(args.out)

@@ -10,7 +10,7 @@ import textwrap
 
 import nbformat
 import pytest
-from adversarial_helpers import interrupt, last_line, start, wait_for
+from adversarial_helpers import interrupt, start, wait_for
 from test_book import executed
 
 from flexfix.edition import book, output_folder, publish

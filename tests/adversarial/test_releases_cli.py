@@ -184,3 +184,13 @@ def test_an_interrupted_survey_ends_in_one_line_and_keeps_its_rows(tmp_path, sig
     name = signal.Signals(signum).name
     assert proc.returncode == status and seconds < 5, err
     assert last_line(err) == f"interrupted by {name}: kept 2 rows in {partial}" and "Traceback" not in err
+
+
+@pytest.mark.parametrize("url", ["notaurl", "http://[::1", "ftp://example.org/simple/vllm/", "https://"])
+def test_an_index_that_is_not_a_url_is_a_usage_error(tmp_path, capsys, url):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--index", url, "--out", str(tmp_path), "--cache", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument --index: {url!r} is not " in err and "Traceback" not in err
+    with pytest.raises(index.ReleaseError, match="cannot fetch"):
+        index.fetch_index(url, timeout=1)

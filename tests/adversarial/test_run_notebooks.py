@@ -370,3 +370,10 @@ def test_a_times_folder_that_is_a_file_is_refused_before_running(nb, tmp_path, c
     lines = refused(["--out", str(tmp_path / "out"), "--times", str(blocker), str(nb)], capsys)
     assert lines == [f"--times {str(blocker)!r} is a file, not a folder"]
     assert blocker.read_text() == "not a folder" and not list((tmp_path / "out").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "[0, NaN]"])
+def test_a_parameter_that_is_not_a_finite_number_is_refused(nb, tmp_path, capsys, value):
+    """Python's json reads NaN and Infinity: a -p value holding one is refused by name."""
+    lines = refused(["--out", str(tmp_path / "out"), "-p", f"RATE={value}", str(nb)], capsys)
+    assert lines[0].startswith(f"--param RATE: {value!r} holds ") and lines[0].endswith("which is not a finite number")

@@ -42,6 +42,18 @@ def _versions_arg(text: str) -> list[Version]:
     return versions
 
 
+def _url_arg(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.netloc):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s):// or file:// URL")
+    return text
+
+
 def _timeout_arg(text: str) -> float:
     try:
         return check_timeout("--timeout", float(text), maximum=MAX_TIMEOUT_S)
@@ -60,7 +72,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "survey", help="classify every final release on PyPI (the default command)", formatter_class=HelpFormatter
     )
     survey_p.add_argument("--min", type=_version_arg, default=Version(DEFAULT_MIN), help="oldest release")
-    survey_p.add_argument("--index", default=INDEX_URL, help="project page of a simple index with PEP 691 JSON")
+    survey_p.add_argument(
+        "--index", type=_url_arg, default=INDEX_URL, help="project page of a simple index with PEP 691 JSON"
+    )
     survey_p.add_argument("--source", choices=("auto", "wheel", "sdist"), default="auto", help="archive to read")
     survey_p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where members read are kept")
     survey_p.add_argument("--out", type=Path, default=Path("build/results"), help="results folder")

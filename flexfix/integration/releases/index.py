@@ -83,14 +83,17 @@ def fetch_index(url: str = INDEX_URL, timeout: float = TIMEOUT_S) -> dict[str, A
     """The project page of the simple index at ``url``, as PEP 691 JSON; a :class:`ReleaseError` naming the URL
     on any network failure, when the whole answer takes more than ``timeout`` seconds (a server that accepts
     and never answers, or answers a byte at a time), or when the index does not answer in JSON."""
-    request = urllib.request.Request(url, headers={"User-Agent": "flexfix-releases", "Accept": JSON_API})
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "flexfix-releases", "Accept": JSON_API})
+    except ValueError as e:
+        raise ReleaseError(f"cannot fetch {url}: not a URL ({e})") from None
     deadline = time.monotonic() + timeout
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             kind, body = response.headers.get("Content-Type", ""), _read_within(response, deadline, url, timeout)
     except urllib.error.HTTPError as e:
         raise ReleaseError(f"cannot fetch {url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as e:  # ValueError: a URL urllib cannot use
         reason = getattr(e, "reason", None) or e
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
             reason = f"timed out: no complete answer within {timeout:g} s"
