@@ -12,7 +12,7 @@ from packaging.version import InvalidVersion, Version
 from flexfix.edition import params
 from flexfix.edition.params import HelpFormatter
 from flexfix.edition.results import ResultsError
-from flexfix.integration.releases.index import INDEX_URL, MAX_TIMEOUT_S, TIMEOUT_S, ReleaseError
+from flexfix.integration.releases.index import INDEX_TIMEOUT_S, INDEX_URL, MAX_TIMEOUT_S, ReleaseError
 from flexfix.integration.releases.patch_checks import DEFAULT_WORK, run_check_patch
 from flexfix.integration.releases.survey import DEFAULT_CACHE, DEFAULT_MIN, run_survey
 from flexfix.measure import children
@@ -81,7 +81,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     survey_p.add_argument(
         "--timeout",
         type=_timeout_arg,
-        default=float(TIMEOUT_S),
+        default=float(INDEX_TIMEOUT_S),
         help=f"seconds the index may take to answer in full (at most {MAX_TIMEOUT_S})",
     )
     survey_p.set_defaults(run=run_survey, folders=("out", "cache"))

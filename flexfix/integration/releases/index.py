@@ -33,7 +33,8 @@ __all__ = [
 
 INDEX_URL = "https://pypi.org/simple/vllm/"
 JSON_API = "application/vnd.pypi.simple.v1+json"
-TIMEOUT_S = 60  # seconds: the index's whole answer, an archive member's
+TIMEOUT_S = 60  # seconds: an archive member's whole read
+INDEX_TIMEOUT_S = 30  # seconds: the index's whole answer (--timeout)
 MAX_TIMEOUT_S = 600
 # The wheel pip installs on the machines this project targets.
 WHEEL_PLATFORM = "x86_64"
@@ -79,7 +80,7 @@ def _read_within(response: Any, deadline: float, url: str, timeout: float) -> by
         chunks.append(chunk)
 
 
-def fetch_index(url: str = INDEX_URL, timeout: float = TIMEOUT_S) -> dict[str, Any]:
+def fetch_index(url: str = INDEX_URL, timeout: float = INDEX_TIMEOUT_S) -> dict[str, Any]:
     """The project page of the simple index at ``url``, as PEP 691 JSON; a :class:`ReleaseError` naming the URL
     on any network failure, when the whole answer takes more than ``timeout`` seconds (a server that accepts
     and never answers, or answers a byte at a time), or when the index does not answer in JSON."""

@@ -22,7 +22,7 @@ from packaging.version import Version
 from flexfix.edition.results import IncrementalTable
 from flexfix.integration.releases.classify import MEMBER, classify_source, verdict
 from flexfix.integration.releases.index import (
-    TIMEOUT_S,
+    INDEX_TIMEOUT_S,
     DistFile,
     ReleaseError,
     fetch_index,
@@ -102,7 +102,7 @@ def survey_parameters(index_url: str, min_version: Version, source: str, release
 
 def run_survey(args: argparse.Namespace) -> int:
     index_url, min_version = args.index, args.min
-    page = fetch_index(index_url, timeout=getattr(args, "timeout", TIMEOUT_S))
+    page = fetch_index(index_url, timeout=getattr(args, "timeout", INDEX_TIMEOUT_S))
     releases, left_out = final_releases(parse_simple_index(page, index_url), min_version)
     releases = readable_releases(releases, args.source, left_out)
     if not releases:
