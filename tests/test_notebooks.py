@@ -9,37 +9,10 @@ import nbformat
 import pytest
 
 from flexfix.edition import results
-from flexfix.edition.run_notebooks import describe_failure, execute, parameters_for, run_all
+from flexfix.edition.run_notebooks import execute, run_all
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-TIMEOUT = 900  # seconds per cell
-
-
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory):
-    """Execute each notebook once (lazily) and hand back its results folder."""
-    done = {}
-
-    def run(stem):
-        if stem not in done:
-            out = tmp_path_factory.mktemp(stem)
-            nb = ROOT / "notebooks" / f"{stem}.ipynb"
-            try:
-                execute(nb, out / "executed", parameters_for(nb.name, "cpu", out / "results"), timeout=TIMEOUT)
-            except Exception as exc:  # noqa: BLE001 - name the notebook and the failing cell
-                pytest.fail(f"{nb.name} failed at {describe_failure(exc)}")
-            done[stem] = out / "results"
-            import nbformat
-
-            from flexfix.edition import publish
-
-            executed_nb = nbformat.read(out / "executed" / nb.name, as_version=4)
-            problems = publish.problems(publish.normalise(executed_nb), nb.name, allow_cpu=True)  # the edition rules
-            assert not problems, problems
-        return done[stem]
-
-    return run
 
 
 def load(folder, name):
