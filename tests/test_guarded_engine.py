@@ -51,6 +51,8 @@ def test_generations_cost_and_count_under_the_guard(monkeypatch):
     cost = records[2]
     assert len(cost["on_seconds"]) == len(cost["off_seconds"]) == 3 and len(cost["pair_ratios"]) == 3
     assert cost["ratio"] > 0 and cost["output_tokens"] == 12
+    assert len(cost["check_seconds"]) == len(cost["replays_checked"]) == len(cost["check_share"]) == 3  # guarded runs
+    assert all(0 <= share < 1 for share in cost["check_share"]) and all(s >= 0 for s in cost["check_seconds"])
     assert records[3]["mode"] == "eager" and guard.active().enabled is True  # left checking after the timing
     assert records[-1]["status"] == "ok"
 

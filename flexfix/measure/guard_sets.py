@@ -105,7 +105,7 @@ SETS: dict[str, list[EngineRun]] = {
         replace(PATCHED, model="variance", throughput=(48, 128)),
     ],
     "guard_cost": [
-        replace(PATCHED, model="variance", guard="error", guard_cost=(48, 128), throughput_tokens=128, repeats=6)
+        replace(PATCHED, model="variance", guard="error", guard_cost=(48, 128), throughput_tokens=128, repeats=12)
     ],
     "guard_v0_20_2": [
         replace(STOCK, guard="error", generations=(48,)),

@@ -139,23 +139,32 @@ def time_guard(llm, run, vocab: int, lengths: tuple[int, int], guard, report) ->
         params = [sampling("greedy", 0, run.throughput_tokens)] * n
         generate(llm, batch, params)  # warm-up
         seconds: dict[bool, list[float]] = {True: [], False: []}
+        checks: list[tuple[int, int]] = []  # per guarded repetition: (host ns the checks took, replays checked)
         tokens = 0
         for r in range(run.repeats):
             for on in (True, False) if r % 2 == 0 else (False, True):
                 guard.enabled = on
+                before = (guard.counts["check_ns"], guard.counts["replays_checked"])
                 torch_sync()
                 start = time.perf_counter()
                 outs = generate(llm, batch, params)
                 torch_sync()
                 seconds[on].append(time.perf_counter() - start)
+                if on:
+                    checks.append((guard.counts["check_ns"] - before[0], guard.counts["replays_checked"] - before[1]))
                 tokens = sum(len(o.outputs[0].token_ids) for o in outs)
         guard.enabled = True
-        report(_cost_record(n, tokens, seconds[True], seconds[False]))
+        report(_cost_record(n, tokens, seconds[True], seconds[False], checks))
 
 
-def _cost_record(n: int, tokens: int, on: list[float], off: list[float]) -> dict[str, Any]:
-    """tokens/s with the guard over tokens/s without, per repetition and of the medians."""
+def _cost_record(
+    n: int, tokens: int, on: list[float], off: list[float], checks: list[tuple[int, int]] = ()
+) -> dict[str, Any]:
+    """tokens/s with the guard over tokens/s without, per repetition and of the medians; and the guard's own host
+    time in the guarded repetitions (``check_seconds``, ``replays_checked``): the share of a guarded run's wall
+    time spent checking bounds its cost however noisy the tokens/s are."""
     pairs = [b / a for a, b in zip(on, off)]  # (tokens/on) / (tokens/off)
+    check_s = [ns / 1e9 for ns, _ in checks]
     return {
         "kind": "guard_cost",
         "requests": n,
@@ -166,4 +175,7 @@ def _cost_record(n: int, tokens: int, on: list[float], off: list[float]) -> dict
         "tokens_per_second_off": tokens / statistics.median(off),
         "ratio": statistics.median(off) / statistics.median(on),
         "pair_ratios": pairs,
+        "check_seconds": check_s,
+        "replays_checked": [k for _, k in checks],
+        "check_share": [c / s for c, s in zip(check_s, on)],
     }

@@ -111,7 +111,19 @@ def cost(table: pd.DataFrame) -> str:
         f"(pairs {r['lowest pair']:.2f}–{r['highest pair']:.2f} over {int(r['repetitions'])})"
         for _, r in table.iterrows()
     ]
-    return markdown(f"{lead}: checking every replay, the same engine ran at {listing(parts, '; ')}.")
+    said = f"{lead}: checking every replay, the same engine ran at {listing(parts, '; ')}."
+    timed = table.dropna(subset=["checking, share of wall time"]) if "checking, share of wall time" in table else []
+    if len(timed):
+        own = [
+            f"{100 * r['checking, share of wall time']:.2f}% of the wall time at {int(r['requests'])} requests "
+            f"({r['µs per replay checked']:.0f} µs per replay)"
+            for _, r in timed.iterrows()
+        ]
+        said += (
+            f" Timed directly, the checks themselves took {listing(own)}: the host time the guard adds before each "
+            "replay, an upper bound on what it can cost a step."
+        )
+    return markdown(said)
 
 
 def mutants(table: pd.DataFrame) -> str:

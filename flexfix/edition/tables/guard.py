@@ -6,6 +6,7 @@ engine: the run's fields, its outcome and its child's records) and keeps what a 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable
 
 import pandas as pd
@@ -140,9 +141,22 @@ def guard_cost(table: pd.DataFrame) -> pd.DataFrame:
                         "lowest pair": round(min(rec["pair_ratios"]), 4),
                         "highest pair": round(max(rec["pair_ratios"]), 4),
                         "repetitions": len(rec["pair_ratios"]),
+                        **_check_time(rec),
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def _check_time(rec: dict) -> dict:
+    """The guard's own host time in the guarded repetitions (recorded by the runs after dae1e4c): the median share
+    of a guarded run's wall time spent checking, and the mean microseconds per replay checked."""
+    shares, seconds, replays = rec.get("check_share"), rec.get("check_seconds"), rec.get("replays_checked")
+    if not shares or not seconds or not replays or sum(replays) <= 0:
+        return {"checking, share of wall time": float("nan"), "µs per replay checked": float("nan")}
+    return {
+        "checking, share of wall time": round(statistics.median(shares), 5),
+        "µs per replay checked": round(1e6 * sum(seconds) / sum(replays), 1),
+    }
 
 
 def mutant_table(table: pd.DataFrame) -> pd.DataFrame:
