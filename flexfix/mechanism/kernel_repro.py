@@ -8,6 +8,9 @@ persistent buffers with the chosen copy (``as_strided`` as in vLLM 0.20.0, or
 (a CUDA graph, or the CPU frozen launch) then runs with what it froze at capture.
 Every replay is compared with the fp32 reference of :func:`flexfix.mechanism.paged.reference`.
 
+``placement`` chooses where the KV cache sits (:mod:`flexfix.mechanism.cache_placement`): what lies in front of
+it decides whether a misread ``-1`` pad faults or only skips pages (:mod:`flexfix.measure.outcome_cause`).
+
 Run it in a child process (:mod:`flexfix.measure.repro`) wherever it may fault.
 """
 
@@ -21,10 +24,11 @@ import torch
 
 from flexfix.edition.params import positive_int
 from flexfix.mechanism import paged
+from flexfix.mechanism.cache_placement import PLACEMENTS, place
 from flexfix.mechanism.graphs import make_launch
 from flexfix.mechanism.persistent import copy_to_persistent, copy_to_persistent_as_strided
 
-__all__ = ["COPIES", "KernelScenario", "tolerance", "run_kernel_scenario", "step_lengths"]
+__all__ = ["COPIES", "KernelScenario", "tolerance", "run_kernel_scenario", "scenario_steps", "step_lengths"]
 
 COPIES: dict[str, Callable] = {
     "as_strided": copy_to_persistent_as_strided,
@@ -41,6 +45,7 @@ class KernelScenario:
     capture_len: int = 200  # longest sequence at capture: K_capture
     replay_lens: tuple[int, ...] = (600, 120, 900, 60)  # longest sequence of each replay
     launch: str = "auto"  # "graph" (CUDA), "frozen"; auto: graph on CUDA
+    placement: str = "default"  # where the KV cache sits: flexfix.mechanism.cache_placement.PLACEMENTS
     shape: paged.PagedShape = field(
         default_factory=lambda: paged.PagedShape(max_num_seqs=128, max_model_len=1024, num_pages=8192)
     )
@@ -54,6 +59,10 @@ class KernelScenario:
             raise ValueError(f"launch must be 'auto', 'graph' or 'frozen', got {self.launch!r}")
         if self.launch == "graph" and self.device != "cuda":
             raise ValueError("a CUDA-graph launch needs device='cuda'")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
+        if self.placement == "fenced" and self.device != "cuda":
+            raise ValueError("the fenced placement needs device='cuda' (unmapped GPU address space)")
         positive_int("batch", self.batch, maximum=self.shape.max_num_seqs)
         for n in (self.capture_len, *self.replay_lens):
             if not 1 <= n <= self.shape.max_model_len:
@@ -80,12 +89,29 @@ def step_lengths(batch: int, longest: int, rng: random.Random) -> list[int]:
     return [longest] + [rng.randint(1, longest) for _ in range(batch - 1)]
 
 
-def run_kernel_scenario(sc: KernelScenario, report: Callable[[dict], None] = lambda r: None) -> list[dict]:
-    """Capture then replay; one record per step (capture included), also passed to
-    ``report`` as soon as it exists, so that a crash loses none of the earlier ones."""
+def scenario_steps(sc: KernelScenario, device: str | None = None):
+    """The scenario's steps, capture first: ``(index, step)`` pairs, the same lengths, pages and queries whatever the
+    device (``device`` defaults to the scenario's)."""
     rng = random.Random(sc.seed)
+    for i, longest in enumerate((sc.capture_len, *sc.replay_lens)):
+        lengths = step_lengths(sc.batch, longest, rng)
+        yield i, paged.make_step(sc.shape, lengths, seed=sc.seed * 1000 + i, device=device or sc.device, dtype=sc.dtype)
+
+
+def run_kernel_scenario(
+    sc: KernelScenario,
+    report: Callable[[dict], None] = lambda r: None,
+    on_cache: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
+) -> list[dict]:
+    """Capture then replay; one record per step (capture included), also passed to
+    ``report`` as soon as it exists, so that a crash loses none of the earlier ones.
+    ``on_cache(moment, k_cache, v_cache)`` is called once the cache is placed (``"placed"``) and after the capture
+    step (``"captured"``), before any replay."""
     copy = COPIES[sc.copy]
     k_cache, v_cache = paged.make_cache(sc.shape, seed=sc.seed, device=sc.device, dtype=sc.dtype)
+    k_cache, v_cache = place(k_cache, sc.placement), place(v_cache, sc.placement)
+    if on_cache is not None:
+        on_cache("placed", k_cache, v_cache)
     buffers = paged.PersistentBuffers(sc.shape, device=sc.device)
     cache_tokens = k_cache.shape[2]
 
@@ -104,10 +130,7 @@ def run_kernel_scenario(sc: KernelScenario, report: Callable[[dict], None] = lam
 
     launch = make_launch(sc.launch_kind, attend)
     records = []
-    for i, longest in enumerate((sc.capture_len, *sc.replay_lens)):
-        step = paged.make_step(
-            sc.shape, step_lengths(sc.batch, longest, rng), seed=sc.seed * 1000 + i, device=sc.device, dtype=sc.dtype
-        )
+    for i, step in scenario_steps(sc):
         views = buffers.write(step, copy)
         record = {
             "step": "capture" if i == 0 else f"replay {i}",
@@ -130,4 +153,6 @@ def run_kernel_scenario(sc: KernelScenario, report: Callable[[dict], None] = lam
         record["launch_stride"] = list(launch.launch_strides()["kv_indices"])
         records.append(record)
         report(record)
+        if i == 0 and on_cache is not None:
+            on_cache("captured", k_cache, v_cache)
     return records

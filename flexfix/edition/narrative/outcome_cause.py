@@ -1,0 +1,132 @@
+"""What decides between an illegal memory access and a silently wrong answer, in words (notebook 01).
+
+Two sentences, each from the table it describes: :func:`misread_cells` from the cells the replayed rows read (CPU,
+:func:`flexfix.measure.outcome_cause.reads_table`), :func:`outcome_cause` from the runs with the KV cache placed by
+hand (:func:`flexfix.measure.outcome_cause.run_scenarios`, ``outcome_cause-cuda.json``).  Meaning first, then the
+evidence.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from flexfix.edition.checks import DataError, require
+from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
+from flexfix.edition.tables.outcome_cause import READ_VALUES, RUN_COLUMNS
+
+__all__ = ["misread_cells", "outcome_cause", "sanitizer_offset"]
+
+_BEFORE = re.compile(r"is ([\d,]+) bytes before the nearest allocation at \S+ of size ([\d,]+) bytes")
+
+
+def misread_cells(reads: pd.DataFrame, sanitizer: pd.DataFrame | None = None) -> str:
+    """What the misread rows of the ``as_strided`` replays held, summed over seeds and replays, and where the pads
+    point; with ``sanitizer`` (the compute-sanitizer runs), whether its first bad read lies where a pad points."""
+    what = "the misread cells"
+    require(reads, what, values=READ_VALUES)
+    strided = reads[(reads["copy"] == "as_strided") & (reads["step"] != "capture")]
+    sliced = reads[(reads["copy"] == "sliced") & (reads["step"] != "capture")]
+    if strided.empty:
+        raise DataError(f"{what}: no as_strided replay to describe")
+    total = int(strided["cells_read"].sum())
+    kinds = {k: int(strided[k].sum()) for k in ("own", "other_page", "pad", "never_written", "out_of_range")}
+    seeds, replays = strided["seed"].nunique(), strided["step"].nunique()
+    with_pads = int((strided["pad"] > 0).sum())
+    reach = sorted(set(strided.loc[strided["pad"] > 0, "front_bytes_read"]))
+    if len(reach) > 1:
+        raise DataError(f"{what}: the pads reach {reach} bytes in front: one cache type expected")
+    lead = (
+        "**What the misread cells hold.** Not garbage: the rows the replayed kernel reads with the capture's stride "
+        "hold pages of the cache (other rows' or stale ones, now and then one of their own) and `-1` pads, nothing "
+        "else; the pads are the only way these cells lead outside the caches"
+        if kinds["never_written"] == kinds["out_of_range"] == 0
+        else "**What the misread cells hold.** Besides pages of the cache and `-1` pads, the misread rows hold "
+        f"{kinds['never_written']} never-written cells and {kinds['out_of_range']} values outside the cache"
+    )
+    evidence = (
+        f"Over {plural(seeds, 'seed')} and {replays} replays of batch {int(strided['batch'].iloc[0])}, the rows after "
+        f"the first read {total} cells: {kinds['own']} of their own pages, {kinds['other_page']} other valid pages "
+        f"(loaded, then hidden by the mask), {kinds['pad']} `-1` pads, {kinds['never_written']} never-written cells "
+        f"and {kinds['out_of_range']} values outside the cache; {with_pads} of the {len(strided)} replays read at "
+        f"least one pad. The rows missed {int(strided['missed'].sum())} of their own pages (the wrong answer)."
+    )
+    if reach:
+        evidence += (
+            f" A `-1` page of KV head 0 is the {reach[0]:,} bytes in front of the K and V caches' first byte "
+            "(bf16, as on the GPU): the only addresses outside the caches that these cells produce."
+        )
+    found = sanitizer_offset(sanitizer) if sanitizer is not None else None
+    if found is not None and reach:
+        offset, size = found
+        evidence += (
+            f" compute-sanitizer's first bad read landed {offset:,} bytes before an allocation of {size:,} bytes: "
+            + ("inside that page." if 0 < offset <= reach[0] else "outside that page, so something else read there.")
+        )
+    if not sliced.empty:
+        evidence += (
+            f" With the sliced copy the same rows read {int(sliced['own'].sum())} of {int(sliced['cells_read'].sum())}"
+            " cells as their own pages."
+        )
+    return markdown(f"{lead}.", evidence)
+
+
+def sanitizer_offset(sanitizer: pd.DataFrame) -> tuple[int, int] | None:
+    """(bytes in front, size of that allocation) of the first read in front of an allocation that compute-sanitizer
+    printed, if any."""
+    for lines in sanitizer.get("sanitizer_lines", []):
+        for line in lines or []:
+            m = _BEFORE.search(line)
+            if m:
+                return int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))
+    return None
+
+
+def outcome_cause(runs: pd.DataFrame, where: str) -> str:
+    """The runs with the cache placed by hand: guarded (mapped in front) against fenced (unmapped in front), same
+    seeds; the default placement with what the driver said was in front; the controls."""
+    what = f"the placement runs of {where}"
+    require(runs, what, RUN_COLUMNS, values=("copy", "placement", "batch", "seed", "status", "predicted"))
+    main = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]
+    by = {p: main[main["placement"] == p] for p in ("guarded", "fenced", "default")}
+    if by["guarded"].empty or by["fenced"].empty:
+        raise DataError(f"{what}: both the guarded and the fenced placement are needed")
+
+    def counted(group: pd.DataFrame) -> str:
+        counts = group["status"].value_counts()
+        return listing([f"{int(n)} with {OUTCOME_WORDS.get(s, s)}" for s, n in counts.items()])
+
+    g, f = by["guarded"], by["fenced"]
+    same_seeds = sorted(set(g["seed"])) == sorted(set(f["seed"]))
+    flipped = (g["status"] == "wrong_result").all() and (f["status"] == "illegal_memory_access").all()
+    lead = (
+        "**What decides: the memory in front of the KV cache, not the cells.** With the same seeds, hence the same "
+        "misread cells, mapped bytes in front of the caches gave a silently wrong answer every time and unmapped "
+        "bytes an illegal memory access every time"
+        if flipped and same_seeds
+        else "**What decides.** Placing the cache did not flip every run: read the counts below"
+    )
+    parts = [
+        f"Cache `guarded` (mapped zeros in front, same allocation), {plural(len(g), 'run')} on seeds "
+        f"{listing(sorted(set(g['seed'])))}: {counted(g)}.",
+        f"Cache `fenced` (reserved, unmapped address space in front), {plural(len(f), 'run')}: {counted(f)}.",
+    ]
+    d = by["default"]
+    if not d.empty:
+        asked = d[d["front_k_mapped"].notna() & d["front_v_mapped"].notna()]
+        mapped = int(((asked["front_k_mapped"] == True) & (asked["front_v_mapped"] == True)).sum())  # noqa: E712
+        hit = int((d["status"] == d["predicted"]).sum())
+        parts.append(
+            f"Cache `default` (PyTorch's caching allocator, as in every earlier run), {plural(len(d), 'run')}: "
+            f"{counted(d)}; just before the first replay the driver reported the bytes in front of both caches "
+            f"mapped in {mapped} of {len(asked)}, and the outcome was the one this predicts in {hit} of {len(d)}."
+        )
+    controls = runs.drop(main.index)
+    if not controls.empty:
+        lines = [
+            f"`{c}` copy, batch {b}, cache `{p}`: {counted(grp)}"
+            for (c, b, p), grp in controls.groupby(["copy", "batch", "placement"], sort=False)
+        ]
+        parts.append(f"Controls, where no row reads a `-1` pad: {listing(lines, '; ')}.")
+    return markdown(f"{lead}.", " ".join(parts))

@@ -1,0 +1,58 @@
+"""Crash or wrong answer (notebook 01): what the misread cells hold, and the runs with the KV cache placed by hand.
+
+:func:`misread_summary` reads the table of :func:`flexfix.measure.outcome_cause.reads_table` (CPU, no kernel);
+:func:`placement_table` the runs of :func:`flexfix.measure.outcome_cause.run_scenarios` (``outcome_cause-cuda.json``).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.checks import require
+
+__all__ = ["READ_COLUMNS", "RUN_COLUMNS", "SCENARIO_KEYS", "misread_summary", "placement_table", "scenario_label"]
+
+READ_COLUMNS = ("copy", "seed", "step", "own", "other_page", "pad", "never_written", "out_of_range", "cells_read")
+READ_VALUES = (*READ_COLUMNS, "missed", "front_bytes_read")
+RUN_COLUMNS = ("copy", "placement", "batch", "seed", "status", "front_k_mapped", "front_v_mapped", "predicted")
+SCENARIO_KEYS = ["copy", "batch", "placement"]
+
+
+def misread_summary(reads: pd.DataFrame) -> pd.DataFrame:
+    """Per copy and replay step, summed over the seeds: what rows ``g >= 1`` read through the capture's strides
+    (own pages, other valid pages, ``-1`` pads, never-written cells, anything else), the own pages they missed, and
+    how far in front of the cache the pads make the kernel load (bytes)."""
+    require(reads, "the misread cells", values=READ_VALUES)
+    replays = reads[reads["step"] != "capture"]
+    sums = ["cells_read", "own", "other_page", "pad", "never_written", "out_of_range", "missed"]
+    out = replays.groupby(["copy", "step"], sort=False)[sums].sum()
+    out["seeds"] = replays.groupby(["copy", "step"], sort=False)["seed"].nunique()
+    out["front_bytes_read"] = replays.groupby(["copy", "step"], sort=False)["front_bytes_read"].max()
+    return out
+
+
+def scenario_label(copy: str, batch: int, placement: str) -> str:
+    return f"{copy}, batch {batch}, cache {placement}"
+
+
+def placement_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One line per scenario (copy, batch, placement): runs, how many ended in each outcome, in how many the driver
+    said the bytes in front of both caches were mapped just before the first replay, and in how many the outcome was
+    the one :func:`~flexfix.measure.outcome_cause.predicted` from that (the controls read nothing in front)."""
+    require(runs, "the placement runs", RUN_COLUMNS, values=("copy", "placement", "batch", "seed", "status"))
+    rows = []
+    for (copy, batch, placement), group in runs.groupby(SCENARIO_KEYS, sort=False):
+        mapped = [k is True and v is True for k, v in zip(group["front_k_mapped"], group["front_v_mapped"])]
+        asked = [k is not None and v is not None for k, v in zip(group["front_k_mapped"], group["front_v_mapped"])]
+        crash_or_wrong = group["predicted"].isin(["illegal_memory_access", "wrong_result"])
+        row = {"scenario": scenario_label(copy, batch, placement), "runs": len(group)}
+        row |= {s: int((group["status"] == s).sum()) for s in ("ok", "wrong_result", "illegal_memory_access")}
+        row["other"] = len(group) - row["ok"] - row["wrong_result"] - row["illegal_memory_access"]
+        row["front mapped (K and V)"] = f"{sum(mapped)} of {sum(asked)}"
+        row["as predicted"] = (
+            f"{int((group['status'] == group['predicted'])[crash_or_wrong].sum())} of {int(crash_or_wrong.sum())}"
+            if crash_or_wrong.any()
+            else "no read in front"
+        )
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("scenario")

@@ -1,0 +1,250 @@
+"""Crash or wrong answer (issue #26 item 2): what the misread cells hold (CPU), the cache placements, the child run,
+the recorder's CLI, and the sentences against the recorded GPU runs (data/outcome_cause-cuda.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from flexfix.edition import results
+from flexfix.edition.checks import DataError
+from flexfix.edition.narrative import outcome_cause as story
+from flexfix.edition.tables import outcome_cause as tables
+from flexfix.measure import outcome_cause as experiment
+from flexfix.measure.outcomes import json_child_argv, run_child
+from flexfix.mechanism import cache_placement, misreads, paged
+from flexfix.mechanism.kernel_repro import KernelScenario, run_kernel_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+
+@pytest.fixture(scope="module")
+def reads():
+    return experiment.reads_table([0, 1, 2])
+
+
+# --- the misread cells (CPU, no kernel) ---
+
+
+def test_the_misread_rows_hold_pages_and_pads_only(reads):
+    strided = reads[(reads["copy"] == "as_strided") & (reads.step != "capture")]
+    assert (strided.never_written == 0).all() and (strided.out_of_range == 0).all()
+    assert (strided.pad > 0).any() and (strided.other_page > 0).all()
+    assert (strided.cells_read == strided[list(misreads.KINDS)].sum(axis=1)).all()  # every cell sorted once
+    assert set(strided.loc[strided.pad > 0, "front_bytes_read"]) == {paged.PAGE_SIZE * 64 * 2}  # bf16, head_dim 64
+    assert (strided.missed > 0).all()
+
+
+def test_the_capture_and_the_sliced_copy_read_their_own_pages(reads):
+    right = reads[(reads["copy"] == "sliced") | (reads.step == "capture")]
+    assert (right.own == right.cells_read).all() and (right.missed == 0).all() and (right.front_bytes_read == 0).all()
+
+
+def test_one_query_block_reads_no_misread_row():
+    rows = misreads.misread_steps(KernelScenario(batch=16))
+    assert all(r["cells_read"] == 0 and r["front_bytes_read"] == 0 for r in rows)
+
+
+def test_front_bytes_follow_the_cache_type():
+    shape = paged.PagedShape()
+    assert misreads.front_bytes(shape, torch.bfloat16) == 2048
+    assert misreads.front_bytes(shape, torch.float32) == 4096
+
+
+def test_a_cell_never_written_is_counted_as_such(monkeypatch):
+    """A buffer whose cells the steps do not fill: the sentinel is seen, not taken for a page."""
+    real = paged.build_kv_indices
+
+    def short_rows(step):  # rows 1.. claim more cells than were written
+        rows, counts = real(step)
+        return rows, counts + torch.tensor([0] + [4000] * (len(counts) - 1), dtype=counts.dtype)
+
+    monkeypatch.setattr(paged, "build_kv_indices", short_rows)
+    rows = misreads.misread_steps(KernelScenario(copy="sliced"))
+    assert rows[0]["never_written"] > 0
+
+
+# --- placing the cache ---
+
+
+def test_default_placement_is_the_cache_itself():
+    t = torch.randn(2, 3)
+    assert cache_placement.place(t, "default") is t
+
+
+def test_guarded_placement_puts_mapped_zeros_in_front():
+    t = torch.randn(1, 2, 32, 8)
+    g = cache_placement.place(t, "guarded")
+    assert torch.equal(g, t) and g.data_ptr() != t.data_ptr()
+    assert g.storage_offset() * g.element_size() == cache_placement.GUARD_BYTES
+    front = torch.empty(0, dtype=torch.uint8).set_(g.untyped_storage())[: cache_placement.GUARD_BYTES]
+    assert int(front.count_nonzero()) == 0
+    assert cache_placement.front_of(g, 2048)["front_mapped"] is None  # not asked on CPU
+
+
+def test_fenced_placement_and_bad_names_are_refused_clearly():
+    with pytest.raises(cache_placement.PlacementError, match="needs CUDA"):
+        cache_placement.place(torch.randn(4), "fenced")
+    with pytest.raises(ValueError, match="placement must be one of"):
+        cache_placement.place(torch.randn(4), "elsewhere")
+    with pytest.raises(ValueError, match="fenced placement needs device='cuda'"):
+        KernelScenario(placement="fenced")
+    with pytest.raises(ValueError, match="placement must be one of"):
+        KernelScenario(placement="nowhere")
+
+
+def test_a_guarded_cpu_scenario_gives_the_same_steps_as_the_default():
+    """Placing the cache changes where it is, not what the scenario computes (CPU frozen launch)."""
+    kw = dict(copy="sliced", batch=20, replay_lens=(60,), shape=paged.PagedShape(max_num_seqs=32, num_pages=512))
+    seen = []
+    default = run_kernel_scenario(KernelScenario(**kw))
+    guarded = run_kernel_scenario(KernelScenario(placement="guarded", **kw), on_cache=lambda m, k, v: seen.append(m))
+    assert [r["max_error"] for r in default] == [r["max_error"] for r in guarded]
+    assert seen == ["placed", "captured"]
+
+
+# --- the experiment's plan, prediction and child ---
+
+
+def test_plan_runs_every_seed_and_the_controls_on_the_first():
+    specs = experiment.plan([3, 4, 5])
+    assert len(specs) == 3 * 3 + 2 + 1
+    assert {s["placement"] for s in specs if s["copy"] == "as_strided" and s["batch"] == 48} == {
+        "default",
+        "guarded",
+        "fenced",
+    }
+    assert [s["seed"] for s in specs if s["copy"] == "sliced"] == [3, 4]
+
+
+@pytest.mark.parametrize(
+    "k, v, pads, expected",
+    [
+        (True, True, 5, "wrong_result"),
+        (False, True, 5, "illegal_memory_access"),
+        (True, False, 5, "illegal_memory_access"),
+        (None, True, 5, "unknown"),
+        (False, False, 0, "no_front_read"),
+    ],
+)
+def test_prediction(k, v, pads, expected):
+    assert experiment.predicted(k, v, pads) == expected
+
+
+def test_the_child_reports_probes_and_steps():
+    """The child on CPU (frozen analog, guarded cache): the probes come back as records, the steps too; the analog
+    turns the pads' read in front of the cache into an IndexError whatever is there."""
+    spec = {"copy": "as_strided", "placement": "guarded", "batch": 48, "seed": 0, "device": "cpu"}
+    out = run_child(json_child_argv(experiment.MODULE, spec), timeout=240)
+    assert out.status == "index_error", out
+    row = experiment._row(spec, out, {("as_strided", 48, 0): 7})
+    assert row["probe_moment"] == "captured" and row["front_k_mapped"] is None and row["predicted"] == "unknown"
+    assert [r["step"] for r in row["records"]][:2] == ["capture", "replay 1"]
+    assert row["launch"] == "frozen"
+
+
+def test_cli_on_cpu_writes_the_reads(tmp_path, capsys):
+    assert experiment.main(["--device", "cpu", "--out", str(tmp_path), "--seeds", "0"]) == 0
+    table, prov = results.recorded(tmp_path, "outcome_cause_reads", "cpu", values=tables.READ_VALUES)
+    assert prov["parameters"]["seeds"] == [0] and set(table["copy"]) == {"as_strided", "sliced"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "0,-1"], "--seeds"),
+        (["--workers", "0"], "--workers"),
+        (["--timeout", "nan"], "--timeout"),
+    ],
+)
+def test_cli_refuses_bad_input(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        experiment.main(["--out", str(tmp_path), *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+# --- tables and sentences ---
+
+
+def _runs(**status):
+    rows = []
+    for placement, outcome in status.items():
+        for seed in (0, 1):
+            mapped = placement != "fenced"
+            rows.append(
+                dict(
+                    copy="as_strided",
+                    placement=placement,
+                    batch=48,
+                    seed=seed,
+                    status=outcome,
+                    front_k_mapped=mapped,
+                    front_v_mapped=mapped,
+                    predicted=experiment.predicted(mapped, mapped, 10),
+                )
+            )
+    rows.append(
+        dict(copy="sliced", placement="fenced", batch=48, seed=0, status="ok", front_k_mapped=False)
+        | dict(front_v_mapped=False, predicted="no_front_read")
+    )
+    return pd.DataFrame(rows)
+
+
+def test_sentence_on_a_flip():
+    runs = _runs(guarded="wrong_result", fenced="illegal_memory_access", default="wrong_result")
+    text = story.outcome_cause(runs, "a test")
+    assert "not the cells" in text and "2 runs on seeds 0 and 1: 2 with a silently wrong result" in text
+    assert "mapped in 2 of 2, and the outcome was the one this predicts in 2 of 2" in text
+    assert "`sliced` copy, batch 48, cache `fenced`: 1 with correct at every step" in text
+    table = tables.placement_table(runs)
+    assert table.loc["as_strided, batch 48, cache fenced", "illegal_memory_access"] == 2
+    assert table.loc["sliced, batch 48, cache fenced", "as predicted"] == "no read in front"
+
+
+def test_sentence_without_a_flip_says_so():
+    runs = _runs(guarded="wrong_result", fenced="wrong_result")
+    assert "did not flip every run" in story.outcome_cause(runs, "a test")
+
+
+def test_sentences_refuse_what_they_cannot_state(reads):
+    with pytest.raises(DataError):
+        story.outcome_cause(_runs(default="wrong_result"), "a test")  # no guarded/fenced pair
+    with pytest.raises(DataError):
+        story.outcome_cause(_runs(guarded="ok", fenced="ok").drop(columns="predicted"), "a test")
+    with pytest.raises(DataError):
+        story.misread_cells(reads.drop(columns="pad"))
+
+
+def test_misread_sentence_against_its_table(reads):
+    text = story.misread_cells(reads)
+    strided = reads[(reads["copy"] == "as_strided") & (reads.step != "capture")]
+    assert f"read {int(strided.cells_read.sum())} cells" in text
+    assert f"{int(strided.pad.sum())} `-1` pads" in text and "2,048 bytes in front" in text
+    summary = tables.misread_summary(reads)
+    assert int(summary.loc[("as_strided", "replay 1"), "pad"]) == int(strided[strided.step == "replay 1"].pad.sum())
+
+
+def test_sanitizer_offset_is_read_from_its_lines():
+    san = pd.DataFrame(
+        {
+            "sanitizer_lines": [
+                [
+                    "=== Access to 0x1 is out of bounds",
+                    "=== and is 1,536 bytes before the nearest allocation at 0x7f00 of size 33,554,432 bytes",
+                ]
+            ]
+        }
+    )
+    assert story.sanitizer_offset(san) == (1536, 33554432)
+    assert story.sanitizer_offset(pd.DataFrame({"sanitizer_lines": [["nothing"]]})) is None
+
+
+def test_recorded_reads_file_shape_is_json():
+    """The reads table survives a round trip through the results writer (nested values, ints)."""
+    table = experiment.reads_table([0])
+    assert json.loads(table.to_json(orient="records"))[0]["copy"] == "as_strided"
