@@ -248,3 +248,22 @@ def test_recorded_reads_file_shape_is_json():
     """The reads table survives a round trip through the results writer (nested values, ints)."""
     table = experiment.reads_table([0])
     assert json.loads(table.to_json(orient="records"))[0]["copy"] == "as_strided"
+
+
+def test_the_grid_shows_every_run_in_its_exported_colour():
+    from matplotlib.colors import to_hex
+
+    from flexfix.edition.plots.outcome_cause import OUTCOME_CAUSE_COLOURS, outcome_grid
+
+    runs = _runs(guarded="wrong_result", fenced="illegal_memory_access", default="error")
+    fig = outcome_grid(runs, "a test")
+    (ax,) = fig.axes
+    legend = ax.get_legend()
+    shown = {t.get_text(): to_hex(h.get_facecolor()) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    assert shown == {
+        k: to_hex(OUTCOME_CAUSE_COLOURS[k][1]) for k in ("silently wrong", "illegal memory access", "other", "correct")
+    }
+    assert len(ax.patches) == len(runs)
+    assert sorted(t.get_text() for t in ax.texts).count("front: unmapped") == 3  # two fenced runs and the control
+    with pytest.raises(ValueError):
+        outcome_grid(runs.iloc[:0], "nothing")

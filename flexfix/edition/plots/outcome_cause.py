@@ -1,0 +1,57 @@
+"""Notebook 01's crash-or-wrong figure: every run of :mod:`flexfix.measure.outcome_cause`, one cell per scenario and
+seed, coloured by outcome and labelled with what lay in front of the KV caches just before the first replay."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.plots.style import OUTCOME_COLOURS, figure, patch, wrap
+
+__all__ = ["OUTCOME_CAUSE_COLOURS", "outcome_grid"]
+
+# outcome_grid: one colour per outcome of a run (the legend's labels start with these keys)
+OUTCOME_CAUSE_COLOURS = {
+    "correct": ("green", OUTCOME_COLOURS["ok"]),
+    "silently wrong": ("amber", OUTCOME_COLOURS["wrong_result"]),
+    "illegal memory access": ("dark red", OUTCOME_COLOURS["illegal_memory_access"]),
+    "other": ("dark grey", OUTCOME_COLOURS["error"]),
+}
+_LABEL = {"ok": "correct", "wrong_result": "silently wrong", "illegal_memory_access": "illegal memory access"}
+
+
+def _front(k, v) -> str:
+    if k is None or v is None or k != k or v != v:  # not asked (None, or NaN once in a DataFrame)
+        return "front: ?"
+    return "front: mapped" if k and v else "front: unmapped"
+
+
+def outcome_grid(runs: pd.DataFrame, title: str):
+    """Rows: scenario (copy, batch, placement); columns: seed; each cell the run's outcome, with ``front: mapped`` or
+    ``front: unmapped`` (both caches' bytes in front mapped, or not, as the driver said before the first replay)."""
+    from matplotlib.patches import Rectangle
+
+    from flexfix.edition.tables.outcome_cause import SCENARIO_KEYS, scenario_label
+
+    if runs.empty:
+        raise ValueError("outcome_grid needs at least one run")
+    scenarios = list(dict.fromkeys(scenario_label(*key) for key in runs[SCENARIO_KEYS].itertuples(index=False)))
+    seeds = sorted(set(runs["seed"]))
+    fig, ax = figure((max(6.0, 1.3 * len(seeds) + 3.5), 0.6 * len(scenarios) + 1.6))
+    for run in runs.itertuples(index=False):
+        y = scenarios.index(scenario_label(run.copy, run.batch, run.placement))
+        x = seeds.index(run.seed)
+        label = _LABEL.get(run.status, "other")
+        colour = OUTCOME_CAUSE_COLOURS[label][1]
+        ink = "w" if label in ("illegal memory access", "other") else "k"
+        ax.add_patch(Rectangle((x - 0.45, y - 0.4), 0.9, 0.8, facecolor=colour))
+        ax.text(x, y, _front(run.front_k_mapped, run.front_v_mapped), ha="center", va="center", fontsize=7, color=ink)
+    ax.set_xlim(-0.6, len(seeds) - 0.4)
+    ax.set_ylim(len(scenarios) - 0.5, -0.5)
+    ax.set_xticks(range(len(seeds)), [str(s) for s in seeds])
+    ax.set_yticks(range(len(scenarios)), scenarios, fontsize=8)
+    ax.set_xlabel("seed (the same seed: the same steps, the same misread cells)")
+    ax.set_title(wrap(title, fig.get_figwidth(), 10), fontsize=10)
+    present = list(dict.fromkeys(_LABEL.get(s, "other") for s in runs["status"]))
+    handles = [patch(OUTCOME_CAUSE_COLOURS[name][1]) for name in present]
+    ax.legend(handles, present, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    return fig
