@@ -12,7 +12,17 @@ from types import SimpleNamespace
 
 from flexfix.mechanism import paged
 
-__all__ = ["TERMS", "markdown", "defined_numbers", "vllm_capture_sizes", "k_at_capture", "capture_source"]
+__all__ = [
+    "TERMS",
+    "markdown",
+    "defined_numbers",
+    "vllm_capture_sizes",
+    "k_at_capture",
+    "capture_source",
+    "dummy_decode_source",
+    "padding_source",
+    "copy_call_sites",
+]
 
 # term -> definition (Markdown).  Numbers in definitions come from flexfix.mechanism.paged, formatted in below.
 TERMS = {
@@ -122,3 +132,89 @@ def capture_source() -> str:
     from vllm.v1.attention.backends.flex_attention import FlexAttentionMetadataBuilder
 
     return inspect.getsource(FlexAttentionMetadataBuilder.build_for_cudagraph_capture)
+
+
+def _lines(obj, wanted) -> str:
+    """The lines of ``obj``'s source that satisfy ``wanted(line)``, each with its line number in its file."""
+    import inspect
+
+    obj = inspect.unwrap(obj)  # a decorated method (torch.inference_mode, say): its own source and file
+    lines, first = inspect.getsourcelines(obj)
+    kept = [f"{first + i:5d}  {line.rstrip()}" for i, line in enumerate(lines) if wanted(line)]
+    if not kept:
+        raise RuntimeError(f"the installed vLLM's {obj.__qualname__} no longer holds the lines shown here")
+    path = str(inspect.getsourcefile(obj))
+    path = path[path.rfind("/vllm/") + 1 :]  # vllm/..., as in vLLM's repository
+    return f"{path}, {obj.__qualname__}:\n" + "\n".join(kept)
+
+
+def dummy_decode_source() -> str:
+    """The lines of the installed vLLM's ``GPUModelRunner._dummy_run`` (the batch a graph is captured on) that set
+    the capture batch's query length and its sequence lengths: a uniform decode batch is one token per request, and
+    its sequences are ``max_query_len`` tokens long."""
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    def wanted(line: str) -> bool:
+        code = line.strip()
+        return code.startswith(("max_query_len = self.uniform_decode_query_len", "seq_lens = max_query_len"))
+
+    return _lines(GPUModelRunner._dummy_run, wanted)
+
+
+def padding_source() -> str:
+    """The installed vLLM's ``CudagraphDispatcher._compute_bs_to_padded_graph_size``: the rule that sends a batch
+    size between two capture sizes to the larger one (whose graph it then replays)."""
+    from vllm.v1.cudagraph_dispatcher import CudagraphDispatcher
+
+    def wanted(line: str) -> bool:
+        words = (
+            "for end, start",
+            "capture_sizes + [",
+            "[0] + capture_sizes",
+            "for bs in range",
+            "if bs ==",
+            "else:",
+            "] = ",
+        )
+        return any(w in line for w in words)
+
+    return _lines(CudagraphDispatcher._compute_bs_to_padded_graph_size, wanted)
+
+
+def copy_call_sites():
+    """Where the installed vLLM's FlexAttention backend calls ``copy_to_persistent``, and where the builder that runs
+    before every step calls the function that copies ``kv_indices``: one row per call (function, line, code), read
+    from the module's source with :mod:`ast`."""
+    import ast
+    import inspect
+
+    import pandas as pd
+    from vllm.v1.attention.backends import flex_attention as fa
+
+    path = inspect.getsourcefile(fa)
+    text = inspect.getsource(fa)
+    lines = text.splitlines()
+    rows = []
+
+    def visit(node, where: list[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.ClassDef)):
+                visit(child, [*where, child.name])
+                continue
+            if isinstance(child, ast.Call):
+                name = getattr(child.func, "id", None) or getattr(child.func, "attr", None)
+                if name in ("copy_to_persistent", "_build_block_mask_direct"):
+                    rows.append(
+                        {
+                            "function": ".".join(where),
+                            "line": child.lineno,
+                            "calls": name,
+                            "code": lines[child.lineno - 1].strip(),
+                        }
+                    )
+            visit(child, where)
+
+    visit(ast.parse(text), [])
+    if not rows:
+        raise RuntimeError(f"{path}: no call of copy_to_persistent found")
+    return pd.DataFrame(rows).sort_values("line").reset_index(drop=True)

@@ -22,17 +22,20 @@ def equivalence(table: pd.DataFrame, names: tuple[str, str]) -> str:
 
 
 def misreads(table: pd.DataFrame) -> str:
-    """Per copy and replay width (:func:`flexfix.mechanism.layouts.layout_table`): which query blocks read another
-    row's entries, and how many of the cells they read nothing wrote at this step."""
+    """Per copy and replay width (:func:`flexfix.mechanism.layouts.layout_table`), led by what it means: which copies
+    read every query block's own entries at replay, and which misread, in which blocks, how many cells."""
     values = ("copy", "K_capture", "K_replay", "row", "misread", "cells_read", "never_written")
     require(table, "the stride layouts", values=values)
-    lines = []
+    lines, right, wrong = [], [], []
     for (copy, k_capture, k_replay), group in table.groupby(["copy", "K_capture", "K_replay"], sort=False):
         bad = group[group["misread"] > 0]
+        case = f"`{copy}` replayed at `K = {k_replay}`"
         head = f"* `{copy}`, captured at `K = {k_capture}`, replayed at `K = {k_replay}`: "
         if bad.empty:
+            right.append(case)
             lines.append(head + f"every query block reads its own entries ({int(group['cells_read'].sum())} cells).")
             continue
+        wrong.append(case)
         good = group[group["misread"] == 0]["row"].tolist()
         text = f"query block {listing(good)} reads its own entries; " if good else ""
         misread, read = int(bad["misread"].sum()), int(bad["cells_read"].sum())
@@ -43,4 +46,7 @@ def misreads(table: pd.DataFrame) -> str:
         if unwritten:
             text += f", {unwritten} of them never written at this step"
         lines.append(head + text + ".")
-    return markdown("\n".join(lines))
+    lead = "**Every replay reads the right cells.**" if not wrong else f"**Misread: {listing(wrong)}.**"
+    if wrong and right:
+        lead += f" Read right: {listing(right)}."
+    return markdown(lead, "\n".join(lines))

@@ -14,11 +14,13 @@ __all__ = [
     "SANITIZER_COLUMNS",
     "ENGINE_SCENARIO_COLUMNS",
     "kernel_outcomes",
+    "faces",
     "sanitizer_read",
     "engine_scenarios",
     "crash_threshold",
     "every_request",
     "patched_batches",
+    "releases_surveyed",
 ]
 
 # The columns each function states something of (a notebook reads its recorded files with them: results.recorded(...,
@@ -28,9 +30,9 @@ SANITIZER_COLUMNS = ("copy", "status", "sanitizer_errors", "sanitizer_lines")
 ENGINE_SCENARIO_COLUMNS = ("scenario", "what", "status", "records")
 
 BOTH_OUTCOMES = (
-    "Crash or silent wrong answer, both are this one bug: which of the two a run gets depends on what the "
-    "misread cells hold (stale entries of valid pages give wrong numbers; a `-1` pad or a stray value gives an "
-    "address outside the cache), so another run, another seed or another GPU can show the other one."
+    "A crash and a silently wrong answer are two faces of this one misread. Which one a run gets is not settled "
+    "by the seed: compare this run with the recorded one seed by seed (below); what decides it is a question of "
+    "its own, further down this notebook."
 )
 
 
@@ -53,18 +55,20 @@ def kernel_outcomes(runs: pd.DataFrame, where: str) -> str:
             require_numbers(measured, what, "a measured step's max_error")
         if run["status"] == "ok" and any(s["outcome"] != "ok" for s in steps):
             raise DataError(f"{what}: a run with status 'ok' has a step that is not: the table contradicts itself")
-    lines = []
+    lines, wrong_groups, right_groups = [], [], []
     for (copy, batch), group in runs.groupby(["copy", "batch"], sort=False):
         n = len(group)
         counts = group["status"].value_counts()
         ok = int(counts.get("ok", 0))
         errors = [r["max_error"] for recs in group["records"] for r in recs if r.get("max_error") is not None]
         if ok == n:
+            right_groups.append(f"`{copy}` at batch {batch}")
             lines.append(
-                f"* `{copy}`, batch {batch}: all {plural(n, 'run')} correct at every step "
+                f"* `{copy}`, batch {batch}: right at every step in all {plural(n, 'run')} "
                 f"(max error against the fp32 reference {span(errors, '{:.1e}')})."
             )
             continue
+        wrong_groups.append(f"`{copy}` at batch {batch} ({n - ok} of {plural(n, 'run')})")
         parts = [f"{int(c)} with {OUTCOME_WORDS.get(s, s)}" for s, c in counts.items() if s != "ok"]
         first = sorted({_steps_word(recs) for recs in group.loc[group.status != "ok", "records"]})
         capture_errs = [recs[0]["max_error"] for recs in group["records"] if recs and recs[0].get("max_error")]
@@ -74,18 +78,59 @@ def kernel_outcomes(runs: pd.DataFrame, where: str) -> str:
             for r in recs
             if r.get("outcome") == "wrong_result" and r.get("max_error") is not None
         ]
-        line = (
-            f"* `{copy}`, batch {batch}: {n - ok} of {plural(n, 'run')} went wrong ({listing(parts)}), first at "
-            f"{listing(first)}"
-        )
+        line = f"* `{copy}`, batch {batch}: {n - ok} of {plural(n, 'run')} went wrong ({listing(parts)})"
+        line += f", first at {listing(first)}"
         if capture_errs:
             line += f"; the capture step itself was right (error {span(capture_errs, '{:.1e}')})"
         if wrong:
             line += f"; the wrong steps were off by {span(wrong, '{:.2g}')}"
         lines.append(line + ".")
+    if wrong_groups:
+        head = f"**What {where} saw:** {listing(wrong_groups)} went wrong"
+        head += f"; {listing(right_groups)} matched the reference at every step." if right_groups else "."
+    else:
+        head = f"**What {where} saw:** every run matched the reference at every step."
     # The two faces of the bug are worth a sentence only where the buggy copy ran.
     both = BOTH_OUTCOMES if (runs["copy"] == "as_strided").any() else ""
-    return markdown(f"**What {where} saw**", "\n".join(lines), both)
+    return markdown(head, "\n".join(lines), both)
+
+
+def _faces(runs: pd.DataFrame) -> dict[int, str]:
+    buggy = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]
+    return {int(r.seed): str(r.status) for r in buggy.itertuples()}
+
+
+def faces(this_run: pd.DataFrame, this_where: str, recorded: pd.DataFrame, recorded_where: str, device: str) -> str:
+    """The `as_strided` runs past one query block of two runs, seed by seed: the same outcome or another one. On a CPU
+    run the first is the frozen-launch analog, whose index error stands for a crash: it is not compared with a GPU."""
+    require(recorded, "the recorded torch-only runs", values=("copy", "batch", "seed", "status"))
+    theirs = _faces(recorded)
+    counts = pd.Series(list(theirs.values()), dtype=object).value_counts()
+    said = listing([f"{plural(int(c), 'run')} with {OUTCOME_WORDS.get(s, s)}" for s, c in counts.items()])
+    if device != "cuda":
+        return markdown(
+            f"The recorded GPU runs of `as_strided` past one query block ended in {said}. This run is the CPU analog: "
+            "it shows which cells a replay reads, not which face a GPU run shows."
+        )
+    require(this_run, "this run's torch-only runs", values=("copy", "batch", "seed", "status"))
+    mine = _faces(this_run)
+    common = sorted(set(mine) & set(theirs))
+    if not common:
+        return markdown(f"{this_where} and {recorded_where} share no seed of `as_strided` past one query block.")
+    same = [s for s in common if mine[s] == theirs[s]]
+    other = [s for s in common if mine[s] != theirs[s]]
+    text = f"Seed by seed, `as_strided` past one query block ({plural(len(common), 'seed')} in both runs): "
+    if other:
+        pairs = sorted({(mine[s], theirs[s]) for s in other})
+        text += (
+            f"**{len(other)} of {len(common)} gave another face in {this_where} than in {recorded_where}** ("
+            + listing([f"{OUTCOME_WORDS.get(a, a)} here, {OUTCOME_WORDS.get(b, b)} there" for a, b in pairs])
+            + ")"
+        )
+        text += f"; {len(same)} the same." if same else "."
+    else:
+        text += f"the same outcome in both runs for all {len(common)}."
+    return markdown(text)
 
 
 _BEFORE = re.compile(r"is ([\d,]+) bytes before the nearest allocation at \S+ of size ([\d,]+) bytes")
@@ -150,15 +195,17 @@ def engine_scenarios(runs: pd.DataFrame, names: list[str]) -> str:
 
 
 def crash_threshold(table: pd.DataFrame) -> str:
-    """From :func:`flexfix.edition.tables.threshold_table`: where each way of counting completed and where it died."""
+    """From :func:`flexfix.edition.tables.threshold_table`: where each way of counting completed and where it died,
+    led by the first fault of each."""
     require(table, "the crash threshold", values=("how", "outcome", "requests"))
-    lines = []
+    lines, firsts = [], []
     for how, group in table.groupby("how", sort=False):
         done = group[group["outcome"] == "completed"]["requests"]
         died = group[group["outcome"] != "completed"]
         line = f"* {how}: completed at {span(done, '{:.0f}')} requests" if len(done) else f"* {how}: none completed"
         if len(died):
             first = int(died["requests"].min())
+            firsts.append(f"{first} requests ({how})")
             at_first = died[died["requests"] == first]
             tries = group[group["requests"] == first]
             line += (
@@ -170,19 +217,21 @@ def crash_threshold(table: pd.DataFrame) -> str:
             if len(below):
                 ok_below = int((below["outcome"] == "completed").sum())
                 line += f", while {first - 1} completed {ok_below} of {plural(len(below), 'try', 'tries')}"
+        else:
+            firsts.append(f"none ({how})")
         lines.append(line + ".")
     return markdown(
+        f"**The first fault came at {listing(firsts)}**: more than one query block in flight is necessary for a "
+        "fault, not sufficient, and the count where it starts is a property of this run (this model, these "
+        "prompts, this GPU), not a constant of the bug.",
         "\n".join(lines),
-        "More than one query block in flight is necessary for a fault; where the first fault comes depends on "
-        "the values in the misread cells, so it is a property of this model, these prompts and this memory "
-        "layout, not a constant.",
     )
 
 
 def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
     """The every-request check (each request alone, then all together; ``rows`` from
-    :func:`flexfix.edition.tables.every_request_table`): per engine, which request counts completed, which requests
-    came out differently and in which query block, and where the engine died."""
+    :func:`flexfix.edition.tables.every_request_table`): per engine, whether any request came out otherwise in the
+    batch than alone (and in which query block), which batches it completed, and the batch it did not complete."""
     require(runs, "the every-request engines", ["every_request"], values=("engine", "status"))
     counts = ("requests", "requests_with_other_tokens", "requests_with_other_logprobs")
     require(rows, "the every-request rows", ["their_query_blocks", "max_abs_logprob_diff"], values=("engine", *counts))
@@ -199,19 +248,26 @@ def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
         mine = rows[rows["engine"] == run["engine"].replace(" graphs", "")]
         done = [int(n) for n in mine["requests"]]
         differing = mine[mine["requests_with_other_tokens"] + mine["requests_with_other_logprobs"] > 0]
-        line = f"* **{run['engine']}** (batches planned: {listing(planned)}): completed {listing(done) or 'none'}"
-        for _, r in differing.iterrows():
-            line += (
-                f"; at {r['requests']} requests {plural(int(r['requests_with_other_tokens']), 'request')} came out "
-                f"with other tokens than alone (query block {listing(r['their_query_blocks'])}; logprobs off by up "
-                f"to {r['max_abs_logprob_diff']:.3g})"
+        if len(differing):
+            found = [
+                f"at {r['requests']} requests {plural(int(r['requests_with_other_tokens']), 'request')} came out with "
+                f"other tokens than alone (query block {listing(r['their_query_blocks'])}; logprobs off by up to "
+                f"{r['max_abs_logprob_diff']:.3g})"
+                for _, r in differing.iterrows()
+            ]
+            line = f"* **{run['engine']}** answered wrongly: {listing(found, sep='; ')}"
+        elif done:
+            line = (
+                f"* **{run['engine']}** answered every request as it does alone (tokens and bitwise logprobs) at "
+                f"{listing(done)} requests"
             )
-        if not len(differing) and done:
-            line += "; every request identical alone and in the batch (tokens and bitwise logprobs)"
+        else:
+            line = f"* **{run['engine']}** completed no batch"
+        line += f". Batches planned: {listing(planned)}; completed: {listing(done) or 'none'}"
         if run["status"] != "ok":
             rest = [n for n in planned if n not in done]
             line += f"; then {OUTCOME_WORDS.get(run['status'], run['status'])}" + (
-                f" at {rest[0]} requests" if rest else ""
+                f", before it completed the batch of {rest[0]} (the engine's status in the table)" if rest else ""
             )
         lines.append(line + ".")
     return markdown("\n".join(lines))
@@ -243,3 +299,27 @@ def patched_batches(runs: pd.DataFrame) -> str:
                 line += f"; its stream had {span(distinct, '{:.0f}')} distinct tokens in {max(tokens)}"
         lines.append(line + ".")
     return markdown("\n".join(lines))
+
+
+def releases_surveyed(releases: pd.DataFrame, provenance: dict) -> str:
+    """What the release survey read (its table and the provenance of its file): how many final releases, from which
+    to which, the older ones it left out, and how many of each verdict."""
+    require(releases, "the release survey", values=("version", "verdict"))
+    from packaging.version import Version
+
+    params = (provenance or {}).get("parameters") or {}
+    versions = sorted(releases["version"], key=Version)
+    verdicts = releases["verdict"].value_counts()
+    older = params.get("older_not_examined")
+    text = (
+        f"**What was surveyed:** the {plural(len(versions), 'final release')} of vLLM on PyPI from {versions[0]} to "
+        f"{versions[-1]} (the survey's lower bound, `min_version`, is {params.get('min_version', versions[0])}"
+        + (f"; the {older} were not read" if older else "")
+        + "): "
+        + listing([f"{c} {v}" for v, c in verdicts.items()])
+        + "."
+    )
+    skipped = params.get("skipped") or {}
+    if skipped:
+        text += f" Skipped: {listing(sorted(skipped))}."
+    return markdown(text)

@@ -160,7 +160,7 @@ def _run_label(first: dict, last: dict) -> str:
     return f"row {first['holds_row']}: {span}" + (" (capture step)" if first["code"] == _STALE else "")
 
 
-def _label_runs(ax, sources: pd.DataFrame, k: int, fontsize: float = 7) -> None:
+def _label_runs(ax, sources: pd.DataFrame, k: int, fontsize: float = 10) -> None:
     """Write inside each misread run whose entries its cells hold, where the text fits."""
     fig = ax.get_figure()
     width_in = ax.get_position().width * fig.get_figwidth()
@@ -208,7 +208,7 @@ def read_windows(layouts: Sequence):
         ax.set_yticks(rows)
         ax.set_ylabel("query block\n(reading row)", fontsize=9)
         cells = ax.secondary_yaxis("right")
-        cells.set_yticks(rows, [f"cells {lay.read_at[r, 0]}-{lay.read_at[r, -1]}" for r in rows], fontsize=8)
+        cells.set_yticks(rows, [f"cells {lay.read_at[r, 0]}-{lay.read_at[r, -1]}" for r in rows], fontsize=9)
     axes[-1, 0].set_xlabel("entry read (j)")
     names = list(READ_WINDOW_COLOURS)
     shown = sorted(present)

@@ -66,10 +66,28 @@ def outcome_table(
     sanitizer: pd.DataFrame,
     engine: pd.DataFrame,
     sources: tuple[str, str, str] = ("recorded", "recorded", "recorded"),
+    this_run: pd.DataFrame | None = None,
+    this_run_source: str = "this run",
 ) -> pd.DataFrame:
-    """The GPU outcomes in one table; ``sources`` says where each of the three tables comes from (the
-    recorded files, or this run), a column of its own."""
-    rows = [
+    """The outcomes in one table; ``sources`` says where each of the three tables comes from (the
+    recorded files, or this run), a column of its own.  ``this_run``: this run's torch-only runs, listed first
+    (``this_run_source`` names them, with their launch); None gives one row saying they are not in this table."""
+    rows = []
+    if this_run is None:
+        rows.append(
+            {"from": this_run_source, "experiment": "torch-only", "case": "not given to this table", "outcome": "—"}
+        )
+    else:
+        rows += [
+            {
+                "from": this_run_source,
+                "experiment": f"torch-only, {r.launch} launch",
+                "case": f"{r.copy}, batch {r.batch}, seed {r.seed}",
+                "outcome": r.status,
+            }
+            for r in this_run.itertuples()
+        ]
+    rows += [
         {
             "from": sources[0],
             "experiment": "torch-only graph replay",
