@@ -19,16 +19,19 @@ when the client is slow to send them; what happens to a request is decided when 
 the batch by seed (the client's numbering), never by the order its connection happened to arrive in.
 
 Behaviours: ``--crash-after N``: the request that arrives after N others makes the "engine" die: every
-request in flight and any arriving later get HTTP 500, the log gets the CUDA illegal-memory-access
-line, and the process exits 1 (as vLLM's API server does when its engine core dies).
-``--crash-above C``: the same, for a batch of more than C requests.
-``--perturb-above C``: the requests of a batch after its C-th get their logprobs changed by a
-relative 2**-20 (tokens unchanged), like batch variance.
+request in flight and any arriving later get HTTP 500, ``/health`` answers 503, the log gets the CUDA
+illegal-memory-access line, and the API server shuts down and exits with status 0, as the recorded stock
+``vllm serve`` 0.20.0 did (``data/serve-cuda.json``: HTTP 500 to all, "Shutting down", "Application shutdown
+complete", exit status 0).  ``--crash-above C``: the same, for a batch of more than C requests.
+``--perturb-above C``: the requests of a batch after its C-th (by seed) get their logprobs changed by a
+relative 2**-20 (tokens unchanged), a stand-in for batch variance.
 
-Without explicit behaviours the fake follows the environment as the real server would behave:
-``FLEXFIX_PATCH=0`` -> ``--crash-above 16`` (the IMA with more than 16 decode requests);
-``FLEXFIX_PATCH=1`` and ``VLLM_BATCH_INVARIANT=0`` -> ``--perturb-above 16``; ``FLEXFIX_PATCH=1`` and
-``VLLM_BATCH_INVARIANT=1`` -> neither.  ``--record-requests PATH`` appends every request body (JSON lines).
+Without explicit behaviours the fake is scripted from the environment (a script, not a model of vLLM):
+``FLEXFIX_PATCH=0`` -> ``--crash-above 16`` (the engine dies whenever a batch holds more than one query block;
+a real stock engine does not fail so deterministically: it can also finish such a batch with wrong answers,
+notebook 01); ``FLEXFIX_PATCH=1`` and ``VLLM_BATCH_INVARIANT=0`` -> ``--perturb-above 16`` (the real server
+changed the logprobs of every request of a batch, and some tokens: notebook 06's recorded run); ``FLEXFIX_PATCH=1``
+and ``VLLM_BATCH_INVARIANT=1`` -> neither.  ``--record-requests PATH`` appends every request body (JSON lines).
 """
 
 from __future__ import annotations
@@ -182,8 +185,12 @@ class State:
                     break
             time.sleep(0.02)
         time.sleep(0.2)  # let the last 500s reach their clients
+        # as vLLM 0.20.0's API server did when its engine core died (the recorded stock run): a clean shutdown, 0
         log("INFO Shutting down: engine dead")
-        os._exit(1)
+        log("INFO Waiting for application shutdown.")
+        log("INFO Application shutdown complete.")
+        log(f"INFO Finished server process [{os.getpid()}]")
+        os._exit(0)
 
 
 def generate(prompt, seed, max_tokens, ignore_eos, vocab, eos, perturbed):

@@ -1,13 +1,16 @@
-"""What the serving scenarios measured, in words (notebook 06)."""
+"""What the serving scenarios measured, in words (notebook 06): per scenario, first what it means, then the
+evidence stage by stage."""
 
 from __future__ import annotations
+
+import re
 
 import pandas as pd
 
 from flexfix.edition.checks import require
-from flexfix.edition.narrative import OUTCOME_WORDS, markdown, plural
+from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
 
-__all__ = ["scenarios"]
+__all__ = ["scenarios", "meaning", "plugin_processes"]
 
 
 def _check(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> None:
@@ -48,23 +51,88 @@ def _stage(row: pd.Series) -> str:
     return text
 
 
+def _counts(mine: pd.DataFrame) -> dict[str, int]:
+    ran = mine[~mine["skipped"].fillna("").astype(bool)]
+    batch = ran[ran["stage"] != "alone"]
+
+    def total(frame, column):
+        return int(frame[column].fillna(0).sum())
+
+    return {
+        "errored": total(ran, "errored"),
+        "compared": total(batch, "compared"),
+        "equal": total(batch, "bitwise_equal"),
+        "tokens": total(batch, "tokens_differ"),
+        "skipped": int(mine["skipped"].fillna("").astype(bool).sum()),
+    }
+
+
+def meaning(sc: pd.Series, mine: pd.DataFrame) -> str:
+    """One scenario's result in words, before its evidence: what a client of that server would conclude."""
+    c = _counts(mine)
+    status = sc["status"]
+    if status == "illegal_memory_access":
+        first = mine[mine["errored"].fillna(0).astype(int) > 0]
+        at = f" when {int(first.iloc[0]['requests'])} requests were sent together" if len(first) else ""
+        text = f"the engine died of an illegal memory access{at}: {plural(c['errored'], 'request')} got an error"
+        if c["skipped"]:
+            text += f"; {plural(c['skipped'], 'later stage')} could not run"
+        return text
+    if status == "ok":
+        return f"all {c['compared']} answers in a batch or streamed were bitwise the same as the request alone"
+    if status == "differs":
+        text = (
+            f"every request was answered, but {c['compared'] - c['equal']} of {c['compared']} answers in a batch "
+            "or streamed were not bitwise the same as alone"
+        )
+        if c["tokens"]:
+            text += f"; {c['tokens']} of them even had other tokens, another text"
+        else:
+            text += "; only logprobs moved, never a token"
+        return text
+    return OUTCOME_WORDS.get(status, status.replace("_", " "))
+
+
+def plugin_processes(lines) -> list[str]:
+    """The vLLM processes named by the plugin's log lines ("(APIServer pid=1)" -> "APIServer"), in order."""
+    names = []
+    for line in lines if isinstance(lines, list) else []:
+        m = re.match(r"\(?(\w+) pid=\d+\)?", str(line))
+        if m and m.group(1) not in names:
+            names.append(m.group(1))
+    return names
+
+
+def _server(sc: pd.Series) -> list[str]:
+    server = []
+    if sc.get("ima_in_log"):
+        server.append("an illegal memory access in its log")
+    if pd.notna(sc.get("server_exited_with")):
+        server.append(f"the server exited with status {int(sc['server_exited_with'])}")
+    if sc.get("plugin_lines"):
+        text = f"flexfix's plugin announced itself in {plural(int(sc['plugin_lines']), 'log line')}"
+        named = plugin_processes(sc.get("plugin_processes"))
+        if named:
+            text += f", from the {listing(named)} process{'es' if len(named) > 1 else ''}"
+        else:
+            text += " (this recording kept how many, not which processes wrote them)"
+        server.append(text)
+    return server
+
+
 def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
-    """Per scenario (``table``: :func:`flexfix.integration.serve_load.record`; ``stages``: its
-    :func:`flexfix.integration.serve_load.stage_table`): what the clients got at each stage, and what the server did."""
+    """Per scenario (``table``: :func:`flexfix.integration.serving.record`; ``stages``: its
+    :func:`flexfix.edition.tables.stage_table`): what it means, then what the clients got at each stage and what the
+    server did."""
     _check(table, stages, where)
     lines = []
     for _, sc in table.iterrows():
         mine = stages[stages["scenario"] == sc["scenario"]]
-        server = []
-        if sc.get("ima_in_log"):
-            server.append("an illegal memory access in its log")
-        if pd.notna(sc.get("server_exited_with")):
-            server.append(f"the server exited with status {int(sc['server_exited_with'])}")
-        if sc.get("plugin_lines"):
-            server.append(
-                f"flexfix's plugin announced itself in {plural(int(sc['plugin_lines']), 'process', 'processes')}"
-            )
-        status = OUTCOME_WORDS.get(sc["status"], sc["status"]).replace("correct at every step", "ok")
-        line = f"* **{sc['scenario']}** ({status}): " + "; ".join(_stage(r) for _, r in mine.iterrows())
-        lines.append(line + (f"; {', '.join(server)}" if server else "") + ".")
+        evidence = "; ".join(_stage(r) for _, r in mine.iterrows())
+        server = _server(sc)
+        lines.append(
+            f"* **{sc['scenario']}**: {meaning(sc, mine)}. Evidence: {evidence}"
+            + (f"; {', '.join(server)}" if server else "")
+            + "."
+        )
     return markdown(f"**What {where} measured**", "\n".join(lines))

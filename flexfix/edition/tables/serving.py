@@ -103,9 +103,13 @@ def log_tail(table: pd.DataFrame, scenario: str, n: int = 20) -> str:
 
 
 def print_log_tails(table: pd.DataFrame, n: int = 8) -> None:
-    """Each scenario's lines naming an illegal memory access (if any), then its log's last ``n`` lines."""
+    """Each scenario's lines naming an illegal memory access and flexfix's plugin's lines (if any), then its log's
+    last ``n`` lines."""
     for _, row in table.iterrows():
         for line in row.get("ima_lines") or []:
+            print(f"--- {row['scenario']}: {line}")
+        plugin = row.get("plugin_processes")
+        for line in plugin if isinstance(plugin, list) else []:  # recordings before it kept only the count
             print(f"--- {row['scenario']}: {line}")
         print(f"--- {row['scenario']}: last {n} lines of the server's log ---")
         print(log_tail(table, row["scenario"], n))

@@ -98,6 +98,8 @@ def log_findings(text: str) -> dict:
         "ima_in_log": IMA_WORDS in text,
         "ima_lines": [ln.strip() for ln in lines if IMA_WORDS in ln][:5],
         "plugin_lines": text.count(PLUGIN_LINE),
+        # the lines themselves: vLLM prefixes each with its process ("(APIServer pid=...)", "(EngineCore pid=...)")
+        "plugin_processes": [ln.strip() for ln in lines if PLUGIN_LINE in ln][:8],
         "guard_refused_in_log": GUARD_REFUSAL in text,
         "guard_lines": [ln.strip() for ln in lines if GUARD_WORDS in ln][:8],
     }

@@ -272,7 +272,9 @@ def notebook_plan(
     fake_server: str | os.PathLike,
 ) -> dict:
     """The :func:`record` arguments of notebook 06: the real ``vllm serve`` on a GPU with ``run_server``,
-    otherwise the FAKE server with the tiny config and ``fake_requests``; says which."""
+    otherwise the FAKE server with the tiny config and ``fake_requests``; says which, and what the FAKE server
+    does differently from the recorded real one.  A FAKE run is saved as ``serve_fake-cpu.json`` (it runs on the
+    CPU whatever the machine), never as ``serve-<device>.json``."""
     real = device == "cuda" and run_server
     if real:
         chosen = plan(scenarios, model=model, requests=requests, max_tokens=max_tokens)
@@ -281,10 +283,17 @@ def notebook_plan(
         chosen = plan(scenarios, model="tiny", requests=fake_requests, max_tokens=max_tokens, fake_server=fake_server)
         why = "no GPU here" if device != "cuda" else "RUN_SERVER is False"
         print(
-            f"server: the FAKE server {fake_server} ({why}): no model, no GPU; it answers deterministic tokens and "
-            "emulates the crash (FLEXFIX_PATCH=0) and batch variance (VLLM_BATCH_INVARIANT=0) beyond 16 requests "
-            "in flight. The recorded GPU run is shown at the end."
+            f"server: the FAKE server {fake_server} ({why}), not vLLM: no model, no GPU, on the CPU whatever the "
+            "machine; its results are saved as serve_fake-cpu.json. It is a script: it answers deterministic tokens "
+            "and logprobs, and from the environment it kills its engine (FLEXFIX_PATCH=0) or perturbs the logprobs "
+            "(FLEXFIX_PATCH=1 with VLLM_BATCH_INVARIANT=0) of any batch of more than 16 requests. The recorded GPU "
+            "run of the real vllm serve is shown at the end."
         )
     for sc in chosen:
         print(f"  {sc.name}: {sc.what}; model {sc.model}; concurrent {list(sc.requests)}")
-    return {"scenarios": chosen, "fake_server": None if real else fake_server, "max_tokens": max_tokens}
+    return {
+        "scenarios": chosen,
+        "fake_server": None if real else fake_server,
+        "max_tokens": max_tokens,
+        "name": "serve" if real else "serve_fake",
+    }
