@@ -77,15 +77,40 @@ def _kernel_config(cells: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def _kernel_headline(cells: pd.DataFrame) -> str:
+    """What one configuration's cells mean, in a few words, before the evidence."""
+    equal = cells["bitwise_equal"].fillna(False).astype(bool)
+    if equal.all():
+        return "batch-invariant"
+    parts = []
+    ok = cells[cells["outcome"] == "ok"]
+    if (~ok["bitwise_equal"].fillna(False).astype(bool)).any():
+        parts.append("varies with the batch")
+    failed = cells[cells["outcome"] != "ok"]
+    broken = failed[failed["outcome"] != "error"]
+    if len(broken):
+        parts.append(f"broken from {plural(int(broken['batch'].min()), 'request')} on")
+    errors = failed[failed["outcome"] == "error"]
+    if len(errors):
+        parts.append(f"no kernel built from {plural(int(errors['batch'].min()), 'request')} on")
+    return listing(parts)
+
+
 def kernel_sweep(table: pd.DataFrame, where: str) -> str:
-    """Configurations with the same result share a line; each line says where the needle stayed bitwise
-    equal, where it moved and by how much, and which cells crashed or failed to build."""
+    """First the meaning (which configurations kept the needle bitwise the same in every batch, which varied,
+    which broke), then per configuration the evidence: where the needle stayed bitwise equal, where it moved and
+    by how much, and which cells crashed or failed to build.  Configurations with the same result share a line."""
     check_kernel_cells(table, f"the needle cells of {where}")
-    said: dict[str, list[str]] = {}
+    said: dict[tuple[str, str], list[str]] = {}
     for config, cells in table.groupby("config", sort=False):
-        said.setdefault(_kernel_config(cells), []).append(f"`{config}`")
-    lines = [f"* {listing(configs)}: {text}." for text, configs in said.items()]
-    return markdown(f"**What {where} measured** (cells: batch sizes x needle positions)", "\n".join(lines))
+        said.setdefault((_kernel_headline(cells), _kernel_config(cells)), []).append(f"`{config}`")
+    lines = [f"* **{head}**: {listing(configs)}. Evidence: {text}." for (head, text), configs in said.items()]
+    n = table["config"].nunique()
+    invariant = sum(len(c) for (head, _), c in said.items() if head == "batch-invariant")
+    lead = f"In short: {invariant} of {n} configurations kept the needle bitwise the same alone and in every batch" + (
+        "." if invariant == n else "; the others are below, each with what it did."
+    )
+    return markdown(f"**What {where} measured** (cells: batch sizes x needle positions)", lead, "\n".join(lines))
 
 
 def _engine_line(rows: pd.DataFrame) -> str:
@@ -121,6 +146,17 @@ def engine_sweep(needle: pd.DataFrame, where: str) -> str:
     for (engine, sampling), rows in needle.groupby(["engine", "sampling"], sort=False):
         said.setdefault(_engine_line(rows), []).append(f"{engine.replace('eager graphs', 'eager')} ({sampling})")
     lines = [f"* {listing(keys, '; ')}: {text}." for text, keys in said.items()]
+    rows = needle.groupby(["engine", "sampling"], sort=False)["logprobs_bitwise_equal"].apply(
+        lambda v: bool(v.fillna(False).astype(bool).all())
+    )
+    varied = sorted({e.replace("eager graphs", "eager") for (e, _), inv in rows.items() if not inv})
+    lead = f"In short: {int(rows.sum())} of {len(rows)} engine and sampling pairs gave the needle bitwise the same tokens "
+    lead += "and logprobs alone and among every number of requests"
+    if varied:
+        lead += f"; the {plural(len(varied), 'engine')} that did not: {listing(varied, '; ')}"
+        if all("BI=0" in e for e in varied):
+            lead += ", all with `VLLM_BATCH_INVARIANT=0`"
+    lead += "."
     distinct = needle.groupby(["engine", "sampling"])["distinct_tokens"].min()
     low = distinct[distinct < distinct.max()]
     note = ""
@@ -131,4 +167,4 @@ def engine_sweep(needle: pd.DataFrame, where: str) -> str:
             "a nearly degenerate stream says little when it matches, so the rows with more distinct tokens carry "
             "the evidence."
         )
-    return markdown(f"**What {where} measured**", "\n".join(lines), note)
+    return markdown(f"**What {where} measured**", lead, "\n".join(lines), note)

@@ -6,7 +6,17 @@ import pandas as pd
 
 from flexfix.measure.outcomes import CRASHES
 
-__all__ = ["kernel_grid", "engine_label", "engine_grid", "engine_verdicts", "every_request_table"]
+__all__ = [
+    "POSITION_MARKS",
+    "POSITION_KEY",
+    "position_counts",
+    "configs_of",
+    "kernel_grid",
+    "engine_label",
+    "engine_grid",
+    "engine_verdicts",
+    "every_request_table",
+]
 
 
 def _kernel_category(cells: pd.DataFrame) -> str:
@@ -19,23 +29,48 @@ def _kernel_category(cells: pd.DataFrame) -> str:
     return "bitwise equal" if cells["bitwise_equal"].astype(bool).all() else "differs"
 
 
+# The text of a kernel-grid cell: how many of its needle positions came to each outcome, with these marks.
+POSITION_MARKS = {"bitwise equal": "=", "moved": "~", "wrong result": "w", "error": "E", "crash": "X"}
+POSITION_KEY = "cell text: positions per outcome\n= bitwise equal, ~ moved,\nw wrong result, E error, X crash"
+
+
+def _position_outcome(row) -> str:
+    if row["outcome"] in CRASHES:
+        return "crash"
+    if row["outcome"] == "wrong_result":
+        return "wrong result"
+    if row["outcome"] != "ok":
+        return "error"
+    return "bitwise equal" if bool(row["bitwise_equal"]) else "moved"
+
+
+def position_counts(cells: pd.DataFrame) -> str:
+    """``"1=\n2~"``: how many of a grid cell's needle positions had each outcome (:data:`POSITION_MARKS`), one
+    outcome a line."""
+    kinds = [_position_outcome(r) for _, r in cells.iterrows()]
+    return "\n".join(f"{kinds.count(k)}{mark}" for k, mark in POSITION_MARKS.items() if k in kinds)
+
+
 def kernel_grid(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Configuration x batch size: the worst category over the needle positions (a crash, an
     error building or running the kernel, a wrong result, a bitwise difference), and how many
-    positions were bitwise equal (``"2/3"``).  A cell with no record is "not run"."""
+    positions came to each outcome (``"1=\n2E"``: :func:`position_counts`), so that a mixed cell hides nothing its
+    colour does not show.  A cell with no record is "not run".  ``notes.attrs["key"]`` says how to read the notes
+    (:func:`flexfix.edition.plots.category_heatmap` writes it under its legend)."""
     groups = table.groupby(["config", "batch"], sort=False)
     cat = groups.apply(_kernel_category, include_groups=False).unstack("batch").fillna("not run")
-    note = (
-        groups.apply(
-            lambda c: f"{int(c['bitwise_equal'].fillna(False).astype(bool).sum())}/{len(c)}", include_groups=False
-        )
-        .unstack("batch")
-        .fillna("")
-    )
+    note = groups.apply(position_counts, include_groups=False).unstack("batch").fillna("")
     order = list(dict.fromkeys(table["config"]))
     cat, note = cat.loc[order], note.loc[order]
     cat.columns.name = note.columns.name = "batch size"
+    note.attrs["key"] = POSITION_KEY
     return cat, note
+
+
+def configs_of(table: pd.DataFrame, configs) -> pd.DataFrame:
+    """The cells of ``configs`` (configurations or their names) in a sweep's table."""
+    names = [getattr(c, "name", c) for c in configs]
+    return table[table["config"].isin(names)].reset_index(drop=True)
 
 
 def _engine_category(r) -> str:
