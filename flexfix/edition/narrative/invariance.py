@@ -150,8 +150,8 @@ def engine_sweep(needle: pd.DataFrame, where: str) -> str:
         lambda v: bool(v.fillna(False).astype(bool).all())
     )
     varied = sorted({e.replace("eager graphs", "eager") for (e, _), inv in rows.items() if not inv})
-    lead = f"In short: {int(rows.sum())} of {len(rows)} engine and sampling pairs gave the needle bitwise the same tokens "
-    lead += "and logprobs alone and among every number of requests"
+    lead = f"In short: {int(rows.sum())} of {len(rows)} engine and sampling pairs gave the needle bitwise the same "
+    lead += "tokens and logprobs alone and among every number of requests"
     if varied:
         lead += f"; the {plural(len(varied), 'engine')} that did not: {listing(varied, '; ')}"
         if all("BI=0" in e for e in varied):
