@@ -118,9 +118,14 @@ def figures():
         ("ratio_lines batch", lambda: plots.ratio_lines(ratios(), "batch", "graph_speedup", "context", "H100", "x")),
         ("ratio_lines context", lambda: plots.ratio_lines(ratios(), "context", "flex_bw_fraction", "batch", "t", "f")),
         ("throughput_points", lambda: plots.throughput_points(throughput_table(), long_title + " repetition)")),
+        ("serving_figure", lambda: plots.serving_figure(serving_run(), "recorded on NVIDIA H100 80GB HBM3")),
         ("guard_invariant", lambda: plots.guard_invariant(notebook03_layouts(48))),
         ("guard_invariant one block", lambda: plots.guard_invariant(notebook03_layouts(48, g=1))),
     ]
+
+
+def serving_run() -> pd.DataFrame:
+    return results.recorded(DATA, "serve")[0]
 
 
 def kernel_grid(table):
@@ -386,3 +391,100 @@ def test_the_guard_picture_gives_the_guards_own_verdict():
     assert stock.get_title().endswith("the guard refuses the replay") and fixed.get_title().endswith("lets it replay")
     # one query block: a row stride that addresses nothing, whichever copy
     assert all(a.get_title().endswith("lets it replay") for a in FIGURES["guard_invariant one block"]().axes[:2])
+
+
+# Teaching round 3 (issue #26): one test per fixed figure defect, each failing on the figure as it was.
+
+
+def test_a_mixed_heatmap_cell_shows_every_outcome_and_the_legend_says_colour_is_the_worst():
+    """C1: a cell coloured 'error' that also holds moved positions says so in its text, and the legend says that the
+    colour is the worst outcome of the cell (the old cell text counted only the bitwise-equal positions)."""
+    table = recorded_all(tuple(record.RECORDED_KERNEL_INVARIANCE))
+    grid, notes = tables.kernel_grid(table)
+    cells = table[(table.config == "flex, pytorch options, graph, sliced") & (table.batch == 16)]
+    assert grid.loc["flex, pytorch options, graph, sliced", 16] == "error"
+    assert set(cells.outcome) == {"ok", "error"} and not cells.bitwise_equal.fillna(False).any()
+    assert notes.loc["flex, pytorch options, graph, sliced", 16] == "2~\n1E"
+    for (config, batch), group in table.groupby(["config", "batch"]):
+        counts = [int(part[:-1]) for part in notes.loc[config, batch].split("\n")]
+        assert sum(counts) == len(group), (config, batch)
+    fig = plots.category_heatmap(grid, "t", notes)
+    drawn_texts = [t.get_text() for t, _, _ in texts(fig)]
+    assert "2~\n1E" in drawn_texts
+    title = fig.axes[0].get_legend().get_title().get_text()
+    assert "worst outcome" in title and "~ moved" in title and "E error" in title
+
+
+def _data_lines(ax):
+    return [ln for ln in ax.get_lines() if ln.get_gid() is None and ln.get_marker() not in (None, "", "None")]
+
+
+def test_max_diff_series_are_few_per_panel_and_each_has_its_own_colour_and_marker():
+    """C2: one panel per kernel; inside a panel at most four series, no two with the same colour or marker (the old
+    figure drew twelve series of tab20 in one axes, light/dark pairs of near-identical hues)."""
+    for table in (recorded_all(tuple(record.RECORDED_KERNEL_INVARIANCE)),):
+        fig = plots.max_diff_vs_batch(table, "t")
+        assert len(fig.axes) == 3
+        styles = set()
+        for ax in fig.axes:
+            lines = _data_lines(ax)
+            assert 1 <= len(lines) <= 4
+            colours = [to_hex(ln.get_color()) for ln in lines]
+            markers = [ln.get_marker() for ln in lines]
+            assert len(set(colours)) == len(colours) and len(set(markers)) == len(markers)
+            # equal values stay visible: the series of one batch size are drawn side by side
+            xs = [round(ln.get_xdata()[0] % 1, 3) for ln in lines]
+            assert len(set(xs)) == len(xs)
+            styles |= {(to_hex(ln.get_color()), ln.get_marker(), ln.get_label()) for ln in lines}
+        assert len({c for c, _, _ in styles}) == len({label for _, _, label in styles})  # a colour means one series
+
+
+def test_crash_markers_sit_outside_the_value_axis():
+    """C3: crashed cells (and kernel errors) are marked in a strip above the panel (axes fraction > 1), never at a
+    value on the log axis where a wrong result's error could sit."""
+    table = recorded_all(tuple(record.RECORDED_KERNEL_INVARIANCE))
+    fig = plots.max_diff_vs_batch(table, "t")
+    drawn(fig)
+    marks = [ln for ax in fig.axes for ln in ax.get_lines() if (ln.get_gid() or "").startswith("no number")]
+    assert {ln.get_gid() for ln in marks} == {"no number: crash", "no number: error"}
+    for ln in marks:
+        ax = ln.axes
+        assert ln.get_transform() == ax.get_xaxis_transform() and all(y > 1 for y in ln.get_ydata())
+    for ax in fig.axes:  # nothing with a crash's marker inside the data area
+        assert not [ln for ln in _data_lines(ax) if ln.get_marker() == "x"]
+    crashed = table[table.outcome == "illegal_memory_access"].groupby("config").batch.nunique().sum()
+    assert sum(len(ln.get_xdata()) for ln in marks if ln.get_gid() == "no number: crash") == crashed
+
+
+def test_the_reference_line_is_dashed_and_named_and_equal_series_stay_visible():
+    """C4: the text calls the 0.5 reference a dashed line: it is dashed and the legend names it; series with equal
+    values (batch 1, 8 and 16 coincide) have distinct hollow markers, each smaller than the one drawn before."""
+    ratios = tables.timing_ratios(recorded("decode_timing"))
+    fig = plots.ratio_lines(ratios, "context", "flex_bw_fraction", "batch", "t", "f", reference=0.5,
+                            reference_label="half the copy bandwidth")  # fmt: skip
+    ax = fig.axes[0]
+    ref = [ln for ln in ax.get_lines() if ln.get_label() == "half the copy bandwidth"]
+    assert len(ref) == 1 and ref[0].get_linestyle() == "--"
+    assert "half the copy bandwidth" in legend_labels(fig)
+    series = [ln for ln in ax.get_lines() if ln.get_label().startswith("batch ")]
+    assert len(series) == 6 and len({ln.get_marker() for ln in series}) == 6
+    assert all(ln.get_markerfacecolor() == "none" for ln in series)
+    sizes = [ln.get_markersize() for ln in series]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+
+
+def test_every_serving_stage_is_a_visible_bar_with_its_counts():
+    """C5: a stage of one request (the stream) is as wide as one of 128: shares of the stage, not requests on a 0-128
+    axis; the counts are written beside each bar."""
+    table = serving_run()
+    fig = plots.serving_figure(table, "t")
+    ax = fig.axes[0]
+    totals: dict[float, float] = {}
+    for bar in ax.patches:
+        y = round(bar.get_y() + bar.get_height() / 2, 3)
+        totals[y] = totals.get(y, 0) + bar.get_width()
+    stages = [s for _, r in table.iterrows() for s in r["records"] if s["stage"] != "alone"]
+    assert len(totals) == len(stages) and all(abs(w - 100) < 1e-9 for w in totals.values())
+    assert ax.get_xlim() == (0, 100)
+    said = [t.get_text() for t, _, _ in texts(fig)]
+    assert "1 not run (of 1)" in said and "48 errors (of 48)" in said

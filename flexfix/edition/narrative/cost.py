@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from flexfix.edition import anchors
@@ -41,13 +40,10 @@ def _check_summary(summary: pd.DataFrame, what: str) -> None:
     _numbers(summary, ["ratios", "below_1", "lowest", "median", "highest"], what)
 
 
-def _host_ms(timing: pd.DataFrame) -> list[float]:
-    """Per case, eager minus graph-replay median: what a replay saves on the host per call."""
-    warm = timing[timing["l2"] == "warm"] if "l2" in timing else timing
-    wide = warm.pivot_table(index=["batch", "context"], columns="impl", values="median_ms")
-    if not {"flex vllm eager", "flex vllm graph"} <= set(wide.columns):
-        return []
-    return list(wide["flex vllm eager"] - wide["flex vllm graph"])
+def _host_ms(ratios: pd.DataFrame) -> list[float]:
+    """Per case, eager minus graph-replay median (the ``replay_saves_ms`` column of the ratio table the reader
+    sees): what a replay saves on the host per call."""
+    return list(ratios["replay_saves_ms"]) if "replay_saves_ms" in ratios else []
 
 
 def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str:
@@ -71,14 +67,17 @@ def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str
         f"{span(ratios.loc[ratios.context == c, 'graph_speedup'], '{:.2f}', 'x')} at {c} tokens" for c in contexts
     )
     smallest = ratios.sort_values(["batch", "context"]).iloc[0]
-    host = _host_ms(timing)
+    host = _host_ms(ratios)
     graph = (
         f"* **Graph replay vs eager launch**: {smallest['graph_speedup']:.1f}x faster at "
         f"{plural(int(smallest['batch']), 'request')} "
         f"of {int(smallest['context'])} tokens; by context, over the batch sizes: {by_context}."
     )
     if host:
-        graph += f" What a replay saves per call (eager minus replay median): {span(host, '{:.2f}', ' ms')}."
+        graph += (
+            f" What a replay saves per call (`replay_saves_ms`, eager minus replay median): "
+            f"{span(host, '{:.2f}', ' ms')}."
+        )
     bi = ratios["bi_overhead"]
     lines = [
         graph,
@@ -100,7 +99,25 @@ def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str
             + listing([f"{per_batch[b] * 100:.1f}% at {b}" for b in per_batch.index])
             + (f"; each doubling of the batch multiplies it by {listing(steps)}." if steps else ".")
         )
-    return markdown(f"**What {where} measured** (warm L2, medians)", "\n".join(lines))
+    slow = int((bi > 1.05).sum())
+    best = ratios.loc[ratios["graph_speedup"].idxmax()]
+    parts = [
+        f"a CUDA-graph replay matters most where the kernel is short: the largest speed-up, "
+        f"{best['graph_speedup']:.1f}x, at {plural(int(best['batch']), 'request')} of {int(best['context'])} tokens; "
+        f"{span(ratios.loc[ratios.context == contexts[-1], 'graph_speedup'], '{:.2f}', 'x')} at {contexts[-1]} tokens",
+        "vLLM's batch-invariant kernel options cost nothing measurable against its own"
+        if slow == 0
+        else f"vLLM's batch-invariant kernel options were more than 5% slower in {slow} of {len(bi)} cases",
+    ]
+    if len(big):
+        flex_hi, sdpa_lo = big["flex_bw_fraction"].max(), big["sdpa_bw_fraction"].min()
+        if flex_hi < 0.5 <= sdpa_lo:
+            parts.append(
+                "at large batch and context flex reads the keys and values at a fraction of the copy "
+                "bandwidth, dense SDPA on the same bytes close to it"
+            )
+    lead = "In short: " + "; ".join(parts) + "."
+    return markdown(f"**What {where} measured** (warm L2, medians)", lead, "\n".join(lines))
 
 
 def l2_effect(effect: pd.DataFrame) -> str:
@@ -108,8 +125,14 @@ def l2_effect(effect: pd.DataFrame) -> str:
     _numbers(effect, ["flushed_over_warm"], "the L2 effect")
     ratio = effect["flushed_over_warm"]
     slower, faster = int((ratio > 1.05).sum()), int((ratio < 0.95).sum())
+    if faster > slower:
+        lead = "A flushed L2 did not make the kernels slower; more often it made them faster. "
+    elif slower > faster:
+        lead = "A flushed L2 made the kernels slower more often than faster, as a warm cache would explain. "
+    else:
+        lead = "A flushed L2 changed the timings little either way. "
     text = (
-        f"**Flushed over warm L2**, over {plural(len(ratio), 'case')}: {span(ratio, '{:.2f}', 'x')}; "
+        f"**Flushed over warm L2.** {lead}Over {plural(len(ratio), 'case')}: {span(ratio, '{:.2f}', 'x')}; "
         f"{slower} more than 5% slower from a cold L2, {faster} more than 5% *faster*."
     )
     if faster:
@@ -121,27 +144,40 @@ def l2_effect(effect: pd.DataFrame) -> str:
     return markdown(text)
 
 
-def engine_noise(speed: pd.DataFrame, spread: pd.DataFrame) -> str:
-    """How far one configuration's throughput moved between engines and inside one engine, and how often an engine's
-    slowest timed repetition was its first (``speed``: :func:`~flexfix.measure.engine_sweep.throughput_rows`)."""
+def engine_noise(speed: pd.DataFrame, spread: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """How far one configuration's throughput moved between engines and inside one engine, and how often a timed
+    case's slowest repetition was its first against chance, counted from ``runs``
+    (:func:`flexfix.edition.tables.throughput_runs`, the table the reader sees) and checked against ``speed``
+    (:func:`~flexfix.measure.engine_sweep.throughput_rows`)."""
     require(speed, "the engine throughputs", values=("seconds",))
     for seconds in speed["seconds"]:
         if not isinstance(seconds, list) or not seconds:
             raise DataError(f"the engine throughputs: an engine's timed repetitions are {seconds!r}, not a list")
         require_numbers(seconds, "the engine throughputs", "a repetition's seconds")
     _numbers(spread, ["between_engines", "within_engine"], "the throughput spread")
+    _numbers(runs, ["engines", "request_counts", "cases", "slowest_first", "by_chance"], "the runs table")
+    cases, engines, first = int(runs["cases"].sum()), int(runs["engines"].sum()), int(runs["slowest_first"].sum())
+    if cases != len(speed):
+        raise DataError(f"the runs table counts {cases} timed cases and the throughputs hold {len(speed)}")
     per_model = spread.groupby(level="model")[["between_engines", "within_engine"]].max()
-    firsts = [int(np.argmax(s) == 0) for s in speed["seconds"] if isinstance(s, list) and len(s) > 1]
+    worst = per_model.max()
+    lead = (
+        f"In short: one configuration's throughput moved on its own by up to {worst['between_engines']:.2f}x between "
+        f"engines and {worst['within_engine']:.2f}x inside one engine, so a difference between configurations "
+        "smaller than that says little on its own."
+    )
     lines = [
         f"* {model}: engines of one configuration differed by up to {row.between_engines:.2f}x between runs; inside "
         f"one engine the fastest repetition beat the slowest by up to {row.within_engine:.2f}x."
         for model, row in per_model.iterrows()
     ]
+    counts = " and ".join(sorted({str(int(n)) for n in runs["request_counts"]}))
     lines.append(
-        f"* The slowest timed repetition was the engine's first in {sum(firsts)} of {len(firsts)} engines "
-        f"(by chance alone: about {len(firsts) / np.mean([len(s) for s in speed['seconds']]):.0f})."
+        f"* The slowest timed repetition was the first in {first} of {cases} timed cases ({engines} engines, each "
+        f"timed at {counts} request counts: the runs table's `cases` and `slowest_first`); by chance alone about "
+        f"{runs['by_chance'].sum():.1f} (one in the number of repetitions of each case, summed: `by_chance`)."
     )
-    return markdown("**How far one number moves**", "\n".join(lines))
+    return markdown("**How far one number moves**", lead, "\n".join(lines))
 
 
 def _ratio_line(row: pd.Series) -> str:
@@ -156,9 +192,23 @@ def engine_ratios(summary: pd.DataFrame) -> str:
     """:func:`flexfix.edition.tables.ratio_summary`, one line per model and ratio."""
     _check_summary(summary, "the throughput ratios")
     lines = [f"* {model}, {ratio}: {_ratio_line(row)}." for (model, ratio), row in summary.iterrows()]
+    held, mixed = [], []
+    for (model, ratio), row in summary.iterrows():
+        first, second = ratio.split("/")
+        if int(row["below_1"]) == 0:
+            held.append(f"{first} faster than {second} ({model})")
+        elif int(row["below_1"]) == int(row["ratios"]):
+            held.append(f"{first} slower than {second} ({model})")
+        else:
+            mixed.append(f"{ratio} ({model})")
+    lead = "In short: " + (
+        f"directions that held in every ratio, across runs: {listing(held, '; ')}" if held else "no direction held"
+    )
+    lead += f"; the rest went both ways: {listing(mixed, '; ')}." if mixed else "."
     return markdown(
         "**The ratios, over all runs** (of output tokens per second: above 1, the first configuration named was "
         "faster; `BI1/BI0` below 1 is a cost of batch invariance)",
+        lead,
         "\n".join(lines),
     )
 

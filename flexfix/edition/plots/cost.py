@@ -6,7 +6,11 @@ import pandas as pd
 
 from flexfix.edition.plots.style import SERIES_COLOURS, batch_axis, figure, wrap
 
-__all__ = ["ratio_lines", "throughput_points"]
+__all__ = ["SERIES_MARKERS", "REFERENCE_STYLE", "ratio_lines", "throughput_points"]
+
+
+SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")  # series i has marker i (with colour i)
+REFERENCE_STYLE = "--"  # the reference line of ratio_lines: dashed, and named in the legend
 
 
 def ratio_lines(
@@ -19,16 +23,32 @@ def ratio_lines(
     *,
     logx: bool = True,
     reference: float | None = 1.0,
+    reference_label: str | None = None,
 ):
-    """One line per value of ``by``: ``y`` against ``x`` (for speed-ups, overheads, fractions).
-    Line i has ``SERIES_COLOURS[i]``; the legend, outside the axes, names them."""
+    """One line per value of ``by``: ``y`` against ``x`` (for speed-ups, overheads, fractions).  Line i has
+    ``SERIES_COLOURS[i]`` and ``SERIES_MARKERS[i]``, hollow, each drawn smaller than the one before, so that series
+    with equal values stay visible one inside the other; the legend, outside the axes, names them, and the dashed
+    reference line (``reference_label``, else its value)."""
     fig, ax = figure((7.5, 3.6))
-    for i, (key, part) in enumerate(table.groupby(by, sort=True)):
+    groups = list(table.groupby(by, sort=True))
+    for i, (key, part) in enumerate(groups):
         part = part.sort_values(x)
         colour = SERIES_COLOURS[i % len(SERIES_COLOURS)][1]
-        ax.plot(part[x], part[y], "o-", color=colour, label=f"{by} {key}", markersize=4)
+        size = 4 + 1.6 * (len(groups) - 1 - i)  # the first drawn is the largest
+        ax.plot(
+            part[x],
+            part[y],
+            "-",
+            marker=SERIES_MARKERS[i % len(SERIES_MARKERS)],
+            color=colour,
+            label=f"{by} {key}",
+            markersize=size,
+            markerfacecolor="none",
+            markeredgewidth=1.2,
+            lw=1.2,
+        )
     if reference is not None:
-        ax.axhline(reference, color="grey", lw=0.8, ls=":")
+        ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=reference_label or f"{reference:g}")
     if logx:
         batch_axis(ax, table[x])
     ax.set_xlabel(x)

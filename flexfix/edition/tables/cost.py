@@ -22,8 +22,9 @@ def _with_l2(timing: pd.DataFrame) -> pd.DataFrame:
 
 
 def timing_ratios(timing: pd.DataFrame, l2: str = "warm") -> pd.DataFrame:
-    """Per batch x context: medians of each implementation and the ratios the notebook plots, from the timings
-    taken with a ``"warm"`` or a ``"flushed"`` L2 cache (:func:`flexfix.measure.timing.time_fn`)."""
+    """Per batch x context: the ratios the notebook plots, from the timings taken with a ``"warm"`` or a
+    ``"flushed"`` L2 cache (:func:`flexfix.measure.timing.time_fn`); on a GPU also the eager and replay medians of
+    flex (vLLM options) in ms and their difference, what a replay saves per call."""
     timing = _with_l2(timing)
     if l2 not in set(timing["l2"]):
         raise ValueError(f"no timings with l2={l2!r} here (have {sorted(set(timing['l2']))})")
@@ -33,6 +34,10 @@ def timing_ratios(timing: pd.DataFrame, l2: str = "warm") -> pd.DataFrame:
     out = pd.DataFrame(index=wide.index)
     if "flex vllm graph" in wide:
         out["graph_speedup"] = wide["flex vllm eager"] / wide["flex vllm graph"]
+        # the absolute times behind it: what a replay saves per call is the difference (host work), in ms
+        out["eager_ms"] = wide["flex vllm eager"]
+        out["replay_ms"] = wide["flex vllm graph"]
+        out["replay_saves_ms"] = wide["flex vllm eager"] - wide["flex vllm graph"]
         out["bi_overhead"] = wide["flex batch_invariant graph"] / wide["flex vllm graph"]
         out["flex_over_sdpa"] = wide["flex vllm graph"] / wide["sdpa dense"]
         out["flex_bw_fraction"] = frac["flex vllm graph"]
@@ -88,13 +93,29 @@ def _runs(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def throughput_runs(rows: pd.DataFrame) -> pd.DataFrame:
-    """Which recorded file is which model's "run k" (:func:`throughput_table`), with what it timed."""
+    """Which recorded file is which model's "run k" (:func:`throughput_table`), with what it timed: its engines, the
+    request counts each engine was timed at, the timed cases (one per engine and request count), the timed
+    repetitions of a case, in how many cases the slowest repetition was the first, and how many that would be by
+    chance alone (one in the number of repetitions, summed over the cases)."""
     rows = _runs(rows)
-    return (
+    rows = rows.assign(
+        reps=[len(s) for s in rows["seconds"]],
+        slowest_first=[int(max(range(len(s)), key=lambda i: s[i]) == 0) if len(s) > 1 else 0 for s in rows["seconds"]],
+        by_chance=[1 / len(s) if len(s) > 1 else 0.0 for s in rows["seconds"]],
+    )
+    out = (
         rows.groupby(["model", "run", "source"], sort=False)
-        .agg(engines=("engine", "nunique"), timed_repetitions=("seconds", lambda s: len(s.iloc[0])))
+        .agg(
+            engines=("engine", "nunique"),
+            request_counts=("requests", "nunique"),
+            cases=("requests", "size"),
+            timed_repetitions=("reps", lambda r: "/".join(str(v) for v in sorted(set(r)))),
+            slowest_first=("slowest_first", "sum"),
+            by_chance=("by_chance", "sum"),
+        )
         .reset_index()
     )
+    return out
 
 
 def throughput_ratios(rows: pd.DataFrame) -> pd.DataFrame:
