@@ -46,3 +46,18 @@ def test_figures_render_themselves_as_png_under_any_backend():
     fig = plots.ratio_lines(table, "batch", "ratio", "context", "t", "y")
     png = fig._repr_png_()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+def test_the_read_window_labels_are_readable_at_normal_size():
+    """Review C6: the in-bar labels ("row 0: 32-47") were 6-7 pt; they are drawn at 9 pt or more, and every misread
+    run of the wider replay gets its label."""
+    from flexfix.edition import plots
+    from flexfix.mechanism.persistent import copy_to_persistent_as_strided
+
+    lay = layouts.stride_layout(
+        copy_to_persistent_as_strided, "as_strided", g=3, g_max=4, w_max=64, k_capture=32, k_replay=48
+    )
+    fig = plots.read_windows([lay])
+    texts = [t for ax in fig.axes for t in ax.texts]
+    assert sorted(t.get_text() for t in texts) == ["row 0: 32-47", "row 1: 0-31", "row 1: 16-47", "row 2: 0-15"]
+    assert min(t.get_fontsize() for t in texts) >= 9

@@ -1,0 +1,186 @@
+"""Teaching round 3 (issue #26), notebooks 01-03: the smallest reproduction, the sentences that answer the review,
+and the notebooks' order. Each test states what a reader is told and checks it against the code or the data."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flexfix.edition import glossary, results, schemas, tables
+from flexfix.edition.narrative import reproduce, workarounds
+from flexfix.edition.tables.workarounds import workaround_table
+from flexfix.measure import engine_sweep, record
+from flexfix.mechanism import smallest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+
+def cells(stem):
+    return json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())["cells"]
+
+
+def text(cell):
+    return "".join(cell["source"])
+
+
+# The smallest reproduction (notebook 01's first section).
+
+
+def test_the_smallest_reproduction_misreads_every_row_after_the_first_and_the_slice_none():
+    seen = smallest.reads("cpu", k_capture=32, k_replay=48)
+    buggy, fixed = seen.loc["as_strided (0.20.0)"], seen.loc["slice (fix)"]
+    assert buggy.loc[0, "its own entries"] and not buggy.loc[[1, 2], "its own entries"].any()
+    assert fixed["its own entries"].all()
+    assert buggy.loc[1, "what they hold"] == "row 0: 32-47, row 1: 0-31"  # the capture's stride 32, this step's 48
+    # captured at K=32, the kernel reads 48 entries per row: the count is data (kv_num_blocks), not the frozen view
+    assert (seen["entries read"] == 48).all()
+
+
+def test_the_smallest_reproduction_is_shown_as_code_and_refuses_what_it_cannot_draw():
+    code = smallest.shown(smallest.as_strided_copy, smallest.slice_copy, smallest.kernel, smallest.replay_cuda_graph)
+    assert "buffer.as_strided(src.shape, src.stride())" in code and "torch.cuda.CUDAGraph()" in code
+    assert code._repr_markdown_().startswith("```python\n")
+    with pytest.raises(ValueError, match="K_capture=48 < K_replay=32"):
+        smallest.reads("cpu", k_capture=48, k_replay=32)
+    with pytest.raises(ValueError, match="device must be"):
+        smallest.reads("gpu")
+
+
+# vLLM's own lines behind the sentences of notebook 01 (review B1, B2, and where the copy is called).
+
+
+def test_vllms_own_lines_back_the_capture_batch_the_padding_and_the_call_sites():
+    assert "seq_lens = max_query_len" in glossary.dummy_decode_source()
+    padding = glossary.padding_source()
+    assert "= end" in padding and "for bs in range(start, end)" in padding
+    calls = glossary.copy_call_sites()
+    kv = calls[calls.code.str.contains("persistent_kv_indices")]
+    assert list(kv.function) == ["FlexAttentionMetadata._build_block_mask_direct"]
+    built = calls[(calls.calls == "_build_block_mask_direct")]
+    assert "FlexAttentionMetadataBuilder.build" in set(built.function)
+
+
+# What a user of 0.20.x can do without the plugin (notebook 02's first section).
+
+
+def _workarounds():
+    safety, p1 = schemas.recorded(DATA, "stock_workarounds", schemas.ENGINE_SWEEPS)
+    cost, p2 = schemas.recorded(DATA, "stock_workaround_cost", schemas.ENGINE_SWEEPS)
+    return safety, cost
+
+
+def test_the_workaround_table_and_sentence_follow_the_recorded_runs():
+    safety, cost = _workarounds()
+    table = workaround_table(safety, cost)
+    speed = engine_sweep.throughput_rows(cost)
+    ref = speed[speed.patched].set_index("requests").tokens_per_second
+    for r in speed[~speed.patched].itertuples():
+        way = table[table["vLLM setting"].str.contains("16" if "max_num_seqs 16" in r.engine else r.graphs.upper()
+                                                     if r.graphs == "piecewise" else "enforce_eager")]  # fmt: skip
+        assert way[f"vs patched, {r.requests}"].item() == round(r.tokens_per_second / ref[r.requests], 2)
+    said = workarounds.without_plugin(table, "here", "there")
+    assert "**Without the plugin, 3 settings kept stock 0.20.0 correct:**" in said
+    assert "0 of 48 and 0 of 128 requests differed" in said
+    for way, row in table.iterrows():
+        if not row["vLLM setting"].startswith("FLEXFIX_PATCH"):
+            assert f"{way} ({row['vs patched, 48']:.2f} at 48 requests and {row['vs patched, 128']:.2f}" in said
+
+
+def test_a_workaround_whose_requests_differed_is_not_called_correct():
+    safety, cost = _workarounds()
+    broken = safety.copy()
+    broken["records"] = [
+        [dict(r, tokens_differ=[3, 20]) if r.get("kind") == "every_request" else r for r in recs]
+        if "eager" in engine
+        else recs
+        for engine, recs in zip(broken.engine, broken.records)
+    ]
+    said = workarounds.without_plugin(workaround_table(broken, cost), "here", "there")
+    assert "**no CUDA graphs did not**: 2 of 48 and 2 of 128 requests differed" in said
+    assert "2 settings kept stock 0.20.0 correct" in said
+
+
+# The review's findings in the sentences of 01 and 02.
+
+
+def test_the_release_survey_says_what_it_read():
+    releases, prov = schemas.recorded(DATA, "vllm_releases", schemas.RELEASES, "cpu")
+    said = reproduce.releases_surveyed(releases, prov)
+    first, last = releases.version.iloc[0], releases.version.iloc[-1]
+    assert f"the {len(releases)} final releases of vLLM on PyPI from {first} to {last}" in said
+    assert prov["parameters"]["older_not_examined"] in said
+
+
+def test_faces_compare_the_same_seeds_and_do_not_compare_the_cpu_analog_with_a_gpu():
+    recorded, _ = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
+    wrong = recorded.assign(
+        status=["wrong_result" if c == "as_strided" else s for c, s in zip(recorded["copy"], recorded.status)]
+    )
+    said = reproduce.faces(wrong, "this run", recorded, "the recorded run", "cuda")
+    n = int((recorded["copy"] == "as_strided").sum())
+    assert f"**{n} of {n} gave another face in this run than in the recorded run**" in said
+    assert "a silently wrong result here, an illegal memory access there" in said
+    assert "the same outcome in both runs" in reproduce.faces(
+        recorded, "this run", recorded, "the recorded run", "cuda"
+    )
+    assert "This run is the CPU analog" in reproduce.faces(None, "this run", recorded, "the recorded run", "cpu")
+    # the rule the review found unsupported (A1) is no longer stated
+    assert "depends on what the" not in reproduce.kernel_outcomes(recorded, "x")
+
+
+def test_the_engine_that_died_is_said_to_die_before_a_batch_not_at_it():
+    every, _ = results.recorded_all(DATA, record.RECORDED_EVERY_REQUEST)
+    rows = tables.every_request_table(engine_sweep.request_rows(every))
+    said = reproduce.every_request(every, rows)
+    assert "before it completed the batch of 32" in said and "access at 32 requests" not in said
+    engines, _ = results.recorded_all(DATA, record.RECORDED_ENGINE_TABLES)
+    assert reproduce.crash_threshold(tables.threshold_table(engines)).startswith(
+        "**The first fault came at 48 requests"
+    )
+
+
+def test_the_one_table_holds_this_runs_torch_only_runs():
+    recorded, _ = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
+    sanitizer, _ = schemas.recorded(DATA, "ima_sanitizer", schemas.SANITIZER_RUNS)
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    mine = recorded.assign(launch="frozen")
+    table = tables.outcome_table(recorded, sanitizer, engines, this_run=mine, this_run_source="this run (cpu)")
+    ours = table[table["from"] == "this run (cpu)"]
+    assert len(ours) == len(mine) and set(ours.experiment) == {"torch-only, frozen launch"}
+    alone = tables.outcome_table(recorded, sanitizer, engines)
+    assert alone.iloc[0]["case"] == "not given to this table"
+
+
+# The notebooks' order (the committed sources).
+
+
+def test_notebook_01_opens_with_the_mechanism_and_marks_where_the_outcome_cause_goes():
+    nb = cells("01_reproduce_ima")
+    sources = [text(c) for c in nb]
+    first_code_after_validation = next(s for s in sources[3:] if not s.startswith(("#", "*", "<")) and "(" in s)
+    assert first_code_after_validation.startswith("smallest.shown(")
+    order = [next(i for i, s in enumerate(sources) if key in s) for key in (
+        "## The bug in a few lines", "## Words first", "layouts.metadata_strides(", "plots.read_windows(windows)",
+        "record.kernel_outcomes(", "<!-- outcome-cause -->", "## What compute-sanitizer sees",
+    )]  # fmt: skip
+    assert order == sorted(order), order
+    marker = sources.index(next(s for s in sources if s.startswith("<!-- outcome-cause -->")))
+    assert "plots.replay_errors(gpu_kernel" in sources[marker - 1]  # right after the torch-only results
+    assert "what the misread cells hold" not in "".join(sources)
+
+
+def test_notebook_03_points_back_to_01_rather_than_redrawing_its_figure():
+    sources = [text(c) for c in cells("03_stride_layouts")]
+    assert "Notebook 01 showed" in sources[0]
+    assert not any("plots.read_windows(grow)" in s for s in sources)
+    assert any("plots.read_windows(shrink)" in s for s in sources)
+
+
+def test_the_workaround_table_refuses_an_engine_it_cannot_name():
+    safety, cost = _workarounds()
+    odd = cost.assign(graphs=["full", "eager", "full", "full"], max_num_seqs=[8, 0, 16, 0])
+    with pytest.raises(ValueError, match="no way around the bug is known for graphs=full, max_num_seqs=8"):
+        workaround_table(safety, odd)
+    assert isinstance(workaround_table(safety, cost), pd.DataFrame)
