@@ -30,9 +30,8 @@ SANITIZER_COLUMNS = ("copy", "status", "sanitizer_errors", "sanitizer_lines")
 ENGINE_SCENARIO_COLUMNS = ("scenario", "what", "status", "records")
 
 BOTH_OUTCOMES = (
-    "A crash and a silently wrong answer are two faces of this one misread. Which one a run gets is not settled "
-    "by the seed: compare this run with the recorded one seed by seed (below); what decides it is a question of "
-    "its own, further down this notebook."
+    "A crash and a silently wrong answer are two faces of this one misread; which one a run gets, and why, is "
+    "examined below."
 )
 
 
