@@ -91,3 +91,27 @@ def test_cuda_without_a_gpu_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         copy_speed.main(["--device", "cuda", "--out", str(tmp_path)])
     assert done.value.code == 2 and "no usable CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_the_recorded_benchmark_is_quoted_as_recorded(device):
+    """data/README.md says of each recorded copy-speed file what the file holds (ratios, their median, how many
+    shapes miss the 10% goal, the time a call takes on the GPU)."""
+    import json
+    import statistics
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parent.parent / "data"
+    rows = json.loads((data / f"copy_speed-{device}.json").read_text())["records"]
+    ratios = [r["ratio"] for r in rows]
+    text = " ".join((data / "README.md").read_text().split())
+    if device == "cuda":
+        said = (
+            f"took {min(ratios):.2f}-{max(ratios):.2f}x the bare slice copy (median {statistics.median(ratios):.2f}; "
+            f"{sum(r > 1.10 for r in ratios)} of {len(rows)} above 1.10), "
+            f"{min(r['slice_us'] for r in rows):.1f}-{max(r['installed_us'] for r in rows):.1f} microseconds a call"
+        )
+    else:
+        above = sum(r > 1.10 for r in ratios)
+        said = f"{above} of {len(rows)} on the CPU (median {statistics.median(ratios):.2f} there)"
+    assert said in text, said

@@ -86,10 +86,17 @@ def test_served_error_and_eager():
 def test_the_cost_is_said_as_measured():
     view = tg.guard_cost(table("guard_cost"))
     assert list(view.requests) == [48, 128]
-    noisy = ((view["lowest pair"] <= 1) & (view["highest pair"] >= 1)).all()
     text = story.cost(view)
-    assert ("below what this measurement can resolve" in text) == bool(noisy)
-    assert f"{view['on / off'].iloc[0]:.3f}" in text
+    assert f"{view['on / off'].iloc[0]:.3f}" in text and f"{view['on / off'].iloc[1]:.3f}" in text
+    shares = 100 * view["checking, share of wall time"]
+    assert f"checks took {shares.min():.1f}–{shares.max():.1f}% of the engine's time" in text  # timed, it leads
+    for _, r in view.iterrows():
+        assert f"({r['µs per replay checked']:.0f} µs per replay)" in text
+    # recorded before the checks were timed: the ratios lead
+    untimed = tg.guard_cost(results.read_results(DATA / "guard_cost_first-cuda.json")[0])
+    noisy = ((untimed["lowest pair"] <= 1) & (untimed["highest pair"] >= 1)).all()
+    said = story.cost(untimed)
+    assert ("below what this measurement can resolve" in said) == bool(noisy) and "checks took" not in said
 
 
 @pytest.mark.parametrize("say, view", [
