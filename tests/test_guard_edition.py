@@ -146,6 +146,9 @@ def test_data_readme_quotes_the_guard_as_recorded():
             f"{b['on / off']:.3f} (128, pairs {b['lowest pair']:.2f}-{b['highest pair']:.2f})"
         )
         assert said in text, said
+    shares = 100 * tg.guard_cost(table("guard_cost"))["checking, share of wall time"]
+    said = f"its checks took {shares.min():.1f}-{shares.max():.1f}% of the engine's time"
+    assert said in _flat(DATA.parent / "README.md"), said
     for name, said in (("guard_false_alarms", "({} replays checked)"), ("guard026_false_alarms", "V1; {} replays)")):
         assert said.format(int(tg.false_alarms(table(name))["replays checked"].sum())) in text, name
     eager = tg.engine_guard(table("guard_stock_eager"))
