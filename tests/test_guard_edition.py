@@ -1,12 +1,15 @@
 """Notebook 07's views and sentences on the recorded GPU files: each claim checked against the data, and every
 reader refusing a table that lost what it reads."""
 
+import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from flexfix.edition import results
+from flexfix.edition import checks, results, schemas
 from flexfix.edition.narrative import guard as story
 from flexfix.edition.tables import guard as tg
 
@@ -105,7 +108,7 @@ def test_the_cost_is_said_as_measured():
     (story.cost, lambda: tg.guard_cost(table("guard_cost")).drop(columns="repetitions")),
 ])  # fmt: skip
 def test_a_sentence_refuses_a_table_that_lost_what_it_reads(say, view):
-    with pytest.raises(ValueError, match="nothing to say of"):
+    with pytest.raises(checks.DataError, match="nothing to say of"):
         say(view(), "here") if say is not story.cost else say(view())
 
 
@@ -153,3 +156,71 @@ def test_data_readme_quotes_the_guard_as_recorded():
         assert said.format(int(tg.false_alarms(table(name))["replays checked"].sum())) in text, name
     eager = tg.engine_guard(table("guard_stock_eager"))
     assert f"{eager['steps run without the graph'].sum()} of {eager['replays checked'].sum()} checked" in text
+
+
+# The recorded files, read through their schemas (issue #22): a file that lost what a view reads is refused by name.
+
+
+def _damaged(tmp_path: Path, name: str, change) -> Path:
+    shutil.copy(DATA / f"{name}-cuda.json", tmp_path / f"{name}-cuda.json")
+    path = tmp_path / f"{name}-cuda.json"
+    payload = json.loads(path.read_text())
+    for record in payload["records"]:
+        change(record)
+    path.write_text(json.dumps(payload))
+    return tmp_path
+
+
+def _guard_records(record):
+    return [s for s in record["records"] if s["kind"] == "guard"]
+
+
+@pytest.mark.parametrize("name, change, refused", [
+    # first_message fell back to the run's detail: another text shown as the guard's message
+    ("guard_stock_error", lambda r: r.update(message=None), "stopped without the guard's message"),
+    # engine_guard read the requests of every_request instead: a run that planned nothing shown as one
+    ("guard_stock_error", lambda r: r.update(generations=[]), "planned no batch"),
+    # engine_guard said 0 replays checked, 0 alarms: a lost count shown as a quiet guard
+    ("guard_stock_error", lambda r: [g.update(replays_checked=None) for g in _guard_records(r)], "replays_checked"),
+    ("guard_stock_error", lambda r: r.update(records=[s for s in r["records"] if s["kind"] != "guard"]),
+     "without its guard record"),
+    ("guard_stock_error", lambda r: [g.update(first_alarm=None) for g in _guard_records(r)], "without its first alarm"),
+    # eager_vs_reference compared fewer request counts: a lost batch is not a smaller experiment
+    ("guard_stock_eager", lambda r: r.update(records=[s for s in r["records"] if s["kind"] != "generations"]),
+     "generations records at"),
+])  # fmt: skip
+def test_a_guard_file_that_lost_what_07_shows_is_refused(tmp_path, name, change, refused):
+    with pytest.raises(results.ResultsError, match=rf"{name}-cuda.json: record \d+.*{refused}"):
+        tg.recorded(_damaged(tmp_path, name, change), [name])
+
+
+def test_the_cost_without_the_checks_timing_is_refused_not_said_untimed(tmp_path):
+    """Nulled, the checks' own time made the cost paragraph lead with the noisy tokens/s ratios instead."""
+
+    def change(r):
+        for s in r["records"]:
+            if s["kind"] == "guard_cost":
+                s["check_share"] = None
+
+    with pytest.raises(results.ResultsError, match=r"guard_cost-cuda.json: record 0: records\[\d+\] has no value for"):
+        tg.recorded(_damaged(tmp_path, "guard_cost", change), ["guard_cost"])
+
+
+def test_the_served_answers_without_their_streams_are_refused(tmp_path):
+    def change(r):
+        for s in r["records"]:
+            if s["stage"] == "together" and "streams" in s:
+                s["streams"] = None
+
+    with pytest.raises(results.ResultsError, match=r"serve_guard-cuda.json: record 0: records\[\d+\] has no value"):
+        tg.served(_damaged(tmp_path, "serve_guard", change))
+
+
+def test_the_guard_schemas_accept_every_recorded_guard_file():
+    assert set(REC) == set(tg.RECORDED) and all(len(t) for t, _ in REC.values())
+    assert len(tg.served(DATA)[0]) == 4
+    # the first cost run timed no check: a GUARD_COST table less the timing, refused as one
+    untimed = dataclasses.replace(schemas.GUARD_COST, step_values=schemas.GUARD_RUNS.step_values)
+    assert len(schemas.recorded(DATA, "guard_cost_first", untimed)[0]) == 1
+    with pytest.raises(results.ResultsError, match="guard_cost_first-cuda.json: record 0: records.*lacks check_share"):
+        schemas.recorded(DATA, "guard_cost_first", schemas.GUARD_COST)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -35,6 +35,9 @@ __all__ = [
     "RELEASES",
     "PATCH_CHECKS",
     "SERVING",
+    "GUARD_RUNS",
+    "GUARD_COST",
+    "GUARD_SERVING",
 ]
 
 Rule = Callable[[Mapping[str, Any]], "str | None"]
@@ -208,6 +211,26 @@ def _plugin_said(record: Mapping[str, Any]) -> str | None:
     return None
 
 
+_GUARD_PLANS = (("invariance", "requests"), ("every_request", "every_request"), ("generations", "generations"))
+
+
+def _guard_run_whole(record: Mapping[str, Any]) -> str | None:
+    """A guard run's records are the ones it planned, its guard's count is there, a refusal has its message."""
+    steps, plans = record["records"], (*_GUARD_PLANS, ("guard_cost", "guard_cost"), ("throughput", "throughput"))
+    if not any(record[column] for _, column in plans):
+        return "a run that planned no batch (requests, every_request, generations, guard_cost, throughput empty)"
+    for kind, column in plans:
+        planned, done = set(record[column]), {s["requests"] for s in steps if s["kind"] == kind}
+        if not done <= planned or (record["status"] == "ok" and done != planned):
+            return f"{kind} records at {sorted(done)} requests, status {record['status']!r}, {column} {sorted(planned)}"
+    if record["guard"] and not any(s["kind"] == "guard" for s in steps):
+        return f"a run under FLEXFIX_GUARD={record['guard']} without its guard record"
+    if record["status"] == "guard_refused" and is_missing(record.get("message")):
+        return "a run the guard stopped without the guard's message"
+    alarmed = [s for s in steps if s["kind"] == "guard" and s["replays_alarmed"] and is_missing(s["first_alarm"])]
+    return "a guard that alarmed without its first alarm" if alarmed else None
+
+
 # The tables.
 
 KERNEL_RUNS = Schema(
@@ -246,19 +269,8 @@ ENGINE_SCENARIOS = Schema(
 ENGINE_SWEEPS = Schema(
     "the engine sweeps",
     values=(
-        "engine",
-        "model",
-        "batch_invariant",
-        "graphs",
-        "patched",
-        "requests",
-        "samplings",
-        "every_request",
-        "throughput",
-        "repeats",
-        "status",
-        "detail",
-        "records",
+        *("engine", "model", "batch_invariant", "graphs", "patched", "requests", "samplings", "every_request"),
+        *("throughput", "repeats", "status", "detail", "records"),
     ),
     columns=("signal",),
     steps="records",
@@ -266,16 +278,8 @@ ENGINE_SWEEPS = Schema(
     step_values={
         "startup": ("seconds",),
         "invariance": (
-            "requests",
-            "sampling",
-            "position",
-            "needle_index",
-            "tokens_equal",
-            "logprobs_bitwise_equal",
-            "steps_equal",
-            "max_abs_logprob_diff",
-            "distinct_tokens",
-            "seconds",
+            *("requests", "sampling", "position", "needle_index", "tokens_equal", "logprobs_bitwise_equal"),
+            *("steps_equal", "max_abs_logprob_diff", "distinct_tokens", "seconds"),
         ),
         "every_request": ("requests", "tokens_differ", "logprobs_differ", "max_abs_logprob_diff"),
         "throughput": ("requests", "output_tokens", "seconds", "tokens_per_second"),
@@ -309,21 +313,8 @@ PATCH_CHECKS = Schema(
 SERVING = Schema(
     "the serving run",
     values=(
-        "scenario",
-        "what",
-        "model",
-        "FLEXFIX_PATCH",
-        "VLLM_BATCH_INVARIANT",
-        "requests",
-        "expected",
-        "status",
-        "as_expected",
-        "detail",
-        "ima_in_log",
-        "ima_lines",
-        "plugin_lines",
-        "log_tail",
-        "records",
+        *("scenario", "what", "model", "FLEXFIX_PATCH", "VLLM_BATCH_INVARIANT", "requests", "expected", "status"),
+        *("as_expected", "detail", "ima_in_log", "ima_lines", "plugin_lines", "log_tail", "records"),
     ),
     columns=("server_exited_with", "startup_seconds"),  # null: the server had not exited, or did not start
     steps="records",
@@ -348,4 +339,43 @@ SERVING = Schema(
     step_columns={"together": ("max_abs_logprob_diff",)},
     step_skipped="skipped",
     rules=(_stages_ran, _server_said),
+)
+GUARD_RUNS = Schema(
+    "the replay guard's runs",
+    values=(
+        *("engine", "model", "backend", "runner", "batch_invariant", "graphs", "guard", "mutant", "status", "detail"),
+        *("requests", "every_request", "generations", "guard_cost", "throughput", "records"),
+    ),
+    columns=("message",),  # null where the guard stopped nothing
+    steps="records",
+    step_kind="kind",
+    step_values={
+        "startup": (),
+        "invariance": ("requests",),
+        "every_request": ("requests",),
+        "generations": ("requests", "tokens", "logprobs"),
+        "guard": (
+            *("replays_checked", "replays_alarmed", "eager_steps", "alarms", "graphs_captured", "fields_per_graph"),
+            *("hooks", "facts"),
+        ),
+        "guard_cost": ("requests", "tokens_per_second_on", "tokens_per_second_off", "ratio", "pair_ratios"),
+    },
+    step_columns={"guard": ("first_alarm",)},  # null where nothing alarmed
+    rules=(_guard_run_whole,),
+)
+# The guard's cost as recorded since dae1e4c: the checks' own host time too (guard_cost_first has none).
+GUARD_COST = replace(
+    GUARD_RUNS,
+    what="the replay guard's cost",
+    columns=(),  # its runs record no message: a run the guard stopped is refused (the rule) for lacking one
+    step_values={
+        **GUARD_RUNS.step_values,
+        "guard_cost": (*GUARD_RUNS.step_values["guard_cost"], "check_share", "check_seconds", "replays_checked"),
+    },
+)
+GUARD_SERVING = replace(
+    SERVING,
+    what="the guarded serving run",
+    values=(*SERVING.values, "FLEXFIX_GUARD", "guard_refused_in_log", "guard_lines"),
+    step_values={**SERVING.step_values, "together": (*SERVING.step_values["together"], "streams")},
 )

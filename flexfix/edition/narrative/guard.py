@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from flexfix.edition.checks import DataError
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
 
 __all__ = ["stopped", "eager_equal", "false_alarms", "debug_blind_spot", "cost", "mutants", "serving", "workarounds"]
@@ -15,7 +16,7 @@ WORDS = {**OUTCOME_WORDS, "guard_refused": "stopped by the guard", "ok": "comple
 def _need(table: pd.DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in table]
     if table.empty or missing:
-        raise ValueError(
+        raise DataError(
             f"{what}: nothing to say of {'an empty table' if table.empty else f'a table without {missing}'}"
         )
 

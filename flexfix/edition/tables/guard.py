@@ -24,6 +24,7 @@ __all__ = [
     "servers_agree",
     "RECORDED",
     "recorded",
+    "served",
 ]
 
 
@@ -248,11 +249,18 @@ RECORDED = (
 
 
 def recorded(data_dir, names: Iterable[str] = RECORDED) -> dict[str, tuple[pd.DataFrame, dict]]:
-    """The guard's recorded GPU files (``<name>-cuda.json`` under ``data_dir``), each checked to hold the columns
-    these views read: name -> (table, provenance)."""
-    from pathlib import Path
+    """The guard's recorded GPU files (``<name>-cuda.json`` under ``data_dir``), each read through its schema
+    (:data:`flexfix.edition.schemas.GUARD_RUNS`; ``guard_cost``: :data:`~flexfix.edition.schemas.GUARD_COST`), so
+    that a file that lost what these views read is refused naming it: name -> (table, provenance)."""
+    from flexfix.edition import schemas
 
-    from flexfix.edition import results
+    chosen = {"guard_cost": schemas.GUARD_COST}
+    return {n: schemas.recorded(data_dir, n, chosen.get(n, schemas.GUARD_RUNS)) for n in names}
 
-    columns = ["engine", "status", "records", "guard", "generations", "batch_invariant", "mutant", "graphs", "model"]
-    return {n: results.read_results(Path(data_dir) / f"{n}-cuda.json", columns=columns) for n in names}
+
+def served(data_dir) -> tuple[pd.DataFrame, dict]:
+    """The guard's serving run (``serve_guard-cuda.json``), read through
+    :data:`flexfix.edition.schemas.GUARD_SERVING`: (table, provenance)."""
+    from flexfix.edition import schemas
+
+    return schemas.recorded(data_dir, "serve_guard", schemas.GUARD_SERVING)
