@@ -22,7 +22,9 @@ NOTEBOOKS = ROOT / "notebooks"
 DATA = ROOT / "data"
 
 # Per notebook: a piece of text that names each cell reading recorded data (or showing what such a cell read),
-# in order; every other code cell after the validating one measures live and is left out.
+# in order; every other code cell after the validating one measures live and is left out.  A marker found in the
+# validating cell names the statements of that cell that hold it (07 loads its recorded files there): they run
+# again as the first data cell, on the data the test gives.
 DATA_CELLS: dict[str, tuple[str, ...]] = {
     "01_reproduce_ima": (
         'schemas.recorded(DATA_DIR, "ima_kernel"',
@@ -61,7 +63,23 @@ DATA_CELLS: dict[str, tuple[str, ...]] = {
         "anchors.anchor_table()",
     ),
     "06_serving": ("serving.show_recorded(DATA_DIR)",),
+    "07_replay_guard": (
+        "guard_tables.recorded(DATA_DIR)",  # the validating cell's last statement: the recorded files, loaded
+        "stopped_runs = pd.concat(",
+        "guard_tables.first_message(recorded",
+        "guard_tables.eager_vs_reference(eager_runs",
+        'recorded["guard_v0_20_2"]',
+        '("guard_false_alarms", "patched vLLM 0.20.0")',
+        'recorded["guard_debug"]',
+        'recorded["guard026_mutants"]',
+        "guard_tables.servers_agree(served",
+        'recorded["guard_cost"]',
+    ),
 }
+# A notebook that loads several recorded files into one dict (results name -> (table, provenance)) in one statement:
+# the dict's name.  The baseline notes which cell uses which entry, so that a damaged file's replay runs the loading
+# statement on it and then starts at the first cell that uses its entry (07's guard_cost: its last cell).
+LOADED = {"07_replay_guard": "recorded"}
 # The values that make every notebook take its recorded-data path on any machine.
 OVERRIDES = {"DEVICE": "cpu", "RUN_ENGINE": False, "RUN_SANITIZER": False, "RUN_SERVER": False}
 
@@ -79,10 +97,21 @@ def data_cells(stem: str) -> tuple[str, str, list[str]]:
     at = tagged.index(True)
     chosen = []
     for marker in DATA_CELLS[stem]:
+        if marker in sources[at + 1]:
+            chosen.append(_statements(sources[at + 1], marker))
+            continue
         found = [s for s in sources[at + 2 :] if marker in s]
         assert len(found) == 1, f"{stem}: {len(found)} cells hold {marker!r}"
         chosen.append(found[0])
     return sources[at], sources[at + 1], chosen
+
+
+def _statements(source: str, marker: str) -> str:
+    """The top-level statements of ``source`` that hold ``marker``, as source text."""
+    found = [ast.get_source_segment(source, node) for node in ast.parse(source).body]
+    found = [text for text in found if text and marker in text]
+    assert found, f"no statement holds {marker!r}"
+    return "\n".join(found)
 
 
 def _figure_digest(fig) -> str:
@@ -141,6 +170,35 @@ def _exec_cell(source: str, namespace: dict, shown: list[str]) -> None:
             shown.append(_shown(value))
 
 
+class _Noted(dict):
+    """A dict that notes the keys read from it (all of them when it is iterated)."""
+
+    def __init__(self, data: dict, used: set):
+        super().__init__(data)
+        self.used = used
+
+    def __getitem__(self, key):
+        self.used.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.used.add(key)
+        return super().get(key, default)
+
+    def __iter__(self):
+        self.used.update(super().keys())
+        return super().__iter__()
+
+    def keys(self):
+        return list(iter(self))
+
+    def values(self):
+        return [self[k] for k in self]
+
+    def items(self):
+        return [(k, self[k]) for k in self]
+
+
 class Replay:
     """A notebook's data cells run once on ``data_dir`` (the baseline), remembering the state before each cell and
     which files each cell read, so that a run on a damaged copy can start at the first cell that reads it."""
@@ -152,6 +210,9 @@ class Replay:
         params, validate, self.cells = data_cells(stem)
         self.before: list[tuple[dict, list[str], str]] = []
         self.reads: list[set[str]] = []
+        self.uses: list[set[str]] = []  # the entries of the LOADED dict each cell used
+        self.loader: int | None = None  # the cell that fills the LOADED dict
+        self._used: set[str] = set()
         reading: set[str] = set()
         original = results.read_results
 
@@ -174,18 +235,42 @@ class Replay:
         finally:
             results.read_results = original
         self.reads.append(set(reading))
+        self.uses.append(set(self._used))
 
     def _remember(self, namespace: dict, shown: list[str], text: str, reading: set[str]) -> None:
+        name = LOADED.get(self.stem)
         if self.before:
             self.reads.append(set(reading))
+            self.uses.append(set(self._used))
+            if name and isinstance(namespace.get(name), dict) and not isinstance(namespace[name], _Noted):
+                namespace[name], self.loader = _Noted(namespace[name], self._used), len(self.before) - 1
         reading.clear()
+        self._used.clear()
         self.before.append((dict(namespace), list(shown), text))
 
     def first_reading(self, names: list[str]) -> int:
         """The first cell that reads one of ``names`` (the baseline knows)."""
         return next(i for i, read in enumerate(self.reads) if read & set(names))
 
-    def run(self, data_dir: Path, first: int = 0, on_cell=None) -> list[str]:
+    def run_damaged(self, data_dir: Path, files: list[str]) -> list[str]:
+        """What the cells show with ``files`` damaged in ``data_dir``: from the first cell that reads them, or -- when
+        that is the loading cell of the LOADED dict -- the loading cell, then the first cell using their entries."""
+        first, name = self.first_reading(files), LOADED.get(self.stem)
+        names = {f.removesuffix("-cuda.json") for f in files}
+        # the loading cell, if it shows nothing (what was shown before it and after it is the same)
+        quiet = first == self.loader and self.before[first][1:] == self.before[first + 1][1:]
+        if not quiet:
+            return self.run(data_dir, first)  # not the loading cell, or one that shows something: the plain way
+        namespace, out, shown = {**self.before[first][0], "DATA_DIR": str(data_dir)}, io.StringIO(), []
+        with contextlib.redirect_stdout(out):
+            _exec_cell(self.cells[first], namespace, shown)
+        loaded = namespace.get(name)
+        if out.getvalue() or shown or not isinstance(loaded, dict) or not names <= set(loaded):
+            return self.run(data_dir, first)
+        later = next((j for j in range(first + 1, len(self.cells)) if self.uses[j] & names), None)
+        return self.shown if later is None else self.run(data_dir, later, loaded={name: loaded})
+
+    def run(self, data_dir: Path, first: int = 0, on_cell=None, loaded: dict | None = None) -> list[str]:
         """The cells from ``first`` on, with ``DATA_DIR=data_dir``, from the state the baseline had there; what
         every cell showed (those before ``first`` as the baseline showed it)."""
         import matplotlib.pyplot as plt
@@ -195,7 +280,7 @@ class Replay:
             namespace, shown = dict(start), list(shown)
         else:
             namespace, shown, text = dict(self.start), [], ""
-        namespace["DATA_DIR"] = str(data_dir)
+        namespace.update(loaded or {}, DATA_DIR=str(data_dir))
         namespace["display"] = lambda *values, **_: shown.extend(_shown(v) for v in values)
         out = io.StringIO(text)
         out.seek(0, io.SEEK_END)
@@ -280,7 +365,7 @@ def outcome(replay: Replay, data_dir: Path, files: list[str]) -> tuple[str, str]
     from flexfix.edition.results import ResultsError
 
     try:
-        shown = replay.run(data_dir, replay.first_reading(files))
+        shown = replay.run_damaged(data_dir, files)
     except (ResultsError, DataError) as e:
         return "refused", str(e)
     except Exception as e:  # noqa: BLE001 - the point: which other exceptions a damaged file gives

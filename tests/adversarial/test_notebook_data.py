@@ -22,7 +22,7 @@ from notebook_cells import DATA, NOTEBOOKS, Replay, damage, mutations, outcome, 
 from flexfix.edition import checks, results, schemas
 from flexfix.edition.narrative import cost, invariance, layouts, reproduce, serving
 
-STEMS = ["01_reproduce_ima", "02_apply_flexfix", "04_batch_invariance", "05_cost", "06_serving"]
+STEMS = ["01_reproduce_ima", "02_apply_flexfix", "04_batch_invariance", "05_cost", "06_serving", "07_replay_guard"]
 # A null that is a value: the server had not exited when it was stopped (the sentences then say nothing of an exit).
 NULL_IS_A_VALUE = {("06_serving", ("null", "server_exited_with"))}
 
@@ -50,6 +50,8 @@ def test_a_damaged_data_file_is_refused_or_changes_nothing(stem, in_notebooks):
     for first in range(len(replay.cells)):  # the shortcut is sound: starting anywhere, the baseline is the same
         assert replay.run(DATA, first) == replay.shown, first
     groups = schema_groups(sorted(set().union(*replay.reads)), DATA)
+    for files in groups.values():  # and so is the one past a loading cell (07): undamaged, the baseline again
+        assert replay.run_damaged(DATA, files) == replay.shown, files
     tried, bad = 0, []
     for files in groups.values():
         for mutation in mutations(files, DATA):
@@ -92,11 +94,13 @@ def test_ima_kernel_with_its_steps_emptied_is_refused_not_all_correct(in_noteboo
 
 
 def test_every_notebook_reads_its_recorded_data_through_a_schema():
-    """No notebook reads DATA_DIR without saying what it needs: schemas.recorded, not results.recorded."""
-    for path in sorted(NOTEBOOKS.glob("0[1-6]_*.ipynb")):
+    """No notebook reads DATA_DIR without saying what it needs: schemas.recorded (or a reader built on it, as 07's
+    guard_tables.recorded and guard_tables.served), not results.recorded nor results.read_results."""
+    for path in sorted(NOTEBOOKS.glob("0[1-7]_*.ipynb")):
         sources = [c["source"] for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         text = "\n".join("".join(s) if isinstance(s, list) else s for s in sources)
-        assert "results.recorded(" not in text and "results.recorded_all(" not in text, path.name
+        for call in ("results.recorded(", "results.recorded_all(", "results.read_results("):
+            assert call not in text, f"{path.name}: {call}"
 
 
 # The narrative functions, given what a live run could hand them: nothing, NaN, zero steps.
