@@ -13,6 +13,7 @@ server that had not exited) are in ``columns`` only.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -156,6 +157,18 @@ def _kinds_planned(record: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _seqs_known(record: Mapping[str, Any]) -> str | None:
+    """max_num_seqs: absent in the files recorded before the option existed (the default), never null, and the one
+    the engine's name says (``..., max_num_seqs 16``)."""
+    seqs = record.get("max_num_seqs", 0)
+    if is_missing(seqs):
+        return "max_num_seqs is null (absent would be the default)"
+    said = re.search(r"max_num_seqs (\d+)", str(record["engine"]))
+    if said and int(said.group(1)) != seqs:
+        return f"an engine named for max_num_seqs {said.group(1)} with max_num_seqs {seqs}"
+    return None
+
+
 _MEASURED_STAGE = ("ok", "errored", "errors", "compared", "bitwise_equal", "tokens_differ", "logprobs_differ")
 
 
@@ -285,7 +298,7 @@ ENGINE_SWEEPS = Schema(
         "throughput": ("requests", "output_tokens", "seconds", "tokens_per_second"),
     },
     step_columns={"invariance": ("first_token_mismatch",)},
-    rules=(_kinds_planned,),
+    rules=(_kinds_planned, _seqs_known),
 )
 KERNEL_CELLS = Schema(
     "the needle cells",

@@ -36,6 +36,7 @@ DATA_CELLS: dict[str, tuple[str, ...]] = {
         "tables.outcome_table(",
     ),
     "02_apply_flexfix": (
+        '"stock_workarounds", schemas.ENGINE_SWEEPS',
         '"vllm_releases"',
         '"vllm_release_patch_checks"',
         '"patched_inprocess", "patched_d", "patched_plugin"]',
