@@ -96,6 +96,10 @@ def test_fenced_placement_and_bad_names_are_refused_clearly():
         KernelScenario(placement="fenced")
     with pytest.raises(ValueError, match="placement must be one of"):
         KernelScenario(placement="nowhere")
+    with pytest.raises(ValueError, match="fenced placement needs device='cuda'"):
+        KernelScenario(v_placement="fenced")
+    with pytest.raises(cache_placement.PlacementError, match="needs a CUDA tensor"):
+        cache_placement.read_front(torch.randn(4), 2048)
 
 
 def test_a_guarded_cpu_scenario_gives_the_same_steps_as_the_default():
@@ -113,11 +117,12 @@ def test_a_guarded_cpu_scenario_gives_the_same_steps_as_the_default():
 
 def test_plan_runs_every_seed_and_the_controls_on_the_first():
     specs = experiment.plan([3, 4, 5])
-    assert len(specs) == 3 * 3 + 2 + 1
-    assert {s["placement"] for s in specs if s["copy"] == "as_strided" and s["batch"] == 48} == {
-        "default",
-        "guarded",
-        "fenced",
+    assert len(specs) == 3 * 3 + 2 + 2 + 2 + 1 + 1 + 2 + 1
+    same = {s["placement"] for s in specs if s["placement"] == s["v_placement"] and not s["touch"] and s["batch"] == 48}
+    assert same == {"default", "guarded", "fenced"}
+    assert {(s["placement"], s["v_placement"]) for s in specs if s["placement"] != s["v_placement"]} == {
+        ("guarded", "fenced"),
+        ("fenced", "guarded"),
     }
     assert [s["seed"] for s in specs if s["copy"] == "sliced"] == [3, 4]
 
@@ -180,6 +185,9 @@ def _runs(**status):
                 dict(
                     copy="as_strided",
                     placement=placement,
+                    v_placement=placement,
+                    touch=None,
+                    touch_result=None,
                     batch=48,
                     seed=seed,
                     status=outcome,
@@ -189,8 +197,8 @@ def _runs(**status):
                 )
             )
     rows.append(
-        dict(copy="sliced", placement="fenced", batch=48, seed=0, status="ok", front_k_mapped=False)
-        | dict(front_v_mapped=False, predicted="no_front_read")
+        dict(copy="sliced", placement="fenced", v_placement="fenced", touch=None, batch=48, seed=0, status="ok")
+        | dict(front_k_mapped=False, front_v_mapped=False, predicted="no_front_read", touch_result=None)
     )
     return pd.DataFrame(rows)
 
@@ -199,7 +207,10 @@ def test_sentence_on_a_flip():
     runs = _runs(guarded="wrong_result", fenced="illegal_memory_access", default="wrong_result")
     text = story.outcome_cause(runs, "a test")
     assert "not the cells" in text and "2 runs on seeds 0 and 1: 2 with a silently wrong result" in text
-    assert "mapped in 2 of 2, and the outcome was the one this predicts in 2 of 2" in text
+    assert (
+        "in front of K in 2 and in front of V in 2 of them; the outcome was the one those answers predict in 2 of 2"
+        in text
+    )
     assert "`sliced` copy, batch 48, cache `fenced`: 1 with correct at every step" in text
     table = tables.placement_table(runs)
     assert table.loc["as_strided, batch 48, cache fenced", "illegal_memory_access"] == 2
@@ -267,3 +278,25 @@ def test_the_grid_shows_every_run_in_its_exported_colour():
     assert sorted(t.get_text() for t in ax.texts).count("front: unmapped") == 3  # two fenced runs and the control
     with pytest.raises(ValueError):
         outcome_grid(runs.iloc[:0], "nothing")
+
+
+def test_sentence_on_split_placements_and_direct_reads():
+    runs = _runs(guarded="wrong_result", fenced="illegal_memory_access", default="wrong_result")
+    extra = [
+        dict(placement="guarded", v_placement="fenced", status="illegal_memory_access", touch=None, touch_result=None),
+        dict(placement="default", v_placement="default", status="wrong_result", touch="v", touch_result="read"),
+        dict(
+            placement="fenced", v_placement="fenced", status="illegal_memory_access", touch="v", touch_result="faulted"
+        ),
+    ]
+    common = dict(copy="as_strided", batch=48, seed=0, front_k_mapped=True, front_v_mapped=False, predicted="x")
+    runs = pd.concat([runs, pd.DataFrame([common | e for e in extra])], ignore_index=True)
+    runs.loc[runs.placement == "default", "front_v_mapped"] = False  # the driver lists nothing in front of V
+    runs.loc[runs.placement == "default", "predicted"] = "illegal_memory_access"
+    text = story.outcome_cause(runs, "a test")
+    assert "K `guarded` and V `fenced`: 1 with an illegal memory access" in text
+    assert "in front of V (caches `default`): 1 read" in text and "in front of V (caches `fenced`): 1 faulted" in text
+    assert "predict in 0 of 2" in text and "something the lookup does not list was mapped there" in text
+    table = tables.placement_table(runs)
+    assert table.loc["as_strided, batch 48, cache default, then read in front of V", "read in front"] == "1 read"
+    assert "as_strided, batch 48, K guarded, V fenced" in table.index

@@ -34,23 +34,38 @@ __all__ = ["PROG", "SCENARIOS", "plan", "reads_table", "run_scenarios", "predict
 
 PROG = "python -m flexfix.measure.outcome_cause"
 MODULE = "flexfix.measure.outcome_cause"
-# (copy, placement, batch, how many of the seeds): the experiment, then its controls
+# The experiment, then where each cache's front matters, then direct reads of a front, then the controls.  Keys:
+# copy, placement (the K cache's; "v" the V cache's if different), batch, touch (read the bytes in front of the "k" or
+# "v" cache with a kernel of its own just before the first replay), seeds (how many of the seeds; all if absent).
 SCENARIOS = (
-    ("as_strided", "default", 48, None),
-    ("as_strided", "guarded", 48, None),
-    ("as_strided", "fenced", 48, None),
-    ("sliced", "fenced", 48, 2),
-    ("as_strided", "fenced", 16, 1),
+    {"placement": "default"},
+    {"placement": "guarded"},
+    {"placement": "fenced"},
+    {"placement": "guarded", "v": "fenced", "seeds": 2},
+    {"placement": "fenced", "v": "guarded", "seeds": 2},
+    {"placement": "default", "touch": "v", "seeds": 2},
+    {"placement": "default", "touch": "k", "seeds": 1},
+    {"placement": "fenced", "touch": "v", "seeds": 1},
+    {"copy": "sliced", "placement": "fenced", "seeds": 2},
+    {"placement": "fenced", "batch": 16, "seeds": 1},
 )
 
 
 def plan(seeds: Sequence[int], scenarios=SCENARIOS) -> list[dict]:
-    """One child spec per scenario and seed (a control runs on the first seeds only)."""
-    return [
-        {"copy": copy, "placement": placement, "batch": batch, "seed": seed, "device": "cuda"}
-        for copy, placement, batch, count in scenarios
-        for seed in (seeds if count is None else seeds[:count])
-    ]
+    """One child spec per scenario and seed (a scenario with ``seeds`` runs on the first ones only)."""
+    specs = []
+    for sc in scenarios:
+        base = {
+            "copy": sc.get("copy", "as_strided"),
+            "placement": sc["placement"],
+            "v_placement": sc.get("v", sc["placement"]),
+            "batch": sc.get("batch", 48),
+            "touch": sc.get("touch"),
+            "device": "cuda",
+        }
+        count = sc.get("seeds", len(seeds))
+        specs += [{**base, "seed": seed} for seed in seeds[:count]]
+    return specs
 
 
 def reads_table(seeds: Sequence[int], batch: int = 48, copies=("as_strided", "sliced")) -> pd.DataFrame:
@@ -79,18 +94,27 @@ def predicted(front_k: bool | None, front_v: bool | None, pads_read: int) -> str
 def _child(spec: dict, reporter) -> None:
     import torch
 
-    from flexfix.mechanism.cache_placement import front_of
+    from flexfix.mechanism.cache_placement import front_of, read_front
     from flexfix.mechanism.kernel_repro import KernelScenario, run_kernel_scenario
     from flexfix.mechanism.misreads import front_bytes
 
     device = spec.get("device", "cuda")  # cpu: the frozen analog (tests); its read in front is an IndexError
     sc = KernelScenario(
-        copy=spec["copy"], device=device, batch=spec["batch"], seed=spec["seed"], placement=spec["placement"]
+        copy=spec["copy"],
+        device=device,
+        batch=spec["batch"],
+        seed=spec["seed"],
+        placement=spec["placement"],
+        v_placement=spec.get("v_placement"),
     )
     reach = front_bytes(sc.shape, sc.dtype)
 
     def on_cache(moment: str, k_cache, v_cache) -> None:
         reporter.record({"cache": moment, "k": front_of(k_cache, reach), "v": front_of(v_cache, reach)})
+        if moment == "captured" and spec.get("touch"):  # a fault here is the touch's, not the replay's
+            reporter.record({"touch": spec["touch"], "read": None})
+            total = read_front(k_cache if spec["touch"] == "k" else v_cache, reach)
+            reporter.record({"touch": spec["touch"], "read": total})
 
     records = run_kernel_scenario(sc, report=reporter.record, on_cache=on_cache)
     reporter.finish(worst([r["outcome"] for r in records]), f"{sc.copy} copy, {sc.placement} cache, seed {sc.seed}")
@@ -100,7 +124,8 @@ def _child(spec: dict, reporter) -> None:
 
 def _row(spec: dict, outcome, pads: dict[tuple, int]) -> dict:
     probes = {r["cache"]: r for r in outcome.records if "cache" in r}
-    steps = [r for r in outcome.records if "cache" not in r]
+    steps = [r for r in outcome.records if "step" in r]
+    touches = [r for r in outcome.records if "touch" in r]
     probe = probes.get("captured") or probes.get("placed") or {}
     k, v = probe.get("k") or {}, probe.get("v") or {}
     pads_read = pads[(spec["copy"], spec["batch"], spec["seed"])]
@@ -116,8 +141,19 @@ def _row(spec: dict, outcome, pads: dict[tuple, int]) -> dict:
         front_v_size=v.get("front_size"),
         pads_read=pads_read,
         predicted=predicted(k.get("front_mapped"), v.get("front_mapped"), pads_read),
+        touch_result=_touched(touches, outcome.status),
     )
     return row
+
+
+def _touched(touches: list[dict], status: str) -> str | None:
+    """What reading the bytes in front of a cache did: "read" (no fault), "faulted" (the run's illegal memory access
+    came from that read: it started and never finished), None (no read asked, or it never started)."""
+    if not touches:
+        return None
+    if any(t.get("read") is not None for t in touches):
+        return "read"
+    return "faulted" if status == "illegal_memory_access" else None
 
 
 def run_scenarios(
@@ -137,8 +173,14 @@ def run_scenarios(
     def job(spec: dict, stop) -> tuple[dict, str]:
         out = run_child(json_child_argv(MODULE, spec), timeout=timeout, stop=stop)
         row = _row(spec, out, pads)
-        line = f"{spec['copy']:>10} {spec['placement']:>7} batch {spec['batch']} seed {spec['seed']}: {out}"
-        return row, f"{line} (front mapped: K {row['front_k_mapped']}, V {row['front_v_mapped']})"
+        where = f"K {spec['placement']}, V {spec['v_placement']}" + (
+            f", touch {spec['touch']}" if spec["touch"] else ""
+        )
+        line = f"{spec['copy']:>10} {where} batch {spec['batch']} seed {spec['seed']}: {out}"
+        return (
+            row,
+            f"{line} (front mapped: K {row['front_k_mapped']}, V {row['front_v_mapped']}, {row['touch_result']})",
+        )
 
     return pooled([functools.partial(job, spec) for spec in specs], workers, progress, save)
 
@@ -184,7 +226,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         "capture_len": sc.capture_len,
         "replay_lens": list(sc.replay_lens),
         "guard_bytes": GUARD_BYTES,
-        "scenarios": [list(s) for s in SCENARIOS],
+        "scenarios": [dict(s) for s in SCENARIOS],
         "workers": args.workers,
     }
     try:

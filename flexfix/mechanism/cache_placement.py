@@ -29,7 +29,7 @@ import functools
 
 import torch
 
-__all__ = ["PLACEMENTS", "GUARD_BYTES", "place", "front_of", "PlacementError"]
+__all__ = ["PLACEMENTS", "GUARD_BYTES", "place", "front_of", "read_front", "PlacementError"]
 
 PLACEMENTS = ("default", "guarded", "fenced")
 GUARD_BYTES = 2 << 20  # 2 MiB: one granule of the driver's virtual memory management, far more than one page of K/V
@@ -75,6 +75,33 @@ def front_of(t: torch.Tensor, nbytes: int) -> dict:
     if status == 0:
         row.update(front_base=base.value, front_size=size.value)
     return row
+
+
+def read_front(t: torch.Tensor, nbytes: int) -> int:
+    """Read the ``nbytes`` in front of ``t``'s first byte with a one-block Triton kernel, as the attention kernel's
+    ``-1`` page does, and return their sum.  Where they are not mapped this is an illegal memory access: the process's
+    CUDA context is lost, so call it in a child process.  ``nbytes`` must be a power of two."""
+    if t.device.type != "cuda":
+        raise PlacementError("read_front needs a CUDA tensor (it launches a GPU kernel)")
+    if nbytes < 16 or nbytes & (nbytes - 1):
+        raise ValueError(f"nbytes must be a power of two >= 16, got {nbytes}")
+    out = torch.empty(nbytes, dtype=torch.uint8, device=t.device)
+    _peek_kernel()[(1,)](t.reshape(-1).view(torch.uint8), out, -nbytes, BLOCK=nbytes)
+    torch.cuda.synchronize(t.device)
+    return int(out.sum())
+
+
+@functools.cache
+def _peek_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def peek(src, dst, offset, BLOCK: tl.constexpr):
+        i = tl.arange(0, BLOCK)
+        tl.store(dst + i, tl.load(src + offset + i))
+
+    return peek
 
 
 # --- the CUDA driver's virtual memory management, through ctypes (no extra package) ---

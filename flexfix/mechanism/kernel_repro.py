@@ -46,6 +46,7 @@ class KernelScenario:
     replay_lens: tuple[int, ...] = (600, 120, 900, 60)  # longest sequence of each replay
     launch: str = "auto"  # "graph" (CUDA), "frozen"; auto: graph on CUDA
     placement: str = "default"  # where the KV cache sits: flexfix.mechanism.cache_placement.PLACEMENTS
+    v_placement: str | None = None  # where the V cache sits, if not where the K cache does
     shape: paged.PagedShape = field(
         default_factory=lambda: paged.PagedShape(max_num_seqs=128, max_model_len=1024, num_pages=8192)
     )
@@ -59,10 +60,11 @@ class KernelScenario:
             raise ValueError(f"launch must be 'auto', 'graph' or 'frozen', got {self.launch!r}")
         if self.launch == "graph" and self.device != "cuda":
             raise ValueError("a CUDA-graph launch needs device='cuda'")
-        if self.placement not in PLACEMENTS:
-            raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
-        if self.placement == "fenced" and self.device != "cuda":
-            raise ValueError("the fenced placement needs device='cuda' (unmapped GPU address space)")
+        for placement in (self.placement, self.v_placement or self.placement):
+            if placement not in PLACEMENTS:
+                raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+            if placement == "fenced" and self.device != "cuda":
+                raise ValueError("the fenced placement needs device='cuda' (unmapped GPU address space)")
         positive_int("batch", self.batch, maximum=self.shape.max_num_seqs)
         for n in (self.capture_len, *self.replay_lens):
             if not 1 <= n <= self.shape.max_model_len:
@@ -109,7 +111,7 @@ def run_kernel_scenario(
     step (``"captured"``), before any replay."""
     copy = COPIES[sc.copy]
     k_cache, v_cache = paged.make_cache(sc.shape, seed=sc.seed, device=sc.device, dtype=sc.dtype)
-    k_cache, v_cache = place(k_cache, sc.placement), place(v_cache, sc.placement)
+    k_cache, v_cache = place(k_cache, sc.placement), place(v_cache, sc.v_placement or sc.placement)
     if on_cache is not None:
         on_cache("placed", k_cache, v_cache)
     buffers = paged.PersistentBuffers(sc.shape, device=sc.device)

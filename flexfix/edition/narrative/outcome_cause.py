@@ -83,21 +83,30 @@ def sanitizer_offset(sanitizer: pd.DataFrame) -> tuple[int, int] | None:
     return None
 
 
+def _counted(group: pd.DataFrame) -> str:
+    counts = group["status"].value_counts()
+    return listing([f"{int(n)} with {OUTCOME_WORDS.get(s, s)}" for s, n in counts.items()])
+
+
+def _listed(group: pd.DataFrame, column: str) -> int:
+    """How many runs of ``group`` the driver answered for ``column`` with: an allocation is there."""
+    return int(sum(v is True or v == 1.0 for v in group[column]))
+
+
 def outcome_cause(runs: pd.DataFrame, where: str) -> str:
-    """The runs with the cache placed by hand: guarded (mapped in front) against fenced (unmapped in front), same
-    seeds; the default placement with what the driver said was in front; the controls."""
+    """The runs with the caches placed by hand: guarded (mapped in front) against fenced (unmapped in front), same
+    seeds; K and V placed apart; direct reads of the bytes in front; the default placement; the controls."""
     what = f"the placement runs of {where}"
-    require(runs, what, RUN_COLUMNS, values=("copy", "placement", "batch", "seed", "status", "predicted"))
-    main = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]
-    by = {p: main[main["placement"] == p] for p in ("guarded", "fenced", "default")}
-    if by["guarded"].empty or by["fenced"].empty:
+    require(runs, what, RUN_COLUMNS, values=("copy", "placement", "v_placement", "batch", "seed", "status"))
+    strided = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]
+    plain = strided[(strided["placement"] == strided["v_placement"]) & strided["touch"].isna()]
+    split = strided[(strided["placement"] != strided["v_placement"]) & strided["touch"].isna()]
+    touched = strided[strided["touch"].notna()]
+    controls = runs.drop(strided.index)
+    by = {p: plain[plain["placement"] == p] for p in ("guarded", "fenced", "default")}
+    g, f, d = by["guarded"], by["fenced"], by["default"]
+    if g.empty or f.empty:
         raise DataError(f"{what}: both the guarded and the fenced placement are needed")
-
-    def counted(group: pd.DataFrame) -> str:
-        counts = group["status"].value_counts()
-        return listing([f"{int(n)} with {OUTCOME_WORDS.get(s, s)}" for s, n in counts.items()])
-
-    g, f = by["guarded"], by["fenced"]
     same_seeds = sorted(set(g["seed"])) == sorted(set(f["seed"]))
     flipped = (g["status"] == "wrong_result").all() and (f["status"] == "illegal_memory_access").all()
     lead = (
@@ -108,24 +117,51 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
         else "**What decides.** Placing the cache did not flip every run: read the counts below"
     )
     parts = [
-        f"Cache `guarded` (mapped zeros in front, same allocation), {plural(len(g), 'run')} on seeds "
-        f"{listing(sorted(set(g['seed'])))}: {counted(g)}.",
-        f"Cache `fenced` (reserved, unmapped address space in front), {plural(len(f), 'run')}: {counted(f)}.",
+        f"Caches `guarded` (mapped zeros in front, same allocation), {plural(len(g), 'run')} on seeds "
+        f"{listing(sorted(set(g['seed'])))}: {_counted(g)}.",
+        f"Caches `fenced` (reserved, unmapped address space in front), {plural(len(f), 'run')}: {_counted(f)}.",
     ]
-    d = by["default"]
+    if not split.empty:
+        lines = [
+            f"K `{k}` and V `{v}`: {_counted(grp)}"
+            for (k, v), grp in split.groupby(["placement", "v_placement"], sort=False)
+        ]
+        parts.append(f"One cache fenced, the other guarded: {listing(lines, '; ')}.")
+    if not touched.empty:
+        lines = []
+        for (p, v, t), grp in touched.groupby(["placement", "v_placement", "touch"], sort=False):
+            results = grp["touch_result"].value_counts()
+            done = listing([f"{int(n)} {r}" for r, n in results.items()]) or "no read finished or faulted"
+            cache = f"`{p}`" if p == v else f"K `{p}`, V `{v}`"
+            lines.append(f"in front of {str(t).upper()} (caches {cache}): {done}")
+        parts.append(
+            "Reading those bytes directly, with a kernel of its own just before the first replay (a read that "
+            f"faults ends the run there): {listing(lines, '; ')}."
+        )
     if not d.empty:
-        asked = d[d["front_k_mapped"].notna() & d["front_v_mapped"].notna()]
-        mapped = int(((asked["front_k_mapped"] == True) & (asked["front_v_mapped"] == True)).sum())  # noqa: E712
         hit = int((d["status"] == d["predicted"]).sum())
         parts.append(
-            f"Cache `default` (PyTorch's caching allocator, as in every earlier run), {plural(len(d), 'run')}: "
-            f"{counted(d)}; just before the first replay the driver reported the bytes in front of both caches "
-            f"mapped in {mapped} of {len(asked)}, and the outcome was the one this predicts in {hit} of {len(d)}."
+            f"Caches `default` (PyTorch's caching allocator, as in every earlier run), {plural(len(d), 'run')}: "
+            f"{_counted(d)}. Just before the first replay the driver listed an allocation in front of K in "
+            f"{_listed(d, 'front_k_mapped')} and in front of V in {_listed(d, 'front_v_mapped')} of them; the outcome "
+            f"was the one those answers predict in {hit} of {len(d)}."
         )
-    controls = runs.drop(main.index)
+        unlisted_but_read = touched[(touched["placement"] == "default") & (touched["touch_result"] == "read")]
+        unlisted_but_read = unlisted_but_read[
+            [
+                not (r["front_v_mapped"] if r["touch"] == "v" else r["front_k_mapped"])
+                for _, r in unlisted_but_read.iterrows()
+            ]
+        ]
+        if hit < len(d) and not unlisted_but_read.empty:
+            parts.append(
+                "The direct reads say why: bytes in front of a cache where the driver listed no allocation were "
+                "read without a fault: something the lookup does not list was mapped there. The outcome follows "
+                "what is mapped, which the lookup can miss."
+            )
     if not controls.empty:
         lines = [
-            f"`{c}` copy, batch {b}, cache `{p}`: {counted(grp)}"
+            f"`{c}` copy, batch {b}, cache `{p}`: {_counted(grp)}"
             for (c, b, p), grp in controls.groupby(["copy", "batch", "placement"], sort=False)
         ]
         parts.append(f"Controls, where no row reads a `-1` pad: {listing(lines, '; ')}.")

@@ -38,7 +38,7 @@ def outcome_grid(runs: pd.DataFrame, title: str):
     seeds = sorted(set(runs["seed"]))
     fig, ax = figure((max(6.0, 1.3 * len(seeds) + 3.5), 0.6 * len(scenarios) + 1.6))
     for run in runs.itertuples(index=False):
-        y = scenarios.index(scenario_label(run.copy, run.batch, run.placement))
+        y = scenarios.index(scenario_label(*(getattr(run, k) for k in SCENARIO_KEYS)))
         x = seeds.index(run.seed)
         label = _LABEL.get(run.status, "other")
         colour = OUTCOME_CAUSE_COLOURS[label][1]

@@ -14,8 +14,20 @@ __all__ = ["READ_COLUMNS", "RUN_COLUMNS", "SCENARIO_KEYS", "misread_summary", "p
 
 READ_COLUMNS = ("copy", "seed", "step", "own", "other_page", "pad", "never_written", "out_of_range", "cells_read")
 READ_VALUES = (*READ_COLUMNS, "missed", "front_bytes_read")
-RUN_COLUMNS = ("copy", "placement", "batch", "seed", "status", "front_k_mapped", "front_v_mapped", "predicted")
-SCENARIO_KEYS = ["copy", "batch", "placement"]
+RUN_COLUMNS = (
+    "copy",
+    "placement",
+    "v_placement",
+    "touch",
+    "batch",
+    "seed",
+    "status",
+    "front_k_mapped",
+    "front_v_mapped",
+    "predicted",
+    "touch_result",
+)
+SCENARIO_KEYS = ["copy", "batch", "placement", "v_placement", "touch"]
 
 
 def misread_summary(reads: pd.DataFrame) -> pd.DataFrame:
@@ -31,21 +43,26 @@ def misread_summary(reads: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def scenario_label(copy: str, batch: int, placement: str) -> str:
-    return f"{copy}, batch {batch}, cache {placement}"
+def scenario_label(copy: str, batch: int, placement: str, v_placement: str | None = None, touch=None) -> str:
+    """``as_strided, batch 48, cache fenced``; ``..., K guarded, V fenced``; ``..., then read in front of V``."""
+    v_placement = v_placement or placement
+    where = f"cache {placement}" if v_placement == placement else f"K {placement}, V {v_placement}"
+    read = f", then read in front of {touch.upper()}" if isinstance(touch, str) and touch else ""
+    return f"{copy}, batch {batch}, {where}{read}"
 
 
 def placement_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One line per scenario (copy, batch, placement): runs, how many ended in each outcome, in how many the driver
     said the bytes in front of both caches were mapped just before the first replay, and in how many the outcome was
-    the one :func:`~flexfix.measure.outcome_cause.predicted` from that (the controls read nothing in front)."""
+    the one :func:`~flexfix.measure.outcome_cause.predicted` from that (the controls read nothing in front); where a
+    run read the bytes in front of a cache with a kernel of its own, whether that read went through or faulted."""
     require(runs, "the placement runs", RUN_COLUMNS, values=("copy", "placement", "batch", "seed", "status"))
     rows = []
-    for (copy, batch, placement), group in runs.groupby(SCENARIO_KEYS, sort=False):
+    for key, group in runs.groupby(SCENARIO_KEYS, sort=False, dropna=False):
         mapped = [k is True and v is True for k, v in zip(group["front_k_mapped"], group["front_v_mapped"])]
         asked = [k is not None and v is not None for k, v in zip(group["front_k_mapped"], group["front_v_mapped"])]
         crash_or_wrong = group["predicted"].isin(["illegal_memory_access", "wrong_result"])
-        row = {"scenario": scenario_label(copy, batch, placement), "runs": len(group)}
+        row = {"scenario": scenario_label(*key), "runs": len(group)}
         row |= {s: int((group["status"] == s).sum()) for s in ("ok", "wrong_result", "illegal_memory_access")}
         row["other"] = len(group) - row["ok"] - row["wrong_result"] - row["illegal_memory_access"]
         row["front mapped (K and V)"] = f"{sum(mapped)} of {sum(asked)}"
@@ -54,5 +71,7 @@ def placement_table(runs: pd.DataFrame) -> pd.DataFrame:
             if crash_or_wrong.any()
             else "no read in front"
         )
+        touched = group["touch_result"].dropna()
+        row["read in front"] = ", ".join(f"{n} {r}" for r, n in touched.value_counts().items()) if len(touched) else ""
         rows.append(row)
     return pd.DataFrame(rows).set_index("scenario")
