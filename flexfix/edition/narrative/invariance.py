@@ -134,6 +134,33 @@ def _engine_line(rows: pd.DataFrame) -> str:
     return text
 
 
+def _engine_name(engine: str) -> str:
+    """An engine's label in a sentence: ``eager`` launches no graph, so never "eager graphs"."""
+    return engine.replace("eager graphs", "eager")
+
+
+def _pairs(keys: list[tuple[str, str]], every: list[tuple[str, str]]) -> str:
+    """(engine, sampling) pairs in words, short: "every tiny engine (greedy and seeded)" where the pairs hold all of
+    a model's engines (``every``: all the pairs measured), else each engine once with its samplings."""
+    samplings: dict[str, list[str]] = {}
+    for engine, sampling in keys:
+        samplings.setdefault(engine, []).append(sampling)
+    engines_of: dict[str, list[str]] = {}
+    for engine, _ in every:
+        engines_of.setdefault(engine.split(",")[0], [])
+        if engine not in engines_of[engine.split(",")[0]]:
+            engines_of[engine.split(",")[0]].append(engine)
+    parts = []
+    for model, engines in engines_of.items():
+        mine = [e for e in engines if e in samplings]
+        shared = {tuple(samplings[e]) for e in mine}
+        if len(engines) > 1 and mine == engines and len(shared) == 1:
+            parts.append(f"every {model} engine ({len(engines)} of them; {' and '.join(next(iter(shared)))})")
+            continue
+        parts += [f"{_engine_name(e)} ({' and '.join(samplings[e])})" for e in mine]
+    return listing(parts, "; ")
+
+
 def engine_sweep(needle: pd.DataFrame, where: str) -> str:
     """Per engine (model, ``VLLM_BATCH_INVARIANT``, graphs) and sampling: bitwise equality of the needle
     prompt alone vs among ``N`` requests (:func:`flexfix.measure.engine_sweep.invariance_rows`)."""
@@ -142,14 +169,16 @@ def engine_sweep(needle: pd.DataFrame, where: str) -> str:
     require(needle, what, NEEDLE_COLUMNS, values=values)
     differ = dict(where=lambda t: ~t["logprobs_bitwise_equal"].astype(bool), condition="whose logprobs differ")
     require(needle, what, values=("max_abs_logprob_diff",), **differ)
-    said: dict[str, list[str]] = {}
-    for (engine, sampling), rows in needle.groupby(["engine", "sampling"], sort=False):
-        said.setdefault(_engine_line(rows), []).append(f"{engine.replace('eager graphs', 'eager')} ({sampling})")
-    lines = [f"* {listing(keys, '; ')}: {text}." for text, keys in said.items()]
+    said: dict[str, list[tuple[str, str]]] = {}
+    groups = needle.groupby(["engine", "sampling"], sort=False)
+    every = list(dict.fromkeys(zip(needle["engine"], needle["sampling"])))
+    for key, rows in groups:
+        said.setdefault(_engine_line(rows), []).append(key)
+    lines = [f"* {_pairs(keys, every)}: {text}." for text, keys in said.items()]
     rows = needle.groupby(["engine", "sampling"], sort=False)["logprobs_bitwise_equal"].apply(
         lambda v: bool(v.fillna(False).astype(bool).all())
     )
-    varied = sorted({e.replace("eager graphs", "eager") for (e, _), inv in rows.items() if not inv})
+    varied = sorted({_engine_name(e) for (e, _), inv in rows.items() if not inv})
     lead = f"In short: {int(rows.sum())} of {len(rows)} engine and sampling pairs gave the needle bitwise the same "
     lead += "tokens and logprobs alone and among every number of requests"
     if varied:
@@ -163,7 +192,7 @@ def engine_sweep(needle: pd.DataFrame, where: str) -> str:
     if len(low):
         note = (
             f"Fewest distinct tokens in a needle's stream: {span(low, '{:.0f}')} for "
-            f"{listing(sorted({f'{e} ({s})' for e, s in low.index}), '; ')}, against {int(distinct.max())} elsewhere: "
+            f"{_pairs([k for k in every if k in low.index], every)}, against {int(distinct.max())} elsewhere: "
             "a nearly degenerate stream says little when it matches, so the rows with more distinct tokens carry "
             "the evidence."
         )

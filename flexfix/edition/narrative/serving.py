@@ -130,9 +130,19 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
         mine = stages[stages["scenario"] == sc["scenario"]]
         evidence = "; ".join(_stage(r) for _, r in mine.iterrows())
         server = _server(sc)
+        model = f" ({sc['model']} model)" if pd.notna(sc.get("model")) else ""
         lines.append(
-            f"* **{sc['scenario']}**: {meaning(sc, mine)}. Evidence: {evidence}"
+            f"* **{sc['scenario']}**{model}: {meaning(sc, mine)}. Evidence: {evidence}"
             + (f"; {', '.join(server)}" if server else "")
             + "."
         )
-    return markdown(f"**What {where} measured**", "\n".join(lines))
+    models = table["model"].dropna().unique() if "model" in table else []
+    head = ""
+    if len(models) > 1:
+        which = ", ".join(f"{r.scenario}: {r.model}" for r in table.itertuples())
+        head = (
+            f"The scenarios ran different models ({which}): "
+            "compare each scenario's requests in a batch with the same requests alone, not one scenario's numbers "
+            "with another's."
+        )
+    return markdown(f"**What {where} measured**", *([head] if head else []), "\n".join(lines))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from flexfix.edition.plots.style import figure, patch, wrap
+from flexfix.edition.plots.style import figure, patch, text_colour, wrap
 from flexfix.measure.outcomes import CRASHES
 
 __all__ = [
@@ -48,28 +48,12 @@ LAUNCH_COPY_STYLES = {
 }
 MAX_DIFF_COLOURS = {
     "bitwise equal": ("grey", "#808080"),
-    "crashed": ("black", "#000000"),
-    "kernel error": ("black", "#000000"),
+    "crashed": ("the series' colour (grey in the legend)", "#555555"),
+    "kernel error": ("the series' colour (grey in the legend)", "#555555"),
     **{name: (word, hex_) for name, (word, hex_, _) in LAUNCH_COPY_STYLES.items()},
 }
 NO_NUMBER_Y = 1.06  # the strip above each panel (axes fraction) where crashes and kernel errors are marked
-
-
-# max_diff_vs_batch: one panel per kernel (and its options), one series per launch x copy with its own colour and
-# marker, the same in every panel; cells with no number (a crash, a kernel error) are marked above the axes.
-LAUNCH_COPY_STYLES = {
-    "eager, sliced": ("blue", "#1f77b4", "o"),
-    "eager, as_strided": ("green", "#2ca02c", "s"),
-    "graph, sliced": ("purple", "#9467bd", "^"),
-    "graph, as_strided": ("red", "#d62728", "D"),
-}
-MAX_DIFF_COLOURS = {
-    "bitwise equal": ("grey", "#808080"),
-    "crashed": ("black", "#000000"),
-    "kernel error": ("black", "#000000"),
-    **{name: (word, hex_) for name, (word, hex_, _) in LAUNCH_COPY_STYLES.items()},
-}
-NO_NUMBER_Y = 1.06  # the strip above each panel (axes fraction) where crashes and kernel errors are marked
+NO_NUMBER_MARKERS = {"crash": "x", "error": "*"}  # markers no series uses
 
 
 def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None = None):
@@ -97,7 +81,7 @@ def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None 
     if notes is not None:
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
-                colour = "black" if grid.iat[i, j] in ("not run", "differs") else "white"
+                colour = text_colour(MATCH_COLOURS.get(grid.iat[i, j], "#ffffff"))
                 ax.text(j, i, str(notes.iat[i, j]), ha="center", va="center", fontsize=7, color=colour)
         key = notes.attrs.get("key", "cell text: see the title")
         legend_title = "cell colour: its worst outcome\n" + key
@@ -162,7 +146,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                 markerfacecolor="none",
                 markeredgewidth=1.3,
             )
-            for outcome, mark in (("crash", "x"), ("error", "s")):
+            for outcome, mark in NO_NUMBER_MARKERS.items():
                 bad = (
                     cells["outcome"].isin(CRASHES)
                     if outcome == "crash"
@@ -175,12 +159,14 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                         [NO_NUMBER_Y] * len(where),
                         mark,
                         color=colour,
-                        markersize=6,
-                        markerfacecolor="none",
+                        markersize=7,
+                        markeredgewidth=1.5,
                         transform=ax.get_xaxis_transform(),
                         clip_on=False,
                         gid=f"no number: {outcome}",
                     )
+        for k in range(0, len(batches), 2):  # every other batch column shaded: a shifted marker stays in its column
+            ax.axvspan(k - 0.5, k + 0.5, color="#f2f2f2", zorder=0, lw=0)
         ax.axhline(floor, color=MAX_DIFF_COLOURS["bitwise equal"][1], lw=0.8, ls=":")
         ax.set_xticks(range(len(batches)), [str(b) for b in batches], fontsize=7)
         ax.set_xlim(-0.6, len(batches) - 0.4)
@@ -198,19 +184,39 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     handles.append(Line2D([], [], color=MAX_DIFF_COLOURS["bitwise equal"][1], lw=0.8, ls=":"))
     labels.append(f"bitwise equal (drawn at {floor:g})")
     if table["outcome"].isin(CRASHES).any():
-        handles.append(Line2D([], [], color="black", marker="x", ls="none", markersize=6))
-        labels.append("crashed (above the panel: no number)")
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=MAX_DIFF_COLOURS["crashed"][1],
+                marker=NO_NUMBER_MARKERS["crash"],
+                ls="none",
+                markersize=7,
+                markeredgewidth=1.5,
+            )
+        )
+        labels.append("crashed: x above the panel, in its series' colour (no number)")
     if (~table["outcome"].isin(list(CRASHES) + ["ok", "wrong_result"])).any():
-        handles.append(Line2D([], [], color="black", marker="s", markerfacecolor="none", ls="none", markersize=6))
-        labels.append("kernel error (above the panel: no number)")
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=MAX_DIFF_COLOURS["kernel error"][1],
+                marker=NO_NUMBER_MARKERS["error"],
+                ls="none",
+                markersize=7,
+            )
+        )
+        labels.append("kernel error: * above the panel, in its series' colour (no number)")
     fig.legend(
         handles,
         labels,
         fontsize=8,
         loc="lower center",
-        ncol=4,
+        ncol=3,
         frameon=False,
-        title="series: launch, copy (frozen: the CPU's stand-in for the graph)",
+        title="series: launch, copy (frozen: the CPU's stand-in for the graph); each shifted a little sideways inside "
+        "its batch size's column (shaded every other column)",
         title_fontsize=8,
     )
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)

@@ -33,7 +33,8 @@ def _bars(table: pd.DataFrame) -> list[tuple[str, int, dict[str, int]]]:
         for s in r["records"]:
             if s["stage"] == "alone":
                 continue
-            label = f"{r['scenario']}: {s['stage']} {s['requests']}"
+            model = f" ({r['model']})" if isinstance(r.get("model"), str) else ""
+            label = f"{r['scenario']}{model}: {s['stage']} {s['requests']}"
             if s.get("skipped"):
                 bars.append((label, s["requests"], {"not run (server gone)": s["requests"]}))
                 continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 
-__all__ = ["figure", "wrap", "patch", "batch_axis", "OUTCOME_COLOURS", "SERIES_COLOURS"]
+__all__ = ["figure", "wrap", "patch", "text_colour", "batch_axis", "OUTCOME_COLOURS", "SERIES_COLOURS"]
 
 
 def figure(figsize, *grid, **kw):
@@ -64,6 +64,14 @@ def patch(colour: str):
     from matplotlib.patches import Rectangle
 
     return Rectangle((0, 0), 1, 1, facecolor=colour, edgecolor="#999999", linewidth=0.5)
+
+
+def text_colour(background: str) -> str:
+    """Black or white, whichever reads better on ``background`` (a hex colour), by its relative luminance."""
+    from matplotlib.colors import to_rgb
+
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(background))
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.3 else "white"
 
 
 def batch_axis(ax, values) -> None:

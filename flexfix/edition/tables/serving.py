@@ -16,22 +16,22 @@ __all__ = [
 
 
 def scenario_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One line per scenario: its settings, what was expected, what happened."""
+    """One line per scenario: its settings (the model first: the scenarios need not share one) and what happened
+    (``outcome``); the recording's expectation columns are left out, its sentences say what each outcome means."""
     cols = [
         "scenario",
         "model",
         "FLEXFIX_PATCH",
         "VLLM_BATCH_INVARIANT",
         "requests",
-        "expected",
-        "status",
-        "as_expected",
+        "outcome",
         "ima_in_log",
         "plugin_lines",
         "server_exited_with",
         "startup_seconds",
         "detail",
     ]
+    table = table.rename(columns={"status": "outcome"})
     return table[[c for c in cols if c in table]].set_index("scenario")
 
 
