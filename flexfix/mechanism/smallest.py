@@ -2,8 +2,8 @@
 
 A step's ``kv_indices`` (``[G, K]``, ``K`` changing from step to step) is copied into a persistent ``[G_max, W_max]``
 buffer, either as vLLM 0.20.0 does (:func:`as_strided_copy`) or as the fix does (:func:`slice_copy`).  :func:`kernel`
-reads the buffer as the attention kernel does: from the view's pointer and strides, each row up to its count in
-``kv_num_blocks``.  :func:`replay_cuda_graph` captures it in a real ``torch.cuda.CUDAGraph`` at one step and replays it
+reads the buffer as the attention kernel does: by address arithmetic from the view's pointer (storage offset) and
+strides, each row up to its count in ``kv_num_blocks``; it calls no ``as_strided`` of its own.  :func:`replay_cuda_graph` captures it in a real ``torch.cuda.CUDAGraph`` at one step and replays it
 after the next step's copy; :func:`replay_frozen` does the same on CPU, where
 :class:`~flexfix.mechanism.graphs.FrozenLaunch` plays the graph's part (it keeps each tensor's storage, offset and
 strides from the capture and rebuilds the views from them at replay).  :func:`reads` runs both copies and says what
@@ -35,11 +35,15 @@ def slice_copy(buffer, src):  # the fix, PR #40842: the view keeps the buffer's 
 
 
 def kernel(kv_indices, kv_num_blocks, width):
-    # What the attention kernel uses: kv_indices' pointer and strides (not its shape), and for row g a count,
-    # kv_num_blocks[g], read from memory at run time (width only sizes the output).
-    rows = kv_indices.as_strided((kv_num_blocks.numel(), width), kv_indices.stride())
+    # A GPU kernel is handed kv_indices as a pointer plus strides (numbers), not as a shaped tensor; it computes
+    # each address itself. Row g's entry j lives at pointer + g * row_stride + j * col_stride. How many entries
+    # row g holds, kv_num_blocks[g], is read from memory at run time (width only sizes the output).
+    memory = torch.empty(0, dtype=kv_indices.dtype, device=kv_indices.device).set_(kv_indices.untyped_storage())
+    pointer, (row_stride, col_stride) = kv_indices.storage_offset(), kv_indices.stride()
+    g = torch.arange(kv_num_blocks.numel(), device=kv_indices.device)[:, None]
     j = torch.arange(width, device=kv_indices.device)
-    return torch.where(j < kv_num_blocks[:, None], rows, -1)  # -1: past the row's count
+    address = pointer + g * row_stride + j * col_stride
+    return torch.where(j < kv_num_blocks[:, None], memory[address], -1)  # -1: past the row's count
 
 
 def replay_cuda_graph(copy, buffer, num, capture_step, replay_step):

@@ -1,4 +1,4 @@
-"""Notebook 01's figure: the error of each replay step against the fp32 reference, and where runs crashed."""
+"""Notebook 01's figure: the error of each replay step against the fp32 reference, and where runs gave no answer."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from flexfix.edition.plots.style import figure, wrap
 __all__ = ["REPLAY_ERROR_COLOURS", "replay_errors"]
 
 # replay_errors: one colour per copy for the measured errors; one per way a run crashed for the
-# crosses in the "crashed" band; the tolerance line.
+# crosses in the "no answer" band; the tolerance line.
 REPLAY_ERROR_COLOURS = {
     "sliced": ("green", "#4c9a2a"),
     "as_strided": ("red", "#d9534f"),
+    "silently wrong answer": ("red ring", "#d9534f"),
     "illegal memory access": ("dark red", "#8b0000"),
     "index error": ("black", "#212529"),
     "timeout": ("purple", "#6f42c1"),
@@ -71,45 +72,61 @@ def _crash_band(band, table: pd.DataFrame) -> list[tuple[int, str]]:
         steps = sorted(s for s, o in counts if o == outcome)
         dx = (k - (len(outcomes) - 1) / 2) * 0.25
         runs = len({i for i, _, o in crashes if o == outcome})
-        label = f"{name} ({runs} run{'s' if runs > 1 else ''})"
+        label = f"{name} ({runs} run{'s' if runs > 1 else ''}): no answer at the step"
         band.plot([s + dx for s in steps], [0.5] * len(steps), "X", color=colour, ms=10, ls="none", label=label)
         for s in steps:
-            if counts[(s, outcome)] > 1:
-                band.text(s + dx + 0.1, 0.5, f"x{counts[(s, outcome)]}", va="center", fontsize=8, color=colour)
+            n = counts[(s, outcome)]
+            band.text(s + dx + 0.2, 0.5, f"{n} run{'s' if n > 1 else ''}", va="center", fontsize=8, color=colour)
     if not counts:
-        band.text(0.5, 0.5, "no run crashed", transform=band.transAxes, ha="center", va="center", color="grey")
+        band.text(0.5, 0.5, "every step answered", transform=band.transAxes, ha="center", va="center", color="grey")
     band.set_ylim(0, 1)
     band.set_yticks([])
-    band.set_ylabel("crashed", rotation=0, ha="right", va="center", fontsize=9)
+    band.set_ylabel("runs with\nno answer", rotation=0, ha="right", va="center", fontsize=9)
     band.tick_params(labelbottom=False)
     return sorted({s: _crash_colour(o) for s, o in sorted(counts, reverse=True)}.items())
 
 
 def replay_errors(table: pd.DataFrame, title: str):
-    """Max |output - fp32 reference| at each step of each run (log scale), one colour per copy,
-    and above it a "crashed" band with a cross at each step where runs crashed (named in the
-    legend), including the step a GPU run died at before it could report.  The dashed line is the
+    """Max |output - fp32 reference| at each step of each run (log scale), one colour and marker per copy, a ring
+    round each step that answered but was wrong (a silently wrong answer), and above it a "no answer" band with a
+    cross at each step where runs gave no answer (the outcome in the legend, the number of runs beside it),
+    including the step a GPU run died at before it could report (the CPU analog's index error does not end its run).  The dashed line is the
     tolerance: a point above it is a wrong result.  Colours: ``REPLAY_ERROR_COLOURS``."""
     fig, (band, ax) = figure((9, 4.2), 2, 1, sharex=True, gridspec_kw={"height_ratios": (1, 6)})
     steps = 1
     batches = sorted(table["batch"].unique())
     groups = table.groupby(["copy", "batch"], sort=False)
+    silent: list[tuple[float, float]] = []  # steps that answered, silently wrong (above the tolerance)
     for n, ((copy, batch), runs) in enumerate(groups):
-        dx = (n - (len(groups) - 1) / 2) * 0.08  # side by side: equal errors (the capture step) stay visible
+        dx = (n - (len(groups) - 1) / 2) * 0.18  # side by side: equal errors (the capture step) stay visible
         colour = REPLAY_ERROR_COLOURS.get(copy, ("grey", "#6c757d"))[1]
         style = ("-", "--", ":", "-.")[batches.index(batch) % 4]
         label = f"{copy}, batch {batch} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
         for i, (_, run) in enumerate(runs.iterrows()):
             ys = _measured(run["records"])
             shown = label if i == 0 else "_nolegend_"
-            ax.plot(np.arange(len(ys)) + dx, ys, "o", ls=style, color=colour, alpha=0.6, label=shown)
+            marker = "o" if copy == "as_strided" else "s"
+            ax.plot(np.arange(len(ys)) + dx, ys, marker, ls=style, color=colour, alpha=0.7, ms=5, label=shown)
+            for k, rec in enumerate(run["records"]):
+                if rec.get("outcome") == "wrong_result" and rec.get("max_error") is not None:
+                    silent.append((k + dx, max(rec["max_error"], 1e-8)))
             steps = max(steps, len(run["records"]), *(s + 1 for s, _ in _crash_steps(run)))
     for step, colour in _crash_band(band, table):
         ax.axvline(step, color=colour, lw=0.8, ls=":", alpha=0.6)
+    if silent:
+        xs, ys = zip(*silent)
+        label = f"silently wrong answer ({len(silent)} step{'s' if len(silent) > 1 else ''})"
+        ring = REPLAY_ERROR_COLOURS["silently wrong answer"][1]
+        ax.plot(xs, ys, "o", ms=13, mfc="none", color=ring, mec=ring, mew=1.6, ls="none", label=label)
     tol = _tolerance(table)
     if tol is not None:
-        ax.axhline(tol[0], color=REPLAY_ERROR_COLOURS["tolerance"][1], lw=0.8, ls="--", label=f"tolerance ({tol[1]})")
+        colour = REPLAY_ERROR_COLOURS["tolerance"][1]
+        ax.axhline(tol[0], color=colour, lw=0.8, ls="--", label=f"tolerance {tol[0]:.0e} ({tol[1]})")
     ax.set_yscale("log")
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    ax.yaxis.set_major_locator(LogLocator(base=10))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlim(-0.4, steps - 0.6)
     ax.set_xticks(range(steps))
     ax.set_xlabel("step (0 = capture, then replays)")
