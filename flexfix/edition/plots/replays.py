@@ -117,7 +117,10 @@ def replay_errors(table: pd.DataFrame, title: str):
         xs, ys = zip(*silent)
         label = f"silently wrong answer ({len(silent)} step{'s' if len(silent) > 1 else ''})"
         ring = REPLAY_ERROR_COLOURS["silently wrong answer"][1]
-        ax.plot(xs, ys, "o", ms=13, mfc="none", color=ring, mec=ring, mew=1.6, ls="none", label=label)
+        from matplotlib.colors import to_rgba
+
+        fill = to_rgba(ring, 0.12)  # a ring round the step's own point, which stays visible inside it
+        ax.plot(xs, ys, "o", ms=13, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none", label=label)
     tol = _tolerance(table)
     if tol is not None:
         colour = REPLAY_ERROR_COLOURS["tolerance"][1]
