@@ -78,7 +78,18 @@ def kernel_outcomes(runs: pd.DataFrame, where: str) -> str:
             if r.get("outcome") == "wrong_result" and r.get("max_error") is not None
         ]
         line = f"* `{copy}`, batch {batch}: {n - ok} of {plural(n, 'run')} went wrong ({listing(parts)})"
+
         line += f", first at {listing(first)}"
+        silent = [
+            i
+            for i, (status, recs) in enumerate(zip(group["status"], group["records"]))
+            if status != "wrong_result" and any(r.get("outcome") == "wrong_result" for r in recs)
+        ]
+        if silent:
+            line += (
+                f"; {plural(len(silent), 'of these runs', 'of these runs')} also answered a later replay silently "
+                "wrong (a step that read only pages inside the cache, but not the request's)"
+            )
         if capture_errs:
             line += f"; the capture step itself was right (error {span(capture_errs, '{:.1e}')})"
         if wrong:
@@ -219,12 +230,22 @@ def crash_threshold(table: pd.DataFrame) -> str:
         else:
             firsts.append(f"none ({how})")
         lines.append(line + ".")
+    numbers = {f.split(" (")[0] for f in firsts}
+    if len(numbers) == 1 and len(firsts) > 1 and not firsts[0].startswith("none"):
+        head = f"The first fault came at {numbers.pop()} in both ways of counting"
+    else:
+        head = f"The first fault came at {listing(firsts)}"
     return markdown(
-        f"**The first fault came at {listing(firsts)}**: more than one query block in flight is necessary for a "
+        f"**{head}**: more than one query block in flight is necessary for a "
         "fault, not sufficient, and the count where it starts is a property of this run (this model, these "
         "prompts, this GPU), not a constant of the bug.",
         "\n".join(lines),
     )
+
+
+def _engine_name(engine: str) -> str:
+    """An every-request engine's label, saying "patched" where it is (the labels say only "stock")."""
+    return engine if "stock" in engine else f"{engine}, patched"
 
 
 def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
@@ -254,14 +275,14 @@ def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
                 f"{r['max_abs_logprob_diff']:.3g})"
                 for _, r in differing.iterrows()
             ]
-            line = f"* **{run['engine']}** answered wrongly: {listing(found, sep='; ')}"
+            line = f"* **{_engine_name(run['engine'])}** answered wrongly: {listing(found, sep='; ')}"
         elif done:
             line = (
-                f"* **{run['engine']}** answered every request as it does alone (tokens and bitwise logprobs) at "
+                f"* **{_engine_name(run['engine'])}** answered every request as it does alone (tokens and bitwise logprobs) at "
                 f"{listing(done)} requests"
             )
         else:
-            line = f"* **{run['engine']}** completed no batch"
+            line = f"* **{_engine_name(run['engine'])}** completed no batch"
         line += f". Batches planned: {listing(planned)}; completed: {listing(done) or 'none'}"
         if run["status"] != "ok":
             rest = [n for n in planned if n not in done]

@@ -23,33 +23,54 @@ def outcome_summary(table: pd.DataFrame, by: tuple[str, ...] = ("copy", "batch")
     return counts
 
 
-def engine_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One line per engine scenario: what it is, what was expected, what happened."""
-    from flexfix.integration.engine import SCENARIOS
+# Scenario descriptions as this edition words them, where the recorded one misleads ("unpatched" in a patched one).
+_WHAT = {
+    "patched_d": "patched with flexfix's vllm_patch.apply(): scenario (d) (VLLM_BATCH_INVARIANT=0, 48 requests) "
+    "with the fix",
+}
 
-    out = table[["scenario", "what", "expected", "status"]].copy()
-    # what the mechanism predicts is defined in code (engine.SCENARIOS), also for files recorded before it changed
-    out["expected"] = [SCENARIOS[n].expect if n in SCENARIOS else e for n, e in zip(out["scenario"], out["expected"])]
-    out["as_expected"] = [st in str(e).split(" or ") for st, e in zip(out["status"], out["expected"])]
-    out["completed_batches"] = [", ".join(str(r["requests"]) for r in recs) for recs in table["records"]]
-    out["detail"] = [d.split("] ")[-1][:90] for d in table["detail"]]
+
+def _what(scenario: str, what: str) -> str:
+    return _WHAT.get(scenario, what)
+
+
+def _recorded_in(table: pd.DataFrame) -> list[str]:
+    """Which recording each row comes from (its results file, ``source``), so that repeats of one scenario are told
+    apart; "this run" where the table has no ``source`` (a live run)."""
+    return list(table["source"]) if "source" in table else ["this run"] * len(table)
+
+
+def engine_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One line per engine scenario run: what it is, what happened, the batches it completed, the engine's last word,
+    and which recording it comes from (a scenario repeated in several recordings has one line per recording)."""
+    out = table[["scenario", "what", "status"]].copy().rename(columns={"status": "outcome"})
+    out["what"] = [_what(n, w) for n, w in zip(out["scenario"], out["what"])]
+    out["completed_batches"] = [", ".join(str(r["requests"]) for r in recs) or "none" for recs in table["records"]]
+    # the engine's last word where it did not complete (an ok run's detail only repeats its description)
+    out["detail"] = [d.split("] ")[-1] if st != "ok" else "" for d, st in zip(table["detail"], table["status"])]
+    out["recorded_in"] = _recorded_in(table)
     return out.set_index("scenario")
 
 
 def threshold_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Stock vLLM 0.20.0 (no patch, VLLM_BATCH_INVARIANT=0): which request counts completed."""
+    """Stock vLLM 0.20.0 (no patch, VLLM_BATCH_INVARIANT=0): which request counts completed, with each engine's
+    ``max_num_seqs`` (which sets the batch sizes it captured full graphs for)."""
     rows = []
     for _, r in table[table["patch"] == "none"].iterrows():
         if not r["batch_invariant"]:
             done = {rec["requests"] for rec in r["records"]}
             how = "one engine, growing batches" if r["scenario"] == "threshold" else "fresh engine"
+            # the engines' max_num_seqs: their largest batch, at least 16 (flexfix.integration.engine)
+            seqs = max(max(r["requests"]), 16)
             for n in r["requests"]:
                 state = (
                     "completed"
                     if n in done
                     else (r["status"] if n == min(set(r["requests"]) - done) else "not reached")
                 )
-                rows.append({"requests": n, "how": how, "scenario": r["scenario"], "outcome": state})
+                rows.append(
+                    {"requests": n, "how": how, "max_num_seqs": seqs, "scenario": r["scenario"], "outcome": state}
+                )
     return pd.DataFrame(rows).sort_values(["how", "requests"]).reset_index(drop=True)
 
 
@@ -109,12 +130,15 @@ def outcome_table(
         {
             "from": sources[2],
             "experiment": "vLLM 0.20.0 engine",
-            "case": f"({r.scenario}) {r.what}",
+            "case": f"({r.scenario}) {_what(r.scenario, r.what)}",
             "outcome": r.status,
+            "recorded_in": where,
         }
-        for r in engine.itertuples()
+        for r, where in zip(engine.itertuples(), _recorded_in(engine))
     ]
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out["recorded_in"] = out["recorded_in"].fillna(out["from"]) if "recorded_in" in out else out["from"]
+    return out
 
 
 def batch_records(table: pd.DataFrame) -> pd.DataFrame:
