@@ -95,6 +95,13 @@ def test_the_cost_is_said_as_measured():
     assert f"checks took {shares.min():.1f}–{shares.max():.1f}% of the engine's time" in text  # timed, it leads
     for _, r in view.iterrows():
         assert f"({r['µs per replay checked']:.0f} µs per replay)" in text
+        assert f"{r['slowest / fastest repetition']:.2f}x at {int(r['requests'])} requests" in text
+    slower = 100 * (1 - view["on / off"])
+    assert f"tokens per second came out {slower.min():.1f}–{slower.max():.1f}% lower" in text
+    drifted = ((view["slowest / fastest repetition"] - 1) > (1 - view["on / off"])).all()
+    assert ("in runs that drifted by more than that" in text) == bool(drifted)
+    steady = view.assign(**{"slowest / fastest repetition": 1.001})  # a run that did not drift: no excuse made
+    assert "beyond what the runs drifted" in story.cost(steady) and "cannot tell" not in story.cost(steady)
     # recorded before the checks were timed: the ratios lead
     untimed = tg.guard_cost(results.read_results(DATA / "guard_cost_first-cuda.json")[0])
     noisy = ((untimed["lowest pair"] <= 1) & (untimed["highest pair"] >= 1)).all()

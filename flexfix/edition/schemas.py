@@ -383,7 +383,10 @@ GUARD_COST = replace(
     columns=(),  # its runs record no message: a run the guard stopped is refused (the rule) for lacking one
     step_values={
         **GUARD_RUNS.step_values,
-        "guard_cost": (*GUARD_RUNS.step_values["guard_cost"], "check_share", "check_seconds", "replays_checked"),
+        "guard_cost": (
+            *GUARD_RUNS.step_values["guard_cost"],
+            *("on_seconds", "off_seconds", "check_share", "check_seconds", "replays_checked"),
+        ),
     },
 )
 GUARD_SERVING = replace(

@@ -12,8 +12,8 @@ __all__ = ["GUARD_COLOURS", "guard_invariant"]
 # guard_invariant: the buffer's cells as storage_owners colours them, and two marks per query block.
 GUARD_COLOURS = {
     **STORAGE_OWNER_COLOURS,
-    "where the captured kernel starts row g": ("black", "#000000"),
-    "where this step wrote row g": ("white", "#ffffff"),
+    "where the captured kernel starts row g (numbered g)": ("black", "#000000"),
+    "where this step wrote row g (numbered g)": ("white", "#ffffff"),
 }
 
 
@@ -53,6 +53,9 @@ def guard_invariant(layouts: Sequence):
                 if offset < lay.g_max * lay.w_max:
                     x, y = offset % lay.w_max, offset // lay.w_max + lift
                     ax.plot(x, y, marker, ms=9, mfc=face, mec="black", mew=1.2, clip_on=False)
+                    # each mark numbered with its row g (white on the triangle, black in the circle)
+                    ax.text(x, y - (0.07 if marker == "v" else 0), str(row), ha="center", va="center", fontsize=6.5,
+                            color="white" if face == "black" else "black", fontweight="bold")  # fmt: skip
         verdict = "the guard refuses the replay" if _alarms(lay) else "the guard lets it replay"
         title = (
             f"{lay.copy_name}: data_ptr the same at capture and replay; strides {lay.capture_stride} at capture, "
@@ -61,6 +64,8 @@ def guard_invariant(layouts: Sequence):
         ax.set_title(wrap(title, 6.5, 9), fontsize=9)
         ax.set_ylabel("buffer row")
         ax.set_yticks(range(lay.g_max))
+        ax.set_xlim(-1.2, lay.w_max - 0.5)  # room for the marks of column 0 and of row 0's top edge
+        ax.set_ylim(lay.g_max - 0.5, -0.95)
     axes[-1, 0].set_xlabel("buffer column (W_max cells per row)")
     fig.set_layout_engine("constrained", h_pad=0.12)
     handles, labels = _legend_blocks(g)
@@ -70,7 +75,7 @@ def guard_invariant(layouts: Sequence):
     ]
     fig.legend(
         handles + marks,
-        labels + ["where the captured kernel starts row g", "where this step wrote row g"],
+        labels + ["where the captured kernel starts row g (numbered g)", "where this step wrote row g (numbered g)"],
         loc="outside right upper",
         fontsize=8,
     )

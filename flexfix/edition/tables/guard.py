@@ -142,6 +142,11 @@ def guard_cost(table: pd.DataFrame) -> pd.DataFrame:
                         "lowest pair": round(min(rec["pair_ratios"]), 4),
                         "highest pair": round(max(rec["pair_ratios"]), 4),
                         "repetitions": len(rec["pair_ratios"]),
+                        # the same work's slowest over fastest repetition, guard on or off: how much the run drifted
+                        "slowest / fastest repetition": round(
+                            max(*rec["on_seconds"], *rec["off_seconds"]) / min(*rec["on_seconds"], *rec["off_seconds"]),
+                            3,
+                        ),
                         **_check_time(rec),
                     }
                 )
