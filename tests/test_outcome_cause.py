@@ -275,7 +275,7 @@ def test_the_grid_shows_every_run_in_its_exported_colour():
         k: to_hex(OUTCOME_CAUSE_COLOURS[k][1]) for k in ("silently wrong", "illegal memory access", "other", "correct")
     }
     assert len(ax.patches) == len(runs)
-    assert sorted(t.get_text() for t in ax.texts).count("front: unmapped") == 3  # two fenced runs and the control
+    assert [t.get_text() for t in ax.texts].count("listed: K no, V no") == 3  # two fenced runs and the control
     with pytest.raises(ValueError):
         outcome_grid(runs.iloc[:0], "nothing")
 
@@ -300,3 +300,71 @@ def test_sentence_on_split_placements_and_direct_reads():
     table = tables.placement_table(runs)
     assert table.loc["as_strided, batch 48, cache default, then read in front of V", "read in front"] == "1 read"
     assert "as_strided, batch 48, K guarded, V fenced" in table.index
+
+
+# --- the recorded GPU run (data/outcome_cause-cuda.json) ---
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    return results.recorded(DATA, "outcome_cause", columns=tables.RUN_COLUMNS)
+
+
+def _group(runs, placement, v_placement=None, touch=None, copy="as_strided", batch=48):
+    v_placement = v_placement or placement
+    keep = (runs["copy"] == copy) & (runs["batch"] == batch) & (runs["placement"] == placement)
+    keep &= runs["v_placement"] == v_placement
+    keep &= runs["touch"].isna() if touch is None else runs["touch"] == touch
+    return runs[keep]
+
+
+def test_recorded_run_flips_the_outcome_on_demand(recorded):
+    runs, prov = recorded
+    assert prov["device_kind"] == "cuda" and prov["device_name"].startswith("NVIDIA H") and prov["git_commit"]
+    guarded, fenced = _group(runs, "guarded"), _group(runs, "fenced")
+    assert sorted(guarded.seed) == sorted(fenced.seed) == prov["parameters"]["seeds"]
+    assert set(guarded.status) == {"wrong_result"} and set(fenced.status) == {"illegal_memory_access"}
+    assert list(guarded.front_k_mapped) == list(guarded.front_v_mapped) == [True] * len(guarded)
+    assert not any(fenced.front_k_mapped) and not any(fenced.front_v_mapped)
+    # the same seed reads the same cells: the guarded runs' steps equal the default runs' errors step by step
+    default = _group(runs, "default")
+    for seed in guarded.seed:
+        g = guarded[guarded.seed == seed].records.item()
+        d = default[default.seed == seed].records.item()
+        assert [s["K"] for s in g] == [s["K"] for s in d]
+
+
+def test_recorded_splits_touches_and_controls(recorded):
+    runs, _ = recorded
+    assert set(_group(runs, "guarded", "fenced").status) == {"illegal_memory_access"}
+    assert set(_group(runs, "fenced", "guarded").status) == {"illegal_memory_access"}
+    assert set(_group(runs, "default", touch="v").touch_result) == {"read"}
+    assert set(_group(runs, "fenced", touch="v").touch_result) == {"faulted"}
+    assert set(_group(runs, "fenced", copy="sliced").status) == {"ok"}
+    assert set(_group(runs, "fenced", batch=16).status) == {"ok"}
+    assert (runs.loc[runs["copy"] == "sliced", "pads_read"] == 0).all()
+
+
+def test_recorded_sentence_against_its_data(recorded):
+    runs, prov = recorded
+    text = story.outcome_cause(runs, tables_where(prov))
+    default = _group(runs, "default")
+    n = len(default)
+    assert f"Caches `default` (PyTorch's caching allocator, as in every earlier run), {n} runs: " in text
+    listed_v = int(sum(v is True for v in default.front_v_mapped))
+    assert f"in front of V in {listed_v} of them" in text
+    hits = int((default.status == default.predicted).sum())
+    assert f"predict in {hits} of {n}" in text
+    if set(_group(runs, "guarded").status) == {"wrong_result"} and set(_group(runs, "fenced").status) == {
+        "illegal_memory_access"
+    }:
+        assert text.startswith("**What decides: the memory in front of the KV cache, not the cells.**")
+    table = tables.placement_table(runs)
+    assert int(table["runs"].sum()) == len(runs)
+    assert int(table["illegal_memory_access"].sum()) == int((runs.status == "illegal_memory_access").sum())
+
+
+def tables_where(prov):
+    from flexfix.edition.tables import recorded_where
+
+    return recorded_where(prov)

@@ -126,12 +126,17 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
             f"K `{k}` and V `{v}`: {_counted(grp)}"
             for (k, v), grp in split.groupby(["placement", "v_placement"], sort=False)
         ]
-        parts.append(f"One cache fenced, the other guarded: {listing(lines, '; ')}.")
+        both = (split["status"] == "illegal_memory_access").all() and split["placement"].nunique() > 1
+        parts.append(
+            f"One cache fenced, the other guarded: {listing(lines, '; ')}"
+            + (": the pads are read in front of both caches, and either one unmapped is enough." if both else ".")
+        )
     if not touched.empty:
         lines = []
         for (p, v, t), grp in touched.groupby(["placement", "v_placement", "touch"], sort=False):
             results = grp["touch_result"].value_counts()
-            done = listing([f"{int(n)} {r}" for r, n in results.items()]) or "no read finished or faulted"
+            words = {"read": "read without a fault", "faulted": "faulted"}
+            done = listing([f"{int(n)} {words.get(r, r)}" for r, n in results.items()]) or "no read finished or faulted"
             cache = f"`{p}`" if p == v else f"K `{p}`, V `{v}`"
             lines.append(f"in front of {str(t).upper()} (caches {cache}): {done}")
         parts.append(
@@ -146,6 +151,12 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
             f"{_listed(d, 'front_k_mapped')} and in front of V in {_listed(d, 'front_v_mapped')} of them; the outcome "
             f"was the one those answers predict in {hit} of {len(d)}."
         )
+        behind = d["k_address"] - d["v_address"] if {"k_address", "v_address"} <= set(d.columns) else None
+        if behind is not None and (behind == d["front_k_size"]).all():
+            parts.append(
+                "The allocation in front of K was the V cache itself (V ended where K began), so only what lay in "
+                "front of V could decide."
+            )
         unlisted_but_read = touched[(touched["placement"] == "default") & (touched["touch_result"] == "read")]
         unlisted_but_read = unlisted_but_read[
             [

@@ -19,15 +19,26 @@ OUTCOME_CAUSE_COLOURS = {
 _LABEL = {"ok": "correct", "wrong_result": "silently wrong", "illegal_memory_access": "illegal memory access"}
 
 
-def _front(k, v) -> str:
-    if k is None or v is None or k != k or v != v:  # not asked (None, or NaN once in a DataFrame)
-        return "front: ?"
-    return "front: mapped" if k and v else "front: unmapped"
+def _yes(value) -> str:
+    if value is None or value != value:  # not asked (None, or NaN once in a DataFrame)
+        return "?"
+    return "yes" if value else "no"
+
+
+def _label(run) -> str:
+    """``listed: K yes, V no`` (does the driver list an allocation in front of each cache), and where the run read
+    those bytes itself, what the read did."""
+    text = f"listed: K {_yes(run.front_k_mapped)}, V {_yes(run.front_v_mapped)}"
+    touched = getattr(run, "touch_result", None)
+    if isinstance(touched, str):
+        text += f"\nread in front of {str(run.touch).upper()}: " + {"read": "no fault"}.get(touched, touched)
+    return text
 
 
 def outcome_grid(runs: pd.DataFrame, title: str):
-    """Rows: scenario (copy, batch, placement); columns: seed; each cell the run's outcome, with ``front: mapped`` or
-    ``front: unmapped`` (both caches' bytes in front mapped, or not, as the driver said before the first replay)."""
+    """Rows: scenario (copy, batch, placements, direct read); columns: seed; each cell the run's outcome, labelled
+    with whether the driver listed an allocation in front of the K and the V cache just before the first replay
+    (``listed: K yes, V no``) and, where the run read those bytes itself, whether that read went through."""
     from matplotlib.patches import Rectangle
 
     from flexfix.edition.tables.outcome_cause import SCENARIO_KEYS, scenario_label
@@ -36,7 +47,7 @@ def outcome_grid(runs: pd.DataFrame, title: str):
         raise ValueError("outcome_grid needs at least one run")
     scenarios = list(dict.fromkeys(scenario_label(*key) for key in runs[SCENARIO_KEYS].itertuples(index=False)))
     seeds = sorted(set(runs["seed"]))
-    fig, ax = figure((max(6.0, 1.3 * len(seeds) + 3.5), 0.6 * len(scenarios) + 1.6))
+    fig, ax = figure((max(6.0, 1.6 * len(seeds) + 3.5), 0.6 * len(scenarios) + 1.6))
     for run in runs.itertuples(index=False):
         y = scenarios.index(scenario_label(*(getattr(run, k) for k in SCENARIO_KEYS)))
         x = seeds.index(run.seed)
@@ -44,12 +55,16 @@ def outcome_grid(runs: pd.DataFrame, title: str):
         colour = OUTCOME_CAUSE_COLOURS[label][1]
         ink = "w" if label in ("illegal memory access", "other") else "k"
         ax.add_patch(Rectangle((x - 0.45, y - 0.4), 0.9, 0.8, facecolor=colour))
-        ax.text(x, y, _front(run.front_k_mapped, run.front_v_mapped), ha="center", va="center", fontsize=7, color=ink)
+        ax.text(x, y, _label(run), ha="center", va="center", fontsize=6.5, color=ink)
     ax.set_xlim(-0.6, len(seeds) - 0.4)
     ax.set_ylim(len(scenarios) - 0.5, -0.5)
     ax.set_xticks(range(len(seeds)), [str(s) for s in seeds])
     ax.set_yticks(range(len(scenarios)), scenarios, fontsize=8)
-    ax.set_xlabel("seed (the same seed: the same steps, the same misread cells)")
+    ax.set_xlabel(
+        "seed (the same seed: the same steps, the same misread cells); listed: the driver lists an allocation in "
+        "front of that cache",
+        fontsize=8,
+    )
     ax.set_title(wrap(title, fig.get_figwidth(), 10), fontsize=10)
     present = list(dict.fromkeys(_LABEL.get(s, "other") for s in runs["status"]))
     handles = [patch(OUTCOME_CAUSE_COLOURS[name][1]) for name in present]
