@@ -118,12 +118,14 @@ def test_the_serving_sentences_say_what_each_scenario_means_before_the_evidence(
     stages = tables.stage_table(table)
     said = serving.scenarios(table, stages, "the H100")
     stock = stages[(stages.scenario == "stock") & (stages.stage == "together")].iloc[0]
+    model = table.set_index("scenario")["model"]
     assert (
-        f"**stock**: the engine died of an illegal memory access when {stock.requests} requests were sent together: "
-        f"{stock.errored} requests got an error" in said
+        f"**stock** ({model['stock']} model): the engine died of an illegal memory access when {stock.requests} "
+        f"requests were sent together: {stock.errored} requests got an error" in said
     )
     bi1 = stages[(stages.scenario == "patched_bi1") & (stages.stage != "alone")]
-    assert f"**patched_bi1**: all {int(bi1.compared.sum())} answers in a batch or streamed were bitwise" in said
+    said_bi1 = f"**patched_bi1** ({model['patched_bi1']} model): all {int(bi1.compared.sum())} answers in a batch"
+    assert said_bi1 + " or streamed were bitwise" in said
     bi0 = stages[(stages.scenario == "patched_bi0") & (stages.stage != "alone")]
     differ = int(bi0.compared.sum() - bi0.bitwise_equal.sum())
     assert f"but {differ} of {int(bi0.compared.sum())} answers" in said
@@ -131,6 +133,9 @@ def test_the_serving_sentences_say_what_each_scenario_means_before_the_evidence(
     # B13: the recording kept the count of the plugin's lines, not their processes, and the text says so
     assert "announced itself in 2 log lines (this recording kept how many, not which processes" in said
     assert "the server exited with status 0" in said
+    # A16: the stock and patched servers of the recording ran different models, and the text says so first
+    assert model["stock"] != model["patched_bi1"]
+    assert f"The scenarios ran different models (stock: {model['stock']}, patched_bi1: {model['patched_bi1']}" in said
 
 
 def test_the_plugin_processes_are_named_from_vllms_log_prefixes():

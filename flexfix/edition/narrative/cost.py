@@ -56,11 +56,12 @@ def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str
     _check_ratios(ratios, what)
     if "graph_speedup" not in ratios and (timing["device"] == "cuda").any():
         raise DataError(f"{what}: GPU timings without the graph-replay rows: refusing to describe them as a CPU run")
+    spread = _spread(timing, what)
     if "graph_speedup" not in ratios:
         return markdown(
             f"**What {where} measured:** flex (eager path) took {span(ratios['flex_over_sdpa'], '{:.1f}', 'x')} the "
             "time of dense SDPA on the same keys and values. No CUDA graphs on CPU: graph and batch-invariant "
-            "ratios come from the GPU tables."
+            "ratios come from the GPU tables." + (f" {spread}" if spread else "")
         )
     contexts = sorted(ratios["context"].unique())
     by_context = "; ".join(
@@ -116,8 +117,26 @@ def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str
                 "at large batch and context flex reads the keys and values at a fraction of the copy "
                 "bandwidth, dense SDPA on the same bytes close to it"
             )
+    if spread:
+        lines.append(f"* **Spread**: {spread}")
     lead = "In short: " + "; ".join(parts) + "."
     return markdown(f"**What {where} measured** (warm L2, medians)", lead, "\n".join(lines))
+
+
+def _spread(timing: pd.DataFrame, what: str) -> str:
+    """How far the timed calls of one case spread around their median: the interquartile range over the median,
+    over every implementation and case (warm L2); empty for timings that kept no quartiles."""
+    if not {"q25_ms", "q75_ms"} <= set(timing):
+        return ""
+    warm = timing[timing["l2"].fillna("warm") == "warm"] if "l2" in timing else timing
+    _numbers(warm, ["q25_ms", "q75_ms"], what)
+    iqr = (warm["q75_ms"] - warm["q25_ms"]) / warm["median_ms"] * 100
+    worst = warm.loc[iqr.idxmax()]
+    return (
+        f"the timed calls of one case spread (interquartile range over the median) by {iqr.median():.1f}% in the "
+        f"median case, at most {iqr.max():.0f}% (`{worst['impl']}`, {plural(int(worst['batch']), 'request')} of "
+        f"{int(worst['context'])} tokens)."
+    )
 
 
 def l2_effect(effect: pd.DataFrame) -> str:

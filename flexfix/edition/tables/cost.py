@@ -96,8 +96,10 @@ def throughput_runs(rows: pd.DataFrame) -> pd.DataFrame:
     """Which recorded file is which model's "run k" (:func:`throughput_table`), with what it timed: its engines, the
     request counts each engine was timed at, the timed cases (one per engine and request count), the timed
     repetitions of a case, in how many cases the slowest repetition was the first, and how many that would be by
-    chance alone (one in the number of repetitions, summed over the cases)."""
+    chance alone (one in the number of repetitions, summed over the cases); ``order``: its engines in the order they
+    were started, first to last."""
     rows = _runs(rows)
+    rows = rows.assign(step=[f"{str(g).replace(' graphs', '')} BI={b}" for g, b in zip(rows["graphs"], rows["BI"])])
     rows = rows.assign(
         reps=[len(s) for s in rows["seconds"]],
         slowest_first=[int(max(range(len(s)), key=lambda i: s[i]) == 0) if len(s) > 1 else 0 for s in rows["seconds"]],
@@ -112,6 +114,7 @@ def throughput_runs(rows: pd.DataFrame) -> pd.DataFrame:
             timed_repetitions=("reps", lambda r: "/".join(str(v) for v in sorted(set(r)))),
             slowest_first=("slowest_first", "sum"),
             by_chance=("by_chance", "sum"),
+            order=("step", lambda v: ", ".join(dict.fromkeys(v))),
         )
         .reset_index()
     )
