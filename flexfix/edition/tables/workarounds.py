@@ -33,7 +33,8 @@ def _way(run) -> tuple[str, str]:
 def workaround_table(safety: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
     """One row per way around the bug (and the patched engine): how many requests came out otherwise in the batch
     than alone at each request count (``safety``: stock 0.20.0 engines with ``every_request``), and output tokens per
-    second at each request count with its ratio to the patched engine's (``cost``: engines with ``throughput``)."""
+    second at each request count with its ratio to the patched engine's (``cost``: engines with ``throughput``).  Each
+    column names the model its engines ran (the checks and the costs may come from different models)."""
     from flexfix.edition.checks import DataError
     from flexfix.measure import engine_sweep
 
@@ -45,19 +46,21 @@ def workaround_table(safety: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
     patched = speed[speed["patched"]].set_index("requests")["tokens_per_second"]
     if patched.empty:
         raise DataError("the workaround costs hold no patched engine: no reference for the ratios")
+    models = {r["engine"]: str(r.get("model") or "?") for _, r in pd.concat([safety, cost]).iterrows()}
     rows: dict[tuple[str, str], dict] = {}
     for r in requests.itertuples():
         row = rows.setdefault(keys[r.engine], {})
         differ = len(set(r.tokens_differ) | set(r.logprobs_differ))
-        row[f"differed, {r.requests} requests"] = (
+        row[f"differed, {r.requests} requests ({models[r.engine]} model)"] = (
             f"{differ} of {r.requests}" if r.engine_status == "ok" else r.engine_status
         )
     for r in speed.itertuples():
         row = rows.setdefault(keys[r.engine], {})
-        row[f"tokens/s, {r.requests}"] = round(float(r.tokens_per_second))
+        model = f"({models[r.engine]} model)"
+        row[f"tokens/s, {r.requests} {model}"] = round(float(r.tokens_per_second))
         if r.requests not in patched.index:
             raise DataError(f"the workaround costs: no patched engine at {r.requests} requests to compare with")
-        row[f"vs patched, {r.requests}"] = round(float(r.tokens_per_second) / float(patched[r.requests]), 2)
+        row[f"vs patched, {r.requests} {model}"] = round(float(r.tokens_per_second) / float(patched[r.requests]), 2)
     table = pd.DataFrame(
         [{"way around the bug": way, "vLLM setting": setting, **row} for (way, setting), row in rows.items()]
     ).set_index("way around the bug")
