@@ -79,7 +79,9 @@ def test_the_workaround_table_and_sentence_follow_the_recorded_runs():
     for r in speed[~speed.patched].itertuples():
         way = table[table["vLLM setting"].str.contains("16" if "max_num_seqs 16" in r.engine else r.graphs.upper()
                                                      if r.graphs == "piecewise" else "enforce_eager")]  # fmt: skip
-        assert way[f"vs patched, {r.requests} (variance model)"].item() == round(r.tokens_per_second / ref[r.requests], 2)
+        assert way[f"vs patched, {r.requests} (variance model)"].item() == round(
+            r.tokens_per_second / ref[r.requests], 2
+        )
     said = workarounds.without_plugin(table, "here", "there")
     assert "**Without the plugin, 3 settings kept stock 0.20.0 correct:**" in said
     assert "0 of 48 and 0 of 128 requests differed" in said

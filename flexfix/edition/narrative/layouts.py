@@ -29,7 +29,7 @@ def misreads(table: pd.DataFrame) -> str:
     lines, right, wrong = [], [], []
     for (copy, k_capture, k_replay), group in table.groupby(["copy", "K_capture", "K_replay"], sort=False):
         bad = group[group["misread"] > 0]
-        case = f"`{copy}` replayed at `K = {k_replay}`"
+        case = (copy, k_replay)
         head = f"* `{copy}`, captured at `K = {k_capture}`, replayed at `K = {k_replay}`: "
         if bad.empty:
             right.append(case)
@@ -46,7 +46,26 @@ def misreads(table: pd.DataFrame) -> str:
         if unwritten:
             text += f", {unwritten} of them never written at this step"
         lines.append(head + text + ".")
-    lead = "**Every replay reads the right cells.**" if not wrong else f"**Misread: {listing(wrong)}.**"
-    if wrong and right:
-        lead += f" Read right: {listing(right)}."
-    return markdown(lead, "\n".join(lines))
+    return markdown(_lead(wrong, right), "\n".join(lines))
+
+
+def _lead(wrong: list[tuple[str, int]], right: list[tuple[str, int]]) -> str:
+    """What the table means, per copy: at which replay widths it hands query blocks wrong cells, and where not."""
+    if not wrong:
+        return "**Every replay reads the right cells, with either copy.**"
+    parts = []
+    for copy in dict.fromkeys(c for c, _ in wrong + right):
+        bad = [f"`K = {k}`" for c, k in wrong if c == copy]
+        good = [f"`K = {k}`" for c, k in right if c == copy]
+        if bad and not good:
+            parts.append(
+                f"`{copy}` hands the query blocks after the first wrong cells at every replay width here "
+                f"({listing(bad)})"
+            )
+        elif bad:
+            parts.append(f"`{copy}` hands wrong cells at {listing(bad)} and the right ones at {listing(good)}")
+        else:
+            parts.append(
+                f"`{copy}` hands every query block its own entries at every replay width here ({listing(good)})"
+            )
+    return f"**{'; '.join(parts)}.**"
