@@ -3,7 +3,8 @@
 A step's ``kv_indices`` (``[G, K]``, ``K`` changing from step to step) is copied into a persistent ``[G_max, W_max]``
 buffer, either as vLLM 0.20.0 does (:func:`as_strided_copy`) or as the fix does (:func:`slice_copy`).  :func:`kernel`
 reads the buffer as the attention kernel does: by address arithmetic from the view's pointer (storage offset) and
-strides, each row up to its count in ``kv_num_blocks``; it calls no ``as_strided`` of its own.  :func:`replay_cuda_graph` captures it in a real ``torch.cuda.CUDAGraph`` at one step and replays it
+strides, each row up to its count in ``kv_num_blocks``; it calls no ``as_strided`` of its own.
+:func:`replay_cuda_graph` captures it in a real ``torch.cuda.CUDAGraph`` at one step and replays it
 after the next step's copy; :func:`replay_frozen` does the same on CPU, where
 :class:`~flexfix.mechanism.graphs.FrozenLaunch` plays the graph's part (it keeps each tensor's storage, offset and
 strides from the capture and rebuilds the views from them at replay).  :func:`reads` runs both copies and says what

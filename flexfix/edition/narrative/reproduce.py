@@ -278,8 +278,8 @@ def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
             line = f"* **{_engine_name(run['engine'])}** answered wrongly: {listing(found, sep='; ')}"
         elif done:
             line = (
-                f"* **{_engine_name(run['engine'])}** answered every request as it does alone (tokens and bitwise logprobs) at "
-                f"{listing(done)} requests"
+                f"* **{_engine_name(run['engine'])}** answered every request as it does alone (tokens and bitwise "
+                f"logprobs) at {listing(done)} requests"
             )
         else:
             line = f"* **{_engine_name(run['engine'])}** completed no batch"

@@ -90,8 +90,8 @@ def replay_errors(table: pd.DataFrame, title: str):
     """Max |output - fp32 reference| at each step of each run (log scale), one colour and marker per copy, a ring
     round each step that answered but was wrong (a silently wrong answer), and above it a "no answer" band with a
     cross at each step where runs gave no answer (the outcome in the legend, the number of runs beside it),
-    including the step a GPU run died at before it could report (the CPU analog's index error does not end its run).  The dashed line is the
-    tolerance: a point above it is a wrong result.  Colours: ``REPLAY_ERROR_COLOURS``."""
+    including the step a GPU run died at before it could report (the CPU analog's index error does not end its run).
+    The dashed line is the tolerance: a point above it is a wrong result.  Colours: ``REPLAY_ERROR_COLOURS``."""
     fig, (band, ax) = figure((9, 4.2), 2, 1, sharex=True, gridspec_kw={"height_ratios": (1, 6)})
     steps = 1
     batches = sorted(table["batch"].unique())
