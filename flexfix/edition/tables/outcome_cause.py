@@ -53,7 +53,7 @@ def scenario_label(copy: str, batch: int, placement: str, v_placement: str | Non
 
 def placement_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One line per scenario (copy, batch, placement): runs, how many ended in each outcome, in how many the driver
-    said the bytes in front of both caches were mapped just before the first replay, and in how many the outcome was
+    listed an allocation in front of both caches just before the first replay, and in how many the outcome was
     the one :func:`~flexfix.measure.outcome_cause.predicted` from that (the controls read nothing in front); where a
     run read the bytes in front of a cache with a kernel of its own, whether that read went through or faulted."""
     require(runs, "the placement runs", RUN_COLUMNS, values=("copy", "placement", "batch", "seed", "status"))
@@ -65,7 +65,7 @@ def placement_table(runs: pd.DataFrame) -> pd.DataFrame:
         row = {"scenario": scenario_label(*key), "runs": len(group)}
         row |= {s: int((group["status"] == s).sum()) for s in ("ok", "wrong_result", "illegal_memory_access")}
         row["other"] = len(group) - row["ok"] - row["wrong_result"] - row["illegal_memory_access"]
-        row["front mapped (K and V)"] = f"{sum(mapped)} of {sum(asked)}"
+        row["listed in front of K and V"] = f"{sum(mapped)} of {sum(asked)}"
         row["as predicted"] = (
             f"{int((group['status'] == group['predicted'])[crash_or_wrong].sum())} of {int(crash_or_wrong.sum())}"
             if crash_or_wrong.any()
