@@ -8,6 +8,9 @@ Measured numbers are printed, or written into the text by code (:mod:`flexfix.ed
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 from types import SimpleNamespace
 
 from flexfix.mechanism import paged
@@ -22,6 +25,9 @@ __all__ = [
     "dummy_decode_source",
     "padding_source",
     "copy_call_sites",
+    "width_explained",
+    "same_as_vllm",
+    "quiet_vllm",
 ]
 
 # term -> definition (Markdown).  Numbers in definitions come from flexfix.mechanism.paged, formatted in below.
@@ -43,12 +49,17 @@ TERMS = {
     ),
     "K": (
         f"width of the step's `kv_indices`: `{paged.Q_BLOCK} * cdiv(max_seq_len, {paged.PAGE_SIZE})`, the most pages "
-        "one query block can touch. It grows whenever the longest sequence in the batch crosses a page boundary."
+        f"one query block can touch: {paged.Q_BLOCK} requests, each with up to `cdiv(max_seq_len, {paged.PAGE_SIZE})` "
+        "pages (so it is not the token count rounded up: it counts pages of a whole query block). It grows whenever "
+        "the longest sequence in the batch crosses a page boundary."
     ),
     "kv_indices": (
         "`[G, K]` int32: for each query block, the distinct KV pages its requests use, left-packed, padded with "
         "`-1`. The only per-step tensor that is 2-D *and* narrower than its buffer, hence the only one whose strides "
-        "the two copies set differently (table below)."
+        "the two copies set differently (table below). vLLM hands it to FlexAttention's `BlockMask` as "
+        "`kv_indices[None, None]`, a `[1, 1, G, K]` view (a batch and a head dimension of size 1) with strides "
+        "`(G*K, G*K, K, 1)` under the `as_strided` copy: the two leading dimensions add nothing, the row stride is "
+        "the same `K`; this series writes the tensor as `[G, K]`."
     ),
     "G_max, W_max": (
         "shape of the persistent `kv_indices` buffer, allocated once: `G_max = cdiv(max_num_batched_tokens, "
@@ -93,12 +104,65 @@ def defined_numbers() -> dict[float, str]:
     }
 
 
+@contextlib.contextmanager
+def quiet_vllm():
+    """Import and call vLLM without its start-up log lines (NIXL, Triton, ``vllm._C`` on a machine without a GPU,
+    torch's "No CUDA runtime" warning): vLLM's own logging level is ERROR inside, and what it was afterwards."""
+    names = ("vllm", "torch.utils.cpp_extension")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    env = os.environ.get("VLLM_LOGGING_LEVEL")
+    os.environ["VLLM_LOGGING_LEVEL"] = "ERROR"  # read when vLLM configures its logger, at its first import
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if env is None:
+            os.environ.pop("VLLM_LOGGING_LEVEL", None)
+        else:
+            os.environ["VLLM_LOGGING_LEVEL"] = env
+
+
+def width_explained(step: paged.DecodeStep) -> str:
+    """How ``K`` of this step is computed: from its longest sequence, in pages, times the query block's requests."""
+    longest = int(step.seq_lens.max())
+    pages = paged.cdiv(longest, paged.PAGE_SIZE)
+    return (
+        f"K = {paged.Q_BLOCK} * cdiv(max_seq_len, {paged.PAGE_SIZE}) = {paged.Q_BLOCK} * cdiv({longest}, "
+        f"{paged.PAGE_SIZE}) = {paged.Q_BLOCK} * {pages} = {step.width}: a query block of {paged.Q_BLOCK} requests, "
+        f"each with at most {pages} pages, touches at most {step.width} distinct pages"
+    )
+
+
+def same_as_vllm(step: paged.DecodeStep, num_pages: int) -> str:
+    """Whether :func:`flexfix.mechanism.paged.build_kv_indices` gives this step the ``kv_indices`` that the installed
+    vLLM's own ``unique_static_unsorted`` gives the same block table (as its direct build calls it), in one line."""
+    import torch
+
+    with quiet_vllm():
+        from vllm.v1.attention.backends.flex_attention import pad_to_multiple, unique_static_unsorted
+
+    mine, _ = paged.build_kv_indices(step)
+    used = step.block_table[:, : step.width // paged.PAGE_SIZE].long()
+    padded = pad_to_multiple(used, multiple=paged.Q_BLOCK, dim=0).reshape(-1, step.width)
+    theirs = unique_static_unsorted(padded, M=num_pages).to(torch.int32)
+    same = mine.shape == theirs.shape and bool(torch.equal(mine, theirs))
+    return (
+        f"kv_indices {tuple(mine.shape)} equal to vLLM's unique_static_unsorted on the same block table: "
+        f"{'yes' if same else 'NO'}"
+    )
+
+
 def vllm_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int = 8192) -> list[int]:
     """The decode batch sizes vLLM captures full CUDA graphs for, by the installed vLLM's own rule
     (``VllmConfig._set_cudagraph_sizes``, applied to a stand-in config with these two limits, no
     speculative decoding, one GPU)."""
-    from vllm.config.compilation import CompilationConfig, CUDAGraphMode
-    from vllm.config.vllm import VllmConfig
+    with quiet_vllm():
+        from vllm.config.compilation import CompilationConfig, CUDAGraphMode
+        from vllm.config.vllm import VllmConfig
 
     rule = getattr(VllmConfig, "_set_cudagraph_sizes", None)
     if rule is None:
@@ -113,7 +177,8 @@ def vllm_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int = 8192) ->
         performance_mode="throughput",
         parallel_config=SimpleNamespace(tensor_parallel_size=1),
     )
-    rule(stand_in)
+    with quiet_vllm():
+        rule(stand_in)
     return list(compilation.cudagraph_capture_sizes)
 
 
@@ -129,7 +194,8 @@ def capture_source() -> str:
     capture step's ``max_seq_len`` (and so ``K``) comes from."""
     import inspect
 
-    from vllm.v1.attention.backends.flex_attention import FlexAttentionMetadataBuilder
+    with quiet_vllm():
+        from vllm.v1.attention.backends.flex_attention import FlexAttentionMetadataBuilder
 
     return inspect.getsource(FlexAttentionMetadataBuilder.build_for_cudagraph_capture)
 
@@ -152,7 +218,8 @@ def dummy_decode_source() -> str:
     """The lines of the installed vLLM's ``GPUModelRunner._dummy_run`` (the batch a graph is captured on) that set
     the capture batch's query length and its sequence lengths: a uniform decode batch is one token per request, and
     its sequences are ``max_query_len`` tokens long."""
-    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+    with quiet_vllm():
+        from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     def wanted(line: str) -> bool:
         code = line.strip()
@@ -164,7 +231,8 @@ def dummy_decode_source() -> str:
 def padding_source() -> str:
     """The installed vLLM's ``CudagraphDispatcher._compute_bs_to_padded_graph_size``: the rule that sends a batch
     size between two capture sizes to the larger one (whose graph it then replays)."""
-    from vllm.v1.cudagraph_dispatcher import CudagraphDispatcher
+    with quiet_vllm():
+        from vllm.v1.cudagraph_dispatcher import CudagraphDispatcher
 
     def wanted(line: str) -> bool:
         words = (
@@ -189,7 +257,9 @@ def copy_call_sites():
     import inspect
 
     import pandas as pd
-    from vllm.v1.attention.backends import flex_attention as fa
+
+    with quiet_vllm():
+        from vllm.v1.attention.backends import flex_attention as fa
 
     path = inspect.getsourcefile(fa)
     text = inspect.getsource(fa)
