@@ -368,3 +368,29 @@ def tables_where(prov):
     from flexfix.edition.tables import recorded_where
 
     return recorded_where(prov)
+
+
+def test_data_readme_quotes_the_placements_as_recorded():
+    """data/README.md's counts for the crash-or-wrong-answer placements are the recorded file's."""
+    from pathlib import Path
+
+    from flexfix.edition import results
+    from flexfix.edition.tables import outcome_cause as ct
+
+    root = Path(__file__).resolve().parent.parent
+    runs, _ = results.recorded(root / "data", "outcome_cause", columns=ct.RUN_COLUMNS)
+    t = ct.placement_table(runs)
+    text = " ".join((root / "data" / "README.md").read_text().split())
+
+    def row(name):
+        return t.loc[f"as_strided, batch 48, {name}"]
+
+    guarded, fenced, default = row("cache guarded"), row("cache fenced"), row("cache default")
+    assert f"mapped bytes in front gave {guarded.wrong_result}/{guarded.runs} silently wrong results" in text
+    assert f"unmapped bytes {fenced.illegal_memory_access}/{fenced.runs} illegal memory accesses" in text
+    apart = [row("K guarded, V fenced"), row("K fenced, V guarded")]
+    assert all(r.illegal_memory_access == r.runs for r in apart)
+    assert f"either cache fenced alone faults ({apart[0].illegal_memory_access}/{apart[0].runs} each way)" in text
+    assert f"all {default.runs} runs were wrong, not crashed" in text and default.wrong_result == default.runs
+    read = row("cache default, then read in front of V")
+    assert f"by a one-block kernel ({read.wrong_result}/{read.runs})" in text
