@@ -73,7 +73,8 @@ def manager_demo(
         try:
             with server:
                 out = complete_alone(server.base_url, requests_for("tiny", 1), max_tokens=4)[0]
-                what = f"healthy; a completion: ok={out['ok']}, tokens {out['tokens']}"
+                answered = f"answered, tokens {out['tokens']}" if out["ok"] else f"failed: {out.get('error', '?')}"
+                what = f"healthy; one completion {answered}"
         except ServerError as exc:
             what = f"ServerError: {str(exc).splitlines()[0].split(' (')[0]}; log: {server.log_tail(1)[-1:]}"
         rows.append(
