@@ -168,13 +168,21 @@ def test_notebook_01_opens_with_the_mechanism_and_marks_where_the_outcome_cause_
     first_code_after_validation = next(s for s in sources[3:] if not s.startswith(("#", "*", "<")) and "(" in s)
     assert first_code_after_validation.startswith("smallest.shown(")
     order = [next(i for i, s in enumerate(sources) if key in s) for key in (
-        "## The bug in a few lines", "## Words first", "layouts.metadata_strides(", "plots.read_windows(windows)",
-        "record.kernel_outcomes(", "<!-- outcome-cause -->", "## What compute-sanitizer sees",
+        "## The bug in a few lines", "plots.read_windows(windows)", "**So the bug needs two things at once.**",
+        "## Words first", "layouts.metadata_strides(", "record.kernel_outcomes(", "<!-- outcome-cause -->",
+        "## What compute-sanitizer sees",
     )]  # fmt: skip
     assert order == sorted(order), order
     marker = sources.index(next(s for s in sources if s.startswith("<!-- outcome-cause -->")))
     assert "plots.replay_errors(gpu_kernel" in sources[marker - 1]  # right after the torch-only results
     assert "what the misread cells hold" not in "".join(sources)
+    # issue #26: the first screen states the mechanism, without the series' symbols or a note about the tooling
+    first = sources[0].split("**What you will learn**")[0]
+    assert "**The bug in one paragraph.**" in first and "written by code" not in sources[0]
+    assert not any(f"`{sym}`" in first for sym in ("G", "K", "W_max", "G_max"))
+    # the smallest reproduction's kernel computes its addresses; only the 0.20.0 copy calls as_strided
+    assert "as_strided(" not in smallest.source(smallest.kernel)
+    assert "g * row_stride" in smallest.source(smallest.kernel)
 
 
 def test_notebook_03_points_back_to_01_rather_than_redrawing_its_figure():

@@ -1,5 +1,5 @@
 """What a user of vLLM 0.20.x can do without the plugin, in words (notebook 02), from
-:func:`flexfix.edition.tables.workarounds.workaround_table`."""
+:func:`flexfix.edition.tables.workarounds.workaround_table`; and what the plugin's patch cycle checks mean."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import re
 
 import pandas as pd
 
-from flexfix.edition.checks import DataError
+from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import listing, markdown, plural
 
-__all__ = ["without_plugin"]
+__all__ = ["without_plugin", "patch_cycle"]
 
 
 def _columns(table: pd.DataFrame, prefix: str) -> dict[int, str]:
@@ -60,3 +60,63 @@ def without_plugin(table: pd.DataFrame, safety_where: str, cost_where: str) -> s
         "throughput moves from one engine to the next, and differences smaller than that rank nothing."
     )
     return markdown(*lines)
+
+
+# What each check of notebook 02's patch cycle means, when it holds and when it does not.
+_CYCLE = {
+    "before: copy keeps the destination's strides": (
+        "before `apply()` the installed copy already kept the buffer's strides (this vLLM carries the fix)",
+        "before `apply()` the installed copy gave the view the source's strides: the bug",
+    ),
+    "before: supports_batch_invariance()": (
+        "before `apply()` FlexAttention already accepted batch invariance",
+        "before `apply()` FlexAttention refused batch invariance",
+    ),
+    "apply() patched": ("`apply()` patched both", "`apply()` patched nothing"),
+    "second apply() did nothing": ("a second `apply()` changed nothing", "a second `apply()` patched again"),
+    "after: copy keeps the destination's strides": (
+        "the patched copy keeps the buffer's strides",
+        "**the patched copy still takes the source's strides**",
+    ),
+    "after: supports_batch_invariance()": (
+        "FlexAttention then accepts batch invariance",
+        "**FlexAttention still refuses batch invariance**",
+    ),
+    "revert() reverted": ("`revert()` undid the patch", "**`revert()` undid nothing**"),
+    "second revert() did nothing": ("a second `revert()` changed nothing", "**a second `revert()` changed something**"),
+    "reverted copy is the original object": (
+        "the reverted copy is vLLM's own function object again",
+        "**the reverted copy is not vLLM's own function object**",
+    ),
+    "reverted supports_batch_invariance() is the original value": (
+        "its batch-invariance answer is the original one again",
+        "**its batch-invariance answer is not the original one**",
+    ),
+    "inside patched(): supports_batch_invariance()": (
+        "inside `patched()` FlexAttention accepts batch invariance",
+        "**inside `patched()` FlexAttention still refuses batch invariance**",
+    ),
+    "after patched(): back to the original": (
+        "after it, everything is back as it was",
+        "**after `patched()` the patch is still in place**",
+    ),
+    "fixed torch-only runs all ok": (
+        "the torch-only runs with the fixed copy matched the reference at every step",
+        "**a torch-only run with the fixed copy did not match the reference**",
+    ),
+    "patched copy follows the 0.21.0 rule": (
+        "the patched copy put every element where vLLM 0.21.0's slice puts it",
+        "**the patched copy put some element elsewhere than vLLM 0.21.0's slice**",
+    ),
+}
+
+
+def patch_cycle(checks: pd.DataFrame) -> str:
+    """Notebook 02's checks of ``apply()``/``revert()``/``patched()`` (a ``check``/``value`` table), said as what
+    each result means, in order; a check this function does not know is named with its value."""
+    require(checks, "the patch checks", values=("check", "value"))
+    said = []
+    for check, value in zip(checks["check"], checks["value"]):
+        meaning = _CYCLE.get(str(check))
+        said.append(meaning[0 if bool(value) else 1] if meaning else f"{check}: {value}")
+    return markdown(said[0][0].upper() + "; ".join(said)[1:] + ".")
