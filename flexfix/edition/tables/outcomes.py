@@ -36,8 +36,18 @@ def _what(scenario: str, what: str) -> str:
 
 def _recorded_in(table: pd.DataFrame) -> list[str]:
     """Which recording each row comes from (its results file, ``source``), so that repeats of one scenario are told
-    apart; "this run" where the table has no ``source`` (a live run)."""
-    return list(table["source"]) if "source" in table else ["this run"] * len(table)
+    apart, with "run k of n" where one recording holds a scenario more than once); "this run" where the table has no
+    ``source`` (a live run)."""
+    if "source" not in table:
+        return ["this run"] * len(table)
+    keys = list(zip(table["scenario"], table["source"])) if "scenario" in table else list(table["source"])
+    total = {k: keys.count(k) for k in keys}
+    seen: dict = {}
+    out = []
+    for key, source in zip(keys, table["source"]):
+        seen[key] = seen.get(key, 0) + 1
+        out.append(f"{source}, run {seen[key]} of {total[key]}" if total[key] > 1 else str(source))
+    return out
 
 
 def engine_summary(table: pd.DataFrame) -> pd.DataFrame:
