@@ -1,6 +1,7 @@
 """Teaching round 3 (issue #26), notebooks 01-03: the smallest reproduction, the sentences that answer the review,
 and the notebooks' order. Each test states what a reader is told and checks it against the code or the data."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from flexfix.edition import glossary, results, schemas, tables
 from flexfix.edition.narrative import reproduce, workarounds
 from flexfix.edition.tables.workarounds import workaround_table
 from flexfix.measure import engine_sweep, record
-from flexfix.mechanism import smallest
+from flexfix.mechanism import paged, smallest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -198,3 +199,57 @@ def test_the_workaround_table_refuses_an_engine_it_cannot_name():
     with pytest.raises(ValueError, match="no way around the bug is known for graphs=full, max_num_seqs=8"):
         workaround_table(safety, odd)
     assert isinstance(workaround_table(safety, cost), pd.DataFrame)
+
+
+# Teaching round 3 (issue #26): notebooks 01-03 as a newcomer reads them.
+
+
+def test_a_silently_wrong_replay_inside_a_run_that_failed_is_said():
+    """A2: a CPU run with index errors that also answered one replay wrong must not hide that answer."""
+    recorded, _ = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
+    runs = recorded[recorded["copy"] == "as_strided"].head(2).copy()
+    ok = {"outcome": "ok", "max_error": 1e-3}
+    runs["records"] = [[ok, {"outcome": "index_error"}, {"outcome": "wrong_result", "max_error": 2.9}], [ok]]
+    runs["status"] = ["index_error", "index_error"]
+    said = reproduce.kernel_outcomes(runs, "x")
+    assert "1 of these runs also answered a later replay silently wrong" in said
+    runs["records"] = [[ok, {"outcome": "index_error"}], [ok]]
+    assert "answered a later replay silently wrong" not in reproduce.kernel_outcomes(runs, "x")
+
+
+def test_engine_tables_tell_repeats_apart_and_carry_no_expectations():
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    summary = tables.engine_summary(engines)
+    assert not {"expected", "as_expected"} & set(summary.columns)
+    keyed = summary.reset_index()[["scenario", "recorded_in"]]
+    assert not keyed.duplicated().any(), keyed[keyed.duplicated(keep=False)]
+    assert "unpatched" not in summary.loc["patched_d", "what"]
+    one = tables.outcome_table(engines.head(0), engines.head(0), engines)
+    assert not one[["case", "recorded_in"]].duplicated().any()
+    threshold = tables.threshold_table(engines)
+    fresh = threshold[threshold["how"] == "fresh engine"]
+    assert (fresh["max_num_seqs"] == fresh["requests"].clip(lower=16)).all()
+
+
+def test_k_is_shown_as_computed_and_kv_indices_are_checked_against_vllm(monkeypatch):
+    shape = paged.PagedShape(max_num_seqs=128, max_model_len=1024, num_pages=8192)
+    step = paged.make_step(shape, [200] + [100] * 47, seed=0)
+    assert glossary.width_explained(step).startswith("K = 16 * cdiv(max_seq_len, 16) = 16 * cdiv(200, 16) = 16 * 13")
+    assert glossary.same_as_vllm(step, shape.num_pages).endswith(": yes")
+    # the check can fail: kv_indices that are not vLLM's read NO
+    real = paged.build_kv_indices
+    monkeypatch.setattr(paged, "build_kv_indices", lambda st: (real(st)[0].flip(1), real(st)[1]))
+    assert glossary.same_as_vllm(step, shape.num_pages).endswith(": NO")
+
+
+def test_the_patch_cycle_is_said_as_what_it_means():
+    checks = pd.DataFrame(
+        [
+            {"check": "before: copy keeps the destination's strides", "value": False},
+            {"check": "apply() patched", "value": True},
+            {"check": "revert() reverted", "value": False},
+        ]
+    )
+    said = workarounds.patch_cycle(checks)
+    assert said.startswith("Before `apply()` the installed copy gave the view the source's strides")
+    assert "**`revert()` undid nothing**" in said and "True" not in said and "False" not in said
