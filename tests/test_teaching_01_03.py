@@ -1,7 +1,6 @@
 """Teaching round 3 (issue #26), notebooks 01-03: the smallest reproduction, the sentences that answer the review,
 and the notebooks' order. Each test states what a reader is told and checks it against the code or the data."""
 
-import dataclasses
 import json
 from pathlib import Path
 
