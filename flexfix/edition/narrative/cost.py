@@ -61,7 +61,7 @@ def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str
         return markdown(
             f"**What {where} measured:** flex (eager path) took {span(ratios['flex_over_sdpa'], '{:.1f}', 'x')} the "
             "time of dense SDPA on the same keys and values. No CUDA graphs on CPU: graph and batch-invariant "
-            "ratios come from the GPU tables." + (f" {spread}" if spread else "")
+            "ratios come from the GPU tables." + (f" {spread[:1].upper()}{spread[1:]}" if spread else "")
         )
     contexts = sorted(ratios["context"].unique())
     by_context = "; ".join(

@@ -82,7 +82,7 @@ def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None 
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
                 colour = text_colour(MATCH_COLOURS.get(grid.iat[i, j], "#ffffff"))
-                ax.text(j, i, str(notes.iat[i, j]), ha="center", va="center", fontsize=7, color=colour)
+                ax.text(j, i, str(notes.iat[i, j]), ha="center", va="center", fontsize=8, color=colour)
         key = notes.attrs.get("key", "cell text: see the title")
         legend_title = "cell colour: its worst outcome\n" + key
     legend = ax.legend(
