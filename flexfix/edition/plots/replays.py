@@ -126,9 +126,13 @@ def replay_errors(table: pd.DataFrame, title: str):
         colour = REPLAY_ERROR_COLOURS["tolerance"][1]
         ax.axhline(tol[0], color=colour, lw=0.8, ls="--", label=f"tolerance {tol[0]:.0e} ({tol[1]})")
     ax.set_yscale("log")
-    from matplotlib.ticker import LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    ax.yaxis.set_major_locator(LogLocator(base=10))
+    lo, hi = ax.get_ylim()
+    narrow = hi / max(lo, 1e-300) < 100  # under two decades: label 1, 2 and 5 of each, else one label a decade
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
+    if narrow:
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlim(-0.4, steps - 0.6)
     ax.set_xticks(range(steps))
