@@ -32,8 +32,12 @@ $(STAMP): pyproject.toml $(LOCK)
 notebooks: $(STAMP)
 	MPLBACKEND=agg $(BIN)/flexfix notebooks --out build/notebooks
 
+# pytest-xdist: the tests run on every core (-n auto; PYTEST_WORKERS=0 runs them in this process), each notebook
+# still executed once (tests/conftest.py); worksteal: an idle worker takes tests queued for a busy one, as a few
+# tests take minutes and most take well under a second.
+PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	MPLBACKEND=agg $(BIN)/python -m pytest
+	MPLBACKEND=agg $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 # On a GPU box only (never in CI): the notebooks with GPU parameters, then the GPU verdicts (tests/test_gpu.py).
 test-gpu: $(STAMP)

@@ -1,3 +1,4 @@
+import fcntl
 import os
 import signal
 from pathlib import Path
@@ -5,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from flexfix.edition.run_notebooks import describe_failure, execute, parameters_for
+from flexfix.measure import children
 
 os.environ.setdefault("MPLBACKEND", "agg")
 
@@ -13,6 +15,15 @@ os.environ.setdefault("MPLBACKEND", "agg")
 # for their children instead (and the CLIs they start would inherit the ignored signal). Ctrl-C as usual.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# Under pytest-xdist (`make test`: -n auto) the workers share the cores: each worker, the notebook kernels and the
+# children it starts get their share of torch's threads (flexfix.measure.children.threads_per_child, for the same
+# reason: torch's intra-op threads default to every core, and two workers of a 2-core machine with two threads
+# each spend their time waiting for one another). A value the user set is left alone.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in children.THREAD_VARIABLES:
+        os.environ.setdefault(_name, _share)
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 900  # seconds per notebook cell
@@ -27,28 +38,69 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.adversarial)
 
 
+@pytest.fixture(autouse=True)
+def _alone_under_xdist(request, tmp_path_factory):
+    """Under pytest-xdist a test marked ``alone`` (a timing bound) runs while no other test runs: every test holds a
+    shared lock of the session while it runs, a test marked ``alone`` the exclusive one. A turnstile in front of it
+    keeps the other workers from taking the shared lock again and again while one waits for the exclusive one."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        yield
+        return
+    alone = request.node.get_closest_marker("alone") is not None
+    base = tmp_path_factory.getbasetemp().parent
+    with open(base / "alone.gate", "a") as gate, open(base / "alone.lock", "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        yield
+
+
 @pytest.fixture(scope="session")
 def executed(tmp_path_factory):
     """Execute each notebook once (lazily, once per test session, whichever test file asks first) with CPU
-    parameters and hand back its results folder."""
+    parameters and hand back its results folder.
+
+    Under pytest-xdist (`make test` runs ``-n auto``) every worker has a session of its own: the notebooks are
+    executed into a folder that the workers share, the first worker that asks for a notebook executes it while
+    holding that notebook's lock, the others wait for it and read the same results (or fail with the same
+    message), so each notebook still runs once per ``pytest`` command."""
+    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    root = (tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.getbasetemp()) / "notebooks"
+    root.mkdir(parents=True, exist_ok=True)
     done = {}
 
     def run(stem):
         if stem not in done:
-            out = tmp_path_factory.mktemp(stem)
-            nb = ROOT / "notebooks" / f"{stem}.ipynb"
-            try:
-                execute(nb, out / "executed", parameters_for(nb.name, "cpu", out / "results"), timeout=TIMEOUT)
-            except Exception as exc:  # noqa: BLE001 - name the notebook and the failing cell
-                pytest.fail(f"{nb.name} failed at {describe_failure(exc)}")
+            out, nb = root / stem, ROOT / "notebooks" / f"{stem}.ipynb"
+            failed, finished = root / f"{stem}.failed", root / f"{stem}.done"
+            with open(root / f"{stem}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
+                if not finished.exists() and not failed.exists():
+                    why = _execute(nb, out)
+                    if why:
+                        failed.write_text(why)
+                    else:
+                        finished.touch()
+            if failed.exists():
+                pytest.fail(failed.read_text())
             done[stem] = out / "results"
-            import nbformat
-
-            from flexfix.edition import publish
-
-            executed_nb = nbformat.read(out / "executed" / nb.name, as_version=4)
-            problems = publish.problems(publish.normalise(executed_nb), nb.name, allow_cpu=True)  # the edition rules
-            assert not problems, problems
         return done[stem]
 
     return run
+
+
+def _execute(nb: Path, out: Path) -> str:
+    """Execute ``nb`` into ``out`` with CPU parameters: what failed, or "" when it ran and keeps the edition
+    rules."""
+    try:
+        execute(nb, out / "executed", parameters_for(nb.name, "cpu", out / "results"), timeout=TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - name the notebook and the failing cell
+        return f"{nb.name} failed at {describe_failure(exc)}"
+    import nbformat
+
+    from flexfix.edition import publish
+
+    executed_nb = nbformat.read(out / "executed" / nb.name, as_version=4)
+    problems = publish.problems(publish.normalise(executed_nb), nb.name, allow_cpu=True)  # the edition rules
+    return f"{nb.name} breaks the edition rules: {problems}" if problems else ""

@@ -35,6 +35,7 @@ def test_the_engine_cases_are_vllms_copies():
         copy_speed.engine_cases(SMALL, batches=(65,))
 
 
+@pytest.mark.alone
 def test_the_installed_copy_is_within_a_generous_bound_of_the_slice_copy(no_per_element_check):
     """Where the per-element check made it 20-400x slower (a [G, K] slice narrower than the buffer), the installed
     copy now costs what the bare slice copy costs; the bound is generous for a noisy 2-core machine."""
@@ -47,6 +48,7 @@ def test_the_installed_copy_is_within_a_generous_bound_of_the_slice_copy(no_per_
     assert (table.ratio < 2.0).all(), table[["buffer", "src_shape", "slice_us", "installed_us", "ratio"]]
 
 
+@pytest.mark.alone
 def test_the_old_per_element_check_is_what_the_bound_catches():
     """The bound above tells the two apart: the per-element check, still there for interleaved strides, costs
     tens of microseconds at a narrow kv_indices slice, against a few for the copy."""

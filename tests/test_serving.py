@@ -426,20 +426,19 @@ def test_record_cli_interrupted_stops_the_server_and_keeps_finished_scenarios(mo
 
 
 @pytest.mark.notebook
-def test_notebook_06_runs_on_cpu_against_the_fake(tmp_path):
+def test_notebook_06_runs_on_cpu_against_the_fake(executed):
     import nbformat
 
-    from flexfix.edition.run_notebooks import execute, parameters_for
-
-    nb = ROOT / "notebooks" / "06_serving.ipynb"
-    executed = execute(nb, tmp_path / "executed", parameters_for(nb.name, "cpu", tmp_path / "results"), timeout=600)
+    folder = executed("06_serving")  # executed once per session (tests/conftest.py), CPU parameters
     # a FAKE run is never saved under the real run's name, on any machine
-    table, prov = results.read_results(tmp_path / "results" / "serve_fake-cpu.json")
-    assert not (tmp_path / "results" / "serve-cpu.json").exists()
+    table, prov = results.read_results(folder / "serve_fake-cpu.json")
+    assert not (folder / "serve-cpu.json").exists()
     assert prov["parameters"]["server"].startswith("FAKE")
     assert list(table.status) == ["illegal_memory_access", "ok", "differs"] and table.as_expected.all()
     text = "\n".join(
-        o.get("text", "") for c in nbformat.read(executed, as_version=4).cells for o in c.get("outputs", [])
+        o.get("text", "")
+        for c in nbformat.read(folder.parent / "executed" / "06_serving.ipynb", as_version=4).cells
+        for o in c.get("outputs", [])
     )
     assert "device path: cpu" in text and "FAKE" in text
     if not (ROOT / "data" / "serve-cuda.json").exists():
