@@ -30,6 +30,8 @@ DATA_CELLS: dict[str, tuple[str, ...]] = {
         'schemas.recorded(DATA_DIR, "ima_kernel"',
         "plots.replay_errors(gpu_kernel",
         "sanitizer_from = ",
+        "cause_tables.recorded(DATA_DIR)",
+        "outcome_grid(cause_runs",
         "engine_from = ",
         "tables.threshold_table(engine_runs)",
         "record.RECORDED_EVERY_REQUEST",

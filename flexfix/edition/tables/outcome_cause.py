@@ -8,9 +8,19 @@ from __future__ import annotations
 
 import pandas as pd
 
+from flexfix.edition import schemas
 from flexfix.edition.checks import require
 
-__all__ = ["READ_COLUMNS", "RUN_COLUMNS", "SCENARIO_KEYS", "misread_summary", "placement_table", "scenario_label"]
+__all__ = [
+    "READ_COLUMNS",
+    "RUN_COLUMNS",
+    "SCENARIO_KEYS",
+    "PLACEMENT_RUNS",
+    "recorded",
+    "misread_summary",
+    "placement_table",
+    "scenario_label",
+]
 
 READ_COLUMNS = ("copy", "seed", "step", "own", "other_page", "pad", "never_written", "out_of_range", "cells_read")
 READ_VALUES = (*READ_COLUMNS, "missed", "front_bytes_read")
@@ -28,6 +38,37 @@ RUN_COLUMNS = (
     "touch_result",
 )
 SCENARIO_KEYS = ["copy", "batch", "placement", "v_placement", "touch"]
+
+
+# What notebook 01 needs of a recorded placement file: the scenario and outcome of every run (the driver's answers
+# and a run's own read in front may be null: a control reads nothing in front, a run that faulted early has none).
+def _pairs_agree(record) -> str | None:
+    """A run read in front of a cache (``touch``) exactly when it says how that read went (``touch_result``); the
+    driver gave the size of an allocation in front of K (of V) exactly when it listed one there."""
+    from flexfix.edition.checks import is_missing
+
+    for a, b in (("touch", "touch_result"), ("front_k_size", "front_k_mapped"), ("front_v_size", "front_v_mapped")):
+        has_a = not is_missing(record.get(a))
+        has_b = not is_missing(record.get(b)) and (record.get(b) is not False if b.endswith("_mapped") else True)
+        if has_a != has_b:
+            return f"{a} and {b} disagree ({record.get(a)!r}, {record.get(b)!r})"
+    return None
+
+
+PLACEMENT_RUNS = schemas.Schema(
+    "the crash-or-wrong-answer placements",
+    values=(
+        *("copy", "placement", "v_placement", "batch", "seed", "status", "front_k_mapped", "front_v_mapped"),
+        *("k_address", "v_address", "predicted", "probe_moment", "pads_read"),
+    ),
+    columns=(*RUN_COLUMNS, "touch", "touch_result", "front_k_size", "front_v_size"),
+    rules=(_pairs_agree,),
+)
+
+
+def recorded(data_dir, name: str = "outcome_cause") -> tuple[pd.DataFrame, object]:
+    """The recorded placement runs under ``data_dir`` and their provenance, read through :data:`PLACEMENT_RUNS`."""
+    return schemas.recorded(data_dir, name, PLACEMENT_RUNS)
 
 
 def misread_summary(reads: pd.DataFrame) -> pd.DataFrame:
