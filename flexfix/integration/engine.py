@@ -117,7 +117,7 @@ SCENARIOS = {
             False,
             (48,),
             "ok",
-            "as (d), unpatched setting VLLM_BATCH_INVARIANT=0 with 48 requests, but with flexfix's vllm_patch.apply()",
+            "patched with flexfix's vllm_patch.apply(): scenario (d) (VLLM_BATCH_INVARIANT=0, 48 requests) with the fix",
         ),
         Scenario(
             "patched_plugin",
