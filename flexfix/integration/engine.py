@@ -117,7 +117,7 @@ SCENARIOS = {
             False,
             (48,),
             "ok",
-            "patched with flexfix's vllm_patch.apply(): scenario (d) (VLLM_BATCH_INVARIANT=0, 48 requests) with the fix",
+            "patched with flexfix's vllm_patch.apply(): scenario (d) (VLLM_BATCH_INVARIANT=0, 48 requests), fixed",
         ),
         Scenario(
             "patched_plugin",
