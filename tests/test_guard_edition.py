@@ -68,8 +68,9 @@ def test_vllms_own_check_was_on_and_blind():
 
 def test_mutants_three_named_the_stale_tail_invisible():
     view = tg.mutant_table(table("guard026_mutants")).set_index("mutant")
-    assert set(view["under FLEXFIX_GUARD=error"]) == {"guard_refused", "ok"}
-    assert view.loc["stale_tail", "under FLEXFIX_GUARD=error"] == "ok"
+    assert set(view["under FLEXFIX_GUARD=error"]) == {"guard_refused", "completed"}  # "ok" is said "completed"
+    assert view.loc["stale_tail", "under FLEXFIX_GUARD=error"] == "completed"
+    assert set(view["without the guard"]) == {"completed"}  # every mutant ran to the end: that is not "fine"
     assert view.loc["row_stride", "fields named"] == "TritonAttentionMetadata.block_table"
     assert view.loc["fresh_tensor", "fields named"] == "TritonAttentionMetadata.seq_lens"
     assert "rswa_window" in view.loc["frozen_decision", "fields named"]

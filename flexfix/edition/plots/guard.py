@@ -44,9 +44,9 @@ def guard_invariant(layouts: Sequence):
     for ax, lay in zip(axes[:, 0], layouts):
         ax.imshow(lay.owner_replay, cmap=cmap, vmin=-1.5, vmax=g - 0.5, aspect="auto", interpolation="nearest")
         for row in range(lay.g):
-            # the triangle sits on the top edge of its cell, the circle in its middle: both show where they coincide
+            # the triangle sits on the top edge of its cell, the circle in its middle: apart, yet one above the other
             for stride, marker, face, lift in (
-                (lay.capture_stride[0], "v", "black", -0.32),
+                (lay.capture_stride[0], "v", "black", -0.5),
                 (lay.replay_stride[0], "o", "white", 0.0),
             ):
                 offset = row * stride
@@ -65,7 +65,7 @@ def guard_invariant(layouts: Sequence):
         ax.set_ylabel("buffer row")
         ax.set_yticks(range(lay.g_max))
         ax.set_xlim(-1.2, lay.w_max - 0.5)  # room for the marks of column 0 and of row 0's top edge
-        ax.set_ylim(lay.g_max - 0.5, -0.95)
+        ax.set_ylim(lay.g_max - 0.5, -1.05)
     axes[-1, 0].set_xlabel("buffer column (W_max cells per row)")
     fig.set_layout_engine("constrained", h_pad=0.12)
     handles, labels = _legend_blocks(g)
