@@ -207,6 +207,8 @@ def test_sentence_on_a_flip():
     runs = _runs(guarded="wrong_result", fenced="illegal_memory_access", default="wrong_result")
     text = story.outcome_cause(runs, "a test")
     assert "not the cells" in text and "2 runs on seeds 0 and 1: 2 with a silently wrong result" in text
+    # a newcomer's B2: counts, not "every time"
+    assert "a silently wrong answer in 2 of 2 runs" in text and "every time" not in text
     assert (
         "in front of K in 2 and in front of V in 2 of them; the outcome was the one those answers predict in 2 of 2"
         in text

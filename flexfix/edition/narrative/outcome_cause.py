@@ -111,8 +111,9 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
     flipped = (g["status"] == "wrong_result").all() and (f["status"] == "illegal_memory_access").all()
     lead = (
         "**What decides: the memory in front of the KV cache, not the cells.** With the same seeds, hence the same "
-        "misread cells, mapped bytes in front of the caches gave a silently wrong answer every time and unmapped "
-        "bytes an illegal memory access every time"
+        f"misread cells, mapped bytes in front of the caches gave a silently wrong answer in {len(g)} of "
+        f"{plural(len(g), 'run')} and unmapped bytes an illegal memory access in {len(f)} of "
+        f"{plural(len(f), 'run')}, on this GPU (counts, not a law: each arm below says how many runs it rests on)"
         if flipped and same_seeds
         else "**What decides.** Placing the cache did not flip every run: read the counts below"
     )
@@ -165,10 +166,12 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
             ]
         ]
         if hit < len(d) and not unlisted_but_read.empty:
+            seeds = listing(sorted(set(unlisted_but_read["seed"])))
             parts.append(
-                "The direct reads say why: bytes in front of a cache where the driver listed no allocation were "
-                "read without a fault: something the lookup does not list was mapped there. The outcome follows "
-                "what is mapped, which the lookup can miss."
+                f"The direct reads say why, in {plural(len(unlisted_but_read), 'run')} (seeds {seeds}): bytes in "
+                "front of a cache where the driver listed no allocation were read without a fault: something the "
+                "lookup does not list was mapped there. The outcome follows what is mapped, which the lookup can "
+                "miss; for the `default` runs nobody read directly, that is inferred from these, not read."
             )
     if not controls.empty:
         lines = [
