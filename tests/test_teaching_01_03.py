@@ -251,3 +251,27 @@ def test_the_patch_cycle_is_said_as_what_it_means():
     said = workarounds.patch_cycle(checks)
     assert said.startswith("Before `apply()` the installed copy gave the view the source's strides")
     assert "**`revert()` undid nothing**" in said and "True" not in said and "False" not in said
+
+
+# Teaching round 4: a newcomer's read of the published notebook 01.
+
+
+def test_the_one_table_holds_the_every_request_engines_and_the_placement_runs():
+    """A1: the every-request engines (the lowest fault) and the placement runs are rows of the one table, and
+    every row says which recording it comes from."""
+    from flexfix.edition.tables import outcome_cause as cause_tables
+
+    recorded, _ = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
+    sanitizer, _ = schemas.recorded(DATA, "ima_sanitizer", schemas.SANITIZER_RUNS)
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    every, _ = schemas.recorded(DATA, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
+    placed, prov = cause_tables.recorded(DATA)
+    table = tables.outcome_table(recorded, sanitizer, engines, every=every, placements=placed, placements_source="x")
+    stock = table[table["experiment"] == "vLLM 0.20.0 engine, every request"]
+    assert stock.iloc[0]["case"].endswith("17, 32, 47 planned, 17 completed")
+    assert (stock["case"].str.contains("stock") | stock["case"].str.contains("patched")).all()
+    rows = table[table["experiment"] == "torch-only, caches placed by hand"]
+    assert rows["case"].str.extract(r": (\d+) of")[0].astype(int).sum() == len(placed)
+    assert "illegal_memory_access" in set(rows["outcome"])
+    assert "torch-only graph replay" not in set(table["experiment"])
+    assert not (table["recorded_in"] == "recorded").any()

@@ -237,8 +237,11 @@ def crash_threshold(table: pd.DataFrame) -> str:
         head = f"The first fault came at {listing(firsts)}"
     return markdown(
         f"**{head}**: more than one query block in flight is necessary for a "
-        "fault, not sufficient, and the count where it starts is a property of this run (this model, these "
-        "prompts, this GPU), not a constant of the bug.",
+        "fault, not sufficient, and the count where it starts was measured only in this setting (this model, "
+        "these prompts, this GPU, these `max_num_seqs`), not a constant of the bug. A count that *completed* is not "
+        "evidence that it read correctly: each fresh engine starts with `max_num_seqs` equal to its count, which "
+        "sets the batch sizes it captures full graphs for and so whether its batch replays one at all, and a "
+        "completed run can still have misread silently (the next section, and notebook 07's guard, check that).",
         "\n".join(lines),
     )
 

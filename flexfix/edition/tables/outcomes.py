@@ -30,6 +30,10 @@ _WHAT = {
 }
 
 
+# The results files the recorded torch-only and sanitizer runs come from (flexfix.measure.record's plan).
+_KERNEL_FILE, _SANITIZER_FILE = "ima_kernel", "ima_sanitizer"
+
+
 def _what(scenario: str, what: str) -> str:
     return _WHAT.get(scenario, what)
 
@@ -92,6 +96,43 @@ def sanitizer_view(table: pd.DataFrame, lines: int = 6) -> pd.DataFrame:
     return out.set_index("copy")
 
 
+def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
+    """One row per every-request engine: its label (saying "patched" where it is), the batches it planned and
+    completed, and its status."""
+    rows = []
+    for r, where in zip(every.itertuples(), _recorded_in(every)):
+        done = [int(rec["requests"]) for rec in r.records if rec.get("kind") == "every_request"]
+        name = r.engine.replace(" graphs", "")
+        rows.append(
+            {
+                "from": source,
+                "experiment": "vLLM 0.20.0 engine, every request",
+                "case": f"{name if 'stock' in name else name + ', patched'}: batches "
+                f"{', '.join(map(str, r.every_request))} planned, {', '.join(map(str, done)) or 'none'} completed",
+                "outcome": r.status,
+                "recorded_in": where if "source" in every else source,
+            }
+        )
+    return rows
+
+
+def _placement_rows(runs: pd.DataFrame, source: str) -> list[dict]:
+    """The cache-placement runs (notebook 01, "what decides"), one row per placement and outcome, with its count."""
+    arms = ["copy", "batch", "placement", "v_placement"]
+    size = runs.groupby(arms, sort=False).size()
+    return [
+        {
+            "from": source,
+            "experiment": "torch-only, caches placed by hand",
+            "case": f"{c}, batch {b}, K cache {k}, V cache {v}: {len(grp)} of {size[(c, b, k, v)]} runs "
+            f"(seeds {', '.join(map(str, sorted(set(grp['seed']))))})",
+            "outcome": st,
+            "recorded_in": source,
+        }
+        for (c, b, k, v, st), grp in runs.groupby([*arms, "status"], sort=False)
+    ]
+
+
 def outcome_table(
     kernel: pd.DataFrame,
     sanitizer: pd.DataFrame,
@@ -99,10 +140,16 @@ def outcome_table(
     sources: tuple[str, str, str] = ("recorded", "recorded", "recorded"),
     this_run: pd.DataFrame | None = None,
     this_run_source: str = "this run",
+    every: pd.DataFrame | None = None,
+    every_this_run: pd.DataFrame | None = None,
+    placements: pd.DataFrame | None = None,
+    placements_source: str = "recorded",
 ) -> pd.DataFrame:
     """The outcomes in one table; ``sources`` says where each of the three tables comes from (the
     recorded files, or this run), a column of its own.  ``this_run``: this run's torch-only runs, listed first
-    (``this_run_source`` names them, with their launch); None gives one row saying they are not in this table."""
+    (``this_run_source`` names them, with their launch); None gives one row saying they are not in this table.
+    ``every`` (recorded) and ``every_this_run``: the every-request engines; ``placements``: the cache-placement runs
+    (``placements_source`` says where they come from); each left out when None."""
     rows = []
     if this_run is None:
         rows.append(
@@ -121,9 +168,10 @@ def outcome_table(
     rows += [
         {
             "from": sources[0],
-            "experiment": "torch-only graph replay",
+            "experiment": "torch-only, graph launch",
             "case": f"{r.copy}, batch {r.batch}, seed {r.seed}",
             "outcome": r.status,
+            "recorded_in": _KERNEL_FILE if sources[0] == "recorded" else sources[0],
         }
         for r in kernel.itertuples()
     ]
@@ -133,6 +181,7 @@ def outcome_table(
             "experiment": "compute-sanitizer memcheck",
             "case": f"{r.copy} ({r.sanitizer_errors} errors)",
             "outcome": r.status,
+            "recorded_in": _SANITIZER_FILE if sources[1] == "recorded" else sources[1],
         }
         for r in sanitizer.itertuples()
     ]
@@ -146,6 +195,12 @@ def outcome_table(
         }
         for r, where in zip(engine.itertuples(), _recorded_in(engine))
     ]
+    if every_this_run is not None:
+        rows += _every_request_rows(every_this_run, this_run_source)
+    if every is not None:
+        rows += _every_request_rows(every, "recorded")
+    if placements is not None:
+        rows += _placement_rows(placements, placements_source)
     out = pd.DataFrame(rows)
     out["recorded_in"] = out["recorded_in"].fillna(out["from"]) if "recorded_in" in out else out["from"]
     return out
