@@ -275,3 +275,20 @@ def test_the_one_table_holds_the_every_request_engines_and_the_placement_runs():
     assert "illegal_memory_access" in set(rows["outcome"])
     assert "torch-only graph replay" not in set(table["experiment"])
     assert not (table["recorded_in"] == "recorded").any()
+
+
+def test_which_decode_batches_replay_a_full_graph_is_vllms_own_answer():
+    """A2/A3: FULL decode graphs only up to max_num_seqs (vLLM's CudagraphDispatcher); a fresh engine of 17 runs its
+    batch of 17 without one, so its 'completed' says nothing about the bug, and the threshold sentence says so."""
+    table = glossary.decode_dispatch([(17, 17), (128, 17), (48, 48), (17, 17)])
+    assert len(table) == 3  # pairs asked twice are shown once
+    first = table.iloc[0]
+    assert (first["largest FULL decode graph"], first["padded to"], first["runs with"]) == (16, 24, "PIECEWISE")
+    assert list(table["runs with"][1:]) == ["FULL", "FULL"]
+    assert max(glossary.vllm_capture_sizes(17)) > 17  # the capture list runs past max_num_seqs
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    threshold = tables.threshold_table(engines)
+    dispatch = glossary.decode_dispatch(zip(threshold["max_num_seqs"], threshold["requests"]))
+    said = reproduce.crash_threshold(threshold, dispatch)
+    assert "a decode batch of 17, 44, 45, 46 and 47 requests" in said and "says nothing about the bug" in said
+    assert "property of this run" not in said

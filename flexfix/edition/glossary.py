@@ -12,14 +12,19 @@ import contextlib
 import logging
 import os
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from flexfix.mechanism import paged
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "TERMS",
     "markdown",
     "defined_numbers",
     "vllm_capture_sizes",
+    "decode_dispatch",
     "k_at_capture",
     "capture_source",
     "dummy_decode_source",
@@ -156,12 +161,11 @@ def same_as_vllm(step: paged.DecodeStep, num_pages: int) -> str:
     )
 
 
-def vllm_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int = 8192) -> list[int]:
-    """The decode batch sizes vLLM captures full CUDA graphs for, by the installed vLLM's own rule
-    (``VllmConfig._set_cudagraph_sizes``, applied to a stand-in config with these two limits, no
-    speculative decoding, one GPU)."""
+def _configured(max_num_seqs: int, max_num_batched_tokens: int = 8192) -> SimpleNamespace:
+    """A stand-in VllmConfig with these two limits (default graph mode FULL_AND_PIECEWISE, no speculative decoding,
+    no LoRA, one GPU), its capture sizes set by the installed vLLM's own rule (``VllmConfig._set_cudagraph_sizes``)."""
     with quiet_vllm():
-        from vllm.config.compilation import CompilationConfig, CUDAGraphMode
+        from vllm.config.compilation import CompilationConfig, CompilationMode, CUDAGraphMode
         from vllm.config.vllm import VllmConfig
 
     rule = getattr(VllmConfig, "_set_cudagraph_sizes", None)
@@ -174,12 +178,54 @@ def vllm_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int = 8192) ->
         compilation_config=compilation,
         scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens),
         speculative_config=None,
+        lora_config=None,
         performance_mode="throughput",
         parallel_config=SimpleNamespace(tensor_parallel_size=1),
     )
     with quiet_vllm():
         rule(stand_in)
-    return list(compilation.cudagraph_capture_sizes)
+        compilation.mode = CompilationMode.VLLM_COMPILE  # as an engine compiles: attention splits the graph
+        compilation.set_splitting_ops_for_v1("naive")
+    return stand_in
+
+
+def vllm_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int = 8192) -> list[int]:
+    """The batch sizes (tokens per step) vLLM captures CUDA graphs for, by the installed vLLM's own rule
+    (``VllmConfig._set_cudagraph_sizes``): PIECEWISE graphs at every one of them; which of them also get a FULL
+    decode graph, :func:`decode_dispatch` says."""
+    return list(_configured(max_num_seqs, max_num_batched_tokens).compilation_config.cudagraph_capture_sizes)
+
+
+def decode_dispatch(engines) -> pd.DataFrame:
+    """For each ``(max_num_seqs, batch)`` in ``engines``: what the installed vLLM's own ``CudagraphDispatcher``
+    (keys set by ``initialize_cudagraph_keys``) runs a uniform decode step of ``batch`` requests with: the FULL
+    decode graph sizes it holds (only sizes up to ``max_num_seqs``), the size the batch is padded to, and the
+    graph mode (FULL: a captured attention kernel is replayed; PIECEWISE or NONE: attention runs outside a graph)."""
+    import pandas as pd
+
+    with quiet_vllm():
+        from vllm.config.compilation import CUDAGraphMode
+        from vllm.v1.cudagraph_dispatcher import CudagraphDispatcher
+
+    rows = []
+    for max_num_seqs, batch in dict.fromkeys((int(m), int(b)) for m, b in engines):
+        config = _configured(int(max_num_seqs))
+        dispatcher = CudagraphDispatcher(config)
+        with quiet_vllm():
+            dispatcher.initialize_cudagraph_keys(CUDAGraphMode.FULL_AND_PIECEWISE, 1)
+            mode, desc = dispatcher.dispatch(int(batch), uniform_decode=True)
+        full = sorted(k.num_tokens for k in dispatcher.cudagraph_keys[CUDAGraphMode.FULL])
+        rows.append(
+            {
+                "max_num_seqs": int(max_num_seqs),
+                "largest FULL decode graph": max(full) if full else None,
+                "largest capture size": config.compilation_config.max_cudagraph_capture_size,
+                "decode batch": int(batch),
+                "padded to": desc.num_tokens,
+                "runs with": mode.name,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def k_at_capture() -> int:

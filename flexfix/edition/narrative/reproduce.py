@@ -204,9 +204,10 @@ def engine_scenarios(runs: pd.DataFrame, names: list[str]) -> str:
     return markdown("\n".join(lines))
 
 
-def crash_threshold(table: pd.DataFrame) -> str:
+def crash_threshold(table: pd.DataFrame, dispatch: pd.DataFrame | None = None) -> str:
     """From :func:`flexfix.edition.tables.threshold_table`: where each way of counting completed and where it died,
-    led by the first fault of each."""
+    led by the first fault of each; with ``dispatch`` (:func:`flexfix.edition.glossary.decode_dispatch` of the
+    engines' ``max_num_seqs`` and counts), which completed counts past one query block ran outside a FULL graph."""
     require(table, "the crash threshold", values=("how", "outcome", "requests"))
     lines, firsts = [], []
     for how, group in table.groupby("how", sort=False):
@@ -242,7 +243,26 @@ def crash_threshold(table: pd.DataFrame) -> str:
         "evidence that it read correctly: each fresh engine starts with `max_num_seqs` equal to its count, which "
         "sets the batch sizes it captures full graphs for and so whether its batch replays one at all, and a "
         "completed run can still have misread silently (the next section, and notebook 07's guard, check that).",
-        "\n".join(lines),
+        "\n".join(lines) + _outside_graphs(table, dispatch),
+    )
+
+
+def _outside_graphs(table: pd.DataFrame, dispatch: pd.DataFrame | None) -> str:
+    """The completed counts past one query block whose decode batch vLLM's dispatcher runs with no FULL graph."""
+    if dispatch is None:
+        return ""
+    require(dispatch, "the decode dispatch", values=("max_num_seqs", "decode batch", "runs with"))
+    done = table[(table["outcome"] == "completed") & (table["requests"] > 16)]
+    keys = set(zip(done["max_num_seqs"], done["requests"]))
+    pairs = zip(dispatch["max_num_seqs"], dispatch["decode batch"], dispatch["runs with"])
+    outside = dispatch[[(m, b) in keys and mode != "FULL" for m, b, mode in pairs]]
+    if outside.empty:
+        return "\n* Every completed count past one query block replayed a FULL decode graph (the dispatch table)."
+    return (
+        f"\n* By vLLM's own dispatcher (the table above), a decode batch of {listing(list(outside['decode batch']))} "
+        "requests on an engine with those `max_num_seqs` is padded past its largest FULL decode graph and runs "
+        "without one: attention outside any graph reads `kv_indices` as written and cannot misread. At those counts "
+        "'completed' says nothing about the bug, unless the batch shrank to a size with a FULL graph before the end."
     )
 
 
