@@ -59,6 +59,9 @@ def test_sanitizer_names_the_allocation_it_measured():
     sanitizer, _ = results.recorded(DATA, "ima_sanitizer")
     said = reproduce.sanitizer_read(sanitizer)
     assert "bytes *before* an allocation of" in said and "0 errors" in said
+    # the cache size it compares with is worked out where the reader sees it, not only asserted
+    worked = said.split("cache: ")[1].split(" bytes.")[0]
+    assert "pages of" in worked and "(bf16) = " in worked
 
 
 def test_misreads_name_the_blocks():

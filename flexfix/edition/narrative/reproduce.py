@@ -146,9 +146,9 @@ def faces(this_run: pd.DataFrame, this_where: str, recorded: pd.DataFrame, recor
 _BEFORE = re.compile(r"is ([\d,]+) bytes before the nearest allocation at \S+ of size ([\d,]+) bytes")
 
 
-def _cache_bytes() -> int:
+def _cache_bytes() -> tuple[int, str]:
     """Bytes of one of the sanitizer scenario's caches (keys or values): the default torch-only scenario's
-    shape, bf16 as on the GPU."""
+    shape, bf16 as on the GPU; and that size worked out, for the reader."""
     import torch
 
     from flexfix.measure import timing
@@ -156,8 +156,13 @@ def _cache_bytes() -> int:
     from flexfix.mechanism.kernel_repro import KernelScenario
 
     shape = KernelScenario().shape
-    both = timing.kv_bytes(1, shape.num_pages * paged.PAGE_SIZE, shape.num_kv_heads, shape.head_dim, torch.bfloat16)
-    return both // 2
+    tokens = shape.num_pages * paged.PAGE_SIZE
+    both = timing.kv_bytes(1, tokens, shape.num_kv_heads, shape.head_dim, torch.bfloat16)
+    worked = (
+        f"{shape.num_pages:,} pages of {paged.PAGE_SIZE} tokens x {shape.num_kv_heads} KV heads x head_dim "
+        f"{shape.head_dim} x {torch.bfloat16.itemsize} bytes (bf16) = {both // 2:,} bytes"
+    )
+    return both // 2, worked
 
 
 def sanitizer_read(sanitizer: pd.DataFrame) -> str:
@@ -165,7 +170,7 @@ def sanitizer_read(sanitizer: pd.DataFrame) -> str:
     whether the allocation it names has the size of one of the scenario's KV caches."""
     require(sanitizer, "the compute-sanitizer runs", values=("copy", "sanitizer_errors", "sanitizer_lines"))
     require_numbers(sanitizer["sanitizer_errors"], "the compute-sanitizer runs", "sanitizer_errors")
-    cache_bytes = _cache_bytes()
+    cache_bytes, worked = _cache_bytes()
     lines = []
     for _, row in sanitizer.iterrows():
         errors = row.get("sanitizer_errors")
@@ -175,7 +180,7 @@ def sanitizer_read(sanitizer: pd.DataFrame) -> str:
         if found:
             before, size = (int(x.replace(",", "")) for x in found.groups())
             what = (
-                f"an allocation of {size:,} bytes, the size of the scenario's key (and of its value) cache"
+                f"an allocation of {size:,} bytes, the size of the scenario's key (and of its value) cache: {worked}"
                 if size == cache_bytes
                 else f"an allocation of {size:,} bytes"
             )
