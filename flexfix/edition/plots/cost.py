@@ -82,7 +82,7 @@ def _run_names(table: pd.DataFrame) -> list[str]:
 
 def throughput_points(table: pd.DataFrame, title: str):
     """Output tokens per second, one panel per request count, one row per configuration: each
-    engine is a dot at its median with a bar from its slowest to its fastest timed repetition, so
+    engine is a marker at its median with a bar from its slowest to its fastest timed repetition, so
     the spread between and within engines is as visible as the differences between configurations.
     Engines are named by run as the runs table names them ("run k": the model's k-th recorded file); run k has
     ``SERIES_COLOURS[k - 1]`` and ``SERIES_MARKERS[k - 1]``, and sits at its own height in the row."""
