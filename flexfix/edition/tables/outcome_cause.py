@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from flexfix.edition import schemas
-from flexfix.edition.checks import require
+from flexfix.edition.checks import is_missing, require
 
 __all__ = [
     "READ_COLUMNS",
@@ -45,8 +45,6 @@ SCENARIO_KEYS = ["copy", "batch", "placement", "v_placement", "touch"]
 def _pairs_agree(record) -> str | None:
     """A run read in front of a cache (``touch``) exactly when it says how that read went (``touch_result``); the
     driver gave the size of an allocation in front of K (of V) exactly when it listed one there."""
-    from flexfix.edition.checks import is_missing
-
     for a, b in (("touch", "touch_result"), ("front_k_size", "front_k_mapped"), ("front_v_size", "front_v_mapped")):
         has_a = not is_missing(record.get(a))
         has_b = not is_missing(record.get(b)) and (record.get(b) is not False if b.endswith("_mapped") else True)
