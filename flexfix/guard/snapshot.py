@@ -103,46 +103,66 @@ def _key(t: torch.Tensor) -> tuple:
 def check(capture: Snapshot, roots: Mapping[str, object]) -> list[Finding] | None:
     """:func:`compare` of ``capture`` with the step's ``roots``, the fast way: only along the leaves the capture
     reached (no walk, no snapshot), by code compiled for this capture's structure (:func:`_compiled`), a tensor
-    compared as one tuple.  None where the step's structure differs from the capture's (a root, a field, a
-    container's length): then take a snapshot and :func:`compare`."""
+    compared as one tuple, and the findings of a leaf that differs in a way seen before taken from a memo (a
+    persistent buffer's slice takes a handful of shapes; the replay's findings on it are the same each time).
+    None where the step's structure differs from the capture's (a root, a field, a container's length): then
+    take a snapshot and :func:`compare`."""
     if tuple(roots) != capture.root_names:
         return None
-    probe, before = _compiled(capture)
+    probe, before, memo = _compiled(capture)
     try:
-        differ = probe(roots, before, _key)
+        differ = probe(roots, before)
     except (AttributeError, KeyError, IndexError, TypeError, ValueError):
         return None
     found: list[Finding] = []
-    for i in differ:
-        name, steps, path, kind, was = capture.plan[i]
-        value = follow(roots[name], steps)
-        if kind == _TENSOR:
-            if not isinstance(value, torch.Tensor):
+    for i, value in differ:
+        try:
+            known = memo.get((i, value))
+        except TypeError:  # an unhashable scalar: no memo
+            known = None
+        if known is None:
+            known = _leaf_findings(capture.plan[i], value)
+            if known is None:
                 return None
-            found += _tensor_findings(path, was[0], layout_of(value))
-        elif kind == _LEN:
-            return None
-        else:
-            if isinstance(value, list):
-                value = tuple(value)
-            elif isinstance(value, torch.Tensor):
-                return None  # a tensor where the capture saw a scalar: the slow path names it
-            if not _same(was, value):
-                found.append(_scalar_finding(path, was, value))
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            try:
+                memo[(i, value)] = known
+            except TypeError:
+                pass
+        found += known
     return found
+
+
+_MEMO_SIZE = 4096
+
+
+def _leaf_findings(leaf: tuple, value: object) -> list[Finding] | None:
+    """The findings at one leaf of the plan that the probe found different (``value``: a tensor's key, or the
+    scalar); None where only a full walk can say (a length, a tensor where a scalar was)."""
+    _, _, path, kind, was = leaf
+    if kind == _TENSOR:
+        ptr, stride, offset, dtype, device, shape = value
+        return _tensor_findings(path, was[0], Layout(ptr, tuple(shape), tuple(stride), offset, dtype, device))
+    if kind == _LEN or isinstance(value, torch.Tensor):
+        return None  # a changed length, or a tensor where the capture saw a scalar: the slow path names it
+    if isinstance(value, list):
+        value = tuple(value)
+    return [] if _same(was, value) else [_scalar_finding(path, was, value)]
 
 
 _COMPILED: dict[int, tuple] = {}
 
 
 def _compiled(capture: Snapshot) -> tuple:
-    """A function ``probe(roots, before, key) -> [indices of the plan's leaves that differ]`` written for this
-    capture's structure (straight-line attribute and item reads, each object reached once), and the values it
-    compares with.  Kept per capture (by id, with the capture itself, so the id cannot be reused)."""
+    """A function ``probe(roots, before) -> [(index of a leaf of the plan that differs, its value)]`` written for
+    this capture's structure (straight-line attribute and item reads, each object reached once; a tensor's
+    value is its :func:`_key`, read inline), the values it compares with, and the capture's memo of findings.
+    Kept per capture (by id, with the capture itself, so the id cannot be reused)."""
     found = _COMPILED.get(id(capture))
     if found is not None and found[0] is capture:
-        return found[1], found[2]
-    lines = ["def probe(roots, B, key):", "    d = []"]
+        return found[1:]
+    lines = ["def probe(roots, B):", "    d = []"]
     names: dict[tuple, str] = {}
     consts: list[object] = []
 
@@ -176,18 +196,20 @@ def _compiled(capture: Snapshot) -> tuple:
             leaf = f"len({obj})"
         else:
             leaf = obj
-        if kind == _TENSOR:
-            lines.append(f"    if key({leaf}) != B[{i}]: d.append({i})")
+        if kind == _TENSOR:  # _key(t), inline: a call less per tensor per replay
+            lines.append(f"    t = {leaf}")
+            lines.append("    v = (t.data_ptr(), t.stride(), t.storage_offset(), t.dtype, t.device, t.shape)")
+            lines.append(f"    if v != B[{i}]: d.append(({i}, v))")
             before.append(was[1])
         else:
             lines.append(f"    v = {leaf}")
-            lines.append(f"    if v.__class__ is not T[{i}] or v != B[{i}]: d.append({i})")
+            lines.append(f"    if v.__class__ is not T[{i}] or v != B[{i}]: d.append(({i}, v))")
             before.append(was)
     lines.append("    return d")
     scope = {"C": consts, "F": follow, "T": [type(b) for b in before]}
     exec(compile("\n".join(lines), "<flexfix.guard.snapshot probe>", "exec"), scope)  # noqa: S102
-    _COMPILED[id(capture)] = (capture, scope["probe"], tuple(before))
-    return scope["probe"], tuple(before)
+    _COMPILED[id(capture)] = (capture, scope["probe"], tuple(before), {})
+    return _COMPILED[id(capture)][1:]
 
 
 def compare(capture: Snapshot, replay: Snapshot) -> list[Finding]:

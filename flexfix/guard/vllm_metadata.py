@@ -78,9 +78,12 @@ def _metadata_roots(attn_metadata: object) -> dict[str, object]:
         return {type(attn_metadata).__name__: attn_metadata}
     distinct: dict[int, tuple[str, object]] = {}
     for i, group in enumerate(groups):
-        for layer, md in group.items():
+        for layer, md in group.items():  # every layer of a group shares one object: the first layer names it
             if md is not None and id(md) not in distinct:
                 distinct[id(md)] = (f"{layer}" if len(groups) == 1 else f"ubatch{i}:{layer}", md)
+    if len(distinct) == 1:  # the common case, once per step: no class can collide
+        ((_, md),) = distinct.values()
+        return {type(md).__name__: md}
     classes = Counter(type(md).__name__ for _, md in distinct.values())
     named = {}
     for layer, md in distinct.values():
