@@ -92,6 +92,21 @@ def test_fixed_copy_refuses_non_tensors():
         copy_to_persistent(torch.zeros(2), [1, 2])
 
 
+@pytest.mark.parametrize("src_shape", [(2, 5), (2, 8), (4, 5), (4, 8), (1, 1)])
+def test_a_buffer_that_starts_inside_its_storage_gets_the_leading_slice_of_itself(src_shape):
+    """The fast path builds dst[:G, :K] without getitem: it must keep dst's own offset and strides."""
+    storage = torch.zeros(6, 8)
+    dst = storage[2:]  # contiguous, storage offset 16
+    view = copy_to_persistent(dst, torch.ones(src_shape))
+    sliced = dst[: src_shape[0], : src_shape[1]]
+    assert (view.data_ptr(), view.stride(), view.storage_offset()) == (
+        sliced.data_ptr(),
+        sliced.stride(),
+        sliced.storage_offset(),
+    )
+    assert storage[:2].eq(0).all() and int(storage.sum()) == src_shape[0] * src_shape[1]
+
+
 def test_copy_to_slice_is_the_unchecked_rule():
     dst = torch.zeros(3, 8)
     src = torch.ones(2, 5)
@@ -144,6 +159,7 @@ def test_fixed_copy_property(case):
     if valid:
         view = copy_to_persistent(dst, src)
         assert view.stride() == dst.stride()
+        assert storage_map(view).tolist() == storage_map(dst[tuple(slice(0, n) for n in src_shape)]).tolist()
         assert torch.equal(view, src)
     else:
         with pytest.raises(ValueError) as err:

@@ -83,8 +83,13 @@ def copy_to_persistent(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
                 view = dst[...]
         elif rank == 2:
             (rows, width), (max_rows, max_width) = shape, limits
-            if rows <= max_rows and width <= max_width:
-                view = dst[:rows, :width] if width < max_width else dst[:rows] if rows < max_rows else dst[...]
+            if rows <= max_rows and width < max_width:
+                # dst[:rows, :width], built as the view with dst's OWN strides and offset: the same view, for half
+                # of getitem's host time (as_strided with the source's strides is 0.20.0's bug; with the
+                # destination's it is the slice)
+                view = dst.as_strided(shape, dst.stride())
+            elif rows <= max_rows and width == max_width:
+                view = dst[:rows] if rows < max_rows else dst[...]
         else:
             view = dst[tuple(slice(0, n) for n in shape)]
             view = view if view.shape == shape else None
