@@ -329,8 +329,7 @@ def blocksparse_decode(
     hkv, num_pages = k_cache.shape[1], k_cache.shape[2] // PAGE_SIZE
     mask_mod = make_mask_mod(views.physical_to_logical, views.seq_lens, views.doc_ids)
     q = query[0].float()
-    k = k_cache[0].float().repeat_interleave(hq // hkv, dim=0)
-    v = v_cache[0].float().repeat_interleave(hq // hkv, dim=0)
+    k, v = k_cache[0], v_cache[0]  # [kv heads, slots, d]: each tile gathers its keys, then widens them to hq heads
     out = torch.zeros(hq, t, d, dtype=torch.float32, device=query.device)
     for g in range(cdiv(t, Q_BLOCK)):
         count = int(views.kv_num_blocks[g])
@@ -342,27 +341,31 @@ def blocksparse_decode(
             )
         rows = torch.arange(g * Q_BLOCK, min((g + 1) * Q_BLOCK, t), device=query.device)
         tiles = [blocks] if reduction == "row" else [blocks[i : i + 1] for i in range(count)]
-        out[:, rows] = _online_softmax(q[:, rows], k, v, rows, tiles, mask_mod)
+        out[:, rows] = _online_softmax(q[:, rows], k, v, rows, tiles, mask_mod, hq // hkv)
     return out[None]
 
 
-def _online_softmax(q, k, v, rows, tiles, mask_mod) -> torch.Tensor:
+def _online_softmax(q, k, v, rows, tiles, mask_mod, group: int) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over the keys of ``tiles`` (lists of pages), one tile at a
-    time, as a flash kernel does.  With a single tile it is the plain softmax."""
+    time, as a flash kernel does.  With a single tile it is the plain softmax.  ``k``, ``v``: the
+    cache's kv heads, each shared by ``group`` query heads (GQA); only a tile's keys are widened to
+    the query heads (widening the whole cache first cost more than the attention at CPU sizes)."""
     hq, n, d = q.shape
     m = torch.full((hq, n, 1), float("-inf"), device=q.device)
     denom = torch.zeros(hq, n, 1, device=q.device)
     acc = torch.zeros(hq, n, d, device=q.device)
     for tile in tiles:
         kv_pos = (tile[:, None] * PAGE_SIZE + torch.arange(PAGE_SIZE, device=q.device)).flatten()
-        scores = (q[:, :, None, :] * k[:, None, kv_pos]).sum(-1) / math.sqrt(d)
+        keys = k[:, kv_pos].float().repeat_interleave(group, dim=0)
+        values = v[:, kv_pos].float().repeat_interleave(group, dim=0)
+        scores = (q[:, :, None, :] * keys[:, None]).sum(-1) / math.sqrt(d)
         scores = scores.masked_fill(~mask_mod(0, 0, rows[:, None], kv_pos[None, :]), float("-inf"))
         m_new = torch.maximum(m, scores.amax(-1, keepdim=True))
         shift = torch.where(torch.isinf(m_new), 0.0, m_new)  # a row with nothing unmasked yet
         p = torch.exp(scores - shift)
         alpha = torch.exp(m - shift)
         denom = denom * alpha + p.sum(-1, keepdim=True)
-        acc = acc * alpha + (p[..., None] * v[:, None, kv_pos]).sum(-2)
+        acc = acc * alpha + (p[..., None] * values[:, None]).sum(-2)
         m = m_new
     return (acc / denom).nan_to_num(0.0)  # a fully masked row gives 0
 
