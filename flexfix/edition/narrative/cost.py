@@ -114,7 +114,7 @@ def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str
         flex_hi, sdpa_lo = big["flex_bw_fraction"].max(), big["sdpa_bw_fraction"].min()
         if flex_hi < 0.5 <= sdpa_lo:
             parts.append(
-                "at large batch and context flex reads the keys and values at a fraction of the copy "
+                "at large batch and context flex reads the keys and values at a small fraction of the copy "
                 "bandwidth, dense SDPA on the same bytes close to it"
             )
     if spread:
@@ -191,12 +191,30 @@ def engine_noise(speed: pd.DataFrame, spread: pd.DataFrame, runs: pd.DataFrame) 
         for model, row in per_model.iterrows()
     ]
     counts = " and ".join(sorted({str(int(n)) for n in runs["request_counts"]}))
+    chance, sd = float(runs["by_chance"].sum()), _chance_sd(speed)
     lines.append(
-        f"* The slowest timed repetition was the first in {first} of {cases} timed cases ({engines} engines, each "
-        f"timed at {counts} request counts: the runs table's `cases` and `slowest_first`); by chance alone about "
-        f"{runs['by_chance'].sum():.1f} (one in the number of repetitions of each case, summed: `by_chance`)."
+        f"* **Warm-up**: {_warmup_meaning(first, chance, sd)}. The slowest timed repetition was the first in "
+        f"{first} of {cases} timed cases ({engines} engines, each timed at {counts} request counts: the runs table's "
+        f"`cases` and `slowest_first`); by chance alone about {chance:.1f} (one in the number of repetitions of each "
+        f"case, summed: `by_chance`), give or take about {sd:.1f} (one standard deviation of that count)."
     )
     return markdown("**How far one number moves**", lead, "\n".join(lines))
+
+
+def _chance_sd(speed: pd.DataFrame) -> float:
+    """How far chance alone scatters the count of cases whose slowest repetition is the first: the standard
+    deviation, the square root of the summed p(1 - p), p = 1 / repetitions of each case."""
+    return sum((1 / len(s)) * (1 - 1 / len(s)) for s in speed["seconds"]) ** 0.5
+
+
+def _warmup_meaning(first: int, chance: float, sd: float) -> str:
+    """Whether the first timed repetition was the slowest more often than chance explains, in words."""
+    z = (first - chance) / sd if sd else 0.0
+    if z >= 2:
+        return "more often than chance explains, the first timed repetition was the slowest: one warm-up was too few"
+    if z >= 1:
+        return "a hint, not proof, that one untimed warm-up batch was not always enough"
+    return "no sign that one untimed warm-up batch was too few: the first repetition was the slowest as chance gives"
 
 
 def _ratio_line(row: pd.Series) -> str:
@@ -205,6 +223,12 @@ def _ratio_line(row: pd.Series) -> str:
         f"{above} of {int(row['ratios'])} ratios above 1 (range {row['lowest']:.2f}–{row['highest']:.2f}x, "
         f"median {row['median']:.2f}x)"
     )
+
+
+def _key(mixed: str) -> tuple[str, str]:
+    """ "BI1/BI0 (tiny)" -> ("tiny", "BI1/BI0")."""
+    ratio, model = mixed[:-1].split(" (")
+    return model, ratio
 
 
 def engine_ratios(summary: pd.DataFrame) -> str:
@@ -220,10 +244,20 @@ def engine_ratios(summary: pd.DataFrame) -> str:
             held.append(f"{first} slower than {second} ({model})")
         else:
             mixed.append(f"{ratio} ({model})")
+    medians = {(model, ratio): row["median"] for (model, ratio), row in summary.iterrows()}
     lead = "In short: " + (
-        f"directions that held in every ratio, across runs: {listing(held, '; ')}" if held else "no direction held"
+        f"the directions that held in every ratio, across runs, are the ones these runs support: {listing(held, '; ')}"
+        if held
+        else "no direction held in every ratio across runs"
     )
-    lead += f"; the rest went both ways: {listing(mixed, '; ')}." if mixed else "."
+    if mixed:
+        lead += (
+            "; the rest went both ways from run to run, so their medians are a hint, not a result: "
+            + listing([f"{m} median {medians[_key(m)]:.2f}x" for m in mixed], "; ")
+            + "."
+        )
+    else:
+        lead += "."
     return markdown(
         "**The ratios, over all runs** (of output tokens per second: above 1, the first configuration named was "
         "faster; `BI1/BI0` below 1 is a cost of batch invariance)",

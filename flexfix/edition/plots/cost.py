@@ -6,11 +6,70 @@ import pandas as pd
 
 from flexfix.edition.plots.style import SERIES_COLOURS, batch_axis, figure, wrap
 
-__all__ = ["SERIES_MARKERS", "REFERENCE_STYLE", "ratio_lines", "throughput_points"]
+__all__ = ["SERIES_MARKERS", "SERIES_LINESTYLES", "REFERENCE_STYLE", "ratio_lines", "throughput_points"]
 
 
 SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")  # series i has marker i (with colour i)
+# series i also has line style i; plain dashes are left to the reference line, so that no series reads as it
+SERIES_LINESTYLES = ("-", "-.", ":", (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0, (1, 3)), (0, (3, 1, 1, 1, 1, 1, 1, 1)))
 REFERENCE_STYLE = "--"  # the reference line of ratio_lines: dashed, and named in the legend
+LABEL_GAP = 0.075  # direct labels: the least vertical distance between two, in axes fraction
+
+
+def _series_style(i: int, n: int) -> dict:
+    """Series i of n: its colour, marker and line style, hollow markers each smaller than the one drawn before (so
+    that equal values stay visible one inside the other)."""
+    return dict(
+        color=SERIES_COLOURS[i % len(SERIES_COLOURS)][1],
+        marker=SERIES_MARKERS[i % len(SERIES_MARKERS)],
+        ls=SERIES_LINESTYLES[i % len(SERIES_LINESTYLES)],
+        markersize=4 + 1.6 * (n - 1 - i),
+        markerfacecolor="none",
+        markeredgewidth=1.2,
+        lw=1.2,
+    )
+
+
+def _spread_apart(ys: list[float], gap: float) -> list[float]:
+    """Heights (axes fraction) moved apart as little as possible so that neighbours are at least ``gap`` apart and
+    all stay within [gap/2, 1 - gap/2], in their order."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    out = [min(max(ys[i], gap / 2), 1 - gap / 2) for i in order]
+    for k in range(1, len(out)):
+        out[k] = max(out[k], out[k - 1] + gap)
+    overflow = out[-1] - (1 - gap / 2) if out else 0
+    if overflow > 0:
+        out = [v - overflow for v in out]
+        for k in range(len(out) - 2, -1, -1):
+            out[k] = min(out[k], out[k + 1] - gap)
+    placed = [0.0] * len(ys)
+    for k, i in enumerate(order):
+        placed[i] = out[k]
+    return placed
+
+
+def _label_ends(ax, ends: list[tuple[float, float, str, str]], logx: bool) -> None:
+    """Each series named at its last point, to the right of it (the x axis widened for it), labels moved apart
+    vertically where their lines end close together, with a thin leader from the point to a label that moved."""
+    ax.set_ylim(ax.get_ylim())  # autoscaling done and frozen: the positions below are the drawn ones
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo, hi * 2.2 if logx else hi + 0.3 * (hi - lo))
+    to_axes = ax.transAxes.inverted()
+    points = [to_axes.transform(ax.transData.transform((x, y))) for x, y, _, _ in ends]
+    heights = _spread_apart([float(p[1]) for p in points], LABEL_GAP)
+    for (px, py), h, (_, _, text, colour) in zip(points, heights, ends):
+        ax.text(px + 0.03, h, text, transform=ax.transAxes, va="center", fontsize=7, color=colour)
+        if abs(h - py) > 0.01:  # a leader from the point to a label that moved (a line, not part of the text)
+            ax.plot([px + 0.005, px + 0.027], [py, h], transform=ax.transAxes, color=colour, lw=0.6, alpha=0.6)
+
+
+def _log_ticks(ax) -> None:
+    ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    ticks = [m * 10.0**e for e in range(-6, 4) for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.grid(axis="y", alpha=0.2)
 
 
 def ratio_lines(
@@ -25,46 +84,76 @@ def ratio_lines(
     reference: float | None = 1.0,
     reference_label: str | None = None,
     logy: bool = False,
+    panels: bool = False,
 ):
     """One line per value of ``by``: ``y`` against ``x`` (for speed-ups, overheads, fractions).  Line i has
-    ``SERIES_COLOURS[i]`` and ``SERIES_MARKERS[i]``, hollow, each drawn smaller than the one before, so that series
-    with equal values stay visible one inside the other; the legend, outside the axes, names them, and the dashed
-    reference line (``reference_label``, else its value).  ``logy``: a log y axis, for fractions far below their
-    reference line, so that small values are not flattened against zero."""
+    ``SERIES_COLOURS[i]``, ``SERIES_MARKERS[i]`` (hollow, each drawn smaller than the one before) and
+    ``SERIES_LINESTYLES[i]``, and its name written at its last point; the legend, outside the axes, names them too,
+    and the dashed reference line (``reference_label``, else "reference: <value>").  ``logy``: a log y axis, for
+    fractions far below their reference line, so that small values are not flattened against zero.
+
+    ``panels``: small multiples instead, for series that lie on top of each other: one panel per value of ``by``
+    (titled with it), that series in its colour, marker and line style, every other series in light grey behind it
+    for comparison; shared axes, so heights compare across panels."""
+    groups = [(key, part.sort_values(x)) for key, part in table.groupby(by, sort=True)]
+    ref_label = reference_label or (f"reference: {reference:g}" if reference is not None else None)
+    if panels:
+        return _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy)
     fig, ax = figure((7.5, 3.6))
-    groups = list(table.groupby(by, sort=True))
+    ends = []
     for i, (key, part) in enumerate(groups):
-        part = part.sort_values(x)
-        colour = SERIES_COLOURS[i % len(SERIES_COLOURS)][1]
-        size = 4 + 1.6 * (len(groups) - 1 - i)  # the first drawn is the largest
-        ax.plot(
-            part[x],
-            part[y],
-            "-",
-            marker=SERIES_MARKERS[i % len(SERIES_MARKERS)],
-            color=colour,
-            label=f"{by} {key}",
-            markersize=size,
-            markerfacecolor="none",
-            markeredgewidth=1.2,
-            lw=1.2,
-        )
+        style = _series_style(i, len(groups))
+        ax.plot(part[x], part[y], label=f"{by} {key}", **style)
+        ends.append((part[x].iloc[-1], part[y].iloc[-1], f"{by} {key}", style["color"]))
     if reference is not None:
-        ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=reference_label or f"{reference:g}")
+        ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=ref_label)
     if logx:
         batch_axis(ax, table[x])
     if logy:
-        ax.set_yscale("log")
-        lo, hi = ax.get_ylim()
-        ticks = [m * 10.0**e for e in range(-6, 4) for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]
-        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
-        ax.minorticks_off()
-        ax.grid(axis="y", alpha=0.2)
+        _log_ticks(ax)
+    _label_ends(ax, ends, logx)
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
     ax.set_title(wrap(title, 5.5, 10), fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
+    return fig
+
+
+def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy):
+    """:func:`ratio_lines` as small multiples: one panel per series, the others in grey behind it."""
+    n = len(groups)
+    cols = 2 if n == 4 else min(3, n)
+    rows = -(-n // cols)
+    fig, axes = figure((3.1 * cols + 0.6, 2.3 * rows + 1.3), rows, cols, sharex=True, sharey=True, squeeze=False)
+    flat = list(axes.flat)
+    for i, (ax, (key, part)) in enumerate(zip(flat, groups)):
+        for j, (_, rest) in enumerate(groups):
+            if j != i:
+                ax.plot(rest[x], rest[y], "-", color="grey", alpha=0.35, lw=1.0, label=f"the other {by} values")
+        ax.plot(part[x], part[y], label=f"{by} {key}", **{**_series_style(i, n), "markersize": 6, "ls": "-"})
+        if reference is not None:
+            ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=ref_label)
+        ax.set_title(f"{by} {key}", fontsize=9, color=SERIES_COLOURS[i % len(SERIES_COLOURS)][1])
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    for ax in flat[:n]:
+        if logx:
+            batch_axis(ax, pd.concat([p[x] for _, p in groups]))
+        ax.tick_params(labelbottom=True)
+    if logy:
+        _log_ticks(flat[0])
+        for ax in flat[1:n]:
+            ax.grid(axis="y", alpha=0.2)
+    for r in range(rows):
+        axes[r][0].set_ylabel(ylabel, fontsize=8)
+    for ax in flat[max(0, n - cols) : n]:
+        ax.set_xlabel(x)
+    handles = dict(zip(*reversed(flat[0].get_legend_handles_labels())))
+    shown = [k for k in (f"the other {by} values", ref_label) if k in handles]
+    fig.legend([handles[k] for k in shown], shown, loc="lower center", ncol=len(shown), fontsize=8, frameon=False)
+    fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
