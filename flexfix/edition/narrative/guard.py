@@ -76,7 +76,17 @@ def false_alarms(table: pd.DataFrame, where: str) -> str:
         f"{lead} over {plural(len(table), 'engine')} ({where}; {listing(sorted(set(table['backend'])))}), "
         f"{int(table['replays checked'].sum())} replays checked, "
         f"{span(table['tensors per graph'], '{:.0f}')} tensors per graph; "
-        f"{int((table['outcome'] == 'ok').sum())} of {len(table)} engines completed every request."
+        f"{int((table['outcome'] == 'ok').sum())} of {len(table)} engines completed every request." + _through(table)
+    )
+
+
+def _through(table: pd.DataFrame) -> str:
+    """Which hook saw the engines' graphs captured (the table's ``graphs captured through``), as a sentence."""
+    if "graphs captured through" not in table:
+        return ""
+    counts = table["graphs captured through"].value_counts()
+    return (
+        " Graphs captured through " + listing([f"{path} in {plural(n, 'engine')}" for path, n in counts.items()]) + "."
     )
 
 
@@ -86,7 +96,13 @@ def debug_blind_spot(engines: pd.DataFrame, facts: dict) -> str:
     _need(engines, ["outcome", "fields named", "first alarm at replay"], "debug_blind_spot")
     row = engines.iloc[0]
     on = facts.get("vllm_debug_address_check")
-    check = "on (its FULL wrapper said so)" if on else "off" if on is False else "of unknown state"
+    check = (
+        "on (read by the guard from vLLM's FULL wrapper at capture, the table above)"
+        if on
+        else "off"
+        if on is False
+        else "of unknown state"
+    )
     harmed = row["outcome"] != "ok"
     lead = (
         "**vLLM's own replay check did not see the bug**"
@@ -167,7 +183,8 @@ def mutants(table: pd.DataFrame) -> str:
         for _, r in table.iterrows()
     ]
     return markdown(
-        f"**The guard stopped {len(caught)} of {len(table)} planted mutants** ({listing(list(caught['mutant']))}).",
+        f"**The guard stopped {len(caught)} of {len(table)} planted mutants** ({listing(list(caught['mutant']))})."
+        + _through(table),
         "\n".join(lines),
     )
 

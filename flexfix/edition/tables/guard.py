@@ -15,6 +15,8 @@ from flexfix.measure.generations import compare_generations
 
 __all__ = [
     "guard_summary",
+    "captured_through",
+    "vllm_check",
     "engine_guard",
     "eager_vs_reference",
     "false_alarms",
@@ -32,6 +34,38 @@ def guard_summary(records: Iterable[dict]) -> dict:
     """The guard's own count from a child's records (its ``guard`` record), or an empty dict."""
     found = [r for r in records if r.get("kind") == "guard"]
     return found[-1] if found else {}
+
+
+def captured_through(summary: dict) -> str:
+    """Which of the guard's hooks saw a child's FULL graphs captured, from its ``guard`` record (``hooks`` lists the
+    hooks installed, not the ones that fired): the V1 runner's ``CUDAGraphWrapper`` hook notes vLLM's own DEBUG
+    check in ``facts`` (``vllm_debug_address_check``) at every capture, so a child with captures and without that
+    fact captured through model runner V2's ``CudaGraphManager``."""
+    if not summary or not summary.get("graphs_captured"):
+        return "no FULL graph captured"
+    if "vllm_debug_address_check" in (summary.get("facts") or {}):
+        return "CUDAGraphWrapper (V1 runner)"
+    return "CudaGraphManager (runner V2)"
+
+
+def vllm_check(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per engine: what the guard's V1 hook read of vLLM's own replay check at capture (the FULL wrapper's
+    ``is_debugging_mode``, recorded as ``facts["vllm_debug_address_check"]``), beside the engine's outcome."""
+    rows = []
+    for _, r in table.iterrows():
+        g = guard_summary(r["records"])
+        on = (g.get("facts") or {}).get("vllm_debug_address_check")
+        rows.append(
+            {
+                "engine": r["engine"],
+                "vLLM's address check (its FULL wrapper's is_debugging_mode)": (
+                    "not recorded" if on is None else "on" if on else "off"
+                ),
+                "graphs captured through": captured_through(g),
+                "outcome": r["status"],
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _generations(records: Iterable[dict]) -> dict[int, dict]:
@@ -60,6 +94,7 @@ def engine_guard(table: pd.DataFrame) -> pd.DataFrame:
                 "steps run without the graph": g.get("eager_steps", 0),
                 "fields named": _fields(g.get("alarms", {})),
                 "first alarm at replay": first.get("replay_number"),
+                "graphs captured through": captured_through(g),
             }
         )
     return pd.DataFrame(rows)
@@ -119,7 +154,8 @@ def false_alarms(table: pd.DataFrame) -> pd.DataFrame:
                 "tensors per graph": g.get("fields_per_graph", 0),
                 "alarms": sum(g.get("alarms", {}).values()),
                 "fields with an alarm": _fields(g.get("alarms", {})),
-                "hooks": ", ".join(g.get("hooks", [])),
+                # the hook that saw its graphs captured (every engine installs both: ``hooks`` names them all)
+                "graphs captured through": captured_through(g),
             }
         )
     return pd.DataFrame(rows)
@@ -191,6 +227,7 @@ def mutant_table(table: pd.DataFrame) -> pd.DataFrame:
             g = guarded.iloc[0]
             row["under FLEXFIX_GUARD=error"] = "completed" if g["status"] == "ok" else g["status"]
             row["fields named"] = _fields(guard_summary(g["records"]).get("alarms", {}))
+            row["graphs captured through"] = captured_through(guard_summary(g["records"]))
         rows.append(row)
     return pd.DataFrame(rows)
 
