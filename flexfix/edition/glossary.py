@@ -29,6 +29,7 @@ __all__ = [
     "capture_source",
     "dummy_decode_source",
     "padding_source",
+    "debug_check_source",
     "copy_call_sites",
     "width_explained",
     "same_as_vllm",
@@ -293,6 +294,33 @@ def padding_source() -> str:
         return any(w in line for w in words)
 
     return _lines(CudagraphDispatcher._compute_bs_to_padded_graph_size, wanted)
+
+
+def debug_check_source() -> str:
+    """The installed vLLM's own replay check (``CUDAGraphWrapper``): on only when ``VLLM_LOGGING_LEVEL`` is
+    ``DEBUG``, it compares the ``data_ptr()`` of the wrapper's positional tensor arguments (``args``) with the
+    capture's, nothing else."""
+    with quiet_vllm():
+        from vllm.compilation.cuda_graph import CUDAGraphWrapper
+
+    def switch(line: str) -> bool:
+        return "self.is_debugging_mode = " in line
+
+    def check(line: str) -> bool:
+        code = line.strip()
+        starts = (
+            "if self.is_debugging_mode",
+            "input_addresses = [",
+            "entry.input_addresses = ",
+            "new_input_addresses = [",
+        )
+        starts += ("assert new_input_addresses",)
+        return code.startswith(starts)
+
+    def read(line: str) -> bool:
+        return check(line) or "data_ptr() for x in args" in line
+
+    return _lines(CUDAGraphWrapper.__init__, switch) + "\n" + _lines(CUDAGraphWrapper.__call__, read)
 
 
 def copy_call_sites():
