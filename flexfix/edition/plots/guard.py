@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from flexfix.edition.plots.layouts import STORAGE_OWNER_COLOURS, _legend_blocks, _owner_colour
 from flexfix.edition.plots.style import figure, wrap
 
-__all__ = ["GUARD_COLOURS", "guard_invariant"]
+__all__ = ["GUARD_COLOURS", "MARK_SIZE", "guard_invariant"]
+
+MARK_SIZE = 12  # points: a digit of 7.5 points fits inside the triangle and the circle
 
 # guard_invariant: the buffer's cells as storage_owners colours them, and two marks per query block.
 GUARD_COLOURS = {
@@ -52,10 +54,11 @@ def guard_invariant(layouts: Sequence):
                 offset = row * stride
                 if offset < lay.g_max * lay.w_max:
                     x, y = offset % lay.w_max, offset // lay.w_max + lift
-                    ax.plot(x, y, marker, ms=9, mfc=face, mec="black", mew=1.2, clip_on=False)
-                    # each mark numbered with its row g (white on the triangle, black in the circle)
-                    ax.text(x, y - (0.07 if marker == "v" else 0), str(row), ha="center", va="center", fontsize=6.5,
-                            color="white" if face == "black" else "black", fontweight="bold")  # fmt: skip
+                    ax.plot(x, y, marker, ms=MARK_SIZE, mfc=face, mec="black", mew=1.2, clip_on=False, zorder=3)
+                    # each mark numbered with its row g (white on the triangle, black in the circle), large enough
+                    # to read: the digit sits in the triangle's wide upper part
+                    ax.text(x, y - (0.1 if marker == "v" else 0), str(row), ha="center", va="center", fontsize=7.5,
+                            color="white" if face == "black" else "black", fontweight="bold", zorder=4)  # fmt: skip
         verdict = "the guard refuses the replay" if _alarms(lay) else "the guard lets it replay"
         title = (
             f"{lay.copy_name}: data_ptr the same at capture and replay; strides {lay.capture_stride} at capture, "
@@ -64,14 +67,14 @@ def guard_invariant(layouts: Sequence):
         ax.set_title(wrap(title, 6.5, 9), fontsize=9)
         ax.set_ylabel("buffer row")
         ax.set_yticks(range(lay.g_max))
-        ax.set_xlim(-1.2, lay.w_max - 0.5)  # room for the marks of column 0 and of row 0's top edge
-        ax.set_ylim(lay.g_max - 0.5, -1.05)
+        ax.set_xlim(-1.6, lay.w_max - 0.5)  # room for the marks of column 0 and of row 0's top edge
+        ax.set_ylim(lay.g_max - 0.5, -1.2)
     axes[-1, 0].set_xlabel("buffer column (W_max cells per row)")
     fig.set_layout_engine("constrained", h_pad=0.12)
     handles, labels = _legend_blocks(g)
     marks = [
-        Line2D([], [], ls="", marker="v", ms=9, mfc="black", mec="black"),
-        Line2D([], [], ls="", marker="o", ms=9, mfc="white", mec="black"),
+        Line2D([], [], ls="", marker="v", ms=MARK_SIZE * 0.7, mfc="black", mec="black"),
+        Line2D([], [], ls="", marker="o", ms=MARK_SIZE * 0.7, mfc="white", mec="black"),
     ]
     fig.legend(
         handles + marks,
