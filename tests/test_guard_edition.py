@@ -66,6 +66,56 @@ def test_vllms_own_check_was_on_and_blind():
     assert "did not see the bug" in story.debug_blind_spot(view, facts)
 
 
+def test_the_debug_check_being_on_is_shown_not_only_said():
+    """07 said vLLM's FULL wrapper "said so" with nothing displayed: the fact is a table row now."""
+    shown = tg.vllm_check(table("guard_debug"))
+    assert shown.iloc[0]["vLLM's address check (its FULL wrapper's is_debugging_mode)"] == "on"
+    assert shown.iloc[0]["graphs captured through"] == "CUDAGraphWrapper (V1 runner)"
+    off = tg.vllm_check(table("guard_false_alarms"))
+    assert set(off["vLLM's address check (its FULL wrapper's is_debugging_mode)"]) == {"off"}
+    facts = tg.guard_summary(table("guard_debug").iloc[0]["records"])["facts"]
+    assert "said so" not in story.debug_blind_spot(tg.engine_guard(table("guard_debug")), facts)
+    from flexfix.edition import glossary
+
+    lines = glossary.debug_check_source()
+    assert "is_debugging_mode" in lines and "data_ptr() for x in args" in lines
+
+
+def test_the_runners_the_recorded_runs_cover():
+    """07's takeaway claimed every tensor checked 'on vLLM's V1 runner and on model runner V2': the recorded runs
+    cover V2 on vLLM 0.26.0 only (its default runner: the no-false-alarm runs and the planted mutants)."""
+    old = tg.false_alarms(table("guard_false_alarms"))
+    assert set(old["graphs captured through"]) == {"CUDAGraphWrapper (V1 runner)"}
+    new = tg.false_alarms(table("guard026_false_alarms"))
+    by_runner = new.groupby("model runner")["graphs captured through"].agg(set).to_dict()
+    assert by_runner == {"default": {"CudaGraphManager (runner V2)"}, "V1": {"CUDAGraphWrapper (V1 runner)"}}
+    assert "hooks" not in new  # every engine installs both hooks: listing them said nothing about which ran
+    assert "CudaGraphManager (runner V2) in 8 engines" in story.false_alarms(new, "here")
+    mutants = tg.mutant_table(table("guard026_mutants"))
+    assert set(mutants["graphs captured through"]) == {"CudaGraphManager (runner V2)"}
+    stopped = tg.engine_guard(pd.concat([table("guard_stock_error"), table("guard_v0_20_2")], ignore_index=True))
+    assert set(stopped["graphs captured through"]) == {"CUDAGraphWrapper (V1 runner)"}
+    assert tg.captured_through({}) == "no FULL graph captured"
+    nb = json.loads((DATA.parent / "notebooks" / "07_replay_guard.ipynb").read_text())
+    takeaways = "".join(nb["cells"][-1]["source"])
+    assert "checks every tensor a FULL graph can read" not in takeaways
+    assert "model runner V2's `CudaGraphManager`" in takeaways and "`graphs captured through`" in takeaways
+
+
+def test_07_shows_vllms_dispatch_rule_for_full_decode_graphs():
+    """07 asserted 'FULL graphs only up to a size that follows max_num_seqs': the dispatcher's table is shown."""
+    from flexfix.edition import glossary
+
+    nb = json.loads((DATA.parent / "notebooks" / "07_replay_guard.ipynb").read_text())
+    sources = ["".join(c["source"]) for c in nb["cells"]]
+    at = next(i for i, s in enumerate(sources) if "glossary.decode_dispatch(" in s)
+    assert "only for the capture sizes up to `max_num_seqs`" in sources[at - 1]
+    assert "stopped_runs = pd.concat(" in sources[at + 2]  # the recorded engines follow the rule's table
+    shown = glossary.decode_dispatch([(17, 17), (48, 17), (128, 128)]).set_index("max_num_seqs")
+    assert shown.loc[17, "runs with"] == "PIECEWISE" and shown.loc[17, "largest FULL decode graph"] < 17
+    assert shown.loc[48, "runs with"] == "FULL" and shown.loc[128, "runs with"] == "FULL"
+
+
 def test_mutants_three_named_the_stale_tail_invisible():
     view = tg.mutant_table(table("guard026_mutants")).set_index("mutant")
     assert set(view["under FLEXFIX_GUARD=error"]) == {"guard_refused", "completed"}  # "ok" is said "completed"

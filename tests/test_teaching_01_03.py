@@ -184,11 +184,29 @@ def test_notebook_01_opens_with_the_mechanism_and_marks_where_the_outcome_cause_
     assert "g * row_stride" in smallest.source(smallest.kernel)
 
 
-def test_notebook_03_points_back_to_01_rather_than_redrawing_its_figure():
+def test_notebook_03_captures_where_vllm_and_07_capture():
+    """A newcomer saw two capture-time layouts (03 captured at K = 32, 07 and vLLM at 16): 03's capture is vLLM's,
+    drawn at replay entry by entry, and the one wider capture (for the narrower replay) says why it is not vLLM's."""
     sources = [text(c) for c in cells("03_stride_layouts")]
     assert "Notebook 01 showed" in sources[0]
-    assert not any("plots.read_windows(grow)" in s for s in sources)
-    assert any("plots.read_windows(shrink)" in s for s in sources)
+    params3 = smallest_params("03_stride_layouts")
+    params7 = smallest_params("07_replay_guard")
+    assert params3["K_CAPTURE"] == params7["K_CAPTURE"] == glossary.k_at_capture()
+    assert params3["K_REPLAY"] == params7["K_REPLAY"]
+    assert params3["K_REPLAY_SHORT"] < params3["K_CAPTURE_LONG"]  # a narrower replay needs a wider capture
+    assert any("plots.read_windows(grow)" in s for s in sources)
+    assert any("k_capture=K_CAPTURE_LONG, k_replay=K_REPLAY_SHORT" in s for s in sources)
+    why = next(s for s in sources if "## Replay step with a smaller `K`" in s)
+    assert "never replayed narrower" in why and "`K_CAPTURE_LONG`" in why
+    assert any("glossary.k_at_capture()" in s for s in sources)  # the reader sees vLLM's capture width printed
+
+
+def smallest_params(stem):
+    """A notebook's parameters cell, run: name -> value."""
+    source = next(text(c) for c in cells(stem) if "parameters" in c.get("metadata", {}).get("tags", []))
+    values: dict = {}
+    exec(source, values)  # noqa: S102 - the notebook's own parameters
+    return {k: v for k, v in values.items() if k.isupper()}
 
 
 def test_the_workaround_table_refuses_an_engine_it_cannot_name():
