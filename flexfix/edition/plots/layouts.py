@@ -8,34 +8,30 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from flexfix.edition.plots.style import figure, patch
+from flexfix.edition.plots.style import OUTCOME_WORDS, SERIES_WORDS, colour, figure, patch
 
 __all__ = ["STORAGE_OWNER_COLOURS", "READ_WINDOW_COLOURS", "storage_owners", "read_sources", "read_windows"]
 
 # The colours each figure uses, as a caption may name them: legend label -> (colour word, hex).
 # A series' legend label starts with its key ("as_strided, batch 48 (5 runs)" -> "as_strided").
 
-# storage_owners: query block g has colour g (cycled); no green, orange or red, which read_windows
-# gives a meaning of their own.
+# storage_owners: query block g has colour g (cycled): series colours, none of which read_windows (or any figure's
+# outcomes) gives a meaning of its own.
 STORAGE_OWNER_COLOURS = {
-    "query block 0": ("blue", "#1f77b4"),
-    "query block 1": ("purple", "#9467bd"),
-    "query block 2": ("cyan", "#17becf"),
-    "query block 3": ("brown", "#8c564b"),
-    "query block 4": ("pink", "#e377c2"),
-    "query block 5": ("olive", "#bcbd22"),
-    "query block 6": ("grey", "#7f7f7f"),
+    **{f"query block {g}": colour(word) for g, word in enumerate(SERIES_WORDS)},
     "not written": ("white", "#ffffff"),
 }
 
-# read_windows: what the cell a query block reads for entry j holds at the replay step.
+# read_windows: what the cell a query block reads for entry j holds at the replay step, in the colours of the edition's
+# outcomes (style.OUTCOME_WORDS): blue the right entry, then from yellow to vermillion ever further from it; light grey
+# the initial fill (nothing wrote it), black outside the buffer (where a GPU read faults).
 READ_WINDOW_COLOURS = {
-    "its own entry": ("green", "#4c9a2a"),
-    "another entry of its own row": ("yellow", "#f2d13d"),
-    "another row's entry": ("orange", "#e8780c"),
-    "not written this step (left from the capture step)": ("red", "#d9534f"),
-    "never written (the buffer's initial -1)": ("grey", "#8c8c8c"),
-    "outside the buffer": ("black", "#000000"),
+    "its own entry": colour(OUTCOME_WORDS["ok"]),
+    "another entry of its own row": colour(OUTCOME_WORDS["moved"]),
+    "another row's entry": colour(OUTCOME_WORDS["wrong_result"]),
+    "not written this step (left from the capture step)": colour(OUTCOME_WORDS["index_error"]),
+    "never written (the buffer's initial -1)": colour(OUTCOME_WORDS["refused"]),
+    "outside the buffer": colour(OUTCOME_WORDS["illegal_memory_access"]),
 }
 
 
@@ -174,18 +170,18 @@ def _label_runs(ax, sources: pd.DataFrame, k: int, fontsize: float = 10) -> None
             room = (last["j"] - first["j"] + 1) * per_cell
             if first["code"] == _OWN or len(text) * 0.6 * fontsize / 72 + 0.08 > room:
                 continue
-            colour = "white" if first["code"] in (_STALE, _OUTSIDE) else "black"
+            ink = "white" if first["code"] in (_STALE, _OUTSIDE) else "black"
             x = (first["j"] + last["j"]) / 2
-            ax.text(x, first["g"], text, ha="center", va="center", fontsize=fontsize, color=colour)
+            ax.text(x, first["g"], text, ha="center", va="center", fontsize=fontsize, color=ink)
 
 
 def read_windows(layouts: Sequence):
     """For each copy, one row per query block ``g`` (the row the captured kernel reads for it at
     replay), one column per entry ``j`` it reads, coloured by what that cell holds at the replay
-    step (``READ_WINDOW_COLOURS``): the block's own entry j (green), another entry of its own row
+    step (``READ_WINDOW_COLOURS``): the block's own entry j (blue), another entry of its own row
     (yellow) or another row's entry (orange), the capture step's leftover in a cell this step did
-    not write (red), the buffer's initial -1 (grey).  Misread runs say which row's entries they
-    hold; the right axis gives the storage cells each block reads."""
+    not write (vermillion), the buffer's initial -1 (light grey), outside the buffer (black).  Misread runs
+    say which row's entries they hold; the right axis gives the storage cells each block reads."""
     from matplotlib.colors import ListedColormap
 
     g = max(lay.g for lay in layouts)

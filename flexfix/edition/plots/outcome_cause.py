@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from flexfix.edition.plots.style import OUTCOME_COLOURS, figure, patch, wrap
+from flexfix.edition.plots.style import OUTCOME_WORDS, colour, figure, patch, text_colour, wrap
 
 __all__ = ["OUTCOME_CAUSE_COLOURS", "outcome_grid"]
 
-# outcome_grid: one colour per outcome of a run (the legend's labels start with these keys)
+# outcome_grid: one colour per outcome of a run, the outcome's colour in every figure (style.OUTCOME_WORDS; the
+# legend's labels start with these keys)
 OUTCOME_CAUSE_COLOURS = {
-    "correct": ("green", OUTCOME_COLOURS["ok"]),
-    "silently wrong": ("amber", OUTCOME_COLOURS["wrong_result"]),
-    "illegal memory access": ("dark red", OUTCOME_COLOURS["illegal_memory_access"]),
-    "other": ("dark grey", OUTCOME_COLOURS["error"]),
+    "correct": colour(OUTCOME_WORDS["ok"]),
+    "silently wrong": colour(OUTCOME_WORDS["wrong_result"]),
+    "illegal memory access": colour(OUTCOME_WORDS["illegal_memory_access"]),
+    "other": colour(OUTCOME_WORDS["error"]),
 }
 _LABEL = {"ok": "correct", "wrong_result": "silently wrong", "illegal_memory_access": "illegal memory access"}
 
@@ -52,9 +53,9 @@ def outcome_grid(runs: pd.DataFrame, title: str):
         y = scenarios.index(scenario_label(*(getattr(run, k) for k in SCENARIO_KEYS)))
         x = seeds.index(run.seed)
         label = _LABEL.get(run.status, "other")
-        colour = OUTCOME_CAUSE_COLOURS[label][1]
-        ink = "w" if label in ("illegal memory access", "other") else "k"
-        ax.add_patch(Rectangle((x - 0.45, y - 0.4), 0.9, 0.8, facecolor=colour))
+        fill = OUTCOME_CAUSE_COLOURS[label][1]
+        ink = text_colour(fill)
+        ax.add_patch(Rectangle((x - 0.45, y - 0.4), 0.9, 0.8, facecolor=fill))
         ax.text(x, y, _label(run), ha="center", va="center", fontsize=6.5, color=ink)
     ax.set_xlim(-0.6, len(seeds) - 0.4)
     ax.set_ylim(len(scenarios) - 0.5, -0.5)

@@ -7,22 +7,20 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from flexfix.edition.plots.style import figure, wrap
+from flexfix.edition.plots.style import OUTCOME_WORDS, colour, figure, wrap
 
 __all__ = ["REPLAY_ERROR_COLOURS", "replay_errors"]
 
-# replay_errors: one colour per copy for the measured errors; one per way a run crashed for the
-# crosses in the "no answer" band; the tolerance line.
+# replay_errors: one colour per copy for the measured errors (series colours, which no outcome uses, each copy with
+# its own marker too); for the crosses in the "no answer" band, the ring round a silently wrong step and the tolerance
+# line, the outcome's colour in every figure (style.OUTCOME_WORDS).
 REPLAY_ERROR_COLOURS = {
-    "sliced": ("green", "#4c9a2a"),
-    "as_strided": ("red", "#d9534f"),
-    "silently wrong answer": ("red ring", "#d9534f"),
-    "illegal memory access": ("dark red", "#8b0000"),
-    "index error": ("black", "#212529"),
-    "timeout": ("purple", "#6f42c1"),
-    "error": ("grey", "#6c757d"),
-    "refused": ("grey", "#6c757d"),
-    "tolerance": ("grey", "#6c757d"),
+    "sliced": colour("sky blue"),
+    "as_strided": colour("reddish purple"),
+    "silently wrong answer": (f"{OUTCOME_WORDS['wrong_result']} ring", colour(OUTCOME_WORDS["wrong_result"])[1]),
+    **{name.replace("_", " "): colour(OUTCOME_WORDS[name]) for name in ("illegal_memory_access", "index_error")},
+    **{name: colour(OUTCOME_WORDS[name]) for name in ("timeout", "error", "refused")},
+    "tolerance": colour("dark grey"),
 }
 
 
@@ -58,7 +56,7 @@ def _tolerance(table: pd.DataFrame) -> tuple[float, str] | None:
 
 
 def _crash_colour(outcome: str) -> str:
-    return REPLAY_ERROR_COLOURS.get(outcome.replace("_", " "), ("grey", "#6c757d"))[1]
+    return REPLAY_ERROR_COLOURS.get(outcome.replace("_", " "), REPLAY_ERROR_COLOURS["error"])[1]
 
 
 def _crash_band(band, table: pd.DataFrame) -> list[tuple[int, str]]:
@@ -99,7 +97,7 @@ def replay_errors(table: pd.DataFrame, title: str):
     silent: list[tuple[float, float]] = []  # steps that answered, silently wrong (above the tolerance)
     for n, ((copy, batch), runs) in enumerate(groups):
         dx = (n - (len(groups) - 1) / 2) * 0.18  # side by side: equal errors (the capture step) stay visible
-        colour = REPLAY_ERROR_COLOURS.get(copy, ("grey", "#6c757d"))[1]
+        colour = REPLAY_ERROR_COLOURS.get(copy, REPLAY_ERROR_COLOURS["error"])[1]
         style = ("-", "--", ":", "-.")[batches.index(batch) % 4]
         label = f"{copy}, batch {batch} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
         for i, (_, run) in enumerate(runs.iterrows()):

@@ -5,7 +5,19 @@ from __future__ import annotations
 
 import textwrap
 
-__all__ = ["figure", "wrap", "patch", "text_colour", "batch_axis", "OUTCOME_COLOURS", "SERIES_COLOURS"]
+__all__ = [
+    "figure",
+    "wrap",
+    "patch",
+    "text_colour",
+    "batch_axis",
+    "colour",
+    "PALETTE",
+    "OUTCOME_WORDS",
+    "OUTCOME_COLOURS",
+    "SERIES_WORDS",
+    "SERIES_COLOURS",
+]
 
 
 def figure(figsize, *grid, **kw):
@@ -33,29 +45,65 @@ def wrap(text: str, width_in: float, fontsize: float) -> str:
     return "\n".join(textwrap.wrap(text, chars)) if len(text) > chars else text
 
 
-OUTCOME_COLOURS = {
-    "ok": "#4c9a2a",
-    "wrong_result": "#e0a100",
-    "index_error": "#d9534f",
-    "illegal_memory_access": "#8b0000",
-    "refused": "#6c757d",
-    "error": "#343a40",
-    "timeout": "#6f42c1",
+# The edition's palette: Okabe & Ito's eight colour-blind-safe colours, two greys, and for series beyond them three of
+# Paul Tol's colour-blind-safe colours.  No figure contrasts red with green: what a colour means never rests on a hue a
+# red-green colour-blind reader cannot tell apart (tests/test_plots.py simulates protan and deutan vision to check).
+PALETTE = {
+    "blue": "#0072b2",
+    "orange": "#e69f00",
+    "vermillion": "#d55e00",
+    "bluish green": "#009e73",
+    "sky blue": "#56b4e9",
+    "yellow": "#f0e442",
+    "reddish purple": "#cc79a7",
+    "black": "#000000",
+    "grey": "#999999",
+    "dark grey": "#555555",
+    "light grey": "#dddddd",
+    "indigo": "#332288",
+    "wine": "#882255",
+    "olive": "#999933",
 }
 
 
-# ratio_lines and throughput_points: series i (in the legend's order) has colour i.
-SERIES_COLOURS = (
-    ("blue", "#1f77b4"),
-    ("orange", "#ff7f0e"),
-    ("green", "#2ca02c"),
-    ("red", "#d62728"),
-    ("purple", "#9467bd"),
-    ("brown", "#8c564b"),
-    ("pink", "#e377c2"),
-    ("grey", "#7f7f7f"),
-    ("olive", "#bcbd22"),
-    ("cyan", "#17becf"),
+def colour(word: str) -> tuple[str, str]:
+    """(colour word, hex) of a palette colour, as the figures export them for captions."""
+    return word, PALETTE[word]
+
+
+# An outcome has one colour in every figure of the edition (notebooks 01, 04 and 06): blue right or bitwise equal,
+# yellow moved by a rounding step (no error), orange an answer that came back wrong or with other logprobs, vermillion
+# an index error or other tokens, black an illegal memory access (a crash), indigo a timeout, dark grey any other
+# error, light grey refused or not run.  Series (copies, launches, query blocks) take the colours no outcome uses.
+OUTCOME_WORDS = {
+    "ok": "blue",
+    "moved": "yellow",
+    "wrong_result": "orange",
+    "index_error": "vermillion",
+    "illegal_memory_access": "black",
+    "refused": "light grey",
+    "error": "dark grey",
+    "timeout": "indigo",
+    "not_run": "light grey",
+}
+OUTCOME_COLOURS = {name: PALETTE[word] for name, word in OUTCOME_WORDS.items()}
+SERIES_WORDS = ("sky blue", "reddish purple", "bluish green", "olive", "wine")  # no outcome's colour
+
+# ratio_lines and throughput_points: series i (in the legend's order) has colour i (and its own marker).
+SERIES_COLOURS = tuple(
+    colour(word)
+    for word in (
+        "blue",
+        "orange",
+        "bluish green",
+        "vermillion",
+        "reddish purple",
+        "sky blue",
+        "black",
+        "indigo",
+        "olive",
+        "wine",
+    )
 )
 
 
