@@ -1,5 +1,7 @@
 """Kernel-level batch invariance: the needle, the sweep on CPU, and crashes as cell values."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -7,6 +9,8 @@ import torch
 from flexfix.measure import invariance as inv
 from flexfix.measure.outcomes import Outcome
 from flexfix.mechanism import paged
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SW = inv.SweepShape(
     paged.PagedShape(max_num_seqs=48, max_model_len=256, num_pages=1024), needle_len=120, capture_len=40
@@ -162,3 +166,69 @@ def test_parallel_units_split_only_the_configurations_that_may_crash():
     # On CPU the frozen launch's misread is an IndexError in the child: nothing dies, nothing is split.
     cpu = inv._units(inv.cpu_configs(), [1, 17, 48], ["first", "last"], "cpu")
     assert len(cpu) == len(inv.cpu_configs()) and all(len(cells) == 6 for _, cells in cpu)
+
+
+# Teaching round 4: the labels and tables a newcomer read in the published edition.
+
+
+def _recorded(names, schema):
+    from flexfix.edition import schemas
+
+    return schemas.recorded(ROOT / "data", names, schema)[0]
+
+
+def test_engine_label_says_patched_or_stock():
+    """6: the label hid whether the engine ran with flexfix's patch."""
+    from flexfix.edition.tables import engine_label
+
+    row = {"model": "tiny", "batch_invariant": True, "graphs": "full", "patched": True}
+    assert engine_label(row) == "tiny, BI=1, full, patched"
+    assert engine_label({**row, "patched": False, "batch_invariant": False}) == "tiny, BI=0, full, stock"
+
+
+def test_a_configuration_recorded_twice_gets_a_verdict_row_per_recording():
+    """4: the verdict row of ``flex, batch_invariant options, graph, as_strided`` added up two recordings."""
+    from flexfix.edition import schemas
+    from flexfix.edition.narrative import invariance as story
+    from flexfix.edition.tables import kernel_grid
+    from flexfix.edition.tables.invariance import kernel_verdicts
+    from flexfix.measure import record
+
+    table = _recorded(record.RECORDED_KERNEL_INVARIANCE, schemas.KERNEL_CELLS)
+    config = "flex, batch_invariant options, graph, as_strided"
+    verdicts = kernel_verdicts(table)
+    rows = verdicts.loc[[config]]
+    assert list(rows["recording"]) == ["kernel_invariance (batch 1-16)", "kernel_invariance_part2 (batch 17-128)"]
+    assert list(rows["cells"]) == [21, 21] and list(rows["crashed"]) == [0, 21]
+    for source, part in table.groupby("source"):  # every number of a row comes from its one recording
+        mine = verdicts[verdicts["recording"].str.split(" ").str[0] == source]
+        assert mine["cells"].sum() == len(part)
+    assert (verdicts.drop(index=config)["recording"] == "kernel_invariance").all()
+    grid, notes = kernel_grid(table)
+    assert f"{config}\n(batch 1-16: kernel_invariance; 17-128: kernel_invariance_part2)" in grid.index
+    said = str(story.kernel_sweep(table, "the recorded runs"))
+    assert "1 to 16 requests from `kernel_invariance` and 17 to 128 requests from `kernel_invariance_part2`" in said
+    one = table[table["source"] == "kernel_invariance"]  # one recording: nothing to say, one row a configuration
+    assert "Two recordings" not in str(story.kernel_sweep(one, "x")) and kernel_verdicts(one).index.is_unique
+
+
+def test_the_engine_story_keeps_run_to_run_differences_apart_from_batch_variance():
+    """5: "not batch-invariant" mixed the needle alone a second time (N = 1, run to run) with other batch sizes."""
+    from flexfix.edition import schemas
+    from flexfix.edition.narrative import invariance as story
+    from flexfix.measure import engine_sweep, record
+
+    needle = engine_sweep.invariance_rows(_recorded(record.RECORDED_SWEEP_TABLES, schemas.ENGINE_SWEEPS))
+    said = str(story.engine_sweep(needle, "the recorded runs"))
+    run_to_run = next(p for p in said.split("\n\n") if p.startswith("*Run to run*"))
+    batch = next(p for p in said.split("\n\n") if p.startswith("*With the batch*"))
+    assert "variance, BI=0, full graphs (greedy)" in run_to_run and "variance, BI=0, eager (greedy)" in run_to_run
+    assert "seeded" not in run_to_run and "greedy" not in batch
+    assert "variance, BI=0, full graphs (seeded) first at 4 requests" in batch
+    assert "variance, BI=0, eager (seeded) first at 8 requests" in batch
+    for (engine, sampling), rows in needle.groupby(["engine", "sampling"]):
+        alone = rows[rows["requests"] == 1].iloc[0]
+        if f"{engine.replace('eager graphs', 'eager')} ({sampling})" in batch:
+            assert alone["logprobs_bitwise_equal"] and alone["tokens_equal"]
+        if f"{engine.replace('eager graphs', 'eager')} ({sampling})" in run_to_run:
+            assert not alone["logprobs_bitwise_equal"]

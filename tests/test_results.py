@@ -164,8 +164,10 @@ def test_recorded_engine_batch_invariance():
     assert (table.status == "ok").all()
     verdict = engine_verdicts(engine_sweep.invariance_rows(table))
     invariant = verdict["invariant"]
-    assert invariant[("variance, BI=1, full", "greedy")] and invariant[("variance, BI=1, full", "seeded")]
-    assert not invariant[("variance, BI=0, full", "greedy")] and not invariant[("variance, BI=0, full", "seeded")]
+    assert invariant[("variance, BI=1, full, patched", "greedy")]
+    assert invariant[("variance, BI=1, full, patched", "seeded")]
+    assert not invariant[("variance, BI=0, full, patched", "greedy")]
+    assert not invariant[("variance, BI=0, full, patched", "seeded")]
     tiny = verdict.loc[[e.startswith("tiny") for e, _ in verdict.index]]
     assert tiny["invariant"].all() and len(tiny) == 12
     seeded = verdict.xs("seeded", level="sampling")

@@ -110,7 +110,30 @@ def kernel_sweep(table: pd.DataFrame, where: str) -> str:
     lead = f"In short: {invariant} of {n} configurations kept the needle bitwise the same alone and in every batch" + (
         "." if invariant == n else "; the others are below, each with what it did."
     )
-    return markdown(f"**What {where} measured** (cells: batch sizes x needle positions)", lead, "\n".join(lines))
+    return markdown(
+        f"**What {where} measured** (cells: batch sizes x needle positions)", lead, "\n".join(lines), _sources(table)
+    )
+
+
+def _sources(table: pd.DataFrame) -> str:
+    """Which configurations' cells come from more than one recording (a ``source`` column), and which batches each
+    holds: their evidence above adds up cells of two runs (the verdict table gives each its own row)."""
+    if "source" not in table:
+        return ""
+    mixed = []
+    for config, cells in table.groupby("config", sort=False):
+        if cells["source"].nunique() > 1:
+            spans = [
+                f"{int(part['batch'].min())} to {int(part['batch'].max())} requests from `{source}`"
+                for source, part in cells.groupby("source", sort=False)
+            ]
+            mixed.append(f"`{config}` ({listing(spans, '; ')})")
+    if not mixed:
+        return ""
+    return (
+        f"Two recordings in one line above: the cells of {listing(mixed, '; ')} come from more than one recording "
+        "(each with its parameters above); the verdict table gives each recording its own row."
+    )
 
 
 def _engine_line(rows: pd.DataFrame) -> str:
@@ -132,6 +155,38 @@ def _engine_line(rows: pd.DataFrame) -> str:
     if (differ["requests"] == 1).any():
         text += "; even `N = 1`, the same request a second time, differed"
     return text
+
+
+def _run_to_run_and_batch(needle: pd.DataFrame, every: list[tuple[str, str]]) -> str:
+    """The two claims the differences support, each with its own evidence.  ``N = 1`` runs the needle alone a second
+    time: a difference there is run-to-run nondeterminism, with no other request in the batch.  Batch variance needs
+    a pair whose ``N = 1`` repeat was bitwise equal and that differed at a larger ``N`` (one repeat does not prove the
+    engine reproducible in general); a pair that differed at ``N = 1`` already cannot tell the two apart."""
+    run_to_run, batch = [], []
+    for key, rows in needle.groupby(["engine", "sampling"], sort=False):
+        equal = rows["logprobs_bitwise_equal"].fillna(False).astype(bool) & rows["tokens_equal"].fillna(False)
+        alone_again = rows[rows["requests"] == 1]
+        if equal.all() or alone_again.empty:
+            continue
+        if not bool(equal[alone_again.index].all()):
+            run_to_run.append(key)
+        else:
+            batch.append((key, int(rows.loc[~equal, "requests"].min())))
+    parts = []
+    if run_to_run:
+        parts.append(
+            f"*Run to run*: {_pairs(run_to_run, every)} differed already at `N = 1`, the needle alone a second time "
+            "with no other request: not reproducible from one run to the next, so their differences at larger `N` "
+            "cannot be put down to the batch alone."
+        )
+    if batch:
+        firsts = listing([f"{_engine_name(e)} ({s}) first at {plural(n, 'request')}" for (e, s), n in batch], "; ")
+        parts.append(
+            "*With the batch*: the needle alone a second time (`N = 1`) came out bitwise the same, and among more "
+            f"requests it differed: {firsts}. Those differences came with the batch (one repeat at `N = 1` does not "
+            "show the engine always reproducible)."
+        )
+    return "\n\n".join(parts)
 
 
 def _engine_name(engine: str) -> str:
@@ -196,4 +251,4 @@ def engine_sweep(needle: pd.DataFrame, where: str) -> str:
             "a nearly degenerate stream says little when it matches, so the rows with more distinct tokens carry "
             "the evidence."
         )
-    return markdown(f"**What {where} measured**", lead, "\n".join(lines), note)
+    return markdown(f"**What {where} measured**", lead, "\n".join(lines), _run_to_run_and_batch(needle, every), note)

@@ -11,6 +11,9 @@ __all__ = [
     "POSITION_KEY",
     "position_counts",
     "configs_of",
+    "kernel_verdicts",
+    "ENGINE_MARKS",
+    "ENGINE_KEY",
     "kernel_grid",
     "engine_label",
     "engine_grid",
@@ -26,12 +29,15 @@ def _kernel_category(cells: pd.DataFrame) -> str:
         return "error"
     if (cells["outcome"] == "wrong_result").any():
         return "wrong result"
-    return "bitwise equal" if cells["bitwise_equal"].astype(bool).all() else "differs"
+    return "bitwise equal" if cells["bitwise_equal"].astype(bool).all() else "moved"
 
 
-# The text of a kernel-grid cell: how many of its needle positions came to each outcome, with these marks.
+# The text of a kernel-grid cell: how many of its needle positions came to each outcome, of how many, with these marks.
 POSITION_MARKS = {"bitwise equal": "=", "moved": "~", "wrong result": "w", "error": "E", "crash": "X"}
-POSITION_KEY = "cell text: positions per outcome\n= bitwise equal, ~ moved,\nw wrong result, E error, X crash"
+POSITION_KEY = (
+    "cell text: positions per outcome (2/3 ~: two of\nthree positions moved); = bitwise equal, ~ moved,\n"
+    "w wrong result, E error, X crash"
+)
 
 
 def _position_outcome(row) -> str:
@@ -44,27 +50,70 @@ def _position_outcome(row) -> str:
     return "bitwise equal" if bool(row["bitwise_equal"]) else "moved"
 
 
+def _counts(kinds: list[str], marks: dict[str, str]) -> str:
+    """``"1/3 =\n2/3 ~"``: how many of a cell's ``kinds`` had each outcome, of how many, one outcome a line."""
+    return "\n".join(f"{kinds.count(k)}/{len(kinds)} {mark}" for k, mark in marks.items() if k in kinds)
+
+
 def position_counts(cells: pd.DataFrame) -> str:
-    """``"1=\n2~"``: how many of a grid cell's needle positions had each outcome (:data:`POSITION_MARKS`), one
-    outcome a line."""
-    kinds = [_position_outcome(r) for _, r in cells.iterrows()]
-    return "\n".join(f"{kinds.count(k)}{mark}" for k, mark in POSITION_MARKS.items() if k in kinds)
+    """``"1/3 =\n2/3 ~"``: how many of a grid cell's needle positions had each outcome (:data:`POSITION_MARKS`), of
+    how many, one outcome a line."""
+    return _counts([_position_outcome(r) for _, r in cells.iterrows()], POSITION_MARKS)
+
+
+def _recordings(table: pd.DataFrame) -> dict[str, str]:
+    """Configuration -> where its cells come from, for each configuration recorded in more than one file (a
+    ``source`` column, as :func:`flexfix.edition.schemas.recorded` adds): ``"batch 1-16: kernel_invariance;
+    17-128: kernel_invariance_part2"``."""
+    if "source" not in table:
+        return {}
+    out = {}
+    for config, cells in table.groupby("config", sort=False):
+        if cells["source"].nunique() > 1:
+            spans = [
+                f"{int(part['batch'].min())}-{int(part['batch'].max())}: {source}"
+                for source, part in cells.groupby("source", sort=False)
+            ]
+            out[config] = "batch " + "; ".join(spans)
+    return out
 
 
 def kernel_grid(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Configuration x batch size: the worst category over the needle positions (a crash, an
     error building or running the kernel, a wrong result, a bitwise difference), and how many
-    positions came to each outcome (``"1=\n2E"``: :func:`position_counts`), so that a mixed cell hides nothing its
-    colour does not show.  A cell with no record is "not run".  ``notes.attrs["key"]`` says how to read the notes
-    (:func:`flexfix.edition.plots.category_heatmap` writes it under its legend)."""
+    positions came to each outcome (``"1/3 =\n2/3 E"``: :func:`position_counts`), so that a mixed cell hides nothing
+    its colour does not show.  A cell with no record is "not run".  ``notes.attrs["key"]`` says how to read the notes
+    (:func:`flexfix.edition.plots.category_heatmap` writes it under its legend).  A configuration whose cells come
+    from more than one recording (a ``source`` column) says in its row label which batches each recording holds."""
     groups = table.groupby(["config", "batch"], sort=False)
     cat = groups.apply(_kernel_category, include_groups=False).unstack("batch").fillna("not run")
     note = groups.apply(position_counts, include_groups=False).unstack("batch").fillna("")
     order = list(dict.fromkeys(table["config"]))
     cat, note = cat.loc[order], note.loc[order]
+    sources = _recordings(table)
+    cat.index = note.index = [f"{c}\n({sources[c]})" if c in sources else c for c in order]
     cat.columns.name = note.columns.name = "batch size"
     note.attrs["key"] = POSITION_KEY
     return cat, note
+
+
+def kernel_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`flexfix.measure.invariance.verdicts`, one row per configuration; a configuration whose cells come from
+    more than one recording (a ``source`` column) is split, one row per recording, so that no row adds up numbers
+    of two runs.  The ``recording`` column says which file each row's numbers come from, and which batches."""
+    from flexfix.measure.invariance import verdicts
+
+    if "source" not in table:
+        return verdicts(table)
+    parts = []
+    for config in dict.fromkeys(table["config"]):
+        cells = table[table["config"] == config]
+        for source, part in cells.groupby("source", sort=False):
+            row = verdicts(part)
+            spans = f"{source} (batch {int(part['batch'].min())}-{int(part['batch'].max())})"
+            row.insert(0, "recording", spans if cells["source"].nunique() > 1 else source)
+            parts.append(row)
+    return pd.concat(parts)
 
 
 def configs_of(table: pd.DataFrame, configs) -> pd.DataFrame:
@@ -76,26 +125,53 @@ def configs_of(table: pd.DataFrame, configs) -> pd.DataFrame:
 def _engine_category(r) -> str:
     if not r["tokens_equal"]:
         return "tokens differ"
-    return "bitwise equal" if r["logprobs_bitwise_equal"] else "differs"
+    return "bitwise equal" if r["logprobs_bitwise_equal"] else "logprobs differ"
 
 
 def engine_label(r) -> str:
-    return f"{r['model']}, BI={int(r['batch_invariant'])}, {r['graphs']}" + ("" if r["patched"] else ", stock")
+    """``tiny, BI=1, full, patched``: the model, ``VLLM_BATCH_INVARIANT``, the graph mode, and whether the engine
+    ran with flexfix's patch (``patched``) or without it (``stock``)."""
+    patched = "patched" if bool(r["patched"]) else "stock"
+    return f"{r['model']}, BI={int(r['batch_invariant'])}, {r['graphs']}, {patched}"
 
 
-def engine_grid(rows: pd.DataFrame) -> pd.DataFrame:
-    """(engine, sampling) x N: bitwise equal / differs (same tokens) / tokens differ; an N the
-    engine never reached is "crash" if the engine died, else "not run"."""
+# The text of an engine-grid cell: how many of its runs came to each outcome, of how many, and by how much the
+# logprobs moved where they did.
+ENGINE_MARKS = {"bitwise equal": "=", "logprobs differ": "~", "tokens differ": "T", "crash": "X"}
+ENGINE_KEY = (
+    "cell text: runs per outcome (1/1 =: the one run\nof the cell bitwise equal); = bitwise equal,\n"
+    "~ logprobs differ, T tokens differ, X crash;\nunder it the largest |logprob difference|"
+)
+
+
+def _engine_note(rows: pd.DataFrame) -> str:
+    text = _counts(list(rows["category"]), ENGINE_MARKS)
+    moved = rows.loc[rows["category"] != "bitwise equal", "max_abs_logprob_diff"].dropna()
+    return text + (f"\n{moved.max():.2g}" if len(moved) else "")
+
+
+def engine_grid(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(engine, sampling) x N: bitwise equal / logprobs differ (same tokens) / tokens differ, the worst over the
+    cell's runs; an N the engine never reached is "crash" if the engine died, else "not run".  And the text of each
+    cell: how many of its runs came to each outcome, of how many, and the largest logprob difference
+    (:data:`ENGINE_KEY`, in ``notes.attrs["key"]``)."""
+    worst = list(ENGINE_MARKS)
     rows = rows.assign(
         label=[f"{engine_label(r)}, {r['sampling']}" for _, r in rows.iterrows()],
         category=[_engine_category(r) for _, r in rows.iterrows()],
     )
-    grid = rows.pivot(index="label", columns="requests", values="category")
+    cells = rows.groupby(["label", "requests"], sort=False)
+    grid = cells["category"].agg(lambda c: max(c, key=worst.index)).unstack("requests")
+    notes = cells.apply(_engine_note, include_groups=False).unstack("requests")
     status = rows.groupby("label")["engine_status"].first()
     for label in grid.index:
         grid.loc[label] = grid.loc[label].fillna("not run" if status[label] == "ok" else "crash")
-    grid.columns.name = "concurrent requests"
-    return grid.loc[list(dict.fromkeys(rows["label"]))]
+    order = list(dict.fromkeys(rows["label"]))
+    columns = sorted(grid.columns)
+    grid, notes = grid.loc[order, columns], notes.loc[order, columns].fillna("")
+    grid.columns.name = notes.columns.name = "concurrent requests"
+    notes.attrs["key"] = ENGINE_KEY
+    return grid, notes
 
 
 def engine_verdicts(rows: pd.DataFrame) -> pd.DataFrame:
