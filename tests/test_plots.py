@@ -113,7 +113,7 @@ def figures():
         ("replay_errors wrong", lambda: plots.replay_errors(live_gpu_wrong_results(), "cuda: max error per step")),
         ("replay_errors cpu", lambda: plots.replay_errors(cpu_index_errors(), "cpu: max error per step, batch 48")),
         ("category_heatmap kernel", lambda: plots.category_heatmap(*kernel_grid(kernel_inv()))),
-        ("category_heatmap engine", lambda: plots.category_heatmap(engine_grid(), "H100: needle alone vs N")),
+        ("category_heatmap engine", lambda: plots.category_heatmap(*engine_grid())),
         ("max_diff_vs_batch", lambda: plots.max_diff_vs_batch(kernel_inv(), "H100: how far the needle moves")),
         ("ratio_lines batch", lambda: plots.ratio_lines(ratios(), "batch", "graph_speedup", "context", "H100", "x")),
         ("ratio_lines context", lambda: plots.ratio_lines(ratios(), "context", "flex_bw_fraction", "batch", "t", "f")),
@@ -134,7 +134,8 @@ def kernel_grid(table):
 
 
 def engine_grid():
-    return tables.engine_grid(engine_sweep.invariance_rows(recorded_all(tuple(record.RECORDED_SWEEP_TABLES))))
+    grid, notes = tables.engine_grid(engine_sweep.invariance_rows(recorded_all(tuple(record.RECORDED_SWEEP_TABLES))))
+    return grid, "H100: needle alone vs N", notes
 
 
 FIGURES = dict(figures())
@@ -404,13 +405,14 @@ def test_a_mixed_heatmap_cell_shows_every_outcome_and_the_legend_says_colour_is_
     cells = table[(table.config == "flex, pytorch options, graph, sliced") & (table.batch == 16)]
     assert grid.loc["flex, pytorch options, graph, sliced", 16] == "error"
     assert set(cells.outcome) == {"ok", "error"} and not cells.bitwise_equal.fillna(False).any()
-    assert notes.loc["flex, pytorch options, graph, sliced", 16] == "2~\n1E"
+    assert notes.loc["flex, pytorch options, graph, sliced", 16] == "2/3 ~\n1/3 E"
     for (config, batch), group in table.groupby(["config", "batch"]):
-        counts = [int(part[:-1]) for part in notes.loc[config, batch].split("\n")]
-        assert sum(counts) == len(group), (config, batch)
+        row = next(r for r in notes.index if r.split("\n")[0] == config)
+        counts = [part.split(" ")[0].split("/") for part in notes.loc[row, batch].split("\n")]
+        assert sum(int(n) for n, _ in counts) == len(group) and {int(m) for _, m in counts} == {len(group)}
     fig = plots.category_heatmap(grid, "t", notes)
     drawn_texts = [t.get_text() for t, _, _ in texts(fig)]
-    assert "2~\n1E" in drawn_texts
+    assert "2/3 ~\n1/3 E" in drawn_texts
     title = fig.axes[0].get_legend().get_title().get_text()
     assert "worst outcome" in title and "~ moved" in title and "E error" in title
 
@@ -488,3 +490,128 @@ def test_every_serving_stage_is_a_visible_bar_with_its_counts():
     assert ax.get_xlim() == (0, 100)
     said = [t.get_text() for t, _, _ in texts(fig)]
     assert "1 not run (of 1)" in said and "48 errors (of 48)" in said
+
+
+# Teaching round 4: what a newcomer reading only the published edition could not tell.
+
+
+def test_the_engine_heatmap_counts_the_runs_of_each_outcome_in_every_cell():
+    """1: the engine heatmap wrote no counts; now every cell says how many of its runs came to each outcome, of how
+    many (``1/1 ~``), with the largest logprob difference where they differed, and the legend says how to read it."""
+    rows = engine_sweep.invariance_rows(recorded_all(tuple(record.RECORDED_SWEEP_TABLES)))
+    grid, notes = tables.engine_grid(rows)
+    fig = plots.category_heatmap(grid, "t", notes)
+    drawn_texts = [t.get_text() for t, _, _ in texts(fig)]
+    shown = 0
+    for label in grid.index:
+        for n in grid.columns:
+            if grid.loc[label, n] == "not run":
+                continue
+            text = notes.loc[label, n]
+            assert text in drawn_texts, (label, n)
+            counts = [line.split(" ")[0] for line in text.split("\n") if "/" in line]
+            assert counts and all(c.split("/")[1] == counts[0].split("/")[1] for c in counts)
+            shown += 1
+    assert shown == len(rows)
+    moved = [t for t in drawn_texts if t.startswith("1/1 ~\n")]  # a run whose logprobs moved says by how much
+    assert moved and all(float(t.split("\n")[1]) > 0 for t in moved)
+    title = fig.axes[0].get_legend().get_title().get_text()
+    assert "runs per outcome" in title and "worst outcome" in title
+    # a cell of several runs says how many had each outcome
+    two = pd.concat([rows, rows.assign(logprobs_bitwise_equal=False, max_abs_logprob_diff=0.5)], ignore_index=True)
+    _, notes = tables.engine_grid(two)
+    assert set(notes.iloc[0].str.split("\n").str[0]) <= {"1/2 =", "1/2 ~"} and "1/2 =\n1/2 ~\n0.5" in set(notes.iloc[0])
+
+
+def _linear(hex_):
+    c = np.array(matplotlib.colors.to_rgb(hex_))
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+# Machado, Oliveira & Fernandes (2009), severity 1: what a protanope and a deuteranope see, on linear RGB.
+CVD = {
+    "protan": np.array(
+        [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]]
+    ),
+    "deutan": np.array(
+        [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]]
+    ),
+}
+
+
+def _seen(hex_, vision):
+    lin = np.clip(CVD[vision] @ _linear(hex_), 0, 1)
+    return np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+
+
+OUTCOME_FIGURES = ["category_heatmap", "max_diff_vs_batch", "replay_errors", "read_windows", "storage_owners"]
+
+
+@pytest.mark.parametrize("name", OUTCOME_FIGURES + ["outcome_grid"])
+def test_no_two_colours_of_a_figure_look_alike_to_a_red_green_colour_blind_reader(name):
+    """2: the figures told outcomes apart by red and green (wrong result red, correct green; as_strided red, sliced
+    green), which a protanope or deuteranope sees as one colour.  Every two colours a figure gives different meanings
+    stay apart in simulated protan and deutan vision (the old red/green pair came to 0.09 apart, every pair now is at
+    least 0.15 apart)."""
+    from flexfix.edition.plots.outcome_cause import OUTCOME_CAUSE_COLOURS
+
+    colours = OUTCOME_CAUSE_COLOURS if name == "outcome_grid" else plots.FIGURE_COLOURS[name]
+    hexes = sorted({to_hex(h) for _, h in colours.values()})
+    for vision in CVD:
+        for i, a in enumerate(hexes):
+            for b in hexes[i + 1 :]:
+                apart = float(np.linalg.norm(_seen(a, vision) - _seen(b, vision)))
+                assert apart >= 0.15, (name, vision, a, b, apart)
+    assert float(np.linalg.norm(_seen("#4c9a2a", "deutan") - _seen("#d9534f", "deutan"))) < 0.15  # the old pair
+
+
+def test_an_outcome_has_one_colour_in_every_figure_and_no_series_takes_it():
+    """1 and 2: red meant "wrong result" in one figure, "graph, as_strided" or "not written this step" in another.
+    Now the same outcome has the same colour in every figure, and no series (a copy, a launch, a query block) uses an
+    outcome's colour."""
+    from flexfix.edition.plots.invariance import LAUNCH_COPY_STYLES
+    from flexfix.edition.plots.outcome_cause import OUTCOME_CAUSE_COLOURS
+    from flexfix.edition.plots.style import OUTCOME_COLOURS, PALETTE
+
+    same = [
+        ("ok", [("category_heatmap", "bitwise equal"), ("outcome_grid", "correct"), ("read_windows", "its own entry")]),
+        (
+            "wrong_result",
+            [("category_heatmap", "wrong result"), ("outcome_grid", "silently wrong"),
+             ("replay_errors", "silently wrong answer"), ("category_heatmap", "logprobs differ")],
+        ),
+        ("illegal_memory_access", [("category_heatmap", "crash"), ("outcome_grid", "illegal memory access"),
+                                   ("replay_errors", "illegal memory access")]),
+        ("index_error", [("replay_errors", "index error"), ("category_heatmap", "tokens differ")]),
+    ]  # fmt: skip
+    figures = {**plots.FIGURE_COLOURS, "outcome_grid": OUTCOME_CAUSE_COLOURS}
+    for outcome, where in same:
+        for figure, label in where:
+            assert to_hex(figures[figure][label][1]) == to_hex(OUTCOME_COLOURS[outcome]), (figure, label)
+    series = [h for _, h, _ in LAUNCH_COPY_STYLES.values()]
+    series += [plots.REPLAY_ERROR_COLOURS[c][1] for c in ("sliced", "as_strided")]
+    series += [h for k, (_, h) in plots.STORAGE_OWNER_COLOURS.items() if k.startswith("query block")]
+    assert not {to_hex(h) for h in series} & {to_hex(h) for h in OUTCOME_COLOURS.values()}
+    assert {to_hex(h) for h in series} <= set(PALETTE.values())
+
+
+def test_bitwise_equal_cells_sit_in_a_band_of_their_own_labelled_zero_and_the_legend_says_graph_not_frozen():
+    """3: bitwise-equal cells were drawn at 1e-9 on the log axis, like a measured value, and the legend said "frozen",
+    which the text never defined.  Now they sit in a band under the axis, labelled ``0 (bitwise equal)`` and cut off
+    by a line; no series line dips into it; the legend names the launch as the text does."""
+    from flexfix.edition.plots.invariance import ZERO_LABEL
+
+    table = recorded_all(tuple(record.RECORDED_KERNEL_INVARIANCE))
+    fig = plots.max_diff_vs_batch(table, "t")
+    drawn(fig)
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        assert labels[0] == ZERO_LABEL
+        zero = ax.get_yticks()[0]
+        measured = [y for ln in _data_lines(ax) for y in ln.get_ydata() if y == y]
+        assert measured == [] or min(measured) > zero * 10  # the series lines hold measured values only
+        band = [ln for ln in ax.get_lines() if ln.get_gid() == "bitwise equal"]
+        assert band and all(y == zero for ln in band for y in ln.get_ydata())
+        assert ax.get_ylim()[0] < zero < ax.get_yticks()[1] / 10
+    said = " ".join(legend_labels(fig)) + " ".join(lg.get_title().get_text() for lg in fig.legends)
+    assert "frozen" not in said and "capture step" in said and ZERO_LABEL in said

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from flexfix.edition.plots.style import figure, patch, text_colour, wrap
+from flexfix.edition.plots.style import OUTCOME_WORDS, PALETTE, colour, figure, patch, text_colour, wrap
 from flexfix.measure.outcomes import CRASHES
 
 __all__ = [
@@ -13,45 +13,43 @@ __all__ = [
     "MAX_DIFF_COLOURS",
     "LAUNCH_COPY_STYLES",
     "NO_NUMBER_Y",
+    "ZERO_LABEL",
     "category_heatmap",
     "max_diff_vs_batch",
 ]
 
-# category_heatmap (notebook 04's grids): hex per category, and its colour word.
-MATCH_COLOURS = {
-    "bitwise equal": "#4c9a2a",
-    "differs": "#e0a100",
-    "wrong result": "#d9534f",
-    "crash": "#8b0000",
-    "error": "#6c757d",
-    "tokens differ": "#d9534f",
-    "not run": "#dddddd",
-}
+# category_heatmap (notebook 04's grids): colour word per category, each an outcome's colour of the whole edition
+# (style.OUTCOME_WORDS): the kernel grid's categories, then the engine grid's.
 _MATCH_WORDS = {
-    "bitwise equal": "green",
-    "differs": "orange",
-    "wrong result": "red",
-    "crash": "dark red",
-    "error": "grey",
-    "tokens differ": "red",
-    "not run": "light grey",
+    "bitwise equal": OUTCOME_WORDS["ok"],
+    "moved": OUTCOME_WORDS["moved"],
+    "wrong result": OUTCOME_WORDS["wrong_result"],
+    "crash": OUTCOME_WORDS["illegal_memory_access"],
+    "error": OUTCOME_WORDS["error"],
+    "logprobs differ": OUTCOME_WORDS["wrong_result"],
+    "tokens differ": OUTCOME_WORDS["index_error"],
+    "not run": OUTCOME_WORDS["not_run"],
 }
-CATEGORY_COLOURS = {name: (_MATCH_WORDS[name], hex_) for name, hex_ in MATCH_COLOURS.items()}
+MATCH_COLOURS = {name: PALETTE[word] for name, word in _MATCH_WORDS.items()}
+CATEGORY_COLOURS = {name: colour(word) for name, word in _MATCH_WORDS.items()}
 
 # max_diff_vs_batch: one panel per kernel (and its options), one series per launch x copy with its own colour and
-# marker, the same in every panel; cells with no number (a crash, a kernel error) are marked above the axes.
+# marker, the same in every panel (colours no outcome uses); cells with no number (a crash, a kernel error) are
+# marked above the axes, bitwise-equal cells (a difference of exactly 0, which a log axis cannot show) in a band of
+# their own under it.
 LAUNCH_COPY_STYLES = {
-    "eager, sliced": ("blue", "#1f77b4", "o"),
-    "eager, as_strided": ("green", "#2ca02c", "s"),
-    "graph, sliced": ("purple", "#9467bd", "^"),
-    "graph, as_strided": ("red", "#d62728", "D"),
+    "eager, sliced": (*colour("sky blue"), "o"),
+    "eager, as_strided": (*colour("bluish green"), "s"),
+    "graph, sliced": (*colour("olive"), "^"),
+    "graph, as_strided": (*colour("reddish purple"), "D"),
 }
 MAX_DIFF_COLOURS = {
-    "bitwise equal": ("grey", "#808080"),
-    "crashed": ("the series' colour (grey in the legend)", "#555555"),
-    "kernel error": ("the series' colour (grey in the legend)", "#555555"),
+    "0 (bitwise equal)": ("the series' colour, in the grey band", PALETTE["light grey"]),
+    "crashed": ("the series' colour (grey in the legend)", PALETTE["dark grey"]),
+    "kernel error": ("the series' colour (grey in the legend)", PALETTE["dark grey"]),
     **{name: (word, hex_) for name, (word, hex_, _) in LAUNCH_COPY_STYLES.items()},
 }
+ZERO_LABEL = "0 (bitwise equal)"  # the y label of the band where bitwise-equal cells are drawn
 NO_NUMBER_Y = 1.06  # the strip above each panel (axes fraction) where crashes and kernel errors are marked
 NO_NUMBER_MARKERS = {"crash": "x", "error": "*"}  # markers no series uses
 
@@ -64,8 +62,12 @@ def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None 
 
     names = [n for n in MATCH_COLOURS if (grid == n).any().any()]
     codes = grid.apply(lambda col: col.map({n: i for i, n in enumerate(names)})).to_numpy(dtype=float)
-    lines = max((str(n).count("\n") + 1 for n in notes.to_numpy().ravel()), default=1) if notes is not None else 1
-    fig, ax = figure((4.5 + 0.5 * grid.shape[1], 1.2 + (0.28 + 0.14 * lines) * grid.shape[0]))
+    texts = [str(n) for n in notes.to_numpy().ravel()] if notes is not None else []
+    lines = max((t.count("\n") + 1 for t in texts), default=1)
+    chars = max((len(line) for t in texts for line in t.split("\n")), default=0)
+    column = max(0.5, chars * 0.6 * 7 / 72 + 0.15)  # room for the widest line of cell text (7 pt), and a margin
+    labels = max(len(line) for r in grid.index for line in str(r).split("\n")) * 0.6 * 8 / 72
+    fig, ax = figure((labels + 2.8 + column * grid.shape[1], 1.2 + (0.28 + 0.13 * lines) * grid.shape[0]))
     ax.imshow(
         codes,
         cmap=ListedColormap([MATCH_COLOURS[n] for n in names]),
@@ -82,7 +84,7 @@ def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None 
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
                 colour = text_colour(MATCH_COLOURS.get(grid.iat[i, j], "#ffffff"))
-                ax.text(j, i, str(notes.iat[i, j]), ha="center", va="center", fontsize=8, color=colour)
+                ax.text(j, i, str(notes.iat[i, j]), ha="center", va="center", fontsize=7, color=colour)
         key = notes.attrs.get("key", "cell text: see the title")
         legend_title = "cell colour: its worst outcome\n" + key
     legend = ax.legend(
@@ -110,14 +112,36 @@ def _panel_and_series(config: str) -> tuple[str, str]:
     return ", ".join(parts[:-2]), f"{launch}, {parts[-1]}"
 
 
+def _zero_band(ax, floor: float, top: float) -> None:
+    """The log axis from ``floor`` up, with a band of its own at the bottom, labelled ``0 (bitwise equal)`` and cut
+    off from the measured values by a solid line: a bitwise-equal cell (a difference of exactly 0) is drawn there,
+    never at a value it did not have."""
+    import numpy as np
+
+    ax.set_yscale("log")
+    ax.set_ylim(floor / 4, top)
+    ax.axhspan(floor / 4, floor * 4, color=MAX_DIFF_COLOURS[ZERO_LABEL][1], zorder=0, lw=0)
+    ax.axhline(floor * 4, color="#777777", lw=1.0)
+    low, high = int(np.ceil(np.log10(floor * 40))), int(np.floor(np.log10(top)))
+    decades = list(range(high, low - 1, -2))
+    ax.set_yticks([floor] + [10.0**k for k in decades], [ZERO_LABEL] + [f"$10^{{{k}}}$" for k in decades])
+    ax.minorticks_off()
+    ax.tick_params(axis="y", labelsize=8)
+
+
 def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     """Largest |needle in batch - needle alone| over the positions, against the batch size (one evenly spaced
     column per measured size; log y): one panel per kernel and its options, one series per launch and copy
     (:data:`LAUNCH_COPY_STYLES`: its own colour and marker, each series shifted a little sideways so that equal
-    values stay visible side by side).  Bitwise-equal cells sit on the dotted floor line; cells with no number (a
-    crash, a kernel that failed to build or run) are marked in the strip above the panel, outside the value axis."""
+    values stay visible side by side).  Bitwise-equal cells (a difference of 0) are drawn in a grey band of their own
+    at the bottom of each panel, labelled ``0 (bitwise equal)`` and cut off from the log axis (``floor`` places it,
+    three decades under the smallest measured difference at most), so that no marker sits at a value nobody
+    measured; cells with no number (a crash, a kernel that failed to build or run) are marked in the strip above the
+    panel, outside the value axis."""
     from matplotlib.lines import Line2D
 
+    moved = table["max_abs_diff"][table["max_abs_diff"] > 0]
+    floor = min(floor, float(moved.min()) / 1000) if len(moved) else floor
     batches = sorted(table["batch"].unique())
     at = {b: i for i, b in enumerate(batches)}
     keyed = table.assign(
@@ -128,24 +152,25 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     fig, axes = figure((10, 1.9 + 2.3 * len(panels)), len(panels), 1, sharex=True, squeeze=False)
     top = max(float(table["max_abs_diff"].max(skipna=True) or 0) * 10, 1.0)
     shift = {name: (k - 1.5) * 0.16 for k, name in enumerate(LAUNCH_COPY_STYLES)}
+    style = dict(markersize=5, alpha=0.85, lw=1.2, markerfacecolor="none", markeredgewidth=1.3)
     for ax, panel in zip(axes[:, 0], panels):
         for series, cells in keyed[keyed["panel"] == panel].groupby("series", sort=False):
-            _, colour, marker = LAUNCH_COPY_STYLES[series]
+            _, colour_, marker = LAUNCH_COPY_STYLES[series]
             per_batch = cells.groupby("batch")["max_abs_diff"].max().dropna()
             xs = [at[b] + shift[series] for b in per_batch.index]
-            ax.plot(
-                xs,
-                per_batch.clip(lower=floor),
-                "-",
-                marker=marker,
-                color=colour,
-                label=series,
-                markersize=5,
-                alpha=0.85,
-                lw=1.2,
-                markerfacecolor="none",
-                markeredgewidth=1.3,
-            )
+            measured = per_batch.where(per_batch > 0)  # NaN at 0: the line breaks there, it never dips to the band
+            ax.plot(xs, measured, "-", marker=marker, color=colour_, label=series, **style)
+            zero = per_batch.where(per_batch == 0).notna()
+            if zero.any():
+                ax.plot(
+                    [x for x, z in zip(xs, zero) if z],
+                    [floor] * int(zero.sum()),
+                    ls="none",
+                    marker=marker,
+                    color=colour_,
+                    gid="bitwise equal",
+                    **{k: v for k, v in style.items() if k != "lw"},
+                )
             for outcome, mark in NO_NUMBER_MARKERS.items():
                 bad = (
                     cells["outcome"].isin(CRASHES)
@@ -158,7 +183,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                         [at[b] + shift[series] for b in where],
                         [NO_NUMBER_Y] * len(where),
                         mark,
-                        color=colour,
+                        color=colour_,
                         markersize=7,
                         markeredgewidth=1.5,
                         transform=ax.get_xaxis_transform(),
@@ -166,13 +191,10 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                         gid=f"no number: {outcome}",
                     )
         for k in range(0, len(batches), 2):  # every other batch column shaded: a shifted marker stays in its column
-            ax.axvspan(k - 0.5, k + 0.5, color="#f2f2f2", zorder=0, lw=0)
-        ax.axhline(floor, color=MAX_DIFF_COLOURS["bitwise equal"][1], lw=0.8, ls=":")
+            ax.axvspan(k - 0.5, k + 0.5, color="#f4f4f4", zorder=0, lw=0)
         ax.set_xticks(range(len(batches)), [str(b) for b in batches], fontsize=7)
         ax.set_xlim(-0.6, len(batches) - 0.4)
-        ax.set_ylim(floor / 3, top)
-        ax.set_yscale("log")
-        ax.set_ylim(floor / 3, top)
+        _zero_band(ax, floor, top)
         ax.set_title(panel, fontsize=9, pad=14, loc="left")
         ax.set_ylabel("max |in batch - alone|", fontsize=8)
         ax.grid(axis="y", alpha=0.2)
@@ -181,8 +203,8 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
         Line2D([], [], color=c, marker=m, markerfacecolor="none", lw=1.2) for _, c, m in LAUNCH_COPY_STYLES.values()
     ]
     labels = list(LAUNCH_COPY_STYLES)
-    handles.append(Line2D([], [], color=MAX_DIFF_COLOURS["bitwise equal"][1], lw=0.8, ls=":"))
-    labels.append(f"bitwise equal (drawn at {floor:g})")
+    handles.append(patch(MAX_DIFF_COLOURS[ZERO_LABEL][1]))
+    labels.append(f"{ZERO_LABEL}: a difference of exactly 0, drawn in the grey band under the log axis")
     if table["outcome"].isin(CRASHES).any():
         handles.append(
             Line2D(
@@ -213,12 +235,16 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
         labels,
         fontsize=8,
         loc="lower center",
-        ncol=3,
+        ncol=2,
         frameon=False,
-        title="series: launch, copy (frozen: the CPU's stand-in for the graph); each shifted a little sideways inside "
-        "its batch size's column (shaded every other column)",
+        title=wrap(
+            "series: launch, copy (graph: the kernel replayed with the strides of its capture step, by a CUDA graph "
+            "or, on the CPU, by its stand-in); each shifted a little sideways inside its batch size's column",
+            fig.get_figwidth() - 1,
+            8,
+        ),
         title_fontsize=8,
     )
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)
-    fig.tight_layout(rect=(0, 0.7 / fig.get_figheight(), 1, 1))
+    fig.tight_layout(rect=(0, 1.0 / fig.get_figheight(), 1, 1))
     return fig
