@@ -143,16 +143,22 @@ def cost(table: pd.DataFrame) -> str:
             r["slowest / fastest repetition"] - 1 > 1 - r["on / off"] for _, r in table.iterrows()
         )  # each request count's drift larger than the cost its ratio shows
         where = "in runs that drifted by more than that" if drifted else "beyond what the runs drifted"
+        took = f"about {low:.1f}%" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f}%"
+        agree = max(slower) < 2  # the ratios themselves within the 2% the guard was built to
         return markdown(
-            f"**The guard's checks took {low:.1f}–{high:.1f}% of the engine's time; tokens per second came out "
+            f"**The guard's checks took {took} of the engine's time; tokens per second came out "
             f"{min(slower):.1f}–{max(slower):.1f}% lower with it, {where}.** Timed in "
             f"the guarded runs themselves, the checks took {listing(own)}: the host time the guard adds before each "
             f"replay, which a step that waits on the host pays in full. The tokens per second: {ratios}; but the same "
             f"work's slowest repetition took {listing(drift)} its fastest, guard on or off"
             + (
                 ", so these ratios cannot tell a cost of a few percent from the run's drift. The checks' own time is "
-                f"the firmer measure, and it is {'below' if high < 2 else 'not below'} 2%; the tokens per second "
-                "neither confirm nor refute that."
+                f"the firmer measure, and it is {'below' if high < 2 else 'not below'} 2%; "
+                + (
+                    "the tokens per second agree (each ratio within 2% of 1), though a single pair can stray further."
+                    if agree
+                    else "the tokens per second neither confirm nor refute that."
+                )
                 if drifted
                 else "."
             )
