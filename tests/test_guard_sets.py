@@ -88,3 +88,21 @@ def test_each_recorded_file_holds_exactly_its_set(name):
     table, prov = results.read_results(Path(__file__).resolve().parents[1] / "data" / f"{name}-cuda.json")
     assert prov["device_kind"] == "cuda" and prov["parameters"]["set"] == name
     assert len(guard_sets._rows_of(table, guard_sets.SETS[name])) == len(guard_sets.SETS[name]) == len(table)
+
+
+def test_the_backend_speed_sets_time_flex_and_triton_alone_at_both_settings():
+    """Issue #25 item 3: the same four engines on 0.20.0 (with the plugin) and on the fixed release, timed alone."""
+    from flexfix.measure.guard_sets import SETS, TIMED
+
+    for name in ("backend_speed", "backend_speed026"):
+        assert name in TIMED
+        runs = SETS[name]
+        assert sorted((r.backend, r.batch_invariant) for r in runs) == [
+            ("FLEX_ATTENTION", False),
+            ("FLEX_ATTENTION", True),
+            ("TRITON_ATTN", False),
+            ("TRITON_ATTN", True),
+        ]
+        assert all(r.model == "variance" and r.throughput == (48, 128) and r.repeats >= 5 for r in runs)
+        assert all(r.patched == (r.backend == "FLEX_ATTENTION") and not r.guard for r in runs)
+    assert SETS["backend_speed"] == SETS["backend_speed026"]

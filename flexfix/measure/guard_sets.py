@@ -25,12 +25,17 @@ vLLM 0.20.0 (stock = as released, FlexAttention, default CUDA graphs, the tiny L
   ``FLEXFIX_GUARD=log``: vLLM's check stays silent, the guard names ``kv_indices``;
 * ``guard_cost``: the variance model, patched, ``FLEXFIX_GUARD=error``, tokens/s with the guard checking and not,
   alternately in one engine, 48 and 128 requests (timed: alone);
-* ``guard_v0_20_2``: vLLM 0.20.2 (the same function as 0.20.0), error and eager at 48 requests.
+* ``guard_v0_20_2``: vLLM 0.20.2 (the same function as 0.20.0), error and eager at 48 requests;
+* ``backend_speed``: what users would run instead (issue #25, item 3), output tokens/s of the variance model at 48
+  and 128 requests, ``VLLM_BATCH_INVARIANT`` 0 and 1, five repetitions each: FlexAttention with flexfix, and
+  TRITON_ATTN (timed: alone).
 
 A fixed release (vLLM 0.26.0; run with that release installed):
 
 * ``guard026_false_alarms``: FLEX_ATTENTION and TRITON_ATTN under ``FLEXFIX_GUARD=log``, both models,
   ``VLLM_BATCH_INVARIANT`` 0 and 1, the default model runner (V2 for these Llamas) and V1 for the tiny model;
+* ``backend_speed026``: the engines of ``backend_speed`` on the fixed release: its own FlexAttention (the
+  plugin finds the fix upstream and leaves it alone) and TRITON_ATTN (timed: alone);
 * ``guard026_mutants``: each planted bug (:mod:`flexfix.guard.mutants`) in TRITON_ATTN without the guard (what
   stock vLLM does with it) and under ``FLEXFIX_GUARD=error``, plus the clean backend and, for the window decided
   after capture, the same mutant without graphs (what the step's metadata asks for).
@@ -75,6 +80,13 @@ def _false_alarm_runs(backends: Sequence[str], runner_v1: bool) -> list[EngineRu
     return runs
 
 
+# FlexAttention (patched: the plugin's copy on 0.20.x, a no-op on a fixed release) and TRITON_ATTN, BI 0 and 1
+SPEED = [
+    replace(run, model="variance", batch_invariant=bi, throughput=(48, 128), repeats=5)
+    for run in (PATCHED, TRITON)
+    for bi in (False, True)
+]
+
 SETS: dict[str, list[EngineRun]] = {
     "guard_stock_error": [replace(STOCK, guard="error", generations=(n,)) for n in CROSS]
     + [replace(STOCK, batch_invariant=True, bi_only=True, guard="error", generations=(48,))],
@@ -111,12 +123,15 @@ SETS: dict[str, list[EngineRun]] = {
         replace(STOCK, guard="error", generations=(48,)),
         replace(STOCK, guard="eager", generations=(48,)),
     ],
+    "backend_speed": SPEED,
     "guard026_false_alarms": _false_alarm_runs(["FLEX_ATTENTION", "TRITON_ATTN"], runner_v1=True),
     "guard026_mutants": [replace(TRITON, generations=(32,))]
     + [replace(TRITON, mutant=m, generations=(32,), guard=g) for m in sorted(MUTANTS) for g in ("", "error")]
     + [replace(TRITON, mutant="frozen_decision", graphs="eager", generations=(32,))],
+    "backend_speed026": SPEED,
 }
-TIMED = {"guard_cost", "stock_workaround_cost"}  # engines that time throughput run alone, one at a time
+# engines that time throughput run alone, one at a time
+TIMED = {"guard_cost", "stock_workaround_cost", "backend_speed", "backend_speed026"}
 MAX_WORKERS = 16  # engines side by side on one GPU
 
 
