@@ -83,6 +83,17 @@ def test_04_prose_claims_only_what_its_outputs_show():
         assert gone not in text, gone
     assert "Crash or wrong answer: what decides" in text  # 01's section, by its title
     assert "piecewise\n  graphs were measured on the tiny model only" in text
+    # round 4: the engine claim keeps run-to-run nondeterminism (N = 1) and batch variance apart; no legend word
+    # ("frozen") the text leaves undefined; no second recording hidden in a row
+    assert "not batch-invariant with `VLLM_BATCH_INVARIANT=0`" not in text
+    assert "run-to-run" in text and "batch variance" in text
+    assert "replays the\nkernel with the strides of its capture step" in text
+    assert "its own row" in text and "`0 (bitwise equal)`" in text
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "engine_grid(needle)" in cell.source:
+            assert "category_heatmap(grid" in cell.source and ", notes)" in cell.source  # the counts are drawn
+        if cell.cell_type == "code" and "RECORDED_KERNEL_INVARIANCE" in cell.source:
+            assert "kernel_verdicts(gpu_kernel)" in cell.source
 
 
 @pytest.mark.notebook
@@ -151,7 +162,8 @@ def test_the_bandwidth_fraction_can_be_drawn_on_a_log_axis_and_the_max_diff_stri
 
 
 def test_heatmap_cell_text_reads_on_its_colour():
+    from flexfix.edition.plots.invariance import MATCH_COLOURS
     from flexfix.edition.plots.style import text_colour
 
-    assert text_colour("#e0a100") == "black"  # amber: the 'differs' cells
-    assert text_colour("#8b0000") == "white" and text_colour("#4c9a2a") == "white"
+    assert text_colour(MATCH_COLOURS["moved"]) == "black" and text_colour(MATCH_COLOURS["wrong result"]) == "black"
+    assert text_colour(MATCH_COLOURS["crash"]) == "white" and text_colour(MATCH_COLOURS["bitwise equal"]) == "white"
