@@ -23,15 +23,17 @@ def _check(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> None:
     run = dict(where=lambda t: ~t["skipped"].fillna("").astype(bool), condition="of stages that ran")
     require(stages, what, values=("requests", "ok", "errored"), **run)
     compared = dict(where=lambda t: t["compared"].fillna(0) > 0, condition="with comparisons")
-    require(stages, what, values=("bitwise_equal", "tokens_differ", "logprobs_differ"), **compared)
+    require(stages, what, values=("bitwise_equal", "same_tokens_other_logprobs", "tokens_differ"), **compared)
     differ = dict(
-        where=lambda t: (t["tokens_differ"].fillna(0) + t["logprobs_differ"].fillna(0)) > 0,
+        where=lambda t: (t["tokens_differ"].fillna(0) + t["same_tokens_other_logprobs"].fillna(0)) > 0,
         condition="with differences",
     )
     require(stages, what, values=("max_abs_logprob_diff",), **differ)
 
 
 def _stage(row: pd.Series) -> str:
+    """One stage's evidence; each compared request counted once, as the stage table and the figure count them:
+    bitwise equal, other tokens, or the same tokens but other logprobs."""
     if row.get("skipped"):
         return f"{row['stage']}: not run ({row['skipped']})"
     n, ok = int(row["requests"]), int(row["ok"]) if pd.notna(row["ok"]) else 0
@@ -42,12 +44,12 @@ def _stage(row: pd.Series) -> str:
     if pd.notna(compared) and int(compared):
         versus = "its non-streamed answer" if row["stage"] == "stream" else "the same request alone"
         text += f", {int(row['bitwise_equal'])} of {int(compared)} bitwise equal to {versus}"
-        if int(row["tokens_differ"]):
-            text += f" ({plural(int(row['tokens_differ']), 'request')} with other tokens"
-            text += f", {int(row['logprobs_differ'])} with other logprobs"
-            text += f", by up to {row['max_abs_logprob_diff']:.3g})"
-        elif int(row["logprobs_differ"]):
-            text += f" ({int(row['logprobs_differ'])} with other logprobs, by up to {row['max_abs_logprob_diff']:.3g})"
+        tokens, logprobs = int(row["tokens_differ"]), int(row["same_tokens_other_logprobs"])
+        kinds = ([plural(tokens, "request") + " with other tokens"] if tokens else []) + (
+            [f"{logprobs} with the same tokens but other logprobs"] if logprobs else []
+        )
+        if kinds:
+            text += f" ({', '.join(kinds)}; logprobs off by up to {row['max_abs_logprob_diff']:.3g})"
     return text
 
 

@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import pandas as pd
 
-from flexfix.edition.plots.style import OUTCOME_COLOURS, figure
+from flexfix.edition.plots.style import OUTCOME_COLOURS, figure, wrap
+from flexfix.edition.tables.serving import stage_counts
 
-__all__ = ["SERVING_KINDS", "serving_figure"]
+__all__ = ["SERVING_KINDS", "NOT_RUN", "serving_figure"]
 
-# What a request of a stage came to, in stacking order, with its colour.
+# What a request of a stage came to, in stacking order, with its colour: each compared request is in exactly one of
+# the first three (a request with other tokens has other logprobs too, and counts only as "tokens differ"), as in the
+# stage table's columns bitwise_equal, same_tokens_other_logprobs and tokens_differ.
+NOT_RUN = "not run (server gone)"
 SERVING_KINDS = {
     "bitwise equal to alone": OUTCOME_COLOURS["ok"],
-    "same tokens, logprobs differ": OUTCOME_COLOURS["wrong_result"],
+    "same tokens, other logprobs": OUTCOME_COLOURS["wrong_result"],
     "tokens differ": OUTCOME_COLOURS["index_error"],
     "error": OUTCOME_COLOURS["illegal_memory_access"],
-    "not run (server gone)": OUTCOME_COLOURS["refused"],
+    NOT_RUN: OUTCOME_COLOURS.get("not_run", OUTCOME_COLOURS["refused"]),  # drawn hatched: no value
+}
+
+# each kind's column in the stage table (flexfix.edition.tables.stage_table): the bars count what its columns count
+_COLUMN = {
+    "bitwise equal to alone": "bitwise_equal",
+    "same tokens, other logprobs": "same_tokens_other_logprobs",
+    "tokens differ": "tokens_differ",
+    "error": "errored",
+    NOT_RUN: "not_run",
 }
 
 _SHORT = {
     "bitwise equal to alone": "equal",
-    "same tokens, logprobs differ": "logprobs differ",
+    "same tokens, other logprobs": "same tokens, other logprobs",
     "tokens differ": "tokens differ",
     "error": "errors",
-    "not run (server gone)": "not run",
+    NOT_RUN: "not run",
 }
 
 
@@ -34,36 +47,30 @@ def _bars(table: pd.DataFrame) -> list[tuple[str, int, dict[str, int]]]:
             if s["stage"] == "alone":
                 continue
             model = f" ({r['model']})" if isinstance(r.get("model"), str) else ""
-            label = f"{r['scenario']}{model}: {s['stage']} {s['requests']}"
-            if s.get("skipped"):
-                bars.append((label, s["requests"], {"not run (server gone)": s["requests"]}))
-                continue
-            tokens = len(s["tokens_differ"])
-            counts = {
-                "bitwise equal to alone": s["bitwise_equal"],
-                "same tokens, logprobs differ": len(s["logprobs_differ"]) - tokens,
-                "tokens differ": tokens,
-                "error": s["errored"],
-            }
-            bars.append((label, s["requests"], counts))
+            counts = {kind: stage_counts(s).get(column, 0) for kind, column in _COLUMN.items()}
+            bars.append((f"{r['scenario']}{model}: {s['stage']} {s['requests']}", s["requests"], counts))
     return bars
 
 
 def serving_figure(table: pd.DataFrame, where: str = ""):
     """Per scenario and stage, the share of its requests that were bitwise equal to themselves alone, had the same
-    tokens but other logprobs, other tokens, or an error (a stacked bar each, every stage as wide as the axis
-    whatever its size, so that a stage of one request shows as well as one of 128), with the counts written at the
-    bar's end; ``where`` names the run (this run, the FAKE server, a recorded GPU run) in the title."""
+    tokens but other logprobs, other tokens (and so other logprobs too), or an error, each request counted once (a
+    stacked bar each, every stage as wide as the axis whatever its size, so that a stage of one request shows as well
+    as one of 128), with the counts written at the bar's end; a stage that could not run is a hatched placeholder;
+    ``where`` names the run (this run, the FAKE server, a recorded GPU run) in the title."""
     bars = _bars(table)
-    fig, ax = figure((9, 0.45 * len(bars) + 1.4))
+    fig, ax = figure((10.5, 0.45 * len(bars) + 1.4))
     for y, (_, n, counts) in enumerate(bars):
         left = 0.0
         for kind, colour in SERVING_KINDS.items():
             k = counts.get(kind, 0)
             if k:
-                ax.barh(y, 100 * k / n, left=left, color=colour, label=kind)
+                if kind == NOT_RUN:  # no value: a hatched placeholder, not a solid bar that could read as one
+                    ax.barh(y, 100 * k / n, left=left, color=colour, edgecolor="white", hatch="//", lw=0, label=kind)
+                else:
+                    ax.barh(y, 100 * k / n, left=left, color=colour, label=kind)
                 left += 100 * k / n
-        said = ", ".join(f"{counts[kind]} {_SHORT[kind]}" for kind in SERVING_KINDS if counts.get(kind))
+        said = "; ".join(f"{counts[kind]} {_SHORT[kind]}" for kind in SERVING_KINDS if counts.get(kind))
         ax.text(101.5, y, f"{said} (of {n})", va="center", fontsize=8)
     ax.set_yticks(range(len(bars)), [b[0] for b in bars], fontsize=9)
     ax.invert_yaxis()
@@ -80,6 +87,7 @@ def serving_figure(table: pd.DataFrame, where: str = ""):
         ncol=min(3, len(shown)),
         frameon=False,
     )
-    ax.set_title("each request in a batch vs the same request alone" + (f" ({where})" if where else ""), fontsize=10)
+    title = "each request in a batch vs the same request alone, counted once" + (f" ({where})" if where else "")
+    ax.set_title(wrap(title, 9, 10), fontsize=10)
     fig.tight_layout()
     return fig

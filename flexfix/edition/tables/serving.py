@@ -7,6 +7,7 @@ import pandas as pd
 __all__ = [
     "scenario_table",
     "stage_table",
+    "stage_counts",
     "failed_requests",
     "differences",
     "error_summary",
@@ -35,11 +36,31 @@ def scenario_table(table: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in cols if c in table]].set_index("scenario")
 
 
+def stage_counts(stage: dict) -> dict[str, int]:
+    """What the requests of one recorded stage came to, each request counted once: ``not_run`` (the stage was
+    skipped), or ``bitwise_equal``, ``same_tokens_other_logprobs``, ``tokens_differ`` (other tokens, and so other
+    logprobs too) and ``errored``."""
+    if stage.get("skipped"):
+        return {"not_run": stage["requests"]}
+    tokens = set(stage.get("tokens_differ") or [])
+    return {
+        "bitwise_equal": stage.get("bitwise_equal") or 0,
+        "same_tokens_other_logprobs": len(set(stage.get("logprobs_differ") or []) - tokens),
+        "tokens_differ": len(tokens),
+        "errored": stage.get("errored") or 0,
+    }
+
+
 def stage_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One line per scenario x stage: requests ok / errored, comparisons with the request alone."""
+    """One line per scenario x stage: requests ok / errored, comparisons with the request alone.  Each compared
+    request is counted in exactly one of ``bitwise_equal``, ``same_tokens_other_logprobs`` and ``tokens_differ`` (a
+    request with other tokens has other logprobs too, and counts only there): the three add up to ``compared``, and
+    are the counts of :func:`flexfix.edition.plots.serving_figure`'s bars (:func:`stage_counts`)."""
     rows = []
     for _, r in table.iterrows():
         for s in r["records"]:
+            compared = "logprobs_differ" in s
+            counts = stage_counts(s) if compared else {}
             rows.append(
                 {
                     "scenario": r["scenario"],
@@ -50,14 +71,14 @@ def stage_table(table: pd.DataFrame) -> pd.DataFrame:
                     "errors": ", ".join(f"{n} x {k}" for k, n in (s.get("errors") or {}).items()),
                     "compared": s.get("compared"),
                     "bitwise_equal": s.get("bitwise_equal"),
-                    "tokens_differ": len(s["tokens_differ"]) if "tokens_differ" in s else None,
-                    "logprobs_differ": len(s["logprobs_differ"]) if "logprobs_differ" in s else None,
+                    "same_tokens_other_logprobs": counts.get("same_tokens_other_logprobs"),
+                    "tokens_differ": counts.get("tokens_differ"),
                     "max_abs_logprob_diff": s.get("max_abs_logprob_diff"),
                     "seconds": s.get("seconds"),
                     "skipped": s.get("skipped", ""),
                 }
             )
-    counts = ["ok", "errored", "compared", "bitwise_equal", "tokens_differ", "logprobs_differ"]
+    counts = ["ok", "errored", "compared", "bitwise_equal", "same_tokens_other_logprobs", "tokens_differ"]
     return pd.DataFrame(rows).astype({c: "Int64" for c in counts})
 
 
