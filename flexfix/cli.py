@@ -131,6 +131,8 @@ def status() -> dict[str, Any]:
         "FLEXFIX_PATCH": "unset" if raw is None else raw,
         "plugin": requested,
         "guard": _guard_status(),
+        "FLEXFIX_GUARD_NOT_READ": os.environ.get("FLEXFIX_GUARD_NOT_READ", "unset"),
+        "FLEXFIX_GUARD_STATS": os.environ.get("FLEXFIX_GUARD_STATS", "unset"),
     }
     if report["vllm"] != "not installed":
         from flexfix.integration import vllm_patch
@@ -160,9 +162,11 @@ def build_status_parser(prog: str = "flexfix status") -> argparse.ArgumentParser
 def status_main(argv: Sequence[str] | None = None, prog: str = "flexfix status") -> int:
     args = build_status_parser(prog).parse_args(argv)
     report = status()
+    # 1 where a setting would stop vLLM's start (the plugin refuses it by name): say so here first
+    code = 1 if any(str(report[k]).startswith("invalid") for k in ("plugin", "guard")) else 0
     if args.json:
         print(json.dumps(report, indent=1, default=str))
-        return 0
+        return code
     plugin = {
         "on": "on: the plugin patches every vLLM process that starts with it",
         "off": "off: the plugin leaves vLLM as it is",
@@ -175,9 +179,10 @@ def status_main(argv: Sequence[str] | None = None, prog: str = "flexfix status")
         f"patched in this process: {'yes' if report['patched_in_this_process'] else 'no'}",
         f"FLEXFIX_PATCH: {report['FLEXFIX_PATCH']} ({plugin})",
         f"FLEXFIX_GUARD: {report['guard']}",
+        *[f"{k}: {report[k]}" for k in ("FLEXFIX_GUARD_NOT_READ", "FLEXFIX_GUARD_STATS") if report[k] != "unset"],
     ]
     print("\n".join(lines))
-    return 0
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

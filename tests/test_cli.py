@@ -124,5 +124,25 @@ def test_status_says_what_flexfix_guard_asks_of_vllm(monkeypatch, capsys, value,
     else:
         monkeypatch.setenv("FLEXFIX_GUARD", value)
     assert cli.status()["guard"].startswith(says)
-    assert cli.main(["status"]) == 0
+    assert cli.main(["status"]) == (1 if value == "typo" else 0)  # what would stop vLLM's start fails here too
     assert f"FLEXFIX_GUARD: {says}" in capsys.readouterr().out
+
+
+def test_status_checks_every_guard_setting_as_the_plugin_will(monkeypatch, capsys, tmp_path):
+    """A malformed FLEXFIX_GUARD_NOT_READ or an unwritable FLEXFIX_GUARD_STATS stops vLLM's start: status says so."""
+    monkeypatch.setenv("FLEXFIX_GUARD", "log")
+    monkeypatch.setenv("FLEXFIX_GUARD_NOT_READ", "host_lens")
+    assert cli.main(["status"]) == 1
+    out = capsys.readouterr().out
+    assert "FLEXFIX_GUARD: invalid (FLEXFIX_GUARD_NOT_READ: 'host_lens' is not Class.field" in out
+    assert "FLEXFIX_GUARD_NOT_READ: host_lens" in out
+    monkeypatch.setenv("FLEXFIX_GUARD_NOT_READ", "MyMetadata.host_lens")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("FLEXFIX_GUARD_STATS", str(blocker))
+    assert cli.main(["status"]) == 1
+    assert f"invalid (FLEXFIX_GUARD_STATS {str(blocker)!r} is a file, not a folder" in capsys.readouterr().out
+    monkeypatch.setenv("FLEXFIX_GUARD_STATS", str(tmp_path / "stats"))
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "FLEXFIX_GUARD: log:" in out and f"FLEXFIX_GUARD_STATS: {tmp_path / 'stats'}" in out

@@ -276,3 +276,17 @@ def test_the_guard_times_itself(buffers):
         guard.before_replay(key, roots(build(buffers, G=3, K=k)))
     s = guard.summary()
     assert s["replays_checked"] == 3 and 0 < s["check_ns"] < 3 * 10**9  # nanoseconds on the host, all replays
+
+
+def test_the_readmes_python_example_runs_and_refuses_the_as_strided_copy(capsys):
+    """README, "Guarding a backend": the example for one's own metadata, run as printed."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Guarding a backend") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md example", "exec"), {"__name__": "readme_example"})  # noqa: S102
+    out = capsys.readouterr().out
+    assert "MyMetadata.block_table: strides (64, 1) -> (48, 1)" in out and "shape [4, 16] -> [4, 48]" in out
+    assert "host_lens" not in out  # left out by name

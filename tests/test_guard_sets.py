@@ -106,3 +106,13 @@ def test_the_backend_speed_sets_time_flex_and_triton_alone_at_both_settings():
         assert all(r.model == "variance" and r.throughput == (48, 128) and r.repeats >= 5 for r in runs)
         assert all(r.patched == (r.backend == "FLEX_ATTENTION") and not r.guard for r in runs)
     assert SETS["backend_speed"] == SETS["backend_speed026"]
+
+
+def test_the_help_reads_as_plain_text_and_points_to_the_guard_itself(capsys):
+    from flexfix.measure.guard_sets import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert ":class:" not in out and ":mod:" not in out and "``" not in out
+    assert "FLEXFIX_GUARD=error|eager|log" in " ".join(out.split())

@@ -266,6 +266,24 @@ def test_the_plugin_refuses_an_unknown_flexfix_guard_before_patching_anything(mo
     assert not vllm_patch.is_patched() and guard.active() is None and not vllm_v1.installed()
 
 
+def test_the_plugin_refuses_a_stats_folder_it_cannot_write_before_patching_anything(monkeypatch, tmp_path):
+    """The statistics are written at exit: a folder found unwritable only then would lose them silently."""
+    from flexfix.integration import vllm_patch, vllm_plugin
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("FLEXFIX_PATCH", "1")
+    monkeypatch.setenv("FLEXFIX_GUARD", "log")
+    monkeypatch.setenv("FLEXFIX_GUARD_STATS", str(blocker / "stats"))
+    with pytest.raises(ValueError, match="FLEXFIX_GUARD_STATS .* is not a writable folder"):
+        vllm_plugin.register()
+    assert not vllm_patch.is_patched() and guard.active() is None and not vllm_v1.installed()
+    monkeypatch.delenv("FLEXFIX_GUARD")  # no guard asked for: its statistics folder is not its business
+    monkeypatch.setenv("FLEXFIX_PATCH", "0")
+    vllm_plugin.register()
+    assert guard.active() is None
+
+
 def test_a_full_call_without_attention_metadata_is_counted_not_compared(stock, wrapped):
     """A dummy run (vLLM's profiling or padding runs) carries no attention metadata: nothing to hold to."""
     g = guard.install("error")

@@ -42,6 +42,7 @@ __all__ = [
     "requested_mode",
     "install",
     "install_from_env",
+    "check_settings",
     "uninstall",
     "active",
     "status",
@@ -90,9 +91,29 @@ def install(mode: str) -> ReplayGuard:
 
 
 def install_from_env() -> ReplayGuard | None:
-    """:func:`install` in the mode ``FLEXFIX_GUARD`` asks for; None (and nothing wrapped) when unset."""
-    mode = requested_mode()
+    """:func:`install` in the mode ``FLEXFIX_GUARD`` asks for; None (and nothing wrapped) when unset.
+    ValueError naming the setting, before anything is wrapped, where :func:`check_settings` finds one wrong."""
+    mode = check_settings()
     return None if mode is None else install(mode)
+
+
+def check_settings() -> str | None:
+    """The mode ``FLEXFIX_GUARD`` asks for (None: off), once every guard setting of the environment holds:
+    ValueError naming the first that does not -- ``FLEXFIX_GUARD`` (a typo), ``FLEXFIX_GUARD_NOT_READ`` (an entry
+    that is not ``Class.field``) or, with a guard asked for, ``FLEXFIX_GUARD_STATS`` (a folder the process cannot
+    write into: probed now, so that the statistics are not lost silently at exit)."""
+    from flexfix.guard import vllm_metadata
+
+    mode = requested_mode()
+    if mode is None:
+        return None
+    vllm_metadata.not_read_fields()
+    folder = os.environ.get(STATS_ENV)
+    if folder:
+        from flexfix.edition.params import writable_folder
+
+        writable_folder(STATS_ENV, folder)
+    return mode
 
 
 def uninstall() -> bool:
@@ -114,7 +135,7 @@ def status() -> dict:
     """Mode, where the guard is hooked in, and what it has counted in this process; ``requested``: what
     ``FLEXFIX_GUARD`` asks of the vLLM processes started from this environment."""
     try:
-        requested = requested_mode() or "off"
+        requested = check_settings() or "off"
     except ValueError as e:
         requested = f"invalid ({e})"
     if _guard is None:
@@ -127,8 +148,8 @@ def _write_stats() -> None:
     if _guard is not None and folder:
         try:
             _guard.write_summary(folder)
-        except OSError:
-            pass
+        except OSError as e:  # at exit: say so, never raise over the process's own exit
+            _guard.log.warning("flexfix replay guard: could not write %s=%s: %s", STATS_ENV, folder, e)
 
 
 def _vllm_version() -> str:

@@ -46,11 +46,9 @@ def patch_requested(environ: dict[str, str] | None = None) -> bool:
 def register() -> None:
     from flexfix import guard
 
-    mode = guard.requested_mode()  # a typo stops vLLM's start, before anything is patched
-    if mode is not None:
-        from flexfix.guard import vllm_metadata
-
-        vllm_metadata.not_read_fields()  # and so does a FLEXFIX_GUARD_NOT_READ entry that is not Class.field
+    # A typo in FLEXFIX_GUARD, a FLEXFIX_GUARD_NOT_READ entry that is not Class.field, or a FLEXFIX_GUARD_STATS
+    # folder this process cannot write into stops vLLM's start, before anything is patched.
+    mode = guard.check_settings()
     if patch_requested():
         _patch()
     if mode is not None and guard.active() is None:  # vLLM may load its plugins more than once in a process

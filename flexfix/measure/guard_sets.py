@@ -209,14 +209,22 @@ def live(requests: int, mode: str = "error", timeout: float = 420):
 PROG = "flexfix guard"
 
 
+def _plain(text: str) -> str:
+    """The docstring's reStructuredText as a terminal shows it: ``:class:`x.y.Z``` as `x.y.Z`, ````a```` as `a`."""
+    import re
+
+    return re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text).replace("``", "`")
+
+
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     from flexfix.edition.params import HelpFormatter
 
     p = argparse.ArgumentParser(
         prog=prog,
-        description=__doc__.split("\n\n")[0]
-        + " Needs a CUDA GPU and vLLM (0.20.x for most sets, 0.26.0 for guard026_*).",
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]).replace("``", "`"),
+        description=_plain(__doc__.split("\n\n")[0])
+        + " Needs a CUDA GPU and vLLM (0.20.x for most sets, 0.26.0 for guard026_* and backend_speed026). The guard "
+        "itself needs no command: FLEXFIX_GUARD=error|eager|log in vLLM's environment (README, 'Guarding a backend').",
+        epilog=_plain("\n\n".join(__doc__.split("\n\n")[1:])),
         formatter_class=HelpFormatter,
     )
     p.add_argument("sets", nargs="+", choices=sorted(SETS), metavar="SET", help=f"one or more of {sorted(SETS)}")
