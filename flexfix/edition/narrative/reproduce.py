@@ -271,8 +271,14 @@ def _outside_graphs(table: pd.DataFrame, dispatch: pd.DataFrame | None) -> str:
     )
 
 
-def _engine_name(engine: str) -> str:
-    """An every-request engine's label, saying "patched" where it is (the labels say only "stock")."""
+def _engine_label(run: pd.Series) -> str:
+    """An every-request engine's label as its rows carry it (``tiny, BI=1, full, patched``): built from the
+    run's own fields, as :func:`flexfix.edition.tables.every_request_table` builds the rows' labels. The run's
+    ``engine`` text ("tiny, BI=1, full graphs") names only a stock engine as such, so it cannot be matched."""
+    if all(k in run.index for k in ("model", "batch_invariant", "graphs", "patched")):
+        patched = "patched" if bool(run["patched"]) else "stock"
+        return f"{run['model']}, BI={int(run['batch_invariant'])}, {run['graphs']}, {patched}"
+    engine = str(run["engine"]).replace(" graphs", "")
     return engine if "stock" in engine else f"{engine}, patched"
 
 
@@ -293,7 +299,8 @@ def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
     lines = []
     for _, run in runs.iterrows():
         planned = list(run.get("every_request") or [])
-        mine = rows[rows["engine"] == run["engine"].replace(" graphs", "")]
+        label = _engine_label(run)
+        mine = rows[rows["engine"] == label]
         done = [int(n) for n in mine["requests"]]
         differing = mine[mine["requests_with_other_tokens"] + mine["requests_with_other_logprobs"] > 0]
         if len(differing):
@@ -303,14 +310,19 @@ def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
                 f"{r['max_abs_logprob_diff']:.3g})"
                 for _, r in differing.iterrows()
             ]
-            line = f"* **{_engine_name(run['engine'])}** answered wrongly: {listing(found, sep='; ')}"
+            line = f"* **{label}** answered wrongly: {listing(found, sep='; ')}"
         elif done:
             line = (
-                f"* **{_engine_name(run['engine'])}** answered every request as it does alone (tokens and bitwise "
+                f"* **{label}** answered every request as it does alone (tokens and bitwise "
                 f"logprobs) at {listing(done)} requests"
             )
+        elif run["status"] == "ok" and planned:
+            raise DataError(
+                f"the every-request engines: {label} completed, but no row of the table is its: the rows and the "
+                "runs name their engines differently"
+            )
         else:
-            line = f"* **{_engine_name(run['engine'])}** completed no batch"
+            line = f"* **{label}** completed no batch"
         line += f". Batches planned: {listing(planned)}; completed: {listing(done) or 'none'}"
         if run["status"] != "ok":
             rest = [n for n in planned if n not in done]
