@@ -1,0 +1,60 @@
+"""What users would run instead (issue #25, item 3): output tokens per second of the same engines -- FlexAttention
+and TRITON_ATTN, ``VLLM_BATCH_INVARIANT`` 0 and 1 -- on vLLM 0.20.0 with flexfix and on a fixed release, each as a
+ratio to vLLM 0.20.0 + flexfix's FlexAttention at the same setting and request count.
+
+Engines time one after another (``flexfix guard backend_speed`` then ``backend_speed026``), so a ratio compares two
+engines' medians over their repetitions; ``lowest`` and ``highest`` divide this engine's slowest and fastest
+repetition by the reference's median: how far one repetition can stray, not a confidence interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+__all__ = ["REFERENCE", "backend_speed"]
+
+REFERENCE = ("0.20.0 + flexfix", "FLEX_ATTENTION")
+
+
+def backend_speed(recorded: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """``recorded``: vLLM label (``"0.20.0 + flexfix"``, ``"0.26.0"``) -> its engine table (rows as
+    :func:`flexfix.measure.record.engines.engine_sweep` writes them, with ``throughput`` records).  One row per
+    (vLLM, backend, BI, requests): tokens/s (median of the repetitions), its ratio to the reference engine's, and
+    the spread of this engine's repetitions against that median.  DataError naming what is missing."""
+    from flexfix.edition.checks import DataError
+    from flexfix.measure import engine_sweep
+
+    rows = []
+    for label, table in recorded.items():
+        speed = engine_sweep.throughput_rows(table)
+        if speed.empty:
+            raise DataError(f"vLLM {label}: no throughput record to compare")
+        backend = dict(zip(table["engine"], table["backend"]))
+        for r in speed.itertuples():
+            seconds = list(r.seconds)
+            rows.append(
+                {
+                    "vLLM": label,
+                    "backend": str(backend[r.engine]),
+                    "BI": int(bool(r.batch_invariant)),
+                    "requests": int(r.requests),
+                    "tokens/s": float(r.tokens_per_second),
+                    "fastest": r.output_tokens / min(seconds),
+                    "slowest": r.output_tokens / max(seconds),
+                    "repetitions": len(seconds),
+                }
+            )
+    table = pd.DataFrame(rows)
+    reference = table[(table["vLLM"] == REFERENCE[0]) & (table["backend"] == REFERENCE[1])]
+    base = reference.set_index(["BI", "requests"])["tokens/s"]
+    missing = sorted(set(zip(table["BI"], table["requests"])) - set(base.index))
+    if missing:
+        raise DataError(f"no {' '.join(REFERENCE)} engine at (BI, requests) {missing}: nothing to compare with")
+    ref = [base[(b, n)] for b, n in zip(table["BI"], table["requests"])]
+    table["vs 0.20.0 + flexfix FLEX"] = (table["tokens/s"] / ref).round(3)
+    table["lowest"] = (table.pop("slowest") / ref).round(3)
+    table["highest"] = (table.pop("fastest") / ref).round(3)
+    table["tokens/s"] = table["tokens/s"].round().astype(int)
+    return table.sort_values(["BI", "requests", "vLLM", "backend"]).reset_index(drop=True)

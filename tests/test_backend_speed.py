@@ -1,0 +1,59 @@
+"""Issue #25 item 3: tokens/s of FlexAttention and TRITON_ATTN on 0.20.0 + flexfix and on a fixed release, as
+ratios to 0.20.0 + flexfix's FlexAttention (flexfix.edition.tables.backends)."""
+
+import pandas as pd
+import pytest
+
+from flexfix.edition.checks import DataError
+from flexfix.edition.tables.backends import backend_speed
+
+
+def _engine(backend: str, bi: bool, seconds: dict[int, list[float]], status: str = "ok") -> dict:
+    name = f"variance, BI={int(bi)}, full graphs" + ("" if backend == "FLEX_ATTENTION" else f", stock, {backend}")
+    records = [
+        {"kind": "throughput", "requests": n, "output_tokens": 128 * n, "seconds": s, "tokens_per_second": 0.0}
+        for n, s in seconds.items()
+    ]
+    for r in records:  # as the engine child computes it: output tokens over the median repetition
+        r["tokens_per_second"] = r["output_tokens"] / sorted(r["seconds"])[len(r["seconds"]) // 2]
+    return {
+        "engine": name,
+        "model": "variance",
+        "batch_invariant": bi,
+        "graphs": "full",
+        "patched": backend == "FLEX_ATTENTION",
+        "backend": backend,
+        "status": status,
+        "records": records,
+    }
+
+
+def test_each_engine_is_a_ratio_to_the_patched_flex_engine_at_its_setting():
+    old = pd.DataFrame(
+        [
+            _engine("FLEX_ATTENTION", False, {48: [1.0, 1.0, 1.0]}),
+            _engine("TRITON_ATTN", False, {48: [0.5, 0.5, 0.6]}),
+            _engine("FLEX_ATTENTION", True, {48: [2.0, 2.0, 2.0]}),
+        ]
+    )
+    new = pd.DataFrame([_engine("FLEX_ATTENTION", False, {48: [0.9, 1.0, 1.1]})])
+    table = backend_speed({"0.20.0 + flexfix": old, "0.26.0": new}).set_index(["vLLM", "backend", "BI"])
+    assert table.loc[("0.20.0 + flexfix", "FLEX_ATTENTION", 0), "vs 0.20.0 + flexfix FLEX"] == 1.0
+    assert table.loc[("0.20.0 + flexfix", "TRITON_ATTN", 0), "vs 0.20.0 + flexfix FLEX"] == 2.0
+    upstream = table.loc[("0.26.0", "FLEX_ATTENTION", 0)]
+    assert upstream["vs 0.20.0 + flexfix FLEX"] == 1.0  # medians equal
+    assert (upstream["lowest"], upstream["highest"]) == (round(1 / 1.1, 3), round(1 / 0.9, 3))
+    assert table.loc[("0.20.0 + flexfix", "FLEX_ATTENTION", 1), "tokens/s"] == 48 * 128 // 2  # BI=1: its own reference
+
+
+def test_a_setting_without_the_reference_engine_is_refused_by_name():
+    old = pd.DataFrame([_engine("FLEX_ATTENTION", False, {48: [1.0]})])
+    new = pd.DataFrame([_engine("TRITON_ATTN", True, {128: [1.0]})])
+    with pytest.raises(
+        DataError, match=r"no 0.20.0 \+ flexfix FLEX_ATTENTION engine at \(BI, requests\) \[\(1, 128\)\]"
+    ):
+        backend_speed({"0.20.0 + flexfix": old, "0.26.0": new})
+    with pytest.raises(DataError, match="vLLM 0.26.0: no throughput record"):
+        backend_speed(
+            {"0.20.0 + flexfix": old, "0.26.0": pd.DataFrame([{**_engine("TRITON_ATTN", True, {}), "records": []}])}
+        )
