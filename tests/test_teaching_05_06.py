@@ -145,7 +145,7 @@ def _recorded_serve():
 def _bar_texts(fig) -> dict[str, str]:
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    counts = [t.get_text() for t in ax.texts]
+    counts = [t.get_text() for t in ax.texts if t.get_position()[0] > 100]  # beside the bar, not a placeholder's words
     return dict(zip(labels, counts))
 
 
@@ -194,15 +194,17 @@ def test_06_the_sentences_count_as_the_table_and_the_figure():
     assert "48 with other logprobs" not in said
 
 
-def test_06_a_stage_that_did_not_run_is_a_hatched_placeholder_not_a_value():
+def test_06_a_stage_that_did_not_run_is_an_outlined_placeholder_not_a_value():
     fig = plots.serving_figure(_recorded_serve(), "t")
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
     row = labels.index("stock (tiny): stream 1")
     bars = [b for b in ax.patches if abs(b.get_y() + b.get_height() / 2 - row) < 1e-6]
-    assert len(bars) == 1 and bars[0].get_hatch()
-    valued = {to_hex(b.get_facecolor()) for b in ax.patches if not b.get_hatch()}
+    assert len(bars) == 1 and bars[0].get_hatch() and bars[0].get_linestyle() == "--"
+    valued = {to_hex(b.get_facecolor()) for b in ax.patches if b is not bars[0]}
     assert to_hex(bars[0].get_facecolor()) not in valued  # no colour that a measured bar uses
+    inside = [t.get_text() for t in ax.texts if abs(t.get_position()[1] - row) < 1e-6 and t.get_position()[0] < 100]
+    assert inside == ["not run: the server had stopped"]  # its words inside: a placeholder, not a share
 
 
 def test_06_the_captions_say_what_the_counts_count():

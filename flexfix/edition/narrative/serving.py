@@ -33,9 +33,11 @@ def _check(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> None:
 
 def _stage(row: pd.Series) -> str:
     """One stage's evidence; each compared request counted once, as the stage table and the figure count them:
-    bitwise equal, other tokens, or the same tokens but other logprobs."""
+    bitwise equal, other tokens, or the same tokens but other logprobs.  How far logprobs moved is said of the
+    requests with the same tokens only (``max_logprob_diff_same_tokens``): a request with other tokens compares the
+    logprobs of other tokens."""
     if row.get("skipped"):
-        return f"{row['stage']}: not run ({row['skipped']})"
+        return f"{row['stage']} {int(row['requests'])}: not run ({row['skipped']})"
     n, ok = int(row["requests"]), int(row["ok"]) if pd.notna(row["ok"]) else 0
     text = f"{row['stage']} {n}: {ok} of {n} answered"
     if pd.notna(row.get("errored")) and int(row["errored"]):
@@ -49,7 +51,11 @@ def _stage(row: pd.Series) -> str:
             [f"{logprobs} with the same tokens but other logprobs"] if logprobs else []
         )
         if kinds:
-            text += f" ({', '.join(kinds)}; logprobs off by up to {row['max_abs_logprob_diff']:.3g})"
+            text += f" ({', '.join(kinds)}"
+            same = row.get("max_logprob_diff_same_tokens")
+            if logprobs and pd.notna(same):
+                text += f"; over the {logprobs} with the same tokens, logprobs off by up to {same:.3g}"
+            text += ")"
     return text
 
 
@@ -117,7 +123,7 @@ def _server(sc: pd.Series) -> list[str]:
         if named:
             text += f", from the {listing(named)} process{'es' if len(named) > 1 else ''}"
         else:
-            text += " (this recording kept how many, not which processes wrote them)"
+            text += " (this recording kept how many, not which processes wrote them, nor the lines)"
         server.append(text)
     return server
 
@@ -142,9 +148,10 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
     head = ""
     if len(models) > 1:
         which = ", ".join(f"{r.scenario}: {r.model}" for r in table.itertuples())
+        sizes = "; ".join(f"{r.scenario}: {listing([str(n) for n in r.requests])}" for r in table.itertuples())
         head = (
-            f"The scenarios ran different models ({which}): "
-            "compare each scenario's requests in a batch with the same requests alone, not one scenario's numbers "
-            "with another's."
+            f"The scenarios ran different models ({which}) and batch sizes ({sizes}): each scenario compares its "
+            "own requests in a batch with the same requests alone; the scenarios are not one model with and "
+            "without the fix."
         )
     return markdown(f"**What {where} measured**", *([head] if head else []), "\n".join(lines))

@@ -1,4 +1,5 @@
-"""The serving run as a figure: each request in a batch against the same request alone."""
+"""The serving run as a figure: each request in a batch against the same request alone, and the streamed request
+against its non-streamed answer."""
 
 from __future__ import annotations
 
@@ -13,17 +14,21 @@ __all__ = ["SERVING_KINDS", "NOT_RUN", "serving_figure"]
 # the first three (a request with other tokens has other logprobs too, and counts only as "tokens differ"), as in the
 # stage table's columns bitwise_equal, same_tokens_other_logprobs and tokens_differ.
 NOT_RUN = "not run (server gone)"
+EQUAL = "bitwise equal (together: to alone; stream: to non-streamed)"
 SERVING_KINDS = {
-    "bitwise equal to alone": OUTCOME_COLOURS["ok"],
+    EQUAL: OUTCOME_COLOURS["ok"],
     "same tokens, other logprobs": OUTCOME_COLOURS["wrong_result"],
     "tokens differ": OUTCOME_COLOURS["index_error"],
     "error": OUTCOME_COLOURS["illegal_memory_access"],
-    NOT_RUN: OUTCOME_COLOURS.get("not_run", OUTCOME_COLOURS["refused"]),  # drawn hatched: no value
+    NOT_RUN: "#ffffff",  # an outlined, dotted placeholder with its words inside: no value
 }
+# "tokens differ" keeps the edition's colour for other tokens and is hatched as well, so that it never reads as the
+# orange of "same tokens, other logprobs" beside it
+HATCH = {"tokens differ": "xx", NOT_RUN: ".."}
 
 # each kind's column in the stage table (flexfix.edition.tables.stage_table): the bars count what its columns count
 _COLUMN = {
-    "bitwise equal to alone": "bitwise_equal",
+    EQUAL: "bitwise_equal",
     "same tokens, other logprobs": "same_tokens_other_logprobs",
     "tokens differ": "tokens_differ",
     "error": "errored",
@@ -31,7 +36,7 @@ _COLUMN = {
 }
 
 _SHORT = {
-    "bitwise equal to alone": "equal",
+    EQUAL: "equal",
     "same tokens, other logprobs": "same tokens, other logprobs",
     "tokens differ": "tokens differ",
     "error": "errors",
@@ -52,23 +57,35 @@ def _bars(table: pd.DataFrame) -> list[tuple[str, int, dict[str, int]]]:
     return bars
 
 
+def _draw(ax, y: float, kind: str, width: float, left: float) -> None:
+    """One segment of a stage's bar: solid for a value; for a stage that could not run, a dotted outline spanning
+    the axis with its words inside, so that it reads as a placeholder, not as a share."""
+    if kind == NOT_RUN:
+        ax.barh(y, width, left=left, color="#ffffff", edgecolor="#999999", hatch=HATCH[kind], ls="--", lw=1, label=kind)
+        ax.text(left + width / 2, y, "not run: the server had stopped", ha="center", va="center", fontsize=8,
+                color="#555555", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})  # fmt: skip
+    elif kind in HATCH:
+        ax.barh(y, width, left=left, color=SERVING_KINDS[kind], edgecolor="black", hatch=HATCH[kind], lw=0, label=kind)
+    else:
+        ax.barh(y, width, left=left, color=SERVING_KINDS[kind], label=kind)
+
+
 def serving_figure(table: pd.DataFrame, where: str = ""):
     """Per scenario and stage, the share of its requests that were bitwise equal to themselves alone, had the same
     tokens but other logprobs, other tokens (and so other logprobs too), or an error, each request counted once (a
     stacked bar each, every stage as wide as the axis whatever its size, so that a stage of one request shows as well
-    as one of 128), with the counts written at the bar's end; a stage that could not run is a hatched placeholder;
-    ``where`` names the run (this run, the FAKE server, a recorded GPU run) in the title."""
+    as one of 128), with the counts written at the bar's end; a stage that could not run is a dotted, outlined
+    placeholder with its words inside; "bitwise equal" is to the request alone for ``together`` and to the
+    non-streamed answer for ``stream``; ``where`` names the run (this run, the FAKE server, a recorded GPU run)
+    in the title."""
     bars = _bars(table)
     fig, ax = figure((10.5, 0.45 * len(bars) + 1.4))
     for y, (_, n, counts) in enumerate(bars):
         left = 0.0
-        for kind, colour in SERVING_KINDS.items():
+        for kind in SERVING_KINDS:
             k = counts.get(kind, 0)
             if k:
-                if kind == NOT_RUN:  # no value: a hatched placeholder, not a solid bar that could read as one
-                    ax.barh(y, 100 * k / n, left=left, color=colour, edgecolor="white", hatch="//", lw=0, label=kind)
-                else:
-                    ax.barh(y, 100 * k / n, left=left, color=colour, label=kind)
+                _draw(ax, y, kind, 100 * k / n, left)
                 left += 100 * k / n
         said = "; ".join(f"{counts[kind]} {_SHORT[kind]}" for kind in SERVING_KINDS if counts.get(kind))
         ax.text(101.5, y, f"{said} (of {n})", va="center", fontsize=8)
@@ -87,7 +104,10 @@ def serving_figure(table: pd.DataFrame, where: str = ""):
         ncol=min(3, len(shown)),
         frameon=False,
     )
-    title = "each request in a batch vs the same request alone, counted once" + (f" ({where})" if where else "")
+    title = (
+        "each request counted once: together N, a request in a batch vs the same request alone; stream 1, the "
+        "streamed answer vs its non-streamed answer" + (f" ({where})" if where else "")
+    )
     ax.set_title(wrap(title, 9, 10), fontsize=10)
     fig.tight_layout()
     return fig

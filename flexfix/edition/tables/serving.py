@@ -13,12 +13,38 @@ __all__ = [
     "error_summary",
     "log_tail",
     "print_log_tails",
+    "print_errors",
+    "print_whole",
+    "model_table",
 ]
+
+FAKE = "fake_vllm_server"  # a scenario whose command runs this script served no vLLM: it loads no plugin
+
+
+def _is_fake(row) -> bool:
+    return any(FAKE in str(part) for part in (row.get("command") or []))
+
+
+def _requests_sent(row) -> str:
+    """The batch sizes the scenario planned, each one whose stage could not run marked ``not sent``."""
+    skipped = {s["requests"] for s in row["records"] if s.get("stage") == "together" and s.get("skipped")}
+    return ", ".join(f"{n} (not sent: server gone)" if n in skipped else str(n) for n in row["requests"])
+
+
+def _exited(value) -> str:
+    """``server_exited_with`` in words: null means the server was still running when the stages ended (the manager
+    then stopped it), not a missing value."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "still running at the end (stopped by the manager)"
+    return f"exited by itself, status {int(value)}"
 
 
 def scenario_table(table: pd.DataFrame) -> pd.DataFrame:
     """One line per scenario: its settings (the model first: the scenarios need not share one) and what happened
-    (``outcome``); the recording's expectation columns are left out, its sentences say what each outcome means."""
+    (``outcome``); the recording's expectation columns are left out, its sentences say what each outcome means.
+    ``requests`` marks a batch size that was never sent (its server had stopped); ``server`` says in words whether
+    the server exited by itself (and with which status) or was still running; ``plugin_lines`` notes that the FAKE
+    server loads no plugin."""
     cols = [
         "scenario",
         "model",
@@ -28,12 +54,44 @@ def scenario_table(table: pd.DataFrame) -> pd.DataFrame:
         "outcome",
         "ima_in_log",
         "plugin_lines",
-        "server_exited_with",
+        "server",
         "startup_seconds",
         "detail",
     ]
-    table = table.rename(columns={"status": "outcome"})
+    table = table.rename(columns={"status": "outcome"}).copy()
+    table["requests"] = [_requests_sent(r) for _, r in table.iterrows()]
+    table["server"] = [_exited(v) for v in table["server_exited_with"]]
+    if "command" in table:
+        table["plugin_lines"] = [
+            f"{r['plugin_lines']} (the FAKE server loads no plugin)" if _is_fake(r) else r["plugin_lines"]
+            for _, r in table.iterrows()
+        ]
     return table[[c for c in cols if c in table]].set_index("scenario")
+
+
+def model_table() -> pd.DataFrame:
+    """The project's two Llama configs (:data:`flexfix.integration.engine.LLAMA_CONFIGS`) and the prompt lengths
+    their requests draw from (:data:`flexfix.measure.engine_sweep.PROMPT_LENGTHS`, shortest and longest)."""
+    from flexfix.integration.engine import LLAMA_CONFIGS
+    from flexfix.measure.engine_sweep import PROMPT_LENGTHS
+
+    names = {
+        "num_hidden_layers": "layers",
+        "hidden_size": "hidden size",
+        "intermediate_size": "MLP size",
+        "num_attention_heads": "query heads",
+        "num_key_value_heads": "KV heads",
+        "head_dim": "head_dim",
+        "vocab_size": "vocabulary",
+    }
+    rows = []
+    for model, config in LLAMA_CONFIGS.items():
+        shortest, longest = PROMPT_LENGTHS[model]
+        rows.append(
+            {"model": model, **{label: config[key] for key, label in names.items()}}
+            | {"shortest prompt (tokens)": shortest, "longest prompt (tokens)": longest}
+        )
+    return pd.DataFrame(rows).set_index("model")
 
 
 def stage_counts(stage: dict) -> dict[str, int]:
@@ -51,11 +109,27 @@ def stage_counts(stage: dict) -> dict[str, int]:
     }
 
 
+def same_tokens_diff(stage: dict) -> float | None:
+    """The largest |logprob difference| over the stage's requests with the same tokens as alone (its ``differ``
+    records with ``tokens_equal``): a request with other tokens compares the logprobs of other tokens, so
+    ``max_abs_logprob_diff``, which includes it, does not say how far the logprobs of the same text moved."""
+    if "logprobs_differ" not in stage or not stage.get("compared"):
+        return None
+    moved = [
+        d["max_abs_logprob_diff"]
+        for d in stage.get("differ") or []
+        if d.get("tokens_equal") and d.get("max_abs_logprob_diff") is not None
+    ]
+    return max(moved) if moved else 0.0
+
+
 def stage_table(table: pd.DataFrame) -> pd.DataFrame:
     """One line per scenario x stage: requests ok / errored, comparisons with the request alone.  Each compared
     request is counted in exactly one of ``bitwise_equal``, ``same_tokens_other_logprobs`` and ``tokens_differ`` (a
     request with other tokens has other logprobs too, and counts only there): the three add up to ``compared``, and
-    are the counts of :func:`flexfix.edition.plots.serving_figure`'s bars (:func:`stage_counts`)."""
+    are the counts of :func:`flexfix.edition.plots.serving_figure`'s bars (:func:`stage_counts`).
+    ``max_abs_logprob_diff`` is over every compared request, ``max_logprob_diff_same_tokens`` over those with the
+    same tokens only (:func:`same_tokens_diff`)."""
     rows = []
     for _, r in table.iterrows():
         for s in r["records"]:
@@ -74,6 +148,7 @@ def stage_table(table: pd.DataFrame) -> pd.DataFrame:
                     "same_tokens_other_logprobs": counts.get("same_tokens_other_logprobs"),
                     "tokens_differ": counts.get("tokens_differ"),
                     "max_abs_logprob_diff": s.get("max_abs_logprob_diff"),
+                    "max_logprob_diff_same_tokens": same_tokens_diff(s),
                     "seconds": s.get("seconds"),
                     "skipped": s.get("skipped", ""),
                 }
@@ -115,6 +190,19 @@ def error_summary(table: pd.DataFrame) -> pd.DataFrame:
         .rename("count")
         .reset_index()
     )
+
+
+def print_errors(table: pd.DataFrame) -> None:
+    """Each error the clients got (:func:`error_summary`), whole: the cell of a table cuts it off."""
+    for _, r in error_summary(table).iterrows():
+        print(f"--- {r['scenario']}, {r['stage']} {r['requests']}: {r['count']} x HTTP {r['status_code']}:")
+        print(r["error"])
+
+
+def print_whole(table: pd.DataFrame, column: str, key: str) -> None:
+    """Each row's ``column``, whole, under its ``key`` (a table cell cuts a long text off)."""
+    for _, r in table.iterrows():
+        print(f"--- {r[key]}: {r[column]}")
 
 
 def log_tail(table: pd.DataFrame, scenario: str, n: int = 20) -> str:
