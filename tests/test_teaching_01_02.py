@@ -4,6 +4,7 @@ against the table beside it, the data or the code."""
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from flexfix.edition import schemas, tables
@@ -48,3 +49,61 @@ def test_an_engine_that_completed_but_has_no_rows_is_an_error_not_a_sentence():
     every, rows = _every()
     with pytest.raises(DataError):
         reproduce.every_request(every, rows[rows["engine"].str.contains("stock")])
+
+
+# Item 2: notebook 02's claim that the fix works rests on every request, not on request 0.
+
+
+def test_the_fix_is_shown_on_every_request_and_request_0_is_not_called_evidence():
+    from flexfix.edition import glossary
+    from flexfix.edition.narrative import workarounds
+    from flexfix.edition.tables.outcomes import every_request_dispatch
+
+    every, rows = _every()
+    pairs = every_request_dispatch(every)
+    assert (128, 47) in pairs and (47, 17) in pairs  # patched engines started for 128, stock for its largest batch
+    said = workarounds.fix_on_every_request(rows, glossary.decode_dispatch(pairs), "there")
+    assert said.startswith("**The fix, on every request:**") and "runs with a FULL graph" in said
+    assert "at 17 requests 1 request came out with other tokens" in said  # the positive control
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    patched = tables.select_scenarios(engines, ["patched_inprocess"])
+    assert "never misreads" in reproduce.patched_batches(patched)
+    nb = "\n".join(text(c) for c in cells("02_apply_flexfix"))
+    assert "got through the replays that crashed" not in nb and "fix_on_every_request(" in nb
+
+
+def test_a_patched_engine_that_differed_is_not_called_fixed():
+    from flexfix.edition.narrative import workarounds
+
+    every, rows = _every()
+    broken = rows.copy()
+    broken.loc[broken["engine"].str.endswith("patched"), "requests_with_other_tokens"] = 1
+    dispatch = pd.DataFrame([{"max_num_seqs": 128, "decode batch": 17, "runs with": "FULL"}])
+    said = workarounds.fix_on_every_request(broken, dispatch, "x")
+    assert said.startswith("**The patched engines did not answer every request as alone**")
+
+
+# Item 3: max_num_seqs=16 never ran more than 16 at once; no ranking from single recordings; a control is named.
+
+
+def test_the_workarounds_say_what_max_num_seqs_does_and_where_the_control_is():
+    from flexfix.edition.narrative import workarounds
+    from flexfix.edition.tables.workarounds import workaround_table
+
+    safety, _ = schemas.recorded(DATA, "stock_workarounds", schemas.ENGINE_SWEEPS)
+    cost, _ = schemas.recorded(DATA, "stock_workaround_cost", schemas.ENGINE_SWEEPS)
+    said = workarounds.without_plugin(workaround_table(safety, cost), "here", "there")
+    assert "alone and among 48 and 128 at once" not in said
+    assert "the scheduler ran at most that many of them at once" in said and "positive control" in said
+    assert "Each costs throughput" not in said and "not a ranking" in said
+
+
+# Item 6: a table read from one recorded file names that file, not "this run".
+
+
+def test_the_v0_20_2_summary_names_its_file():
+    v0_20_2, _ = schemas.recorded(DATA, "engine_scenarios_v0_20_2", schemas.ENGINE_SCENARIOS)
+    summary = tables.engine_summary(v0_20_2, recorded_in="engine_scenarios_v0_20_2")
+    assert set(summary["recorded_in"]) == {"engine_scenarios_v0_20_2"}
+    nb = "\n".join(text(c) for c in cells("02_apply_flexfix"))
+    assert 'recorded_in="engine_scenarios_v0_20_2"' in nb

@@ -267,7 +267,8 @@ def test_the_patch_cycle_is_said_as_what_it_means():
         ]
     )
     said = workarounds.patch_cycle(checks)
-    assert said.startswith("Before `apply()` the installed copy gave the view the source's strides")
+    assert said.startswith("**1 of 3 checks failed:** **`revert()` undid nothing**")  # meaning first
+    assert "In order: before `apply()` the installed copy gave the view the source's strides" in said
     assert "**`revert()` undid nothing**" in said and "True" not in said and "False" not in said
 
 

@@ -43,6 +43,7 @@ DATA_CELLS: dict[str, tuple[str, ...]] = {
         '"vllm_release_patch_checks"',
         '"patched_inprocess", "patched_d", "patched_plugin"]',
         "tables.batch_records(patched_runs)",
+        "workarounds.fix_on_every_request(",
         '"engine_scenarios_v0_20_2"',
     ),
     "04_batch_invariance": (

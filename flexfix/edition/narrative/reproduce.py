@@ -358,6 +358,11 @@ def patched_batches(runs: pd.DataFrame) -> str:
             if distinct and tokens:
                 line += f"; its stream had {span(distinct, '{:.0f}')} distinct tokens in {max(tokens)}"
         lines.append(line + ".")
+    lines.append(
+        "Request 0 sits in query block 0, which the bug never misreads (notebook 01): its match says the patch leaves "
+        "that request as it is alone, not that the later query blocks read right, and a completed batch is no such "
+        "evidence either (a misread can be silent)."
+    )
     return markdown("\n".join(lines))
 
 

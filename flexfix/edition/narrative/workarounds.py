@@ -8,9 +8,9 @@ import re
 import pandas as pd
 
 from flexfix.edition.checks import DataError, require
-from flexfix.edition.narrative import listing, markdown, plural
+from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
 
-__all__ = ["without_plugin", "patch_cycle"]
+__all__ = ["without_plugin", "patch_cycle", "fix_on_every_request"]
 
 
 def _columns(table: pd.DataFrame, prefix: str) -> dict[int, str]:
@@ -42,10 +42,20 @@ def without_plugin(table: pd.DataFrame, safety_where: str, cost_where: str) -> s
     if safe:
         named = listing([f"{w} (`{r['vLLM setting']}`)" for w, r, _ in safe], sep="; ")
         differed = listing([f"0 of {n}" for n in counts])
+        capped = [r["vLLM setting"] for _, r, _ in safe if "max_num_seqs" in str(r["vLLM setting"])]
         lines.append(
             f"**Without the plugin, {plural(len(safe), 'setting')} kept stock 0.20.0 correct:** {named}. With each, "
-            f"every request came out the same alone and among {listing([str(n) for n in counts])} at once "
-            f"({differed} requests differed; {safety_where})."
+            f"every request of a batch submitted together ({listing([str(n) for n in counts])} requests) came out "
+            f"as it does alone ({differed} requests differed; {safety_where})"
+            + (
+                f"; with `{capped[0]}` the scheduler ran at most that many of them at once, so those requests were "
+                "never in flight together: that is how the setting works"
+                if capped
+                else ""
+            )
+            + ". These runs hold no positive control of their own (stock with full graphs going wrong on the same "
+            "model and GPU): notebook 01's every-request check is one, on the same tiny model but another GPU (its "
+            "recorded runs, shown again in this notebook's section on the patched engine)."
         )
     for way, _, said in unsafe:
         lines.append(f"**{way} did not**: {listing(said)} requests differed alone vs together ({safety_where}).")
@@ -54,10 +64,11 @@ def without_plugin(table: pd.DataFrame, safety_where: str, cost_where: str) -> s
         ratios = listing([f"{float(row[c]):.2f} at {n} requests" for n, c in speeds.items()])
         costs.append(f"{way} ({ratios})")
     lines.append(
-        "**Each costs throughput**, as a fraction of the patched engine's output tokens per second with full graphs "
-        f"({cost_where}): {listing(costs, sep='; ')}. These are one recording of each engine, with no repeat: they say "
-        "roughly what a setting costs, not which costs least. Notebook 05 measures how far one configuration's "
-        "throughput moves from one engine to the next, and differences smaller than that rank nothing."
+        "**What each cost in this recording**, as a fraction of the patched engine's output tokens per second with "
+        f"full graphs ({cost_where}): {listing(costs, sep='; ')}. Each ratio compares one engine of each setting "
+        "with one patched engine, started once: a rough size of the cost, not a ranking. Notebook 05 measures how far "
+        "one configuration's throughput moves from one engine to the next, and differences smaller than that rank "
+        "nothing."
     )
     return markdown(*lines)
 
@@ -115,8 +126,88 @@ def patch_cycle(checks: pd.DataFrame) -> str:
     """Notebook 02's checks of ``apply()``/``revert()``/``patched()`` (a ``check``/``value`` table), said as what
     each result means, in order; a check this function does not know is named with its value."""
     require(checks, "the patch checks", values=("check", "value"))
-    said = []
+    said, failed = [], []
     for check, value in zip(checks["check"], checks["value"]):
         meaning = _CYCLE.get(str(check))
-        said.append(meaning[0 if bool(value) else 1] if meaning else f"{check}: {value}")
-    return markdown(said[0][0].upper() + "; ".join(said)[1:] + ".")
+        if meaning is None:
+            said.append(f"{check}: {value}")
+            continue
+        said.append(meaning[0 if bool(value) else 1])
+        # a "before" check that does not hold only says this vLLM carries the fix; every other one is a failure
+        if not bool(value) and not str(check).startswith("before:"):
+            failed.append(meaning[1])
+    n = len(checks)
+    if failed:
+        head = f"**{len(failed)} of {plural(n, 'check')} failed:** {listing(failed, sep='; ')}."
+    else:
+        before = [c for c, v in zip(checks["check"], checks["value"]) if str(c).startswith("before:") and not v]
+        head = (
+            f"**All {plural(n, 'check')} came out as they should:** `apply()` installs both changes, the patched copy "
+            "behaves as 0.21.0's, and `revert()` and `patched()` give vLLM back its own objects"
+            + (
+                f" (the {plural(len(before), '`before` check')} read False: this vLLM has the bug until `apply()`)."
+                if before
+                else "."
+            )
+        )
+    return markdown(head, "In order: " + "; ".join(said) + ".")
+
+
+def fix_on_every_request(rows: pd.DataFrame, dispatch: pd.DataFrame, where: str) -> str:
+    """The evidence that the patched engine reads every query block right: the every-request rows
+    (:func:`flexfix.edition.tables.every_request_table`) of the patched engines, with what vLLM's dispatcher runs each
+    of their batches with (:func:`flexfix.edition.glossary.decode_dispatch`), beside the stock engine of the same
+    check, the positive control."""
+    require(rows, "the every-request rows", values=("engine", "requests", "requests_with_other_tokens"))
+    require(dispatch, "the decode dispatch", values=("max_num_seqs", "decode batch", "runs with"))
+    differ = rows["requests_with_other_tokens"] + rows["requests_with_other_logprobs"]
+    patched = rows[rows["engine"].str.endswith("patched")]
+    stock = rows[rows["engine"].str.endswith("stock")]
+    if patched.empty:
+        raise DataError("the every-request rows hold no patched engine: nothing shows the fix on every request")
+    batches = sorted({int(n) for n in patched["requests"]})
+    blocks = max(-(-n // 16) for n in batches)
+    bad = patched[differ[patched.index] > 0]
+    modes = dispatch[dispatch["decode batch"].isin(batches)]
+    full = set(modes.loc[modes["runs with"] == "FULL", "decode batch"])
+    if len(bad):
+        head = (
+            f"**The patched engines did not answer every request as alone**: {int(differ[bad.index].sum())} requests "
+            f"differed ({where})."
+        )
+    else:
+        head = (
+            f"**The fix, on every request:** the patched engines ({listing(sorted(set(patched['engine'])))}) answered "
+            f"every request of the batches of {listing(batches)} exactly as alone, tokens and bitwise logprobs, "
+            f"{int(patched['requests'].sum())} requests in all, up to {plural(blocks, 'query block')} per step "
+            f"({where})."
+        )
+    said = [head]
+    said.append(
+        "By vLLM's own dispatcher (the table), a decode step of "
+        + (
+            f"{listing(sorted(full))} requests on those engines runs with a FULL graph: a replayed attention kernel"
+            if full
+            else "none of those sizes runs with a FULL graph on those engines"
+        )
+        + ". That is what the installed vLLM's code decides for such a step, not a record of the engines' own replays."
+    )
+    if len(stock):
+        wrong = stock[differ[stock.index] > 0]
+        said.append(
+            "The positive control is the stock engine of the same check (full graphs, same model and request counts): "
+            + (
+                listing(
+                    [
+                        f"at {r.requests} requests {plural(int(r.requests_with_other_tokens), 'request')} came out "
+                        "with other tokens than alone"
+                        for _, r in wrong.iterrows()
+                    ]
+                )
+                if len(wrong)
+                else "no request differed in the batches it completed"
+            )
+            + f", and it ended with {listing(sorted(OUTCOME_WORDS.get(s, s) for s in set(stock['engine_status'])))} "
+            "(notebook 01 shows it in full)."
+        )
+    return markdown(" ".join(said))

@@ -13,6 +13,8 @@ __all__ = [
     "batch_records",
     "select_scenarios",
     "replay_steps",
+    "engine_max_num_seqs",
+    "every_request_dispatch",
 ]
 
 
@@ -38,12 +40,12 @@ def _what(scenario: str, what: str) -> str:
     return _WHAT.get(scenario, what)
 
 
-def _recorded_in(table: pd.DataFrame) -> list[str]:
+def _recorded_in(table: pd.DataFrame, default: str = "this run") -> list[str]:
     """Which recording each row comes from (its results file, ``source``), so that repeats of one scenario are told
-    apart, with "run k of n" where one recording holds a scenario more than once); "this run" where the table has no
-    ``source`` (a live run)."""
+    apart, with "run k of n" where one recording holds a scenario more than once); ``default`` where the table has no
+    ``source`` ("this run" for a live run; the file's name for one recorded file read alone)."""
     if "source" not in table:
-        return ["this run"] * len(table)
+        return [default] * len(table)
     keys = list(zip(table["scenario"], table["source"])) if "scenario" in table else list(table["source"])
     total = {k: keys.count(k) for k in keys}
     seen: dict = {}
@@ -54,15 +56,17 @@ def _recorded_in(table: pd.DataFrame) -> list[str]:
     return out
 
 
-def engine_summary(table: pd.DataFrame) -> pd.DataFrame:
+def engine_summary(table: pd.DataFrame, recorded_in: str = "this run") -> pd.DataFrame:
     """One line per engine scenario run: what it is, what happened, the batches it completed, the engine's last word,
-    and which recording it comes from (a scenario repeated in several recordings has one line per recording)."""
+    and which recording it comes from (a scenario repeated in several recordings has one line per recording;
+    ``recorded_in`` names the recording of a table without a ``source`` column: "this run", or the one file it was
+    read from)."""
     out = table[["scenario", "what", "status"]].copy().rename(columns={"status": "outcome"})
     out["what"] = [_what(n, w) for n, w in zip(out["scenario"], out["what"])]
     out["completed_batches"] = [", ".join(str(r["requests"]) for r in recs) or "none" for recs in table["records"]]
     # the engine's last word where it did not complete (an ok run's detail only repeats its description)
     out["detail"] = [d.split("] ")[-1] if st != "ok" else "" for d, st in zip(table["detail"], table["status"])]
-    out["recorded_in"] = _recorded_in(table)
+    out["recorded_in"] = _recorded_in(table, recorded_in)
     return out.set_index("scenario")
 
 
@@ -117,20 +121,28 @@ def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
 
 
 def _placement_rows(runs: pd.DataFrame, source: str) -> list[dict]:
-    """The cache-placement runs (notebook 01, "what decides"), one row per placement and outcome, with its count."""
-    arms = ["copy", "batch", "placement", "v_placement"]
-    size = runs.groupby(arms, sort=False).size()
-    return [
-        {
-            "from": source,
-            "experiment": "torch-only, caches placed by hand",
-            "case": f"{c}, batch {b}, K cache {k}, V cache {v}: {len(grp)} of {size[(c, b, k, v)]} runs "
-            f"(seeds {', '.join(map(str, sorted(set(grp['seed']))))})",
-            "outcome": st,
-            "recorded_in": source,
-        }
-        for (c, b, k, v, st), grp in runs.groupby([*arms, "status"], sort=False)
-    ]
+    """The cache-placement runs (notebook 01, "what decides"), one row per scenario and outcome, with its count: the
+    scenarios of the placement table, labelled as there (a run that read in front of a cache is its own scenario)."""
+    from flexfix.edition.tables.outcome_cause import SCENARIO_KEYS, scenario_label
+
+    keyed = runs.assign(touch=runs["touch"].fillna("").astype(str)) if "touch" in runs else runs
+    keys = [k for k in SCENARIO_KEYS if k in keyed]
+    size = keyed.groupby(keys, sort=False).size()
+    rows = []
+    for key, grp in keyed.groupby([*keys, "status"], sort=False):
+        *arm, st = key
+        label = scenario_label(*arm)
+        rows.append(
+            {
+                "from": source,
+                "experiment": "torch-only, caches placed by hand",
+                "case": f"{label}: {len(grp)} of {size[tuple(arm)]} runs "
+                f"(seeds {', '.join(map(str, sorted(set(grp['seed']))))})",
+                "outcome": st,
+                "recorded_in": source,
+            }
+        )
+    return rows
 
 
 def outcome_table(
@@ -144,12 +156,14 @@ def outcome_table(
     every_this_run: pd.DataFrame | None = None,
     placements: pd.DataFrame | None = None,
     placements_source: str = "recorded",
+    this_run_file: str | None = None,
 ) -> pd.DataFrame:
     """The outcomes in one table; ``sources`` says where each of the three tables comes from (the
     recorded files, or this run), a column of its own.  ``this_run``: this run's torch-only runs, listed first
     (``this_run_source`` names them, with their launch); None gives one row saying they are not in this table.
     ``every`` (recorded) and ``every_this_run``: the every-request engines; ``placements``: the cache-placement runs
-    (``placements_source`` says where they come from); each left out when None."""
+    (``placements_source`` says where they come from); each left out when None.  ``this_run_file``: the results
+    file this run's torch-only runs were written to, named in their ``recorded_in``."""
     rows = []
     if this_run is None:
         rows.append(
@@ -162,6 +176,7 @@ def outcome_table(
                 "experiment": f"torch-only, {r.launch} launch",
                 "case": f"{r.copy}, batch {r.batch}, seed {r.seed}",
                 "outcome": r.status,
+                "recorded_in": this_run_file or this_run_source,
             }
             for r in this_run.itertuples()
         ]
@@ -236,3 +251,24 @@ def replay_steps(runs: pd.DataFrame, copy: str, batch: int, seed: int) -> tuple[
     line = f"{copy} copy, batch {batch}, seed {seed}: {r['status']} ({r['detail']})"
     steps = pd.DataFrame(r["records"])
     return line, steps[["step", "K", "written_stride", "launch_stride", "max_error", "outcome"]]
+
+
+def engine_max_num_seqs(run) -> int:
+    """The ``max_num_seqs`` an engine-sweep run started its engine with: its own where it set one, else the largest
+    request count it planned (at least 16), as :func:`flexfix.measure.engine_sweep.llm_kwargs` sets it."""
+    own = run.get("max_num_seqs") if hasattr(run, "get") else None
+    if own is not None and not pd.isna(own) and int(own) > 0:
+        return int(own)
+    planned = [int(n) for key in ("requests", "every_request", "throughput", "generations", "guard_cost")
+               for n in (run.get(key) if hasattr(run, "get") and isinstance(run.get(key), list) else [])]  # fmt: skip
+    return max([*planned, 16])
+
+
+def every_request_dispatch(every: pd.DataFrame) -> list[tuple[int, int]]:
+    """``(max_num_seqs, batch)`` of each batch an every-request engine completed, in order: what to ask vLLM's
+    dispatcher (:func:`flexfix.edition.glossary.decode_dispatch`) whether the batch replayed a FULL graph."""
+    pairs = []
+    for _, run in every.iterrows():
+        seqs = engine_max_num_seqs(run)
+        pairs += [(seqs, int(r["requests"])) for r in run["records"] if r.get("kind") == "every_request"]
+    return list(dict.fromkeys(pairs))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["WAYS", "workaround_key", "workaround_table"]
+__all__ = ["WAYS", "NOT_RECORDED", "workaround_key", "workaround_table"]
 
 # (graphs, max_num_seqs) of a recorded engine -> (the way around the bug, the vLLM argument that sets it)
 WAYS = {
@@ -14,6 +14,8 @@ WAYS = {
     ("full", 16): ("at most 16 requests at once", "max_num_seqs=16"),
 }
 PATCHED = ("the plugin (patched, full graphs)", "FLEXFIX_PATCH=1")
+# A cell of a setting the file behind that column did not record (the checks hold no patched engine).
+NOT_RECORDED = "not recorded in this file"
 
 
 def workaround_key(run) -> tuple[str, int]:
@@ -64,4 +66,4 @@ def workaround_table(safety: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(
         [{"way around the bug": way, "vLLM setting": setting, **row} for (way, setting), row in rows.items()]
     ).set_index("way around the bug")
-    return table.fillna("not in this set")
+    return table.fillna(NOT_RECORDED)
