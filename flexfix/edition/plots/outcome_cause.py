@@ -7,7 +7,7 @@ import pandas as pd
 
 from flexfix.edition.plots.style import OUTCOME_WORDS, colour, figure, patch, text_colour, wrap
 
-__all__ = ["OUTCOME_CAUSE_COLOURS", "outcome_grid"]
+__all__ = ["OUTCOME_CAUSE_COLOURS", "PROBE_FAULT", "outcome_grid"]
 
 # outcome_grid: one colour per outcome of a run, the outcome's colour in every figure (style.OUTCOME_WORDS; the
 # legend's labels start with these keys)
@@ -18,6 +18,16 @@ OUTCOME_CAUSE_COLOURS = {
     "other": colour(OUTCOME_WORDS["error"]),
 }
 _LABEL = {"ok": "correct", "wrong_result": "silently wrong", "illegal_memory_access": "illegal memory access"}
+# A run whose own read of the bytes in front of a cache faulted, before any replay: an illegal memory access, but
+# another event than a replay's; drawn in the same colour, hatched, with a legend entry of its own.
+PROBE_FAULT = "illegal memory access in its own read in front, before the replay"
+OUTCOME_CAUSE_COLOURS[PROBE_FAULT] = colour(OUTCOME_WORDS["illegal_memory_access"])
+
+
+def _outcome(run) -> str:
+    if getattr(run, "touch_result", None) == "faulted" and run.status == "illegal_memory_access":
+        return PROBE_FAULT
+    return _LABEL.get(run.status, "other")
 
 
 def _yes(value) -> str:
@@ -48,26 +58,32 @@ def outcome_grid(runs: pd.DataFrame, title: str):
         raise ValueError("outcome_grid needs at least one run")
     scenarios = list(dict.fromkeys(scenario_label(*key) for key in runs[SCENARIO_KEYS].itertuples(index=False)))
     seeds = sorted(set(runs["seed"]))
-    fig, ax = figure((max(6.0, 1.6 * len(seeds) + 3.5), 0.6 * len(scenarios) + 1.6))
+    fig, ax = figure((max(7.0, 2.1 * len(seeds) + 3.5), 0.8 * len(scenarios) + 1.8))
     for run in runs.itertuples(index=False):
         y = scenarios.index(scenario_label(*(getattr(run, k) for k in SCENARIO_KEYS)))
         x = seeds.index(run.seed)
-        label = _LABEL.get(run.status, "other")
+        label = _outcome(run)
         fill = OUTCOME_CAUSE_COLOURS[label][1]
         ink = text_colour(fill)
-        ax.add_patch(Rectangle((x - 0.45, y - 0.4), 0.9, 0.8, facecolor=fill))
-        ax.text(x, y, _label(run), ha="center", va="center", fontsize=6.5, color=ink)
+        hatch = "///" if label == PROBE_FAULT else None
+        ax.add_patch(Rectangle((x - 0.45, y - 0.4), 0.9, 0.8, facecolor=fill, hatch=hatch, edgecolor="#999999"))
+        box = {"facecolor": fill, "edgecolor": "none", "pad": 1} if hatch else None
+        ax.text(x, y, _label(run), ha="center", va="center", fontsize=8.5, color=ink, bbox=box)
     ax.set_xlim(-0.6, len(seeds) - 0.4)
     ax.set_ylim(len(scenarios) - 0.5, -0.5)
     ax.set_xticks(range(len(seeds)), [str(s) for s in seeds])
-    ax.set_yticks(range(len(scenarios)), scenarios, fontsize=8)
+    ax.set_yticks(range(len(scenarios)), scenarios, fontsize=9)
     ax.set_xlabel(
         "seed (the same seed: the same steps, the same misread cells); listed: the driver lists an allocation in "
         "front of that cache",
         fontsize=8,
     )
     ax.set_title(wrap(title, fig.get_figwidth(), 10), fontsize=10)
-    present = list(dict.fromkeys(_LABEL.get(s, "other") for s in runs["status"]))
+    present = list(dict.fromkeys(_outcome(run) for run in runs.itertuples(index=False)))
     handles = [patch(OUTCOME_CAUSE_COLOURS[name][1]) for name in present]
-    ax.legend(handles, present, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    for handle, name in zip(handles, present):
+        if name == PROBE_FAULT:
+            handle.set_hatch("///")
+    shown = [wrap(name, 2.4, 9) for name in present]
+    ax.legend(handles, shown, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9, frameon=False)
     return fig

@@ -70,8 +70,12 @@ def _crash_band(band, table: pd.DataFrame) -> list[tuple[int, str]]:
         steps = sorted(s for s, o in counts if o == outcome)
         dx = (k - (len(outcomes) - 1) / 2) * 0.25
         runs = len({i for i, _, o in crashes if o == outcome})
-        label = f"{name} ({runs} run{'s' if runs > 1 else ''}): no answer at the step"
-        band.plot([s + dx for s in steps], [0.5] * len(steps), "X", color=colour, ms=10, ls="none", label=label)
+        what = " (the CPU analog of a crash)" if outcome == "index_error" else ""
+        label = f"{name} ({runs} run{'s' if runs > 1 else ''}){what}: no answer at the step"
+        # a cross outlined in black in every figure: "no answer" reads the same on a CPU and on a GPU, and its shape
+        # keeps it apart from the ring of a silently wrong answer whatever their colours
+        band.plot([s + dx for s in steps], [0.5] * len(steps), "X", color=colour, mec="black", mew=1.2, ms=12,
+                  ls="none", label=label)  # fmt: skip
         for s in steps:
             n = counts[(s, outcome)]
             band.text(s + dx + 0.2, 0.5, f"{n} run{'s' if n > 1 else ''}", va="center", fontsize=8, color=colour)
@@ -96,7 +100,7 @@ def replay_errors(table: pd.DataFrame, title: str):
     groups = table.groupby(["copy", "batch"], sort=False)
     silent: list[tuple[float, float]] = []  # steps that answered, silently wrong (above the tolerance)
     for n, ((copy, batch), runs) in enumerate(groups):
-        dx = (n - (len(groups) - 1) / 2) * 0.18  # side by side: equal errors (the capture step) stay visible
+        dx = (n - (len(groups) - 1) / 2) * 0.3  # side by side: equal errors (the capture step) stay apart
         colour = REPLAY_ERROR_COLOURS.get(copy, REPLAY_ERROR_COLOURS["error"])[1]
         style = ("-", "--", ":", "-.")[batches.index(batch) % 4]
         label = f"{copy}, batch {batch} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
@@ -118,7 +122,7 @@ def replay_errors(table: pd.DataFrame, title: str):
         from matplotlib.colors import to_rgba
 
         fill = to_rgba(ring, 0.12)  # a ring round the step's own point, which stays visible inside it
-        ax.plot(xs, ys, "o", ms=13, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none", label=label)
+        ax.plot(xs, ys, "o", ms=14, mfc=fill, color=ring, mec=ring, mew=2.2, ls="none", label=label)
     tol = _tolerance(table)
     if tol is not None:
         colour = REPLAY_ERROR_COLOURS["tolerance"][1]
