@@ -107,3 +107,58 @@ def test_the_v0_20_2_summary_names_its_file():
     assert set(summary["recorded_in"]) == {"engine_scenarios_v0_20_2"}
     nb = "\n".join(text(c) for c in cells("02_apply_flexfix"))
     assert 'recorded_in="engine_scenarios_v0_20_2"' in nb
+
+
+# Item 4: the capture sizes printed say which hold a FULL graph, for the engines' real max_num_seqs.
+
+
+def test_the_capture_sizes_line_says_which_sizes_hold_a_full_graph():
+    from flexfix.edition import glossary
+
+    line = glossary.capture_sizes_line(48)
+    assert "PIECEWISE at every one" in line and line.endswith("only at [1, 2, 4, 8, 16, 24, 32, 40, 48]")
+    src = next(text(c) for c in cells("01_reproduce_ima") if "glossary.k_at_capture()" in text(c))
+    assert "max_num_seqs=128" not in src and "(128, 17)" not in src
+    assert "tokens per step with a captured full graph" not in src
+
+
+# Item 5: "V ended where K began" shows its evidence; the first sentence names the two recordings.
+
+
+def test_v_ended_where_k_began_is_shown_from_the_recorded_addresses():
+    from flexfix.edition.narrative import outcome_cause as story
+    from flexfix.edition.tables import outcome_cause as cause_tables
+
+    runs, _ = cause_tables.recorded(DATA)
+    said = story.outcome_cause(runs, "there")
+    d = runs[(runs["placement"] == "default") & runs["touch"].isna() & (runs["copy"] == "as_strided")]
+    gap = int((d.k_address - d.v_address).iloc[0])
+    assert f"the V cache started {gap:,} bytes before the K cache" in said
+    moved = runs.copy()
+    moved.loc[d.index, "k_address"] = moved.loc[d.index, "k_address"] + 4096
+    assert "V ended where K began" not in story.outcome_cause(moved, "there")
+    cell = next(text(c) for c in cells("01_reproduce_ima") if text(c).startswith("## Crash or wrong answer"))
+    assert "H100" in cell and "H200" in cell and "cannot fault" in cell
+
+
+# Item 7: the one table's placement rows are the placement table's scenarios; this run's rows name their file.
+
+
+def test_the_one_table_counts_the_placement_scenarios_as_the_placement_table_does():
+    from flexfix.edition.tables import outcome_cause as cause_tables
+
+    recorded, _ = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
+    sanitizer, _ = schemas.recorded(DATA, "ima_sanitizer", schemas.SANITIZER_RUNS)
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    placed, _ = cause_tables.recorded(DATA)
+    mine = recorded.assign(launch="frozen")
+    table = tables.outcome_table(
+        recorded, sanitizer, engines, this_run=mine, this_run_source="this run (cpu)",
+        this_run_file="/x/ima_kernel-cpu.json", placements=placed, placements_source="there",
+    )  # fmt: skip
+    per_scenario = cause_tables.placement_table(placed)["runs"]
+    rows = table[table["experiment"] == "torch-only, caches placed by hand"]
+    for scenario, n in per_scenario.items():
+        mine_rows = rows[rows["case"].str.startswith(scenario + ":")]
+        assert mine_rows["case"].str.extract(r": (\d+) of")[0].astype(int).sum() == n, scenario
+    assert set(table.loc[table["from"] == "this run (cpu)", "recorded_in"]) == {"RESULTS_DIR/ima_kernel-cpu.json"}

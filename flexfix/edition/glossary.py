@@ -34,6 +34,7 @@ __all__ = [
     "width_explained",
     "same_as_vllm",
     "quiet_vllm",
+    "capture_sizes_line",
 ]
 
 # term -> definition (Markdown).  Numbers in definitions come from flexfix.mechanism.paged, formatted in below.
@@ -84,10 +85,24 @@ TERMS = {
         "changes); the fix writes it into `buffer[:G, :K]` (row stride `W_max`, which never changes)."
     ),
     "IMA": "illegal memory access: a kernel read an address outside any allocation; it poisons the CUDA context.",
-    "needle": "one fixed request decoded alone and inside batches; its output alone is the reference.",
     "bitwise equal / batch-invariant": (
-        "`torch.equal` between the needle's output in a batch and alone; a kernel or engine is batch-invariant "
-        "when that holds for every batch."
+        "`torch.equal` between a request's output in a batch and alone; a kernel or engine is batch-invariant "
+        "when that holds for every batch. It matters here because of the fix's second change: vLLM 0.20.0 refuses "
+        "FlexAttention in batch-invariant mode (`VLLM_BATCH_INVARIANT=1`), and PR #40842 lifted that refusal."
+    ),
+    "max_num_seqs, max_num_batched_tokens": (
+        "engine arguments of vLLM (`LLM(...)`): the most requests, and the most tokens, it schedules in one step. "
+        "`max_num_seqs` also bounds the batch sizes that get a FULL decode graph; `max_num_batched_tokens` sets "
+        "`G_max`."
+    ),
+    "doc_ids": (
+        "for each query token of the step, the index of the request it belongs to: the mask looks that request up "
+        "in `physical_to_logical`, where a KV page that is not the request's maps to `-1` and is masked."
+    ),
+    "direct-build path": (
+        "how vLLM 0.20.0's FlexAttention metadata builder makes the `BlockMask` for these steps "
+        "(`_build_block_mask_direct`): straight from the block table, as `kv_indices` and `kv_num_blocks`, instead of "
+        "evaluating the mask function block by block."
     ),
 }
 
@@ -197,6 +212,20 @@ def vllm_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int = 8192) ->
     return list(_configured(max_num_seqs, max_num_batched_tokens).compilation_config.cudagraph_capture_sizes)
 
 
+_FULL_SIZES: dict[int, list[int]] = {}  # max_num_seqs -> its FULL decode graph sizes, as decode_dispatch found them
+
+
+def capture_sizes_line(max_num_seqs: int) -> str:
+    """The batch sizes (tokens per step) an engine of ``max_num_seqs`` captures graphs for, and which of them hold a
+    FULL decode graph (attention inside), by the installed vLLM's own rules (the default ``FULL_AND_PIECEWISE``)."""
+    decode_dispatch([(max_num_seqs, 1)])
+    full = _FULL_SIZES[int(max_num_seqs)]
+    return (
+        f"max_num_seqs={max_num_seqs}: graphs captured at {vllm_capture_sizes(max_num_seqs)} tokens per step "
+        f"(PIECEWISE at every one); a FULL decode graph, attention inside, only at {full}"
+    )
+
+
 def decode_dispatch(engines) -> pd.DataFrame:
     """For each ``(max_num_seqs, batch)`` in ``engines``: what the installed vLLM's own ``CudagraphDispatcher``
     (keys set by ``initialize_cudagraph_keys``) runs a uniform decode step of ``batch`` requests with: the FULL
@@ -215,7 +244,9 @@ def decode_dispatch(engines) -> pd.DataFrame:
         with quiet_vllm():
             dispatcher.initialize_cudagraph_keys(CUDAGraphMode.FULL_AND_PIECEWISE, 1)
             mode, desc = dispatcher.dispatch(int(batch), uniform_decode=True)
-        full = sorted(k.num_tokens for k in dispatcher.cudagraph_keys[CUDAGraphMode.FULL])
+        full = _FULL_SIZES[int(max_num_seqs)] = sorted(
+            k.num_tokens for k in dispatcher.cudagraph_keys[CUDAGraphMode.FULL]
+        )
         rows.append(
             {
                 "max_num_seqs": int(max_num_seqs),

@@ -49,13 +49,16 @@ def misread_cells(reads: pd.DataFrame, sanitizer: pd.DataFrame | None = None) ->
         f"Over {plural(seeds, 'seed')} and {replays} replays of batch {int(strided['batch'].iloc[0])}, the rows after "
         f"the first read {total} cells: {kinds['own']} of their own pages, {kinds['other_page']} other valid pages "
         f"(loaded, then hidden by the mask), {kinds['pad']} `-1` pads, {kinds['never_written']} never-written cells "
-        f"and {kinds['out_of_range']} values outside the cache; {with_pads} of the {len(strided)} replays read at "
-        f"least one pad. The rows missed {int(strided['missed'].sum())} of their own pages (the wrong answer)."
+        f"and {kinds['out_of_range']} values outside the cache; in {with_pads} of the {len(strided)} replays "
+        f"({seeds} seeds x {replays} replays, the table's `seeds with a pad` per replay) at least one pad was read. "
+        f"The rows `missed` {int(strided['missed'].sum())} of their own pages (pages they should have read and did "
+        "not: the wrong answer)."
     )
     if reach:
         evidence += (
             f" A `-1` page of KV head 0 is the {reach[0]:,} bytes in front of the K and V caches' first byte "
-            "(bf16, as on the GPU): the only addresses outside the caches that these cells produce."
+            "(bf16, as on the GPU; the table's `front_bytes_read`, the bytes in front of a cache that a pad makes the "
+            "kernel load): the only addresses outside the caches that these cells produce."
         )
     found = sanitizer_offset(sanitizer) if sanitizer is not None else None
     if found is not None and reach:
@@ -153,10 +156,13 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
             f"was the one those answers predict in {hit} of {len(d)}."
         )
         behind = d["k_address"] - d["v_address"] if {"k_address", "v_address"} <= set(d.columns) else None
-        if behind is not None and (behind == d["front_k_size"]).all():
+        if behind is not None and (behind == d["front_k_size"]).all() and d["front_k_size"].nunique() == 1:
+            size = int(d["front_k_size"].iloc[0])
             parts.append(
-                "The allocation in front of K was the V cache itself (V ended where K began), so only what lay in "
-                "front of V could decide."
+                f"In all {len(d)} the V cache started {size:,} bytes before the K cache (the `k_address` and "
+                f"`v_address` each run recorded), and the allocation the driver listed in front of K was {size:,} "
+                "bytes long, just that distance: V ended where K began, so the allocation in front of K was the V "
+                "cache itself and only what lay in front of V could decide."
             )
         unlisted_but_read = touched[(touched["placement"] == "default") & (touched["touch_result"] == "read")]
         unlisted_but_read = unlisted_but_read[

@@ -70,8 +70,8 @@ def _crash_band(band, table: pd.DataFrame) -> list[tuple[int, str]]:
         steps = sorted(s for s, o in counts if o == outcome)
         dx = (k - (len(outcomes) - 1) / 2) * 0.25
         runs = len({i for i, _, o in crashes if o == outcome})
-        what = " (the CPU analog of a crash)" if outcome == "index_error" else ""
-        label = f"{name} ({runs} run{'s' if runs > 1 else ''}){what}: no answer at the step"
+        what = ",\nthe CPU analog of a crash" if outcome == "index_error" else ""
+        label = f"{name} ({runs} run{'s' if runs > 1 else ''}): no answer{what}"
         # a cross outlined in black in every figure: "no answer" reads the same on a CPU and on a GPU, and its shape
         # keeps it apart from the ring of a silently wrong answer whatever their colours
         band.plot([s + dx for s in steps], [0.5] * len(steps), "X", color=colour, mec="black", mew=1.2, ms=12,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "replay_steps",
     "engine_max_num_seqs",
     "every_request_dispatch",
+    "dispatch_pairs",
 ]
 
 
@@ -156,7 +159,7 @@ def outcome_table(
     every_this_run: pd.DataFrame | None = None,
     placements: pd.DataFrame | None = None,
     placements_source: str = "recorded",
-    this_run_file: str | None = None,
+    this_run_file: str | Path | None = None,
 ) -> pd.DataFrame:
     """The outcomes in one table; ``sources`` says where each of the three tables comes from (the
     recorded files, or this run), a column of its own.  ``this_run``: this run's torch-only runs, listed first
@@ -176,7 +179,7 @@ def outcome_table(
                 "experiment": f"torch-only, {r.launch} launch",
                 "case": f"{r.copy}, batch {r.batch}, seed {r.seed}",
                 "outcome": r.status,
-                "recorded_in": this_run_file or this_run_source,
+                "recorded_in": f"RESULTS_DIR/{Path(this_run_file).name}" if this_run_file else this_run_source,
             }
             for r in this_run.itertuples()
         ]
@@ -272,3 +275,10 @@ def every_request_dispatch(every: pd.DataFrame) -> list[tuple[int, int]]:
         seqs = engine_max_num_seqs(run)
         pairs += [(seqs, int(r["requests"])) for r in run["records"] if r.get("kind") == "every_request"]
     return list(dict.fromkeys(pairs))
+
+
+def dispatch_pairs(threshold: pd.DataFrame) -> list[tuple[int, int]]:
+    """``(max_num_seqs, requests)`` of the threshold table's counts past one query block that completed or first
+    faulted: the decode batches whose graph mode decides what their outcome says (one pair each, in order)."""
+    past = threshold[(threshold["requests"] > 16) & (threshold["outcome"] != "not reached")]
+    return list(dict.fromkeys(zip(past["max_num_seqs"].astype(int), past["requests"].astype(int))))
