@@ -7,7 +7,7 @@ import pandas as pd
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
 
-__all__ = ["KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep", "engine_sweep"]
+__all__ = ["REFERENCE", "KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep", "engine_sweep"]
 
 # The columns the sentences state (a notebook reads its recorded files with them): kernel cells, engine needles.
 KERNEL_CELL_COLUMNS = (
@@ -48,6 +48,19 @@ def check_kernel_cells(table: pd.DataFrame, what: str = "the needle cells") -> p
     return table
 
 
+# What the "fp32 reference" of the sentences is (tests/test_teaching_03_05.py reads it).
+REFERENCE = (
+    "the fp32 reference: the needle's attention over its own pages only, computed in fp32 in plain torch "
+    "(`flexfix.mechanism.paged.reference`), with no kernel and no batch"
+)
+
+
+def _alone_error(cells: pd.DataFrame) -> float | None:
+    """The needle alone (``B = 1``)'s distance to the fp32 reference, where a cell at one request ran."""
+    alone = cells[(cells["batch"] == 1) & (cells["outcome"] == "ok")]["max_error_vs_reference"].dropna()
+    return float(alone.max()) if len(alone) else None
+
+
 def _kernel_config(cells: pd.DataFrame) -> str:
     """One configuration's cells (every batch x position) in one clause."""
     n = len(cells)
@@ -63,22 +76,71 @@ def _kernel_config(cells: pd.DataFrame) -> str:
         if outcome == "ok":
             moved = group["max_abs_diff"].dropna()
             ref = group["max_error_vs_reference"].dropna()
-            text = f"{plural(len(group), 'cell')} moved (at {listing(batches)} requests) by up to {moved.max():.2g}"
+            where = list(dict.fromkeys(group["position"]))
+            every = list(dict.fromkeys(cells["position"]))
+            only = f", only at needle position {listing([f'`{p}`' for p in where])}" if len(where) < len(every) else ""
+            text = (
+                f"{plural(len(group), 'cell')} moved (at {listing(batches)} requests{only}): the needle's output in "
+                f"the batch differs from its output alone by up to {moved.max():.2g}"
+            )
             if len(ref):
-                text += f", still within {ref.max():.2g} of the fp32 reference"
+                text += f"; the distance of those cells to the fp32 reference is at most {ref.max():.2g}"
+                alone = _alone_error(cells)
+                if alone is not None:
+                    text += f" (the needle alone: {alone:.2g})"
             parts.append(text)
         else:
             word = OUTCOME_WORDS.get(outcome, outcome)
             details = group["detail"].dropna()
             detail = ":".join(str(details.iloc[0]).split(":")[:2]) if len(details) else ""
-            text = f"{plural(len(group), 'cell')} ended in {word} (from {batches[0]} requests on"
+            text = f"{plural(len(group), 'cell')} ended in {word} ({_at_sizes(batches, cells['batch'])}"
             text += f"; e.g. `{detail}`)" if outcome == "error" and detail else ")"
             parts.append(text)
     return "; ".join(parts)
 
 
+def _at_sizes(batches: list, every) -> str:
+    """``"from 17 requests on"`` where ``batches`` are all the sizes from there to the largest of ``every`` (the
+    configuration's sizes), else ``"at 15, 16 and 17 requests"``."""
+    sizes = sorted({int(b) for b in every})
+    mine = sorted({int(b) for b in batches})
+    if mine == sizes[sizes.index(mine[0]) :]:
+        return f"from {plural(mine[0], 'request')} on"
+    return f"at {listing(mine)} requests"
+
+
+def _none_from(cells: pd.DataFrame, kind) -> int | None:
+    """The smallest batch size from which no cell produced a result and every cell came to ``kind`` (a predicate on
+    the outcome): the sizes from there on all failed that way.  None where a larger size still ran."""
+    failed = cells.groupby("batch")["outcome"].apply(lambda s: bool(s.map(kind).all()))
+    start = None
+    for batch in sorted(failed.index, reverse=True):
+        if not failed[batch]:
+            break
+        start = int(batch)
+    return start
+
+
+def _failure_words(cells: pd.DataFrame, kind, every: str, some: str) -> str | None:
+    """``every`` ("no kernel built from 17 requests on") only from the size on where no cell produced a result;
+    sizes before it where only some positions failed that way are named with ``some`` ("kernel errors at 15 and 16
+    requests")."""
+    hit = cells[cells["outcome"].map(kind)]
+    if hit.empty:
+        return None
+    start = _none_from(cells, kind)
+    partial = sorted(int(b) for b in hit["batch"].unique() if start is None or b < start)
+    parts = []
+    if partial:
+        parts.append(f"{some} at {listing(partial)} requests")
+    if start is not None:
+        parts.append(f"{every} from {plural(start, 'request')} on")
+    return " and ".join(parts) if len(parts) < 2 else f"{parts[0]}, {parts[1]}"
+
+
 def _kernel_headline(cells: pd.DataFrame) -> str:
-    """What one configuration's cells mean, in a few words, before the evidence."""
+    """What one configuration's cells mean, in a few words, before the evidence.  "No kernel built" (or "broken")
+    from a batch size on only where no cell at that size or after it produced a result."""
     equal = cells["bitwise_equal"].fillna(False).astype(bool)
     if equal.all():
         return "batch-invariant"
@@ -86,13 +148,9 @@ def _kernel_headline(cells: pd.DataFrame) -> str:
     ok = cells[cells["outcome"] == "ok"]
     if (~ok["bitwise_equal"].fillna(False).astype(bool)).any():
         parts.append("varies with the batch")
-    failed = cells[cells["outcome"] != "ok"]
-    broken = failed[failed["outcome"] != "error"]
-    if len(broken):
-        parts.append(f"broken from {plural(int(broken['batch'].min()), 'request')} on")
-    errors = failed[failed["outcome"] == "error"]
-    if len(errors):
-        parts.append(f"no kernel built from {plural(int(errors['batch'].min()), 'request')} on")
+    broken = _failure_words(cells, lambda o: o not in ("ok", "error"), "broken", "broken")
+    errors = _failure_words(cells, lambda o: o == "error", "no kernel built", "kernel errors")
+    parts += [p for p in (broken, errors) if p]
     return listing(parts)
 
 
@@ -110,8 +168,25 @@ def kernel_sweep(table: pd.DataFrame, where: str) -> str:
     lead = f"In short: {invariant} of {n} configurations kept the needle bitwise the same alone and in every batch" + (
         "." if invariant == n else "; the others are below, each with what it did."
     )
+    outcomes = set(table["outcome"])
+    if "wrong_result" not in outcomes and outcomes - {"ok", "error"}:
+        lead += (
+            " No cell computed a wrong answer without an error (the verdict table's `wrong` column is 0 in every row): "
+            "every misread cell of this sweep ended in a crash."
+        )
+    reference = ""
+    if any("fp32 reference" in text for _, text in said):
+        reference = (
+            f"Two distances per moved configuration: how far the needle's output in a batch is from its own output "
+            f"alone (what batch invariance asks to be 0), and how far it is from {REFERENCE}; a rounding-sized "
+            "move leaves the second about where the needle alone has it."
+        )
     return markdown(
-        f"**What {where} measured** (cells: batch sizes x needle positions)", lead, "\n".join(lines), _sources(table)
+        f"**What {where} measured** (cells: batch sizes x needle positions)",
+        lead,
+        "\n".join(lines),
+        reference,
+        _sources(table),
     )
 
 

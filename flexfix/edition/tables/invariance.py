@@ -12,6 +12,7 @@ __all__ = [
     "position_counts",
     "configs_of",
     "kernel_verdicts",
+    "NO_RESULT",
     "ENGINE_MARKS",
     "ENGINE_KEY",
     "kernel_grid",
@@ -97,19 +98,40 @@ def kernel_grid(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return cat, note
 
 
+NO_RESULT = "n/a (no cell ran)"  # max_abs_diff of a verdict row none of whose cells produced a comparable result
+
+
+def _verdicts(cells: pd.DataFrame) -> pd.DataFrame:
+    """:func:`flexfix.measure.invariance.verdicts`, with ``max_abs_diff`` taken over the cells that produced a result
+    (outcome ``ok`` or ``wrong_result``; their number in ``ran``) and :data:`NO_RESULT` where none did (every cell
+    crashed or failed to build), never a 0 or a NaN that reads like a measurement."""
+    from flexfix.measure.invariance import verdicts
+
+    out = verdicts(cells).astype({"max_abs_diff": object})
+    ran = cells[cells["outcome"].isin(["ok", "wrong_result"])].groupby("config")["max_abs_diff"]
+    out.insert(
+        list(out.columns).index("max_abs_diff"),
+        "ran",
+        [len(ran.get_group(c)) if c in ran.groups else 0 for c in out.index],
+    )
+    for config in out.index:
+        diffs = ran.get_group(config).dropna() if config in ran.groups else []
+        out.at[config, "max_abs_diff"] = float(diffs.max()) if len(diffs) else NO_RESULT
+    return out
+
+
 def kernel_verdicts(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`flexfix.measure.invariance.verdicts`, one row per configuration; a configuration whose cells come from
     more than one recording (a ``source`` column) is split, one row per recording, so that no row adds up numbers
-    of two runs.  The ``recording`` column says which file each row's numbers come from, and which batches."""
-    from flexfix.measure.invariance import verdicts
-
+    of two runs.  The ``recording`` column says which file each row's numbers come from, and which batches.
+    ``max_abs_diff`` is over the cells that ran, :data:`NO_RESULT` where none did."""
     if "source" not in table:
-        return verdicts(table)
+        return _verdicts(table)
     parts = []
     for config in dict.fromkeys(table["config"]):
         cells = table[table["config"] == config]
         for source, part in cells.groupby("source", sort=False):
-            row = verdicts(part)
+            row = _verdicts(part)
             spans = f"{source} (batch {int(part['batch'].min())}-{int(part['batch'].max())})"
             row.insert(0, "recording", spans if cells["source"].nunique() > 1 else source)
             parts.append(row)
