@@ -38,9 +38,9 @@ CATEGORY_COLOURS = {name: colour(word) for name, word in _MATCH_WORDS.items()}
 # marked above the axes, bitwise-equal cells (a difference of exactly 0, which a log axis cannot show) in a band of
 # their own under it.
 LAUNCH_COPY_STYLES = {
-    "eager, sliced": (*colour("sky blue"), "o"),
-    "eager, as_strided": (*colour("bluish green"), "s"),
-    "graph, sliced": (*colour("olive"), "^"),
+    "eager, sliced": (*colour("bluish green"), "o"),
+    "eager, as_strided": (*colour("olive"), "s"),
+    "graph, sliced": (*colour("purple"), "^"),
     "graph, as_strided": (*colour("reddish purple"), "D"),
 }
 MAX_DIFF_COLOURS = {
@@ -76,6 +76,8 @@ def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None 
         aspect="auto",
         interpolation="nearest",
     )
+    for i, j in zip(*(grid == "error").to_numpy().nonzero()):  # error hatched: never read as the black of a crash
+        ax.add_patch(_hatched((j - 0.5, i - 0.5)))
     ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], fontsize=8)
     ax.set_yticks(range(grid.shape[0]), [str(r) for r in grid.index], fontsize=8)
     ax.set_xlabel(grid.columns.name or "")
@@ -88,7 +90,7 @@ def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None 
         key = notes.attrs.get("key", "cell text: see the title")
         legend_title = "cell colour: its worst outcome\n" + key
     legend = ax.legend(
-        [patch(MATCH_COLOURS[n]) for n in names],
+        [_hatched((0, 0)) if n == "error" else patch(MATCH_COLOURS[n]) for n in names],
         names,
         fontsize=8,
         loc="upper left",
@@ -100,6 +102,18 @@ def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None 
     ax.set_title(wrap(title, fig.get_figwidth() * 0.9, 10), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+ERROR_HATCH = "///"  # an error cell of the heatmap: dark grey, hatched in light grey (a crash is solid black)
+
+
+def _hatched(xy):
+    """A cell (and legend swatch) of an error: dark grey with light hatching."""
+    from matplotlib.patches import Rectangle
+
+    return Rectangle(
+        xy, 1, 1, facecolor=MATCH_COLOURS["error"], edgecolor=PALETTE["light grey"], hatch=ERROR_HATCH, lw=0
+    )
 
 
 def _panel_and_series(config: str) -> tuple[str, str]:
@@ -191,7 +205,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                         gid=f"no number: {outcome}",
                     )
         for k in range(0, len(batches), 2):  # every other batch column shaded: a shifted marker stays in its column
-            ax.axvspan(k - 0.5, k + 0.5, color="#f4f4f4", zorder=0, lw=0)
+            ax.axvspan(k - 0.5, k + 0.5, color="#fafafa", zorder=0, lw=0)
         ax.set_xticks(range(len(batches)), [str(b) for b in batches], fontsize=7)
         ax.set_xlim(-0.6, len(batches) - 0.4)
         _zero_band(ax, floor, top)
