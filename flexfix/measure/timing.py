@@ -40,6 +40,7 @@ __all__ = [
     "copy_bandwidth",
     "method_line",
     "kv_bytes",
+    "kv_dtype",
     "DecodeCase",
     "decode_sweep",
     "TIMING_COLUMNS",
@@ -119,6 +120,11 @@ def copy_bandwidth(device: str, nbytes: int = 1 << 30, *, reps: int = 10) -> flo
     dst = torch.empty_like(src)
     t = time_fn(lambda: dst.copy_(src), warmup=3, reps=reps, device=device)
     return 2 * nbytes / (t.median / 1e3)
+
+
+def kv_dtype(device: str) -> torch.dtype:
+    """The dtype of the timed keys and values (and queries): bf16 on a GPU, as vLLM serves; fp32 on the CPU."""
+    return torch.bfloat16 if device == "cuda" else torch.float32
 
 
 def kv_bytes(batch: int, context: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
@@ -207,7 +213,7 @@ def decode_sweep(
     and a cold one (``l2="flushed"``, see :func:`time_fn`); on CPU warm only."""
     from tqdm.auto import tqdm
 
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = kv_dtype(device)
     copy_bps = copy_bandwidth(device, (1 << 30) if device == "cuda" else (1 << 26))
     rows = []
     cases = [(b, c) for b in batches for c in contexts]
@@ -246,7 +252,10 @@ def method_line(device: str) -> str:
     """The sizes behind the timing method, for a notebook to print: the L2 flush buffer, this GPU's L2 cache and
     SM count (on a GPU), and the copy used for the bandwidth ceiling."""
     copy = (1 << 30) if device == "cuda" else (1 << 26)
-    line = f"L2 flush buffer {L2_FLUSH_BYTES >> 20} MiB; bandwidth ceiling from a copy_ of {copy >> 20} MiB"
+    dtype = kv_dtype(device)
+    size = torch.empty(0, dtype=dtype).element_size()
+    line = f"keys and values in {str(dtype).removeprefix('torch.')} ({size} bytes an element, the s of the KV bytes); "
+    line += f"L2 flush buffer {L2_FLUSH_BYTES >> 20} MiB; bandwidth ceiling from a copy_ of {copy >> 20} MiB"
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         line += f"; this GPU: L2 cache {props.L2_cache_size >> 20} MiB, {props.multi_processor_count} SMs"
