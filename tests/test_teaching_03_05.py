@@ -1,0 +1,146 @@
+"""Notebooks 03-05 as a newcomer read their CPU edition: a generated sentence says "no kernel built" only where no
+cell produced a result, defines the reference it measures against, and a verdict row with no result shows no number;
+series never take an outcome's colour; 03 and 04 agree on the width a graph is captured at."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from matplotlib.colors import to_hex
+
+from flexfix.edition import plots, schemas
+from flexfix.edition.narrative import invariance as story
+from flexfix.edition.tables.invariance import NO_RESULT, kernel_verdicts
+from flexfix.measure import record, timing
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cell(config, batch, position, outcome, equal=None, diff=None, ref=None):
+    return dict(
+        config=config,
+        batch=batch,
+        position=position,
+        outcome=outcome,
+        bitwise_equal=equal,
+        max_abs_diff=diff,
+        max_error_vs_reference=ref,
+        detail="LoweringException: NoValidChoicesError: x" if outcome == "error" else "",
+    )
+
+
+def _mixed() -> pd.DataFrame:
+    """A kernel built at 15 and 16 requests for some positions and errors there for others, none built from 17."""
+    c = "flex, pytorch options, graph, sliced"
+    rows = [_cell(c, 1, p, "ok", True, 0.0, 6e-4) for p in ("first", "middle", "last")]
+    rows += [_cell(c, 15, "first", "ok", False, 1e-3, 7e-4), _cell(c, 15, "middle", "error")]
+    rows += [_cell(c, 15, "last", "ok", True, 0.0, 6e-4)]
+    rows += [_cell(c, 16, "first", "ok", False, 1e-3, 7e-4), _cell(c, 16, "middle", "error")]
+    rows += [_cell(c, 16, "last", "error")]
+    rows += [_cell(c, b, p, "error") for b in (17, 32) for p in ("first", "middle", "last")]
+    return pd.DataFrame(rows)
+
+
+def test_no_kernel_built_is_said_only_from_the_size_where_no_cell_ran():
+    """3: "no kernel built from 15 requests on" stood next to "3 cells moved (at 15 and 16 requests)"."""
+    text = str(story.kernel_sweep(_mixed(), "t"))
+    assert "no kernel built from 15" not in text
+    assert "kernel errors at 15 and 16 requests" in text and "no kernel built from 17 requests on" in text
+
+
+def test_the_recorded_h100_headlines_never_say_no_kernel_where_a_cell_moved():
+    table, _ = schemas.recorded(ROOT / "data", record.RECORDED_KERNEL_INVARIANCE, schemas.KERNEL_CELLS)
+    text = str(story.kernel_sweep(table, "H100"))
+    for config, cells in table.groupby("config"):
+        line = next(ln for ln in text.splitlines() if f"`{config}`" in ln)
+        head = line.split("**")[1]
+        if "no kernel built from" in head:
+            start = int(head.split("no kernel built from ")[1].split(" ")[0])
+            assert not (cells[cells["batch"] >= start]["outcome"] == "ok").any(), line
+
+
+def test_the_two_distances_are_named_and_the_reference_defined():
+    """5: "moved by up to X, still within Y of the fp32 reference" did not say what either number measures."""
+    text = str(story.kernel_sweep(_mixed(), "t"))
+    assert "differs from its output alone by up to" in text and "to the fp32 reference is at most" in text
+    assert story.REFERENCE in text and "the needle alone:" in text
+
+
+def test_a_sweep_without_wrong_results_says_so():
+    c = "analog, page-by-page softmax, frozen, as_strided"
+    table = pd.DataFrame([_cell(c, 1, "first", "ok", True, 0.0, 1e-7), _cell(c, 17, "first", "index_error")])
+    assert "No cell computed a wrong answer" in str(story.kernel_sweep(table, "t"))
+
+
+def test_a_verdict_row_with_no_result_shows_no_number():
+    """14: a recording whose every cell crashed showed NaN, and the CPU table 0.0, as if measured."""
+    table, _ = schemas.recorded(ROOT / "data", record.RECORDED_KERNEL_INVARIANCE, schemas.KERNEL_CELLS)
+    verdicts = kernel_verdicts(table)
+    crashed = verdicts[verdicts["ran"] == 0]
+    assert len(crashed) and (crashed["max_abs_diff"] == NO_RESULT).all()
+    ran = verdicts[verdicts["ran"] > 0]
+    assert all(isinstance(v, float) for v in ran["max_abs_diff"])
+    c = "x, y, frozen, as_strided"
+    cpu = kernel_verdicts(pd.DataFrame([_cell(c, 17, p, "index_error") for p in ("first", "last")]))
+    assert cpu.loc[c, "max_abs_diff"] == NO_RESULT and cpu.loc[c, "ran"] == 0
+
+
+def test_no_series_of_notebooks_03_to_05_takes_an_outcome_colour_or_sky_blue():
+    """4: sky blue meant query block 0, then "eager, sliced"; orange a context, a batch size and a run in 05."""
+    from flexfix.edition.plots.invariance import LAUNCH_COPY_STYLES
+    from flexfix.edition.plots.style import OUTCOME_COLOURS, PALETTE, SERIES_COLOURS
+
+    series = {to_hex(h) for _, h in SERIES_COLOURS} | {to_hex(h) for _, h, _ in LAUNCH_COPY_STYLES.values()}
+    series |= {to_hex(h) for k, (_, h) in plots.STORAGE_OWNER_COLOURS.items() if k.startswith("query block")}
+    assert not series & {to_hex(h) for h in OUTCOME_COLOURS.values()}
+    assert PALETTE["sky blue"] not in series and PALETTE["blue"] not in series
+
+
+def test_the_heatmap_hatches_errors_so_they_never_read_as_a_crash():
+    """13: error (dark grey) and crash (black) looked alike."""
+    grid = pd.DataFrame([["error", "crash"]], index=["c"], columns=[15, 17])
+    fig = plots.category_heatmap(grid, "t")
+    ax = fig.axes[0]
+    assert any(p.get_hatch() for p in ax.patches)
+    assert any(h.get_hatch() for h in ax.get_legend().get_patches())
+
+
+def test_the_kv_bytes_use_the_runs_own_element_size():
+    """7: the text said bf16 where the CPU run times fp32; the bytes and the printed line use the run's dtype."""
+    import torch
+
+    assert timing.kv_dtype("cpu") == torch.float32 and timing.kv_dtype("cuda") == torch.bfloat16
+    assert timing.kv_bytes(1, 16, 2, 64, torch.float32) == 2 * timing.kv_bytes(1, 16, 2, 64, torch.bfloat16)
+    assert "float32 (4 bytes" in timing.method_line("cpu")
+
+
+def _markdown(name: str) -> str:
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+def test_03_and_04_agree_on_the_capture_width():
+    """2: 04 captured wider than it replays yet said it did so "as vLLM replays its captured decode graphs"."""
+    nb04 = _markdown("04_batch_invariance")
+    assert "as vLLM replays its captured decode graphs" not in nb04
+    assert "narrower than its capture" in nb04 and "vLLM's own decode capture is the narrowest" in nb04
+    assert "Notebook 04's kernel\n  sweep captures on a longer step than it replays" in _markdown("03_stride_layouts")
+
+
+def test_04_no_longer_says_block_0_is_read_right_when_the_step_crashes():
+    """1: every cell past 16 requests crashed, position `first` included."""
+    nb04 = _markdown("04_batch_invariance")
+    assert "A needle in query block 0 is read right even then" not in nb04
+    assert "`first` (query block 0" in nb04
+
+
+@pytest.mark.parametrize("name", ["03_stride_layouts", "04_batch_invariance"])
+def test_the_two_copies_are_named_by_whose_they_are(name):
+    """11: vLLM's copy_to_persistent is the bug, flexfix's the fix; 03 labels them so."""
+    if name == "03_stride_layouts":
+        text = _markdown(name)
+        assert (
+            "vLLM 0.20.0's copy_to_persistent\n(as_strided)" in text and "flexfix's copy_to_persistent (sliced)" in text
+        )
+    assert "PR #40842" in _markdown(name)
