@@ -7,7 +7,7 @@ import re
 
 import pandas as pd
 
-from flexfix.edition.checks import require
+from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
 
 __all__ = ["scenarios", "meaning", "plugin_processes"]
@@ -18,6 +18,9 @@ def _check(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> None:
     comparison, its results; each difference, its size."""
     require(table, f"the serving scenarios of {where}", values=("scenario", "status", "ima_in_log", "plugin_lines"))
     require(table, f"the serving scenarios of {where}", ["server_exited_with"])
+    for _, r in table.iterrows():
+        if not isinstance(r.get("requests"), list) or not r["requests"]:
+            raise DataError(f"refusing to describe the serving scenarios of {where}: {r['scenario']} lists no requests")
     what = f"the serving stages of {where}"
     require(stages, what, ["skipped", "errors", "compared"], values=("scenario", "stage"))
     run = dict(where=lambda t: ~t["skipped"].fillna("").astype(bool), condition="of stages that ran")
