@@ -109,7 +109,7 @@ def test_07_shows_vllms_dispatch_rule_for_full_decode_graphs():
     nb = json.loads((DATA.parent / "notebooks" / "07_replay_guard.ipynb").read_text())
     sources = ["".join(c["source"]) for c in nb["cells"]]
     at = next(i for i, s in enumerate(sources) if "glossary.decode_dispatch(" in s)
-    assert "only for the capture sizes up to `max_num_seqs`" in sources[at - 1]
+    assert "only for batch sizes up to `max_num_seqs`" in sources[at - 1]
     assert "stopped_runs = pd.concat(" in sources[at + 2]  # the recorded engines follow the rule's table
     shown = glossary.decode_dispatch([(17, 17), (48, 17), (128, 128)]).set_index("max_num_seqs")
     assert shown.loc[17, "runs with"] == "PIECEWISE" and shown.loc[17, "largest FULL decode graph"] < 17
@@ -153,13 +153,10 @@ def test_the_cost_is_said_as_measured():
     assert f"tokens per second came out {slower.min():.1f}–{slower.max():.1f}% lower" in text
     drifted = ((view["slowest / fastest repetition"] - 1) > (1 - view["on / off"])).all()
     assert ("in runs that drifted by more than that" in text) == bool(drifted)
-    if drifted:
-        assert f"it is {'below' if shares.max() < 2 else 'not below'} 2%" in text
-        agree = bool((slower < 2).all())
-        assert ("the tokens per second agree" in text) == agree
-        assert ("neither confirm nor refute" in text) == (not agree)
-        worse = view.assign(**{"on / off": 0.95, "slowest / fastest repetition": 1.5})  # ratios beyond 2%: no claim
-        assert "neither confirm nor refute" in story.cost(worse)
+    if drifted:  # a finding, not a threshold: the checks' share and the ratios as measured
+        assert f"The checks' own time, {took} of the wall time, is the firmer measure" in text
+        assert f"{view['lowest pair'].min():.2f}–{view['highest pair'].max():.2f} in single pairs" in text
+        assert "below 2%" not in text and "within 2%" not in text and "agree" not in text
     steady = view.assign(**{"slowest / fastest repetition": 1.001})  # a run that did not drift: no excuse made
     assert "beyond what the runs drifted" in story.cost(steady) and "cannot tell" not in story.cost(steady)
     # recorded before the checks were timed: the ratios lead

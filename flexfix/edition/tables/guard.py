@@ -27,6 +27,8 @@ __all__ = [
     "RECORDED",
     "recorded",
     "served",
+    "engine_batches",
+    "print_guard_lines",
 ]
 
 
@@ -127,7 +129,7 @@ def eager_vs_reference(guarded: pd.DataFrame, reference: pd.DataFrame) -> pd.Dat
             rows.append(
                 {
                     "engine": g["engine"],
-                    "reference": match.iloc[0]["engine"],
+                    "reference": _with_patch(match.iloc[0]),
                     "requests": n,
                     "same tokens": sum(p["tokens_equal"] for p in pairs),
                     "bitwise equal": sum(p["logprobs_bitwise_equal"] for p in pairs),
@@ -135,6 +137,40 @@ def eager_vs_reference(guarded: pd.DataFrame, reference: pd.DataFrame) -> pd.Dat
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _with_patch(r) -> str:
+    """An engine's recorded name with ``, patched`` after its graph mode where it ran with flexfix's patch (the words
+    of :func:`flexfix.edition.tables.invariance.engine_label`); a stock engine's name says ``stock`` already."""
+    from flexfix.edition.checks import DataError, is_missing
+
+    name = str(r["engine"])
+    if is_missing(r.get("patched")):
+        raise DataError(f"refusing to name the reference engine {name!r}: its `patched` is missing")
+    if not r["patched"] or "patched" in name:
+        return name
+    return name.replace("full graphs", "full graphs, patched", 1) if "full graphs" in name else f"{name}, patched"
+
+
+def _sizes(values) -> str:
+    return ",".join(str(n) for n in (values or [])) or "none"
+
+
+def engine_batches(table: pd.DataFrame) -> pd.DataFrame:
+    """What each engine ran besides the answers kept for comparison: the batch sizes of its engine sweep (each batch
+    alone and together, notebook 04's ``requests``), the batch sizes at which every request ran alone and among
+    the others (``every_request``), and the batch sizes whose every answer was kept (``generations``)."""
+    return pd.DataFrame(
+        [
+            {
+                "engine": r["engine"],
+                "engine sweep, batch sizes": _sizes(r.get("requests")),
+                "every request alone and among": _sizes(r.get("every_request")),
+                "answers kept, batch sizes": _sizes(r.get("generations")),
+            }
+            for _, r in table.iterrows()
+        ]
+    )
 
 
 def false_alarms(table: pd.DataFrame) -> pd.DataFrame:
@@ -146,6 +182,7 @@ def false_alarms(table: pd.DataFrame) -> pd.DataFrame:
             {
                 # from the run's fields (a recorded name says "stock" of any engine without flexfix's patch)
                 "engine": f"{r['model']}, VLLM_BATCH_INVARIANT={int(r['batch_invariant'])}",
+                "batch sizes": _sizes(r.get("requests")),
                 "backend": r.get("backend", "FLEX_ATTENTION"),
                 "model runner": {"v1": "V1", "v2": "V2"}.get(r.get("runner") or "", "default"),
                 "outcome": r["status"],
@@ -299,6 +336,18 @@ def recorded(data_dir, names: Iterable[str] = RECORDED) -> dict[str, tuple[pd.Da
 
     chosen = {"guard_cost": schemas.GUARD_COST}
     return {n: schemas.recorded(data_dir, n, chosen.get(n, schemas.GUARD_RUNS)) for n in names}
+
+
+def print_guard_lines(table: pd.DataFrame, scenario: str, n: int = 2) -> None:
+    """The first ``n`` lines of a served scenario's log that the guard wrote (its recorded ``guard_lines``)."""
+    from flexfix.edition.checks import DataError
+
+    lines = list(table.set_index("scenario").loc[scenario, "guard_lines"] or [])
+    if not lines:
+        raise DataError(f"refusing to print the guard's lines of {scenario}: the serving run recorded none")
+    print(f"--- {scenario}: {len(lines)} line(s) of the guard in the server's log; the first {min(n, len(lines))}:")
+    for line in lines[:n]:
+        print(line)
 
 
 def served(data_dir) -> tuple[pd.DataFrame, dict]:
