@@ -249,13 +249,16 @@ def decode_sweep(
 
 
 def method_line(device: str) -> str:
-    """The sizes behind the timing method, for a notebook to print: the L2 flush buffer, this GPU's L2 cache and
-    SM count (on a GPU), and the copy used for the bandwidth ceiling."""
+    """The sizes behind the timing method, for a notebook to print: the timed dtype, the L2 flush buffer (on a GPU,
+    the only device whose runs flush), the copy used for the bandwidth ceiling, and this GPU's L2 cache and SM
+    count."""
     copy = (1 << 30) if device == "cuda" else (1 << 26)
     dtype = kv_dtype(device)
     size = torch.empty(0, dtype=dtype).element_size()
     line = f"keys and values in {str(dtype).removeprefix('torch.')} ({size} bytes an element, the s of the KV bytes); "
-    line += f"L2 flush buffer {L2_FLUSH_BYTES >> 20} MiB; bandwidth ceiling from a copy_ of {copy >> 20} MiB"
+    if device == "cuda":  # only a GPU run flushes (decode_sweep): a CPU run has no flush to size
+        line += f"L2 flush buffer {L2_FLUSH_BYTES >> 20} MiB; "
+    line += f"bandwidth ceiling from a copy_ of {copy >> 20} MiB"
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         line += f"; this GPU: L2 cache {props.L2_cache_size >> 20} MiB, {props.multi_processor_count} SMs"

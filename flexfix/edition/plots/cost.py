@@ -85,6 +85,7 @@ def ratio_lines(
     reference_label: str | None = None,
     logy: bool = False,
     panels: bool = False,
+    min_span: float | None = None,
 ):
     """One line per value of ``by``: ``y`` against ``x`` (for speed-ups, overheads, fractions).  Line i has
     ``SERIES_COLOURS[i]``, ``SERIES_MARKERS[i]`` (hollow, each drawn smaller than the one before) and
@@ -92,35 +93,63 @@ def ratio_lines(
     and the dashed reference line (``reference_label``, else "reference: <value>").  ``logy``: a log y axis, for
     fractions far below their reference line, so that small values are not flattened against zero.
 
+    Where ``table`` has ``<y>_lo`` and ``<y>_hi`` (:func:`flexfix.edition.tables.timing_ratios` with ``spread``),
+    each line has a shaded band between them, in its colour: how far the timed repetitions spread the ratio, named in
+    the legend.  ``min_span``: the y axis spans at least the reference times (1 - min_span) to (1 + min_span), so
+    that noise close to the reference is not stretched into structure.
+
     ``panels``: small multiples instead, for series that lie on top of each other: one panel per value of ``by``
     (titled with it), that series in its colour, marker and line style, every other series in light grey behind it
     for comparison; shared axes, so heights compare across panels."""
     groups = [(key, part.sort_values(x)) for key, part in table.groupby(by, sort=True)]
     ref_label = reference_label or (f"reference: {reference:g}" if reference is not None else None)
     if panels:
-        return _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy)
+        return _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy, min_span)
     fig, ax = figure((7.5, 3.6))
     ends = []
     for i, (key, part) in enumerate(groups):
         style = _series_style(i, len(groups))
         ax.plot(part[x], part[y], label=f"{by} {key}", **style)
+        _band(ax, part, x, y, style["color"])
         ends.append((part[x].iloc[-1], part[y].iloc[-1], f"{by} {key}", style["color"]))
     if reference is not None:
         ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=ref_label)
     if logx:
         batch_axis(ax, table[x])
+    _min_span(ax, reference, min_span)
     if logy:
         _log_ticks(ax)
     _label_ends(ax, ends, logx)
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
     ax.set_title(wrap(title, 5.5, 10), fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    handles = dict(zip(*reversed(ax.get_legend_handles_labels())))  # the band named once, not once per series
+    ax.legend(handles.values(), handles.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 
 
-def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy):
+BAND_LABEL = "shaded: how far the repetitions spread (quartiles)"
+BAND_ALPHA = 0.25
+
+
+def _band(ax, part: pd.DataFrame, x: str, y: str, colour: str) -> None:
+    """The shaded band of one series, where its table has one (see :func:`ratio_lines`)."""
+    if {f"{y}_lo", f"{y}_hi"} <= set(part):
+        ax.fill_between(
+            part[x], part[f"{y}_lo"], part[f"{y}_hi"], color=colour, alpha=BAND_ALPHA, lw=0, label=BAND_LABEL
+        )
+
+
+def _min_span(ax, reference: float | None, min_span: float | None) -> None:
+    """The y axis widened, where it is narrower, to reference x (1 -/+ min_span)."""
+    if min_span is None or reference is None:
+        return
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(min(lo, reference * (1 - min_span)), max(hi, reference * (1 + min_span)))
+
+
+def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy, min_span=None):
     """:func:`ratio_lines` as small multiples: one panel per series, the others in grey behind it."""
     n = len(groups)
     cols = 2 if n == 4 else min(3, n)
@@ -132,6 +161,7 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
             if j != i:
                 ax.plot(rest[x], rest[y], "-", color="grey", alpha=0.35, lw=1.0, label=f"the other {by} values")
         ax.plot(part[x], part[y], label=f"{by} {key}", **{**_series_style(i, n), "markersize": 6, "ls": "-"})
+        _band(ax, part, x, y, SERIES_COLOURS[i % len(SERIES_COLOURS)][1])
         if reference is not None:
             ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=ref_label)
         ax.set_title(f"{by} {key}", fontsize=9, color=SERIES_COLOURS[i % len(SERIES_COLOURS)][1])
@@ -141,6 +171,7 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
         if logx:
             batch_axis(ax, pd.concat([p[x] for _, p in groups]))
         ax.tick_params(labelbottom=True)
+    _min_span(flat[0], reference, min_span)  # shared axes: one panel sets them all
     if logy:
         _log_ticks(flat[0])
         for ax in flat[1:n]:
@@ -150,7 +181,7 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
     for ax in flat[max(0, n - cols) : n]:
         ax.set_xlabel(x)
     handles = dict(zip(*reversed(flat[0].get_legend_handles_labels())))
-    shown = [k for k in (f"the other {by} values", ref_label) if k in handles]
+    shown = [k for k in (f"the other {by} values", ref_label, BAND_LABEL) if k in handles]
     fig.legend([handles[k] for k in shown], shown, loc="lower center", ncol=len(shown), fontsize=8, frameon=False)
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))

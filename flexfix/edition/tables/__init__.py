@@ -9,10 +9,12 @@ from flexfix.edition.tables.cost import (
     l2_effect,
     l2_effect_summary,
     ratio_summary,
+    significant,
     throughput_ratios,
     throughput_runs,
     throughput_spread,
     throughput_table,
+    timing_parameters,
     timing_ratios,
 )
 from flexfix.edition.tables.invariance import (
@@ -62,6 +64,8 @@ __all__ = [
     "engine_verdicts",
     "every_request_table",
     "timing_ratios",
+    "timing_parameters",
+    "significant",
     "l2_effect_summary",
     "l2_effect",
     "throughput_runs",

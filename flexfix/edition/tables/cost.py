@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+from flexfix.edition.checks import require_numbers
+
 __all__ = [
     "timing_ratios",
+    "timing_parameters",
+    "significant",
     "l2_effect_summary",
     "l2_effect",
     "throughput_runs",
@@ -21,10 +25,15 @@ def _with_l2(timing: pd.DataFrame) -> pd.DataFrame:
     return timing if "l2" in timing else timing.assign(l2="warm")
 
 
-def timing_ratios(timing: pd.DataFrame, l2: str = "warm") -> pd.DataFrame:
+def timing_ratios(timing: pd.DataFrame, l2: str = "warm", *, spread: bool = False) -> pd.DataFrame:
     """Per batch x context: the ratios the notebook plots, from the timings taken with a ``"warm"`` or a
     ``"flushed"`` L2 cache (:func:`flexfix.measure.timing.time_fn`); on a GPU also the eager and replay medians of
-    flex (vLLM options) in ms and their difference, what a replay saves per call."""
+    flex (vLLM options) in ms and their difference, what a replay saves per call.
+
+    ``spread``: also, for every ratio ``r``, ``r_lo`` and ``r_hi``, how far the repetitions spread it: the ratio
+    taken from the quartiles, the wide way round (numerator's first quartile over the denominator's third, and the
+    other way), so that the band holds the middle half of either side's repetitions (timings that kept no
+    quartiles give none)."""
     timing = _with_l2(timing)
     if l2 not in set(timing["l2"]):
         raise ValueError(f"no timings with l2={l2!r} here (have {sorted(set(timing['l2']))})")
@@ -45,7 +54,67 @@ def timing_ratios(timing: pd.DataFrame, l2: str = "warm") -> pd.DataFrame:
         out["flex_over_sdpa"] = wide["flex pytorch eager"] / wide["sdpa dense"]
         out["flex_bw_fraction"] = frac["flex pytorch eager"]
     out["sdpa_bw_fraction"] = frac["sdpa dense"]
+    if spread and {"q25_ms", "q75_ms"} <= set(timing):
+        for q in QS:
+            require_numbers(timing[q], "the kernel timings", q)  # a missing quartile is refused, never a gap
+        _add_bands(out, wide, *(timing.pivot_table(index=["batch", "context"], columns="impl", values=q) for q in QS))
     return out.reset_index()
+
+
+QS = ("q25_ms", "q75_ms")
+# each ratio of timing_ratios as (numerator, denominator) implementations, a time over a time; a bandwidth fraction
+# (bytes over a time) as (None, its implementation): its band is the fraction at the denominator's quartiles
+_RATIO_PARTS = {
+    "graph_speedup": ("flex vllm eager", "flex vllm graph"),
+    "bi_overhead": ("flex batch_invariant graph", "flex vllm graph"),
+    "flex_over_sdpa": ("flex vllm graph", "sdpa dense"),
+    "flex_bw_fraction": (None, "flex vllm graph"),
+    "sdpa_bw_fraction": (None, "sdpa dense"),
+}
+
+
+def _add_bands(out: pd.DataFrame, median: pd.DataFrame, q25: pd.DataFrame, q75: pd.DataFrame) -> None:
+    """``r_lo`` and ``r_hi`` of every ratio ``r`` in ``out``: see :func:`timing_ratios`."""
+    eager = "flex pytorch eager"  # the CPU's only flex
+    for name, (num, den) in _RATIO_PARTS.items():
+        if name not in out:
+            continue
+        num, den = (eager if c not in median and c is not None and eager in median else c for c in (num, den))
+        if num is None:  # bytes / time: a slow repetition lowers the fraction
+            lo, hi = out[name] * median[den] / q75[den], out[name] * median[den] / q25[den]
+        else:
+            lo, hi = q25[num] / q75[den], q75[num] / q25[den]
+        out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+
+
+def timing_parameters(prov: dict, timing: pd.DataFrame) -> str:
+    """What a recorded kernel timing was run with, for a notebook to print: the parameters its provenance recorded
+    (batch sizes, contexts, head layout) and the timed calls per case from its ``reps`` column."""
+    params = prov.get("parameters") or {}
+    shown = ", ".join(f"{k} {v}" for k, v in params.items()) or "none recorded"
+    reps = (
+        sorted({int(r) for r in require_numbers(timing["reps"], "the kernel timings", "reps")})
+        if "reps" in timing
+        else []
+    )
+    calls = "/".join(map(str, reps)) if reps else "not recorded"
+    l2 = "warm and flushed L2" if "l2" in timing and "flushed" in set(timing["l2"]) else "warm L2 only"
+    warmup = "" if "warmup" in params else "; untimed warm-up calls: not recorded"
+    return f"  parameters: {shown}; timed calls per case (REPS): {calls} ({l2}){warmup}"
+
+
+def significant(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``table`` with every float column rounded to ``digits`` significant digits (not decimals): a small fraction
+    such as 0.00021 stays readable where rounding to decimals would show 0.000."""
+    import math
+
+    def round_sig(v):
+        if not isinstance(v, float) or not math.isfinite(v) or v == 0:
+            return v
+        return round(v, digits - 1 - math.floor(math.log10(abs(v))))
+
+    floats = table.select_dtypes("float").columns
+    return table.assign(**{c: table[c].map(round_sig) for c in floats})
 
 
 def l2_effect_summary(timing: pd.DataFrame) -> pd.DataFrame:
