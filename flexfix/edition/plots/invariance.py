@@ -50,8 +50,11 @@ MAX_DIFF_COLOURS = {
     **{name: (word, hex_) for name, (word, hex_, _) in LAUNCH_COPY_STYLES.items()},
 }
 ZERO_LABEL = "0 (bitwise equal)"  # the y label of the band where bitwise-equal cells are drawn
-NO_NUMBER_Y = 1.06  # the strip above each panel (axes fraction) where crashes and kernel errors are marked
+NO_NUMBER_Y = 1.07  # the strip above each panel (axes fraction) where crashes and kernel errors are marked
+NO_NUMBER_BAND = (1.0, 1.14)  # that strip, boxed and labelled NO_NUMBER_LABEL: outside the value axis
+NO_NUMBER_LABEL = "no number"
 NO_NUMBER_MARKERS = {"crash": "x", "error": "*"}  # markers no series uses
+TICK_CLEARANCE = 0.12  # no value tick label within this axes fraction of the strip's label: they never overlap
 
 
 def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None = None):
@@ -126,6 +129,40 @@ def _panel_and_series(config: str) -> tuple[str, str]:
     return ", ".join(parts[:-2]), f"{launch}, {parts[-1]}"
 
 
+def _no_number_band(ax) -> None:
+    """The boxed strip above the panel where crashes and kernel errors are marked, labelled like a tick
+    (``no number``) and cut off from the value axis by the panel's own frame."""
+    from matplotlib.patches import Rectangle
+
+    lo, hi = NO_NUMBER_BAND
+    box = Rectangle((0, lo), 1, hi - lo, transform=ax.transAxes, facecolor="#f4f4f4", edgecolor="#777777", lw=1.0)
+    box.set_clip_on(False)
+    ax.add_patch(box)
+    ax.text(-0.01, (lo + hi) / 2, NO_NUMBER_LABEL, transform=ax.transAxes, ha="right", va="center", fontsize=8)
+
+
+def _mixed_cells(cells: pd.DataFrame) -> dict[int, str]:
+    """Batch size -> its positions' outcomes counted (``"2= 1~"``, the marks of the heatmap), for the cells of one
+    series whose positions did not all end the same way: the largest difference alone would hide the others."""
+    from flexfix.edition.tables.invariance import POSITION_MARKS
+
+    def kind(row) -> str:
+        if row.outcome in CRASHES:
+            return "crash"
+        if row.outcome not in ("ok", "wrong_result"):
+            return "error"
+        return "bitwise equal" if row.max_abs_diff == 0 else "moved"
+
+    kinds = pd.Series([kind(r) for r in cells.itertuples()], index=cells.index)
+    out = {}
+    for batch, part in kinds.groupby(cells["batch"]):
+        counts = part.value_counts()
+        if len(counts) > 1:
+            order = [k for k in POSITION_MARKS if k in counts]
+            out[int(batch)] = " ".join(f"{counts[k]}{POSITION_MARKS[k]}" for k in order)
+    return out
+
+
 def _zero_band(ax, floor: float, top: float) -> None:
     """The log axis from ``floor`` up, with a band of its own at the bottom, labelled ``0 (bitwise equal)`` and cut
     off from the measured values by a solid line: a bitwise-equal cell (a difference of exactly 0) is drawn there,
@@ -137,7 +174,8 @@ def _zero_band(ax, floor: float, top: float) -> None:
     ax.axhspan(floor / 4, floor * 4, color=MAX_DIFF_COLOURS[ZERO_LABEL][1], zorder=0, lw=0)
     ax.axhline(floor * 4, color="#777777", lw=1.0)
     low, high = int(np.ceil(np.log10(floor * 40))), int(np.floor(np.log10(top)))
-    decades = list(range(high, low - 1, -2))
+    span = np.log10(top) - np.log10(floor / 4)
+    decades = [k for k in range(high, low - 1, -2) if (k - np.log10(floor / 4)) / span <= 1 - TICK_CLEARANCE]
     ax.set_yticks([floor] + [10.0**k for k in decades], [ZERO_LABEL] + [f"$10^{{{k}}}$" for k in decades])
     ax.minorticks_off()
     ax.tick_params(axis="y", labelsize=8)
@@ -185,6 +223,19 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                     gid="bitwise equal",
                     **{k: v for k, v in style.items() if k != "lw"},
                 )
+            for batch, counts in sorted(_mixed_cells(cells).items()):
+                value = per_batch.get(batch, 0)
+                ax.annotate(
+                    counts,
+                    (at[batch] + shift[series], value if value > 0 else floor),
+                    xytext=(0, -9 - 7 * list(LAUNCH_COPY_STYLES).index(series)),
+                    textcoords="offset points",
+                    ha="center",
+                    va="top",
+                    fontsize=6,
+                    color=colour_,
+                    gid="mixed cell",
+                )
             for outcome, mark in NO_NUMBER_MARKERS.items():
                 bad = (
                     cells["outcome"].isin(CRASHES)
@@ -209,7 +260,8 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
         ax.set_xticks(range(len(batches)), [str(b) for b in batches], fontsize=7)
         ax.set_xlim(-0.6, len(batches) - 0.4)
         _zero_band(ax, floor, top)
-        ax.set_title(panel, fontsize=9, pad=14, loc="left")
+        _no_number_band(ax)
+        ax.set_title(panel, fontsize=9, pad=24, loc="left")
         ax.set_ylabel("max |in batch - alone|", fontsize=8)
         ax.grid(axis="y", alpha=0.2)
     axes[-1][0].set_xlabel("batch size (requests in the decode step)", fontsize=8)
@@ -231,7 +283,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                 markeredgewidth=1.5,
             )
         )
-        labels.append("crashed: x above the panel, in its series' colour (no number)")
+        labels.append("crashed: x in the 'no number' strip above the panel, in its series' colour")
     if (~table["outcome"].isin(list(CRASHES) + ["ok", "wrong_result"])).any():
         handles.append(
             Line2D(
@@ -243,7 +295,13 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                 markersize=7,
             )
         )
-        labels.append("kernel error: * above the panel, in its series' colour (no number)")
+        labels.append("kernel error: * in the 'no number' strip above the panel, in its series' colour")
+    if any(t.get_gid() == "mixed cell" for ax in axes[:, 0] for t in ax.texts):
+        handles.append(Line2D([], [], ls="none"))
+        labels.append(
+            "2= 1~ under a marker: its positions did not all end alike, counted\n(= bitwise equal, ~ moved, "
+            "E error, X crash); the marker shows the largest difference"
+        )
     fig.legend(
         handles,
         labels,
@@ -260,5 +318,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
         title_fontsize=8,
     )
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)
-    fig.tight_layout(rect=(0, 1.0 / fig.get_figheight(), 1, 1))
+    half = -(-len(labels) // 2)  # ncol=2: the legend fills its first column first
+    rows = max(sum(label.count("\n") + 1 for label in part) for part in (labels[:half], labels[half:]))
+    fig.tight_layout(rect=(0, (0.5 + 0.16 * rows) / fig.get_figheight(), 1, 1))  # room for the legend and its title
     return fig
