@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from flexfix.edition.plots.style import OUTCOME_WORDS, SERIES_WORDS, colour, figure, patch
+from flexfix.edition.plots.style import OUTCOME_WORDS, SERIES_WORDS, colour, figure, patch, wrap
 
 __all__ = ["STORAGE_OWNER_COLOURS", "READ_WINDOW_COLOURS", "storage_owners", "read_sources", "read_windows"]
 
@@ -32,6 +32,16 @@ READ_WINDOW_COLOURS = {
     "not written this step (left from the capture step)": colour(OUTCOME_WORDS["index_error"]),
     "never written (the buffer's initial -1)": colour(OUTCOME_WORDS["refused"]),
     "outside the buffer": colour(OUTCOME_WORDS["illegal_memory_access"]),
+}
+
+# What the legend adds to each kind's name: which kinds are harmless by themselves, and what a label inside a run says.
+READ_WINDOW_NOTES = {
+    "its own entry": ": read right",
+    "another entry of its own row": ": harmless by itself (one of the request's own pages; the harm is the own "
+    "entries the window leaves out)",
+    "another row's entry": ": another request's page (the mask hides it; the own entry due here is left out)",
+    "not written this step (left from the capture step)": ": a label 'row r: a-b (capture step)' means these cells "
+    "hold row r's entries a-b as the capture step wrote them, not this step's",
 }
 
 
@@ -186,7 +196,7 @@ def read_windows(layouts: Sequence):
 
     g = max(lay.g for lay in layouts)
     panel_in = min(0.38 * g, 3.0)
-    fig, axes = figure((10, 1.3 + len(layouts) * (0.75 + panel_in)), len(layouts), 1, squeeze=False)
+    fig, axes = figure((10, 1.9 + len(layouts) * (0.75 + panel_in)), len(layouts), 1, squeeze=False)  # legend room
     colours = [hex_ for _, hex_ in READ_WINDOW_COLOURS.values()]
     present: set[int] = set()
     sources = [read_sources(lay) for lay in layouts]
@@ -210,7 +220,13 @@ def read_windows(layouts: Sequence):
     shown = sorted(present)
     fig.set_layout_engine("constrained", h_pad=0.12)
     fig.legend(
-        [patch(colours[c]) for c in shown], [names[c] for c in shown], loc="outside lower center", fontsize=8, ncol=3
+        [patch(colours[c]) for c in shown],
+        [wrap(names[c] + READ_WINDOW_NOTES.get(names[c], ""), 4.3, 8) for c in shown],
+        loc="outside lower center",
+        fontsize=8,
+        ncol=2,
+        title="what the cell read for entry j holds at the replay step (a kind of cell, not an outcome)",
+        title_fontsize=8,
     )
     fig.draw_without_rendering()  # lay the figure out, so that the run labels know their room
     for ax, lay, src in zip(axes[:, 0], layouts, sources):
