@@ -171,7 +171,8 @@ def test_notebook_01_opens_with_the_mechanism_and_marks_where_the_outcome_cause_
     assert code_after_validation[1].startswith("smallest.shown(")
     order = [next(i for i, s in enumerate(sources) if key in s) for key in (
         "## Words first", "## The bug in a few lines", "plots.read_windows(windows)",
-        "**So the bug needs two things at once.**", "layouts.metadata_strides(", "record.kernel_outcomes(", "## What compute-sanitizer sees",
+        "**So the bug needs two things at once.**", "layouts.metadata_strides(", "record.kernel_outcomes(",
+        "## What compute-sanitizer sees",
         "## Crash or wrong answer: what decides", "## The real vLLM 0.20.0 engine",
     )]  # fmt: skip
     assert order == sorted(order), order

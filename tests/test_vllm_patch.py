@@ -81,7 +81,9 @@ def test_status_reports_version_and_state():
 
 def test_sources_show_both_versions():
     original, fixed = vllm_patch.sources()
-    assert "as_strided" in original and "def copy_to_persistent" in fixed and "as_strided" not in fixed
+    assert "as_strided(src.shape, src.stride())" in original and "def copy_to_persistent" in fixed
+    # the fix's views keep the buffer's own strides: it may build its slice with as_strided, never with src's strides
+    assert "src.stride()" not in fixed and "as_strided(shape, dst.stride())" in fixed
 
 
 def fake_module(copy, with_backend=True):

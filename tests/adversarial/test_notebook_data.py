@@ -156,8 +156,15 @@ def test_a_sanitizer_run_without_its_count_is_not_zero_errors():
         reproduce.sanitizer_read(pd.DataFrame([row]))
 
 
+def test_a_serving_scenario_without_its_requests_is_refused_by_name():
+    table = pd.DataFrame([{"scenario": "s", "status": "ok", "ima_in_log": False, "plugin_lines": 1, "requests": []}])
+    table["server_exited_with"] = None
+    with pytest.raises(checks.DataError, match="s lists no requests"):
+        serving.scenarios(table, pd.DataFrame(), "this run")
+
+
 def test_a_serving_stage_without_its_counts_is_not_zero_answered():
-    table = pd.DataFrame([{"scenario": "s", "status": "ok", "ima_in_log": False, "plugin_lines": 1}])
+    table = pd.DataFrame([{"scenario": "s", "status": "ok", "ima_in_log": False, "plugin_lines": 1, "requests": [48]}])
     table["server_exited_with"] = None
     stage = {"scenario": "s", "stage": "together", "requests": 48, "ok": None, "errored": 0, "errors": ""}
     stage.update(compared=0, skipped="")
