@@ -57,3 +57,30 @@ def test_a_setting_without_the_reference_engine_is_refused_by_name():
         backend_speed(
             {"0.20.0 + flexfix": old, "0.26.0": pd.DataFrame([{**_engine("TRITON_ATTN", True, {}), "records": []}])}
         )
+
+
+def test_data_readme_quotes_the_recorded_backend_speeds():
+    """data/README.md's table of issue #25 item 3 says what the recorded files hold, ratio and range per cell."""
+    from pathlib import Path
+
+    from flexfix.edition import results
+
+    data = Path(__file__).resolve().parent.parent / "data"
+    table = backend_speed(
+        {
+            "0.20.0 + flexfix": results.read_results(data / "backend_speed-cuda.json")[0],
+            "0.26.0": results.read_results(data / "backend_speed026-cuda.json")[0],
+        }
+    )
+    text = (data / "README.md").read_text()
+    for label, vllm, backend in (
+        ("0.20.0 TRITON_ATTN", "0.20.0 + flexfix", "TRITON_ATTN"),
+        ("0.26.0 FLEX_ATTENTION", "0.26.0", "FLEX_ATTENTION"),
+    ):
+        mine = table[(table["vLLM"] == vllm) & (table["backend"] == backend)].set_index(["BI", "requests"])
+        cells = [
+            f"{r['vs 0.20.0 + flexfix FLEX']:.2f} ({r['lowest']:.2f}-{r['highest']:.2f})"
+            for key in ((0, 48), (0, 128), (1, 48), (1, 128))
+            for r in [mine.loc[key]]
+        ]
+        assert f"| {label} | {' | '.join(cells)} |" in text, cells

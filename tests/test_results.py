@@ -96,7 +96,9 @@ def test_every_recorded_gpu_result_carries_gpu_provenance():
         # every file ran vLLM 0.20.0 but those recorded on purpose on 0.20.2 (an affected release as well), for
         # the replay guard on a fixed release, 0.26.0 (files named guard026_*), and the torch-only measurements run
         # on a machine without vLLM (the copy benchmark, the crash-or-wrong-answer placements): no vLLM at all
-        expected = "0.20.2" if "v0_20_2" in path.name else "0.26.0" if path.name.startswith("guard026_") else "0.20.0"
+        # (and the fixed release's side of the backend speeds, backend_speed026)
+        fixed = path.name.startswith(("guard026_", "backend_speed026"))
+        expected = "0.20.2" if "v0_20_2" in path.name else "0.26.0" if fixed else "0.20.0"
         if path.name.startswith(("copy_speed-", "outcome_cause-")):
             expected = None
         assert prov["vllm"] == expected, path
