@@ -80,7 +80,20 @@ def test_a_verdict_row_with_no_result_shows_no_number():
     crashed = verdicts[verdicts["ran"] == 0]
     assert len(crashed) and (crashed["max_abs_diff"] == NO_RESULT).all()
     ran = verdicts[verdicts["ran"] > 0]
-    assert all(isinstance(v, float) for v in ran["max_abs_diff"])
+    assert all(isinstance(float(v), float) for v in ran["max_abs_diff"])
+
+
+def test_the_verdict_table_shows_the_largest_move_and_counts_the_moved_cells():
+    """A4: ``analog, row softmax, eager, sliced`` showed max_abs_diff 0.0 and wrong 0 next to "varies with the batch"
+    while its paragraph said it moved by up to 3e-08."""
+    c = "analog, row softmax, eager, sliced"
+    table = pd.DataFrame(
+        [_cell(c, 1, "first", "ok", True, 0.0, 1e-7), _cell(c, 8, "last", "ok", False, 3e-8, 2e-7)]
+        + [_cell(c, 8, "first", "ok", True, 0.0, 1e-7)]
+    )
+    row = kernel_verdicts(table).loc[c]
+    assert row["max_abs_diff"] == "3e-08" and row["moved"] == 1 and row["wrong"] == 0
+    assert "3e-08" in kernel_verdicts(table).to_string()
     c = "x, y, frozen, as_strided"
     cpu = kernel_verdicts(pd.DataFrame([_cell(c, 17, p, "index_error") for p in ("first", "last")]))
     assert cpu.loc[c, "max_abs_diff"] == NO_RESULT and cpu.loc[c, "ran"] == 0

@@ -102,21 +102,28 @@ NO_RESULT = "n/a (no cell ran)"  # max_abs_diff of a verdict row none of whose c
 
 
 def _verdicts(cells: pd.DataFrame) -> pd.DataFrame:
-    """:func:`flexfix.measure.invariance.verdicts`, with ``max_abs_diff`` taken over the cells that produced a result
-    (outcome ``ok`` or ``wrong_result``; their number in ``ran``) and :data:`NO_RESULT` where none did (every cell
-    crashed or failed to build), never a 0 or a NaN that reads like a measurement."""
+    """:func:`flexfix.measure.invariance.verdicts`, with ``moved`` next to ``wrong`` (cells that ran with no
+    misread and no error and were not bitwise equal: a rounding-sized move; a misread's ``wrong_result`` counts in
+    ``wrong``), and ``max_abs_diff`` the largest difference over every cell that produced a result (outcome ``ok`` or
+    ``wrong_result``; their number in ``ran``), with two significant digits (``3e-08``: in an object column a float
+    prints as 0.0), and :data:`NO_RESULT` where none did (every cell crashed or failed to build), never a 0 or a NaN
+    that reads like a measurement."""
     from flexfix.measure.invariance import verdicts
 
     out = verdicts(cells).astype({"max_abs_diff": object})
-    ran = cells[cells["outcome"].isin(["ok", "wrong_result"])].groupby("config")["max_abs_diff"]
+    ran = cells[cells["outcome"].isin(["ok", "wrong_result"])]
+    ok = ran[ran["outcome"] == "ok"]
+    moved = ok[~ok["bitwise_equal"].fillna(False).astype(bool)].groupby("config").size()
+    out.insert(list(out.columns).index("wrong"), "moved", [int(moved.get(c, 0)) for c in out.index])
+    diffs = ran.groupby("config")["max_abs_diff"]
     out.insert(
         list(out.columns).index("max_abs_diff"),
         "ran",
-        [len(ran.get_group(c)) if c in ran.groups else 0 for c in out.index],
+        [len(diffs.get_group(c)) if c in diffs.groups else 0 for c in out.index],
     )
     for config in out.index:
-        diffs = ran.get_group(config).dropna() if config in ran.groups else []
-        out.at[config, "max_abs_diff"] = float(diffs.max()) if len(diffs) else NO_RESULT
+        values = diffs.get_group(config).dropna() if config in diffs.groups else []
+        out.at[config, "max_abs_diff"] = f"{float(values.max()):.2g}" if len(values) else NO_RESULT
     return out
 
 
