@@ -142,14 +142,17 @@ def _no_number_band(ax) -> None:
 
 
 def _mixed_cells(cells: pd.DataFrame) -> dict[int, str]:
-    """Batch size -> its positions' outcomes counted (``"2= 1~"``, the marks of the heatmap), for the cells of one
+    """Batch size -> its positions' outcomes counted (``"2= 1w"``, the marks of the heatmap: a wrong result is ``w``
+    there and here, never a move), for the cells of one
     series whose positions did not all end the same way: the largest difference alone would hide the others."""
     from flexfix.edition.tables.invariance import POSITION_MARKS
 
     def kind(row) -> str:
         if row.outcome in CRASHES:
             return "crash"
-        if row.outcome not in ("ok", "wrong_result"):
+        if row.outcome == "wrong_result":
+            return "wrong result"
+        if row.outcome != "ok":
             return "error"
         return "bitwise equal" if row.max_abs_diff == 0 else "moved"
 
@@ -173,7 +176,7 @@ def _zero_band(ax, floor: float, top: float) -> None:
     ax.set_ylim(floor / 4, top)
     ax.axhspan(floor / 4, floor * 4, color=MAX_DIFF_COLOURS[ZERO_LABEL][1], zorder=0, lw=0)
     ax.axhline(floor * 4, color="#777777", lw=1.0)
-    low, high = int(np.ceil(np.log10(floor * 40))), int(np.floor(np.log10(top)))
+    low, high = int(np.ceil(np.log10(floor * 40))), int(np.ceil(np.log10(top))) - 2  # top: two decades over the data
     span = np.log10(top) - np.log10(floor / 4)
     decades = [k for k in range(high, low - 1, -2) if (k - np.log10(floor / 4)) / span <= 1 - TICK_CLEARANCE]
     ax.set_yticks([floor] + [10.0**k for k in decades], [ZERO_LABEL] + [f"$10^{{{k}}}$" for k in decades])
@@ -190,6 +193,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     three decades under the smallest measured difference at most), so that no marker sits at a value nobody
     measured; cells with no number (a crash, a kernel that failed to build or run) are marked in the strip above the
     panel, outside the value axis."""
+    import numpy as np
     from matplotlib.lines import Line2D
 
     moved = table["max_abs_diff"][table["max_abs_diff"] > 0]
@@ -202,7 +206,8 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     )
     panels = list(dict.fromkeys(keyed["panel"]))
     fig, axes = figure((10, 1.9 + 2.3 * len(panels)), len(panels), 1, sharex=True, squeeze=False)
-    top = max(float(table["max_abs_diff"].max(skipna=True) or 0) * 10, 1.0)
+    largest = float(table["max_abs_diff"].max(skipna=True) or 0)
+    top = 10.0 ** (int(np.ceil(np.log10(largest))) + 2) if largest > 0 else 1.0  # a labelled decade at or above it
     shift = {name: (k - 1.5) * 0.16 for k, name in enumerate(LAUNCH_COPY_STYLES)}
     style = dict(markersize=5, alpha=0.85, lw=1.2, markerfacecolor="none", markeredgewidth=1.3)
     for ax, panel in zip(axes[:, 0], panels):
@@ -299,8 +304,8 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     if any(t.get_gid() == "mixed cell" for ax in axes[:, 0] for t in ax.texts):
         handles.append(Line2D([], [], ls="none"))
         labels.append(
-            "2= 1~ under a marker: its positions did not all end alike, counted\n(= bitwise equal, ~ moved, "
-            "E error, X crash); the marker shows the largest difference"
+            "2= 1w under a marker: its positions did not all end alike, counted\n(as in the heatmap: = bitwise equal, "
+            "~ moved, w wrong result, E error, X crash); the marker shows the largest difference"
         )
     fig.legend(
         handles,
