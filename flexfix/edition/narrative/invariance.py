@@ -6,20 +6,14 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
+from flexfix.measure.outcomes import CRASHES
 
-__all__ = ["REFERENCE", "KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep", "engine_sweep"]
+__all__ = ["REFERENCE", "KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep"]
+__all__ += ["misread_cells", "crash_or_wrong", "engine_sweep"]
 
 # The columns the sentences state (a notebook reads its recorded files with them): kernel cells, engine needles.
-KERNEL_CELL_COLUMNS = (
-    "config",
-    "batch",
-    "position",
-    "outcome",
-    "bitwise_equal",
-    "max_abs_diff",
-    "max_error_vs_reference",
-    "detail",
-)
+KERNEL_CELL_COLUMNS = ("config", "batch", "position", "outcome", "bitwise_equal", "max_abs_diff")
+KERNEL_CELL_COLUMNS += ("max_error_vs_reference", "detail")
 NEEDLE_COLUMNS = (
     "engine",
     "sampling",
@@ -168,12 +162,6 @@ def kernel_sweep(table: pd.DataFrame, where: str) -> str:
     lead = f"In short: {invariant} of {n} configurations kept the needle bitwise the same alone and in every batch" + (
         "." if invariant == n else "; the others are below, each with what it did."
     )
-    outcomes = set(table["outcome"])
-    if "wrong_result" not in outcomes and outcomes - {"ok", "error"}:
-        lead += (
-            " No cell computed a wrong answer without an error (the verdict table's `wrong` column is 0 in every row): "
-            "every misread cell of this sweep ended in a crash."
-        )
     reference = ""
     if any("fp32 reference" in text for _, text in said):
         reference = (
@@ -186,8 +174,89 @@ def kernel_sweep(table: pd.DataFrame, where: str) -> str:
         lead,
         "\n".join(lines),
         reference,
+        _past_first_block(table),
         _sources(table),
     )
+
+
+QUERY_BLOCK = 16  # query tokens of a query block: past this many requests, a step has a second one
+
+
+def misread_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The cells where notebook 01's bug can misread: a replayed launch (``graph``, or ``frozen``, its CPU stand-in)
+    with the ``as_strided`` copy, past one query block (more than 16 requests), whose kernel was built, with ``kind``
+    (what the cell came to: ``crashed``, ``wrong result``, ``bitwise equal`` or ``moved``)."""
+    launch = table["config"].str.split(", ").str[-2]
+    copy = table["config"].str.split(", ").str[-1]
+    built = table["outcome"] != "error"  # a kernel that was not built read nothing
+    cells = table[launch.isin(["graph", "frozen"]) & (copy == "as_strided") & (table["batch"] > QUERY_BLOCK) & built]
+    return cells.assign(kind=[_kind(r) for _, r in cells.iterrows()])
+
+
+_KINDS = {"crashed": "crashed", "wrong result": "wrong results", "bitwise equal": "bitwise equal", "moved": "moved"}
+
+
+def _kind(row) -> str:
+    if row["outcome"] in CRASHES:
+        return "crashed"
+    if row["outcome"] == "wrong_result":
+        return "wrong result"
+    return "bitwise equal" if bool(row["bitwise_equal"]) else "moved"
+
+
+def _counted(kinds: pd.Series) -> str:
+    counts = kinds.value_counts()
+    return listing([plural(int(counts[k]), k, many) for k, many in _KINDS.items() if k in counts])
+
+
+def _past_first_block(table: pd.DataFrame) -> str:
+    """Per needle position, what the misread cells (:func:`misread_cells`) came to: a crash ends the whole step
+    whatever the position, while query block 0 (position ``first``) reads its own entries right and can come out
+    bitwise equal where the step did not crash."""
+    cells = misread_cells(table)
+    if cells.empty:
+        return ""
+    configs = listing([f"`{c}`" for c in dict.fromkeys(cells["config"])])
+    per = [f"`{p}`: {_counted(part['kind'])}" for p, part in cells.groupby("position", sort=False)]
+    text = (
+        f"Past {QUERY_BLOCK} requests, where the replayed launch with the `as_strided` copy can misread "
+        f"({configs}), the {plural(len(cells), 'cell')} came to, per needle position: {listing(per, '; ')}."
+    )
+    first = cells[cells["position"] == "first"]["kind"]
+    if (first == "crashed").any():
+        text += (
+            " A crash at position `first` (query block 0, whose own entries are read right) is the misread of a later "
+            "query block ending the whole step."
+        )
+    if (first == "bitwise equal").any():
+        text += (
+            " A bitwise-equal cell at `first` is query block 0's needle, read right, in a step that did not crash: "
+            "the misread hit only the later query blocks."
+        )
+    return text
+
+
+def crash_or_wrong(sweeps: dict[str, pd.DataFrame]) -> str:
+    """One sentence per sweep shown (``{where: table}``: this run, the CPU analogs, a recording): what its misread
+    cells (:func:`misread_cells`) came to, crashed or a wrong result, so that no sentence says which one the bug gives
+    without the cells of that edition behind it."""
+    parts, seen = [], set()
+    for where, table in sweeps.items():
+        cells = misread_cells(table)
+        if cells.empty:
+            parts.append(f"{where}: no cell where the replayed launch with `as_strided` could misread")
+            continue
+        seen |= set(cells["kind"]) & {"crashed", "wrong result"}
+        parts.append(f"{where}: {plural(len(cells), 'misread cell')}, {_counted(cells['kind'])}")
+    text = "**Crash or wrong answer, in the sweeps shown here** (past 16 requests, replayed launch, `as_strided`): "
+    text += listing(parts, "; ") + "."
+    if seen == {"crashed", "wrong result"}:
+        text += (
+            " The same misread crashed in one sweep and answered wrongly in another: which one happens depends on what "
+            "the misread cells and the memory they point to hold (notebook 01, section *Crash or wrong answer: what "
+            "decides*)."
+        )
+    return markdown(text)
 
 
 def _sources(table: pd.DataFrame) -> str:

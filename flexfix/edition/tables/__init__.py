@@ -18,6 +18,7 @@ from flexfix.edition.tables.cost import (
     timing_ratios,
 )
 from flexfix.edition.tables.invariance import (
+    device_title,
     engine_grid,
     engine_label,
     engine_verdicts,
@@ -59,6 +60,7 @@ __all__ = [
     "select_scenarios",
     "replay_steps",
     "kernel_grid",
+    "device_title",
     "engine_label",
     "engine_grid",
     "engine_verdicts",

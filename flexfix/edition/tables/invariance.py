@@ -20,6 +20,7 @@ __all__ = [
     "engine_grid",
     "engine_verdicts",
     "every_request_table",
+    "device_title",
 ]
 
 
@@ -235,3 +236,16 @@ def every_request_table(rows: pd.DataFrame) -> pd.DataFrame:
             "engine_status",
         ]
     ]
+
+
+def device_title(device: str, provs=None) -> str:
+    """The machine a figure's title names: the recorded provenances' ``device_name`` where given (``"NVIDIA H100 80GB
+    HBM3"``), else this run's GPU by name, or ``"CPU"``: never the device kind ``cuda``."""
+    if provs is not None:
+        provs = [provs] if isinstance(provs, dict) else list(provs)
+        return " and ".join(sorted({str(p.get("device_name")) for p in provs}))
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return "CPU"
