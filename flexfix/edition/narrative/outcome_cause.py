@@ -16,7 +16,7 @@ from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
 from flexfix.edition.tables.outcome_cause import READ_VALUES, RUN_COLUMNS
 
-__all__ = ["misread_cells", "outcome_cause", "sanitizer_offset"]
+__all__ = ["misread_cells", "outcome_cause", "sanitizer_offset", "same_seeds"]
 
 _BEFORE = re.compile(r"is ([\d,]+) bytes before the nearest allocation at \S+ of size ([\d,]+) bytes")
 
@@ -139,7 +139,8 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
         lines = []
         for (p, v, t), grp in touched.groupby(["placement", "v_placement", "touch"], sort=False):
             results = grp["touch_result"].value_counts()
-            words = {"read": "read without a fault", "faulted": "faulted"}
+            words = {"read": "read without a fault", "faulted": "faulted there, before any replay (the table counts it "
+                     "apart: its fault is its own read's, not the replay's)"}  # fmt: skip
             done = listing([f"{int(n)} {words.get(r, r)}" for r, n in results.items()]) or "no read finished or faulted"
             cache = f"`{p}`" if p == v else f"K `{p}`, V `{v}`"
             lines.append(f"in front of {str(t).upper()} (caches {cache}): {done}")
@@ -186,3 +187,50 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
         ]
         parts.append(f"Controls, where no row reads a `-1` pad: {listing(lines, '; ')}.")
     return markdown(f"{lead}.", " ".join(parts))
+
+
+def _where(prov: dict | None, live: str) -> str:
+    """Where a set of runs comes from: ``live`` (this run) when ``prov`` is None, else its file's GPU and commit."""
+    if prov is None:
+        return f"{live}, at this edition's commit"
+    return f"recorded on {prov.get('device_name')}, flexfix commit {str(prov.get('git_commit'))[:10]}"
+
+
+def same_seeds(
+    recorded: pd.DataFrame,
+    recorded_prov: dict,
+    placements: pd.DataFrame,
+    placements_prov: dict | None,
+    this_run: pd.DataFrame | None,
+    device: str,
+) -> str:
+    """Which recordings of this edition ran `as_strided` past one query block on the same seeds with the caches where
+    PyTorch put them, and what each saw: the recorded torch-only runs (``recorded``, ``recorded_prov``), the
+    `default` arm of the placement runs (``placements``; ``placements_prov`` None when they ran here), and on a GPU
+    this run's own torch-only runs (``this_run``; the CPU analog cannot fault, so it is not one of them).  Every set
+    is named by where it comes from, so the sentence holds for a CPU and a GPU edition alike."""
+    live = f"this run ({device})"
+    sets = [("the recorded torch-only runs", recorded, _where(recorded_prov, live))]
+    if device == "cuda" and this_run is not None:
+        sets.append(("this notebook's own torch-only runs above", this_run, _where(None, live)))
+    arm = placements[(placements["placement"] == "default") & (placements["v_placement"] == "default")]
+    arm = arm[arm["touch"].isna()] if "touch" in arm else arm
+    sets.append(("the `default` arm of the placement runs above", arm, _where(placements_prov, live)))
+    said, seeds = [], []
+    for what, runs, where in sets:
+        runs = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]
+        if runs.empty:
+            raise DataError(f"{what} ({where}): no `as_strided` run past one query block")
+        seeds.append(set(runs["seed"]))
+        said.append(f"{what} ({where}): {_counted(runs)} on seeds {listing(sorted(set(runs['seed'])))}")
+    common = set.intersection(*seeds)
+    here = sum(1 for _, _, w in sets if w.startswith(live))
+    text = (
+        f"**Which recordings ran the same seeds.** {plural(len(sets), 'recording')} of this edition ran `as_strided` "
+        f"past one query block with the caches where PyTorch put them"
+        + (f", {here} of them in this run" if here else "")
+        + f": {listing(said, sep='; ')}. Seeds {listing(sorted(common))} are in all of them."
+    )
+    if device != "cuda":
+        text += " This run is the CPU analog, which cannot fault: it adds no recording of either face."
+    return markdown(text)

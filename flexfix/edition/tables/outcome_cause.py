@@ -20,6 +20,8 @@ __all__ = [
     "misread_summary",
     "placement_table",
     "scenario_label",
+    "OWN_READ_FAULT",
+    "run_outcomes",
 ]
 
 READ_COLUMNS = ("copy", "seed", "step", "own", "other_page", "pad", "never_written", "out_of_range", "cells_read")
@@ -38,6 +40,17 @@ RUN_COLUMNS = (
     "touch_result",
 )
 SCENARIO_KEYS = ["copy", "batch", "placement", "v_placement", "touch"]
+
+# The outcome of a run whose own read in front of a cache faulted (``touch_result`` "faulted"): its process died in
+# that read, before the first replay, so its status (an illegal memory access) is not the replay's outcome.
+OWN_READ_FAULT = "faulted in its own read, before the replay"
+
+
+def run_outcomes(runs: pd.DataFrame) -> pd.Series:
+    """Each run's outcome as the edition counts it: its status, or :data:`OWN_READ_FAULT` where its own read in
+    front of a cache faulted before any replay ran."""
+    own = runs["touch_result"].eq("faulted") if "touch_result" in runs else pd.Series(False, index=runs.index)
+    return runs["status"].where(~own, OWN_READ_FAULT)
 
 
 # What notebook 01 needs of a recorded placement file: the scenario and outcome of every run (the driver's answers
@@ -96,21 +109,25 @@ def placement_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One line per scenario (copy, batch, placement): runs, how many ended in each outcome, in how many the driver
     listed an allocation in front of both caches just before the first replay, and in how many the outcome was
     the one :func:`~flexfix.measure.outcome_cause.predicted` from that (the controls read nothing in front); where a
-    run read the bytes in front of a cache with a kernel of its own, whether that read went through or faulted."""
+    run read the bytes in front of a cache with a kernel of its own, whether that read went through or faulted.  A run
+    whose own read faulted is counted under :data:`OWN_READ_FAULT`, not as an illegal memory access of the replay,
+    and is left out of ``as predicted`` (it never replayed)."""
     require(runs, "the placement runs", RUN_COLUMNS, values=("copy", "placement", "batch", "seed", "status"))
     rows = []
     for key, group in runs.groupby(SCENARIO_KEYS, sort=False, dropna=False):
         mapped = [k is True and v is True for k, v in zip(group["front_k_mapped"], group["front_v_mapped"])]
         asked = [k is not None and v is not None for k, v in zip(group["front_k_mapped"], group["front_v_mapped"])]
-        crash_or_wrong = group["predicted"].isin(["illegal_memory_access", "wrong_result"])
+        outcome = run_outcomes(group)
+        replayed = outcome != OWN_READ_FAULT  # a run that died in its own read never replayed: nothing to predict
+        crash_or_wrong = group["predicted"].isin(["illegal_memory_access", "wrong_result"]) & replayed
         row = {"scenario": scenario_label(*key), "runs": len(group)}
-        row |= {s: int((group["status"] == s).sum()) for s in ("ok", "wrong_result", "illegal_memory_access")}
-        row["other"] = len(group) - row["ok"] - row["wrong_result"] - row["illegal_memory_access"]
+        row |= {s: int((outcome == s).sum()) for s in ("ok", "wrong_result", "illegal_memory_access", OWN_READ_FAULT)}
+        row["other"] = len(group) - sum(row[s] for s in ("ok", "wrong_result", "illegal_memory_access", OWN_READ_FAULT))
         row["listed in front of K and V"] = f"{sum(mapped)} of {sum(asked)}"
         row["as predicted"] = (
             f"{int((group['status'] == group['predicted'])[crash_or_wrong].sum())} of {int(crash_or_wrong.sum())}"
             if crash_or_wrong.any()
-            else "no read in front"
+            else ("none replayed" if not replayed.any() else "no read in front")
         )
         touched = group["touch_result"].dropna()
         row["read in front"] = ", ".join(f"{n} {r}" for r, n in touched.value_counts().items()) if len(touched) else ""
