@@ -230,15 +230,17 @@ def decode_dispatch(engines) -> pd.DataFrame:
     """For each ``(max_num_seqs, batch)`` in ``engines``: what the installed vLLM's own ``CudagraphDispatcher``
     (keys set by ``initialize_cudagraph_keys``) runs a uniform decode step of ``batch`` requests with: the FULL
     decode graph sizes it holds (only sizes up to ``max_num_seqs``), the size the batch is padded to, and the
-    graph mode (FULL: a captured attention kernel is replayed; PIECEWISE or NONE: attention runs outside a graph)."""
+    graph mode (FULL: a captured attention kernel is replayed; PIECEWISE or NONE: attention runs outside a graph).
+    An ``(engine, max_num_seqs, batch)`` triple adds an ``engine`` column first: whose batch the row is."""
     import pandas as pd
 
     with quiet_vllm():
         from vllm.config.compilation import CUDAGraphMode
         from vllm.v1.cudagraph_dispatcher import CudagraphDispatcher
 
+    keyed = [(None, *e) if len(e) == 2 else tuple(e) for e in engines]
     rows = []
-    for max_num_seqs, batch in dict.fromkeys((int(m), int(b)) for m, b in engines):
+    for engine, max_num_seqs, batch in dict.fromkeys((e, int(m), int(b)) for e, m, b in keyed):
         config = _configured(int(max_num_seqs))
         dispatcher = CudagraphDispatcher(config)
         with quiet_vllm():
@@ -248,7 +250,8 @@ def decode_dispatch(engines) -> pd.DataFrame:
             k.num_tokens for k in dispatcher.cudagraph_keys[CUDAGraphMode.FULL]
         )
         rows.append(
-            {
+            ({"engine": engine} if engine is not None else {})
+            | {
                 "max_num_seqs": int(max_num_seqs),
                 "largest FULL decode graph": max(full) if full else None,
                 "largest capture size": config.compilation_config.max_cudagraph_capture_size,

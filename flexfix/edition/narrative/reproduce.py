@@ -8,6 +8,7 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require, require_numbers, require_steps
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
+from flexfix.edition.tables.outcomes import engine_max_num_seqs, every_request_engine
 
 __all__ = [
     "KERNEL_RUN_COLUMNS",
@@ -267,25 +268,18 @@ def _outside_graphs(table: pd.DataFrame, dispatch: pd.DataFrame | None) -> str:
         f"\n* By vLLM's own dispatcher (the table above), a decode batch of {listing(list(outside['decode batch']))} "
         "requests on an engine with those `max_num_seqs` is padded past its largest FULL decode graph and runs "
         "without one: attention outside any graph reads `kv_indices` as written and cannot misread. At those counts "
-        "'completed' says nothing about the bug, unless the batch shrank to a size with a FULL graph before the end."
+        "'completed' says nothing about the bug, unless the batch shrank to a size with a FULL graph before the end. "
+        "That holds for these engines' `max_num_seqs` only: an engine started with a larger one holds FULL graphs "
+        "for more sizes, and can replay one at the same count (the every-request engines below print theirs)."
     )
 
 
-def _engine_label(run: pd.Series) -> str:
-    """An every-request engine's label as its rows carry it (``tiny, BI=1, full, patched``): built from the
-    run's own fields, as :func:`flexfix.edition.tables.every_request_table` builds the rows' labels. The run's
-    ``engine`` text ("tiny, BI=1, full graphs") names only a stock engine as such, so it cannot be matched."""
-    if all(k in run.index for k in ("model", "batch_invariant", "graphs", "patched")):
-        patched = "patched" if bool(run["patched"]) else "stock"
-        return f"{run['model']}, BI={int(run['batch_invariant'])}, {run['graphs']}, {patched}"
-    engine = str(run["engine"]).replace(" graphs", "")
-    return engine if "stock" in engine else f"{engine}, patched"
-
-
-def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
+def every_request(runs: pd.DataFrame, rows: pd.DataFrame, dispatch: pd.DataFrame | None = None) -> str:
     """The every-request check (each request alone, then all together; ``rows`` from
-    :func:`flexfix.edition.tables.every_request_table`): per engine, whether any request came out otherwise in the
-    batch than alone (and in which query block), which batches it completed, and the batch it did not complete."""
+    :func:`flexfix.edition.tables.every_request_table`): per engine, its ``max_num_seqs``, whether any request came
+    out otherwise in the batch than alone (and in which query block), which batches it completed, and the batch it
+    did not complete; with ``dispatch`` (:func:`flexfix.edition.glossary.decode_dispatch` of those engines), which of
+    its batches vLLM's dispatcher runs with a FULL graph."""
     require(runs, "the every-request engines", ["every_request"], values=("engine", "status"))
     counts = ("requests", "requests_with_other_tokens", "requests_with_other_logprobs")
     require(rows, "the every-request rows", ["their_query_blocks", "max_abs_logprob_diff"], values=("engine", *counts))
@@ -299,7 +293,7 @@ def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
     lines = []
     for _, run in runs.iterrows():
         planned = list(run.get("every_request") or [])
-        label = _engine_label(run)
+        label = every_request_engine(run)
         mine = rows[rows["engine"] == label]
         done = [int(n) for n in mine["requests"]]
         differing = mine[mine["requests_with_other_tokens"] + mine["requests_with_other_logprobs"] > 0]
@@ -323,6 +317,16 @@ def every_request(runs: pd.DataFrame, rows: pd.DataFrame) -> str:
             )
         else:
             line = f"* **{label}** completed no batch"
+        seqs = engine_max_num_seqs(run)
+        line = line.replace(f"**{label}**", f"**{label}** (`max_num_seqs` {seqs})", 1)
+        if dispatch is not None:
+            key = dispatch["engine"] == label if "engine" in dispatch else dispatch["max_num_seqs"] == seqs
+            pairs = zip(dispatch[key]["decode batch"], dispatch[key]["runs with"])
+            full = sorted({int(b) for b, m in pairs if m == "FULL" and int(b) > 16})
+            if full:
+                many = len(full) > 1
+                said = f"batch{'es' * many} of {listing(full)} replay{'s' * (not many)}"
+                line += f"; by vLLM's dispatcher its {said} a FULL decode graph"
         line += f". Batches planned: {listing(planned)}; completed: {listing(done) or 'none'}"
         if run["status"] != "ok":
             rest = [n for n in planned if n not in done]
@@ -379,7 +383,7 @@ def releases_surveyed(releases: pd.DataFrame, provenance: dict) -> str:
     text = (
         f"**What was surveyed:** the {plural(len(versions), 'final release')} of vLLM on PyPI from {versions[0]} to "
         f"{versions[-1]} (the survey's lower bound, `min_version`, is {params.get('min_version', versions[0])}"
-        + (f"; the {older} were not read" if older else "")
+        + (f"; older ones were not read, by the survey's own count {older}" if older else "")
         + "): "
         + listing([f"{c} {v}" for v, c in verdicts.items()])
         + "."

@@ -17,6 +17,8 @@ __all__ = [
     "replay_steps",
     "engine_max_num_seqs",
     "every_request_dispatch",
+    "every_request_engine",
+    "show_whole",
     "dispatch_pairs",
 ]
 
@@ -126,13 +128,14 @@ def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
 def _placement_rows(runs: pd.DataFrame, source: str) -> list[dict]:
     """The cache-placement runs (notebook 01, "what decides"), one row per scenario and outcome, with its count: the
     scenarios of the placement table, labelled as there (a run that read in front of a cache is its own scenario)."""
-    from flexfix.edition.tables.outcome_cause import SCENARIO_KEYS, scenario_label
+    from flexfix.edition.tables.outcome_cause import SCENARIO_KEYS, run_outcomes, scenario_label
 
     keyed = runs.assign(touch=runs["touch"].fillna("").astype(str)) if "touch" in runs else runs
+    keyed = keyed.assign(outcome=run_outcomes(runs))  # a fault in the run's own read is not the replay's outcome
     keys = [k for k in SCENARIO_KEYS if k in keyed]
     size = keyed.groupby(keys, sort=False).size()
     rows = []
-    for key, grp in keyed.groupby([*keys, "status"], sort=False):
+    for key, grp in keyed.groupby([*keys, "outcome"], sort=False):
         *arm, st = key
         label = scenario_label(*arm)
         rows.append(
@@ -267,13 +270,26 @@ def engine_max_num_seqs(run) -> int:
     return max([*planned, 16])
 
 
-def every_request_dispatch(every: pd.DataFrame) -> list[tuple[int, int]]:
+def every_request_engine(run) -> str:
+    """An every-request engine's label as its rows carry it (``tiny, BI=1, full, patched``;
+    :func:`flexfix.edition.tables.every_request_table`)."""
+    if all(k in run.index for k in ("model", "batch_invariant", "graphs", "patched")):
+        patched = "patched" if bool(run["patched"]) else "stock"
+        return f"{run['model']}, BI={int(run['batch_invariant'])}, {run['graphs']}, {patched}"
+    engine = str(run["engine"]).replace(" graphs", "")
+    return engine if "stock" in engine else f"{engine}, patched"
+
+
+def every_request_dispatch(every: pd.DataFrame, with_engine: bool = False) -> list[tuple]:
     """``(max_num_seqs, batch)`` of each batch an every-request engine completed, in order: what to ask vLLM's
-    dispatcher (:func:`flexfix.edition.glossary.decode_dispatch`) whether the batch replayed a FULL graph."""
+    dispatcher (:func:`flexfix.edition.glossary.decode_dispatch`) whether the batch replayed a FULL graph.  With
+    ``with_engine``, ``(engine, max_num_seqs, batch)``: the engine's label first, so the dispatch table says whose
+    batch each row is (engines of one check can have different ``max_num_seqs``)."""
     pairs = []
     for _, run in every.iterrows():
         seqs = engine_max_num_seqs(run)
-        pairs += [(seqs, int(r["requests"])) for r in run["records"] if r.get("kind") == "every_request"]
+        head = (every_request_engine(run),) if with_engine else ()
+        pairs += [(*head, seqs, int(r["requests"])) for r in run["records"] if r.get("kind") == "every_request"]
     return list(dict.fromkeys(pairs))
 
 
@@ -282,3 +298,11 @@ def dispatch_pairs(threshold: pd.DataFrame) -> list[tuple[int, int]]:
     faulted: the decode batches whose graph mode decides what their outcome says (one pair each, in order)."""
     past = threshold[(threshold["requests"] > 16) & (threshold["outcome"] != "not reached")]
     return list(dict.fromkeys(zip(past["max_num_seqs"].astype(int), past["requests"].astype(int))))
+
+
+def show_whole(table: pd.DataFrame) -> None:
+    """Display ``table`` with every row (pandas cuts a table past ``display.max_rows`` to its ends and a "...")."""
+    from IPython.display import display
+
+    with pd.option_context("display.max_rows", None):
+        display(table)
