@@ -23,10 +23,32 @@ def _columns(table: pd.DataFrame, prefix: str) -> dict[int, str]:
     return found
 
 
-def without_plugin(table: pd.DataFrame, safety_where: str, cost_where: str) -> str:
+def _control(safety_prov: dict | None, control_provs) -> str:
+    """Where notebook 01's every-request check (the positive control these checks lack) was recorded, against the GPU
+    of the checks: from the files' provenance, not from memory."""
+    if safety_prov is None or not control_provs:
+        return "notebook 01's every-request check is one (its recorded runs are shown again in this notebook's section"
+    gpus = sorted({str(p.get("device_name")) for p in control_provs})
+    same = gpus == [str(safety_prov.get("device_name"))]
+    return (
+        f"notebook 01's every-request check is one, on the same tiny model, recorded on {' and '.join(gpus)}: "
+        + (
+            "the same GPU as these checks"
+            if same
+            else f"another GPU than these checks ({safety_prov.get('device_name')})"
+        )
+        + " (notebook 01 reruns it live when it runs on a GPU; its recorded runs are shown again in this notebook's "
+        "section"
+    )
+
+
+def without_plugin(
+    table: pd.DataFrame, safety_where: str, cost_where: str, safety_prov: dict | None = None, control_provs=None
+) -> str:
     """Which ways around the bug answered every request as alone, at which request counts, and what each costs
     against the patched engine (the ratios of the table, as it shows them, in the table's order: one recording each,
-    so they are not ranked)."""
+    so they are not ranked).  ``safety_prov`` and ``control_provs`` (the provenance of the checks and of notebook 01's
+    recorded every-request files) say on which GPU the positive control was recorded."""
     if table is None or table.empty:
         raise DataError("the workaround table has no rows: nothing to say")
     ways = table[~table["vLLM setting"].str.startswith("FLEXFIX_PATCH")]
@@ -54,8 +76,7 @@ def without_plugin(table: pd.DataFrame, safety_where: str, cost_where: str) -> s
                 else ""
             )
             + ". These runs hold no positive control of their own (stock with full graphs going wrong on the same "
-            "model and GPU): notebook 01's every-request check is one, on the same tiny model but another GPU (its "
-            "recorded runs, shown again in this notebook's section on the patched engine)."
+            f"model and GPU): {_control(safety_prov, control_provs)} on the patched engine)."
         )
     for way, _, said in unsafe:
         lines.append(f"**{way} did not**: {listing(said)} requests differed alone vs together ({safety_where}).")
@@ -194,8 +215,25 @@ def fix_on_every_request(rows: pd.DataFrame, dispatch: pd.DataFrame, where: str)
     )
     if len(stock):
         wrong = stock[differ[stock.index] > 0]
+        seqs = {}
+        if "engine" in dispatch:
+            for e, m in zip(dispatch["engine"], dispatch["max_num_seqs"]):
+                seqs.setdefault(e, int(m))
+        mine, theirs = (
+            {seqs.get(e) for e in stock["engine"]} - {None},
+            {seqs.get(e) for e in patched["engine"]} - {None},
+        )
+        settings = (
+            "same `max_num_seqs` as the patched engines"
+            if mine and mine == theirs
+            else f"but `max_num_seqs` {listing(sorted(mine))} where the patched engines had {listing(sorted(theirs))}: "
+            "the dispatch table's `engine` column; not the same settings"
+            if mine and theirs
+            else "its `max_num_seqs` not given here"
+        )
         said.append(
-            "The positive control is the stock engine of the same check (full graphs, same model and request counts): "
+            f"The positive control is the stock engine of the same check (full graphs, same model and request counts, "
+            f"{settings}): "
             + (
                 listing(
                     [
