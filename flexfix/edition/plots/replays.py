@@ -70,7 +70,11 @@ def _crash_band(band, table: pd.DataFrame) -> list[tuple[int, str]]:
         steps = sorted(s for s, o in counts if o == outcome)
         dx = (k - (len(outcomes) - 1) / 2) * 0.25
         runs = len({i for i, _, o in crashes if o == outcome})
-        what = ",\nthe CPU analog of a crash" if outcome == "index_error" else ""
+        what = (
+            ",\nthe CPU analog of a crash (the run goes on)"
+            if outcome == "index_error"
+            else ":\nthe run ended at that step, so no point below"
+        )
         label = f"{name} ({runs} run{'s' if runs > 1 else ''}): no answer{what}"
         # a cross outlined in black in every figure: "no answer" reads the same on a CPU and on a GPU, and its shape
         # keeps it apart from the ring of a silently wrong answer whatever their colours
@@ -113,8 +117,12 @@ def replay_errors(table: pd.DataFrame, title: str):
                 if rec.get("outcome") == "wrong_result" and rec.get("max_error") is not None:
                     silent.append((k + dx, max(rec["max_error"], 1e-8)))
             steps = max(steps, len(run["records"]), *(s + 1 for s, _ in _crash_steps(run)))
-    for step, colour in _crash_band(band, table):
+    guides = _crash_band(band, table)
+    for step, colour in guides:
         ax.axvline(step, color=colour, lw=0.8, ls=":", alpha=0.6)
+    if guides:  # the dotted guide gets a legend entry of its own: it marks a step, not a measured error
+        ax.plot([], [], color=guides[0][1], lw=0.8, ls=":", label="dotted line: a step where runs gave no answer\n"
+                "(the cross above it): those runs have no point there")  # fmt: skip
     if silent:
         xs, ys = zip(*silent)
         label = f"silently wrong answer ({len(silent)} step{'s' if len(silent) > 1 else ''})"
