@@ -2,6 +2,7 @@
 against the table beside it, the data or the code."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -38,10 +39,10 @@ def test_every_request_sentences_match_the_table_for_the_patched_engines():
     # the table shows the patched engines at 17, 32 and 47, nothing differing; the sentence said "completed no batch"
     assert "completed no batch" not in said and "completed: none" not in said
     for engine, mine in rows.groupby("engine"):
-        assert f"**{engine}**" in said  # the sentence names each engine as the table does
+        assert f"**{engine}** (`max_num_seqs` " in said  # names each engine as the table does, with its max_num_seqs
         if "patched" in engine:
             sizes = ", ".join(str(n) for n in mine["requests"][:-1]) + f" and {mine['requests'].iloc[-1]}"
-            assert f"**{engine}** answered every request as it does alone" in said
+            assert re.search(rf"\*\*{re.escape(engine)}\*\* \(`max_num_seqs` \d+\) answered every request", said)
             assert f"completed: {sizes}" in said
 
 
@@ -137,8 +138,9 @@ def test_v_ended_where_k_began_is_shown_from_the_recorded_addresses():
     moved = runs.copy()
     moved.loc[d.index, "k_address"] = moved.loc[d.index, "k_address"] + 4096
     assert "V ended where K began" not in story.outcome_cause(moved, "there")
+    # which recordings ran the same seeds is generated from the edition's data (A3), not typed into the markdown
     cell = next(text(c) for c in cells("01_reproduce_ima") if text(c).startswith("## Crash or wrong answer"))
-    assert "H100" in cell and "H200" in cell and "cannot fault" in cell
+    assert "H100" not in cell and "H200" not in cell and "another commit" not in cell
 
 
 # Item 7: the one table's placement rows are the placement table's scenarios; this run's rows name their file.
@@ -162,3 +164,149 @@ def test_the_one_table_counts_the_placement_scenarios_as_the_placement_table_doe
         mine_rows = rows[rows["case"].str.startswith(scenario + ":")]
         assert mine_rows["case"].str.extract(r": (\d+) of")[0].astype(int).sum() == n, scenario
     assert set(table.loc[table["from"] == "this run (cpu)", "recorded_in"]) == {"RESULTS_DIR/ima_kernel-cpu.json"}
+
+
+# The newcomer reading of the published (H200) edition: A1-A7, B1-B5, C1-C4.
+
+
+def _md(stem, start):
+    return next(text(c) for c in cells(stem) if c["cell_type"] == "markdown" and text(c).startswith(start))
+
+
+def test_a1_crash_or_wrong_answer_is_taught_as_the_mapped_front_everywhere():
+    """The first screen, the replay-errors caption and takeaway 3 said a crash is a read outside the cache and a wrong
+    answer a read of valid pages; the data and the section on what decides say: pads read in front, mapped or not."""
+    nb = "\n".join(text(c) for c in cells("01_reproduce_ima") if c["cell_type"] == "markdown")
+    wrongs = [
+        "when a\nmisread entry points outside the cache",
+        "a read outside the cache: no answer",
+        "a read of valid pages that are not the request's",
+        "misread cells holding valid page numbers give",
+    ]
+    for wrong in wrongs:
+        assert wrong not in nb
+    for start in ("# 01", "*How to read it:* a point", "## Takeaways"):
+        cell = _md("01_reproduce_ima", start)
+        assert "`-1` pads" in cell and "mapped" in cell, start
+
+
+def _same_seeds(device, live):
+    from flexfix.edition.narrative import outcome_cause as story
+    from flexfix.edition.tables import outcome_cause as cause_tables
+
+    kernel, kernel_prov = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
+    runs, cause_prov = cause_tables.recorded(DATA)
+    return story.same_seeds(kernel, kernel_prov, runs, None if live else cause_prov, kernel if live else None, device)
+
+
+def test_a3_which_recordings_ran_the_same_seeds_is_said_from_what_the_edition_shows():
+    kernel, kernel_prov = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
+    from flexfix.edition.tables import outcome_cause as cause_tables
+
+    _, cause_prov = cause_tables.recorded(DATA)
+    cpu = _same_seeds("cpu", live=False)
+    assert cpu.startswith("**Which recordings ran the same seeds.** 2 recordings")
+    assert str(kernel_prov["git_commit"])[:10] in cpu and str(cause_prov["git_commit"])[:10] in cpu
+    assert "in this run" not in cpu.split(":")[0] and "cannot fault" in cpu
+    gpu = _same_seeds("cuda", live=True)  # the GPU branch: placements and torch-only runs measured here
+    assert gpu.startswith("**Which recordings ran the same seeds.** 3 recordings") and ", 2 of them in this run" in gpu
+    assert "the `default` arm of the placement runs above (this run (cuda), at this edition's commit)" in gpu
+    assert str(cause_prov["git_commit"])[:10] not in gpu and "cannot fault" not in gpu
+
+
+def test_a4_a_fault_in_the_runs_own_read_is_not_counted_as_the_replays():
+    from flexfix.edition.tables import outcome_cause as cause_tables
+    from flexfix.edition.tables.outcomes import _placement_rows
+
+    runs, _ = cause_tables.recorded(DATA)
+    table = cause_tables.placement_table(runs)
+    row = table.loc["as_strided, batch 48, cache fenced, then read in front of V"]
+    assert row["illegal_memory_access"] == 0 and row[cause_tables.OWN_READ_FAULT] == 1
+    assert row["as predicted"] == "none replayed"
+    rows = pd.DataFrame(_placement_rows(runs, "there"))
+    mine = rows[rows["case"].str.startswith("as_strided, batch 48, cache fenced, then read in front of V")]
+    assert list(mine["outcome"]) == [cause_tables.OWN_READ_FAULT]
+
+
+def test_a2_a5_b2_each_every_request_engine_says_its_max_num_seqs_and_its_dispatch():
+    from flexfix.edition import glossary
+    from flexfix.edition.narrative import workarounds
+    from flexfix.edition.tables.outcomes import engine_max_num_seqs, every_request_dispatch
+
+    every, rows = _every()
+    dispatch = glossary.decode_dispatch(every_request_dispatch(every, with_engine=True))
+    assert list(dispatch.columns[:2]) == ["engine", "max_num_seqs"]
+    said = reproduce.every_request(every, rows, dispatch)
+    for _, run in every.iterrows():
+        assert f"(`max_num_seqs` {engine_max_num_seqs(run)})" in said
+    stock = dispatch[dispatch["engine"].str.endswith("stock")]
+    assert set(stock["runs with"]) == {"FULL"}  # why the stock engine misread at 17: a FULL graph there
+    assert "by vLLM's dispatcher its batch of 17 replays a FULL decode graph" in said
+    fix = workarounds.fix_on_every_request(rows, dispatch, "there")
+    seqs = sorted(set(dispatch["max_num_seqs"]))
+    if len(seqs) > 1:
+        assert "not the same settings" in fix and "same settings as" not in fix
+    nb02 = "\n".join(text(c) for c in cells("02_apply_flexfix"))
+    assert "with the same settings" not in nb02
+
+
+def test_a6_the_positive_control_names_the_gpu_its_files_were_recorded_on():
+    from flexfix.edition.narrative import workarounds
+    from flexfix.edition.tables.workarounds import workaround_table
+
+    safety, safety_prov = schemas.recorded(DATA, "stock_workarounds", schemas.ENGINE_SWEEPS)
+    cost, _ = schemas.recorded(DATA, "stock_workaround_cost", schemas.ENGINE_SWEEPS)
+    _, control = schemas.recorded(DATA, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
+    said = workarounds.without_plugin(workaround_table(safety, cost), "a", "b", safety_prov, control)
+    gpus = {p["device_name"] for p in control}
+    assert all(g in said for g in gpus)
+    same = gpus == {safety_prov["device_name"]}
+    assert ("the same GPU as these checks" in said) == same
+    assert "but another GPU (its" not in said
+
+
+def test_b1_b4_b5_claims_are_attributed_or_pointed_to_by_title():
+    nb01 = "\n".join(text(c) for c in cells("01_reproduce_ima") if c["cell_type"] == "markdown")
+    nb02 = "\n".join(text(c) for c in cells("02_apply_flexfix") if c["cell_type"] == "markdown")
+    assert "too small for batch variance" not in nb01 + nb02
+    assert nb01.count('"Engine level: vLLM 0.20.0 with flexfix\'s patch"') >= 1
+    assert "Is your vLLM affected?" in _md("01_reproduce_ima", "# 01")
+    take = _md("02_apply_flexfix", "## Takeaways")
+    assert "also avoid the bug" not in take and "by construction" in take and "positive" in take
+
+
+def test_b3_the_older_releases_are_counted_by_the_surveys_own_note():
+    releases, prov = schemas.recorded(DATA, "vllm_releases", schemas.RELEASES, "cpu")
+    said = reproduce.releases_surveyed(releases, prov)
+    assert f"by the survey's own count {prov['parameters']['older_not_examined']}" in said
+
+
+def test_c1_the_one_table_is_shown_whole(capsys):
+    from flexfix.edition.tables.outcomes import show_whole
+
+    table = pd.DataFrame({"a": range(80)})
+    shown = []
+    import IPython.display
+
+    real = IPython.display.display
+    IPython.display.display = lambda t: shown.append(t._repr_html_())
+    try:
+        show_whole(table)
+    finally:
+        IPython.display.display = real
+    assert "<td>79</td>" in shown[0] and "<td>40</td>" in shown[0] and "..." not in shown[0]
+    cell = next(text(c) for c in cells("01_reproduce_ima") if "tables.outcome_table(" in text(c))
+    assert cell.startswith("show_whole(")
+
+
+def test_c2_the_dotted_guide_and_the_crash_cross_are_in_the_legend():
+    import matplotlib
+
+    matplotlib.use("agg")
+    from flexfix.edition import plots
+
+    kernel, _ = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
+    fig = plots.replay_errors(kernel, "t")
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert any(lb.startswith("dotted line: a step where runs gave no answer") for lb in labels)
+    assert any("the run ended at that step, so no point below" in lb for lb in labels)
