@@ -71,3 +71,31 @@ def test_l2_effect_divides_flushed_by_warm_per_case():
 def test_flush_l2_is_a_real_bool():
     with pytest.raises(ValueError, match="flush_l2 must be True or False, got 'yes'"):
         timing.time_fn(lambda: None, flush_l2="yes")
+
+
+def test_05_ratios_near_1_keep_three_decimals_and_the_spread_and_l2_numbers_have_their_table():
+    """A6/B3/B4: bi_overhead 1.0149 showed as 1.010; the Spread line's 37%/1.0% and the L2 line's "120 cases,
+    0.19-1.13x" had no table behind them (the L2 table shown held 20 medians)."""
+    import numpy as np
+    import pandas as pd
+
+    from flexfix.edition import tables
+    from flexfix.edition.narrative import cost as story
+
+    shown = tables.significant(pd.DataFrame({"bi_overhead": [1.0149, 0.98], "ms": [0.000214, 12.34]}))
+    assert list(shown["bi_overhead"]) == [1.015, 0.98] and shown["ms"][0] == 0.000214
+    rows = [
+        dict(impl=i, batch=b, context=c, kv_bytes=b * c, median_ms=1.0, q25_ms=0.99, q75_ms=1 + b / 80, l2=l2)
+        for i in ("flex vllm graph", "sdpa dense")
+        for b in (1, 8)
+        for c in (256, 1024)
+        for l2 in ("warm", "flushed")
+    ]
+    timing = pd.DataFrame(rows)
+    timing.loc[timing["l2"] == "flushed", "median_ms"] = np.linspace(0.5, 1.1, 8)
+    spread = tables.timing_spread(timing, largest=2)
+    assert len(spread) == 3 and spread["impl"].iloc[-1] == "median over all 8 cases"
+    summary = tables.l2_effect_summary(timing)
+    said = str(story.l2_effect(tables.l2_effect(timing)))
+    assert f"Over all {int(summary['cases'].sum())} cases" in said
+    assert f"{summary['min'].min():.2f}" in said and f"{int(summary['faster >5%'].sum())} more than 5% *faster*" in said

@@ -163,8 +163,9 @@ def _spread(timing: pd.DataFrame, what: str) -> str:
     worst = warm.loc[iqr.idxmax()]
     return (
         f"the timed calls of one case spread (interquartile range over the median) by {iqr.median():.1f}% in the "
-        f"median case, at most {iqr.max():.0f}% (`{worst['impl']}`, {plural(int(worst['batch']), 'request')} of "
-        f"{int(worst['context'])} tokens)."
+        f"median of all {plural(len(iqr), 'case')}, at most {iqr.max():.0f}% (`{worst['impl']}`, "
+        f"{plural(int(worst['batch']), 'request')} of {int(worst['context'])} tokens): the spread table shows the "
+        "largest cases and that median."
     )
 
 
@@ -180,8 +181,10 @@ def l2_effect(effect: pd.DataFrame) -> str:
     else:
         lead = "A flushed L2 changed the timings little either way. "
     text = (
-        f"**Flushed over warm L2.** {lead}Over {plural(len(ratio), 'case')}: {span(ratio, '{:.2f}', 'x')}; "
-        f"{slower} more than 5% slower from a cold L2, {faster} more than 5% *faster*."
+        f"**Flushed over warm L2.** {lead}Over all {plural(len(ratio), 'case')} (implementation x batch x context, "
+        f"the `cases`, `min`, `max` and 5% columns of the table above, added up): {span(ratio, '{:.2f}', 'x')}; "
+        f"{slower} more than 5% slower from a cold L2, {faster} more than 5% *faster*. The table's `median at` "
+        "columns are medians over the batch sizes, per implementation and context: they hide the extremes."
     )
     if faster:
         text += (

@@ -16,6 +16,7 @@ from flexfix.edition.tables.cost import (
     throughput_table,
     timing_parameters,
     timing_ratios,
+    timing_spread,
 )
 from flexfix.edition.tables.invariance import (
     device_title,
@@ -67,6 +68,7 @@ __all__ = [
     "every_request_table",
     "timing_ratios",
     "timing_parameters",
+    "timing_spread",
     "significant",
     "l2_effect_summary",
     "l2_effect",

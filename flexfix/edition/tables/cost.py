@@ -17,6 +17,7 @@ __all__ = [
     "throughput_table",
     "ratio_summary",
     "throughput_spread",
+    "timing_spread",
 ]
 
 
@@ -105,25 +106,37 @@ def timing_parameters(prov: dict, timing: pd.DataFrame) -> str:
 
 def significant(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """``table`` with every float column rounded to ``digits`` significant digits (not decimals): a small fraction
-    such as 0.00021 stays readable where rounding to decimals would show 0.000."""
+    such as 0.00021 stays readable where rounding to decimals would show 0.000.  A value from 0.1 to 10 (a ratio near
+    1) keeps three decimals at least: 1.0149 shows as 1.015, never as 1.01 padded to 1.010 by its column."""
     import math
 
     def round_sig(v):
         if not isinstance(v, float) or not math.isfinite(v) or v == 0:
             return v
-        return round(v, digits - 1 - math.floor(math.log10(abs(v))))
+        decimals = digits - 1 - math.floor(math.log10(abs(v)))
+        return round(v, max(decimals, 3) if 0.1 <= abs(v) < 10 else decimals)
 
     floats = table.select_dtypes("float").columns
     return table.assign(**{c: table[c].map(round_sig) for c in floats})
 
 
 def l2_effect_summary(timing: pd.DataFrame) -> pd.DataFrame:
-    """:func:`l2_effect` in one screen: per implementation (rows) and context (columns), the median over the
-    batch sizes of flushed / warm (above 1: a cold L2 is slower).  Empty where only warm timings exist."""
+    """:func:`l2_effect` in one screen: per implementation (rows) and context (columns ``median at <context>``), the
+    median over the batch sizes of flushed / warm (above 1: a cold L2 is slower); then over each implementation's
+    cases (batch x context) their number, the smallest and largest ratio and how many were more than 5% slower or
+    faster: the numbers :func:`flexfix.edition.narrative.cost.l2_effect` adds up over all the cases.  Empty where
+    only warm timings exist."""
     effect = l2_effect(timing)
     if effect.empty:
         return effect
-    return effect.pivot_table(index="impl", columns="context", values="flushed_over_warm", aggfunc="median")
+    out = effect.pivot_table(index="impl", columns="context", values="flushed_over_warm", aggfunc="median")
+    out.columns = [f"median at {c}" for c in out.columns]
+    ratio = effect.groupby("impl")["flushed_over_warm"]
+    out["cases"] = ratio.size()
+    out["min"], out["max"] = ratio.min(), ratio.max()
+    out["slower >5%"] = ratio.apply(lambda r: int((r > 1.05).sum()))
+    out["faster >5%"] = ratio.apply(lambda r: int((r < 0.95).sum()))
+    return out
 
 
 def l2_effect(timing: pd.DataFrame) -> pd.DataFrame:
@@ -249,3 +262,24 @@ def throughput_spread(rows: pd.DataFrame) -> pd.DataFrame:
     out["between_engines"] = out["highest"] / out["lowest"]
     out["within_engine"] = groups["within"].max()
     return out
+
+
+def timing_spread(timing: pd.DataFrame, largest: int = 5) -> pd.DataFrame:
+    """How far the timed calls of one case spread around their median (warm L2): the interquartile range over the
+    median, in %, for the ``largest`` cases by that spread, then a last row with its median over every case (the
+    numbers :func:`flexfix.edition.narrative.cost.kernel_timing` states).  Empty where no quartiles were kept."""
+    if not {"q25_ms", "q75_ms"} <= set(timing):
+        return pd.DataFrame()
+    warm = _with_l2(timing)
+    warm = warm[warm["l2"].fillna("warm") == "warm"]
+    out = warm[["impl", "batch", "context", "median_ms", "q25_ms", "q75_ms"]].assign(
+        spread_pct=(warm["q75_ms"] - warm["q25_ms"]) / warm["median_ms"] * 100
+    )
+    top = out.sort_values("spread_pct", ascending=False).head(largest).astype({"batch": object, "context": object})
+    every = {
+        "impl": f"median over all {len(out)} cases",
+        "batch": "",
+        "context": "",
+        "spread_pct": out["spread_pct"].median(),
+    }
+    return pd.concat([top, pd.DataFrame([every])], ignore_index=True).round({"spread_pct": 1})
