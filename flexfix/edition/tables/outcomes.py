@@ -68,7 +68,7 @@ def engine_summary(table: pd.DataFrame, recorded_in: str = "this run") -> pd.Dat
     read from)."""
     out = table[["scenario", "what", "status"]].copy().rename(columns={"status": "outcome"})
     out["what"] = [_what(n, w) for n, w in zip(out["scenario"], out["what"])]
-    out["completed_batches"] = [", ".join(str(r["requests"]) for r in recs) or "none" for recs in table["records"]]
+    out["batch sizes completed"] = [", ".join(str(r["requests"]) for r in recs) or "none" for recs in table["records"]]
     # the engine's last word where it did not complete (an ok run's detail only repeats its description)
     out["detail"] = [d.split("] ")[-1] if st != "ok" else "" for d, st in zip(table["detail"], table["status"])]
     out["recorded_in"] = _recorded_in(table, recorded_in)
