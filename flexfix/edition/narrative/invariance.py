@@ -248,13 +248,13 @@ def crash_or_wrong(sweeps: dict[str, pd.DataFrame]) -> str:
             continue
         seen |= set(cells["kind"]) & {"crashed", "wrong result"}
         parts.append(f"{where}: {plural(len(cells), 'misread cell')}, {_counted(cells['kind'])}")
-    text = "**Crash or wrong answer, in the sweeps shown here** (past 16 requests, replayed launch, `as_strided`): "
-    text += listing(parts, "; ") + "."
+    text = "**Crash or wrong answer, in the sweeps shown here** (past 16 requests, replayed launch, `as_strided`):\n\n"
+    text += "\n".join(f"* {part}." for part in parts)
     if seen == {"crashed", "wrong result"}:
         text += (
-            " The same misread crashed in one sweep and answered wrongly in another: which one happens depends on what "
-            "the misread cells and the memory they point to hold (notebook 01, section *Crash or wrong answer: what "
-            "decides*)."
+            "\n\nThe same misread crashed in one sweep and answered wrongly in another: which one happens depends "
+            "on what the misread cells and the memory they point to hold (notebook 01, section "
+            "*Crash or wrong answer: what decides*)."
         )
     return markdown(text)
 
