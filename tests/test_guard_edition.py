@@ -110,10 +110,46 @@ def test_07_shows_vllms_dispatch_rule_for_full_decode_graphs():
     sources = ["".join(c["source"]) for c in nb["cells"]]
     at = next(i for i, s in enumerate(sources) if "glossary.decode_dispatch(" in s)
     assert "only for batch sizes up to `max_num_seqs`" in sources[at - 1]
-    assert "stopped_runs = pd.concat(" in sources[at + 2]  # the recorded engines follow the rule's table
-    shown = glossary.decode_dispatch([(17, 17), (48, 17), (128, 128)]).set_index("max_num_seqs")
-    assert shown.loc[17, "runs with"] == "PIECEWISE" and shown.loc[17, "largest FULL decode graph"] < 17
-    assert shown.loc[48, "runs with"] == "FULL" and shown.loc[128, "runs with"] == "FULL"
+    # the table's rows are the recorded engines' (max_num_seqs, batch), and those engines follow it
+    assert "stopped_runs = pd.concat(" in sources[at] and "guard_tables.dispatch_cases(stopped_runs)" in sources[at]
+    assert "guard_tables.engine_guard(stopped_runs)" in sources[at + 2]
+    assert "above 16" not in sources[at + 1] or "is not enough" in sources[at + 1]
+    assert "at most `max_num_seqs`" in sources[at + 1] and "more than one query block" in sources[at + 1]
+    stopped = pd.concat(
+        [table("guard_stock_error"), table("guard_stock_error_17").query("guard == 'error'")], ignore_index=True
+    )
+    cases = tg.dispatch_cases(stopped)
+    assert cases == [(17, 17), (48, 17), (32, 32), (48, 48), (128, 128)]
+    shown = glossary.decode_dispatch(cases).set_index(["max_num_seqs", "decode batch"])
+    assert shown.loc[(17, 17), "runs with"] == "PIECEWISE" and shown.loc[(17, 17), "largest FULL decode graph"] < 17
+    assert all(shown.loc[c, "runs with"] == "FULL" for c in cases[1:])
+    said = story.dispatch(shown.reset_index(), tg.engine_guard(stopped))
+    assert "no safeguard" in said and "32, 48 and 128" in said and "refused 4 such engines" in said
+
+
+def test_every_engine_table_shows_the_max_num_seqs_it_ran_with():
+    """A1: a name says max_num_seqs only where the run set it; the column gives the value either way."""
+    from flexfix.measure.engine_sweep import EngineRun, llm_kwargs
+
+    view = tg.engine_guard(table("guard_stock_error")).set_index("requests")
+    assert list(view["max_num_seqs"]) == [17, 32, 48, 128, 48]
+    assert list(tg.engine_guard(table("guard_stock_error_17"))["max_num_seqs"]) == [48, 48]
+    assert set(tg.false_alarms(table("guard_false_alarms"))["max_num_seqs"]) == {128}
+    assert set(tg.guard_cost(table("guard_cost"))["max_num_seqs"]) == {128}
+    for run in (EngineRun(generations=(17,)), EngineRun(every_request=(17, 32, 47)), EngineRun(max_num_seqs=48)):
+        row = pd.Series({**{f: getattr(run, f) for f in run.__dataclass_fields__}})
+        assert tg.max_num_seqs(row) == llm_kwargs(run, "m")["max_num_seqs"]
+    assert str(tg.engine_guard(table("guard_stock_error"))["first alarm at replay"].dtype) == "Int64"
+
+
+def test_false_alarm_engines_named_as_the_others_and_information_shown():
+    """B3: the same naming as the other tables (patched/stock, guard mode); the information counts in a table."""
+    names = list(tg.false_alarms(table("guard026_false_alarms"))["engine"])
+    assert names[0] == "tiny, BI=0, full graphs, patched, guard=log"
+    assert all(("patched" in n) != ("stock" in n) and "guard=log" in n for n in names)
+    info = tg.information(table("guard_false_alarms"))
+    assert (info["FlexAttentionMetadata.max_seq_len: number"] > 0).all()
+    assert tg.guard_cost(table("guard_cost"))["engine"].str.contains("patched").all()
 
 
 def test_mutants_three_named_the_stale_tail_invisible():

@@ -45,7 +45,9 @@ def test_06_goal_says_what_the_recording_compares_and_where_like_with_like_is():
     text = _markdown("06_serving")
     assert "they are not one server with and without the fix" in text and "notebook 07's *Serving*" in text
     assert "more than 16 decode requests are in flight" not in text
-    assert "which needs `max_num_seqs` above 16" in text
+    # the rule, not "above 16", and max_num_seqs equal to the batch is not sold as safe (newcomer reading A2)
+    assert "which needs `max_num_seqs` above 16" not in text and "nothing is misread" not in text
+    assert "at most `max_num_seqs`" in text and "no safeguard" in text
 
 
 def test_07_names_the_reference_engine_patched_and_each_guarded_engine():

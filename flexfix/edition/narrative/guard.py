@@ -8,7 +8,17 @@ import pandas as pd
 from flexfix.edition.checks import DataError
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
 
-__all__ = ["stopped", "eager_equal", "false_alarms", "debug_blind_spot", "cost", "mutants", "serving", "workarounds"]
+__all__ = [
+    "dispatch",
+    "stopped",
+    "eager_equal",
+    "false_alarms",
+    "debug_blind_spot",
+    "cost",
+    "mutants",
+    "serving",
+    "workarounds",
+]
 
 WORDS = {**OUTCOME_WORDS, "guard_refused": "stopped by the guard", "ok": "completed"}
 
@@ -19,6 +29,41 @@ def _need(table: pd.DataFrame, columns: list[str], what: str) -> None:
         raise DataError(
             f"{what}: nothing to say of {'an empty table' if table.empty else f'a table without {missing}'}"
         )
+
+
+def dispatch(cases: pd.DataFrame, engines: pd.DataFrame) -> str:
+    """``cases``: :func:`flexfix.edition.glossary.decode_dispatch` of the recorded engines' ``(max_num_seqs, batch)``;
+    ``engines``: their :func:`flexfix.edition.tables.guard.engine_guard` (``max_num_seqs``, ``requests``, outcome)."""
+    _need(cases, ["max_num_seqs", "decode batch", "padded to", "runs with"], "dispatch")
+    _need(engines, ["max_num_seqs", "requests", "outcome"], "dispatch")
+
+    def case(r) -> str:
+        return f"{int(r['decode batch'])} in max_num_seqs {int(r['max_num_seqs'])} (padded to {int(r['padded to'])})"
+
+    full = cases[cases["runs with"] == "FULL"]
+    other = cases[cases["runs with"] != "FULL"]
+    said = [f"FULL: {listing([case(r) for _, r in full.iterrows()])}"] if len(full) else []
+    said += [f"{r['runs with']}: {case(r)}" for _, r in other.iterrows()]
+    equal = full[full["max_num_seqs"] == full["decode batch"]]
+    batches = [str(int(b)) for b in equal["decode batch"]]
+    refused = engines[
+        (engines["outcome"] == "guard_refused")
+        & (engines["requests"].astype(str).isin(batches))
+        & (engines["max_num_seqs"].astype(str) == engines["requests"].astype(str))
+    ]
+    note = (
+        f"`max_num_seqs` equal to the batch is no safeguard: the batches of {listing(batches)} requests, each in an "
+        f"engine of that `max_num_seqs`, ran FULL graphs, and the guard refused {plural(len(refused), 'such engine')}"
+        " in the table below."
+        if batches
+        else ""
+    )
+    return markdown(
+        "**A decode batch replays a FULL graph where its padded size is at most `max_num_seqs`**: "
+        + "; ".join(said)
+        + ".",
+        note,
+    )
 
 
 def stopped(engines: pd.DataFrame, where: str) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from flexfix.edition.checks import DataError, is_missing
 from flexfix.measure.generations import compare_generations
 
 __all__ = [
@@ -29,6 +30,9 @@ __all__ = [
     "served",
     "engine_batches",
     "print_guard_lines",
+    "max_num_seqs",
+    "dispatch_cases",
+    "information",
 ]
 
 
@@ -79,16 +83,40 @@ def _fields(alarms: dict) -> str:
     return ", ".join(sorted({key.rsplit(": ", 1)[0] for key in alarms})) or "none"
 
 
+def _ints(value) -> list[int]:
+    return [int(n) for n in value] if isinstance(value, (list, tuple)) else []
+
+
+def max_num_seqs(r) -> int:
+    """The ``max_num_seqs`` an engine ran with: its recorded ``max_num_seqs``, or where that is 0 (not set), what
+    :func:`flexfix.measure.engine_sweep.llm_kwargs` gave it: the largest request count of the run, at least 16."""
+    if is_missing(r.get("max_num_seqs")):
+        raise DataError(f"refusing to give the max_num_seqs of {r.get('engine')!r}: its `max_num_seqs` is missing")
+    if r["max_num_seqs"]:
+        return int(r["max_num_seqs"])
+    fields = ("requests", "every_request", "throughput", "generations", "guard_cost")
+    return max(n for f in fields for n in [*_ints(r.get(f)), 16])
+
+
+def dispatch_cases(table: pd.DataFrame) -> list[tuple[int, int]]:
+    """``(max_num_seqs, batch)`` of each recorded engine and each batch whose answers it kept (``generations``),
+    smallest batch first, each once: what :func:`flexfix.edition.glossary.decode_dispatch` asks vLLM about."""
+    cases = {(max_num_seqs(r), n) for _, r in table.iterrows() for n in _ints(r.get("generations"))}
+    return sorted(cases, key=lambda c: (c[1], c[0]))
+
+
 def engine_guard(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per engine: the guard's mode, the requests it served, its outcome, and what the guard saw."""
+    """One row per engine: the guard's mode, the ``max_num_seqs`` it ran with (:func:`max_num_seqs`), the requests
+    it served, its outcome, and what the guard saw."""
     rows = []
     for _, r in table.iterrows():
         g = guard_summary(r["records"])
         first = g.get("first_alarm") or {}
         rows.append(
             {
-                "engine": r["engine"],
+                "engine": _with_patch(r),
                 "guard": r.get("guard") or "none",
+                "max_num_seqs": max_num_seqs(r),
                 "requests": ",".join(str(n) for n in (r.get("generations") or r.get("every_request") or [])),
                 "outcome": r["status"],
                 "replays checked": g.get("replays_checked", 0),
@@ -99,7 +127,7 @@ def engine_guard(table: pd.DataFrame) -> pd.DataFrame:
                 "graphs captured through": captured_through(g),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"first alarm at replay": "Int64"})
 
 
 def first_message(table: pd.DataFrame) -> str | None:
@@ -180,8 +208,8 @@ def false_alarms(table: pd.DataFrame) -> pd.DataFrame:
         g = guard_summary(r["records"])
         rows.append(
             {
-                # from the run's fields (a recorded name says "stock" of any engine without flexfix's patch)
-                "engine": f"{r['model']}, VLLM_BATCH_INVARIANT={int(r['batch_invariant'])}",
+                "engine": _with_patch(r),  # the recorded name, with ", patched" where it ran with the patch
+                "max_num_seqs": max_num_seqs(r),
                 "batch sizes": _sizes(r.get("requests")),
                 "backend": r.get("backend", "FLEX_ATTENTION"),
                 "model runner": {"v1": "V1", "v2": "V2"}.get(r.get("runner") or "", "default"),
@@ -198,6 +226,19 @@ def false_alarms(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def information(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per engine: how many replays the guard reported each ``field: kind`` as information (a changed
+    number or shape, never an alarm), as its summary's ``information`` recorded them; 0 where it reported none."""
+    rows = []
+    for _, r in table.iterrows():
+        info = guard_summary(r["records"]).get("information", {})
+        if not isinstance(info, dict):
+            raise DataError(f"refusing to count the information of {r['engine']!r}: its `information` is {info!r}")
+        rows.append({"engine": _with_patch(r), **info})
+    out = pd.DataFrame(rows).set_index("engine")
+    return out.fillna(0).astype(int) if len(out.columns) else out
+
+
 def guard_cost(table: pd.DataFrame) -> pd.DataFrame:
     """Tokens/s with the guard checking over tokens/s without, in one engine: the ratio of medians and the range of
     the per-repetition ratios."""
@@ -207,7 +248,8 @@ def guard_cost(table: pd.DataFrame) -> pd.DataFrame:
             if rec.get("kind") == "guard_cost":
                 rows.append(
                     {
-                        "engine": r["engine"],
+                        "engine": _with_patch(r),
+                        "max_num_seqs": max_num_seqs(r),
                         "requests": rec["requests"],
                         "tokens/s, guard on": round(rec["tokens_per_second_on"], 1),
                         "tokens/s, guard off": round(rec["tokens_per_second_off"], 1),
