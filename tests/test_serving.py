@@ -463,3 +463,42 @@ def test_the_guard_scenarios_set_flexfix_guard_and_are_judged_by_the_log():
     stages = [{"stage": "together", "errored": 48, "compared": 0, "logprobs_differ": []}]
     status, detail = serving_run._status(row, stages)
     assert status == "guard_refused" and "48 requests errored" in detail
+
+
+def test_recorded_servers_show_their_vllm_arguments_and_dispatch():
+    """B1/B5: the recorded servers' max_num_seqs and what vLLM runs their batches with."""
+    from flexfix.edition import glossary
+    from flexfix.edition.tables import guard as guard_tables
+    from flexfix.edition.tables import serving as serving_tables
+    from flexfix.integration.serving import recorded_run
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    for table, prov in (recorded_run(data), guard_tables.served(data)):
+        settings = serving_tables.server_settings(table, prov)
+        assert set(settings["max_num_seqs"]) == {128} and settings["model"].notna().all()
+        cases = serving_tables.dispatch_cases(table, prov)
+        assert cases == [(128, 48), (128, 128)]
+        assert set(glossary.decode_dispatch(cases)["runs with"]) == {"FULL"}
+    assert len(serving_tables.differences(recorded_run(data)[0])) > 0  # A6: the recorded run holds differences
+
+
+def test_the_fake_servers_outcome_is_said_emulated():
+    """A3: a FAKE run's illegal memory access is emulated, in the table and in the sentences."""
+    from flexfix.edition import tables
+    from flexfix.edition.narrative import serving as story
+
+    row = {
+        "scenario": "stock", "model": "tiny", "status": "illegal_memory_access", "ima_in_log": True, "plugin_lines": 0,
+        "server_exited_with": 0, "requests": [20, 32], "command": ["python", "tests/fake_vllm_server.py"],
+        "records": [
+            {"stage": "alone", "requests": 20, "ok": 20, "errored": 0},
+            {"stage": "together", "requests": 20, "ok": 0, "errored": 20, "errors": {"HTTP 500": 20}},
+            {"stage": "together", "requests": 32, "skipped": "server gone"},
+        ],
+    }  # fmt: skip
+    table = pd.DataFrame([row])
+    shown = tables.scenario_table(table)
+    assert shown.loc["stock", "outcome"] == "illegal_memory_access (emulated)"
+    assert shown.loc["stock", "requests"] == "20; 32 not sent (server gone)"
+    said = story.scenarios(table, tables.stage_table(table), "this run")
+    assert "emulated an engine dying of an illegal memory access" in said and "the engine died" not in said

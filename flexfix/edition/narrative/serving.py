@@ -9,6 +9,7 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
+from flexfix.edition.tables.serving import is_fake
 
 __all__ = ["scenarios", "meaning", "plugin_processes"]
 
@@ -78,14 +79,16 @@ def _counts(mine: pd.DataFrame) -> dict[str, int]:
     }
 
 
-def meaning(sc: pd.Series, mine: pd.DataFrame) -> str:
-    """One scenario's result in words, before its evidence: what a client of that server would conclude."""
+def meaning(sc: pd.Series, mine: pd.DataFrame, emulated: bool = False) -> str:
+    """One scenario's result in words, before its evidence: what a client of that server would conclude
+    (``emulated``: the FAKE server played it, no vLLM ran)."""
     c = _counts(mine)
     status = sc["status"]
     if status == "illegal_memory_access":
         first = mine[mine["errored"].fillna(0).astype(int) > 0]
         at = f" when {int(first.iloc[0]['requests'])} requests were sent together" if len(first) else ""
-        text = f"the engine died of an illegal memory access{at}: {plural(c['errored'], 'request')} got an error"
+        died = "the FAKE server emulated an engine dying of" if emulated else "the engine died of"
+        text = f"{died} an illegal memory access{at}: {plural(c['errored'], 'request')} got an error"
         if c["skipped"]:
             text += f"; {plural(c['skipped'], 'later stage')} could not run"
         return text
@@ -114,10 +117,12 @@ def plugin_processes(lines) -> list[str]:
     return names
 
 
-def _server(sc: pd.Series) -> list[str]:
+def _server(sc: pd.Series, emulated: bool = False) -> list[str]:
     server = []
     if sc.get("ima_in_log"):
-        server.append("an illegal memory access in its log")
+        server.append(
+            "an emulated illegal-memory-access line in its log" if emulated else "an illegal memory access in its log"
+        )
     if pd.notna(sc.get("server_exited_with")):
         server.append(f"the server exited with status {int(sc['server_exited_with'])}")
     if sc.get("plugin_lines"):
@@ -140,10 +145,12 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
     for _, sc in table.iterrows():
         mine = stages[stages["scenario"] == sc["scenario"]]
         evidence = "; ".join(_stage(r) for _, r in mine.iterrows())
-        server = _server(sc)
-        model = f" ({sc['model']} model)" if pd.notna(sc.get("model")) else ""
+        emulated = is_fake(sc)
+        server = _server(sc, emulated)
+        model = f" ({sc['model']} model" + (", served by the FAKE server: emulated" if emulated else "") + ")"
+        model = model if pd.notna(sc.get("model")) else ""
         lines.append(
-            f"* **{sc['scenario']}**{model}: {meaning(sc, mine)}. Evidence: {evidence}"
+            f"* **{sc['scenario']}**{model}: {meaning(sc, mine, emulated)}. Evidence: {evidence}"
             + (f"; {', '.join(server)}" if server else "")
             + "."
         )

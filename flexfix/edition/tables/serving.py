@@ -16,9 +16,18 @@ __all__ = [
     "print_errors",
     "print_whole",
     "model_table",
+    "is_fake",
+    "server_settings",
+    "dispatch_cases",
+    "first_differences",
 ]
 
 FAKE = "fake_vllm_server"  # a scenario whose command runs this script served no vLLM: it loads no plugin
+
+
+def is_fake(row) -> bool:
+    """Whether a serving row ran the FAKE server (its command runs :data:`FAKE`): what it shows is emulated."""
+    return _is_fake(row)
 
 
 def _is_fake(row) -> bool:
@@ -28,7 +37,9 @@ def _is_fake(row) -> bool:
 def _requests_sent(row) -> str:
     """The batch sizes the scenario planned, each one whose stage could not run marked ``not sent``."""
     skipped = {s["requests"] for s in row["records"] if s.get("stage") == "together" and s.get("skipped")}
-    return ", ".join(f"{n} (not sent: server gone)" if n in skipped else str(n) for n in row["requests"])
+    sent = ", ".join(str(n) for n in row["requests"] if n not in skipped)
+    gone = ", ".join(str(n) for n in row["requests"] if n in skipped)
+    return f"{sent}; {gone} not sent (server gone)" if gone else sent
 
 
 def _exited(value) -> str:
@@ -44,7 +55,7 @@ def scenario_table(table: pd.DataFrame) -> pd.DataFrame:
     (``outcome``); the recording's expectation columns are left out, its sentences say what each outcome means.
     ``requests`` marks a batch size that was never sent (its server had stopped); ``server`` says in words whether
     the server exited by itself (and with which status) or was still running; ``plugin_lines`` notes that the FAKE
-    server loads no plugin."""
+    server loads no plugin, and its ``outcome`` and ``ima_in_log`` say ``emulated``: no vLLM ran, no GPU faulted."""
     cols = [
         "scenario",
         "model",
@@ -62,6 +73,9 @@ def scenario_table(table: pd.DataFrame) -> pd.DataFrame:
     table["requests"] = [_requests_sent(r) for _, r in table.iterrows()]
     table["server"] = [_exited(v) for v in table["server_exited_with"]]
     if "command" in table:
+        fake = [_is_fake(r) for _, r in table.iterrows()]
+        table["outcome"] = [f"{o} (emulated)" if f else o for o, f in zip(table["outcome"], fake)]
+        table["ima_in_log"] = [f"{v} (emulated)" if f and v else v for v, f in zip(table["ima_in_log"], fake)]
         table["plugin_lines"] = [
             f"{r['plugin_lines']} (the FAKE server loads no plugin)" if _is_fake(r) else r["plugin_lines"]
             for _, r in table.iterrows()
@@ -222,3 +236,55 @@ def print_log_tails(table: pd.DataFrame, n: int = 8) -> None:
             print(f"--- {row['scenario']}: {line}")
         print(f"--- {row['scenario']}: last {n} lines of the server's log ---")
         print(log_tail(table, row["scenario"], n))
+
+
+def _vllm_args(prov: dict, scenario: str) -> list[str]:
+    from flexfix.edition.checks import DataError
+
+    args = ((prov.get("parameters") or {}).get("vllm_args") or {}).get(scenario)
+    if not args:
+        raise DataError(f"refusing to show the server settings of {scenario}: the recording kept no vLLM arguments")
+    return [str(a) for a in args]
+
+
+def _max_num_seqs(args: list[str]) -> int | None:
+    return int(args[args.index("--max-num-seqs") + 1]) if "--max-num-seqs" in args else None
+
+
+def server_settings(table: pd.DataFrame, prov: dict) -> pd.DataFrame:
+    """One line per served scenario: its model, its environment (the flexfix and vLLM variables it set) and the
+    ``vllm serve`` arguments the recording kept (``prov["parameters"]["vllm_args"]``), ``--max-num-seqs`` also in
+    a column of its own."""
+    rows = []
+    for _, r in table.iterrows():
+        args = _vllm_args(prov, r["scenario"])
+        env = ((prov.get("parameters") or {}).get("environment") or {}).get(r["scenario"]) or {}
+        rows.append(
+            {
+                "scenario": r["scenario"],
+                "model": r.get("model"),
+                "environment": " ".join(f"{k}={v}" for k, v in env.items()),
+                "max_num_seqs": _max_num_seqs(args),
+                "vllm serve arguments": " ".join(args),
+            }
+        )
+    return pd.DataFrame(rows).set_index("scenario")
+
+
+def dispatch_cases(table: pd.DataFrame, prov: dict) -> list[tuple[int, int]]:
+    """``(max_num_seqs, batch)`` of each concurrent batch a recorded server was sent (its ``together`` stages
+    that ran), each once: what :func:`flexfix.edition.glossary.decode_dispatch` asks vLLM about."""
+    cases = []
+    for _, r in table.iterrows():
+        m = _max_num_seqs(_vllm_args(prov, r["scenario"]))
+        for s in r["records"]:
+            if s.get("stage") == "together" and not s.get("skipped") and m is not None:
+                cases.append((m, int(s["requests"])))
+    return list(dict.fromkeys(cases))
+
+
+def first_differences(table: pd.DataFrame, n: int = 20) -> pd.DataFrame:
+    """The first ``n`` rows of :func:`differences`, after a line saying how many requests differ in all."""
+    found = differences(table)
+    print(f"{len(found)} answer(s) in a batch or streamed differ from the same request alone; the first {n}:")
+    return found.head(n)
