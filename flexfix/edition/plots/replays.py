@@ -21,6 +21,8 @@ REPLAY_ERROR_COLOURS = {
     **{name.replace("_", " "): colour(OUTCOME_WORDS[name]) for name in ("illegal_memory_access", "index_error")},
     **{name: colour(OUTCOME_WORDS[name]) for name in ("timeout", "error", "refused")},
     "tolerance": colour("dark grey"),
+    # the legend's sample of the dotted guides (each guide itself takes the colour of the crosses above it)
+    "dotted line": colour("dark grey"),
 }
 
 
@@ -121,8 +123,9 @@ def replay_errors(table: pd.DataFrame, title: str):
     for step, colour in guides:
         ax.axvline(step, color=colour, lw=0.8, ls=":", alpha=0.6)
     if guides:  # the dotted guide gets a legend entry of its own: it marks a step, not a measured error
-        ax.plot([], [], color=guides[0][1], lw=0.8, ls=":", label="dotted line: a step where runs gave no answer\n"
-                "(the cross above it): those runs have no point there")  # fmt: skip
+        ax.plot([], [], color=REPLAY_ERROR_COLOURS["dotted line"][1], lw=0.8, ls=":",
+                label="dotted line: a step where runs gave no answer\n(in the colour of the cross above it): "
+                "those runs have no point there")  # fmt: skip
     if silent:
         xs, ys = zip(*silent)
         label = f"silently wrong answer ({len(silent)} step{'s' if len(silent) > 1 else ''})"
