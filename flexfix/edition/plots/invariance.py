@@ -11,6 +11,7 @@ __all__ = [
     "MATCH_COLOURS",
     "CATEGORY_COLOURS",
     "MAX_DIFF_COLOURS",
+    "MARKER_SYMBOLS",
     "LAUNCH_COPY_STYLES",
     "NO_NUMBER_Y",
     "ZERO_LABEL",
@@ -43,6 +44,9 @@ LAUNCH_COPY_STYLES = {
     "graph, sliced": (*colour("purple"), "^"),
     "graph, as_strided": (*colour("reddish purple"), "D"),
 }
+# A count label under a marker starts with its series' marker as a text symbol: the labels stacked at one batch size are
+# told apart by shape, not by their close colours alone.
+MARKER_SYMBOLS = {"o": "\u25cb", "s": "\u25a1", "^": "\u25b3", "D": "\u25c7"}
 MAX_DIFF_COLOURS = {
     "0 (bitwise equal)": ("the series' colour, in the grey band", PALETTE["light grey"]),
     "crashed": ("the series' colour (grey in the legend)", PALETTE["dark grey"]),
@@ -88,8 +92,11 @@ def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None 
     if notes is not None:
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
-                colour = text_colour(MATCH_COLOURS.get(grid.iat[i, j], "#ffffff"))
-                ax.text(j, i, str(notes.iat[i, j]), ha="center", va="center", fontsize=7, color=colour)
+                if grid.iat[i, j] == "error":  # dark text on a white box: white text on the white hatch was lost
+                    ink, box = "black", dict(facecolor="white", edgecolor="none", pad=1.0, alpha=0.9)
+                else:
+                    ink, box = text_colour(MATCH_COLOURS.get(grid.iat[i, j], "#ffffff")), None
+                ax.text(j, i, str(notes.iat[i, j]), ha="center", va="center", fontsize=7, color=ink, bbox=box)
         key = notes.attrs.get("key", "cell text: see the title")
         legend_title = "cell colour: its worst outcome\n" + key
     legend = ax.legend(
@@ -231,7 +238,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
             for batch, counts in sorted(_mixed_cells(cells).items()):
                 value = per_batch.get(batch, 0)
                 ax.annotate(
-                    counts,
+                    f"{MARKER_SYMBOLS[marker]} {counts}",
                     (at[batch] + shift[series], value if value > 0 else floor),
                     xytext=(0, -9 - 7 * list(LAUNCH_COPY_STYLES).index(series)),
                     textcoords="offset points",
@@ -304,8 +311,9 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     if any(t.get_gid() == "mixed cell" for ax in axes[:, 0] for t in ax.texts):
         handles.append(Line2D([], [], ls="none"))
         labels.append(
-            "2= 1w under a marker: its positions did not all end alike, counted\n(as in the heatmap: = bitwise equal, "
-            "~ moved, w wrong result, E error, X crash); the marker shows the largest difference"
+            "\u25a1 2= 1w under a marker: its positions did not all end alike, counted\n(as in the heatmap: = bitwise "
+            "equal, ~ moved, w wrong result, E error, X crash); the marker\nshows the largest difference; "
+            "\u25cb \u25a1 \u25b3 \u25c7 before the counts: its series' marker"
         )
     fig.legend(
         handles,
