@@ -185,6 +185,17 @@ def _label_runs(ax, sources: pd.DataFrame, k: int, fontsize: float = 10) -> None
             ax.text(x, first["g"], text, ha="center", va="center", fontsize=fontsize, color=ink)
 
 
+def _run_boundaries(ax, sources: pd.DataFrame) -> None:
+    """A thin white line between two consecutive runs of one kind in a block's row (``row 0: 32-47`` then
+    ``row 1: 0-31``, both another row's entries): one colour, yet two runs, each with its own label."""
+    for g, part in sources.groupby("g"):
+        runs = list(_runs(part))
+        for (_, before), (after, _) in zip(runs, runs[1:]):
+            if before["code"] == after["code"]:
+                x = after["j"] - 0.5
+                ax.plot([x, x], [g - 0.5, g + 0.5], color="white", lw=1.2, solid_capstyle="butt", gid="run boundary")
+
+
 def read_windows(layouts: Sequence):
     """For each copy, one row per query block ``g`` (the row the captured kernel reads for it at
     replay), one column per entry ``j`` it reads, coloured by what that cell holds at the replay
@@ -207,6 +218,7 @@ def read_windows(layouts: Sequence):
         ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(colours) - 0.5, aspect="auto", interpolation="nearest")
         for row in range(1, lay.g):
             ax.axhline(row - 0.5, color="white", lw=2 if panel_in / g > 0.15 else 0.5)
+        _run_boundaries(ax, src)
         ax.set_title(
             f"{lay.copy_name}: replay K={lay.k_replay}, read with the capture strides {lay.capture_stride}", fontsize=10
         )
