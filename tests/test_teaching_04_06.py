@@ -140,7 +140,7 @@ def test_the_throughput_figure_names_runs_as_the_runs_table_with_a_marker_each()
     speed = speed.assign(setting=[tables.engine_label(r) for _, r in speed.iterrows()])
     fig = plots.throughput_points(speed, "t")
     legend = fig.axes[-1].get_legend()
-    labels = [t.get_text() for t in legend.get_texts()]
+    labels = [t.get_text().split(" (n=")[0] for t in legend.get_texts()]  # each label ends with its repetitions
     assert labels == sorted(set(tables.throughput_runs(speed)["run"]), key=lambda r: int(r.split()[-1]))
     markers = [h.get_marker() for h in legend.legend_handles]
     assert len(set(markers)) == len(markers)

@@ -200,6 +200,11 @@ def _run_names(table: pd.DataFrame) -> list[str]:
     return [names[(m, src)] for m, src in zip(table["model"], table["source"])]
 
 
+def _repetitions(low: int, high: int) -> str:
+    """``n=3``, or ``n=3-5`` where a run's markers rest on different numbers of repetitions."""
+    return f"n={low}" if low == high else f"n={low}-{high}"
+
+
 def throughput_points(table: pd.DataFrame, title: str):
     """Output tokens per second, one panel per request count, one row per configuration: each
     engine is a marker at its median with a bar from its slowest to its fastest timed repetition, so
@@ -233,13 +238,14 @@ def throughput_points(table: pd.DataFrame, title: str):
     handles = {}
     for ax in axes[0]:
         handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    repeats = table.assign(n=table["seconds"].map(len)).groupby("run")["n"].agg(["min", "max"])
     axes[0][-1].legend(
         [handles[r] for r in runs if r in handles],
-        [r for r in runs if r in handles],
+        [f"{r} ({_repetitions(*repeats.loc[r])})" for r in runs if r in handles],
         fontsize=7,
         loc="upper left",
         bbox_to_anchor=(1.01, 1),
-        title="each model's run\n(files: the runs table)",
+        title="each model's run\n(files: the runs table;\nn: timed repetitions\nbehind each marker)",
         title_fontsize=8,
     )
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)
