@@ -206,3 +206,83 @@ def test_crash_or_wrong_is_said_per_sweep_from_its_cells():
     assert "recorded on H100: 4 misread cells, 4 crashed" in text and "depends on what" in text
     only = str(story.crash_or_wrong({"recorded on H100": h100}))
     assert "depends on what" not in only
+
+
+# Newcomer round on the published 03-05 figures: one test per fixed figure defect, each failing on the figure as it was.
+
+
+def _test_plots():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("figures_of_test_plots", ROOT / "tests" / "test_plots.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_error_cells_text_is_dark_on_a_light_box_not_white_on_the_white_hatch():
+    """F1: "3/3 E" was white on the white hatching of an error cell."""
+    from matplotlib.colors import to_rgb
+
+    grid = pd.DataFrame([["error", "crash"]], index=["c"], columns=[15, 17])
+    notes = pd.DataFrame([["3/3 E", "3/3 X"]], index=["c"], columns=[15, 17])
+    texts = {t.get_text(): t for t in plots.category_heatmap(grid, "t", notes).axes[0].texts}
+    error = texts["3/3 E"]
+    assert sum(to_rgb(error.get_color())) < 0.5 and error.get_bbox_patch() is not None
+    assert sum(to_rgb(error.get_bbox_patch().get_facecolor())) > 2.5  # a light box under dark text
+    assert texts["3/3 X"].get_color() == "white" and texts["3/3 X"].get_bbox_patch() is None  # on black, as before
+
+
+def test_each_stacked_count_label_starts_with_its_series_marker():
+    """F2: the count labels stacked at 15/16 requests were told apart by close colours (olive, purple, pink) alone."""
+    from flexfix.edition.plots.invariance import LAUNCH_COPY_STYLES, MARKER_SYMBOLS
+
+    table = _mixed()
+    table = pd.concat([table, table.assign(config="flex, pytorch options, graph, as_strided")])
+    labels = [t for ax in plots.max_diff_vs_batch(table, "t").axes for t in ax.texts if t.get_gid() == "mixed cell"]
+    assert len(labels) == 4
+    symbols = {MARKER_SYMBOLS[m] for _, _, m in LAUNCH_COPY_STYLES.values()}
+    assert len(symbols) == len(LAUNCH_COPY_STYLES)
+    for label in labels:
+        hex_ = to_hex(label.get_color())
+        (marker,) = [m for _, h, m in LAUNCH_COPY_STYLES.values() if to_hex(h) == hex_]
+        assert label.get_text().startswith(MARKER_SYMBOLS[marker] + " ")
+    assert {t.get_text()[0] for t in labels} == {MARKER_SYMBOLS["^"], MARKER_SYMBOLS["D"]}
+
+
+def test_two_consecutive_misread_runs_of_one_kind_are_parted_by_a_line():
+    """F3: query block 2's "row 0: 32-47" and "row 1: 0-31" shared one colour with no boundary between them."""
+    from flexfix.edition.plots.layouts import _runs
+
+    lays = _test_plots().notebook03_layouts(48, k_capture=16)  # notebook 03's K_CAPTURE and K_REPLAY
+    fig = plots.read_windows(lays)
+    for ax, lay in zip(fig.axes, lays):
+        src = plots.read_sources(lay)
+        want = set()
+        for g, part in src.groupby("g"):
+            runs = list(_runs(part))
+            want |= {(g, a["j"] - 0.5) for (_, b), (a, _) in zip(runs, runs[1:]) if a["code"] == b["code"]}
+        drawn = {(g, x) for line in ax.lines if line.get_gid() == "run boundary" for g, x in [_at(line)]}
+        assert drawn == want
+    as_strided = next(ax for ax in fig.axes if "as_strided" in ax.get_title())
+    assert [_at(line) for line in as_strided.lines if line.get_gid() == "run boundary"] == [(2, 15.5)]
+
+
+def _at(line) -> tuple[int, float]:
+    return round(float(line.get_ydata()[0]) + 0.5), float(line.get_xdata()[0])
+
+
+def test_the_throughput_legend_says_how_many_repetitions_each_marker_rests_on():
+    """F4: nothing said that run 2's markers rest on 5 repetitions and the others' on 3."""
+    fig = _test_plots().FIGURES["throughput_points"]()
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert labels == ["run 1 (n=3)", "run 2 (n=5)", "run 3 (n=3)", "run 4 (n=3)"]
+    assert "repetitions" in fig.axes[-1].get_legend().get_title().get_text()
+
+
+def test_05_names_the_gpu_in_its_titles_never_the_device_kind():
+    """F5: 05's live GPU titles said "cuda" where the recorded ones said "H100"; all now come from device_title."""
+    nb = json.loads((ROOT / "notebooks" / "05_cost.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert 'f"{device}:' not in code and "({device})" not in code and '"H100' not in code
+    assert code.count("tables.device_title(device)") == 2 and code.count("tables.device_title(device, prov") == 4
