@@ -283,30 +283,16 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     labels = list(LAUNCH_COPY_STYLES)
     handles.append(patch(MAX_DIFF_COLOURS[ZERO_LABEL][1]))
     labels.append(f"{ZERO_LABEL}: a difference of exactly 0, drawn in the grey band under the log axis")
+
+    def no_number(colour: str, marker: str, **edge) -> Line2D:  # a marker of the strip above the panel
+        return Line2D([], [], color=MAX_DIFF_COLOURS[colour][1], marker=NO_NUMBER_MARKERS[marker], ls="none",
+                      markersize=7, **edge)  # fmt: skip
+
     if table["outcome"].isin(CRASHES).any():
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=MAX_DIFF_COLOURS["crashed"][1],
-                marker=NO_NUMBER_MARKERS["crash"],
-                ls="none",
-                markersize=7,
-                markeredgewidth=1.5,
-            )
-        )
+        handles.append(no_number("crashed", "crash", markeredgewidth=1.5))
         labels.append("crashed: x in the 'no number' strip above the panel, in its series' colour")
     if (~table["outcome"].isin(list(CRASHES) + ["ok", "wrong_result"])).any():
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=MAX_DIFF_COLOURS["kernel error"][1],
-                marker=NO_NUMBER_MARKERS["error"],
-                ls="none",
-                markersize=7,
-            )
-        )
+        handles.append(no_number("kernel error", "error"))
         labels.append("kernel error: * in the 'no number' strip above the panel, in its series' colour")
     if any(t.get_gid() == "mixed cell" for ax in axes[:, 0] for t in ax.texts):
         handles.append(Line2D([], [], ls="none"))
