@@ -1,28 +1,16 @@
 """Notebooks 01 and 02 as a newcomer read their CPU edition: each test states what a reader is told and checks it
 against the table beside it, the data or the code."""
 
-import json
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_teaching_01_03 import DATA, cells, text
 
 from flexfix.edition import schemas, tables
 from flexfix.edition.checks import DataError
 from flexfix.edition.narrative import reproduce
 from flexfix.measure import engine_sweep, record
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data"
-
-
-def cells(stem):
-    return json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())["cells"]
-
-
-def text(cell):
-    return "".join(cell["source"])
 
 
 def _every():
