@@ -45,6 +45,7 @@ __all__ = [
     "check_settings",
     "uninstall",
     "active",
+    "hooks",
     "status",
 ]
 
@@ -129,6 +130,11 @@ def uninstall() -> bool:
         _hooks.clear()
         _guard = None
         return True
+
+
+def hooks() -> list[str]:
+    """Where this process's guard is hooked in (empty without one)."""
+    return list(_hooks)
 
 
 def status() -> dict:

@@ -53,7 +53,8 @@ def register() -> None:
         _patch()
     if mode is not None and guard.active() is None:  # vLLM may load its plugins more than once in a process
         guard.install(mode)
-        hooks = ", ".join(guard.status()["hooks"]) or "no graph runner found to hook"
+        # (not status(): it checks the settings again, probing FLEXFIX_GUARD_STATS's folder a second time)
+        hooks = ", ".join(guard.hooks()) or "no graph runner found to hook"
         logger.info("flexfix: replay guard in %s mode in process %d (%s)", mode, os.getpid(), hooks)
 
 
