@@ -219,10 +219,12 @@ def run_child(
         if tool is None:
             return Outcome("error", "compute-sanitizer is not on PATH", command=cmd)
         cmd = [tool, "--tool", "memcheck", "--print-limit", "10", *cmd]
-    with children.deferred_signals():
-        tmp = tempfile.mkdtemp(prefix="flexfix-child-")
-        children.watch_folder(tmp)  # removed by the watchdog if this process dies before the finally below
+    tmp = None
     try:
+        # An interrupt deferred here is raised as the block ends: inside the try, so the finally removes the folder.
+        with children.deferred_signals():
+            tmp = tempfile.mkdtemp(prefix="flexfix-child-")
+            children.watch_folder(tmp)  # removed by the watchdog if this process dies before the finally below
         report = Path(tmp) / "report.jsonl"
         child_env = {**os.environ, **(env or {}), "FLEXFIX_REPORT": str(report), "PYTHONUNBUFFERED": "1"}
         if sanitizer:
@@ -239,9 +241,10 @@ def run_child(
         seconds = time.monotonic() - start
         records, final = _read_report(report)
     finally:
-        with children.deferred_signals():
-            shutil.rmtree(tmp, ignore_errors=True)
-            children.forget_folder(tmp)
+        if tmp is not None:
+            with children.deferred_signals():
+                shutil.rmtree(tmp, ignore_errors=True)
+                children.forget_folder(tmp)
     status, detail, sig = classify(returncode, output, final, timed_out)
     extra = dict((final or {}).get("extra") or {})
     if sanitizer:

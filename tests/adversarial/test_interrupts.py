@@ -264,6 +264,23 @@ def test_repro_command_line_interrupted_while_its_real_child_runs(env):
 # interrupt is a SIGINT to the kernel process).
 
 
+def test_an_interrupt_while_the_childs_folder_is_made_still_removes_it(monkeypatch, tmp_path):
+    """Ctrl-C landing between mkdtemp and the watchdog's registration (deferred to the end of that block) used to be
+    raised before the try whose finally removes the folder: the folder stayed behind (a flaky CI failure)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(outcomes.tempfile, "tempdir", None)  # tempfile reads TMPDIR afresh
+    real = children.watch_folder
+
+    def watch_then_ctrl_c(folder):
+        real(folder)
+        os.kill(os.getpid(), signal.SIGINT)  # deferred: raised as the block ends
+
+    monkeypatch.setattr(children, "watch_folder", watch_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        outcomes.run_child(["-c", "pass"], timeout=30)
+    assert list(tmp_path.glob("flexfix-child-*")) == []
+
+
 @contextlib.contextmanager
 def interrupt_main_when(predicate):
     """Inside the block, a SIGINT to this process (as ipykernel interrupts a cell) once ``predicate()``
