@@ -84,3 +84,38 @@ def test_data_readme_quotes_the_recorded_backend_speeds():
             for r in [mine.loc[key]]
         ]
         assert f"| {label} | {' | '.join(cells)} |" in text, cells
+
+
+def test_runs_side_by_side_keep_each_runs_ratio_and_their_extremes(tmp_path):
+    """across_runs: one column per run, the lowest and highest ratio over the runs; recorded_runs pairs the files by
+    suffix, oldest first, and refuses a 0.20.0 file without its fixed-release pair by name."""
+    from flexfix.edition import results
+    from flexfix.edition.tables.backends import across_runs, recorded_runs
+
+    def run(triton_seconds: float):
+        old = pd.DataFrame(
+            [_engine("FLEX_ATTENTION", False, {48: [1.0]}), _engine("TRITON_ATTN", False, {48: [triton_seconds]})]
+        )
+        return {"0.20.0 + flexfix": old, "0.26.0": pd.DataFrame([_engine("FLEX_ATTENTION", False, {48: [2.0]})])}
+
+    table = across_runs({"first": run(0.5), "second": run(0.25)}).set_index(["vLLM", "backend"])
+    triton = table.loc[("0.20.0 + flexfix", "TRITON_ATTN")]
+    assert (triton["first"], triton["second"], triton["lowest"], triton["highest"]) == (2.0, 4.0, 2.0, 4.0)
+    assert table.loc[("0.26.0", "FLEX_ATTENTION"), "highest"] == 0.5
+    assert ("0.20.0 + flexfix", "FLEX_ATTENTION") not in table.index  # the reference is 1.0 in every run
+
+    import json
+    from pathlib import Path
+
+    provenance = results.read_results(Path(__file__).resolve().parent.parent / "data" / "backend_speed-cuda.json")[1]
+    for suffix, tables, commit, day in (("", run(0.25), "b" * 40, "02"), ("_aaaaaaa", run(0.5), "a" * 40, "01")):
+        for label, name in (("0.20.0 + flexfix", "backend_speed"), ("0.26.0", "backend_speed026")):
+            prov = {**provenance, "git_commit": commit, "date": f"2026-11-{day}T00:00:00+00:00"}
+            records = json.loads(tables[label].to_json(orient="records"))
+            (tmp_path / f"{name}{suffix}-cuda.json").write_text(json.dumps({"provenance": prov, "records": records}))
+    runs = recorded_runs(tmp_path)
+    assert list(runs) == ["aaaaaaa", "bbbbbbb"]  # oldest first, whatever the file names' order
+    assert across_runs(runs).set_index(["vLLM", "backend"]).loc[("0.20.0 + flexfix", "TRITON_ATTN"), "bbbbbbb"] == 4.0
+    (tmp_path / "backend_speed026_aaaaaaa-cuda.json").unlink()
+    with pytest.raises(DataError, match="backend_speed_aaaaaaa-cuda.json has no backend_speed026_aaaaaaa-cuda.json"):
+        recorded_runs(tmp_path)

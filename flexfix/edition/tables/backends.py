@@ -4,7 +4,8 @@ ratio to vLLM 0.20.0 + flexfix's FlexAttention at the same setting and request c
 
 Engines time one after another (``flexfix guard backend_speed`` then ``backend_speed026``), so a ratio compares two
 engines' medians over their repetitions; ``lowest`` and ``highest`` divide this engine's slowest and fastest
-repetition by the reference's median: how far one repetition can stray, not a confidence interval.
+repetition by the reference's median: how far one repetition can stray, not a confidence interval.  One such run
+ranks nothing: :func:`across_runs` puts the runs recorded in ``data/`` side by side (:func:`recorded_runs`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-__all__ = ["REFERENCE", "backend_speed"]
+__all__ = ["REFERENCE", "backend_speed", "recorded_runs", "across_runs"]
 
 REFERENCE = ("0.20.0 + flexfix", "FLEX_ATTENTION")
 
@@ -58,3 +59,47 @@ def backend_speed(recorded: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     table["highest"] = (table.pop("fastest") / ref).round(3)
     table["tokens/s"] = table["tokens/s"].round().astype(int)
     return table.sort_values(["BI", "requests", "vLLM", "backend"]).reset_index(drop=True)
+
+
+FILES = {"0.20.0 + flexfix": "backend_speed", "0.26.0": "backend_speed026"}
+
+
+def recorded_runs(folder) -> dict[str, dict[str, pd.DataFrame]]:
+    """The runs of issue #25 item 3 recorded in ``folder``: each pair ``backend_speed{S}-cuda.json`` and
+    ``backend_speed026{S}-cuda.json`` (``S`` empty for the newest, ``_<commit>`` for earlier ones), as
+    {run label: the mapping :func:`backend_speed` takes}, oldest first.  The label is the commit and the
+    commit of the 0.20.0 file's provenance.  DataError for a file without its pair."""
+    from pathlib import Path
+
+    from flexfix.edition import results
+    from flexfix.edition.checks import DataError
+
+    folder = Path(folder)
+    runs = []
+    for path in sorted(folder.glob(f"{FILES['0.20.0 + flexfix']}*-cuda.json")):
+        suffix = path.name[len(FILES["0.20.0 + flexfix"]) : -len("-cuda.json")]
+        if suffix.startswith("026"):
+            continue
+        pair = folder / f"{FILES['0.26.0']}{suffix}-cuda.json"
+        if not pair.is_file():
+            raise DataError(f"{path.name} has no {pair.name} beside it: a run is both files")
+        old, prov = results.read_results(path)
+        new, _ = results.read_results(pair)
+        label = prov["git_commit"][:7]
+        runs.append((prov["date"], label, {"0.20.0 + flexfix": old, "0.26.0": new}))
+    return {label: tables for _, label, tables in sorted(runs, key=lambda r: r[0])}
+
+
+def across_runs(runs: Mapping[str, Mapping[str, pd.DataFrame]]) -> pd.DataFrame:
+    """Each engine's ratio to 0.20.0 + flexfix's FlexAttention (:func:`backend_speed`) in every run, one column per
+    run (in ``runs``' order), with the lowest and highest of those ratios: what survives from one run to the next.
+    The reference's own rows are left out (1.0 in every run)."""
+    columns = []
+    for label, recorded in runs.items():
+        table = backend_speed(recorded)
+        table = table[(table["vLLM"] != REFERENCE[0]) | (table["backend"] != REFERENCE[1])]
+        columns.append(table.set_index(["vLLM", "backend", "BI", "requests"])["vs 0.20.0 + flexfix FLEX"].rename(label))
+    out = pd.concat(columns, axis=1)
+    out["lowest"] = out.min(axis=1)
+    out["highest"] = out.max(axis=1)
+    return out.sort_index().reset_index()
