@@ -298,3 +298,22 @@ def test_c2_the_dotted_guide_and_the_crash_cross_are_in_the_legend():
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert any(lb.startswith("dotted line: a step where runs gave no answer") for lb in labels)
     assert any("the run ended at that step, so no point below" in lb for lb in labels)
+
+
+def test_a_live_every_request_engine_reports_the_max_num_seqs_it_was_started_with():
+    """A live engine table holds a run's request counts as tuples (a file holds lists): the max_num_seqs shown is
+    the one llm_kwargs started the engine with, not the fallback of 16 (the H200 edition at 09dcedd printed 16 for
+    engines started with 47, beside a stock batch of 17 that misread)."""
+    from dataclasses import asdict
+
+    from flexfix.edition.tables.outcomes import engine_max_num_seqs
+    from flexfix.measure.engine_sweep import EngineRun, llm_kwargs
+
+    run = EngineRun(model="tiny", batch_invariant=False, patched=False, requests=(), every_request=(17, 32, 47))
+    started = llm_kwargs(run, "model")["max_num_seqs"]
+    assert started == 47
+    live = pd.Series({"engine": run.name, **asdict(run)})
+    recorded = pd.Series(
+        {"engine": run.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(run).items()}}
+    )
+    assert engine_max_num_seqs(live) == engine_max_num_seqs(recorded) == started

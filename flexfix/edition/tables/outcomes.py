@@ -266,8 +266,15 @@ def engine_max_num_seqs(run) -> int:
     if own is not None and not pd.isna(own) and int(own) > 0:
         return int(own)
     planned = [int(n) for key in ("requests", "every_request", "throughput", "generations", "guard_cost")
-               for n in (run.get(key) if hasattr(run, "get") and isinstance(run.get(key), list) else [])]  # fmt: skip
+               for n in _counts(run.get(key) if hasattr(run, "get") else None)]  # fmt: skip
     return max([*planned, 16])
+
+
+def _counts(value) -> list:
+    """The request counts a run field holds: a list when read from a file, a tuple (or an array) in a live table."""
+    import numpy as np
+
+    return list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
 
 
 def every_request_engine(run) -> str:
