@@ -60,30 +60,24 @@ def test_a_setting_without_the_reference_engine_is_refused_by_name():
 
 
 def test_data_readme_quotes_the_recorded_backend_speeds():
-    """data/README.md's table of issue #25 item 3 says what the recorded files hold, ratio and range per cell."""
+    """data/README.md's table of issue #25 item 3 says what the recorded runs hold, every engine's ratio in every run
+    and their extremes; the README's summary quotes the extremes of both backends."""
     from pathlib import Path
 
-    from flexfix.edition import results
+    from flexfix.edition.tables.backends import across_runs, markdown_rows, recorded_runs
 
-    data = Path(__file__).resolve().parent.parent / "data"
-    table = backend_speed(
-        {
-            "0.20.0 + flexfix": results.read_results(data / "backend_speed-cuda.json")[0],
-            "0.26.0": results.read_results(data / "backend_speed026-cuda.json")[0],
-        }
-    )
-    text = (data / "README.md").read_text()
-    for label, vllm, backend in (
-        ("0.20.0 TRITON_ATTN", "0.20.0 + flexfix", "TRITON_ATTN"),
-        ("0.26.0 FLEX_ATTENTION", "0.26.0", "FLEX_ATTENTION"),
-    ):
-        mine = table[(table["vLLM"] == vllm) & (table["backend"] == backend)].set_index(["BI", "requests"])
-        cells = [
-            f"{r['vs 0.20.0 + flexfix FLEX']:.2f} ({r['lowest']:.2f}-{r['highest']:.2f})"
-            for key in ((0, 48), (0, 128), (1, 48), (1, 128))
-            for r in [mine.loc[key]]
-        ]
-        assert f"| {label} | {' | '.join(cells)} |" in text, cells
+    root = Path(__file__).resolve().parent.parent
+    runs = recorded_runs(root / "data")
+    assert len(runs) >= 2
+    across = across_runs(runs)
+    text = (root / "data" / "README.md").read_text()
+    for row in markdown_rows(across):
+        assert row in text, row
+    assert text.count(" | BI=") == len(across)  # no row left from an earlier set of runs
+    readme = " ".join((root / "README.md").read_text().split())
+    for vllm, backend in (("0.20.0 + flexfix", "TRITON_ATTN"), ("0.26.0", "TRITON_ATTN"), ("0.26.0", "FLEX_ATTENTION")):
+        mine = across[(across["vLLM"] == vllm) & (across["backend"] == backend)]
+        assert f"{mine['lowest'].min():.2f}-{mine['highest'].max():.2f}x" in readme, (vllm, backend)
 
 
 def test_runs_side_by_side_keep_each_runs_ratio_and_their_extremes(tmp_path):

@@ -103,3 +103,16 @@ def across_runs(runs: Mapping[str, Mapping[str, pd.DataFrame]]) -> pd.DataFrame:
     out["lowest"] = out.min(axis=1)
     out["highest"] = out.max(axis=1)
     return out.sort_index().reset_index()
+
+
+def markdown_rows(across: pd.DataFrame) -> list[str]:
+    """data/README.md's table of :func:`across_runs`: one row per engine and setting, the ratio of each run (``-``
+    where a run did not record the engine), then the lowest and highest over the runs."""
+    runs = [c for c in across.columns if c not in ("vLLM", "backend", "BI", "requests", "lowest", "highest")]
+    rows = []
+    for _, r in across.sort_values(["vLLM", "backend", "BI", "requests"]).iterrows():
+        cells = ["-" if pd.isna(r[c]) else f"{r[c]:.2f}" for c in runs]
+        engine = f"{str(r['vLLM']).removesuffix(' + flexfix')} {r['backend']}"
+        extremes = f"{r['lowest']:.2f}-{r['highest']:.2f}"
+        rows.append(f"| {engine} | BI={r['BI']}, {r['requests']} | {' | '.join(cells)} | {extremes} |")
+    return rows
