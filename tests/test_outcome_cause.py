@@ -206,7 +206,7 @@ def _runs(**status):
 def test_sentence_on_a_flip():
     runs = _runs(guarded="wrong_result", fenced="illegal_memory_access", default="wrong_result")
     text = story.outcome_cause(runs, "a test")
-    assert "not the cells" in text and "2 runs on seeds 0 and 1: 2 with a silently wrong result" in text
+    assert "once a pad is read" in text and "2 runs on seeds 0 and 1: 2 with a silently wrong result" in text
     # a newcomer's B2: counts, not "every time"
     assert "a silently wrong answer in 2 of 2 runs" in text and "every time" not in text
     assert (
@@ -360,7 +360,7 @@ def test_recorded_sentence_against_its_data(recorded):
     if set(_group(runs, "guarded").status) == {"wrong_result"} and set(_group(runs, "fenced").status) == {
         "illegal_memory_access"
     }:
-        assert text.startswith("**What decides: the memory in front of the KV cache, not the cells.**")
+        assert text.startswith("**What decides, once a pad is read: the memory in front of the KV cache.**")
     table = tables.placement_table(runs)
     assert int(table["runs"].sum()) == len(runs)
     # a run that faulted in its own read in front of a cache is counted apart from the replay's illegal memory accesses

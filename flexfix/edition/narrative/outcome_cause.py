@@ -54,11 +54,21 @@ def misread_cells(reads: pd.DataFrame, sanitizer: pd.DataFrame | None = None) ->
         f"The rows `missed` {int(strided['missed'].sum())} of their own pages (pages they should have read and did "
         "not: the wrong answer)."
     )
+    if with_pads < len(strided):
+        evidence += (
+            f" The other {plural(len(strided) - with_pads, 'replay')} read no pad: their misread cells are all pages "
+            "inside the cache, so they can only be silently wrong, whatever lies in front of the caches."
+        )
+    evidence += (
+        " These counts come from the plan, on CPU, for every replay; on a GPU a run that faults stops at its first "
+        "misreading replay, so its later replays never run."
+    )
     if reach:
         evidence += (
             f" A `-1` page of KV head 0 is the {reach[0]:,} bytes in front of the K and V caches' first byte "
             "(bf16, as on the GPU; the table's `front_bytes_read`, the bytes in front of a cache that a pad makes the "
-            "kernel load): the only addresses outside the caches that these cells produce."
+            f"kernel load, the same for every replay that reads a pad): {_cache_layout()}. These are the only "
+            "addresses outside the caches that these cells produce."
         )
     found = sanitizer_offset(sanitizer) if sanitizer is not None else None
     if found is not None and reach:
@@ -73,6 +83,27 @@ def misread_cells(reads: pd.DataFrame, sanitizer: pd.DataFrame | None = None) ->
             " cells as their own pages."
         )
     return markdown(f"{lead}.", evidence)
+
+
+def _cache_layout() -> str:
+    """The torch-only scenario's K (and V) cache as :func:`flexfix.mechanism.paged.make_cache` lays it out, in bf16:
+    shape, strides and the bytes of one page of one KV head, computed from the scenario (nothing is allocated)."""
+    import torch
+
+    from flexfix.mechanism import paged
+    from flexfix.mechanism.kernel_repro import KernelScenario
+
+    shape = KernelScenario().shape
+    cache = torch.empty(
+        (1, shape.num_kv_heads, shape.num_pages * paged.PAGE_SIZE, shape.head_dim), dtype=torch.bfloat16, device="meta"
+    )
+    page = paged.PAGE_SIZE * cache.stride(2) * cache.element_size()
+    return (
+        f"each cache is `[1, KV heads, pages x {paged.PAGE_SIZE} tokens, head_dim]` = `{list(cache.shape)}` with "
+        f"strides `{list(cache.stride())}`, so one page of one KV head is {paged.PAGE_SIZE} tokens x "
+        f"{cache.stride(2)} values x {cache.element_size()} bytes = {page:,} bytes, and page `-1` of head 0 is the "
+        f"{page:,} bytes before the cache's first byte"
+    )
 
 
 def sanitizer_offset(sanitizer: pd.DataFrame) -> tuple[int, int] | None:
@@ -113,17 +144,17 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
     same_seeds = sorted(set(g["seed"])) == sorted(set(f["seed"]))
     flipped = (g["status"] == "wrong_result").all() and (f["status"] == "illegal_memory_access").all()
     lead = (
-        "**What decides: the memory in front of the KV cache, not the cells.** With the same seeds, hence the same "
-        f"misread cells, mapped bytes in front of the caches gave a silently wrong answer in {len(g)} of "
+        "**What decides, once a pad is read: the memory in front of the KV cache.** With the same seeds, hence the "
+        f"same misread cells, mapped bytes in front of the caches gave a silently wrong answer in {len(g)} of "
         f"{plural(len(g), 'run')} and unmapped bytes an illegal memory access in {len(f)} of "
         f"{plural(len(f), 'run')}, on this GPU (counts, not a law: each arm below says how many runs it rests on)"
         if flipped and same_seeds
         else "**What decides.** Placing the cache did not flip every run: read the counts below"
     )
     parts = [
-        f"Caches `guarded` (mapped zeros in front, same allocation), {plural(len(g), 'run')} on seeds "
+        f"* Caches `guarded` (mapped zeros in front, same allocation), {plural(len(g), 'run')} on seeds "
         f"{listing(sorted(set(g['seed'])))}: {_counted(g)}.",
-        f"Caches `fenced` (reserved, unmapped address space in front), {plural(len(f), 'run')}: {_counted(f)}.",
+        f"* Caches `fenced` (reserved, unmapped address space in front), {plural(len(f), 'run')}: {_counted(f)}.",
     ]
     if not split.empty:
         lines = [
@@ -132,26 +163,30 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
         ]
         both = (split["status"] == "illegal_memory_access").all() and split["placement"].nunique() > 1
         parts.append(
-            f"One cache fenced, the other guarded: {listing(lines, '; ')}"
+            f"* One cache fenced, the other guarded: {listing(lines, '; ')}"
             + (": the pads are read in front of both caches, and either one unmapped is enough." if both else ".")
         )
     if not touched.empty:
         lines = []
         for (p, v, t), grp in touched.groupby(["placement", "v_placement", "touch"], sort=False):
             results = grp["touch_result"].value_counts()
-            words = {"read": "read without a fault", "faulted": "faulted there, before any replay (the table counts it "
-                     "apart: its fault is its own read's, not the replay's)"}  # fmt: skip
+            words = {"read": "read without a fault", "faulted": "faulted there, before any replay"}
             done = listing([f"{int(n)} {words.get(r, r)}" for r, n in results.items()]) or "no read finished or faulted"
             cache = f"`{p}`" if p == v else f"K `{p}`, V `{v}`"
             lines.append(f"in front of {str(t).upper()} (caches {cache}): {done}")
         parts.append(
-            "Reading those bytes directly, with a kernel of its own just before the first replay (a read that "
+            "* Reading those bytes directly, with a kernel of its own just before the first replay (a read that "
             f"faults ends the run there): {listing(lines, '; ')}."
+            + (
+                " A fault in that read is the run's own, not the replay's: the table counts it apart."
+                if (touched["touch_result"] == "faulted").any()
+                else ""
+            )
         )
     if not d.empty:
         hit = int((d["status"] == d["predicted"]).sum())
         parts.append(
-            f"Caches `default` (PyTorch's caching allocator, as in every earlier run), {plural(len(d), 'run')}: "
+            f"* Caches `default` (PyTorch's caching allocator, as in every earlier run), {plural(len(d), 'run')}: "
             f"{_counted(d)}. Just before the first replay the driver listed an allocation in front of K in "
             f"{_listed(d, 'front_k_mapped')} and in front of V in {_listed(d, 'front_v_mapped')} of them; the outcome "
             f"was the one those answers predict in {hit} of {len(d)}."
@@ -160,7 +195,7 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
         if behind is not None and (behind == d["front_k_size"]).all() and d["front_k_size"].nunique() == 1:
             size = int(d["front_k_size"].iloc[0])
             parts.append(
-                f"In all {len(d)} the V cache started {size:,} bytes before the K cache (the `k_address` and "
+                f"  In all {len(d)} the V cache started {size:,} bytes before the K cache (the `k_address` and "
                 f"`v_address` each run recorded), and the allocation the driver listed in front of K was {size:,} "
                 "bytes long, just that distance: V ended where K began, so the allocation in front of K was the V "
                 "cache itself and only what lay in front of V could decide."
@@ -175,7 +210,7 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
         if hit < len(d) and not unlisted_but_read.empty:
             seeds = listing(sorted(set(unlisted_but_read["seed"])))
             parts.append(
-                f"The direct reads say why, in {plural(len(unlisted_but_read), 'run')} (seeds {seeds}): bytes in "
+                f"  The direct reads say why, in {plural(len(unlisted_but_read), 'run')} (seeds {seeds}): bytes in "
                 "front of a cache where the driver listed no allocation were read without a fault: something the "
                 "lookup does not list was mapped there. The outcome follows what is mapped, which the lookup can "
                 "miss; for the `default` runs nobody read directly, that is inferred from these, not read."
@@ -185,8 +220,22 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
             f"`{c}` copy, batch {b}, cache `{p}`: {_counted(grp)}"
             for (c, b, p), grp in controls.groupby(["copy", "batch", "placement"], sort=False)
         ]
-        parts.append(f"Controls, where no row reads a `-1` pad: {listing(lines, '; ')}.")
-    return markdown(f"{lead}.", " ".join(parts))
+        parts.append(f"* Controls, where no row reads a `-1` pad: {listing(lines, '; ')}.")
+    parts.append(_unguarded_control(controls, g))
+    return markdown(f"{lead}.", "\n".join(p for p in parts if p))
+
+
+def _unguarded_control(controls: pd.DataFrame, guarded: pd.DataFrame) -> str:
+    """What the controls leave open: a control that reads no pad ran only with the placements it names, so an arm
+    without one (guarded, as run so far) rests on the mechanism for "mapped, so silently wrong", not on a control."""
+    placed = set(controls["placement"]) | set(controls["v_placement"]) if not controls.empty else set()
+    if "guarded" in placed:
+        return ""
+    return (
+        "* No control ran with the caches `guarded`: that a `guarded` run answers wrong *because* its pads read "
+        "mapped memory, and not because the guarded placement itself disturbs the answer, rests on the mechanism "
+        "and on the `fenced` controls, not on a `guarded` run of the sliced copy."
+    )
 
 
 def _where(prov: dict | None, live: str) -> str:
@@ -194,6 +243,26 @@ def _where(prov: dict | None, live: str) -> str:
     if prov is None:
         return f"{live}, at this edition's commit"
     return f"recorded on {prov.get('device_name')}, flexfix commit {str(prov.get('git_commit'))[:10]}"
+
+
+def _agree(sets: list, common: set) -> str:
+    """Whether the recordings of ``sets`` ended the seeds they share the same way: a disagreement is named seed by
+    seed; where there is none, the sentence says so and points to the placement runs, which flip the outcome."""
+    ends = []
+    for _, runs, _ in sets:
+        runs = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]
+        ends.append({int(s): set(g["status"]) for s, g in runs.groupby("seed")})
+    split = sorted(s for s in common if len(set().union(*(e.get(s, set()) for e in ends))) > 1)
+    if split:
+        return (
+            f"**Seeds {listing(split)} ended one way in one recording and another way in another**: the cells they "
+            "read were the same, so what differed lies outside them; the placement runs above show what it is."
+        )
+    return (
+        "On every seed they share they ended the same way: no recording shown here has the same seeds crash in one "
+        "run and answer silently wrong in another. That the outcome can flip on the same seeds is what the placement "
+        "runs above show, by moving the memory in front of the caches."
+    )
 
 
 def same_seeds(
@@ -229,7 +298,8 @@ def same_seeds(
         f"**Which recordings ran the same seeds.** {plural(len(sets), 'recording')} of this edition ran `as_strided` "
         f"past one query block with the caches where PyTorch put them"
         + (f", {here} of them in this run" if here else "")
-        + f": {listing(said, sep='; ')}. Seeds {listing(sorted(common))} are in all of them."
+        + f": {listing(said, sep='; ')}. Seeds {listing(sorted(common))} are in all of them. "
+        + _agree(sets, common)
     )
     if device != "cuda":
         text += " This run is the CPU analog, which cannot fault: it adds no recording of either face."

@@ -44,9 +44,10 @@ def _steps_word(records: list[dict]) -> str:
     return f"replay {len(records)}"  # the process died after the last recorded step
 
 
-def kernel_outcomes(runs: pd.DataFrame, where: str) -> str:
+def kernel_outcomes(runs: pd.DataFrame, where: str, both_faces: bool = True) -> str:
     """One paragraph per (copy, batch) of torch-only runs (``flexfix.measure.record.kernel_outcomes``): how many were
-    right at every step, and how the others went wrong and where, with the errors against the fp32 reference."""
+    right at every step, and how the others went wrong and where, with the errors against the fp32 reference; the
+    sentence on the bug's two faces unless ``both_faces`` is False (a notebook says it once)."""
     what = f"the torch-only runs of {where}"
     require(runs, what, values=("copy", "batch", "status", "records"))
     for (_, run), steps in zip(runs.iterrows(), require_steps(runs, what, "records", ["outcome"])):
@@ -102,7 +103,7 @@ def kernel_outcomes(runs: pd.DataFrame, where: str) -> str:
     else:
         head = f"**What {where} saw:** every run matched the reference at every step."
     # The two faces of the bug are worth a sentence only where the buggy copy ran.
-    both = BOTH_OUTCOMES if (runs["copy"] == "as_strided").any() else ""
+    both = BOTH_OUTCOMES if both_faces and (runs["copy"] == "as_strided").any() else ""
     return markdown(head, "\n".join(lines), both)
 
 

@@ -255,8 +255,32 @@ def replay_steps(runs: pd.DataFrame, copy: str, batch: int, seed: int) -> tuple[
         raise ValueError(f"no single run of copy={copy!r}, batch={batch}, seed={seed} among these runs")
     r = run.iloc[0]
     line = f"{copy} copy, batch {batch}, seed {seed}: {r['status']} ({r['detail']})"
-    steps = pd.DataFrame(r["records"])
-    return line, steps[["step", "K", "written_stride", "launch_stride", "max_error", "outcome"]]
+    steps = pd.DataFrame(r["records"])[["step", "K", "written_stride", "launch_stride", "max_error", "outcome"]]
+    steps["ran"] = "yes"
+    planned = _planned_steps(copy, batch, seed)
+    if len(steps) < len(planned) and r["status"] != "ok" and len(steps):
+        frozen = steps["launch_stride"].iloc[0]  # a graph launches every replay with the capture's strides
+        later = planned.iloc[len(steps) :].assign(launch_stride=[frozen] * (len(planned) - len(steps)))
+        later["max_error"], later["outcome"] = float("nan"), "no answer"
+        later["ran"] = ["no: the process died here"] + ["no: never reached"] * (len(later) - 1)
+        steps = pd.concat([steps, later[steps.columns]], ignore_index=True)
+        line += "; the steps it never finished are shown as planned (K and the strides the copy writes, from the plan)"
+    return line, steps
+
+
+def _planned_steps(copy: str, batch: int, seed: int) -> pd.DataFrame:
+    """The torch-only scenario's steps as planned, computed on CPU: each step's ``K`` and the strides ``copy`` writes
+    its ``kv_indices`` with (:func:`flexfix.mechanism.kernel_repro.scenario_steps`, the same steps on any device)."""
+    from flexfix.mechanism import paged
+    from flexfix.mechanism.kernel_repro import COPIES, KernelScenario, scenario_steps
+
+    sc = KernelScenario(copy=copy, batch=batch, seed=seed)
+    buffers, rows = paged.PersistentBuffers(sc.shape, device="cpu"), []
+    for i, step in scenario_steps(sc, device="cpu"):
+        views = buffers.write(step, COPIES[copy])
+        rows.append({"step": "capture" if i == 0 else f"replay {i}", "K": step.width,
+                     "written_stride": list(views.kv_indices.stride())})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def engine_max_num_seqs(run) -> int:

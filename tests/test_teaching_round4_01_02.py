@@ -1,0 +1,138 @@
+"""Teaching round 4, notebooks 01 and 02: a newcomer's reading of the published GPU edition (findings A-D of
+r0102). Each test ties a sentence, table or figure to the data it states."""
+
+import pandas as pd
+from test_teaching_01_03 import DATA, cells, text
+
+from flexfix.edition import schemas
+from flexfix.edition.narrative import outcome_cause as cause_story
+from flexfix.edition.narrative import reproduce
+from flexfix.edition.tables import outcome_cause as cause_tables
+
+
+def _md(stem):
+    return "\n".join(text(c) for c in cells(stem) if c["cell_type"] == "markdown")
+
+
+def _kernel():
+    return schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
+
+
+# A2: a disagreement between recordings is said only where the recordings shown disagree.
+
+
+def test_a2_same_seeds_says_whether_the_recordings_agree_from_the_data():
+    kernel, kernel_prov = _kernel()
+    runs, prov = cause_tables.recorded(DATA)
+    agree = kernel.copy()  # every recording the same: the torch-only runs stand in for this run's
+    strided = (agree["copy"] == "as_strided") & (agree["batch"] > 16)
+    arm = runs.copy()
+    default = (arm["placement"] == "default") & (arm["v_placement"] == "default") & arm["touch"].isna()
+    arm.loc[default, "status"] = "illegal_memory_access"
+    said = cause_story.same_seeds(agree, kernel_prov, arm, None, agree, "cuda")
+    assert set(agree.loc[strided, "status"]) == {"illegal_memory_access"}
+    assert "On every seed they share they ended the same way" in said and "ended one way" not in said
+    arm.loc[default & (arm["seed"] == 0), "status"] = "wrong_result"
+    said = cause_story.same_seeds(agree, kernel_prov, arm, None, agree, "cuda")
+    assert "**Seeds 0 ended one way in one recording and another way in another**" in said
+    assert "On every seed they share" not in said
+
+
+def test_a2_the_notebook_does_not_assert_a_disagreement_it_may_not_show():
+    nb = _md("01_reproduce_ima")
+    assert "The same seeds can end in an illegal memory access in one run" not in nb
+    assert "no earlier run recorded it" not in nb and "so for\n  those it is the likely explanation" not in nb
+    assert "Can the same seeds end in an illegal memory access" in nb
+
+
+# A3, A4, B2: the cells decide whether a pad is read; given a pad, the memory in front decides.
+
+
+def test_a3_a4_b2_the_first_paragraph_and_takeaway_scope_what_decides():
+    nb = _md("01_reproduce_ima")
+    assert "The cells read do not decide" not in nb and "the cells read do not decide" not in nb
+    assert "every `as_strided` run past one query block\n  read `-1` pads" not in nb
+    first = text(cells("01_reproduce_ima")[0])
+    assert "replays a FULL CUDA graph captured at another row distance" in first  # A4
+    assert "group of\n16 requests" not in first and "another group" not in first  # D1: query block
+    runs, _ = cause_tables.recorded(DATA)
+    said = cause_story.outcome_cause(runs, "there")
+    assert said.startswith("**What decides, once a pad is read: the memory in front of the KV cache.**")
+    assert "not the cells" not in said
+
+
+def test_b2_the_misread_sentence_counts_the_replays_that_read_no_pad():
+    from flexfix.measure import outcome_cause
+
+    reads = outcome_cause.reads_table([0, 1, 2], 48)
+    strided = reads[(reads["copy"] == "as_strided") & (reads["step"] != "capture")]
+    none = int((strided["pad"] == 0).sum())
+    said = cause_story.misread_cells(reads)
+    assert none > 0 and f"The other {none} replay" in said and "can only be silently wrong" in said
+    assert "on a GPU a run that faults stops at its first misreading replay" in said  # D8
+
+
+# B1: the guarded arm has no control, and the sentence says so.
+
+
+def test_b1_an_arm_without_a_control_is_said_to_have_none():
+    runs, _ = cause_tables.recorded(DATA)
+    controls = runs[(runs["copy"] != "as_strided") | (runs["batch"] <= 16)]
+    said = cause_story.outcome_cause(runs, "there")
+    assert "guarded" not in set(controls["placement"]) | set(controls["v_placement"])
+    assert "No control ran with the caches `guarded`" in said
+    extra = controls.iloc[[0]].assign(placement="guarded", v_placement="guarded")
+    assert "No control ran" not in cause_story.outcome_cause(pd.concat([runs, extra], ignore_index=True), "there")
+
+
+# B3: the cache's shape and strides behind "2,048 bytes in front" are printed, computed.
+
+
+def test_b3_the_cache_layout_is_printed_from_the_scenario():
+    from flexfix.mechanism import paged
+    from flexfix.mechanism.kernel_repro import KernelScenario
+
+    shape = KernelScenario().shape
+    said = cause_story._cache_layout()
+    tokens = shape.num_pages * paged.PAGE_SIZE
+    assert f"`[1, {shape.num_kv_heads}, {tokens}, {shape.head_dim}]`" in said
+    assert f"`[{shape.num_kv_heads * tokens * shape.head_dim}, {tokens * shape.head_dim}, {shape.head_dim}, 1]`" in said
+    assert f"{paged.PAGE_SIZE * shape.head_dim * 2:,} bytes" in said
+
+
+# A5: the step-by-step table shows the steps a crashed run never finished, as planned.
+
+
+def test_a5_a_crashed_runs_steps_are_shown_as_planned():
+    from flexfix.edition.tables.outcomes import replay_steps
+    from flexfix.mechanism.kernel_repro import KernelScenario
+
+    kernel, _ = _kernel()
+    line, steps = replay_steps(kernel, "as_strided", 48, 0)
+    planned = 1 + len(KernelScenario().replay_lens)
+    assert len(steps) == planned and "shown as planned" in line
+    assert steps["ran"].iloc[1] == "no: the process died here" and steps["ran"].iloc[0] == "yes"
+    assert len(set(steps["K"])) > 1  # the replays' K differ from the capture's
+    assert all(s == steps["launch_stride"].iloc[0] for s in steps["launch_stride"])  # frozen at capture
+    assert [list(w) for w in steps["written_stride"]] == [[k, 1] for k in steps["K"]]
+    _, sliced = replay_steps(kernel, "sliced", 48, 0)
+    assert set(sliced["ran"]) == {"yes"}
+
+
+# D6: the two-faces sentence is printed once.
+
+
+def test_d6_the_two_faces_sentence_is_said_once():
+    kernel, _ = _kernel()
+    assert reproduce.BOTH_OUTCOMES not in reproduce.kernel_outcomes(kernel, "there", both_faces=False)
+    calls = [text(c) for c in cells("01_reproduce_ima") if "story.kernel_outcomes(" in text(c)]
+    assert sum("both_faces=False" not in c for c in calls) == 1
+
+
+# D9: what decides is a list, and the own-read parenthesis is said once.
+
+
+def test_d9_what_decides_is_a_list_without_repeats():
+    runs, _ = cause_tables.recorded(DATA)
+    said = cause_story.outcome_cause(runs, "there")
+    assert said.count("the table counts it apart") <= 1 and "\n* Caches `fenced`" in said
