@@ -12,6 +12,8 @@ __all__ = [
     "TIMING_COLUMNS",
     "THROUGHPUT_COLUMNS",
     "kernel_timing",
+    "sm_count",
+    "recorded_heads",
     "l2_effect",
     "engine_noise",
     "engine_ratios",
@@ -46,10 +48,13 @@ def _host_ms(ratios: pd.DataFrame) -> list[float]:
     return list(ratios["replay_saves_ms"]) if "replay_saves_ms" in ratios else []
 
 
-def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str:
+def kernel_timing(
+    timing: pd.DataFrame, ratios: pd.DataFrame, where: str, heads: int | None = None, sms: int | None = None
+) -> str:
     """Graph replay vs eager launch, batch-invariant vs vLLM options, and the KV read rate against the copy
     bandwidth, from one timing run (``timing``: :func:`flexfix.measure.timing.decode_sweep`; ``ratios``:
-    :func:`flexfix.edition.tables.timing_ratios` of it)."""
+    :func:`flexfix.edition.tables.timing_ratios` of it).  ``heads`` (query heads) and ``sms`` (the GPU's SM count),
+    where the run printed them, set the rise of the read rate against the programs the query blocks make."""
     what = f"the kernel timings of {where}"
     require(timing, what, values=("device", "impl", "batch", "context", "median_ms"))
     _numbers(timing, ["median_ms"], what)
@@ -98,7 +103,7 @@ def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str
             f"{span(big['sdpa_bw_fraction'] * 100, '{:.0f}', '%')}. Median over contexts, by batch size: "
             + listing([f"{per_batch[b] * 100:.1f}% at {b}" for b in per_batch.index])
             + (f"; each doubling of the batch multiplies it by {listing(steps)}." if steps else ".")
-            + _query_block_steps(per_batch, doublings)
+            + _query_block_steps(per_batch, doublings, heads, sms)
         )
     slow = int((bi > 1.05).sum())
     best = ratios.loc[ratios["graph_speedup"].idxmax()]
@@ -123,6 +128,24 @@ def kernel_timing(timing: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str
     return markdown(f"**What {where} measured** (warm L2, medians)", lead, "\n".join(lines))
 
 
+def sm_count(device: str) -> int | None:
+    """The SM count of this run's GPU (what :func:`flexfix.measure.timing.method_line` prints), None on the CPU."""
+    if device != "cuda":
+        return None
+    import torch
+
+    return int(torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count)
+
+
+def recorded_heads(prov: dict) -> int | None:
+    """The query heads a recorded timing ran with, read from the ``case`` its provenance printed
+    (``DecodeCase(num_heads=32, ...)``); None where it recorded none."""
+    import re
+
+    found = re.search(r"num_heads=(\d+)", str((prov.get("parameters") or {}).get("case", "")))
+    return int(found.group(1)) if found else None
+
+
 def _larger_half(values: pd.Series) -> int:
     """The smallest of the larger half of the measured values (of 1, 8, 16, 32, 64, 128: 32): a threshold that is a
     measured size."""
@@ -130,9 +153,13 @@ def _larger_half(values: pd.Series) -> int:
     return measured[len(measured) // 2]
 
 
-def _query_block_steps(per_batch: pd.Series, doublings: list[tuple[int, int]]) -> str:
+def _query_block_steps(
+    per_batch: pd.Series, doublings: list[tuple[int, int]], heads: int | None = None, sms: int | None = None
+) -> str:
     """Where the batch doubles the number of query blocks (``Q_BLOCK`` requests each), does the read rate double
-    too?  The steps that fall short, said: a rate that rises with the query blocks, but not in proportion."""
+    too?  The steps where it rose less than the query blocks doubled, said; with the query heads (``heads``) and the
+    GPU's SM count (``sms``, both printed with the run), the programs that one program per query block and query head
+    would give, against the SMs: where they already about fill the SMs, more of them cannot add as much."""
     from flexfix.mechanism.paged import Q_BLOCK, cdiv
 
     more = [(a, b) for a, b in doublings if cdiv(b, Q_BLOCK) == 2 * cdiv(a, Q_BLOCK)]
@@ -142,14 +169,30 @@ def _query_block_steps(per_batch: pd.Series, doublings: list[tuple[int, int]]) -
     said = f" The query blocks ({Q_BLOCK} requests each) double at {listing([f'{a} to {b}' for a, b in more])}"
     if not short:
         return said + ", and the rate about doubles with them."
-    return (
-        said
-        + "; there the rate rose by "
-        + listing([f"{per_batch[b] / per_batch[a]:.2f}x ({a} to {b})" for a, b in more])
-        + ": not in proportion at "
+    rose = listing([f"{per_batch[b] / per_batch[a]:.2f}x ({a} to {b})" for a, b in more])
+    text = (
+        f"{said}; there the rate rose by {rose}: less than the query blocks doubled at "
         + listing([f"{a} to {b}" for a, b in short])
-        + ", so the number of query blocks in flight does not explain the whole rise."
+        + "."
     )
+    if not heads:
+        return text
+    programs = {n: cdiv(n, Q_BLOCK) * heads for pair in more for n in pair}
+    text += f" One program per query block and query head ({heads} query heads, printed above) would make " + listing(
+        [f"{programs[n]} programs at {n} requests" for n in sorted(programs)]
+    )
+    if not sms:
+        return text + "; the recording did not keep its GPU's SM count, so they are not compared with it here."
+    fill = [a for a, b in short if programs[a] >= 0.9 * sms]
+    text += f", against this GPU's {sms} SMs (printed above)"
+    if fill and len(fill) == len(short):
+        text += (
+            ": at "
+            + listing([f"{a} requests" for a in fill])
+            + " the programs already about fill the SMs, which is where a rise from more programs in flight "
+            "would slow"
+        )
+    return text + "."
 
 
 def _spread(timing: pd.DataFrame, what: str) -> str:
@@ -298,8 +341,9 @@ def engine_ratios(summary: pd.DataFrame) -> str:
     )
 
 
-def published(summary: pd.DataFrame, ratios: pd.DataFrame) -> str:
-    """Our ratios next to the published anchors (:mod:`flexfix.edition.anchors`): same direction, other setups."""
+def published(summary: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str:
+    """Our ratios next to the published anchors (:mod:`flexfix.edition.anchors`): same direction, other setups.
+    ``where`` names the kernel timing ``ratios`` come from (a recording, or this run), said beside its ranges."""
     _check_summary(summary, "the throughput ratios")
     _check_ratios(ratios, "the kernel timing ratios")
     pr = anchors.PR_36298["latency_s"]
@@ -315,13 +359,13 @@ def published(summary: pd.DataFrame, ratios: pd.DataFrame) -> str:
         f"with piecewise graphs ({piece} s -> {full} s latency), still {full / fi:.2f}x slower than FlashInfer "
         f"({anchors.PR_36298['setup']}). Ours, variance model, full over piecewise: "
         f"{ours('variance', 'full/piecewise')}; "
-        f"full over eager: {ours('variance', 'full/eager')}; the attention kernel alone, replay over eager launch: "
-        f"{speedups}.",
+        f"full over eager: {ours('variance', 'full/eager')}; the attention kernel alone ({where}), replay over eager "
+        f"launch: {speedups}.",
         f"* **What batch invariance costs.** {anchors.TORCHTITAN_BITWISE_RL['source'].split(' (')[0]}: "
         f"{anchors.TORCHTITAN_BITWISE_RL['claim']} ({anchors.TORCHTITAN_BITWISE_RL['setup']}; training and "
         "generation). Ours, inference only, a throughput ratio: output tokens per second with "
         "`VLLM_BATCH_INVARIANT=1` over `=0` (below 1: batch invariance slower): "
         f"variance model {ours('variance', 'BI1/BI0')}; tiny model {ours('tiny', 'BI1/BI0')}. The attention kernel "
-        "alone, a time ratio and so the other way round: its batch-invariant options' time over vLLM's options' "
-        f"(above 1: batch invariance slower): {bi_kernel}.",
+        f"alone ({where}), a time ratio and so the other way round: its batch-invariant options' time over vLLM's "
+        f"options' (above 1: batch invariance slower): {bi_kernel}.",
     )
