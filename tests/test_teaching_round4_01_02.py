@@ -136,3 +136,98 @@ def test_d9_what_decides_is_a_list_without_repeats():
     runs, _ = cause_tables.recorded(DATA)
     said = cause_story.outcome_cause(runs, "there")
     assert said.count("the table counts it apart") <= 1 and "\n* Caches `fenced`" in said
+
+
+# C1, C5: the crash cross names the copy, the dotted line's legend no colour it does not have, the ring its absence.
+
+
+def test_c1_c5_the_replay_error_legend_names_the_copy_and_says_when_no_ring_is_drawn():
+    import matplotlib
+
+    matplotlib.use("agg")
+    from flexfix.edition import plots
+
+    kernel, _ = _kernel()
+    fig = plots.replay_errors(kernel, "t")
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    crash = next(lb for lb in labels if lb.startswith("illegal memory access"))
+    assert "as_strided gave no answer" in crash
+    assert not any("in the colour of the cross" in lb for lb in labels)  # every cross is black here
+    silent = sum(r.get("outcome") == "wrong_result" for recs in kernel["records"] for r in recs)
+    assert silent == 0 and "silently wrong answer (a ring): none in these runs" in labels
+
+
+# C2: no series of the error figures takes a colour near an outcome's (sky blue read as the blue of "correct").
+
+
+def test_c2_the_sliced_series_is_not_sky_blue_and_the_captions_say_what_colours_mean():
+    from flexfix.edition import plots
+
+    assert plots.REPLAY_ERROR_COLOURS["sliced"][0] != "sky blue"
+    nb = _md("01_reproduce_ima")
+    assert "sky blue" not in nb and "sky-blue" not in nb
+    assert "The colours here name kinds of cell, not the outcomes" not in nb
+
+
+# C3: the toy of the read-window figure has no pads, and its caption says so.
+
+
+def test_c3_the_read_window_toy_has_no_pads_and_says_so():
+    from flexfix.mechanism import layouts
+    from flexfix.mechanism.persistent import copy_to_persistent_as_strided
+
+    lay = layouts.stride_layout(copy_to_persistent_as_strided, "a", g=3, g_max=4, w_max=64, k_capture=32, k_replay=48)
+    assert not lay.never_written.any()
+    caption = next(text(c) for c in cells("01_reproduce_ima") if text(c).startswith("*How to read it:* query block 0"))
+    assert "This toy has no `-1` pads" in caption
+
+
+# C4: the two error figures are said to draw the same crosses only where the seeds ended at the same steps.
+
+
+def test_c4_the_same_crosses_are_said_only_when_every_seed_stopped_at_the_same_step():
+    kernel, _ = _kernel()
+    assert "draw the same crosses" in reproduce.faces(kernel, "here", kernel, "there", "cuda")
+    later = kernel.copy()
+    later["records"] = [
+        list(recs) + [{"outcome": "ok", "max_error": 1e-3}] if (c == "as_strided" and s == 0) else recs
+        for recs, c, s in zip(later["records"], later["copy"], later["seed"])
+    ]
+    said = reproduce.faces(later, "here", kernel, "there", "cuda")
+    assert "the same outcome in both runs" in said and "draw the same crosses" not in said
+
+
+# C6: the outcome grid draws the seeds a scenario did not run, and a title names the GPU.
+
+
+def test_c6_the_outcome_grid_marks_the_runs_not_run():
+    import matplotlib
+
+    matplotlib.use("agg")
+    from flexfix.edition.plots.outcome_cause import outcome_grid
+
+    runs, _ = cause_tables.recorded(DATA)
+    fig = outcome_grid(runs, "t")
+    drawn = [t.get_text() for t in fig.axes[0].texts]
+    scenarios = runs.groupby(["copy", "batch", "placement", "v_placement", "touch"], dropna=False).ngroups
+    assert drawn.count("not run") == scenarios * runs["seed"].nunique() - len(runs) > 0
+    cell = next(text(c) for c in cells("01_reproduce_ima") if "outcome_cause.run_scenarios(" in text(c))
+    assert "tables.device_title(device)" in cell
+
+
+# D5: the child processes' log lines are summarised, not printed one by one.
+
+
+def test_d5_child_logs_are_summarised():
+    from flexfix.edition.tables.outcomes import ChildLog
+
+    log = ChildLog()
+    log("as_strided batch  48 seed 4: illegal_memory_access (exit 1, 17.3 s): torch.AcceleratorError: CUDA")
+    log("sliced batch  48 seed 4: ok (exit 0, 16.7 s): sliced copy, graph launch, batch 48, seed 4")
+    log("sliced batch  48 seed 5: timeout (killed by SIGKILL, 300.0 s)")
+    said = log.summary("x")
+    assert said.startswith("x: 3 child processes (") and "1 illegal_memory_access" in said and "1 timeout" in said
+    assert "17-300 s each" in said
+    code = [text(c) for c in cells("01_reproduce_ima") if c["cell_type"] == "code"]
+    for call in ("record.kernel_outcomes(", "outcome_cause.run_scenarios("):
+        assert "progress=" in next(c for c in code if call in c)

@@ -69,14 +69,19 @@ def outcome_grid(runs: pd.DataFrame, title: str):
         ax.add_patch(Rectangle((x - 0.45, y - 0.4), 0.9, 0.8, facecolor=fill, hatch=hatch, edgecolor="#999999"))
         box = {"facecolor": fill, "edgecolor": "none", "pad": 1} if hatch else None
         ax.text(x, y, _label(run), ha="center", va="center", fontsize=8.5, color=ink, bbox=box)
+    ran = {(scenarios.index(scenario_label(*(getattr(r, k) for k in SCENARIO_KEYS))), seeds.index(r.seed))
+           for r in runs.itertuples(index=False)}  # fmt: skip
+    missing = [(x, y) for y in range(len(scenarios)) for x in range(len(seeds)) if (y, x) not in ran]
+    for x, y in missing:  # a blank cell says what it is: no run of that scenario on that seed (r0102 C6)
+        ax.text(x, y, "not run", ha="center", va="center", fontsize=8.5, color="#555555", style="italic")
     ax.set_xlim(-0.6, len(seeds) - 0.4)
     ax.set_ylim(len(scenarios) - 0.5, -0.5)
-    ax.set_xticks(range(len(seeds)), [str(s) for s in seeds])
+    ax.set_xticks(range(len(seeds)), [str(s) for s in seeds], fontsize=10)
     ax.set_yticks(range(len(scenarios)), scenarios, fontsize=9)
     ax.set_xlabel(
         "seed (the same seed: the same steps, the same misread cells); listed: the driver lists an allocation in "
         "front of that cache",
-        fontsize=8,
+        fontsize=10,
     )
     ax.set_title(wrap(title, fig.get_figwidth(), 10), fontsize=10)
     present = list(dict.fromkeys(_outcome(run) for run in runs.itertuples(index=False)))

@@ -15,7 +15,7 @@ __all__ = ["REPLAY_ERROR_COLOURS", "replay_errors"]
 # its own marker too); for the crosses in the "no answer" band, the ring round a silently wrong step and the tolerance
 # line, the outcome's colour in every figure (style.OUTCOME_WORDS).
 REPLAY_ERROR_COLOURS = {
-    "sliced": colour("sky blue"),
+    "sliced": colour("bluish green"),  # a series colour: sky blue read as the blue of "correct" (r0102 C2)
     "as_strided": colour("reddish purple"),
     "silently wrong answer": (f"{OUTCOME_WORDS['wrong_result']} ring", colour(OUTCOME_WORDS["wrong_result"])[1]),
     **{name.replace("_", " "): colour(OUTCOME_WORDS[name]) for name in ("illegal_memory_access", "index_error")},
@@ -64,20 +64,22 @@ def _crash_colour(outcome: str) -> str:
 def _crash_band(band, table: pd.DataFrame) -> list[tuple[int, str]]:
     """Crosses in the top band at each step where runs crashed, one colour per outcome, with the
     number of runs beside them.  Returns (step, colour) for a vertical guide at each."""
-    crashes = [(i, step, outcome) for i, (_, run) in enumerate(table.iterrows()) for step, outcome in _crash_steps(run)]
-    counts = Counter((step, outcome) for _, step, outcome in crashes)
+    crashes = [(i, step, outcome, run["copy"]) for i, (_, run) in enumerate(table.iterrows())
+               for step, outcome in _crash_steps(run)]  # fmt: skip
+    counts = Counter((step, outcome) for _, step, outcome, _ in crashes)
     outcomes = list(dict.fromkeys(o for _, o in sorted(counts)))
     for k, outcome in enumerate(outcomes):
         name, colour = outcome.replace("_", " "), _crash_colour(outcome)
         steps = sorted(s for s, o in counts if o == outcome)
         dx = (k - (len(outcomes) - 1) / 2) * 0.25
-        runs = len({i for i, _, o in crashes if o == outcome})
+        runs = len({i for i, _, o, _ in crashes if o == outcome})
+        copies = " and ".join(dict.fromkeys(c for _, _, o, c in crashes if o == outcome))
         what = (
             ",\nthe CPU analog of a crash (the run goes on)"
             if outcome == "index_error"
             else ":\nthe run ended at that step, so no point below"
         )
-        label = f"{name} ({runs} run{'s' if runs > 1 else ''}): no answer{what}"
+        label = f"{name} ({runs} run{'s' if runs > 1 else ''}): {copies} gave no answer{what}"
         # a cross outlined in black in every figure: "no answer" reads the same on a CPU and on a GPU, and its shape
         # keeps it apart from the ring of a silently wrong answer whatever their colours
         band.plot([s + dx for s in steps], [0.5] * len(steps), "X", color=colour, mec="black", mew=1.2, ms=12,
@@ -123,17 +125,22 @@ def replay_errors(table: pd.DataFrame, title: str):
     for step, colour in guides:
         ax.axvline(step, color=colour, lw=0.8, ls=":", alpha=0.6)
     if guides:  # the dotted guide gets a legend entry of its own: it marks a step, not a measured error
+        several = len({c for _, c in guides}) > 1  # "in the colour of the cross" only where the crosses differ
         ax.plot([], [], color=REPLAY_ERROR_COLOURS["dotted line"][1], lw=0.8, ls=":",
-                label="dotted line: a step where runs gave no answer\n(in the colour of the cross above it): "
-                "those runs have no point there")  # fmt: skip
+                label="dotted line: a step where runs gave no answer"
+                + ("\n(in the colour of the cross above it)" if several else "")
+                + ": those runs have no point there")  # fmt: skip
+    from matplotlib.colors import to_rgba
+
+    ring = REPLAY_ERROR_COLOURS["silently wrong answer"][1]
+    fill = to_rgba(ring, 0.12)  # a ring round the step's own point, which stays visible inside it
     if silent:
         xs, ys = zip(*silent)
         label = f"silently wrong answer ({len(silent)} step{'s' if len(silent) > 1 else ''})"
-        ring = REPLAY_ERROR_COLOURS["silently wrong answer"][1]
-        from matplotlib.colors import to_rgba
-
-        fill = to_rgba(ring, 0.12)  # a ring round the step's own point, which stays visible inside it
         ax.plot(xs, ys, "o", ms=14, mfc=fill, color=ring, mec=ring, mew=2.2, ls="none", label=label)
+    else:  # the caption explains the ring: the legend says when there is none to see
+        ax.plot([], [], "o", ms=10, mfc=fill, color=ring, mec=ring, mew=2.2, ls="none",
+                label="silently wrong answer (a ring): none in these runs")  # fmt: skip
     tol = _tolerance(table)
     if tol is not None:
         colour = REPLAY_ERROR_COLOURS["tolerance"][1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,7 @@ __all__ = [
     "batch_records",
     "select_scenarios",
     "replay_steps",
+    "ChildLog",
     "engine_max_num_seqs",
     "every_request_dispatch",
     "every_request_engine",
@@ -337,3 +340,30 @@ def show_whole(table: pd.DataFrame) -> None:
 
     with pd.option_context("display.max_rows", None):
         display(table)
+
+
+class ChildLog:
+    """A ``progress`` callback for the child-process runners (``record.kernel_outcomes``,
+    ``outcome_cause.run_scenarios``) that keeps their log lines in ``lines`` instead of printing each, and says in one
+    line how many children ran, how they ended and how long they took (r0102 D5: a log is not a lesson; the tables
+    that follow give the outcomes)."""
+
+    _LINE = re.compile(r": (\w+) \((exit \S+|killed by \S+), ([\d.]+) s\)")
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(str(line))
+
+    def summary(self, what: str) -> str:
+        found = [m for m in map(self._LINE.search, self.lines) if m]
+        if not found:
+            return f"{what}: no child process reported"
+        ends = Counter(m.group(1) for m in found)
+        secs = [float(m.group(3)) for m in found]
+        said = ", ".join(f"{n} {status}" for status, n in ends.most_common())
+        return (
+            f"{what}: {len(found)} child processes ({said}), {min(secs):.0f}-{max(secs):.0f} s each; their log lines "
+            "are kept, not printed (the tables below give each run's outcome)"
+        )
