@@ -231,3 +231,47 @@ def test_d5_child_logs_are_summarised():
     code = [text(c) for c in cells("01_reproduce_ima") if c["cell_type"] == "code"]
     for call in ("record.kernel_outcomes(", "outcome_cause.run_scenarios("):
         assert "progress=" in next(c for c in code if call in c)
+
+
+# 02: A7 the takeaway points to the exact counts, B5 the 0.20.2 file is named inline, C7 the figure has a caption.
+
+
+def test_a7_b5_c7_notebook_02_states_exact_counts_names_its_file_and_reads_its_figure():
+    nb = _md("02_apply_flexfix")
+    assert "answered some wrongly" not in nb  # A7: 1 request of 17, said by the sentence under the tables
+    assert "`data/README.md` names the recording" not in nb  # B5
+    code = next(text(c) for c in cells("02_apply_flexfix") if "engine_scenarios_v0_20_2" in text(c))
+    assert "data/engine_scenarios_v0_20_2-cuda.json" in code and "prov['parameters']" in code
+    v, prov = schemas.recorded(DATA, "engine_scenarios_v0_20_2", schemas.ENGINE_SCENARIOS)
+    assert prov["vllm"] == "0.20.2" and prov["parameters"]
+    sources = [text(c) for c in cells("02_apply_flexfix")]
+    fig = next(i for i, s in enumerate(sources) if s.startswith("plots.replay_errors(fixed_runs"))
+    assert sources[fig + 1].startswith("*How to read it:*")  # C7
+
+
+# D12: engine_status is the engine's, repeated on each row; D14: scenario (b) runs batch-invariant.
+
+
+def test_d12_d14_engine_status_and_scenario_b_are_said_as_they_are():
+    from flexfix.integration import engine
+
+    nb01, nb02 = _md("01_reproduce_ima"), _md("02_apply_flexfix")
+    for nb in (nb01, nb02):
+        assert (
+            "how the whole engine ended, repeated on" in nb.replace("\n", " ")
+            or "`engine_status` is how the whole" in nb
+        )
+    b = engine.SCENARIOS["b"]
+    assert b.batch_invariant and b.patch == "bi_only"
+    assert "* (b) asks for `VLLM_BATCH_INVARIANT=1`" in nb01
+
+
+# D18: the patch checks, when all pass, are a list of meanings, not a run-on report.
+
+
+def test_d18_the_patch_checks_are_a_list_when_all_pass():
+    from flexfix.edition.narrative import workarounds
+
+    checks = pd.DataFrame([{"check": "apply() patched", "value": True}, {"check": "revert() reverted", "value": True}])
+    said = workarounds.patch_cycle(checks)
+    assert "In order:" not in said and "\n* " in said and said.startswith("**All 2 checks came out as they should:**")

@@ -171,7 +171,10 @@ def patch_cycle(checks: pd.DataFrame) -> str:
                 else "."
             )
         )
-    return markdown(head, "In order: " + "; ".join(said) + ".")
+    if failed:
+        return markdown(head, "In order: " + "; ".join(said) + ".")
+    # all as they should: what the rows mean, as a list beside the table, not one run-on report (r0102 D18)
+    return markdown(head, "What the rows of the table mean, in order:\n\n" + "\n".join(f"* {s}" for s in said))
 
 
 def fix_on_every_request(rows: pd.DataFrame, dispatch: pd.DataFrame, where: str) -> str:
