@@ -150,7 +150,9 @@ def test_04_no_longer_says_block_0_is_read_right_when_the_step_crashes():
     assert "A needle in query block 0 is read right even then" not in nb04
     assert "query block 0 (position `first`) reads its own entries right" in nb04 and "unless the misread" in nb04
     assert "every position crashed" not in nb04 and "crash rather than answer wrongly" not in nb04
-    assert "story.crash_or_wrong(sweeps)" in json.dumps(json.load(open(ROOT / "notebooks/04_batch_invariance.ipynb")))
+    assert "story.crash_or_wrong(sweeps, sizes)" in json.dumps(
+        json.load(open(ROOT / "notebooks/04_batch_invariance.ipynb"))
+    )
 
 
 @pytest.mark.parametrize("name", ["03_stride_layouts", "04_batch_invariance"])
@@ -202,8 +204,8 @@ def test_crash_or_wrong_is_said_per_sweep_from_its_cells():
     c = "flex, vllm options, graph, as_strided"
     h100 = pd.DataFrame([_cell(c, b, p, "illegal_memory_access") for b in (17, 24) for p in ("first", "last")])
     text = str(story.crash_or_wrong({"this run (cuda)": _h200_like(), "recorded on H100": h100}))
-    assert "this run (cuda): 42 misread cells, 24 wrong results and 18 bitwise equal" in text
-    assert "recorded on H100: 4 misread cells, 4 crashed" in text and "depends on what" in text
+    assert "this run (cuda): 42 cells exposed to the misread, 24 wrong results and 18 bitwise equal" in text
+    assert "recorded on H100: 4 cells exposed to the misread, 4 crashed" in text and "depends on what" in text
     only = str(story.crash_or_wrong({"recorded on H100": h100}))
     assert "depends on what" not in only
 

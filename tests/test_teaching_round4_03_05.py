@@ -78,3 +78,91 @@ def _speed():
     table, _ = results.recorded_all(DATA, record.RECORDED_THROUGHPUT_TABLES + record.RECORDED_SWEEP_TABLES)
     speed = engine_sweep.throughput_rows(table)
     return speed.assign(setting=[tables.engine_label(r) for _, r in speed.iterrows()])
+
+
+# A2, A5, D13 (04): the recorded H100 sweep is not this run's sweep; its sizes differ, said from the parameters.
+
+
+def _exposed(kind_outcome: str, batches=(17, 24)):
+    import pandas as pd
+
+    c = "flex, vllm options, graph, as_strided"
+    rows = [
+        {
+            "config": c,
+            "batch": b,
+            "position": p,
+            "outcome": kind_outcome,
+            "bitwise_equal": False,
+            "max_abs_diff": 0.9 if kind_outcome == "wrong_result" else None,
+            "max_error_vs_reference": None,
+            "detail": "",
+        }
+        for b in batches
+        for p in ("first", "last")
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_a2_crash_or_wrong_names_the_sizes_the_sweeps_differ_in_and_not_the_gpu():
+    from flexfix.edition import results
+    from flexfix.edition.narrative import invariance as story
+    from flexfix.measure import record
+
+    _, provs = results.recorded_all(DATA, record.RECORDED_KERNEL_INVARIANCE)
+    recorded = [p["parameters"] for p in provs]
+    assert story.sweep_sizes(recorded)["num_pages"] == 8192 and story.sweep_sizes(recorded)["needle_len"] == 300
+    here = {
+        "needle_len": 120,
+        "capture_len": 200,
+        "shape": "PagedShape(max_num_seqs=128, max_model_len=256, num_pages=2048)",
+    }
+    sweeps = {"this run (H200)": _exposed("wrong_result"), "recorded (H100)": _exposed("illegal_memory_access")}
+    text = str(story.crash_or_wrong(sweeps, {"this run (H200)": here, "recorded (H100)": recorded}))
+    assert "The same misread" not in text and "These are not the same sweep" in text
+    assert "`needle_len` 120 (this run (H200)) and 300 (recorded (H100))" in text
+    assert "`num_pages` 2048 (this run (H200)) and 8192 (recorded (H100))" in text
+    assert "does not say that the GPU decided it" in text
+    assert "this run (H200): 4 cells exposed to the misread, 4 wrong results" in text
+    # the same sizes: nothing said about sizes
+    same = str(story.crash_or_wrong(sweeps, {"this run (H200)": recorded[0], "recorded (H100)": recorded}))
+    assert "not the same sweep" not in same and "GPU decided" not in same
+
+
+def test_a2_d13_notebook_04_prints_and_records_its_sizes_and_passes_them():
+    code, text = _code("04_batch_invariance"), _markdown("04_batch_invariance")
+    assert '"shape": str(sweep.paged)' in code and "story.crash_or_wrong(sweeps, sizes)" in code
+    assert 'print(f"sweep sizes: {sweep.paged}' in code
+    assert "The same sweep on the GPU" not in text and "sizes of its own" in text
+
+
+# A3, A7, B1-B5, D17 (04 markdown): each claim scoped to what 03-04 show, or pointed at the section that shows it.
+
+
+def _flat(stem: str) -> str:
+    return " ".join(_markdown(stem).split())
+
+
+def test_a3_the_narrower_replay_reads_this_steps_rows_first_then_unwritten_cells():
+    text = _flat("04_batch_invariance")
+    assert "`as_strided` copy, cells this step did not write" not in text
+    assert "other rows' entries of this step and, further along the buffer, cells this step did not write" in text
+
+
+def test_a7_the_frozen_name_is_said_where_it_is_printed():
+    text = _flat("04_batch_invariance")
+    assert "Everywhere else this notebook, its figures and its paragraphs call both" not in text
+    assert "heatmap row labels" in text and "this notebook's own text calls both the *graph* launch" in text
+
+
+def test_b_claims_04_are_scoped_to_what_was_measured():
+    text = _flat("04_batch_invariance")
+    assert "large enough for the matmuls' reduction strategy to change" not in text  # B2
+    assert "was observed to vary" in text
+    assert "is what PR #40842 made possible for FlexAttention" not in text  # B1
+    assert "nothing in this notebook runs the unpatched engine" in text
+    assert "*The real engine*" not in text and "*The real vLLM 0.20.0 engine*" in text  # D17
+    assert "All of it ran through the replayed, sliced" not in text and "labelled `patched`" in text  # B4
+    assert "is batch-invariant at the kernel level already" not in text  # B5
+    assert "bitwise invariant in every cell of these sweeps" in text
+    assert "not here)" in text and "-1` pads, the empty entries notebook 01's section" in text  # B3

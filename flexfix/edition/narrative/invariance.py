@@ -6,10 +6,11 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
-from flexfix.measure.outcomes import CRASHES
+from flexfix.edition.narrative.misread import QUERY_BLOCK, crash_or_wrong, misread_cells, sweep_sizes
+from flexfix.edition.narrative.misread import counted as _counted
 
 __all__ = ["REFERENCE", "KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep"]
-__all__ += ["misread_cells", "crash_or_wrong", "engine_sweep"]
+__all__ += ["misread_cells", "sweep_sizes", "crash_or_wrong", "engine_sweep"]
 
 # The columns the sentences state (a notebook reads its recorded files with them): kernel cells, engine needles.
 KERNEL_CELL_COLUMNS = ("config", "batch", "position", "outcome", "bitwise_equal", "max_abs_diff")
@@ -179,36 +180,6 @@ def kernel_sweep(table: pd.DataFrame, where: str) -> str:
     )
 
 
-QUERY_BLOCK = 16  # query tokens of a query block: past this many requests, a step has a second one
-
-
-def misread_cells(table: pd.DataFrame) -> pd.DataFrame:
-    """The cells where notebook 01's bug can misread: a replayed launch (``graph``, or ``frozen``, its CPU stand-in)
-    with the ``as_strided`` copy, past one query block (more than 16 requests), whose kernel was built, with ``kind``
-    (what the cell came to: ``crashed``, ``wrong result``, ``bitwise equal`` or ``moved``)."""
-    launch = table["config"].str.split(", ").str[-2]
-    copy = table["config"].str.split(", ").str[-1]
-    built = table["outcome"] != "error"  # a kernel that was not built read nothing
-    cells = table[launch.isin(["graph", "frozen"]) & (copy == "as_strided") & (table["batch"] > QUERY_BLOCK) & built]
-    return cells.assign(kind=[_kind(r) for _, r in cells.iterrows()])
-
-
-_KINDS = {"crashed": "crashed", "wrong result": "wrong results", "bitwise equal": "bitwise equal", "moved": "moved"}
-
-
-def _kind(row) -> str:
-    if row["outcome"] in CRASHES:
-        return "crashed"
-    if row["outcome"] == "wrong_result":
-        return "wrong result"
-    return "bitwise equal" if bool(row["bitwise_equal"]) else "moved"
-
-
-def _counted(kinds: pd.Series) -> str:
-    counts = kinds.value_counts()
-    return listing([plural(int(counts[k]), k, many) for k, many in _KINDS.items() if k in counts])
-
-
 def _past_first_block(table: pd.DataFrame) -> str:
     """Per needle position, what the misread cells (:func:`misread_cells`) came to: a crash ends the whole step
     whatever the position, while query block 0 (position ``first``) reads its own entries right and can come out
@@ -234,29 +205,6 @@ def _past_first_block(table: pd.DataFrame) -> str:
             "the misread hit only the later query blocks."
         )
     return text
-
-
-def crash_or_wrong(sweeps: dict[str, pd.DataFrame]) -> str:
-    """One sentence per sweep shown (``{where: table}``: this run, the CPU analogs, a recording): what its misread
-    cells (:func:`misread_cells`) came to, crashed or a wrong result, so that no sentence says which one the bug gives
-    without the cells of that edition behind it."""
-    parts, seen = [], set()
-    for where, table in sweeps.items():
-        cells = misread_cells(table)
-        if cells.empty:
-            parts.append(f"{where}: no cell where the replayed launch with `as_strided` could misread")
-            continue
-        seen |= set(cells["kind"]) & {"crashed", "wrong result"}
-        parts.append(f"{where}: {plural(len(cells), 'misread cell')}, {_counted(cells['kind'])}")
-    text = "**Crash or wrong answer, in the sweeps shown here** (past 16 requests, replayed launch, `as_strided`):\n\n"
-    text += "\n".join(f"* {part}." for part in parts)
-    if seen == {"crashed", "wrong result"}:
-        text += (
-            "\n\nThe same misread crashed in one sweep and answered wrongly in another: which one happens depends "
-            "on what the misread cells and the memory they point to hold (notebook 01, section "
-            "*Crash or wrong answer: what decides*)."
-        )
-    return markdown(text)
 
 
 def _sources(table: pd.DataFrame) -> str:

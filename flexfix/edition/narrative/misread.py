@@ -1,0 +1,107 @@
+"""The cells notebook 01's bug can misread in a kernel sweep (notebook 04), and what they came to in each sweep shown:
+a crash or a wrong answer, with the sizes each sweep ran with."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.narrative import listing, markdown, plural
+from flexfix.measure.outcomes import CRASHES
+
+__all__ = ["QUERY_BLOCK", "misread_cells", "counted", "sweep_sizes", "crash_or_wrong"]
+
+
+QUERY_BLOCK = 16  # query tokens of a query block: past this many requests, a step has a second one
+
+
+def misread_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The cells where notebook 01's bug can misread: a replayed launch (``graph``, or ``frozen``, its CPU stand-in)
+    with the ``as_strided`` copy, past one query block (more than 16 requests), whose kernel was built, with ``kind``
+    (what the cell came to: ``crashed``, ``wrong result``, ``bitwise equal`` or ``moved``)."""
+    launch = table["config"].str.split(", ").str[-2]
+    copy = table["config"].str.split(", ").str[-1]
+    built = table["outcome"] != "error"  # a kernel that was not built read nothing
+    cells = table[launch.isin(["graph", "frozen"]) & (copy == "as_strided") & (table["batch"] > QUERY_BLOCK) & built]
+    return cells.assign(kind=[_kind(r) for _, r in cells.iterrows()])
+
+
+_KINDS = {"crashed": "crashed", "wrong result": "wrong results", "bitwise equal": "bitwise equal", "moved": "moved"}
+
+
+def _kind(row) -> str:
+    if row["outcome"] in CRASHES:
+        return "crashed"
+    if row["outcome"] == "wrong_result":
+        return "wrong result"
+    return "bitwise equal" if bool(row["bitwise_equal"]) else "moved"
+
+
+def counted(kinds: pd.Series) -> str:
+    counts = kinds.value_counts()
+    return listing([plural(int(counts[k]), k, many) for k, many in _KINDS.items() if k in counts])
+
+
+_SWEEP_SIZES = ("needle_len", "capture_len", "max_model_len", "num_pages", "num_heads", "num_kv_heads", "head_dim")
+
+
+def sweep_sizes(parameters: dict | list[dict]) -> dict[str, int]:
+    """The sizes a kernel sweep ran with, from the parameters it recorded (or this run's): ``needle_len`` and
+    ``capture_len``, and the ``PagedShape(...)`` fields of its ``shape``; a list of recordings gives the sizes they
+    share."""
+    import re
+
+    sizes: dict = {}
+    for params in parameters if isinstance(parameters, list) else [parameters]:
+        found = {k: int(params[k]) for k in ("needle_len", "capture_len") if k in params}
+        found |= {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", str(params.get("shape", ""))) if k in _SWEEP_SIZES}
+        for k, v in found.items():
+            sizes[k] = v if sizes.get(k, v) == v else None
+    return {k: sizes[k] for k in _SWEEP_SIZES if sizes.get(k) is not None}
+
+
+def _size_differences(parameters: dict[str, dict | list[dict]]) -> str:
+    """The sizes the sweeps ran with where they differ: `name` value (sweep), ... for each, from their parameters."""
+    sizes = {where: sweep_sizes(p) for where, p in parameters.items()}
+    said = []
+    for key in _SWEEP_SIZES:
+        values = {where: s[key] for where, s in sizes.items() if key in s}
+        if len(values) > 1 and len(set(values.values())) > 1:
+            said.append(f"`{key}` " + listing([f"{v} ({where})" for where, v in values.items()]))
+    return "; ".join(said)
+
+
+def crash_or_wrong(sweeps: dict[str, pd.DataFrame], parameters: dict[str, dict | list[dict]] | None = None) -> str:
+    """One sentence per sweep shown (``{where: table}``: this run, the CPU analogs, a recording): what its cells
+    exposed to the misread (:func:`misread_cells`) came to, crashed or a wrong result, so that no sentence says which
+    one the bug gives without the cells of that edition behind it.  ``parameters`` (``{where: recorded parameters}``)
+    gives the sizes each sweep ran with: where they differ, the sentence says so, and does not put the difference
+    between a crash and a wrong answer down to the GPU."""
+    parts, seen = [], set()
+    for where, table in sweeps.items():
+        cells = misread_cells(table)
+        if cells.empty:
+            parts.append(f"{where}: no cell where the replayed launch with `as_strided` could misread")
+            continue
+        seen |= set(cells["kind"]) & {"crashed", "wrong result"}
+        parts.append(f"{where}: {plural(len(cells), 'cell')} exposed to the misread, {counted(cells['kind'])}")
+    text = (
+        f"**Crash or wrong answer, in the sweeps shown here** (cells exposed to the misread: the replayed launch "
+        f"with `as_strided`, past {QUERY_BLOCK} requests):\n\n"
+    )
+    text += "\n".join(f"* {part}." for part in parts)
+    differ = _size_differences(parameters or {})
+    if differ:
+        text += f"\n\nThese are not the same sweep: they ran with other sizes ({differ}), as printed with each."
+    if seen == {"crashed", "wrong result"}:
+        text += (
+            "\n\nThe bug crashed in one sweep and answered wrongly in another. "
+            + (
+                "The sweeps differ in their sizes as well as their device, so this does not say that the GPU decided "
+                "it: "
+                if differ
+                else ""
+            )
+            + "which one happens depends on what the misread cells and the memory they point to hold (notebook 01, "
+            "section *Crash or wrong answer: what decides*)."
+        )
+    return markdown(text)
