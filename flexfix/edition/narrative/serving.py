@@ -9,9 +9,9 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
-from flexfix.edition.tables.serving import is_fake
+from flexfix.edition.tables.serving import FAKE_MODEL, is_fake, model_label
 
-__all__ = ["scenarios", "meaning", "plugin_processes"]
+__all__ = ["scenarios", "meaning", "plugin_processes", "what_runs"]
 
 
 def _check(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> None:
@@ -147,17 +147,21 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
         evidence = "; ".join(_stage(r) for _, r in mine.iterrows())
         emulated = is_fake(sc)
         server = _server(sc, emulated)
-        model = f" ({sc['model']} model" + (", served by the FAKE server: emulated" if emulated else "") + ")"
-        model = model if pd.notna(sc.get("model")) else ""
+        label = model_label(sc)
+        if emulated:
+            model = f" (model {FAKE_MODEL}: the FAKE server emulated it, no vLLM ran)"
+        else:
+            model = f" ({label} model)" if label else ""
         lines.append(
             f"* **{sc['scenario']}**{model}: {meaning(sc, mine, emulated)}. Evidence: {evidence}"
             + (f"; {', '.join(server)}" if server else "")
             + "."
         )
-    models = table["model"].dropna().unique() if "model" in table else []
+    labels = {r["scenario"]: model_label(r) for _, r in table.iterrows()}
+    models = {m for m in labels.values() if m}
     head = ""
     if len(models) > 1:
-        which = ", ".join(f"{r.scenario}: {r.model}" for r in table.itertuples())
+        which = ", ".join(f"{scenario}: {model}" for scenario, model in labels.items())
         sizes = "; ".join(f"{r.scenario}: {listing([str(n) for n in r.requests])}" for r in table.itertuples())
         head = (
             f"The scenarios ran different models ({which}) and batch sizes ({sizes}): each scenario compares its "
@@ -165,3 +169,35 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
             "without the fix."
         )
     return markdown(f"**What {where} measured**", *([head] if head else []), "\n".join(lines))
+
+
+def what_runs(device: str, run: dict, data_dir) -> str:
+    """The first screen's answer to "did vLLM run here?": ``run`` is :func:`flexfix.integration.serving.notebook_plan`'s
+    plan (``fake_server`` set: the FAKE server plays every scenario); the recorded GPU run in ``data_dir`` gives the
+    GPU, vLLM and commit the sentence names (or it says the run is not recorded yet)."""
+    from flexfix.integration.serving.recording import recorded_run
+
+    loaded = recorded_run(data_dir)
+    prov = loaded[1] if loaded is not None else None
+    recorded = (
+        f"recorded on {prov['device_name']} with vLLM {prov['vllm']} at flexfix commit {str(prov['git_commit'])[:10]} "
+        f"({str(prov['date'])[:10]})"
+        if prov
+        else "not recorded yet"
+    )
+    if run.get("fake_server") is None:
+        return markdown(
+            "**This run starts the real `vllm serve`**, one server per scenario on this GPU; the recorded GPU run at "
+            f"the end ({recorded}) is shown beside it."
+        )
+    why = (
+        "`RUN_SERVER` is False on this GPU machine: the real servers, which take minutes per scenario to start, "
+        "are not started"
+        if device == "cuda"
+        else "there is no GPU here"
+    )
+    return markdown(
+        f"**This run's live part is the FAKE server, not vLLM** ({why}). Every table, sentence and figure of "
+        '"this run" below is emulated by a script on the CPU: no vLLM, no model, no GPU. The real `vllm serve` '
+        f"under the plugin is shown from its recording, in *The recorded GPU run* at the end: {recorded}."
+    )

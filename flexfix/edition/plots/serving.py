@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 
 from flexfix.edition.plots.style import OUTCOME_COLOURS, figure, wrap
-from flexfix.edition.tables.serving import stage_counts
+from flexfix.edition.tables.serving import is_fake, model_label, stage_counts
 
-__all__ = ["SERVING_KINDS", "NOT_RUN", "serving_figure"]
+__all__ = ["SERVING_KINDS", "NOT_RUN", "EMULATED", "serving_figure"]
 
 # What a request of a stage came to, in stacking order, with its colour: each compared request is in exactly one of
 # the first three (a request with other tokens has other logprobs too, and counts only as "tokens differ"), as in the
@@ -25,6 +25,10 @@ SERVING_KINDS = {
 # "tokens differ" keeps the edition's colour for other tokens and is hatched as well, so that it never reads as the
 # orange of "same tokens, other logprobs" beside it
 HATCH = {"tokens differ": "xx", NOT_RUN: ".."}
+# the FAKE server's bars: hatched, with this mark across the axes, so that they never read as a vLLM measurement
+EMULATED = "EMULATED: no vLLM, no model"
+EMULATED_HATCH = "//"
+LEGEND_EMULATED = "hatched: emulated (FAKE server)"
 
 # each kind's column in the stage table (flexfix.edition.tables.stage_table): the bars count what its columns count
 _COLUMN = {
@@ -44,30 +48,71 @@ _SHORT = {
 }
 
 
-def _bars(table: pd.DataFrame) -> list[tuple[str, int, dict[str, int]]]:
-    """(label, requests, count per kind) for every stage but ``alone``, in the table's order."""
+def _bars(table: pd.DataFrame) -> list[tuple[str, int, dict[str, int], str, bool]]:
+    """(label, requests, count per kind, model, emulated) for every stage but ``alone``, in the table's order; the
+    model as :func:`flexfix.edition.tables.serving.model_label` names it (``none (FAKE)`` for the FAKE server)."""
     bars = []
     for _, r in table.iterrows():
+        label, fake = model_label(r), is_fake(r)
         for s in r["records"]:
             if s["stage"] == "alone":
                 continue
-            model = f" ({r['model']})" if isinstance(r.get("model"), str) else ""
+            model = f" ({label})" if label else ""
             counts = {kind: stage_counts(s).get(column, 0) for kind, column in _COLUMN.items()}
-            bars.append((f"{r['scenario']}{model}: {s['stage']} {s['requests']}", s["requests"], counts))
+            bars.append((f"{r['scenario']}{model}: {s['stage']} {s['requests']}", s["requests"], counts, label, fake))
     return bars
 
 
-def _draw(ax, y: float, kind: str, width: float, left: float) -> None:
-    """One segment of a stage's bar: solid for a value; for a stage that could not run, a dotted outline spanning
-    the axis with its words inside, so that it reads as a placeholder, not as a share."""
+def _positions(bars) -> list[float]:
+    """Each bar's y: one apart, with a gap where the model changes, so that bars of other models are apart."""
+    ys, y = [], 0.0
+    for i, bar in enumerate(bars):
+        if i and bar[3] != bars[i - 1][3]:
+            y += 0.9
+        ys.append(y)
+        y += 1
+    return ys
+
+
+def _draw(ax, y: float, kind: str, width: float, left: float, emulated: bool = False) -> None:
+    """One segment of a stage's bar: solid for a value (hatched where the FAKE server emulated it); for a stage
+    that could not run, a dotted outline spanning the axis with its words inside, so that it reads as a
+    placeholder, not as a share."""
     if kind == NOT_RUN:
         ax.barh(y, width, left=left, color="#ffffff", edgecolor="#999999", hatch=HATCH[kind], ls="--", lw=1, label=kind)
         ax.text(left + width / 2, y, "not run: the server had stopped", ha="center", va="center", fontsize=8,
                 color="#555555", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})  # fmt: skip
     elif kind in HATCH:
         ax.barh(y, width, left=left, color=SERVING_KINDS[kind], edgecolor="black", hatch=HATCH[kind], lw=0, label=kind)
+    elif emulated:
+        ax.barh(
+            y, width, left=left, color=SERVING_KINDS[kind], edgecolor="white", hatch=EMULATED_HATCH, lw=0, label=kind
+        )
     else:
         ax.barh(y, width, left=left, color=SERVING_KINDS[kind], label=kind)
+
+
+def _groups(ax, bars, ys) -> None:
+    """Where the scenarios ran several models: each model's bars headed by its name and parted by a line."""
+    for i, bar in enumerate(bars):
+        if i == 0 or bar[3] != bars[i - 1][3]:
+            if i:
+                ax.axhline(ys[i] - 0.95, color="#555555", lw=0.8, ls="-")
+            ax.text(0.5, ys[i] - 0.62, f"model {bar[3]}", fontsize=8, fontweight="bold", va="center")
+
+
+def _models_said(bars) -> str:
+    """``; models differ (stock: tiny / patched_bi1, patched_bi0: variance), not a with/without comparison`` where
+    the bars' scenarios ran more than one model, else empty."""
+    by_model: dict[str, list[str]] = {}
+    for label, *_, model, _ in bars:
+        scenario = label.split(" (")[0].split(":")[0]
+        if scenario not in by_model.setdefault(model, []):
+            by_model[model].append(scenario)
+    if len(by_model) < 2:
+        return ""
+    said = " / ".join(f"{', '.join(names)}: {model}" for model, names in by_model.items())
+    return f"; models differ ({said}): each scenario against itself alone, not a with/without-the-fix comparison"
 
 
 def serving_figure(table: pd.DataFrame, where: str = ""):
@@ -79,34 +124,48 @@ def serving_figure(table: pd.DataFrame, where: str = ""):
     non-streamed answer for ``stream``; ``where`` names the run (this run, the FAKE server, a recorded GPU run)
     in the title."""
     bars = _bars(table)
-    fig, ax = figure((10.5, 0.45 * len(bars) + 1.4))
-    for y, (_, n, counts) in enumerate(bars):
+    ys = _positions(bars)
+    height = ys[-1] + 1 if ys else 1
+    fig, ax = figure((10.5, 0.45 * height + 1.4))
+    for y, (_, n, counts, _, fake) in zip(ys, bars):
         left = 0.0
         for kind in SERVING_KINDS:
             k = counts.get(kind, 0)
             if k:
-                _draw(ax, y, kind, 100 * k / n, left)
+                _draw(ax, y, kind, 100 * k / n, left, fake)
                 left += 100 * k / n
         said = "; ".join(f"{counts[kind]} {_SHORT[kind]}" for kind in SERVING_KINDS if counts.get(kind))
         ax.text(101.5, y, f"{said} (of {n})", va="center", fontsize=8)
-    ax.set_yticks(range(len(bars)), [b[0] for b in bars], fontsize=9)
-    ax.invert_yaxis()
+    models = _models_said(bars)
+    if models:
+        _groups(ax, bars, ys)
+    emulated = any(b[4] for b in bars)
+    if emulated:
+        box = {"facecolor": "white", "alpha": 0.7, "edgecolor": "#333333"}
+        ax.text(50, sum(ys) / len(ys), EMULATED, ha="center", va="center", fontsize=13, color="#333333",
+                fontweight="bold", zorder=10, bbox=box)  # fmt: skip
+        ax.barh(0, 0, color="#cccccc", edgecolor="white", hatch=EMULATED_HATCH, lw=0, label=LEGEND_EMULATED)
+    ax.set_yticks(ys, [b[0] for b in bars], fontsize=9)
+    ax.set_ylim(ys[-1] + 0.6 if ys else 1, -1.2 if models else -0.6)  # top to bottom, room for a model's heading
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of the stage's requests (%)")
     handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
-    shown = [k for k in SERVING_KINDS if k in handles]
+    shown = [k for k in [*SERVING_KINDS, LEGEND_EMULATED] if k in handles]
     ax.legend(
         [handles[k] for k in shown],
         shown,
         loc="upper left",
-        bbox_to_anchor=(0, -0.9 / (0.45 * len(bars) + 1.4)),
+        bbox_to_anchor=(0, -0.9 / (0.45 * height + 1.4)),
         fontsize=8,
-        ncol=min(3, len(shown)),
+        ncol=2 if emulated else min(3, len(shown)),
         frameon=False,
     )
     title = (
         "each request counted once: together N, a request in a batch vs the same request alone; stream 1, the "
-        "streamed answer vs its non-streamed answer" + (f" ({where})" if where else "")
+        "streamed answer vs its non-streamed answer"
+        + (f" ({where})" if where else "")
+        + models
+        + ("; EMULATED by the FAKE server: no vLLM ran, no model" if emulated else "")
     )
     ax.set_title(wrap(title, 9, 10), fontsize=10)
     fig.tight_layout()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
+
+from flexfix.edition.checks import DataError
 
 __all__ = [
     "scenario_table",
@@ -20,9 +24,17 @@ __all__ = [
     "server_settings",
     "dispatch_cases",
     "first_differences",
+    "FAKE_MODEL",
+    "model_label",
+    "dispatch_table",
+    "servers_agree",
+    "print_guard_lines",
+    "served",
 ]
 
 FAKE = "fake_vllm_server"  # a scenario whose command runs this script served no vLLM: it loads no plugin
+FAKE_MODEL = "none (FAKE)"  # the model a FAKE row names: the FAKE server loads none (its prompts are drawn as for tiny)
+SERVED_BY = "served by"  # the column that marks each row of a view as the FAKE server's (emulated) or vLLM's
 
 
 def is_fake(row) -> bool:
@@ -32,6 +44,19 @@ def is_fake(row) -> bool:
 
 def _is_fake(row) -> bool:
     return any(FAKE in str(part) for part in (row.get("command") or []))
+
+
+def model_label(row) -> str | None:
+    """The model a serving row names in tables, sentences and bar labels: :data:`FAKE_MODEL` for a row the FAKE
+    server played (it runs no model, whatever config its requests were drawn for), else the recorded model."""
+    if _is_fake(row):
+        return FAKE_MODEL
+    model = row.get("model")
+    return model if isinstance(model, str) else None
+
+
+def _served_by(row) -> str:
+    return "FAKE server (emulated)" if _is_fake(row) else "vllm serve"
 
 
 def _requests_sent(row) -> str:
@@ -72,6 +97,8 @@ def scenario_table(table: pd.DataFrame) -> pd.DataFrame:
     table = table.rename(columns={"status": "outcome"}).copy()
     table["requests"] = [_requests_sent(r) for _, r in table.iterrows()]
     table["server"] = [_exited(v) for v in table["server_exited_with"]]
+    if "model" in table:
+        table["model"] = [model_label(r) for _, r in table.iterrows()]
     if "command" in table:
         fake = [_is_fake(r) for _, r in table.iterrows()]
         table["outcome"] = [f"{o} (emulated)" if f else o for o, f in zip(table["outcome"], fake)]
@@ -165,6 +192,7 @@ def stage_table(table: pd.DataFrame) -> pd.DataFrame:
                     "max_logprob_diff_same_tokens": same_tokens_diff(s),
                     "seconds": s.get("seconds"),
                     "skipped": s.get("skipped", ""),
+                    SERVED_BY: _served_by(r),
                 }
             )
     counts = ["ok", "errored", "compared", "bitwise_equal", "same_tokens_other_logprobs", "tokens_differ"]
@@ -174,32 +202,34 @@ def stage_table(table: pd.DataFrame) -> pd.DataFrame:
 def failed_requests(table: pd.DataFrame) -> pd.DataFrame:
     """Every request that got an error: which stage, which request, what the client saw."""
     rows = [
-        {"scenario": r["scenario"], "stage": s["stage"], "requests": s["requests"], **f}
+        {"scenario": r["scenario"], "stage": s["stage"], "requests": s["requests"], **f, SERVED_BY: _served_by(r)}
         for _, r in table.iterrows()
         for s in r["records"]
         for f in s.get("failed", [])
     ]
-    return pd.DataFrame(rows, columns=["scenario", "stage", "requests", "index", "status_code", "error"])
+    return pd.DataFrame(rows, columns=["scenario", "stage", "requests", "index", "status_code", "error", SERVED_BY])
 
 
 def differences(table: pd.DataFrame) -> pd.DataFrame:
-    """Every request whose answer in a batch (or streamed) differs from its answer alone."""
+    """Every request whose answer in a batch (or streamed) differs from its answer alone; ``first_token_mismatch``
+    (the first position whose token differs) is empty where every token is the same; ``served by`` marks the FAKE
+    server's rows as emulated."""
     rows = [
-        {"scenario": r["scenario"], "stage": s["stage"], "requests": s["requests"], **d}
+        {"scenario": r["scenario"], "stage": s["stage"], "requests": s["requests"], **d, SERVED_BY: _served_by(r)}
         for _, r in table.iterrows()
         for s in r["records"]
         for d in s.get("differ", [])
     ]
     cols = ["scenario", "stage", "requests", "index", "tokens_equal", "logprobs_bitwise_equal"]
-    cols += ["max_abs_logprob_diff", "first_token_mismatch"]
-    return pd.DataFrame(rows, columns=cols)
+    cols += ["max_abs_logprob_diff", "first_token_mismatch", SERVED_BY]
+    return pd.DataFrame(rows, columns=cols).astype({"first_token_mismatch": "Int64"})
 
 
 def error_summary(table: pd.DataFrame) -> pd.DataFrame:
     """How many requests of each scenario and stage failed, with which error."""
     failed = failed_requests(table)
     return (
-        failed.groupby(["scenario", "stage", "requests", "status_code", "error"], dropna=False)
+        failed.groupby(["scenario", "stage", "requests", "status_code", "error", SERVED_BY], dropna=False)
         .size()
         .rename("count")
         .reset_index()
@@ -207,9 +237,11 @@ def error_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def print_errors(table: pd.DataFrame) -> None:
-    """Each error the clients got (:func:`error_summary`), whole: the cell of a table cuts it off."""
+    """Each error the clients got (:func:`error_summary`), whole: the cell of a table cuts it off; the FAKE server's
+    are marked emulated (it writes vLLM's words, no vLLM ran)."""
     for _, r in error_summary(table).iterrows():
-        print(f"--- {r['scenario']}, {r['stage']} {r['requests']}: {r['count']} x HTTP {r['status_code']}:")
+        fake = " (emulated by the FAKE server: no vLLM ran)" if r[SERVED_BY].startswith("FAKE") else ""
+        print(f"--- {r['scenario']}, {r['stage']} {r['requests']}: {r['count']} x HTTP {r['status_code']}{fake}:")
         print(r["error"])
 
 
@@ -226,21 +258,20 @@ def log_tail(table: pd.DataFrame, scenario: str, n: int = 20) -> str:
 
 
 def print_log_tails(table: pd.DataFrame, n: int = 8) -> None:
-    """Each scenario's lines naming an illegal memory access and flexfix's plugin's lines (if any), then its log's
-    last ``n`` lines."""
+    """Each scenario's lines naming an illegal memory access (each distinct line once) and flexfix's plugin's lines
+    (if any), then its log's last ``n`` lines; a FAKE server's log is marked so."""
     for _, row in table.iterrows():
-        for line in row.get("ima_lines") or []:
+        for line in dict.fromkeys(row.get("ima_lines") or []):
             print(f"--- {row['scenario']}: {line}")
         plugin = row.get("plugin_processes")
         for line in plugin if isinstance(plugin, list) else []:  # recordings before it kept only the count
             print(f"--- {row['scenario']}: {line}")
-        print(f"--- {row['scenario']}: last {n} lines of the server's log ---")
+        fake = " (the FAKE server's log: emulated)" if _is_fake(row) else ""
+        print(f"--- {row['scenario']}: last {n} lines of the server's log{fake} ---")
         print(log_tail(table, row["scenario"], n))
 
 
 def _vllm_args(prov: dict, scenario: str) -> list[str]:
-    from flexfix.edition.checks import DataError
-
     args = ((prov.get("parameters") or {}).get("vllm_args") or {}).get(scenario)
     if not args:
         raise DataError(f"refusing to show the server settings of {scenario}: the recording kept no vLLM arguments")
@@ -271,20 +302,98 @@ def server_settings(table: pd.DataFrame, prov: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("scenario")
 
 
-def dispatch_cases(table: pd.DataFrame, prov: dict) -> list[tuple[int, int]]:
-    """``(max_num_seqs, batch)`` of each concurrent batch a recorded server was sent (its ``together`` stages
-    that ran), each once: what :func:`flexfix.edition.glossary.decode_dispatch` asks vLLM about."""
+def _dispatch(table: pd.DataFrame, prov: dict) -> list[tuple[str, int, int]]:
+    """``(scenario, max_num_seqs, batch)`` of each concurrent batch a recorded server was sent (its ``together``
+    stages that ran)."""
     cases = []
     for _, r in table.iterrows():
         m = _max_num_seqs(_vllm_args(prov, r["scenario"]))
         for s in r["records"]:
             if s.get("stage") == "together" and not s.get("skipped") and m is not None:
-                cases.append((m, int(s["requests"])))
+                cases.append((r["scenario"], m, int(s["requests"])))
     return list(dict.fromkeys(cases))
 
 
-def first_differences(table: pd.DataFrame, n: int = 20) -> pd.DataFrame:
-    """The first ``n`` rows of :func:`differences`, after a line saying how many requests differ in all."""
+def dispatch_cases(table: pd.DataFrame, prov: dict) -> list[tuple[int, int]]:
+    """``(max_num_seqs, batch)`` of each concurrent batch a recorded server was sent (its ``together`` stages
+    that ran), each once: what :func:`flexfix.edition.glossary.decode_dispatch` asks vLLM about."""
+    return list(dict.fromkeys((m, n) for _, m, n in _dispatch(table, prov)))
+
+
+def dispatch_table(table: pd.DataFrame, prov: dict) -> pd.DataFrame:
+    """:func:`flexfix.edition.glossary.decode_dispatch` of each scenario's concurrent batches, the scenario in the
+    first column: what vLLM's own ``CudagraphDispatcher`` runs each batch of each server with."""
+    from flexfix.edition.glossary import decode_dispatch
+
+    return decode_dispatch(_dispatch(table, prov)).rename(columns={"engine": "scenario"})
+
+
+def first_differences(table: pd.DataFrame, per_stage: int = 5) -> pd.DataFrame:
+    """The first ``per_stage`` rows of :func:`differences` of each scenario's stage, after a line saying how many
+    requests differ in all and in how many stages."""
     found = differences(table)
-    print(f"{len(found)} answer(s) in a batch or streamed differ from the same request alone; the first {n}:")
-    return found.head(n)
+    groups = found.groupby(["scenario", "stage", "requests"], sort=False)
+    print(
+        f"{len(found)} answer(s) in a batch or streamed differ from the same request alone, in {groups.ngroups} "
+        f"stage(s); the first {per_stage} of each stage:"
+    )
+    return groups.head(per_stage)
+
+
+# The guard's serving run (notebook 07, *Serving*).
+
+
+def servers_agree(table: pd.DataFrame, pairs: Iterable[tuple[str, str]]) -> pd.DataFrame:
+    """For each pair of serving scenarios and each concurrent batch both served: how many of its requests got the
+    same token ids from both servers, and bitwise the same logprobs."""
+    from flexfix.measure.generations import compare_generations
+
+    by_name = table.set_index("scenario")
+    rows = []
+    for a, b in pairs:
+        if a not in by_name.index or b not in by_name.index:
+            continue
+        left, right = (_served(by_name.loc[name, "records"]) for name in (a, b))
+        for n in sorted(set(left) & set(right)):
+            pairs_ = [
+                compare_generations(x["tokens"], x["logprobs"], right[n][i]["tokens"], right[n][i]["logprobs"])
+                for i, x in left[n].items()
+                if i in right[n]
+            ]
+            rows.append(
+                {
+                    "servers": f"{a} vs {b}",
+                    "concurrent requests": n,
+                    "same tokens": sum(p["tokens_equal"] for p in pairs_),
+                    "bitwise equal": sum(p["logprobs_bitwise_equal"] for p in pairs_),
+                    "of": n,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _served(stages: Iterable[dict]) -> dict[int, dict[int, dict]]:
+    """concurrent batch size -> request index -> its answer, from a serving row's ``together`` stages."""
+    return {
+        s["requests"]: {o["index"]: o for o in s.get("streams", [])}
+        for s in stages
+        if s.get("stage") == "together" and "streams" in s
+    }
+
+
+def print_guard_lines(table: pd.DataFrame, scenario: str, n: int = 2) -> None:
+    """The first ``n`` lines of a served scenario's log that the guard wrote (its recorded ``guard_lines``)."""
+    lines = list(table.set_index("scenario").loc[scenario, "guard_lines"] or [])
+    if not lines:
+        raise DataError(f"refusing to print the guard's lines of {scenario}: the serving run recorded none")
+    print(f"--- {scenario}: {len(lines)} line(s) of the guard in the server's log; the first {min(n, len(lines))}:")
+    for line in lines[:n]:
+        print(line)
+
+
+def served(data_dir) -> tuple[pd.DataFrame, dict]:
+    """The guard's serving run (``serve_guard-cuda.json``), read through
+    :data:`flexfix.edition.schemas.GUARD_SERVING`: (table, provenance)."""
+    from flexfix.edition import schemas
+
+    return schemas.recorded(data_dir, "serve_guard", schemas.GUARD_SERVING)

@@ -4,6 +4,7 @@ loaded as vLLM loads them."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -52,7 +53,8 @@ def manager_demo(
     model_dir: str | os.PathLike, fake_server: str | os.PathLike, log_dir: str | os.PathLike
 ) -> pd.DataFrame:
     """The manager's cases against the FAKE server: healthy (one completion, then stopped), exits at
-    start, never healthy, ignores SIGTERM; what each did and whether any process of its group was left."""
+    start, never healthy, ignores SIGTERM; what each did, its exit status (with the signal that ended it, if one
+    did), the seconds from the start to the server stopped, and whether any process of its group was left."""
     cases = [
         ("healthy", [], 10),
         ("exit_at_start", ["--mode", "exit_at_start"], 10),
@@ -81,9 +83,22 @@ def manager_demo(
             {
                 "case": case,
                 "what happened": what,
-                "exit status": server.returncode,
-                "seconds": round(time.monotonic() - start, 1),
+                "exit status": _status(server.returncode),
+                "seconds, start to stopped": round(time.monotonic() - start, 1),
                 "processes left": len(group_members(server.pid)),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _status(code: int | None) -> str:
+    """A server's exit status in words: a negative one is the signal that ended it (``-9``: SIGKILL, the manager's
+    last resort after the grace period)."""
+    if code is None:
+        return "none (still running)"
+    if code < 0:
+        try:
+            return f"{code} (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            return f"{code} (killed by signal {-code})"
+    return str(code)

@@ -232,22 +232,28 @@ def recorded_run(data_dir: str | os.PathLike, name: str = "serve") -> tuple[pd.D
     return schemas.recorded(data_dir, name, schemas.SERVING)
 
 
-def show_recorded(data_dir: str | os.PathLike, name: str = "serve") -> pd.DataFrame | None:
-    """Print the recorded GPU run's provenance and show its tables (or say it is not recorded yet)."""
+def show_recorded(data_dir: str | os.PathLike, name: str = "serve", tail: int = 8) -> pd.DataFrame | None:
+    """Print the recorded GPU run's provenance, then show, in this order, each server's settings (model,
+    environment, ``vllm serve`` arguments), what vLLM's dispatcher runs each of its concurrent batches with, and the
+    scenario, stage and error tables and the last ``tail`` lines of each server's log (or say it is not recorded
+    yet)."""
     from IPython.display import display
 
     from flexfix.edition.tables import error_summary, print_log_tails, provenance_line, scenario_table, stage_table
+    from flexfix.edition.tables.serving import dispatch_table, server_settings
 
     loaded = recorded_run(data_dir, name)
     if loaded is None:
         return None
     table, prov = loaded
     print(provenance_line(prov))
-    print(f"server: {prov['parameters'].get('server')}; vLLM args: {prov['parameters'].get('vllm_args')}")
+    print(f"server: {prov['parameters'].get('server')}; its arguments per scenario are in the first table")
+    display(server_settings(table, prov))
+    display(dispatch_table(table, prov))
     display(scenario_table(table))
     display(stage_table(table))
     display(error_summary(table))
-    print_log_tails(table, 20)
+    print_log_tails(table, tail)
     return table
 
 

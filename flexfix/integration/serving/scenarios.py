@@ -290,7 +290,8 @@ def notebook_plan(
             "run of the real vllm serve is shown at the end."
         )
     for sc in chosen:
-        print(f"  {sc.name}: {sc.what}; model {sc.model}; concurrent {list(sc.requests)}")
+        model = sc.model if real else f"none (FAKE: its prompts are drawn as for the {sc.model} config)"
+        print(f"  {sc.name}: {sc.what}; model {model}; concurrent {list(sc.requests)}")
     return {
         "scenarios": chosen,
         "fake_server": None if real else fake_server,

@@ -1,0 +1,164 @@
+"""Notebooks 06 and 07 as a newcomer read their published GPU edition (review r0607): one test per finding fixed."""
+
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")
+
+from flexfix.edition import tables  # noqa: E402
+from flexfix.edition.narrative import serving as serving_story  # noqa: E402
+from flexfix.edition.plots import serving as serving_plots  # noqa: E402
+from flexfix.edition.tables import serving as ts  # noqa: E402
+from flexfix.integration import serving  # noqa: E402
+from flexfix.integration.serving import demo  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+
+def _nb(stem: str) -> dict:
+    return json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
+
+
+def _markdown(stem: str) -> str:
+    text = " ".join("".join(c["source"]) for c in _nb(stem)["cells"] if c["cell_type"] == "markdown")
+    return re.sub(r"\s+", " ", text)
+
+
+def _code(stem: str) -> str:
+    return "\n".join("".join(c["source"]) for c in _nb(stem)["cells"] if c["cell_type"] == "code")
+
+
+def _recorded():
+    return serving.recorded_run(DATA)
+
+
+def _fake(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(command=[["python", "tests/fake_vllm_server.py"]] * len(table))
+
+
+# 06
+
+
+def test_06_first_screen_says_the_live_part_is_the_fake_server_and_names_the_recording():
+    """A1, A11: a GPU edition with RUN_SERVER off never said why vllm serve did not run, nor where the real one is."""
+    table, prov = _recorded()
+    said = serving_story.what_runs("cuda", {"fake_server": "x.py"}, DATA)
+    assert "live part is the FAKE server, not vLLM" in said and "`RUN_SERVER` is False on this GPU machine" in said
+    assert prov["device_name"] in said and str(prov["git_commit"])[:10] in said
+    assert "there is no GPU here" in serving_story.what_runs("cpu", {"fake_server": "x.py"}, DATA)
+    assert "starts the real `vllm serve`" in serving_story.what_runs("cuda", {"fake_server": None}, DATA)
+    assert "story.what_runs(device, run, DATA_DIR)" in _code("06_serving")
+    text = _markdown("06_serving")
+    assert "the FAKE server that runs here without a GPU" not in text and "as in the published edition" in text
+
+
+def test_06_fake_rows_name_no_model_in_table_sentences_and_bars():
+    """A2: the FAKE server's rows said model tiny, as if a tiny model had been measured."""
+    table, _ = _recorded()
+    fake = _fake(table)
+    assert set(ts.scenario_table(fake)["model"]) == {ts.FAKE_MODEL} == {"none (FAKE)"}
+    said = serving_story.scenarios(fake, tables.stage_table(fake), "t")
+    assert "(model none (FAKE)" in said and "tiny model" not in said and "variance model" not in said
+    labels = [b[0] for b in serving_plots._bars(fake)]
+    assert all("(none (FAKE))" in label for label in labels) and not any("tiny" in label for label in labels)
+    # the real recording keeps its models
+    assert "(tiny model)" in serving_story.scenarios(table, tables.stage_table(table), "t")
+    assert "labels every scenario tiny" not in _code("06_serving")
+
+
+def test_06_fake_figure_is_marked_emulated_and_hatched():
+    """C3: the FAKE figure looked exactly like the recorded one but for the end of its title."""
+    table, _ = _recorded()
+    fig = serving_plots.serving_figure(_fake(table), "this run, the FAKE server")
+    ax = fig.axes[0]
+    assert serving_plots.EMULATED in [t.get_text() for t in ax.texts]
+    hatched = [p for p in ax.patches if p.get_width() > 0 and p.get_hatch() == serving_plots.EMULATED_HATCH]
+    assert hatched
+    real = serving_plots.serving_figure(table, "recorded")
+    assert serving_plots.EMULATED not in [t.get_text() for t in real.axes[0].texts]
+    assert not any(p.get_hatch() == serving_plots.EMULATED_HATCH for p in real.axes[0].patches if p.get_width() > 0)
+
+
+def test_06_recorded_figure_parts_models_and_says_it_is_no_with_without_comparison():
+    """C4: stock (tiny) sat right above patched (variance), with nothing saying the models differ."""
+    table, _ = _recorded()
+    fig = serving_plots.serving_figure(table, "recorded")
+    ax = fig.axes[0]
+    title = ax.get_title().replace("\n", " ")
+    assert "models differ (stock: tiny / patched_bi1, patched_bi0: variance)" in title
+    assert "not a with/without-the-fix comparison" in title
+    assert {"model tiny", "model variance"} <= {t.get_text() for t in ax.texts}
+    ys = list(ax.get_yticks())
+    assert ys[2] - ys[1] > 1.5  # a gap between the last tiny bar and the first variance bar
+
+
+def test_06_takeaways_say_what_notebook_07_compares_and_qualify_the_log_processes():
+    """A5, A14: 07's servers are stock under the guard, not stock as released; the tails have NCCL/Python lines."""
+    text = _markdown("06_serving")
+    assert "Stock and patched on one model with the same requests" not in text
+    assert "a stock 0.20.0 server under flexfix's replay guard and patched servers on one model" in text
+    assert "The kept lines of those servers' logs come from two processes" not in text
+    assert "NCCL runtimes print at exit" in text
+
+
+def test_06_fake_errors_and_views_are_marked_emulated(capsys):
+    """A15: the FAKE server's error text, differences and stage rows read as vLLM's."""
+    table, _ = _recorded()
+    fake = _fake(table)
+    ts.print_errors(fake)
+    assert "(emulated by the FAKE server: no vLLM ran)" in capsys.readouterr().out
+    ts.print_errors(table)
+    assert "emulated" not in capsys.readouterr().out
+    for view in (tables.stage_table(fake), ts.differences(fake), ts.error_summary(fake)):
+        assert set(view[ts.SERVED_BY]) == {"FAKE server (emulated)"}
+    assert set(tables.stage_table(table)[ts.SERVED_BY]) == {"vllm serve"}
+
+
+def test_06_recorded_section_shows_settings_and_dispatch_first_then_the_tables(monkeypatch, capsys):
+    """A10, D12, D14: settings and dispatch were promised first and came last; the dispatch table named no
+    scenario; the vLLM arguments printed as one long dict; an IMA line twice; three 20-line tails."""
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda x: shown.append(x))
+    serving.show_recorded(DATA)
+    out = capsys.readouterr().out
+    assert "vLLM args: {" not in out
+    assert "vllm serve arguments" in shown[0].columns and "runs with" in shown[1].columns
+    assert list(shown[1].columns)[0] == "scenario" and set(shown[1]["scenario"]) == {
+        "stock",
+        "patched_bi1",
+        "patched_bi0",
+    }
+    assert "outcome" in shown[2].columns
+    lines = [ln for ln in out.splitlines() if ln.startswith("--- stock: ") and "illegal memory access" in ln]
+    assert len(lines) == len(set(lines))
+    assert "last 8 lines" in out and "last 20 lines" not in out
+
+
+def test_06_manager_demo_says_which_signal_ended_a_server_and_what_seconds_time():
+    """D6: exit status -9 and 'seconds' were left to guess."""
+    assert demo._status(-9) == "-9 (killed by SIGKILL)" and demo._status(3) == "3"
+    assert "seconds, start to stopped" in _markdown("06_serving")
+
+
+def test_06_tables_show_cells_whole_and_differences_sample_each_stage(capsys):
+    """D10, D11: cells were cut off; the first 20 differences all came from one batch, mismatches as 5.0/NaN."""
+    assert 'pd.set_option("display.max_colwidth", None)' in _code("06_serving")
+    table, _ = _recorded()
+    first = ts.first_differences(table)
+    assert set(first["requests"]) == {48, 128} and str(first["first_token_mismatch"].dtype) == "Int64"
+    assert "the first 5 of each stage" in capsys.readouterr().out
+
+
+def test_06_terms_are_defined():
+    """D7: FULL/PIECEWISE, capture size, VLLM_BATCH_INVARIANT, ima_in_log, the variance model, the H100."""
+    text = _markdown("06_serving")
+    for term in ("**FULL** and **PIECEWISE**", "a **capture size**", "`ima_in_log`: whether", "the **variance** model"):
+        assert term in text, term
+    assert "on the H100" not in text
