@@ -275,3 +275,27 @@ def test_d18_the_patch_checks_are_a_list_when_all_pass():
     checks = pd.DataFrame([{"check": "apply() patched", "value": True}, {"check": "revert() reverted", "value": True}])
     said = workarounds.patch_cycle(checks)
     assert "In order:" not in said and "\n* " in said and said.startswith("**All 2 checks came out as they should:**")
+
+
+# A8: the positive control's GPU sentence has no parenthesis inside a parenthesis, and the live rerun's stock engine
+# starts with the max_num_seqs of the recorded one (after A1, both 47), so the pointer to notebook 01 holds.
+
+
+def test_a8_the_positive_control_sentence_reads_and_the_live_stock_engine_matches_the_recorded():
+    from flexfix.edition.narrative import workarounds
+    from flexfix.edition.tables.outcomes import engine_max_num_seqs
+    from flexfix.edition.tables.workarounds import workaround_table
+    from flexfix.measure import engine_sweep, record
+
+    safety, safety_prov = schemas.recorded(DATA, "stock_workarounds", schemas.ENGINE_SWEEPS)
+    cost, _ = schemas.recorded(DATA, "stock_workaround_cost", schemas.ENGINE_SWEEPS)
+    control, control_provs = schemas.recorded(DATA, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
+    said = workarounds.without_plugin(workaround_table(safety, cost), "a", "b", safety_prov, control_provs)
+    assert "these checks (" not in said and "max_num_seqs` printed beside its rows" in said
+    live = engine_sweep.parse_runs("tiny:stock:full", requests=(), every_request=(17, 32, 47))
+    recorded_stock = [engine_max_num_seqs(r) for _, r in control.iterrows() if not bool(r["patched"])]
+    from dataclasses import asdict
+
+    assert {engine_max_num_seqs(pd.Series(asdict(r))) for r in live} == set(recorded_stock)
+    nb = next(text(c) for c in cells("01_reproduce_ima") if "engine_sweep.parse_runs(" in text(c))
+    assert '"tiny:stock:full,' in nb and "every_request=(17, 32, 47)" in nb

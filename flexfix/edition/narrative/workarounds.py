@@ -35,10 +35,10 @@ def _control(safety_prov: dict | None, control_provs) -> str:
         + (
             "the same GPU as these checks"
             if same
-            else f"another GPU than these checks ({safety_prov.get('device_name')})"
+            else f"another GPU than these checks, which ran on {safety_prov.get('device_name')}"
         )
-        + " (notebook 01 reruns it live when it runs on a GPU; its recorded runs are shown again in this notebook's "
-        "section"
+        + " (notebook 01 reruns it live on a GPU, with each engine's `max_num_seqs` printed beside its rows; the "
+        "recorded runs are shown again in this notebook's section"
     )
 
 
