@@ -299,3 +299,31 @@ def test_a8_the_positive_control_sentence_reads_and_the_live_stock_engine_matche
     assert {engine_max_num_seqs(pd.Series(asdict(r))) for r in live} == set(recorded_stock)
     nb = next(text(c) for c in cells("01_reproduce_ima") if "engine_sweep.parse_runs(" in text(c))
     assert '"tiny:stock:full,' in nb and "every_request=(17, 32, 47)" in nb
+
+
+# D20: the edition's README gives each notebook's purpose and says which evidence is live and which recorded.
+
+
+def test_d20_the_edition_readme_says_each_notebooks_purpose_and_its_recorded_evidence():
+    import nbformat
+
+    from flexfix.edition import publish
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 09 · Teaching a thing\n\nmore"),
+        nbformat.v4.new_code_cell("x"),
+    ]
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output(
+            "stream", name="stdout", text="recorded on Old GPU (driver 1), torch 2, vLLM 0.20.0, commit abc, 2026\n"
+        )
+    ]
+    purpose, evidence = publish.about(nb)
+    assert purpose == "Teaching a thing"
+    assert evidence.startswith("live, except 1 recorded result") and "Old GPU" in evidence
+    nb.cells[1].outputs = []
+    assert publish.about(nb)[1] == "live: every result was measured in this run"
+    text = publish.readme([("09_x.ipynb", "run line", 3.0)], False, {"09_x.ipynb": publish.about(nb)})
+    assert "| `09_x.ipynb` | Teaching a thing | live: every result was measured in this run |" in text
+    assert "Written by `flexfix publish`: do not edit by hand." in text  # what it already said stays

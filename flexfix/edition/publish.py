@@ -214,12 +214,42 @@ def check_dest(dest: Path, notebooks: Path) -> list[str]:
     return found + replace_problems(dest, PROG, f"--dest {dest}")
 
 
-def readme(entries: Sequence[tuple[str, str, float | None]], allow_cpu: bool) -> str:
-    """The edition's README: what the folder is, how it is regenerated, and each notebook's run line."""
-    rows = []
+_RECORDED = re.compile(r"^recorded on (.+?)(?: \(driver [^)]*\))?, torch ", re.M)
+
+
+def about(nb: nbformat.NotebookNode) -> tuple[str, str]:
+    """A notebook's purpose (its title, after the number) and what of its evidence is live and what recorded, read from
+    its outputs: every ``recorded on ...`` provenance line it printed is a results file shown as recorded, not run."""
+    title = next((c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source), "")
+    purpose = re.sub(r"^#+\s*(\d+\s*·\s*)?", "", title).replace("|", "\\|") or "?"
+    printed = "\n".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+        if o.get("output_type") == "stream"
+    )  # fmt: skip
+    gpus = list(dict.fromkeys(_RECORDED.findall(printed)))
+    if not gpus:
+        return purpose, "live: every result was measured in this run"
+    n = len(_RECORDED.findall(printed))
+    return purpose, (
+        f"live, except {n} recorded result{'s' if n > 1 else ''} shown with a `recorded on` line "
+        f"(on {' and '.join(gpus)})"
+    )
+
+
+def readme(
+    entries: Sequence[tuple[str, str, float | None]],
+    allow_cpu: bool,
+    notes: dict[str, tuple[str, str]] | None = None,
+) -> str:
+    """The edition's README: what the folder is, how it is regenerated, and each notebook's purpose, live and recorded
+    evidence (``notes``: :func:`about` per notebook) and run line."""
+    rows, notes = [], notes or {}
     for name, line, seconds in entries:
         run = line.removeprefix(HEADER_PREFIX).replace("|", "\\|")  # a table cell
-        rows.append(f"| `{name}` | {run} | {f'{seconds:.0f} s' if seconds is not None else '?'} |")
+        purpose, evidence = notes.get(name, ("?", "?"))
+        rows.append(
+            f"| `{name}` | {purpose} | {evidence} | {run} | {f'{seconds:.0f} s' if seconds is not None else '?'} |"
+        )
     table = "\n".join(rows)
     cpu = (
         "\n**This edition was published with `--allow-cpu`: it may hold CPU runs (for tests only).**\n"
@@ -236,8 +266,11 @@ which refuses a failed, incomplete or CPU run. They are outputs, like the JSON r
 them, run both commands again on a GPU box. `make book` renders them as static HTML (`build/book/index.html`).
 Progress bars on stderr were dropped; everything else is as papermill wrote it.
 {cpu}
-| notebook | this run | executed in |
-| --- | --- | --- |
+`what it is for` is the notebook's title; `evidence` says what it measured in this run (live) and which of its
+results it shows as recorded earlier, each with a `recorded on` line naming the GPU, as the notebook prints it.
+
+| notebook | what it is for | evidence | this run | executed in |
+| --- | --- | --- | --- | --- |
 {table}
 """
 
@@ -284,7 +317,8 @@ def publish(
             nbformat.validate(nb)
             nbformat.write(nb, tmp / name, version=4)
             entries.append((name, run_line(nb) or "", nb.metadata.get("papermill", {}).get("duration")))
-        (tmp / README).write_text(readme(entries, allow_cpu), encoding="utf-8")
+        notes = {name: about(nb) for name, nb in edition.items()}
+        (tmp / README).write_text(readme(entries, allow_cpu, notes), encoding="utf-8")
 
     replace_folder(dest, fill, owner=PROG)
     return [dest / name for name in edition]
