@@ -108,7 +108,7 @@ def layout_table(layouts: list[Layout]) -> pd.DataFrame:
                     "K_capture": lay.k_capture,
                     "K_replay": lay.k_replay,
                     "capture_stride": list(lay.capture_stride),
-                    "replay_stride": list(lay.replay_stride),
+                    "replay_write_stride": list(lay.replay_stride),  # the copy's row stride at the replay step
                     "cells_read": lay.k_replay,
                     "misread": int(lay.misread[g].sum()),
                     "never_written": int(lay.never_written[g].sum()),

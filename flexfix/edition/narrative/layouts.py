@@ -50,9 +50,10 @@ def misreads(table: pd.DataFrame) -> str:
 
 
 def _lead(wrong: list[tuple[str, int]], right: list[tuple[str, int]]) -> str:
-    """What the table means, per copy: at which replay widths it hands query blocks wrong cells, and where not."""
+    """What the table means, per copy, in one plain sentence (not a verdict in bold): at which replay widths it hands
+    query blocks wrong cells, and where not."""
     if not wrong:
-        return "**Every replay reads the right cells, with either copy.**"
+        return "In short: every replay reads the right cells, with either copy."
     parts = []
     for copy in dict.fromkeys(c for c, _ in wrong + right):
         bad = [f"`K = {k}`" for c, k in wrong if c == copy]
@@ -68,4 +69,4 @@ def _lead(wrong: list[tuple[str, int]], right: list[tuple[str, int]]) -> str:
             parts.append(
                 f"`{copy}` hands every query block its own entries at every replay width here ({listing(good)})"
             )
-    return f"**{'; '.join(parts)}.**"
+    return f"In short: {'; '.join(parts)}."
