@@ -235,21 +235,23 @@ def test_an_error_cells_text_is_dark_on_a_light_box_not_white_on_the_white_hatch
     assert texts["3/3 X"].get_color() == "white" and texts["3/3 X"].get_bbox_patch() is None  # on black, as before
 
 
-def test_each_stacked_count_label_starts_with_its_series_marker():
-    """F2: the count labels stacked at 15/16 requests were told apart by close colours (olive, purple, pink) alone."""
-    from flexfix.edition.plots.invariance import LAUNCH_COPY_STYLES, MARKER_SYMBOLS
+def test_each_stacked_count_line_is_named_by_its_series_under_the_panel():
+    """F2: the count labels stacked at 15/16 requests were told apart by close colours (olive, purple, pink) alone;
+    round 4 (C1): they started with the series' marker glyph inside the data area and read as data points.  Now each
+    series whose positions did not all end alike has a line of its own under the panel, named on the left."""
+    from flexfix.edition.plots.invariance import LAUNCH_COPY_STYLES
 
     table = _mixed()
     table = pd.concat([table, table.assign(config="flex, pytorch options, graph, as_strided")])
-    labels = [t for ax in plots.max_diff_vs_batch(table, "t").axes for t in ax.texts if t.get_gid() == "mixed cell"]
-    assert len(labels) == 4
-    symbols = {MARKER_SYMBOLS[m] for _, _, m in LAUNCH_COPY_STYLES.values()}
-    assert len(symbols) == len(LAUNCH_COPY_STYLES)
-    for label in labels:
-        hex_ = to_hex(label.get_color())
-        (marker,) = [m for _, h, m in LAUNCH_COPY_STYLES.values() if to_hex(h) == hex_]
-        assert label.get_text().startswith(MARKER_SYMBOLS[marker] + " ")
-    assert {t.get_text()[0] for t in labels} == {MARKER_SYMBOLS["^"], MARKER_SYMBOLS["D"]}
+    fig = plots.max_diff_vs_batch(table, "t")
+    labels = [t for ax in fig.axes for t in ax.texts if t.get_gid() == "mixed cell"]
+    names = [t for ax in fig.axes for t in ax.texts if t.get_gid() == "mixed row"]
+    assert len(labels) == 4 and sorted(t.get_text() for t in names) == ["graph, as_strided", "graph, sliced"]
+    for name in names:
+        hex_ = to_hex(name.get_color())
+        assert hex_ == to_hex(LAUNCH_COPY_STYLES[name.get_text()][1])
+        row = [t for t in labels if t.get_position()[1] == name.get_position()[1]]
+        assert len(row) == 2 and all(to_hex(t.get_color()) == hex_ for t in row)
 
 
 def test_two_consecutive_misread_runs_of_one_kind_are_parted_by_a_line():

@@ -166,3 +166,101 @@ def test_b_claims_04_are_scoped_to_what_was_measured():
     assert "is batch-invariant at the kernel level already" not in text  # B5
     assert "bitwise invariant in every cell of these sweeps" in text
     assert "not here)" in text and "-1` pads, the empty entries notebook 01's section" in text  # B3
+
+
+# A3, A4, D19, D21, D23 (03): the misread windows as the table counts them, the columns defined.
+
+
+def _layout_table():
+    from flexfix.mechanism import layouts
+    from flexfix.mechanism.persistent import copy_to_persistent_as_strided
+
+    def lay(kc, kr):
+        return layouts.stride_layout(
+            copy_to_persistent_as_strided, "as_strided", g=3, g_max=4, w_max=64, k_capture=kc, k_replay=kr
+        )
+
+    return layouts.layout_table([lay(16, 48), lay(32, 16)])
+
+
+def test_a3_a4_03_says_what_the_misread_windows_hold_as_the_table_counts_them():
+    table = _layout_table()
+    shrink = table[table.K_replay < table.K_capture].set_index("row")
+    assert shrink.loc[1, "misread"] > 0 and shrink.loc[1, "never_written"] == 0  # block 1: this step's entries
+    assert shrink.loc[2, "never_written"] > 0  # only the later block reads unwritten cells
+    text = _flat("03_stride_layouts")
+    assert "narrower than its capture reads (cells that nothing wrote at that step)" not in text
+    assert "other rows' entries of that step and, for the later query blocks, cells that nothing wrote" in text
+    assert "or their own row's entries at the wrong position" in text  # A4
+    assert "so its misreads read other rows' entries of the step and, further along the buffer" in text
+
+
+def test_d19_d21_d23_03_columns_defined_lead_plain():
+    from flexfix.edition.narrative import layouts as story
+
+    table = _layout_table()
+    assert "replay_write_stride" in table and "replay_stride" not in table
+    text = _flat("03_stride_layouts")
+    assert "`replay_write_stride` is the row stride the copy writes" in text and "`row` is the query block" in text
+    assert "a **page** holding 16 tokens'" in text
+    said = str(story.misreads(table))
+    assert "**" not in said and said.startswith("In short: ")
+
+
+# C1, C2, C5 (04 figures): counts under the panel, wrong results told apart, coinciding lines said.
+
+
+def _h200_cells():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_teaching_03_05 import _h200_like
+
+    return _h200_like()
+
+
+def test_c1_count_labels_sit_under_the_panel_not_in_its_data_area_and_are_readable():
+    from flexfix.edition import plots
+
+    fig = plots.max_diff_vs_batch(_h200_cells(), "t")
+    fig.canvas.draw()
+    counts = [t for ax in fig.axes for t in ax.texts if t.get_gid() == "mixed cell"]
+    assert counts
+    for t in counts:
+        ax = t.axes
+        box = t.get_window_extent()
+        assert box.y1 < ax.get_window_extent().y0  # under the panel's value axis
+        assert t.get_fontsize() >= 7 and t.get_text()[0] not in "\u25cb\u25a1\u25b3\u25c7"
+
+
+def test_c2_a_wrong_result_is_a_filled_marker_in_the_outcome_colour_with_a_legend_entry():
+    from matplotlib.colors import to_hex
+
+    from flexfix.edition import plots
+    from flexfix.edition.plots.style import OUTCOME_COLOURS
+
+    table = _h200_cells()
+    fig = plots.max_diff_vs_batch(table, "t")
+    wrong = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid() == "wrong result"]
+    assert wrong and all(to_hex(ln.get_markerfacecolor()) == to_hex(OUTCOME_COLOURS["wrong_result"]) for ln in wrong)
+    n_wrong_batches = table[table.outcome == "wrong_result"].groupby("config").batch.nunique().sum()
+    assert sum(len(ln.get_xdata()) for ln in wrong) == n_wrong_batches
+    said = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    assert any(t.startswith("wrong result (misread)") for t in said)
+    # no wrong result, no such marker or legend entry
+    ok = table[table.outcome != "wrong_result"]
+    fig = plots.max_diff_vs_batch(ok, "t")
+    assert not [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid() == "wrong result"]
+
+
+def test_c5_series_with_equal_values_are_said_to_lie_on_top_of_each_other():
+    from flexfix.edition import plots
+    from flexfix.measure import record
+
+    kernel, _ = schemas.recorded(DATA, record.RECORDED_KERNEL_INVARIANCE, schemas.KERNEL_CELLS)
+    fig = plots.max_diff_vs_batch(kernel, "t")
+    notes = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_gid() == "coinciding"]
+    pytorch = kernel[kernel.config.str.startswith("flex, pytorch options")]
+    per = pytorch[pytorch.max_abs_diff > 0].groupby(["config", "batch"]).max_abs_diff.max().unstack(0)
+    shared = [b for b, row in per.iterrows() if row.dropna().duplicated().any()]
+    assert shared and len(notes) == 1 and notes[0].endswith(" at " + ", ".join(map(str, shared)))

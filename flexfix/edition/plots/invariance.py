@@ -52,6 +52,7 @@ MAX_DIFF_COLOURS = {
     "crashed": ("the series' colour (grey in the legend)", PALETTE["dark grey"]),
     "kernel error": ("the series' colour (grey in the legend)", PALETTE["dark grey"]),
     **{name: (word, hex_) for name, (word, hex_, _) in LAUNCH_COPY_STYLES.items()},
+    "wrong result": ("the edition's wrong-result colour, filled", PALETTE[OUTCOME_WORDS["wrong_result"]]),
 }
 ZERO_LABEL = "0 (bitwise equal)"  # the y label of the band where bitwise-equal cells are drawn
 NO_NUMBER_Y = 1.07  # the strip above each panel (axes fraction) where crashes and kernel errors are marked
@@ -191,6 +192,45 @@ def _zero_band(ax, floor: float, top: float) -> None:
     ax.tick_params(axis="y", labelsize=8)
 
 
+STRIP_LINE = 11  # points between the count lines under a panel
+STRIP_TOP = 20  # points from the panel's bottom edge to its first count line: under the batch-size tick labels
+WRONG_COLOUR = PALETTE[OUTCOME_WORDS["wrong_result"]]  # a wrong result's marker: the outcome's colour of the edition
+
+
+def _wrong_at_largest(cells: pd.DataFrame, per_batch: pd.Series) -> list[int]:
+    """The batch sizes where a series' largest difference (the one its marker shows) is a wrong result."""
+    wrong = cells[cells["outcome"] == "wrong_result"].groupby("batch")["max_abs_diff"].max()
+    return [b for b in per_batch.index if b in wrong.index and per_batch[b] > 0 and wrong[b] == per_batch[b]]
+
+
+def _count_strip(ax, rows: list[tuple[str, str, dict[int, str]]], at: dict) -> None:
+    """Under the panel, outside its value axis, one line per series whose positions did not all end alike: the
+    series' name on the left, then at each such batch size its positions counted per outcome (``2= 1w``)."""
+    for r, (series, colour_, counts) in enumerate(rows):
+        y = -(STRIP_TOP + STRIP_LINE * r)
+        ax.annotate(series, (0, 0), xycoords="axes fraction", xytext=(-4, y), textcoords="offset points",
+                    ha="right", va="top", fontsize=7, color=colour_, gid="mixed row")  # fmt: skip
+        for batch, text in sorted(counts.items()):
+            ax.annotate(text, (at[batch], 0), xycoords=("data", "axes fraction"), xytext=(0, y),
+                        textcoords="offset points", ha="center", va="top", fontsize=7.5, color=colour_,
+                        gid="mixed cell")  # fmt: skip
+
+
+def _coinciding(ax, equal: dict[int, dict[float, list[str]]]) -> None:
+    """Where two or more series had the same largest difference, their lines are drawn on top of each other: said
+    in the panel, with the batch sizes, so that the series under the top one are not taken for missing."""
+    same: dict[tuple[str, ...], list[int]] = {}
+    for batch, values in sorted(equal.items()):
+        for names in values.values():
+            if len(names) > 1:
+                same.setdefault(tuple(names), []).append(batch)
+    if not same:
+        return
+    said = "; ".join(f"{' = '.join(names)} at {', '.join(map(str, b))}" for names, b in same.items())
+    ax.text(0.01, 0.95, f"equal, lines on top of each other: {said}", transform=ax.transAxes, ha="left", va="top",
+            fontsize=7, color="#333333", gid="coinciding")  # fmt: skip
+
+
 def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     """Largest |needle in batch - needle alone| over the positions, against the batch size (one evenly spaced
     column per measured size; log y): one panel per kernel and its options, one series per launch and copy
@@ -218,6 +258,8 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     shift = {name: (k - 1.5) * 0.16 for k, name in enumerate(LAUNCH_COPY_STYLES)}
     style = dict(markersize=5, alpha=0.85, lw=1.2, markerfacecolor="none", markeredgewidth=1.3)
     for ax, panel in zip(axes[:, 0], panels):
+        mixed_rows: list[tuple[str, str, dict[int, str]]] = []  # the series whose positions did not all end alike
+        equal: dict[int, dict[float, list[str]]] = {}  # batch -> largest difference -> the series that had it
         for series, cells in keyed[keyed["panel"] == panel].groupby("series", sort=False):
             _, colour_, marker = LAUNCH_COPY_STYLES[series]
             per_batch = cells.groupby("batch")["max_abs_diff"].max().dropna()
@@ -235,19 +277,26 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                     gid="bitwise equal",
                     **{k: v for k, v in style.items() if k != "lw"},
                 )
-            for batch, counts in sorted(_mixed_cells(cells).items()):
-                value = per_batch.get(batch, 0)
-                ax.annotate(
-                    f"{MARKER_SYMBOLS[marker]} {counts}",
-                    (at[batch] + shift[series], value if value > 0 else floor),
-                    xytext=(0, -9 - 7 * list(LAUNCH_COPY_STYLES).index(series)),
-                    textcoords="offset points",
-                    ha="center",
-                    va="top",
-                    fontsize=6,
-                    color=colour_,
-                    gid="mixed cell",
+            wrong = _wrong_at_largest(cells, per_batch)
+            if wrong:  # the largest difference is a wrong result there: filled, in the outcome's colour
+                ax.plot(
+                    [at[b] + shift[series] for b in wrong],
+                    [per_batch[b] for b in wrong],
+                    ls="none",
+                    marker=marker,
+                    color=WRONG_COLOUR,
+                    markeredgecolor=colour_,
+                    markersize=6.5,
+                    markeredgewidth=1.3,
+                    zorder=3,
+                    gid="wrong result",
                 )
+            mixed = _mixed_cells(cells)
+            if mixed:
+                mixed_rows.append((series, colour_, mixed))
+            for batch, value in per_batch.items():
+                if value > 0:
+                    equal.setdefault(batch, {}).setdefault(float(value), []).append(series)
             for outcome, mark in NO_NUMBER_MARKERS.items():
                 bad = (
                     cells["outcome"].isin(CRASHES)
@@ -267,6 +316,8 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                         clip_on=False,
                         gid=f"no number: {outcome}",
                     )
+        _count_strip(ax, mixed_rows, at)
+        _coinciding(ax, equal)
         for k in range(0, len(batches), 2):  # every other batch column shaded: a shifted marker stays in its column
             ax.axvspan(k - 0.5, k + 0.5, color="#fafafa", zorder=0, lw=0)
         ax.set_xticks(range(len(batches)), [str(b) for b in batches], fontsize=7)
@@ -276,7 +327,8 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
         ax.set_title(panel, fontsize=9, pad=24, loc="left")
         ax.set_ylabel("max |in batch - alone|", fontsize=8)
         ax.grid(axis="y", alpha=0.2)
-    axes[-1][0].set_xlabel("batch size (requests in the decode step)", fontsize=8)
+    below = sum(t.get_gid() == "mixed row" for t in axes[-1][0].texts)  # count lines under the lowest panel
+    axes[-1][0].set_xlabel("batch size (requests in the decode step)", fontsize=8, labelpad=4 + STRIP_LINE * below)
     handles = [
         Line2D([], [], color=c, marker=m, markerfacecolor="none", lw=1.2) for _, c, m in LAUNCH_COPY_STYLES.values()
     ]
@@ -294,12 +346,15 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     if (~table["outcome"].isin(list(CRASHES) + ["ok", "wrong_result"])).any():
         handles.append(no_number("kernel error", "error"))
         labels.append("kernel error: * in the 'no number' strip above the panel, in its series' colour")
+    if any(ln.get_gid() == "wrong result" for ax in axes[:, 0] for ln in ax.get_lines()):
+        handles.append(Line2D([], [], ls="none", marker="D", color=WRONG_COLOUR, markeredgecolor="#555555"))
+        labels.append("wrong result (misread): a filled marker in the wrong-result colour, edged in its series' colour")
     if any(t.get_gid() == "mixed cell" for ax in axes[:, 0] for t in ax.texts):
         handles.append(Line2D([], [], ls="none"))
         labels.append(
-            "\u25a1 2= 1w under a marker: its positions did not all end alike, counted\n(as in the heatmap: = bitwise "
-            "equal, ~ moved, w wrong result, E error, X crash); the marker\nshows the largest difference; "
-            "\u25cb \u25a1 \u25b3 \u25c7 before the counts: its series' marker"
+            "under a panel, one line per series whose positions did not all end alike:\ntheir outcomes counted "
+            "as in the heatmap (= bitwise equal, ~ moved, w wrong result,\nE error, X crash); the marker shows the "
+            "largest difference"
         )
     fig.legend(
         handles,
