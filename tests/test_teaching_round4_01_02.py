@@ -327,3 +327,18 @@ def test_d20_the_edition_readme_says_each_notebooks_purpose_and_its_recorded_evi
     text = publish.readme([("09_x.ipynb", "run line", 3.0)], False, {"09_x.ipynb": publish.about(nb)})
     assert "| `09_x.ipynb` | Teaching a thing | live: every result was measured in this run |" in text
     assert "Written by `flexfix publish`: do not edit by hand." in text  # what it already said stays
+
+
+# D8: the misread table's columns are defined before it, and the replays a GPU run never reaches are said.
+
+
+def test_d8_the_misread_columns_are_defined_before_the_table():
+    from flexfix.measure import outcome_cause
+
+    sources = [text(c) for c in cells("01_reproduce_ima")]
+    table = next(i for i, s in enumerate(sources) if "cause_tables.misread_summary(" in s)
+    before = sources[table - 1]
+    columns = cause_tables.misread_summary(outcome_cause.reads_table([0], 48)).columns
+    for column in columns:
+        assert f"`{column}`" in before, column
+    assert "never reaches the later" in before

@@ -56,8 +56,10 @@ def misread_cells(reads: pd.DataFrame, sanitizer: pd.DataFrame | None = None) ->
     )
     if with_pads < len(strided):
         evidence += (
-            f" The other {plural(len(strided) - with_pads, 'replay')} read no pad: their misread cells are all pages "
-            "inside the cache, so they can only be silently wrong, whatever lies in front of the caches."
+            f" The other {plural(len(strided) - with_pads, 'replay')} read no pad: "
+            + ("its misread cells are" if len(strided) - with_pads == 1 else "their misread cells are")
+            + " all pages inside the cache, so a replay like that can only be silently wrong, whatever lies in front "
+            "of the caches."
         )
     evidence += (
         " These counts come from the plan, on CPU, for every replay; on a GPU a run that faults stops at its first "
@@ -256,12 +258,13 @@ def _agree(sets: list, common: set) -> str:
     if split:
         return (
             f"**Seeds {listing(split)} ended one way in one recording and another way in another**: the cells they "
-            "read were the same, so what differed lies outside them; the placement runs above show what it is."
+            "read were the same, so what differed lies outside them; the placement runs above show what can make that "
+            "difference: the memory in front of the caches."
         )
     return (
-        "On every seed they share they ended the same way: no recording shown here has the same seeds crash in one "
-        "run and answer silently wrong in another. That the outcome can flip on the same seeds is what the placement "
-        "runs above show, by moving the memory in front of the caches."
+        "On every seed they share they ended the same way: with the caches where PyTorch put them, none of these "
+        "recordings has a seed crash in one and answer silently wrong in another. That the outcome can flip on the "
+        "same seeds is what the placement runs above show, by moving the memory in front of the caches."
     )
 
 
