@@ -88,7 +88,9 @@ def test_the_runners_the_recorded_runs_cover():
     assert set(old["graphs captured through"]) == {"CUDAGraphWrapper (V1 runner)"}
     new = tg.false_alarms(table("guard026_false_alarms"))
     by_runner = new.groupby("model runner")["graphs captured through"].agg(set).to_dict()
-    assert by_runner == {"default": {"CudaGraphManager (runner V2)"}, "V1": {"CUDAGraphWrapper (V1 runner)"}}
+    assert by_runner == {"default (V2)": {"CudaGraphManager (runner V2)"}, "V1": {"CUDAGraphWrapper (V1 runner)"}}
+    # 0.20.0's default runner is V1 (the table said "default" for both releases: newcomer reading D8)
+    assert set(old["model runner"]) == {"default (V1)"}
     assert "hooks" not in new  # every engine installs both hooks: listing them said nothing about which ran
     assert "CudaGraphManager (runner V2) in 8 engines" in story.false_alarms(new, "here")
     mutants = tg.mutant_table(table("guard026_mutants"))
@@ -178,7 +180,7 @@ def test_the_cost_is_said_as_measured():
     assert list(view.requests) == [48, 128]
     text = story.cost(view)
     assert f"{view['on / off'].iloc[0]:.3f}" in text and f"{view['on / off'].iloc[1]:.3f}" in text
-    shares = 100 * view["checking, share of wall time"]
+    shares = view["checking, % of wall time"]  # in percent (a fraction beside a sentence in %: reading D13)
     low, high = f"{shares.min():.1f}", f"{shares.max():.1f}"
     took = f"about {low}%" if low == high else f"{low}–{high}%"
     assert f"checks took {took} of the engine's time" in text  # timed, it leads
@@ -249,7 +251,7 @@ def test_data_readme_quotes_the_guard_as_recorded():
             f"{b['on / off']:.3f} (128, pairs {b['lowest pair']:.2f}-{b['highest pair']:.2f})"
         )
         assert said in text, said
-    shares = 100 * tg.guard_cost(table("guard_cost"))["checking, share of wall time"]
+    shares = tg.guard_cost(table("guard_cost"))["checking, % of wall time"]
     low, high = f"{shares.min():.1f}", f"{shares.max():.1f}"
     said = f"its checks took {'about ' + low if low == high else low + '-' + high}% of the engine's time"
     assert said in _flat(DATA.parent / "README.md"), said

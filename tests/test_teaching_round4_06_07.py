@@ -1,6 +1,7 @@
 """Notebooks 06 and 07 as a newcomer read their published GPU edition (review r0607): one test per finding fixed."""
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -162,3 +163,104 @@ def test_06_terms_are_defined():
     for term in ("**FULL** and **PIECEWISE**", "a **capture size**", "`ima_in_log`: whether", "the **variance** model"):
         assert term in text, term
     assert "on the H100" not in text
+
+
+# 07
+
+
+def _guard(names):
+    from flexfix.edition.tables import guard as tg
+
+    return tg.recorded(DATA, names)
+
+
+def test_07_every_recording_a_table_draws_from_prints_its_provenance():
+    """B6: the eager section and the stopped-engines table drew from files whose provenance was never printed."""
+    code = _code("07_replay_guard")
+    for name in ("guard_stock_error", "guard_stock_error_17", "guard_stock_eager", "guard_patched_reference"):
+        assert f'tables.provenance_line(recorded["{name}"][1])' in code, name
+
+
+def test_07_serving_sentence_scopes_batch_variance_to_what_06_measured():
+    """B7: 'with VLLM_BATCH_INVARIANT=0 those differ' was said of tiny servers; 06 showed it on the variance model."""
+    from flexfix.edition.narrative import guard as story
+    from flexfix.edition.tables import guard as tg
+
+    served, _ = tg.served(DATA)
+    agree = tg.servers_agree(served, [("guard_eager", "patched_tiny"), ("patched_tiny", "patched_tiny_again")])
+    said = story.serving(served, agree)
+    assert "and with `VLLM_BATCH_INVARIANT=0` those differ." not in said
+    assert "was not compared on these tiny-model servers" in said and "on the variance model" in said
+
+
+def test_07_frozen_decision_is_classed_as_a_decision_with_what_the_guard_saw():
+    """A8: frozen_decision was called a moved layout, and a changed number reads as information, not an alarm."""
+    from flexfix.edition.narrative import guard as story
+    from flexfix.edition.tables import guard as tg
+
+    view = tg.mutant_table(_guard(["guard026_mutants"])["guard026_mutants"][0]).set_index("mutant")
+    assert "TritonAttentionMetadata.rswa_window: decision" in view.loc["frozen_decision", "alarms (field: kind)"]
+    assert "rswa_window: decision None -> 16" in view.loc["frozen_decision", "the first alarm found"]
+    said = story.mutants(view.reset_index())
+    assert "TritonAttentionMetadata.rswa_window (decision: a bool, string, enum or None at capture" in said
+    assert "TritonAttentionMetadata.block_table (strides: a moved layout" in said
+    text = _markdown("07_replay_guard")
+    assert "three of the class it checks, a moved layout" not in text
+    assert "three of the class the guard checks (a layout that moves after capture)" not in text
+    assert "a decision frozen at capture" in text and "even if that value is a number" in text
+
+
+def test_07_a_field_no_kernel_reads_is_said_counted_as_information_where_the_recording_counted_it():
+    """A9: 'left out by name' while the tables counted num_blocks_per_seq: pointer at every replay."""
+    from flexfix.edition.narrative import guard as story
+    from flexfix.edition.tables import guard as tg
+
+    info = tg.information(_guard(["guard_false_alarms"])["guard_false_alarms"][0])
+    said = story.not_read_counted(info)
+    assert "`FlexAttentionMetadata.num_blocks_per_seq: pointer`" in said and "never as an alarm" in said
+    assert story.not_read_counted(pd.DataFrame({"X.y: shape": [1]})) == ""
+    text = _markdown("07_replay_guard")
+    assert "are left out by name" not in text and "(next section)" not in text
+
+
+def test_07_cpu_steps_are_written_as_cpu_without_a_stray_warning_or_bare_path(capfd, caplog):
+    """A12, D15: CPU-built steps were written as guard_steps-cuda.json, the path shown bare, a WARNING printed."""
+    from flexfix.guard.vllm_flex_build import guard_steps
+
+    code = _code("07_replay_guard")
+    assert 'results.write_results(RESULTS_DIR, "guard_steps", both, "cpu"' in code
+    assert 'print(f"written to RESULTS_DIR/{path.name}")' in code
+    with caplog.at_level(logging.DEBUG):
+        _, message = guard_steps(48, [16, 200], "error")
+    seen = capfd.readouterr()
+    assert message and "flexfix replay guard" not in seen.out + seen.err  # vLLM's logger writes to stdout
+    assert not [r for r in caplog.records if "flexfix replay guard" in r.getMessage()]
+
+
+def test_07_engines_that_ran_the_same_batch_are_told_apart_by_max_num_seqs():
+    """D18: '1 engine (17 requests) replayed no full graph' while two engines ran 17."""
+    from flexfix.edition.narrative import guard as story
+    from flexfix.edition.tables import guard as tg
+
+    runs = _guard(["guard_stock_error", "guard_stock_error_17"])
+    stopped = pd.concat(
+        [runs["guard_stock_error"][0], runs["guard_stock_error_17"][0].query("guard == 'error'")], ignore_index=True
+    )
+    said = story.stopped(tg.engine_guard(stopped), "t")
+    assert "1 engine (17 requests in max_num_seqs 17) replayed no full graph" in said
+
+
+def test_07_cost_share_in_percent_and_terms_and_readme_pointers():
+    """D13, D8, D23: a fraction beside a sentence in percent; undefined terms; README sections not in the edition."""
+    from flexfix.edition.tables import guard as tg
+
+    view = tg.guard_cost(_guard(["guard_cost"])["guard_cost"][0])
+    assert "checking, % of wall time" in view and "checking, share of wall time" not in view
+    assert (view["checking, % of wall time"] > 0.1).all()  # percent, not a fraction
+    text = _markdown("07_replay_guard")
+    for term in ("`BlockMask` is FlexAttention's map", "The **model runner** is", "`CudagraphDispatcher` picks",
+                 "`FLEXFIX_GUARD=0`, like unset or `off`, means no guard"):  # fmt: skip
+        assert term in text, term
+    assert "the README's *Installing*" not in text and "the README's *Guarding a backend*" not in text
+    assert "repository's README" in text
+    assert "serving_tables.dispatch_table(served, served_prov)" in _code("07_replay_guard")

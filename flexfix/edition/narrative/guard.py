@@ -18,7 +18,20 @@ __all__ = [
     "mutants",
     "serving",
     "workarounds",
+    "not_read_counted",
+    "ALARM_KINDS",
 ]
+
+# What each kind of alarm means (flexfix.guard.snapshot.Finding.kind), in the words the mutant sentences use.
+ALARM_KINDS = {
+    "strides": "a moved layout, its strides other than at capture",
+    "pointer": "a moved layout, the tensor at another address than at capture",
+    "storage_offset": "a moved layout, another offset into its storage",
+    "appeared": "a tensor where the capture saw None",
+    "missing": "a tensor the capture saw is gone",
+    "decision": "a bool, string, enum or None at capture that changed, so the capture took the other branch; None "
+    "becoming a value alarms even where the value is a number",
+}
 
 WORDS = {**OUTCOME_WORDS, "guard_refused": "stopped by the guard", "ok": "completed"}
 
@@ -68,7 +81,8 @@ def dispatch(cases: pd.DataFrame, engines: pd.DataFrame) -> str:
 
 def stopped(engines: pd.DataFrame, where: str) -> str:
     """``engines``: :func:`flexfix.edition.tables.guard.engine_guard` of engines under ``FLEXFIX_GUARD=error``."""
-    _need(engines, ["requests", "outcome", "replays checked", "first alarm at replay", "fields named"], "stopped")
+    _need(engines, ["requests", "max_num_seqs", "outcome", "replays checked", "first alarm at replay", "fields named"],
+          "stopped")  # fmt: skip
     refused = engines[engines["outcome"] == "guard_refused"]
     quiet = engines[engines["replays checked"] == 0]
     other = engines[(engines["outcome"] != "guard_refused") & (engines["replays checked"] > 0)]
@@ -80,8 +94,9 @@ def stopped(engines: pd.DataFrame, where: str) -> str:
     notes = []
     if len(quiet):
         notes.append(
-            f"{plural(len(quiet), 'engine')} ({listing(list(quiet['requests']))} requests) replayed no full graph at "
-            "all: the guard had nothing to check, and nothing was misread."
+            f"{plural(len(quiet), 'engine')} ("
+            + listing([f"{r['requests']} requests in max_num_seqs {r['max_num_seqs']}" for _, r in quiet.iterrows()])
+            + ") replayed no full graph at all: the guard had nothing to check, and nothing was misread."
         )
     if len(other):
         outcomes = listing(list(other["outcome"]))
@@ -181,15 +196,15 @@ def cost(table: pd.DataFrame) -> str:
         for _, r in table.iterrows()
     ]
     ratios = f"the same engine ran, checking every replay, at {listing(parts, '; ')}"
-    share = "checking, share of wall time"
+    share = "checking, % of wall time"
     timed = table.dropna(subset=[share]) if share in table else table.iloc[0:0]
     if len(timed):
         own = [
-            f"{100 * r[share]:.2f}% of the wall time at {int(r['requests'])} requests "
+            f"{r[share]:.2f}% of the wall time at {int(r['requests'])} requests "
             f"({r['µs per replay checked']:.0f} µs per replay)"
             for _, r in timed.iterrows()
         ]
-        low, high = 100 * timed[share].min(), 100 * timed[share].max()
+        low, high = timed[share].min(), timed[share].max()
         slower = [100 * (1 - r["on / off"]) for _, r in table.iterrows()]
         drift = [
             f"{r['slowest / fastest repetition']:.2f}x at {int(r['requests'])} requests" for _, r in table.iterrows()
@@ -235,7 +250,7 @@ def mutants(table: pd.DataFrame) -> str:
         )
         + "; under the guard "
         f"{WORDS.get(r['under FLEXFIX_GUARD=error'], r['under FLEXFIX_GUARD=error'])}"
-        + (f", naming {r['fields named']}" if r["fields named"] != "none" else ", no field named")
+        + (f", naming {_kinds(r)}" if r["fields named"] != "none" else ", no field named")
         + "."
         for _, r in table.iterrows()
     ]
@@ -243,6 +258,38 @@ def mutants(table: pd.DataFrame) -> str:
         f"**The guard stopped {len(caught)} of {len(table)} planted mutants** ({listing(list(caught['mutant']))})."
         + _through(table),
         "\n".join(lines),
+    )
+
+
+def _kinds(row) -> str:
+    """The fields a mutant's guard named, each with what its kind of alarm means (:data:`ALARM_KINDS`), from the
+    mutant table's ``alarms (field: kind)``; the bare field names where the table has no kinds."""
+    alarms = row.get("alarms (field: kind)")
+    if not isinstance(alarms, str) or alarms == "none":
+        return str(row["fields named"])
+    said = []
+    for entry in alarms.split(", "):
+        field, _, kind = entry.rpartition(": ")
+        said.append(f"{field} ({kind}: {ALARM_KINDS.get(kind, kind)})")
+    return listing(said, "; ")
+
+
+def not_read_counted(information: pd.DataFrame) -> str:
+    """``information``: :func:`flexfix.edition.tables.guard.information` of a recorded run.  Where it counts a field
+    of :data:`flexfix.guard.vllm_metadata.NOT_READ` (no captured kernel reads it), a sentence saying that the guard
+    that recorded the run counted its changes as information, never as an alarm, and that the guard of this commit
+    leaves such fields out of its comparison; empty where it counts none."""
+    from flexfix.guard.vllm_metadata import NOT_READ
+
+    paths = {f"{cls}.{field}" for cls, fields in NOT_READ.items() for field in fields}
+    counted = [c for c in information.columns if str(c).rsplit(": ", 1)[0] in paths]
+    if not counted:
+        return ""
+    return markdown(
+        f"**{listing([f'`{c}`' for c in counted])} above: a field no captured kernel reads, counted as information, "
+        "never as an alarm.** The guard that recorded this run compared such fields and reported their changes as "
+        "information; the guard of this commit leaves them out of its comparison altogether "
+        "(`flexfix.guard.vllm_metadata.NOT_READ`)."
     )
 
 
@@ -276,8 +323,9 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
     same = bool((agree["bitwise equal"] == agree["of"]).all())
     reconcile = (
         " Two servers agreeing is not batch invariance: each pair answered the same batch the same way, batch "
-        "against the same batch; notebook 06 compares a request alone with the same request in a batch, and with "
-        "`VLLM_BATCH_INVARIANT=0` those differ."
+        "against the same batch. Whether a request alone and the same request in a batch agree was not compared on "
+        "these tiny-model servers; notebook 06's recording compares that, and with `VLLM_BATCH_INVARIANT=0` the two "
+        "differed there on the variance model (its patched_bi0 scenario)."
         if same
         else ""
     )

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from flexfix.edition.checks import DataError, is_missing
+from flexfix.edition.tables.serving import print_guard_lines, served, servers_agree
 from flexfix.measure.generations import compare_generations
 
 __all__ = [
@@ -170,8 +171,6 @@ def eager_vs_reference(guarded: pd.DataFrame, reference: pd.DataFrame) -> pd.Dat
 def _with_patch(r) -> str:
     """An engine's recorded name with ``, patched`` after its graph mode where it ran with flexfix's patch (the words
     of :func:`flexfix.edition.tables.invariance.engine_label`); a stock engine's name says ``stock`` already."""
-    from flexfix.edition.checks import DataError, is_missing
-
     name = str(r["engine"])
     if is_missing(r.get("patched")):
         raise DataError(f"refusing to name the reference engine {name!r}: its `patched` is missing")
@@ -212,7 +211,7 @@ def false_alarms(table: pd.DataFrame) -> pd.DataFrame:
                 "max_num_seqs": max_num_seqs(r),
                 "batch sizes": _sizes(r.get("requests")),
                 "backend": r.get("backend", "FLEX_ATTENTION"),
-                "model runner": {"v1": "V1", "v2": "V2"}.get(r.get("runner") or "", "default"),
+                "model runner": {"v1": "V1", "v2": "V2"}.get(r.get("runner") or "") or _default_runner(g),
                 "outcome": r["status"],
                 "graphs captured": g.get("graphs_captured", 0),
                 "replays checked": g.get("replays_checked", 0),
@@ -224,6 +223,13 @@ def false_alarms(table: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _default_runner(summary: dict) -> str:
+    """``default (V1)`` / ``default (V2)``: the runner a release's default turned out to be, by the hook that saw its
+    graphs captured (vLLM 0.20.0's default is the V1 runner, 0.26.0's model runner V2); ``default`` without one."""
+    through = captured_through(summary)
+    return "default (V1)" if "V1" in through else "default (V2)" if "V2" in through else "default"
 
 
 def information(table: pd.DataFrame) -> pd.DataFrame:
@@ -268,21 +274,25 @@ def guard_cost(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SHARE = "checking, % of wall time"
+
+
 def _check_time(rec: dict) -> dict:
     """The guard's own host time in the guarded repetitions (recorded by the runs after dae1e4c): the median share
-    of a guarded run's wall time spent checking, and the mean microseconds per replay checked."""
+    of a guarded run's wall time spent checking, in percent, and the mean microseconds per replay checked."""
     shares, seconds, replays = rec.get("check_share"), rec.get("check_seconds"), rec.get("replays_checked")
     if not shares or not seconds or not replays or sum(replays) <= 0:
-        return {"checking, share of wall time": float("nan"), "µs per replay checked": float("nan")}
+        return {SHARE: float("nan"), "µs per replay checked": float("nan")}
     return {
-        "checking, share of wall time": round(statistics.median(shares), 5),
+        SHARE: round(100 * statistics.median(shares), 3),
         "µs per replay checked": round(1e6 * sum(seconds) / sum(replays), 1),
     }
 
 
 def mutant_table(table: pd.DataFrame) -> pd.DataFrame:
     """Each planted mutant without the guard (outcome; requests with the clean backend's tokens) and under
-    ``FLEXFIX_GUARD=error`` (outcome; the fields the guard named)."""
+    ``FLEXFIX_GUARD=error`` (outcome; the fields the guard named, each with the kind of its alarm, and what the
+    first alarm found: capture -> replay)."""
     clean = table[(table["mutant"] == "") & (table["graphs"] == "full")]
     ref = _generations(clean.iloc[0]["records"]) if not clean.empty else {}
     rows = []
@@ -305,7 +315,10 @@ def mutant_table(table: pd.DataFrame) -> pd.DataFrame:
         if not guarded.empty:
             g = guarded.iloc[0]
             row["under FLEXFIX_GUARD=error"] = "completed" if g["status"] == "ok" else g["status"]
-            row["fields named"] = _fields(guard_summary(g["records"]).get("alarms", {}))
+            summary = guard_summary(g["records"])
+            row["fields named"] = _fields(summary.get("alarms", {}))
+            row["alarms (field: kind)"] = ", ".join(sorted(summary.get("alarms", {}))) or "none"
+            row["the first alarm found"] = "; ".join((summary.get("first_alarm") or {}).get("findings") or []) or "none"
             row["graphs captured through"] = captured_through(guard_summary(g["records"]))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -318,42 +331,6 @@ def _same_tokens(mine: dict[int, dict], ref: dict[int, dict]) -> str:
     n = both[0]
     same = sum(a == b for a, b in zip(mine[n]["tokens"], ref[n]["tokens"]))
     return f"{same} of {len(ref[n]['tokens'])}"
-
-
-def servers_agree(table: pd.DataFrame, pairs: Iterable[tuple[str, str]]) -> pd.DataFrame:
-    """For each pair of serving scenarios and each concurrent batch both served: how many of its requests got the
-    same token ids from both servers, and bitwise the same logprobs."""
-    by_name = table.set_index("scenario")
-    rows = []
-    for a, b in pairs:
-        if a not in by_name.index or b not in by_name.index:
-            continue
-        left, right = (_served(by_name.loc[name, "records"]) for name in (a, b))
-        for n in sorted(set(left) & set(right)):
-            pairs_ = [
-                compare_generations(x["tokens"], x["logprobs"], right[n][i]["tokens"], right[n][i]["logprobs"])
-                for i, x in left[n].items()
-                if i in right[n]
-            ]
-            rows.append(
-                {
-                    "servers": f"{a} vs {b}",
-                    "concurrent requests": n,
-                    "same tokens": sum(p["tokens_equal"] for p in pairs_),
-                    "bitwise equal": sum(p["logprobs_bitwise_equal"] for p in pairs_),
-                    "of": n,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def _served(stages: Iterable[dict]) -> dict[int, dict[int, dict]]:
-    """concurrent batch size -> request index -> its answer, from a serving row's ``together`` stages."""
-    return {
-        s["requests"]: {o["index"]: o for o in s.get("streams", [])}
-        for s in stages
-        if s.get("stage") == "together" and "streams" in s
-    }
 
 
 RECORDED = (
@@ -378,23 +355,3 @@ def recorded(data_dir, names: Iterable[str] = RECORDED) -> dict[str, tuple[pd.Da
 
     chosen = {"guard_cost": schemas.GUARD_COST}
     return {n: schemas.recorded(data_dir, n, chosen.get(n, schemas.GUARD_RUNS)) for n in names}
-
-
-def print_guard_lines(table: pd.DataFrame, scenario: str, n: int = 2) -> None:
-    """The first ``n`` lines of a served scenario's log that the guard wrote (its recorded ``guard_lines``)."""
-    from flexfix.edition.checks import DataError
-
-    lines = list(table.set_index("scenario").loc[scenario, "guard_lines"] or [])
-    if not lines:
-        raise DataError(f"refusing to print the guard's lines of {scenario}: the serving run recorded none")
-    print(f"--- {scenario}: {len(lines)} line(s) of the guard in the server's log; the first {min(n, len(lines))}:")
-    for line in lines[:n]:
-        print(line)
-
-
-def served(data_dir) -> tuple[pd.DataFrame, dict]:
-    """The guard's serving run (``serve_guard-cuda.json``), read through
-    :data:`flexfix.edition.schemas.GUARD_SERVING`: (table, provenance)."""
-    from flexfix.edition import schemas
-
-    return schemas.recorded(data_dir, "serve_guard", schemas.GUARD_SERVING)
