@@ -342,3 +342,28 @@ def test_d8_the_misread_columns_are_defined_before_the_table():
     for column in columns:
         assert f"`{column}`" in before, column
     assert "never reaches the later" in before
+
+
+# D16: the check-patch table has a caption, and its rule (row stride K before, W_max after) holds on the recording.
+
+
+def test_d16_the_check_patch_caption_states_a_rule_the_recording_follows():
+    from flexfix.integration.releases import probe
+    from flexfix.mechanism.persistent import copy_to_persistent, copy_to_persistent_as_strided
+
+    sources = [text(c) for c in cells("02_apply_flexfix")]
+    table = next(i for i, s in enumerate(sources) if s.rstrip().endswith("tables.release_checks(release_checks)"))
+    caption = sources[table + 1]
+    assert caption.startswith("*How to read it:* one row per release") and "`None`" in caption
+    bug, fix = probe._copy_semantics(copy_to_persistent_as_strided), probe._copy_semantics(copy_to_persistent)
+    k, w = bug["strides"][0], fix["strides"][0]
+    assert k == bug["shape"][1] and w > k  # the source's K, the buffer's W_max
+    checks, _ = schemas.recorded(DATA, "vllm_release_patch_checks", schemas.PATCH_CHECKS, "cpu")
+    for _, row in checks.iterrows():
+        before, after = row["copy_before"], row["copy_after"]
+        if row["release_class"] == "as_strided":
+            assert before["strides"][0] == k and after["strides"][0] == w
+        elif row["release_class"] == "sliced":
+            assert before["strides"][0] == after["strides"][0] == w
+        else:
+            assert before is None and after is None
