@@ -264,3 +264,15 @@ def test_07_cost_share_in_percent_and_terms_and_readme_pointers():
     assert "the README's *Installing*" not in text and "the README's *Guarding a backend*" not in text
     assert "repository's README" in text
     assert "serving_tables.dispatch_table(served, served_prov)" in _code("07_replay_guard")
+
+
+def test_06_says_why_patched_bi1_runs_flex_and_why_the_scenarios_serve_other_models():
+    """D1, D2: why stock serves tiny and patched variance; how FLEX runs with VLLM_BATCH_INVARIANT=1 at all."""
+    text = _markdown("06_serving")
+    assert "`FlexAttentionBackend.supports_batch_invariance()` answer True" in text
+    assert "stock the tiny model, on which notebook 01 reproduces the crash" in text
+
+
+def test_07_eager_section_says_which_checks_it_shows_results_of():
+    """D3: the engine sweep and every-request check were announced with no results shown."""
+    assert "their own answers are not shown here" in _markdown("07_replay_guard")
