@@ -264,3 +264,60 @@ def test_c5_series_with_equal_values_are_said_to_lie_on_top_of_each_other():
     per = pytorch[pytorch.max_abs_diff > 0].groupby(["config", "batch"]).max_abs_diff.max().unstack(0)
     shared = [b for b, row in per.iterrows() if row.dropna().duplicated().any()]
     assert shared and len(notes) == 1 and notes[0].endswith(" at " + ", ".join(map(str, shared)))
+
+
+def test_c7_the_batch_invariance_figure_title_fits_one_line():
+    import re
+
+    from flexfix.edition import plots
+
+    _, ratios, prov = _recorded_timing()
+    (title,) = re.findall(r'f"\{tables.device_title\(device, prov\)\}: (batch-invariant[^"]*)"', _code("05_cost"))
+    title = f"{tables.device_title('cuda', prov)}: {title}"
+    fig = plots.ratio_lines(ratios, "batch", "bi_overhead", "context", title, "t", min_span=0.1, panels=True)
+    assert "\n" not in fig._suptitle.get_text()
+
+
+# D1, D4 (05): this run's GPU against the recording, and what the flex / SDPA figure shows, generated.
+
+
+def test_d1_the_gpus_compared_say_whether_each_kernel_followed_the_copy_bandwidth():
+    timing, ratios, _ = _recorded_timing()
+    faster = timing.copy()
+    faster["copy_GBps"] = faster["copy_GBps"] * 1.42  # a GPU with more bandwidth: SDPA follows it, flex does not
+    sdpa = faster["impl"] == "sdpa dense"
+    faster.loc[sdpa, "median_ms"] = faster.loc[sdpa, "median_ms"] / 1.42
+    said = cost.compare_runs(faster, tables.timing_ratios(faster), "this run (H200)", timing, ratios, "the H100")
+    copy = timing["copy_GBps"].iloc[0]
+    assert f"{copy * 1.42:.0f} GB/s here and {copy:.0f} GB/s there, 1.42x" in said
+    assert "would take about 0.70x the time. Dense SDPA took 0.70x" in said and "flex's did not" in said
+    same = cost.compare_runs(timing, ratios, "this run", timing, ratios, "the H100")
+    assert "1.00x" in same and "flex's did not" not in same  # the same bandwidth: nothing to tell apart
+    assert "story.compare_runs(kernel, ratios, here, gpu, gpu_ratios" in _code("05_cost")
+
+
+def test_d4_the_flex_over_sdpa_figure_is_read_from_its_table():
+    _, ratios, _ = _recorded_timing()
+    said = cost.flex_over_sdpa(ratios, "the H100")
+    peak = ratios.loc[ratios[ratios.context == 8192]["flex_over_sdpa"].idxmax()]
+    assert f"largest {peak['flex_over_sdpa']:.1f}x at {int(peak['batch'])}" in said
+    assert f"in {int((ratios.flex_over_sdpa > 1).sum())} of {len(ratios)} cases" in said
+    assert "story.flex_over_sdpa(ratios," in _code("05_cost")
+
+
+# D8 (05): the spread table's median row leaves the times blank, and the L2 table's columns say their direction.
+
+
+def test_d8_the_spread_median_row_has_no_nan_and_the_l2_columns_say_flushed_over_warm():
+    import pandas as pd
+
+    timing, _, _ = _recorded_timing()
+    spread = tables.timing_spread(timing)
+    last = spread.iloc[-1]
+    assert last["impl"].startswith("median over all") and not last.isna().any()
+    assert (last[["median_ms", "q25_ms", "q75_ms"]] == "").all()
+    both = pd.concat([timing.assign(l2="warm"), timing.assign(l2="flushed", median_ms=timing["median_ms"] * 1.1)])
+    summary = tables.l2_effect_summary(both)
+    at = [c for c in summary.columns if "median at" in c]
+    assert at and all(c.startswith("flushed/warm, median at ") for c in at)
+    assert (summary[at].round(3) == 1.1).all().all()

@@ -7,11 +7,14 @@ import pandas as pd
 from flexfix.edition import anchors
 from flexfix.edition.checks import DataError, require, require_numbers
 from flexfix.edition.narrative import listing, markdown, plural, span
+from flexfix.edition.narrative.cost_devices import compare_runs, flex_over_sdpa
 
 __all__ = [
     "TIMING_COLUMNS",
     "THROUGHPUT_COLUMNS",
     "kernel_timing",
+    "compare_runs",
+    "flex_over_sdpa",
     "sm_count",
     "recorded_heads",
     "l2_effect",

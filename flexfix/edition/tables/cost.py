@@ -122,7 +122,8 @@ def significant(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 def l2_effect_summary(timing: pd.DataFrame) -> pd.DataFrame:
     """:func:`l2_effect` in one screen: per implementation (rows) and context (columns ``median at <context>``), the
-    median over the batch sizes of flushed / warm (above 1: a cold L2 is slower); then over each implementation's
+    median over the batch sizes of flushed / warm (above 1: a cold L2 is slower; the column names say flushed/warm);
+    then over each implementation's
     cases (batch x context) their number, the smallest and largest ratio and how many were more than 5% slower or
     faster: the numbers :func:`flexfix.edition.narrative.cost.l2_effect` adds up over all the cases.  Empty where
     only warm timings exist."""
@@ -130,7 +131,7 @@ def l2_effect_summary(timing: pd.DataFrame) -> pd.DataFrame:
     if effect.empty:
         return effect
     out = effect.pivot_table(index="impl", columns="context", values="flushed_over_warm", aggfunc="median")
-    out.columns = [f"median at {c}" for c in out.columns]
+    out.columns = [f"flushed/warm, median at {c}" for c in out.columns]  # above 1: slower with a cold L2
     ratio = effect.groupby("impl")["flushed_over_warm"]
     out["cases"] = ratio.size()
     out["min"], out["max"] = ratio.min(), ratio.max()
@@ -280,6 +281,8 @@ def timing_spread(timing: pd.DataFrame, largest: int = 5) -> pd.DataFrame:
         "impl": f"median over all {len(out)} cases",
         "batch": "",
         "context": "",
+        **{column: "" for column in ("median_ms", "q25_ms", "q75_ms")},  # a median of spreads only: no times to show
         "spread_pct": out["spread_pct"].median(),
     }
+    top = top.astype({column: object for column in ("median_ms", "q25_ms", "q75_ms")})
     return pd.concat([top, pd.DataFrame([every])], ignore_index=True).round({"spread_pct": 1})

@@ -1,0 +1,95 @@
+"""Two kernel timings side by side (notebook 05: this run's GPU against the recorded one): does each kernel's time
+follow the copy bandwidth, as a memory-bound kernel's would?"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.checks import require, require_numbers
+from flexfix.edition.narrative import markdown, span
+
+__all__ = ["compare_runs", "flex_over_sdpa"]
+
+
+def _times(timing: pd.DataFrame, ratios: pd.DataFrame, what: str) -> tuple[float, pd.DataFrame]:
+    """The copy bandwidth of one run (GB/s, as its notebook prints it) and, per (batch, context), flex's replay time,
+    dense SDPA's time (flex's over ``flex_over_sdpa``) and both fractions of the copy bandwidth."""
+    require(timing, what, values=("copy_GBps",))
+    require(ratios, what, values=("batch", "context", "replay_ms", "flex_over_sdpa", "flex_bw_fraction"))
+    require_numbers(timing["copy_GBps"], what, "copy_GBps")
+    copy = float(timing["copy_GBps"].iloc[0])
+    cases = ratios.set_index(["batch", "context"])
+    return copy, pd.DataFrame(
+        {
+            "flex": cases["replay_ms"],
+            "sdpa": cases["replay_ms"] / cases["flex_over_sdpa"],
+            "flex_fraction": cases["flex_bw_fraction"],
+            "sdpa_fraction": cases["sdpa_bw_fraction"],
+        }
+    )
+
+
+def compare_runs(
+    here: pd.DataFrame, here_ratios: pd.DataFrame, here_where: str, there: pd.DataFrame, there_ratios, there_where: str
+) -> str:
+    """This run's kernel timing against another (``here`` and ``there``: :func:`flexfix.measure.timing.decode_sweep`
+    tables, with their :func:`flexfix.edition.tables.timing_ratios`): the copy bandwidths, and over the cases both
+    timed at the larger half of batch and context, each kernel's time here over its time there.  A kernel limited by
+    memory bandwidth would take about the inverse of the bandwidth ratio; said only from these numbers."""
+    if "replay_ms" not in here_ratios or "replay_ms" not in there_ratios:
+        return ""
+    copy_here, a = _times(here, here_ratios, f"the kernel timings of {here_where}")
+    copy_there, b = _times(there, there_ratios, f"the kernel timings of {there_where}")
+    both = a.add_suffix("_here").join(b.add_suffix("_there"), how="inner")
+    if both.empty:
+        return ""
+    batches = sorted(both.index.get_level_values("batch").unique())
+    contexts = sorted(both.index.get_level_values("context").unique())
+    big_b, big_c = batches[len(batches) // 2], contexts[len(contexts) // 2]
+    big = both[(both.index.get_level_values("batch") >= big_b) & (both.index.get_level_values("context") >= big_c)]
+    if big.empty:
+        return ""
+    bw = copy_here / copy_there
+    flex = big["flex_here"] / big["flex_there"]
+    sdpa = big["sdpa_here"] / big["sdpa_there"]
+    text = (
+        f"**{here_where[:1].upper()}{here_where[1:]} against {there_where}** (the cases both timed at batch >= "
+        f"{big_b} and context >= {big_c}, "
+        f"{len(big)} of them; time here over time there): the copy ran at {copy_here:.0f} GB/s here and "
+        f"{copy_there:.0f} GB/s there, {bw:.2f}x, so a kernel limited by memory bandwidth would take about "
+        f"{1 / bw:.2f}x the time. Dense SDPA took {span(sdpa, '{:.2f}', 'x')} (read at "
+        f"{span(big['sdpa_fraction_here'] * 100, '{:.0f}', '%')} of the copy bandwidth here, "
+        f"{span(big['sdpa_fraction_there'] * 100, '{:.0f}', '%')} there); flex (vLLM options, graph replay) took "
+        f"{span(flex, '{:.2f}', 'x')} (at {span(big['flex_fraction_here'] * 100, '{:.0f}', '%')} and "
+        f"{span(big['flex_fraction_there'] * 100, '{:.0f}', '%')})."
+    )
+    faster = 1 / bw
+    if bw > 1.2 and flex.min() > (1 + faster) / 2 and abs(sdpa.median() - faster) < abs(sdpa.median() - 1):
+        text += (
+            " SDPA's time followed the bandwidth, flex's did not: a sign that on these GPUs and cases something other "
+            "than memory bandwidth sets flex's decode time (what, we did not profile)."
+        )
+    return markdown(text)
+
+
+def flex_over_sdpa(ratios: pd.DataFrame, where: str) -> str:
+    """What the flex / SDPA figure shows, from the ratio table it is drawn from: per context, the batch size where
+    flex's time over dense SDPA's is largest, and the ratio at the smallest and the largest batch."""
+    require(ratios, f"the kernel timing ratios of {where}", values=("batch", "context", "flex_over_sdpa"))
+    parts = []
+    for context, rows in ratios.sort_values("batch").groupby("context"):
+        peak = rows.loc[rows["flex_over_sdpa"].idxmax()]
+        first, last = rows.iloc[0], rows.iloc[-1]
+        parts.append(
+            f"{context} tokens: {first['flex_over_sdpa']:.1f}x at {int(first['batch'])}, largest "
+            f"{peak['flex_over_sdpa']:.1f}x at {int(peak['batch'])}, {last['flex_over_sdpa']:.1f}x at "
+            f"{int(last['batch'])}"
+        )
+    slower = int((ratios["flex_over_sdpa"] > 1).sum())
+    return markdown(
+        f"*What to see* ({where}, the `flex_over_sdpa` column of the table above; above 1, flex is slower): flex was "
+        f"slower than dense SDPA on the same keys and values in {slower} of {len(ratios)} cases. By context, over "
+        "the batch sizes (requests): " + "; ".join(parts) + ". Dense SDPA reads keys and values gathered "
+        "beforehand (the gather is not timed), so this is flex against a dense reference, not against another "
+        "paged kernel."
+    )
