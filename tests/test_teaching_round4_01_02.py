@@ -367,3 +367,21 @@ def test_d16_the_check_patch_caption_states_a_rule_the_recording_follows():
             assert before["strides"][0] == after["strides"][0] == w
         else:
             assert before is None and after is None
+
+
+# D13: the one table counts the torch-only runs per copy, batch and outcome instead of a row per run.
+
+
+def test_d13_the_one_table_counts_torch_only_runs():
+    from flexfix.edition import tables
+    from flexfix.measure import record
+
+    kernel, _ = _kernel()
+    sanitizer, _ = schemas.recorded(DATA, "ima_sanitizer", schemas.SANITIZER_RUNS)
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    table = tables.outcome_table(kernel, sanitizer, engines, this_run=kernel.assign(launch="graph"))
+    torch_rows = table[table["experiment"] == "torch-only, graph launch"]
+    groups = kernel.groupby(["copy", "batch", "status"]).ngroups
+    assert len(torch_rows) == 2 * groups < 2 * len(kernel)
+    assert torch_rows["case"].str.extract(r": (\d+) of")[0].astype(int).sum() == 2 * len(kernel)
+    assert "one row per copy, batch and outcome" in _md("01_reproduce_ima")

@@ -128,6 +128,21 @@ def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
     return rows
 
 
+def _torch_rows(runs: pd.DataFrame, source: str, experiment: str, recorded_in: str) -> list[dict]:
+    """Torch-only runs, one row per copy, batch and outcome with its count and seeds (a row per run made the one table
+    long: r0102 D13), as the placement rows are counted."""
+    if runs.empty:
+        return []
+    size = runs.groupby(["copy", "batch"], sort=False).size()
+    return [
+        {"from": source, "experiment": experiment,
+         "case": f"{copy}, batch {batch}: {len(grp)} of {size[(copy, batch)]} runs "
+         f"(seeds {', '.join(map(str, sorted(set(grp['seed']))))})",
+         "outcome": status, "recorded_in": recorded_in}
+        for (copy, batch, status), grp in runs.groupby(["copy", "batch", "status"], sort=False)
+    ]  # fmt: skip
+
+
 def _placement_rows(runs: pd.DataFrame, source: str) -> list[dict]:
     """The cache-placement runs (notebook 01, "what decides"), one row per scenario and outcome, with its count: the
     scenarios of the placement table, labelled as there (a run that read in front of a cache is its own scenario)."""
@@ -179,26 +194,12 @@ def outcome_table(
             {"from": this_run_source, "experiment": "torch-only", "case": "not given to this table", "outcome": "—"}
         )
     else:
-        rows += [
-            {
-                "from": this_run_source,
-                "experiment": f"torch-only, {r.launch} launch",
-                "case": f"{r.copy}, batch {r.batch}, seed {r.seed}",
-                "outcome": r.status,
-                "recorded_in": f"RESULTS_DIR/{Path(this_run_file).name}" if this_run_file else this_run_source,
-            }
-            for r in this_run.itertuples()
-        ]
-    rows += [
-        {
-            "from": sources[0],
-            "experiment": "torch-only, graph launch",
-            "case": f"{r.copy}, batch {r.batch}, seed {r.seed}",
-            "outcome": r.status,
-            "recorded_in": _KERNEL_FILE if sources[0] == "recorded" else sources[0],
-        }
-        for r in kernel.itertuples()
-    ]
+        written = f"RESULTS_DIR/{Path(this_run_file).name}" if this_run_file else this_run_source
+        for launch, runs in this_run.groupby("launch", sort=False):
+            rows += _torch_rows(runs, this_run_source, f"torch-only, {launch} launch", written)
+    rows += _torch_rows(
+        kernel, sources[0], "torch-only, graph launch", _KERNEL_FILE if sources[0] == "recorded" else sources[0]
+    )
     rows += [
         {
             "from": sources[1],
