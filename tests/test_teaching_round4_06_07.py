@@ -276,3 +276,12 @@ def test_06_says_why_patched_bi1_runs_flex_and_why_the_scenarios_serve_other_mod
 def test_07_eager_section_says_which_checks_it_shows_results_of():
     """D3: the engine sweep and every-request check were announced with no results shown."""
     assert "their own answers are not shown here" in _markdown("07_replay_guard")
+
+
+def test_07_first_alarm_says_over_which_replays_it_counts_and_for_which_graph():
+    """D5: 'first alarm at replay 187' was unexplained: the count runs over every graph of the engine."""
+    from flexfix.edition.tables import guard as tg
+
+    view = tg.engine_guard(_guard(["guard_stock_eager"])["guard_stock_eager"][0])
+    assert list(view["first alarm at replay"]) == [187, 1] and list(view["first alarm's graph, tokens"]) == [24, 48]
+    assert "counts every replay the guard checked in that engine, over all its graphs" in _markdown("07_replay_guard")

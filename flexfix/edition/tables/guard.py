@@ -124,11 +124,21 @@ def engine_guard(table: pd.DataFrame) -> pd.DataFrame:
                 "replays with an alarm": g.get("replays_alarmed", 0),
                 "steps run without the graph": g.get("eager_steps", 0),
                 "fields named": _fields(g.get("alarms", {})),
-                "first alarm at replay": first.get("replay_number"),
+                "first alarm at replay": first.get("replay_number"),  # counted over every graph of the engine
+                "first alarm's graph, tokens": _graph_tokens(first.get("key")),
                 "graphs captured through": captured_through(g),
             }
         )
-    return pd.DataFrame(rows).astype({"first alarm at replay": "Int64"})
+    return pd.DataFrame(rows).astype({"first alarm at replay": "Int64", "first alarm's graph, tokens": "Int64"})
+
+
+def _graph_tokens(key) -> int | None:
+    """The token count of a graph's key (vLLM's batch descriptor, ``num_tokens=N``): the padded batch it was
+    captured for; None without a key."""
+    import re
+
+    found = re.search(r"num_tokens=(\d+)", str(key or ""))
+    return int(found.group(1)) if found else None
 
 
 def first_message(table: pd.DataFrame) -> str | None:
