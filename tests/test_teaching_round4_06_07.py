@@ -285,3 +285,13 @@ def test_07_first_alarm_says_over_which_replays_it_counts_and_for_which_graph():
     view = tg.engine_guard(_guard(["guard_stock_eager"])["guard_stock_eager"][0])
     assert list(view["first alarm at replay"]) == [187, 1] and list(view["first alarm's graph, tokens"]) == [24, 48]
     assert "counts every replay the guard checked in that engine, over all its graphs" in _markdown("07_replay_guard")
+
+
+def test_07_says_what_patched_means_on_a_fixed_release():
+    """D9: 'patched' FLEX engines on vLLM 0.26.0 were unexplained: the plugin leaves a fixed release as it is."""
+    from flexfix.integration import vllm_patch
+
+    assert "``apply()`` does nothing" in vllm_patch.__doc__  # a sliced (fixed) release
+    assert "`patched` means an engine run with `FLEXFIX_PATCH=1`, under which the plugin changes nothing" in (
+        _markdown("07_replay_guard")
+    )
