@@ -295,3 +295,13 @@ def test_07_says_what_patched_means_on_a_fixed_release():
     assert "`patched` means an engine run with `FLEXFIX_PATCH=1`, under which the plugin changes nothing" in (
         _markdown("07_replay_guard")
     )
+
+
+def test_07_the_eager_server_shows_the_guard_ran_its_steps_without_the_graph(capsys):
+    """D4: nothing showed that the eager server ran any step without its graph."""
+    from flexfix.edition.tables import guard as tg
+
+    served, _ = tg.served(DATA)
+    tg.print_guard_lines(served, "guard_eager")
+    assert "flexfix replay guard (eager mode)" in capsys.readouterr().out
+    assert 'guard_tables.print_guard_lines(served, "guard_eager")' in _code("07_replay_guard")
