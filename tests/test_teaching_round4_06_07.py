@@ -305,3 +305,8 @@ def test_07_the_eager_server_shows_the_guard_ran_its_steps_without_the_graph(cap
     tg.print_guard_lines(served, "guard_eager")
     assert "flexfix replay guard (eager mode)" in capsys.readouterr().out
     assert 'guard_tables.print_guard_lines(served, "guard_eager")' in _code("07_replay_guard")
+
+
+def test_07_the_picture_says_its_widths_are_parameters_not_the_tables():
+    """D22: the toy picture's row widths differed from the tables' with nothing saying why."""
+    assert "The picture's row widths are its parameters" in _markdown("07_replay_guard")
