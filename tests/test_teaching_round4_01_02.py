@@ -231,6 +231,11 @@ def test_d5_child_logs_are_summarised():
     code = [text(c) for c in cells("01_reproduce_ima") if c["cell_type"] == "code"]
     for call in ("record.kernel_outcomes(", "outcome_cause.run_scenarios("):
         assert "progress=" in next(c for c in code if call in c)
+    engines = next(c for c in code if "record.record_engines_side_by_side(" in c)
+    assert "with engine_log.capture():" in engines and 'engine_log.summary("the engines")' in engines
+    with log.capture():
+        print("engine a: refused (exit 1, 49.7 s): ValueError")
+    assert log.lines[-1].startswith("engine a: refused") and "4 child processes" in log.summary("x")
 
 
 # 02: A7 the takeaway points to the exact counts, B5 the 0.20.2 file is named inline, C7 the figure has a caption.

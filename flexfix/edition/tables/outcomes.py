@@ -357,6 +357,21 @@ class ChildLog:
     def __call__(self, line: str) -> None:
         self.lines.append(str(line))
 
+    def capture(self):
+        """A context in which whatever is printed goes to ``lines``: for a runner without a ``progress`` callback
+        (``record.record_engines_side_by_side`` prints a line per engine)."""
+        import contextlib
+        import io
+
+        lines = self.lines
+
+        class _Sink(io.TextIOBase):
+            def write(self, text: str) -> int:
+                lines.extend(line for line in text.splitlines() if line.strip())
+                return len(text)
+
+        return contextlib.redirect_stdout(_Sink())
+
     def summary(self, what: str) -> str:
         found = [m for m in map(self._LINE.search, self.lines) if m]
         if not found:
