@@ -390,3 +390,13 @@ def test_d13_the_one_table_counts_torch_only_runs():
     assert len(torch_rows) == 2 * groups < 2 * len(kernel)
     assert torch_rows["case"].str.extract(r": (\d+) of")[0].astype(int).sum() == 2 * len(kernel)
     assert "one row per copy, batch and outcome" in _md("01_reproduce_ima")
+
+
+# D15: the workaround section that opens 02 says whom it is for and where the fix starts.
+
+
+def test_d15_the_opening_workaround_section_points_to_the_fix():
+    sources = [text(c) for c in cells("02_apply_flexfix")]
+    first = next(s for s in sources if s.startswith("## On an affected vLLM without the plugin"))
+    assert 'start at the section "The fix, as a diff"' in first
+    assert any(s.startswith("## The fix, as a diff") for s in sources)
