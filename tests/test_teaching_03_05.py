@@ -289,4 +289,4 @@ def test_05_names_the_gpu_in_its_titles_never_the_device_kind():
     nb = json.loads((ROOT / "notebooks" / "05_cost.ipynb").read_text())
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert 'f"{device}:' not in code and "({device})" not in code and '"H100' not in code
-    assert code.count("tables.device_title(device)") == 2 and code.count("tables.device_title(device, prov") == 4
+    assert code.count("tables.device_title(device)") == 4 and code.count("tables.device_title(device, prov") == 4

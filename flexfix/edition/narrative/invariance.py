@@ -149,10 +149,12 @@ def _kernel_headline(cells: pd.DataFrame) -> str:
     return listing(parts)
 
 
-def kernel_sweep(table: pd.DataFrame, where: str) -> str:
+def kernel_sweep(table: pd.DataFrame, where: str, defined_under: str | None = None) -> str:
     """First the meaning (which configurations kept the needle bitwise the same in every batch, which varied,
     which broke), then per configuration the evidence: where the needle stayed bitwise equal, where it moved and
-    by how much, and which cells crashed or failed to build.  Configurations with the same result share a line."""
+    by how much, and which cells crashed or failed to build.  Configurations with the same result share a line.
+    ``defined_under`` names an earlier paragraph that defined the two distances: this one then refers to it instead
+    of repeating the definition word for word."""
     check_kernel_cells(table, f"the needle cells of {where}")
     said: dict[tuple[str, str], list[str]] = {}
     for config, cells in table.groupby("config", sort=False):
@@ -166,9 +168,14 @@ def kernel_sweep(table: pd.DataFrame, where: str) -> str:
     reference = ""
     if any("fp32 reference" in text for _, text in said):
         reference = (
-            f"Two distances per moved configuration: how far the needle's output in a batch is from its own output "
-            f"alone (what batch invariance asks to be 0), and how far it is from {REFERENCE}; a rounding-sized "
-            "move leaves the second about where the needle alone has it."
+            f"Two distances per moved configuration, as defined under {defined_under}: to the needle's own output "
+            "alone, and to the fp32 reference."
+            if defined_under
+            else (
+                f"Two distances per moved configuration: how far the needle's output in a batch is from its own output "
+                f"alone (what batch invariance asks to be 0), and how far it is from {REFERENCE}; a rounding-sized "
+                "move leaves the second about where the needle alone has it."
+            )
         )
     return markdown(
         f"**What {where} measured** (cells: batch sizes x needle positions)",
@@ -178,6 +185,14 @@ def kernel_sweep(table: pd.DataFrame, where: str) -> str:
         _past_first_block(table),
         _sources(table),
     )
+
+
+def _product(cells: pd.DataFrame) -> str:
+    """`` (2 configurations x 7 batch sizes x 3 positions)`` where the cells are every such combination, else ``""``."""
+    sizes = [cells[c].nunique() for c in ("config", "batch", "position")]
+    if sizes[0] * sizes[1] * sizes[2] != len(cells):
+        return ""
+    return f" ({plural(sizes[0], 'configuration')} x {plural(sizes[1], 'batch size')} x {plural(sizes[2], 'position')})"
 
 
 def _past_first_block(table: pd.DataFrame) -> str:
@@ -191,7 +206,8 @@ def _past_first_block(table: pd.DataFrame) -> str:
     per = [f"`{p}`: {_counted(part['kind'])}" for p, part in cells.groupby("position", sort=False)]
     text = (
         f"Past {QUERY_BLOCK} requests, where the replayed launch with the `as_strided` copy can misread "
-        f"({configs}), the {plural(len(cells), 'cell')} came to, per needle position: {listing(per, '; ')}."
+        f"({configs}), the {plural(len(cells), 'cell')}{_product(cells)} came to, per needle position: "
+        f"{listing(per, '; ')}."
     )
     first = cells[cells["position"] == "first"]["kind"]
     if (first == "crashed").any():
