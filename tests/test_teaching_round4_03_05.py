@@ -321,3 +321,58 @@ def test_d8_the_spread_median_row_has_no_nan_and_the_l2_columns_say_flushed_over
     at = [c for c in summary.columns if "median at" in c]
     assert at and all(c.startswith("flushed/warm, median at ") for c in at)
     assert (summary[at].round(3) == 1.1).all().all()
+
+
+# D9, D10, D11, D16 (04): the verdict columns defined before the first table, the cell count spelled out, the words
+# defined, the two distances defined once.
+
+
+def test_d9_d11_04_defines_the_verdict_columns_and_its_words_before_the_first_table():
+    nb = json.loads((NOTEBOOKS / "04_batch_invariance.ipynb").read_text())
+    sources = ["".join(c["source"]) for c in nb["cells"]]
+    first_table = next(i for i, s in enumerate(sources) if "display(kernel_verdicts(kernel))" in s)
+    before = " ".join(" ".join(sources[:first_table]).split())
+    for column in ("`crashed`", "`errors`", "`moved`", "`wrong`", "`ran`", "`max_abs_diff`", "`verdict`"):
+        assert column in before
+    assert "beside a `crashes` verdict, a `0` means the cells that ran were bitwise equal" in before
+    for word in ("**null page**", "**`-1` pad**", "**`BLOCK_M`**", "**`BLOCK_N`**", "**`IS_DIVISIBLE=False`**"):
+        assert word in before
+
+
+def test_d10_the_cells_exposed_are_counted_as_configurations_x_batches_x_positions():
+    import sys
+
+    from flexfix.edition.narrative import invariance as story
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_teaching_03_05 import _h200_like
+
+    text = str(story.kernel_sweep(_h200_like(), "this run"))
+    assert "the 42 cells (2 configurations x 7 batch sizes x 3 positions) came to" in text
+
+
+def test_d16_the_two_distances_are_defined_once_and_referred_to_after():
+    import sys
+
+    from flexfix.edition.narrative import invariance as story
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_teaching_03_05 import _mixed
+
+    first = str(story.kernel_sweep(_mixed(), "t"))
+    later = str(story.kernel_sweep(_mixed(), "t", defined_under="this run's verdict table"))
+    assert story.REFERENCE in first and story.REFERENCE not in later
+    assert "as defined under this run's verdict table" in later
+    assert _code("04_batch_invariance").count('defined_under="this run\'s verdict table"') == 2
+
+
+def test_d6_the_engine_workload_is_stated_from_the_records():
+    from flexfix.measure.engine_sweep import PROMPT_LENGTHS
+
+    speed = _speed()
+    said = cost.engine_workload(speed)
+    per = set((speed["output_tokens"] / speed["requests"]).round(1))
+    assert len(per) == 1 and f"{per.pop():g} output tokens each (greedy)" in said
+    lo, hi = PROMPT_LENGTHS["variance"]
+    assert "variance: 48 and 128 concurrent requests" in said and f"prompts of {lo} to {hi} random token ids" in said
+    assert "story.engine_workload(speed)" in _code("05_cost")

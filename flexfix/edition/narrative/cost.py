@@ -7,7 +7,7 @@ import pandas as pd
 from flexfix.edition import anchors
 from flexfix.edition.checks import DataError, require, require_numbers
 from flexfix.edition.narrative import listing, markdown, plural, span
-from flexfix.edition.narrative.cost_devices import compare_runs, flex_over_sdpa
+from flexfix.edition.narrative.cost_devices import compare_runs, engine_workload, flex_over_sdpa
 
 __all__ = [
     "TIMING_COLUMNS",
@@ -15,6 +15,7 @@ __all__ = [
     "kernel_timing",
     "compare_runs",
     "flex_over_sdpa",
+    "engine_workload",
     "sm_count",
     "recorded_heads",
     "l2_effect",

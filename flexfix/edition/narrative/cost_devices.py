@@ -8,7 +8,7 @@ import pandas as pd
 from flexfix.edition.checks import require, require_numbers
 from flexfix.edition.narrative import markdown, span
 
-__all__ = ["compare_runs", "flex_over_sdpa"]
+__all__ = ["compare_runs", "flex_over_sdpa", "engine_workload"]
 
 
 def _times(timing: pd.DataFrame, ratios: pd.DataFrame, what: str) -> tuple[float, pd.DataFrame]:
@@ -93,3 +93,22 @@ def flex_over_sdpa(ratios: pd.DataFrame, where: str) -> str:
         "beforehand (the gather is not timed), so this is flex against a dense reference, not against another "
         "paged kernel."
     )
+
+
+def engine_workload(speed: pd.DataFrame) -> str:
+    """What the timed engines were given, per model, from the throughput records (request counts, output tokens per
+    request) and the sweep's own settings (:data:`flexfix.measure.engine_sweep.PROMPT_LENGTHS`, greedy sampling)."""
+    from flexfix.measure.engine_sweep import PROMPT_LENGTHS
+
+    require(speed, "the throughput records", values=("model", "requests", "output_tokens"))
+    parts = []
+    for model, rows in speed.groupby("model", sort=False):
+        per = sorted({round(t / n, 1) for t, n in zip(rows["output_tokens"], rows["requests"])})
+        requests = sorted(int(n) for n in rows["requests"].unique())
+        tokens = " to ".join(f"{p:g}" for p in (per[0], per[-1])) if len(per) > 1 else f"{per[0]:g}"
+        lo, hi = PROMPT_LENGTHS[model]
+        parts.append(
+            f"{model}: {' and '.join(map(str, requests))} concurrent requests, {tokens} output tokens each (greedy), "
+            f"prompts of {lo} to {hi} random token ids (seeded)"
+        )
+    return markdown("**The workload timed** (from these records and the sweep's settings): " + "; ".join(parts) + ".")
