@@ -376,3 +376,9 @@ def test_d6_the_engine_workload_is_stated_from_the_records():
     lo, hi = PROMPT_LENGTHS["variance"]
     assert "variance: 48 and 128 concurrent requests" in said and f"prompts of {lo} to {hi} random token ids" in said
     assert "story.engine_workload(speed)" in _code("05_cost")
+
+
+def test_d18_04_opening_reads_right_in_a_gpu_edition_and_a_cpu_one():
+    text = _flat("04_batch_invariance")
+    assert "Without a GPU, the kernel-level sweep runs on CPU" not in text
+    assert "runs on the device this edition ran on (its first output says which)" in text
