@@ -54,7 +54,7 @@ def test_a3_a4_b2_the_first_paragraph_and_takeaway_scope_what_decides():
     assert "every `as_strided` run past one query block\n  read `-1` pads" not in nb
     first = text(cells("01_reproduce_ima")[0])
     assert "replays a FULL CUDA graph captured at another row distance" in first  # A4
-    assert "group of\n16 requests" not in first and "another group" not in first  # D1: query block
+    assert "group of\n16 requests" not in first and "group" not in first  # D1: query block, one word throughout
     runs, _ = cause_tables.recorded(DATA)
     said = cause_story.outcome_cause(runs, "there")
     assert said.startswith("**What decides, once a pad is read: the memory in front of the KV cache.**")
@@ -167,6 +167,7 @@ def test_c2_the_sliced_series_is_not_sky_blue_and_the_captions_say_what_colours_
     nb = _md("01_reproduce_ima")
     assert "sky blue" not in nb and "sky-blue" not in nb
     assert "The colours here name kinds of cell, not the outcomes" not in nb
+    assert "front mapped` of their log lines" not in nb and "call such a read `touch k`" not in nb  # logs not shown
 
 
 # C3: the toy of the read-window figure has no pads, and its caption says so.
