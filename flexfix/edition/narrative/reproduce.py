@@ -80,7 +80,6 @@ def kernel_outcomes(runs: pd.DataFrame, where: str, both_faces: bool = True) -> 
             if r.get("outcome") == "wrong_result" and r.get("max_error") is not None
         ]
         line = f"* `{copy}`, batch {batch}: {n - ok} of {plural(n, 'run')} went wrong ({listing(parts)})"
-
         line += f", first at {listing(first)}"
         silent = [
             i
