@@ -382,3 +382,11 @@ def test_d18_04_opening_reads_right_in_a_gpu_edition_and_a_cpu_one():
     text = _flat("04_batch_invariance")
     assert "Without a GPU, the kernel-level sweep runs on CPU" not in text
     assert "runs on the device this edition ran on (its first output says which)" in text
+
+
+def test_d4_a_peak_at_the_first_batch_is_said_once():
+    import pandas as pd
+
+    ratios = pd.DataFrame({"batch": [1, 8], "context": [256, 256], "flex_over_sdpa": [442.1, 128.5]})
+    said = cost.flex_over_sdpa(ratios, "this run (CPU)")
+    assert "256 tokens: largest 442.1x at 1, 128.5x at 8." in said and said.count("442.1x") == 1

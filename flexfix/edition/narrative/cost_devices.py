@@ -78,12 +78,12 @@ def flex_over_sdpa(ratios: pd.DataFrame, where: str) -> str:
     require(ratios, f"the kernel timing ratios of {where}", values=("batch", "context", "flex_over_sdpa"))
     parts = []
     for context, rows in ratios.sort_values("batch").groupby("context"):
-        peak = rows.loc[rows["flex_over_sdpa"].idxmax()]
-        first, last = rows.iloc[0], rows.iloc[-1]
+        peak = int(rows.loc[rows["flex_over_sdpa"].idxmax(), "batch"])
+        shown = dict.fromkeys([int(rows.iloc[0]["batch"]), peak, int(rows.iloc[-1]["batch"])])  # each batch once
+        value = rows.set_index("batch")["flex_over_sdpa"]
         parts.append(
-            f"{context} tokens: {first['flex_over_sdpa']:.1f}x at {int(first['batch'])}, largest "
-            f"{peak['flex_over_sdpa']:.1f}x at {int(peak['batch'])}, {last['flex_over_sdpa']:.1f}x at "
-            f"{int(last['batch'])}"
+            f"{context} tokens: "
+            + ", ".join(f"{'largest ' if b == peak else ''}{value[b]:.1f}x at {b}" for b in sorted(shown))
         )
     slower = int((ratios["flex_over_sdpa"] > 1).sum())
     return markdown(
