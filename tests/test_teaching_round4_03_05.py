@@ -120,8 +120,8 @@ def test_a2_crash_or_wrong_names_the_sizes_the_sweeps_differ_in_and_not_the_gpu(
     sweeps = {"this run (H200)": _exposed("wrong_result"), "recorded (H100)": _exposed("illegal_memory_access")}
     text = str(story.crash_or_wrong(sweeps, {"this run (H200)": here, "recorded (H100)": recorded}))
     assert "The same misread" not in text and "These are not the same sweep" in text
-    assert "`needle_len` 120 (this run (H200)) and 300 (recorded (H100))" in text
-    assert "`num_pages` 2048 (this run (H200)) and 8192 (recorded (H100))" in text
+    assert "other sizes (this run (H200) and recorded (H100): `needle_len` 120 and 300; " in text
+    assert "`num_pages` 2048 and 8192)" in text
     assert "does not say that the GPU decided it" in text
     assert "this run (H200): 4 cells exposed to the misread, 4 wrong results" in text
     # the same sizes: nothing said about sizes

@@ -60,14 +60,20 @@ def sweep_sizes(parameters: dict | list[dict]) -> dict[str, int]:
 
 
 def _size_differences(parameters: dict[str, dict | list[dict]]) -> str:
-    """The sizes the sweeps ran with where they differ: `name` value (sweep), ... for each, from their parameters."""
+    """The sizes the sweeps ran with where they differ, from their parameters: the sweeps named once, in order, then
+    each size that differs with its values in that order (``this run and the recording: `needle_len` 120 and 300``)."""
     sizes = {where: sweep_sizes(p) for where, p in parameters.items()}
-    said = []
+    said, named = [], []
     for key in _SWEEP_SIZES:
         values = {where: s[key] for where, s in sizes.items() if key in s}
         if len(values) > 1 and len(set(values.values())) > 1:
-            said.append(f"`{key}` " + listing([f"{v} ({where})" for where, v in values.items()]))
-    return "; ".join(said)
+            if not named:
+                named = list(values)
+            if list(values) == named:
+                said.append(f"`{key}` " + listing([str(v) for v in values.values()]))
+            else:
+                said.append(f"`{key}` " + listing([f"{v} ({where})" for where, v in values.items()]))
+    return f"{listing(named)}: " + "; ".join(said) if said else ""
 
 
 def crash_or_wrong(sweeps: dict[str, pd.DataFrame], parameters: dict[str, dict | list[dict]] | None = None) -> str:
