@@ -74,7 +74,18 @@ def test_data_readme_quotes_the_recorded_backend_speeds():
     for row in markdown_rows(across):
         assert row in text, row
     assert text.count(" | BI=") == len(across)  # no row left from an earlier set of runs
+    runs_only = across[list(runs)]
+    triton, flex026 = (
+        across["backend"] == "TRITON_ATTN",
+        (across["vLLM"] == "0.26.0") & (across["backend"] != "TRITON_ATTN"),
+    )
+    ahead = f"{int((runs_only[triton] > 1).sum().sum())} of {int(runs_only[triton].notna().sum().sum())}"
+    behind = f"{int((runs_only[flex026] < 1).sum().sum())} of {int(runs_only[flex026].notna().sum().sum())}"
+    moved = f"{(across['highest'] / across['lowest']).max():.2f}x"
+    flat = " ".join(text.split())
+    assert f"in {ahead} comparisons" in flat and f"slower in {behind}" in flat and f"up to {moved}" in flat
     readme = " ".join((root / "README.md").read_text().split())
+    assert f"in {ahead} comparisons" in readme and f"slower in {behind}" in readme and f"up to {moved}" in readme
     for vllm, backend in (("0.20.0 + flexfix", "TRITON_ATTN"), ("0.26.0", "TRITON_ATTN"), ("0.26.0", "FLEX_ATTENTION")):
         mine = across[(across["vLLM"] == vllm) & (across["backend"] == backend)]
         assert f"{mine['lowest'].min():.2f}-{mine['highest'].max():.2f}x" in readme, (vllm, backend)
