@@ -19,6 +19,7 @@ __all__ = [
     "serving",
     "workarounds",
     "not_read_counted",
+    "pointers",
     "ALARM_KINDS",
 ]
 
@@ -372,3 +373,23 @@ def workarounds(safety: pd.DataFrame, throughput: pd.DataFrame) -> str:
         f"{len(safety) - len(wrong)} of {len(safety)} checks.",
         f"Each costs throughput against the patched engine with full graphs (tokens/s ratio): {listing(costs, '; ')}.",
     )
+
+
+def pointers(stock: pd.DataFrame, fixed: pd.DataFrame) -> str:
+    """What the ``data_ptr`` columns of the two CPU step tables show (:func:`flexfix.guard.vllm_flex_build.guard_steps`,
+    stock then fixed): whether each run kept one pointer, and whether the two runs' pointers coincide."""
+    _need(stock, ["data_ptr"], "pointers")
+    _need(fixed, ["data_ptr"], "pointers")
+    a, b = sorted(set(stock["data_ptr"])), sorted(set(fixed["data_ptr"]))
+    within = (
+        "within each run the pointer never moves"
+        if len(a) == len(b) == 1
+        else f"the pointer moves within a run ({len(a)} and {len(b)} distinct values)"
+    )
+    if a == b:
+        return (
+            f"Both tables show `data_ptr` {listing(a)}: {within}, and the two runs' buffers share an address, "
+            "because the first run's buffer is freed before the second allocates its own and the allocator hands "
+            "the address out again."
+        )
+    return f"The tables' `data_ptr` values differ ({listing(a)}, then {listing(b)}), two buffers: {within}."

@@ -1,0 +1,44 @@
+"""Notebooks 06 and 07 as a newcomer read their republished GPU edition at 595743f (review r0607, round 5): one
+test per finding fixed."""
+
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")
+
+from flexfix.edition.narrative import guard as guard_story  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+
+def _nb(stem: str) -> dict:
+    return json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
+
+
+def _markdown(stem: str) -> str:
+    text = " ".join("".join(c["source"]) for c in _nb(stem)["cells"] if c["cell_type"] == "markdown")
+    return re.sub(r"\s+", " ", text)
+
+
+def _code(stem: str) -> str:
+    return "\n".join("".join(c["source"]) for c in _nb(stem)["cells"] if c["cell_type"] == "code")
+
+
+# 07
+
+
+def test_07_pointer_sentence_reads_the_tables_data_ptr():
+    """A1: the text explained why the two tables' data_ptr differ; the GPU edition showed one address in both."""
+    same = pd.DataFrame({"data_ptr": ["0x46117b40"] * 3})
+    said = guard_story.pointers(same, same.copy())
+    assert "share an address" in said and "differ" not in said and "0x46117b40" in said
+    other = pd.DataFrame({"data_ptr": ["0x1"] * 3})
+    assert "differ (0x46117b40, then 0x1)" in guard_story.pointers(same, other)
+    text = _markdown("07_replay_guard")
+    assert "which is why their `data_ptr` values differ" not in text and "hence another pointer" not in text
+    assert "print(story.pointers(steps, fixed))" in _code("07_replay_guard")
