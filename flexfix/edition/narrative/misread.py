@@ -82,13 +82,13 @@ def crash_or_wrong(sweeps: dict[str, pd.DataFrame], parameters: dict[str, dict |
     one the bug gives without the cells of that edition behind it.  ``parameters`` (``{where: recorded parameters}``)
     gives the sizes each sweep ran with: where they differ, the sentence says so, and does not put the difference
     between a crash and a wrong answer down to the GPU."""
-    parts, seen = [], set()
+    parts, kinds = [], {}
     for where, table in sweeps.items():
         cells = misread_cells(table)
         if cells.empty:
             parts.append(f"{where}: no cell where the replayed launch with `as_strided` could misread")
             continue
-        seen |= set(cells["kind"]) & {"crashed", "wrong result"}
+        kinds[where] = set(cells["kind"])
         parts.append(f"{where}: {plural(len(cells), 'cell')} exposed to the misread, {counted(cells['kind'])}")
     text = (
         f"**Crash or wrong answer, in the sweeps shown here** (cells exposed to the misread: the replayed launch "
@@ -98,16 +98,46 @@ def crash_or_wrong(sweeps: dict[str, pd.DataFrame], parameters: dict[str, dict |
     differ = _size_differences(parameters or {})
     if differ:
         text += f"\n\nThese are not the same sweep: they ran with other sizes ({differ}), as printed with each."
-    if seen == {"crashed", "wrong result"}:
-        text += (
-            "\n\nThe bug crashed in one sweep and answered wrongly in another. "
-            + (
-                "The sweeps differ in their sizes as well as their device, so this does not say that the GPU decided "
-                "it: "
-                if differ
-                else ""
+    crashed = [where for where, k in kinds.items() if "crashed" in k]
+    wrong = [where for where, k in kinds.items() if "wrong result" in k]
+    if crashed and wrong:
+        text += f"\n\n{_crashed_and_wrong(sweeps, parameters or {}, crashed, wrong)}"
+    return markdown(text)
+
+
+def _is_analog(table: pd.DataFrame) -> bool:
+    """Whether every misread cell of a sweep is the CPU's frozen launch, whose index error stands for a crash."""
+    return bool((misread_cells(table)["config"].str.split(", ").str[-2] == "frozen").all())
+
+
+def _crashed_and_wrong(sweeps: dict, parameters: dict, crashed: list[str], wrong: list[str]) -> str:
+    """How many sweeps crashed and how many answered wrongly, each named; what the CPU analog's crash is; and, for
+    each crash set against a wrong answer, whether the two ran with the same sizes, from ``parameters``."""
+    sizes = {where: sweep_sizes(p) for where, p in parameters.items()}
+    text = (
+        f"The bug crashed in {plural(len(crashed), 'sweep')} ({listing(crashed, sep='; ')}) and answered wrongly "
+        f"in {len(wrong)} ({listing(wrong, sep='; ')})."
+    )
+    for where in crashed:
+        if _is_analog(sweeps[where]):
+            same = [w for w in wrong if sizes.get(w) and sizes.get(where) == sizes[w]]
+            text += (
+                f" The crash of {where} is the frozen-launch analog's index error: the analog checks every block "
+                "number it reads and stops at one outside the cache, where a GPU kernel reads whatever memory the "
+                "number points to"
+                + (f"; it ran with the same sizes as {listing(same)}" if same else "")
+                + ", so it stands for the misread, not for what a GPU does with it."
             )
-            + "which one happens depends on what the misread cells and the memory they point to hold (notebook 01, "
+    gpu = [w for w in crashed if not _is_analog(sweeps[w])]
+    other = [w for w in gpu if any(sizes.get(w) and sizes.get(v) and sizes[w] != sizes[v] for v in wrong)]
+    if other:
+        text += (
+            f" {listing(other)} differ from {listing(wrong)} in their sizes as well as their device, so this does "
+            "not say that the GPU decided it."
+        )
+    if gpu:
+        text += (
+            " Which one a GPU gets depends on what the misread cells and the memory they point to hold (notebook 01, "
             "section *Crash or wrong answer: what decides*)."
         )
-    return markdown(text)
+    return text

@@ -1,0 +1,75 @@
+"""Teaching round 5, notebooks 03-05 (newcomer reading of the edition at 595743f, findings A/B/C/D): each fix tied to
+the data or the source that generates the sentence, table or figure."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+DATA = "data"
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _markdown(stem: str) -> str:
+    nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text())
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+def _code(stem: str) -> str:
+    nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text())
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def _exposed(outcome: str, launch: str = "graph") -> pd.DataFrame:
+    rows = [
+        {
+            "config": f"flex, vllm options, {launch}, as_strided",
+            "batch": b,
+            "position": p,
+            "outcome": outcome,
+            "bitwise_equal": False,
+            "max_abs_diff": None,
+            "error": None,
+            "detail": "",
+        }
+        for b in (17, 24)
+        for p in ("first", "last")
+    ]
+    return pd.DataFrame(rows)
+
+
+# A2: the sweeps that crashed and the ones that answered wrongly counted and named; the CPU analog's crash said to be
+# its index error, with the sizes of the GPU run it stands beside.
+
+
+def test_a2_crash_and_wrong_sweeps_are_counted_named_and_the_analog_crash_explained():
+    from flexfix.edition import results
+    from flexfix.edition.narrative import invariance as story
+    from flexfix.measure import record
+
+    _, provs = results.recorded_all(DATA, record.RECORDED_KERNEL_INVARIANCE)
+    recorded = [p["parameters"] for p in provs]
+    here = {
+        "needle_len": 120,
+        "capture_len": 200,
+        "shape": "PagedShape(max_num_seqs=128, max_model_len=256, num_pages=2048)",
+    }
+    sweeps = {
+        "this run (H200)": _exposed("wrong_result"),
+        "recorded (H100)": _exposed("illegal_memory_access"),
+        "the CPU analogs": _exposed("index_error", "frozen"),
+    }
+    sizes = {"this run (H200)": here, "recorded (H100)": recorded, "the CPU analogs": here}
+    text = str(story.crash_or_wrong(sweeps, sizes))
+    assert "crashed in one sweep and answered wrongly in another" not in text
+    assert (
+        "crashed in 2 sweeps (recorded (H100) and the CPU analogs) and answered wrongly in 1 (this run (H200))" in text
+    )
+    assert "The crash of the CPU analogs is the frozen-launch analog's index error" in text
+    assert "same sizes as this run (H200)" in text
+    assert "recorded (H100) differ from this run (H200) in their sizes as well as their device" in text
+    # the analog alone against a wrong answer: nothing about a GPU's sizes deciding it
+    alone = {k: sweeps[k] for k in ("this run (H200)", "the CPU analogs")}
+    text = str(story.crash_or_wrong(alone, sizes))
+    assert "GPU decided" not in text and "Which one a GPU gets" not in text
+    assert 'sizes["the CPU analogs"] = sizes[here]' in _code("04_batch_invariance")
