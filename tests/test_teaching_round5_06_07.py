@@ -42,3 +42,12 @@ def test_07_pointer_sentence_reads_the_tables_data_ptr():
     text = _markdown("07_replay_guard")
     assert "which is why their `data_ptr` values differ" not in text and "hence another pointer" not in text
     assert "print(story.pointers(steps, fixed))" in _code("07_replay_guard")
+
+
+def test_07_runner_values_and_dispatch_rows_are_said_as_the_tables_show_them():
+    """A7: the 0.26.0 table's forced ``V1`` was not among the values named; A8: the dispatch table has one row per
+    distinct (batch, max_num_seqs), not one per engine's batch."""
+    text = _markdown("07_replay_guard")
+    assert "or `V1` where a run forced the V1 runner" in text
+    assert "one row for each batch of the recorded engines" not in text
+    assert "one row for each distinct pair of a batch and a `max_num_seqs`" in text
