@@ -113,7 +113,7 @@ def test_a_workaround_whose_requests_differed_is_not_called_correct():
 
 def test_the_release_survey_says_what_it_read():
     releases, prov = schemas.recorded(DATA, "vllm_releases", schemas.RELEASES, "cpu")
-    said = reproduce.releases_surveyed(releases, prov)
+    said = workarounds.releases_surveyed(releases, prov)
     first, last = releases.version.iloc[0], releases.version.iloc[-1]
     assert f"the {len(releases)} final releases of vLLM on PyPI from {first} to {last}" in said
     assert prov["parameters"]["older_not_examined"] in said

@@ -21,7 +21,6 @@ __all__ = [
     "crash_threshold",
     "every_request",
     "patched_batches",
-    "releases_surveyed",
 ]
 
 # The columns each function states something of (a notebook reads its recorded files with them: results.recorded(...,
@@ -145,8 +144,22 @@ def faces(this_run: pd.DataFrame, this_where: str, recorded: pd.DataFrame, recor
         same_step = all(len({_steps_word(list(r)) for t in buggy for r in t.loc[t["seed"] == s, "records"]}) == 1
                         for s in common)  # fmt: skip
         text += (", at the same step: the two figures of the errors draw the same crosses (the same kernel, seeds "
-                 "and misread cells); only the measured errors differ." if same_step else ".")  # fmt: skip
+                 f"and misread cells){_errors_compared(this_run, recorded)}." if same_step else ".")  # fmt: skip
     return markdown(text)
+
+
+def _errors_compared(this_run: pd.DataFrame, recorded: pd.DataFrame) -> str:
+    """Whether the two runs measured the same error at every step of every (copy, batch, seed) both ran."""
+    key = ["copy", "batch", "seed"]
+    both = this_run[key + ["records"]].merge(recorded[key + ["records"]], on=key, suffixes=("_a", "_b"))
+    pairs = [
+        (x.get("max_error"), y.get("max_error")) for a, b in zip(both.records_a, both.records_b) for x, y in zip(a, b)
+    ]
+    steps = [p for p in pairs if p != (None, None)]
+    same = sum(a == b for a, b in steps)
+    if steps and same == len(steps):
+        return f"; so are the measured errors, equal at all {plural(len(steps), 'step')} both runs measured"
+    return f"; the measured errors differ at {len(steps) - same} of the {plural(len(steps), 'step')} both runs measured"
 
 
 _BEFORE = re.compile(r"is ([\d,]+) bytes before the nearest allocation at \S+ of size ([\d,]+) bytes")
@@ -373,27 +386,3 @@ def patched_batches(runs: pd.DataFrame) -> str:
         "evidence either (a misread can be silent)."
     )
     return markdown("\n".join(lines))
-
-
-def releases_surveyed(releases: pd.DataFrame, provenance: dict) -> str:
-    """What the release survey read (its table and the provenance of its file): how many final releases, from which
-    to which, the older ones it left out, and how many of each verdict."""
-    require(releases, "the release survey", values=("version", "verdict"))
-    from packaging.version import Version
-
-    params = (provenance or {}).get("parameters") or {}
-    versions = sorted(releases["version"], key=Version)
-    verdicts = releases["verdict"].value_counts()
-    older = params.get("older_not_examined")
-    text = (
-        f"**What was surveyed:** the {plural(len(versions), 'final release')} of vLLM on PyPI from {versions[0]} to "
-        f"{versions[-1]} (the survey's lower bound, `min_version`, is {params.get('min_version', versions[0])}"
-        + (f"; older ones were not read, by the survey's own count {older}" if older else "")
-        + "): "
-        + listing([f"{c} {v}" for v, c in verdicts.items()])
-        + "."
-    )
-    skipped = params.get("skipped") or {}
-    if skipped:
-        text += f" Skipped: {listing(sorted(skipped))}."
-    return markdown(text)

@@ -10,7 +10,7 @@ import pandas as pd
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
 
-__all__ = ["without_plugin", "patch_cycle", "fix_on_every_request"]
+__all__ = ["without_plugin", "patch_cycle", "fix_on_every_request", "releases_surveyed"]
 
 
 def _columns(table: pd.DataFrame, prefix: str) -> dict[int, str]:
@@ -252,3 +252,27 @@ def fix_on_every_request(rows: pd.DataFrame, dispatch: pd.DataFrame, where: str)
             "(notebook 01 shows it in full)."
         )
     return markdown(" ".join(said))
+
+
+def releases_surveyed(releases: pd.DataFrame, provenance: dict) -> str:
+    """What the release survey read (its table and the provenance of its file): how many final releases, from which
+    to which, the older ones it left out, and how many of each verdict."""
+    require(releases, "the release survey", values=("version", "verdict"))
+    from packaging.version import Version
+
+    params = (provenance or {}).get("parameters") or {}
+    versions = sorted(releases["version"], key=Version)
+    verdicts = releases["verdict"].value_counts()
+    older = params.get("older_not_examined")
+    text = (
+        f"**What was surveyed:** the {plural(len(versions), 'final release')} of vLLM on PyPI from {versions[0]} to "
+        f"{versions[-1]} (the survey's lower bound, `min_version`, is {params.get('min_version', versions[0])}"
+        + (f"; older ones were not read, by the survey's own count {older}" if older else "")
+        + "): "
+        + listing([f"{c} {v}" for v, c in verdicts.items()])
+        + "."
+    )
+    skipped = params.get("skipped") or {}
+    if skipped:
+        text += f" Skipped: {listing(sorted(skipped))}."
+    return markdown(text)
