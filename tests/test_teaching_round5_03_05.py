@@ -73,3 +73,40 @@ def test_a2_crash_and_wrong_sweeps_are_counted_named_and_the_analog_crash_explai
     text = str(story.crash_or_wrong(alone, sizes))
     assert "GPU decided" not in text and "Which one a GPU gets" not in text
     assert 'sizes["the CPU analogs"] = sizes[here]' in _code("04_batch_invariance")
+
+
+# A3, D7: the two distances and the fp32 reference defined in the verdict tables' column list, which every sweep's
+# sentence points to, with the rule that makes a cell wrong rather than moved.
+
+
+def test_a3_d7_the_two_distances_and_the_wrong_rule_are_defined_where_the_sentences_point():
+    from flexfix.edition.narrative import invariance as story
+    from flexfix.mechanism import kernel_repro
+
+    text, code = _markdown("04_batch_invariance"), _code("04_batch_invariance")
+    assert "**The two distances**" in text and "**the fp32 reference**" in text
+    assert "`flexfix.mechanism.paged.reference`" in text and "`flexfix.mechanism.kernel_repro.tolerance`" in text
+    assert "is `wrong`; a cell within it that is not bitwise equal is\n`moved`" in text
+    assert hasattr(kernel_repro, "tolerance")
+    assert "this run's verdict table" not in code and code.count("defined_under=DISTANCES") == 3
+    assert 'DISTANCES = "the verdict tables\' columns (section *The kernel-level sweep*)"' in code
+    assert "## The kernel-level sweep" in text
+    said = str(story.kernel_sweep(_moved(), "t", defined_under="the verdict tables' columns (section *The kernel"))
+    assert "as defined under the verdict tables' columns" in said
+
+
+def _moved() -> pd.DataFrame:
+    rows = [
+        {
+            "config": "analog, row softmax, eager, sliced",
+            "batch": b,
+            "position": "last",
+            "outcome": "ok",
+            "bitwise_equal": b == 1,
+            "max_abs_diff": 0.0 if b == 1 else 3e-8,
+            "max_error_vs_reference": 2e-7,
+            "detail": "",
+        }
+        for b in (1, 8)
+    ]
+    return pd.DataFrame(rows)
