@@ -190,7 +190,7 @@ def test_07_serving_sentence_scopes_batch_variance_to_what_06_measured():
     agree = tg.servers_agree(served, [("guard_eager", "patched_tiny"), ("patched_tiny", "patched_tiny_again")])
     said = story.serving(served, agree)
     assert "and with `VLLM_BATCH_INVARIANT=0` those differ." not in said
-    assert "was not compared on these tiny-model servers" in said and "on the variance model" in said
+    assert "that is the tiny model, and on the variance model" in said  # round 5 A6: alone was compared
 
 
 def test_07_frozen_decision_is_classed_as_a_decision_with_what_the_guard_saw():

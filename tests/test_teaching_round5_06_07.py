@@ -51,3 +51,18 @@ def test_07_runner_values_and_dispatch_rows_are_said_as_the_tables_show_them():
     assert "or `V1` where a run forced the V1 runner" in text
     assert "one row for each batch of the recorded engines" not in text
     assert "one row for each distinct pair of a batch and a `max_num_seqs`" in text
+
+
+def test_07_serving_says_what_the_alone_stage_was_compared_with_and_shows_the_columns():
+    """A6: 'a request alone and in a batch was not compared' while every together stage was compared with alone."""
+    from flexfix.edition.tables import guard as guard_tables
+
+    served, _ = guard_tables.served(DATA)
+    agree = guard_tables.servers_agree(
+        served, [("guard_eager", "patched_tiny"), ("patched_tiny", "patched_tiny_again")]
+    )
+    said = re.sub(r"\s+", " ", guard_story.serving(served, agree))
+    assert "was not compared" not in said
+    assert "compared every request of a batch with the same request sent alone" in said
+    assert "patched_tiny 48 of 48 at 48" in said and "guard_error" not in said.split("sent alone")[1]
+    assert '"compared", "bitwise_equal", "skipped"]]' in _code("07_replay_guard")

@@ -322,12 +322,18 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
         ]
         per_pair.append(f"{servers}: {listing(counts)}")
     same = bool((agree["bitwise equal"] == agree["of"]).all())
+    alone = [  # each together stage against the same requests sent alone (the stage table's compared, bitwise_equal)
+        f"{name} {s['bitwise_equal']} of {s['compared']} at {s['requests']}"
+        for name, r in table.set_index("scenario").iterrows()
+        for s in r["records"]
+        if s.get("stage") == "together" and s.get("compared")
+    ]
     reconcile = (
-        " Two servers agreeing is not batch invariance: each pair answered the same batch the same way, batch "
-        "against the same batch. Whether a request alone and the same request in a batch agree was not compared on "
-        "these tiny-model servers; notebook 06's recording compares that, and with `VLLM_BATCH_INVARIANT=0` the two "
-        "differed there on the variance model (its patched_bi0 scenario)."
-        if same
+        " Two servers agreeing is not batch invariance: each pair answered the same batch the same way. Each server "
+        "also compared every request of a batch with the same request sent alone (the stage table's `compared` and "
+        f"`bitwise_equal`), bitwise equal: {listing(alone)}; that is the tiny model, and on the variance model "
+        "notebook 06's recording found the two differing with `VLLM_BATCH_INVARIANT=0` (its patched_bi0 scenario)."
+        if same and alone
         else ""
     )
     return markdown(
@@ -376,8 +382,7 @@ def workarounds(safety: pd.DataFrame, throughput: pd.DataFrame) -> str:
 
 
 def pointers(stock: pd.DataFrame, fixed: pd.DataFrame) -> str:
-    """What the ``data_ptr`` columns of the two CPU step tables show (:func:`flexfix.guard.vllm_flex_build.guard_steps`,
-    stock then fixed): whether each run kept one pointer, and whether the two runs' pointers coincide."""
+    """The ``data_ptr`` columns of the CPU step tables (stock, fixed): one pointer per run, the runs' coinciding?"""
     _need(stock, ["data_ptr"], "pointers")
     _need(fixed, ["data_ptr"], "pointers")
     a, b = sorted(set(stock["data_ptr"])), sorted(set(fixed["data_ptr"]))
