@@ -371,6 +371,7 @@ def test_record_cli_against_the_fake(models_dir, tmp_path):
     assert prov["parameters"]["requests"]["patched_bi1"] == [17] and prov["parameters"]["max_tokens"] == 4
     assert "FLEX_ATTENTION" in prov["parameters"]["vllm_args"]["stock"]
     assert list(table.status) == ["illegal_memory_access", "ok", "differs"] and table.as_expected.all()
+    assert "the server's log names an illegal memory access) (emulated by the FAKE server: no vLLM ran)" in out
     (logs,) = (tmp_path / "serve-logs").iterdir()  # this run's own folder of logs
     assert table.log_file.tolist() == [str(logs / f"{name}.log") for name in table.scenario]
     assert (logs / "stock.log").exists() and "wrote" in out

@@ -66,3 +66,34 @@ def test_07_serving_says_what_the_alone_stage_was_compared_with_and_shows_the_co
     assert "compared every request of a batch with the same request sent alone" in said
     assert "patched_tiny 48 of 48 at 48" in said and "guard_error" not in said.split("sent alone")[1]
     assert '"compared", "bitwise_equal", "skipped"]]' in _code("07_replay_guard")
+
+
+# 06
+
+
+def _recorded():
+    from flexfix.integration import serving
+
+    return serving.recorded_run(DATA)
+
+
+def _fake(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(command=[["python", "tests/fake_vllm_server.py"]] * len(table))
+
+
+def test_06_fake_run_heading_and_scenario_cells_say_emulated():
+    """A5: 'What this run (against the FAKE server) measured'; its ima_in_log False, server exit and detail unmarked."""
+    from flexfix.edition import tables
+    from flexfix.edition.narrative import serving as serving_story
+    from flexfix.edition.tables import serving as ts
+
+    table, _ = _recorded()
+    fake = _fake(table)
+    said = serving_story.scenarios(fake, tables.stage_table(fake), "this run (against the FAKE server)")
+    assert "**What this run (against the FAKE server) emulated (no vLLM ran" in said and "measured**" not in said
+    assert "**What r measured**" in serving_story.scenarios(table, tables.stage_table(table), "r")
+    shown = ts.scenario_table(fake)
+    for column in ("ima_in_log", "server", "detail", "outcome"):
+        assert all(str(v).endswith("(emulated)") for v in shown[column]), column
+    real = ts.scenario_table(table)
+    assert not any("emulated" in str(v) for column in ("ima_in_log", "server", "detail") for v in real[column])

@@ -168,7 +168,9 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
             "own requests in a batch with the same requests alone; the scenarios are not one model with and "
             "without the fix."
         )
-    return markdown(f"**What {where} measured**", *([head] if head else []), "\n".join(lines))
+    fake = len(table) and all(is_fake(sc) for _, sc in table.iterrows())
+    verb = "emulated (no vLLM ran: nothing here is a measurement of vLLM)" if fake else "measured"
+    return markdown(f"**What {where} {verb}**", *([head] if head else []), "\n".join(lines))
 
 
 def what_runs(device: str, run: dict, data_dir) -> str:

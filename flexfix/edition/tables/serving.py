@@ -102,7 +102,8 @@ def scenario_table(table: pd.DataFrame) -> pd.DataFrame:
     if "command" in table:
         fake = [_is_fake(r) for _, r in table.iterrows()]
         table["outcome"] = [f"{o} (emulated)" if f else o for o, f in zip(table["outcome"], fake)]
-        table["ima_in_log"] = [f"{v} (emulated)" if f and v else v for v, f in zip(table["ima_in_log"], fake)]
+        for column in [c for c in ("ima_in_log", "server", "detail") if c in table]:  # the FAKE server: emulated
+            table[column] = [f"{v} (emulated)" if f else v for v, f in zip(table[column], fake)]
         table["plugin_lines"] = [
             f"{r['plugin_lines']} (the FAKE server loads no plugin)" if _is_fake(r) else r["plugin_lines"]
             for _, r in table.iterrows()

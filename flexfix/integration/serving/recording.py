@@ -204,7 +204,8 @@ def record(
             rows.append(row)
             kept.path = results.write_results(out_dir, name, rows, device, params, partial=True, replace=True)
             kept.count = len(rows)
-        progress(f"{sc.name}: {row['status']} ({row['detail']}), {row['seconds']} s; saved {kept.path}")
+        emulated = " (emulated by the FAKE server: no vLLM ran)" if fake_server is not None else ""
+        progress(f"{sc.name}: {row['status']} ({row['detail']}){emulated}, {row['seconds']} s; saved {kept.path}")
     try:
         path = results.write_results(out_dir, name, rows, device, params, replace=replace)
     except (results.ResultsError, OSError) as e:
