@@ -97,3 +97,17 @@ def test_06_fake_run_heading_and_scenario_cells_say_emulated():
         assert all(str(v).endswith("(emulated)") for v in shown[column]), column
     real = ts.scenario_table(table)
     assert not any("emulated" in str(v) for column in ("ima_in_log", "server", "detail") for v in real[column])
+
+
+def test_06_dispatch_table_is_labelled_computed_now_not_recorded(capsys, monkeypatch):
+    """B1: the dispatch table read as recorded by the server; it is vLLM's dispatcher asked now from the arguments."""
+    from flexfix.integration.serving import recording
+
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
+    recording.show_recorded(DATA)
+    assert "asked now, of the installed vLLM, from the recorded arguments (the server recorded no dispatch)" in (
+        capsys.readouterr().out
+    )
+    text = _markdown("06_serving")
+    assert "that table is not in the recording, it is computed when this notebook runs" in text
+    assert "asked now from the recorded arguments rather than recorded by the server" in text

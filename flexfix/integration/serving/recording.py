@@ -250,6 +250,10 @@ def show_recorded(data_dir: str | os.PathLike, name: str = "serve", tail: int = 
     print(provenance_line(prov))
     print(f"server: {prov['parameters'].get('server')}; its arguments per scenario are in the first table")
     display(server_settings(table, prov))
+    print(
+        "what vLLM's CudagraphDispatcher runs each batch with: asked now, of the installed vLLM, from the recorded "
+        "arguments (the server recorded no dispatch)"
+    )
     display(dispatch_table(table, prov))
     display(scenario_table(table))
     display(stage_table(table))
