@@ -185,7 +185,7 @@ def test_the_cost_is_said_as_measured():
     took = f"about {low}%" if low == high else f"{low}–{high}%"
     assert f"checks took {took} of the engine's time" in text  # timed, it leads
     for _, r in view.iterrows():
-        assert f"({r['µs per replay checked']:.0f} µs per replay)" in text
+        assert f"({r['µs per replay checked']:.0f} µs per replay; {r[tg.SPREAD]}% over its repetitions)" in text
         assert f"{r['slowest / fastest repetition']:.2f}x at {int(r['requests'])} requests" in text
     slower = 100 * (1 - view["on / off"])
     assert f"tokens per second came out {slower.min():.1f}–{slower.max():.1f}% lower" in text

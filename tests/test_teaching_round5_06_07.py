@@ -111,3 +111,17 @@ def test_06_dispatch_table_is_labelled_computed_now_not_recorded(capsys, monkeyp
     text = _markdown("06_serving")
     assert "that table is not in the recording, it is computed when this notebook runs" in text
     assert "asked now from the recorded arguments rather than recorded by the server" in text
+
+
+def test_07_cost_names_its_statistic_and_shows_the_check_share_range():
+    """B2: 'ratios of medians' beside unlabelled columns, and 'the checks' own time does not drift' with no spread."""
+    from flexfix.edition.tables import guard as guard_tables
+
+    view = guard_tables.guard_cost(guard_tables.recorded(DATA)["guard_cost"][0])
+    assert guard_tables.SPREAD in view and all("–" in v for v in view[guard_tables.SPREAD])
+    said = re.sub(r"\s+", " ", guard_story.cost(view))
+    assert "over its repetitions" in said and "the median repetitions' tokens per second came to" in said
+    assert "in ratios of medians" not in said
+    text = _markdown("07_replay_guard")
+    assert "the checks' own time does not" not in text
+    assert "The table's tokens per second are the median repetition's" in text

@@ -7,6 +7,7 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
+from flexfix.edition.tables.guard import SPREAD
 
 __all__ = [
     "dispatch",
@@ -106,8 +107,7 @@ def stopped(engines: pd.DataFrame, where: str) -> str:
 
 
 def eager_equal(equal: pd.DataFrame, engines: pd.DataFrame) -> str:
-    """``equal``: :func:`flexfix.edition.tables.guard.eager_vs_reference`; ``engines``: the guarded engines'
-    :func:`~flexfix.edition.tables.guard.engine_guard`."""
+    """``equal``: :func:`~.tables.guard.eager_vs_reference`; ``engines``: their :func:`~.tables.guard.engine_guard`."""
     _need(equal, ["requests", "bitwise equal", "same tokens", "of"], "eager_equal")
     _need(engines, ["outcome", "replays checked", "steps run without the graph"], "eager_equal")
     all_equal = bool((equal["bitwise equal"] == equal["of"]).all())
@@ -188,8 +188,7 @@ def debug_blind_spot(engines: pd.DataFrame, facts: dict) -> str:
 
 
 def cost(table: pd.DataFrame) -> str:
-    """``table``: :func:`flexfix.edition.tables.guard.guard_cost`.  Where the guard's own host time was recorded,
-    it leads (it is measured per replay and does not drift with the GPU's clocks); the tokens/s ratios follow."""
+    """``table``: :func:`flexfix.edition.tables.guard.guard_cost`; the checks' own host time leads, then tokens/s."""
     _need(table, ["requests", "on / off", "lowest pair", "highest pair", "repetitions"], "cost")
     parts = [
         f"{int(r['requests'])} requests: {r['on / off']:.3f} of the tokens/s without it "
@@ -200,10 +199,11 @@ def cost(table: pd.DataFrame) -> str:
     share = "checking, % of wall time"
     timed = table.dropna(subset=[share]) if share in table else table.iloc[0:0]
     if len(timed):
-        own = [
+        spread = {i: f"; {r[SPREAD]}% over its repetitions" if r.get(SPREAD) else "" for i, r in timed.iterrows()}
+        own = [  # the median repetition's share, then its repetitions' range where the table has it
             f"{r[share]:.2f}% of the wall time at {int(r['requests'])} requests "
-            f"({r['µs per replay checked']:.0f} µs per replay)"
-            for _, r in timed.iterrows()
+            f"({r['µs per replay checked']:.0f} µs per replay{spread[i]})"
+            for i, r in timed.iterrows()
         ]
         low, high = timed[share].min(), timed[share].max()
         slower = [100 * (1 - r["on / off"]) for _, r in table.iterrows()]
@@ -223,9 +223,9 @@ def cost(table: pd.DataFrame) -> str:
             f"work's slowest repetition took {listing(drift)} its fastest, guard on or off"
             + (
                 ", so these ratios cannot tell a cost of a few percent from the run's drift. The checks' own time, "
-                f"{took} of the wall time, is the firmer measure; the tokens per second came to "
-                f"{table['on / off'].min():.3f}–{table['on / off'].max():.3f} of the guard-off rate in ratios of "
-                f"medians and {table['lowest pair'].min():.2f}–{table['highest pair'].max():.2f} in single pairs."
+                f"{took} of the wall time, is the firmer measure; the median repetitions' tokens per second came to "
+                f"{table['on / off'].min():.3f}–{table['on / off'].max():.3f} of the guard-off rate (the `on / off` "
+                f"column) and {table['lowest pair'].min():.2f}–{table['highest pair'].max():.2f} in single pairs."
                 if drifted
                 else "."
             )

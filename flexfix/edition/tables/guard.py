@@ -257,7 +257,7 @@ def information(table: pd.DataFrame) -> pd.DataFrame:
 
 def guard_cost(table: pd.DataFrame) -> pd.DataFrame:
     """Tokens/s with the guard checking over tokens/s without, in one engine: the ratio of medians and the range of
-    the per-repetition ratios."""
+    the per-repetition ratios; the checks' own share of the wall time, the median repetition's and its range."""
     rows = []
     for _, r in table.iterrows():
         for rec in r["records"]:
@@ -284,7 +284,8 @@ def guard_cost(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-SHARE = "checking, % of wall time"
+SHARE = "checking, % of wall time"  # the median repetition's
+SPREAD = "checking %, lowest–highest repetition"
 
 
 def _check_time(rec: dict) -> dict:
@@ -292,9 +293,10 @@ def _check_time(rec: dict) -> dict:
     of a guarded run's wall time spent checking, in percent, and the mean microseconds per replay checked."""
     shares, seconds, replays = rec.get("check_share"), rec.get("check_seconds"), rec.get("replays_checked")
     if not shares or not seconds or not replays or sum(replays) <= 0:
-        return {SHARE: float("nan"), "µs per replay checked": float("nan")}
+        return {SHARE: float("nan"), SPREAD: "", "µs per replay checked": float("nan")}
     return {
         SHARE: round(100 * statistics.median(shares), 3),
+        SPREAD: f"{100 * min(shares):.2f}–{100 * max(shares):.2f}",  # how much the checks' share varied
         "µs per replay checked": round(1e6 * sum(seconds) / sum(replays), 1),
     }
 
