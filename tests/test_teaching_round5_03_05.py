@@ -110,3 +110,17 @@ def _moved() -> pd.DataFrame:
         for b in (1, 8)
     ]
     return pd.DataFrame(rows)
+
+
+# B1, D11, D12: the tiny model's invariance not put down to its size; BI=1 spelled out; the patch named as what lets
+# every BI=1 engine run, not the variance model's alone.
+
+
+def test_b1_d11_d12_the_engine_paragraph_scopes_size_and_names_every_bi1_engine():
+    text = " ".join(_markdown("04_batch_invariance").split())
+    assert "too small for batch variance" not in text
+    assert "it is smaller and its prompts are shorter; which of those differences" in text
+    assert "was not isolated" in text.split("it is smaller and its prompts")[1][:200]
+    assert "`BI=1` (`VLLM_BATCH_INVARIANT=1`: vLLM's batch-invariant mode asked for)" in text
+    assert "The variance model with `VLLM_BATCH_INVARIANT=1` runs here" not in text
+    assert "Every engine with `VLLM_BATCH_INVARIANT=1`, the tiny model's and the variance model's alike" in text
