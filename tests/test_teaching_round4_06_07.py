@@ -292,7 +292,7 @@ def test_07_says_what_patched_means_on_a_fixed_release():
     from flexfix.integration import vllm_patch
 
     assert "``apply()`` does nothing" in vllm_patch.__doc__  # a sliced (fixed) release
-    assert "`patched` means an engine run with `FLEXFIX_PATCH=1`, under which the plugin changes nothing" in (
+    assert "`patched` means an engine run with `FLEXFIX_PATCH=1`, under which the plugin should change nothing" in (
         _markdown("07_replay_guard")
     )
 

@@ -125,3 +125,14 @@ def test_07_cost_names_its_statistic_and_shows_the_check_share_range():
     text = _markdown("07_replay_guard")
     assert "the checks' own time does not" not in text
     assert "The table's tokens per second are the median repetition's" in text
+
+
+def test_07_fixed_release_claims_cite_what_shows_them():
+    """B3: 'vLLM 0.20.2 carries the same function' (only behaviour shown); B4: 'apply() leaves such a release as it
+    is' on 0.26.0 with no output showing it."""
+    text = _markdown("07_replay_guard")
+    assert "vLLM 0.20.2 carries the same function as 0.20.0" not in text
+    assert "notebook 02's release survey reads each release's `copy_to_persistent`" in text
+    assert "here it behaves as 0.20.0" in text
+    assert "under which the plugin changes nothing, since" not in text
+    assert "notebook 02's check-patch table shows on 0.21.0; no output here shows it on 0.26.0" in text
