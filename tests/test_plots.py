@@ -578,8 +578,9 @@ def test_an_outcome_has_one_colour_in_every_figure_and_no_series_takes_it():
         (
             "wrong_result",
             [("category_heatmap", "wrong result"), ("outcome_grid", "silently wrong"),
-             ("replay_errors", "silently wrong answer"), ("category_heatmap", "logprobs differ")],
+             ("replay_errors", "silently wrong answer")],
         ),
+        ("moved", [("category_heatmap", "moved"), ("category_heatmap", "logprobs differ")]),  # r0305 C1: not orange
         ("illegal_memory_access", [("category_heatmap", "crash"), ("outcome_grid", "illegal memory access"),
                                    ("replay_errors", "illegal memory access")]),
         ("index_error", [("replay_errors", "index error"), ("category_heatmap", "tokens differ")]),

@@ -124,3 +124,22 @@ def test_b1_d11_d12_the_engine_paragraph_scopes_size_and_names_every_bi1_engine(
     assert "`BI=1` (`VLLM_BATCH_INVARIANT=1`: vLLM's batch-invariant mode asked for)" in text
     assert "The variance model with `VLLM_BATCH_INVARIANT=1` runs here" not in text
     assert "Every engine with `VLLM_BATCH_INVARIANT=1`, the tiny model's and the variance model's alike" in text
+
+
+# C1: an engine's "same tokens, other logprobs" is a rounding-sized difference: the moved colour (yellow) in notebook
+# 04's engine heatmap and in notebook 06's serving figure; orange is a wrong answer only.
+
+
+def test_c1_logprobs_differ_is_drawn_moved_and_orange_is_wrong_results_only():
+    from matplotlib.colors import to_hex
+
+    from flexfix.edition.plots.invariance import CATEGORY_COLOURS
+    from flexfix.edition.plots.serving import SERVING_KINDS
+    from flexfix.edition.plots.style import OUTCOME_COLOURS
+
+    moved, wrong = to_hex(OUTCOME_COLOURS["moved"]), to_hex(OUTCOME_COLOURS["wrong_result"])
+    assert to_hex(CATEGORY_COLOURS["logprobs differ"][1]) == moved
+    assert to_hex(SERVING_KINDS["same tokens, other logprobs"]) == moved
+    orange = [k for k, (_, h) in CATEGORY_COLOURS.items() if to_hex(h) == wrong]
+    assert orange == ["wrong result"]
+    assert wrong not in {to_hex(h) for h in SERVING_KINDS.values()}

@@ -17,13 +17,13 @@ NOT_RUN = "not run (server gone)"
 EQUAL = "bitwise equal (together: to alone; stream: to non-streamed)"
 SERVING_KINDS = {
     EQUAL: OUTCOME_COLOURS["ok"],
-    "same tokens, other logprobs": OUTCOME_COLOURS["wrong_result"],
+    "same tokens, other logprobs": OUTCOME_COLOURS["moved"],  # rounding-sized: orange is a wrong answer only
     "tokens differ": OUTCOME_COLOURS["index_error"],
     "error": OUTCOME_COLOURS["illegal_memory_access"],
     NOT_RUN: "#ffffff",  # an outlined, dotted placeholder with its words inside: no value
 }
 # "tokens differ" keeps the edition's colour for other tokens and is hatched as well, so that it never reads as the
-# orange of "same tokens, other logprobs" beside it
+# yellow of "same tokens, other logprobs" beside it
 HATCH = {"tokens differ": "xx", NOT_RUN: ".."}
 # the FAKE server's bars: hatched, with this mark across the axes, so that they never read as a vLLM measurement
 EMULATED = "EMULATED: no vLLM, no model"

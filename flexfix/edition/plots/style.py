@@ -74,9 +74,10 @@ def colour(word: str) -> tuple[str, str]:
 
 
 # An outcome has one colour in every figure of the edition (notebooks 01, 04 and 06): blue right or bitwise equal,
-# yellow moved by a rounding step (no error), orange an answer that came back wrong or with other logprobs, vermillion
-# an index error or other tokens, black an illegal memory access (a crash), indigo a timeout, dark grey any other
-# error, light grey refused or not run.  Series (copies, launches, query blocks) take the colours no outcome uses.
+# yellow moved by a rounding step with no wrong answer (a kernel's output; an engine's same tokens with other logprobs),
+# orange an answer that came back wrong (a misread; nothing else is orange), vermillion an index error or other tokens,
+# black an illegal memory access (a crash), indigo a timeout, dark grey any other error, light grey refused or not run.
+# Series (copies, launches, query blocks) take the colours no outcome uses.
 OUTCOME_WORDS = {
     "ok": "blue",
     "moved": "yellow",
