@@ -136,3 +136,38 @@ def test_07_fixed_release_claims_cite_what_shows_them():
     assert "here it behaves as 0.20.0" in text
     assert "under which the plugin changes nothing, since" not in text
     assert "notebook 02's check-patch table shows on 0.21.0; no output here shows it on 0.26.0" in text
+
+
+def test_06_emulation_is_not_hatched_and_its_banner_covers_no_bar():
+    """C1: hatching meant 'emulated' in the FAKE figure and 'tokens differ' in the recorded one; C2: the EMULATED
+    banner was drawn over a bar."""
+    from flexfix.edition.plots import serving as serving_plots
+
+    table, _ = _recorded()
+    for fig in (serving_plots.serving_figure(_fake(table), "fake"), serving_plots.serving_figure(table, "recorded")):
+        ax = fig.axes[0]
+        hatches = {p.get_hatch() for p in ax.patches if p.get_width() > 0 and p.get_facecolor()[:3] != (1, 1, 1)}
+        tokens_differ = serving_plots.HATCH["tokens differ"]
+        assert hatches <= {None, tokens_differ}, hatches  # hatching, on a coloured bar, says other tokens only
+        assert not any(serving_plots.EMULATED in t.get_text() for t in ax.texts)  # not inside the axes
+    fake = serving_plots.serving_figure(_fake(table), "fake").axes[0]
+    assert fake.get_title().startswith(serving_plots.EMULATED)
+    faded = [p for p in fake.patches if p.get_width() > 0 and p.get_alpha() == serving_plots.EMULATED_ALPHA]
+    assert faded and all(p.get_linestyle() == "--" for p in faded)
+    labels = fake.get_legend_handles_labels()[1] + [t.get_text() for t in fake.get_legend().get_texts()]
+    assert serving_plots.LEGEND_EMULATED in labels and "hatched" not in serving_plots.LEGEND_EMULATED
+
+
+def test_06_figure_and_text_say_alone_stages_are_not_drawn():
+    """C3: 'the figure splits each stage's bar the same way', while no alone stage has a bar."""
+    from flexfix.edition.plots import serving as serving_plots
+
+    table, _ = _recorded()
+    ax = serving_plots.serving_figure(table, "recorded").axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels and not any(": alone " in label for label in labels)
+    assert "alone stages not drawn: they are the reference" in ax.get_title().replace("\n", " ")
+    text = _markdown("06_serving")
+    assert "splits each stage's bar the same way" not in text
+    assert "draws each together and stream stage (not alone: it is the reference" in text
+    assert "hatched and marked" not in text and "faded with a dashed outline" in text  # C1, as the figure draws it

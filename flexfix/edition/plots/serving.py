@@ -25,10 +25,12 @@ SERVING_KINDS = {
 # "tokens differ" keeps the edition's colour for other tokens and is hatched as well, so that it never reads as the
 # yellow of "same tokens, other logprobs" beside it
 HATCH = {"tokens differ": "xx", NOT_RUN: ".."}
-# the FAKE server's bars: hatched, with this mark across the axes, so that they never read as a vLLM measurement
+# the FAKE server's bars: faded, with a dashed outline, and this mark heading the title, so that they never read as a
+# vLLM measurement (hatching keeps one meaning, other tokens: an emulated bar is marked another way)
 EMULATED = "EMULATED: no vLLM, no model"
-EMULATED_HATCH = "//"
-LEGEND_EMULATED = "hatched: emulated (FAKE server)"
+EMULATED_ALPHA = 0.45
+LEGEND_EMULATED = "faded, dashed outline: emulated (FAKE server)"
+ALONE_SAID = "alone stages not drawn: they are the reference (their counts are in the stage table)"
 
 # each kind's column in the stage table (flexfix.edition.tables.stage_table): the bars count what its columns count
 _COLUMN = {
@@ -75,21 +77,19 @@ def _positions(bars) -> list[float]:
 
 
 def _draw(ax, y: float, kind: str, width: float, left: float, emulated: bool = False) -> None:
-    """One segment of a stage's bar: solid for a value (hatched where the FAKE server emulated it); for a stage
-    that could not run, a dotted outline spanning the axis with its words inside, so that it reads as a
-    placeholder, not as a share."""
+    """One segment of a stage's bar: solid for a value (faded, with a dashed outline, where the FAKE server emulated
+    it); for a stage that could not run, a dotted outline spanning the axis with its words inside, so that it reads
+    as a placeholder, not as a share."""
     if kind == NOT_RUN:
         ax.barh(y, width, left=left, color="#ffffff", edgecolor="#999999", hatch=HATCH[kind], ls="--", lw=1, label=kind)
         ax.text(left + width / 2, y, "not run: the server had stopped", ha="center", va="center", fontsize=8,
                 color="#555555", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})  # fmt: skip
-    elif kind in HATCH:
-        ax.barh(y, width, left=left, color=SERVING_KINDS[kind], edgecolor="black", hatch=HATCH[kind], lw=0, label=kind)
-    elif emulated:
-        ax.barh(
-            y, width, left=left, color=SERVING_KINDS[kind], edgecolor="white", hatch=EMULATED_HATCH, lw=0, label=kind
-        )
     else:
-        ax.barh(y, width, left=left, color=SERVING_KINDS[kind], label=kind)
+        bar = ax.barh(y, width, left=left, color=SERVING_KINDS[kind], edgecolor="black", hatch=HATCH.get(kind), lw=0,
+                      label=kind)  # fmt: skip
+        if emulated:
+            for patch in bar:
+                patch.set(alpha=EMULATED_ALPHA, edgecolor="#333333", linestyle="--", linewidth=0.8)
 
 
 def _groups(ax, bars, ys) -> None:
@@ -140,11 +140,10 @@ def serving_figure(table: pd.DataFrame, where: str = ""):
     if models:
         _groups(ax, bars, ys)
     emulated = any(b[4] for b in bars)
-    if emulated:
-        box = {"facecolor": "white", "alpha": 0.7, "edgecolor": "#333333"}
-        ax.text(50, sum(ys) / len(ys), EMULATED, ha="center", va="center", fontsize=13, color="#333333",
-                fontweight="bold", zorder=10, bbox=box)  # fmt: skip
-        ax.barh(0, 0, color="#cccccc", edgecolor="white", hatch=EMULATED_HATCH, lw=0, label=LEGEND_EMULATED)
+    if emulated:  # a legend entry only: the banner heads the title, above the bars, never over one
+        ax.barh(
+            0, 0, color="#cccccc", alpha=EMULATED_ALPHA, edgecolor="#333333", ls="--", lw=0.8, label=LEGEND_EMULATED
+        )
     ax.set_yticks(ys, [b[0] for b in bars], fontsize=9)
     ax.set_ylim(ys[-1] + 0.6 if ys else 1, -1.2 if models else -0.6)  # top to bottom, room for a model's heading
     ax.set_xlim(0, 100)
@@ -162,11 +161,8 @@ def serving_figure(table: pd.DataFrame, where: str = ""):
     )
     title = (
         "each request counted once: together N, a request in a batch vs the same request alone; stream 1, the "
-        "streamed answer vs its non-streamed answer"
-        + (f" ({where})" if where else "")
-        + models
-        + ("; EMULATED by the FAKE server: no vLLM ran, no model" if emulated else "")
+        "streamed answer vs its non-streamed answer" + (f" ({where})" if where else "") + models + f"; {ALONE_SAID}"
     )
-    ax.set_title(wrap(title, 9, 10), fontsize=10)
+    ax.set_title((f"{EMULATED} (the FAKE server)\n" if emulated else "") + wrap(title, 9, 10), fontsize=10)
     fig.tight_layout()
     return fig
