@@ -143,3 +143,63 @@ def test_c1_logprobs_differ_is_drawn_moved_and_orange_is_wrong_results_only():
     orange = [k for k, (_, h) in CATEGORY_COLOURS.items() if to_hex(h) == wrong]
     assert orange == ["wrong result"]
     assert wrong not in {to_hex(h) for h in SERVING_KINDS.values()}
+
+
+# C2, C3: notebook 05's contexts, batch sizes and runs each have their own colour and marker pairs; the band's legend
+# swatch is neutral grey and says the band takes its series' colour.
+
+
+def _ratios(by_values, other, by, x):
+    rows = [
+        {by: v, x: o, "r": 1.0 + i + o / 100, "r_lo": 0.9 + i, "r_hi": 1.1 + i + o / 100}
+        for i, v in enumerate(by_values)
+        for o in other
+    ]
+    return pd.DataFrame(rows)
+
+
+def _pairs(fig) -> set[tuple[str, str]]:
+    from matplotlib.colors import to_hex
+
+    return {
+        (to_hex(ln.get_color()), str(ln.get_marker()))
+        for ax in fig.axes
+        for ln in ax.get_lines()
+        if ln.get_marker() not in ("None", "", None) and len(ln.get_xdata()) > 0
+    }
+
+
+def test_c2_c3_contexts_batches_and_runs_never_share_a_colour_marker_pair_and_the_band_swatch_is_grey():
+    from matplotlib.colors import to_hex
+
+    from flexfix.edition import plots
+    from flexfix.edition.plots import cost
+
+    pairs = {}
+    for panels in (False, True):
+        ctx = plots.ratio_lines(_ratios((256, 1024, 4096, 8192), (1, 8, 16, 32), "context", "batch"), "batch", "r",
+                                "context", "t", "y", panels=panels)  # fmt: skip
+        bat = plots.ratio_lines(_ratios((1, 8, 16, 32), (256, 1024, 4096), "batch", "context"), "context", "r",
+                                "batch", "t", "y", panels=panels)  # fmt: skip
+        pairs["context"], pairs["batch"] = _pairs(ctx), _pairs(bat)
+        assert len(pairs["context"]) == 4 and len(pairs["batch"]) == 4
+        assert not pairs["context"] & pairs["batch"]
+        assert not {m for _, m in pairs["context"]} & {m for _, m in pairs["batch"]}
+        for fig in (ctx, bat):
+            legends = [lg for ax in fig.axes for lg in [ax.get_legend()] if lg] + list(fig.legends)
+            entries = {t.get_text(): h for lg in legends for t, h in zip(lg.get_texts(), lg.legend_handles)}
+            assert "shaded: how far the repetitions spread (quartiles)" not in entries
+            swatch = entries[cost.BAND_LABEL]
+            assert cost.BAND_LABEL.startswith("shaded, in the series' colour")
+            assert to_hex(swatch.get_facecolor()) == cost.BAND_SWATCH
+    runs = pd.DataFrame(
+        [
+            {"model": "m", "source": f"f{k}", "setting": s, "requests": 4, "output_tokens": 100,
+             "seconds": [1.0, 1.1], "tokens_per_second": 95.0 + k}
+            for k in range(4)
+            for s in ("a", "b")
+        ]
+    )  # fmt: skip
+    run_pairs = _pairs(plots.throughput_points(runs, "t"))
+    assert len(run_pairs) == 4 and not run_pairs & (pairs["context"] | pairs["batch"])
+    assert not {m for _, m in run_pairs} & {m for _, m in pairs["context"] | pairs["batch"]}

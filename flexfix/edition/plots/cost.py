@@ -6,22 +6,37 @@ import pandas as pd
 
 from flexfix.edition.plots.style import SERIES_COLOURS, batch_axis, figure, wrap
 
-__all__ = ["SERIES_MARKERS", "SERIES_LINESTYLES", "REFERENCE_STYLE", "ratio_lines", "throughput_points"]
+__all__ = ["SERIES_MARKERS", "SERIES_LINESTYLES", "FAMILIES", "REFERENCE_STYLE", "ratio_lines", "throughput_points"]
 
 
 SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")  # series i has marker i (with colour i)
 # series i also has line style i; plain dashes are left to the reference line, so that no series reads as it
 SERIES_LINESTYLES = ("-", "-.", ":", (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0, (1, 3)), (0, (3, 1, 1, 1, 1, 1, 1, 1)))
+# Each kind of series of notebook 05 keeps its own colour and marker pairs, so that a pair never means a context in one
+# figure and a batch size or a run in another: per kind, the order of SERIES_COLOURS' colours (each kind starts on other
+# colours) and its markers (no marker shared between kinds).  ratio_lines picks the kind by its ``by`` column.
+FAMILIES = {
+    "context": ((0, 1, 2, 3, 4, 5), SERIES_MARKERS[:4] + ("d", "8")),
+    "batch": ((4, 5, 1, 0, 3, 2), ("v", "P", "X", "<", "p", "H")),
+    "run": ((5, 4, 3, 2, 1, 0), (">", "h", "*", "4", "3", "2")),
+}
 REFERENCE_STYLE = "--"  # the reference line of ratio_lines: dashed, and named in the legend
 LABEL_GAP = 0.075  # direct labels: the least vertical distance between two, in axes fraction
 
 
-def _series_style(i: int, n: int) -> dict:
-    """Series i of n: its colour, marker and line style, hollow markers each smaller than the one drawn before (so
-    that equal values stay visible one inside the other)."""
+def family_style(kind: str, i: int) -> tuple[str, str]:
+    """Series i of a kind (``FAMILIES``; any other kind is drawn as contexts are): its colour (hex) and marker."""
+    colours, markers = FAMILIES.get(kind, FAMILIES["context"])
+    return SERIES_COLOURS[colours[i % len(colours)]][1], markers[i % len(markers)]
+
+
+def _series_style(i: int, n: int, kind: str = "context") -> dict:
+    """Series i of n of a kind: its colour, marker and line style, hollow markers each smaller than the one drawn
+    before (so that equal values stay visible one inside the other)."""
+    colour, marker = family_style(kind, i)
     return dict(
-        color=SERIES_COLOURS[i % len(SERIES_COLOURS)][1],
-        marker=SERIES_MARKERS[i % len(SERIES_MARKERS)],
+        color=colour,
+        marker=marker,
         ls=SERIES_LINESTYLES[i % len(SERIES_LINESTYLES)],
         markersize=4 + 1.6 * (n - 1 - i),
         markerfacecolor="none",
@@ -88,7 +103,7 @@ def ratio_lines(
     min_span: float | None = None,
 ):
     """One line per value of ``by``: ``y`` against ``x`` (for speed-ups, overheads, fractions).  Line i has
-    ``SERIES_COLOURS[i]``, ``SERIES_MARKERS[i]`` (hollow, each drawn smaller than the one before) and
+    the colour and marker i of the kind ``by`` names (``FAMILIES``; hollow, each drawn smaller than the one before) and
     ``SERIES_LINESTYLES[i]``, and its name written at its last point; the legend, outside the axes, names them too,
     and the dashed reference line (``reference_label``, else "reference: <value>").  ``logy``: a log y axis, for
     fractions far below their reference line, so that small values are not flattened against zero.
@@ -108,7 +123,7 @@ def ratio_lines(
     fig, ax = figure((7.5, 3.6))
     ends = []
     for i, (key, part) in enumerate(groups):
-        style = _series_style(i, len(groups))
+        style = _series_style(i, len(groups), by)
         ax.plot(part[x], part[y], label=f"{by} {key}", **style)
         _band(ax, part, x, y, style["color"])
         ends.append((part[x].iloc[-1], part[y].iloc[-1], f"{by} {key}", style["color"]))
@@ -123,14 +138,24 @@ def ratio_lines(
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
     ax.set_title(wrap(title, 5.5, 10), fontsize=10)
-    handles = dict(zip(*reversed(ax.get_legend_handles_labels())))  # the band named once, not once per series
+    handles = _neutral_band(dict(zip(*reversed(ax.get_legend_handles_labels()))))  # the band named once
     ax.legend(handles.values(), handles.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 
 
-BAND_LABEL = "shaded: how far the repetitions spread (quartiles)"
+BAND_LABEL = "shaded, in the series' colour: how far the repetitions spread (quartiles)"
 BAND_ALPHA = 0.25
+BAND_SWATCH = "#999999"  # the band's legend swatch: grey, since each band takes its own series' colour
+
+
+def _neutral_band(handles: dict) -> dict:
+    """The legend's handles with the band's swatch in neutral grey (it was the first series' colour)."""
+    from matplotlib.patches import Patch
+
+    if BAND_LABEL in handles:
+        handles[BAND_LABEL] = Patch(facecolor=BAND_SWATCH, alpha=BAND_ALPHA, edgecolor="none", label=BAND_LABEL)
+    return handles
 
 
 def _band(ax, part: pd.DataFrame, x: str, y: str, colour: str) -> None:
@@ -160,11 +185,12 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
         for j, (_, rest) in enumerate(groups):
             if j != i:
                 ax.plot(rest[x], rest[y], "-", color="grey", alpha=0.35, lw=1.0, label=f"the other {by} values")
-        ax.plot(part[x], part[y], label=f"{by} {key}", **{**_series_style(i, n), "markersize": 6, "ls": "-"})
-        _band(ax, part, x, y, SERIES_COLOURS[i % len(SERIES_COLOURS)][1])
+        style = _series_style(i, n, by)
+        ax.plot(part[x], part[y], label=f"{by} {key}", **{**style, "markersize": 6, "ls": "-"})
+        _band(ax, part, x, y, style["color"])
         if reference is not None:
             ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=ref_label)
-        ax.set_title(f"{by} {key}", fontsize=9, color=SERIES_COLOURS[i % len(SERIES_COLOURS)][1])
+        ax.set_title(f"{by} {key}", fontsize=9, color=style["color"])
     for ax in flat[n:]:
         ax.set_visible(False)
     for ax in flat[:n]:
@@ -180,7 +206,7 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
         axes[r][0].set_ylabel(ylabel, fontsize=8)
     for ax in flat[max(0, n - cols) : n]:
         ax.set_xlabel(x)
-    handles = dict(zip(*reversed(flat[0].get_legend_handles_labels())))
+    handles = _neutral_band(dict(zip(*reversed(flat[0].get_legend_handles_labels()))))
     shown = [k for k in (f"the other {by} values", ref_label, BAND_LABEL) if k in handles]
     fig.legend([handles[k] for k in shown], shown, loc="lower center", ncol=len(shown), fontsize=8, frameon=False)
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)
@@ -210,7 +236,8 @@ def throughput_points(table: pd.DataFrame, title: str):
     engine is a marker at its median with a bar from its slowest to its fastest timed repetition, so
     the spread between and within engines is as visible as the differences between configurations.
     Engines are named by run as the runs table names them ("run k": the model's k-th recorded file); run k has
-    ``SERIES_COLOURS[k - 1]`` and ``SERIES_MARKERS[k - 1]``, and sits at its own height in the row."""
+    the colour and marker k - 1 of the ``run`` kind (``FAMILIES``: none a context's or a batch size's), and sits at
+    its own height in the row."""
     counts = sorted(table["requests"].unique())
     settings = list(dict.fromkeys(table["setting"]))
     table = table.assign(run=_run_names(table))
@@ -222,11 +249,10 @@ def throughput_points(table: pd.DataFrame, title: str):
             part = table[(table["requests"] == n) & (table["run"] == run)]
             if part.empty:
                 continue
-            colour = SERIES_COLOURS[k % len(SERIES_COLOURS)][1]
+            colour, marker = family_style("run", k)
             y = [settings.index(s) + (k - (len(runs) - 1) / 2) * step for s in part["setting"]]
             reps = [[r["output_tokens"] / t for t in r["seconds"]] for _, r in part.iterrows()]
             ax.hlines(y, [min(r) for r in reps], [max(r) for r in reps], color=colour, lw=1.5, alpha=0.7)
-            marker = SERIES_MARKERS[k % len(SERIES_MARKERS)]
             ax.plot(part["tokens_per_second"], y, marker, ls="none", color=colour, markersize=5, label=run)
         for row in range(1, len(settings)):
             ax.axhline(row - 0.5, color="#dddddd", lw=0.6)
