@@ -203,3 +203,15 @@ def test_c2_c3_contexts_batches_and_runs_never_share_a_colour_marker_pair_and_th
     run_pairs = _pairs(plots.throughput_points(runs, "t"))
     assert len(run_pairs) == 4 and not run_pairs & (pairs["context"] | pairs["batch"])
     assert not {m for _, m in run_pairs} & {m for _, m in pairs["context"] | pairs["batch"]}
+
+
+# D13: the printed method line names s as the element size of the KV-bytes formula below it, not as if defined already.
+
+
+def test_d13_the_method_line_points_to_where_s_is_defined():
+    from flexfix.measure import timing
+
+    line = timing.method_line("cpu")
+    assert "the s of the KV bytes" not in line and "(4 bytes an element: s in the KV bytes, below)" in line
+    text = " ".join(_markdown("05_cost").split())
+    assert text.index("## How the kernel is timed") < text.index("`s` the bytes of one element")

@@ -255,7 +255,7 @@ def method_line(device: str) -> str:
     copy = (1 << 30) if device == "cuda" else (1 << 26)
     dtype = kv_dtype(device)
     size = torch.empty(0, dtype=dtype).element_size()
-    line = f"keys and values in {str(dtype).removeprefix('torch.')} ({size} bytes an element, the s of the KV bytes); "
+    line = f"K and V in {str(dtype).removeprefix('torch.')} ({size} bytes an element: s in the KV bytes, below); "
     if device == "cuda":  # only a GPU run flushes (decode_sweep): a CPU run has no flush to size
         line += f"L2 flush buffer {L2_FLUSH_BYTES >> 20} MiB; "
     line += f"bandwidth ceiling from a copy_ of {copy >> 20} MiB"
