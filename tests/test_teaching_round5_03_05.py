@@ -215,3 +215,44 @@ def test_d13_the_method_line_points_to_where_s_is_defined():
     assert "the s of the KV bytes" not in line and "(4 bytes an element: s in the KV bytes, below)" in line
     text = " ".join(_markdown("05_cost").split())
     assert text.index("## How the kernel is timed") < text.index("`s` the bytes of one element")
+
+
+# D1, D2, D5 (notebook 03's words and table columns): K as 16 times the longest request's pages, kv_num_blocks,
+# misread_fraction, K_capture and K_replay defined.
+
+
+def test_d1_d2_d5_notebook_03_defines_k_kv_num_blocks_and_the_table_columns():
+    text = " ".join(_markdown("03_stride_layouts").split())
+    assert "16 entries per page of the step's longest request" not in text
+    assert "**`K`** is 16 times the pages of the step's longest request: room for the pages of all 16 requests" in text
+    words = text.split("**Words used below.**")[1].split("```")[0]
+    assert "**`kv_num_blocks`** holds one count per query block" in words
+    numbers = text.split("## The numbers")[1]
+    assert "`misread_fraction` is `misread` over `cells_read`" in numbers
+    assert (
+        "`K_capture` and `K_replay` are the width `K` of `kv_indices` at the capture step and at the replay" in numbers
+    )
+
+
+# D4: the kinds of misread cell listed are the ones that occurred: "cells not written this step" only where some were.
+
+
+def test_d4_the_misread_sentence_names_unwritten_cells_only_where_the_replay_read_some():
+    from flexfix.edition.narrative import layouts
+
+    def rows(never):
+        return pd.DataFrame(
+            [
+                {"copy": "c", "K_capture": 16, "K_replay": 48, "row": g, "misread": 0 if g == 0 else 48,
+                 "cells_read": 48, "never_written": 0 if g == 0 else never}
+                for g in range(3)
+            ]
+        )  # fmt: skip
+
+    wider = str(layouts.misreads(rows(0)))
+    assert (
+        "not written" not in wider
+        and "(another row's entries or entries of their own row at another position)" in wider
+    )
+    narrower = str(layouts.misreads(rows(8)))
+    assert "or cells not written this step: 16 of them)" in narrower

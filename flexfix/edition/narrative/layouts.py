@@ -40,11 +40,9 @@ def misreads(table: pd.DataFrame) -> str:
         text = f"query block {listing(good)} reads its own entries; " if good else ""
         misread, read = int(bad["misread"].sum()), int(bad["cells_read"].sum())
         text += f"query blocks {listing(bad['row'].tolist())} read {misread} of {read} cells "
-        text += "that do not hold the entry they ask for (another row's entries, entries of their own row at another "
-        text += "position, or cells not written this step)"
-        unwritten = int(bad["never_written"].sum())
-        if unwritten:
-            text += f", {unwritten} of them never written at this step"
+        unwritten = int(bad["never_written"].sum())  # a kind of cell named only where this replay read one
+        text += "that do not hold the entry they ask for (another row's entries or entries of their own row at another "
+        text += "position" + (f", or cells not written this step: {unwritten} of them)" if unwritten else ")")
         lines.append(head + text + ".")
     return markdown(_lead(wrong, right), "\n".join(lines))
 
