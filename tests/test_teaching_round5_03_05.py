@@ -256,3 +256,32 @@ def test_d4_the_misread_sentence_names_unwritten_cells_only_where_the_replay_rea
     )
     narrower = str(layouts.misreads(rows(8)))
     assert "or cells not written this step: 16 of them)" in narrower
+
+
+# D14, D15, D16, D18, D19 (notebook 05's markdown): the batch-invariant launch each table uses, the ratio columns
+# defined, the figures said to draw the recording, the target said to be a choice, the engines' processes as in 04.
+
+
+def test_d14_d15_d16_d18_d19_notebook_05_defines_what_its_tables_and_figures_hold():
+    from flexfix.edition import tables
+
+    text = " ".join(_markdown("05_cost").split())
+    assert "the ratios use the graph one, the L2 table both" not in text
+    assert "the ratio `bi_overhead` uses the graph replay, and the L2 table shows both" in text
+    columns = text.split("**The ratio columns**")[1].split("```")[0]
+    for name in ("graph_speedup", "bi_overhead", "flex_over_sdpa", "flex_bw_fraction", "sdpa_bw_fraction"):
+        assert f"`{name}`" in columns, name
+    assert "`graph_speedup` is the time of `flex vllm eager` over that of `flex vllm graph`" in columns
+    assert "`bi_overhead` the time of `flex batch_invariant graph` over that of `flex vllm graph`" in columns
+    ratios = tables.timing_ratios(_recorded_timing())
+    assert {"graph_speedup", "bi_overhead", "flex_over_sdpa", "flex_bw_fraction", "sdpa_bw_fraction"} <= set(ratios)
+    assert "draw that recorded run, not this one" in text and "not told apart from it by this run" not in text
+    assert "the target this project set" not in text and "not derived from a measurement" in text
+    assert "in-process)" not in text and "each engine in its own child process" in text
+
+
+def _recorded_timing():
+    from flexfix.edition import schemas
+
+    timing, _ = schemas.recorded(DATA, "decode_timing", schemas.DECODE_TIMING)
+    return timing
