@@ -285,3 +285,23 @@ def _recorded_timing():
 
     timing, _ = schemas.recorded(DATA, "decode_timing", schemas.DECODE_TIMING)
     return timing
+
+
+# D8: bitwise-equal cells at `middle` past 16 requests explained from their needle index (still in query block 0).
+
+
+def test_d8_bitwise_equal_middle_cells_are_said_to_have_their_needle_in_query_block_0():
+    import sys
+
+    from flexfix.edition.narrative import invariance as story
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_teaching_03_05 import _h200_like
+
+    text = str(story.kernel_sweep(_h200_like(), "this run (cuda)"))
+    assert "The bitwise-equal cells at `middle` are those of 17 and 24 requests, whose needle (index 8 and 12)" in text
+    # an equal cell whose needle is past query block 0 would contradict the explanation: nothing is said then
+    table = _h200_like()
+    late = (table["position"] == "last") & (table["batch"] == 17) & table["config"].str.endswith("graph, as_strided")
+    table.loc[late, ["outcome", "bitwise_equal", "max_abs_diff", "max_error_vs_reference"]] = ["ok", True, 0.0, 1e-3]
+    assert "still falls in query block 0" not in str(story.kernel_sweep(table, "t"))

@@ -220,7 +220,25 @@ def _past_first_block(table: pd.DataFrame) -> str:
             " A bitwise-equal cell at `first` is query block 0's needle, read right, in a step that did not crash: "
             "the misread hit only the later query blocks."
         )
-    return text
+    return text + _equal_in_block_0(cells)
+
+
+def _equal_in_block_0(cells: pd.DataFrame) -> str:
+    """Bitwise-equal cells past position ``first`` whose needle still falls in query block 0 (``middle`` of a small
+    batch), with their batch sizes and needle indices; nothing where some equal cell's needle is in a later block."""
+    from flexfix.measure.invariance import needle_index
+
+    equal = cells[(cells["kind"] == "bitwise equal") & (cells["position"] != "first")]
+    at = [needle_index(int(b), p) for b, p in zip(equal["batch"], equal["position"])]
+    if equal.empty or any(i >= QUERY_BLOCK for i in at):
+        return ""
+    equal = equal.assign(at=at).drop_duplicates(["position", "batch"]).sort_values("batch")
+    said = [
+        f"at `{p}` are those of {listing([str(b) for b in part['batch']])} requests, whose needle (index "
+        f"{listing([str(i) for i in part['at']])}) still falls in query block 0"
+        for p, part in equal.groupby("position", sort=False)
+    ]
+    return f" The bitwise-equal cells {listing(said, '; ')}: read right in the same way."
 
 
 def _sources(table: pd.DataFrame) -> str:
