@@ -30,7 +30,7 @@ def test_error_mode_stopped_every_engine_that_replayed_naming_kv_indices():
     quiet = engines[engines["replays checked"] == 0]  # 17 requests with graphs only up to 17 tokens: none holds 17
     assert list(quiet.requests) == ["17", "17"] and set(quiet.outcome) == {"ok"}
     text = story.stopped(engines[engines.guard == "error"], "here")
-    assert "in 5 of 6 engines" in text and "replay 1 of its graph" in text
+    assert "in 5 of 6 engines" in text and "at its replay 1 (over all its graphs)" in text  # reading r0607 D12
 
 
 def test_eager_mode_gave_the_patched_engines_answers_bit_for_bit():

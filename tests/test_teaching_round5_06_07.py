@@ -171,3 +171,35 @@ def test_06_figure_and_text_say_alone_stages_are_not_drawn():
     assert "splits each stage's bar the same way" not in text
     assert "draws each together and stream stage (not alone: it is the reference" in text
     assert "hatched and marked" not in text and "faded with a dashed outline" in text  # C1, as the figure draws it
+
+
+def test_06_differences_sample_lists_other_tokens_first_and_says_how_many(capsys):
+    """D3: head(20) cut the FAKE run's differences silently; D4: the sample showed only same-token rows."""
+    from flexfix.edition.tables import serving as ts
+
+    table, _ = _recorded()
+    first = ts.first_differences(table)
+    out = capsys.readouterr().out
+    found = ts.differences(table)
+    assert f"{len(found)} answer(s)" in out and "the first 5 with other tokens, then the first 5 with the same" in out
+    for _, stage in first.groupby(["scenario", "stage", "requests"], sort=False):
+        flags = list(stage["tokens_equal"])
+        assert flags == sorted(flags) and False in flags  # other tokens first, and shown
+    assert "differences(table).head(" not in _code("06_serving")
+    assert "serving_tables.first_differences(table)" in _code("06_serving")
+
+
+def test_07_guard_sentences_count_replays_over_all_graphs_and_say_the_not_read_field_once():
+    """D12: 'at replay 1 of its graph' beside a column counted over all its graphs; D15: the same bold sentence after
+    both false-alarm recordings."""
+    info = pd.DataFrame({"FlexAttentionMetadata.num_blocks_per_seq: pointer": [3]})
+    full, again = guard_story.not_read_counted(info), guard_story.not_read_counted(info, first=False)
+    assert full.startswith("**") and "**" not in again and "as said after the first run's tables" in again
+    assert guard_story.not_read_counted(pd.DataFrame({"X.y: shape": [1]}), first=False) == ""
+    assert "story.not_read_counted(guard_tables.information(table), first)" in _code("07_replay_guard")
+    engines = pd.DataFrame(
+        {"requests": ["48"], "max_num_seqs": [128], "outcome": ["guard_refused"], "replays checked": [9],
+         "first alarm at replay": [1], "fields named": ["F.x"]}
+    )  # fmt: skip
+    said = guard_story.stopped(engines, "here")
+    assert "at its replay 1 (over all its graphs)" in said and "of its graph," not in said

@@ -90,7 +90,7 @@ def stopped(engines: pd.DataFrame, where: str) -> str:
     other = engines[(engines["outcome"] != "guard_refused") & (engines["replays checked"] > 0)]
     lead = (
         f"**The guard stopped stock vLLM before a misreading replay in {len(refused)} of {len(engines)} engines** "
-        f"({where}), each at replay {span(refused['first alarm at replay'], '{:.0f}')} of its graph, naming "
+        f"({where}), at its replay {span(refused['first alarm at replay'], '{:.0f}')} (over all its graphs), naming "
         f"{listing(sorted(set(refused['fields named'])))}; none reached an illegal memory access or a wrong token."
     )
     notes = []
@@ -275,19 +275,19 @@ def _kinds(row) -> str:
     return listing(said, "; ")
 
 
-def not_read_counted(information: pd.DataFrame) -> str:
-    """``information``: :func:`flexfix.edition.tables.guard.information` of a recorded run.  Where it counts a field
-    of :data:`flexfix.guard.vllm_metadata.NOT_READ` (no captured kernel reads it), a sentence saying that the guard
-    that recorded the run counted its changes as information, never as an alarm, and that the guard of this commit
-    leaves such fields out of its comparison; empty where it counts none."""
+def not_read_counted(information: pd.DataFrame, first: bool = True) -> str:
+    """Where :func:`~.tables.guard.information` counts a field of :data:`~flexfix.guard.vllm_metadata.NOT_READ`, what
+    that means (said in full where ``first``, else pointing back to it: said once per notebook); empty if none."""
     from flexfix.guard.vllm_metadata import NOT_READ
 
     paths = {f"{cls}.{field}" for cls, fields in NOT_READ.items() for field in fields}
-    counted = [c for c in information.columns if str(c).rsplit(": ", 1)[0] in paths]
-    if not counted:
-        return ""
+    said = listing([f"`{c}`" for c in information.columns if str(c).rsplit(": ", 1)[0] in paths])
+    if not said or not first:
+        return markdown(
+            f"{said} above: a field no captured kernel reads, as said after the first run's tables." * bool(said)
+        )
     return markdown(
-        f"**{listing([f'`{c}`' for c in counted])} above: a field no captured kernel reads, counted as information, "
+        f"**{said} above: a field no captured kernel reads, counted as information, "
         "never as an alarm.** The guard that recorded this run compared such fields and reported their changes as "
         "information; the guard of this commit leaves them out of its comparison altogether "
         "(`flexfix.guard.vllm_metadata.NOT_READ`)."

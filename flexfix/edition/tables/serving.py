@@ -228,13 +228,8 @@ def differences(table: pd.DataFrame) -> pd.DataFrame:
 
 def error_summary(table: pd.DataFrame) -> pd.DataFrame:
     """How many requests of each scenario and stage failed, with which error."""
-    failed = failed_requests(table)
-    return (
-        failed.groupby(["scenario", "stage", "requests", "status_code", "error", SERVED_BY], dropna=False)
-        .size()
-        .rename("count")
-        .reset_index()
-    )
+    keys = ["scenario", "stage", "requests", "status_code", "error", SERVED_BY]
+    return failed_requests(table).groupby(keys, dropna=False).size().rename("count").reset_index()
 
 
 def print_errors(table: pd.DataFrame) -> None:
@@ -330,15 +325,16 @@ def dispatch_table(table: pd.DataFrame, prov: dict) -> pd.DataFrame:
 
 
 def first_differences(table: pd.DataFrame, per_stage: int = 5) -> pd.DataFrame:
-    """The first ``per_stage`` rows of :func:`differences` of each scenario's stage, after a line saying how many
-    requests differ in all and in how many stages."""
+    """Of :func:`differences`, each scenario's stage's first ``per_stage`` rows with other tokens, then its first
+    ``per_stage`` with the same tokens, after a line saying how many requests differ in all and in how many stages."""
     found = differences(table)
-    groups = found.groupby(["scenario", "stage", "requests"], sort=False)
+    order = found.groupby(["scenario", "stage", "requests"], sort=False).ngroup()  # each stage where it first shows
+    found = found.assign(_o=order).sort_values(["_o", "tokens_equal"], kind="stable")
     print(
-        f"{len(found)} answer(s) in a batch or streamed differ from the same request alone, in {groups.ngroups} "
-        f"stage(s); the first {per_stage} of each stage:"
+        f"{len(found)} answer(s) in a batch or streamed differ from the same request alone, in {order.nunique()} "
+        f"stage(s); of each stage the first {per_stage} with other tokens, then the first {per_stage} with the same:"
     )
-    return groups.head(per_stage)
+    return found.groupby(["_o", "tokens_equal"], sort=False).head(per_stage).drop(columns="_o")
 
 
 # The guard's serving run (notebook 07, *Serving*).
