@@ -203,3 +203,10 @@ def test_07_guard_sentences_count_replays_over_all_graphs_and_say_the_not_read_f
     )  # fmt: skip
     said = guard_story.stopped(engines, "here")
     assert "at its replay 1 (over all its graphs)" in said and "of its graph," not in said
+
+
+def test_07_the_debug_recording_is_not_tied_to_this_runs_requests():
+    """D16: 'Recorded: ... at `REQUESTS` requests' tied a recording to this run's parameter."""
+    text = _markdown("07_replay_guard")
+    assert "logging only, at `REQUESTS` requests" not in text
+    assert "the second table's `requests` column (the recording's, not this run's `REQUESTS`)" in text
