@@ -574,7 +574,7 @@ def test_an_outcome_has_one_colour_in_every_figure_and_no_series_takes_it():
     from flexfix.edition.plots.style import OUTCOME_COLOURS, PALETTE
 
     same = [
-        ("ok", [("category_heatmap", "bitwise equal"), ("outcome_grid", "correct"), ("read_windows", "its own entry")]),
+        ("ok", [("category_heatmap", "bitwise equal"), ("outcome_grid", "correct")]),
         (
             "wrong_result",
             [("category_heatmap", "wrong result"), ("outcome_grid", "silently wrong"),
@@ -594,6 +594,9 @@ def test_an_outcome_has_one_colour_in_every_figure_and_no_series_takes_it():
     series += [h for k, (_, h) in plots.STORAGE_OWNER_COLOURS.items() if k.startswith("query block")]
     assert not {to_hex(h) for h in series} & {to_hex(h) for h in OUTCOME_COLOURS.values()}
     assert {to_hex(h) for h in series} <= set(PALETTE.values())
+    # the read-window figure draws kinds of cell, not outcomes, nor query blocks: no colour of either (r0102 C1)
+    kinds = {to_hex(h) for _, h in plots.READ_WINDOW_COLOURS.values()}
+    assert not kinds & ({to_hex(h) for h in OUTCOME_COLOURS.values()} | {to_hex(h) for h in series})
 
 
 def test_bitwise_equal_cells_sit_in_a_band_of_their_own_labelled_zero_and_the_legend_says_graph_not_frozen():

@@ -8,9 +8,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from flexfix.edition.plots.style import OUTCOME_WORDS, SERIES_WORDS, colour, figure, patch, wrap
+from flexfix.edition.plots.style import PALETTE, SERIES_WORDS, colour, figure, patch, text_colour, wrap
 
-__all__ = ["STORAGE_OWNER_COLOURS", "READ_WINDOW_COLOURS", "storage_owners", "read_sources", "read_windows"]
+__all__ = [
+    "STORAGE_OWNER_COLOURS",
+    "READ_WINDOW_COLOURS",
+    "READ_WINDOW_HATCHES",
+    "storage_owners",
+    "read_sources",
+    "read_windows",
+]
 
 # The colours each figure uses, as a caption may name them: legend label -> (colour word, hex).
 # A series' legend label starts with its key ("as_strided, batch 48 (5 runs)" -> "as_strided").
@@ -22,24 +29,27 @@ STORAGE_OWNER_COLOURS = {
     "not written": ("white", "#ffffff"),
 }
 
-# read_windows: what the cell a query block reads for entry j holds at the replay step, in the colours of the edition's
-# outcomes (style.OUTCOME_WORDS): blue the right entry, then from yellow to vermillion ever further from it; light grey
-# the initial fill (nothing wrote it), black outside the buffer (where a GPU read faults).
+# read_windows: what the cell a query block reads for entry j holds at the replay step: a kind of cell, not an outcome,
+# so a palette of its own that no outcome (style.OUTCOME_WORDS) and no query block of storage_owners (SERIES_WORDS)
+# uses: white its own entry, sky blue another entry of its own row, wine another row's entry, grey a cell this step
+# did not write; the initial fill and reads past the buffer take the white and the grey again, hatched
+# (READ_WINDOW_HATCHES), so that no two kinds look alike.
 READ_WINDOW_COLOURS = {
-    "its own entry": colour(OUTCOME_WORDS["ok"]),
-    "another entry of its own row": colour(OUTCOME_WORDS["moved"]),
-    "another row's entry": colour(OUTCOME_WORDS["wrong_result"]),
-    "not written this step (left from the capture step)": colour(OUTCOME_WORDS["index_error"]),
-    "never written (the buffer's initial -1)": colour(OUTCOME_WORDS["refused"]),
-    "outside the buffer": colour(OUTCOME_WORDS["illegal_memory_access"]),
+    "its own entry": ("white", "#ffffff"),
+    "another entry of its own row": colour("sky blue"),
+    "another row's entry": colour("wine"),
+    "not written this step (left from the capture step)": colour("grey"),
+    "never written (the buffer's initial -1)": ("white, dotted", "#ffffff"),
+    "outside the buffer": ("grey, crossed", PALETTE["grey"]),
 }
+READ_WINDOW_HATCHES = {"never written (the buffer's initial -1)": "...", "outside the buffer": "xxx"}
+_HATCH_INK = {"never written (the buffer's initial -1)": PALETTE["grey"], "outside the buffer": "#ffffff"}
 
-# What the legend adds to each kind's name: which kinds are harmless by themselves, and what a label inside a run says.
+# What the legend adds to each kind's name: what it holds, and what a label inside a run says (what follows from it
+# is the text's to say, r0305 C4).
 READ_WINDOW_NOTES = {
-    "its own entry": ": read right",
-    "another entry of its own row": ": harmless by itself (one of the request's own pages; the harm is the own "
-    "entries the window leaves out)",
-    "another row's entry": ": another request's page (the mask hides it; the own entry due here is left out)",
+    "another entry of its own row": ": one of the request's own pages, due at another entry",
+    "another row's entry": ": a page of another request",
     "not written this step (left from the capture step)": ": a label 'row r: a-b (capture step)' means these cells "
     "hold row r's entries a-b as the capture step wrote them, not this step's",
 }
@@ -180,7 +190,7 @@ def _label_runs(ax, sources: pd.DataFrame, k: int, fontsize: float = 10) -> None
             room = (last["j"] - first["j"] + 1) * per_cell
             if first["code"] == _OWN or len(text) * 0.6 * fontsize / 72 + 0.08 > room:
                 continue
-            ink = "white" if first["code"] in (_STALE, _OUTSIDE) else "black"
+            ink = text_colour(list(READ_WINDOW_COLOURS.values())[first["code"]][1])
             x = (first["j"] + last["j"]) / 2
             ax.text(x, first["g"], text, ha="center", va="center", fontsize=fontsize, color=ink)
 
@@ -199,11 +209,12 @@ def _run_boundaries(ax, sources: pd.DataFrame) -> None:
 def read_windows(layouts: Sequence):
     """For each copy, one row per query block ``g`` (the row the captured kernel reads for it at
     replay), one column per entry ``j`` it reads, coloured by what that cell holds at the replay
-    step (``READ_WINDOW_COLOURS``): the block's own entry j (blue), another entry of its own row
-    (yellow) or another row's entry (orange), the capture step's leftover in a cell this step did
-    not write (vermillion), the buffer's initial -1 (light grey), outside the buffer (black).  Misread runs
+    step (``READ_WINDOW_COLOURS``, ``READ_WINDOW_HATCHES``): the block's own entry j, another entry of its own
+    row or another row's entry, the capture step's leftover in a cell this step did not write, the buffer's
+    initial -1, outside the buffer.  Misread runs
     say which row's entries they hold; the right axis gives the storage cells each block reads."""
     from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Rectangle
 
     g = max(lay.g for lay in layouts)
     panel_in = min(0.38 * g, 3.0)
@@ -218,6 +229,13 @@ def read_windows(layouts: Sequence):
         ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(colours) - 0.5, aspect="auto", interpolation="nearest")
         for row in range(1, lay.g):
             ax.axhline(row - 0.5, color="white", lw=2 if panel_in / g > 0.15 else 0.5)
+        for name, hatch in READ_WINDOW_HATCHES.items():  # the hatched kinds: their cells drawn over
+            for row, col in zip(*np.nonzero(codes == list(READ_WINDOW_COLOURS).index(name))):
+                ax.add_patch(
+                    Rectangle(
+                        (col - 0.5, row - 0.5), 1, 1, fill=False, hatch=hatch, lw=0, ec=_HATCH_INK[name], gid=name
+                    )
+                )
         _run_boundaries(ax, src)
         ax.set_title(
             f"{lay.copy_name}: replay K={lay.k_replay}, read with the capture strides {lay.capture_stride}", fontsize=10
@@ -231,8 +249,13 @@ def read_windows(layouts: Sequence):
     names = list(READ_WINDOW_COLOURS)
     shown = sorted(present)
     fig.set_layout_engine("constrained", h_pad=0.12)
+    handles = [patch(colours[c]) for c in shown]
+    for handle, c in zip(handles, shown):
+        if names[c] in READ_WINDOW_HATCHES:
+            handle.set_hatch(READ_WINDOW_HATCHES[names[c]])
+            handle.set_edgecolor(_HATCH_INK[names[c]])
     fig.legend(
-        [patch(colours[c]) for c in shown],
+        handles,
         [wrap(names[c] + READ_WINDOW_NOTES.get(names[c], ""), 4.3, 8) for c in shown],
         loc="outside lower center",
         fontsize=8,

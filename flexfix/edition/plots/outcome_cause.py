@@ -7,7 +7,7 @@ import pandas as pd
 
 from flexfix.edition.plots.style import OUTCOME_WORDS, colour, figure, patch, text_colour, wrap
 
-__all__ = ["OUTCOME_CAUSE_COLOURS", "PROBE_FAULT", "outcome_grid"]
+__all__ = ["OUTCOME_CAUSE_COLOURS", "PROBE_FAULT", "PROBE_HATCH", "outcome_grid"]
 
 # outcome_grid: one colour per outcome of a run, the outcome's colour in every figure (style.OUTCOME_WORDS; the
 # legend's labels start with these keys)
@@ -18,10 +18,12 @@ OUTCOME_CAUSE_COLOURS = {
     "other": colour(OUTCOME_WORDS["error"]),
 }
 _LABEL = {"ok": "correct", "wrong_result": "silently wrong", "illegal_memory_access": "illegal memory access"}
-# A run whose own read of the bytes in front of a cache faulted, before any replay: an illegal memory access, but
-# another event than a replay's; drawn in the same colour, hatched, with a legend entry of its own.
+# A run whose own read of the bytes in front of a cache faulted, before any replay: another event than a replay's
+# illegal memory access, so another fill (grey, which no outcome has), hatched in black, with a legend entry of its own
+# (r0102 C2: black thinly hatched looked like the replay's black).
 PROBE_FAULT = "illegal memory access in its own read in front, before the replay"
-OUTCOME_CAUSE_COLOURS[PROBE_FAULT] = colour(OUTCOME_WORDS["illegal_memory_access"])
+OUTCOME_CAUSE_COLOURS[PROBE_FAULT] = colour("grey")
+PROBE_HATCH = "///"
 
 
 def _outcome(run) -> str:
@@ -65,8 +67,9 @@ def outcome_grid(runs: pd.DataFrame, title: str):
         label = _outcome(run)
         fill = OUTCOME_CAUSE_COLOURS[label][1]
         ink = text_colour(fill)
-        hatch = "///" if label == PROBE_FAULT else None
-        ax.add_patch(Rectangle((x - 0.45, y - 0.4), 0.9, 0.8, facecolor=fill, hatch=hatch, edgecolor="#999999"))
+        hatch = PROBE_HATCH if label == PROBE_FAULT else None
+        edge = "#000000" if hatch else "#999999"  # a hatch takes the edge's colour
+        ax.add_patch(Rectangle((x - 0.45, y - 0.4), 0.9, 0.8, facecolor=fill, hatch=hatch, edgecolor=edge))
         box = {"facecolor": fill, "edgecolor": "none", "pad": 1} if hatch else None
         ax.text(x, y, _label(run), ha="center", va="center", fontsize=8.5, color=ink, bbox=box)
     ran = {(scenarios.index(scenario_label(*(getattr(r, k) for k in SCENARIO_KEYS))), seeds.index(r.seed))
@@ -88,7 +91,8 @@ def outcome_grid(runs: pd.DataFrame, title: str):
     handles = [patch(OUTCOME_CAUSE_COLOURS[name][1]) for name in present]
     for handle, name in zip(handles, present):
         if name == PROBE_FAULT:
-            handle.set_hatch("///")
+            handle.set_hatch(PROBE_HATCH)
+            handle.set_edgecolor("#000000")
     shown = [wrap(name, 2.4, 9) for name in present]
     ax.legend(handles, shown, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9, frameon=False)
     return fig
