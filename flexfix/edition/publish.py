@@ -214,26 +214,45 @@ def check_dest(dest: Path, notebooks: Path) -> list[str]:
     return found + replace_problems(dest, PROG, f"--dest {dest}")
 
 
-_RECORDED = re.compile(r"^recorded on (.+?)(?: \(driver [^)]*\))?, torch ", re.M)
+# A provenance line, wherever it sits in a printed line (05 and 07 put the file's name before it): the GPU, and the
+# recording it names (commit and time), which tells the recordings apart.
+_RECORDED = re.compile(r"recorded on (.+?)(?: \(driver [^)]*\))?, torch .*?, commit (\w+), (\S+?)(?:[,;\s]|$)", re.M)
+# What notebook 06 prints when its live part is its FAKE server (RUN_SERVER False): no vLLM ran live there.
+_FAKE = "This run's live part is the FAKE server, not vLLM"
+
+
+def _outputs_text(nb: nbformat.NotebookNode, streams_only: bool) -> str:
+    texts = []
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            if o.get("output_type") == "stream":
+                texts.append(o.get("text", ""))
+            elif not streams_only:
+                data = o.get("data", {})
+                texts.append(str(data.get("text/markdown", "")) + str(data.get("text/plain", "")))
+    return "\n".join(texts)
 
 
 def about(nb: nbformat.NotebookNode) -> tuple[str, str]:
     """A notebook's purpose (its title, after the number) and what of its evidence is live and what recorded, read from
-    its outputs: every ``recorded on ...`` provenance line it printed is a results file shown as recorded, not run."""
+    its outputs: each printed provenance line (``recorded on ...``, wherever it sits in its line) is a results file
+    shown as recorded, not run; a recording printed twice counts once (its GPU, commit and time tell it apart), and
+    the number of lines is said beside it; a notebook whose live part is a FAKE server says so."""
     title = next((c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source), "")
     purpose = re.sub(r"^#+\s*(\d+\s*·\s*)?", "", title).replace("|", "\\|") or "?"
-    printed = "\n".join(
-        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-        if o.get("output_type") == "stream"
-    )  # fmt: skip
-    gpus = list(dict.fromkeys(_RECORDED.findall(printed)))
-    if not gpus:
-        return purpose, "live: every result was measured in this run"
-    n = len(_RECORDED.findall(printed))
-    return purpose, (
-        f"live, except {n} recorded result{'s' if n > 1 else ''} shown with a `recorded on` line "
-        f"(on {' and '.join(gpus)})"
-    )
+    found = _RECORDED.findall(_outputs_text(nb, streams_only=True))
+    fake = _FAKE in _outputs_text(nb, streams_only=False)
+    if not found:
+        return (
+            purpose,
+            "live part: a FAKE server only, not vLLM" if fake else "live: every result was measured in this run",
+        )
+    gpus = list(dict.fromkeys(gpu for gpu, _, _ in found))
+    n, lines = len(set(found)), len(found)
+    said = f"{n} recorded result{'s' if n > 1 else ''}"
+    said += f" ({lines} `recorded on` lines, a recording printed again counted once)" if lines != n else ""
+    said += f" shown with a `recorded on` line (on {' and '.join(gpus)})"
+    return purpose, f"live part: a FAKE server only, not vLLM; {said}" if fake else f"live, except {said}"
 
 
 def readme(
@@ -262,12 +281,14 @@ Written by `flexfix publish`: do not edit by hand.
 
 The notebooks of `notebooks/`, executed with GPU parameters by `make notebooks` (papermill, into
 `build/notebooks`) and copied here by `flexfix publish --src build/notebooks --dest data/notebooks`,
-which refuses a failed, incomplete or CPU run. They are outputs, like the JSON results in `data/`: to update
+which refuses a failed or incomplete run, or one whose device resolved to the CPU; some sections compute on the CPU
+by design even so (06's FAKE server, 07's guard steps). They are outputs, like the JSON results in `data/`: to update
 them, run both commands again on a GPU box. `make book` renders them as static HTML (`build/book/index.html`).
 Progress bars on stderr were dropped; everything else is as papermill wrote it.
 {cpu}
-`what it is for` is the notebook's title; `evidence` says what it measured in this run (live) and which of its
-results it shows as recorded earlier, each with a `recorded on` line naming the GPU, as the notebook prints it.
+`what it is for` is the notebook's title; `evidence` says what it measured in this run (live) and how many of its
+results it shows as recorded earlier: one per recording (GPU, commit and time) that a printed `recorded on` line
+names, wherever in the line it sits, with the number of such lines where a recording is printed more than once.
 
 | notebook | what it is for | evidence | this run | executed in |
 | --- | --- | --- | --- | --- |
