@@ -56,7 +56,7 @@ def test_the_fix_is_shown_on_every_request_and_request_0_is_not_called_evidence(
     assert "at 17 requests 1 request came out with other tokens" in said  # the positive control
     engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
     patched = tables.select_scenarios(engines, ["patched_inprocess"])
-    assert "never misreads" in reproduce.patched_batches(patched)
+    assert "never misreads" in workarounds.patched_batches(patched)
     nb = "\n".join(text(c) for c in cells("02_apply_flexfix"))
     assert "got through the replays that crashed" not in nb and "fix_on_every_request(" in nb
 

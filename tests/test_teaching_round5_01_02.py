@@ -1,7 +1,6 @@
 """Teaching round 5, notebooks 01 and 02 and the edition README: a newcomer's reading of the published GPU edition at
 595743f (findings A-D of r0102, and C4 of r0305). Each test ties a sentence, table or figure to the data it states."""
 
-import pandas as pd
 from test_teaching_01_03 import DATA, cells, text
 
 from flexfix.edition import schemas
@@ -30,3 +29,224 @@ def test_a1_the_errors_of_two_runs_are_compared_not_assumed_to_differ():
     ]
     said = reproduce.faces(other, "here", kernel, "there", "cuda")
     assert "the measured errors differ at" in said and "so are the measured errors" not in said
+
+
+# A2: max_num_seqs explains a silent misread at a batch the fresh engine runs outside a FULL graph, not a fault at a
+# batch the other engines completed replaying a FULL graph.
+
+
+def test_a2_a_fault_at_a_batch_completed_elsewhere_with_a_full_graph_is_not_put_on_dispatch():
+    from flexfix.edition import glossary, tables
+    from flexfix.edition.tables.outcomes import dispatch_pairs, every_request_dispatch
+    from flexfix.measure import engine_sweep, record
+
+    every, _ = schemas.recorded(DATA, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
+    rows = tables.every_request_table(engine_sweep.request_rows(every))
+    every_dispatch = glossary.decode_dispatch(every_request_dispatch(every, with_engine=True))
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    threshold = tables.threshold_table(engines)
+    full = reproduce.completed_full(threshold, glossary.decode_dispatch(dispatch_pairs(threshold)))
+    assert 32 in full  # the fresh and the growing engines completed 32 replaying a FULL graph
+    said = reproduce.every_request(every, rows, every_dispatch, full)
+    assert "before it completed the batch of 32" in said and "dispatch does not explain this fault" in said
+    assert "dispatch does not explain" not in reproduce.every_request(every, rows, every_dispatch, [])
+    md = _md("01_reproduce_ima")
+    assert "so there that batch replays a FULL graph" not in md and "not a fault" in md
+
+
+# A3: the children's own status words are not presented as the table's outcomes.
+
+
+def test_a3_the_child_log_summary_does_not_pass_its_status_words_off_as_the_outcomes():
+    from flexfix.edition.tables.outcomes import ChildLog
+
+    log = ChildLog()
+    for i, status in enumerate(["illegal_memory_access"] * 3 + ["ok"]):
+        log(f"run {i}: {status} (exit 0, 2.0 s)")
+    said = log.summary("the placement runs")
+    assert "4 child processes" in said and "3 illegal_memory_access, 1 ok" in said
+    assert "not the outcomes of the tables below" in said
+
+
+# A4: the scenarios that ran on fewer seeds are listed from the runs, not typed.
+
+
+def test_a4_the_scenarios_on_fewer_seeds_are_listed_from_the_runs():
+    from flexfix.edition.narrative import outcome_cause as cause_story
+    from flexfix.edition.tables import outcome_cause as cause_tables
+
+    runs, _ = cause_tables.recorded(DATA)
+    said = str(cause_story.seeds_not_run(runs))
+    seeds = runs.groupby(cause_tables.SCENARIO_KEYS, sort=False, dropna=False)["seed"].nunique()
+    fewer = [cause_tables.scenario_label(*k) for k, n in seeds.items() if n < runs["seed"].nunique()]
+    assert fewer and all(f"* {name}:" in said for name in fewer)
+    assert any("K guarded, V fenced" in name for name in fewer)  # the mixed placements, which the typed list left out
+    full = runs[runs["seed"].isin(sorted(set(runs["seed"]))[:1])]
+    assert "Every scenario ran on all 1 seed" in str(cause_story.seeds_not_run(full))
+    md = _md("01_reproduce_ima")
+    assert "the direct reads and the controls ran on fewer seeds" not in md
+    assert any("cause_story.seeds_not_run(cause_runs)" in text(c) for c in cells("01_reproduce_ima"))
+
+
+# A5, B3: no colour said to mean what it means in the read-window figure; a comparison no output makes is marked as
+# reasoning.
+
+
+def test_a5_b3_the_outcome_colours_are_not_tied_to_the_read_windows_and_reasoning_is_marked():
+    md = _md("01_reproduce_ima")
+    assert "as in the read-window figure" not in md
+    assert "The driver's list is a weaker witness than a read:" not in md
+    assert "(reasoning; no output here compares the two)" in md
+
+
+# B1: 02 claims of the check-patch table only what its columns show.
+
+
+def test_b1_the_check_patch_sentence_claims_only_its_columns():
+    md = _md("02_apply_flexfix")
+    assert "and reverted in a child process" not in md and "vLLM starts as it is" not in md
+    assert "`plugin says`" in md
+
+
+# B2: the crash-threshold engines' answers are said to be unchecked.
+
+
+def test_b2_the_threshold_engines_answers_are_said_unchecked():
+    from flexfix.edition import tables
+    from flexfix.measure import record
+
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    said = str(reproduce.crash_threshold(tables.threshold_table(engines)))
+    assert "these engines' answers were not checked" in said and "check that)" not in said
+
+
+# C1, C4: the read-window figure draws kinds of cell in colours of its own, and its legend says what a cell holds,
+# not what follows from it.
+
+
+def test_c1_c4_the_read_window_legend_uses_no_outcome_colour_and_no_consequence():
+    from flexfix.edition import plots
+    from flexfix.edition.plots.style import OUTCOME_COLOURS
+
+    kinds = {h.lower() for _, h in plots.READ_WINDOW_COLOURS.values()}
+    assert not kinds & {h.lower() for h in OUTCOME_COLOURS.values()}
+    from flexfix.edition.plots.layouts import READ_WINDOW_NOTES
+
+    notes = " ".join(READ_WINDOW_NOTES.values())
+    assert "harmless" not in notes and "mask hides" not in notes
+    for stem in ("01_reproduce_ima", "03_stride_layouts"):
+        md = _md(stem)
+        for word in ("(blue)", "(orange)", "(yellow)", "(vermillion)"):
+            assert word not in md, (stem, word)
+
+
+# C2: a fault in a run's own read has a fill of its own, not the replay's black.
+
+
+def test_c2_an_own_read_fault_is_not_drawn_in_the_replays_black():
+    from flexfix.edition.plots.outcome_cause import OUTCOME_CAUSE_COLOURS, PROBE_FAULT
+
+    assert OUTCOME_CAUSE_COLOURS[PROBE_FAULT][1] != OUTCOME_CAUSE_COLOURS["illegal memory access"][1]
+    assert len({h for _, h in OUTCOME_CAUSE_COLOURS.values()}) == len(OUTCOME_CAUSE_COLOURS)
+
+
+# C3: the error figures name the GPU, not the device kind.
+
+
+def test_c3_the_error_figures_name_the_machine():
+    sources = [text(c) for stem in ("01_reproduce_ima", "02_apply_flexfix") for c in cells(stem)]
+    calls = [s for s in sources if "plots.replay_errors(" in s]
+    assert len(calls) == 3 and all("tables.device_title(device" in s for s in calls)
+    assert not any('"H100, CUDA-graph' in s for s in calls)
+
+
+# A6: the README's evidence column counts recordings, by a rule it states, wherever a provenance line sits in its
+# printed line; a notebook whose live part is a FAKE server says so; a CPU part by design is not called refused.
+
+
+def _nb(outputs):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 09 · Teaching a thing"), nbformat.v4.new_code_cell("x")]
+    nb.cells[1].outputs = outputs
+    return nb
+
+
+def test_a6_the_readme_counts_each_recording_once_and_says_a_fake_live_part():
+    import nbformat
+
+    from flexfix.edition import publish
+
+    line = "recorded on Old GPU (driver 1), torch 2, vLLM 0.20.0, commit {c}, 2026-11-2{d}T00:00:00+00:00"
+    text = "\n".join(
+        [
+            line.format(c="abc", d=1),
+            "data/x-cuda.json: " + line.format(c="abc", d=1),
+            "y   " + line.format(c="def", d=2),
+        ]
+    )
+    stream = nbformat.v4.new_output("stream", name="stdout", text=text + "\n")
+    evidence = publish.about(_nb([stream]))[1]
+    assert evidence.startswith("live, except 2 recorded results (3 `recorded on` lines") and "Old GPU" in evidence
+    fake = nbformat.v4.new_output(
+        "display_data", data={"text/markdown": "**This run's live part is the FAKE server, not vLLM** (why)"}
+    )
+    evidence = publish.about(_nb([fake, stream]))[1]
+    assert evidence.startswith("live part: a FAKE server only, not vLLM; 2 recorded results")
+    assert publish.about(_nb([fake]))[1] == "live part: a FAKE server only, not vLLM"
+    readme = publish.readme([], False)
+    assert "which refuses a failed, incomplete or CPU run" not in readme and "06's FAKE server" in readme
+
+
+# D8: a first fault after a gap of untried counts is said to bracket the threshold, not to be it.
+
+
+def test_d8_a_first_fault_after_untried_counts_brackets_the_threshold():
+    from flexfix.edition import tables
+    from flexfix.measure import record
+
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    table = tables.threshold_table(engines)
+    said = str(reproduce.crash_threshold(table))
+    growing = table[table["how"] != table["how"].iloc[0]]
+    done = sorted(growing[growing["outcome"] == "completed"]["requests"])
+    first = int(growing[growing["outcome"] != "completed"]["requests"].min())
+    if done[-1] < first - 1:
+        assert f"no count from {done[-1] + 1} to {first - 1} was tried" in said
+    assert said.count("was tried") <= 1  # the fresh engines tried the count just below theirs
+
+
+# D11: no CUDA graphs ahead of piecewise graphs is said, with its cause unmeasured, only where the table shows it.
+
+
+def test_d11_eager_ahead_of_piecewise_is_said_from_the_table():
+    from flexfix.edition.narrative import workarounds
+    from flexfix.edition.tables.workarounds import workaround_table
+
+    safety, _ = schemas.recorded(DATA, "stock_workarounds", schemas.ENGINE_SWEEPS)
+    cost, _ = schemas.recorded(DATA, "stock_workaround_cost", schemas.ENGINE_SWEEPS)
+    table = workaround_table(safety, cost)
+    said = str(workarounds.without_plugin(table, "here", "there"))
+    setting = table["vLLM setting"].astype(str)
+    cols = [c for c in table.columns if str(c).startswith("vs patched")]
+    eager, piece = table[setting.str.contains("enforce_eager")], table[setting.str.contains("PIECEWISE")]
+    ahead = [c for c in cols if float(eager[c].iloc[0]) > float(piece[c].iloc[0])]
+    assert ("why was not measured" in said) == bool(ahead)
+    slower = table.copy()
+    for c in cols:
+        slower.loc[setting.str.contains("enforce_eager"), c] = 0.01
+    assert "why was not measured" not in str(workarounds.without_plugin(slower, "here", "there"))
+
+
+# D10: the distinct-token count says what it counts where it is first printed.
+
+
+def test_d10_the_distinct_token_count_says_what_it_counts():
+    from flexfix.edition.narrative import workarounds
+    from flexfix.measure import record
+
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    patched = engines[engines["scenario"].astype(str).str.startswith("patched")]
+    said = str(workarounds.patched_batches(patched))
+    assert "request 0's stream had" in said and "would match itself trivially" in said

@@ -16,7 +16,7 @@ from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
 from flexfix.edition.tables.outcome_cause import READ_VALUES, RUN_COLUMNS
 
-__all__ = ["misread_cells", "outcome_cause", "sanitizer_offset", "same_seeds"]
+__all__ = ["misread_cells", "outcome_cause", "sanitizer_offset", "same_seeds", "seeds_not_run"]
 
 _BEFORE = re.compile(r"is ([\d,]+) bytes before the nearest allocation at \S+ of size ([\d,]+) bytes")
 
@@ -307,3 +307,24 @@ def same_seeds(
     if device != "cuda":
         text += " This run is the CPU analog, which cannot fault: it adds no recording of either face."
     return markdown(text)
+
+
+def seeds_not_run(runs: pd.DataFrame) -> str:
+    """Under the crash-or-wrong figure: which scenarios ran on fewer seeds than the others (their cells of the other
+    seeds say ``not run``), from the runs themselves."""
+    from flexfix.edition.tables.outcome_cause import SCENARIO_KEYS, scenario_label
+
+    require(runs, "the placement runs", values=("copy", "placement", "batch", "seed"))
+    seeds = sorted(set(runs["seed"]))
+    ran = {
+        scenario_label(*key): sorted(set(g["seed"])) for key, g in runs.groupby(SCENARIO_KEYS, sort=False, dropna=False)
+    }
+    fewer = {name: s for name, s in ran.items() if len(s) < len(seeds)}
+    if not fewer:
+        return markdown(f"Every scenario ran on all {plural(len(seeds), 'seed')} ({listing(seeds)}).")
+    lines = [f"* {name}: {plural(len(s), 'seed')} ({listing(s)})" for name, s in fewer.items()]
+    return markdown(
+        f"A cell that says `not run` is a seed that scenario was not run on. Of the {plural(len(ran), 'scenario')}, "
+        f"{len(ran) - len(fewer)} ran on all {plural(len(seeds), 'seed')} ({listing(seeds)}); these ran on fewer:",
+        "\n".join(lines),
+    )

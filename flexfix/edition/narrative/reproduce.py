@@ -20,7 +20,7 @@ __all__ = [
     "engine_scenarios",
     "crash_threshold",
     "every_request",
-    "patched_batches",
+    "completed_full",
 ]
 
 # The columns each function states something of (a notebook reads its recorded files with them: results.recorded(...,
@@ -252,6 +252,10 @@ def crash_threshold(table: pd.DataFrame, dispatch: pd.DataFrame | None = None) -
             if len(below):
                 ok_below = int((below["outcome"] == "completed").sum())
                 line += f", while {first - 1} completed {ok_below} of {plural(len(below), 'try', 'tries')}"
+            elif len(tried := group[group["requests"] < first]["requests"]):
+                line += (
+                    f"; no count from {int(tried.max()) + 1} to {first - 1} was tried: it starts there or at {first}"
+                )
         else:
             firsts.append(f"none ({how})")
         lines.append(line + ".")
@@ -266,7 +270,8 @@ def crash_threshold(table: pd.DataFrame, dispatch: pd.DataFrame | None = None) -
         "these prompts, this GPU, these `max_num_seqs`), not a constant of the bug. A count that *completed* is not "
         "evidence that it read correctly: each fresh engine starts with `max_num_seqs` equal to its count, which "
         "sets the batch sizes it captures full graphs for and so whether its batch replays one at all, and a "
-        "completed run can still have misread silently (the next section, and notebook 07's guard, check that).",
+        "completed run could have misread silently: these engines' answers were not checked (the next section checks "
+        "other engines' answers, request by request).",
         "\n".join(lines) + _outside_graphs(table, dispatch),
     )
 
@@ -276,14 +281,11 @@ def _outside_graphs(table: pd.DataFrame, dispatch: pd.DataFrame | None) -> str:
     if dispatch is None:
         return ""
     require(dispatch, "the decode dispatch", values=("max_num_seqs", "decode batch", "runs with"))
-    done = table[(table["outcome"] == "completed") & (table["requests"] > 16)]
-    keys = set(zip(done["max_num_seqs"], done["requests"]))
-    pairs = zip(dispatch["max_num_seqs"], dispatch["decode batch"], dispatch["runs with"])
-    outside = dispatch[[(m, b) in keys and mode != "FULL" for m, b, mode in pairs]]
-    if outside.empty:
+    outside = [b for b, mode in _completed_modes(table, dispatch) if mode != "FULL"]
+    if not outside:
         return "\n* Every completed count past one query block replayed a FULL decode graph (the dispatch table)."
     return (
-        f"\n* By vLLM's own dispatcher (the table above), a decode batch of {listing(list(outside['decode batch']))} "
+        f"\n* By vLLM's own dispatcher (the table above), a decode batch of {listing(outside)} "
         "requests on an engine with those `max_num_seqs` is padded past its largest FULL decode graph and runs "
         "without one: attention outside any graph reads `kv_indices` as written and cannot misread. At those counts "
         "'completed' says nothing about the bug, unless the batch shrank to a size with a FULL graph before the end. "
@@ -292,12 +294,29 @@ def _outside_graphs(table: pd.DataFrame, dispatch: pd.DataFrame | None) -> str:
     )
 
 
-def every_request(runs: pd.DataFrame, rows: pd.DataFrame, dispatch: pd.DataFrame | None = None) -> str:
+def completed_full(table: pd.DataFrame, dispatch: pd.DataFrame) -> list[int]:
+    """The counts past one query block that an engine of the crash-threshold table completed while vLLM's dispatcher
+    replays a FULL decode graph for them (:func:`crash_threshold`'s table and dispatch)."""
+    return sorted({int(b) for b, mode in _completed_modes(table, dispatch) if mode == "FULL"})
+
+
+def _completed_modes(table: pd.DataFrame, dispatch: pd.DataFrame) -> list[tuple[int, str]]:
+    """(decode batch, how it runs) of each completed count past one query block, on its engine's ``max_num_seqs``."""
+    done = table[(table["outcome"] == "completed") & (table["requests"] > 16)]
+    keys = set(zip(done["max_num_seqs"], done["requests"]))
+    pairs = zip(dispatch["max_num_seqs"], dispatch["decode batch"], dispatch["runs with"])
+    return [(b, mode) for m, b, mode in pairs if (m, b) in keys]
+
+
+def every_request(
+    runs: pd.DataFrame, rows: pd.DataFrame, dispatch: pd.DataFrame | None = None, full_elsewhere: list[int] = ()
+) -> str:
     """The every-request check (each request alone, then all together; ``rows`` from
     :func:`flexfix.edition.tables.every_request_table`): per engine, its ``max_num_seqs``, whether any request came
     out otherwise in the batch than alone (and in which query block), which batches it completed, and the batch it
     did not complete; with ``dispatch`` (:func:`flexfix.edition.glossary.decode_dispatch` of those engines), which of
-    its batches vLLM's dispatcher runs with a FULL graph."""
+    its batches vLLM's dispatcher runs with a FULL graph; with ``full_elsewhere`` (:func:`completed_full` of the same
+    run's crash-threshold engines), whether a batch it faulted at was completed there replaying a FULL graph."""
     require(runs, "the every-request engines", ["every_request"], values=("engine", "status"))
     counts = ("requests", "requests_with_other_tokens", "requests_with_other_logprobs")
     require(rows, "the every-request rows", ["their_query_blocks", "max_abs_logprob_diff"], values=("engine", *counts))
@@ -351,38 +370,10 @@ def every_request(runs: pd.DataFrame, rows: pd.DataFrame, dispatch: pd.DataFrame
             line += f"; then {OUTCOME_WORDS.get(run['status'], run['status'])}" + (
                 f", before it completed the batch of {rest[0]} (the engine's status in the table)" if rest else ""
             )
+            if rest and rest[0] in full_elsewhere:
+                line += (
+                    f". An engine of the crash-threshold table completed a batch of {rest[0]} replaying a FULL decode "
+                    "graph too, so vLLM's dispatch does not explain this fault"
+                )
         lines.append(line + ".")
-    return markdown("\n".join(lines))
-
-
-def patched_batches(runs: pd.DataFrame) -> str:
-    """Patched engines: per scenario, the batches completed and whether request 0 matched itself alone."""
-    require(runs, "the patched engines", values=("scenario", "status", "records"))
-    require_steps(runs, "the patched engines", "records", ["requests"], nonempty=False)
-    for _, run in runs.iterrows():
-        if run["status"] == "ok" and not run["records"]:
-            raise DataError(f"the patched engines: {run['scenario']} completed, but its table holds no batch")
-    lines = []
-    for _, run in runs.iterrows():
-        recs = run["records"] or []
-        batches = [r["requests"] for r in recs]
-        equal = [
-            r for r in recs if r.get("request0_tokens_equal_alone") and r.get("request0_logprobs_bitwise_equal_alone")
-        ]
-        distinct = [r.get("distinct_tokens_request0") for r in recs if r.get("distinct_tokens_request0") is not None]
-        tokens = [r.get("tokens", 0) // max(r["requests"], 1) for r in recs]
-        line = f"* ({run['scenario']}) {_engine_word(run['status'])}"
-        if batches:
-            line += (
-                f": batches of {listing(batches)} completed; request 0 equal to itself alone (tokens and bitwise "
-                f"logprobs) in {len(equal)} of {len(recs)}"
-            )
-            if distinct and tokens:
-                line += f"; its stream had {span(distinct, '{:.0f}')} distinct tokens in {max(tokens)}"
-        lines.append(line + ".")
-    lines.append(
-        "Request 0 sits in query block 0, which the bug never misreads (notebook 01): its match says the patch leaves "
-        "that request as it is alone, not that the later query blocks read right, and a completed batch is no such "
-        "evidence either (a misread can be silent)."
-    )
     return markdown("\n".join(lines))

@@ -380,6 +380,7 @@ class ChildLog:
         secs = [float(m.group(3)) for m in found]
         said = ", ".join(f"{n} {status}" for status, n in ends.most_common())
         return (
-            f"{what}: {len(found)} child processes ({said}), {min(secs):.0f}-{max(secs):.0f} s each; their log lines "
-            "are kept, not printed (the tables below give each run's outcome)"
+            f"{what}: {len(found)} child processes, {min(secs):.0f}-{max(secs):.0f} s each, whose own last status "
+            f"words were {said}; those words are not the outcomes of the tables below, which tell where a run went "
+            "wrong (a fault in a run's own read is not one at the replay); their log lines are kept, not printed"
         )
