@@ -54,7 +54,8 @@ def manager_demo(
 ) -> pd.DataFrame:
     """The manager's cases against the FAKE server: healthy (one completion, then stopped), exits at
     start, never healthy, ignores SIGTERM; what each did, its exit status (with the signal that ended it, if one
-    did), the seconds from the start to the server stopped, and whether any process of its group was left."""
+    did), the seconds from the start to the server stopped, and whether any process of its group was left; each
+    case's startup timeout and grace period (SIGTERM to SIGKILL) beside it."""
     cases = [
         ("healthy", [], 10),
         ("exit_at_start", ["--mode", "exit_at_start"], 10),
@@ -83,6 +84,8 @@ def manager_demo(
             {
                 "case": case,
                 "what happened": what,
+                "startup timeout, s": timeout,
+                "grace, s": server.grace,  # from the manager's SIGTERM to its SIGKILL
                 "exit status": _status(server.returncode),
                 "seconds, start to stopped": round(time.monotonic() - start, 1),
                 "processes left": len(group_members(server.pid)),
