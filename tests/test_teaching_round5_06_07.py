@@ -226,3 +226,19 @@ def test_06_manager_demo_shows_its_timeout_and_grace_and_says_what_status_0_is(t
     text = _markdown("06_serving")
     assert "`startup timeout, s` and `grace, s` are the case's settings" in text
     assert "`0` is a server that exited cleanly on its own or on the SIGTERM" in text
+
+
+def test_06_scenario_table_columns_are_defined_where_the_table_is():
+    """D7: startup_seconds was never defined, plugin_lines only in the takeaways."""
+    text = _markdown("06_serving")
+    before = text.split("## Takeaways")[0]
+    assert "`startup_seconds` is the time from the server's start to its first healthy `GET /health`" in before
+    assert "`plugin_lines` how many lines flexfix's plugin wrote to the server's log" in before
+
+
+def test_06_first_screen_says_the_recordings_commit_need_not_be_the_editions():
+    """D9: the recording's commit differs from the edition's, unremarked."""
+    from flexfix.edition.narrative import serving as serving_story
+
+    said = serving_story.what_runs("cuda", {"fake_server": "x.py"}, DATA)
+    assert "that commit need not be this notebook's: what that run saved is shown" in said

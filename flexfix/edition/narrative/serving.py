@@ -183,7 +183,8 @@ def what_runs(device: str, run: dict, data_dir) -> str:
     prov = loaded[1] if loaded is not None else None
     recorded = (
         f"recorded on {prov['device_name']} with vLLM {prov['vllm']} at flexfix commit {str(prov['git_commit'])[:10]} "
-        f"({str(prov['date'])[:10]})"
+        f"({str(prov['date'])[:10]}; that commit need not be this notebook's: what that run saved is shown, read by "
+        "this notebook's code)"
         if prov
         else "not recorded yet"
     )
