@@ -242,3 +242,10 @@ def test_06_first_screen_says_the_recordings_commit_need_not_be_the_editions():
 
     said = serving_story.what_runs("cuda", {"fake_server": "x.py"}, DATA)
     assert "that commit need not be this notebook's: what that run saved is shown" in said
+
+
+def test_07_mutant_columns_not_recorded_and_two_references_are_said():
+    """D13: frozen_decision's 3 of 32 beside 0 of 32, and the 'not recorded' cells, were left to guess."""
+    text = _markdown("07_replay_guard")
+    assert "Its two counts need not agree, since they compare with two references" in text
+    assert "Where that column says `not recorded`, the recording has no run of the mutant without graphs" in text
