@@ -250,3 +250,28 @@ def test_d10_the_distinct_token_count_says_what_it_counts():
     patched = engines[engines["scenario"].astype(str).str.startswith("patched")]
     said = str(workarounds.patched_batches(patched))
     assert "request 0's stream had" in said and "would match itself trivially" in said
+
+
+# D12: 02 keeps its children's log lines out of the page, as 01 does, and says in one line how they ended.
+
+
+def test_d12_02_summarises_its_child_logs():
+    import ast
+
+    sources = [text(c) for c in cells("02_apply_flexfix") if c["cell_type"] == "code"]
+    runners = [s for s in sources if "record.kernel_outcomes(" in s or "record.record_engine(" in s]
+    assert len(runners) == 2
+    for source in runners:
+        calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)]
+        run = next(c for c in calls if getattr(c.func, "attr", "") in ("kernel_outcomes", "record_engine"))
+        assert any(k.arg == "progress" for k in run.keywords)
+        assert ".summary(" in source
+
+
+# D16: the words first say once that FULL/PIECEWISE are the full/piecewise graphs and that the distance is the stride.
+
+
+def test_d16_the_words_tie_the_capitals_and_the_distance_to_the_text():
+    words = next(text(c) for c in cells("01_reproduce_ima") if text(c).startswith("## Words first"))
+    assert "`FULL` and `PIECEWISE`" in words and "full and piecewise graphs" in words
+    assert "row stride" in words and "distance from one row to the next" in _md("01_reproduce_ima").split("## Words")[0]
