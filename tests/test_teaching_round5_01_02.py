@@ -275,3 +275,29 @@ def test_d16_the_words_tie_the_capitals_and_the_distance_to_the_text():
     words = next(text(c) for c in cells("01_reproduce_ima") if text(c).startswith("## Words first"))
     assert "`FULL` and `PIECEWISE`" in words and "full and piecewise graphs" in words
     assert "row stride" in words and "distance from one row to the next" in _md("01_reproduce_ima").split("## Words")[0]
+
+
+# D5: the one table names a live row's recording as its `from` column does, and a recorded placement row its file.
+
+
+def test_d5_the_one_table_labels_a_live_recording_one_way():
+    from flexfix.edition import tables
+    from flexfix.edition.tables import outcome_cause as cause_tables
+    from flexfix.measure import record
+
+    kernel, _ = _kernel()
+    sanitizer, _ = schemas.recorded(DATA, "ima_sanitizer", schemas.SANITIZER_RUNS)
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    placements, _ = cause_tables.recorded(DATA)
+    here = "this run (Some GPU)"
+    live = engines.drop(columns=["source"], errors="ignore")  # a live run's table has no source column
+    out = tables.outcome_table(
+        kernel, sanitizer, live, sources=("recorded", "recorded", here), this_run=kernel, this_run_source=here,
+        placements=placements, placements_source="recorded",
+    )  # fmt: skip
+    mine = out[out["experiment"] == "vLLM 0.20.0 engine"]
+    assert set(mine["from"]) == {here} and set(mine["recorded_in"]) == {here}
+    placed = out[out["experiment"] == "torch-only, caches placed by hand"]
+    assert set(placed["recorded_in"]) == {"outcome_cause"}
+    sources = [text(c) for c in cells("01_reproduce_ima") if c["cell_type"] == "code"]
+    assert not any('this_run_source=f"this run ({device})"' in s for s in sources)

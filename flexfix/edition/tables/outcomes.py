@@ -163,7 +163,7 @@ def _placement_rows(runs: pd.DataFrame, source: str) -> list[dict]:
                 "case": f"{label}: {len(grp)} of {size[tuple(arm)]} runs "
                 f"(seeds {', '.join(map(str, sorted(set(grp['seed']))))})",
                 "outcome": st,
-                "recorded_in": source,
+                "recorded_in": "outcome_cause" if source == "recorded" else source,
             }
         )
     return rows
@@ -218,7 +218,7 @@ def outcome_table(
             "outcome": r.status,
             "recorded_in": where,
         }
-        for r, where in zip(engine.itertuples(), _recorded_in(engine))
+        for r, where in zip(engine.itertuples(), _recorded_in(engine, sources[2]))
     ]
     if every_this_run is not None:
         rows += _every_request_rows(every_this_run, this_run_source)
