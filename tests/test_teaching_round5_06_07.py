@@ -249,3 +249,28 @@ def test_07_mutant_columns_not_recorded_and_two_references_are_said():
     text = _markdown("07_replay_guard")
     assert "Its two counts need not agree, since they compare with two references" in text
     assert "Where that column says `not recorded`, the recording has no run of the mutant without graphs" in text
+
+
+# review of 09dcedd..HEAD (reviews3)
+
+
+def test_06_first_screen_says_why_the_fake_server_runs_once(capsys):
+    """Repetition: notebook_plan's print and what_runs both said why the FAKE server runs; what_runs alone says it."""
+    from flexfix.edition.narrative import serving as serving_story
+    from flexfix.integration import serving
+
+    fake = ROOT / "tests" / "fake_vllm_server.py"
+    run = serving.notebook_plan("cpu", True, ["stock"], None, [20], None, 8, fake)
+    printed = capsys.readouterr().out
+    said = serving_story.what_runs("cpu", run, DATA)
+    assert "no GPU here" not in printed and "RUN_SERVER is False" not in printed
+    assert f"the FAKE server {fake}, not vLLM" in printed and "there is no GPU here" in said
+
+
+def test_publish_finds_the_fake_lead_what_runs_writes():
+    """Repetition: publish's _FAKE had to match what_runs' bold lead word for word; one shared constant now."""
+    from flexfix.edition import publish
+    from flexfix.edition.narrative import serving as serving_story
+
+    assert publish._FAKE is serving_story.FAKE_LEAD
+    assert f"**{publish._FAKE}**" in serving_story.what_runs("cpu", {"fake_server": "x.py"}, DATA)

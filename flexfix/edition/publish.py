@@ -35,6 +35,7 @@ from pathlib import Path
 
 import nbformat
 
+from flexfix.edition.narrative.serving import FAKE_LEAD
 from flexfix.edition.output_folder import replace_folder, replace_problems
 
 PROG = "flexfix publish"
@@ -218,7 +219,7 @@ def check_dest(dest: Path, notebooks: Path) -> list[str]:
 # recording it names (commit and time), which tells the recordings apart.
 _RECORDED = re.compile(r"recorded on (.+?)(?: \(driver [^)]*\))?, torch .*?, commit (\w+), (\S+?)(?:[,;\s]|$)", re.M)
 # What notebook 06 prints when its live part is its FAKE server (RUN_SERVER False): no vLLM ran live there.
-_FAKE = "This run's live part is the FAKE server, not vLLM"
+_FAKE = FAKE_LEAD
 
 
 def _outputs_text(nb: nbformat.NotebookNode, streams_only: bool) -> str:

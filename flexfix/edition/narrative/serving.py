@@ -11,7 +11,7 @@ from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
 from flexfix.edition.tables.serving import FAKE_MODEL, is_fake, model_label
 
-__all__ = ["scenarios", "meaning", "plugin_processes", "what_runs"]
+__all__ = ["scenarios", "meaning", "plugin_processes", "what_runs", "FAKE_LEAD"]
 
 
 def _check(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> None:
@@ -173,6 +173,11 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
     return markdown(f"**What {where} {verb}**", *([head] if head else []), "\n".join(lines))
 
 
+# The bold lead of :func:`what_runs` when the live part is the FAKE server: :mod:`flexfix.edition.publish` finds a
+# FAKE-only notebook by it.
+FAKE_LEAD = "This run's live part is the FAKE server, not vLLM"
+
+
 def what_runs(device: str, run: dict, data_dir) -> str:
     """The first screen's answer to "did vLLM run here?": ``run`` is :func:`flexfix.integration.serving.notebook_plan`'s
     plan (``fake_server`` set: the FAKE server plays every scenario); the recorded GPU run in ``data_dir`` gives the
@@ -200,7 +205,7 @@ def what_runs(device: str, run: dict, data_dir) -> str:
         else "there is no GPU here"
     )
     return markdown(
-        f"**This run's live part is the FAKE server, not vLLM** ({why}). Every table, sentence and figure of "
+        f"**{FAKE_LEAD}** ({why}). Every table, sentence and figure of "
         '"this run" below is emulated by a script on the CPU: no vLLM, no model, no GPU. The real `vllm serve` '
         f"under the plugin is shown from its recording, in *The recorded GPU run* at the end: {recorded}."
     )

@@ -281,9 +281,8 @@ def notebook_plan(
         print("server: vllm serve with FLEX_ATTENTION, one per scenario (a few minutes each)")
     else:
         chosen = plan(scenarios, model="tiny", requests=fake_requests, max_tokens=max_tokens, fake_server=fake_server)
-        why = "no GPU here" if device != "cuda" else "RUN_SERVER is False"
-        print(
-            f"server: the FAKE server {fake_server} ({why}), not vLLM: no model, no GPU, on the CPU whatever the "
+        print(  # why the FAKE server runs is said once, by flexfix.edition.narrative.serving.what_runs
+            f"server: the FAKE server {fake_server}, not vLLM: no model, no GPU, on the CPU whatever the "
             "machine; its results are saved as serve_fake-cpu.json. It is a script: it answers deterministic tokens "
             "and logprobs, and from the environment it kills its engine (FLEXFIX_PATCH=0) or perturbs the logprobs "
             "(FLEXFIX_PATCH=1 with VLLM_BATCH_INVARIANT=0) of any batch of more than 16 requests. The recorded GPU "
