@@ -15,6 +15,10 @@ os.environ.setdefault("MPLBACKEND", "agg")
 # for their children instead (and the CLIs they start would inherit the ignored signal). Ctrl-C as usual.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+# nohup leaves SIGHUP ignored the same way, and the CLIs the hang-up tests start inherit it and (as a program under
+# nohup should) keep ignoring it: those tests failed under `nohup bash .ci/run`. Their children get the default back.
+if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 # Under pytest-xdist (`make test`: -n auto) the workers share the cores: each worker, the notebook kernels and the
 # children it starts get their share of torch's threads (flexfix.measure.children.threads_per_child, for the same
