@@ -6,6 +6,7 @@ from pathlib import Path
 
 from flexfix.edition import tables
 from flexfix.edition.narrative import guard as guard_story
+from flexfix.edition.narrative import guard_serving
 from flexfix.edition.narrative import serving as serving_story
 from flexfix.edition.plots.guard import CAPTURED, NOW
 from flexfix.edition.tables import guard as tg
@@ -61,7 +62,7 @@ def test_07_names_the_reference_engine_patched_and_each_guarded_engine():
 def test_07_serving_says_error_stops_the_server_and_shows_the_guard_lines(capsys):
     served, _ = tg.served(DATA)
     agree = tg.servers_agree(served, [("guard_eager", "patched_tiny"), ("patched_tiny", "patched_tiny_again")])
-    said = guard_story.serving(served, agree)
+    said = guard_serving.serving(served, agree)
     assert "turns the crash into an error response" not in said
     assert "`error` stops the engine, and with it the server" in said and "not batch invariance" in said
     tg.print_guard_lines(served, "guard_error")

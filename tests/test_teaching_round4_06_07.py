@@ -182,14 +182,14 @@ def test_07_every_recording_a_table_draws_from_prints_its_provenance():
 
 def test_07_serving_sentence_scopes_batch_variance_to_what_06_measured():
     """B7: 'with VLLM_BATCH_INVARIANT=0 those differ' was said of tiny servers; 06 showed it on the variance model."""
-    from flexfix.edition.narrative import guard as story
+    from flexfix.edition.narrative import guard_serving
     from flexfix.edition.tables import guard as tg
 
     served, _ = tg.served(DATA)
     agree = tg.servers_agree(served, [("guard_eager", "patched_tiny"), ("patched_tiny", "patched_tiny_again")])
-    said = story.serving(served, agree)
+    said = guard_serving.serving(served, agree)
     assert "and with `VLLM_BATCH_INVARIANT=0` those differ." not in said
-    assert "that is the tiny model, and on the variance model" in said  # round 5 A6: alone was compared
+    assert "on the `tiny` model;" in said  # review 3: the model read from the rows, 06's finding no longer typed
 
 
 def test_07_frozen_decision_is_classed_as_a_decision_with_what_the_guard_saw():

@@ -11,6 +11,7 @@ import pandas as pd
 matplotlib.use("Agg")
 
 from flexfix.edition.narrative import guard as guard_story  # noqa: E402
+from flexfix.edition.narrative import guard_serving  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -61,10 +62,10 @@ def test_07_serving_says_what_the_alone_stage_was_compared_with_and_shows_the_co
     agree = guard_tables.servers_agree(
         served, [("guard_eager", "patched_tiny"), ("patched_tiny", "patched_tiny_again")]
     )
-    said = re.sub(r"\s+", " ", guard_story.serving(served, agree))
+    said = re.sub(r"\s+", " ", guard_serving.serving(served, agree))
     assert "was not compared" not in said
-    assert "compared every request of a batch with the same request sent alone" in said
-    assert "patched_tiny 48 of 48 at 48" in said and "guard_error" not in said.split("sent alone")[1]
+    assert "compared each request of a batch with the same request sent alone" in said
+    assert "patched_tiny 48 of 48 at 48" in said and "guard_error compared none (0 of 48" in said.split("sent alone")[1]
     assert '"compared", "bitwise_equal", "skipped"]' in _code("07_replay_guard")
 
 
@@ -274,3 +275,24 @@ def test_publish_finds_the_fake_lead_what_runs_writes():
 
     assert publish._FAKE is serving_story.FAKE_LEAD
     assert f"**{publish._FAKE}**" in serving_story.what_runs("cpu", {"fake_server": "x.py"}, DATA)
+
+
+def test_07_serving_sentence_takes_the_model_and_each_comparison_from_the_rows():
+    """Honesty 1: 'that is the tiny model' and 06's variance finding were typed; 'bitwise equal:' led every count
+    whether or not it was all of them; the server that compared nothing was left out."""
+    from flexfix.edition.tables import guard as guard_tables
+
+    served, _ = guard_tables.served(DATA)
+    agree = guard_tables.servers_agree(served, [("patched_tiny", "patched_tiny_again")])
+    said = re.sub(r"\s+", " ", guard_serving.serving(served, agree))
+    assert "notebook 06's recording found" not in said and "on the `tiny` model;" in said
+    other = served.copy()
+    other["model"] = "variance"
+    other["records"] = [
+        [{**s, "bitwise_equal": s["compared"] - 1} if s.get("compared") and s["requests"] == 128 else s for s in r]
+        for r in other["records"]
+    ]
+    said = re.sub(r"\s+", " ", guard_serving.serving(other, agree))
+    assert "on the `variance` model;" in said and "`tiny`" not in said
+    assert "not all bitwise equal: guard_eager 127 of 128 at 128" in said
+    assert "bitwise equal: guard_eager 48 of 48 at 48," in said and "guard_error compared none" in said

@@ -17,7 +17,6 @@ __all__ = [
     "debug_blind_spot",
     "cost",
     "mutants",
-    "serving",
     "workarounds",
     "not_read_counted",
     "pointers",
@@ -292,68 +291,6 @@ def not_read_counted(information: pd.DataFrame, first: bool = True) -> str:
         "information; the guard of this commit leaves them out of its comparison altogether "
         "(`flexfix.guard.vllm_metadata.NOT_READ`)."
     )
-
-
-def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
-    """``table``: the guard's serving rows; ``agree``: :func:`flexfix.edition.tables.guard.servers_agree`."""
-    _need(table, ["scenario", "status", "guard_refused_in_log", "ima_in_log"], "serving")
-    _need(agree, ["servers", "concurrent requests", "bitwise equal", "of"], "serving")
-    rows = table.set_index("scenario")
-    said = []
-    if "guard_error" in rows.index:
-        r = rows.loc["guard_error"]
-        together = [s for s in r["records"] if s.get("stage") == "together"]
-        refused = [s for s in together if s.get("errored")]
-        skipped = [s["requests"] for s in together if s.get("skipped")]
-        said.append(
-            f"under `FLEXFIX_GUARD=error` the server {WORDS.get(r['status'], r['status'])}: "
-            + listing(
-                [f"{s['errored']} of {s['requests']} concurrent completions answered {_errors(s)}" for s in refused]
-            )
-            + (f" (the batch of {listing(skipped)} was not sent: the server had stopped)" if skipped else "")
-            + f"; its log {'has' if r['guard_refused_in_log'] else 'lacks'} the guard's refusal and "
-            f"{'names' if r['ima_in_log'] else 'names no'} CUDA illegal memory access"
-        )
-    per_pair = []
-    for servers, rows in agree.groupby("servers", sort=False):
-        counts = [
-            f"{int(r['bitwise equal'])} of {int(r['of'])} at {int(r['concurrent requests'])}"
-            for _, r in rows.iterrows()
-        ]
-        per_pair.append(f"{servers}: {listing(counts)}")
-    same = bool((agree["bitwise equal"] == agree["of"]).all())
-    alone = [  # each together stage against the same requests sent alone (the stage table's compared, bitwise_equal)
-        f"{name} {s['bitwise_equal']} of {s['compared']} at {s['requests']}"
-        for name, r in table.set_index("scenario").iterrows()
-        for s in r["records"]
-        if s.get("stage") == "together" and s.get("compared")
-    ]
-    reconcile = (
-        " Two servers agreeing is not batch invariance: each pair answered the same batch the same way. Each server "
-        "also compared every request of a batch with the same request sent alone (the stage table's `compared` and "
-        f"`bitwise_equal`), bitwise equal: {listing(alone)}; that is the tiny model, and on the variance model "
-        "notebook 06's recording found the two differing with `VLLM_BATCH_INVARIANT=0` (its patched_bi0 scenario)."
-        if same and alone
-        else ""
-    )
-    return markdown(
-        "**Served, `error` stops the engine, and with it the server, at the first refused replay; `eager` keeps the "
-        "server answering, with the patched server's answers**: "
-        + "; ".join(said)
-        + ". Its clients got the HTTP 500 that a stock server without the guard gives (notebook 06's stock scenario); "
-        "what the guard changed is the log, which names the field instead of an illegal memory access. `error` is "
-        "for finding the bug; `eager` is for a server that must keep answering.",
-        f"Requests answered bitwise the same by two servers (same requests, same batches): {'; '.join(per_pair)}."
-        + reconcile,
-    )
-
-
-def _errors(stage: dict) -> str:
-    """``HTTP 500`` (every failed request got it), or each answer with how many got it."""
-    errors = stage.get("errors") or {}
-    if len(errors) == 1 and next(iter(errors.values())) == stage.get("errored"):
-        return next(iter(errors))
-    return ", ".join(f"{what} ({n})" for what, n in errors.items()) or "errors"
 
 
 def workarounds(safety: pd.DataFrame, throughput: pd.DataFrame) -> str:

@@ -1,0 +1,88 @@
+"""The guard's served scenarios in words (notebook 07's *Serving* section): what ``FLEXFIX_GUARD=error`` and
+``eager`` did to a server, and which servers answered bitwise the same, every number and name read from the
+recorded serving rows (:func:`flexfix.edition.tables.guard.served`) and their comparison
+(:func:`flexfix.edition.tables.guard.servers_agree`)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.narrative import listing, markdown
+from flexfix.edition.narrative.guard import WORDS, _need
+
+__all__ = ["serving"]
+
+
+def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
+    """``table``: the guard's serving rows; ``agree``: :func:`flexfix.edition.tables.guard.servers_agree`."""
+    _need(table, ["scenario", "model", "status", "guard_refused_in_log", "ima_in_log", "records"], "serving")
+    _need(agree, ["servers", "concurrent requests", "bitwise equal", "of"], "serving")
+    rows = table.set_index("scenario")
+    said = []
+    if "guard_error" in rows.index:
+        r = rows.loc["guard_error"]
+        together = [s for s in r["records"] if s.get("stage") == "together"]
+        refused = [s for s in together if s.get("errored")]
+        skipped = [s["requests"] for s in together if s.get("skipped")]
+        said.append(
+            f"under `FLEXFIX_GUARD=error` the server {WORDS.get(r['status'], r['status'])}: "
+            + listing(
+                [f"{s['errored']} of {s['requests']} concurrent completions answered {_errors(s)}" for s in refused]
+            )
+            + (f" (the batch of {listing(skipped)} was not sent: the server had stopped)" if skipped else "")
+            + f"; its log {'has' if r['guard_refused_in_log'] else 'lacks'} the guard's refusal and "
+            f"{'names' if r['ima_in_log'] else 'names no'} CUDA illegal memory access"
+        )
+    per_pair = []
+    for servers, pair in agree.groupby("servers", sort=False):
+        counts = [
+            f"{int(r['bitwise equal'])} of {int(r['of'])} at {int(r['concurrent requests'])}"
+            for _, r in pair.iterrows()
+        ]
+        per_pair.append(f"{servers}: {listing(counts)}")
+    same = bool((agree["bitwise equal"] == agree["of"]).all())
+    return markdown(
+        "**Served, `error` stops the engine, and with it the server, at the first refused replay; `eager` keeps the "
+        "server answering, with the patched server's answers**: "
+        + "; ".join(said)
+        + ". Its clients got the HTTP 500 that a stock server without the guard gives (notebook 06's stock scenario); "
+        "what the guard changed is the log, which names the field instead of an illegal memory access. `error` is "
+        "for finding the bug; `eager` is for a server that must keep answering.",
+        f"Requests answered bitwise the same by two servers (same requests, same batches): {'; '.join(per_pair)}."
+        + (" Two servers agreeing is not batch invariance: each pair answered the same batch the same way." * same)
+        + _alone(rows),
+    )
+
+
+def _alone(rows: pd.DataFrame) -> str:
+    """What each server's comparison of every request of a batch with the same request sent alone found (the stage
+    table's ``compared`` and ``bitwise_equal``), on the model its row names; the servers that compared none."""
+    equal, other, none = [], [], []
+    for name, r in rows.iterrows():
+        together = [s for s in r["records"] if s.get("stage") == "together" and not s.get("skipped")]
+        for s in together:
+            count = f"{name} {s.get('bitwise_equal', 0)} of {s['compared']} at {s['requests']}"
+            if s.get("compared"):
+                (equal if s.get("bitwise_equal") == s["compared"] else other).append(count)
+        if together and not any(s.get("compared") for s in together):
+            answered = listing([f"{s.get('ok', 0)} of {s['requests']}" for s in together])
+            none.append(f"{name} compared none ({answered} concurrent requests answered)")
+    if not equal and not other and not none:
+        return ""
+    models = listing([f"`{m}`" for m in dict.fromkeys(rows["model"])])
+    parts = [f"bitwise equal: {listing(equal)}"] * bool(equal)
+    parts += [f"not all bitwise equal: {listing(other)}"] * bool(other)
+    return (
+        " The servers also compared each request of a batch with the same request sent alone (the stage table's "
+        f"`compared` and `bitwise_equal`), on the {models} model{'s' * (len(set(rows['model'])) > 1)}; "
+        + "; ".join(parts + none)
+        + "."
+    )
+
+
+def _errors(stage: dict) -> str:
+    """``HTTP 500`` (every failed request got it), or each answer with how many got it."""
+    errors = stage.get("errors") or {}
+    if len(errors) == 1 and next(iter(errors.values())) == stage.get("errored"):
+        return next(iter(errors))
+    return ", ".join(f"{what} ({n})" for what, n in errors.items()) or "errors"
