@@ -38,6 +38,7 @@ def test_07_pointer_sentence_reads_the_tables_data_ptr():
     same = pd.DataFrame({"data_ptr": ["0x46117b40"] * 3})
     said = guard_story.pointers(same, same.copy())
     assert "share an address" in said and "differ" not in said and "0x46117b40" in said
+    assert "most likely because the first run's buffer is freed" in re.sub(r"\s+", " ", said)  # review 3, honesty 7
     other = pd.DataFrame({"data_ptr": ["0x1"] * 3})
     assert "differ (0x46117b40, then 0x1)" in guard_story.pointers(same, other)
     text = _markdown("07_replay_guard")

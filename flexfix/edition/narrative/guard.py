@@ -330,8 +330,8 @@ def pointers(stock: pd.DataFrame, fixed: pd.DataFrame) -> str:
     )
     if a == b:
         return (
-            f"Both tables show `data_ptr` {listing(a)}: {within}, and the two runs' buffers share an address, "
-            "because the first run's buffer is freed before the second allocates its own and the allocator hands "
-            "the address out again."
+            f"Both tables show `data_ptr` {listing(a)}: {within}, and the two runs' buffers share an address, most "
+            "likely because the first run's buffer is freed before the second allocates its own and the allocator "
+            "hands the address out again (the tables show the address, not the allocator's reason)."
         )
     return f"The tables' `data_ptr` values differ ({listing(a)}, then {listing(b)}), two buffers: {within}."
