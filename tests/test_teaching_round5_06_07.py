@@ -198,7 +198,7 @@ def test_07_guard_sentences_count_replays_over_all_graphs_and_say_the_not_read_f
     full, again = guard_story.not_read_counted(info), guard_story.not_read_counted(info, first=False)
     assert full.startswith("**") and "**" not in again and "as said after the first run's tables" in again
     assert guard_story.not_read_counted(pd.DataFrame({"X.y: shape": [1]}), first=False) == ""
-    assert "story.not_read_counted(guard_tables.information(table), first)" in _code("07_replay_guard")
+    assert "not_read(guard_tables.information(table), where)" in _code("07_replay_guard")
     engines = pd.DataFrame(
         {"requests": ["48"], "max_num_seqs": [128], "outcome": ["guard_refused"], "replays checked": [9],
          "first alarm at replay": [1], "fields named": ["F.x"]}
@@ -297,3 +297,16 @@ def test_07_serving_sentence_takes_the_model_and_each_comparison_from_the_rows()
     assert "on the `variance` model;" in said and "`tiny`" not in said
     assert "not all bitwise equal: guard_eager 127 of 128 at 128" in said
     assert "bitwise equal: guard_eager 48 of 48 at 48," in said and "guard_error compared none" in said
+
+
+def test_07_not_read_field_points_back_only_to_tables_that_said_it():
+    """Honesty 8: 'as said after the first run's tables' was chosen by the recording's name, not by whether the
+    first recording's information said anything; NotReadCounted remembers where it was said in full."""
+    none = pd.DataFrame({"X.y: shape": [1]})
+    info = pd.DataFrame({"FlexAttentionMetadata.num_blocks_per_seq: pointer": [3]})
+    not_read = guard_story.NotReadCounted()
+    assert not_read(none, "patched vLLM 0.20.0") == ""
+    full = str(not_read(info, "vLLM 0.26.0"))
+    assert full.startswith("**") and "as said after" not in full  # the first that says it says it in full
+    again = re.sub(r"\s+", " ", str(not_read(info, "vLLM 0.27.0")))
+    assert "**" not in again and "as said after the tables of vLLM 0.26.0." in again

@@ -19,6 +19,7 @@ __all__ = [
     "mutants",
     "workarounds",
     "not_read_counted",
+    "NotReadCounted",
     "pointers",
     "ALARM_KINDS",
 ]
@@ -274,23 +275,35 @@ def _kinds(row) -> str:
     return listing(said, "; ")
 
 
-def not_read_counted(information: pd.DataFrame, first: bool = True) -> str:
+def not_read_counted(information: pd.DataFrame, first: bool = True, after: str = "the first run's tables") -> str:
     """Where :func:`~.tables.guard.information` counts a field of :data:`~flexfix.guard.vllm_metadata.NOT_READ`, what
-    that means (said in full where ``first``, else pointing back to it: said once per notebook); empty if none."""
+    that means (said in full where ``first``, else pointing back to where it was said, ``after``: said once per
+    notebook, see :class:`NotReadCounted`); empty if none."""
     from flexfix.guard.vllm_metadata import NOT_READ
 
     paths = {f"{cls}.{field}" for cls, fields in NOT_READ.items() for field in fields}
     said = listing([f"`{c}`" for c in information.columns if str(c).rsplit(": ", 1)[0] in paths])
     if not said or not first:
-        return markdown(
-            f"{said} above: a field no captured kernel reads, as said after the first run's tables." * bool(said)
-        )
+        return markdown(f"{said} above: a field no captured kernel reads, as said after {after}." * bool(said))
     return markdown(
         f"**{said} above: a field no captured kernel reads, counted as information, "
         "never as an alarm.** The guard that recorded this run compared such fields and reported their changes as "
         "information; the guard of this commit leaves them out of its comparison altogether "
         "(`flexfix.guard.vllm_metadata.NOT_READ`)."
     )
+
+
+class NotReadCounted:
+    """:func:`not_read_counted` over a notebook's recordings: in full after the first recording whose information
+    counts such a field (not merely the first recording shown), pointing back to that recording's tables after."""
+
+    def __init__(self) -> None:
+        self.said_after = ""  # the recording after whose tables the meaning was said in full; empty: not yet
+
+    def __call__(self, information: pd.DataFrame, where: str) -> str:
+        text = not_read_counted(information, not self.said_after, f"the tables of {self.said_after}")
+        self.said_after = self.said_after or where * bool(text)
+        return text
 
 
 def workarounds(safety: pd.DataFrame, throughput: pd.DataFrame) -> str:
