@@ -296,6 +296,17 @@ def test_d1_the_gpus_compared_say_whether_each_kernel_followed_the_copy_bandwidt
     assert "story.compare_runs(kernel, ratios, here, gpu, gpu_ratios" in _code("05_cost")
 
 
+def test_compare_runs_requires_the_sdpa_fraction_it_reads():
+    """Review 3 Bugs: _times read sdpa_bw_fraction without requiring it."""
+    import pytest
+
+    from flexfix.edition.checks import DataError
+
+    timing, ratios, _ = _recorded_timing()
+    with pytest.raises(DataError, match="sdpa_bw_fraction"):
+        cost.compare_runs(timing, ratios.drop(columns="sdpa_bw_fraction"), "this run", timing, ratios, "there")
+
+
 def test_d4_the_flex_over_sdpa_figure_is_read_from_its_table():
     _, ratios, _ = _recorded_timing()
     said = cost.flex_over_sdpa(ratios, "the H100")

@@ -15,7 +15,9 @@ def _times(timing: pd.DataFrame, ratios: pd.DataFrame, what: str) -> tuple[float
     """The copy bandwidth of one run (GB/s, as its notebook prints it) and, per (batch, context), flex's replay time,
     dense SDPA's time (flex's over ``flex_over_sdpa``) and both fractions of the copy bandwidth."""
     require(timing, what, values=("copy_GBps",))
-    require(ratios, what, values=("batch", "context", "replay_ms", "flex_over_sdpa", "flex_bw_fraction"))
+    require(
+        ratios, what, values=("batch", "context", "replay_ms", "flex_over_sdpa", "flex_bw_fraction", "sdpa_bw_fraction")
+    )
     require_numbers(timing["copy_GBps"], what, "copy_GBps")
     copy = float(timing["copy_GBps"].iloc[0])
     cases = ratios.set_index(["batch", "context"])

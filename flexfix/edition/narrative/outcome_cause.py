@@ -247,18 +247,48 @@ def _where(prov: dict | None, live: str) -> str:
     return f"recorded on {prov.get('device_name')}, flexfix commit {str(prov.get('git_commit'))[:10]}"
 
 
+def scenario_sizes(prov: dict | None) -> tuple | None:
+    """The scenario sizes a recording kept (its capture length and replay lengths), or None where it kept none."""
+    params = (prov or {}).get("parameters") or {}
+    if "capture_len" not in params or "replay_lens" not in params:
+        return None
+    return int(params["capture_len"]), tuple(int(n) for n in params["replay_lens"])
+
+
+def sizes_said(named: list[tuple[str, dict | None]]) -> tuple[bool, str]:
+    """Whether the recordings ``named`` ((where, provenance) pairs) kept the same scenario sizes, and a clause that
+    says so from their provenance: the sizes where all kept them, else which did not keep them."""
+    sizes = {where: scenario_sizes(prov) for where, prov in named}
+    missing = [where for where, size in sizes.items() if size is None]
+    if missing:
+        return False, f"same seeds; scenario sizes not recorded: {listing(missing)} kept no capture or replay lengths"
+    if len(set(sizes.values())) > 1:
+        said = listing([f"{w}: capture {c}, replays {listing(list(r))}" for w, (c, r) in sizes.items()])
+        return False, f"same seeds, but other scenario sizes ({said})"
+    capture, replays = next(iter(sizes.values()))
+    return True, f"same seeds and scenario sizes (capture {capture}, replays {listing(list(replays))})"
+
+
 def _agree(sets: list, common: set) -> str:
-    """Whether the recordings of ``sets`` ended the seeds they share the same way: a disagreement is named seed by
-    seed; where there is none, the sentence says so and points to the placement runs, which flip the outcome."""
+    """Whether the recordings of ``sets`` ended the (batch, seed) runs they share the same way: a disagreement is
+    named run by run; where there is none, the sentence says so and points to the placement runs, which flip the
+    outcome.  That two recordings read the same cells is said only where both kept the same scenario sizes."""
     ends = []
-    for _, runs, _ in sets:
+    for _, runs, _, _ in sets:
         runs = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]
-        ends.append({int(s): set(g["status"]) for s, g in runs.groupby("seed")})
-    split = sorted(s for s in common if len(set().union(*(e.get(s, set()) for e in ends))) > 1)
+        ends.append({(int(b), int(s)): set(g["status"]) for (b, s), g in runs.groupby(["batch", "seed"])})
+    keys = sorted(k for k in set().union(*ends) if k[1] in common)
+    split = [k for k in keys if len(set().union(*(e.get(k, set()) for e in ends))) > 1]
     if split:
+        same, sizes = sizes_said([(where, prov) for _, _, where, prov in sets])
+        cells = (
+            "so the cells they read were the same and what differed lies outside them"
+            if same
+            else "so whether they read the same cells is not shown by these recordings"
+        )
         return (
-            f"**Seeds {listing(split)} ended one way in one recording and another way in another**: the cells they "
-            "read were the same, so what differed lies outside them; the placement runs above show what can make that "
+            f"**The runs of {listing([f'batch {b} seed {s}' for b, s in split])} ended one way in one recording and "
+            f"another way in another** ({sizes}): {cells}; the placement runs above show what can make that "
             "difference: the memory in front of the caches."
         )
     return (
@@ -282,21 +312,21 @@ def same_seeds(
     this run's own torch-only runs (``this_run``; the CPU analog cannot fault, so it is not one of them).  Every set
     is named by where it comes from, so the sentence holds for a CPU and a GPU edition alike."""
     live = f"this run ({device})"
-    sets = [("the recorded torch-only runs", recorded, _where(recorded_prov, live))]
+    sets = [("the recorded torch-only runs", recorded, _where(recorded_prov, live), recorded_prov)]
     if device == "cuda" and this_run is not None:
-        sets.append(("this notebook's own torch-only runs above", this_run, _where(None, live)))
+        sets.append(("this notebook's own torch-only runs above", this_run, _where(None, live), None))
     arm = placements[(placements["placement"] == "default") & (placements["v_placement"] == "default")]
     arm = arm[arm["touch"].isna()] if "touch" in arm else arm
-    sets.append(("the `default` arm of the placement runs above", arm, _where(placements_prov, live)))
+    sets.append(("the `default` arm of the placement runs above", arm, _where(placements_prov, live), placements_prov))
     said, seeds = [], []
-    for what, runs, where in sets:
+    for what, runs, where, _ in sets:
         runs = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]
         if runs.empty:
             raise DataError(f"{what} ({where}): no `as_strided` run past one query block")
         seeds.append(set(runs["seed"]))
         said.append(f"{what} ({where}): {_counted(runs)} on seeds {listing(sorted(set(runs['seed'])))}")
     common = set.intersection(*seeds)
-    here = sum(1 for _, _, w in sets if w.startswith(live))
+    here = sum(1 for _, _, w, _ in sets if w.startswith(live))
     text = (
         f"**Which recordings ran the same seeds.** {plural(len(sets), 'recording')} of this edition ran `as_strided` "
         f"past one query block with the caches where PyTorch put them"

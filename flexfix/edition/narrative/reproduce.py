@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
 from flexfix.edition.checks import DataError, require, require_numbers, require_steps
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
+from flexfix.edition.narrative.outcome_cause import sizes_said
+from flexfix.edition.narrative.sanitizer import sanitizer_read
 from flexfix.edition.tables.outcomes import engine_max_num_seqs, every_request_engine
 
 __all__ = [
@@ -110,9 +110,19 @@ def _faces(runs: pd.DataFrame) -> dict[int, str]:
     return {int(r.seed): str(r.status) for r in buggy.itertuples()}
 
 
-def faces(this_run: pd.DataFrame, this_where: str, recorded: pd.DataFrame, recorded_where: str, device: str) -> str:
+def faces(
+    this_run: pd.DataFrame,
+    this_where: str,
+    recorded: pd.DataFrame,
+    recorded_where: str,
+    device: str,
+    this_prov: dict | None = None,
+    recorded_prov: dict | None = None,
+) -> str:
     """The `as_strided` runs past one query block of two runs, seed by seed: the same outcome or another one. On a CPU
-    run the first is the frozen-launch analog, whose index error stands for a crash: it is not compared with a GPU."""
+    run the first is the frozen-launch analog, whose index error stands for a crash: it is not compared with a GPU.
+    That both read the same cells is said only where both provenances (``this_prov``, ``recorded_prov``) kept the
+    same scenario sizes."""
     require(recorded, "the recorded torch-only runs", values=("copy", "batch", "seed", "status"))
     theirs = _faces(recorded)
     counts = pd.Series(list(theirs.values()), dtype=object).value_counts()
@@ -143,8 +153,10 @@ def faces(this_run: pd.DataFrame, this_where: str, recorded: pd.DataFrame, recor
         buggy = [t[(t["copy"] == "as_strided") & (t["batch"] > 16)] for t in (this_run, recorded)]
         same_step = all(len({_steps_word(list(r)) for t in buggy for r in t.loc[t["seed"] == s, "records"]}) == 1
                         for s in common)  # fmt: skip
-        text += (", at the same step: the two figures of the errors draw the same crosses (the same kernel, seeds "
-                 f"and misread cells){_errors_compared(this_run, recorded)}." if same_step else ".")  # fmt: skip
+        same_sizes, sizes = sizes_said([(this_where, this_prov), (recorded_where, recorded_prov)])
+        cells = "the same kernel and misread cells" if same_sizes else "the same kernel"
+        text += (f", at the same step: the two figures of the errors draw the same crosses ({cells}; {sizes})"
+                 f"{_errors_compared(this_run, recorded)}." if same_step else ".")  # fmt: skip
     return markdown(text)
 
 
@@ -152,60 +164,25 @@ def _errors_compared(this_run: pd.DataFrame, recorded: pd.DataFrame) -> str:
     """Whether the two runs measured the same error at every step of every (copy, batch, seed) both ran."""
     key = ["copy", "batch", "seed"]
     both = this_run[key + ["records"]].merge(recorded[key + ["records"]], on=key, suffixes=("_a", "_b"))
+    uneven = sum(len(a) != len(b) for a, b in zip(both.records_a, both.records_b))
     pairs = [
         (x.get("max_error"), y.get("max_error")) for a, b in zip(both.records_a, both.records_b) for x, y in zip(a, b)
     ]
     steps = [p for p in pairs if p != (None, None)]
+    if not steps:
+        return ""
     same = sum(a == b for a, b in steps)
-    if steps and same == len(steps):
-        return f"; so are the measured errors, equal at all {plural(len(steps), 'step')} both runs measured"
-    return f"; the measured errors differ at {len(steps) - same} of the {plural(len(steps), 'step')} both runs measured"
-
-
-_BEFORE = re.compile(r"is ([\d,]+) bytes before the nearest allocation at \S+ of size ([\d,]+) bytes")
-
-
-def _cache_bytes() -> tuple[int, str]:
-    """Bytes of one of the sanitizer scenario's caches (keys or values): the default torch-only scenario's
-    shape, bf16 as on the GPU; and that size worked out, for the reader."""
-    import torch
-
-    from flexfix.measure import timing
-    from flexfix.mechanism import paged
-    from flexfix.mechanism.kernel_repro import KernelScenario
-
-    shape = KernelScenario().shape
-    tokens = shape.num_pages * paged.PAGE_SIZE
-    both = timing.kv_bytes(1, tokens, shape.num_kv_heads, shape.head_dim, torch.bfloat16)
-    worked = (
-        f"{shape.num_pages:,} pages of {paged.PAGE_SIZE} tokens x {shape.num_kv_heads} KV heads x head_dim "
-        f"{shape.head_dim} x {torch.bfloat16.itemsize} bytes (bf16) = {both // 2:,} bytes"
-    )
-    return both // 2, worked
-
-
-def sanitizer_read(sanitizer: pd.DataFrame) -> str:
-    """What compute-sanitizer reported per copy, quoting the first out-of-bounds address it explains; says
-    whether the allocation it names has the size of one of the scenario's KV caches."""
-    require(sanitizer, "the compute-sanitizer runs", values=("copy", "sanitizer_errors", "sanitizer_lines"))
-    require_numbers(sanitizer["sanitizer_errors"], "the compute-sanitizer runs", "sanitizer_errors")
-    cache_bytes, worked = _cache_bytes()
-    lines = []
-    for _, row in sanitizer.iterrows():
-        errors = row.get("sanitizer_errors")
-        text = " ".join(row.get("sanitizer_lines") or [])
-        line = f"* `{row['copy']}`: {plural(int(errors or 0), 'error')} reported"
-        found = _BEFORE.search(text)
-        if found:
-            before, size = (int(x.replace(",", "")) for x in found.groups())
-            what = (
-                f"an allocation of {size:,} bytes, the size of the scenario's key (and of its value) cache: {worked}"
-                if size == cache_bytes
-                else f"an allocation of {size:,} bytes"
-            )
-            line += f"; the first read lands {before:,} bytes *before* {what}"
-        lines.append(line + ".")
-    return markdown("\n".join(lines))
+    if same == len(steps):
+        text = f"; so are the measured errors, equal at all {plural(len(steps), 'step')} both runs measured"
+    else:
+        text = f"; the measured errors differ at {len(steps) - same} of the {plural(len(steps), 'step')}"
+        text += " both runs measured"
+    if uneven:
+        text += (
+            f" (the two runs recorded different numbers of steps for {plural(uneven, 'scenario')}; only the steps "
+            "both have are compared)"
+        )
+    return text
 
 
 def _engine_word(status: str) -> str:
@@ -253,9 +230,10 @@ def crash_threshold(table: pd.DataFrame, dispatch: pd.DataFrame | None = None) -
                 ok_below = int((below["outcome"] == "completed").sum())
                 line += f", while {first - 1} completed {ok_below} of {plural(len(below), 'try', 'tries')}"
             elif len(tried := group[group["requests"] < first]["requests"]):
-                line += (
-                    f"; no count from {int(tried.max()) + 1} to {first - 1} was tried: it starts there or at {first}"
-                )
+                gap = f"no count from {int(tried.max()) + 1} to {first - 1} was tried"
+                if int(tried.max()) + 1 == first - 1:
+                    gap = f"count {first - 1} was not tried"
+                line += f"; {gap}: it starts there or at {first}"
         else:
             firsts.append(f"none ({how})")
         lines.append(line + ".")

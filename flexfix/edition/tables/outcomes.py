@@ -351,8 +351,11 @@ class ChildLog:
 
     _LINE = re.compile(r": (\w+) \((exit \S+|killed by \S+), ([\d.]+) s\)")
 
-    def __init__(self) -> None:
+    def __init__(self, words_are_outcomes: bool = True) -> None:
+        """``words_are_outcomes`` False for the placement runs (``outcome_cause.run_scenarios``), whose children's
+        last status words are not the outcomes of their tables; for the other runners they are the status column."""
         self.lines: list[str] = []
+        self.words_are_outcomes = words_are_outcomes
 
     def __call__(self, line: str) -> None:
         self.lines.append(str(line))
@@ -379,8 +382,13 @@ class ChildLog:
         ends = Counter(m.group(1) for m in found)
         secs = [float(m.group(3)) for m in found]
         said = ", ".join(f"{n} {status}" for status, n in ends.most_common())
+        words = (
+            "the status column of the table below"
+            if self.words_are_outcomes
+            else "those words are not the outcomes of the tables below, which tell where a run went wrong (a fault "
+            "in a run's own read is not one at the replay)"
+        )
         return (
             f"{what}: {len(found)} child processes, {min(secs):.0f}-{max(secs):.0f} s each, whose own last status "
-            f"words were {said}; those words are not the outcomes of the tables below, which tell where a run went "
-            "wrong (a fault in a run's own read is not one at the replay); their log lines are kept, not printed"
+            f"words were {said}; {words}; their log lines are kept, not printed"
         )
