@@ -310,3 +310,10 @@ def test_07_not_read_field_points_back_only_to_tables_that_said_it():
     assert full.startswith("**") and "as said after" not in full  # the first that says it says it in full
     again = re.sub(r"\s+", " ", str(not_read(info, "vLLM 0.27.0")))
     assert "**" not in again and "as said after the tables of vLLM 0.26.0." in again
+
+
+def test_07_frozen_decision_fields_said_to_hold_a_value_only_where_shown():
+    """Honesty 9: 'hold a value at every later step' while the tables show the first alarmed replay only."""
+    text = _markdown("07_replay_guard")
+    assert "hold a value at every later step" not in text
+    assert "Both were `None` at the capture step (no window) and held a value at the replay of its first alarm" in text
