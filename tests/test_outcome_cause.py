@@ -242,6 +242,24 @@ def test_misread_sentence_against_its_table(reads):
     assert int(summary.loc[("as_strided", "replay 1"), "pad"]) == int(strided[strided.step == "replay 1"].pad.sum())
 
 
+def test_padless_replays_are_said_silent_only_where_they_read_nothing_outside_the_cache(reads):
+    """Review 3 Honesty 6: "can only be silently wrong" only where the pad-free replays' never_written and
+    out_of_range are 0."""
+    strided = (reads["copy"] == "as_strided") & (reads.step != "capture")
+    padless = reads[strided & (reads.pad == 0)]
+    if padless.empty:  # make one replay read no pad, so the sentence about pad-free replays is said
+        reads = reads.copy()
+        first = reads[strided].index[0]
+        reads.loc[first, ["own", "pad"]] = reads.loc[first, "own"] + reads.loc[first, "pad"], 0
+        padless = reads.loc[[first]]
+    assert "can only be silently wrong" in story.misread_cells(reads)
+    odd = reads.copy()
+    odd.loc[padless.index[0], "never_written"] = 3
+    said = story.misread_cells(odd)
+    assert "can only be silently wrong, whatever" not in said
+    assert "read no pad, but 3 never-written cells and 0 values outside the cache" in said
+
+
 def test_sanitizer_offset_is_read_from_its_lines():
     san = pd.DataFrame(
         {

@@ -55,12 +55,22 @@ def misread_cells(reads: pd.DataFrame, sanitizer: pd.DataFrame | None = None) ->
         "not: the wrong answer)."
     )
     if with_pads < len(strided):
-        evidence += (
-            f" The other {plural(len(strided) - with_pads, 'replay')} read no pad: "
-            + ("its misread cells are" if len(strided) - with_pads == 1 else "their misread cells are")
-            + " all pages inside the cache, so a replay like that can only be silently wrong, whatever lies in front "
-            "of the caches."
-        )
+        padless = strided[strided["pad"] == 0]
+        outside = int(padless["never_written"].sum() + padless["out_of_range"].sum())
+        evidence += f" The other {plural(len(padless), 'replay')} read no pad"
+        if outside == 0:
+            evidence += (
+                ": "
+                + ("its misread cells are" if len(padless) == 1 else "their misread cells are")
+                + " all pages inside the cache, so a replay like that can only be silently wrong, whatever lies in "
+                "front of the caches."
+            )
+        else:
+            evidence += (
+                f", but {int(padless['never_written'].sum())} never-written cells and "
+                f"{int(padless['out_of_range'].sum())} values outside the cache among their misread cells: these "
+                "counts do not show that such a replay can only be silently wrong."
+            )
     evidence += (
         " These counts come from the plan, on CPU, for every replay; on a GPU a run that faults stops at its first "
         "misreading replay, so its later replays never run."
