@@ -296,6 +296,29 @@ def test_d1_the_gpus_compared_say_whether_each_kernel_followed_the_copy_bandwidt
     assert "story.compare_runs(kernel, ratios, here, gpu, gpu_ratios" in _code("05_cost")
 
 
+def test_compare_runs_checks_both_timed_the_same_case():
+    """Review 3 Honesty 5: the head layout (DecodeCase) and the (batch, context) cases of both runs are compared."""
+    from flexfix.measure import timing as timing_mod
+
+    timing, ratios, prov = _recorded_timing()
+    same = cost.compare_runs(timing, ratios, "this run", timing, ratios, "there", timing_mod.DecodeCase(), prov)
+    assert "not compared" not in same and "head layout" not in same and "1.00x" in same
+    other = timing_mod.DecodeCase(num_heads=64)
+    said = cost.compare_runs(timing, ratios, "this run", timing, ratios, "there", other, prov)
+    assert "not compared, they timed other head layouts" in said and "1.00x" not in said
+    unknown = cost.compare_runs(timing, ratios, "this run", timing, ratios, "there")
+    assert "Whether both timed the same head layout is not recorded" in unknown
+    fewer = timing[timing["batch"] != timing["batch"].max()]
+    said = cost.compare_runs(
+        fewer, tables.timing_ratios(fewer), "this run", timing, ratios, "there", timing_mod.DecodeCase(), prov
+    )
+    n, m = len(tables.timing_ratios(fewer)), len(ratios)
+    assert f"This run timed {n} (batch, context) cases and the recording {m}, {n} of them both" in said
+    assert "story.compare_runs(kernel, ratios, here, gpu, gpu_ratios, tables.recorded_where(prov), case, prov)" in (
+        _code("05_cost")
+    )
+
+
 def test_compare_runs_requires_the_sdpa_fraction_it_reads():
     """Review 3 Bugs: _times read sdpa_bw_fraction without requiring it."""
     import pytest

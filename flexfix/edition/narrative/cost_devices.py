@@ -31,17 +31,52 @@ def _times(timing: pd.DataFrame, ratios: pd.DataFrame, what: str) -> tuple[float
     )
 
 
+def _cases_said(
+    here: pd.DataFrame, there: pd.DataFrame, here_case: object, there_prov: dict | None
+) -> tuple[bool, str]:
+    """Whether the two timings can be set side by side: the head layouts (``here_case``, the recording's
+    ``parameters.case``) and the (batch, context) cases each timed; a clause that says what differs or is unknown."""
+    there_case = ((there_prov or {}).get("parameters") or {}).get("case")
+    if here_case is not None and there_case is not None and str(here_case) != str(there_case):
+        return False, f"they timed other head layouts ({here_case} here, {there_case} there)"
+    said = []
+    if here_case is None or there_case is None:
+        said.append("whether both timed the same head layout is not recorded")
+    cases = [set(zip(t["batch"], t["context"])) for t in (here, there)]
+    if cases[0] != cases[1]:
+        said.append(
+            f"this run timed {len(cases[0])} (batch, context) cases and the recording {len(cases[1])}, "
+            f"{len(cases[0] & cases[1])} of them both"
+        )
+    return True, "; ".join(said)
+
+
 def compare_runs(
-    here: pd.DataFrame, here_ratios: pd.DataFrame, here_where: str, there: pd.DataFrame, there_ratios, there_where: str
+    here: pd.DataFrame,
+    here_ratios: pd.DataFrame,
+    here_where: str,
+    there: pd.DataFrame,
+    there_ratios,
+    there_where: str,
+    here_case: object = None,
+    there_prov: dict | None = None,
 ) -> str:
     """This run's kernel timing against another (``here`` and ``there``: :func:`flexfix.measure.timing.decode_sweep`
     tables, with their :func:`flexfix.edition.tables.timing_ratios`): the copy bandwidths, and over the cases both
     timed at the larger half of batch and context, each kernel's time here over its time there.  A kernel limited by
-    memory bandwidth would take about the inverse of the bandwidth ratio; said only from these numbers."""
+    memory bandwidth would take about the inverse of the bandwidth ratio; said only from these numbers, and only
+    where both timed the same head layout (``here_case``, the :class:`flexfix.measure.timing.DecodeCase` of this
+    run, against ``there_prov``'s ``parameters.case``)."""
     if "replay_ms" not in here_ratios or "replay_ms" not in there_ratios:
         return ""
     copy_here, a = _times(here, here_ratios, f"the kernel timings of {here_where}")
     copy_there, b = _times(there, there_ratios, f"the kernel timings of {there_where}")
+    comparable, cases = _cases_said(here_ratios, there_ratios, here_case, there_prov)
+    if not comparable:
+        return markdown(
+            f"**{here_where[:1].upper()}{here_where[1:]} against {there_where}**: not compared, {cases}: their "
+            "times are not of the same work."
+        )
     both = a.add_suffix("_here").join(b.add_suffix("_there"), how="inner")
     if both.empty:
         return ""
@@ -65,6 +100,8 @@ def compare_runs(
         f"{span(flex, '{:.2f}', 'x')} (at {span(big['flex_fraction_here'] * 100, '{:.0f}', '%')} and "
         f"{span(big['flex_fraction_there'] * 100, '{:.0f}', '%')})."
     )
+    if cases:
+        text += f" ({cases[:1].upper()}{cases[1:]}.)"
     faster = 1 / bw
     if bw > 1.2 and flex.min() > (1 + faster) / 2 and abs(sdpa.median() - faster) < abs(sdpa.median() - 1):
         text += (
