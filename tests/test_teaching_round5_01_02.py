@@ -53,6 +53,16 @@ def test_a2_a_fault_at_a_batch_completed_elsewhere_with_a_full_graph_is_not_put_
     assert "dispatch does not explain" not in reproduce.every_request(every, rows, every_dispatch, [])
     md = _md("01_reproduce_ima")
     assert "so there that batch replays a FULL graph" not in md and "not a fault" in md
+    # Review 3 Honesty 4: the recorded call is given the threshold engines too, compared only on one GPU.
+    said = reproduce.every_request(every, rows, every_dispatch, full, ("NVIDIA H100", "NVIDIA H100"))
+    assert "dispatch does not explain this fault" in said and "not compared across GPUs" not in said
+    said = reproduce.every_request(every, rows, every_dispatch, full, ("NVIDIA H200", "NVIDIA H100"))
+    assert "dispatch does not explain this fault" not in said
+    assert "The crash-threshold engines ran on NVIDIA H200, these on NVIDIA H100" in said
+    code = "\n".join(text(c) for c in cells("01_reproduce_ima") if c["cell_type"] == "code")
+    assert "full = story.completed_full(threshold, dispatch)" in code
+    assert "story.every_request(every, every_rows, every_dispatch, full, (threshold_gpu," in code
+    assert "H100" not in code  # the recording's GPU is named from its provenance, not typed
 
 
 # A3: the children's own status words are not presented as the table's outcomes.

@@ -287,14 +287,22 @@ def _completed_modes(table: pd.DataFrame, dispatch: pd.DataFrame) -> list[tuple[
 
 
 def every_request(
-    runs: pd.DataFrame, rows: pd.DataFrame, dispatch: pd.DataFrame | None = None, full_elsewhere: list[int] = ()
+    runs: pd.DataFrame,
+    rows: pd.DataFrame,
+    dispatch: pd.DataFrame | None = None,
+    full_elsewhere: list[int] = (),
+    gpus: tuple[str, str] | None = None,
 ) -> str:
     """The every-request check (each request alone, then all together; ``rows`` from
     :func:`flexfix.edition.tables.every_request_table`): per engine, its ``max_num_seqs``, whether any request came
     out otherwise in the batch than alone (and in which query block), which batches it completed, and the batch it
     did not complete; with ``dispatch`` (:func:`flexfix.edition.glossary.decode_dispatch` of those engines), which of
     its batches vLLM's dispatcher runs with a FULL graph; with ``full_elsewhere`` (:func:`completed_full` of the same
-    run's crash-threshold engines), whether a batch it faulted at was completed there replaying a FULL graph."""
+    run's crash-threshold engines), whether a batch it faulted at was completed there replaying a FULL graph; with
+    ``gpus`` (the GPU of those engines, the GPU of these), that comparison is made only where the two are the same."""
+    other_gpu = gpus is not None and gpus[0] != gpus[1]
+    if other_gpu:
+        full_elsewhere = ()
     require(runs, "the every-request engines", ["every_request"], values=("engine", "status"))
     counts = ("requests", "requests_with_other_tokens", "requests_with_other_logprobs")
     require(rows, "the every-request rows", ["their_query_blocks", "max_abs_logprob_diff"], values=("engine", *counts))
@@ -354,4 +362,10 @@ def every_request(
                     "graph too, so vLLM's dispatch does not explain this fault"
                 )
         lines.append(line + ".")
+    if other_gpu and (runs["status"] != "ok").any():
+        lines.append(
+            f"\nThe crash-threshold engines ran on {gpus[0]}, these on {gpus[1]}: whether an engine there completed "
+            "the batch these faulted at replaying a FULL graph, and so whether vLLM's dispatch explains the fault, "
+            "is not compared across GPUs."
+        )
     return markdown("\n".join(lines))
