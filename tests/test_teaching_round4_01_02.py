@@ -252,7 +252,9 @@ def test_a7_b5_c7_notebook_02_states_exact_counts_names_its_file_and_reads_its_f
     assert "answered some wrongly" not in nb  # A7: 1 request of 17, said by the sentence under the tables
     assert "`data/README.md` names the recording" not in nb  # B5
     code = next(text(c) for c in cells("02_apply_flexfix") if "engine_scenarios_v0_20_2" in text(c))
-    assert "data/engine_scenarios_v0_20_2-cuda.json" in code and "prov['parameters']" in code
+    # Review 3 Honesty 10: the file is printed as the path read, not typed.
+    assert "data/engine_scenarios_v0_20_2-cuda.json" not in code and "prov['parameters']" in code
+    assert 'results.results_path(DATA_DIR, V0_20_2, "cuda").name' in code and "data/{v0_20_2_file}:" in code
     v, prov = schemas.recorded(DATA, "engine_scenarios_v0_20_2", schemas.ENGINE_SCENARIOS)
     assert prov["vllm"] == "0.20.2" and prov["parameters"]
     sources = [text(c) for c in cells("02_apply_flexfix")]

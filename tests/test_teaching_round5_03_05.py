@@ -305,3 +305,11 @@ def test_d8_bitwise_equal_middle_cells_are_said_to_have_their_needle_in_query_bl
     late = (table["position"] == "last") & (table["batch"] == 17) & table["config"].str.endswith("graph, as_strided")
     table.loc[late, ["outcome", "bitwise_equal", "max_abs_diff", "max_error_vs_reference"]] = ["ok", True, 0.0, 1e-3]
     assert "still falls in query block 0" not in str(story.kernel_sweep(table, "t"))
+
+
+def test_review3_the_engine_heatmap_title_names_the_recording_gpu_from_its_provenance():
+    """Review 3 Typed GPU names: 04's heatmap title took "H100" typed; it is tables.device_title of the provenances."""
+    code = _code("04_batch_invariance")
+    assert '"H100, vLLM 0.20.0' not in code
+    assert 'title = f"{tables.device_title(device, provs)}, vLLM 0.20.0 + flexfix: needle alone' in code
+    assert "plots.category_heatmap(grid, title, notes)" in code
