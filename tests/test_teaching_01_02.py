@@ -95,7 +95,7 @@ def test_the_v0_20_2_summary_names_its_file():
     summary = tables.engine_summary(v0_20_2, recorded_in="engine_scenarios_v0_20_2")
     assert set(summary["recorded_in"]) == {"engine_scenarios_v0_20_2"}
     nb = "\n".join(text(c) for c in cells("02_apply_flexfix"))
-    assert 'recorded_in="engine_scenarios_v0_20_2"' in nb
+    assert 'V0_20_2 = "engine_scenarios_v0_20_2"' in nb and "recorded_in=V0_20_2" in nb
 
 
 # Item 4: the capture sizes printed say which hold a FULL graph, for the engines' real max_num_seqs.
