@@ -3,18 +3,10 @@
 
 import pandas as pd
 from test_teaching_01_03 import DATA, cells, text
+from test_teaching_round4_01_02 import _kernel, _md
 
 from flexfix.edition import schemas
 from flexfix.edition.narrative import reproduce
-
-
-def _md(stem):
-    return "\n".join(text(c) for c in cells(stem) if c["cell_type"] == "markdown")
-
-
-def _kernel():
-    return schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
-
 
 # A1: whether the measured errors of two runs differ is compared, never assumed.
 

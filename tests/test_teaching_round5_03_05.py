@@ -1,23 +1,10 @@
 """Teaching round 5, notebooks 03-05 (newcomer reading of the edition at 595743f, findings A/B/C/D): each fix tied to
 the data or the source that generates the sentence, table or figure."""
 
-import json
 from pathlib import Path
 
 import pandas as pd
-
-DATA = "data"
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def _markdown(stem: str) -> str:
-    nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text())
-    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
-
-
-def _code(stem: str) -> str:
-    nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text())
-    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+from test_teaching_round4_03_05 import DATA, _code, _markdown
 
 
 def _exposed(outcome: str, launch: str = "graph") -> pd.DataFrame:

@@ -1,34 +1,13 @@
 """Notebooks 06 and 07 as a newcomer read their republished GPU edition at 595743f (review r0607, round 5): one
 test per finding fixed."""
 
-import json
 import re
-from pathlib import Path
 
-import matplotlib
 import pandas as pd
+from test_teaching_round4_06_07 import DATA, ROOT, _code, _markdown
 
-matplotlib.use("Agg")
-
-from flexfix.edition.narrative import guard as guard_story  # noqa: E402
-from flexfix.edition.narrative import guard_serving  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data"
-
-
-def _nb(stem: str) -> dict:
-    return json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
-
-
-def _markdown(stem: str) -> str:
-    text = " ".join("".join(c["source"]) for c in _nb(stem)["cells"] if c["cell_type"] == "markdown")
-    return re.sub(r"\s+", " ", text)
-
-
-def _code(stem: str) -> str:
-    return "\n".join("".join(c["source"]) for c in _nb(stem)["cells"] if c["cell_type"] == "code")
-
+from flexfix.edition.narrative import guard as guard_story
+from flexfix.edition.narrative import guard_serving
 
 # 07
 
