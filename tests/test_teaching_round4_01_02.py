@@ -238,10 +238,25 @@ def test_d5_child_logs_are_summarised():
     for call in ("record.kernel_outcomes(", "outcome_cause.run_scenarios("):
         assert "progress=" in next(c for c in code if call in c)
     engines = next(c for c in code if "record.record_engines_side_by_side(" in c)
-    assert "with engine_log.capture():" in engines and 'engine_log.summary("the engines")' in engines
-    with log.capture():
-        print("engine a: refused (exit 1, 49.7 s): ValueError")
+    assert "progress=engine_log" in engines and 'engine_log.summary("the engines")' in engines
+    log("engine a: refused (exit 1, 49.7 s): ValueError")  # an engine's line, as engines_side_by_side reports it
     assert log.lines[-1].startswith("engine a: refused") and "4 child processes" in log.summary("x")
+
+
+def test_d5_the_side_by_side_engines_report_to_the_progress_they_are_given(monkeypatch, tmp_path):
+    """01 gives its engines' lines to a ChildLog through record_engines_side_by_side's progress (it redirected
+    stdout around the call before), which passes it on to engines_side_by_side."""
+    from flexfix.measure.record import engines
+
+    def side_by_side(names, runs, *, workers, progress, save_scenarios, save_runs):
+        progress("engine a: ok (exit 0, 1.0 s): a")
+        return pd.DataFrame([{"scenario": "a"}]), pd.DataFrame([{"engine": "r"}])
+
+    monkeypatch.setattr(engines, "engines_side_by_side", side_by_side)
+    monkeypatch.setattr(engines.results, "write_results", lambda *a, **k: None)
+    said = []
+    engines.record_engines_side_by_side(["a"], [], tmp_path, "cpu", workers=1, progress=said.append)
+    assert said == ["engine a: ok (exit 0, 1.0 s): a"]
 
 
 # 02: A7 the takeaway points to the exact counts, B5 the 0.20.2 file is named inline, C7 the figure has a caption.

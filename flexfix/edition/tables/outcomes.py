@@ -344,7 +344,7 @@ def show_whole(table: pd.DataFrame) -> None:
 
 
 class ChildLog:
-    """A ``progress`` callback for the child-process runners (``record.kernel_outcomes``,
+    """A ``progress`` callback for the child-process runners (``record.kernel_outcomes``, ``record.record_engine``,
     ``outcome_cause.run_scenarios``) that keeps their log lines in ``lines`` instead of printing each, and says in one
     line how many children ran, how they ended and how long they took (r0102 D5: a log is not a lesson; the tables
     that follow give the outcomes)."""
@@ -359,21 +359,6 @@ class ChildLog:
 
     def __call__(self, line: str) -> None:
         self.lines.append(str(line))
-
-    def capture(self):
-        """A context in which whatever is printed goes to ``lines``: for a runner without a ``progress`` callback
-        (``record.record_engines_side_by_side`` prints a line per engine)."""
-        import contextlib
-        import io
-
-        lines = self.lines
-
-        class _Sink(io.TextIOBase):
-            def write(self, text: str) -> int:
-                lines.extend(line for line in text.splitlines() if line.strip())
-                return len(text)
-
-        return contextlib.redirect_stdout(_Sink())
 
     def summary(self, what: str) -> str:
         found = [m for m in map(self._LINE.search, self.lines) if m]

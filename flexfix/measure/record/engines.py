@@ -181,9 +181,10 @@ def record_engines_side_by_side(
     scenarios_name: str = "engine_scenarios",
     runs_name: str = "every_request",
     replace: bool = False,
+    progress: Callable[[str], None] = print,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`engines_side_by_side`, each table saved to its partial file as engines finish, then written
-    complete: the scenarios to ``scenarios_name``, the runs to ``runs_name``."""
+    complete: the scenarios to ``scenarios_name``, the runs to ``runs_name``; ``progress`` gets each engine's line."""
     runs = list(runs)
     scenario_params = {"scenarios": list(names), "model": "tiny", "max_tokens": 32, "workers": workers}
     run_params = {"runs": [r.name for r in runs], "workers": workers}
@@ -191,6 +192,7 @@ def record_engines_side_by_side(
         names,
         runs,
         workers=workers,
+        progress=progress,
         save_scenarios=lambda t: results.write_results(
             out_dir, scenarios_name, t, device, scenario_params, partial=True
         ),
