@@ -18,7 +18,6 @@ __all__ = [
     "log_tail",
     "print_log_tails",
     "print_errors",
-    "print_whole",
     "model_table",
     "is_fake",
     "server_settings",
@@ -239,12 +238,6 @@ def print_errors(table: pd.DataFrame) -> None:
         fake = " (emulated by the FAKE server: no vLLM ran)" if r[SERVED_BY].startswith("FAKE") else ""
         print(f"--- {r['scenario']}, {r['stage']} {r['requests']}: {r['count']} x HTTP {r['status_code']}{fake}:")
         print(r["error"])
-
-
-def print_whole(table: pd.DataFrame, column: str, key: str) -> None:
-    """Each row's ``column``, whole, under its ``key`` (a table cell cuts a long text off)."""
-    for _, r in table.iterrows():
-        print(f"--- {r[key]}: {r[column]}")
 
 
 def log_tail(table: pd.DataFrame, scenario: str, n: int = 20) -> str:
