@@ -6,8 +6,8 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
-from flexfix.edition.narrative.misread import QUERY_BLOCK, crash_or_wrong, misread_cells, sweep_sizes
 from flexfix.edition.narrative.misread import counted as _counted
+from flexfix.edition.narrative.misread import crash_or_wrong, misread_cells, sweep_sizes
 
 __all__ = ["REFERENCE", "KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep"]
 __all__ += ["misread_cells", "sweep_sizes", "crash_or_wrong", "engine_sweep"]
@@ -199,13 +199,15 @@ def _past_first_block(table: pd.DataFrame) -> str:
     """Per needle position, what the misread cells (:func:`misread_cells`) came to: a crash ends the whole step
     whatever the position, while query block 0 (position ``first``) reads its own entries right and can come out
     bitwise equal where the step did not crash."""
+    from flexfix.mechanism.paged import Q_BLOCK
+
     cells = misread_cells(table)
     if cells.empty:
         return ""
     configs = listing([f"`{c}`" for c in dict.fromkeys(cells["config"])])
     per = [f"`{p}`: {_counted(part['kind'])}" for p, part in cells.groupby("position", sort=False)]
     text = (
-        f"Past {QUERY_BLOCK} requests, where the replayed launch with the `as_strided` copy can misread "
+        f"Past {Q_BLOCK} requests, where the replayed launch with the `as_strided` copy can misread "
         f"({configs}), the {plural(len(cells), 'cell')}{_product(cells)} came to, per needle position: "
         f"{listing(per, '; ')}."
     )
@@ -227,10 +229,11 @@ def _equal_in_block_0(cells: pd.DataFrame) -> str:
     """Bitwise-equal cells past position ``first`` whose needle still falls in query block 0 (``middle`` of a small
     batch), with their batch sizes and needle indices; nothing where some equal cell's needle is in a later block."""
     from flexfix.measure.invariance import needle_index
+    from flexfix.mechanism.paged import Q_BLOCK
 
     equal = cells[(cells["kind"] == "bitwise equal") & (cells["position"] != "first")]
     at = [needle_index(int(b), p) for b, p in zip(equal["batch"], equal["position"])]
-    if equal.empty or any(i >= QUERY_BLOCK for i in at):
+    if equal.empty or any(i >= Q_BLOCK for i in at):
         return ""
     equal = equal.assign(at=at).drop_duplicates(["position", "batch"]).sort_values("batch")
     said = [

@@ -8,20 +8,19 @@ import pandas as pd
 from flexfix.edition.narrative import listing, markdown, plural
 from flexfix.measure.outcomes import CRASHES
 
-__all__ = ["QUERY_BLOCK", "misread_cells", "counted", "sweep_sizes", "crash_or_wrong"]
-
-
-QUERY_BLOCK = 16  # query tokens of a query block: past this many requests, a step has a second one
+__all__ = ["misread_cells", "counted", "sweep_sizes", "crash_or_wrong"]
 
 
 def misread_cells(table: pd.DataFrame) -> pd.DataFrame:
     """The cells where notebook 01's bug can misread: a replayed launch (``graph``, or ``frozen``, its CPU stand-in)
     with the ``as_strided`` copy, past one query block (more than 16 requests), whose kernel was built, with ``kind``
     (what the cell came to: ``crashed``, ``wrong result``, ``bitwise equal`` or ``moved``)."""
+    from flexfix.mechanism.paged import Q_BLOCK
+
     launch = table["config"].str.split(", ").str[-2]
     copy = table["config"].str.split(", ").str[-1]
     built = table["outcome"] != "error"  # a kernel that was not built read nothing
-    cells = table[launch.isin(["graph", "frozen"]) & (copy == "as_strided") & (table["batch"] > QUERY_BLOCK) & built]
+    cells = table[launch.isin(["graph", "frozen"]) & (copy == "as_strided") & (table["batch"] > Q_BLOCK) & built]
     return cells.assign(kind=[_kind(r) for _, r in cells.iterrows()])
 
 
@@ -82,6 +81,8 @@ def crash_or_wrong(sweeps: dict[str, pd.DataFrame], parameters: dict[str, dict |
     one the bug gives without the cells of that edition behind it.  ``parameters`` (``{where: recorded parameters}``)
     gives the sizes each sweep ran with: where they differ, the sentence says so, and does not put the difference
     between a crash and a wrong answer down to the GPU."""
+    from flexfix.mechanism.paged import Q_BLOCK
+
     parts, kinds = [], {}
     for where, table in sweeps.items():
         cells = misread_cells(table)
@@ -92,7 +93,7 @@ def crash_or_wrong(sweeps: dict[str, pd.DataFrame], parameters: dict[str, dict |
         parts.append(f"{where}: {plural(len(cells), 'cell')} exposed to the misread, {counted(cells['kind'])}")
     text = (
         f"**Crash or wrong answer, in the sweeps shown here** (cells exposed to the misread: the replayed launch "
-        f"with `as_strided`, past {QUERY_BLOCK} requests):\n\n"
+        f"with `as_strided`, past {Q_BLOCK} requests):\n\n"
     )
     text += "\n".join(f"* {part}." for part in parts)
     differ = _size_differences(parameters or {})
