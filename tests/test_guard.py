@@ -180,6 +180,7 @@ def test_error_mode_refuses_the_replay_naming_field_graph_and_strides(buffers):
         "BatchDescriptor(num_tokens=48, uniform_decode=True)",
         "vLLM 0.20.0, attention backend FLEX_ATTENTION",
         f"pointer {buffers.kv_indices.data_ptr():#x} unchanged, shape [1, 1, 3, 16] -> [1, 1, 3, 208]",
+        ": 1 field it reads moved since capture",  # counted in words that agree, not "field(s)"
     ):
         assert part in text, (part, text)
     assert [f.path for f in err.value.findings] == ["FakeFlexMetadata.block_mask.kv_indices"]

@@ -66,7 +66,7 @@ class RefusingLLM(FakeLLM):
         RefusingLLM.calls += 1
         if RefusingLLM.calls == 3:
             error = ReplayGuardError(
-                "flexfix replay guard: refusing to replay the CUDA graph captured for FULL k: 1 field(s) it reads "
+                "flexfix replay guard: refusing to replay the CUDA graph captured for FULL k: 1 field it reads "
                 "moved since capture\n  FlexAttentionMetadata.block_mask.kv_indices: strides (16, 1) -> (208, 1)",
                 "k",
                 [],

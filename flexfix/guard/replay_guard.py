@@ -129,7 +129,7 @@ class ReplayGuard:
         where = ", ".join(f"{k} {v}" for k, v in self.where.items())
         lines = [
             f"flexfix replay guard: refusing to replay the CUDA graph captured for {key}: "
-            f"{len(alarms)} field(s) it reads moved since capture",
+            f"{_fields(len(alarms))} it reads moved since capture",
         ]
         if where:
             lines.append(f"  {where}")
@@ -195,3 +195,8 @@ _COUNTS = (
     "scalar_checks",
     "check_ns",
 )
+
+
+def _fields(n: int) -> str:
+    """``1 field`` / ``3 fields``: the refusal is read by people, so it counts in words that agree."""
+    return f"{n} field" if n == 1 else f"{n} fields"
