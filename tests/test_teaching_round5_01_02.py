@@ -67,8 +67,8 @@ def test_a3_the_child_log_summary_does_not_pass_its_status_words_off_as_the_outc
     for i, status in enumerate(["illegal_memory_access"] * 3 + ["ok"]):
         log(f"run {i}: {status} (exit 0, 2.0 s)")
     said = log.summary("the placement runs")
-    assert "4 child processes" in said and "3 illegal_memory_access, 1 ok" in said
-    assert "not the outcomes of the tables below" in said
+    assert "4 runs" in said and "illegal_memory_access" not in said  # r6 D12: no status words beside the tables
+    assert "the tables below say how each ended" in said
 
 
 def test_a3_the_child_log_of_the_other_runners_says_its_words_are_the_status_column():
@@ -79,7 +79,7 @@ def test_a3_the_child_log_of_the_other_runners_says_its_words_are_the_status_col
     log = ChildLog()
     log("run 0: ok (exit 0, 2.0 s)")
     said = log.summary("the torch-only runs")
-    assert "not the outcomes" not in said and "the status column of the table below" in said
+    assert "the tables below say" not in said and "their status in the table below: 1 ok" in said
     source = "\n".join(text(c) for c in cells("01_reproduce_ima") if c["cell_type"] == "code")
     assert "cause_log = ChildLog(words_are_outcomes=False)" in source
     assert "kernel_log = ChildLog()" in source
@@ -257,7 +257,9 @@ def test_faces_say_the_same_cells_only_where_both_runs_kept_the_same_scenario_si
     kernel, _ = _kernel()
     said = reproduce.faces(kernel, "here", kernel, "there", "cuda")
     assert "draw the same crosses" in said and "misread cells" not in said
-    assert "scenario sizes not recorded: here and there kept no capture or replay lengths" in said
+    # round 6: a run's step records may hold its widths, so the clause speaks of its parameters only
+    assert "the scenario sizes are not among the parameters of here and there" in said
+    assert "kept no capture or replay lengths" not in said
     prov = {"parameters": {"capture_len": 200, "replay_lens": [600, 120]}}
     said = reproduce.faces(kernel, "here", kernel, "there", "cuda", prov, prov)
     assert "the same kernel and misread cells; same seeds and scenario sizes (capture 200, replays 600 and 120)" in said
@@ -287,7 +289,7 @@ def test_same_seeds_compares_runs_batch_by_batch_and_says_cells_only_from_sizes(
     arm.loc[default & (arm["seed"] == 0), "status"] = "wrong_result"
     said = str(cause_story.same_seeds(both, kernel_prov, arm, prov, both, "cuda"))
     assert "**The runs of batch 48 seed 0 ended one way in one recording and another way in another**" in said
-    assert "the cells they read were the same" not in said and "scenario sizes not recorded" in said
+    assert "the cells they read were the same" not in said and "whether they read the same cells is not shown" in said
 
 
 # Review 3 Bugs: the measured errors are compared only where both runs measured steps, and of the same number.
@@ -323,11 +325,8 @@ def test_d11_eager_ahead_of_piecewise_is_said_from_the_table():
     cols = [c for c in table.columns if str(c).startswith("vs patched")]
     eager, piece = table[setting.str.contains("enforce_eager")], table[setting.str.contains("PIECEWISE")]
     ahead = [c for c in cols if float(eager[c].iloc[0]) > float(piece[c].iloc[0])]
-    assert ("why was not measured" in said) == bool(ahead)
-    slower = table.copy()
-    for c in cols:
-        slower.loc[setting.str.contains("enforce_eager"), c] = 0.01
-    assert "why was not measured" not in str(workarounds.without_plugin(slower, "here", "there"))
+    assert ahead and "came out faster" not in said  # r6 A5: ratios of one engine each rank nothing
+    assert "which setting costs least is not read from these ratios" in said
 
 
 # D10: the distinct-token count says what it counts where it is first printed.

@@ -257,54 +257,64 @@ def _where(prov: dict | None, live: str) -> str:
     return f"recorded on {prov.get('device_name')}, flexfix commit {str(prov.get('git_commit'))[:10]}"
 
 
-def scenario_sizes(prov: dict | None) -> tuple | None:
-    """The scenario sizes a recording kept (its capture length and replay lengths), or None where it kept none."""
-    params = (prov or {}).get("parameters") or {}
-    if "capture_len" not in params or "replay_lens" not in params:
-        return None
-    return int(params["capture_len"]), tuple(int(n) for n in params["replay_lens"])
+def _widths(runs: pd.DataFrame, what: str) -> tuple:
+    """The step widths ``K`` the runs recorded, capture first: the longest record of any run (a run that died stops
+    early), from the runs' own step records; refused where no run kept a step, or a step lacks its width."""
+    records = [list(r) if isinstance(r, list) else None for r in runs["records"]]
+    steps = [s for r in records for s in (r or [])]
+    if any(r is None for r in records) or not steps or any(not isinstance(s.get("K"), int) for s in steps):
+        raise DataError(f"refusing {what}: a run without its step records, or a step without its width K")
+    return tuple(s["K"] for s in max(records, key=len))
 
 
-def sizes_said(named: list[tuple[str, dict | None]]) -> tuple[bool, str]:
-    """Whether the recordings ``named`` ((where, provenance) pairs) kept the same scenario sizes, and a clause that
-    says so from their provenance: the sizes where all kept them, else which did not keep them."""
-    sizes = {where: scenario_sizes(prov) for where, prov in named}
-    missing = [where for where, size in sizes.items() if size is None]
-    if missing:
-        return False, f"same seeds; scenario sizes not recorded: {listing(missing)} kept no capture or replay lengths"
-    if len(set(sizes.values())) > 1:
-        said = listing([f"{w}: capture {c}, replays {listing(list(r))}" for w, (c, r) in sizes.items()])
-        return False, f"same seeds, but other scenario sizes ({said})"
-    capture, replays = next(iter(sizes.values()))
-    return True, f"same seeds and scenario sizes (capture {capture}, replays {listing(list(replays))})"
+def _widths_said(widths: tuple, full: int) -> str:
+    if not widths:
+        return "none recorded"
+    said = f"capture {widths[0]}" + (f"; replays {', '.join(str(k) for k in widths[1:])}" if widths[1:] else "")
+    return said if len(widths) == full else f"{said}; no later step recorded (the runs stopped before it)"
+
+
+def _split_said(split: list) -> str:
+    """The (batch, seed) runs that ended two ways, batch by batch: seeds listed once per batch."""
+    by_batch = {b: [s for bb, s in split if bb == b] for b in sorted({b for b, _ in split})}
+    return listing(
+        [f"batch {b} seed {s[0]}" if len(s) == 1 else f"batch {b} on seeds {listing(s)}" for b, s in by_batch.items()]
+    )
 
 
 def _agree(sets: list, common: set) -> str:
-    """Whether the recordings of ``sets`` ended the (batch, seed) runs they share the same way: a disagreement is
-    named run by run; where there is none, the sentence says so and points to the placement runs, which flip the
-    outcome.  That two recordings read the same cells is said only where both kept the same scenario sizes."""
+    """Whether the recordings of ``sets`` ended the (batch, seed) runs they share the same way. That two recordings
+    read the same cells is said only of recordings at one commit that recorded the same width at every step."""
     ends = []
-    for _, runs, _, _ in sets:
-        runs = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]
+    for _, runs, _, _, _ in sets:
         ends.append({(int(b), int(s)): set(g["status"]) for (b, s), g in runs.groupby(["batch", "seed"])})
     keys = sorted(k for k in set().union(*ends) if k[1] in common)
     split = [k for k in keys if len(set().union(*(e.get(k, set()) for e in ends))) > 1]
-    if split:
-        same, sizes = sizes_said([(where, prov) for _, _, where, prov in sets])
-        cells = (
-            "so the cells they read were the same and what differed lies outside them"
-            if same
-            else "so whether they read the same cells is not shown by these recordings"
-        )
+    if not split:
         return (
-            f"**The runs of {listing([f'batch {b} seed {s}' for b, s in split])} ended one way in one recording and "
-            f"another way in another** ({sizes}): {cells}; the placement runs above show what can make that "
-            "difference: the memory in front of the caches."
+            "On every seed they share they ended the same way: with the caches where PyTorch put them, none of these "
+            "recordings has a seed crash in one and answer silently wrong in another. That the outcome can flip on "
+            "the same seeds is what the placement runs above show, by moving the memory in front of the caches."
         )
+    full = max(len(w) for *_, w in sets)
+    same = len({(c, w) for _, _, _, c, w in sets}) == 1 and all(len(w) == full for *_, w in sets)
+    short = [what for what, _, _, _, w in sets if len(w) < full]
+    commits = {c for _, _, _, c, _ in sets}
+    why = []
+    if short:
+        why.append(f"{listing(short)} kept the width of fewer steps than the others (the runs stopped early)")
+    if len(commits) > 1:
+        why.append("they ran at different commits")
+    cells = (
+        "at one commit and the same width at every step, so the cells they read were the same and what differed "
+        "lies outside them"
+        if same
+        else f"whether they read the same cells is not shown: {listing(why)}"
+    )
     return (
-        "On every seed they share they ended the same way: with the caches where PyTorch put them, none of these "
-        "recordings has a seed crash in one and answer silently wrong in another. That the outcome can flip on the "
-        "same seeds is what the placement runs above show, by moving the memory in front of the caches."
+        f"**The runs of {_split_said(split)} ended one way in one recording and another way in another**: {cells}. "
+        "Only the placement runs above, which share one commit and one set of widths, show the same cells ending "
+        "both ways, and what makes that difference: the memory in front of the caches."
     )
 
 
@@ -317,10 +327,10 @@ def same_seeds(
     device: str,
 ) -> str:
     """Which recordings of this edition ran `as_strided` past one query block on the same seeds with the caches where
-    PyTorch put them, and what each saw: the recorded torch-only runs (``recorded``, ``recorded_prov``), the
-    `default` arm of the placement runs (``placements``; ``placements_prov`` None when they ran here), and on a GPU
-    this run's own torch-only runs (``this_run``; the CPU analog cannot fault, so it is not one of them).  Every set
-    is named by where it comes from, so the sentence holds for a CPU and a GPU edition alike."""
+    PyTorch put them, as a table (recording, where, seeds, outcome, the step widths it recorded), then whether they
+    agree: the recorded torch-only runs (``recorded``, ``recorded_prov``), the `default` arm of the placement runs
+    (``placements``; ``placements_prov`` None when they ran here), and on a GPU this run's own torch-only runs
+    (``this_run``; the CPU analog cannot fault, so it is not one of them)."""
     live = f"this run ({device})"
     sets = [("the recorded torch-only runs", recorded, _where(recorded_prov, live), recorded_prov)]
     if device == "cuda" and this_run is not None:
@@ -328,25 +338,33 @@ def same_seeds(
     arm = placements[(placements["placement"] == "default") & (placements["v_placement"] == "default")]
     arm = arm[arm["touch"].isna()] if "touch" in arm else arm
     sets.append(("the `default` arm of the placement runs above", arm, _where(placements_prov, live), placements_prov))
-    said, seeds = [], []
-    for what, runs, where, _ in sets:
+    kept = []
+    for what, runs, where, prov in sets:
         runs = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]
         if runs.empty:
             raise DataError(f"{what} ({where}): no `as_strided` run past one query block")
-        seeds.append(set(runs["seed"]))
-        said.append(f"{what} ({where}): {_counted(runs)} on seeds {listing(sorted(set(runs['seed'])))}")
-    common = set.intersection(*seeds)
-    here = sum(1 for _, _, w, _ in sets if w.startswith(live))
+        commit = "this" if prov is None else str(prov.get("git_commit"))[:10]
+        kept.append((what, runs, where, commit, _widths(runs, f"{what} ({where})")))
+    full = max(len(w) for *_, w in kept)
+    rows = [
+        f"| {what} | {where} | {listing(sorted(set(runs['seed'])))} | {_counted(runs)} | {_widths_said(w, full)} |"
+        for what, runs, where, _, w in kept
+    ]
+    common = set.intersection(*(set(runs["seed"]) for _, runs, *_ in kept))
+    here = sum(1 for _, _, w, _, _ in kept if w.startswith(live))
     text = (
-        f"**Which recordings ran the same seeds.** {plural(len(sets), 'recording')} of this edition ran `as_strided` "
+        f"**Which recordings ran the same seeds.** {plural(len(kept), 'recording')} of this edition ran `as_strided` "
         f"past one query block with the caches where PyTorch put them"
         + (f", {here} of them in this run" if here else "")
-        + f": {listing(said, sep='; ')}. Seeds {listing(sorted(common))} are in all of them. "
-        + _agree(sets, common)
+        + f"; seeds {listing(sorted(common))} are in all of them:"
     )
+    table = "\n".join(
+        ["| recording | where | seeds | outcome | step widths `K` recorded |", "|---|---|---|---|---|", *rows]
+    )
+    tail = _agree(kept, common)
     if device != "cuda":
-        text += " This run is the CPU analog, which cannot fault: it adds no recording of either face."
-    return markdown(text)
+        tail += " This run is the CPU analog, which cannot fault: it adds no recording of either face."
+    return markdown(text, table, tail)
 
 
 def seeds_not_run(runs: pd.DataFrame) -> str:

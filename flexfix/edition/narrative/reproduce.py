@@ -6,7 +6,6 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require, require_numbers, require_steps
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
-from flexfix.edition.narrative.outcome_cause import sizes_said
 from flexfix.edition.narrative.sanitizer import sanitizer_read
 from flexfix.edition.tables.outcomes import engine_max_num_seqs, every_request_engine
 
@@ -33,6 +32,31 @@ BOTH_OUTCOMES = (
     "A crash and a silently wrong answer are two faces of this one misread; which one a run gets, and why, is "
     "examined below."
 )
+
+
+def scenario_sizes(prov: dict | None) -> tuple | None:
+    """The scenario sizes a recording kept (its capture length and replay lengths), or None where it kept none."""
+    params = (prov or {}).get("parameters") or {}
+    if "capture_len" not in params or "replay_lens" not in params:
+        return None
+    return int(params["capture_len"]), tuple(int(n) for n in params["replay_lens"])
+
+
+def sizes_said(named: list[tuple[str, dict | None]]) -> tuple[bool, str]:
+    """Whether the recordings ``named`` ((where, provenance) pairs) kept the same scenario sizes, and a clause that
+    says so from their provenance: the sizes where all kept them, else which did not keep them."""
+    sizes = {where: scenario_sizes(prov) for where, prov in named}
+    missing = [where for where, size in sizes.items() if size is None]
+    if missing:
+        return False, (
+            f"same seeds; the scenario sizes are not among the parameters of {listing(missing)}, so these "
+            "parameters do not show that they ran the same sizes"
+        )
+    if len(set(sizes.values())) > 1:
+        said = listing([f"{w}: capture {c}, replays {listing(list(r))}" for w, (c, r) in sizes.items()])
+        return False, f"same seeds, but other scenario sizes ({said})"
+    capture, replays = next(iter(sizes.values()))
+    return True, f"same seeds and scenario sizes (capture {capture}, replays {listing(list(replays))})"
 
 
 def _steps_word(records: list[dict]) -> str:
@@ -214,7 +238,10 @@ def crash_threshold(table: pd.DataFrame, dispatch: pd.DataFrame | None = None) -
     for how, group in table.groupby("how", sort=False):
         done = group[group["outcome"] == "completed"]["requests"]
         died = group[group["outcome"] != "completed"]
-        line = f"* {how}: completed at {span(done, '{:.0f}')} requests" if len(done) else f"* {how}: none completed"
+        counts = listing(sorted({int(n) for n in done}))  # each count tried, not a range
+        line = (
+            f"* {how}: completed at {counts} requests (the counts tried)" if len(done) else f"* {how}: none completed"
+        )
         if len(died):
             first = int(died["requests"].min())
             firsts.append(f"{first} requests ({how})")

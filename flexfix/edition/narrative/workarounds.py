@@ -89,25 +89,9 @@ def without_plugin(
         f"full graphs ({cost_where}): {listing(costs, sep='; ')}. Each ratio compares one engine of each setting "
         "with one patched engine, started once: a rough size of the cost, not a ranking. Notebook 05 measures how far "
         "one configuration's throughput moves from one engine to the next, and differences smaller than that rank "
-        "nothing." + _eager_ahead(ways, speeds)
+        "nothing: which setting costs least is not read from these ratios."
     )
     return markdown(*lines)
-
-
-def _eager_ahead(ways: pd.DataFrame, speeds: dict[int, str]) -> str:
-    """Where no CUDA graphs came out faster than piecewise graphs, which one would not expect: said, with its cause
-    unmeasured."""
-    setting = ways["vLLM setting"].astype(str)
-    eager, piecewise = ways[setting.str.contains("enforce_eager")], ways[setting.str.contains("PIECEWISE")]
-    if eager.empty or piecewise.empty:
-        return ""
-    ahead = [n for n, c in speeds.items() if float(eager[c].iloc[0]) > float(piecewise[c].iloc[0])]
-    if not ahead:
-        return ""
-    return (
-        f" At {listing([str(n) for n in ahead])} requests the engine without CUDA graphs came out faster than the one "
-        "with piecewise graphs; why was not measured (one engine each, started once)."
-    )
 
 
 # What each check of notebook 02's patch cycle means, when it holds and when it does not.
@@ -152,9 +136,9 @@ _CYCLE = {
         "the torch-only runs with the fixed copy matched the reference at every step",
         "**a torch-only run with the fixed copy did not match the reference**",
     ),
-    "patched copy follows the 0.21.0 rule": (
-        "the patched copy put every element where vLLM 0.21.0's slice puts it",
-        "**the patched copy put some element elsewhere than vLLM 0.21.0's slice**",
+    "patched copy follows flexfix's slice rule": (
+        "the patched copy put every element where flexfix's `copy_to_slice` (`dst[:G, :K]`) puts it",
+        "**the patched copy put some element elsewhere than flexfix's `copy_to_slice`**",
     ),
 }
 
@@ -180,7 +164,8 @@ def patch_cycle(checks: pd.DataFrame) -> str:
         before = [c for c, v in zip(checks["check"], checks["value"]) if str(c).startswith("before:") and not v]
         head = (
             f"**All {plural(n, 'check')} came out as they should:** `apply()` installs both changes, the patched copy "
-            "behaves as 0.21.0's, and `revert()` and `patched()` give vLLM back its own objects"
+            "puts every element where flexfix's slice rule does (a restatement of 0.21.0's copy, not 0.21.0's code), "
+            "and `revert()` and `patched()` give vLLM back its own objects"
             + (
                 f" (the {plural(len(before), '`before` check')} read False: this vLLM has the bug until `apply()`)."
                 if before

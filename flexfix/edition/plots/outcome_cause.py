@@ -82,8 +82,9 @@ def outcome_grid(runs: pd.DataFrame, title: str):
     ax.set_xticks(range(len(seeds)), [str(s) for s in seeds], fontsize=10)
     ax.set_yticks(range(len(scenarios)), scenarios, fontsize=9)
     ax.set_xlabel(
-        "seed (the same seed: the same steps, the same misread cells); listed: the driver lists an allocation in "
-        "front of that cache",
+        "seed (in one column, every as_strided row past one query block has the same steps and misread cells; "
+        "the sliced and one-query-block rows misread nothing)\nlisted: the driver lists an allocation in front of "
+        "that cache",
         fontsize=10,
     )
     ax.set_title(wrap(title, fig.get_figwidth(), 10), fontsize=10)

@@ -108,18 +108,19 @@ def replay_errors(table: pd.DataFrame, title: str):
     groups = table.groupby(["copy", "batch"], sort=False)
     silent: list[tuple[float, float]] = []  # steps that answered, silently wrong (above the tolerance)
     for n, ((copy, batch), runs) in enumerate(groups):
-        dx = (n - (len(groups) - 1) / 2) * 0.3  # side by side: equal errors (the capture step) stay apart
+        dx = (n - (len(groups) - 1) / 2) * 0.5  # side by side: equal errors (the capture step) stay apart
+        spread = min(0.08, 0.3 / max(len(runs) - 1, 1))  # and run by run, so that rings of equal steps do not pile up
         colour = REPLAY_ERROR_COLOURS.get(copy, REPLAY_ERROR_COLOURS["error"])[1]
         style = ("-", "--", ":", "-.")[batches.index(batch) % 4]
         label = f"{copy}, batch {batch} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
         for i, (_, run) in enumerate(runs.iterrows()):
-            ys = _measured(run["records"])
+            ys, x0 = _measured(run["records"]), dx + (i - (len(runs) - 1) / 2) * spread
             shown = label if i == 0 else "_nolegend_"
             marker = "o" if copy == "as_strided" else "s"
-            ax.plot(np.arange(len(ys)) + dx, ys, marker, ls=style, color=colour, alpha=0.7, ms=5, label=shown)
+            ax.plot(np.arange(len(ys)) + x0, ys, marker, ls=style, color=colour, alpha=0.7, ms=5, label=shown)
             for k, rec in enumerate(run["records"]):
                 if rec.get("outcome") == "wrong_result" and rec.get("max_error") is not None:
-                    silent.append((k + dx, max(rec["max_error"], 1e-8)))
+                    silent.append((k + x0, max(rec["max_error"], 1e-8)))
             steps = max(steps, len(run["records"]), *(s + 1 for s, _ in _crash_steps(run)))
     guides = _crash_band(band, table)
     for step, colour in guides:
@@ -137,9 +138,9 @@ def replay_errors(table: pd.DataFrame, title: str):
     if silent:
         xs, ys = zip(*silent)
         label = f"silently wrong answer ({len(silent)} step{'s' if len(silent) > 1 else ''})"
-        ax.plot(xs, ys, "o", ms=14, mfc=fill, color=ring, mec=ring, mew=2.2, ls="none", label=label)
+        ax.plot(xs, ys, "o", ms=9, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none", label=label)
     else:  # the caption explains the ring: the legend says when there is none to see
-        ax.plot([], [], "o", ms=10, mfc=fill, color=ring, mec=ring, mew=2.2, ls="none",
+        ax.plot([], [], "o", ms=9, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none",
                 label="silently wrong answer (a ring): none in these runs")  # fmt: skip
     tol = _tolerance(table)
     if tol is not None:
@@ -154,7 +155,7 @@ def replay_errors(table: pd.DataFrame, title: str):
     if narrow:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlim(-0.4, steps - 0.6)
+    ax.set_xlim(-0.5, steps - 0.5)
     ax.set_xticks(range(steps))
     ax.set_xlabel("step (0 = capture, then replays)")
     ax.set_ylabel("max |out - reference|")

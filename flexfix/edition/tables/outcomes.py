@@ -258,7 +258,10 @@ def replay_steps(runs: pd.DataFrame, copy: str, batch: int, seed: int) -> tuple[
     if len(run) != 1:
         raise ValueError(f"no single run of copy={copy!r}, batch={batch}, seed={seed} among these runs")
     r = run.iloc[0]
-    line = f"{copy} copy, batch {batch}, seed {seed}: {r['status']} ({r['detail']})"
+    detail = str(r["detail"])  # an ok or wrong run's detail names the run again: said once (r0102 D12)
+    name = detail if detail.startswith(f"{copy} copy,") else f"{copy} copy, batch {batch}, seed {seed}"
+    line = f"{name}: {r['status']}" + ("" if name == detail else f" ({detail})")
+    line += f"; {_tolerance_said(r.get('device'))}"
     steps = pd.DataFrame(r["records"])[["step", "K", "written_stride", "launch_stride", "max_error", "outcome"]]
     steps["ran"] = "yes"
     planned = _planned_steps(copy, batch, seed)
@@ -270,6 +273,19 @@ def replay_steps(runs: pd.DataFrame, copy: str, batch: int, seed: int) -> tuple[
         steps = pd.concat([steps, later[steps.columns]], ignore_index=True)
         line += "; the steps it never finished are shown as planned (K and the strides the copy writes, from the plan)"
     return line, steps
+
+
+def _tolerance_said(device) -> str:
+    """What ``max_error`` is compared with: the tolerance of the device's dtype (kernel_repro.tolerance)."""
+    import torch
+
+    from flexfix.mechanism.kernel_repro import tolerance
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    return (
+        f"a step is wrong_result when its max_error, against a float32 reference computed from the block tables "
+        f"alone, exceeds {tolerance(dtype):.0e} (the {str(dtype).removeprefix('torch.')} tolerance)"
+    )
 
 
 def _planned_steps(copy: str, batch: int, seed: int) -> pd.DataFrame:
@@ -366,14 +382,8 @@ class ChildLog:
             return f"{what}: no child process reported"
         ends = Counter(m.group(1) for m in found)
         secs = [float(m.group(3)) for m in found]
-        said = ", ".join(f"{n} {status}" for status, n in ends.most_common())
-        words = (
-            "the status column of the table below"
-            if self.words_are_outcomes
-            else "those words are not the outcomes of the tables below, which tell where a run went wrong (a fault "
-            "in a run's own read is not one at the replay)"
-        )
-        return (
-            f"{what}: {len(found)} child processes, {min(secs):.0f}-{max(secs):.0f} s each, whose own last status "
-            f"words were {said}; {words}; their log lines are kept, not printed"
-        )
+        runs = f"{what}: {len(found)} run{'s' if len(found) > 1 else ''}, each in a child process of its own"
+        runs += f" ({min(secs):.0f}-{max(secs):.0f} s each)"
+        if not self.words_are_outcomes:  # a child's last word is not where its run went wrong: the tables say that
+            return f"{runs}; the tables below say how each ended"
+        return f"{runs}; their status in the table below: " + ", ".join(f"{n} {w}" for w, n in ends.most_common())

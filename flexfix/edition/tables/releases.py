@@ -70,8 +70,8 @@ def release_checks(checks: pd.DataFrame) -> pd.DataFrame:
 def source_diff(
     original: str,
     fixed: str,
-    fixed_name: str = "flexfix.mechanism.persistent.copy_to_slice: the rule of vLLM PR #40842 (0.21.0), "
-    "without flexfix's checks",
+    fixed_name: str = "flexfix.mechanism.persistent.copy_to_slice: flexfix's restatement of the rule of vLLM PR "
+    "#40842 (0.21.0), without flexfix's checks",
     original_name: str = "vLLM 0.20.0: copy_to_persistent",
 ) -> str:
     """A unified diff from vLLM 0.20.0's source to the fixed one, for reading side by side."""
