@@ -66,7 +66,7 @@ def test_a6_the_published_comparison_labels_the_kernel_ranges_with_their_run():
     summary = tables.ratio_summary(_speed())
     where = tables.recorded_where(prov)
     said = published(summary, ratios, where)
-    assert f"the attention kernel alone ({where}), replay over eager launch: " in said
+    assert f"the attention kernel alone ({where}), eager launch time over replay time" in said  # round 6, A3
     assert f"The attention kernel alone ({where}), a time ratio" in said
     assert "story.published(summary, gpu_ratios, tables.recorded_where(prov))" in _code("05_cost")
 
@@ -122,11 +122,11 @@ def test_a2_crash_or_wrong_names_the_sizes_the_sweeps_differ_in_and_not_the_gpu(
     assert "The same misread" not in text and "These are not the same sweep" in text
     assert "other sizes (this run (H200) and recorded (H100): `needle_len` 120 and 300; " in text
     assert "`num_pages` 2048 and 8192)" in text
-    assert "does not say that the GPU decided it" in text
+    assert "cannot tell whether the GPU or the sizes made the bug crash" in text  # round 6, D14
     assert "this run (H200): 4 cells exposed to the misread, 4 wrong results" in text
     # the same sizes: nothing said about sizes
     same = str(story.crash_or_wrong(sweeps, {"this run (H200)": recorded[0], "recorded (H100)": recorded}))
-    assert "not the same sweep" not in same and "GPU decided" not in same
+    assert "not the same sweep" not in same and "GPU or the sizes" not in same
 
 
 def test_a2_d13_notebook_04_prints_and_records_its_sizes_and_passes_them():
@@ -397,7 +397,7 @@ def test_d16_the_two_distances_are_defined_once_and_referred_to_after():
     later = str(story.kernel_sweep(_mixed(), "t", defined_under="this run's verdict table"))
     assert story.REFERENCE in first and story.REFERENCE not in later
     assert "as defined under this run's verdict table" in later
-    assert _code("04_batch_invariance").count("defined_under=DISTANCES") == 3  # round 5, A3: the column list
+    assert _code("04_batch_invariance").count("defined_under=distances") == 3  # round 5, A3: the column list
 
 
 def test_d6_the_engine_workload_is_stated_from_the_records():

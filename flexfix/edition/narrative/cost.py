@@ -7,7 +7,13 @@ import pandas as pd
 from flexfix.edition import anchors
 from flexfix.edition.checks import DataError, require, require_numbers
 from flexfix.edition.narrative import listing, markdown, plural, span
-from flexfix.edition.narrative.cost_devices import compare_runs, engine_workload, flex_over_sdpa
+from flexfix.edition.narrative.cost_devices import (
+    compare_runs,
+    direction,
+    engine_commits,
+    engine_workload,
+    flex_over_sdpa,
+)
 
 __all__ = [
     "TIMING_COLUMNS",
@@ -16,6 +22,8 @@ __all__ = [
     "compare_runs",
     "flex_over_sdpa",
     "engine_workload",
+    "engine_commits",
+    "direction",
     "sm_count",
     "recorded_heads",
     "l2_effect",
@@ -193,8 +201,8 @@ def _query_block_steps(
         text += (
             ": at "
             + listing([f"{a} requests" for a in fill])
-            + " the programs already about fill the SMs, which is where a rise from more programs in flight "
-            "would slow"
+            + " the programs already about fill the SMs (one possible reason the rise slowed there, which we did not "
+            "test: the explanation under *Bandwidth* below)"
         )
     return text + "."
 
@@ -221,7 +229,14 @@ def l2_effect(effect: pd.DataFrame) -> str:
     _numbers(effect, ["flushed_over_warm"], "the L2 effect")
     ratio = effect["flushed_over_warm"]
     slower, faster = int((ratio > 1.05).sum()), int((ratio < 0.95).sum())
-    if faster > slower:
+    if faster > slower and slower:
+        worst = effect.loc[ratio.idxmax()]
+        lead = (
+            f"With {plural(slower, 'exception')} (the slowest: `{worst['impl']}`, "
+            f"{plural(int(worst['batch']), 'request')} of {int(worst['context'])} tokens, {ratio.max():.2f}x slower), "
+            "a flushed L2 did not make the kernels slower; more often it made them faster. "
+        )
+    elif faster > slower:
         lead = "A flushed L2 did not make the kernels slower; more often it made them faster. "
     elif slower > faster:
         lead = "A flushed L2 made the kernels slower more often than faster, as a warm cache would explain. "
@@ -346,7 +361,8 @@ def engine_ratios(summary: pd.DataFrame) -> str:
 
 
 def published(summary: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str:
-    """Our ratios next to the published anchors (:mod:`flexfix.edition.anchors`): same direction, other setups.
+    """Our ratios next to the published anchors (:mod:`flexfix.edition.anchors`), other setups, and which directions
+    match theirs (:func:`~flexfix.edition.narrative.cost_devices.direction`).
     ``where`` names the kernel timing ``ratios`` come from (a recording, or this run), said beside its ranges."""
     _check_summary(summary, "the throughput ratios")
     _check_ratios(ratios, "the kernel timing ratios")
@@ -363,8 +379,8 @@ def published(summary: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str:
         f"with piecewise graphs ({piece} s -> {full} s latency), still {full / fi:.2f}x slower than FlashInfer "
         f"({anchors.PR_36298['setup']}). Ours, variance model, full over piecewise: "
         f"{ours('variance', 'full/piecewise')}; "
-        f"full over eager: {ours('variance', 'full/eager')}; the attention kernel alone ({where}), replay over eager "
-        f"launch: {speedups}.",
+        f"full over eager: {ours('variance', 'full/eager')}; the attention kernel alone ({where}), eager launch time "
+        f"over replay time (the replay's speed-up): {speedups}.",
         f"* **What batch invariance costs.** {anchors.TORCHTITAN_BITWISE_RL['source'].split(' (')[0]}: "
         f"{anchors.TORCHTITAN_BITWISE_RL['claim']} ({anchors.TORCHTITAN_BITWISE_RL['setup']}; training and "
         "generation). Ours, inference only, a throughput ratio: output tokens per second with "
@@ -372,4 +388,5 @@ def published(summary: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str:
         f"variance model {ours('variance', 'BI1/BI0')}; tiny model {ours('tiny', 'BI1/BI0')}. The attention kernel "
         f"alone ({where}), a time ratio and so the other way round: its batch-invariant options' time over vLLM's "
         f"options' (above 1: batch invariance slower): {bi_kernel}.",
+        direction(summary, ratios),
     )

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 
 from flexfix.edition.checks import require, require_numbers
-from flexfix.edition.narrative import markdown, span
+from flexfix.edition.narrative import listing, markdown, plural, span
 
-__all__ = ["compare_runs", "flex_over_sdpa", "engine_workload"]
+__all__ = ["compare_runs", "flex_over_sdpa", "engine_workload", "engine_commits", "direction"]
 
 
 def _times(timing: pd.DataFrame, ratios: pd.DataFrame, what: str) -> tuple[float, pd.DataFrame]:
@@ -151,3 +151,83 @@ def engine_workload(speed: pd.DataFrame) -> str:
             f"prompts of {lo} to {hi} random token ids (seeded)"
         )
     return markdown("**The workload timed** (from these records and the sweep's settings): " + "; ".join(parts) + ".")
+
+
+def _held(row: pd.Series) -> str:
+    """Which way a ratio of the summary went over every run: ``"above"`` (all above 1), ``"below"`` or ``"both"``."""
+    below = int(row["below_1"])
+    return "above" if below == 0 else "below" if below == int(row["ratios"]) else "both"
+
+
+def direction(summary: pd.DataFrame, ratios: pd.DataFrame) -> str:
+    """Which of the published directions these runs share (r0305 A2, B7): full over piecewise graphs (PR #36298: full
+    faster), and the cost of batch invariance (the blog: slower), at the engine (``summary``,
+    :func:`flexfix.edition.tables.ratio_summary`) and in the attention kernel alone (``ratios``' ``bi_overhead``, a time
+    ratio: above 1 slower)."""
+    said = {
+        "above": "the same direction (full faster in every ratio)",
+        "below": "the opposite direction (full slower in every ratio)",
+        "both": "no direction (its ratios went both ways from run to run)",
+    }
+    models = list(summary.index.get_level_values(0).unique())
+    full = [
+        f"{m} model: {said[_held(summary.loc[(m, 'full/piecewise')])]}"
+        for m in models
+        if (m, "full/piecewise") in summary.index
+    ]
+    engine = {m: _held(summary.loc[(m, "BI1/BI0")]) for m in models if (m, "BI1/BI0") in summary.index}
+    both = [m for m, h in engine.items() if h == "both"]
+    cost = [
+        f"{m} model: {'slower' if h == 'below' else 'faster'} in every ratio" for m, h in engine.items() if h != "both"
+    ]
+    parts = []
+    if both:
+        rows = [summary.loc[(m, "BI1/BI0")] for m in both]
+        parts.append(
+            "at the engine, `BI1/BI0` went both ways from run to run ("
+            + "; ".join(
+                f"{m} model: {int(r['ratios'] - r['below_1'])} of {int(r['ratios'])} above 1"
+                for m, r in zip(both, rows)
+            )
+            + "): the engine-level cost is unresolved"
+        )
+    if cost:
+        parts.append("at the engine, batch-invariant mode was " + "; ".join(cost))
+    if "bi_overhead" in ratios:
+        bi = ratios["bi_overhead"]
+        if bool(((bi - 1).abs() <= 0.05).all()):
+            parts.append(
+                f"the attention kernel's batch-invariant options cost nothing measurable ({span(bi, '{:.2f}', 'x')})"
+            )
+        else:
+            parts.append(f"the attention kernel's batch-invariant options took {span(bi, '{:.2f}', 'x')} the time")
+    verdict = (
+        "not established here, so these runs neither confirm nor contradict the published cost"
+        if both or not engine
+        else "measured in every ratio here"
+    )
+    return (
+        "* **Direction.** Full vs piecewise graphs: "
+        + ("; ".join(full) if full else "not measured")
+        + ". The cost of batch invariance was "
+        + verdict
+        + (": " + "; ".join(parts) if parts else "")
+        + ". The kernel's options and batch-invariant mode as a whole are measured apart: they need not cost the same."
+    )
+
+
+def engine_commits(names: list[str], provs: list[dict]) -> str:
+    """Which commit each engine recording ran on (r0305 D19): runs compared side by side that come from different
+    commits are said to, since what changed between them is not part of the records."""
+    commits: dict[str, list[str]] = {}
+    for name, prov in zip(names, provs):
+        commits.setdefault(str(prov.get("git_commit") or "unknown")[:10], []).append(f"`{name}`")
+    if len(commits) == 1:
+        return markdown(f"**Commits**: every recording above ran on commit {next(iter(commits))}.")
+    said = "; ".join(f"{c} ({listing(n)})" for c, n in commits.items())
+    return markdown(
+        f"**Commits**: the recordings above ran on {plural(len(commits), 'commit')} of flexfix: {said}. The records do "
+        "not say what changed between those commits, so a difference between runs of different commits (the spread "
+        "between engines below, for one) may carry that change as well as run-to-run noise; each ratio below is taken "
+        "inside one run, on one commit."
+    )

@@ -7,10 +7,10 @@ import pandas as pd
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
 from flexfix.edition.narrative.misread import counted as _counted
-from flexfix.edition.narrative.misread import crash_or_wrong, misread_cells, sweep_sizes
+from flexfix.edition.narrative.misread import crash_or_wrong, misread_cells, row_lengths, sweep_sizes
 
 __all__ = ["REFERENCE", "KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep"]
-__all__ += ["misread_cells", "sweep_sizes", "crash_or_wrong", "engine_sweep"]
+__all__ += ["misread_cells", "sweep_sizes", "crash_or_wrong", "row_lengths", "engine_sweep"]
 
 # The columns the sentences state (a notebook reads its recorded files with them): kernel cells, engine needles.
 KERNEL_CELL_COLUMNS = ("config", "batch", "position", "outcome", "bitwise_equal", "max_abs_diff")

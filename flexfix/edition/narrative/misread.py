@@ -1,5 +1,6 @@
 """The cells notebook 01's bug can misread in a kernel sweep (notebook 04), and what they came to in each sweep shown:
-a crash or a wrong answer, with the sizes each sweep ran with."""
+a crash or a wrong answer, with the sizes each sweep ran with; and how long the needle's rows were where a kernel
+moved."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 from flexfix.edition.narrative import listing, markdown, plural
 from flexfix.measure.outcomes import CRASHES
 
-__all__ = ["misread_cells", "counted", "sweep_sizes", "crash_or_wrong"]
+__all__ = ["misread_cells", "counted", "sweep_sizes", "crash_or_wrong", "row_lengths"]
 
 
 def misread_cells(table: pd.DataFrame) -> pd.DataFrame:
@@ -133,8 +134,9 @@ def _crashed_and_wrong(sweeps: dict, parameters: dict, crashed: list[str], wrong
     other = [w for w in gpu if any(sizes.get(w) and sizes.get(v) and sizes[w] != sizes[v] for v in wrong)]
     if other:
         text += (
-            f" {listing(other)} differ from {listing(wrong)} in their sizes as well as their device, so this does "
-            "not say that the GPU decided it."
+            f" Because {listing(other)} also ran with other sizes than {listing(wrong)}, not only on another GPU, "
+            "these sweeps cannot tell whether the GPU or the sizes made the bug crash there rather than answer "
+            "wrongly."
         )
     if gpu:
         text += (
@@ -142,3 +144,53 @@ def _crashed_and_wrong(sweeps: dict, parameters: dict, crashed: list[str], wrong
             "section *Crash or wrong answer: what decides*)."
         )
     return text
+
+
+def _row_length(sweep, batch: int, position: str) -> int:
+    """The pages the needle's query block reads at ``batch`` requests (its ``kv_num_blocks``), from the step the
+    sweep built: the pages of all the block's requests together."""
+    import torch
+
+    from flexfix.measure.needle import needle_index, needle_step
+    from flexfix.mechanism import paged
+
+    step = needle_step(sweep, batch, position, device="cpu", dtype=torch.float32)
+    return int(paged.build_kv_indices(step)[1][needle_index(batch, position) // paged.Q_BLOCK])
+
+
+def row_lengths(table: pd.DataFrame, sweep) -> str:
+    """For each configuration of ``table`` (a kernel sweep run with ``sweep``) with cells that moved (ran, no misread,
+    not bitwise equal), the needle's row length (:func:`_row_length`) in the cells that moved against the cells with
+    rows as long that stayed bitwise equal: whether a longer row alone accounts for where it moved (r0305 D17)."""
+    ran = table[table["outcome"] == "ok"]
+    if ran.empty or ran["bitwise_equal"].astype(bool).all():
+        return ""
+    lengths: dict = {}
+    parts = []
+    for config, cells in ran.groupby("config", sort=False):
+        keys = [(int(b), str(p)) for b, p in zip(cells["batch"], cells["position"])]
+        for key in keys:
+            lengths.setdefault(key, _row_length(sweep, *key))
+        rows = cells.assign(pages=[lengths[k] for k in keys], equal=cells["bitwise_equal"].astype(bool))
+        hit = rows[~rows["equal"]]
+        if hit.empty:
+            continue
+        lo = int(hit["pages"].min())
+        calm = rows[rows["equal"] & (rows["pages"] >= lo)]
+        text = f"`{config}` moved in cells whose needle's row held {lo} to {int(hit['pages'].max())} pages"
+        if calm.empty:
+            text += ", and no cell with a row that long stayed bitwise equal"
+        else:
+            at = listing([str(b) for b in sorted(calm["batch"].unique())])
+            text += (
+                f", while {plural(len(calm), 'cell')} with rows as long or longer ({int(calm['pages'].min())} to "
+                f"{int(calm['pages'].max())} pages, at {at} requests) stayed bitwise equal: a longer row alone does "
+                "not account for where it moved"
+            )
+        parts.append(text)
+    return markdown(
+        "**Row length and where a kernel moved** (a *row*: the pages of all the requests of the needle's query "
+        "block together, the count `kv_num_blocks` holds for it; more requests make it longer): "
+        + "; ".join(parts)
+        + "."
+    )

@@ -137,6 +137,20 @@ def _panel_and_series(config: str) -> tuple[str, str]:
     return ", ".join(parts[:-2]), f"{launch}, {parts[-1]}"
 
 
+def _recordings(cells: pd.DataFrame) -> str:
+    """What a panel's title adds where a series' cells come from more than one recording (a ``source`` column), as the
+    heatmap's row label does (r0305 C12): ``"; graph, as_strided: 1 to 16 requests from kernel_invariance, ..."``."""
+    if "source" not in cells:
+        return ""
+    said = []
+    for series, part in cells.groupby("series", sort=False):
+        if part["source"].nunique() > 1:
+            parts = sorted(part.groupby("source", sort=False), key=lambda sp: sp[1]["batch"].min())
+            spans = [f"{p['batch'].min()} to {p['batch'].max()} requests from {src}" for src, p in parts]
+            said.append(f"{series}: " + ", ".join(spans))
+    return "".join(f"; {s} (two recordings in one line)" for s in said)
+
+
 def _no_number_band(ax) -> None:
     """The boxed strip above the panel where crashes and kernel errors are marked, labelled like a tick
     (``no number``) and cut off from the value axis by the panel's own frame."""
@@ -324,7 +338,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
         ax.set_xlim(-0.6, len(batches) - 0.4)
         _zero_band(ax, floor, top)
         _no_number_band(ax)
-        ax.set_title(panel, fontsize=9, pad=24, loc="left")
+        ax.set_title(wrap(panel + _recordings(keyed[keyed["panel"] == panel]), 9.5, 9), fontsize=9, pad=24, loc="left")
         ax.set_ylabel("max |in batch - alone|", fontsize=8)
         ax.grid(axis="y", alpha=0.2)
     below = sum(t.get_gid() == "mixed row" for t in axes[-1][0].texts)  # count lines under the lowest panel

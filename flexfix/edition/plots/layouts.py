@@ -31,11 +31,12 @@ STORAGE_OWNER_COLOURS = {
 
 # read_windows: what the cell a query block reads for entry j holds at the replay step: a kind of cell, not an outcome,
 # so a palette of its own that no outcome (style.OUTCOME_WORDS) and no query block of storage_owners (SERIES_WORDS)
-# uses: white its own entry, sky blue another entry of its own row, wine another row's entry, grey a cell this step
-# did not write; the initial fill and reads past the buffer take the white and the grey again, hatched
+# uses: pale green its own entry (not white, which storage_owners gives to "not written", and which on a white page
+# made a row read right look empty, r0305 C10), sky blue another entry of its own row, wine another row's entry, grey
+# a cell this step did not write; the initial fill and reads past the buffer take white and grey, hatched
 # (READ_WINDOW_HATCHES), so that no two kinds look alike.
 READ_WINDOW_COLOURS = {
-    "its own entry": ("white", "#ffffff"),
+    "its own entry": colour("pale green"),
     "another entry of its own row": colour("sky blue"),
     "another row's entry": colour("wine"),
     "not written this step (left from the capture step)": colour("grey"),
@@ -48,8 +49,8 @@ _HATCH_INK = {"never written (the buffer's initial -1)": PALETTE["grey"], "outsi
 # What the legend adds to each kind's name: what it holds, and what a label inside a run says (what follows from it
 # is the text's to say, r0305 C4).
 READ_WINDOW_NOTES = {
-    "another entry of its own row": ": one of the request's own pages, due at another entry",
-    "another row's entry": ": a page of another request",
+    "another entry of its own row": ": one of its query block's pages (of any of its requests), at another position",
+    "another row's entry": ": a page of another query block's requests",
     "not written this step (left from the capture step)": ": a label 'row r: a-b (capture step)' means these cells "
     "hold row r's entries a-b as the capture step wrote them, not this step's",
 }

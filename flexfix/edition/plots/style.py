@@ -46,7 +46,8 @@ def wrap(text: str, width_in: float, fontsize: float) -> str:
 
 
 # The edition's palette: Okabe & Ito's eight colour-blind-safe colours, two greys, and for series beyond them three of
-# Paul Tol's colour-blind-safe colours.  No figure contrasts red with green: what a colour means never rests on a hue a
+# Paul Tol's colour-blind-safe colours (and his pale green, a fill light enough to read as "nothing wrong here" without
+# looking empty on a white page).  No figure contrasts red with green: what a colour means never rests on a hue a
 # red-green colour-blind reader cannot tell apart (tests/test_plots.py simulates protan and deutan vision to check).
 PALETTE = {
     "blue": "#0072b2",
@@ -65,6 +66,7 @@ PALETTE = {
     "olive": "#999933",
     "dark green": "#117733",
     "purple": "#aa4499",
+    "pale green": "#ccddaa",
 }
 
 
