@@ -463,7 +463,7 @@ def test_the_guard_scenarios_set_flexfix_guard_and_are_judged_by_the_log():
     row = {"ima_in_log": False, "guard_refused_in_log": True, "server_exited_with": None}
     stages = [{"stage": "together", "errored": 48, "compared": 0, "logprobs_differ": []}]
     status, detail = serving_run._status(row, stages)
-    assert status == "guard_refused" and "48 requests errored" in detail
+    assert status == "guard_refused" and "48 requests failed; no answer could be compared" in detail
 
 
 def test_recorded_servers_show_their_vllm_arguments_and_dispatch():

@@ -200,7 +200,7 @@ def test_06_a_stage_that_did_not_run_is_an_outlined_placeholder_not_a_value():
     labels = [t.get_text() for t in ax.get_yticklabels()]
     row = labels.index("stock (tiny): stream 1")
     bars = [b for b in ax.patches if abs(b.get_y() + b.get_height() / 2 - row) < 1e-6]
-    assert len(bars) == 1 and bars[0].get_hatch() and bars[0].get_linestyle() == "--"
+    assert len(bars) == 1 and not bars[0].get_hatch() and bars[0].get_linestyle() == ":"  # round 6: dotted outline
     valued = {to_hex(b.get_facecolor()) for b in ax.patches if b is not bars[0]}
     assert to_hex(bars[0].get_facecolor()) not in valued  # no colour that a measured bar uses
     inside = [t.get_text() for t in ax.texts if abs(t.get_position()[1] - row) < 1e-6 and t.get_position()[0] < 100]

@@ -29,7 +29,10 @@ def test_06_logprob_distance_is_said_over_same_token_requests_only():
     bi0 = stages.loc[("patched_bi0", "together", 48)]
     assert bi0.max_abs_logprob_diff > 1 > bi0.max_logprob_diff_same_tokens > 0  # 3.02 came from other tokens
     said = serving_story.scenarios(table, tables.stage_table(table), "t")
-    assert f"over the 41 with the same tokens, logprobs off by up to {bi0.max_logprob_diff_same_tokens:.3g}" in said
+    assert (
+        "41 with the same tokens but other logprobs, their logprobs off by up to "
+        f"{bi0.max_logprob_diff_same_tokens:.3g}" in said
+    )
     assert "up to 3.02" not in said
 
 
@@ -56,7 +59,7 @@ def test_07_names_the_reference_engine_patched_and_each_guarded_engine():
     equal = tg.eager_vs_reference(eager[0], reference[0])
     assert all(", patched" in r for r in equal["reference"])
     said = guard_story.eager_equal(equal, tg.engine_guard(eager[0]))
-    assert "the BI=0 engine: 17 of 17" in said and "the engine with batch invariance forced (BI=1): 48 of 48" in said
+    assert "the BI=0 engine, 17 of 17" in said and "the engine with batch invariance forced (BI=1), 48 of 48" in said
 
 
 def test_07_serving_says_error_stops_the_server_and_shows_the_guard_lines(capsys):

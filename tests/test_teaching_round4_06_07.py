@@ -257,7 +257,7 @@ def test_07_cost_share_in_percent_and_terms_and_readme_pointers():
     assert "checking, % of wall time" in view and "checking, share of wall time" not in view
     assert (view["checking, % of wall time"] > 0.1).all()  # percent, not a fraction
     text = _markdown("07_replay_guard")
-    for term in ("`BlockMask` is FlexAttention's map", "The **model runner** is", "`CudagraphDispatcher` picks",
+    for term in ("`BlockMask` is FlexAttention's map", "the **model runner** is", "`CudagraphDispatcher` picks",
                  "`FLEXFIX_GUARD=0`, like unset or `off`, means no guard"):  # fmt: skip
         assert term in text, term
     assert "the README's *Installing*" not in text and "the README's *Guarding a backend*" not in text

@@ -45,7 +45,10 @@ def test_07_serving_says_what_the_alone_stage_was_compared_with_and_shows_the_co
     said = re.sub(r"\s+", " ", guard_serving.serving(served, agree))
     assert "was not compared" not in said
     assert "compared each request of a batch with the same request sent alone" in said
-    assert "patched_tiny 48 of 48 at 48" in said and "guard_error compared none (0 of 48" in said.split("sent alone")[1]
+    assert (
+        "patched_tiny 48 of 48 in a batch of 48" in said
+        and "guard_error compared none (0 of 48" in said.split("sent alone")[1]
+    )
     assert '"compared", "bitwise_equal", "skipped"]' in _code("07_replay_guard")
 
 
@@ -134,9 +137,9 @@ def test_06_emulation_is_not_hatched_and_its_banner_covers_no_bar():
     fake = serving_plots.serving_figure(_fake(table), "fake").axes[0]
     assert fake.get_title().startswith(serving_plots.EMULATED)
     faded = [p for p in fake.patches if p.get_width() > 0 and p.get_alpha() == serving_plots.EMULATED_ALPHA]
-    assert faded and all(p.get_linestyle() == "--" for p in faded)
+    assert faded and all(p.get_linewidth() == 0 for p in faded)  # round 6: no outline of their own
     labels = fake.get_legend_handles_labels()[1] + [t.get_text() for t in fake.get_legend().get_texts()]
-    assert serving_plots.LEGEND_EMULATED in labels and "hatched" not in serving_plots.LEGEND_EMULATED
+    assert not any("emulated" in label for label in labels)  # round 6: the title says it, no legend entry
 
 
 def test_06_figure_and_text_say_alone_stages_are_not_drawn():
@@ -151,7 +154,7 @@ def test_06_figure_and_text_say_alone_stages_are_not_drawn():
     text = _markdown("06_serving")
     assert "splits each stage's bar the same way" not in text
     assert "draws each together and stream stage (not alone: it is the reference" in text
-    assert "hatched and marked" not in text and "faded with a dashed outline" in text  # C1, as the figure draws it
+    assert "hatched and marked" not in text and "bars faded, its title headed EMULATED" in text  # C1, round 6
 
 
 def test_06_differences_sample_lists_other_tokens_first_and_says_how_many(capsys):
@@ -162,7 +165,10 @@ def test_06_differences_sample_lists_other_tokens_first_and_says_how_many(capsys
     first = ts.first_differences(table)
     out = capsys.readouterr().out
     found = ts.differences(table)
-    assert f"{len(found)} answer(s)" in out and "the first 5 with other tokens, then the first 5 with the same" in out
+    assert (
+        f"{len(found)} answers in a batch" in out
+        and "the first 5 with other tokens, then the first 5 with the same" in out
+    )
     for _, stage in first.groupby(["scenario", "stage", "requests"], sort=False):
         flags = list(stage["tokens_equal"])
         assert flags == sorted(flags) and False in flags  # other tokens first, and shown
@@ -274,8 +280,8 @@ def test_07_serving_sentence_takes_the_model_and_each_comparison_from_the_rows()
     ]
     said = re.sub(r"\s+", " ", guard_serving.serving(other, agree))
     assert "on the `variance` model;" in said and "`tiny`" not in said
-    assert "not all bitwise equal: guard_eager 127 of 128 at 128" in said
-    assert "bitwise equal: guard_eager 48 of 48 at 48," in said and "guard_error compared none" in said
+    assert "not all bitwise equal: guard_eager 127 of 128 in a batch of 128" in said
+    assert "bitwise equal: guard_eager 48 of 48 in a batch of 48," in said and "guard_error compared none" in said
 
 
 def test_07_not_read_field_points_back_only_to_tables_that_said_it():

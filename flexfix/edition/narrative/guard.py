@@ -113,15 +113,18 @@ def eager_equal(equal: pd.DataFrame, engines: pd.DataFrame) -> str:
     all_equal = bool((equal["bitwise equal"] == equal["of"]).all())
     per_engine = []
     for engine, rows in equal.groupby("engine", sort=False):
-        counts = [f"{int(r['bitwise equal'])} of {int(r['of'])} at {int(r['requests'])}" for _, r in rows.iterrows()]
-        per_engine.append(f"{_who(engine)}: {listing(counts)}")
+        counts = [
+            f"{int(r['bitwise equal'])} of {int(r['of'])} in a batch of {int(r['requests'])}"
+            for _, r in rows.iterrows()
+        ]
+        per_engine.append(f"{_who(engine)}, {listing(counts)}")
     pairs = "; ".join(per_engine)
     completed = int((engines["outcome"] == "ok").sum())
     lead = "**Running the misreading steps without their graph gave the patched engine's answers" + (
         ", bit for bit**" if all_equal else " to some requests only**"
     )
     return markdown(
-        f"{lead}: requests bitwise equal (token ids and logprobs) {pairs}.",
+        f"{lead}: requests whose token ids and logprobs were bitwise equal to the patched engine's: {pairs}.",
         f"{completed} of {len(engines)} guarded engines completed every request; "
         f"{int(engines['steps run without the graph'].sum())} of {int(engines['replays checked'].sum())} checked "
         "replays ran without the graph.",
@@ -151,14 +154,13 @@ def false_alarms(table: pd.DataFrame, where: str) -> str:
     )
 
 
-def _through(table: pd.DataFrame) -> str:
-    """Which hook saw the engines' graphs captured (the table's ``graphs captured through``), as a sentence."""
+def _through(table: pd.DataFrame, where=lambda n: f"in {plural(n, 'engine')}") -> str:
+    """Which hook saw the engines' graphs captured (the table's ``graphs captured through``), as a sentence;
+    ``where(n)`` says what its ``n`` rows are (engines, or the guarded runs of ``n`` mutants)."""
     if "graphs captured through" not in table:
         return ""
     counts = table["graphs captured through"].value_counts()
-    return (
-        " Graphs captured through " + listing([f"{path} in {plural(n, 'engine')}" for path, n in counts.items()]) + "."
-    )
+    return " Graphs captured through " + listing([f"{path} {where(n)}" for path, n in counts.items()]) + "."
 
 
 def debug_blind_spot(engines: pd.DataFrame, facts: dict) -> str:
@@ -257,7 +259,9 @@ def mutants(table: pd.DataFrame) -> str:
     ]
     return markdown(
         f"**The guard stopped {len(caught)} of {len(table)} planted mutants** ({listing(list(caught['mutant']))})."
-        + _through(table),
+        + _through(
+            table, lambda n: "in the guarded run of " + ("each mutant" if n == len(table) else plural(n, "mutant"))
+        ),
         "\n".join(lines),
     )
 

@@ -36,7 +36,7 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
     per_pair = []
     for servers, pair in agree.groupby("servers", sort=False):
         counts = [
-            f"{int(r['bitwise equal'])} of {int(r['of'])} at {int(r['concurrent requests'])}"
+            f"{int(r['bitwise equal'])} of {int(r['of'])} in a batch of {int(r['concurrent requests'])}"
             for _, r in pair.iterrows()
         ]
         per_pair.append(f"{servers}: {listing(counts)}")
@@ -61,7 +61,7 @@ def _alone(rows: pd.DataFrame) -> str:
     for name, r in rows.iterrows():
         together = [s for s in r["records"] if s.get("stage") == "together" and not s.get("skipped")]
         for s in together:
-            count = f"{name} {s.get('bitwise_equal', 0)} of {s['compared']} at {s['requests']}"
+            count = f"{name} {s.get('bitwise_equal', 0)} of {s['compared']} in a batch of {s['requests']}"
             if s.get("compared"):
                 (equal if s.get("bitwise_equal") == s["compared"] else other).append(count)
         if together and not any(s.get("compared") for s in together):
@@ -77,6 +77,24 @@ def _alone(rows: pd.DataFrame) -> str:
         f"`compared` and `bitwise_equal`), on the {models} model{'s' * (len(set(rows['model'])) > 1)}; "
         + "; ".join(parts + none)
         + "."
+        + _no_variance(rows, bool(equal) and not other)
+    )
+
+
+def _no_variance(rows: pd.DataFrame, all_equal: bool) -> str:
+    """Where every server that compared ran ``VLLM_BATCH_INVARIANT=0`` and every compared request came out bitwise
+    equal: why that is no contradiction of notebook 06, whose ``VLLM_BATCH_INVARIANT=0`` server moved logprobs."""
+    if not all_equal or "VLLM_BATCH_INVARIANT" not in rows:
+        return ""
+    compared = [n for n, r in rows.iterrows() if any(s.get("compared") for s in r["records"])]
+    if not compared or {str(rows.loc[n, "VLLM_BATCH_INVARIANT"]) for n in compared} != {"0"}:
+        return ""
+    models = listing([f"`{m}`" for m in dict.fromkeys(rows.loc[compared, "model"])])
+    return (
+        f" Every one of these servers ran with `VLLM_BATCH_INVARIANT=0`, which lets a request's answer depend on its "
+        f"batch without making it: on the {models} model these batches showed no batch variance, where notebook 06's "
+        "`patched_bi0` server, on the `variance` model (the config made so that batch variance shows, notebook 04), "
+        "moved the logprobs of its batched requests."
     )
 
 

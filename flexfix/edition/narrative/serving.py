@@ -43,7 +43,16 @@ def _stage(row: pd.Series) -> str:
     if row.get("skipped"):
         return f"{row['stage']} {int(row['requests'])}: not run ({row['skipped']})"
     n, ok = int(row["requests"]), int(row["ok"]) if pd.notna(row["ok"]) else 0
-    text = f"{row['stage']} {n}: {ok} of {n} answered"
+    answered = (
+        f"all {n} answered"
+        if ok == n > 1
+        else "answered"
+        if ok == n
+        else f"none of {n} answered"
+        if not ok
+        else f"{ok} of {n} answered"
+    )
+    text = f"{row['stage']} {n}: {answered}"
     if pd.notna(row.get("errored")) and int(row["errored"]):
         text += f" ({row['errors'] or plural(int(row['errored']), 'error')})"
     compared = row.get("compared")
@@ -58,7 +67,9 @@ def _stage(row: pd.Series) -> str:
             text += f" ({', '.join(kinds)}"
             same = row.get("max_logprob_diff_same_tokens")
             if logprobs and pd.notna(same):
-                text += f"; over the {logprobs} with the same tokens, logprobs off by up to {same:.3g}"
+                # the bitwise-equal requests add nothing to the maximum over the same-token ones: it is the largest
+                # difference among the ``logprobs`` whose logprobs moved
+                text += f", {'its' if logprobs == 1 else 'their'} logprobs off by up to {same:.3g}"
             text += ")"
     return text
 
@@ -153,7 +164,7 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
         else:
             model = f" ({label} model)" if label else ""
         lines.append(
-            f"* **{sc['scenario']}**{model}: {meaning(sc, mine, emulated)}. Evidence: {evidence}"
+            f"* **{sc['scenario']}**{model}: {meaning(sc, mine, emulated)}. Stage by stage: {evidence}"
             + (f"; {', '.join(server)}" if server else "")
             + "."
         )
@@ -171,6 +182,28 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
     fake = len(table) and all(is_fake(sc) for _, sc in table.iterrows())
     verb = "emulated (no vLLM ran: nothing here is a measurement of vLLM)" if fake else "measured"
     return markdown(f"**What {where} {verb}**", *([head] if head else []), "\n".join(lines))
+
+
+def _recorded_times(loaded) -> str:
+    """``, which in the recorded GPU run took 57–80 s to become healthy and 81–91 s per scenario with its
+    requests and its stop,`` from the recording's ``startup_seconds`` and ``seconds`` (empty where it has none)."""
+    if loaded is None:
+        return ""
+    table = loaded[0]
+    parts = []
+    for column, what in (
+        ("startup_seconds", "to become healthy"),
+        ("seconds", "per scenario with its requests and its stop"),
+    ):
+        values = (
+            pd.to_numeric(table[column], errors="coerce").dropna() if column in table else pd.Series([], dtype=float)
+        )
+        if len(values):
+            low, high = f"{values.min():.0f}", f"{values.max():.0f}"
+            parts.append(f"{low} s {what}" if low == high else f"{low}–{high} s {what}")
+    if not parts:
+        return ""
+    return f", which in the recorded GPU run took {' and '.join(parts)},"
 
 
 # The bold lead of :func:`what_runs` when the live part is the FAKE server: :mod:`flexfix.edition.publish` finds a
@@ -199,8 +232,7 @@ def what_runs(device: str, run: dict, data_dir) -> str:
             f"the end ({recorded}) is shown beside it."
         )
     why = (
-        "`RUN_SERVER` is False on this GPU machine: the real servers, which take minutes per scenario to start, "
-        "are not started"
+        f"`RUN_SERVER` is False on this GPU machine: the real servers{_recorded_times(loaded)} are not started"
         if device == "cuda"
         else "there is no GPU here"
     )

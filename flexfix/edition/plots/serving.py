@@ -8,7 +8,7 @@ import pandas as pd
 from flexfix.edition.plots.style import OUTCOME_COLOURS, figure, wrap
 from flexfix.edition.tables.serving import is_fake, model_label, stage_counts
 
-__all__ = ["SERVING_KINDS", "NOT_RUN", "EMULATED", "serving_figure"]
+__all__ = ["SERVING_KINDS", "NOT_RUN", "NOT_RUN_STYLE", "EMULATED", "serving_figure"]
 
 # What a request of a stage came to, in stacking order, with its colour: each compared request is in exactly one of
 # the first three (a request with other tokens has other logprobs too, and counts only as "tokens differ"), as in the
@@ -20,16 +20,17 @@ SERVING_KINDS = {
     "same tokens, other logprobs": OUTCOME_COLOURS["moved"],  # rounding-sized: orange is a wrong answer only
     "tokens differ": OUTCOME_COLOURS["index_error"],
     "error": OUTCOME_COLOURS["illegal_memory_access"],
-    NOT_RUN: "#ffffff",  # an outlined, dotted placeholder with its words inside: no value
+    NOT_RUN: "#ffffff",  # a white box with a dotted grey outline and its words inside: no value
 }
 # "tokens differ" keeps the edition's colour for other tokens and is hatched as well, so that it never reads as the
 # yellow of "same tokens, other logprobs" beside it
-HATCH = {"tokens differ": "xx", NOT_RUN: ".."}
-# the FAKE server's bars: faded, with a dashed outline, and this mark heading the title, so that they never read as a
-# vLLM measurement (hatching keeps one meaning, other tokens: an emulated bar is marked another way)
+HATCH = {"tokens differ": "xx"}
+# a stage that could not run: the only box with an outline, dotted, white inside (its legend swatch drawn the same)
+NOT_RUN_STYLE = {"facecolor": "#ffffff", "edgecolor": "#777777", "linestyle": ":", "linewidth": 1.2}
+# the FAKE server's bars: faded (their legend swatches faded the same) under this mark heading the title, so that
+# they never read as a vLLM measurement; no outline and no hatch of their own: each of those keeps one meaning
 EMULATED = "EMULATED: no vLLM, no model"
 EMULATED_ALPHA = 0.45
-LEGEND_EMULATED = "faded, dashed outline: emulated (FAKE server)"
 ALONE_SAID = "alone stages not drawn: they are the reference (their counts are in the stage table)"
 
 # each kind's column in the stage table (flexfix.edition.tables.stage_table): the bars count what its columns count
@@ -77,11 +78,11 @@ def _positions(bars) -> list[float]:
 
 
 def _draw(ax, y: float, kind: str, width: float, left: float, emulated: bool = False) -> None:
-    """One segment of a stage's bar: solid for a value (faded, with a dashed outline, where the FAKE server emulated
-    it); for a stage that could not run, a dotted outline spanning the axis with its words inside, so that it reads
-    as a placeholder, not as a share."""
+    """One segment of a stage's bar: solid for a value (faded where the FAKE server emulated it); for a stage that
+    could not run, a white box with a dotted outline spanning the axis, its words inside, so that it reads as a
+    placeholder, not as a share."""
     if kind == NOT_RUN:
-        ax.barh(y, width, left=left, color="#ffffff", edgecolor="#999999", hatch=HATCH[kind], ls="--", lw=1, label=kind)
+        ax.barh(y, width, left=left, label=kind, **NOT_RUN_STYLE)
         ax.text(left + width / 2, y, "not run: the server had stopped", ha="center", va="center", fontsize=8,
                 color="#555555", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})  # fmt: skip
     else:
@@ -89,7 +90,17 @@ def _draw(ax, y: float, kind: str, width: float, left: float, emulated: bool = F
                       label=kind)  # fmt: skip
         if emulated:
             for patch in bar:
-                patch.set(alpha=EMULATED_ALPHA, edgecolor="#333333", linestyle="--", linewidth=0.8)
+                patch.set(alpha=EMULATED_ALPHA)
+
+
+def _swatch(kind: str, emulated: bool):
+    """The legend's sample of ``kind``, drawn as its bars are: the not-run box with its dotted outline; a value
+    faded where the FAKE server emulated it."""
+    from matplotlib.patches import Patch
+
+    if kind == NOT_RUN:
+        return Patch(**NOT_RUN_STYLE)
+    return Patch(facecolor=SERVING_KINDS[kind], hatch=HATCH.get(kind), lw=0, alpha=EMULATED_ALPHA if emulated else None)
 
 
 def _groups(ax, bars, ys) -> None:
@@ -119,10 +130,10 @@ def serving_figure(table: pd.DataFrame, where: str = ""):
     """Per scenario and stage, the share of its requests that were bitwise equal to themselves alone, had the same
     tokens but other logprobs, other tokens (and so other logprobs too), or an error, each request counted once (a
     stacked bar each, every stage as wide as the axis whatever its size, so that a stage of one request shows as well
-    as one of 128), with the counts written at the bar's end; a stage that could not run is a dotted, outlined
-    placeholder with its words inside; "bitwise equal" is to the request alone for ``together`` and to the
-    non-streamed answer for ``stream``; ``where`` names the run (this run, the FAKE server, a recorded GPU run)
-    in the title."""
+    as one of 128), with the counts written at the bar's end; a stage that could not run is a white box with a
+    dotted outline, a placeholder with its words inside; "bitwise equal" is to the request alone for ``together``
+    and to the non-streamed answer for ``stream``; ``where`` names the run (this run, the FAKE server, a recorded
+    GPU run) in the title."""
     bars = _bars(table)
     ys = _positions(bars)
     height = ys[-1] + 1 if ys else 1
@@ -140,18 +151,14 @@ def serving_figure(table: pd.DataFrame, where: str = ""):
     if models:
         _groups(ax, bars, ys)
     emulated = any(b[4] for b in bars)
-    if emulated:  # a legend entry only: the banner heads the title, above the bars, never over one
-        ax.barh(
-            0, 0, color="#cccccc", alpha=EMULATED_ALPHA, edgecolor="#333333", ls="--", lw=0.8, label=LEGEND_EMULATED
-        )
     ax.set_yticks(ys, [b[0] for b in bars], fontsize=9)
     ax.set_ylim(ys[-1] + 0.6 if ys else 1, -1.2 if models else -0.6)  # top to bottom, room for a model's heading
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of the stage's requests (%)")
-    handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
-    shown = [k for k in [*SERVING_KINDS, LEGEND_EMULATED] if k in handles]
+    drawn = set(ax.get_legend_handles_labels()[1])
+    shown = [k for k in SERVING_KINDS if k in drawn]
     ax.legend(
-        [handles[k] for k in shown],
+        [_swatch(k, emulated) for k in shown],
         shown,
         loc="upper left",
         bbox_to_anchor=(0, -0.9 / (0.45 * height + 1.4)),
@@ -163,6 +170,8 @@ def serving_figure(table: pd.DataFrame, where: str = ""):
         "each request counted once: together N, a request in a batch vs the same request alone; stream 1, the "
         "streamed answer vs its non-streamed answer" + (f" ({where})" if where else "") + models + f"; {ALONE_SAID}"
     )
-    ax.set_title((f"{EMULATED} (the FAKE server)\n" if emulated else "") + wrap(title, 9, 10), fontsize=10)
+    ax.set_title(
+        (f"{EMULATED} (the FAKE server; its bars faded)\n" if emulated else "") + wrap(title, 9, 10), fontsize=10
+    )
     fig.tight_layout()
     return fig

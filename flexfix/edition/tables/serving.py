@@ -96,6 +96,10 @@ def scenario_table(table: pd.DataFrame) -> pd.DataFrame:
     table = table.rename(columns={"status": "outcome"}).copy()
     table["requests"] = [_requests_sent(r) for _, r in table.iterrows()]
     table["server"] = [_exited(v) for v in table["server_exited_with"]]
+    if "detail" in table:
+        from flexfix.integration.serving.run import plain_detail
+
+        table["detail"] = [plain_detail(d) for d in table["detail"]]
     if "model" in table:
         table["model"] = [model_label(r) for _, r in table.iterrows()]
     if "command" in table:
@@ -323,11 +327,16 @@ def first_differences(table: pd.DataFrame, per_stage: int = 5) -> pd.DataFrame:
     found = differences(table)
     order = found.groupby(["scenario", "stage", "requests"], sort=False).ngroup()  # each stage where it first shows
     found = found.assign(_o=order).sort_values(["_o", "tokens_equal"], kind="stable")
+    answers = "1 answer" if len(found) == 1 else f"{len(found)} answers"
+    stages = "1 stage" if order.nunique() == 1 else f"{order.nunique()} stages"
     print(
-        f"{len(found)} answer(s) in a batch or streamed differ from the same request alone, in {order.nunique()} "
-        f"stage(s); of each stage the first {per_stage} with other tokens, then the first {per_stage} with the same:"
+        f"{answers} in a batch or streamed differ from the same request alone, in {stages}; of each stage the first "
+        f"{per_stage} with other tokens, then the first {per_stage} with the same. `request` is the request's number "
+        "in its batch; `first_token_mismatch` is the position (from 0) of its first generated token that differs "
+        "from its answer alone, empty where every token is the same:"
     )
-    return found.groupby(["_o", "tokens_equal"], sort=False).head(per_stage).drop(columns="_o")
+    shown = found.groupby(["_o", "tokens_equal"], sort=False).head(per_stage).drop(columns="_o")
+    return shown.rename(columns={"index": "request"}).reset_index(drop=True)
 
 
 # The guard's serving run (notebook 07, *Serving*).

@@ -54,8 +54,9 @@ def manager_demo(
 ) -> pd.DataFrame:
     """The manager's cases against the FAKE server: healthy (one completion, then stopped), exits at
     start, never healthy, ignores SIGTERM; what each did, its exit status (with the signal that ended it, if one
-    did), the seconds from the start to the server stopped, and whether any process of its group was left; each
-    case's startup timeout and grace period (SIGTERM to SIGKILL) beside it."""
+    did), the seconds to healthy, from the start to the server stopped (start, completion and stop together) and
+    of the stop alone (SIGTERM to the group gone: the grace period shows there), and whether any process of its
+    group was left; each case's startup timeout and grace period (SIGTERM to SIGKILL) beside it."""
     cases = [
         ("healthy", [], 10),
         ("exit_at_start", ["--mode", "exit_at_start"], 10),
@@ -72,6 +73,7 @@ def manager_demo(
             launcher=(sys.executable, str(fake_server), *extra),
             env={"FLEXFIX_PATCH": "1", "VLLM_BATCH_INVARIANT": "1"},
         )
+        stopping = _time_stop(server)
         start, what = time.monotonic(), ""
         try:
             with server:
@@ -87,11 +89,31 @@ def manager_demo(
                 "startup timeout, s": timeout,
                 "grace, s": server.grace,  # from the manager's SIGTERM to its SIGKILL
                 "exit status": _status(server.returncode),
+                "seconds to healthy": server.startup_seconds if server.startup_seconds is not None else "never",
                 "seconds, start to stopped": round(time.monotonic() - start, 1),
+                "seconds, SIGTERM to stopped": round(stopping["seconds"], 1),
                 "processes left": len(group_members(server.pid)),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _time_stop(server: VllmServer) -> dict:
+    """Time the server's stop (SIGTERM, the grace period, SIGKILL), wherever it is called from: at the end of the
+    ``with`` block, or inside ``start`` when the server never became healthy.  The seconds land in the returned
+    dict; the instance's ``stop`` is wrapped, the class is untouched."""
+    timed = {"seconds": 0.0}
+    stop = server.stop
+
+    def timed_stop():
+        begun = time.monotonic()
+        try:
+            return stop()
+        finally:
+            timed["seconds"] += time.monotonic() - begun
+
+    server.stop = timed_stop
+    return timed
 
 
 def _status(code: int | None) -> str:

@@ -12,6 +12,7 @@ it names an illegal memory access are recorded.  One row per scenario, the stage
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -72,12 +73,33 @@ def _stage(stage: str, outs: Sequence[dict], alone: Sequence[dict] | None, secon
     return rec
 
 
+def _what(errored: int, compared: int, differ: int) -> str:
+    """A scenario's requests in a plain sentence: how many failed, and how many of the compared answers differ
+    from their reference (none compared: every request in a batch failed, or none was sent)."""
+    failed = f"{errored} request{'' if errored == 1 else 's'} failed" if errored else "no request failed"
+    if not compared:
+        return f"{failed}; no answer could be compared"
+    answers = f"compared answer{'' if compared == 1 else 's'}"
+    return f"{failed}; {differ} of {compared} {answers} differ from their reference (alone, or not streamed)"
+
+
+_OLD_DETAIL = re.compile(r"(\d+) requests errored, (\d+) of (\d+) comparisons differ")
+
+
+def plain_detail(detail):
+    """A recording's ``detail`` in the words :func:`_what` writes now: recordings made before it say ``48 requests
+    errored, 0 of 0 comparisons differ``; the counts are kept, only the words change."""
+    if not isinstance(detail, str):
+        return detail
+    return _OLD_DETAIL.sub(lambda m: _what(int(m[1]), int(m[3]), int(m[2])), detail)
+
+
 def _status(row: dict, stages: list[dict]) -> tuple[str, str]:
     errored = sum(s.get("errored", 0) for s in stages)
     compared = sum(s.get("compared", 0) for s in stages)
     differ = sum(len(s.get("logprobs_differ", [])) for s in stages)
     died = row["server_exited_with"] is not None
-    what = f"{errored} requests errored, {differ} of {compared} comparisons differ"
+    what = _what(errored, compared, differ)
     if row["ima_in_log"]:
         return "illegal_memory_access", f"{what}; the server's log names an illegal memory access"
     if row["guard_refused_in_log"]:

@@ -278,15 +278,15 @@ def notebook_plan(
     real = device == "cuda" and run_server
     if real:
         chosen = plan(scenarios, model=model, requests=requests, max_tokens=max_tokens)
-        print("server: vllm serve with FLEX_ATTENTION, one per scenario (a few minutes each)")
+        print("server: vllm serve with FLEX_ATTENTION, one per scenario (startup_seconds: the scenario table)")
     else:
         chosen = plan(scenarios, model="tiny", requests=fake_requests, max_tokens=max_tokens, fake_server=fake_server)
         print(  # why the FAKE server runs is said once, by flexfix.edition.narrative.serving.what_runs
             f"server: the FAKE server {fake_server}, not vLLM: no model, no GPU, on the CPU whatever the "
             "machine; its results are saved as serve_fake-cpu.json. It is a script: it answers deterministic tokens "
-            "and logprobs, and from the environment it kills its engine (FLEXFIX_PATCH=0) or perturbs the logprobs "
-            "(FLEXFIX_PATCH=1 with VLLM_BATCH_INVARIANT=0) of any batch of more than 16 requests. The recorded GPU "
-            "run of the real vllm serve is shown at the end."
+            "and logprobs, and from the environment, in any batch of more than 16 requests, it kills its engine "
+            "(FLEXFIX_PATCH=0) or perturbs the logprobs of the requests after the first 16 (FLEXFIX_PATCH=1 with "
+            "VLLM_BATCH_INVARIANT=0), never a token. The recorded GPU run of the real vllm serve is shown at the end."
         )
     for sc in chosen:
         model = sc.model if real else f"none (FAKE: its prompts are drawn as for the {sc.model} config)"
