@@ -93,7 +93,8 @@ def test_data_readme_quotes_the_recorded_backend_speeds():
 
 def test_runs_side_by_side_keep_each_runs_ratio_and_their_extremes(tmp_path):
     """across_runs: one column per run, the lowest and highest ratio over the runs; recorded_runs pairs the files by
-    suffix, oldest first, and refuses a 0.20.0 file without its fixed-release pair by name."""
+    suffix, oldest first, and refuses a 0.20.0 file without its fixed-release pair by name, and two runs at one
+    commit (their label)."""
     from flexfix.edition import results
     from flexfix.edition.tables.backends import across_runs, recorded_runs
 
@@ -121,6 +122,14 @@ def test_runs_side_by_side_keep_each_runs_ratio_and_their_extremes(tmp_path):
     runs = recorded_runs(tmp_path)
     assert list(runs) == ["aaaaaaa", "bbbbbbb"]  # oldest first, whatever the file names' order
     assert across_runs(runs).set_index(["vLLM", "backend"]).loc[("0.20.0 + flexfix", "TRITON_ATTN"), "bbbbbbb"] == 4.0
+    for name in ("backend_speed", "backend_speed026"):  # a third run recorded at the first run's commit
+        copy = json.loads((tmp_path / f"{name}_aaaaaaa-cuda.json").read_text())
+        copy["provenance"]["date"] = "2026-11-03T00:00:00+00:00"
+        (tmp_path / f"{name}_again-cuda.json").write_text(json.dumps(copy))
+    with pytest.raises(DataError, match="a second run recorded at commit aaaaaaa"):
+        recorded_runs(tmp_path)
+    for name in ("backend_speed", "backend_speed026"):
+        (tmp_path / f"{name}_again-cuda.json").unlink()
     (tmp_path / "backend_speed026_aaaaaaa-cuda.json").unlink()
     with pytest.raises(DataError, match="backend_speed_aaaaaaa-cuda.json has no backend_speed026_aaaaaaa-cuda.json"):
         recorded_runs(tmp_path)

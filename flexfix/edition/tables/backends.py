@@ -67,8 +67,9 @@ FILES = {"0.20.0 + flexfix": "backend_speed", "0.26.0": "backend_speed026"}
 def recorded_runs(folder) -> dict[str, dict[str, pd.DataFrame]]:
     """The runs of issue #25 item 3 recorded in ``folder``: each pair ``backend_speed{S}-cuda.json`` and
     ``backend_speed026{S}-cuda.json`` (``S`` empty for the newest, ``_<commit>`` for earlier ones), as
-    {run label: the mapping :func:`backend_speed` takes}, oldest first.  The label is the commit and the
-    commit of the 0.20.0 file's provenance.  DataError for a file without its pair."""
+    {run label: the mapping :func:`backend_speed` takes}, oldest first.  The label is the commit of the 0.20.0
+    file's provenance.  DataError for a file without its pair, and for two runs at one commit (one would hide the
+    other under the same label)."""
     from pathlib import Path
 
     from flexfix.edition import results
@@ -86,6 +87,8 @@ def recorded_runs(folder) -> dict[str, dict[str, pd.DataFrame]]:
         old, prov = results.read_results(path)
         new, _ = results.read_results(pair)
         label = prov["git_commit"][:7]
+        if any(label == other for _, other, _ in runs):
+            raise DataError(f"{path.name}: a second run recorded at commit {label}; each run is labelled by its commit")
         runs.append((prov["date"], label, {"0.20.0 + flexfix": old, "0.26.0": new}))
     return {label: tables for _, label, tables in sorted(runs, key=lambda r: r[0])}
 
