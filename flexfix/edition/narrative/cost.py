@@ -152,10 +152,9 @@ def sm_count(device: str) -> int | None:
 def recorded_heads(prov: dict) -> int | None:
     """The query heads a recorded timing ran with, read from the ``case`` its provenance printed
     (``DecodeCase(num_heads=32, ...)``); None where it recorded none."""
-    import re
+    from flexfix.edition.printed import printed_int
 
-    found = re.search(r"num_heads=(\d+)", str((prov.get("parameters") or {}).get("case", "")))
-    return int(found.group(1)) if found else None
+    return printed_int((prov.get("parameters") or {}).get("case"), "num_heads")
 
 
 def _larger_half(values: pd.Series) -> int:

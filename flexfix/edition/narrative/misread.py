@@ -48,12 +48,12 @@ def sweep_sizes(parameters: dict | list[dict]) -> dict[str, int]:
     """The sizes a kernel sweep ran with, from the parameters it recorded (or this run's): ``needle_len`` and
     ``capture_len``, and the ``PagedShape(...)`` fields of its ``shape``; a list of recordings gives the sizes they
     share."""
-    import re
+    from flexfix.edition.printed import printed_ints
 
     sizes: dict = {}
     for params in parameters if isinstance(parameters, list) else [parameters]:
         found = {k: int(params[k]) for k in ("needle_len", "capture_len") if k in params}
-        found |= {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", str(params.get("shape", ""))) if k in _SWEEP_SIZES}
+        found |= {k: v for k, v in printed_ints(params.get("shape")).items() if k in _SWEEP_SIZES}
         for k, v in found.items():
             sizes[k] = v if sizes.get(k, v) == v else None
     return {k: sizes[k] for k in _SWEEP_SIZES if sizes.get(k) is not None}

@@ -135,10 +135,9 @@ def engine_guard(table: pd.DataFrame) -> pd.DataFrame:
 def _graph_tokens(key) -> int | None:
     """The token count of a graph's key (vLLM's batch descriptor, ``num_tokens=N``): the padded batch it was
     captured for; None without a key."""
-    import re
+    from flexfix.edition.printed import printed_int
 
-    found = re.search(r"num_tokens=(\d+)", str(key or ""))
-    return int(found.group(1)) if found else None
+    return printed_int(key, "num_tokens")
 
 
 def first_message(table: pd.DataFrame) -> str | None:
