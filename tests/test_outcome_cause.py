@@ -316,7 +316,7 @@ def test_sentence_on_split_placements_and_direct_reads():
     text = story.outcome_cause(runs, "a test")
     assert "K `guarded` and V `fenced`: 1 with an illegal memory access" in text
     assert "in front of V (caches `default`): 1 read" in text and "in front of V (caches `fenced`): 1 faulted" in text
-    assert "predict in 0 of 2" in text and "something the lookup does not list was mapped there" in text
+    assert "predict in 0 of 2" in text and "where it listed none, something it does not list was mapped" in text
     table = tables.placement_table(runs)
     assert table.loc["as_strided, batch 48, cache default, then read in front of V", "read in front"] == "1 read"
     assert "as_strided, batch 48, K guarded, V fenced" in table.index

@@ -113,7 +113,8 @@ def test_a5_b3_the_outcome_colours_are_not_tied_to_the_read_windows_and_reasonin
     md = _md("01_reproduce_ima")
     assert "as in the read-window figure" not in md
     assert "The driver's list is a weaker witness than a read:" not in md
-    assert "(reasoning; no output here compares the two)" in md
+    assert "(reasoning; no output here compares the two)" not in md  # round 7 A3: the read-in-front rows compare
+    assert "The driver's list is compared with a direct read where a run made both" in md
 
 
 # B1: 02 claims of the check-patch table only what its columns show.

@@ -212,20 +212,24 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
                 "bytes long, just that distance: V ended where K began, so the allocation in front of K was the V "
                 "cache itself and only what lay in front of V could decide."
             )
-        unlisted_but_read = touched[(touched["placement"] == "default") & (touched["touch_result"] == "read")]
-        unlisted_but_read = unlisted_but_read[
-            [
-                not (r["front_v_mapped"] if r["touch"] == "v" else r["front_k_mapped"])
-                for _, r in unlisted_but_read.iterrows()
-            ]
-        ]
-        if hit < len(d) and not unlisted_but_read.empty:
-            seeds = listing(sorted(set(unlisted_but_read["seed"])))
+        read = touched[touched["placement"] == "default"]
+        listed = [bool(r["front_v_mapped"] if r["touch"] == "v" else r["front_k_mapped"]) for _, r in read.iterrows()]
+        pairs = pd.Series([(lst, r) for lst, r in zip(listed, read["touch_result"])], dtype=object).value_counts()
+        words = {"read": "read without a fault", "faulted": "faulted"}
+        compared = [f"{int(n)} {words.get(r, r)} where it listed {'an' if lst else 'no'} allocation"
+                    for (lst, r), n in pairs.items()]  # fmt: skip
+        if compared:  # r0102 round 7, A3: the driver's list against a read, where a run made both
+            unlisted = sum(n for (lst, r), n in pairs.items() if not lst and r == "read")
             parts.append(
-                f"  The direct reads say why, in {plural(len(unlisted_but_read), 'run')} (seeds {seeds}): bytes in "
-                "front of a cache where the driver listed no allocation were read without a fault: something the "
-                "lookup does not list was mapped there. The outcome follows what is mapped, which the lookup can "
-                "miss; for the `default` runs nobody read directly, that is inferred from these, not read."
+                f"  The driver's list against a direct read, in the {plural(len(read), 'run')} with the caches "
+                f"`default` that made both (seeds {listing(sorted(set(read['seed'])))}): {listing(compared)}"
+                + (
+                    ": where it listed none, something it does not list was mapped. The outcome follows what is "
+                    f"mapped, which the driver's list can miss; for the {plural(len(d), 'run')} of the plain `default` "
+                    "arm, which read nothing themselves, that is inferred from these, not read."
+                    if hit < len(d) and unlisted
+                    else "."
+                )
             )
     if not controls.empty:
         lines = [

@@ -178,11 +178,14 @@ def patch_cycle(checks: pd.DataFrame) -> str:
     return markdown(head, "What the rows of the table mean, in order:\n\n" + "\n".join(f"* {s}" for s in said))
 
 
-def fix_on_every_request(rows: pd.DataFrame, dispatch: pd.DataFrame, where: str) -> str:
+def fix_on_every_request(
+    rows: pd.DataFrame, dispatch: pd.DataFrame, where: str, runs: pd.DataFrame | None = None
+) -> str:
     """The evidence that the patched engine reads every query block right: the every-request rows
     (:func:`flexfix.edition.tables.every_request_table`) of the patched engines, with what vLLM's dispatcher runs each
     of their batches with (:func:`flexfix.edition.glossary.decode_dispatch`), beside the stock engine of the same
-    check, the positive control."""
+    check, the positive control, at the batches it completed; with ``runs`` (the engines the rows come from), the
+    batch a stock engine that crashed did not complete (r0102 round 7, A6)."""
     require(rows, "the every-request rows", values=("engine", "requests", "requests_with_other_tokens"))
     require(dispatch, "the decode dispatch", values=("max_num_seqs", "decode batch", "runs with"))
     differ = rows["requests_with_other_tokens"] + rows["requests_with_other_logprobs"]
@@ -235,9 +238,19 @@ def fix_on_every_request(rows: pd.DataFrame, dispatch: pd.DataFrame, where: str)
             if mine and theirs
             else "its `max_num_seqs` not given here"
         )
+        done = sorted({int(n) for n in stock["requests"]})
+        died = ""
+        if runs is not None:
+            from flexfix.edition.tables.outcomes import every_request_engine
+
+            for _, run in runs.iterrows():
+                rest = [int(n) for n in run.get("every_request") or [] if int(n) not in done]
+                if every_request_engine(run).endswith("stock") and run["status"] != "ok" and rest:
+                    died = f" before it completed the batch of {rest[0]}"
+        uncovered = [b for b in batches if b not in done]
         said.append(
-            f"The positive control is the stock engine of the same check (full graphs, same model and request counts, "
-            f"{settings}): "
+            f"The positive control is the stock engine of the same check (full graphs, same model, {settings}), "
+            f"at the {plural(len(done), 'batch', 'batches')} it completed ({listing(done)} requests): "
             + (
                 listing(
                     [
@@ -249,8 +262,15 @@ def fix_on_every_request(rows: pd.DataFrame, dispatch: pd.DataFrame, where: str)
                 if len(wrong)
                 else "no request differed in the batches it completed"
             )
-            + f", and it ended with {listing(sorted(OUTCOME_WORDS.get(s, s) for s in set(stock['engine_status'])))} "
-            "(notebook 01 shows it in full)."
+            + f"; it ended with {listing(sorted(OUTCOME_WORDS.get(s, s) for s in set(stock['engine_status'])))}"
+            + died
+            + " (notebook 01 shows it in full)"
+            + (
+                f". So the control covers {listing(done)} requests only: at {listing(uncovered)} no stock engine "
+                "answered, and the patched engines' answers there have no stock answer beside them."
+                if uncovered
+                else "."
+            )
         )
     return markdown(" ".join(said))
 

@@ -18,11 +18,16 @@ REPLAY_ERROR_COLOURS = {
     "sliced": colour("bluish green"),  # a series colour: sky blue read as the blue of "correct" (r0102 C2)
     "as_strided": colour("reddish purple"),
     "silently wrong answer": (f"{OUTCOME_WORDS['wrong_result']} ring", colour(OUTCOME_WORDS["wrong_result"])[1]),
-    **{name.replace("_", " "): colour(OUTCOME_WORDS[name]) for name in ("illegal_memory_access", "index_error")},
+    "illegal memory access": colour(OUTCOME_WORDS["illegal_memory_access"]),
+    # the CPU analog's index error stands for the crash: its cross, label and guide take the crash's black, so that the
+    # CPU figure and the GPU one draw "no answer" alike and no cross is near the orange of a silently wrong answer
+    # (r0102 round 7, C8); the legend names the outcome
+    "index error": colour(OUTCOME_WORDS["illegal_memory_access"]),
     **{name: colour(OUTCOME_WORDS[name]) for name in ("timeout", "error", "refused")},
     "tolerance": colour("dark grey"),
-    # the legend's sample of the dotted guides (each guide itself takes the colour of the crosses above it)
-    "dotted line": colour("dark grey"),
+    # the legend's sample of the dotted guides: black, as the crosses of a crash and their guides are (where crosses of
+    # several colours are drawn, each guide takes its cross's colour and the legend says so)
+    "dotted line": colour(OUTCOME_WORDS["illegal_memory_access"]),
 }
 
 
@@ -127,7 +132,8 @@ def replay_errors(table: pd.DataFrame, title: str):
         ax.axvline(step, color=colour, lw=0.8, ls=":", alpha=0.6)
     if guides:  # the dotted guide gets a legend entry of its own: it marks a step, not a measured error
         several = len({c for _, c in guides}) > 1  # "in the colour of the cross" only where the crosses differ
-        ax.plot([], [], color=REPLAY_ERROR_COLOURS["dotted line"][1], lw=0.8, ls=":",
+        sample = REPLAY_ERROR_COLOURS["dotted line"][1] if several else guides[0][1]  # the sample as the lines are
+        ax.plot([], [], color=sample, lw=0.8, ls=":", alpha=0.6,
                 label="dotted line: a step where runs gave no answer"
                 + ("\n(in the colour of the cross above it)" if several else "")
                 + ": those runs have no point there")  # fmt: skip

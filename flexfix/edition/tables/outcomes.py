@@ -376,14 +376,17 @@ class ChildLog:
     def __call__(self, line: str) -> None:
         self.lines.append(str(line))
 
-    def summary(self, what: str) -> str:
+    def summary(self, what: str, where: str = "in the table below") -> str:
+        """One line: how many children ran, how long each took and how they ended; ``where`` names the table that
+        counts their status (r0102 round 7, A5: the table right below may be another one)."""
         found = [m for m in map(self._LINE.search, self.lines) if m]
         if not found:
             return f"{what}: no child process reported"
         ends = Counter(m.group(1) for m in found)
         secs = [float(m.group(3)) for m in found]
         runs = f"{what}: {len(found)} run{'s' if len(found) > 1 else ''}, each in a child process of its own"
-        runs += f" ({min(secs):.0f}-{max(secs):.0f} s each)"
+        low, high = f"{min(secs):.0f}", f"{max(secs):.0f}"
+        runs += f" (about {low} s each)" if low == high else f" ({low}-{high} s each)"
         if not self.words_are_outcomes:  # a child's last word is not where its run went wrong: the tables say that
             return f"{runs}; the tables below say how each ended"
-        return f"{runs}; their status in the table below: " + ", ".join(f"{n} {w}" for w, n in ends.most_common())
+        return f"{runs}; their status {where}: " + ", ".join(f"{n} {w}" for w, n in ends.most_common())

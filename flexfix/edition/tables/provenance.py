@@ -14,7 +14,7 @@ def provenance_line(prov: Mapping[str, Any]) -> str:
     driver = f" (driver {prov['driver']})" if prov.get("driver") else ""
     return (
         f"recorded on {prov['device_name']}{driver}, torch {prov['torch']}, "
-        f"vLLM {prov['vllm']}, commit {str(prov['git_commit'])[:10]}, {prov['date']}"
+        f"vLLM {prov.get('vllm') or 'not recorded'}, commit {str(prov['git_commit'])[:10]}, {prov['date']}"
     )
 
 
