@@ -8,11 +8,14 @@ from flexfix.edition import anchors
 from flexfix.edition.checks import DataError, require, require_numbers
 from flexfix.edition.narrative import listing, markdown, plural, span
 from flexfix.edition.narrative.cost_devices import (
+    beyond_spread,
+    bi_bands,
     compare_runs,
     direction,
     engine_commits,
     engine_workload,
     flex_over_sdpa,
+    l2_effect,
 )
 
 __all__ = [
@@ -107,14 +110,16 @@ def kernel_timing(
     if len(big):
         per_batch = ratios.groupby("batch")["flex_bw_fraction"].median()
         doublings = [(a, b) for a, b in zip(per_batch.index[:-1], per_batch.index[1:]) if b == 2 * a]
-        steps = [f"{per_batch[b] / per_batch[a]:.2f}x from {a} to {b}" for a, b in doublings]
+        steps = [  # the doublings inside one query block; those that double the query blocks: _query_block_steps
+            f"{per_batch[b] / per_batch[a]:.2f}x from {a} to {b}" for a, b in doublings if _blocks(b) == _blocks(a)
+        ]
         lines.append(
             f"* **KV read rate against the copy bandwidth** at batch >= {big_batch} and context >= {big_context} "
             f"(the larger half of the measured batch sizes and contexts): flex "
             f"{span(big['flex_bw_fraction'] * 100, '{:.0f}', '%')}, dense SDPA on the same bytes "
             f"{span(big['sdpa_bw_fraction'] * 100, '{:.0f}', '%')}. Median over contexts, by batch size: "
             + listing([f"{per_batch[b] * 100:.1f}% at {b}" for b in per_batch.index])
-            + (f"; each doubling of the batch multiplies it by {listing(steps)}." if steps else ".")
+            + (f"; doubling the batch inside one query block multiplied it by {listing(steps)}." if steps else ".")
             + _query_block_steps(per_batch, doublings, heads, sms)
         )
     slow = int((bi > 1.05).sum())
@@ -123,9 +128,10 @@ def kernel_timing(
         f"a CUDA-graph replay matters most where the kernel is short: the largest speed-up, "
         f"{best['graph_speedup']:.1f}x, at {plural(int(best['batch']), 'request')} of {int(best['context'])} tokens; "
         f"{span(ratios.loc[ratios.context == contexts[-1], 'graph_speedup'], '{:.2f}', 'x')} at {contexts[-1]} tokens",
-        "vLLM's batch-invariant kernel options cost nothing measurable against its own"
-        if slow == 0
-        else f"vLLM's batch-invariant kernel options were more than 5% slower in {slow} of {len(bi)} cases",
+        f"vLLM's batch-invariant kernel options took {span(bi, '{:.2f}', 'x')} the time of its own"
+        + (" (no case more than 5% slower" if slow == 0 else f" (more than 5% slower in {slow} of {len(bi)} cases")
+        + bi_bands(timing)
+        + ")",
     ]
     if len(big):
         flex_hi, sdpa_lo = big["flex_bw_fraction"].max(), big["sdpa_bw_fraction"].min()
@@ -193,9 +199,12 @@ def _query_block_steps(
         [f"{programs[n]} programs at {n} requests" for n in sorted(programs)]
     )
     if not sms:
-        return text + "; the recording did not keep its GPU's SM count, so they are not compared with it here."
+        return text + (
+            "; the recording did not keep its GPU's SM count (streaming multiprocessors, the GPU's compute units, "
+            "each running programs of a kernel), so they are not compared with it here."
+        )
     fill = [a for a, b in short if programs[a] >= 0.9 * sms]
-    text += f", against this GPU's {sms} SMs (printed above)"
+    text += f", against this GPU's {sms} SMs (streaming multiprocessors, its compute units; printed above)"
     if fill and len(fill) == len(short):
         text += (
             ": at "
@@ -204,6 +213,12 @@ def _query_block_steps(
             "test: the explanation under *Bandwidth* below)"
         )
     return text + "."
+
+
+def _blocks(batch: int) -> int:
+    from flexfix.mechanism.paged import Q_BLOCK, cdiv
+
+    return cdiv(int(batch), Q_BLOCK)
 
 
 def _spread(timing: pd.DataFrame, what: str) -> str:
@@ -221,39 +236,6 @@ def _spread(timing: pd.DataFrame, what: str) -> str:
         f"{plural(int(worst['batch']), 'request')} of {int(worst['context'])} tokens): the spread table shows the "
         "largest cases and that median."
     )
-
-
-def l2_effect(effect: pd.DataFrame) -> str:
-    """:func:`flexfix.edition.tables.l2_effect` in words: how the flushed medians compare with the warm ones."""
-    _numbers(effect, ["flushed_over_warm"], "the L2 effect")
-    ratio = effect["flushed_over_warm"]
-    slower, faster = int((ratio > 1.05).sum()), int((ratio < 0.95).sum())
-    if faster > slower and slower:
-        worst = effect.loc[ratio.idxmax()]
-        lead = (
-            f"With {plural(slower, 'exception')} (the slowest: `{worst['impl']}`, "
-            f"{plural(int(worst['batch']), 'request')} of {int(worst['context'])} tokens, {ratio.max():.2f}x slower), "
-            "a flushed L2 did not make the kernels slower; more often it made them faster. "
-        )
-    elif faster > slower:
-        lead = "A flushed L2 did not make the kernels slower; more often it made them faster. "
-    elif slower > faster:
-        lead = "A flushed L2 made the kernels slower more often than faster, as a warm cache would explain. "
-    else:
-        lead = "A flushed L2 changed the timings little either way. "
-    text = (
-        f"**Flushed over warm L2.** {lead}Over all {plural(len(ratio), 'case')} (implementation x batch x context, "
-        f"the `cases`, `min`, `max` and 5% columns of the table above, added up): {span(ratio, '{:.2f}', 'x')}; "
-        f"{slower} more than 5% slower from a cold L2, {faster} more than 5% *faster*. The table's `median at` "
-        "columns are medians over the batch sizes, per implementation and context: they hide the extremes."
-    )
-    if faster:
-        text += (
-            " A flushed repetition faster than a warm one is not what a cache explains; the flush also puts an "
-            "untimed pause between repetitions, and we did not isolate why it helps. Read the warm ratios above "
-            "with that in mind: neither timing is the one a model's decode step sees."
-        )
-    return markdown(text)
 
 
 def engine_noise(speed: pd.DataFrame, spread: pd.DataFrame, runs: pd.DataFrame) -> str:
@@ -274,9 +256,10 @@ def engine_noise(speed: pd.DataFrame, spread: pd.DataFrame, runs: pd.DataFrame) 
     per_model = spread.groupby(level="model")[["between_engines", "within_engine"]].max()
     worst = per_model.max()
     lead = (
-        f"In short: one configuration's throughput moved on its own by up to {worst['between_engines']:.2f}x between "
-        f"engines and {worst['within_engine']:.2f}x inside one engine, so a difference between configurations "
-        "smaller than that says little on its own."
+        f"In short: one configuration's throughput differed by up to {worst['between_engines']:.2f}x between "
+        "engines (of runs on different commits and at different times: the commits above) and "
+        f"{worst['within_engine']:.2f}x inside one engine, so a difference between configurations smaller than "
+        "that is not told apart from it."
     )
     lines = [
         f"* {model}: engines of one configuration differed by up to {row.between_engines:.2f}x between runs; inside "
@@ -324,25 +307,34 @@ def _key(mixed: str) -> tuple[str, str]:
     return model, ratio
 
 
-def engine_ratios(summary: pd.DataFrame) -> str:
-    """:func:`flexfix.edition.tables.ratio_summary`, one line per model and ratio."""
+def engine_ratios(summary: pd.DataFrame, spread: pd.DataFrame | None = None) -> str:
+    """:func:`flexfix.edition.tables.ratio_summary`, one line per model and ratio.  With ``spread``
+    (:func:`flexfix.edition.tables.throughput_spread`), a direction that held in every ratio is called supported only
+    where every ratio lies beyond how far one configuration moved between engines of that model (r0305 A6)."""
     _check_summary(summary, "the throughput ratios")
     lines = [f"* {model}, {ratio}: {_ratio_line(row)}." for (model, ratio), row in summary.iterrows()]
-    held, mixed = [], []
+    held, within, mixed = [], [], []
     for (model, ratio), row in summary.iterrows():
         first, second = ratio.split("/")
-        if int(row["below_1"]) == 0:
-            held.append(f"{first} faster than {second} ({model})")
-        elif int(row["below_1"]) == int(row["ratios"]):
-            held.append(f"{first} slower than {second} ({model})")
+        n = int(row["ratios"])
+        if int(row["below_1"]) in (0, n):
+            way = "faster" if int(row["below_1"]) == 0 else "slower"
+            said, apart = beyond_spread(row, model, spread)
+            (held if apart else within).append(f"{first} {way} than {second} ({model}, {plural(n, 'ratio')}{said})")
         else:
             mixed.append(f"{ratio} ({model})")
     medians = {(model, ratio): row["median"] for (model, ratio), row in summary.iterrows()}
     lead = "In short: " + (
-        f"the directions that held in every ratio, across runs, are the ones these runs support: {listing(held, '; ')}"
+        f"the directions that held in every ratio, across runs, beyond the spread between engines, are the ones "
+        f"these runs support: {listing(held, '; ')}"
         if held
-        else "no direction held in every ratio across runs"
+        else "no direction held in every ratio across runs beyond the spread between engines"
     )
+    if within:
+        lead += (
+            "; these held in every ratio, but not beyond how far one configuration moved between engines, so they "
+            "are a hint, not a result: " + listing(within, "; ")
+        )
     if mixed:
         lead += (
             "; the rest went both ways from run to run, so their medians are a hint, not a result: "

@@ -8,7 +8,22 @@ import pandas as pd
 from flexfix.edition.checks import require, require_numbers
 from flexfix.edition.narrative import listing, markdown, plural, span
 
-__all__ = ["compare_runs", "flex_over_sdpa", "engine_workload", "engine_commits", "direction"]
+__all__ = [
+    "compare_runs",
+    "flex_over_sdpa",
+    "engine_workload",
+    "engine_commits",
+    "direction",
+    "l2_effect",
+    "bi_bands",
+    "beyond_spread",
+]
+
+
+def _ratio_numbers(table: pd.DataFrame, columns, what: str) -> None:
+    require(table, what, values=columns)
+    for column in columns:
+        require_numbers(table[column], what, column)
 
 
 def _times(timing: pd.DataFrame, ratios: pd.DataFrame, what: str) -> tuple[float, pd.DataFrame]:
@@ -197,7 +212,8 @@ def direction(summary: pd.DataFrame, ratios: pd.DataFrame) -> str:
         bi = ratios["bi_overhead"]
         if bool(((bi - 1).abs() <= 0.05).all()):
             parts.append(
-                f"the attention kernel's batch-invariant options cost nothing measurable ({span(bi, '{:.2f}', 'x')})"
+                f"the attention kernel's batch-invariant options took {span(bi, '{:.2f}', 'x')} the time of vLLM's, "
+                "within 5% in every case"
             )
         else:
             parts.append(f"the attention kernel's batch-invariant options took {span(bi, '{:.2f}', 'x')} the time")
@@ -229,5 +245,100 @@ def engine_commits(names: list[str], provs: list[dict]) -> str:
         f"**Commits**: the recordings above ran on {plural(len(commits), 'commit')} of flexfix: {said}. The records do "
         "not say what changed between those commits, so a difference between runs of different commits (the spread "
         "between engines below, for one) may carry that change as well as run-to-run noise; each ratio below is taken "
-        "inside one run, on one commit."
+        "inside one run, on one commit.",
+        _reversed_runs(names, provs),
     )
+
+
+def l2_effect(effect: pd.DataFrame) -> str:
+    """:func:`flexfix.edition.tables.l2_effect` in words: how the flushed medians compare with the warm ones."""
+    _ratio_numbers(effect, ["flushed_over_warm"], "the L2 effect")
+    ratio = effect["flushed_over_warm"]
+    slower, faster = int((ratio > 1.05).sum()), int((ratio < 0.95).sum())
+    if faster > slower and slower:
+        worst = effect.loc[ratio.idxmax()]
+        lead = (
+            f"With {plural(slower, 'exception')} (the slowest: `{worst['impl']}`, "
+            f"{plural(int(worst['batch']), 'request')} of {int(worst['context'])} tokens, {ratio.max():.2f}x slower), "
+            "a flushed L2 did not make the kernels slower; more often it made them faster. "
+        )
+    elif faster > slower:
+        lead = "A flushed L2 did not make the kernels slower; more often it made them faster. "
+    elif slower > faster:
+        lead = "A flushed L2 made the kernels slower more often than faster, as a warm cache would explain. "
+    else:
+        lead = "A flushed L2 changed the timings little either way. "
+    text = (
+        f"**Flushed over warm L2.** {lead}Over all {plural(len(ratio), 'case')} (implementation x batch x context, "
+        f"the `cases`, `min`, `max` and 5% columns of the table above, added up): {span(ratio, '{:.2f}', 'x')}; "
+        f"{slower} more than 5% slower from a cold L2, {faster} more than 5% *faster*. The table's `median at` "
+        "columns are medians over the batch sizes, per implementation and context: they hide the extremes."
+    )
+    if faster:
+        text += (
+            " A flushed repetition faster than a warm one is not what a cache explains; the flush also puts an "
+            "untimed pause between repetitions, and we did not isolate why it helps. Read the warm ratios above "
+            "with that in mind: neither timing is the one a model's decode step sees."
+        )
+    return markdown(text)
+
+
+def _reversed_runs(names: list[str], provs: list[dict]) -> str:
+    """Each ``X_repeat`` recording (the same engines in the reverse order) against ``X``: where they ran on other
+    commits, the order was reversed together with a code change (r0305 B9), said with the minutes between them."""
+    at = dict(zip(names, provs))
+    said = []
+    for name in names:
+        first, again = at.get(name.removesuffix("_repeat")), at[name]
+        if not name.endswith("_repeat") or first is None:
+            continue
+        a, b = (str(p.get("git_commit") or "unknown")[:10] for p in (first, again))
+        if a == b:
+            continue
+        when = ""
+        try:
+            minutes = (pd.Timestamp(again["date"]) - pd.Timestamp(first["date"])).total_seconds() / 60
+            when = f", {minutes:.0f} minutes after"
+        except (KeyError, TypeError, ValueError):
+            pass
+        said.append(f"`{name}` ran on commit {b}{when} `{name.removesuffix('_repeat')}` (on commit {a})")
+    if not said:
+        return ""
+    return (
+        "**The reverse-order runs are not the same setup again**: "
+        + "; ".join(said)
+        + ". Reversing the order came with a change of code, so a difference between a run and its reverse cannot be "
+        "put on the order alone."
+    )
+
+
+def bi_bands(timing: pd.DataFrame) -> str:
+    """How many cases of ``bi_overhead`` have a band (:func:`flexfix.edition.tables.timing_ratios` with ``spread``,
+    the band the figure draws) that does not reach 1, and the largest difference among them: the notebook's rule is
+    that a band crossing the reference line is not told apart from it, so a ratio near 1 is not "nothing" where its
+    band excludes 1 (r0305 A4).  Empty where the timings kept no quartiles."""
+    from flexfix.edition.tables.cost import timing_ratios
+
+    bands = timing_ratios(timing, spread=True)
+    if "bi_overhead_lo" not in bands:
+        return ""
+    off = bands[(bands["bi_overhead_lo"] > 1) | (bands["bi_overhead_hi"] < 1)]
+    if off.empty:
+        return f"; every one of the {len(bands)} cases' spread bands reaches 1"
+    worst = float((off["bi_overhead"] - 1).abs().max()) * 100
+    return (
+        f"; {len(off)} of the {len(bands)} cases have a spread band that does not reach 1, so there the options are "
+        f"told apart from vLLM's, by at most {worst:.1f}%"
+    )
+
+
+def beyond_spread(row: pd.Series, model: str, spread: pd.DataFrame | None) -> tuple[str, bool]:
+    """Whether a direction that held in every ratio of ``row`` (:func:`flexfix.edition.tables.ratio_summary`) also
+    lies beyond the between-engine spread of ``model`` (:func:`flexfix.edition.tables.throughput_spread`): every
+    ratio above that spread, or below its inverse.  (clause, beyond); ("", True) without a spread."""
+    if spread is None or model not in spread.index.get_level_values("model"):
+        return "", True
+    most = float(spread.xs(model, level="model")["between_engines"].max())
+    faster = int(row["below_1"]) == 0
+    beyond = float(row["lowest"]) > most if faster else float(row["highest"]) < 1 / most
+    return f", {row['lowest']:.2f}–{row['highest']:.2f}x against up to {most:.2f}x between engines", beyond

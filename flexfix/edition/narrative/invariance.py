@@ -8,6 +8,7 @@ from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
 from flexfix.edition.narrative.misread import counted as _counted
 from flexfix.edition.narrative.misread import crash_or_wrong, misread_cells, row_lengths, sweep_sizes
+from flexfix.edition.narrative.misread import sources as _sources
 
 __all__ = ["REFERENCE", "KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep"]
 __all__ += ["misread_cells", "sweep_sizes", "crash_or_wrong", "row_lengths", "engine_sweep"]
@@ -149,24 +150,34 @@ def _kernel_headline(cells: pd.DataFrame) -> str:
     return listing(parts)
 
 
-def kernel_sweep(table: pd.DataFrame, where: str, defined_under: str | None = None) -> str:
+def kernel_sweep(
+    table: pd.DataFrame, where: str, defined_under: str | None = None, provenance: list[dict] | None = None
+) -> str:
     """First the meaning (which configurations kept the needle bitwise the same in every batch, which varied,
     which broke), then per configuration the evidence: where the needle stayed bitwise equal, where it moved and
     by how much, and which cells crashed or failed to build.  Configurations with the same result share a line.
     ``defined_under`` names an earlier paragraph that defined the two distances: this one then refers to it instead
-    of repeating the definition word for word."""
+    of repeating the definition word for word.  ``provenance``: the recordings' provenance, in the order of the
+    ``source`` column's first appearances, so that a configuration joined from two recordings names their commits.
+    Each line's headline is followed by the verdict table's word for those configurations (r0305 D17)."""
+    from flexfix.measure.invariance import verdicts
+
     check_kernel_cells(table, f"the needle cells of {where}")
-    said: dict[tuple[str, str], list[str]] = {}
+    said: dict[tuple[str, str, str], list[str]] = {}
     for config, cells in table.groupby("config", sort=False):
-        said.setdefault((_kernel_headline(cells), _kernel_config(cells)), []).append(f"`{config}`")
-    lines = [f"* **{head}**: {listing(configs)}. Evidence: {text}." for (head, text), configs in said.items()]
+        verdict = str(verdicts(cells)["verdict"].iloc[0])
+        said.setdefault((_kernel_headline(cells), verdict, _kernel_config(cells)), []).append(f"`{config}`")
+    lines = [
+        f"* **{head}** (verdict `{verdict}`): {listing(configs)}. Evidence: {text}."
+        for (head, verdict, text), configs in said.items()
+    ]
     n = table["config"].nunique()
-    invariant = sum(len(c) for (head, _), c in said.items() if head == "batch-invariant")
+    invariant = sum(len(c) for (head, _, _), c in said.items() if head == "batch-invariant")
     lead = f"In short: {invariant} of {n} configurations kept the needle bitwise the same alone and in every batch" + (
         "." if invariant == n else "; the others are below, each with what it did."
     )
     reference = ""
-    if any("fp32 reference" in text for _, text in said):
+    if any("fp32 reference" in text for _, _, text in said):
         reference = (
             f"Two distances per moved configuration, as defined under {defined_under}: to the needle's own output "
             "alone, and to the fp32 reference."
@@ -183,7 +194,10 @@ def kernel_sweep(table: pd.DataFrame, where: str, defined_under: str | None = No
         "\n".join(lines),
         reference,
         _past_first_block(table),
-        _sources(table),
+        "The word in parentheses after each headline is the verdict table's (the worst outcome of any cell); the "
+        "headline says where among the batch sizes it happened: *broken* is a crash, *no kernel built* and "
+        "*kernel errors* a kernel the compiler would not build, *varies with the batch* a moved cell.",
+        _sources(table, provenance),
     )
 
 
@@ -242,27 +256,6 @@ def _equal_in_block_0(cells: pd.DataFrame) -> str:
         for p, part in equal.groupby("position", sort=False)
     ]
     return f" The bitwise-equal cells {listing(said, '; ')}: read right in the same way."
-
-
-def _sources(table: pd.DataFrame) -> str:
-    """Which configurations' cells come from more than one recording (a ``source`` column), and which batches each
-    holds: their evidence above adds up cells of two runs (the verdict table gives each its own row)."""
-    if "source" not in table:
-        return ""
-    mixed = []
-    for config, cells in table.groupby("config", sort=False):
-        if cells["source"].nunique() > 1:
-            spans = [
-                f"{int(part['batch'].min())} to {int(part['batch'].max())} requests from `{source}`"
-                for source, part in cells.groupby("source", sort=False)
-            ]
-            mixed.append(f"`{config}` ({listing(spans, '; ')})")
-    if not mixed:
-        return ""
-    return (
-        f"Two recordings in one line above: the cells of {listing(mixed, '; ')} come from more than one recording "
-        "(each with its parameters above); the verdict table gives each recording its own row."
-    )
 
 
 def _engine_line(rows: pd.DataFrame) -> str:

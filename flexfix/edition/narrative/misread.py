@@ -9,7 +9,7 @@ import pandas as pd
 from flexfix.edition.narrative import listing, markdown, plural
 from flexfix.measure.outcomes import CRASHES
 
-__all__ = ["misread_cells", "counted", "sweep_sizes", "crash_or_wrong", "row_lengths"]
+__all__ = ["misread_cells", "counted", "sweep_sizes", "crash_or_wrong", "row_lengths", "sources"]
 
 
 def misread_cells(table: pd.DataFrame) -> pd.DataFrame:
@@ -194,3 +194,38 @@ def row_lengths(table: pd.DataFrame, sweep) -> str:
         + "; ".join(parts)
         + "."
     )
+
+
+def sources(table: pd.DataFrame, provenance: list[dict] | None = None) -> str:
+    """Which configurations' cells come from more than one recording (a ``source`` column), and which batches each
+    holds: their evidence above adds up cells of two runs (the verdict table gives each its own row).  With
+    ``provenance`` (one per source, in order), the commit of each; where they differ, that the records do not show
+    what changed between them (r0305 B10)."""
+    if "source" not in table:
+        return ""
+    sources = list(dict.fromkeys(table["source"]))
+    commits = {}
+    if provenance is not None and len(provenance) == len(sources):
+        commits = {src: str(p.get("git_commit") or "unknown")[:10] for src, p in zip(sources, provenance)}
+    mixed, joined = [], set()
+    for config, cells in table.groupby("config", sort=False):
+        if cells["source"].nunique() > 1:
+            spans = [
+                f"{int(part['batch'].min())} to {int(part['batch'].max())} requests from `{source}`"
+                + (f", commit {commits[source]}" if source in commits else "")
+                for source, part in cells.groupby("source", sort=False)
+            ]
+            joined |= {commits[s] for s in cells["source"].unique() if s in commits}
+            mixed.append(f"`{config}` ({'; '.join(spans)})")  # each span has a comma: "; " between them
+    if not mixed:
+        return ""
+    text = (
+        f"Two recordings in one line above: the cells of {listing(mixed, '; ')} come from more than one recording "
+        "(each with its parameters above); the verdict table gives each recording its own row."
+    )
+    if len(joined) > 1:
+        text += (
+            f" The line joins cells of {plural(len(joined), 'commit')} of flexfix; the records do not show what "
+            "changed between them, so the two parts are not one run."
+        )
+    return text

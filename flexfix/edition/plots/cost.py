@@ -18,7 +18,9 @@ SERIES_LINESTYLES = ("-", "-.", ":", (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0, (1, 3)),
 FAMILIES = {
     "context": ((0, 1, 2, 3, 4, 5), SERIES_MARKERS[:4] + ("d", "8")),
     "batch": ((4, 5, 1, 0, 3, 2), ("v", "P", "X", "<", "p", "H")),
-    "run": ((5, 4, 3, 2, 1, 0), (">", "h", "*", "4", "3", "2")),
+    # runs: the first four of four hues far apart (wine, dark green, olive, reddish purple; purple beside wine read as
+    # one hue, r0305 C11); the line markers (4, 3, 2) drawn bold by throughput_points
+    "run": ((5, 4, 2, 0, 1, 3), (">", "h", "*", "4", "3", "2")),
 }
 REFERENCE_STYLE = "--"  # the reference line of ratio_lines: dashed, and named in the legend
 LABEL_GAP = 0.075  # direct labels: the least vertical distance between two, in axes fraction
@@ -226,6 +228,18 @@ def _run_names(table: pd.DataFrame) -> list[str]:
     return [names[(m, src)] for m, src in zip(table["model"], table["source"])]
 
 
+_LINE_MARKERS = ("1", "2", "3", "4", "+", "x", "|", "_")  # markers of lines only: drawn bold, or they vanish
+
+
+def _run_files(table: pd.DataFrame, run: str) -> str:
+    """The file each model's ``run`` comes from, one line per model: "run 3" is another file for each model (r0305
+    C11), so the legend names them."""
+    if "source" not in table:
+        return ""
+    part = table[table["run"] == run].drop_duplicates(["model", "source"])
+    return "".join(f"\n  {m}: {src}" for m, src in zip(part["model"], part["source"]))
+
+
 def _repetitions(low: int, high: int) -> str:
     """``n=3``, or ``n=3-5`` where a run's markers rest on different numbers of repetitions."""
     return f"n={low}" if low == high else f"n={low}-{high}"
@@ -253,7 +267,8 @@ def throughput_points(table: pd.DataFrame, title: str):
             y = [settings.index(s) + (k - (len(runs) - 1) / 2) * step for s in part["setting"]]
             reps = [[r["output_tokens"] / t for t in r["seconds"]] for _, r in part.iterrows()]
             ax.hlines(y, [min(r) for r in reps], [max(r) for r in reps], color=colour, lw=1.5, alpha=0.7)
-            ax.plot(part["tokens_per_second"], y, marker, ls="none", color=colour, markersize=5, label=run)
+            bold = dict(markersize=8, markeredgewidth=2.2) if marker in _LINE_MARKERS else dict(markersize=6)
+            ax.plot(part["tokens_per_second"], y, marker, ls="none", color=colour, label=run, **bold)
         for row in range(1, len(settings)):
             ax.axhline(row - 0.5, color="#dddddd", lw=0.6)
         ax.set_title(f"{n} concurrent requests", fontsize=9)
@@ -267,11 +282,11 @@ def throughput_points(table: pd.DataFrame, title: str):
     repeats = table.assign(n=table["seconds"].map(len)).groupby("run")["n"].agg(["min", "max"])
     axes[0][-1].legend(
         [handles[r] for r in runs if r in handles],
-        [f"{r} ({_repetitions(*repeats.loc[r])})" for r in runs if r in handles],
+        [f"{r} ({_repetitions(*repeats.loc[r])})" + _run_files(table, r) for r in runs if r in handles],
         fontsize=7,
         loc="upper left",
         bbox_to_anchor=(1.01, 1),
-        title="each model's run\n(files: the runs table;\nn: timed repetitions\nbehind each marker)",
+        title="each model's run: its file\n(n: timed repetitions\nbehind each marker)",
         title_fontsize=8,
     )
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)

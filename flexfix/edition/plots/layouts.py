@@ -30,15 +30,17 @@ STORAGE_OWNER_COLOURS = {
 }
 
 # read_windows: what the cell a query block reads for entry j holds at the replay step: a kind of cell, not an outcome,
-# so a palette of its own that no outcome (style.OUTCOME_WORDS) and no query block of storage_owners (SERIES_WORDS)
-# uses: pale green its own entry (not white, which storage_owners gives to "not written", and which on a white page
-# made a row read right look empty, r0305 C10), sky blue another entry of its own row, wine another row's entry, grey
-# a cell this step did not write; the initial fill and reads past the buffer take white and grey, hatched
-# (READ_WINDOW_HATCHES), so that no two kinds look alike.
+# so a palette of its own, drawn in notebooks 01 and 03 beside figures whose colours mean something else: no hue of it
+# is near an outcome's (style.OUTCOME_COLOURS: blue right, orange wrong, black a crash, ...), a copy's
+# (plots.replays.REPLAY_ERROR_COLOURS: bluish green sliced, reddish purple as_strided) or a query block's of
+# storage_owners (SERIES_WORDS), r0305 C13 (tests/test_teaching_round7_03_05.py measures the distances): cream its own
+# entry (light, and not white, which storage_owners gives to "not written"), light brown another entry of its own
+# row, dark brown another row's entry, grey a cell this step did not write; the initial fill and reads past the
+# buffer take white and grey, hatched (READ_WINDOW_HATCHES), so that no two kinds look alike.
 READ_WINDOW_COLOURS = {
-    "its own entry": colour("pale green"),
-    "another entry of its own row": colour("sky blue"),
-    "another row's entry": colour("wine"),
+    "its own entry": colour("cream"),
+    "another entry of its own row": colour("light brown"),
+    "another row's entry": colour("dark brown"),
     "not written this step (left from the capture step)": colour("grey"),
     "never written (the buffer's initial -1)": ("white, dotted", "#ffffff"),
     "outside the buffer": ("grey, crossed", PALETTE["grey"]),
@@ -75,6 +77,15 @@ def _legend_blocks(g: int) -> tuple[list, list[str]]:
     return [patch(_owner_colour(i)) for i in range(shown)] + [patch("white")], labels + ["not written"]
 
 
+def _outline_unwritten(ax, grid: np.ndarray) -> None:
+    """A thin grey outline round every cell no row wrote: white on a white page would read as background (r0305
+    C13); the legend's "not written" swatch has the same outline."""
+    from matplotlib.patches import Rectangle
+
+    for row, col in zip(*np.nonzero(np.asarray(grid) < 0)):
+        ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec=PALETTE["grey"], lw=0.5, gid="not written"))
+
+
 def storage_owners(layouts: Sequence, when: str = "replay"):
     """Heatmap of the persistent buffer's storage, one panel per copy: which query-block row
     wrote each cell at the capture or replay step (white: not written).  Colours:
@@ -87,6 +98,7 @@ def storage_owners(layouts: Sequence, when: str = "replay"):
     for ax, lay in zip(axes[:, 0], layouts):
         grid = lay.owner_capture if when == "capture" else lay.owner_replay
         ax.imshow(grid, cmap=cmap, vmin=-1.5, vmax=g - 0.5, aspect="auto", interpolation="nearest")
+        _outline_unwritten(ax, grid)
         k = lay.k_capture if when == "capture" else lay.k_replay
         stride = lay.capture_stride if when == "capture" else lay.replay_stride
         ax.set_title(f"{lay.copy_name}: {when} step, K={k}, view strides {stride}", fontsize=10)

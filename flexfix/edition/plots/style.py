@@ -67,6 +67,10 @@ PALETTE = {
     "dark green": "#117733",
     "purple": "#aa4499",
     "pale green": "#ccddaa",
+    # notebook 03's read-window kinds (plots.layouts.READ_WINDOW_COLOURS): hues no outcome, copy or series has
+    "cream": "#eeeebb",
+    "light brown": "#c08552",
+    "dark brown": "#5c3a1a",
 }
 
 

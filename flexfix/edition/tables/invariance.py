@@ -138,10 +138,13 @@ def kernel_verdicts(table: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for config in dict.fromkeys(table["config"]):
         cells = table[table["config"] == config]
+        whole = str(_verdicts(cells)["verdict"].iloc[0])
         for source, part in cells.groupby("source", sort=False):
             row = _verdicts(part)
-            spans = f"{source} (batch {int(part['batch'].min())}-{int(part['batch'].max())})"
-            row.insert(0, "recording", spans if cells["source"].nunique() > 1 else source)
+            batches = f"batch {int(part['batch'].min())}-{int(part['batch'].max())}"
+            row.insert(0, "recording", f"{source} ({batches})" if cells["source"].nunique() > 1 else source)
+            if row["verdict"].iloc[0] != whole:  # a part's verdict is not the configuration's (r0305 C12)
+                row["verdict"] = f"{row['verdict'].iloc[0]} in {batches} only (whole configuration: {whole})"
             parts.append(row)
     return pd.concat(parts)
 
