@@ -160,7 +160,7 @@ def test_06_the_stage_table_and_the_figure_count_each_request_once_and_alike(whi
     model = table.set_index("scenario")["model"]
     for _, s in stages[stages.compared.fillna(0) > 0].iterrows():
         assert s.bitwise_equal + s.same_tokens_other_logprobs + s.tokens_differ == s.compared
-        text = bars[f"{s.scenario} ({model[s.scenario]}): {s.stage} {s.requests}"]
+        text = bars[f"{s.scenario} [{model[s.scenario]}]: {s.stage} {s.requests}"]  # round 7: brackets
         said = dict((kind, int(n)) for n, kind in re.findall(r"(\d+) ([a-z ,]+?)(?:;| \(of)", text))
         assert said.get("same tokens, other logprobs", 0) == s.same_tokens_other_logprobs, text
         assert said.get("tokens differ", 0) == s.tokens_differ, text
@@ -198,7 +198,7 @@ def test_06_a_stage_that_did_not_run_is_an_outlined_placeholder_not_a_value():
     fig = plots.serving_figure(_recorded_serve(), "t")
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    row = labels.index("stock (tiny): stream 1")
+    row = labels.index("stock [tiny]: stream 1")  # round 7: square brackets
     bars = [b for b in ax.patches if abs(b.get_y() + b.get_height() / 2 - row) < 1e-6]
     assert len(bars) == 1 and not bars[0].get_hatch() and bars[0].get_linestyle() == ":"  # round 6: dotted outline
     valued = {to_hex(b.get_facecolor()) for b in ax.patches if b is not bars[0]}

@@ -66,7 +66,7 @@ def test_06_fake_rows_name_no_model_in_table_sentences_and_bars():
     said = serving_story.scenarios(fake, tables.stage_table(fake), "t")
     assert "(model none (FAKE)" in said and "tiny model" not in said and "variance model" not in said
     labels = [b[0] for b in serving_plots._bars(fake)]
-    assert all("(none (FAKE))" in label for label in labels) and not any("tiny" in label for label in labels)
+    assert all("[FAKE, no model]" in label for label in labels) and not any("tiny" in label for label in labels)
     # the real recording keeps its models
     assert "(tiny model)" in serving_story.scenarios(table, tables.stage_table(table), "t")
     assert "labels every scenario tiny" not in _code("06_serving")
@@ -159,7 +159,7 @@ def test_06_tables_show_cells_whole_and_differences_sample_each_stage(capsys):
 def test_06_terms_are_defined():
     """D7: FULL/PIECEWISE, capture size, VLLM_BATCH_INVARIANT, ima_in_log, the variance model, the H100."""
     text = _markdown("06_serving")
-    for term in ("**FULL** and **PIECEWISE**", "a **capture size**", "`ima_in_log`: whether", "the **variance** model"):
+    for term in ("a **FULL CUDA graph**", "a **capture size**", "`ima_in_log`: whether", "the **variance** model"):
         assert term in text, term
     assert "on the H100" not in text
 

@@ -93,7 +93,7 @@ def test_06_dispatch_table_is_labelled_computed_now_not_recorded(capsys, monkeyp
         capsys.readouterr().out
     )
     text = _markdown("06_serving")
-    assert "that table is not in the recording, it is computed when this notebook runs" in text
+    assert "table is not in the recording, it is computed when this notebook runs" in text  # round 7: "That table"
     assert "asked now from the recorded arguments rather than recorded by the server" in text
 
 

@@ -98,7 +98,9 @@ def test_06_c5_c6_emulation_is_in_the_title_only_and_not_run_is_one_dotted_box()
     fake = serving_plots.serving_figure(_fake(table), "fake").axes[0]
     assert fake.get_title().startswith(serving_plots.EMULATED) and "faded" in fake.get_title()
     legend = dict(zip([t.get_text() for t in fake.get_legend().get_texts()], fake.get_legend().legend_handles))
-    assert legend["error"].get_alpha() == serving_plots.EMULATED_ALPHA  # the swatch faded as its bar is
+    assert (
+        legend["error"].get_alpha() == serving_plots.EMULATED_ALPHA_DARK
+    )  # the swatch faded as its bar is (round 7: less)
     text = _markdown("06_serving")
     assert "a white box with a dotted outline and its words inside" in text and "dashed outline" not in text
 
@@ -149,11 +151,11 @@ def test_06_d13_the_manager_demo_times_the_stop_apart():
         demo = serving.manager_demo(model_dir, FAKE, ROOT / "build" / "test-round6-manager").set_index("case")
     stop = demo["seconds, SIGTERM to stopped"]
     assert stop["ignore_sigterm"] >= demo.loc["ignore_sigterm", "grace, s"] > stop["healthy"]
-    assert (demo["seconds, start to stopped"] >= stop).all()
+    stopped = stop.drop("exit_at_start")  # round 7: n/a there, the server had exited before the SIGTERM
+    assert (demo["seconds, start to stopped"].drop("exit_at_start") >= stopped).all()
     assert demo.loc["exit_at_start", "seconds to healthy"] == "never"
     text = _markdown("06_serving")
     assert "`seconds, SIGTERM to stopped` is the stop alone, where the grace period shows" in text
-    assert "the healthy case's completion is the notebook's first request" in text
 
 
 def test_06_d14_the_scenario_table_is_explained_under_it():

@@ -290,10 +290,10 @@ def not_read_counted(information: pd.DataFrame, first: bool = True, after: str =
     if not said or not first:
         return markdown(f"{said} above: a field no captured kernel reads, as said after {after}." * bool(said))
     return markdown(
-        f"**{said} above: a field no captured kernel reads, counted as information, "
-        "never as an alarm.** The guard that recorded this run compared such fields and reported their changes as "
-        "information; the guard of this commit leaves them out of its comparison altogether "
-        "(`flexfix.guard.vllm_metadata.NOT_READ`)."
+        f"**{said} above: a field no captured kernel reads.** The guard leaves such fields out of its comparison "
+        "(`flexfix.guard.vllm_metadata.NOT_READ`): it reports nothing of them, neither alarm nor information. This "
+        "recording is older than that rule: its guard still compared the field and counted its changes as "
+        "information, never as an alarm."
     )
 
 

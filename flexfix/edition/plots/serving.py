@@ -31,6 +31,11 @@ NOT_RUN_STYLE = {"facecolor": "#ffffff", "edgecolor": "#777777", "linestyle": ":
 # they never read as a vLLM measurement; no outline and no hatch of their own: each of those keeps one meaning
 EMULATED = "EMULATED: no vLLM, no model"
 EMULATED_ALPHA = 0.45
+# "error" is black: faded like the others it would turn the mid grey of the not-run box's outline, so it fades less
+# and stays dark, one error colour in every figure (the FAKE server's and the recorded run's)
+EMULATED_ALPHA_DARK = 0.85
+BAR_HEIGHT = 0.7  # bars one apart: a visible gap between rows, also between two not-run boxes
+INSET = 1.0  # the not-run box starts and ends this far (in % of the axis) inside it, off the y-axis spine
 ALONE_SAID = "alone stages not drawn: they are the reference (their counts are in the stage table)"
 
 # each kind's column in the stage table (flexfix.edition.tables.stage_table): the bars count what its columns count
@@ -60,7 +65,8 @@ def _bars(table: pd.DataFrame) -> list[tuple[str, int, dict[str, int], str, bool
         for s in r["records"]:
             if s["stage"] == "alone":
                 continue
-            model = f" ({label})" if label else ""
+            # square brackets, so that the FAKE server's "none (FAKE)" is never nested in a parenthesis
+            model = f" [{'FAKE, no model' if fake else label}]" if label else ""
             counts = {kind: stage_counts(s).get(column, 0) for kind, column in _COLUMN.items()}
             bars.append((f"{r['scenario']}{model}: {s['stage']} {s['requests']}", s["requests"], counts, label, fake))
     return bars
@@ -82,15 +88,21 @@ def _draw(ax, y: float, kind: str, width: float, left: float, emulated: bool = F
     could not run, a white box with a dotted outline spanning the axis, its words inside, so that it reads as a
     placeholder, not as a share."""
     if kind == NOT_RUN:
-        ax.barh(y, width, left=left, label=kind, **NOT_RUN_STYLE)
+        inset = min(INSET, width / 4)
+        ax.barh(y, width - 2 * inset, left=left + inset, height=BAR_HEIGHT, label=kind, **NOT_RUN_STYLE)
         ax.text(left + width / 2, y, "not run: the server had stopped", ha="center", va="center", fontsize=8,
                 color="#555555", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})  # fmt: skip
     else:
-        bar = ax.barh(y, width, left=left, color=SERVING_KINDS[kind], edgecolor="black", hatch=HATCH.get(kind), lw=0,
-                      label=kind)  # fmt: skip
+        bar = ax.barh(y, width, left=left, height=BAR_HEIGHT, color=SERVING_KINDS[kind], edgecolor="black",
+                      hatch=HATCH.get(kind), lw=0, label=kind)  # fmt: skip
         if emulated:
             for patch in bar:
-                patch.set(alpha=EMULATED_ALPHA)
+                patch.set(alpha=_alpha(kind))
+
+
+def _alpha(kind: str) -> float:
+    """How far an emulated bar of ``kind`` is faded: ``error`` less than the rest, so that it stays dark."""
+    return EMULATED_ALPHA_DARK if kind == "error" else EMULATED_ALPHA
 
 
 def _swatch(kind: str, emulated: bool):
@@ -100,7 +112,7 @@ def _swatch(kind: str, emulated: bool):
 
     if kind == NOT_RUN:
         return Patch(**NOT_RUN_STYLE)
-    return Patch(facecolor=SERVING_KINDS[kind], hatch=HATCH.get(kind), lw=0, alpha=EMULATED_ALPHA if emulated else None)
+    return Patch(facecolor=SERVING_KINDS[kind], hatch=HATCH.get(kind), lw=0, alpha=_alpha(kind) if emulated else None)
 
 
 def _groups(ax, bars, ys) -> None:
@@ -117,7 +129,7 @@ def _models_said(bars) -> str:
     the bars' scenarios ran more than one model, else empty."""
     by_model: dict[str, list[str]] = {}
     for label, *_, model, _ in bars:
-        scenario = label.split(" (")[0].split(":")[0]
+        scenario = label.split(" [")[0].split(":")[0]
         if scenario not in by_model.setdefault(model, []):
             by_model[model].append(scenario)
     if len(by_model) < 2:

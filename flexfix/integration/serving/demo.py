@@ -55,7 +55,8 @@ def manager_demo(
     """The manager's cases against the FAKE server: healthy (one completion, then stopped), exits at
     start, never healthy, ignores SIGTERM; what each did, its exit status (with the signal that ended it, if one
     did), the seconds to healthy, from the start to the server stopped (start, completion and stop together) and
-    of the stop alone (SIGTERM to the group gone: the grace period shows there), and whether any process of its
+    of the stop alone (SIGTERM to the group gone: the grace period shows there; ``n/a`` where the server had exited
+    before the SIGTERM), and whether any process of its
     group was left; each case's startup timeout and grace period (SIGTERM to SIGKILL) beside it."""
     cases = [
         ("healthy", [], 10),
@@ -91,7 +92,8 @@ def manager_demo(
                 "exit status": _status(server.returncode),
                 "seconds to healthy": server.startup_seconds if server.startup_seconds is not None else "never",
                 "seconds, start to stopped": round(time.monotonic() - start, 1),
-                "seconds, SIGTERM to stopped": round(stopping["seconds"], 1),
+                # n/a: the server had exited before the manager's SIGTERM (exit_at_start): there was nothing to stop
+                "seconds, SIGTERM to stopped": "n/a" if stopping["exited_first"] else round(stopping["seconds"], 1),
                 "processes left": len(group_members(server.pid)),
             }
         )
@@ -101,11 +103,14 @@ def manager_demo(
 def _time_stop(server: VllmServer) -> dict:
     """Time the server's stop (SIGTERM, the grace period, SIGKILL), wherever it is called from: at the end of the
     ``with`` block, or inside ``start`` when the server never became healthy.  The seconds land in the returned
-    dict; the instance's ``stop`` is wrapped, the class is untouched."""
-    timed = {"seconds": 0.0}
+    dict, with ``exited_first``: whether the server had already exited when the stop began (then the SIGTERM
+    stopped nothing and its seconds are not a stop's); the instance's ``stop`` is wrapped, the class is untouched."""
+    timed = {"seconds": 0.0, "exited_first": None}
     stop = server.stop
 
     def timed_stop():
+        if timed["exited_first"] is None:  # the first stop decides: a later one finds the server gone anyway
+            timed["exited_first"] = server.proc is not None and server.proc.poll() is not None
         begun = time.monotonic()
         try:
             return stop()
