@@ -207,7 +207,7 @@ def test_a_configuration_recorded_twice_gets_a_verdict_row_per_recording():
     grid, notes = kernel_grid(table)
     assert f"{config}\n(batch 1-16: kernel_invariance; 17-128: kernel_invariance_part2)" in grid.index
     said = str(story.kernel_sweep(table, "the recorded runs"))
-    assert "1 to 16 requests from `kernel_invariance` and 17 to 128 requests from `kernel_invariance_part2`" in said
+    assert "1 to 16 requests from `kernel_invariance`; 17 to 128 requests from `kernel_invariance_part2`" in said
     one = table[table["source"] == "kernel_invariance"]  # one recording: nothing to say, one row a configuration
     assert "Two recordings" not in str(story.kernel_sweep(one, "x")) and kernel_verdicts(one).index.is_unique
 
