@@ -34,12 +34,22 @@ TIMEOUT = 900  # seconds per notebook cell
 ADVERSARIAL = Path(__file__).resolve().parent / "adversarial"
 
 
+# `make test` runs the tests marked ``alone`` after the others, from this file only (a pytest that collects every
+# module spends 14 s importing them for two tests of 2 s): an ``alone`` test elsewhere is refused at collection.
+ALONE_FILE = "test_copy_speed.py"
+
+
 def pytest_collection_modifyitems(items):
     """Everything under tests/adversarial/ belongs to the adversarial suite (marker ``adversarial``), with the
-    cases elsewhere that carry the marker themselves: `pytest -m adversarial` runs the whole suite."""
+    cases elsewhere that carry the marker themselves: `pytest -m adversarial` runs the whole suite.  A test marked
+    ``alone`` outside ``ALONE_FILE`` is a usage error: `make test` would run it nowhere."""
     for item in items:
         if ADVERSARIAL in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.adversarial)
+        if item.get_closest_marker("alone") is not None and Path(item.path).name != ALONE_FILE:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked alone: `make test` runs those from tests/{ALONE_FILE} only"
+            )
 
 
 @pytest.fixture(autouse=True)
