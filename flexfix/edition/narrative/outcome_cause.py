@@ -215,9 +215,10 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
         read = touched[touched["placement"] == "default"]
         listed = [bool(r["front_v_mapped"] if r["touch"] == "v" else r["front_k_mapped"]) for _, r in read.iterrows()]
         pairs = pd.Series([(lst, r) for lst, r in zip(listed, read["touch_result"])], dtype=object).value_counts()
-        words = {"read": "read without a fault", "faulted": "faulted"}
-        compared = [f"{int(n)} {words.get(r, r)} where it listed {'an' if lst else 'no'} allocation"
-                    for (lst, r), n in pairs.items()]  # fmt: skip
+        # plain words, one clause per case (r0102 round 8, D18): how many runs, what their read did, what was listed
+        words = {"read": "read those bytes without a fault", "faulted": "faulted reading them"}
+        compared = [f"{plural(int(n), 'run')} {words.get(r, r)} where the driver listed {'an' if lst else 'no'} "
+                    "allocation" for (lst, r), n in pairs.items()]  # fmt: skip
         if compared:  # r0102 round 7, A3: the driver's list against a read, where a run made both
             unlisted = sum(n for (lst, r), n in pairs.items() if not lst and r == "read")
             parts.append(

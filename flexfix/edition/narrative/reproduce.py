@@ -264,13 +264,14 @@ def crash_threshold(table: pd.DataFrame, dispatch: pd.DataFrame | None = None) -
         else:
             firsts.append(f"none ({how})")
         lines.append(line + ".")
-    numbers = {f.split(" (")[0] for f in firsts}
-    if len(numbers) == 1 and len(firsts) > 1 and not firsts[0].startswith("none"):
-        head = f"The first fault came at {numbers.pop()} in both ways of counting"
-    else:
-        head = f"The first fault came at {listing(firsts)}"
+    numbers, head = {f.split(" (")[0] for f in firsts}, "In the crash-threshold engines above, the first fault came at "
+    both = len(numbers) == 1 and len(firsts) > 1 and not firsts[0].startswith("none")
+    head += f"{numbers.pop()} in both ways of counting" if both else listing(firsts)
     return markdown(
-        f"**{head}**: more than one query block in flight is necessary for a "
+        f"**{head}**: that is where these engines first faulted, not the fewest requests that can fault: an engine "
+        "started with another `max_num_seqs` captures other graphs, and the every-request engines of the next "
+        "section say at which batch each of them died (which can be fewer requests). "
+        "More than one query block in flight is necessary for a "
         "fault, not sufficient, and the count where it starts was measured only in this setting (this model, "
         "these prompts, this GPU, these `max_num_seqs`), not a constant of the bug. A count that *completed* is not "
         "evidence that it read correctly: each fresh engine starts with `max_num_seqs` equal to its count, which "

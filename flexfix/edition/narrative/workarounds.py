@@ -66,7 +66,7 @@ def without_plugin(
         differed = listing([f"0 of {n}" for n in counts])
         capped = [r["vLLM setting"] for _, r, _ in safe if "max_num_seqs" in str(r["vLLM setting"])]
         lines.append(
-            f"**Without the plugin, {plural(len(safe), 'setting')} kept stock 0.20.0 correct:** {named}. With each, "
+            f"**Without the plugin, no request differed in {plural(len(safe), 'setting')}:** {named}. With each, "
             f"every request of a batch submitted together ({listing([str(n) for n in counts])} requests) came out "
             f"as it does alone ({differed} requests differed; {safety_where})"
             + (

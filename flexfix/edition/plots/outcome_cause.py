@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from flexfix.edition.plots.style import OUTCOME_WORDS, colour, figure, patch, text_colour, wrap
+from flexfix.edition.tables.outcome_cause import OWN_READ_FAULT
 
 __all__ = ["OUTCOME_CAUSE_COLOURS", "PROBE_FAULT", "PROBE_HATCH", "outcome_grid"]
 
@@ -21,7 +22,8 @@ _LABEL = {"ok": "correct", "wrong_result": "silently wrong", "illegal_memory_acc
 # A run whose own read of the bytes in front of a cache faulted, before any replay: another event than a replay's
 # illegal memory access, so another fill (grey, which no outcome has), hatched in black, with a legend entry of its own
 # (r0102 C2: black thinly hatched looked like the replay's black).
-PROBE_FAULT = "illegal memory access in its own read in front, before the replay"
+# The label is the placement table's own word for that outcome (r0102 round 8, C13: not "illegal memory access").
+PROBE_FAULT = OWN_READ_FAULT
 OUTCOME_CAUSE_COLOURS[PROBE_FAULT] = colour("grey")
 PROBE_HATCH = "///"
 

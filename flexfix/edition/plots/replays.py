@@ -9,7 +9,7 @@ import pandas as pd
 
 from flexfix.edition.plots.style import OUTCOME_WORDS, colour, figure, wrap
 
-__all__ = ["REPLAY_ERROR_COLOURS", "replay_errors"]
+__all__ = ["MAX_SHIFT", "REPLAY_ERROR_COLOURS", "replay_errors"]
 
 # replay_errors: one colour per copy for the measured errors (series colours, which no outcome uses, each copy with
 # its own marker too); for the crosses in the "no answer" band, the ring round a silently wrong step and the tolerance
@@ -29,6 +29,11 @@ REPLAY_ERROR_COLOURS = {
     # several colours are drawn, each guide takes its cross's colour and the legend says so)
     "dotted line": colour(OUTCOME_WORDS["illegal_memory_access"]),
 }
+
+
+# how far a point may sit off its step: copies/batches within +-GROUP_SHIFT, their runs within +-RUN_SHIFT more
+GROUP_SHIFT, RUN_SHIFT = 0.11, 0.04
+MAX_SHIFT = GROUP_SHIFT + RUN_SHIFT
 
 
 def _measured(records) -> list[float]:
@@ -76,7 +81,7 @@ def _crash_band(band, table: pd.DataFrame) -> list[tuple[int, str]]:
     for k, outcome in enumerate(outcomes):
         name, colour = outcome.replace("_", " "), _crash_colour(outcome)
         steps = sorted(s for s, o in counts if o == outcome)
-        dx = (k - (len(outcomes) - 1) / 2) * 0.25
+        dx = (k - (len(outcomes) - 1) / 2) * (2 * MAX_SHIFT / max(len(outcomes) - 1, 1))
         runs = len({i for i, _, o, _ in crashes if o == outcome})
         copies = " and ".join(dict.fromkeys(c for _, _, o, c in crashes if o == outcome))
         what = (
@@ -107,14 +112,16 @@ def replay_errors(table: pd.DataFrame, title: str):
     cross at each step where runs gave no answer (the outcome in the legend, the number of runs beside it),
     including the step a GPU run died at before it could report (the CPU analog's index error does not end its run).
     The dashed line is the tolerance: a point above it is a wrong result.  Colours: ``REPLAY_ERROR_COLOURS``."""
-    fig, (band, ax) = figure((9, 4.2), 2, 1, sharex=True, gridspec_kw={"height_ratios": (1, 6)})
+    fig, (band, ax) = figure((9, 6.2), 2, 1, sharex=True, gridspec_kw={"height_ratios": (1, 6)})
     steps = 1
     batches = sorted(table["batch"].unique())
     groups = table.groupby(["copy", "batch"], sort=False)
     silent: list[tuple[float, float]] = []  # steps that answered, silently wrong (above the tolerance)
     for n, ((copy, batch), runs) in enumerate(groups):
-        dx = (n - (len(groups) - 1) / 2) * 0.5  # side by side: equal errors (the capture step) stay apart
-        spread = min(0.08, 0.3 / max(len(runs) - 1, 1))  # and run by run, so that rings of equal steps do not pile up
+        # side by side, so that equal errors (the capture step) stay apart, but never more than MAX_SHIFT off the
+        # step: a point must read as its step's, not as one between two steps (r0102 round 8, C11)
+        dx = (n - (len(groups) - 1) / 2) * (2 * GROUP_SHIFT / max(len(groups) - 1, 1))
+        spread = 2 * RUN_SHIFT / max(len(runs) - 1, 1)  # and run by run, so that rings of equal steps do not pile up
         colour = REPLAY_ERROR_COLOURS.get(copy, REPLAY_ERROR_COLOURS["error"])[1]
         style = ("-", "--", ":", "-.")[batches.index(batch) % 4]
         label = f"{copy}, batch {batch} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
@@ -168,6 +175,8 @@ def replay_errors(table: pd.DataFrame, title: str):
     band.set_title(wrap(title, 6.5, 10), fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     crash_handles, crash_labels = band.get_legend_handles_labels()
-    ax.legend(handles + crash_handles, labels + crash_labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    # below the plot, in two columns: a legend beside it squeezed the axes to a strip (r0102 round 8, C12)
+    ax.legend(handles + crash_handles, labels + crash_labels, fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.2), ncol=2)  # fmt: skip
     fig.tight_layout(h_pad=0.3)
     return fig

@@ -30,6 +30,8 @@ def outcome_summary(table: pd.DataFrame, by: tuple[str, ...] = ("copy", "batch")
     """Per group: how many runs ended in each outcome."""
     counts = table.groupby(list(by))["status"].value_counts().unstack(fill_value=0)
     counts["runs"] = counts.sum(axis=1)
+    # no name on the columns: rendered, "status" sat above the batch column and read as its name (r0102 round 8, D16)
+    counts.columns.name = None
     return counts
 
 
