@@ -90,7 +90,7 @@ def test_a1_a7_d14_d15_notebook_03():
     assert "notebook 01's torch-only scenario captures such a step" not in md
     assert "replays both wider and narrower than its capture" in md
     assert "first output shows such rows" not in md
-    assert "notebook 04's needle-step output, in its section *The needle*" in md and "`-1` pads)" in md
+    assert "notebook 04's section *The needle* prints one such count per query block" in md and "`-1` pads" in md
     assert md.index("**Words used below.**") < md.index("**What you will learn**")
     words = md[md.index("**Words used below.**") : md.index("**What you will learn**")]
     for term in ("**`G`**", "**`[G_max, W_max]`**", "**`dst[:G, :K]`**", "**`K`**"):

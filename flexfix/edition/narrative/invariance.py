@@ -7,11 +7,19 @@ import pandas as pd
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
 from flexfix.edition.narrative.misread import counted as _counted
-from flexfix.edition.narrative.misread import crash_or_wrong, misread_cells, row_lengths, sweep_sizes
+from flexfix.edition.narrative.misread import (
+    crash_or_wrong,
+    eager_copies,
+    headline_words,
+    misread_cells,
+    row_length_table,
+    row_lengths,
+    sweep_sizes,
+)
 from flexfix.edition.narrative.misread import sources as _sources
 
 __all__ = ["REFERENCE", "KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep"]
-__all__ += ["misread_cells", "sweep_sizes", "crash_or_wrong", "row_lengths", "engine_sweep"]
+__all__ += ["misread_cells", "sweep_sizes", "crash_or_wrong", "row_lengths", "row_length_table", "engine_sweep"]
 
 # The columns the sentences state (a notebook reads its recorded files with them): kernel cells, engine needles.
 KERNEL_CELL_COLUMNS = ("config", "batch", "position", "outcome", "bitwise_equal", "max_abs_diff")
@@ -144,9 +152,13 @@ def _kernel_headline(cells: pd.DataFrame) -> str:
     ok = cells[cells["outcome"] == "ok"]
     if (~ok["bitwise_equal"].fillna(False).astype(bool)).any():
         parts.append("varies with the batch")
-    broken = _failure_words(cells, lambda o: o not in ("ok", "error"), "broken", "broken")
+    from flexfix.measure.outcomes import CRASHES
+
+    crashed = _failure_words(cells, lambda o: o in CRASHES, "crashed", "crashed")
+    wrong = _failure_words(cells, lambda o: o == "wrong_result", "wrong", "wrong")
+    other = _failure_words(cells, lambda o: o not in ("ok", "error", "wrong_result", *CRASHES), "refused", "refused")
     errors = _failure_words(cells, lambda o: o == "error", "no kernel built", "kernel errors")
-    parts += [p for p in (broken, errors) if p]
+    parts += [p for p in (crashed, wrong, other, errors) if p]
     return listing(parts)
 
 
@@ -194,9 +206,8 @@ def kernel_sweep(
         "\n".join(lines),
         reference,
         _past_first_block(table),
-        "The word in parentheses after each headline is the verdict table's (the worst outcome of any cell); the "
-        "headline says where among the batch sizes it happened: *broken* is a crash, *no kernel built* and "
-        "*kernel errors* a kernel the compiler would not build, *varies with the batch* a moved cell.",
+        eager_copies(table),
+        headline_words(table),
         _sources(table, provenance),
     )
 

@@ -9,7 +9,16 @@ import pandas as pd
 from flexfix.edition.narrative import listing, markdown, plural
 from flexfix.measure.outcomes import CRASHES
 
-__all__ = ["misread_cells", "counted", "sweep_sizes", "crash_or_wrong", "row_lengths", "sources"]
+__all__ = [
+    "misread_cells",
+    "counted",
+    "sweep_sizes",
+    "crash_or_wrong",
+    "row_lengths",
+    "sources",
+    "headline_words",
+    "eager_copies",
+]
 
 
 def misread_cells(table: pd.DataFrame) -> pd.DataFrame:
@@ -162,16 +171,11 @@ def row_lengths(table: pd.DataFrame, sweep) -> str:
     """For each configuration of ``table`` (a kernel sweep run with ``sweep``) with cells that moved (ran, no misread,
     not bitwise equal), the needle's row length (:func:`_row_length`) in the cells that moved against the cells with
     rows as long that stayed bitwise equal: whether a longer row alone accounts for where it moved (r0305 D17)."""
-    ran = table[table["outcome"] == "ok"]
-    if ran.empty or ran["bitwise_equal"].astype(bool).all():
+    cells_ = row_length_cells(table, sweep)
+    if cells_.empty:
         return ""
-    lengths: dict = {}
     parts = []
-    for config, cells in ran.groupby("config", sort=False):
-        keys = [(int(b), str(p)) for b, p in zip(cells["batch"], cells["position"])]
-        for key in keys:
-            lengths.setdefault(key, _row_length(sweep, *key))
-        rows = cells.assign(pages=[lengths[k] for k in keys], equal=cells["bitwise_equal"].astype(bool))
+    for config, rows in cells_.groupby("config", sort=False):
         hit = rows[~rows["equal"]]
         if hit.empty:
             continue
@@ -183,17 +187,46 @@ def row_lengths(table: pd.DataFrame, sweep) -> str:
         else:
             at = listing([str(b) for b in sorted(calm["batch"].unique())])
             text += (
-                f", while {plural(len(calm), 'cell')} with rows as long or longer ({int(calm['pages'].min())} to "
+                f", while {plural(len(calm), 'cell')} with rows of {lo} pages or more ({int(calm['pages'].min())} to "
                 f"{int(calm['pages'].max())} pages, at {at} requests) stayed bitwise equal: a longer row alone does "
                 "not account for where it moved"
             )
         parts.append(text)
     return markdown(
         "**Row length and where a kernel moved** (a *row*: the pages of all the requests of the needle's query "
-        "block together, the count `kv_num_blocks` holds for it; more requests make it longer): "
-        + "; ".join(parts)
-        + "."
+        "block together, the count `kv_num_blocks` holds for it; more requests make it longer; the table just above "
+        "counts the cells per row length): " + "; ".join(parts) + "."
     )
+
+
+def row_length_cells(table: pd.DataFrame, sweep) -> pd.DataFrame:
+    """The cells that ran (outcome ``ok``) of the configurations with a moved cell, each with ``pages`` (the needle's
+    row length, :func:`_row_length`) and ``equal`` (bitwise equal): what :func:`row_lengths` is drawn from."""
+    ran = table[table["outcome"] == "ok"]
+    moved = ran[~ran["bitwise_equal"].astype(bool)]["config"].unique()
+    ran = ran[ran["config"].isin(moved)]
+    if ran.empty:
+        return ran.assign(pages=[], equal=[])
+    lengths: dict = {}
+    keys = [(int(b), str(p)) for b, p in zip(ran["batch"], ran["position"])]
+    for key in keys:
+        lengths.setdefault(key, _row_length(sweep, *key))
+    return ran.assign(pages=[lengths[k] for k in keys], equal=ran["bitwise_equal"].astype(bool))
+
+
+def row_length_table(table: pd.DataFrame, sweep) -> pd.DataFrame:
+    """Per configuration that moved and per row length of the needle (pages), how many cells moved and how many
+    stayed bitwise equal (r0305 B6): the counts the *Row length* sentence is drawn from."""
+    cells = row_length_cells(table, sweep)
+    if cells.empty:
+        return pd.DataFrame(columns=["config", "row pages", "moved", "bitwise equal"])
+    out = (
+        cells.groupby(["config", "pages"], sort=False)["equal"]
+        .agg(moved=lambda e: int((~e).sum()), **{"bitwise equal": lambda e: int(e.sum())})
+        .reset_index()
+        .rename(columns={"pages": "row pages"})
+    )
+    return out.sort_values(["config", "row pages"], kind="stable").reset_index(drop=True)
 
 
 def sources(table: pd.DataFrame, provenance: list[dict] | None = None) -> str:
@@ -229,3 +262,57 @@ def sources(table: pd.DataFrame, provenance: list[dict] | None = None) -> str:
             "changed between them, so the two parts are not one run."
         )
     return text
+
+
+def headline_words(table: pd.DataFrame) -> str:
+    """What the headline words mean, only those the headlines above use (r0305 A1: *wrong* is a silently wrong
+    result, not a crash)."""
+    from flexfix.measure.outcomes import CRASHES
+
+    outcomes = set(table["outcome"])
+    words = [
+        ("*crashed* a launch that died (illegal memory access, index error or timeout)", bool(outcomes & set(CRASHES))),
+        ("*wrong* a silently wrong result (the step ran, nothing crashed)", "wrong_result" in outcomes),
+        (
+            "*refused* a launch the replay guard or vLLM refused",
+            bool(outcomes - {"ok", "error", "wrong_result", *CRASHES}),
+        ),
+        ("*no kernel built* and *kernel errors* a kernel the compiler would not build", "error" in outcomes),
+    ]
+    said = [w for w, used in words if used]
+    moved = table[table["outcome"] == "ok"]
+    if (~moved["bitwise_equal"].fillna(False).astype(bool)).any():
+        said.append("*varies with the batch* a moved cell")
+    head = (
+        "The word in parentheses after each headline is the verdict table's (the worst outcome of any cell); the "
+        "headline says where among the batch sizes it happened"
+    )
+    return f"{head}: {listing(said, ', ')}." if said else f"{head}."
+
+
+def eager_copies(table: pd.DataFrame) -> str:
+    """Per kernel mode run eagerly with both copies, whether its ``sliced`` and ``as_strided`` rows came out the
+    same cell for cell (outcome and bitwise equality): from the cells, so that a run whose rows are identical is
+    not said to differ (r0305 A2)."""
+    parts = table["config"].str.rsplit(", ", n=2)
+    prefix, launch, copy = parts.str[0], parts.str[1], parts.str[2]
+    same, differ = [], []
+    for mode in dict.fromkeys(prefix[launch == "eager"]):
+        rows = {
+            c: table[(prefix == mode) & (launch == "eager") & (copy == c)]
+            .assign(equal=lambda t: t["bitwise_equal"].fillna(False).astype(bool))
+            .set_index(["batch", "position"])[["outcome", "equal"]]
+            .sort_index()
+            for c in ("sliced", "as_strided")
+        }
+        if rows["sliced"].empty or rows["as_strided"].empty:
+            continue
+        (same if rows["sliced"].equals(rows["as_strided"]) else differ).append(f"`{mode}`")
+    if not same and not differ:
+        return ""
+    text = []
+    if differ:
+        text.append(f"differ for {listing(differ)}")
+    if same:
+        text.append(f"are the same cell for cell (outcome and bitwise equality) for {listing(same)}")
+    return f"Eager launches, `sliced` copy vs `as_strided` copy: the two rows {listing(text, '; ')}."

@@ -103,6 +103,7 @@ def ratio_lines(
     logy: bool = False,
     panels: bool = False,
     min_span: float | None = None,
+    sharey: bool = True,
 ):
     """One line per value of ``by``: ``y`` against ``x`` (for speed-ups, overheads, fractions).  Line i has
     the colour and marker i of the kind ``by`` names (``FAMILIES``; hollow, each drawn smaller than the one before) and
@@ -117,11 +118,12 @@ def ratio_lines(
 
     ``panels``: small multiples instead, for series that lie on top of each other: one panel per value of ``by``
     (titled with it), that series in its colour, marker and line style, every other series in light grey behind it
-    for comparison; shared axes, so heights compare across panels."""
+    for comparison; shared axes, so heights compare across panels.  ``sharey=False``: each panel its own y axis, for
+    series whose ranges differ by far (r0305 C8: 1.0-1.5x beside 8x would sit on the reference line)."""
     groups = [(key, part.sort_values(x)) for key, part in table.groupby(by, sort=True)]
     ref_label = reference_label or (f"reference: {reference:g}" if reference is not None else None)
     if panels:
-        return _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy, min_span)
+        return _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy, min_span, sharey)
     fig, ax = figure((7.5, 3.6))
     ends = []
     for i, (key, part) in enumerate(groups):
@@ -176,12 +178,12 @@ def _min_span(ax, reference: float | None, min_span: float | None) -> None:
     ax.set_ylim(min(lo, reference * (1 - min_span)), max(hi, reference * (1 + min_span)))
 
 
-def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy, min_span=None):
+def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy, min_span=None, sharey=True):
     """:func:`ratio_lines` as small multiples: one panel per series, the others in grey behind it."""
     n = len(groups)
     cols = 2 if n == 4 else min(3, n)
     rows = -(-n // cols)
-    fig, axes = figure((3.1 * cols + 0.6, 2.3 * rows + 1.3), rows, cols, sharex=True, sharey=True, squeeze=False)
+    fig, axes = figure((3.1 * cols + 0.6, 2.3 * rows + 1.3), rows, cols, sharex=True, sharey=sharey, squeeze=False)
     flat = list(axes.flat)
     for i, (ax, (key, part)) in enumerate(zip(flat, groups)):
         for j, (_, rest) in enumerate(groups):
@@ -199,11 +201,16 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
         if logx:
             batch_axis(ax, pd.concat([p[x] for _, p in groups]))
         ax.tick_params(labelbottom=True)
-    _min_span(flat[0], reference, min_span)  # shared axes: one panel sets them all
-    if logy:
-        _log_ticks(flat[0])
+    for ax in flat[: 1 if sharey else n]:  # shared axes: one panel sets them all
+        _min_span(ax, reference, min_span)
+        if logy:
+            _log_ticks(ax)
+    if logy and sharey:
         for ax in flat[1:n]:
             ax.grid(axis="y", alpha=0.2)
+    if not sharey:
+        for ax in flat[:n]:
+            ax.tick_params(labelleft=True)
     for r in range(rows):
         axes[r][0].set_ylabel(ylabel, fontsize=8)
     for ax in flat[max(0, n - cols) : n]:

@@ -253,7 +253,8 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     at the bottom of each panel, labelled ``0 (bitwise equal)`` and cut off from the log axis (``floor`` places it,
     three decades under the smallest measured difference at most), so that no marker sits at a value nobody
     measured; cells with no number (a crash, a kernel that failed to build or run) are marked in the strip above the
-    panel, outside the value axis."""
+    panel, outside the value axis.  A batch size whose positions ended apart has a marker in both places: in the
+    band for its bitwise-equal positions, and at its largest difference for the others."""
     import numpy as np
     from matplotlib.lines import Line2D
 
@@ -280,7 +281,9 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
             xs = [at[b] + shift[series] for b in per_batch.index]
             measured = per_batch.where(per_batch > 0)  # NaN at 0: the line breaks there, it never dips to the band
             ax.plot(xs, measured, "-", marker=marker, color=colour_, label=series, **style)
-            zero = per_batch.where(per_batch == 0).notna()
+            # a marker in the band wherever any position was bitwise equal, also at a batch whose largest
+            # difference is drawn above it (r0305 C9): the equal positions are not hidden behind the worst one
+            zero = (cells["max_abs_diff"] == 0).groupby(cells["batch"]).any().reindex(per_batch.index, fill_value=False)
             if zero.any():
                 ax.plot(
                     [x for x, z in zip(xs, zero) if z],
@@ -348,7 +351,10 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     ]
     labels = list(LAUNCH_COPY_STYLES)
     handles.append(patch(MAX_DIFF_COLOURS[ZERO_LABEL][1]))
-    labels.append(f"{ZERO_LABEL}: a difference of exactly 0, drawn in the grey band under the log axis")
+    labels.append(
+        f"{ZERO_LABEL}: a position with a difference of exactly 0, drawn in the grey band under the log axis\n"
+        "(also where other positions of that batch size moved: the marker above is the largest of them)"
+    )
 
     def no_number(colour: str, marker: str, **edge) -> Line2D:  # a marker of the strip above the panel
         return Line2D([], [], color=MAX_DIFF_COLOURS[colour][1], marker=NO_NUMBER_MARKERS[marker], ls="none",
@@ -367,8 +373,8 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
         handles.append(Line2D([], [], ls="none"))
         labels.append(
             "under a panel, one line per series whose positions did not all end alike:\ntheir outcomes counted "
-            "as in the heatmap (= bitwise equal, ~ moved, w wrong result,\nE error, X crash); the marker shows the "
-            "largest difference"
+            "as in the heatmap (= bitwise equal, ~ moved, w wrong result,\nE error, X crash); the marker above the "
+            "band shows the largest difference, one in the band the bitwise-equal positions"
         )
     fig.legend(
         handles,

@@ -258,7 +258,7 @@ def read_windows(layouts: Sequence):
         ax.set_ylabel("query block g\n(row g of kv_indices)", fontsize=9)
         cells = ax.secondary_yaxis("right")
         cells.set_yticks(rows, [f"storage cells {lay.read_at[r, 0]}-{lay.read_at[r, -1]}" for r in rows], fontsize=9)
-    axes[-1, 0].set_xlabel("entry read (j)")
+        ax.set_xlabel("entry read (j)")  # every panel, the top one too
     names = list(READ_WINDOW_COLOURS)
     shown = sorted(present)
     fig.set_layout_engine("constrained", h_pad=0.12)

@@ -286,3 +286,16 @@ def timing_spread(timing: pd.DataFrame, largest: int = 5) -> pd.DataFrame:
     }
     top = top.astype({column: object for column in ("median_ms", "q25_ms", "q75_ms")})
     return pd.concat([top, pd.DataFrame([every])], ignore_index=True).round({"spread_pct": 1})
+
+
+def bi_band_cases(timing: pd.DataFrame) -> pd.DataFrame:
+    """The cases (batch x context) whose ``bi_overhead`` spread band (:func:`timing_ratios` with ``spread``) does
+    not reach 1, with the ratio and its band: the cases the *In short* line counts as told apart from vLLM's options
+    (r0305 B5).  Empty where the timings have no graph replay or kept no quartiles."""
+    bands = timing_ratios(timing, spread=True)
+    columns = ["batch", "context", "bi_overhead", "bi_overhead_lo", "bi_overhead_hi"]
+    if not set(columns) <= set(bands):
+        return pd.DataFrame(columns=columns)
+    off = bands[(bands["bi_overhead_lo"] > 1) | (bands["bi_overhead_hi"] < 1)][columns].reset_index(drop=True)
+    off["band"] = ["wholly above 1" if lo > 1 else "wholly below 1" for lo in off["bi_overhead_lo"]]
+    return significant(off, digits=5)  # 4 decimals: a bound just past 1 does not print as 1.000

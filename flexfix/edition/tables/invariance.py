@@ -252,3 +252,31 @@ def device_title(device: str, provs=None) -> str:
 
         return torch.cuda.get_device_name(0)
     return "CPU"
+
+
+def position_outcomes(table: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration and batch size whose needle positions did not all end alike, what each position came to
+    (``bitwise equal``, ``moved``, ``wrong result``, ``crashed``, ``error``): the positions the sweep paragraphs name
+    (r0305 B7), which the heatmap gives only as counts."""
+    from flexfix.measure.outcomes import CRASHES
+
+    def word(row) -> str:
+        if row["outcome"] in CRASHES:
+            return "crashed"
+        if row["outcome"] == "wrong_result":
+            return "wrong result"
+        if row["outcome"] != "ok":
+            return "error"
+        return "bitwise equal" if bool(row["bitwise_equal"]) else "moved"
+
+    cells = table.assign(came_to=[word(r) for _, r in table.iterrows()])
+    wide = cells.pivot_table(
+        index=["config", "batch"], columns="position", values="came_to", aggfunc="first", sort=False
+    )
+    wide = wide[
+        [p for p in ("first", "middle", "last") if p in wide]
+        + [p for p in wide if p not in ("first", "middle", "last")]
+    ]
+    mixed = wide.nunique(axis=1) > 1
+    wide.columns.name = None
+    return wide[mixed].reset_index()
