@@ -103,7 +103,7 @@ def test_06_takeaways_say_what_notebook_07_compares_and_qualify_the_log_processe
     assert "Stock and patched on one model with the same requests" not in text
     assert "a stock 0.20.0 server under flexfix's replay guard and patched servers on one model" in text
     assert "The kept lines of those servers' logs come from two processes" not in text
-    assert "NCCL runtimes print at exit" in text
+    assert "PyTorch's NCCL process group print as a process exits" in text  # round 8 D16
 
 
 def test_06_fake_errors_and_views_are_marked_emulated(capsys):
@@ -246,7 +246,7 @@ def test_07_engines_that_ran_the_same_batch_are_told_apart_by_max_num_seqs():
         [runs["guard_stock_error"][0], runs["guard_stock_error_17"][0].query("guard == 'error'")], ignore_index=True
     )
     said = story.stopped(tg.engine_guard(stopped), "t")
-    assert "1 engine (17 requests in max_num_seqs 17) replayed no full graph" in said
+    assert "1 engine (17 requests in max_num_seqs 17) replayed no FULL graph" in said
 
 
 def test_07_cost_share_in_percent_and_terms_and_readme_pointers():

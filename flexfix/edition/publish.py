@@ -220,6 +220,12 @@ def check_dest(dest: Path, notebooks: Path) -> list[str]:
 _RECORDED = re.compile(r"recorded on (.+?)(?: \(driver [^)]*\))?, torch .*?, commit (\w+), (\S+?)(?:[,;\s]|$)", re.M)
 # What notebook 06 prints when its live part is its FAKE server (RUN_SERVER False): no vLLM ran live there.
 _FAKE = FAKE_LEAD
+# Its index row: the scenarios are the FAKE server's, while the installed vLLM's dispatcher and the tokenizer check
+# still run live
+FAKE_LIVE = (
+    "live part: the serving scenarios against a FAKE server, not vLLM; also live: the installed vLLM's dispatcher "
+    "table and the tokenizer check"
+)
 
 
 def _outputs_text(nb: nbformat.NotebookNode, streams_only: bool) -> str:
@@ -246,14 +252,14 @@ def about(nb: nbformat.NotebookNode) -> tuple[str, str]:
     if not found:
         return (
             purpose,
-            "live part: a FAKE server only, not vLLM" if fake else "live: every result was measured in this run",
+            FAKE_LIVE if fake else "live: every result was measured in this run",
         )
     gpus = list(dict.fromkeys(gpu for gpu, _, _ in found))
     n, lines = len(set(found)), len(found)
     said = f"{n} recorded result{'s' if n > 1 else ''}"
     said += f" ({lines} `recorded on` lines, a recording printed again counted once)" if lines != n else ""
     said += f" shown with a `recorded on` line (on {' and '.join(gpus)})"
-    return purpose, f"live part: a FAKE server only, not vLLM; {said}" if fake else f"live, except {said}"
+    return purpose, f"{FAKE_LIVE}; {said}" if fake else f"live, except {said}"
 
 
 def readme(

@@ -98,7 +98,7 @@ def stopped(engines: pd.DataFrame, where: str) -> str:
         notes.append(
             f"{plural(len(quiet), 'engine')} ("
             + listing([f"{r['requests']} requests in max_num_seqs {r['max_num_seqs']}" for _, r in quiet.iterrows()])
-            + ") replayed no full graph at all: the guard had nothing to check, and nothing was misread."
+            + ") replayed no FULL graph, so nothing could be misread: the guard had nothing to check."
         )
     if len(other):
         outcomes = listing(list(other["outcome"]))

@@ -10,7 +10,13 @@ import pandas as pd
 from flexfix.edition.narrative import listing, markdown
 from flexfix.edition.narrative.guard import WORDS, _need
 
-__all__ = ["serving"]
+__all__ = ["serving", "DISPATCH_NOW"]
+
+# said before the dispatch table of the recorded servers: that table is not in the recording
+DISPATCH_NOW = (
+    "what vLLM's CudagraphDispatcher runs each batch with: computed now, from the recorded arguments, by the "
+    "installed vLLM (the servers recorded no dispatch)"
+)
 
 
 def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
@@ -33,14 +39,22 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
             + f"; its log {'has' if r['guard_refused_in_log'] else 'lacks'} the guard's refusal and "
             f"{'names' if r['ima_in_log'] else 'names no'} CUDA illegal memory access"
         )
-    per_pair = []
-    for servers, pair in agree.groupby("servers", sort=False):
-        counts = [
-            f"{int(r['bitwise equal'])} of {int(r['of'])} in a batch of {int(r['concurrent requests'])}"
-            for _, r in pair.iterrows()
-        ]
-        per_pair.append(f"{servers}: {listing(counts)}")
     same = bool((agree["bitwise equal"] == agree["of"]).all())
+    if same:  # the conclusion only: the counts are the agreement table's
+        sizes = listing([str(int(n)) for n in dict.fromkeys(agree["concurrent requests"])])
+        agreed = (
+            f"every request of every batch ({sizes} at once) was answered bitwise the same by both servers of each "
+            "pair compared (" + "; ".join(dict.fromkeys(agree["servers"])) + "; the agreement table counts them)"
+        )
+    else:
+        per_pair = []
+        for servers, pair in agree.groupby("servers", sort=False):
+            counts = [
+                f"{int(r['bitwise equal'])} of {int(r['of'])} in a batch of {int(r['concurrent requests'])}"
+                for _, r in pair.iterrows()
+            ]
+            per_pair.append(f"{servers}: {listing(counts)}")
+        agreed = "; ".join(per_pair)
     return markdown(
         "**Served, `error` stops the engine, and with it the server, at the first refused replay; `eager` keeps the "
         "server answering, with the patched server's answers**: "
@@ -48,7 +62,7 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
         + ". Its clients got the HTTP 500 that a stock server without the guard gives (notebook 06's stock scenario); "
         "what the guard changed is the log, which names the field instead of an illegal memory access. `error` is "
         "for finding the bug; `eager` is for a server that must keep answering.",
-        f"Requests answered bitwise the same by two servers (same requests, same batches): {'; '.join(per_pair)}."
+        f"Requests answered bitwise the same by two servers (same requests, same batches): {agreed}."
         + (" Two servers agreeing is not batch invariance: each pair answered the same batch the same way." * same)
         + _alone(rows),
     )
@@ -57,21 +71,31 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
 def _alone(rows: pd.DataFrame) -> str:
     """What each server's comparison of every request of a batch with the same request sent alone found (the stage
     table's ``compared`` and ``bitwise_equal``), on the model its row names; the servers that compared none."""
-    equal, other, none = [], [], []
+    equal, other, none, servers, sizes = [], [], [], [], []
     for name, r in rows.iterrows():
         together = [s for s in r["records"] if s.get("stage") == "together" and not s.get("skipped")]
         for s in together:
             count = f"{name} {s.get('bitwise_equal', 0)} of {s['compared']} in a batch of {s['requests']}"
             if s.get("compared"):
                 (equal if s.get("bitwise_equal") == s["compared"] else other).append(count)
+                servers += [name] * (name not in servers)
+                sizes += [str(s["requests"])] * (str(s["requests"]) not in sizes)
         if together and not any(s.get("compared") for s in together):
             answered = listing([f"{s.get('ok', 0)} of {s['requests']}" for s in together])
             none.append(f"{name} compared none ({answered} concurrent requests answered)")
     if not equal and not other and not none:
         return ""
     models = listing([f"`{m}`" for m in dict.fromkeys(rows["model"])])
-    parts = [f"bitwise equal: {listing(equal)}"] * bool(equal)
-    parts += [f"not all bitwise equal: {listing(other)}"] * bool(other)
+    if equal and not other:  # the conclusion only: the counts are the stage table's
+        every = f"all {len(servers)} answering servers" if len(servers) > 2 else "both answering servers"
+        every = every if len(servers) > 1 else "the answering server"
+        parts = [
+            f"every batched answer was bitwise equal to the same request alone in {every} "
+            f"({listing(servers)}, batches of {listing(sizes)})"
+        ]
+    else:
+        parts = [f"bitwise equal: {listing(equal)}"] * bool(equal)
+        parts += [f"not all bitwise equal: {listing(other)}"] * bool(other)
     return (
         " The servers also compared each request of a batch with the same request sent alone (the stage table's "
         f"`compared` and `bitwise_equal`), on the {models} model{'s' * (len(set(rows['model'])) > 1)}; "

@@ -11,7 +11,7 @@ from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
 from flexfix.edition.tables.serving import FAKE_MODEL, is_fake, model_label
 
-__all__ = ["scenarios", "meaning", "plugin_processes", "what_runs", "FAKE_LEAD"]
+__all__ = ["scenarios", "conclusion", "meaning", "manager_times", "plugin_processes", "what_runs", "FAKE_LEAD"]
 
 
 def _check(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> None:
@@ -33,45 +33,6 @@ def _check(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> None:
         condition="with differences",
     )
     require(stages, what, values=("max_abs_logprob_diff",), **differ)
-
-
-def _stage(row: pd.Series) -> str:
-    """One stage's evidence; each compared request counted once, as the stage table and the figure count them:
-    bitwise equal, other tokens, or the same tokens but other logprobs.  How far logprobs moved is said of the
-    requests with the same tokens only (``max_logprob_diff_same_tokens``): a request with other tokens compares the
-    logprobs of other tokens."""
-    if row.get("skipped"):
-        return f"{row['stage']} {int(row['requests'])}: not run ({row['skipped']})"
-    n, ok = int(row["requests"]), int(row["ok"]) if pd.notna(row["ok"]) else 0
-    answered = (
-        f"all {n} answered"
-        if ok == n > 1
-        else "answered"
-        if ok == n
-        else f"none of {n} answered"
-        if not ok
-        else f"{ok} of {n} answered"
-    )
-    text = f"{row['stage']} {n}: {answered}"
-    if pd.notna(row.get("errored")) and int(row["errored"]):
-        text += f" ({row['errors'] or plural(int(row['errored']), 'error')})"
-    compared = row.get("compared")
-    if pd.notna(compared) and int(compared):
-        versus = "its non-streamed answer" if row["stage"] == "stream" else "the same request alone"
-        text += f", {int(row['bitwise_equal'])} of {int(compared)} bitwise equal to {versus}"
-        tokens, logprobs = int(row["tokens_differ"]), int(row["same_tokens_other_logprobs"])
-        kinds = ([plural(tokens, "request") + " with other tokens"] if tokens else []) + (
-            [f"{logprobs} with the same tokens but other logprobs"] if logprobs else []
-        )
-        if kinds:
-            text += f" ({', '.join(kinds)}"
-            same = row.get("max_logprob_diff_same_tokens")
-            if logprobs and pd.notna(same):
-                # the bitwise-equal requests add nothing to the maximum over the same-token ones: it is the largest
-                # difference among the ``logprobs`` whose logprobs moved
-                text += f", {'its' if logprobs == 1 else 'their'} logprobs off by up to {same:.3g}"
-            text += ")"
-    return text
 
 
 def _counts(mine: pd.DataFrame) -> dict[str, int]:
@@ -114,6 +75,9 @@ def meaning(sc: pd.Series, mine: pd.DataFrame, emulated: bool = False) -> str:
             text += f"; {c['tokens']} of them even had other tokens, another text"
         else:
             text += "; only logprobs moved, never a token"
+        same = pd.to_numeric(mine["max_logprob_diff_same_tokens"], errors="coerce").max()
+        if pd.notna(same) and same > 0:  # over the requests with the same tokens only: the others compare other tokens
+            text += f"; where the tokens were the same, logprobs moved by up to {same:.3g}"
         return text
     return OUTCOME_WORDS.get(status, status.replace("_", " "))
 
@@ -155,7 +119,6 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
     lines = []
     for _, sc in table.iterrows():
         mine = stages[stages["scenario"] == sc["scenario"]]
-        evidence = "; ".join(_stage(r) for _, r in mine.iterrows())
         emulated = is_fake(sc)
         server = _server(sc, emulated)
         label = model_label(sc)
@@ -164,7 +127,7 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
         else:
             model = f" ({label} model)" if label else ""
         lines.append(
-            f"* **{sc['scenario']}**{model}: {meaning(sc, mine, emulated)}. Stage by stage: {evidence}"
+            f"* **{sc['scenario']}**{model}: {meaning(sc, mine, emulated)}"
             + (f"; {', '.join(server)}" if server else "")
             + "."
         )
@@ -181,20 +144,51 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
         )
     fake = len(table) and all(is_fake(sc) for _, sc in table.iterrows())
     verb = "emulated (no vLLM ran: nothing here is a measurement of vLLM)" if fake else "measured"
-    return markdown(f"**What {where} {verb}**", *([head] if head else []), "\n".join(lines))
+    return markdown(f"**What {where} {verb}**", conclusion(table, stages), *([head] if head else []), "\n".join(lines))
+
+
+def conclusion(table: pd.DataFrame, stages: pd.DataFrame) -> str:
+    """One sentence before the scenarios: which servers answered every batched or streamed request bitwise as
+    alone, which answered otherwise, which died; the counts stage by stage are the stage table's."""
+    groups: dict[str, list[str]] = {}
+    for _, sc in table.iterrows():
+        mine = stages[stages["scenario"] == sc["scenario"]]
+        c = _counts(mine)
+        if sc["status"] == "ok" and c["compared"] and c["equal"] == c["compared"]:
+            key = "bitwise"
+        elif sc["status"] == "differs":
+            key = "other tokens" if c["tokens"] else "other logprobs"
+        elif sc["status"] == "illegal_memory_access":
+            key = "died"
+        else:
+            key = OUTCOME_WORDS.get(sc["status"], str(sc["status"]).replace("_", " "))
+        groups.setdefault((key, is_fake(sc)), []).append(str(sc["scenario"]))
+    words = {
+        "bitwise": "every answer in a batch or streamed was bitwise equal to the same request alone",
+        "other logprobs": "every request was answered, some not bitwise as alone: other logprobs, never other tokens",
+        "other tokens": "every request was answered, some not bitwise as alone, some even with other tokens",
+        "died": "the engine died of an illegal memory access and its clients got errors",
+    }
+    emulated = {"died": "the FAKE server emulated an engine dying of an illegal memory access; its clients got errors"}
+    parts = []
+    for (key, fake), names in groups.items():
+        who = f"in {'all ' + str(len(names)) + ' scenarios ' if len(names) > 2 else ''}{listing(names)}"
+        said = words.get(key, key)
+        if fake:  # the FAKE server's outcome is never said as an engine's (no vLLM ran)
+            said = emulated.get(key, f"as the FAKE server emulated it (no vLLM ran), {said}")
+        parts.append(f"{who}, {said}")
+    return "In short: " + "; ".join(parts) + ". The counts, stage by stage, are the stage table's."
 
 
 def _recorded_times(loaded) -> str:
-    """``, which in the recorded GPU run took 57–80 s to become healthy and 81–91 s per scenario with its
-    requests and its stop,`` from the recording's ``startup_seconds`` and ``seconds`` (empty where it has none)."""
+    """``, which in the recorded GPU run took 57–80 s to become healthy (its scenario table's
+    `startup_seconds`),`` from the recording's ``startup_seconds``, the time the last section's scenario table shows
+    (empty where it has none)."""
     if loaded is None:
         return ""
     table = loaded[0]
     parts = []
-    for column, what in (
-        ("startup_seconds", "to become healthy"),
-        ("seconds", "per scenario with its requests and its stop"),
-    ):
+    for column, what in (("startup_seconds", "to become healthy (the recorded scenario table's `startup_seconds`)"),):
         values = (
             pd.to_numeric(table[column], errors="coerce").dropna() if column in table else pd.Series([], dtype=float)
         )
@@ -241,3 +235,22 @@ def what_runs(device: str, run: dict, data_dir) -> str:
         '"this run" below is emulated by a script on the CPU: no vLLM, no model, no GPU. The real `vllm serve` '
         f"under the plugin is shown from its recording, in *The recorded GPU run* at the end: {recorded}."
     )
+
+
+def manager_times(demo: pd.DataFrame) -> str:
+    """Under the manager's table (:func:`flexfix.integration.serving.manager_demo`): how long each case's one
+    completion took, and, only where the data show it, that the first case's was the slowest: the first request of
+    this notebook's process, which also imports and starts the ``openai`` client."""
+    require(demo, "the manager's cases", values=("case", "seconds of the completion"))
+    sent = demo[pd.to_numeric(demo["seconds of the completion"], errors="coerce").notna()]
+    if sent.empty:
+        return markdown("No case sent a completion.")
+    seconds = pd.to_numeric(sent["seconds of the completion"])
+    each = listing([f"{s:.1f} s ({c})" for c, s in zip(sent["case"], seconds)])
+    text = f"The one completion took {each}: `seconds, start to stopped` holds it with the health check and the stop."
+    if len(sent) > 1 and seconds.iloc[0] > 2 * seconds.iloc[1:].max():
+        text += (
+            f" The first, in the {sent['case'].iloc[0]} case, is the slowest: it is this notebook's first request, "
+            "which also imports the `openai` client library and opens its first connection."
+        )
+    return markdown(text)

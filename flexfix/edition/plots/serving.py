@@ -8,7 +8,7 @@ import pandas as pd
 from flexfix.edition.plots.style import OUTCOME_COLOURS, figure, wrap
 from flexfix.edition.tables.serving import is_fake, model_label, stage_counts
 
-__all__ = ["SERVING_KINDS", "NOT_RUN", "NOT_RUN_STYLE", "EMULATED", "serving_figure"]
+__all__ = ["SERVING_KINDS", "NOT_RUN", "NOT_RUN_STYLE", "EMULATED", "EMULATED_HATCH", "serving_figure"]
 
 # What a request of a stage came to, in stacking order, with its colour: each compared request is in exactly one of
 # the first three (a request with other tokens has other logprobs too, and counts only as "tokens differ"), as in the
@@ -27,9 +27,13 @@ SERVING_KINDS = {
 HATCH = {"tokens differ": "xx"}
 # a stage that could not run: the only box with an outline, dotted, white inside (its legend swatch drawn the same)
 NOT_RUN_STYLE = {"facecolor": "#ffffff", "edgecolor": "#777777", "linestyle": ":", "linewidth": 1.2}
-# the FAKE server's bars: faded (their legend swatches faded the same) under this mark heading the title, so that
-# they never read as a vLLM measurement; no outline and no hatch of their own: each of those keeps one meaning
+# the FAKE server's bars: faded and hatched with single diagonals (their legend swatches drawn the same) under this
+# mark heading the title, so that they never read as a vLLM measurement; the error bar too, whose black barely
+# fades: its diagonals are white.  No outline of their own (the outline is the not-run box's), and the diagonals are
+# not the cross-hatch of "tokens differ"
 EMULATED = "EMULATED: no vLLM, no model"
+EMULATED_HATCH = "//"
+EMULATED_SAID = "its bars faded and hatched //: emulated"
 EMULATED_ALPHA = 0.45
 # "error" is black: faded like the others it would turn the mid grey of the not-run box's outline, so it fades less
 # and stays dark, one error colour in every figure (the FAKE server's and the recorded run's)
@@ -84,9 +88,9 @@ def _positions(bars) -> list[float]:
 
 
 def _draw(ax, y: float, kind: str, width: float, left: float, emulated: bool = False) -> None:
-    """One segment of a stage's bar: solid for a value (faded where the FAKE server emulated it); for a stage that
-    could not run, a white box with a dotted outline spanning the axis, its words inside, so that it reads as a
-    placeholder, not as a share."""
+    """One segment of a stage's bar: solid for a value (faded and hatched where the FAKE server emulated it); for a
+    stage that could not run, a white box with a dotted outline spanning the axis, its words inside, so that it
+    reads as a placeholder, not as a share."""
     if kind == NOT_RUN:
         inset = min(INSET, width / 4)
         ax.barh(y, width - 2 * inset, left=left + inset, height=BAR_HEIGHT, label=kind, **NOT_RUN_STYLE)
@@ -94,10 +98,20 @@ def _draw(ax, y: float, kind: str, width: float, left: float, emulated: bool = F
                 color="#555555", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})  # fmt: skip
     else:
         bar = ax.barh(y, width, left=left, height=BAR_HEIGHT, color=SERVING_KINDS[kind], edgecolor="black",
-                      hatch=HATCH.get(kind), lw=0, label=kind)  # fmt: skip
+                      hatch=_hatch(kind, emulated), lw=0, label=kind)  # fmt: skip
         if emulated:
             for patch in bar:
-                patch.set(alpha=_alpha(kind))
+                patch.set(alpha=_alpha(kind), hatchcolor=_hatch_colour(kind))
+
+
+def _hatch(kind: str, emulated: bool) -> str | None:
+    """A bar's hatch: the cross of ``tokens differ``, and the single diagonals of an emulated bar."""
+    return ((HATCH.get(kind) or "") + (EMULATED_HATCH if emulated else "")) or None
+
+
+def _hatch_colour(kind: str) -> str:
+    """The diagonals' colour: white on the black error bar, black on the others."""
+    return "#ffffff" if kind == "error" else "#000000"
 
 
 def _alpha(kind: str) -> float:
@@ -112,7 +126,15 @@ def _swatch(kind: str, emulated: bool):
 
     if kind == NOT_RUN:
         return Patch(**NOT_RUN_STYLE)
-    return Patch(facecolor=SERVING_KINDS[kind], hatch=HATCH.get(kind), lw=0, alpha=_alpha(kind) if emulated else None)
+    if not emulated:
+        return Patch(facecolor=SERVING_KINDS[kind], hatch=HATCH.get(kind), lw=0)
+    return Patch(
+        facecolor=SERVING_KINDS[kind],
+        hatch=_hatch(kind, True),
+        hatchcolor=_hatch_colour(kind),
+        lw=0,
+        alpha=_alpha(kind),
+    )
 
 
 def _groups(ax, bars, ys) -> None:
@@ -183,7 +205,7 @@ def serving_figure(table: pd.DataFrame, where: str = ""):
         "streamed answer vs its non-streamed answer" + (f" ({where})" if where else "") + models + f"; {ALONE_SAID}"
     )
     ax.set_title(
-        (f"{EMULATED} (the FAKE server; its bars faded)\n" if emulated else "") + wrap(title, 9, 10), fontsize=10
+        (f"{EMULATED} (the FAKE server; {EMULATED_SAID})\n" if emulated else "") + wrap(title, 9, 10), fontsize=10
     )
     fig.tight_layout()
     return fig

@@ -6,6 +6,7 @@ engine: the run's fields, its outcome and its child's records) and keeps what a 
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Iterable
 
@@ -329,10 +330,27 @@ def mutant_table(table: pd.DataFrame) -> pd.DataFrame:
             summary = guard_summary(g["records"])
             row["fields named"] = _fields(summary.get("alarms", {}))
             row["alarms (field: kind)"] = ", ".join(sorted(summary.get("alarms", {}))) or "none"
-            row["the first alarm found"] = "; ".join((summary.get("first_alarm") or {}).get("findings") or []) or "none"
+            findings = (summary.get("first_alarm") or {}).get("findings") or []
+            row["the first alarm found"] = "; ".join(_once(f) for f in findings) or "none"
             row["graphs captured through"] = captured_through(guard_summary(g["records"]))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+_REPEATED = re.compile(
+    r"^(?P<head>.*?: (?P<kind>\w+) '?(?P<a>[^' ]+)'? -> '?(?P<b>[^' ]+)'?) "
+    r"\((?P=kind) (?P=a) -> (?P=b)(?:, )?(?P<rest>.*)\)$"
+)
+
+
+def _once(finding: str) -> str:
+    """A guard finding with the change it states said once: ``seq_lens: pointer 'A' -> 'B' (pointer A -> B, shape
+    [32])`` becomes ``seq_lens: pointer A -> B (shape [32])``; any other finding as it is."""
+    m = _REPEATED.match(finding)
+    if not m:
+        return finding
+    head = f"{finding.split(': ' + m['kind'], 1)[0]}: {m['kind']} {m['a']} -> {m['b']}"
+    return f"{head} ({m['rest']})" if m["rest"] else head
 
 
 def _same_tokens(mine: dict[int, dict], ref: dict[int, dict]) -> str:

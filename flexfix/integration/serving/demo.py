@@ -54,9 +54,9 @@ def manager_demo(
 ) -> pd.DataFrame:
     """The manager's cases against the FAKE server: healthy (one completion, then stopped), exits at
     start, never healthy, ignores SIGTERM; what each did, its exit status (with the signal that ended it, if one
-    did), the seconds to healthy, from the start to the server stopped (start, completion and stop together) and
-    of the stop alone (SIGTERM to the group gone: the grace period shows there; ``n/a`` where the server had exited
-    before the SIGTERM), and whether any process of its
+    did), the seconds to healthy, of the one completion (``n/a`` where none was sent), of the stop alone (SIGTERM
+    to the group gone: the grace period shows there; ``n/a`` where the server had exited before the SIGTERM) and
+    from the start to the server stopped (launch, health, completion and stop together), and whether any process of its
     group was left; each case's startup timeout and grace period (SIGTERM to SIGKILL) beside it."""
     cases = [
         ("healthy", [], 10),
@@ -75,10 +75,12 @@ def manager_demo(
             env={"FLEXFIX_PATCH": "1", "VLLM_BATCH_INVARIANT": "1"},
         )
         stopping = _time_stop(server)
-        start, what = time.monotonic(), ""
+        start, what, completion = time.monotonic(), "", None
         try:
             with server:
+                begun = time.monotonic()
                 out = complete_alone(server.base_url, requests_for("tiny", 1), max_tokens=4)[0]
+                completion = time.monotonic() - begun
                 answered = f"answered, tokens {out['tokens']}" if out["ok"] else f"failed: {out.get('error', '?')}"
                 what = f"healthy; one completion {answered}"
         except ServerError as exc:
@@ -91,9 +93,11 @@ def manager_demo(
                 "grace, s": server.grace,  # from the manager's SIGTERM to its SIGKILL
                 "exit status": _status(server.returncode),
                 "seconds to healthy": server.startup_seconds if server.startup_seconds is not None else "never",
-                "seconds, start to stopped": round(time.monotonic() - start, 1),
+                # n/a: no completion was sent (the server was never healthy)
+                "seconds of the completion": "n/a" if completion is None else round(completion, 1),
                 # n/a: the server had exited before the manager's SIGTERM (exit_at_start): there was nothing to stop
                 "seconds, SIGTERM to stopped": "n/a" if stopping["exited_first"] else round(stopping["seconds"], 1),
+                "seconds, start to stopped": round(time.monotonic() - start, 1),
                 "processes left": len(group_members(server.pid)),
             }
         )
