@@ -187,3 +187,18 @@ def test_d11_d16():
     assert 'pd.option_context("display.max_colwidth", None)' in _code("04_batch_invariance")
     words = _markdown("04_batch_invariance").split("**Words used below**")[1].split("\n\n")[0]
     assert "A **query block** is" in words
+
+
+def test_d12_the_joined_line_says_which_batches_the_first_recording_lists_but_holds_no_cell_at():
+    """r0305 D12: why a second recording supplies a configuration's cells, from the recordings themselves."""
+    from flexfix.edition.narrative import invariance as story
+    from flexfix.measure import record
+
+    table, provs = schemas.recorded(DATA, record.RECORDED_KERNEL_INVARIANCE, schemas.KERNEL_CELLS)
+    config = "flex, batch_invariant options, graph, as_strided"
+    first = table[(table["source"] == "kernel_invariance") & (table["config"] == config)]
+    missing = sorted(set(provs[0]["parameters"]["batches"]) - set(first["batch"].astype(int)))
+    assert missing and min(missing) > int(first["batch"].max())  # the first recording stopped short of them
+    said = " ".join(str(story.kernel_sweep(table, "the H100", provenance=provs)).split())
+    listed = ", ".join(str(b) for b in missing[:-1]) + f" and {missing[-1]}"
+    assert f"`kernel_invariance` lists {listed} requests among its batches but holds no cell of `{config}`" in said

@@ -237,12 +237,20 @@ def sources(table: pd.DataFrame, provenance: list[dict] | None = None) -> str:
     if "source" not in table:
         return ""
     sources = list(dict.fromkeys(table["source"]))
-    commits = {}
+    commits, planned = {}, {}
     if provenance is not None and len(provenance) == len(sources):
         commits = {src: str(p.get("git_commit") or "unknown")[:10] for src, p in zip(sources, provenance)}
-    mixed, joined = [], set()
+        planned = {src: set((p.get("parameters") or {}).get("batches") or []) for src, p in zip(sources, provenance)}
+    mixed, joined, unreached = [], set(), []
     for config, cells in table.groupby("config", sort=False):
         if cells["source"].nunique() > 1:
+            for source, part in cells.groupby("source", sort=False):  # r0305 D12: why a second recording
+                missing = sorted(planned.get(source, set()) - set(part["batch"].astype(int)))
+                if missing:
+                    unreached.append(
+                        f"`{source}` lists {listing([str(b) for b in missing])} requests among its batches but "
+                        f"holds no cell of `{config}` at them"
+                    )
             spans = [
                 f"{int(part['batch'].min())} to {int(part['batch'].max())} requests from `{source}`"
                 + (f", commit {commits[source]}" if source in commits else "")
@@ -256,6 +264,8 @@ def sources(table: pd.DataFrame, provenance: list[dict] | None = None) -> str:
         f"Two recordings in one line above: the cells of {listing(mixed, '; ')} come from more than one recording "
         "(each with its parameters above); the verdict table gives each recording its own row."
     )
+    if unreached:
+        text += f" {listing(unreached, '; ')}: those cells come from the other recording."
     if len(joined) > 1:
         text += (
             f" The line joins cells of {plural(len(joined), 'commit')} of flexfix; the records do not show what "
