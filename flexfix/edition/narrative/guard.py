@@ -106,6 +106,14 @@ def stopped(engines: pd.DataFrame, where: str) -> str:
     return markdown(lead, " ".join(notes))
 
 
+def equal_in_batches(rows: pd.DataFrame, size: str) -> str:
+    """``"17 of 17 in a batch of 17 and 31 of 32 in a batch of 32"``: per row, the ``bitwise equal`` answers of
+    ``of``, in a batch of the row's ``size`` column (07's eager and served comparisons say their counts alike)."""
+    return listing(
+        [f"{int(r['bitwise equal'])} of {int(r['of'])} in a batch of {int(r[size])}" for _, r in rows.iterrows()]
+    )
+
+
 def eager_equal(equal: pd.DataFrame, engines: pd.DataFrame) -> str:
     """``equal``: :func:`~.tables.guard.eager_vs_reference`; ``engines``: their :func:`~.tables.guard.engine_guard`."""
     _need(equal, ["requests", "bitwise equal", "same tokens", "of"], "eager_equal")
@@ -113,11 +121,7 @@ def eager_equal(equal: pd.DataFrame, engines: pd.DataFrame) -> str:
     all_equal = bool((equal["bitwise equal"] == equal["of"]).all())
     per_engine = []
     for engine, rows in equal.groupby("engine", sort=False):
-        counts = [
-            f"{int(r['bitwise equal'])} of {int(r['of'])} in a batch of {int(r['requests'])}"
-            for _, r in rows.iterrows()
-        ]
-        per_engine.append(f"{_who(engine)}, {listing(counts)}")
+        per_engine.append(f"{_who(engine)}, {equal_in_batches(rows, 'requests')}")
     pairs = "; ".join(per_engine)
     completed = int((engines["outcome"] == "ok").sum())
     lead = "**Running the misreading steps without their graph gave the patched engine's answers" + (

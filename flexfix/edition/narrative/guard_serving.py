@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from flexfix.edition.narrative import listing, markdown
-from flexfix.edition.narrative.guard import WORDS, _need
+from flexfix.edition.narrative.guard import WORDS, _need, equal_in_batches
 
 __all__ = ["serving", "DISPATCH_NOW"]
 
@@ -49,11 +49,7 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
     else:
         per_pair = []
         for servers, pair in agree.groupby("servers", sort=False):
-            counts = [
-                f"{int(r['bitwise equal'])} of {int(r['of'])} in a batch of {int(r['concurrent requests'])}"
-                for _, r in pair.iterrows()
-            ]
-            per_pair.append(f"{servers}: {listing(counts)}")
+            per_pair.append(f"{servers}: {equal_in_batches(pair, 'concurrent requests')}")
         agreed = "; ".join(per_pair)
     return markdown(
         "**Served, `error` stops the engine, and with it the server, at the first refused replay; `eager` keeps the "

@@ -42,9 +42,11 @@ POSITION_KEY = (
 )
 
 
-def _position_outcome(row) -> str:
+def _position_outcome(row, crash: str = "crash") -> str:
+    """What one needle position came to; ``crash`` the word for a crash (the heatmap's cells count ``crash``, the
+    per-position table says ``crashed``)."""
     if row["outcome"] in CRASHES:
-        return "crash"
+        return crash
     if row["outcome"] == "wrong_result":
         return "wrong result"
     if row["outcome"] != "ok":
@@ -258,18 +260,7 @@ def position_outcomes(table: pd.DataFrame) -> pd.DataFrame:
     """Per configuration and batch size whose needle positions did not all end alike, what each position came to
     (``bitwise equal``, ``moved``, ``wrong result``, ``crashed``, ``error``): the positions the sweep paragraphs name
     (r0305 B7), which the heatmap gives only as counts."""
-    from flexfix.measure.outcomes import CRASHES
-
-    def word(row) -> str:
-        if row["outcome"] in CRASHES:
-            return "crashed"
-        if row["outcome"] == "wrong_result":
-            return "wrong result"
-        if row["outcome"] != "ok":
-            return "error"
-        return "bitwise equal" if bool(row["bitwise_equal"]) else "moved"
-
-    cells = table.assign(came_to=[word(r) for _, r in table.iterrows()])
+    cells = table.assign(came_to=[_position_outcome(r, crash="crashed") for _, r in table.iterrows()])
     wide = cells.pivot_table(
         index=["config", "batch"], columns="position", values="came_to", aggfunc="first", sort=False
     )
