@@ -74,7 +74,6 @@ def manager_demo(
             launcher=(sys.executable, str(fake_server), *extra),
             env={"FLEXFIX_PATCH": "1", "VLLM_BATCH_INVARIANT": "1"},
         )
-        stopping = _time_stop(server)
         start, what, completion = time.monotonic(), "", None
         try:
             with server:
@@ -96,33 +95,12 @@ def manager_demo(
                 # n/a: no completion was sent (the server was never healthy)
                 "seconds of the completion": "n/a" if completion is None else round(completion, 1),
                 # n/a: the server had exited before the manager's SIGTERM (exit_at_start): there was nothing to stop
-                "seconds, SIGTERM to stopped": "n/a" if stopping["exited_first"] else round(stopping["seconds"], 1),
+                "seconds, SIGTERM to stopped": "n/a" if server.exited_before_stop else round(server.stop_seconds, 1),
                 "seconds, start to stopped": round(time.monotonic() - start, 1),
                 "processes left": len(group_members(server.pid)),
             }
         )
     return pd.DataFrame(rows)
-
-
-def _time_stop(server: VllmServer) -> dict:
-    """Time the server's stop (SIGTERM, the grace period, SIGKILL), wherever it is called from: at the end of the
-    ``with`` block, or inside ``start`` when the server never became healthy.  The seconds land in the returned
-    dict, with ``exited_first``: whether the server had already exited when the stop began (then the SIGTERM
-    stopped nothing and its seconds are not a stop's); the instance's ``stop`` is wrapped, the class is untouched."""
-    timed = {"seconds": 0.0, "exited_first": None}
-    stop = server.stop
-
-    def timed_stop():
-        if timed["exited_first"] is None:  # the first stop decides: a later one finds the server gone anyway
-            timed["exited_first"] = server.proc is not None and server.proc.poll() is not None
-        begun = time.monotonic()
-        try:
-            return stop()
-        finally:
-            timed["seconds"] += time.monotonic() - begun
-
-    server.stop = timed_stop
-    return timed
 
 
 def _status(code: int | None) -> str:

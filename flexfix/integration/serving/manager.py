@@ -112,6 +112,10 @@ class VllmServer:
         self.poll = poll
         self.proc: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
+        # Its stop, as it started: the seconds that stop() took (SIGTERM, the grace period, SIGKILL; summed over the
+        # calls), and whether the server had already exited when the first stop began (then no SIGTERM stopped it).
+        self.stop_seconds: float = 0.0
+        self.exited_before_stop: bool | None = None
 
     @property
     def base_url(self) -> str:
@@ -225,6 +229,9 @@ class VllmServer:
 
         if self.proc is None:
             return None
+        if self.exited_before_stop is None:  # the first stop decides: a later one finds the server gone anyway
+            self.exited_before_stop = self.proc.poll() is not None
+        begun = time.monotonic()
         pgid = self.proc.pid  # a session leader's process group id is its pid
         try:
             self._signal(pgid, signal.SIGTERM)
@@ -237,6 +244,7 @@ class VllmServer:
             raise
         finally:
             children.end(self.proc)  # reaped and forgotten (the group is gone, or SIGKILLed once more)
+            self.stop_seconds += time.monotonic() - begun
         return self.proc.returncode
 
     @staticmethod
