@@ -25,13 +25,13 @@ def test_every_request_sentences_match_the_table_for_the_patched_engines():
     every, rows = _every()
     said = reproduce.every_request(every, rows)
     # the table shows the patched engines at 17, 32 and 47, nothing differing; the sentence said "completed no batch"
-    assert "completed no batch" not in said and "completed: none" not in said
+    assert "completed no batch" not in said and "completed none of them" not in said
     for engine, mine in rows.groupby("engine"):
         assert f"**{engine}** (`max_num_seqs` " in said  # names each engine as the table does, with its max_num_seqs
         if "patched" in engine:
             sizes = ", ".join(str(n) for n in mine["requests"][:-1]) + f" and {mine['requests'].iloc[-1]}"
             assert re.search(rf"\*\*{re.escape(engine)}\*\* \(`max_num_seqs` \d+\) answered every request", said)
-            assert f"completed: {sizes}" in said
+            assert f"requests and completed {sizes}" in said
 
 
 def test_an_engine_that_completed_but_has_no_rows_is_an_error_not_a_sentence():

@@ -378,7 +378,7 @@ def every_request(
                 many = len(full) > 1
                 said = f"batch{'es' * many} of {listing(full)} replay{'s' * (not many)}"
                 line += f"; by vLLM's dispatcher its {said} a FULL decode graph"
-        line += f". Batches planned: {listing(planned)}; completed: {listing(done) or 'none'}"
+        line += f". It was given batches of {listing(planned)} requests and completed {listing(done) or 'none of them'}"
         if run["status"] != "ok":
             rest = [n for n in planned if n not in done]
             line += f"; then {OUTCOME_WORDS.get(run['status'], run['status'])}" + (
