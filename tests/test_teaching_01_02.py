@@ -198,7 +198,10 @@ def test_a3_which_recordings_ran_the_same_seeds_is_said_from_what_the_edition_sh
     assert "in this run" not in cpu.split(":")[0] and "cannot fault" in cpu
     gpu = _same_seeds("cuda", live=True)  # the GPU branch: placements and torch-only runs measured here
     assert gpu.startswith("**Which recordings ran the same seeds.** 3 recordings") and ", 2 of them in this run" in gpu
-    assert "| the `default` arm of the placement runs above | this run (cuda), at this edition's commit |" in gpu
+    assert (
+        "| the plain `default` runs of the placement experiment above (caches where PyTorch put them) "
+        "| this run (cuda), at this edition's commit |"
+    ) in gpu
     assert str(cause_prov["git_commit"])[:10] not in gpu and "cannot fault" not in gpu
 
 

@@ -126,7 +126,7 @@ def test_faces_compare_the_same_seeds_and_do_not_compare_the_cpu_analog_with_a_g
     )
     said = reproduce.faces(wrong, "this run", recorded, "the recorded run", "cuda")
     n = int((recorded["copy"] == "as_strided").sum())
-    assert f"**{n} of {n} gave another face in this run than in the recorded run**" in said
+    assert f"**{n} of {n} gave another outcome in this run than in the recorded run**" in said
     assert "a silently wrong result here, an illegal memory access there" in said
     assert "the same outcome in both runs" in reproduce.faces(
         recorded, "this run", recorded, "the recorded run", "cuda"

@@ -76,7 +76,7 @@ def test_a3_a4_the_driver_list_is_compared_with_the_reads_and_the_plain_default_
     assert f"The driver's list against a direct read, in the {len(read)} runs with the caches `default`" in said
     assert f"{unlisted} runs read those bytes without a fault where the driver listed no allocation" in said
     assert "nobody read directly" not in said
-    assert f"for the {len(plain)} runs of the plain `default` arm, which read nothing themselves" in said
+    assert f"for the {len(plain)} runs of the plain `default` placement, which read nothing themselves" in said
     table = cause_tables.placement_table(runs)
     assert any(str(i).endswith("then read in front of V") for i in table.index)  # the rows the caption cites
     caption = _cell("01_reproduce_ima", "*How to read it:* one row per scenario")

@@ -159,7 +159,7 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
         "**What decides, once a pad is read: the memory in front of the KV cache.** With the same seeds, hence the "
         f"same misread cells, mapped bytes in front of the caches gave a silently wrong answer in {len(g)} of "
         f"{plural(len(g), 'run')} and unmapped bytes an illegal memory access in {len(f)} of "
-        f"{plural(len(f), 'run')}, on this GPU (counts, not a law: each arm below says how many runs it rests on)"
+        f"{plural(len(f), 'run')}, on this GPU (counts, not a law: each placement below says how many runs it rests on)"
         if flipped and same_seeds
         else "**What decides.** Placing the cache did not flip every run: read the counts below"
     )
@@ -195,23 +195,22 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
                 else ""
             )
         )
-    if not d.empty:
-        hit = int((d["status"] == d["predicted"]).sum())
+    if not d.empty:  # r0102 round 9, D6: where V sat first, then what the driver's list predicted
+        behind = d["k_address"] - d["v_address"] if {"k_address", "v_address"} <= set(d.columns) else None
+        adjacent = behind is not None and (behind == d["front_k_size"]).all() and d["front_k_size"].nunique() == 1
+        hit, size = int((d["status"] == d["predicted"]).sum()), int(d["front_k_size"].iloc[0]) if adjacent else 0
         parts.append(
             f"* Caches `default` (PyTorch's caching allocator, as in every earlier run), {plural(len(d), 'run')}: "
-            f"{_counted(d)}. Just before the first replay the driver listed an allocation in front of K in "
+            f"{_counted(d)}."
+            + (f" First, where they sat: in all {len(d)} the V cache started {size:,} bytes before the K cache (the "
+               f"`k_address` and `v_address` each run recorded), and the allocation the driver listed in front of K "
+               f"was {size:,} bytes long, just that distance: V ended where K began, so the allocation in front of K "
+               "was the V cache itself and only what lay in front of V could decide." if adjacent else "")
+            + " Just before the first replay the driver listed an allocation in front of K in "
             f"{_listed(d, 'front_k_mapped')} and in front of V in {_listed(d, 'front_v_mapped')} of them; the outcome "
-            f"was the one those answers predict in {hit} of {len(d)}."
-        )
-        behind = d["k_address"] - d["v_address"] if {"k_address", "v_address"} <= set(d.columns) else None
-        if behind is not None and (behind == d["front_k_size"]).all() and d["front_k_size"].nunique() == 1:
-            size = int(d["front_k_size"].iloc[0])
-            parts.append(
-                f"  In all {len(d)} the V cache started {size:,} bytes before the K cache (the `k_address` and "
-                f"`v_address` each run recorded), and the allocation the driver listed in front of K was {size:,} "
-                "bytes long, just that distance: V ended where K began, so the allocation in front of K was the V "
-                "cache itself and only what lay in front of V could decide."
-            )
+            f"was the one those answers predict in {hit} of {len(d)}"
+            + ("; the direct reads below show why the list can mispredict." if hit < len(d) else ".")
+        )  # fmt: skip
         read = touched[touched["placement"] == "default"]
         listed = [bool(r["front_v_mapped"] if r["touch"] == "v" else r["front_k_mapped"]) for _, r in read.iterrows()]
         pairs = pd.Series([(lst, r) for lst, r in zip(listed, read["touch_result"])], dtype=object).value_counts()
@@ -227,7 +226,7 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
                 + (
                     ": where it listed none, something it does not list was mapped. The outcome follows what is "
                     f"mapped, which the driver's list can miss; for the {plural(len(d), 'run')} of the plain `default` "
-                    "arm, which read nothing themselves, that is inferred from these, not read."
+                    "placement, which read nothing themselves, that is inferred from these, not read."
                     if hit < len(d) and unlisted
                     else "."
                 )
@@ -342,7 +341,14 @@ def same_seeds(
         sets.append(("this notebook's own torch-only runs above", this_run, _where(None, live), None))
     arm = placements[(placements["placement"] == "default") & (placements["v_placement"] == "default")]
     arm = arm[arm["touch"].isna()] if "touch" in arm else arm
-    sets.append(("the `default` arm of the placement runs above", arm, _where(placements_prov, live), placements_prov))
+    sets.append(
+        (
+            "the plain `default` runs of the placement experiment above (caches where PyTorch put them)",
+            arm,
+            _where(placements_prov, live),
+            placements_prov,
+        )
+    )
     kept = []
     for what, runs, where, prov in sets:
         runs = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]
@@ -368,7 +374,7 @@ def same_seeds(
     )
     tail = _agree(kept, common)
     if device != "cuda":
-        tail += " This run is the CPU analog, which cannot fault: it adds no recording of either face."
+        tail += " This run is the CPU analog, which cannot fault: it adds no recorded crash or silently wrong answer."
     return markdown(text, table, tail)
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 from flexfix.edition.checks import DataError, require, require_numbers, require_steps
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
 from flexfix.edition.narrative.sanitizer import sanitizer_read
+from flexfix.edition.narrative.threshold import completed_full, crash_threshold
 from flexfix.edition.tables.outcomes import engine_max_num_seqs, every_request_engine
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
 KERNEL_RUN_COLUMNS = ("copy", "batch", "seed", "status", "records")
 SANITIZER_COLUMNS = ("copy", "status", "sanitizer_errors", "sanitizer_lines")
 ENGINE_SCENARIO_COLUMNS = ("scenario", "what", "status", "records")
+
+CRASHES = ("illegal_memory_access", "index_error", "timeout", "error")  # no answer at all
 
 BOTH_OUTCOMES = (
     "A crash and a silently wrong answer are two faces of this one misread; which one a run gets, and why, is "
@@ -122,6 +125,11 @@ def kernel_outcomes(runs: pd.DataFrame, where: str, both_faces: bool = True) -> 
     if wrong_groups:
         head = f"**What {where} saw:** {listing(wrong_groups)} went wrong"
         head += f"; {listing(right_groups)} matched the reference at every step." if right_groups else "."
+        if not runs["status"].isin(CRASHES).any():
+            head += (
+                ' None of them crashed: every wrong run answered silently wrong (the section "Crash or wrong '
+                'answer: what decides" says what makes a run crash).'
+            )
     else:
         head = f"**What {where} saw:** every run matched the reference at every step."
     # The two faces of the bug are worth a sentence only where the buggy copy ran.
@@ -154,7 +162,8 @@ def faces(
     if device != "cuda":
         return markdown(
             f"The recorded GPU runs of `as_strided` past one query block ended in {said}. This run is the CPU analog: "
-            "it shows which cells a replay reads, not which face a GPU run shows."
+            "it shows which cells a replay reads, not which outcome (a crash or a silently wrong answer) a GPU run "
+            "shows."
         )
     require(this_run, "this run's torch-only runs", values=("copy", "batch", "seed", "status"))
     mine = _faces(this_run)
@@ -167,7 +176,7 @@ def faces(
     if other:
         pairs = sorted({(mine[s], theirs[s]) for s in other})
         text += (
-            f"**{len(other)} of {len(common)} gave another face in {this_where} than in {recorded_where}** ("
+            f"**{len(other)} of {len(common)} gave another outcome in {this_where} than in {recorded_where}** ("
             + listing([f"{OUTCOME_WORDS.get(a, a)} here, {OUTCOME_WORDS.get(b, b)} there" for a, b in pairs])
             + ")"
         )
@@ -227,91 +236,6 @@ def engine_scenarios(runs: pd.DataFrame, names: list[str]) -> str:
         said = listing([f"{_engine_word(s)} ({c} of {len(group)})" for s, c in counts.items()])
         lines.append(f"* ({name}) {group['what'].iloc[0]}: {said}.")
     return markdown("\n".join(lines))
-
-
-def crash_threshold(table: pd.DataFrame, dispatch: pd.DataFrame | None = None) -> str:
-    """From :func:`flexfix.edition.tables.threshold_table`: where each way of counting completed and where it died,
-    led by the first fault of each; with ``dispatch`` (:func:`flexfix.edition.glossary.decode_dispatch` of the
-    engines' ``max_num_seqs`` and counts), which completed counts past one query block ran outside a FULL graph."""
-    require(table, "the crash threshold", values=("how", "outcome", "requests"))
-    lines, firsts = [], []
-    for how, group in table.groupby("how", sort=False):
-        done = group[group["outcome"] == "completed"]["requests"]
-        died = group[group["outcome"] != "completed"]
-        counts = listing(sorted({int(n) for n in done}))  # each count tried, not a range
-        line = (
-            f"* {how}: completed at {counts} requests (the counts tried)" if len(done) else f"* {how}: none completed"
-        )
-        if len(died):
-            first = int(died["requests"].min())
-            firsts.append(f"{first} requests ({how})")
-            at_first = died[died["requests"] == first]
-            tries = group[group["requests"] == first]
-            line += (
-                f"; first fault at {first} requests "
-                f"({listing(sorted(OUTCOME_WORDS.get(o, o) for o in set(at_first['outcome'])))}, "
-                f"{len(at_first)} of {plural(len(tries), 'try', 'tries')})"
-            )
-            below = group[(group["requests"] == first - 1)]
-            if len(below):
-                ok_below = int((below["outcome"] == "completed").sum())
-                line += f", while {first - 1} completed {ok_below} of {plural(len(below), 'try', 'tries')}"
-            elif len(tried := group[group["requests"] < first]["requests"]):
-                gap = f"no count from {int(tried.max()) + 1} to {first - 1} was tried"
-                if int(tried.max()) + 1 == first - 1:
-                    gap = f"count {first - 1} was not tried"
-                line += f"; {gap}: it starts there or at {first}"
-        else:
-            firsts.append(f"none ({how})")
-        lines.append(line + ".")
-    numbers, head = {f.split(" (")[0] for f in firsts}, "In the crash-threshold engines above, the first fault came at "
-    both = len(numbers) == 1 and len(firsts) > 1 and not firsts[0].startswith("none")
-    head += f"{numbers.pop()} in both ways of counting" if both else listing(firsts)
-    return markdown(
-        f"**{head}**: that is where these engines first faulted, not the fewest requests that can fault: an engine "
-        "started with another `max_num_seqs` captures other graphs, and the every-request engines of the next "
-        "section say at which batch each of them died (which can be fewer requests). "
-        "More than one query block in flight is necessary for a "
-        "fault, not sufficient, and the count where it starts was measured only in this setting (this model, "
-        "these prompts, this GPU, these `max_num_seqs`), not a constant of the bug. A count that *completed* is not "
-        "evidence that it read correctly: each fresh engine starts with `max_num_seqs` equal to its count, which "
-        "sets the batch sizes it captures full graphs for and so whether its batch replays one at all, and a "
-        "completed run could have misread silently: these engines' answers were not checked (the next section checks "
-        "other engines' answers, request by request).",
-        "\n".join(lines) + _outside_graphs(table, dispatch),
-    )
-
-
-def _outside_graphs(table: pd.DataFrame, dispatch: pd.DataFrame | None) -> str:
-    """The completed counts past one query block whose decode batch vLLM's dispatcher runs with no FULL graph."""
-    if dispatch is None:
-        return ""
-    require(dispatch, "the decode dispatch", values=("max_num_seqs", "decode batch", "runs with"))
-    outside = [b for b, mode in _completed_modes(table, dispatch) if mode != "FULL"]
-    if not outside:
-        return "\n* Every completed count past one query block replayed a FULL decode graph (the dispatch table)."
-    return (
-        f"\n* By vLLM's own dispatcher (the table above), a decode batch of {listing(outside)} "
-        "requests on an engine with those `max_num_seqs` is padded past its largest FULL decode graph and runs "
-        "without one: attention outside any graph reads `kv_indices` as written and cannot misread. At those counts "
-        "'completed' says nothing about the bug, unless the batch shrank to a size with a FULL graph before the end. "
-        "That holds for these engines' `max_num_seqs` only: an engine started with a larger one holds FULL graphs "
-        "for more sizes, and can replay one at the same count (the every-request engines below print theirs)."
-    )
-
-
-def completed_full(table: pd.DataFrame, dispatch: pd.DataFrame) -> list[int]:
-    """The counts past one query block that an engine of the crash-threshold table completed while vLLM's dispatcher
-    replays a FULL decode graph for them (:func:`crash_threshold`'s table and dispatch)."""
-    return sorted({int(b) for b, mode in _completed_modes(table, dispatch) if mode == "FULL"})
-
-
-def _completed_modes(table: pd.DataFrame, dispatch: pd.DataFrame) -> list[tuple[int, str]]:
-    """(decode batch, how it runs) of each completed count past one query block, on its engine's ``max_num_seqs``."""
-    done = table[(table["outcome"] == "completed") & (table["requests"] > 16)]
-    keys = set(zip(done["max_num_seqs"], done["requests"]))
-    pairs = zip(dispatch["max_num_seqs"], dispatch["decode batch"], dispatch["runs with"])
-    return [(b, mode) for m, b, mode in pairs if (m, b) in keys]
 
 
 def every_request(

@@ -91,6 +91,15 @@ def without_plugin(
         "one configuration's throughput moves from one engine to the next, and differences smaller than that rank "
         "nothing: which setting costs least is not read from these ratios."
     )
+    pw, eager = "piecewise CUDA graphs only", "no CUDA graphs"  # r0102 round 9, D8: an order that looks backwards
+    if pw in ways.index and eager in ways.index:
+        backwards = [n for n, c in speeds.items() if float(ways.loc[pw, c]) < float(ways.loc[eager, c])]
+        if backwards:
+            lines[-1] += (
+                f" That includes {pw} coming out slower than {eager} (at {listing(backwards)} requests), which "
+                "looks backwards: it is one engine of each, and whether such a gap exceeds how far two engines of one "
+                "setting differ is not measured here."
+            )
     return markdown(*lines)
 
 
