@@ -15,6 +15,7 @@ from flexfix.edition.narrative.cost_devices import (
     engine_commits,
     engine_workload,
     flex_over_sdpa,
+    kernel_bi_cost,
     l2_effect,
 )
 
@@ -351,10 +352,13 @@ def engine_ratios(summary: pd.DataFrame, spread: pd.DataFrame | None = None) -> 
     )
 
 
-def published(summary: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str:
+def published(
+    summary: pd.DataFrame, ratios: pd.DataFrame, where: str, here: tuple[pd.DataFrame, str] | None = None
+) -> str:
     """Our ratios next to the published anchors (:mod:`flexfix.edition.anchors`), other setups, and which directions
     match theirs (:func:`~flexfix.edition.narrative.cost_devices.direction`).
-    ``where`` names the kernel timing ``ratios`` come from (a recording, or this run), said beside its ranges."""
+    ``where`` names the kernel timing ``ratios`` come from (a recording, or this run), said beside its ranges;
+    ``here``, ``(ratios, where)`` of this run, is said beside it for the kernel options' cost (r9 A1)."""
     _check_summary(summary, "the throughput ratios")
     _check_ratios(ratios, "the kernel timing ratios")
     pr = anchors.PR_36298["latency_s"]
@@ -378,6 +382,8 @@ def published(summary: pd.DataFrame, ratios: pd.DataFrame, where: str) -> str:
         "`VLLM_BATCH_INVARIANT=1` over `=0` (below 1: batch invariance slower): "
         f"variance model {ours('variance', 'BI1/BI0')}; tiny model {ours('tiny', 'BI1/BI0')}. The attention kernel "
         f"alone ({where}), a time ratio and so the other way round: its batch-invariant options' time over vLLM's "
-        f"options' (above 1: batch invariance slower): {bi_kernel}.",
-        direction(summary, ratios),
+        f"options' (above 1: batch invariance slower): {bi_kernel}"
+        + (f"; in {kernel_bi_cost(*here)}" if here is not None else "")
+        + ".",
+        direction(summary, ratios, where, (here,) if here is not None else ()),
     )

@@ -174,11 +174,45 @@ def _held(row: pd.Series) -> str:
     return "above" if below == 0 else "below" if below == int(row["ratios"]) else "both"
 
 
-def direction(summary: pd.DataFrame, ratios: pd.DataFrame) -> str:
+def kernel_bi_cost(ratios: pd.DataFrame, where: str) -> str:
+    """What the attention kernel's batch-invariant options cost against vLLM's in one run (``ratios``'
+    ``bi_overhead``, a time ratio: above 1 slower), named by its source ``where`` (r9 A1): the range, the cases more
+    than 5% either way, the worst of them with its spread band where ``ratios`` carries one (``spread=True``)."""
+    if "bi_overhead" not in ratios:
+        return f"{where}: no graph replay, so the kernel options' cost was not measured there"
+    bi = ratios["bi_overhead"]
+    said = f"{where}: {span(bi, '{:.2f}', 'x')} the time of vLLM's"
+    off = bi[(bi - 1).abs() > 0.05]
+    if off.empty:
+        return said + ", within 5% in every case"
+    slow, fast = int((off > 1).sum()), int((off < 1).sum())
+    counts = [f"more than 5% slower in {slow}" if slow else "", f"more than 5% faster in {fast}" if fast else ""]
+    key = (off - 1).abs().idxmax()
+    r = float(bi.loc[key])
+    at = ratios.reset_index().set_index(ratios.index).loc[key] if isinstance(key, tuple) else ratios.loc[key]
+    case = (
+        f"{plural(int(at['batch']), 'request')} x {int(at['context'])} tokens, "
+        if {"batch", "context"} <= set(at.index)
+        else ""
+    )
+    band = ""
+    if {"bi_overhead_lo", "bi_overhead_hi"} <= set(ratios):
+        lo, hi = float(ratios.loc[key, "bi_overhead_lo"]), float(ratios.loc[key, "bi_overhead_hi"])
+        band = f"; its spread band {lo:.2f}–{hi:.2f}x, " + (
+            "wholly above 1" if lo > 1 else "wholly below 1" if hi < 1 else "reaching 1"
+        )
+    return (
+        f"{said}, {' and '.join(c for c in counts if c)} of {len(bi)} cases (the most: {case}"
+        f"{abs(r - 1) * 100:.0f}% {'slower' if r > 1 else 'faster'}{band})"
+    )
+
+
+def direction(summary: pd.DataFrame, ratios: pd.DataFrame, where: str = "the recorded run", also: tuple = ()) -> str:
     """Which of the published directions these runs share (r0305 A2, B7): full over piecewise graphs (PR #36298: full
     faster), and the cost of batch invariance (the blog: slower), at the engine (``summary``,
     :func:`flexfix.edition.tables.ratio_summary`) and in the attention kernel alone (``ratios``' ``bi_overhead``, a time
-    ratio: above 1 slower)."""
+    ratio: above 1 slower), each kernel run named by its source: ``ratios`` from ``where``, then each
+    ``(ratios, where)`` pair of ``also`` (r9 A1: this run's result beside the recording's)."""
     said = {
         "above": "the same direction (full faster in every ratio)",
         "below": "the opposite direction (full slower in every ratio)",
@@ -208,15 +242,12 @@ def direction(summary: pd.DataFrame, ratios: pd.DataFrame) -> str:
         )
     if cost:
         parts.append("at the engine, batch-invariant mode was " + "; ".join(cost))
-    if "bi_overhead" in ratios:
-        bi = ratios["bi_overhead"]
-        if bool(((bi - 1).abs() <= 0.05).all()):
-            parts.append(
-                f"the attention kernel's batch-invariant options took {span(bi, '{:.2f}', 'x')} the time of vLLM's, "
-                "within 5% in every case"
-            )
-        else:
-            parts.append(f"the attention kernel's batch-invariant options took {span(bi, '{:.2f}', 'x')} the time")
+    kernels = [(ratios, where), *also]
+    if any("bi_overhead" in r for r, _ in kernels):
+        parts.append(
+            "the attention kernel's batch-invariant options took (a time ratio, above 1 slower), in "
+            + "; in ".join(kernel_bi_cost(r, w) for r, w in kernels)
+        )
     verdict = (
         "not established here, so these runs neither confirm nor contradict the published cost"
         if both or not engine

@@ -7,7 +7,7 @@ import pandas as pd
 from flexfix.edition.checks import require
 from flexfix.edition.narrative import listing, markdown, plural
 
-__all__ = ["equivalence", "misreads"]
+__all__ = ["equivalence", "misreads", "flat_cells"]
 
 
 def equivalence(table: pd.DataFrame, names: tuple[str, str]) -> str:
@@ -68,3 +68,17 @@ def _lead(wrong: list[tuple[str, int]], right: list[tuple[str, int]]) -> str:
                 f"`{copy}` hands every query block its own entries at every replay width here ({listing(good)})"
             )
     return f"In short: {'; '.join(parts)}."
+
+
+def flat_cells(cells: dict[str, int], w_max: int) -> str:
+    """Where flat storage offsets (``name -> offset``, counted from the buffer's first cell, as the text counts them)
+    sit in the storage figures, which draw the buffer ``w_max`` cells to a buffer row (r9 D12)."""
+    said = [
+        f"storage cell `{name}` = {cell} is buffer row {cell // w_max}, column {cell % w_max}"
+        for name, cell in cells.items()
+    ]
+    return markdown(
+        f"**Flat storage cells in the figure** (drawn `W_MAX` = {w_max} cells to a buffer row): "
+        + "; ".join(said)
+        + "."
+    )

@@ -119,7 +119,8 @@ def ratio_lines(
     ``panels``: small multiples instead, for series that lie on top of each other: one panel per value of ``by``
     (titled with it), that series in its colour, marker and line style, every other series in light grey behind it
     for comparison; shared axes, so heights compare across panels.  ``sharey=False``: each panel its own y axis, for
-    series whose ranges differ by far (r0305 C8: 1.0-1.5x beside 8x would sit on the reference line)."""
+    series whose ranges differ by far (r0305 C8: 1.0-1.5x beside 8x would sit on the reference line), its range
+    taken from its own series, band and reference only (r9 C1): the grey lines are cut at its edges."""
     groups = [(key, part.sort_values(x)) for key, part in table.groupby(by, sort=True)]
     ref_label = reference_label or (f"reference: {reference:g}" if reference is not None else None)
     if panels:
@@ -178,6 +179,27 @@ def _min_span(ax, reference: float | None, min_span: float | None) -> None:
     ax.set_ylim(min(lo, reference * (1 - min_span)), max(hi, reference * (1 + min_span)))
 
 
+def _others(by: str, sharey: bool) -> str:
+    """The legend's name of the grey lines (with ``sharey=False`` they run off a panel's own range, cut at its edge:
+    the title and legend stay short, the cut lines show it)."""
+    return f"the other {by} values"
+
+
+def _own_ylim(ax, part: pd.DataFrame, y: str, reference: float | None, logy: bool) -> None:
+    """One panel's y range from its own series, its band and the reference line, with a margin (r9 C1)."""
+    cols = [c for c in (y, f"{y}_lo", f"{y}_hi") if c in part]
+    values = pd.concat([part[c] for c in cols]).astype(float).dropna()
+    if reference is not None:
+        values = pd.concat([values, pd.Series([float(reference)])])
+    lo, hi = float(values.min()), float(values.max())
+    if logy and lo > 0:
+        pad = (hi / lo) ** 0.08 if hi > lo else 1.1
+        ax.set_ylim(lo / pad, hi * pad)
+    else:
+        pad = (hi - lo) * 0.08 if hi > lo else max(abs(hi), 1.0) * 0.05
+        ax.set_ylim(lo - pad, hi + pad)
+
+
 def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy, min_span=None, sharey=True):
     """:func:`ratio_lines` as small multiples: one panel per series, the others in grey behind it."""
     n = len(groups)
@@ -188,7 +210,7 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
     for i, (ax, (key, part)) in enumerate(zip(flat, groups)):
         for j, (_, rest) in enumerate(groups):
             if j != i:
-                ax.plot(rest[x], rest[y], "-", color="grey", alpha=0.35, lw=1.0, label=f"the other {by} values")
+                ax.plot(rest[x], rest[y], "-", color="grey", alpha=0.35, lw=1.0, label=_others(by, sharey))
         style = _series_style(i, n, by)
         ax.plot(part[x], part[y], label=f"{by} {key}", **{**style, "markersize": 6, "ls": "-"})
         _band(ax, part, x, y, style["color"])
@@ -201,6 +223,9 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
         if logx:
             batch_axis(ax, pd.concat([p[x] for _, p in groups]))
         ax.tick_params(labelbottom=True)
+    if not sharey:  # each panel's range from its own series and band, not the grey lines (r9 C1: they are clipped)
+        for ax, (_, part) in zip(flat, groups):
+            _own_ylim(ax, part, y, reference, logy)
     for ax in flat[: 1 if sharey else n]:  # shared axes: one panel sets them all
         _min_span(ax, reference, min_span)
         if logy:
@@ -216,7 +241,7 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
     for ax in flat[max(0, n - cols) : n]:
         ax.set_xlabel(x)
     handles = _neutral_band(dict(zip(*reversed(flat[0].get_legend_handles_labels()))))
-    shown = [k for k in (f"the other {by} values", ref_label, BAND_LABEL) if k in handles]
+    shown = [k for k in (_others(by, sharey), ref_label, BAND_LABEL) if k in handles]
     fig.legend([handles[k] for k in shown], shown, loc="lower center", ncol=len(shown), fontsize=8, frameon=False)
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))

@@ -58,7 +58,7 @@ ZERO_LABEL = "0 (bitwise equal)"  # the y label of the band where bitwise-equal 
 NO_NUMBER_Y = 1.07  # the strip above each panel (axes fraction) where crashes and kernel errors are marked
 NO_NUMBER_BAND = (1.0, 1.14)  # that strip, boxed and labelled NO_NUMBER_LABEL: outside the value axis
 NO_NUMBER_LABEL = "no number"
-NO_NUMBER_MARKERS = {"crash": "x", "error": "*"}  # markers no series uses
+NO_NUMBER_MARKERS = {"crash": "x", "error": "*"}  # the outcomes of the strip (a crash's x drawn in its series' shape)
 TICK_CLEARANCE = 0.12  # no value tick label within this axes fraction of the strip's label: they never overlap
 
 
@@ -321,18 +321,16 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                     else ~cells["outcome"].isin(list(CRASHES) + ["ok", "wrong_result"])
                 )
                 where = sorted(cells[bad]["batch"].unique())
-                if where:
-                    ax.plot(
-                        [at[b] + shift[series] for b in where],
-                        [NO_NUMBER_Y] * len(where),
-                        mark,
-                        color=colour_,
-                        markersize=7,
-                        markeredgewidth=1.5,
-                        transform=ax.get_xaxis_transform(),
-                        clip_on=False,
-                        gid=f"no number: {outcome}",
-                    )
+                if where:  # the series' own shape (r9 C2: told apart by shape, not colour alone)
+                    xs, strip = [at[b] + shift[series] for b in where], ax.get_xaxis_transform()
+                    fill = colour_ if outcome == "error" else "white"
+                    ax.plot(xs, [NO_NUMBER_Y] * len(where), ls="none", marker=marker, color=colour_, markersize=7,
+                            markerfacecolor=fill, markeredgewidth=1.5, transform=strip, clip_on=False,
+                            gid=f"no number: {outcome}")  # fmt: skip
+                    if outcome == "crash":  # a cross inside the hollow shape
+                        ax.plot(xs, [NO_NUMBER_Y] * len(where), ls="none", marker=mark, color=colour_,
+                                markersize=4.5, markeredgewidth=1.2, transform=strip, clip_on=False,
+                                gid="crash cross")  # fmt: skip
         _count_strip(ax, mixed_rows, at)
         _coinciding(ax, equal)
         for k in range(0, len(batches), 2):  # every other batch column shaded: a shifted marker stays in its column
@@ -356,16 +354,18 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
         "(also where other positions of that batch size moved: the marker above is the largest of them)"
     )
 
-    def no_number(colour: str, marker: str, **edge) -> Line2D:  # a marker of the strip above the panel
-        return Line2D([], [], color=MAX_DIFF_COLOURS[colour][1], marker=NO_NUMBER_MARKERS[marker], ls="none",
-                      markersize=7, **edge)  # fmt: skip
+    def no_number(colour: str, fill: str) -> Line2D:  # a marker of the strip above the panel (a circle shown)
+        return Line2D([], [], color=MAX_DIFF_COLOURS[colour][1], marker="o", markerfacecolor=fill, ls="none",
+                      markersize=7, markeredgewidth=1.5)  # fmt: skip
 
     if table["outcome"].isin(CRASHES).any():
-        handles.append(no_number("crashed", "crash", markeredgewidth=1.5))
-        labels.append("crashed: x in the 'no number' strip above the panel, in its series' colour")
+        handles.append(no_number("crashed", "white"))
+        labels.append(
+            "crashed: the series' own marker, hollow with an x inside, in the 'no number' strip above the panel"
+        )
     if (~table["outcome"].isin(list(CRASHES) + ["ok", "wrong_result"])).any():
-        handles.append(no_number("kernel error", "error"))
-        labels.append("kernel error: * in the 'no number' strip above the panel, in its series' colour")
+        handles.append(no_number("kernel error", MAX_DIFF_COLOURS["kernel error"][1]))
+        labels.append("kernel error: the series' own marker, filled, in the 'no number' strip above the panel")
     if any(ln.get_gid() == "wrong result" for ax in axes[:, 0] for ln in ax.get_lines()):
         handles.append(Line2D([], [], ls="none", marker="D", color=WRONG_COLOUR, markeredgecolor="#555555"))
         labels.append("wrong result (misread): a filled marker in the wrong-result colour, edged in its series' colour")

@@ -21,6 +21,7 @@ __all__ = [
     "engine_verdicts",
     "every_request_table",
     "device_title",
+    "tolerance_line",
 ]
 
 
@@ -271,3 +272,17 @@ def position_outcomes(table: pd.DataFrame) -> pd.DataFrame:
     mixed = wide.nunique(axis=1) > 1
     wide.columns.name = None
     return wide[mixed].reset_index()
+
+
+def tolerance_line() -> str:
+    """The tolerances that separate a ``moved`` cell from a ``wrong`` one, as the sweep applies them
+    (:func:`flexfix.mechanism.kernel_repro.tolerance` of the kernel's dtype, against the fp32 reference; r9 D3)."""
+    import torch
+
+    from flexfix.mechanism.kernel_repro import tolerance
+
+    return (
+        "moved vs wrong: a cell is `wrong` where the needle's distance to the fp32 reference is past "
+        f"{tolerance(torch.bfloat16):g} for bf16 kernels (the GPU's) or {tolerance(torch.float32):g} for fp32 ones "
+        "(the CPU's, analogs included); within it, `moved`"
+    )
