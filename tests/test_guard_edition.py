@@ -116,7 +116,8 @@ def test_07_shows_vllms_dispatch_rule_for_full_decode_graphs():
     assert "stopped_runs = pd.concat(" in sources[at] and "guard_tables.dispatch_cases(stopped_runs)" in sources[at]
     assert "guard_tables.engine_guard(stopped_runs)" in sources[at + 2]
     assert "above 16" not in sources[at + 1] or "is not enough" in sources[at + 1]
-    assert "at most `max_num_seqs`" in sources[at + 1] and "more than one query block" in sources[at + 1]
+    # round 9 (D10): the rule is said once, before the table
+    assert "at most `max_num_seqs`" in sources[at - 1] and "more than one query block" in sources[at - 1]
     stopped = pd.concat(
         [table("guard_stock_error"), table("guard_stock_error_17").query("guard == 'error'")], ignore_index=True
     )
@@ -126,7 +127,7 @@ def test_07_shows_vllms_dispatch_rule_for_full_decode_graphs():
     assert shown.loc[(17, 17), "runs with"] == "PIECEWISE" and shown.loc[(17, 17), "largest FULL decode graph"] < 17
     assert all(shown.loc[c, "runs with"] == "FULL" for c in cases[1:])
     said = story.dispatch(shown.reset_index(), tg.engine_guard(stopped))
-    assert "no safeguard" in said and "32, 48 and 128" in said and "refused 4 such engines" in said
+    assert "A batch equal to its engine's" in said and "32, 48 and 128" in said and "refused 4 such engines" in said
 
 
 def test_every_engine_table_shows_the_max_num_seqs_it_ran_with():

@@ -135,7 +135,7 @@ def test_06_recorded_section_shows_settings_and_dispatch_first_then_the_tables(m
         "patched_bi1",
         "patched_bi0",
     }
-    assert "outcome" in shown[2].columns
+    assert "capture sizes" in str(shown[2]) and "outcome" in shown[3].columns  # round 9: capture sizes
     lines = [ln for ln in out.splitlines() if ln.startswith("--- stock: ") and "illegal memory access" in ln]
     assert len(lines) == len(set(lines))
     assert "last 8 lines" in out and "last 20 lines" not in out

@@ -67,16 +67,14 @@ def dispatch(cases: pd.DataFrame, engines: pd.DataFrame) -> str:
         & (engines["max_num_seqs"].astype(str) == engines["requests"].astype(str))
     ]
     note = (
-        f"`max_num_seqs` equal to the batch is no safeguard: the batches of {listing(batches)} requests, each in an "
+        f"A batch equal to its engine's `max_num_seqs`: the batches of {listing(batches)} requests, each in an "
         f"engine of that `max_num_seqs`, ran FULL graphs, and the guard refused {plural(len(refused), 'such engine')}"
         " in the table below."
         if batches
         else ""
     )
-    return markdown(
-        "**A decode batch replays a FULL graph where its padded size is at most `max_num_seqs`**: "
-        + "; ".join(said)
-        + ".",
+    return markdown(  # the rule is said once, before the table: here only what each row runs with
+        "**What the dispatcher runs each recorded batch with**: " + "; ".join(said) + ".",
         note,
     )
 
@@ -296,8 +294,10 @@ def not_read_counted(information: pd.DataFrame, first: bool = True, after: str =
     return markdown(
         f"**{said} above: a field no captured kernel reads.** The guard leaves such fields out of its comparison "
         "(`flexfix.guard.vllm_metadata.NOT_READ`): it reports nothing of them, neither alarm nor information. This "
-        "recording is older than that rule: its guard still compared the field and counted its changes as "
-        "information, never as an alarm."
+        "recording is older than that rule: its guard already had the field on that list, but still compared it, "
+        "and because the list says no captured kernel reads it, it counted each change (a `pointer` too, which "
+        "alarms in any field off the list) as information, never as an alarm: a tensor built anew at every step "
+        "sits at a new address every step, which harms nothing where no captured kernel reads it."
     )
 
 

@@ -10,7 +10,11 @@ import pandas as pd
 from flexfix.edition.narrative import listing, markdown
 from flexfix.edition.narrative.guard import WORDS, _need, equal_in_batches
 
-__all__ = ["serving", "DISPATCH_NOW"]
+__all__ = ["serving", "DISPATCH_NOW", "capture_sizes", "in_short", "PAIRS"]
+
+# the servers notebook 07 compares, answer by answer: the guarded stock server in eager mode with a patched one, and
+# two patched servers with each other
+PAIRS = (("guard_eager", "patched_tiny"), ("patched_tiny", "patched_tiny_again"))
 
 # said before the dispatch table of the recorded servers: that table is not in the recording
 DISPATCH_NOW = (
@@ -124,3 +128,58 @@ def _errors(stage: dict) -> str:
     if len(errors) == 1 and next(iter(errors.values())) == stage.get("errored"):
         return next(iter(errors))
     return ", ".join(f"{what} ({n})" for what, n in errors.items()) or "errors"
+
+
+def capture_sizes(cases: pd.DataFrame) -> str:
+    """Under a dispatch table (:func:`flexfix.edition.glossary.decode_dispatch`, its ``max_num_seqs`` column): the
+    capture sizes the installed vLLM's own rule (``VllmConfig._set_cudagraph_sizes``) sets for each ``max_num_seqs``
+    of the table, and why they reach past it: they count a step's tokens, not its requests."""
+    from flexfix.edition.glossary import _configured
+
+    _need(cases, ["max_num_seqs"], "capture_sizes")
+    lists = []
+    for m in dict.fromkeys(int(v) for v in cases["max_num_seqs"]):
+        sizes = sorted(_configured(m).compilation_config.cudagraph_capture_sizes)
+        lists.append(f"`max_num_seqs` {m}: {', '.join(str(x) for x in sizes)}")
+    return markdown(
+        "**The capture sizes** (asked now of the installed vLLM's rule, for each `max_num_seqs` of the table): "
+        + "; ".join(lists)
+        + ". A capture size counts a step's tokens, not its requests. vLLM's default rule captures sizes up to "
+        "twice `max_num_seqs` (at most 512, and at most `max_num_batched_tokens`): a step that mixes decode "
+        "requests with prompt (prefill) tokens holds more tokens than it has requests, and such a step runs "
+        "PIECEWISE graphs; FULL decode graphs exist only for the sizes up to `max_num_seqs`. With these lists, "
+        "each row's `padded to` is the next size at or above its batch."
+    )
+
+
+def in_short(data_dir) -> str:
+    """Notebook 06's takeaway of notebook 07's *Serving* recording, read from it: what the guarded stock server in
+    ``error`` mode answered its concurrent batches, and how many requests the compared servers answered alike."""
+    from flexfix.edition.tables import guard as guard_tables
+
+    table, _ = guard_tables.served(data_dir)
+    agree = guard_tables.servers_agree(table, [p for p in PAIRS if set(p) <= set(table["scenario"])])
+    _need(agree, ["servers", "concurrent requests", "bitwise equal", "of"], "in_short")
+    rows = table.set_index("scenario")
+    said = []
+    if "guard_error" in rows.index:
+        stages = [s for s in rows.loc["guard_error", "records"] if s.get("stage") == "together" and s.get("errored")]
+        said.append(
+            "the stock 0.20.0 server under the guard in `error` mode answered "
+            + (
+                listing([f"{s['errored']} of {s['requests']} concurrent requests {_errors(s)}" for s in stages])
+                or "no concurrent request with an error"
+            )
+        )
+    pairs = [f"{servers}, {equal_in_batches(pair, 'concurrent requests')}" for servers, pair in
+             agree.groupby("servers", sort=False)]  # fmt: skip
+    if pairs:
+        said.append(
+            "requests answered bitwise the same by two servers (`guard_eager`: the stock server under the guard in "
+            "`eager` mode; `patched_`: the fix, `FLEXFIX_PATCH=1`): " + "; ".join(pairs)
+        )
+    models = listing([f"`{m}`" for m in dict.fromkeys(table["model"])])
+    return markdown(
+        f"**Does the fix remove the crash, on one model?** Notebook 07's *Serving* recording answers it on the "
+        f"{models} model, with the same requests for every server: " + "; ".join(said) + "."
+    )

@@ -28,16 +28,14 @@ HATCH = {"tokens differ": "xx"}
 # a stage that could not run: the only box with an outline, dotted, white inside (its legend swatch drawn the same)
 NOT_RUN_STYLE = {"facecolor": "#ffffff", "edgecolor": "#777777", "linestyle": ":", "linewidth": 1.2}
 # the FAKE server's bars: faded and hatched with single diagonals (their legend swatches drawn the same) under this
-# mark heading the title, so that they never read as a vLLM measurement; the error bar too, whose black barely
-# fades: its diagonals are white.  No outline of their own (the outline is the not-run box's), and the diagonals are
-# not the cross-hatch of "tokens differ"
+# mark heading the title, so that they never read as a vLLM measurement.  The error bar is faded as far as the rest:
+# its black turns a mid grey with dark diagonals, never the solid black of a recorded error bar (round 9: a barely
+# faded black read as a real crash).  No outline of their own (the outline is the not-run box's), and the diagonals
+# are not the cross-hatch of "tokens differ"
 EMULATED = "EMULATED: no vLLM, no model"
 EMULATED_HATCH = "//"
 EMULATED_SAID = "its bars faded and hatched //: emulated"
 EMULATED_ALPHA = 0.45
-# "error" is black: faded like the others it would turn the mid grey of the not-run box's outline, so it fades less
-# and stays dark, one error colour in every figure (the FAKE server's and the recorded run's)
-EMULATED_ALPHA_DARK = 0.85
 BAR_HEIGHT = 0.7  # bars one apart: a visible gap between rows, also between two not-run boxes
 INSET = 1.0  # the not-run box starts and ends this far (in % of the axis) inside it, off the y-axis spine
 ALONE_SAID = "alone stages not drawn: they are the reference (their counts are in the stage table)"
@@ -110,13 +108,13 @@ def _hatch(kind: str, emulated: bool) -> str | None:
 
 
 def _hatch_colour(kind: str) -> str:
-    """The diagonals' colour: white on the black error bar, black on the others."""
-    return "#ffffff" if kind == "error" else "#000000"
+    """The diagonals' colour: black on every emulated bar (on the faded error bar's grey too, darker than it)."""
+    return "#000000"
 
 
 def _alpha(kind: str) -> float:
-    """How far an emulated bar of ``kind`` is faded: ``error`` less than the rest, so that it stays dark."""
-    return EMULATED_ALPHA_DARK if kind == "error" else EMULATED_ALPHA
+    """How far an emulated bar of ``kind`` is faded: every kind alike, ``error`` too (its black turns grey)."""
+    return EMULATED_ALPHA
 
 
 def _swatch(kind: str, emulated: bool):

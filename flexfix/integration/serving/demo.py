@@ -54,10 +54,12 @@ def manager_demo(
 ) -> pd.DataFrame:
     """The manager's cases against the FAKE server: healthy (one completion, then stopped), exits at
     start, never healthy, ignores SIGTERM; what each did, its exit status (with the signal that ended it, if one
-    did), the seconds to healthy, of the one completion (``n/a`` where none was sent), of the stop alone (SIGTERM
-    to the group gone: the grace period shows there; ``n/a`` where the server had exited before the SIGTERM) and
-    from the start to the server stopped (launch, health, completion and stop together), and whether any process of its
-    group was left; each case's startup timeout and grace period (SIGTERM to SIGKILL) beside it."""
+    did), the seconds to healthy, of importing the ``openai`` client just before the completion (timed apart, so
+    that the first case's import is not counted in its completion), of the one completion (``n/a`` where none was
+    sent), of the stop alone (SIGTERM to the group gone: the grace period shows there; ``n/a`` where the server had
+    exited before the SIGTERM) and from the start to the server stopped (launch, health, import, completion and stop
+    together), and whether any process of its group was left; each case's startup timeout and grace period (SIGTERM
+    to SIGKILL) beside it."""
     cases = [
         ("healthy", [], 10),
         ("exit_at_start", ["--mode", "exit_at_start"], 10),
@@ -74,9 +76,10 @@ def manager_demo(
             launcher=(sys.executable, str(fake_server), *extra),
             env={"FLEXFIX_PATCH": "1", "VLLM_BATCH_INVARIANT": "1"},
         )
-        start, what, completion = time.monotonic(), "", None
+        start, what, completion, imported = time.monotonic(), "", None, None
         try:
             with server:
+                imported = _import_seconds("openai")  # timed apart: the first case's import is not its completion
                 begun = time.monotonic()
                 out = complete_alone(server.base_url, requests_for("tiny", 1), max_tokens=4)[0]
                 completion = time.monotonic() - begun
@@ -93,6 +96,8 @@ def manager_demo(
                 "exit status": _status(server.returncode),
                 "seconds to healthy": server.startup_seconds if server.startup_seconds is not None else "never",
                 # n/a: no completion was sent (the server was never healthy)
+                # the client library's import, timed just before the completion: 0.0 once an earlier case imported it
+                "seconds importing openai": "n/a" if imported is None else round(imported, 1),
                 "seconds of the completion": "n/a" if completion is None else round(completion, 1),
                 # n/a: the server had exited before the manager's SIGTERM (exit_at_start): there was nothing to stop
                 "seconds, SIGTERM to stopped": "n/a" if server.exited_before_stop else round(server.stop_seconds, 1),
@@ -101,6 +106,15 @@ def manager_demo(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _import_seconds(module: str) -> float:
+    """How long importing ``module`` takes here: its first import in this process, 0.0 (near) once imported."""
+    import importlib
+
+    begun = time.monotonic()
+    importlib.import_module(module)
+    return time.monotonic() - begun
 
 
 def _status(code: int | None) -> str:

@@ -240,6 +240,7 @@ def show_recorded(data_dir: str | os.PathLike, name: str = "serve", tail: int = 
     yet)."""
     from IPython.display import display
 
+    from flexfix.edition.narrative.guard_serving import capture_sizes
     from flexfix.edition.tables import error_summary, print_log_tails, provenance_line, scenario_table, stage_table
     from flexfix.edition.tables.serving import dispatch_table, server_settings
 
@@ -254,7 +255,9 @@ def show_recorded(data_dir: str | os.PathLike, name: str = "serve", tail: int = 
         "what vLLM's CudagraphDispatcher runs each batch with: asked now, of the installed vLLM, from the recorded "
         "arguments (the server recorded no dispatch)"
     )
-    display(dispatch_table(table, prov))
+    dispatch = dispatch_table(table, prov)
+    display(dispatch)
+    display(capture_sizes(dispatch))
     display(scenario_table(table))
     display(stage_table(table))
     display(error_summary(table))
