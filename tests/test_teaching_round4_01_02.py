@@ -232,7 +232,7 @@ def test_d5_child_logs_are_summarised():
     log("sliced batch  48 seed 4: ok (exit 0, 16.7 s): sliced copy, graph launch, batch 48, seed 4")
     log("sliced batch  48 seed 5: timeout (killed by SIGKILL, 300.0 s)")
     said = log.summary("x")
-    assert said.startswith("x: 3 runs, each in a child process") and "1 illegal_memory_access" in said  # r6 D12
+    assert said.startswith("x: 3 runs, each alone in a fresh process") and "1 illegal_memory_access" in said  # r6 D12
     assert "1 timeout" in said
     assert "17-300 s each" in said
     code = [text(c) for c in cells("01_reproduce_ima") if c["cell_type"] == "code"]

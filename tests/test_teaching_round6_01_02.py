@@ -57,7 +57,7 @@ def test_a2_the_same_cells_are_said_only_at_one_commit_with_the_same_widths():
 
 
 def test_a2_the_notebook_claims_the_same_cells_only_for_the_placement_runs():
-    intro = _cell("01_reproduce_ima", "## Crash or wrong answer: what decides")
+    intro = _cell("01_reproduce_ima", "**The question.** Can the same seeds")
     assert "At one commit, the seed fixes the steps" in intro and "with the same width at every step" in intro
     assert "so where two runs of the same seeds differ, the cells\nalone" not in intro
     caption = _cell("01_reproduce_ima", "*How to read it:* one row per scenario")
@@ -186,8 +186,8 @@ def test_d11_d12_the_step_table_is_explained_and_its_line_says_the_run_once():
         log(f"run: {status} (exit 0, 2.0 s)")
     said = log.summary("the placement runs")
     assert said == (
-        "the placement runs: 2 runs, each in a child process of its own (about 2 s each); the tables below say how "
-        "each ended"
+        "the placement runs: 2 runs, each alone in a fresh process, so that a crash ends only its own run "
+        "(about 2 s each); the tables below say how each ended"
     )
     assert "status words" not in said and "log lines" not in said and "illegal_memory_access" not in said
 

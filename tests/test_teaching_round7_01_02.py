@@ -175,7 +175,7 @@ def test_d10_scenario_d_and_the_patched_rows_are_defined_where_they_appear():
     capture = _cell("01_reproduce_ima", "## At which `K` vLLM captures its decode graphs")
     assert "scenario (d) below" not in capture
     assert "stock vLLM 0.20.0 with nothing changed" in capture
-    table = _cell("01_reproduce_ima", "## The crash scenarios in one table")
+    table = _cell("01_reproduce_ima", "*Where each line comes from:*")
     assert "name starts with `patched`, where the recordings shown" in table  # conditional (r0102 round 8, A4)
     assert "notebook 02 introduces the fix" in table
     every = _cell("01_reproduce_ima", "## Every request checked")
@@ -183,7 +183,7 @@ def test_d10_scenario_d_and_the_patched_rows_are_defined_where_they_appear():
 
 
 def test_d11_the_decides_section_says_question_method_and_where_each_answer_is():
-    intro = _cell("01_reproduce_ima", "## Crash or wrong answer: what decides")
+    intro = _cell("01_reproduce_ima", "**The question.** Can the same seeds")
     order = [intro.index(h) for h in ("**The question.**", "**The method.**", "**Where each answer is.**")]
     assert order == sorted(order)
     assert "What do they hold?" not in intro

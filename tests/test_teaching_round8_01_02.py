@@ -76,7 +76,7 @@ def test_a3_the_first_fault_line_names_the_crash_threshold_engines():
 
 
 def test_a4_the_patched_rows_are_named_only_where_present():
-    table = _flat(_cell("01_reproduce_ima", "## The crash scenarios in one table"))
+    table = _flat(_cell("01_reproduce_ima", "*Where each line comes from:*"))
     assert "stand only beside the stock rows" not in table
     assert "where the recordings shown hold one" in table
 

@@ -31,6 +31,7 @@ DATA_CELLS: dict[str, tuple[str, ...]] = {
         "plots.replay_errors(gpu_kernel",
         "sanitizer_from = ",
         "cause_tables.recorded(DATA_DIR)",
+        "cause_tables.placement_table(cause_runs)",
         "outcome_grid(cause_runs",
         "engine_from = ",
         "tables.threshold_table(engine_runs)",

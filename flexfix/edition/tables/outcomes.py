@@ -386,7 +386,8 @@ class ChildLog:
             return f"{what}: no child process reported"
         ends = Counter(m.group(1) for m in found)
         secs = [float(m.group(3)) for m in found]
-        runs = f"{what}: {len(found)} run{'s' if len(found) > 1 else ''}, each in a child process of its own"
+        runs = f"{what}: {len(found)} run{'s' if len(found) > 1 else ''}, each alone in a fresh process"
+        runs += ", so that a crash ends only its own run"
         low, high = f"{min(secs):.0f}", f"{max(secs):.0f}"
         runs += f" (about {low} s each)" if low == high else f" ({low}-{high} s each)"
         if not self.words_are_outcomes:  # a child's last word is not where its run went wrong: the tables say that
