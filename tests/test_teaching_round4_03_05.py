@@ -396,7 +396,7 @@ def test_d16_the_two_distances_are_defined_once_and_referred_to_after():
     first = str(story.kernel_sweep(_mixed(), "t"))
     later = str(story.kernel_sweep(_mixed(), "t", defined_under="this run's verdict table"))
     assert story.REFERENCE in first and story.REFERENCE not in later
-    assert "as defined under this run's verdict table" in later
+    assert "Two distances per moved configuration" not in later  # round 9b, D4: said once, in the notebook
     assert _code("04_batch_invariance").count("defined_under=distances") == 3  # round 5, A3: the column list
 
 

@@ -79,7 +79,7 @@ def test_a3_d7_the_two_distances_and_the_wrong_rule_are_defined_where_the_senten
     assert 'distances = "the verdict tables\' columns (section *The kernel-level sweep*)"' in code  # r6 D18
     assert "## The kernel-level sweep" in text
     said = str(story.kernel_sweep(_moved(), "t", defined_under="the verdict tables' columns (section *The kernel"))
-    assert "as defined under the verdict tables' columns" in said
+    assert "Two distances per moved configuration" not in said  # round 9b, D4: said once, in the notebook
 
 
 def _moved() -> pd.DataFrame:

@@ -161,7 +161,7 @@ def test_a4_the_batch_invariant_options_are_said_with_their_bands():
     off = bands[(bands["bi_overhead_lo"] > 1) | (bands["bi_overhead_hi"] < 1)]
     assert len(off) > 0  # the recording has bands that exclude 1 (context 256, batch 64 among them)
     bi = ratios["bi_overhead"]
-    assert f"took {bi.min():.2f}–{bi.max():.2f}x the time of its own" in said
+    assert f"took {bi.min():.2f}–{bi.max():.2f}x the time of vLLM's options" in said
     assert f"{len(off)} of the {len(bands)} cases have a spread band that does not reach 1" in said
     assert f"by at most {float((off['bi_overhead'] - 1).abs().max()) * 100:.1f}%" in said
     assert "nothing measurable" not in str(direction(tables.ratio_summary(_speed()), ratios))

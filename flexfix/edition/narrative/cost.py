@@ -125,25 +125,26 @@ def kernel_timing(
         )
     slow = int((bi > 1.05).sum())
     best = ratios.loc[ratios["graph_speedup"].idxmax()]
-    parts = [
-        f"a CUDA-graph replay matters most where the kernel is short: the largest speed-up, "
+    cost = "within 5% of" if slow == 0 else "more than 5% slower than"
+    cases = "in every case" if slow == 0 else f"in {slow} of {len(bi)} cases"
+    parts = [  # r0305 D9: a short bullet each, its conclusion first (bold), then the numbers behind it
+        f"**A CUDA-graph replay matters most where the kernel is short**: the largest speed-up, "
         f"{best['graph_speedup']:.1f}x, at {plural(int(best['batch']), 'request')} of {int(best['context'])} tokens; "
-        f"{span(ratios.loc[ratios.context == contexts[-1], 'graph_speedup'], '{:.2f}', 'x')} at {contexts[-1]} tokens",
-        f"vLLM's batch-invariant kernel options took {span(bi, '{:.2f}', 'x')} the time of its own"
-        + (" (no case more than 5% slower" if slow == 0 else f" (more than 5% slower in {slow} of {len(bi)} cases")
-        + bi_bands(timing)
-        + ")",
+        f"{span(ratios.loc[ratios.context == contexts[-1], 'graph_speedup'], '{:.2f}', 'x')} at {contexts[-1]} "
+        "tokens.",
+        f"**vLLM's batch-invariant kernel options were {cost} its own {cases}**: they took {span(bi, '{:.2f}', 'x')} "
+        "the time of vLLM's options" + bi_bands(timing) + ".",
     ]
     if len(big):
         flex_hi, sdpa_lo = big["flex_bw_fraction"].max(), big["sdpa_bw_fraction"].min()
         if flex_hi < 0.5 <= sdpa_lo:
             parts.append(
-                "at large batch and context flex reads the keys and values at a small fraction of the copy "
-                "bandwidth, dense SDPA on the same bytes close to it"
+                "**At large batch and context flex reads the keys and values at a small fraction of the copy "
+                "bandwidth**, dense SDPA on the same bytes close to it."
             )
     if spread:
         lines.append(f"* **Spread**: {spread}")
-    lead = "In short: " + "; ".join(parts) + "."
+    lead = "In short:\n" + "\n".join(f"- {p}" for p in parts)  # "-": a list of its own, not the evidence's
     return markdown(f"**What {where} measured** (warm L2, medians)", lead, "\n".join(lines))
 
 
@@ -256,11 +257,12 @@ def engine_noise(speed: pd.DataFrame, spread: pd.DataFrame, runs: pd.DataFrame) 
         raise DataError(f"the runs table counts {cases} timed cases and the throughputs hold {len(speed)}")
     per_model = spread.groupby(level="model")[["between_engines", "within_engine"]].max()
     worst = per_model.max()
-    lead = (
-        f"In short: one configuration's throughput differed by up to {worst['between_engines']:.2f}x between "
-        "engines (of runs on different commits and at different times: the commits above) and "
-        f"{worst['within_engine']:.2f}x inside one engine, so a difference between configurations smaller than "
-        "that is not told apart from it."
+    lead = (  # r0305 D9: the conclusion first, then the two spreads it rests on, a short bullet each
+        "In short:\n- **A difference between configurations smaller than these spreads is not told apart from "
+        "them.**\n"
+        f"- Between engines, one configuration's throughput differed by up to {worst['between_engines']:.2f}x (runs "
+        "on different commits and at different times: the commits above).\n"
+        f"- Inside one engine, by up to {worst['within_engine']:.2f}x."
     )
     lines = [
         f"* {model}: engines of one configuration differed by up to {row.between_engines:.2f}x between runs; inside "
@@ -325,25 +327,26 @@ def engine_ratios(summary: pd.DataFrame, spread: pd.DataFrame | None = None) -> 
         else:
             mixed.append(f"{ratio} ({model})")
     medians = {(model, ratio): row["median"] for (model, ratio), row in summary.iterrows()}
-    lead = "In short: " + (
-        f"the directions that held in every ratio, across runs, beyond the spread between engines, are the ones "
-        f"these runs support: {listing(held, '; ')}"
+    bullets = [  # r0305 D9: a short bullet per kind of direction, its conclusion first
+        "**Supported by these runs** (held in every ratio, across runs, beyond the spread between engines): "
+        + listing(held, "; ")
         if held
-        else "no direction held in every ratio across runs beyond the spread between engines"
-    )
+        else "**No direction held in every ratio across runs beyond the spread between engines.**"
+    ]
     if within:
-        lead += (
-            "; these held in every ratio, but not beyond how far one configuration moved between engines, so they "
-            "are a hint, not a result: " + listing(within, "; ")
+        bullets.append(
+            "**A hint, not a result**: these held in every ratio, but not beyond how far one configuration moved "
+            "between engines: " + listing(within, "; ") + "."
         )
     if mixed:
-        lead += (
-            "; the rest went both ways from run to run, so their medians are a hint, not a result: "
+        bullets.append(
+            "**A hint, not a result**: the rest went both ways from run to run; their medians: "
             + listing([f"{m} median {medians[_key(m)]:.2f}x" for m in mixed], "; ")
             + "."
         )
-    else:
-        lead += "."
+    if held:
+        bullets[0] += "."
+    lead = "In short:\n" + "\n".join(f"- {b}" for b in bullets)  # "-": a list apart from the evidence's
     return markdown(
         "**The ratios, over all runs** (of output tokens per second: above 1, the first configuration named was "
         "faster; `BI1/BI0` below 1 is a cost of batch invariance)",

@@ -6,6 +6,8 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
+from flexfix.edition.narrative.invariance_lead import _kernel_headline
+from flexfix.edition.narrative.invariance_lead import kernel_lead as _lead
 from flexfix.edition.narrative.misread import counted as _counted
 from flexfix.edition.narrative.misread import (
     crash_or_wrong,
@@ -19,7 +21,15 @@ from flexfix.edition.narrative.misread import (
 from flexfix.edition.narrative.misread import sources as _sources
 
 __all__ = ["REFERENCE", "KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep"]
-__all__ += ["misread_cells", "sweep_sizes", "crash_or_wrong", "row_lengths", "row_length_table", "engine_sweep"]
+__all__ += [
+    "kernel_lead",
+    "misread_cells",
+    "sweep_sizes",
+    "crash_or_wrong",
+    "row_lengths",
+    "row_length_table",
+    "engine_sweep",
+]
 
 # The columns the sentences state (a notebook reads its recorded files with them): kernel cells, engine needles.
 KERNEL_CELL_COLUMNS = ("config", "batch", "position", "outcome", "bitwise_equal", "max_abs_diff")
@@ -113,53 +123,11 @@ def _at_sizes(batches: list, every) -> str:
     return f"at {listing(mine)} requests"
 
 
-def _none_from(cells: pd.DataFrame, kind) -> int | None:
-    """The smallest batch size from which no cell produced a result and every cell came to ``kind`` (a predicate on
-    the outcome): the sizes from there on all failed that way.  None where a larger size still ran."""
-    failed = cells.groupby("batch")["outcome"].apply(lambda s: bool(s.map(kind).all()))
-    start = None
-    for batch in sorted(failed.index, reverse=True):
-        if not failed[batch]:
-            break
-        start = int(batch)
-    return start
-
-
-def _failure_words(cells: pd.DataFrame, kind, every: str, some: str) -> str | None:
-    """``every`` ("no kernel built from 17 requests on") only from the size on where no cell produced a result;
-    sizes before it where only some positions failed that way are named with ``some`` ("kernel errors at 15 and 16
-    requests")."""
-    hit = cells[cells["outcome"].map(kind)]
-    if hit.empty:
-        return None
-    start = _none_from(cells, kind)
-    partial = sorted(int(b) for b in hit["batch"].unique() if start is None or b < start)
-    parts = []
-    if partial:
-        parts.append(f"{some} at {listing(partial)} requests")
-    if start is not None:
-        parts.append(f"{every} from {plural(start, 'request')} on")
-    return " and ".join(parts) if len(parts) < 2 else f"{parts[0]}, {parts[1]}"
-
-
-def _kernel_headline(cells: pd.DataFrame) -> str:
-    """What one configuration's cells mean, in a few words, before the evidence.  "No kernel built" (or "broken")
-    from a batch size on only where no cell at that size or after it produced a result."""
-    equal = cells["bitwise_equal"].fillna(False).astype(bool)
-    if equal.all():
-        return "batch-invariant"
-    parts = []
-    ok = cells[cells["outcome"] == "ok"]
-    if (~ok["bitwise_equal"].fillna(False).astype(bool)).any():
-        parts.append("varies with the batch")
-    from flexfix.measure.outcomes import CRASHES
-
-    crashed = _failure_words(cells, lambda o: o in CRASHES, "crashed", "crashed")
-    wrong = _failure_words(cells, lambda o: o == "wrong_result", "wrong", "wrong")
-    other = _failure_words(cells, lambda o: o not in ("ok", "error", "wrong_result", *CRASHES), "refused", "refused")
-    errors = _failure_words(cells, lambda o: o == "error", "no kernel built", "kernel errors")
-    parts += [p for p in (crashed, wrong, other, errors) if p]
-    return listing(parts)
+def kernel_lead(table: pd.DataFrame, where: str) -> str:
+    """The result of a sweep first, a bullet per outcome (r0305 D1): :func:`invariance_lead.kernel_lead`, on
+    checked cells; the evidence is :func:`kernel_sweep`'s, under the verdict table."""
+    check_kernel_cells(table, f"the needle cells of {where}")
+    return _lead(table, where)
 
 
 def kernel_sweep(
@@ -168,9 +136,10 @@ def kernel_sweep(
     """First the meaning (which configurations kept the needle bitwise the same in every batch, which varied,
     which broke), then per configuration the evidence: where the needle stayed bitwise equal, where it moved and
     by how much, and which cells crashed or failed to build.  Configurations with the same result share a line.
-    ``defined_under`` names an earlier paragraph that defined the two distances: this one then refers to it instead
-    of repeating the definition word for word.  ``provenance``: the recordings' provenance, in the order of the
-    ``source`` column's first appearances, so that a configuration joined from two recordings names their commits.
+    ``defined_under`` names an earlier paragraph that defined the two distances and the headline words: this one
+    then leaves both out rather than repeat them under every table (r0305 D4).  ``provenance``: the recordings'
+    provenance, in the order of the ``source`` column's first appearances, so that a configuration joined from two
+    recordings names their commits.
     Each line's headline is followed by the verdict table's word for those configurations (r0305 D17)."""
     from flexfix.measure.invariance import verdicts
 
@@ -188,17 +157,12 @@ def kernel_sweep(
     lead = f"In short: {invariant} of {n} configurations kept the needle bitwise the same alone and in every batch" + (
         "." if invariant == n else "; the others are below, each with what it did."
     )
-    reference = ""
-    if any("fp32 reference" in text for _, _, text in said):
+    reference = ""  # with ``defined_under``, the notebook said the distances and headline words once (r0305 D4)
+    if any("fp32 reference" in text for _, _, text in said) and not defined_under:
         reference = (
-            f"Two distances per moved configuration, as defined under {defined_under}: to the needle's own output "
-            "alone, and to the fp32 reference."
-            if defined_under
-            else (
-                f"Two distances per moved configuration: how far the needle's output in a batch is from its own output "
-                f"alone (what batch invariance asks to be 0), and how far it is from {REFERENCE}; a rounding-sized "
-                "move leaves the second about where the needle alone has it."
-            )
+            f"Two distances per moved configuration: how far the needle's output in a batch is from its own output "
+            f"alone (what batch invariance asks to be 0), and how far it is from {REFERENCE}; a rounding-sized "
+            "move leaves the second about where the needle alone has it."
         )
     return markdown(
         f"**What {where} measured** (cells: batch sizes x needle positions)",
@@ -207,7 +171,7 @@ def kernel_sweep(
         reference,
         _past_first_block(table),
         eager_copies(table),
-        headline_words(table),
+        "" if defined_under else headline_words(table),
         _sources(table, provenance),
     )
 

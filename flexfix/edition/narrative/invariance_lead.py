@@ -1,0 +1,98 @@
+"""The result of a kernel-level sweep first, in a few bullets (r0305 D1): which configurations kept the needle
+bitwise the same in every batch, and what the others did, grouped by kernel options, launch and copy.  The
+evidence (counts, distances, positions) follows under the verdict table, from the same cells."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.narrative import listing, markdown, plural
+
+__all__ = ["kernel_lead"]
+
+
+def _none_from(cells: pd.DataFrame, kind) -> int | None:
+    """The smallest batch size from which no cell produced a result and every cell came to ``kind`` (a predicate on
+    the outcome): the sizes from there on all failed that way.  None where a larger size still ran."""
+    failed = cells.groupby("batch")["outcome"].apply(lambda s: bool(s.map(kind).all()))
+    start = None
+    for batch in sorted(failed.index, reverse=True):
+        if not failed[batch]:
+            break
+        start = int(batch)
+    return start
+
+
+def _failure_words(cells: pd.DataFrame, kind, every: str, some: str) -> str | None:
+    """``every`` ("no kernel built from 17 requests on") only from the size on where no cell produced a result;
+    sizes before it where only some positions failed that way are named with ``some`` ("kernel errors at 15 and 16
+    requests")."""
+    hit = cells[cells["outcome"].map(kind)]
+    if hit.empty:
+        return None
+    start = _none_from(cells, kind)
+    partial = sorted(int(b) for b in hit["batch"].unique() if start is None or b < start)
+    parts = []
+    if partial:
+        parts.append(f"{some} at {listing(partial)} requests")
+    if start is not None:
+        parts.append(f"{every} from {plural(start, 'request')} on")
+    return " and ".join(parts) if len(parts) < 2 else f"{parts[0]}, {parts[1]}"
+
+
+def _kernel_headline(cells: pd.DataFrame) -> str:
+    """What one configuration's cells mean, in a few words, before the evidence.  "No kernel built" (or "broken")
+    from a batch size on only where no cell at that size or after it produced a result."""
+    equal = cells["bitwise_equal"].fillna(False).astype(bool)
+    if equal.all():
+        return "batch-invariant"
+    parts = []
+    ok = cells[cells["outcome"] == "ok"]
+    if (~ok["bitwise_equal"].fillna(False).astype(bool)).any():
+        parts.append("varies with the batch")
+    from flexfix.measure.outcomes import CRASHES
+
+    crashed = _failure_words(cells, lambda o: o in CRASHES, "crashed", "crashed")
+    wrong = _failure_words(cells, lambda o: o == "wrong_result", "wrong", "wrong")
+    other = _failure_words(cells, lambda o: o not in ("ok", "error", "wrong_result", *CRASHES), "refused", "refused")
+    errors = _failure_words(cells, lambda o: o == "error", "no kernel built", "kernel errors")
+    parts += [p for p in (crashed, wrong, other, errors) if p]
+    return listing(parts)
+
+
+def _launches(pairs: set[tuple[str, str]]) -> str:
+    """``{("eager", "sliced"), ("eager", "as_strided"), ("graph", "sliced")}`` -> ``"eager, both copies; graph,
+    `sliced` copy"``."""
+    copies = sorted({c for _, c in pairs}, reverse=True)
+    out = []
+    for launch in dict.fromkeys(sorted((p[0] for p in pairs), key=lambda x: (x != "eager", x))):
+        mine = sorted({c for la, c in pairs if la == launch}, reverse=True)
+        said = "both copies" if len(mine) > 1 and mine == copies else listing([f"`{c}`" for c in mine]) + " copy"
+        out.append(f"{launch}, {said}")
+    return "; ".join(out)
+
+
+def _who(configs: list[str]) -> str:
+    """The configurations of one result, by kernel options (the name's head), with their launches and copies."""
+    by_prefix: dict[str, set[tuple[str, str]]] = {}
+    for name in configs:
+        prefix, launch, copy = name.rsplit(", ", 2)
+        by_prefix.setdefault(prefix, set()).add((launch, copy))
+    groups: dict[str, list[str]] = {}
+    for prefix, pairs in by_prefix.items():
+        groups.setdefault(_launches(pairs), []).append(f"`{prefix}`")
+    return "; ".join(f"{listing(prefixes)} ({launches})" for launches, prefixes in groups.items())
+
+
+def kernel_lead(table: pd.DataFrame, where: str) -> str:
+    """A bullet per result (the headlines of :func:`invariance.kernel_sweep`), saying which configurations got it;
+    the evidence is under the verdict table.  ``table``: cells :func:`invariance.check_kernel_cells` checked."""
+    said: dict[str, list[str]] = {}
+    for config, cells in table.groupby("config", sort=False):
+        said.setdefault(_kernel_headline(cells), []).append(str(config))
+    order = sorted(said, key=lambda head: head != "batch-invariant")
+    n = table["config"].nunique()
+    lines = [f"* **{head}**: {len(said[head])} of {n} configurations, {_who(said[head])}." for head in order]
+    return markdown(
+        f"**Result of {where}** (the evidence, cell by cell, is under the verdict table below)", "\n".join(lines)
+    )
