@@ -142,9 +142,15 @@ FIGURES = dict(figures())
 
 
 def drawn(fig: Figure):
+    """The figure drawn, and its renderer.  A figure drawn here and not changed since (matplotlib's own ``stale``
+    flag: any change to an artist sets it) is not drawn again: the checks of one figure share one drawing."""
+    canvas, renderer = getattr(fig, "_drawn_here", (None, None))
+    if canvas is not None and fig.canvas is canvas and not fig.stale:
+        return renderer
     FigureCanvasAgg(fig)
     fig.canvas.draw()
-    return fig.canvas.get_renderer()
+    fig._drawn_here = (fig.canvas, fig.canvas.get_renderer())
+    return fig._drawn_here[1]
 
 
 # Which text is on the figure, and where.
