@@ -209,12 +209,16 @@ def test_entry_point_is_registered():
     assert len(eps) == 1 and eps[0].value == "flexfix.integration.vllm_plugin:register"
 
 
-# One process imports vLLM's plugin loader (2.6 s of CPU), then forks a process per FLEXFIX_PATCH value, as vLLM
-# forks its engine core: each loads every general plugin, then imports the backend (4 s more), on its own stdout
-# and stderr; the parent prints each one's exit status.
+# One process imports vLLM's plugin loader and its config (6 s of CPU: as in a vLLM process, where the config is
+# read before the plugins are loaded), not the attention backend, then forks a process per FLEXFIX_PATCH value, as
+# vLLM forks its engine core: each loads every general plugin, then imports the backend, on its own stdout and
+# stderr; the parent prints each one's exit status.
 PLUGIN_FORKS = """
 import json, os, sys
+import vllm.config
 from vllm.plugins import load_general_plugins
+
+assert "vllm.v1.attention.backends.flex_attention" not in sys.modules  # each fork imports the backend itself
 
 folder, statuses = sys.argv[1], {}
 for flag in json.loads(sys.argv[2]):
@@ -244,7 +248,8 @@ print(json.dumps({flag: os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for fla
 
 def test_plugin_patches_only_with_the_flag(tmp_path):
     """In fresh processes, as vLLM does it: load every general plugin, then look at the backend (the three
-    flag values side by side: each process forked from one that imported vLLM's plugin loader and nothing else)."""
+    flag values side by side: each process forked from one that imported vLLM's config and plugin loader, not the
+    backend)."""
     env = {k: v for k, v in os.environ.items() if k != "FLEXFIX_PATCH"}
     flags = {"1": True, "0": False, "unset": False}
     run = subprocess.run(
