@@ -142,14 +142,11 @@ FIGURES = dict(figures())
 
 
 def drawn(fig: Figure):
-    """The figure drawn, and its renderer.  A figure drawn here and not changed since (matplotlib's own ``stale``
-    flag: any change to an artist sets it) is not drawn again: the checks of one figure share one drawing."""
-    canvas, renderer = getattr(fig, "_drawn_here", (None, None))
-    if canvas is not None and fig.canvas is canvas and not fig.stale:
-        return renderer
-    FigureCanvasAgg(fig)
-    fig.canvas.draw()
-    fig._drawn_here = (fig.canvas, fig.canvas.get_renderer())
+    """Drawn once for all the checks of a figure: again only if it changed since (matplotlib's ``stale`` flag)."""
+    if getattr(fig, "_drawn_here", (None,))[0] is not fig.canvas or fig.stale:
+        FigureCanvasAgg(fig)
+        fig.canvas.draw()
+        fig._drawn_here = (fig.canvas, fig.canvas.get_renderer())
     return fig._drawn_here[1]
 
 
