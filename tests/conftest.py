@@ -118,3 +118,25 @@ def _execute(nb: Path, out: Path) -> str:
     executed_nb = nbformat.read(out / "executed" / nb.name, as_version=4)
     problems = publish.problems(publish.normalise(executed_nb), nb.name, allow_cpu=True)  # the edition rules
     return f"{nb.name} breaks the edition rules: {problems}" if problems else ""
+
+
+@pytest.fixture(scope="session")
+def _manager_demo_table(tmp_path_factory):
+    import contextlib
+    import io
+
+    from flexfix.integration import serving
+
+    base = tmp_path_factory.mktemp("manager-demo")
+    with contextlib.redirect_stdout(io.StringIO()):
+        return serving.manager_demo(
+            serving.prepare_model("tiny", base / "models"), ROOT / "tests" / "fake_vllm_server.py", base / "logs"
+        )
+
+
+@pytest.fixture
+def manager_demo_table(_manager_demo_table):
+    """Notebook 06's server-manager demo against the FAKE server (``serving.manager_demo``: four servers, about 5 s
+    of waiting out start-up timeouts and grace periods), run once per session for the tests that read its table:
+    a copy of it each."""
+    return _manager_demo_table.copy()

@@ -142,9 +142,12 @@ FIGURES = dict(figures())
 
 
 def drawn(fig: Figure):
-    FigureCanvasAgg(fig)
-    fig.canvas.draw()
-    return fig.canvas.get_renderer()
+    """Drawn once for all the checks of a figure: again only if it changed since (matplotlib's ``stale`` flag)."""
+    if getattr(fig, "_drawn_here", (None,))[0] is not fig.canvas or fig.stale:
+        FigureCanvasAgg(fig)
+        fig.canvas.draw()
+        fig._drawn_here = (fig.canvas, fig.canvas.get_renderer())
+    return fig._drawn_here[1]
 
 
 # Which text is on the figure, and where.

@@ -202,13 +202,9 @@ def test_07_the_debug_recording_is_not_tied_to_this_runs_requests():
     assert "the second table's `requests` column (the recording's, not this run's `REQUESTS`)" in text
 
 
-def test_06_manager_demo_shows_its_timeout_and_grace_and_says_what_status_0_is(tmp_path):
+def test_06_manager_demo_shows_its_timeout_and_grace_and_says_what_status_0_is(manager_demo_table):
     """D5: the grace period was named but never given; never_healthy's exit status 0 was left unexplained."""
-    from flexfix.integration import serving
-    from flexfix.integration.serving import demo
-
-    fake = ROOT / "tests" / "fake_vllm_server.py"
-    table = demo.manager_demo(serving.prepare_model("tiny", tmp_path / "models"), fake, tmp_path / "logs")
+    table = manager_demo_table  # serving.manager_demo against the FAKE server (tests/conftest.py)
     assert list(table.columns[2:4]) == ["startup timeout, s", "grace, s"]
     assert (table["grace, s"] > 0).all() and (table["startup timeout, s"] > 0).all()
     never = table.set_index("case").loc["never_healthy"]

@@ -1,9 +1,6 @@
 """Notebooks 06 and 07 as a newcomer read their published GPU edition at cd643ab (review r0607, round 6): one test
 per finding fixed."""
 
-import contextlib
-import io
-
 import pandas as pd
 from test_teaching_round4_06_07 import DATA, ROOT, _code, _markdown, _nb
 
@@ -144,11 +141,9 @@ def test_06_d12_the_run_lines_and_counts_read_as_sentences(capsys):
     assert "In short:" in said and "Stage by stage" not in said  # round 8 D15: the counts are the stage table's
 
 
-def test_06_d13_the_manager_demo_times_the_stop_apart():
+def test_06_d13_the_manager_demo_times_the_stop_apart(manager_demo_table):
     """D13: ignore_sigterm stopped faster than healthy though it waited out the grace period, unexplained."""
-    model_dir = serving.prepare_model("tiny")
-    with contextlib.redirect_stdout(io.StringIO()):
-        demo = serving.manager_demo(model_dir, FAKE, ROOT / "build" / "test-round6-manager").set_index("case")
+    demo = manager_demo_table.set_index("case")  # serving.manager_demo against the FAKE server (tests/conftest.py)
     stop = demo["seconds, SIGTERM to stopped"]
     assert stop["ignore_sigterm"] >= demo.loc["ignore_sigterm", "grace, s"] > stop["healthy"]
     stopped = stop.drop("exit_at_start")  # round 7: n/a there, the server had exited before the SIGTERM

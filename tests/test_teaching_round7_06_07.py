@@ -1,8 +1,6 @@
 """Notebooks 06 and 07 as a newcomer read their CPU execution at the current sources (review r0607, round 7): one
 test per finding fixed, each tying the sentence, table or figure to what it states."""
 
-import contextlib
-import io
 import json
 import logging
 import re
@@ -42,15 +40,13 @@ def _fake(table: pd.DataFrame) -> pd.DataFrame:
 # 06
 
 
-def test_06_a1_a13_manager_text_claims_no_ordering_and_an_exited_server_has_no_stop_time():
+def test_06_a1_a13_manager_text_claims_no_ordering_and_an_exited_server_has_no_stop_time(manager_demo_table):
     """A1: 'start to stopped can therefore be larger for the healthy case' beside a table showing the opposite;
     D13: 'SIGTERM to stopped' 0.0 for a server that had exited before any SIGTERM."""
     text = _cell("06_serving", "## The server manager")
     assert "can therefore be larger" not in text and "the notebook's first request" not in text
     assert "`n/a` where the server had already exited before the manager's SIGTERM" in text
-    model_dir = serving.prepare_model("tiny")
-    with contextlib.redirect_stdout(io.StringIO()):
-        demo = serving.manager_demo(model_dir, FAKE, ROOT / "build" / "test-round7-manager").set_index("case")
+    demo = manager_demo_table.set_index("case")  # serving.manager_demo against the FAKE server (tests/conftest.py)
     stop = demo["seconds, SIGTERM to stopped"]
     assert stop["exit_at_start"] == "n/a" and demo.loc["exit_at_start", "seconds to healthy"] == "never"
     assert all(isinstance(stop[c], float) for c in ("healthy", "never_healthy", "ignore_sigterm"))  # they were stopped

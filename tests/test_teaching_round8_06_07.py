@@ -47,10 +47,9 @@ def test_06_a1_the_fake_500_body_is_a_json_error_object_as_the_real_one():
     assert "copies the real server's, a JSON error object with its message" in text
 
 
-def test_06_a2_the_completion_is_timed_in_its_own_column_and_the_columns_add_up(tmp_path):
+def test_06_a2_the_completion_is_timed_in_its_own_column_and_the_columns_add_up(manager_demo_table):
     """A2: start to stopped 2.9 = healthy 0.5 + ? + stop 0.1: the completion was not shown."""
-    model_dir = serving.prepare_model("tiny", tmp_path / "models")
-    demo = serving.manager_demo(model_dir, FAKE, tmp_path / "logs").set_index("case")
+    demo = manager_demo_table.set_index("case")  # serving.manager_demo against the FAKE server (tests/conftest.py)
     for case in ("healthy", "ignore_sigterm"):
         r = demo.loc[case]
         parts = r["seconds to healthy"] + r["seconds of the completion"] + r["seconds, SIGTERM to stopped"]

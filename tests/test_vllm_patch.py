@@ -1,6 +1,7 @@
 """flexfix.integration.vllm_patch against the installed vLLM 0.20.0, and against fake modules."""
 
 import importlib
+import json
 import logging
 import os
 import subprocess
@@ -208,25 +209,61 @@ def test_entry_point_is_registered():
     assert len(eps) == 1 and eps[0].value == "flexfix.integration.vllm_plugin:register"
 
 
-def test_plugin_patches_only_with_the_flag():
+# One process imports vLLM's plugin loader and its config (6 s of CPU: as in a vLLM process, where the config is
+# read before the plugins are loaded), not the attention backend, then forks a process per FLEXFIX_PATCH value, as
+# vLLM forks its engine core: each loads every general plugin, then imports the backend, on its own stdout and
+# stderr; the parent prints each one's exit status.
+PLUGIN_FORKS = """
+import json, os, sys
+import vllm.config
+from vllm.plugins import load_general_plugins
+
+assert "vllm.v1.attention.backends.flex_attention" not in sys.modules  # each fork imports the backend itself
+
+folder, statuses = sys.argv[1], {}
+for flag in json.loads(sys.argv[2]):
+    sys.stdout.flush(), sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for fd, end in ((1, "out"), (2, "err")):
+                os.dup2(os.open(os.path.join(folder, f"{flag}.{end}"), os.O_WRONLY | os.O_CREAT), fd)
+            os.environ.pop("FLEXFIX_PATCH", None)
+            if flag != "unset":
+                os.environ["FLEXFIX_PATCH"] = flag
+            load_general_plugins()
+            from vllm.v1.attention.backends.flex_attention import FlexAttentionBackend as B
+            print("BI", B.supports_batch_invariance())
+            code = 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(code)
+    statuses[flag] = pid
+print(json.dumps({flag: os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for flag, pid in statuses.items()}))
+"""
+
+
+def test_plugin_patches_only_with_the_flag(tmp_path):
     """In fresh processes, as vLLM does it: load every general plugin, then look at the backend (the three
-    flag values side by side: each process imports vLLM)."""
-    code = (
-        "from vllm.plugins import load_general_plugins; load_general_plugins(); "
-        "from vllm.v1.attention.backends.flex_attention import FlexAttentionBackend as B; "
-        "print('BI', B.supports_batch_invariance())"
+    flag values side by side: each process forked from one that imported vLLM's config and plugin loader, not the
+    backend)."""
+    env = {k: v for k, v in os.environ.items() if k != "FLEXFIX_PATCH"}
+    flags = {"1": True, "0": False, "unset": False}
+    run = subprocess.run(
+        [sys.executable, "-c", PLUGIN_FORKS, str(tmp_path), json.dumps(list(flags))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    procs = {}
-    for flag in ("1", "0", None):
-        env = {k: v for k, v in os.environ.items() if k != "FLEXFIX_PATCH"}
-        if flag is not None:
-            env["FLEXFIX_PATCH"] = flag
-        procs[flag] = subprocess.Popen(
-            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-    for flag, patched in (("1", True), ("0", False), (None, False)):
-        out, err = procs[flag].communicate(timeout=300)
-        assert procs[flag].returncode == 0, err[-2000:]
+    assert run.returncode == 0, run.stderr[-2000:]
+    codes = json.loads(run.stdout.splitlines()[-1])
+    for flag, patched in flags.items():
+        out, err = (tmp_path / f"{flag}.out").read_text(), (tmp_path / f"{flag}.err").read_text()
+        assert codes[flag] == 0, err[-2000:]
         assert f"BI {patched}" in out, (flag, out)
         # the plugin's line, formatted by vLLM's own handler (logger vllm.flexfix; vLLM logs to stdout)
         said = [line for line in (out + err).splitlines() if "flexfix:" in line]
