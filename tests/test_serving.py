@@ -406,6 +406,7 @@ def test_record_cli_interrupted_stops_the_server_and_keeps_finished_scenarios(mo
     (own / "serve-tiny").symlink_to(models_dir / "serve-tiny")
     proc = record_cli(
         "--fake", FAKE, "--model", "tiny", "--requests", "24", "--models-dir", own, "--out", tmp_path,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT then prints where every thread stood
     )  # fmt: skip
     saved = tmp_path / "serve-cpu.partial.json"
     deadline = time.monotonic() + 120
@@ -415,7 +416,11 @@ def test_record_cli_interrupted_stops_the_server_and_keeps_finished_scenarios(mo
     time.sleep(0.5)  # into the next scenario: its server is running
     proc.send_signal(signum)
     start = time.monotonic()
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # seen once on a loaded clean clone: say where it hung, not only that it did
+        proc.send_signal(signal.SIGABRT)
+        pytest.fail(f"no exit 30 s after {signal.Signals(signum).name}; its threads:\n{proc.communicate()[1][-6000:]}")
     assert time.monotonic() - start < 15
     assert proc.returncode == status and f"interrupted by {signal.Signals(signum).name}" in err and "kept in" in err
     table, _ = results.read_results(saved)
