@@ -176,7 +176,7 @@ def test_d10_scenario_d_and_the_patched_rows_are_defined_where_they_appear():
     assert "scenario (d) below" not in capture
     assert "stock vLLM 0.20.0 with nothing changed" in capture
     table = _cell("01_reproduce_ima", "*Where each line comes from:*")
-    assert "name starts with `patched`, where the recordings shown" in table  # conditional (r0102 round 8, A4)
+    assert "where the recordings shown hold one, is" in table  # conditional (r0102 round 8, A4)
     assert "notebook 02 introduces the fix" in table
     every = _cell("01_reproduce_ima", "## Every request checked")
     assert "with flexfix's fix applied, which notebook 02 introduces" in every

@@ -143,7 +143,7 @@ def test_c11_c12_points_stay_near_their_step_and_the_legend_sits_below():
 
     from flexfix.edition.plots.replays import MAX_SHIFT, REPLAY_ERROR_COLOURS
 
-    assert MAX_SHIFT <= 0.15
+    assert MAX_SHIFT < 0.5  # within half a step (round 10, C1 widened it from 0.15 so that rings can be counted)
     kernel, _ = _kernel()
     fig = plots.replay_errors(kernel, "t")
     band, ax = fig.axes[0], fig.axes[1]

@@ -2,9 +2,7 @@
 
 Two sentences, each from the table it describes: :func:`misread_cells` from the cells the replayed rows read (CPU,
 :func:`flexfix.measure.outcome_cause.reads_table`), :func:`outcome_cause` from the runs with the KV cache placed by
-hand (:func:`flexfix.measure.outcome_cause.run_scenarios`, ``outcome_cause-cuda.json``).  Meaning first, then the
-evidence.
-"""
+hand (:func:`flexfix.measure.outcome_cause.run_scenarios`, ``outcome_cause-cuda.json``).  Meaning first."""
 
 from __future__ import annotations
 
@@ -39,8 +37,8 @@ def misread_cells(reads: pd.DataFrame, sanitizer: pd.DataFrame | None = None) ->
         raise DataError(f"{what}: the pads reach {reach} bytes in front: one cache type expected")
     lead = (
         "**What the misread cells hold.** Not garbage: the rows the replayed kernel reads with the capture's stride "
-        "hold pages of the cache (other rows' or stale ones, now and then one of their own) and `-1` pads, nothing "
-        "else; the pads are the only way these cells lead outside the caches"
+        "hold pages of the cache (other rows' or stale ones, `other_page` below; now and then one of their own, "
+        "`own`) and `-1` pads, nothing else; the pads are the only way these cells lead outside the caches"
         if kinds["never_written"] == kinds["out_of_range"] == 0
         else "**What the misread cells hold.** Besides pages of the cache and `-1` pads, the misread rows hold "
         f"{kinds['never_written']} never-written cells and {kinds['out_of_range']} values outside the cache"
@@ -202,10 +200,13 @@ def outcome_cause(runs: pd.DataFrame, where: str) -> str:
         parts.append(
             f"* Caches `default` (PyTorch's caching allocator, as in every earlier run), {plural(len(d), 'run')}: "
             f"{_counted(d)}."
-            + (f" First, where they sat: in all {len(d)} the V cache started {size:,} bytes before the K cache (the "
-               f"`k_address` and `v_address` each run recorded), and the allocation the driver listed in front of K "
-               f"was {size:,} bytes long, just that distance: V ended where K began, so the allocation in front of K "
-               "was the V cache itself and only what lay in front of V could decide." if adjacent else "")
+            + (f" First, where they sat (per run in the table right after this list: the recorded `k_address` and "
+               f"`v_address`, their gap, the range the driver listed in front of K): in all {len(d)} the V cache "
+               f"started {size:,} bytes before the K cache, and the allocation the driver listed in front of K was "
+               f"{size:,} bytes long, just that distance: V ended where K began, so the allocation in front of K "
+               "was the V cache itself and only what lay in front of V could decide." if adjacent else " Where they "
+               "sat, per run: the table right after this list (the recorded `k_address` and `v_address`, their gap, "
+               "the range the driver listed in front of K).")
             + " Just before the first replay the driver listed an allocation in front of K in "
             f"{_listed(d, 'front_k_mapped')} and in front of V in {_listed(d, 'front_v_mapped')} of them; the outcome "
             f"was the one those answers predict in {hit} of {len(d)}"

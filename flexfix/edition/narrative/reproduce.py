@@ -127,8 +127,10 @@ def kernel_outcomes(runs: pd.DataFrame, where: str, both_faces: bool = True) -> 
         head += f"; {listing(right_groups)} matched the reference at every step." if right_groups else "."
         if not runs["status"].isin(CRASHES).any():
             head += (
-                ' None of them crashed: every wrong run answered silently wrong (the section "Crash or wrong '
-                'answer: what decides" says what makes a run crash).'
+                " None of them crashed: every wrong run answered silently wrong, so these runs show no illegal "
+                "memory access, the notebook's title notwithstanding. The notebook looks for it again in the real "
+                'engine (section "The real vLLM 0.20.0 engine") and with the memory in front of the KV cache '
+                'unmapped (section "Crash or wrong answer: what decides", which also says what makes a run crash).'
             )
     else:
         head = f"**What {where} saw:** every run matched the reference at every step."

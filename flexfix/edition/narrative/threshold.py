@@ -36,7 +36,9 @@ def crash_threshold(table: pd.DataFrame, dispatch: pd.DataFrame | None = None) -
     both = len(numbers) == 1 and len(firsts) > 1 and not firsts[0].startswith("none")
     head += f"{numbers.pop()} in both ways of counting" if both else listing(firsts)
     return markdown(
-        f"**{head}**: that is where these engines first faulted, not the fewest requests that can fault: an engine "
+        f"**{head}: where these engines first faulted, not where answers first go wrong (these engines' answers "
+        "were not checked; the every-request engines of the next section check them, batch by batch)**. It is also "
+        "not the fewest requests that can fault: an engine "
         "started with another `max_num_seqs` captures other graphs, and the every-request engines of the next "
         "section say at which batch each of them died (which can be fewer requests). "
         "More than one query block in flight is necessary for a "

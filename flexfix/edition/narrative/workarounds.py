@@ -37,8 +37,10 @@ def _control(safety_prov: dict | None, control_provs) -> str:
             if same
             else f"another GPU than these checks, which ran on {safety_prov.get('device_name')}"
         )
-        + " (notebook 01 reruns it live on a GPU, with each engine's `max_num_seqs` printed beside its rows; the "
-        "recorded runs are shown again in this notebook's section"
+        + " (notebook 01 also reruns it live, on the GPU that notebook is executed on, with each engine's "
+        "`max_num_seqs` printed beside its rows: executed on the GPU these checks ran on, that live rerun is a "
+        'positive control on the same GPU, and its section "Every request checked: stock vs patched" says '
+        "whether the stock engine went wrong there; the recorded runs are shown again in this notebook's section"
     )
 
 

@@ -31,9 +31,23 @@ REPLAY_ERROR_COLOURS = {
 }
 
 
-# how far a point may sit off its step: copies/batches within +-GROUP_SHIFT, their runs within +-RUN_SHIFT more
-GROUP_SHIFT, RUN_SHIFT = 0.11, 0.04
-MAX_SHIFT = GROUP_SHIFT + RUN_SHIFT
+# how far a point may sit off its step: every run gets a slot of its own, SLOT apart (less where too many runs would
+# not fit), the copies/batches side by side with an empty slot between them, all within +-MAX_SHIFT of the step, so
+# that a point still reads as its step's (r0102 round 8, C11) and the rings of equal steps can be counted one by one
+# (r0102 round 10, C1: at 0.02 apart, five rings lay on top of one another)
+MAX_SHIFT, SLOT = 0.4, 0.09
+BAND_SHIFT = 0.15  # the crosses of the band, one per outcome: their labels sit beside them, before the next step
+
+
+def _offsets(sizes: list[int]) -> list[list[float]]:
+    """The x offset of each run of each group (``sizes``: runs per group), centred on the step."""
+    slots = sum(sizes) + len(sizes) - 1
+    width = min(SLOT, 2 * MAX_SHIFT / max(slots - 1, 1))
+    start, out = -(slots - 1) * width / 2, []
+    for n in sizes:
+        out.append([start + i * width for i in range(n)])
+        start += (n + 1) * width
+    return out
 
 
 def _measured(records) -> list[float]:
@@ -81,7 +95,7 @@ def _crash_band(band, table: pd.DataFrame) -> list[tuple[int, str]]:
     for k, outcome in enumerate(outcomes):
         name, colour = outcome.replace("_", " "), _crash_colour(outcome)
         steps = sorted(s for s, o in counts if o == outcome)
-        dx = (k - (len(outcomes) - 1) / 2) * (2 * MAX_SHIFT / max(len(outcomes) - 1, 1))
+        dx = (k - (len(outcomes) - 1) / 2) * (2 * BAND_SHIFT / max(len(outcomes) - 1, 1))
         runs = len({i for i, _, o, _ in crashes if o == outcome})
         copies = " and ".join(dict.fromkeys(c for _, _, o, c in crashes if o == outcome))
         what = (
@@ -117,19 +131,16 @@ def replay_errors(table: pd.DataFrame, title: str):
     batches = sorted(table["batch"].unique())
     groups = table.groupby(["copy", "batch"], sort=False)
     silent: list[tuple[float, float]] = []  # steps that answered, silently wrong (above the tolerance)
+    offsets = _offsets([len(runs) for _, runs in groups])  # side by side, run by run: see MAX_SHIFT
     for n, ((copy, batch), runs) in enumerate(groups):
-        # side by side, so that equal errors (the capture step) stay apart, but never more than MAX_SHIFT off the
-        # step: a point must read as its step's, not as one between two steps (r0102 round 8, C11)
-        dx = (n - (len(groups) - 1) / 2) * (2 * GROUP_SHIFT / max(len(groups) - 1, 1))
-        spread = 2 * RUN_SHIFT / max(len(runs) - 1, 1)  # and run by run, so that rings of equal steps do not pile up
         colour = REPLAY_ERROR_COLOURS.get(copy, REPLAY_ERROR_COLOURS["error"])[1]
         style = ("-", "--", ":", "-.")[batches.index(batch) % 4]
         label = f"{copy}, batch {batch} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
         for i, (_, run) in enumerate(runs.iterrows()):
-            ys, x0 = _measured(run["records"]), dx + (i - (len(runs) - 1) / 2) * spread
+            ys, x0 = _measured(run["records"]), offsets[n][i]
             shown = label if i == 0 else "_nolegend_"
             marker = "o" if copy == "as_strided" else "s"
-            ax.plot(np.arange(len(ys)) + x0, ys, marker, ls=style, color=colour, alpha=0.7, ms=5, label=shown)
+            ax.plot(np.arange(len(ys)) + x0, ys, marker, ls=style, color=colour, alpha=0.7, ms=4, label=shown)
             for k, rec in enumerate(run["records"]):
                 if rec.get("outcome") == "wrong_result" and rec.get("max_error") is not None:
                     silent.append((k + x0, max(rec["max_error"], 1e-8)))
@@ -151,9 +162,9 @@ def replay_errors(table: pd.DataFrame, title: str):
     if silent:
         xs, ys = zip(*silent)
         label = f"silently wrong answer ({len(silent)} step{'s' if len(silent) > 1 else ''})"
-        ax.plot(xs, ys, "o", ms=9, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none", label=label)
+        ax.plot(xs, ys, "o", ms=7, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none", label=label)
     else:  # the caption explains the ring: the legend says when there is none to see
-        ax.plot([], [], "o", ms=9, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none",
+        ax.plot([], [], "o", ms=7, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none",
                 label="silently wrong answer (a ring): none in these runs")  # fmt: skip
     tol = _tolerance(table)
     if tol is not None:

@@ -19,6 +19,7 @@ __all__ = [
     "recorded",
     "misread_summary",
     "placement_table",
+    "default_addresses",
     "scenario_label",
     "OWN_READ_FAULT",
     "run_outcomes",
@@ -133,3 +134,34 @@ def placement_table(runs: pd.DataFrame) -> pd.DataFrame:
         row["read in front"] = ", ".join(f"{n} {r}" for r, n in touched.value_counts().items()) if len(touched) else ""
         rows.append(row)
     return pd.DataFrame(rows).set_index("scenario")
+
+
+def default_addresses(runs: pd.DataFrame) -> pd.DataFrame:
+    """Where the caches sat in the plain ``default`` placement runs (``as_strided`` past one query block, both caches
+    where PyTorch put them, no read of their own): per run, the recorded ``k_address`` and ``v_address``, the gap
+    ``k_address - v_address`` in bytes, and the size of the range the driver listed in front of K just before the
+    first replay (``front_k_size``; "none listed" where it listed none)."""
+    require(runs, "the placement runs", RUN_COLUMNS, values=("copy", "placement", "batch", "seed", "status"))
+    plain = runs[
+        (runs["copy"] == "as_strided")
+        & (runs["batch"] > 16)
+        & (runs["placement"] == "default")
+        & (runs["v_placement"] == "default")
+        & runs["touch"].isna()
+    ]
+    rows = []
+    for _, r in plain.iterrows():
+        k, v, size = (r.get(c) for c in ("k_address", "v_address", "front_k_size"))
+        known = not (is_missing(k) or is_missing(v))
+        rows.append(
+            {
+                "seed": int(r["seed"]),
+                "k_address": hex(int(k)) if known else "not recorded",
+                "v_address": hex(int(v)) if known else "not recorded",
+                "k_address - v_address (bytes)": f"{int(k) - int(v):,}" if known else "not recorded",
+                "range listed in front of K (bytes)": "none listed" if is_missing(size) else f"{int(size):,}",
+                "outcome": r["status"],
+            }
+        )
+    cols = ["seed", "k_address", "v_address", "k_address - v_address (bytes)", "range listed in front of K (bytes)"]
+    return pd.DataFrame(rows, columns=[*cols, "outcome"]).set_index("seed")
