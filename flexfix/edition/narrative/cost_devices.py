@@ -178,6 +178,8 @@ def kernel_bi_cost(ratios: pd.DataFrame, where: str) -> str:
     """What the attention kernel's batch-invariant options cost against vLLM's in one run (``ratios``'
     ``bi_overhead``, a time ratio: above 1 slower), named by its source ``where`` (r9 A1): the range, the cases more
     than 5% either way, the worst of them with its spread band where ``ratios`` carries one (``spread=True``)."""
+    from flexfix.edition.tables.cost import BAND_DIGITS, band_side, round_sig
+
     if "bi_overhead" not in ratios:
         return f"{where}: no graph replay, so the kernel options' cost was not measured there"
     bi = ratios["bi_overhead"]
@@ -198,9 +200,10 @@ def kernel_bi_cost(ratios: pd.DataFrame, where: str) -> str:
     band = ""
     if {"bi_overhead_lo", "bi_overhead_hi"} <= set(ratios):
         lo, hi = float(ratios.loc[key, "bi_overhead_lo"]), float(ratios.loc[key, "bi_overhead_hi"])
-        band = f"; its spread band {lo:.2f}–{hi:.2f}x, " + (
-            "wholly above 1" if lo > 1 else "wholly below 1" if hi < 1 else "reaching 1"
-        )
+        side, short = band_side(lo, hi), [f"{v:.2f}" for v in (lo, hi)]
+        if side != "reaching 1" and "1.00" in short:  # a bound that would print as 1: the bands table's digits (r10 A2)
+            short = [str(round_sig(v, BAND_DIGITS)) for v in (lo, hi)]
+        band = f"; its spread band {short[0]}–{short[1]}x, {side}"
     return (
         f"{said}, {' and '.join(c for c in counts if c)} of {len(bi)} cases (the most: {case}"
         f"{abs(r - 1) * 100:.0f}% {'slower' if r > 1 else 'faster'}{band})"
@@ -307,9 +310,11 @@ def l2_effect(effect: pd.DataFrame) -> str:
         lead = "A flushed L2 changed the timings little either way. "
     text = (
         f"**Flushed over warm L2.** {lead}Over all {plural(len(ratio), 'case')} (implementation x batch x context, "
-        f"the `cases`, `min`, `max` and 5% columns of the table above, added up): {span(ratio, '{:.2f}', 'x')}; "
+        f"the `cases`, `min`, `max` and 5% columns of the first table above, added up): {span(ratio, '{:.2f}', 'x')}; "
         f"{slower} more than 5% slower from a cold L2, {faster} more than 5% *faster*. The table's `median at` "
-        "columns are medians over the batch sizes, per implementation and context: they hide the extremes."
+        "columns are medians over the batch sizes, per implementation and context: they hide the extremes, so the "
+        "second table above shows them, with their implementation, batch and context: the smallest and the largest "
+        "ratio and every case more than 5% slower."
     )
     if faster:
         text += (
@@ -354,12 +359,12 @@ def bi_bands(timing: pd.DataFrame) -> str:
     the band the figure draws) that does not reach 1, and the largest difference among them: the notebook's rule is
     that a band crossing the reference line is not told apart from it, so a ratio near 1 is not "nothing" where its
     band excludes 1 (r0305 A4).  Empty where the timings kept no quartiles."""
-    from flexfix.edition.tables.cost import timing_ratios
+    from flexfix.edition.tables.cost import bands_missing_one, timing_ratios
 
     bands = timing_ratios(timing, spread=True)
     if "bi_overhead_lo" not in bands:
         return ""
-    off = bands[(bands["bi_overhead_lo"] > 1) | (bands["bi_overhead_hi"] < 1)]
+    off = bands_missing_one(bands)  # judged on the bounds as the table prints them (r10 A2)
     if off.empty:
         return f"; every one of the {len(bands)} cases' spread bands reaches 1"
     worst = float((off["bi_overhead"] - 1).abs().max()) * 100

@@ -7,7 +7,21 @@ import pandas as pd
 from flexfix.edition.checks import require
 from flexfix.edition.narrative import listing, markdown, plural
 
-__all__ = ["equivalence", "misreads", "flat_cells"]
+__all__ = ["equivalence", "misreads", "flat_cells", "k_example"]
+
+
+def k_example(name: str, k: int, page: int = 16) -> str:
+    """``K`` worked out for one width parameter (r10 D2): 16 (the query block) times the pages of the step's longest
+    request, and how long that request is.  A width that is not a multiple of 16 is said to be one vLLM never builds."""
+    pages, rest = divmod(int(k), page)
+    if rest or not pages:
+        return f"{name} = {k}: not 16 x a number of pages, a width vLLM's formula never gives"
+    longest = f"{(pages - 1) * page + 1} to {pages * page} tokens"
+    return (
+        f"{name} = {k} = 16 x {plural(pages, 'page')}: the step's longest request is {longest} long "
+        f"({plural(pages, 'page')} of {page} tokens), so a query block's row has room for {plural(pages, 'page')} "
+        "of each of its 16 requests"
+    )
 
 
 def equivalence(table: pd.DataFrame, names: tuple[str, str]) -> str:

@@ -180,9 +180,9 @@ def _min_span(ax, reference: float | None, min_span: float | None) -> None:
 
 
 def _others(by: str, sharey: bool) -> str:
-    """The legend's name of the grey lines (with ``sharey=False`` they run off a panel's own range, cut at its edge:
-    the title and legend stay short, the cut lines show it)."""
-    return f"the other {by} values"
+    """The legend's name of the grey lines; with ``sharey=False`` they run off a panel's own range, cut at its edge,
+    and the legend says so (r10 C2: they do not show where a panel sits among the others)."""
+    return f"the other {by} values" + ("" if sharey else " (clipped: each panel has its own y range)")
 
 
 def _own_ylim(ax, part: pd.DataFrame, y: str, reference: float | None, logy: bool) -> None:
@@ -242,9 +242,10 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
         ax.set_xlabel(x)
     handles = _neutral_band(dict(zip(*reversed(flat[0].get_legend_handles_labels()))))
     shown = [k for k in (_others(by, sharey), ref_label, BAND_LABEL) if k in handles]
-    fig.legend([handles[k] for k in shown], shown, loc="lower center", ncol=len(shown), fontsize=8, frameon=False)
+    ncol = len(shown) if sharey else 1  # own axes: the grey lines' longer label (r10 C2), one entry per line
+    fig.legend([handles[k] for k in shown], shown, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.06 if sharey else 0.03 + 0.035 * len(shown), 1, 1))
     return fig
 
 

@@ -58,6 +58,7 @@ ZERO_LABEL = "0 (bitwise equal)"  # the y label of the band where bitwise-equal 
 NO_NUMBER_Y = 1.07  # the strip above each panel (axes fraction) where crashes and kernel errors are marked
 NO_NUMBER_BAND = (1.0, 1.14)  # that strip, boxed and labelled NO_NUMBER_LABEL: outside the value axis
 NO_NUMBER_LABEL = "no number"
+NO_NUMBER_SPREAD = 0.25  # sideways step (batch columns) between the series' markers in that strip (r10 C1: none hidden)
 NO_NUMBER_MARKERS = {"crash": "x", "error": "*"}  # the outcomes of the strip (a crash's x drawn in its series' shape)
 TICK_CLEARANCE = 0.12  # no value tick label within this axes fraction of the strip's label: they never overlap
 
@@ -271,6 +272,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     largest = float(table["max_abs_diff"].max(skipna=True) or 0)
     top = 10.0 ** (int(np.ceil(np.log10(largest))) + 2) if largest > 0 else 1.0  # a labelled decade at or above it
     shift = {name: (k - 1.5) * 0.16 for k, name in enumerate(LAUNCH_COPY_STYLES)}
+    strip_shift = {name: (k - 1.5) * NO_NUMBER_SPREAD for k, name in enumerate(LAUNCH_COPY_STYLES)}
     style = dict(markersize=5, alpha=0.85, lw=1.2, markerfacecolor="none", markeredgewidth=1.3)
     for ax, panel in zip(axes[:, 0], panels):
         mixed_rows: list[tuple[str, str, dict[int, str]]] = []  # the series whose positions did not all end alike
@@ -322,14 +324,14 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                 )
                 where = sorted(cells[bad]["batch"].unique())
                 if where:  # the series' own shape (r9 C2: told apart by shape, not colour alone)
-                    xs, strip = [at[b] + shift[series] for b in where], ax.get_xaxis_transform()
+                    xs, strip = [at[b] + strip_shift[series] for b in where], ax.get_xaxis_transform()
                     fill = colour_ if outcome == "error" else "white"
-                    ax.plot(xs, [NO_NUMBER_Y] * len(where), ls="none", marker=marker, color=colour_, markersize=7,
+                    ax.plot(xs, [NO_NUMBER_Y] * len(where), ls="none", marker=marker, color=colour_, markersize=6,
                             markerfacecolor=fill, markeredgewidth=1.5, transform=strip, clip_on=False,
                             gid=f"no number: {outcome}")  # fmt: skip
                     if outcome == "crash":  # a cross inside the hollow shape
                         ax.plot(xs, [NO_NUMBER_Y] * len(where), ls="none", marker=mark, color=colour_,
-                                markersize=4.5, markeredgewidth=1.2, transform=strip, clip_on=False,
+                                markersize=4, markeredgewidth=1.2, transform=strip, clip_on=False,
                                 gid="crash cross")  # fmt: skip
         _count_strip(ax, mixed_rows, at)
         _coinciding(ax, equal)

@@ -108,16 +108,34 @@ def significant(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """``table`` with every float column rounded to ``digits`` significant digits (not decimals): a small fraction
     such as 0.00021 stays readable where rounding to decimals would show 0.000.  A value from 0.1 to 10 (a ratio near
     1) keeps three decimals at least: 1.0149 shows as 1.015, never as 1.01 padded to 1.010 by its column."""
+    floats = table.select_dtypes("float").columns
+    return table.assign(**{c: table[c].map(lambda v: round_sig(v, digits)) for c in floats})
+
+
+def round_sig(v, digits: int = 3):
+    """One value as :func:`significant` prints it (anything but a finite non-zero float unchanged)."""
     import math
 
-    def round_sig(v):
-        if not isinstance(v, float) or not math.isfinite(v) or v == 0:
-            return v
-        decimals = digits - 1 - math.floor(math.log10(abs(v)))
-        return round(v, max(decimals, 3) if 0.1 <= abs(v) < 10 else decimals)
+    if not isinstance(v, float) or not math.isfinite(v) or v == 0:
+        return v
+    decimals = digits - 1 - math.floor(math.log10(abs(v)))
+    return round(v, max(decimals, 3) if 0.1 <= abs(v) < 10 else decimals)
 
-    floats = table.select_dtypes("float").columns
-    return table.assign(**{c: table[c].map(round_sig) for c in floats})
+
+BAND_DIGITS = 5  # the significant digits a spread band's bounds are printed with, in tables and sentences
+
+
+def band_side(lo: float, hi: float) -> str:
+    """Where a spread band lies against 1, judged on its bounds as printed (:data:`BAND_DIGITS`), so that a bound
+    that prints as 1 counts as reaching 1 (r10 A2): ``"wholly above 1"``, ``"wholly below 1"`` or ``"reaching 1"``."""
+    lo, hi = round_sig(float(lo), BAND_DIGITS), round_sig(float(hi), BAND_DIGITS)
+    return "wholly above 1" if lo > 1 else "wholly below 1" if hi < 1 else "reaching 1"
+
+
+def bands_missing_one(bands: pd.DataFrame, name: str = "bi_overhead") -> pd.DataFrame:
+    """The rows of ``bands`` (:func:`timing_ratios` with ``spread``) whose ``name`` band misses 1 as printed."""
+    side = [band_side(lo, hi) for lo, hi in zip(bands[f"{name}_lo"], bands[f"{name}_hi"])]
+    return bands[[s != "reaching 1" for s in side]]
 
 
 def l2_effect_summary(timing: pd.DataFrame) -> pd.DataFrame:
@@ -138,6 +156,22 @@ def l2_effect_summary(timing: pd.DataFrame) -> pd.DataFrame:
     out["slower >5%"] = ratio.apply(lambda r: int((r > 1.05).sum()))
     out["faster >5%"] = ratio.apply(lambda r: int((r < 0.95).sum()))
     return out
+
+
+def l2_extremes(timing: pd.DataFrame) -> pd.DataFrame:
+    """The cases of :func:`l2_effect` its sentence names (r10 B1): the smallest and the largest flushed / warm ratio,
+    and every case more than 5% slower, each with its implementation, batch and context (``case``: why it is shown).
+    Empty where only warm timings exist."""
+    effect = l2_effect(timing)
+    if effect.empty:
+        return effect
+    ratio = effect["flushed_over_warm"]
+    why = pd.Series("", index=effect.index, dtype=object)
+    why[ratio > 1.05] = "more than 5% slower"
+    why[ratio.idxmin()] = "smallest ratio"
+    why[ratio.idxmax()] = "largest ratio" + (", more than 5% slower" if ratio.max() > 1.05 else "")
+    shown = effect.assign(case=why)[why != ""].sort_values("flushed_over_warm")
+    return significant(shown.reset_index(drop=True))
 
 
 def l2_effect(timing: pd.DataFrame) -> pd.DataFrame:
@@ -244,6 +278,17 @@ def throughput_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return view(long[long["ratio"] != "BI1/BI0"]), view(long[long["ratio"] == "BI1/BI0"])
 
 
+def with_run_files(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (:func:`throughput_table`) with each ``run k`` column header naming its files (r10 D6): a run is
+    numbered within its model, so the header names the file of each model, from ``runs``
+    (:func:`throughput_runs`), without the common ``engine_`` prefix: ``run 3 (tiny: sweep_tiny_full; ...)``."""
+    files = {
+        run: "; ".join(f"{m}: {src.removeprefix('engine_')}" for m, src in zip(part["model"], part["source"]))
+        for run, part in runs.sort_values("model").groupby("run", sort=False)
+    }
+    return table.rename(columns={run: f"{run} ({names})" for run, names in files.items()}, level="run")
+
+
 def ratio_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per model and ratio, over every N, setting and run: how many ratios, the lowest, the median,
     the highest, and how many were below 1."""
@@ -296,6 +341,6 @@ def bi_band_cases(timing: pd.DataFrame) -> pd.DataFrame:
     columns = ["batch", "context", "bi_overhead", "bi_overhead_lo", "bi_overhead_hi"]
     if not set(columns) <= set(bands):
         return pd.DataFrame(columns=columns)
-    off = bands[(bands["bi_overhead_lo"] > 1) | (bands["bi_overhead_hi"] < 1)][columns].reset_index(drop=True)
-    off["band"] = ["wholly above 1" if lo > 1 else "wholly below 1" for lo in off["bi_overhead_lo"]]
-    return significant(off, digits=5)  # 4 decimals: a bound just past 1 does not print as 1.000
+    off = bands_missing_one(bands)[columns].reset_index(drop=True)
+    off["band"] = [band_side(lo, hi) for lo, hi in zip(off["bi_overhead_lo"], off["bi_overhead_hi"])]
+    return significant(off, digits=BAND_DIGITS)  # the precision band_side judged the bounds at
