@@ -43,7 +43,7 @@ def _fake(table: pd.DataFrame) -> pd.DataFrame:
 def test_06_a1_a13_manager_text_claims_no_ordering_and_an_exited_server_has_no_stop_time(manager_demo_table):
     """A1: 'start to stopped can therefore be larger for the healthy case' beside a table showing the opposite;
     D13: 'SIGTERM to stopped' 0.0 for a server that had exited before any SIGTERM."""
-    text = _cell("06_serving", "## The server manager")
+    text = _cell("06_serving", "Its columns:")  # round 10: the columns follow the table
     assert "can therefore be larger" not in text and "the notebook's first request" not in text
     assert "`n/a` where the server had already exited before the manager's SIGTERM" in text
     demo = manager_demo_table.set_index("case")  # serving.manager_demo against the FAKE server (tests/conftest.py)

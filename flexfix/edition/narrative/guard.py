@@ -7,7 +7,7 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
-from flexfix.edition.tables.guard import SPREAD
+from flexfix.edition.tables.guard import NOT_READ_MARK, SPREAD
 
 __all__ = [
     "dispatch",
@@ -196,10 +196,13 @@ def cost(table: pd.DataFrame) -> str:
     _need(table, ["requests", "on / off", "lowest pair", "highest pair", "repetitions"], "cost")
     parts = [
         f"{int(r['requests'])} requests: {r['on / off']:.3f} of the tokens/s without it "
-        f"(pairs {r['lowest pair']:.2f}–{r['highest pair']:.2f} over {int(r['repetitions'])})"
+        f"(single pairs {r['lowest pair']:.2f}–{r['highest pair']:.2f}, over {plural(int(r['repetitions']), 'pair')})"
         for _, r in table.iterrows()
     ]
-    ratios = f"the same engine ran, checking every replay, at {listing(parts, '; ')}"
+    ratios = (
+        f"the same engine ran, checking every replay, at {listing(parts, '; ')} (a pair: one repetition's guard-on "
+        "run and the guard-off run beside it)"
+    )
     share = "checking, % of wall time"
     timed = table.dropna(subset=[share]) if share in table else table.iloc[0:0]
     if len(timed):
@@ -288,7 +291,8 @@ def not_read_counted(information: pd.DataFrame, first: bool = True, after: str =
     from flexfix.guard.vllm_metadata import NOT_READ
 
     paths = {f"{cls}.{field}" for cls, fields in NOT_READ.items() for field in fields}
-    said = listing([f"`{c}`" for c in information.columns if str(c).rsplit(": ", 1)[0] in paths])
+    names = [str(c).removesuffix(NOT_READ_MARK) for c in information.columns]
+    said = listing([f"`{c}`" for c in names if c.rsplit(": ", 1)[0] in paths])
     if not said or not first:
         return markdown(f"{said} above: a field no captured kernel reads, as said after {after}." * bool(said))
     return markdown(

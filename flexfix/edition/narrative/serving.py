@@ -4,6 +4,7 @@ evidence stage by stage."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 
@@ -11,7 +12,16 @@ from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
 from flexfix.edition.tables.serving import FAKE_MODEL, is_fake, model_label
 
-__all__ = ["scenarios", "conclusion", "meaning", "manager_times", "plugin_processes", "what_runs", "FAKE_LEAD"]
+__all__ = [
+    "scenarios",
+    "conclusion",
+    "meaning",
+    "manager_times",
+    "plugin_processes",
+    "what_runs",
+    "result_lead",
+    "FAKE_LEAD",
+]
 
 
 def _check(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> None:
@@ -237,14 +247,58 @@ def what_runs(device: str, run: dict, data_dir) -> str:
     )
 
 
+def result_lead(data_dir, then: str = "") -> str:
+    """The result first, under the title: each recorded real server's outcome (:func:`meaning`, from the recorded
+    GPU run's stage table, read as *The recorded GPU run* reads it), then notebook 07's one-model *Serving* result
+    (:func:`flexfix.edition.narrative.guard_serving.in_short`); says so where either is not recorded. ``then``: what
+    follows it in the same output (the notebook's :func:`what_runs`)."""
+    from flexfix.edition import tables
+    from flexfix.edition.narrative import guard_serving
+    from flexfix.integration.serving.recording import recorded_run
+
+    loaded = recorded_run(data_dir)
+    if loaded is None:
+        lines = ["* the real `vllm serve` run is not recorded yet."]
+    else:
+        table = loaded[0]
+        stages = tables.stage_table(table)
+        _check(table, stages, "the recorded GPU run")
+        lines = []
+        for _, sc in table.iterrows():
+            mine = stages[stages["scenario"] == sc["scenario"]]
+            label = model_label(sc)
+            settings = [f"{label} model"] * bool(label)
+            settings += [f"`FLEXFIX_PATCH={sc['FLEXFIX_PATCH']}`"] * pd.notna(sc.get("FLEXFIX_PATCH"))
+            settings += [f"`VLLM_BATCH_INVARIANT={sc['VLLM_BATCH_INVARIANT']}`"] * pd.notna(
+                sc.get("VLLM_BATCH_INVARIANT")
+            )
+            said = meaning(sc, mine, is_fake(sc))
+            if sc.get("ima_in_log") and not is_fake(sc):
+                said += "; its log names the illegal memory access"
+            lines.append(f"* **{sc['scenario']}** ({', '.join(settings)}): {said}." if settings else f"* {said}.")
+    guarded = (
+        str(guard_serving.in_short(data_dir))
+        if (Path(data_dir) / "serve_guard-cuda.json").exists()
+        else "Notebook 07's *Serving* recording (one model for every server) is not recorded yet."
+    )
+    return markdown(
+        "**The result, from the recorded real servers** (the evidence is *The recorded GPU run*, at the end; what "
+        "runs live in this notebook is said just below):",
+        "\n".join(lines),
+        guarded,
+        then,
+    )
+
+
 def manager_times(demo: pd.DataFrame) -> str:
     """Under the manager's table (:func:`flexfix.integration.serving.manager_demo`): how long each case's one
     completion took, how long the ``openai`` import took (timed apart, just before it), and, only where the data
     show it, that the first case's completion was still the slowest, with what is timed and what is not."""
     require(demo, "the manager's cases", values=("case", "seconds of the completion", "seconds importing openai"))
+    lead = _manager_lead(demo)
     sent = demo[pd.to_numeric(demo["seconds of the completion"], errors="coerce").notna()]
     if sent.empty:
-        return markdown("No case sent a completion.")
+        return markdown(lead, "No case sent a completion.")
     seconds = pd.to_numeric(sent["seconds of the completion"])
     imports = pd.to_numeric(sent["seconds importing openai"])
     each = listing([f"{s:.1f} s ({c})" for c, s in zip(sent["case"], seconds)])
@@ -271,4 +325,27 @@ def manager_times(demo: pd.DataFrame) -> str:
         )
     elif len(sent) > 1:
         text += " With the import apart, the first completion is not more than twice as slow as the later ones."
-    return markdown(text)
+    return markdown(lead, text)
+
+
+def _manager_lead(demo: pd.DataFrame) -> str:
+    """The manager table's conclusion in one bold sentence: how many cases left no process of their group, and
+    which cases' servers the manager had to SIGKILL (their ``exit status`` names it)."""
+    if "processes left" not in demo or "exit status" not in demo:
+        return ""
+    left = pd.to_numeric(demo["processes left"], errors="coerce")
+    clean = demo[left == 0]["case"].tolist()
+    killed = demo[demo["exit status"].astype(str).str.contains("SIGKILL")]["case"].tolist()
+    cases = plural(len(demo), "case")
+    said = (
+        f"all {cases} left no process of their group behind"
+        if len(clean) == len(demo)
+        else f"{len(clean)} of {cases} left no process of their group behind "
+        f"({listing(demo[left != 0]['case'].astype(str).tolist())} did)"
+    )
+    said += (
+        f"; only {listing(killed)} ended by SIGKILL, the manager's last resort after the grace period"
+        if killed
+        else "; no server ended by SIGKILL: each stopped on the SIGTERM or by itself"
+    )
+    return f"**{said[0].upper() + said[1:]}.**"

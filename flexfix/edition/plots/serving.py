@@ -205,5 +205,9 @@ def serving_figure(table: pd.DataFrame, where: str = ""):
     ax.set_title(
         (f"{EMULATED} (the FAKE server; {EMULATED_SAID})\n" if emulated else "") + wrap(title, 9, 10), fontsize=10
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, RIGHT_ROOM, 1))  # the counts written past the bars' end keep a margin from the edge
     return fig
+
+
+# the share of the figure's width the layout may fill: the rest is margin right of the longest count
+RIGHT_ROOM = 0.97

@@ -252,7 +252,18 @@ def information(table: pd.DataFrame) -> pd.DataFrame:
             raise DataError(f"refusing to count the information of {r['engine']!r}: its `information` is {info!r}")
         rows.append({"engine": _with_patch(r), **info})
     out = pd.DataFrame(rows).set_index("engine")
-    return out.fillna(0).astype(int) if len(out.columns) else out
+    out = out.fillna(0).astype(int) if len(out.columns) else out
+    return out.rename(columns=lambda c: f"{c}{NOT_READ_MARK}" if str(c).rsplit(": ", 1)[0] in _not_read() else c)
+
+
+# added to an information column of a field the guard of this commit does not compare (NOT_READ): an older guard's count
+NOT_READ_MARK = " (older guard only; not compared now)"
+
+
+def _not_read() -> set[str]:
+    from flexfix.guard.vllm_metadata import NOT_READ
+
+    return {f"{cls}.{field}" for cls, fields in NOT_READ.items() for field in fields}
 
 
 def guard_cost(table: pd.DataFrame) -> pd.DataFrame:
