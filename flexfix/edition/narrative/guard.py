@@ -7,7 +7,7 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
-from flexfix.edition.tables.guard import NOT_READ_MARK, SPREAD
+from flexfix.edition.tables.guard import NOT_READ_MARK, SPREAD, not_read_paths
 
 __all__ = [
     "dispatch",
@@ -288,9 +288,7 @@ def not_read_counted(information: pd.DataFrame, first: bool = True, after: str =
     """Where :func:`~.tables.guard.information` counts a field of :data:`~flexfix.guard.vllm_metadata.NOT_READ`, what
     that means (said in full where ``first``, else pointing back to where it was said, ``after``: said once per
     notebook, see :class:`NotReadCounted`); empty if none."""
-    from flexfix.guard.vllm_metadata import NOT_READ
-
-    paths = {f"{cls}.{field}" for cls, fields in NOT_READ.items() for field in fields}
+    paths = not_read_paths()
     names = [str(c).removesuffix(NOT_READ_MARK) for c in information.columns]
     said = listing([f"`{c}`" for c in names if c.rsplit(": ", 1)[0] in paths])
     if not said or not first:

@@ -17,6 +17,7 @@ from flexfix.edition.tables.serving import print_guard_lines, served, servers_ag
 from flexfix.measure.generations import compare_generations
 
 __all__ = [
+    "not_read_paths",
     "guard_summary",
     "captured_through",
     "vllm_check",
@@ -253,14 +254,15 @@ def information(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({"engine": _with_patch(r), **info})
     out = pd.DataFrame(rows).set_index("engine")
     out = out.fillna(0).astype(int) if len(out.columns) else out
-    return out.rename(columns=lambda c: f"{c}{NOT_READ_MARK}" if str(c).rsplit(": ", 1)[0] in _not_read() else c)
+    return out.rename(columns=lambda c: f"{c}{NOT_READ_MARK}" if str(c).rsplit(": ", 1)[0] in not_read_paths() else c)
 
 
 # added to an information column of a field the guard of this commit does not compare (NOT_READ): an older guard's count
 NOT_READ_MARK = " (older guard only; not compared now)"
 
 
-def _not_read() -> set[str]:
+def not_read_paths() -> set[str]:
+    """The fields the guard of this commit does not compare, as ``Class.field`` (its ``NOT_READ``)."""
     from flexfix.guard.vllm_metadata import NOT_READ
 
     return {f"{cls}.{field}" for cls, fields in NOT_READ.items() for field in fields}
