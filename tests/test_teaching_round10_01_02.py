@@ -137,7 +137,7 @@ def test_d6_the_positive_control_names_notebook_01s_live_rerun():
     from flexfix.edition.tables.workarounds import workaround_table
 
     said = str(workarounds.without_plugin(workaround_table(safety, cost), "a", "b", safety_prov, control_provs))
-    assert "notebook 01 also reruns it live" in said and "positive control on the same GPU" in said
+    assert "notebook 01 reruns it live only when" in said and "positive control on the same GPU" in said
     assert '"Every request checked: stock vs patched"' in said
     assert _cell("01_reproduce_ima", "## Every request checked: stock vs patched")
 

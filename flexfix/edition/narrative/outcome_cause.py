@@ -12,6 +12,7 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
+from flexfix.edition.narrative.cpu_analog import analog_outcomes
 from flexfix.edition.tables.outcome_cause import READ_VALUES, RUN_COLUMNS
 
 __all__ = ["misread_cells", "outcome_cause", "sanitizer_offset", "same_seeds", "seeds_not_run"]
@@ -374,8 +375,7 @@ def same_seeds(
         ["| recording | where | seeds | outcome | step widths `K` recorded |", "|---|---|---|---|---|", *rows]
     )
     tail = _agree(kept, common)
-    if device != "cuda":
-        tail += " This run is the CPU analog, which cannot fault: it adds no recorded crash or silently wrong answer."
+    tail += analog_outcomes(this_run, device)
     return markdown(text, table, tail)
 
 

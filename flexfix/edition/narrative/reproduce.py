@@ -70,6 +70,21 @@ def _steps_word(records: list[dict]) -> str:
     return f"replay {len(records)}"  # the process died after the last recorded step
 
 
+def _under_tolerance(group: pd.DataFrame) -> str:
+    """``, under the bfloat16 tolerance 5e-02``: the tolerance the runs' one device compares ``max_error`` with
+    (:func:`flexfix.mechanism.kernel_repro.tolerance`, bfloat16 on a GPU, float32 on CPU); empty if the device is
+    not recorded or mixed."""
+    devices = set(group["device"]) if "device" in group else set()
+    if len(devices) != 1:
+        return ""
+    import torch
+
+    from flexfix.mechanism.kernel_repro import tolerance
+
+    dtype = torch.bfloat16 if devices == {"cuda"} else torch.float32
+    return f", under the {str(dtype).removeprefix('torch.')} tolerance {tolerance(dtype):.0e}"
+
+
 def kernel_outcomes(runs: pd.DataFrame, where: str, both_faces: bool = True) -> str:
     """One paragraph per (copy, batch) of torch-only runs (``flexfix.measure.record.kernel_outcomes``): how many were
     right at every step, and how the others went wrong and where, with the errors against the fp32 reference; the
@@ -92,7 +107,7 @@ def kernel_outcomes(runs: pd.DataFrame, where: str, both_faces: bool = True) -> 
             right_groups.append(f"`{copy}` at batch {batch}")
             lines.append(
                 f"* `{copy}`, batch {batch}: right at every step in all {plural(n, 'run')} "
-                f"(max error against the fp32 reference {span(errors, '{:.1e}')})."
+                f"(max error against the fp32 reference {span(errors, '{:.1e}')}{_under_tolerance(group)})."
             )
             continue
         wrong_groups.append(f"`{copy}` at batch {batch} ({n - ok} of {plural(n, 'run')})")

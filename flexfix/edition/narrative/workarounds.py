@@ -37,10 +37,12 @@ def _control(safety_prov: dict | None, control_provs) -> str:
             if same
             else f"another GPU than these checks, which ran on {safety_prov.get('device_name')}"
         )
-        + " (notebook 01 also reruns it live, on the GPU that notebook is executed on, with each engine's "
-        "`max_num_seqs` printed beside its rows: executed on the GPU these checks ran on, that live rerun is a "
-        'positive control on the same GPU, and its section "Every request checked: stock vs patched" says '
-        "whether the stock engine went wrong there; the recorded runs are shown again in this notebook's section"
+        + " (notebook 01 reruns it live only when it is executed on a GPU with its engine runs switched on, "
+        "with each engine's `max_num_seqs` printed beside its rows; otherwise it shows only the recorded runs. "
+        "Executed on the GPU these checks ran on, such a live rerun is a positive control on the same GPU, and "
+        'notebook 01\'s section "Every request checked: stock vs patched" shows its rows, where there was one, '
+        "above the recorded ones and says whether the stock engine went wrong; the recorded runs are shown again in "
+        "this notebook's section"
     )
 
 
