@@ -67,7 +67,7 @@ def test_04_on_cpu_the_analogs_are_not_shown_twice_and_no_engine_is_called_eager
     nb = _executed_notebook(executed, "04_batch_invariance")
     analog = _outputs(_cell(nb, "configs_of(kernel, analogs)"))
     # round 8: one table only, the row lengths the sentence below it counts; not the analogs' verdicts again
-    assert analog.count("<table") == 1 and "row pages" in analog and "What the CPU analogs measured" not in analog
+    assert analog.count("<table") == 1 and "block pages" in analog and "What the CPU analogs measured" not in analog
     assert "The CPU sweep above ran the analogs" in analog
     engine = _outputs(_cell(nb, "story.engine_sweep(needle, tables.recorded_where(provs))"))
     assert "eager graphs" not in engine and "every tiny engine" in engine

@@ -108,7 +108,7 @@ def test_d17_row_lengths_compare_moved_cells_with_calm_ones():
     assert calm >= moved
     said = str(story.row_lengths(table, sweep))
     assert f"held {moved} to {moved} pages" in said and f"({calm} to {calm} pages, at 128 requests)" in said
-    assert "a longer row alone does not account" in said
+    assert "a larger page count alone does not account" in said
     assert story.row_lengths(table.assign(bitwise_equal=True), sweep) == ""
     assert "story.row_lengths(analog, sweep)" in _code("04_batch_invariance")
 

@@ -356,12 +356,17 @@ def engine_ratios(summary: pd.DataFrame, spread: pd.DataFrame | None = None) -> 
 
 
 def published(
-    summary: pd.DataFrame, ratios: pd.DataFrame, where: str, here: tuple[pd.DataFrame, str] | None = None
+    summary: pd.DataFrame,
+    ratios: pd.DataFrame,
+    where: str,
+    here: tuple[pd.DataFrame, str] | None = None,
+    spread: pd.DataFrame | None = None,
 ) -> str:
     """Our ratios next to the published anchors (:mod:`flexfix.edition.anchors`), other setups, and which directions
     match theirs (:func:`~flexfix.edition.narrative.cost_devices.direction`).
     ``where`` names the kernel timing ``ratios`` come from (a recording, or this run), said beside its ranges;
-    ``here``, ``(ratios, where)`` of this run, is said beside it for the kernel options' cost (r9 A1)."""
+    ``here``, ``(ratios, where)`` of this run, is said beside it for the kernel options' cost (r9 A1); ``spread``
+    (:func:`flexfix.edition.tables.throughput_spread`) marks a direction within the between-engine spread a hint."""
     _check_summary(summary, "the throughput ratios")
     _check_ratios(ratios, "the kernel timing ratios")
     pr = anchors.PR_36298["latency_s"]
@@ -388,5 +393,5 @@ def published(
         f"options' (above 1: batch invariance slower): {bi_kernel}"
         + (f"; in {kernel_bi_cost(*here)}" if here is not None else "")
         + ".",
-        direction(summary, ratios, where, (here,) if here is not None else ()),
+        direction(summary, ratios, where, (here,) if here is not None else (), spread),
     )

@@ -210,23 +210,35 @@ def kernel_bi_cost(ratios: pd.DataFrame, where: str) -> str:
     )
 
 
-def direction(summary: pd.DataFrame, ratios: pd.DataFrame, where: str = "the recorded run", also: tuple = ()) -> str:
+def direction(
+    summary: pd.DataFrame,
+    ratios: pd.DataFrame,
+    where: str = "the recorded run",
+    also: tuple = (),
+    spread: pd.DataFrame | None = None,
+) -> str:
     """Which of the published directions these runs share (r0305 A2, B7): full over piecewise graphs (PR #36298: full
     faster), and the cost of batch invariance (the blog: slower), at the engine (``summary``,
     :func:`flexfix.edition.tables.ratio_summary`) and in the attention kernel alone (``ratios``' ``bi_overhead``, a time
     ratio: above 1 slower), each kernel run named by its source: ``ratios`` from ``where``, then each
-    ``(ratios, where)`` pair of ``also`` (r9 A1: this run's result beside the recording's)."""
+    ``(ratios, where)`` pair of ``also`` (r9 A1: this run's result beside the recording's).  With ``spread``
+    (:func:`flexfix.edition.tables.throughput_spread`), a direction held in every ratio but not beyond the spread
+    between engines is called a hint, as the engine ratios' paragraph calls it (r11 A3)."""
     said = {
         "above": "the same direction (full faster in every ratio)",
         "below": "the opposite direction (full slower in every ratio)",
         "both": "no direction (its ratios went both ways from run to run)",
     }
     models = list(summary.index.get_level_values(0).unique())
-    full = [
-        f"{m} model: {said[_held(summary.loc[(m, 'full/piecewise')])]}"
-        for m in models
-        if (m, "full/piecewise") in summary.index
-    ]
+    full = []
+    for m in models:
+        if (m, "full/piecewise") not in summary.index:
+            continue
+        row = summary.loc[(m, "full/piecewise")]
+        text = said[_held(row)]
+        if _held(row) != "both" and not beyond_spread(row, m, spread)[1]:
+            text = text[:-1] + "; a hint, within the between-engine spread)"
+        full.append(f"{m} model: {text}")
     engine = {m: _held(summary.loc[(m, "BI1/BI0")]) for m in models if (m, "BI1/BI0") in summary.index}
     both = [m for m, h in engine.items() if h == "both"]
     cost = [

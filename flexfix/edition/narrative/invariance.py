@@ -6,7 +6,7 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
-from flexfix.edition.narrative.invariance_lead import _kernel_headline
+from flexfix.edition.narrative.invariance_lead import _kernel_headline, shared_configs
 from flexfix.edition.narrative.invariance_lead import kernel_lead as _lead
 from flexfix.edition.narrative.misread import counted as _counted
 from flexfix.edition.narrative.misread import (
@@ -23,6 +23,7 @@ from flexfix.edition.narrative.misread import sources as _sources
 __all__ = ["REFERENCE", "KERNEL_CELL_COLUMNS", "NEEDLE_COLUMNS", "check_kernel_cells", "kernel_sweep"]
 __all__ += [
     "kernel_lead",
+    "shared_configs",
     "misread_cells",
     "sweep_sizes",
     "crash_or_wrong",

@@ -8,7 +8,7 @@ import pandas as pd
 
 from flexfix.edition.narrative import listing, markdown, plural
 
-__all__ = ["kernel_lead"]
+__all__ = ["kernel_lead", "shared_configs"]
 
 
 def _none_from(cells: pd.DataFrame, kind) -> int | None:
@@ -96,3 +96,46 @@ def kernel_lead(table: pd.DataFrame, where: str) -> str:
     return markdown(
         f"**Result of {where}** (the evidence, cell by cell, is under the verdict table below)", "\n".join(lines)
     )
+
+
+def shared_configs(here: pd.DataFrame, recorded: pd.DataFrame, here_name: str, recorded_name: str) -> str:
+    """Which configurations two kernel sweeps share (r11 A1), from their cells: the recording's configurations, those
+    this run's sweep ran too, and, for each shared one, the verdict in each sweep where they differ.  The sweeps ran
+    with sizes of their own, so a shared configuration can come out differently."""
+    from flexfix.measure.invariance import verdicts
+
+    theirs = list(dict.fromkeys(recorded["config"].astype(str)))
+    ours = list(dict.fromkeys(here["config"].astype(str)))
+    shared = [c for c in theirs if c in ours]
+    head = f"**Which configurations {recorded_name} and {here_name} share.** "
+    head += f"The recording ran {len(theirs)}: {_who(theirs)}."
+    if not shared:
+        return markdown(head + f" None of them is among the {len(ours)} of {here_name}: no configuration ran in both.")
+    only_here = [c for c in ours if c not in shared]
+    said = (
+        f" {here_name[:1].upper() + here_name[1:]} ran the same {len(ours)}"
+        if not only_here and len(shared) == len(theirs)
+        else f" {len(shared)} of them {'is' if len(shared) == 1 else 'are'} among the {len(ours)} of {here_name} "
+        f"({listing([f'`{c}`' for c in shared])}); the others ran in one of the two sweeps only"
+    )
+
+    def verdict(table: pd.DataFrame, config: str) -> str:
+        return str(verdicts(table[table["config"].astype(str) == config])["verdict"].iloc[0])
+
+    apart = [(c, verdict(here, c), verdict(recorded, c)) for c in shared]
+    differ = [f"`{c}`: `{a}` in {here_name}, `{b}` in the recording" for c, a, b in apart if a != b]
+    outcome = (
+        ". The two sweeps ran with sizes of their own; "
+        + ("it" if len(shared) == 1 else "each")
+        + " came to the same verdict in both."
+        if not differ
+        else ". The two sweeps ran with sizes of their own, and the verdicts differ for "
+        + listing(differ, "; ")
+        + (
+            f" (the other {len(shared) - len(differ)} shared came to the same verdict)"
+            if len(differ) < len(shared)
+            else ""
+        )
+        + "."
+    )
+    return markdown(head + said + outcome)

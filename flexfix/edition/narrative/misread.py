@@ -169,8 +169,9 @@ def _row_length(sweep, batch: int, position: str) -> int:
 
 def row_lengths(table: pd.DataFrame, sweep) -> str:
     """For each configuration of ``table`` (a kernel sweep run with ``sweep``) with cells that moved (ran, no misread,
-    not bitwise equal), the needle's row length (:func:`_row_length`) in the cells that moved against the cells with
-    rows as long that stayed bitwise equal: whether a longer row alone accounts for where it moved (r0305 D17)."""
+    not bitwise equal), the page count of the needle's query block (:func:`_row_length`) in the cells that moved
+    against the cells with as many pages that stayed bitwise equal: whether a larger page count alone accounts for
+    where it moved (r0305 D17; r11 D6: "the query block's page count", not a "row")."""
     cells_ = row_length_cells(table, sweep)
     if cells_.empty:
         return ""
@@ -181,21 +182,24 @@ def row_lengths(table: pd.DataFrame, sweep) -> str:
             continue
         lo = int(hit["pages"].min())
         calm = rows[rows["equal"] & (rows["pages"] >= lo)]
-        text = f"`{config}` moved in cells whose needle's row held {lo} to {int(hit['pages'].max())} pages"
+        text = f"`{config}` moved in cells whose needle's query block held {lo} to {int(hit['pages'].max())} pages"
         if calm.empty:
-            text += ", and no cell with a row that long stayed bitwise equal"
+            text += ", and no cell whose query block held that many stayed bitwise equal"
         else:
             at = listing([str(b) for b in sorted(calm["batch"].unique())])
             text += (
-                f", while {plural(len(calm), 'cell')} with rows of {lo} pages or more ({int(calm['pages'].min())} to "
-                f"{int(calm['pages'].max())} pages, at {at} requests) stayed bitwise equal: a longer row alone does "
-                "not account for where it moved"
+                f", while {plural(len(calm), 'cell')} whose query block held {lo} pages or more "
+                f"({int(calm['pages'].min())} to {int(calm['pages'].max())} pages, at {at} requests) stayed bitwise "
+                f"equal (the table's column *{EQUAL_AT}* names them): a larger page count alone does not account for "
+                "where it moved"
             )
         parts.append(text)
     return markdown(
-        "**Row length and where a kernel moved** (a *row*: the pages of all the requests of the needle's query "
-        "block together, the count `kv_num_blocks` holds for it; more requests make it longer; the table just above "
-        "counts the cells per row length): " + "; ".join(parts) + "."
+        "**The query block's page count and where a kernel moved** (the pages of all the requests of the needle's "
+        "query block together, the count `kv_num_blocks` holds for it; more requests make it larger; the table just "
+        "above counts the cells per page count and names them by batch size and needle position): "
+        + "; ".join(parts)
+        + "."
     )
 
 
@@ -214,19 +218,33 @@ def row_length_cells(table: pd.DataFrame, sweep) -> pd.DataFrame:
     return ran.assign(pages=[lengths[k] for k in keys], equal=ran["bitwise_equal"].astype(bool))
 
 
+def _cells_at(rows: pd.DataFrame) -> str:
+    """``"8 first; 17 last"``: the cells of ``rows`` as batch size (requests) and needle position, by batch size."""
+    order = {"first": 0, "middle": 1, "last": 2}
+    cells = sorted(zip(rows["batch"].astype(int), rows["position"]), key=lambda c: (c[0], order.get(c[1], 3), c[1]))
+    return "; ".join(f"{b} {p}" for b, p in cells)
+
+
+PAGES = "query block pages"  # the table's column: the needle's query block's page count (its kv_num_blocks)
+MOVED_AT, EQUAL_AT = "moved at (requests position)", "bitwise equal at (requests position)"
+
+
 def row_length_table(table: pd.DataFrame, sweep) -> pd.DataFrame:
-    """Per configuration that moved and per row length of the needle (pages), how many cells moved and how many
-    stayed bitwise equal (r0305 B6): the counts the *Row length* sentence is drawn from."""
+    """Per configuration that moved and per page count of the needle's query block, how many cells moved and how
+    many stayed bitwise equal (r0305 B6), and which cells each were, by batch size and needle position (r11 B1): the
+    counts and batch sizes the sentence under it states."""
     cells = row_length_cells(table, sweep)
     if cells.empty:
-        return pd.DataFrame(columns=["config", "row pages", "moved", "bitwise equal"])
-    out = (
-        cells.groupby(["config", "pages"], sort=False)["equal"]
-        .agg(moved=lambda e: int((~e).sum()), **{"bitwise equal": lambda e: int(e.sum())})
-        .reset_index()
-        .rename(columns={"pages": "row pages"})
-    )
-    return out.sort_values(["config", "row pages"], kind="stable").reset_index(drop=True)
+        return pd.DataFrame(columns=["config", PAGES, "moved", "bitwise equal", MOVED_AT, EQUAL_AT])
+    rows = []
+    for (config, pages), part in cells.groupby(["config", "pages"], sort=False):
+        moved, equal = part[~part["equal"]], part[part["equal"]]
+        rows.append(
+            {"config": config, PAGES: int(pages), "moved": len(moved), "bitwise equal": len(equal)}
+            | {MOVED_AT: _cells_at(moved), EQUAL_AT: _cells_at(equal)}
+        )
+    out = pd.DataFrame(rows)
+    return out.sort_values(["config", PAGES], kind="stable").reset_index(drop=True)
 
 
 def sources(table: pd.DataFrame, provenance: list[dict] | None = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from flexfix.edition.plots.invariance_marks import draw_no_number, no_number_handle, series_labels, series_title
 from flexfix.edition.plots.style import OUTCOME_WORDS, PALETTE, colour, figure, patch, text_colour, wrap
 from flexfix.measure.outcomes import CRASHES
 
@@ -316,7 +317,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
             for batch, value in per_batch.items():
                 if value > 0:
                     equal.setdefault(batch, {}).setdefault(float(value), []).append(series)
-            for outcome, mark in NO_NUMBER_MARKERS.items():
+            for outcome in NO_NUMBER_MARKERS:
                 bad = (
                     cells["outcome"].isin(CRASHES)
                     if outcome == "crash"
@@ -324,15 +325,8 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                 )
                 where = sorted(cells[bad]["batch"].unique())
                 if where:  # the series' own shape (r9 C2: told apart by shape, not colour alone)
-                    xs, strip = [at[b] + strip_shift[series] for b in where], ax.get_xaxis_transform()
-                    fill = colour_ if outcome == "error" else "white"
-                    ax.plot(xs, [NO_NUMBER_Y] * len(where), ls="none", marker=marker, color=colour_, markersize=6,
-                            markerfacecolor=fill, markeredgewidth=1.5, transform=strip, clip_on=False,
-                            gid=f"no number: {outcome}")  # fmt: skip
-                    if outcome == "crash":  # a cross inside the hollow shape
-                        ax.plot(xs, [NO_NUMBER_Y] * len(where), ls="none", marker=mark, color=colour_,
-                                markersize=4, markeredgewidth=1.2, transform=strip, clip_on=False,
-                                gid="crash cross")  # fmt: skip
+                    xs = [at[b] + strip_shift[series] for b in where]
+                    draw_no_number(ax, xs, NO_NUMBER_Y, outcome, marker, colour_)
         _count_strip(ax, mixed_rows, at)
         _coinciding(ax, equal)
         for k in range(0, len(batches), 2):  # every other batch column shaded: a shifted marker stays in its column
@@ -349,24 +343,20 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     handles = [
         Line2D([], [], color=c, marker=m, markerfacecolor="none", lw=1.2) for _, c, m in LAUNCH_COPY_STYLES.values()
     ]
-    labels = list(LAUNCH_COPY_STYLES)
+    labels = series_labels(table, list(LAUNCH_COPY_STYLES))  # the CPU's stand-in named `frozen`, as in the tables
     handles.append(patch(MAX_DIFF_COLOURS[ZERO_LABEL][1]))
     labels.append(
         f"{ZERO_LABEL}: a position with a difference of exactly 0, drawn in the grey band under the log axis\n"
         "(also where other positions of that batch size moved: the marker above is the largest of them)"
     )
 
-    def no_number(colour: str, fill: str) -> Line2D:  # a marker of the strip above the panel (a circle shown)
-        return Line2D([], [], color=MAX_DIFF_COLOURS[colour][1], marker="o", markerfacecolor=fill, ls="none",
-                      markersize=7, markeredgewidth=1.5)  # fmt: skip
-
-    if table["outcome"].isin(CRASHES).any():
-        handles.append(no_number("crashed", "white"))
+    if table["outcome"].isin(CRASHES).any():  # r11 C1: the sample is the glyph drawn in the panels
+        handles.append(no_number_handle("crash", MAX_DIFF_COLOURS["crashed"][1]))
         labels.append(
             "crashed: the series' own marker, hollow with an x inside, in the 'no number' strip above the panel"
         )
     if (~table["outcome"].isin(list(CRASHES) + ["ok", "wrong_result"])).any():
-        handles.append(no_number("kernel error", MAX_DIFF_COLOURS["kernel error"][1]))
+        handles.append(no_number_handle("error", MAX_DIFF_COLOURS["kernel error"][1]))
         labels.append("kernel error: the series' own marker, filled, in the 'no number' strip above the panel")
     if any(ln.get_gid() == "wrong result" for ax in axes[:, 0] for ln in ax.get_lines()):
         handles.append(Line2D([], [], ls="none", marker="D", color=WRONG_COLOUR, markeredgecolor="#555555"))
@@ -385,12 +375,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
         loc="lower center",
         ncol=2,
         frameon=False,
-        title=wrap(
-            "series: launch, copy (graph: the kernel replayed with the strides of its capture step, by a CUDA graph "
-            "or, on the CPU, by its stand-in); each shifted a little sideways inside its batch size's column",
-            fig.get_figwidth() - 1,
-            8,
-        ),
+        title=wrap(series_title(table), fig.get_figwidth() - 1, 8),
         title_fontsize=8,
     )
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)

@@ -107,7 +107,8 @@ def timing_parameters(prov: dict, timing: pd.DataFrame) -> str:
 def significant(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """``table`` with every float column rounded to ``digits`` significant digits (not decimals): a small fraction
     such as 0.00021 stays readable where rounding to decimals would show 0.000.  A value from 0.1 to 10 (a ratio near
-    1) keeps three decimals at least: 1.0149 shows as 1.015, never as 1.01 padded to 1.010 by its column."""
+    1) keeps three decimals at least: 1.0149 shows as 1.015, never as 1.01 padded to 1.010 by its column; a value
+    from 10 on keeps one decimal at least, as the sentences print it: 406.5 shows as 406.5, never as 406.0."""
     floats = table.select_dtypes("float").columns
     return table.assign(**{c: table[c].map(lambda v: round_sig(v, digits)) for c in floats})
 
@@ -119,7 +120,8 @@ def round_sig(v, digits: int = 3):
     if not isinstance(v, float) or not math.isfinite(v) or v == 0:
         return v
     decimals = digits - 1 - math.floor(math.log10(abs(v)))
-    return round(v, max(decimals, 3) if 0.1 <= abs(v) < 10 else decimals)
+    # r11 A2: from 10 on, one decimal at least, as the sentences print a ratio (406.5, never 406.0 for 406.5)
+    return round(v, max(decimals, 3) if 0.1 <= abs(v) < 10 else max(decimals, 1) if abs(v) >= 10 else decimals)
 
 
 BAND_DIGITS = 5  # the significant digits a spread band's bounds are printed with, in tables and sentences
