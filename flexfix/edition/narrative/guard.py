@@ -112,8 +112,9 @@ def equal_in_batches(rows: pd.DataFrame, size: str) -> str:
     )
 
 
-def eager_equal(equal: pd.DataFrame, engines: pd.DataFrame) -> str:
-    """``equal``: :func:`~.tables.guard.eager_vs_reference`; ``engines``: their :func:`~.tables.guard.engine_guard`."""
+def eager_equal(equal: pd.DataFrame, engines: pd.DataFrame, batches: pd.DataFrame | None = None) -> str:
+    """``equal``: :func:`~.tables.guard.eager_vs_reference`; ``engines``: their :func:`~.tables.guard.engine_guard`;
+    ``batches``: their :func:`~.tables.guard.engine_batches`, to say why an engine's first alarm came late."""
     _need(equal, ["requests", "bitwise equal", "same tokens", "of"], "eager_equal")
     _need(engines, ["outcome", "replays checked", "steps run without the graph"], "eager_equal")
     all_equal = bool((equal["bitwise equal"] == equal["of"]).all())
@@ -129,8 +130,29 @@ def eager_equal(equal: pd.DataFrame, engines: pd.DataFrame) -> str:
         f"{lead}: requests whose token ids and logprobs were bitwise equal to the patched engine's: {pairs}.",
         f"{completed} of {len(engines)} guarded engines completed every request; "
         f"{int(engines['steps run without the graph'].sum())} of {int(engines['replays checked'].sum())} checked "
-        "replays ran without the graph.",
+        "replays ran without the graph." + _late_alarms(engines, batches),
     )
+
+
+def _late_alarms(engines: pd.DataFrame, batches: pd.DataFrame | None) -> str:
+    """Beside the table: why an engine's ``first alarm at replay`` is past its first replay, where its engine sweep
+    began with batches of one query block (at most 16 requests), whose replays the guard checks and passes."""
+    if batches is None or "first alarm at replay" not in engines:
+        return ""
+    said = []
+    for _, row in engines.merge(batches, on="engine").iterrows():
+        first = pd.to_numeric(row["first alarm at replay"], errors="coerce")
+        sizes = [int(s) for s in str(row["engine sweep, batch sizes"]).split(",") if s.strip().isdigit()]
+        small = [s for s in sizes if s <= 16]
+        if pd.isna(first) or first <= 1 or not small or sizes[: len(small)] != small:
+            continue
+        said.append(
+            f"{_who(row['engine'])}'s first alarm came only at its replay {first:.0f} (`first alarm at replay`, "
+            "counted over all its graphs): its engine sweep, run first, began with batches of "
+            f"{listing([str(s) for s in small])} {'request' if small == [1] else 'requests'}, one query block each, "
+            "and the guard passed their replays"
+        )
+    return (" " + "; ".join(said)[0].upper() + "; ".join(said)[1:] + ".") if said else ""
 
 
 def _who(engine: str) -> str:

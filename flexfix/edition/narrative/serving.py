@@ -301,7 +301,7 @@ def manager_times(demo: pd.DataFrame) -> str:
         return markdown(lead, "No case sent a completion.")
     seconds = pd.to_numeric(sent["seconds of the completion"])
     imports = pd.to_numeric(sent["seconds importing openai"])
-    each = listing([f"{s:.1f} s ({c})" for c, s in zip(sent["case"], seconds)])
+    each = listing([f"{s:.3f} s ({c})" for c, s in zip(sent["case"], seconds)])
     text = (
         f"The one completion took {each}: `seconds, start to stopped` holds it with the health check, the import "
         "and the stop."
@@ -312,19 +312,29 @@ def manager_times(demo: pd.DataFrame) -> str:
             f" Importing the `openai` client library, timed apart just before the first completion, took "
             f"{imports.iloc[0]:.1f} s in the {first_case} case (`seconds importing openai`"
             + (
-                f"; at most {imports.iloc[1:].max():.1f} s in the later cases, imported by then)."
+                f"; {'' if len(imports) == 2 else 'at most '}{imports.iloc[1:].max():.1f} s in "
+                f"{'the later case' if len(imports) == 2 else 'the later cases'}, imported by then)."
                 if len(imports) > 1
                 else ")."
             )
         )
+    later = "the later one" if len(sent) == 2 else "the later ones"
+    if len(sent) > 1 and seconds.iloc[1:].max() < 0.01:  # a later time of a few ms: no ratio the shown ms support
+        return markdown(lead, text)
     if len(sent) > 1 and seconds.iloc[0] > 2 * seconds.iloc[1:].max():
         text += (
-            f" With the import apart, the first completion, in the {first_case} case, is still the slowest: it is "
+            f" With the import apart, the first completion, in the {first_case} case, is still the slowest, "
+            f"{seconds.iloc[0] / seconds.iloc[1:].max():.1f} times as long as {later}"
+            f"{'' if len(sent) == 2 else ' at their slowest'}: it is "
             "this notebook's first request, and what else it does first (open the first connection, start the "
             "client) is not timed apart here, so which of them takes the time is not measured."
         )
     elif len(sent) > 1:
-        text += " With the import apart, the first completion is not more than twice as slow as the later ones."
+        ratio = seconds.iloc[0] / seconds.iloc[1:].max()
+        text += (
+            f" With the import apart, the first completion is not more than twice as slow as {later}: "
+            f"{ratio:.1f} times {'its' if len(sent) == 2 else 'the slowest of their'} time."
+        )
     return markdown(lead, text)
 
 
