@@ -419,13 +419,30 @@ def test_record_cli_interrupted_stops_the_server_and_keeps_finished_scenarios(mo
     try:
         out, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:  # seen once on a loaded clean clone: say where it hung, not only that it did
-        proc.send_signal(signal.SIGABRT)
-        pytest.fail(f"no exit 30 s after {signal.Signals(signum).name}; its threads:\n{proc.communicate()[1][-6000:]}")
+        pytest.fail(_why_no_exit(proc, signum, own))
     assert time.monotonic() - start < 15
     assert proc.returncode == status and f"interrupted by {signal.Signals(signum).name}" in err and "kept in" in err
     table, _ = results.read_results(saved)
     assert 1 <= len(table) < 3 and table.scenario.iloc[0] == "stock"
     assert live_processes_with(str(own)) == []
+
+
+def _why_no_exit(proc: subprocess.Popen, signum: int, own: Path) -> str:
+    """Why ``communicate`` saw no end 30 s after the signal: the CLI still running (then SIGABRT, and faulthandler
+    prints where each of its threads stood), or the CLI gone while another process still holds its pipes open."""
+    sent = signal.Signals(signum).name
+    if proc.poll() is not None:
+        held = live_processes_with(str(own))
+        for pid in set(held) - {os.getpid()}:  # not left behind by the failure
+            os.kill(pid, signal.SIGKILL)
+        return f"the CLI exited ({proc.returncode}) after {sent}, but its pipes stayed open: its run's processes {held}"
+    proc.send_signal(signal.SIGABRT)
+    try:
+        err = proc.communicate(timeout=30)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        err = "(no end of its stderr 30 s after SIGABRT either)"
+    return f"no exit 30 s after {sent}; its threads:\n{err[-6000:]}"
 
 
 # Notebook 06 on CPU (the FAKE server), as `make test` runs it.
