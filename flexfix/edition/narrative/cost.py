@@ -8,6 +8,7 @@ from flexfix.edition import anchors
 from flexfix.edition.checks import DataError, require, require_numbers
 from flexfix.edition.narrative import listing, markdown, plural, span
 from flexfix.edition.narrative.cost_devices import (
+    _numbers,
     beyond_spread,
     bi_bands,
     compare_runs,
@@ -40,12 +41,6 @@ __all__ = [
 # throughput records of an engine sweep (flexfix.measure.engine_sweep.throughput_rows).
 TIMING_COLUMNS = ("device", "impl", "batch", "context", "median_ms", "kv_bytes", "copy_GBps", "fraction_of_copy_bw")
 THROUGHPUT_COLUMNS = ("model", "graphs", "batch_invariant", "requests", "tokens_per_second", "seconds")
-
-
-def _numbers(table: pd.DataFrame, columns, what: str) -> None:
-    require(table, what, values=columns)
-    for column in columns:
-        require_numbers(table[column], what, column)
 
 
 def _check_ratios(ratios: pd.DataFrame, what: str) -> None:

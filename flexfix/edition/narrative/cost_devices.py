@@ -20,7 +20,8 @@ __all__ = [
 ]
 
 
-def _ratio_numbers(table: pd.DataFrame, columns, what: str) -> None:
+def _numbers(table: pd.DataFrame, columns, what: str) -> None:
+    """Each of ``columns`` of ``table`` present and a finite number in every row (also for :mod:`.cost`)."""
     require(table, what, values=columns)
     for column in columns:
         require_numbers(table[column], what, column)
@@ -298,7 +299,7 @@ def engine_commits(names: list[str], provs: list[dict]) -> str:
 
 def l2_effect(effect: pd.DataFrame) -> str:
     """:func:`flexfix.edition.tables.l2_effect` in words: how the flushed medians compare with the warm ones."""
-    _ratio_numbers(effect, ["flushed_over_warm"], "the L2 effect")
+    _numbers(effect, ["flushed_over_warm"], "the L2 effect")
     ratio = effect["flushed_over_warm"]
     slower, faster = int((ratio > 1.05).sum()), int((ratio < 0.95).sum())
     if faster > slower and slower:

@@ -197,17 +197,16 @@ def _recorded_times(loaded) -> str:
     if loaded is None:
         return ""
     table = loaded[0]
-    parts = []
-    for column, what in (("startup_seconds", "to become healthy (the recorded scenario table's `startup_seconds`)"),):
-        values = (
-            pd.to_numeric(table[column], errors="coerce").dropna() if column in table else pd.Series([], dtype=float)
-        )
-        if len(values):
-            low, high = f"{values.min():.0f}", f"{values.max():.0f}"
-            parts.append(f"{low} s {what}" if low == high else f"{low}–{high} s {what}")
-    if not parts:
+    column = "startup_seconds"
+    values = pd.to_numeric(table[column], errors="coerce").dropna() if column in table else pd.Series([], dtype=float)
+    if not len(values):
         return ""
-    return f", which in the recorded GPU run took {' and '.join(parts)},"
+    low, high = f"{values.min():.0f}", f"{values.max():.0f}"
+    took = low if low == high else f"{low}–{high}"
+    return (
+        f", which in the recorded GPU run took {took} s to become healthy (the recorded scenario table's "
+        "`startup_seconds`),"
+    )
 
 
 # The bold lead of :func:`what_runs` when the live part is the FAKE server: :mod:`flexfix.edition.publish` finds a
