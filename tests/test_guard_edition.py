@@ -240,6 +240,10 @@ def test_the_readmes_quote_the_workaround_costs_as_recorded():
         assert said in _flat(readme), readme
     safety = engine_sweep.request_rows(results.read_results(DATA / "stock_workarounds-cuda.json")[0])
     assert len(safety) == 6 and not any(len(x) for x in (*safety.tokens_differ, *safety.logprobs_differ))
+    # what was compared is each request with itself alone, not with a reference answer: no claim of correctness
+    lead = _flat(DATA.parent / "README.md").split("**Without the plugin**", 1)[1].split("## ", 1)[0]
+    assert "correct" not in lead and "answered otherwise than the same request alone" in lead
+    assert "no positive control" in lead
 
 
 def test_data_readme_quotes_the_guard_as_recorded():
