@@ -168,4 +168,4 @@ def test_d10_stale_cells_are_defined_and_tied_to_other_page():
 
     reads = reads_table([0], 48)
     said = str(cause_story.misread_cells(reads))
-    assert "stale ones, `other_page` below" in said
+    assert "stale ones, `other_page` in the table above" in said

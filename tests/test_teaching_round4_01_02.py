@@ -34,7 +34,7 @@ def test_a2_same_seeds_says_whether_the_recordings_agree_from_the_data():
     assert "On every seed they share they ended the same way" in said and "ended one way" not in said
     arm.loc[default & (arm["seed"] == 0), "status"] = "wrong_result"
     said = cause_story.same_seeds(agree, kernel_prov, arm, None, agree, "cuda")
-    assert "**The runs of batch 48 seed 0 ended one way in one recording and another way in another**" in said
+    assert "**On the same runs (batch 48 seed 0) the recordings ended differently**" in said
     assert "On every seed they share" not in said
 
 
@@ -239,7 +239,7 @@ def test_d5_child_logs_are_summarised():
     for call in ("record.kernel_outcomes(", "outcome_cause.run_scenarios("):
         assert "progress=" in next(c for c in code if call in c)
     engines = next(c for c in code if "record.record_engines_side_by_side(" in c)
-    assert "progress=engine_log" in engines and 'engine_log.summary("the engines")' in engines
+    assert "progress=engine_log" in engines and 'engine_log.summary("the engines"' in engines
     log("engine a: refused (exit 1, 49.7 s): ValueError")  # an engine's line, as engines_side_by_side reports it
     assert log.lines[-1].startswith("engine a: refused") and "x: 4 runs" in log.summary("x")
 

@@ -289,7 +289,7 @@ def test_same_seeds_compares_runs_batch_by_batch_and_says_cells_only_from_sizes(
     assert "On every seed they share they ended the same way" in said and "ended one way" not in said
     arm.loc[default & (arm["seed"] == 0), "status"] = "wrong_result"
     said = str(cause_story.same_seeds(both, kernel_prov, arm, prov, both, "cuda"))
-    assert "**The runs of batch 48 seed 0 ended one way in one recording and another way in another**" in said
+    assert "**On the same runs (batch 48 seed 0) the recordings ended differently**" in said
     assert "the cells they read were the same" not in said and "whether they read the same cells is not shown" in said
 
 

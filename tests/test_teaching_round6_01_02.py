@@ -200,6 +200,7 @@ def test_d14_to_d18_and_the_first_screen():
 
     assert "A third engine" not in _cell("01_reproduce_ima", "What the scenarios are for")
     every = _cell("01_reproduce_ima", "## Every request checked: stock vs patched")  # D15
+    every += _cell("01_reproduce_ima", "**Why the batches and engines differ.**")  # its caveats (round 12, D4)
     assert "not a fault" in every and "Silent wrong answers below the crash" not in _md("01_reproduce_ima")
     first = _cell("01_reproduce_ima", "# 01")
     pads = first.index("`-1` pads")

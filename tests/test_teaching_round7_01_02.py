@@ -178,7 +178,7 @@ def test_d10_scenario_d_and_the_patched_rows_are_defined_where_they_appear():
     table = _cell("01_reproduce_ima", "*Where each line comes from:*")
     assert "where the recordings shown hold one, is" in table  # conditional (r0102 round 8, A4)
     assert "notebook 02 introduces the fix" in table
-    every = _cell("01_reproduce_ima", "## Every request checked")
+    every = _cell("01_reproduce_ima", "**Why the batches and engines differ.**")  # after the outcome (round 12, D4)
     assert "with flexfix's fix applied, which notebook 02 introduces" in every
 
 

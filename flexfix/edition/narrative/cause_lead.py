@@ -54,3 +54,25 @@ def answer(runs: pd.DataFrame, where: str) -> Markdown:
         f"**The answer ({where}):** the `as_strided` runs past one query block, caches placed by hand: "
         f"{'; '.join(parts)}. So {verdict}. The method and the evidence follow."
     )
+
+
+def recordings_tally(names: list[str], ends: list[dict], split: list) -> str:
+    """Each recording's outcomes on the (batch, seed) runs ``split`` that ended two ways, ``ends`` per recording
+    mapping a run to its set of statuses (r0102 round 12, D2: the plain fact before the caveats)."""
+    from flexfix.edition.narrative import listing
+
+    said = []
+    for name, end in zip(names, ends):
+        counts = pd.Series([st for key in split for st in end.get(key, ())]).value_counts()
+        said.append(f"{name}: {listing([f'{n} of {len(split)} `{st}`' for st, n in counts.items()]) or 'none run'}")
+    return listing(said, sep="; ")
+
+
+def split_said(split: list) -> str:
+    """The (batch, seed) runs that ended two ways, batch by batch: seeds listed once per batch."""
+    from flexfix.edition.narrative import listing
+
+    by_batch = {b: [s for bb, s in split if bb == b] for b in sorted({b for b, _ in split})}
+    return listing(
+        [f"batch {b} seed {s[0]}" if len(s) == 1 else f"batch {b} on seeds {listing(s)}" for b, s in by_batch.items()]
+    )

@@ -12,6 +12,7 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
+from flexfix.edition.narrative.cause_lead import recordings_tally, split_said
 from flexfix.edition.narrative.cpu_analog import analog_outcomes
 from flexfix.edition.tables.outcome_cause import READ_VALUES, RUN_COLUMNS
 
@@ -38,8 +39,8 @@ def misread_cells(reads: pd.DataFrame, sanitizer: pd.DataFrame | None = None) ->
         raise DataError(f"{what}: the pads reach {reach} bytes in front: one cache type expected")
     lead = (
         "**What the misread cells hold.** Not garbage: the rows the replayed kernel reads with the capture's stride "
-        "hold pages of the cache (other rows' or stale ones, `other_page` below; now and then one of their own, "
-        "`own`) and `-1` pads, nothing else; the pads are the only way these cells lead outside the caches"
+        "hold pages of the cache (other rows' or stale ones, `other_page` in the table above; now and then one of "
+        "their own, `own`) and `-1` pads, nothing else; the pads are the only way these cells lead outside the caches"
         if kinds["never_written"] == kinds["out_of_range"] == 0
         else "**What the misread cells hold.** Besides pages of the cache and `-1` pads, the misread rows hold "
         f"{kinds['never_written']} never-written cells and {kinds['out_of_range']} values outside the cache"
@@ -280,14 +281,6 @@ def _widths_said(widths: tuple, full: int) -> str:
     return said if len(widths) == full else f"{said}; no later step recorded (the runs stopped before it)"
 
 
-def _split_said(split: list) -> str:
-    """The (batch, seed) runs that ended two ways, batch by batch: seeds listed once per batch."""
-    by_batch = {b: [s for bb, s in split if bb == b] for b in sorted({b for b, _ in split})}
-    return listing(
-        [f"batch {b} seed {s[0]}" if len(s) == 1 else f"batch {b} on seeds {listing(s)}" for b, s in by_batch.items()]
-    )
-
-
 def _agree(sets: list, common: set) -> str:
     """Whether the recordings of ``sets`` ended the (batch, seed) runs they share the same way. That two recordings
     read the same cells is said only of recordings at one commit that recorded the same width at every step."""
@@ -317,8 +310,9 @@ def _agree(sets: list, common: set) -> str:
         if same
         else f"whether they read the same cells is not shown: {listing(why)}"
     )
+    tally = recordings_tally([w for w, *_ in sets], ends, split)
     return (
-        f"**The runs of {_split_said(split)} ended one way in one recording and another way in another**: {cells}. "
+        f"**On the same runs ({split_said(split)}) the recordings ended differently**: {tally}. The caveat: {cells}. "
         "Only the placement runs above, which share one commit and one set of widths, show the same cells ending "
         "both ways, and what makes that difference: the memory in front of the caches."
     )

@@ -338,3 +338,32 @@ def every_request(
             "is not compared across GPUs."
         )
     return markdown("\n".join(lines))
+
+
+def every_request_lead(live: pd.DataFrame | None, data_dir, where_live: str) -> str:
+    """The every-request check's outcome first, one clause per engine (r0102 round 12, D4: the caveats came before any
+    result): this run's engines where it ran them (``live``), else the recorded ones read from ``data_dir``; how many
+    requests of each completed batch came out otherwise than alone, and how the engine ended."""
+    from flexfix.edition import schemas
+    from flexfix.edition.tables.provenance import recorded_where
+    from flexfix.measure import record
+
+    if live is not None:
+        runs, where = live, where_live
+    else:
+        runs, provs = schemas.recorded(data_dir, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
+        where = recorded_where(provs)
+    require(runs, "the every-request engines", ["every_request", "records"], values=("engine", "status"))
+    said = []
+    for _, run in runs.iterrows():
+        done = [rec for rec in run["records"] if rec.get("kind") == "every_request"]
+        differ = [len(set(r.get("tokens_differ", [])) | set(r.get("logprobs_differ", []))) for r in done]
+        batches = listing([f"{d} of {r['requests']}" for d, r in zip(differ, done)]) or "no batch completed"
+        rest = [n for n in run["every_request"] if n not in {int(r["requests"]) for r in done}]
+        end = "and it completed every batch" if run["status"] == "ok" else f"then `{run['status']}`"
+        end += f" before it completed the batch of {rest[0]}" if run["status"] != "ok" and rest else ""
+        said.append(f"**{every_request_engine(run)}**: {batches} requests differed from alone, {end}")
+    return markdown(
+        f"**The outcome first** ({where}): " + "; ".join(said) + ". Why the batches and engines differ, "
+        "and how to read the tables, follows."
+    )

@@ -23,6 +23,34 @@ def _columns(table: pd.DataFrame, prefix: str) -> dict[int, str]:
     return found
 
 
+def live_control_said(every: pd.DataFrame | None, prov: dict | None) -> str:
+    """What notebook 01's live every-request rerun (its results file, read back where this edition wrote one) saw on
+    its stock engine: the requests that came out otherwise than alone at each batch it completed, and how it ended
+    (r0102 round 12, D1: the conditional "where there was one" resolved from the file).  Empty without one."""
+    if every is None or prov is None or every.empty:
+        return ""
+    stock = [r for r in every.itertuples() if "stock" in str(r.engine)]
+    if not stock:
+        return ""
+    said = []
+    for r in stock:
+        done = [rec for rec in r.records if rec.get("kind") == "every_request"]
+        batches = [
+            f"{len(set(rec.get('tokens_differ', [])) | set(rec.get('logprobs_differ', [])))} of {rec['requests']}"
+            for rec in done
+        ]
+        said.append(
+            f"its stock engine ({r.engine}) had {listing(batches) if batches else 'no batch completed'} requests come "
+            f"out otherwise than alone in the batches it completed, and ended `{r.status}`"
+        )
+    where = f"{prov.get('device_name')}, commit {str(prov.get('git_commit'))[:10]}, {prov.get('date')}"
+    return (
+        f"In this edition notebook 01 did rerun it live ({where}; its results file, read back here): "
+        f"{listing(said, sep='; ')}. Its engines' `max_num_seqs` are printed beside its rows there and need not be "
+        "these checks' settings. "
+    )
+
+
 def _control(safety_prov: dict | None, control_provs) -> str:
     """Where notebook 01's every-request check (the positive control these checks lack) was recorded, against the GPU
     of the checks: from the files' provenance, not from memory."""
@@ -47,12 +75,18 @@ def _control(safety_prov: dict | None, control_provs) -> str:
 
 
 def without_plugin(
-    table: pd.DataFrame, safety_where: str, cost_where: str, safety_prov: dict | None = None, control_provs=None
+    table: pd.DataFrame,
+    safety_where: str,
+    cost_where: str,
+    safety_prov: dict | None = None,
+    control_provs=None,
+    live: tuple[pd.DataFrame, dict] | None = None,
 ) -> str:
     """Which ways around the bug answered every request as alone, at which request counts, and what each costs
     against the patched engine (the ratios of the table, as it shows them, in the table's order: one recording each,
     so they are not ranked).  ``safety_prov`` and ``control_provs`` (the provenance of the checks and of notebook 01's
-    recorded every-request files) say on which GPU the positive control was recorded."""
+    recorded every-request files) say on which GPU the positive control was recorded; ``live`` (notebook 01's live
+    every-request results and their provenance, where this edition wrote them) what its rerun saw."""
     if table is None or table.empty:
         raise DataError("the workaround table has no rows: nothing to say")
     ways = table[~table["vLLM setting"].str.startswith("FLEXFIX_PATCH")]
@@ -80,7 +114,8 @@ def without_plugin(
                 else ""
             )
             + ". These runs hold no positive control of their own (stock with full graphs going wrong on the same "
-            f"model and GPU): {_control(safety_prov, control_provs)} on the patched engine)."
+            f"model and GPU): {_control(safety_prov, control_provs)} on the patched engine). "
+            + (live_control_said(*live) if live else "")
         )
     for way, _, said in unsafe:
         lines.append(f"**{way} did not**: {listing(said)} requests differed alone vs together ({safety_where}).")
@@ -347,3 +382,14 @@ def patched_batches(runs: pd.DataFrame) -> str:
         "evidence either (a misread can be silent)."
     )
     return markdown("\n".join(lines))
+
+
+def live_control(results_dir, device: str) -> tuple[pd.DataFrame, dict] | None:
+    """Notebook 01's live every-request results (``every_request`` in ``results_dir``) and their provenance, where a
+    GPU execution of this edition wrote them; None on CPU or without that file (r0102 round 12, D1)."""
+    from flexfix.edition import results
+
+    path = results.results_path(results_dir, "every_request", "cuda")
+    if device != "cuda" or not path.exists():
+        return None
+    return results.read_results(path, columns=("engine", "status", "records"))

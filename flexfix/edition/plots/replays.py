@@ -135,6 +135,25 @@ def _crash_band(band, table: pd.DataFrame) -> list[tuple[int, str]]:
     return sorted({s: _crash_colour(o) for s, o in sorted(counts, reverse=True)}.items())
 
 
+def _error_axis(ax, tol: float | None) -> None:
+    """One log axis for every error figure of the edition (r0102 round 12, C1: this run's and the recorded figure are
+    compared): the same tick labels (``1e-03``, one a decade) and, for one tolerance, the same range, two decades
+    below it to three above, widened by whole decades only where a point lies outside it."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    lo, hi = ax.dataLim.y0, ax.dataLim.y1  # the points themselves, not the autoscale's margins
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > 0):
+        lo, hi = ax.get_ylim()
+    if tol is not None:
+        base = np.floor(np.log10(tol))
+        lo, hi = min(lo, 10 ** (base - 2)), max(hi, 10 ** (base + 3))
+    ax.set_ylim(10 ** np.floor(np.log10(max(lo, 1e-12))), 10 ** np.ceil(np.log10(hi)))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0,)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def replay_errors(table: pd.DataFrame, title: str):
     """Max |output - fp32 reference| at each step of each run (log scale), one colour and marker per copy, a ring
     round each step that answered but was wrong (a silently wrong answer), and above it a "no answer" band with a
@@ -190,15 +209,7 @@ def replay_errors(table: pd.DataFrame, title: str):
     if tol is not None:
         colour = REPLAY_ERROR_COLOURS["tolerance"][1]
         ax.axhline(tol[0], color=colour, lw=0.8, ls="--", label=f"tolerance {tol[0]:.0e} ({tol[1]})")
-    ax.set_yscale("log")
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    lo, hi = ax.get_ylim()
-    narrow = hi / max(lo, 1e-300) < 100  # under two decades: label 1, 2 and 5 of each, else one label a decade
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
-    if narrow:
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    _error_axis(ax, tol[0] if tol is not None else None)
     ax.set_xlim(-0.5, steps - 0.5)
     ax.set_xticks(range(steps))
     ax.set_xlabel("step (0 = capture, then replays)")

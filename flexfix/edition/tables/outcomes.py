@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from flexfix.edition.tables.outcome_rows import (  # noqa: F401 (_placement_rows: tests)
+    UNCHECKED_OK,
+    _every_request_rows,
+    _placement_rows,
+    _recorded_in,
+    _torch_rows,
+)
+
 __all__ = [
     "outcome_summary",
     "engine_summary",
@@ -18,6 +26,8 @@ __all__ = [
     "select_scenarios",
     "replay_steps",
     "ChildLog",
+    "ENGINE_OK",
+    "UNCHECKED_OK",
     "engine_max_num_seqs",
     "every_request_dispatch",
     "every_request_engine",
@@ -37,9 +47,15 @@ def outcome_summary(table: pd.DataFrame, by: tuple[str, ...] = ("copy", "batch")
 
 # Scenario descriptions as this edition words them, where the recorded one misleads ("unpatched" in a patched one).
 _WHAT = {
-    "patched_d": "patched with flexfix's vllm_patch.apply(): scenario (d) (VLLM_BATCH_INVARIANT=0, 48 requests) "
-    "with the fix",
+    # the route named (r0102 round 12, D8): apply() in the engine's own process, as patched_inprocess
+    "patched_d": "in-process route: flexfix's vllm_patch.apply() in the engine's process "
+    "(VLLM_ENABLE_V1_MULTIPROCESSING=0); scenario (d) (VLLM_BATCH_INVARIANT=0, 48 requests) with the fix",
 }
+
+
+# How the engines' log line words the status `ok` (r0102 round 12, A1): only the every-request engines compared
+# answers (with each request alone); the other engines' `ok` is a run that completed without a fault.
+ENGINE_OK = "ok (completed without a fault; only the every-request engines compared their answers, with each alone)"
 
 
 # The results files the recorded torch-only and sanitizer runs come from (flexfix.measure.record's plan).
@@ -48,22 +64,6 @@ _KERNEL_FILE, _SANITIZER_FILE = "ima_kernel", "ima_sanitizer"
 
 def _what(scenario: str, what: str) -> str:
     return _WHAT.get(scenario, what)
-
-
-def _recorded_in(table: pd.DataFrame, default: str = "this run") -> list[str]:
-    """Which recording each row comes from (its results file, ``source``), so that repeats of one scenario are told
-    apart, with "run k of n" where one recording holds a scenario more than once); ``default`` where the table has no
-    ``source`` ("this run" for a live run; the file's name for one recorded file read alone)."""
-    if "source" not in table:
-        return [default] * len(table)
-    keys = list(zip(table["scenario"], table["source"])) if "scenario" in table else list(table["source"])
-    total = {k: keys.count(k) for k in keys}
-    seen: dict = {}
-    out = []
-    for key, source in zip(keys, table["source"]):
-        seen[key] = seen.get(key, 0) + 1
-        out.append(f"{source}, run {seen[key]} of {total[key]}" if total[key] > 1 else str(source))
-    return out
 
 
 def engine_summary(table: pd.DataFrame, recorded_in: str = "this run") -> pd.DataFrame:
@@ -108,67 +108,6 @@ def sanitizer_view(table: pd.DataFrame, lines: int = 6) -> pd.DataFrame:
         " | ".join(ln.strip("= ").strip() for ln in ls[1 : 1 + lines]) for ls in table["sanitizer_lines"]
     ]
     return out.set_index("copy")
-
-
-def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
-    """One row per every-request engine: its label (saying "patched" where it is), the batches it planned and
-    completed, and its status."""
-    rows = []
-    for r, where in zip(every.itertuples(), _recorded_in(every)):
-        done = [int(rec["requests"]) for rec in r.records if rec.get("kind") == "every_request"]
-        name = r.engine.replace(" graphs", "")
-        rows.append(
-            {
-                "from": source,
-                "experiment": "vLLM 0.20.0 engine, every request",
-                "case": f"{name if 'stock' in name else name + ', patched'}: batches "
-                f"{', '.join(map(str, r.every_request))} planned, {', '.join(map(str, done)) or 'none'} completed",
-                "outcome": r.status,
-                "recorded_in": where if "source" in every else source,
-            }
-        )
-    return rows
-
-
-def _torch_rows(runs: pd.DataFrame, source: str, experiment: str, recorded_in: str) -> list[dict]:
-    """Torch-only runs, one row per copy, batch and outcome with its count and seeds (a row per run made the one table
-    long: r0102 D13), as the placement rows are counted."""
-    if runs.empty:
-        return []
-    size = runs.groupby(["copy", "batch"], sort=False).size()
-    return [
-        {"from": source, "experiment": experiment,
-         "case": f"{copy}, batch {batch}: {len(grp)} of {size[(copy, batch)]} runs "
-         f"(seeds {', '.join(map(str, sorted(set(grp['seed']))))})",
-         "outcome": status, "recorded_in": recorded_in}
-        for (copy, batch, status), grp in runs.groupby(["copy", "batch", "status"], sort=False)
-    ]  # fmt: skip
-
-
-def _placement_rows(runs: pd.DataFrame, source: str) -> list[dict]:
-    """The cache-placement runs (notebook 01, "what decides"), one row per scenario and outcome, with its count: the
-    scenarios of the placement table, labelled as there (a run that read in front of a cache is its own scenario)."""
-    from flexfix.edition.tables.outcome_cause import SCENARIO_KEYS, run_outcomes, scenario_label
-
-    keyed = runs.assign(touch=runs["touch"].fillna("").astype(str)) if "touch" in runs else runs
-    keyed = keyed.assign(outcome=run_outcomes(runs))  # a fault in the run's own read is not the replay's outcome
-    keys = [k for k in SCENARIO_KEYS if k in keyed]
-    size = keyed.groupby(keys, sort=False).size()
-    rows = []
-    for key, grp in keyed.groupby([*keys, "outcome"], sort=False):
-        *arm, st = key
-        label = scenario_label(*arm)
-        rows.append(
-            {
-                "from": source,
-                "experiment": "torch-only, caches placed by hand",
-                "case": f"{label}: {len(grp)} of {size[tuple(arm)]} runs "
-                f"(seeds {', '.join(map(str, sorted(set(grp['seed']))))})",
-                "outcome": st,
-                "recorded_in": "outcome_cause" if source == "recorded" else source,
-            }
-        )
-    return rows
 
 
 def outcome_table(
@@ -217,7 +156,7 @@ def outcome_table(
             "from": sources[2],
             "experiment": "vLLM 0.20.0 engine",
             "case": f"({r.scenario}) {_what(r.scenario, r.what)}",
-            "outcome": r.status,
+            "outcome": UNCHECKED_OK if r.status == "ok" else r.status,
             "recorded_in": where,
         }
         for r, where in zip(engine.itertuples(), _recorded_in(engine, sources[2]))
@@ -263,10 +202,14 @@ def replay_steps(runs: pd.DataFrame, copy: str, batch: int, seed: int) -> tuple[
     detail = str(r["detail"])  # an ok or wrong run's detail names the run again: said once (r0102 D12)
     name = detail if detail.startswith(f"{copy} copy,") else f"{copy} copy, batch {batch}, seed {seed}"
     line = f"{name}: {r['status']}" + ("" if name == detail else f" ({detail})")
-    line += f"; {_tolerance_said(r.get('device'))}"
+    line += f"; {_tolerance_said(r.get('device'))}; each step's longest sequence (`max_seq_len`) is set by the "
+    line += "scenario (flexfix.mechanism.kernel_repro.KernelScenario), the other requests' lengths drawn at random up "
+    line += "to it from the seed, and `K` follows from `max_seq_len` (flexfix.mechanism.paged.DecodeStep.width)"
     steps = pd.DataFrame(r["records"])[["step", "K", "written_stride", "launch_stride", "max_error", "outcome"]]
     steps["ran"] = "yes"
     planned = _planned_steps(copy, batch, seed)
+    # each step's longest sequence, from which K follows (r0102 round 12, D5): read from the plan, as K is
+    steps.insert(1, "max_seq_len", planned["max_seq_len"].iloc[: len(steps)].to_list())
     if len(steps) < len(planned) and r["status"] != "ok" and len(steps):
         frozen = steps["launch_stride"].iloc[0]  # a graph launches every replay with the capture's strides
         later = planned.iloc[len(steps) :].assign(launch_stride=[frozen] * (len(planned) - len(steps)))
@@ -301,6 +244,7 @@ def _planned_steps(copy: str, batch: int, seed: int) -> pd.DataFrame:
     for i, step in scenario_steps(sc, device="cpu"):
         views = buffers.write(step, COPIES[copy])
         rows.append({"step": "capture" if i == 0 else f"replay {i}", "K": step.width,
+                     "max_seq_len": int(step.seq_lens.max()),
                      "written_stride": list(views.kv_indices.stride())})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -378,9 +322,10 @@ class ChildLog:
     def __call__(self, line: str) -> None:
         self.lines.append(str(line))
 
-    def summary(self, what: str, where: str = "in the table below") -> str:
+    def summary(self, what: str, where: str = "in the table below", ok_as: str = "ok") -> str:
         """One line: how many children ran, how long each took and how they ended; ``where`` names the table that
-        counts their status (r0102 round 7, A5: the table right below may be another one)."""
+        counts their status (r0102 round 7, A5: the table right below may be another one); ``ok_as`` the words for
+        the status `ok` (r0102 round 12, A1: an engine's `ok` is a run that completed, its answers unchecked)."""
         found = [m for m in map(self._LINE.search, self.lines) if m]
         if not found:
             return f"{what}: no child process reported"
@@ -392,4 +337,6 @@ class ChildLog:
         runs += f" (about {low} s each)" if low == high else f" ({low}-{high} s each)"
         if not self.words_are_outcomes:  # a child's last word is not where its run went wrong: the tables say that
             return f"{runs}; the tables below say how each ended"
-        return f"{runs}; their status {where}: " + ", ".join(f"{n} {w}" for w, n in ends.most_common())
+        return f"{runs}; their status {where}: " + ", ".join(
+            f"{n} {ok_as if w == 'ok' else w}" for w, n in ends.most_common()
+        )

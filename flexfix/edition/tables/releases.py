@@ -38,6 +38,22 @@ def release_ranges(releases: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).drop(columns="_key")
 
 
+def probe_shapes() -> str:
+    """The source and buffer shapes of the check-patch probe (``flexfix.integration.releases.probe``), read by running
+    it on a recording copy (r0102 round 12, D6: a row stride is read against the probe's `K` and `W_max`)."""
+    from flexfix.integration.releases.probe import _copy_semantics
+
+    seen = []
+
+    def copy(dst, src):
+        seen.append((list(src.shape), list(dst.shape)))
+        return dst[: src.shape[0], : src.shape[1]]
+
+    _copy_semantics(copy)
+    (src, dst), *_ = seen
+    return f"{src} into {dst}"
+
+
 def release_checks(checks: pd.DataFrame) -> pd.DataFrame:
     """flexfix's patch against each release's real module: release class, what apply() returned, the strides
     of a [2, 3] copy into a [4, 8] buffer before and after, supports_batch_invariance() before and after, and
@@ -52,6 +68,7 @@ def release_checks(checks: pd.DataFrame) -> pd.DataFrame:
             "vLLM": checks["version"],
             "release class": checks["release_class"],
             "apply()": checks["apply"],
+            "probe [G, K] into [G_max, W_max]": probe_shapes(),
             "strides before": [strides(c) for c in checks["copy_before"]],
             "strides after": [strides(c) for c in checks["copy_after"]],
             "batch invariance before": checks["bi_before"],

@@ -1,0 +1,99 @@
+"""The rows of notebook 01's one table of outcomes (``outcomes.outcome_table``): the torch-only runs, the
+every-request engines and the cache-placement runs, each counted as a row."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def _recorded_in(table: pd.DataFrame, default: str = "this run") -> list[str]:
+    """Which recording each row comes from (its results file, ``source``), so that repeats of one scenario are told
+    apart, with "run k of n" where one recording holds a scenario more than once); ``default`` where the table has no
+    ``source`` ("this run" for a live run; the file's name for one recorded file read alone)."""
+    if "source" not in table:
+        return [default] * len(table)
+    keys = list(zip(table["scenario"], table["source"])) if "scenario" in table else list(table["source"])
+    total = {k: keys.count(k) for k in keys}
+    seen: dict = {}
+    out = []
+    for key, source in zip(keys, table["source"]):
+        seen[key] = seen.get(key, 0) + 1
+        out.append(f"{source}, run {seen[key]} of {total[key]}" if total[key] > 1 else str(source))
+    return out
+
+
+def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
+    """One row per every-request engine: its label (saying "patched" where it is), the batches it planned and
+    completed, and its status."""
+    rows = []
+    for r, where in zip(every.itertuples(), _recorded_in(every)):
+        done = [int(rec["requests"]) for rec in r.records if rec.get("kind") == "every_request"]
+        name = r.engine.replace(" graphs", "")
+        rows.append(
+            {
+                "from": source,
+                "experiment": "vLLM 0.20.0 engine, every request",
+                "case": f"{name if 'stock' in name else name + ', patched'}: batches "
+                f"{', '.join(map(str, r.every_request))} planned, {', '.join(map(str, done)) or 'none'} completed",
+                "outcome": _every_outcome(r.status, r.records),
+                "recorded_in": where if "source" in every else source,
+            }
+        )
+    return rows
+
+
+# What an engine row's `ok` means in the one table (r0102 round 12, A1): the engine scenarios' answers were not
+# checked, so `ok` there is a run that completed without a fault, not a correct one.
+UNCHECKED_OK = "completed (answers not checked)"
+
+
+def _every_outcome(status: str, records: list[dict]) -> str:
+    """An every-request engine's outcome: its status, with how many requests of its completed batches came out
+    otherwise than alone (its answers were checked against each request alone, not against a reference)."""
+    done = [rec for rec in records if rec.get("kind") == "every_request"]
+    if not done:
+        return status
+    bad = sum(len(set(rec.get("tokens_differ", [])) | set(rec.get("logprobs_differ", []))) for rec in done)
+    said = f"{bad} of {sum(int(rec['requests']) for rec in done)} requests differed from alone"
+    return f"{'wrong_result' if status == 'ok' and bad else status} ({said})"
+
+
+def _torch_rows(runs: pd.DataFrame, source: str, experiment: str, recorded_in: str) -> list[dict]:
+    """Torch-only runs, one row per copy, batch and outcome with its count and seeds (a row per run made the one table
+    long: r0102 D13), as the placement rows are counted."""
+    if runs.empty:
+        return []
+    size = runs.groupby(["copy", "batch"], sort=False).size()
+    return [
+        {"from": source, "experiment": experiment,
+         "case": f"{copy}, batch {batch}: {len(grp)} of {size[(copy, batch)]} runs "
+         f"(seeds {', '.join(map(str, sorted(set(grp['seed']))))})",
+         "outcome": status, "recorded_in": recorded_in}
+        for (copy, batch, status), grp in runs.groupby(["copy", "batch", "status"], sort=False)
+    ]  # fmt: skip
+
+
+def _placement_rows(runs: pd.DataFrame, source: str) -> list[dict]:
+    """The cache-placement runs (notebook 01, "what decides"), one row per scenario and outcome, with its count: the
+    scenarios of the placement table, labelled as there (a run that read in front of a cache is its own scenario)."""
+    from flexfix.edition.tables.outcome_cause import SCENARIO_KEYS, run_outcomes, scenario_label
+
+    keyed = runs.assign(touch=runs["touch"].fillna("").astype(str)) if "touch" in runs else runs
+    keyed = keyed.assign(outcome=run_outcomes(runs))  # a fault in the run's own read is not the replay's outcome
+    keys = [k for k in SCENARIO_KEYS if k in keyed]
+    size = keyed.groupby(keys, sort=False).size()
+    rows = []
+    for key, grp in keyed.groupby([*keys, "outcome"], sort=False):
+        *arm, st = key
+        label = scenario_label(*arm)
+        rows.append(
+            {
+                "from": source,
+                "experiment": "torch-only, caches placed by hand",
+                "case": f"{label}: {len(grp)} of {size[tuple(arm)]} runs "
+                f"(seeds {', '.join(map(str, sorted(set(grp['seed']))))})",
+                "outcome": st,
+                "recorded_in": "outcome_cause" if source == "recorded" else source,
+            }
+        )
+    return rows
