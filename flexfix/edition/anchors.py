@@ -4,6 +4,10 @@ PR_36298 = {
     "source": "vLLM PR #36298 'full cudagraph for flex-attn' (https://github.com/vllm-project/vllm/pull/36298)",
     "setup": "B200 (power cap 750 W), meta-llama/Meta-Llama-3-8B-Instruct, `vllm bench latency`",
     "latency_s": {"FlashInfer": 0.499, "flex, piecewise CUDA graphs": 1.2, "flex, full CUDA graphs": 0.811},
+    # the model's attention shape, from its config.json (num_attention_heads 32, num_key_value_heads 8, hidden_size
+    # 4096 over 32 heads): query heads, KV heads, head dim
+    "model": "Llama-3-8B",
+    "heads": (32, 8, 128),
 }
 
 TORCHTITAN_BITWISE_RL = {

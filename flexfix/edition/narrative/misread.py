@@ -113,6 +113,11 @@ def crash_or_wrong(sweeps: dict[str, pd.DataFrame], parameters: dict[str, dict |
     wrong = [where for where, k in kinds.items() if "wrong result" in k]
     if crashed and wrong:
         text += f"\n\n{_crashed_and_wrong(sweeps, parameters or {}, crashed, wrong)}"
+        lead = (  # r12 D3: the answer first, as the sweeps give it
+            "**Both outcomes happen in this edition's sweeps**: the misread crashed in some and answered silently "
+            "wrong in others; which one a run gets, these data do not predict.\n\n"
+        )
+        text = lead + text
     return markdown(text)
 
 
@@ -180,26 +185,28 @@ def row_lengths(table: pd.DataFrame, sweep) -> str:
         hit = rows[~rows["equal"]]
         if hit.empty:
             continue
-        lo = int(hit["pages"].min())
+        lo, hi = int(hit["pages"].min()), int(hit["pages"].max())
         calm = rows[rows["equal"] & (rows["pages"] >= lo)]
-        text = f"`{config}` moved in cells whose needle's query block held {lo} to {int(hit['pages'].max())} pages"
         if calm.empty:
-            text += ", and no cell whose query block held that many stayed bitwise equal"
+            parts.append(
+                f"**not ruled out** for `{config}`: it moved at {lo} to {hi} pages, and no cell with {lo} pages or "
+                "more stayed bitwise equal"
+            )
         else:
             at = listing([str(b) for b in sorted(calm["batch"].unique())])
-            text += (
-                f", while {plural(len(calm), 'cell')} whose query block held {lo} pages or more "
-                f"({int(calm['pages'].min())} to {int(calm['pages'].max())} pages, at {at} requests) stayed bitwise "
-                f"equal (the table's column *{EQUAL_AT}* names them): a larger page count alone does not account for "
-                "where it moved"
+            parts.append(
+                f"**no** for `{config}`: it moved at {lo} to {hi} pages, but {plural(len(calm), 'cell')} with "
+                f"{int(calm['pages'].min())} to {int(calm['pages'].max())} pages (at {at} requests) stayed bitwise "
+                f"equal (the table's column *{EQUAL_AT}* names them)"
             )
-        parts.append(text)
-    return markdown(
-        "**The query block's page count and where a kernel moved** (the pages of all the requests of the needle's "
-        "query block together, the count `kv_num_blocks` holds for it; more requests make it larger; the table just "
-        "above counts the cells per page count and names them by batch size and needle position): "
+    if not parts:
+        return ""
+    return markdown(  # r12 D4: the question and its answer first, the definitions after
+        "**Does a larger page count of the needle's query block make a kernel move?** "
         + "; ".join(parts)
-        + "."
+        + ". (The query block's page count is that of all the requests of the needle's query block together, the count "
+        "`kv_num_blocks` holds for it: more requests make it larger. The table below counts the cells per page count "
+        "and names them by batch size and needle position.)"
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from flexfix.edition.plots.invariance_marks import draw_no_number, no_number_handle, series_labels, series_title
+from flexfix.edition.plots.invariance_marks import draw_no_number, series_labels, series_title, struck_keys
 from flexfix.edition.plots.style import OUTCOME_WORDS, PALETTE, colour, figure, patch, text_colour, wrap
 from flexfix.measure.outcomes import CRASHES
 
@@ -50,8 +50,8 @@ LAUNCH_COPY_STYLES = {
 MARKER_SYMBOLS = {"o": "\u25cb", "s": "\u25a1", "^": "\u25b3", "D": "\u25c7"}
 MAX_DIFF_COLOURS = {
     "0 (bitwise equal)": ("the series' colour, in the grey band", PALETTE["light grey"]),
-    "crashed": ("the series' colour (grey in the legend)", PALETTE["dark grey"]),
-    "kernel error": ("the series' colour (grey in the legend)", PALETTE["dark grey"]),
+    "crashed": ("the series' colour, as its legend key", PALETTE["dark grey"]),
+    "kernel error": ("the series' colour, as its legend key", PALETTE["dark grey"]),
     **{name: (word, hex_) for name, (word, hex_, _) in LAUNCH_COPY_STYLES.items()},
     "wrong result": ("the edition's wrong-result colour, filled", PALETTE[OUTCOME_WORDS["wrong_result"]]),
 }
@@ -275,6 +275,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     shift = {name: (k - 1.5) * 0.16 for k, name in enumerate(LAUNCH_COPY_STYLES)}
     strip_shift = {name: (k - 1.5) * NO_NUMBER_SPREAD for k, name in enumerate(LAUNCH_COPY_STYLES)}
     style = dict(markersize=5, alpha=0.85, lw=1.2, markerfacecolor="none", markeredgewidth=1.3)
+    struck: dict[str, dict[str, tuple[str, str]]] = {}  # outcome -> series -> (marker, colour) as drawn (r12 C1)
     for ax, panel in zip(axes[:, 0], panels):
         mixed_rows: list[tuple[str, str, dict[int, str]]] = []  # the series whose positions did not all end alike
         equal: dict[int, dict[float, list[str]]] = {}  # batch -> largest difference -> the series that had it
@@ -299,6 +300,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                 )
             wrong = _wrong_at_largest(cells, per_batch)
             if wrong:  # the largest difference is a wrong result there: filled, in the outcome's colour
+                struck.setdefault("wrong", {})[series] = (marker, colour_)
                 ax.plot(
                     [at[b] + shift[series] for b in wrong],
                     [per_batch[b] for b in wrong],
@@ -327,6 +329,7 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
                 if where:  # the series' own shape (r9 C2: told apart by shape, not colour alone)
                     xs = [at[b] + strip_shift[series] for b in where]
                     draw_no_number(ax, xs, NO_NUMBER_Y, outcome, marker, colour_)
+                    struck.setdefault(outcome, {})[series] = (marker, colour_)
         _count_strip(ax, mixed_rows, at)
         _coinciding(ax, equal)
         for k in range(0, len(batches), 2):  # every other batch column shaded: a shifted marker stays in its column
@@ -350,17 +353,10 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
         "(also where other positions of that batch size moved: the marker above is the largest of them)"
     )
 
-    if table["outcome"].isin(CRASHES).any():  # r11 C1: the sample is the glyph drawn in the panels
-        handles.append(no_number_handle("crash", MAX_DIFF_COLOURS["crashed"][1]))
-        labels.append(
-            "crashed: the series' own marker, hollow with an x inside, in the 'no number' strip above the panel"
-        )
-    if (~table["outcome"].isin(list(CRASHES) + ["ok", "wrong_result"])).any():
-        handles.append(no_number_handle("error", MAX_DIFF_COLOURS["kernel error"][1]))
-        labels.append("kernel error: the series' own marker, filled, in the 'no number' strip above the panel")
-    if any(ln.get_gid() == "wrong result" for ax in axes[:, 0] for ln in ax.get_lines()):
-        handles.append(Line2D([], [], ls="none", marker="D", color=WRONG_COLOUR, markeredgecolor="#555555"))
-        labels.append("wrong result (misread): a filled marker in the wrong-result colour, edged in its series' colour")
+    keys, key_labels, handler_map = struck_keys(
+        struck, WRONG_COLOUR, list(LAUNCH_COPY_STYLES), lambda names: series_labels(table, names)
+    )
+    handles, labels = handles + keys, labels + key_labels  # r12 C1: the glyphs drawn, of the series that got them
     if any(t.get_gid() == "mixed cell" for ax in axes[:, 0] for t in ax.texts):
         handles.append(Line2D([], [], ls="none"))
         labels.append(
@@ -371,6 +367,8 @@ def max_diff_vs_batch(table: pd.DataFrame, title: str, floor: float = 1e-9):
     fig.legend(
         handles,
         labels,
+        handler_map=handler_map,
+        handlelength=4,  # room for several series' glyphs side by side in one key
         fontsize=8,
         loc="lower center",
         ncol=2,

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["CRASH_SIZE", "CROSS_SIZE", "draw_no_number", "no_number_handle", "series_labels", "series_title"]
+__all__ = [
+    "CRASH_SIZE",
+    "CROSS_SIZE",
+    "draw_no_number",
+    "no_number_handle",
+    "series_labels",
+    "series_title",
+]
 
 CRASH_SIZE = 10  # a crash's hollow marker in the strip: large enough for the cross inside it to read as one
 CROSS_SIZE = 5  # the x inside it
@@ -64,3 +71,39 @@ def series_title(table: pd.DataFrame) -> str:
         "series: launch, copy (graph: the kernel replayed with the strides of its capture step, by a CUDA graph); "
         "each shifted a little sideways inside its batch size's column"
     )
+
+
+def struck_keys(
+    struck: dict[str, dict[str, tuple[str, str]]], wrong_colour: str, order: list[str], names
+) -> tuple[list, list, dict]:
+    """The legend keys of the marks with no number and of the wrong results (r12 C1): each key is the glyph drawn
+    in the panels, in the marker and colour of each series that got it (``struck``: outcome -> series -> (marker,
+    colour), as drawn), never a generic glyph, the series in the legend's
+    ``order``; ``names`` maps the series to their printed names.  Returns the
+    handles, their labels and the legend's ``handler_map`` (several series' glyphs side by side)."""
+    from matplotlib.legend_handler import HandlerTuple
+    from matplotlib.lines import Line2D
+
+    def got(outcome: str) -> list[tuple[str, str, str]]:
+        by = struck.get(outcome, {})
+        return [(name, *by[s]) for s, name in zip(order, names(order)) if s in by]
+
+    handles, labels, handler_map = [], [], {}
+    for name, marker, colour in got("crash"):
+        handles.append(no_number_handle("crash", colour, marker))
+        labels.append(
+            f"crashed ({name}): its marker, hollow with an x inside, in the 'no number' strip above the panel"
+        )
+    for outcome, glyph, text in (
+        ("error", lambda m, c: no_number_handle("error", c, m), "kernel error ({}): the series' own marker, filled in "
+         "its colour,\nin the 'no number' strip above the panel"),
+        ("wrong", lambda m, c: Line2D([], [], ls="none", marker=m, color=wrong_colour, markeredgecolor=c,
+         markeredgewidth=1.3), "wrong result (misread): the marker of its series ({}), filled in the\n"
+         "wrong-result colour, edged in its series' colour"),
+    ):  # fmt: skip
+        series = got(outcome)
+        if series:
+            handles.append(tuple(glyph(m, c) for _, m, c in series))
+            handler_map[handles[-1]] = HandlerTuple(ndivide=None)  # the series' glyphs side by side
+            labels.append(text.format(", ".join(name for name, _, _ in series)))
+    return handles, labels, handler_map
