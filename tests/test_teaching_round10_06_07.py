@@ -129,7 +129,8 @@ def test_06_d4_the_piecewise_batch_says_why_it_is_padded_above_max_num_seqs():
     from flexfix.edition import glossary
 
     text = _flat(_cell_with("06_serving", "**unlike it**"))
-    assert "its batch is not itself a capture size, so it is padded up to the next one, which is above that" in text
+    # round 12 (D2): the dispatch detail left the FAKE server's bullets for *The recorded GPU run*, which says it
+    assert "*The recorded GPU run* shows what vLLM runs each recorded batch with" in text
     rec = guard_tables.recorded(DATA)
     runs = pd.concat([rec["guard_stock_error"][0], rec["guard_stock_error_17"][0].query("guard == 'error'")])
     dispatch = glossary.decode_dispatch(guard_tables.dispatch_cases(runs))

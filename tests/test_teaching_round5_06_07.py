@@ -108,7 +108,7 @@ def test_07_cost_names_its_statistic_and_shows_the_check_share_range():
     assert "in ratios of medians" not in said
     text = _markdown("07_replay_guard")
     assert "the checks' own time does not" not in text
-    assert "The table's tokens per second are the median repetition's" in text
+    assert "* tokens per second are the **median repetition's**, guard on and off" in text  # round 12: a bullet
 
 
 def test_07_fixed_release_claims_cite_what_shows_them():

@@ -156,7 +156,7 @@ def test_06_d11_each_term_is_defined_once_and_piecewise_where_it_is_used():
     text = re.sub(r"\s+", " ", _markdown("06_serving"))
     for definition in (
         "16 query tokens FlexAttention's kernel takes as one row",
-        "is a batch size vLLM captured a graph for",
+        "is a number of tokens in a step (a decode step holds one per request) that vLLM captured a graph for",
         "larger Llama config, made so that batch variance shows",
         "the small one notebook 01 reproduces the crash on",
         "captures a whole decode step",

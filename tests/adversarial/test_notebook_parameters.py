@@ -18,7 +18,9 @@ def first_cells(stem: str, overrides: dict) -> dict:
     nb = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     at = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
-    namespace: dict = {}
+    from IPython.display import display  # a kernel's builtin, which a validating cell may call
+
+    namespace: dict = {"display": display}
     exec(code[at].source, namespace)  # noqa: S102 - the notebook's own parameters cell
     namespace.update(overrides)  # papermill's injected cell
     exec(code[at + 1].source, namespace)  # noqa: S102 - the notebook's validating cell

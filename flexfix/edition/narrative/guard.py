@@ -68,8 +68,9 @@ def dispatch(cases: pd.DataFrame, engines: pd.DataFrame) -> str:
     ]
     note = (
         f"A batch equal to its engine's `max_num_seqs`: the batches of {listing(batches)} requests, each in an "
-        f"engine of that `max_num_seqs`, ran FULL graphs, and the guard refused {plural(len(refused), 'such engine')}"
-        " in the table below."
+        f"engine of that `max_num_seqs`, were dispatched to FULL graphs (`runs with`: FULL), and the guard refused "
+        f"{plural(len(refused), 'such engine')}{chr(39) if len(refused) != 1 else chr(39) + 's'} FULL replay before it "
+        "ran (the table below)."
         if batches
         else ""
     )

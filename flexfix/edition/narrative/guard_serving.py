@@ -10,7 +10,7 @@ import pandas as pd
 from flexfix.edition.narrative import listing, markdown
 from flexfix.edition.narrative.guard import WORDS, _need, equal_in_batches
 
-__all__ = ["serving", "DISPATCH_NOW", "capture_sizes", "in_short", "PAIRS"]
+__all__ = ["serving", "DISPATCH_NOW", "capture_sizes", "recorded_sizes", "in_short", "PAIRS"]
 
 # the servers notebook 07 compares, answer by answer: the guarded stock server in eager mode with a patched one, and
 # two patched servers with each other
@@ -133,31 +133,96 @@ def _errors(stage: dict) -> str:
 def capture_sizes(cases: pd.DataFrame) -> str:
     """Under a dispatch table (:func:`flexfix.edition.glossary.decode_dispatch`, its ``max_num_seqs`` column): the
     capture sizes the installed vLLM's own rule (``VllmConfig._set_cudagraph_sizes``) sets for each ``max_num_seqs``
-    of the table, and why they reach past it: they count a step's tokens, not its requests."""
-    from flexfix.edition.glossary import _configured
-
+    of the table, and why they reach past it: they count a step's tokens, not its requests.  Where the recorded
+    engines ran another list, :func:`recorded_sizes` says so, under it."""
     _need(cases, ["max_num_seqs"], "capture_sizes")
     lists = []
     for m in dict.fromkeys(int(v) for v in cases["max_num_seqs"]):
-        sizes = sorted(_configured(m).compilation_config.cudagraph_capture_sizes)
+        sizes = _default_sizes(m)
         lists.append(f"`max_num_seqs` {m}: {', '.join(str(x) for x in sizes)}")
     return markdown(
-        "**The capture sizes** (asked now of the installed vLLM's rule, for each `max_num_seqs` of the table): "
+        "**The capture sizes of vLLM's default rule** (asked now of the installed vLLM, for each `max_num_seqs` of "
+        "the table): "
         + "; ".join(lists)
-        + ". A capture size counts a step's tokens, not its requests. vLLM's default rule captures sizes up to "
-        "twice `max_num_seqs` (at most 512, and at most `max_num_batched_tokens`): a step that mixes decode "
-        "requests with prompt (prefill) tokens holds more tokens than it has requests, and such a step runs "
-        "PIECEWISE graphs; FULL decode graphs exist only for the sizes up to `max_num_seqs`. With these lists, "
-        "each row's `padded to` is the next size at or above its batch."
+        + ". A capture size counts a step's tokens, not its requests (a decode step holds one token per request). "
+        "vLLM's default rule captures sizes up to twice `max_num_seqs` (at most 512, and at most "
+        "`max_num_batched_tokens`): a step that mixes decode requests with prompt (prefill) tokens holds more "
+        "tokens than it has requests, and such a step runs PIECEWISE graphs; FULL decode graphs exist only for the "
+        "sizes up to `max_num_seqs`. With these lists, each row's `padded to` is the next size at or above its batch."
+    )
+
+
+def _default_sizes(max_num_seqs: int) -> list[int]:
+    from flexfix.edition.glossary import _configured
+
+    return sorted(_configured(max_num_seqs).compilation_config.cudagraph_capture_sizes)
+
+
+def _next(sizes, batch: int) -> int | None:
+    return next((s for s in sorted(sizes) if s >= batch), None)
+
+
+def recorded_sizes(cases: pd.DataFrame, engines) -> str:
+    """What the recorded engines' own capture list (:data:`flexfix.measure.engine_sweep.CAPTURE_SIZES`, passed as
+    ``cudagraph_capture_sizes``, which replaces vLLM's default rule) gives: FULL decode graphs at its sizes up to
+    ``max_num_seqs``, compared with the FULL graphs each engine's guard counted (``graphs_captured``); and each row of
+    ``cases`` padded and dispatched with that list instead of the default one.  ``engines``: recorded engine tables
+    (rows with ``records``)."""
+    from flexfix.edition.tables.guard import guard_summary, max_num_seqs
+    from flexfix.measure.engine_sweep import CAPTURE_SIZES
+
+    _need(cases, ["max_num_seqs", "decode batch", "padded to", "runs with"], "recorded_sizes")
+    sizes = sorted(CAPTURE_SIZES)
+    counted: dict[int, set[int]] = {}
+    wrong = []
+    for table in engines:
+        for _, r in table.iterrows():
+            captured = guard_summary(r["records"]).get("graphs_captured")
+            if not captured:
+                continue  # no guard, or it saw no capture: nothing to check
+            m = max_num_seqs(r)
+            counted.setdefault(m, set()).add(int(captured))
+            if int(captured) != len([s for s in sizes if s <= m]):
+                wrong.append(f"{r.get('engine')} counted {captured}")
+    per = [f"{len([s for s in sizes if s <= m])} for `max_num_seqs` {m}" for m in sorted(counted)]
+    default = [f"{len([s for s in _default_sizes(m) if s <= m])}" for m in sorted(counted)]
+    agree = (
+        f"the guard counted exactly that many FULL graphs captured in every engine of the table below and of *No "
+        f"false alarms* (the `graphs captured` column of its tables): {listing(per)}, where the default lists "
+        f"would give {listing(default)}"
+        if counted and not wrong
+        else "the guard's counts of captured FULL graphs differ from that list in " + listing(wrong)
+        if wrong
+        else "no engine here recorded how many graphs it captured"
+    )
+    changed = []
+    for _, r in cases.iterrows():
+        m, b = int(r["max_num_seqs"]), int(r["decode batch"])
+        padded = _next(sizes, b)
+        mode = "NONE" if padded is None else "FULL" if padded <= m else "PIECEWISE"
+        if padded != r["padded to"] or mode != r["runs with"]:
+            changed.append(f"{b} in max_num_seqs {m} pads to {padded} and runs with {mode}")
+    redone = (
+        "With that list every row's batch pads to the same size, and runs with the same graph, as the table says"
+        if not changed
+        else "With that list the table's rows change: " + listing(changed)
+    )
+    return markdown(
+        "**The recorded engines did not run with the default lists**: flexfix's engine runs pass vLLM "
+        f"`cudagraph_capture_sizes` = {sizes} (`flexfix.measure.engine_sweep.CAPTURE_SIZES`), which replaces the "
+        "default rule, so an engine holds a FULL decode graph only at those of its sizes up to `max_num_seqs`; "
+        f"{agree}. {redone}."
     )
 
 
 def in_short(data_dir) -> str:
-    """Notebook 06's takeaway of notebook 07's *Serving* recording, read from it: what the guarded stock server in
-    ``error`` mode answered its concurrent batches, and how many requests the compared servers answered alike."""
+    """Notebook 06's takeaway of notebook 07's *Serving* recording, read from it: the plain answer first (where this
+    notebook's recorded stock server and notebook 07's patched servers ran the same model: what each answered, and
+    where each was recorded), then what the guarded stock server in ``error`` mode answered its concurrent batches, and
+    how many requests the compared servers answered alike."""
     from flexfix.edition.tables import guard as guard_tables
 
-    table, _ = guard_tables.served(data_dir)
+    table, prov = guard_tables.served(data_dir)
     agree = guard_tables.servers_agree(table, [p for p in PAIRS if set(p) <= set(table["scenario"])])
     _need(agree, ["servers", "concurrent requests", "bitwise equal", "of"], "in_short")
     rows = table.set_index("scenario")
@@ -173,13 +238,69 @@ def in_short(data_dir) -> str:
         )
     pairs = [f"{servers}, {equal_in_batches(pair, 'concurrent requests')}" for servers, pair in
              agree.groupby("servers", sort=False)]  # fmt: skip
+    patched = [n for n in rows.index if str(n).startswith("patched")]
     if pairs:
         said.append(
             "requests answered bitwise the same by two servers (`guard_eager`: the stock server under the guard in "
-            "`eager` mode; `patched_`: the fix, `FLEXFIX_PATCH=1`): " + "; ".join(pairs)
+            f"`eager` mode; {listing([f'`{n}`' for n in patched], ' / ')}: the fix, `FLEXFIX_PATCH=1`): "
+            + "; ".join(pairs)
         )
     models = listing([f"`{m}`" for m in dict.fromkeys(table["model"])])
     return markdown(
-        f"**Does the fix remove the crash, on one model?** Notebook 07's *Serving* recording answers it on the "
-        f"{models} model, with the same requests for every server: " + "; ".join(said) + "."
+        "**Does the fix remove the crash, on one model?** "
+        + _plain_answer(data_dir, rows, patched, prov)
+        + f" Notebook 07's *Serving* recording ran every server on the {models} model, with the same requests: "
+        + "; ".join(said)
+        + "."
+    )
+
+
+def _where(prov: dict) -> str:
+    return f"on {prov.get('device_name', 'an unnamed GPU')}, commit {str(prov.get('git_commit', 'unnamed'))[:10]}"
+
+
+def _together(records) -> list[dict]:
+    return [s for s in records if s.get("stage") == "together" and not s.get("skipped")]
+
+
+def _plain_answer(data_dir, guarded: pd.DataFrame, patched: list[str], guard_prov: dict) -> str:
+    """Yes or not shown, from this notebook's recorded stock server (``serve-cuda.json``) and notebook 07's patched
+    servers on the same model: what each answered its concurrent batches, and where each was recorded."""
+    from flexfix.edition.results import results_path
+
+    stock_path = results_path(data_dir, "serve", "cuda")
+    if not stock_path.exists() or not patched:
+        return "This notebook's stock server or notebook 07's patched servers are not recorded: not answered here."
+    from flexfix.edition import schemas  # what flexfix.integration.serving.recorded_run reads: no import cycle
+
+    served, prov = schemas.recorded(data_dir, "serve", schemas.SERVING)
+    stock = served[served["scenario"] == "stock"]
+    if not len(stock):
+        return "This notebook's recording has no stock server: not answered here."
+    stock = stock.iloc[0]
+    mine = [n for n in patched if guarded.loc[n, "model"] == stock["model"]]
+    if not mine:
+        return f"Notebook 07's patched servers ran no `{stock['model']}` model, the stock server's: not answered here."
+    crashed = [s for s in _together(stock["records"]) if s.get("errored")]
+    answered = [s for n in mine for s in _together(guarded.loc[n, "records"])]
+    whole = all(s.get("ok") == s["requests"] and not s.get("errored") for s in answered)
+    alone = all(s.get("compared") and s.get("bitwise_equal") == s["compared"] for s in answered)
+    sizes = listing(sorted({str(s["requests"]) for s in answered}, key=int))
+    stock_said = (
+        "the stock server (`stock`) failed "
+        + listing([f"{s['errored']} of {s['requests']} concurrent requests" for s in crashed])
+        + (", its log naming CUDA's illegal memory access" if str(stock.get("ima_in_log")) == "True" else "")
+        if crashed
+        else "the stock server (`stock`) failed no concurrent request"
+    )
+    patched_said = (
+        f"the patched {'servers' if len(mine) > 1 else 'server'} ({listing([f'`{n}`' for n in mine], ' / ')}) "
+        + ("answered every request of the batches of " if whole else "did not answer every request of the batches of ")
+        + sizes
+        + (", each bitwise the same as the same request alone" if whole and alone else "")
+    )
+    lead = "Yes, on" if crashed and whole else "Not shown by these recordings, on"
+    return (
+        f"{lead} the `{stock['model']}` model: {stock_said} (this notebook's recorded run, {_where(prov)}); "
+        f"{patched_said} (notebook 07's *Serving* recording, {_where(guard_prov)})."
     )

@@ -21,6 +21,7 @@ __all__ = [
     "what_runs",
     "result_lead",
     "FAKE_LEAD",
+    "skip_line",
 ]
 
 
@@ -212,6 +213,17 @@ def _recorded_times(loaded) -> str:
 # The bold lead of :func:`what_runs` when the live part is the FAKE server: :mod:`flexfix.edition.publish` finds a
 # FAKE-only notebook by it.
 FAKE_LEAD = "This run's live part is the FAKE server, not vLLM"
+
+
+def skip_line(run: dict) -> str:
+    """One line before the notebook's first live section: what the sections up to *The recorded GPU run* ran
+    against (``run``: :func:`flexfix.integration.serving.notebook_plan`'s plan), and where vLLM's evidence is."""
+    if run.get("fake_server") is None:
+        return markdown("**From here to *The recorded GPU run*, this run's own servers: the real `vllm serve`, live.**")
+    return markdown(
+        "**From here to *The recorded GPU run*: a self-test against the FAKE server, nothing about vLLM; for vLLM, "
+        "skip to *The recorded GPU run*.**"
+    )
 
 
 def what_runs(device: str, run: dict, data_dir) -> str:

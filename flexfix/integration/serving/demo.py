@@ -16,7 +16,7 @@ from flexfix.integration.serving.client import complete_alone
 from flexfix.integration.serving.manager import ServerError, VllmServer, group_members
 from flexfix.integration.serving.scenarios import requests_for
 
-__all__ = ["tokenizer_check", "manager_demo"]
+__all__ = ["tokenizer_check", "manager_demo", "manager_view", "TIMES"]
 
 
 def tokenizer_check(model_dir: str | os.PathLike, texts: Sequence[str] = ("Hello, world!", "def f(x): return 2 * x")):
@@ -94,19 +94,37 @@ def manager_demo(
                 "startup timeout, s": timeout,
                 "grace, s": server.grace,  # from the manager's SIGTERM to its SIGKILL
                 "exit status": _status(server.returncode),
-                "seconds to healthy": server.startup_seconds if server.startup_seconds is not None else "never",
+                "seconds to healthy": "never" if server.startup_seconds is None else round(server.startup_seconds, 3),
                 # n/a: no completion was sent (the server was never healthy)
                 # the client library's import, timed just before the completion: 0.0 once an earlier case imported it
-                "seconds importing openai": "n/a" if imported is None else round(imported, 1),
-                # to the ms: the sentence under the table compares the cases' completions, of a tenth of a second
+                "seconds importing openai": "n/a" if imported is None else round(imported, 3),
+                # every time to the ms (shown so by manager_view): the sentence under the table compares the completions
                 "seconds of the completion": "n/a" if completion is None else round(completion, 3),
                 # n/a: the server had exited before the manager's SIGTERM (exit_at_start): there was nothing to stop
-                "seconds, SIGTERM to stopped": "n/a" if server.exited_before_stop else round(server.stop_seconds, 1),
-                "seconds, start to stopped": round(time.monotonic() - start, 1),
+                "seconds, SIGTERM to stopped": "n/a" if server.exited_before_stop else round(server.stop_seconds, 3),
+                "seconds, start to stopped": round(time.monotonic() - start, 3),
                 "processes left": len(group_members(server.pid)),
             }
         )
     return pd.DataFrame(rows)
+
+
+TIMES = (
+    "seconds to healthy",
+    "seconds importing openai",
+    "seconds of the completion",
+    "seconds, SIGTERM to stopped",
+    "seconds, start to stopped",
+)
+
+
+def manager_view(demo: pd.DataFrame) -> pd.DataFrame:
+    """The manager's table as shown: every timing column (:data:`TIMES`) with the same three decimals (``1.100``,
+    not ``1.1`` beside ``0.143``), its words (``n/a``, ``never``) as they are; the table itself stays numbers."""
+    shown = demo.copy()
+    for column in [c for c in TIMES if c in shown]:
+        shown[column] = [f"{v:.3f}" if isinstance(v, (int, float)) else v for v in shown[column]]
+    return shown
 
 
 def _import_seconds(module: str) -> float:
