@@ -16,7 +16,7 @@ What a release needs (:func:`release_class`), judged from the module, never from
 * ``"as_strided"``: vLLM 0.20.0, 0.20.1, 0.20.2 -- the bug; ``apply()`` patches;
 * ``"sliced"``: 0.21.0 and later -- fixed upstream (its copy keeps the destination's strides);
   ``apply()`` does nothing;
-* ``"no_persistent_buffers"``: 0.19.1 and earlier -- FlexAttention has no full-CUDA-graph buffers,
+* ``"no_persistent_buffers"``: 0.15.0-0.19.1 (the releases read) -- FlexAttention has no full-CUDA-graph buffers,
   nothing to misread; ``apply()`` does nothing;
 * anything else is refused (``RuntimeError``): flexfix does not patch a layout it does not know.
 
@@ -56,8 +56,8 @@ INSTALL_HINT = "flexfix.integration.vllm_patch needs vLLM: pip install vllm==0.2
 RELEASE_CLASSES = {
     "as_strided": "affected: copies with as_strided (vLLM 0.20.0-0.20.2); flexfix patches it",
     "sliced": "fixed upstream: copies into a slice (vLLM PR #40842, 0.21.0 and later); nothing to patch",
-    "no_persistent_buffers": "not affected: no persistent FlexAttention buffers (vLLM 0.19.1 and earlier); "
-    "nothing to patch",
+    "no_persistent_buffers": "not affected: no persistent FlexAttention buffers "
+    "(as in vLLM 0.15.0-0.19.1, read from their wheels); nothing to patch",
 }
 _MISSING = object()
 # Where apply() keeps vLLM's own objects, on the patched module itself.
@@ -222,7 +222,7 @@ def status(module: ModuleType | None = None) -> dict[str, Any]:
             "fixed_upstream": kind == "sliced",
             "patched": _patched_module is mod,
             "copy_to_persistent": None if copy is None else f"{copy.__module__}.{copy.__qualname__}",
-            # None: this release's backend has no such method (0.19.1 and earlier)
+            # None: this release's backend has no such method (0.15.0-0.19.1, the releases read)
             "supports_batch_invariance": bool(supports_bi()) if supports_bi is not None else None,
         }
 
