@@ -168,7 +168,8 @@ def test_notebook_01_opens_with_the_mechanism_and_marks_where_the_outcome_cause_
     nb = cells("01_reproduce_ima")
     sources = [text(c) for c in nb]
     # the words come first (a newcomer met query block, G, K and W_max before their definitions), then the bug
-    code_after_validation = [s for s in sources[3:] if not s.startswith(("#", "*", "<")) and "(" in s]
+    # (r13 D1: the recordings in brief, right under the introduction, come before the words)
+    code_after_validation = [s for s in sources[3:] if not s.startswith(("#", "*", "<", "headline.")) and "(" in s]
     assert code_after_validation[0].startswith("glossary.markdown(")
     assert code_after_validation[1].startswith("smallest.shown(")
     order = [next(i for i, s in enumerate(sources) if key in s) for key in (

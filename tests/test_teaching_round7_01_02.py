@@ -38,7 +38,7 @@ def test_a1_the_introduction_names_no_gpu_the_recordings_do_not_share():
         assert "recorded on an H100" not in intro and "recorded on an H200" not in intro
     assert "shows the outcomes recorded on GPUs" in intro and "names the GPU it ran on" in intro
     md = "\n".join(text(c) for c in cells("01_reproduce_ima") if c["cell_type"] == "markdown")
-    assert "## What the H100 recorded" not in md and "## What the GPU recorded" in md
+    assert "## What the H100 recorded" not in md and "## What an earlier recording shows" in md
     # the placement recording kept no vLLM version: its line says so instead of "vLLM None"
     line = tables.provenance_line(dict(cause_prov, vllm=None))
     assert "vLLM None" not in line and "vLLM not recorded" in line
@@ -129,7 +129,7 @@ def test_a6_the_control_covers_only_the_batches_it_completed():
 def test_b7_the_0_21_0_claim_is_about_apply_only():
     take = _cell("02_apply_flexfix", "## Takeaways")
     assert "(checked on 0.21.0)" not in take
-    assert "`apply()` changes nothing on a vLLM that already carries the fix" in take
+    assert "`apply()` changed nothing on vLLM 0.21.0, the one fixed release it was run against" in take  # r13 B2
     assert "neither `revert()` nor an engine was run on 0.21.0" in take
 
 

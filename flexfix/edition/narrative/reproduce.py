@@ -364,6 +364,15 @@ def every_request_lead(live: pd.DataFrame | None, data_dir, where_live: str) -> 
         end += f" before it completed the batch of {rest[0]}" if run["status"] != "ok" and rest else ""
         said.append(f"**{every_request_engine(run)}**: {batches} requests differed from alone, {end}")
     return markdown(
-        f"**The outcome first** ({where}): " + "; ".join(said) + ". Why the batches and engines differ, "
-        "and how to read the tables, follows."
+        f"{EVERY_REQUEST_KEY}\n\n**The outcome first** ({where}): " + "; ".join(said) + ". Why the batches and engines "
+        "differ, and how to read the tables, follows."
     )
+
+
+# r0102 round 13, D8: the engine labels, read before the outcome line that uses them.
+EVERY_REQUEST_KEY = (
+    "*Key:* an engine is named `model, BI=…, graph mode, stock|patched`: the model (`tiny`: the tiny Llama of the "
+    "section on the real engine), `BI=` its `VLLM_BATCH_INVARIANT`, the CUDA-graph mode, and `stock` (vLLM 0.20.0 as "
+    "shipped: the positive control, where the bug can show) or `patched` (with flexfix's fix, which notebook 02 "
+    "introduces: the negative control, where nothing should differ)."
+)

@@ -41,36 +41,31 @@ def live_control_said(every: pd.DataFrame | None, prov: dict | None) -> str:
         ]
         said.append(
             f"its stock engine ({r.engine}) had {listing(batches) if batches else 'no batch completed'} requests come "
-            f"out otherwise than alone in the batches it completed, and ended `{r.status}`"
+            f"out otherwise than alone, then ended `{r.status}`"
         )
     where = f"{prov.get('device_name')}, commit {str(prov.get('git_commit'))[:10]}, {prov.get('date')}"
-    return (
-        f"In this edition notebook 01 did rerun it live ({where}; its results file, read back here): "
-        f"{listing(said, sep='; ')}. Its engines' `max_num_seqs` are printed beside its rows there and need not be "
-        "these checks' settings. "
-    )
+    said = listing(said, sep="; ")
+    return f"notebook 01's live rerun in this edition ({where}; its results file, read back here): {said}"
 
 
 def _control(safety_prov: dict | None, control_provs) -> str:
-    """Where notebook 01's every-request check (the positive control these checks lack) was recorded, against the GPU
+    """Where notebook 01's recorded every-request check (the positive control these checks lack) ran, against the GPU
     of the checks: from the files' provenance, not from memory."""
     if safety_prov is None or not control_provs:
-        return "notebook 01's every-request check is one (its recorded runs are shown again in this notebook's section"
+        return (
+            "notebook 01's every-request check (its recorded rows are shown again in this notebook's section "
+            '"Every request, on the patched engine")'
+        )
     gpus = sorted({str(p.get("device_name")) for p in control_provs})
     same = gpus == [str(safety_prov.get("device_name"))]
     return (
-        f"notebook 01's every-request check is one, on the same tiny model, recorded on {' and '.join(gpus)}: "
+        f"notebook 01's every-request check, on the same tiny model, recorded on {' and '.join(gpus)}: "
         + (
             "the same GPU as these checks"
             if same
             else f"another GPU than these checks, which ran on {safety_prov.get('device_name')}"
         )
-        + " (notebook 01 reruns it live only when it is executed on a GPU with its engine runs switched on, "
-        "with each engine's `max_num_seqs` printed beside its rows; otherwise it shows only the recorded runs. "
-        "Executed on the GPU these checks ran on, such a live rerun is a positive control on the same GPU, and "
-        'notebook 01\'s section "Every request checked: stock vs patched" shows its rows, where there was one, '
-        "above the recorded ones and says whether the stock engine went wrong; the recorded runs are shown again in "
-        "this notebook's section"
+        + ' (its rows are shown again in this notebook\'s section "Every request, on the patched engine")'
     )
 
 
@@ -103,19 +98,25 @@ def without_plugin(
         named = listing([f"{w} (`{r['vLLM setting']}`)" for w, r, _ in safe], sep="; ")
         differed = listing([f"0 of {n}" for n in counts])
         capped = [r["vLLM setting"] for _, r, _ in safe if "max_num_seqs" in str(r["vLLM setting"])]
+        # r0102 round 13, D3: three short sentences: what was checked, the positive control, the caveat.
         lines.append(
-            f"**Without the plugin, no request differed in {plural(len(safe), 'setting')}:** {named}. With each, "
-            f"every request of a batch submitted together ({listing([str(n) for n in counts])} requests) came out "
-            f"as it does alone ({differed} requests differed; {safety_where})"
+            f"**Without the plugin, no request differed in {plural(len(safe), 'setting')}:** {named}: {differed} "
+            f"requests differed between alone and together ({listing([str(n) for n in counts])} requests; "
+            f"{safety_where})"
             + (
-                f"; with `{capped[0]}` the scheduler ran at most that many of them at once, so those requests were "
-                "never in flight together: that is how the setting works"
+                f"; with `{capped[0]}` the scheduler ran at most that many of them at once, so one query block at a "
+                "time: that is how the setting works"
                 if capped
                 else ""
             )
-            + ". These runs hold no positive control of their own (stock with full graphs going wrong on the same "
-            f"model and GPU): {_control(safety_prov, control_provs)} on the patched engine). "
-            + (live_control_said(*live) if live else "")
+            + ". **Positive control** (stock with full graphs, where the bug can show; these checks hold none of "
+            "their own): "
+            + (f"{live_control_said(*live)}; and " if live else "")
+            + f"{_control(safety_prov, control_provs)}. **Caveat:** the control's engines have their own "
+            "`max_num_seqs` printed beside its rows in notebook 01's section \"Every request checked: stock vs "
+            'patched", not these settings; notebook 01 reruns it live only when it is executed on a GPU with its '
+            "engine runs switched on (otherwise it shows only the recorded runs), and only such a rerun on the GPU "
+            "of these checks is a positive control on the same GPU; the costs below come from another model."
         )
     for way, _, said in unsafe:
         lines.append(f"**{way} did not**: {listing(said)} requests differed alone vs together ({safety_where}).")

@@ -26,7 +26,8 @@ def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
     """One row per every-request engine: its label (saying "patched" where it is), the batches it planned and
     completed, and its status."""
     rows = []
-    for r, where in zip(every.itertuples(), _recorded_in(every)):
+    modes = [_batch_modes(run) for _, run in every.iterrows()]
+    for r, where, mode in zip(every.itertuples(), _recorded_in(every), modes):
         done = [int(rec["requests"]) for rec in r.records if rec.get("kind") == "every_request"]
         name = r.engine.replace(" graphs", "")
         rows.append(
@@ -35,7 +36,7 @@ def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
                 "experiment": "vLLM 0.20.0 engine, every request",
                 "case": f"{name if 'stock' in name else name + ', patched'}: batches "
                 f"{', '.join(map(str, r.every_request))} planned, {', '.join(map(str, done)) or 'none'} completed",
-                "outcome": _every_outcome(r.status, r.records),
+                "outcome": _every_outcome(r.status, r.records, mode),
                 "recorded_in": where if "source" in every else source,
             }
         )
@@ -47,15 +48,68 @@ def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
 UNCHECKED_OK = "completed (answers not checked)"
 
 
-def _every_outcome(status: str, records: list[dict]) -> str:
+def engine_max_num_seqs(run) -> int:
+    """The ``max_num_seqs`` an engine-sweep run started its engine with: its own where it set one, else the largest
+    request count it planned (at least 16), as :func:`flexfix.measure.engine_sweep.llm_kwargs` sets it."""
+    own = run.get("max_num_seqs") if hasattr(run, "get") else None
+    if own is not None and not pd.isna(own) and int(own) > 0:
+        return int(own)
+    planned = [int(n) for key in ("requests", "every_request", "throughput", "generations", "guard_cost")
+               for n in _counts(run.get(key) if hasattr(run, "get") else None)]  # fmt: skip
+    return max([*planned, 16])
+
+
+def _counts(value) -> list:
+    """The request counts a run field holds: a list when read from a file, a tuple (or an array) in a live table."""
+    import numpy as np
+
+    return list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
+
+
+def _batch_modes(run: pd.Series) -> dict[int, str]:
+    """What vLLM's dispatcher runs each completed every-request batch of ``run`` with (``FULL``, ``PIECEWISE`` or
+    ``NONE``), on an engine with that run's ``max_num_seqs`` (:func:`flexfix.edition.glossary.decode_dispatch`)."""
+    from flexfix.edition.glossary import decode_dispatch
+
+    done = [int(rec["requests"]) for rec in run["records"] if rec.get("kind") == "every_request"]
+    if not done:
+        return {}
+    table = decode_dispatch([(engine_max_num_seqs(run), n) for n in done])
+    return dict(zip(table["decode batch"].astype(int), table["runs with"]))
+
+
+def _differ(rec: dict) -> int:
+    return len(set(rec.get("tokens_differ", [])) | set(rec.get("logprobs_differ", [])))
+
+
+def _every_outcome(status: str, records: list[dict], modes: dict[int, str] | None = None) -> str:
     """An every-request engine's outcome: its status, with how many requests of its completed batches came out
-    otherwise than alone (its answers were checked against each request alone, not against a reference)."""
+    otherwise than alone (its answers were checked against each request alone, not against a reference).  Where
+    ``modes`` (batch -> graph mode from vLLM's dispatcher) marks a batch other than FULL, only the FULL-graph
+    batches are counted as the test (a batch run outside a FULL graph tests nothing), and the others are named
+    (r0102 round 13, D6)."""
     done = [rec for rec in records if rec.get("kind") == "every_request"]
     if not done:
         return status
-    bad = sum(len(set(rec.get("tokens_differ", [])) | set(rec.get("logprobs_differ", []))) for rec in done)
-    said = f"{bad} of {sum(int(rec['requests']) for rec in done)} requests differed from alone"
-    return f"{'wrong_result' if status == 'ok' and bad else status} ({said})"
+    bad = sum(map(_differ, done))
+    word = "wrong_result" if status == "ok" and bad else status
+    modes = modes or {}
+    other = [rec for rec in done if modes.get(int(rec["requests"]), "FULL") != "FULL"]
+    if not other:
+        return f"{word} ({bad} of {sum(int(rec['requests']) for rec in done)} requests differed from alone)"
+    full = [rec for rec in done if rec not in other]
+    said = (
+        f"{sum(map(_differ, full))} of {sum(int(rec['requests']) for rec in full)} requests in FULL-graph batches "
+        f"({', '.join(str(rec['requests']) for rec in full)}) differed from alone"
+        if full
+        else "no batch replayed a FULL graph"
+    )
+    for rec in other:
+        said += (
+            f"; batch {rec['requests']} ran {modes[int(rec['requests'])]} ({_differ(rec)} of {rec['requests']} "
+            "differed; it tests nothing)"
+        )
+    return f"{word} ({said})"
 
 
 def _torch_rows(runs: pd.DataFrame, source: str, experiment: str, recorded_in: str) -> list[dict]:

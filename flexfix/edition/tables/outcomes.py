@@ -14,6 +14,7 @@ from flexfix.edition.tables.outcome_rows import (  # noqa: F401 (_placement_rows
     _placement_rows,
     _recorded_in,
     _torch_rows,
+    engine_max_num_seqs,
 )
 
 __all__ = [
@@ -247,24 +248,6 @@ def _planned_steps(copy: str, batch: int, seed: int) -> pd.DataFrame:
                      "max_seq_len": int(step.seq_lens.max()),
                      "written_stride": list(views.kv_indices.stride())})  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def engine_max_num_seqs(run) -> int:
-    """The ``max_num_seqs`` an engine-sweep run started its engine with: its own where it set one, else the largest
-    request count it planned (at least 16), as :func:`flexfix.measure.engine_sweep.llm_kwargs` sets it."""
-    own = run.get("max_num_seqs") if hasattr(run, "get") else None
-    if own is not None and not pd.isna(own) and int(own) > 0:
-        return int(own)
-    planned = [int(n) for key in ("requests", "every_request", "throughput", "generations", "guard_cost")
-               for n in _counts(run.get(key) if hasattr(run, "get") else None)]  # fmt: skip
-    return max([*planned, 16])
-
-
-def _counts(value) -> list:
-    """The request counts a run field holds: a list when read from a file, a tuple (or an array) in a live table."""
-    import numpy as np
-
-    return list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
 
 
 def every_request_engine(run) -> str:

@@ -1,0 +1,55 @@
+"""Notebook 01's results in brief, right under its introduction (r0102 round 13, D1): what the recordings under
+``data/`` show, each with the GPU it ran on, in a few lines: the torch-only replays, the engine scenarios, the
+every-request stock engine, and the placement runs that make the same misread crash or answer silently wrong.  The
+live run's own outcomes follow in each section; the sentence says so."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.narrative import listing, markdown
+
+_FRONT = {"guarded": " (memory in front mapped)", "fenced": " (memory in front unmapped)"}
+
+
+def _counts(statuses: pd.Series) -> str:
+    total = len(statuses)
+    return listing([f"`{s}` {n} of {total}" for s, n in statuses.value_counts().items()]) or "no run"
+
+
+def recorded_brief(data_dir) -> str:
+    """Four short lines from the recordings: each outcome counted from its file, each file's GPU from its provenance."""
+    from flexfix.edition import schemas
+    from flexfix.edition.tables import outcome_cause as cause_tables
+    from flexfix.edition.tables.outcomes import every_request_engine
+    from flexfix.edition.tables.provenance import recorded_where
+    from flexfix.measure import record
+
+    kernel, kernel_prov = schemas.recorded(data_dir, "ima_kernel", schemas.KERNEL_RUNS)
+    big = kernel[kernel["batch"] > 16]
+    torch_line = "; ".join(f"{copy}: {_counts(g['status'])}" for copy, g in big.groupby("copy", sort=False))
+    engines, engine_provs = schemas.recorded(data_dir, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    scen = engines[engines["scenario"].isin(["b", "d"])]
+    engine_line = "; ".join(f"({s}): {_counts(g['status'])}" for s, g in scen.groupby("scenario"))
+    every, every_provs = schemas.recorded(data_dir, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
+    stock = [
+        f"{every_request_engine(run)} ended `{run['status']}`"
+        for _, run in every.iterrows()
+        if "stock" in every_request_engine(run)
+    ]
+    cause, cause_prov = cause_tables.recorded(data_dir)
+    shown = cause[(cause["copy"] == "as_strided") & (cause["batch"] > 16) & cause["touch"].isna()]
+    places = [
+        f"`{p}`{_FRONT.get(p, '')}: {_counts(g['status'])}"
+        for p, g in shown[shown["placement"] == shown["v_placement"]].groupby("placement", sort=False)
+    ]
+    return markdown(
+        "**The recordings in brief** (read from `data/`; each section below shows this run's own outcome beside "
+        'them, and the table "The crash scenarios in one table" gathers both):',
+        f"* torch-only replays at {listing(sorted(set(big['batch'].astype(int))))} requests "
+        f"({recorded_where(kernel_prov)}): {torch_line};",
+        f"* the real vLLM 0.20.0 engine, scenarios (b) and (d) ({recorded_where(engine_provs)}): {engine_line};",
+        f"* every request checked, stock with full graphs ({recorded_where(every_provs)}): {listing(stock) or 'none'};",
+        f"* the same misread cells with both caches placed by hand ({recorded_where(cause_prov)}): "
+        f"{listing(places, sep='; ')}.",
+    )
