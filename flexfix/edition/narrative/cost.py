@@ -335,7 +335,7 @@ def engine_ratios(summary: pd.DataFrame, spread: pd.DataFrame | None = None) -> 
         )
     if mixed:
         bullets.append(
-            "**A hint, not a result**: the rest went both ways from run to run; their medians: "
+            "**Unresolved** (went both ways from run to run, so no direction): their medians: "  # r13 A1
             + listing([f"{m} median {medians[_key(m)]:.2f}x" for m in mixed], "; ")
             + "."
         )

@@ -242,9 +242,14 @@ def _engine_line(rows: pd.DataFrame) -> str:
         return f"bitwise equal (tokens and logprobs) at all {n} batch sizes"
     differ = rows[~rows["logprobs_bitwise_equal"].fillna(False).astype(bool)]
     other_tokens = rows[~rows["tokens_equal"].fillna(False).astype(bool)]
-    text = (
+    first = differ.loc[differ["requests"].idxmin()]
+    top = differ["max_abs_logprob_diff"].max()
+    shown = [f"{x:.2g}" == f"{top:.2g}" for x in differ["max_abs_logprob_diff"]]  # as printed
+    at_top = sorted({int(r) for r in differ.loc[shown, "requests"]})
+    text = (  # r13 D3: the first difference and the largest, each with its own size and place
         f"logprobs bitwise equal at {bitwise} of {n} batch sizes (first difference at "
-        f"{plural(int(differ['requests'].min()), 'request')}, by up to {differ['max_abs_logprob_diff'].max():.2g})"
+        f"{plural(int(first['requests']), 'request')}, by {first['max_abs_logprob_diff']:.2g}; largest "
+        f"{top:.2g}, at {listing([str(r) for r in at_top])} {'request' if at_top == [1] else 'requests'})"
     )
     if tokens < n:
         text += f"; other tokens at {listing(sorted(int(x) for x in other_tokens['requests']))} requests"

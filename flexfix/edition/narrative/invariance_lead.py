@@ -94,7 +94,40 @@ def kernel_lead(table: pd.DataFrame, where: str) -> str:
     n = table["config"].nunique()
     lines = [f"* **{head}**: {len(said[head])} of {n} configurations, {_who(said[head])}." for head in order]
     return markdown(
-        f"**Result of {where}** (the evidence, cell by cell, is under the verdict table below)", "\n".join(lines)
+        f"**Result of {where}** (the evidence, cell by cell, is under the verdict table below)",
+        "\n".join(lines),
+        _lead_words(table, " ".join(order)) + _first_stays(table),
+    )
+
+
+def _lead_words(table: pd.DataFrame, heads: str) -> str:
+    """The bullets' words that the definitions under them name otherwise, said once here (r13 D5): *wrong*, and
+    *no kernel built* / *kernel errors*, the verdict table's `kernel errors` counted under `errors`."""
+    words = []
+    if "wrong" in heads:
+        words.append("*wrong* is a silently wrong result (past the fp32 reference's tolerance; nothing crashed)")
+    if "no kernel built" in heads or "kernel errors" in heads:
+        words.append(
+            "*no kernel built* and *kernel errors* are what the verdict table calls `kernel errors` and counts "
+            "under `errors`: a kernel the compiler would not build, no result and no crash"
+        )
+    return ("In these lines " + listing(words, "; ") + ".") if words else ""
+
+
+def _first_stays(table: pd.DataFrame) -> str:
+    """Where every *wrong* cell is past position ``first`` and the ``first`` cells of the same configurations and
+    batch sizes stayed bitwise equal, that said (r13 D5): the needle at ``first`` sits in query block 0, read right."""
+    wrong = table[table["outcome"] == "wrong_result"]
+    if wrong.empty or (wrong["position"] == "first").any():
+        return ""
+    keys = set(zip(wrong["config"], wrong["batch"]))
+    same = pd.Series([k in keys for k in zip(table["config"], table["batch"])], index=table.index)
+    first = table[(table["position"] == "first") & same]
+    if first.empty or not first["bitwise_equal"].fillna(False).astype(bool).all():
+        return ""
+    return (
+        " At those batch sizes, the needle at position `first` (in query block 0, read right) stayed bitwise equal: "
+        "the *wrong* cells are at the later positions."
     )
 
 

@@ -204,7 +204,9 @@ def row_lengths(table: pd.DataFrame, sweep) -> str:
     return markdown(  # r12 D4: the question and its answer first, the definitions after
         "**Does a larger page count of the needle's query block make a kernel move?** "
         + "; ".join(parts)
-        + ". (The query block's page count is that of all the requests of the needle's query block together, the count "
+        + ". (Why ask: if a larger union of pages made a kernel split or reorder its sums, the cells with more "
+        "pages would be the ones that moved, whatever else the batch held. "
+        "The query block's page count is that of all the requests of the needle's query block together, the count "
         "`kv_num_blocks` holds for it: more requests make it larger. The table below counts the cells per page count "
         "and names them by batch size and needle position.)"
     )

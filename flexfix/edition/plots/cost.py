@@ -104,6 +104,7 @@ def ratio_lines(
     panels: bool = False,
     min_span: float | None = None,
     sharey: bool = True,
+    bars: bool = False,
 ):
     """One line per value of ``by``: ``y`` against ``x`` (for speed-ups, overheads, fractions).  Line i has
     the colour and marker i of the kind ``by`` names (``FAMILIES``; hollow, each drawn smaller than the one before) and
@@ -120,17 +121,24 @@ def ratio_lines(
     (titled with it), that series in its colour, marker and line style, every other series in light grey behind it
     for comparison; shared axes, so heights compare across panels.  ``sharey=False``: each panel its own y axis, for
     series whose ranges differ by far (r0305 C8: 1.0-1.5x beside 8x would sit on the reference line), its range
-    taken from its own series, band and reference only (r9 C1): the grey lines are cut at its edges."""
+    taken from its own series, band and reference only (r9 C1): the grey lines are cut at its edges.
+
+    ``bars``: each point's band drawn as an error bar of its own, not a shaded area between points (which suggests
+    crossings of the reference between batch sizes), and, with ``reference`` 1, a filled star on each point whose
+    band misses 1 as printed: the rows of :func:`flexfix.edition.tables.cost.bands_missing_one`, the cases of the
+    table :func:`flexfix.edition.tables.cost.bi_band_cases` (r13 C1: a band missing 1 by 0.0003 looks as if it
+    touched the line)."""
     groups = [(key, part.sort_values(x)) for key, part in table.groupby(by, sort=True)]
     ref_label = reference_label or (f"reference: {reference:g}" if reference is not None else None)
     if panels:
-        return _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy, min_span, sharey)
+        args = (groups, x, y, by, title, ylabel, logx, reference, ref_label, logy, min_span, sharey)
+        return _ratio_panels(*args, bars=bars)
     fig, ax = figure((7.5, 3.6))
     ends = []
     for i, (key, part) in enumerate(groups):
         style = _series_style(i, len(groups), by)
         ax.plot(part[x], part[y], label=f"{by} {key}", **style)
-        _band(ax, part, x, y, style["color"])
+        _band(ax, part, x, y, style["color"], bars, reference)
         ends.append((part[x].iloc[-1], part[y].iloc[-1], f"{by} {key}", style["color"]))
     if reference is not None:
         ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=ref_label)
@@ -158,17 +166,49 @@ def _neutral_band(handles: dict) -> dict:
     """The legend's handles with the band's swatch in neutral grey (it was the first series' colour)."""
     from matplotlib.patches import Patch
 
+    if MISS_LABEL in handles:  # the star in grey too: each panel's star takes its series' colour
+        from matplotlib.lines import Line2D
+
+        star = dict(ls="none", marker="*", markersize=11, color=BAND_SWATCH, markeredgecolor="black")
+        handles[MISS_LABEL] = Line2D([], [], markeredgewidth=0.6, label=MISS_LABEL, **star)
     if BAND_LABEL in handles:
         handles[BAND_LABEL] = Patch(facecolor=BAND_SWATCH, alpha=BAND_ALPHA, edgecolor="none", label=BAND_LABEL)
     return handles
 
 
-def _band(ax, part: pd.DataFrame, x: str, y: str, colour: str) -> None:
-    """The shaded band of one series, where its table has one (see :func:`ratio_lines`)."""
-    if {f"{y}_lo", f"{y}_hi"} <= set(part):
-        ax.fill_between(
-            part[x], part[f"{y}_lo"], part[f"{y}_hi"], color=colour, alpha=BAND_ALPHA, lw=0, label=BAND_LABEL
+BAR_LABEL = "bar, in the series' colour: how far the repetitions spread (quartiles)"
+MISS_LABEL = "filled star: band misses 1 (the cases of the table of bands that miss 1)"
+
+
+def _band(ax, part: pd.DataFrame, x: str, y: str, colour: str, bars: bool = False, reference=None) -> None:
+    """The shaded band of one series, where its table has one; with ``bars``, an error bar per point and a star on
+    each point whose band misses 1 (see :func:`ratio_lines`)."""
+    if not {f"{y}_lo", f"{y}_hi"} <= set(part):
+        return
+    if bars:
+        from flexfix.edition.tables.cost import bands_missing_one
+
+        low, high = (part[y] - part[f"{y}_lo"]).clip(lower=0), (part[f"{y}_hi"] - part[y]).clip(lower=0)
+        ax.errorbar(
+            part[x], part[y], yerr=[low, high], fmt="none", ecolor=colour, elinewidth=1.4, capsize=4, label=BAR_LABEL
         )
+        if reference == 1.0:
+            off = bands_missing_one(part, y)
+            if not off.empty:
+                ax.plot(
+                    off[x],
+                    off[y],
+                    ls="none",
+                    marker="*",
+                    markersize=13,
+                    color=colour,
+                    markeredgecolor="black",
+                    markeredgewidth=0.6,
+                    zorder=5,
+                    label=MISS_LABEL,
+                )
+        return
+    ax.fill_between(part[x], part[f"{y}_lo"], part[f"{y}_hi"], color=colour, alpha=BAND_ALPHA, lw=0, label=BAND_LABEL)
 
 
 def _min_span(ax, reference: float | None, min_span: float | None) -> None:
@@ -200,7 +240,9 @@ def _own_ylim(ax, part: pd.DataFrame, y: str, reference: float | None, logy: boo
         ax.set_ylim(lo - pad, hi + pad)
 
 
-def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, logy, min_span=None, sharey=True):
+def _ratio_panels(
+    groups, x, y, by, title, ylabel, logx, reference, ref_label, logy, min_span=None, sharey=True, bars=False
+):
     """:func:`ratio_lines` as small multiples: one panel per series, the others in grey behind it."""
     n = len(groups)
     cols = 2 if n == 4 else min(3, n)
@@ -213,7 +255,7 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
                 ax.plot(rest[x], rest[y], "-", color="grey", alpha=0.35, lw=1.0, label=_others(by, sharey))
         style = _series_style(i, n, by)
         ax.plot(part[x], part[y], label=f"{by} {key}", **{**style, "markersize": 6, "ls": "-"})
-        _band(ax, part, x, y, style["color"])
+        _band(ax, part, x, y, style["color"], bars, reference)
         if reference is not None:
             ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=ref_label)
         ax.set_title(f"{by} {key}", fontsize=9, color=style["color"])
@@ -240,12 +282,17 @@ def _ratio_panels(groups, x, y, by, title, ylabel, logx, reference, ref_label, l
         axes[r][0].set_ylabel(ylabel, fontsize=8)
     for ax in flat[max(0, n - cols) : n]:
         ax.set_xlabel(x)
-    handles = _neutral_band(dict(zip(*reversed(flat[0].get_legend_handles_labels()))))
-    shown = [k for k in (_others(by, sharey), ref_label, BAND_LABEL) if k in handles]
-    ncol = len(shown) if sharey else 1  # own axes: the grey lines' longer label (r10 C2), one entry per line
+    handles = {}
+    for ax in flat[:n]:  # every panel's: the stars of bars=True may be in any of them
+        handles.update({k: v for k, v in zip(*reversed(ax.get_legend_handles_labels())) if k not in handles})
+    handles = _neutral_band(handles)
+    shown = [k for k in (_others(by, sharey), ref_label, BAND_LABEL, BAR_LABEL, MISS_LABEL) if k in handles]
+    # own axes: the grey lines' longer label (r10 C2), one entry per line; bars and stars: two long labels more
+    ncol = (len(shown) if len(shown) <= 3 else 2) if sharey else 1
     fig.legend([handles[k] for k in shown], shown, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 if sharey else 0.03 + 0.035 * len(shown), 1, 1))
+    lines = -(-len(shown) // ncol)
+    fig.tight_layout(rect=(0, 0.06 if lines == 1 else 0.03 + 0.035 * lines, 1, 1))
     return fig
 
 
