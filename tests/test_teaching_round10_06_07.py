@@ -103,8 +103,8 @@ def test_06_d1_the_result_leads_read_from_the_recordings():
         mine = stages[stages["scenario"] == sc["scenario"]]
         assert _flat(serving_story.meaning(sc, mine)) in said
         assert f"`VLLM_BATCH_INVARIANT={sc['VLLM_BATCH_INVARIANT']}`" in said
-    batch = stages[(stages["stage"] != "alone") & (stages["scenario"] == "patched_bi1")]
-    assert f"all {int(batch['compared'].sum())} answers" in said
+    batch = stages[(stages["stage"] == "together") & (stages["scenario"] == "patched_bi1")]  # round 13: stream apart
+    assert f"all {int(batch['compared'].sum())} batched answers" in said
     assert "Notebook 07's *Serving* recording" in said
     missing = _flat(serving_story.result_lead(ROOT / "no-such-data"))
     assert "not recorded yet" in missing and "Notebook 07's *Serving* recording" in missing

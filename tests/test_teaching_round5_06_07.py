@@ -169,7 +169,7 @@ def test_06_differences_sample_lists_other_tokens_first_and_says_how_many(capsys
     out = capsys.readouterr().out
     found = ts.differences(table)
     assert (
-        f"{len(found)} answers in a batch" in out
+        f"{len(found)} answers differ from their reference" in out
         and "the first 5 with other tokens, then the first 5 with the same" in out
     )
     for _, stage in first.groupby(["scenario", "stage", "requests"], sort=False):

@@ -135,7 +135,8 @@ def test_06_d12_the_run_lines_and_counts_read_as_sentences(capsys):
     assert details[0].startswith(f"{int(stock['records'][1]['errored'])} requests failed; no answer could be compared")
     serving_tables.first_differences(table)
     out = capsys.readouterr().out
-    assert "(s)" not in out and f"{len(serving_tables.differences(table))} answers in a batch" in out
+    assert "answer(s)" not in out and "stage(s)" not in out
+    assert f"{len(serving_tables.differences(table))} answers differ from their reference" in out
     said = serving_story.scenarios(table, tables.stage_table(table), "t")
     assert "0 of 48 answered" not in said and "Evidence:" not in said
     assert "In short:" in said and "Stage by stage" not in said  # round 8 D15: the counts are the stage table's

@@ -90,14 +90,21 @@ def stopped(engines: pd.DataFrame, where: str) -> str:
     lead = (
         f"**The guard stopped stock vLLM before a misreading replay in {len(refused)} of {len(engines)} engines** "
         f"({where}), at its replay {span(refused['first alarm at replay'], '{:.0f}')} (over all its graphs), naming "
-        f"{listing(sorted(set(refused['fields named'])))}; none reached an illegal memory access or a wrong token."
+        f"{listing(sorted(set(refused['fields named'])))}; "
+        + (
+            "none reached an illegal memory access."
+            if "illegal_memory_access" not in set(engines["outcome"])
+            else "an illegal memory access was still reached (the `outcome` column)."
+        )  # fmt: skip
     )
     notes = []
     if len(quiet):
         notes.append(
             f"{plural(len(quiet), 'engine')} ("
             + listing([f"{r['requests']} requests in max_num_seqs {r['max_num_seqs']}" for _, r in quiet.iterrows()])
-            + ") replayed no FULL graph, so nothing could be misread: the guard had nothing to check."
+            + ") replayed no FULL graph (its `replays checked`: 0; the dispatch table: not FULL), so no captured "
+            "kernel could misread and the guard had nothing to check; its answers are not compared with a reference "
+            "here."
         )
     if len(other):
         outcomes = listing(list(other["outcome"]))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from flexfix.edition.narrative import listing, markdown
+from flexfix.edition.narrative import guard_dispatch, listing, markdown
 from flexfix.edition.narrative.guard import WORDS, _need, equal_in_batches
 
 __all__ = ["serving", "DISPATCH_NOW", "capture_sizes", "recorded_sizes", "in_short", "PAIRS"]
@@ -136,6 +136,8 @@ def capture_sizes(cases: pd.DataFrame) -> str:
     of the table, and why they reach past it: they count a step's tokens, not its requests.  Where the recorded
     engines ran another list, :func:`recorded_sizes` says so, under it."""
     _need(cases, ["max_num_seqs"], "capture_sizes")
+    if cases.attrs.get("capture_sizes"):  # computed with the engines' own list: that list, and the default in brief
+        return guard_dispatch.engine_sizes(cases)
     lists = []
     for m in dict.fromkeys(int(v) for v in cases["max_num_seqs"]):
         sizes = _default_sizes(m)
@@ -172,6 +174,8 @@ def recorded_sizes(cases: pd.DataFrame, engines) -> str:
     from flexfix.measure.engine_sweep import CAPTURE_SIZES
 
     _need(cases, ["max_num_seqs", "decode batch", "padded to", "runs with"], "recorded_sizes")
+    if cases.attrs.get("capture_sizes"):  # the table is that list's already: only the engines' counts to check
+        return guard_dispatch.graph_counts(cases, engines)
     sizes = sorted(CAPTURE_SIZES)
     counted: dict[int, set[int]] = {}
     wrong = []
@@ -300,7 +304,21 @@ def _plain_answer(data_dir, guarded: pd.DataFrame, patched: list[str], guard_pro
         + (", each bitwise the same as the same request alone" if whole and alone else "")
     )
     lead = "Yes, on" if crashed and whole else "Not shown by these recordings, on"
+    rows = [("`stock`, this notebook's recorded run", prov, stock_said.split(") ", 1)[-1])]
+    for n in mine:
+        got = _together(guarded.loc[n, "records"])
+        said = listing([f"{s.get('ok', 0)} of {s['requests']}" for s in got]) + " concurrent requests answered"
+        equal = all(s.get("compared") and s.get("bitwise_equal") == s["compared"] for s in got)
+        rows.append((f"`{n}`, notebook 07's *Serving*", guard_prov, said + (", bitwise as alone" * equal)))
+    table = "| server | recorded on | result |\n|---|---|---|\n" + "\n".join(
+        f"| {who} | {_where(p)[3:]} | {what} |" for who, p, what in rows
+    )
+    apart = (
+        "The crash and the fix come from two recordings, on different machines or commits (the table's `recorded on`)."
+        if _where(prov) != _where(guard_prov)
+        else "The crash and the fix come from two recordings, on the same machine and commit."
+    )
     return (
         f"{lead} the `{stock['model']}` model: {stock_said} (this notebook's recorded run, {_where(prov)}); "
-        f"{patched_said} (notebook 07's *Serving* recording, {_where(guard_prov)})."
+        f"{patched_said} (notebook 07's *Serving* recording, {_where(guard_prov)}). {apart}\n\n{table}\n\n"
     )

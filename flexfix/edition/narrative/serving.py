@@ -10,6 +10,7 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
+from flexfix.edition.narrative.serving_manager import manager_times
 from flexfix.edition.tables.serving import FAKE_MODEL, is_fake, model_label
 
 __all__ = [
@@ -47,19 +48,47 @@ def _check(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> None:
 
 
 def _counts(mine: pd.DataFrame) -> dict[str, int]:
+    """Counts of the stages that ran: the batched answers (``together``, each against the same request alone) and
+    the streamed ones (``stream``, each against its non-streamed answer) apart, as they have two references."""
     ran = mine[~mine["skipped"].fillna("").astype(bool)]
-    batch = ran[ran["stage"] != "alone"]
+    batch, stream = ran[ran["stage"] == "together"], ran[ran["stage"] == "stream"]
 
     def total(frame, column):
         return int(frame[column].fillna(0).sum())
 
     return {
         "errored": total(ran, "errored"),
-        "compared": total(batch, "compared"),
-        "equal": total(batch, "bitwise_equal"),
+        "compared": total(batch, "compared") + total(stream, "compared"),
+        "equal": total(batch, "bitwise_equal") + total(stream, "bitwise_equal"),
+        "batched": total(batch, "compared"),
+        "batched_equal": total(batch, "bitwise_equal"),
         "tokens": total(batch, "tokens_differ"),
+        "streamed": total(stream, "compared"),
+        "streamed_equal": total(stream, "bitwise_equal"),
         "skipped": int(mine["skipped"].fillna("").astype(bool).sum()),
     }
+
+
+def _batched(c: dict[str, int]) -> str:
+    """The batched answers against the same request alone, in words (empty where none was compared)."""
+    n, equal = c["batched"], c["batched_equal"]
+    if not n:
+        return ""
+    if equal == n:
+        return f"all {plural(n, 'batched answer')} were bitwise the same as the same request alone"
+    said = f"all {n} batched answers" if equal == 0 else f"{n - equal} of {n} batched answers"
+    said += " differed from the same request alone"
+    return said + (f" ({c['tokens']} with other tokens, another text)" if c["tokens"] else " (only logprobs, no token)")
+
+
+def _streamed(c: dict[str, int]) -> str:
+    """The streamed answers against their non-streamed ones, in words (empty where none was compared)."""
+    n, equal = c["streamed"], c["streamed_equal"]
+    if not n:
+        return ""
+    if n == 1:
+        return f"the streamed answer {'equalled' if equal else 'differed from'} its non-streamed one, bitwise"
+    return f"{equal} of {n} streamed answers equalled their non-streamed ones, bitwise"
 
 
 def meaning(sc: pd.Series, mine: pd.DataFrame, emulated: bool = False) -> str:
@@ -75,17 +104,11 @@ def meaning(sc: pd.Series, mine: pd.DataFrame, emulated: bool = False) -> str:
         if c["skipped"]:
             text += f"; {plural(c['skipped'], 'later stage')} could not run"
         return text
+    compared = "; ".join(part for part in (_batched(c), _streamed(c)) if part)
     if status == "ok":
-        return f"all {c['compared']} answers in a batch or streamed were bitwise the same as the request alone"
+        return compared or "no answer was compared"
     if status == "differs":
-        text = (
-            f"every request was answered, but {c['compared'] - c['equal']} of {c['compared']} answers in a batch "
-            "or streamed were not bitwise the same as alone"
-        )
-        if c["tokens"]:
-            text += f"; {c['tokens']} of them even had other tokens, another text"
-        else:
-            text += "; only logprobs moved, never a token"
+        text = f"every request was answered, but {compared or 'no answer was compared'}"
         same = pd.to_numeric(mine["max_logprob_diff_same_tokens"], errors="coerce").max()
         if pd.notna(same) and same > 0:  # over the requests with the same tokens only: the others compare other tokens
             text += f"; where the tokens were the same, logprobs moved by up to {same:.3g}"
@@ -167,17 +190,28 @@ def conclusion(table: pd.DataFrame, stages: pd.DataFrame) -> str:
         c = _counts(mine)
         if sc["status"] == "ok" and c["compared"] and c["equal"] == c["compared"]:
             key = "bitwise"
+        elif sc["status"] == "differs" and c["batched"] and c["batched_equal"] == c["batched"]:
+            key = "stream only"
         elif sc["status"] == "differs":
-            key = "other tokens" if c["tokens"] else "other logprobs"
+            key = ("other tokens" if c["tokens"] else "other logprobs") + (" every" * (c["batched_equal"] == 0))
         elif sc["status"] == "illegal_memory_access":
             key = "died"
         else:
             key = OUTCOME_WORDS.get(sc["status"], str(sc["status"]).replace("_", " "))
         groups.setdefault((key, is_fake(sc)), []).append(str(sc["scenario"]))
     words = {
-        "bitwise": "every answer in a batch or streamed was bitwise equal to the same request alone",
-        "other logprobs": "every request was answered, some not bitwise as alone: other logprobs, never other tokens",
-        "other tokens": "every request was answered, some not bitwise as alone, some even with other tokens",
+        "bitwise": "every batched answer was bitwise equal to the same request alone, and every streamed answer to "
+        "its non-streamed one",
+        "stream only": "every batched answer was bitwise equal to the same request alone, but not every streamed "
+        "answer to its non-streamed one",
+        "other logprobs": "every request was answered, some batched answers not bitwise as alone: other logprobs, "
+        "never other tokens",
+        "other logprobs every": "every request was answered, but no batched answer bitwise as alone: other "
+        "logprobs, never other tokens",
+        "other tokens": "every request was answered, some batched answers not bitwise as alone, some even with other "
+        "tokens",
+        "other tokens every": "every request was answered, but no batched answer bitwise as alone, some even with "
+        "other tokens",
         "died": "the engine died of an illegal memory access and its clients got errors",
     }
     emulated = {"died": "the FAKE server emulated an engine dying of an illegal memory access; its clients got errors"}
@@ -299,74 +333,3 @@ def result_lead(data_dir, then: str = "") -> str:
         guarded,
         then,
     )
-
-
-def manager_times(demo: pd.DataFrame) -> str:
-    """Under the manager's table (:func:`flexfix.integration.serving.manager_demo`): how long each case's one
-    completion took, how long the ``openai`` import took (timed apart, just before it), and, only where the data
-    show it, that the first case's completion was still the slowest, with what is timed and what is not."""
-    require(demo, "the manager's cases", values=("case", "seconds of the completion", "seconds importing openai"))
-    lead = _manager_lead(demo)
-    sent = demo[pd.to_numeric(demo["seconds of the completion"], errors="coerce").notna()]
-    if sent.empty:
-        return markdown(lead, "No case sent a completion.")
-    seconds = pd.to_numeric(sent["seconds of the completion"])
-    imports = pd.to_numeric(sent["seconds importing openai"])
-    each = listing([f"{s:.3f} s ({c})" for c, s in zip(sent["case"], seconds)])
-    text = (
-        f"The one completion took {each}: `seconds, start to stopped` holds it with the health check, the import "
-        "and the stop."
-    )
-    first_case = sent["case"].iloc[0]
-    if imports.iloc[0] >= 0.1:
-        text += (
-            f" Importing the `openai` client library, timed apart just before the first completion, took "
-            f"{imports.iloc[0]:.1f} s in the {first_case} case (`seconds importing openai`"
-            + (
-                f"; {'' if len(imports) == 2 else 'at most '}{imports.iloc[1:].max():.1f} s in "
-                f"{'the later case' if len(imports) == 2 else 'the later cases'}, imported by then)."
-                if len(imports) > 1
-                else ")."
-            )
-        )
-    later = "the later one" if len(sent) == 2 else "the later ones"
-    if len(sent) > 1 and seconds.iloc[1:].max() < 0.01:  # a later time of a few ms: no ratio the shown ms support
-        return markdown(lead, text)
-    if len(sent) > 1 and seconds.iloc[0] > 2 * seconds.iloc[1:].max():
-        text += (
-            f" With the import apart, the first completion, in the {first_case} case, is still the slowest, "
-            f"{seconds.iloc[0] / seconds.iloc[1:].max():.1f} times as long as {later}"
-            f"{'' if len(sent) == 2 else ' at their slowest'}: it is "
-            "this notebook's first request, and what else it does first (open the first connection, start the "
-            "client) is not timed apart here, so which of them takes the time is not measured."
-        )
-    elif len(sent) > 1:
-        ratio = seconds.iloc[0] / seconds.iloc[1:].max()
-        text += (
-            f" With the import apart, the first completion is not more than twice as slow as {later}: "
-            f"{ratio:.1f} times {'its' if len(sent) == 2 else 'the slowest of their'} time."
-        )
-    return markdown(lead, text)
-
-
-def _manager_lead(demo: pd.DataFrame) -> str:
-    """The manager table's conclusion in one bold sentence: how many cases left no process of their group, and
-    which cases' servers the manager had to SIGKILL (their ``exit status`` names it)."""
-    if "processes left" not in demo or "exit status" not in demo:
-        return ""
-    left = pd.to_numeric(demo["processes left"], errors="coerce")
-    clean = demo[left == 0]["case"].tolist()
-    killed = demo[demo["exit status"].astype(str).str.contains("SIGKILL")]["case"].tolist()
-    cases = plural(len(demo), "case")
-    said = (
-        f"all {cases} left no process of their group behind"
-        if len(clean) == len(demo)
-        else f"{len(clean)} of {cases} left no process of their group behind "
-        f"({listing(demo[left != 0]['case'].astype(str).tolist())} did)"
-    )
-    said += (
-        f"; only {listing(killed)} ended by SIGKILL, the manager's last resort after the grace period"
-        if killed
-        else "; no server ended by SIGKILL: each stopped on the SIGTERM or by itself"
-    )
-    return f"**{said[0].upper() + said[1:]}.**"

@@ -1,8 +1,7 @@
 """The replay guard's recorded runs as small tables: what each engine did, what the guard saw, what it cost.
 
 Each function takes a table read from one of :mod:`flexfix.measure.guard_sets`' results files (a row per
-engine: the run's fields, its outcome and its child's records) and keeps what a notebook shows.
-"""
+engine: the run's fields, its outcome and its child's records) and keeps what a notebook shows."""
 
 from __future__ import annotations
 
@@ -128,10 +127,12 @@ def engine_guard(table: pd.DataFrame) -> pd.DataFrame:
                 "fields named": _fields(g.get("alarms", {})),
                 "first alarm at replay": first.get("replay_number"),  # counted over every graph of the engine
                 "first alarm's graph, tokens": _graph_tokens(first.get("key")),
+                "graphs captured": g.get("graphs_captured"),
                 "graphs captured through": captured_through(g),
             }
         )
-    return pd.DataFrame(rows).astype({"first alarm at replay": "Int64", "first alarm's graph, tokens": "Int64"})
+    ints = ["first alarm at replay", "first alarm's graph, tokens", "graphs captured"]
+    return pd.DataFrame(rows).astype(dict.fromkeys(ints, "Int64"))
 
 
 def _graph_tokens(key) -> int | None:

@@ -330,10 +330,11 @@ def first_differences(table: pd.DataFrame, per_stage: int = 5) -> pd.DataFrame:
     answers = "1 answer" if len(found) == 1 else f"{len(found)} answers"
     stages = "1 stage" if order.nunique() == 1 else f"{order.nunique()} stages"
     print(
-        f"{answers} in a batch or streamed differ from the same request alone, in {stages}; of each stage the first "
+        f"{answers} differ from their reference (a batched answer from the same request alone, a streamed one from "
+        f"its non-streamed answer), in {stages}; of each stage the first "
         f"{per_stage} with other tokens, then the first {per_stage} with the same. `request` is the request's number "
         "in its batch; `first_token_mismatch` is the position (from 0) of its first generated token that differs "
-        "from its answer alone, empty where every token is the same:"
+        "from its reference's, empty where every token is the same:"
     )
     shown = found.groupby(["_o", "tokens_equal"], sort=False).head(per_stage).drop(columns="_o")
     return shown.rename(columns={"index": "request"}).reset_index(drop=True)

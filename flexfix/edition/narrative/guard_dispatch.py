@@ -1,0 +1,137 @@
+"""Notebook 07's dispatch table computed with the capture list its recorded engines ran with (flexfix's
+:data:`flexfix.measure.engine_sweep.CAPTURE_SIZES`, passed to vLLM as ``cudagraph_capture_sizes``), and the words
+under it: that list, the FULL graphs each engine's guard counted, and vLLM's default list in one sentence.
+
+:func:`flexfix.edition.glossary.decode_dispatch` asks the same dispatcher with vLLM's default rule (the servers of
+notebook 06 ran it); this module passes the engines' own list instead."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.narrative import listing, markdown
+
+__all__ = ["decode_dispatch", "engine_sizes", "graph_counts"]
+
+
+def _configured(max_num_seqs: int, sizes: list[int], max_num_batched_tokens: int = 8192):
+    """:func:`flexfix.edition.glossary._configured` with ``cudagraph_capture_sizes`` set, as an engine given that
+    list is configured: vLLM's ``_set_cudagraph_sizes`` keeps an explicit list instead of its default rule."""
+    from types import SimpleNamespace
+
+    from flexfix.edition.glossary import quiet_vllm
+
+    with quiet_vllm():
+        from vllm.config.compilation import CompilationConfig, CompilationMode, CUDAGraphMode
+        from vllm.config.vllm import VllmConfig
+
+    compilation = CompilationConfig(cudagraph_capture_sizes=list(sizes))
+    compilation.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
+    stand_in = SimpleNamespace(
+        model_config=SimpleNamespace(enforce_eager=False),
+        compilation_config=compilation,
+        scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens),
+        speculative_config=None,
+        lora_config=None,
+        performance_mode="throughput",
+        parallel_config=SimpleNamespace(tensor_parallel_size=1),
+    )
+    with quiet_vllm():
+        VllmConfig._set_cudagraph_sizes(stand_in)
+        compilation.mode = CompilationMode.VLLM_COMPILE  # as an engine compiles: attention splits the graph
+        compilation.set_splitting_ops_for_v1("naive")
+    return stand_in
+
+
+def decode_dispatch(engines, capture_sizes=None) -> pd.DataFrame:
+    """For each ``(max_num_seqs, batch)`` in ``engines``: what the installed vLLM's ``CudagraphDispatcher`` runs a
+    uniform decode step of ``batch`` requests with, in an engine given ``capture_sizes`` (default: the recorded
+    engines' :data:`~flexfix.measure.engine_sweep.CAPTURE_SIZES`); the columns of
+    :func:`flexfix.edition.glossary.decode_dispatch`, the list in ``attrs["capture_sizes"]``."""
+    from flexfix.edition.glossary import quiet_vllm
+    from flexfix.measure.engine_sweep import CAPTURE_SIZES
+
+    sizes = sorted(CAPTURE_SIZES if capture_sizes is None else capture_sizes)
+    with quiet_vllm():
+        from vllm.config.compilation import CUDAGraphMode
+        from vllm.v1.cudagraph_dispatcher import CudagraphDispatcher
+    rows = []
+    for max_num_seqs, batch in dict.fromkeys((int(m), int(b)) for m, b in engines):
+        config = _configured(max_num_seqs, sizes)
+        dispatcher = CudagraphDispatcher(config)
+        with quiet_vllm():
+            dispatcher.initialize_cudagraph_keys(CUDAGraphMode.FULL_AND_PIECEWISE, 1)
+            mode, desc = dispatcher.dispatch(batch, uniform_decode=True)
+        full = sorted(k.num_tokens for k in dispatcher.cudagraph_keys[CUDAGraphMode.FULL])
+        rows.append(
+            {
+                "max_num_seqs": max_num_seqs,
+                "largest FULL decode graph": max(full) if full else None,
+                "largest capture size": config.compilation_config.max_cudagraph_capture_size,
+                "decode batch": batch,
+                "padded to": desc.num_tokens,
+                "runs with": mode.name,
+            }
+        )
+    table = pd.DataFrame(rows)
+    table.attrs["capture_sizes"] = sizes
+    return table
+
+
+def engine_sizes(cases: pd.DataFrame) -> str:
+    """Under :func:`decode_dispatch`'s table: the list it was computed with, the FULL decode graphs it gives each
+    ``max_num_seqs`` of the table, and vLLM's default rule in one sentence (what it would capture instead)."""
+    from flexfix.edition.glossary import _configured as default_config
+
+    def _default_sizes(m: int) -> list[int]:
+        return sorted(default_config(m).compilation_config.cudagraph_capture_sizes)
+
+    sizes = cases.attrs["capture_sizes"]
+    full = [f"`max_num_seqs` {m}: {', '.join(str(s) for s in sizes if s <= m)}" for m in _maxima(cases)]
+    default = [f"{len([s for s in _default_sizes(m) if s <= m])} for {m}" for m in _maxima(cases)]
+    return markdown(
+        f"**The capture sizes the recorded engines ran with**: {', '.join(str(s) for s in sizes)} "
+        "(`flexfix.measure.engine_sweep.CAPTURE_SIZES`, passed to vLLM as `cudagraph_capture_sizes`, which replaces "
+        "vLLM's default rule; the table above is computed with this list). A capture size counts a step's tokens, "
+        "not its requests (a decode step holds one token per request); FULL decode graphs exist only at the sizes up "
+        f"to `max_num_seqs`: {'; '.join(full)}. Each row's `padded to` is the next size of the list at or above its "
+        "batch. vLLM's default rule, used where no list is given (1, 2, 4, then multiples of 8 up to twice "
+        f"`max_num_seqs`), would give these engines more FULL decode graphs: {listing(default)}."
+    )
+
+
+def _maxima(cases: pd.DataFrame) -> list[int]:
+    return list(dict.fromkeys(int(v) for v in cases["max_num_seqs"]))
+
+
+def graph_counts(cases: pd.DataFrame, engines) -> str:
+    """The FULL graphs each recorded engine's guard counted (``graphs_captured``, the engine tables' ``graphs
+    captured`` column) against the list's sizes up to its ``max_num_seqs``; engines without a count are named
+    apart.  ``engines``: recorded engine tables (rows with ``records``)."""
+    from flexfix.edition.tables.guard import guard_summary, max_num_seqs
+
+    sizes = cases.attrs["capture_sizes"]
+    counted: dict[int, set[int]] = {}
+    wrong, unknown = [], 0
+    for table in engines:
+        for _, r in table.iterrows():
+            captured = guard_summary(r["records"]).get("graphs_captured")
+            if not captured:
+                unknown += 1
+                continue
+            m = max_num_seqs(r)
+            counted.setdefault(m, set()).add(int(captured))
+            if int(captured) != len([s for s in sizes if s <= m]):
+                wrong.append(f"{r.get('engine')} counted {captured}")
+    per = [f"{len([s for s in sizes if s <= m])} for `max_num_seqs` {m}" for m in sorted(counted)]
+    said = (
+        "the guard counted exactly that many FULL graphs captured in every engine that recorded a count (the "
+        "`graphs captured` column of the table below and of *No false alarms*' tables): " + listing(per)
+        if counted and not wrong
+        else "the guard's counts of captured FULL graphs differ from that list in " + listing(wrong)
+        if wrong
+        else "no engine here recorded how many graphs it captured"
+    )
+    if unknown and counted:
+        said += f"; {unknown} engine{'s' * (unknown != 1)} recorded no count"
+    return markdown(f"**The engines' own counts agree with that list**: {said}." if counted and not wrong else said)
