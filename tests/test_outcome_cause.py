@@ -216,7 +216,7 @@ def test_sentence_on_a_flip():
     assert "`sliced` copy, batch 48, cache `fenced`: 1 with correct at every step" in text
     table = tables.placement_table(runs)
     assert table.loc["as_strided, batch 48, cache fenced", "illegal_memory_access"] == 2
-    assert table.loc["sliced, batch 48, cache fenced", "as predicted"] == "no read in front"
+    assert table.loc["sliced, batch 48, cache fenced", tables.AS_PREDICTED] == "no pad read (control)"
 
 
 def test_sentence_without_a_flip_says_so():
@@ -318,7 +318,7 @@ def test_sentence_on_split_placements_and_direct_reads():
     assert "in front of V (caches `default`): 1 read" in text and "in front of V (caches `fenced`): 1 faulted" in text
     assert "predict in 0 of 2" in text and "where it listed none, something it does not list was mapped" in text
     table = tables.placement_table(runs)
-    assert table.loc["as_strided, batch 48, cache default, then read in front of V", "read in front"] == "1 read"
+    assert table.loc["as_strided, batch 48, cache default, then read in front of V", tables.OWN_READ] == "1 read"
     assert "as_strided, batch 48, K guarded, V fenced" in table.index
 
 

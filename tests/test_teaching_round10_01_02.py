@@ -85,7 +85,7 @@ def test_c1_rings_of_the_runs_sit_apart_and_within_half_a_step():
             xs = np.asarray(line.get_xdata(), dtype=float)
             if len(xs):
                 assert np.abs(xs - np.round(xs)).max() <= MAX_SHIFT + 1e-9 < 0.5
-        series = [ln for ln in ax.get_lines() if ln.get_marker() in ("o", "s") and ln.get_linestyle() != "None"]
+        series = [ln for ln in ax.get_lines() if ln.get_marker() in ("o", "s") and ln.get_markersize() == 4]
         offsets = sorted({round(float(ln.get_xdata()[0]), 6) for ln in series})
         assert len(offsets) == len(series) == len(table)  # one slot per run
         assert min(np.diff(offsets)) >= 0.07  # at least 0.07 of a step apart (were 0.02: five rings on one spot)

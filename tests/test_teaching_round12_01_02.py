@@ -118,7 +118,7 @@ def test_d2_the_same_seeds_lead_with_each_recordings_outcomes():
     kernel, kprov = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
     cause, cprov = ct.recorded(DATA)
     said = str(oc.same_seeds(kernel, kprov, cause, cprov, None, "cpu")._repr_markdown_())
-    lead = said[said.index("**On the same runs") :]
+    lead = said[said.index("On the same runs") :]
     seeds = sorted(set(kernel[kernel["batch"] == 48]["seed"]))
     crashed = kernel[(kernel["batch"] == 48) & (kernel["copy"] == "as_strided")]["status"] == "illegal_memory_access"
     assert f"{crashed.sum()} of {len(seeds)} `illegal_memory_access`" in lead

@@ -31,10 +31,10 @@ def test_a2_same_seeds_says_whether_the_recordings_agree_from_the_data():
     arm.loc[default, "status"] = "illegal_memory_access"
     said = cause_story.same_seeds(agree, kernel_prov, arm, None, agree, "cuda")
     assert set(agree.loc[strided, "status"]) == {"illegal_memory_access"}
-    assert "On every seed they share they ended the same way" in said and "ended one way" not in said
+    assert "On every seed they share, the recordings below ended the same way" in said and "ended one way" not in said
     arm.loc[default & (arm["seed"] == 0), "status"] = "wrong_result"
     said = cause_story.same_seeds(agree, kernel_prov, arm, None, agree, "cuda")
-    assert "**On the same runs (batch 48 seed 0) the recordings ended differently**" in said
+    assert "On the same runs (batch 48 seed 0) the recordings below ended differently" in said
     assert "On every seed they share" not in said
 
 

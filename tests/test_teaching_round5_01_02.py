@@ -286,10 +286,10 @@ def test_same_seeds_compares_runs_batch_by_batch_and_says_cells_only_from_sizes(
     both = pd.concat([same, wider], ignore_index=True)
     arm = pd.concat([arm, wider.assign(placement="default", v_placement="default", touch=None)], ignore_index=True)
     said = str(cause_story.same_seeds(both, kernel_prov, arm, prov, both, "cuda"))
-    assert "On every seed they share they ended the same way" in said and "ended one way" not in said
+    assert "On every seed they share, the recordings below ended the same way" in said and "ended one way" not in said
     arm.loc[default & (arm["seed"] == 0), "status"] = "wrong_result"
     said = str(cause_story.same_seeds(both, kernel_prov, arm, prov, both, "cuda"))
-    assert "**On the same runs (batch 48 seed 0) the recordings ended differently**" in said
+    assert "On the same runs (batch 48 seed 0) the recordings below ended differently" in said
     assert "the cells they read were the same" not in said and "whether they read the same cells is not shown" in said
 
 

@@ -76,3 +76,105 @@ def split_said(split: list) -> str:
     return listing(
         [f"batch {b} seed {s[0]}" if len(s) == 1 else f"batch {b} on seeds {listing(s)}" for b, s in by_batch.items()]
     )
+
+
+def _of(cell) -> tuple[int, int] | None:
+    """``(hits, total)`` of an ``"a of b"`` cell, None for a word (a control, a scenario that never replayed)."""
+    head, sep, tail = str(cell).partition(" of ")
+    return (int(head), int(tail)) if sep and head.isdigit() and tail.isdigit() else None
+
+
+def placement_key(runs: pd.DataFrame) -> Markdown:
+    """The placement table's columns, said right under it (r0102 round 14, D2: they were defined four outputs
+    below), with the scenarios whose runs did not end as the driver's list predicts named and, where such a run
+    answered silently wrong, what that says: its pad read went through, so the memory was mapped though unlisted."""
+    from flexfix.edition.narrative import listing
+    from flexfix.edition.tables import outcome_cause as t
+
+    table = placement_table(runs)
+    missed = [label for label, cell in table[t.AS_PREDICTED].items() if (c := _of(cell)) and c[0] < c[1]]
+    # runs predicted to fault that answered silently wrong: their pad read went through, so it read mapped memory
+    unlisted = runs[(runs["predicted"] == "illegal_memory_access") & (runs["status"] == "wrong_result")]
+    scen = list(
+        dict.fromkeys(t.scenario_label(*k) for k, _ in unlisted.groupby(t.SCENARIO_KEYS, sort=False, dropna=False))
+    )
+    miss = (
+        f" It falls short in {listing([f'`{m}`' for m in missed])}"
+        + (
+            f"; there {len(unlisted)} run{'s' if len(unlisted) > 1 else ''} predicted to fault answered silently "
+            "wrong instead: the pad read went through, so the memory in front was mapped though the driver did not "
+            "list an allocation in front of both caches. The list misses some mapped memory (the bullets below "
+            "count it); that is no failure of the mechanism, which needs only mapped or unmapped."
+            if len(unlisted) and set(scen) <= set(missed)
+            else "; the bullets below say how those runs ended."
+        )
+        if missed
+        else ""
+    )
+    return Markdown(
+        "*The columns:* `runs`, then how many ended in each outcome (`ok`, `wrong_result`, `illegal_memory_access`, "
+        f"`{t.OWN_READ_FAULT}` for a run whose own read of those bytes faulted before any replay, `other`); "
+        f"`{t.LISTED}`: of the runs for which the CUDA driver was asked, just before the first replay, in how many it "
+        f"listed an allocation in front of both the K and the V cache; `{t.AS_PREDICTED}`: of the runs that read a "
+        "`-1` pad and replayed, how many ended as that listing predicts (listed in front of both: silently wrong; "
+        f"else an illegal memory access), `{t.NO_PAD_READ}` for a control, whose rows read no pad, and "
+        f"`{t.NONE_REPLAYED}` where every run faulted in its own read; `{t.OWN_READ}`: where runs read the bytes in "
+        f"front of a cache with a kernel of their own, how many of those reads went through (`read`) or faulted.{miss}"
+    )
+
+
+def gpu_name(prov: dict | None, device: str) -> str:
+    """The GPU a set of runs ran on: its recording's provenance, or this run's device (its name on a GPU)."""
+    if prov is not None:
+        return str(prov.get("device_name"))
+    import torch
+
+    return torch.cuda.get_device_name() if device == "cuda" and torch.cuda.is_available() else device
+
+
+def agree(sets: list, common: set, gpus: list[str]) -> tuple[str, str]:
+    """Whether the recordings of ``sets`` (what, runs, where, commit, widths; ``gpus`` the GPU of each) ended the
+    (batch, seed) runs they share the same way: the conclusion in one sentence, then the caveat (r0102 round 14, D3).
+    That two recordings read the same cells is said only of recordings at one commit that recorded the same width at
+    every step; runs on different GPUs are said to be so, since what lies in front of the cache can differ."""
+    from flexfix.edition.narrative import listing
+
+    ends = []
+    for _, runs, _, _, _ in sets:
+        ends.append({(int(b), int(s)): set(g["status"]) for (b, s), g in runs.groupby(["batch", "seed"])})
+    keys = sorted(k for k in set().union(*ends) if k[1] in common)
+    split = [k for k in keys if len(set().union(*(e.get(k, set()) for e in ends))) > 1]
+    if not split:
+        return (
+            "On every seed they share, the recordings below ended the same way: with the caches where PyTorch put "
+            "them, none of them has a seed crash in one and answer silently wrong in another.",
+            "That the outcome can flip on the same seeds is what the placement runs above show, by moving the memory "
+            "in front of the caches.",
+        )
+    full = max(len(w) for *_, w in sets)
+    same = len({(c, w) for _, _, _, c, w in sets}) == 1 and all(len(w) == full for *_, w in sets)
+    short = [what for what, _, _, _, w in sets if len(w) < full]
+    why = []
+    if short:
+        why.append(f"{listing(short)} kept the width of fewer steps than the others (the runs stopped early)")
+    if len({c for _, _, _, c, _ in sets}) > 1:
+        why.append("they ran at different commits")
+    devices = (
+        f"they ran on different GPUs ({listing(list(dict.fromkeys(gpus)))}), whose allocations, and with them what "
+        "lies in front of the KV cache, can differ"
+        if len(set(gpus)) > 1
+        else ""
+    )
+    cells = (
+        "at one commit and the same width at every step, so the cells they read were the same and what differed "
+        "lies outside them" + (f"; {devices}" if devices else "")
+        if same
+        else f"whether they read the same cells is not shown: {listing(why)}" + (f"; and {devices}" if devices else "")
+    )
+    names = [f"{what}, on {gpu}" for (what, *_), gpu in zip(sets, gpus)]
+    return (
+        f"On the same runs ({split_said(split)}) the recordings below ended differently: "
+        f"{recordings_tally(names, ends, split)}.",
+        f"The caveat: {cells}. Only the placement runs above, which share one commit and one set of widths, show the "
+        "same cells ending both ways, and what makes that difference: the memory in front of the caches.",
+    )

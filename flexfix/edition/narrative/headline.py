@@ -52,4 +52,15 @@ def recorded_brief(data_dir) -> str:
         f"* every request checked, stock with full graphs ({recorded_where(every_provs)}): {listing(stock) or 'none'};",
         f"* the same misread cells with both caches placed by hand ({recorded_where(cause_prov)}): "
         f"{listing(places, sep='; ')}.",
+        _KEY,
     )
+
+
+# the words of the brief, which it uses before "Words first" defines anything (r0102 round 14, D1)
+_KEY = (
+    '*Key:* (b), (d): engine scenarios of the section "The real vLLM 0.20.0 engine"; an engine label such as '
+    "`tiny, BI=0, full, stock` is the model, `VLLM_BATCH_INVARIANT` (BI) off or on, the graph mode and whether vLLM's "
+    "copy is patched; `default`, `guarded`, `fenced`: a KV cache where the allocator put it, behind memory placed "
+    'mapped, or behind memory left unmapped (section "Crash or wrong answer: what decides"); `ok` a right answer, '
+    "`wrong_result` a silently wrong one, `illegal_memory_access` a crash."
+)

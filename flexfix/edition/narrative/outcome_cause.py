@@ -12,7 +12,7 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
-from flexfix.edition.narrative.cause_lead import recordings_tally, split_said
+from flexfix.edition.narrative.cause_lead import agree, gpu_name
 from flexfix.edition.narrative.cpu_analog import analog_outcomes
 from flexfix.edition.tables.outcome_cause import READ_VALUES, RUN_COLUMNS
 
@@ -281,43 +281,6 @@ def _widths_said(widths: tuple, full: int) -> str:
     return said if len(widths) == full else f"{said}; no later step recorded (the runs stopped before it)"
 
 
-def _agree(sets: list, common: set) -> str:
-    """Whether the recordings of ``sets`` ended the (batch, seed) runs they share the same way. That two recordings
-    read the same cells is said only of recordings at one commit that recorded the same width at every step."""
-    ends = []
-    for _, runs, _, _, _ in sets:
-        ends.append({(int(b), int(s)): set(g["status"]) for (b, s), g in runs.groupby(["batch", "seed"])})
-    keys = sorted(k for k in set().union(*ends) if k[1] in common)
-    split = [k for k in keys if len(set().union(*(e.get(k, set()) for e in ends))) > 1]
-    if not split:
-        return (
-            "On every seed they share they ended the same way: with the caches where PyTorch put them, none of these "
-            "recordings has a seed crash in one and answer silently wrong in another. That the outcome can flip on "
-            "the same seeds is what the placement runs above show, by moving the memory in front of the caches."
-        )
-    full = max(len(w) for *_, w in sets)
-    same = len({(c, w) for _, _, _, c, w in sets}) == 1 and all(len(w) == full for *_, w in sets)
-    short = [what for what, _, _, _, w in sets if len(w) < full]
-    commits = {c for _, _, _, c, _ in sets}
-    why = []
-    if short:
-        why.append(f"{listing(short)} kept the width of fewer steps than the others (the runs stopped early)")
-    if len(commits) > 1:
-        why.append("they ran at different commits")
-    cells = (
-        "at one commit and the same width at every step, so the cells they read were the same and what differed "
-        "lies outside them"
-        if same
-        else f"whether they read the same cells is not shown: {listing(why)}"
-    )
-    tally = recordings_tally([w for w, *_ in sets], ends, split)
-    return (
-        f"**On the same runs ({split_said(split)}) the recordings ended differently**: {tally}. The caveat: {cells}. "
-        "Only the placement runs above, which share one commit and one set of widths, show the same cells ending "
-        "both ways, and what makes that difference: the memory in front of the caches."
-    )
-
-
 def same_seeds(
     recorded: pd.DataFrame,
     recorded_prov: dict,
@@ -359,18 +322,18 @@ def same_seeds(
     ]
     common = set.intersection(*(set(runs["seed"]) for _, runs, *_ in kept))
     here = sum(1 for _, _, w, _, _ in kept if w.startswith(live))
+    gpus = [gpu_name(prov, device) for *_, prov in sets]
+    lead, caveat = agree(kept, common, gpus)  # the conclusion first (r0102 round 14, D3), the caveat under the table
     text = (
-        f"**Which recordings ran the same seeds.** {plural(len(kept), 'recording')} of this edition ran `as_strided` "
-        f"past one query block with the caches where PyTorch put them"
+        f"**Which recordings ran the same seeds.** {lead} {plural(len(kept), 'recording')} of this edition ran "
+        "`as_strided` past one query block with the caches where PyTorch put them"
         + (f", {here} of them in this run" if here else "")
         + f"; seeds {listing(sorted(common))} are in all of them:"
     )
     table = "\n".join(
         ["| recording | where | seeds | outcome | step widths `K` recorded |", "|---|---|---|---|---|", *rows]
     )
-    tail = _agree(kept, common)
-    tail += analog_outcomes(this_run, device)
-    return markdown(text, table, tail)
+    return markdown(text, table, caveat + analog_outcomes(this_run, device))
 
 
 def seeds_not_run(runs: pd.DataFrame) -> str:

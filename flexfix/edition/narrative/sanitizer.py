@@ -14,6 +14,40 @@ __all__ = ["sanitizer_read"]
 
 
 _BEFORE = re.compile(r"is ([\d,]+) bytes before the nearest allocation at \S+ of size ([\d,]+) bytes")
+_BLOCK = re.compile(r"in block \((\d+),(\d+),(\d+)\)")
+
+
+def _grid(text: str) -> str:
+    """What memcheck's ``in block (x,y,z)`` names (r0102 round 14, D6): torch's FlexAttention Triton template launches
+    a grid of (query tile, batch, query head) (``torch._inductor.kernel.flex.flex_attention.flex_attention_grid``,
+    whose kernel reads ``tl.program_id`` 0, 1, 2 as ``q_start``, ``off_zq``, ``off_hq``).  A tile holds ``BLOCK_M``
+    queries, which must divide the block mask's query block (the template's static assert); the run does not record
+    ``BLOCK_M``, so the query block is said only for ``BLOCK_M`` equal to it."""
+    from flexfix.mechanism import paged
+
+    found = _BLOCK.search(text)
+    if not found:
+        return ""
+    x, y, z = (int(v) for v in found.groups())
+    where = (
+        f"where `BLOCK_M` is {paged.Q_BLOCK}, that is query block {x}, "
+        + (
+            "the first, which the mechanism says reads right"
+            if x == 0
+            else "a query block after the first, as the "
+            "mechanism says: row 0 of `kv_indices` reads right, the later rows misread"
+        )
+        + (
+            f"; with a smaller `BLOCK_M`, an earlier query block (tile {x} // ({paged.Q_BLOCK} / `BLOCK_M`))"
+            if x
+            else ""
+        )
+    )
+    return (
+        f"; its `block ({x},{y},{z})` is (query tile, batch, query head) in the launch grid of torch's FlexAttention "
+        f"template: query tile {x} (a tile holds `BLOCK_M` queries, a divisor of the query block of {paged.Q_BLOCK} "
+        f"that the compiler picks and this run does not record; {where}), batch {y}, query head {z}"
+    )
 
 
 def _cache_bytes() -> tuple[int, str]:
@@ -55,5 +89,6 @@ def sanitizer_read(sanitizer: pd.DataFrame) -> str:
                 else f"an allocation of {size:,} bytes"
             )
             line += f"; the first read lands {before:,} bytes *before* {what}"
+        line += _grid(text)
         lines.append(line + ".")
     return markdown("\n".join(lines))

@@ -51,24 +51,8 @@ def _offsets(sizes: list[int]) -> list[list[float]]:
 
 
 def _measured(records) -> list[float]:
-    """The error of each step (floored at 1e-8 for the log axis); NaN where none was measured, so
-    that the line breaks there instead of bridging a crashed step."""
+    """The error of each step (floored at 1e-8 for the log axis); NaN where none was measured (no point drawn)."""
     return [max(s["max_error"], 1e-8) if s.get("max_error") is not None else np.nan for s in records]
-
-
-def _joined(ys: list[float]) -> bool:
-    """Whether a run's points draw a line: two measured (not NaN) steps in a row."""
-    return any(not (np.isnan(a) or np.isnan(b)) for a, b in zip(ys, ys[1:]))
-
-
-def _marker_only(handle):
-    """A legend sample like ``handle`` with its marker and no line (a proxy, not drawn on the axes)."""
-    from matplotlib.lines import Line2D
-
-    sample = Line2D([], [])
-    sample.update_from(handle)
-    sample.set_linestyle("none")
-    return sample
 
 
 def _crash_steps(run) -> list[tuple[int, str]]:
@@ -155,7 +139,9 @@ def _error_axis(ax, tol: float | None) -> None:
 
 
 def replay_errors(table: pd.DataFrame, title: str):
-    """Max |output - fp32 reference| at each step of each run (log scale), one colour and marker per copy, a ring
+    """Max |output - fp32 reference| at each step of each run (log scale), one colour and marker per copy (one fill per
+    batch), markers only: no line joins a run's steps, since lines between runs whose errors differ crossed and could
+    not be followed (r0102 round 14, C1); each run keeps one slot beside its step at every step instead.  A ring
     round each step that answered but was wrong (a silently wrong answer), and above it a "no answer" band with a
     cross at each step where runs gave no answer (the outcome in the legend, the number of runs beside it),
     including the step a GPU run died at before it could report (the CPU analog's index error does not end its run).
@@ -165,25 +151,21 @@ def replay_errors(table: pd.DataFrame, title: str):
     batches = sorted(table["batch"].unique())
     groups = table.groupby(["copy", "batch"], sort=False)
     silent: list[tuple[float, float]] = []  # steps that answered, silently wrong (above the tolerance)
-    unjoined: set[str] = set()  # the labels of the groups none of whose runs draws a line
     offsets = _offsets([len(runs) for _, runs in groups])  # side by side, run by run: see MAX_SHIFT
     for n, ((copy, batch), runs) in enumerate(groups):
         colour = REPLAY_ERROR_COLOURS.get(copy, REPLAY_ERROR_COLOURS["error"])[1]
-        style = ("-", "--", ":", "-.")[batches.index(batch) % 4]
+        fill = ("full", "none", "left", "top")[batches.index(batch) % 4]  # the batch: lines no longer tell it
         label = f"{copy}, batch {batch} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
         marker = "o" if copy == "as_strided" else "s"
-        joined = False  # whether any run of the group draws a line (two measured steps in a row)
         for i, (_, run) in enumerate(runs.iterrows()):
             ys, x0 = _measured(run["records"]), offsets[n][i]
-            joined |= _joined(ys)
             shown = label if i == 0 else "_nolegend_"
-            ax.plot(np.arange(len(ys)) + x0, ys, marker, ls=style, color=colour, alpha=0.7, ms=4, label=shown)
+            ax.plot(np.arange(len(ys)) + x0, ys, marker, ls="none", fillstyle=fill, color=colour, alpha=0.7, ms=4,
+                    label=shown)  # fmt: skip
             for k, rec in enumerate(run["records"]):
                 if rec.get("outcome") == "wrong_result" and rec.get("max_error") is not None:
                     silent.append((k + x0, max(rec["max_error"], 1e-8)))
             steps = max(steps, len(run["records"]), *(s + 1 for s, _ in _crash_steps(run)))
-        if not joined:  # the legend sample as the runs are drawn: a marker alone (r0102 round 11, C)
-            unjoined.add(label)
     guides = _crash_band(band, table)
     for step, colour in guides:
         ax.axvline(step, color=colour, lw=0.8, ls=":", alpha=0.6)
@@ -216,7 +198,6 @@ def replay_errors(table: pd.DataFrame, title: str):
     ax.set_ylabel("max |out - reference|")
     band.set_title(wrap(title, 6.5, 10), fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
-    handles = [_marker_only(h) if lab in unjoined else h for h, lab in zip(handles, labels)]
     crash_handles, crash_labels = band.get_legend_handles_labels()
     # below the plot, in two columns: a legend beside it squeezed the axes to a strip (r0102 round 8, C12)
     ax.legend(handles + crash_handles, labels + crash_labels, fontsize=8, loc="upper center",

@@ -23,6 +23,11 @@ __all__ = [
     "scenario_label",
     "OWN_READ_FAULT",
     "run_outcomes",
+    "LISTED",
+    "AS_PREDICTED",
+    "OWN_READ",
+    "NO_PAD_READ",
+    "NONE_REPLAYED",
 ]
 
 READ_COLUMNS = ("copy", "seed", "step", "own", "other_page", "pad", "never_written", "out_of_range", "cells_read")
@@ -45,6 +50,14 @@ SCENARIO_KEYS = ["copy", "batch", "placement", "v_placement", "touch"]
 # The outcome of a run whose own read in front of a cache faulted (``touch_result`` "faulted"): its process died in
 # that read, before the first replay, so its status (an illegal memory access) is not the replay's outcome.
 OWN_READ_FAULT = "faulted in its own read, before the replay"
+
+# The placement table's columns and words (r0102 round 14, D2: "as predicted" read as the theory's prediction, and
+# "no read in front" was confused with the column of the runs' own reads)
+LISTED = "listed in front of K and V"
+AS_PREDICTED = "as the driver's list predicts"
+OWN_READ = "own read in front"
+NO_PAD_READ = "no pad read (control)"
+NONE_REPLAYED = "none replayed"
 
 
 def run_outcomes(runs: pd.DataFrame) -> pd.Series:
@@ -112,7 +125,7 @@ def placement_table(runs: pd.DataFrame) -> pd.DataFrame:
     the one :func:`~flexfix.measure.outcome_cause.predicted` from that (the controls read nothing in front); where a
     run read the bytes in front of a cache with a kernel of its own, whether that read went through or faulted.  A run
     whose own read faulted is counted under :data:`OWN_READ_FAULT`, not as an illegal memory access of the replay,
-    and is left out of ``as predicted`` (it never replayed)."""
+    and is left out of :data:`AS_PREDICTED` (it never replayed)."""
     require(runs, "the placement runs", RUN_COLUMNS, values=("copy", "placement", "batch", "seed", "status"))
     rows = []
     for key, group in runs.groupby(SCENARIO_KEYS, sort=False, dropna=False):
@@ -124,14 +137,14 @@ def placement_table(runs: pd.DataFrame) -> pd.DataFrame:
         row = {"scenario": scenario_label(*key), "runs": len(group)}
         row |= {s: int((outcome == s).sum()) for s in ("ok", "wrong_result", "illegal_memory_access", OWN_READ_FAULT)}
         row["other"] = len(group) - sum(row[s] for s in ("ok", "wrong_result", "illegal_memory_access", OWN_READ_FAULT))
-        row["listed in front of K and V"] = f"{sum(mapped)} of {sum(asked)}"
-        row["as predicted"] = (
+        row[LISTED] = f"{sum(mapped)} of {sum(asked)}"
+        row[AS_PREDICTED] = (
             f"{int((group['status'] == group['predicted'])[crash_or_wrong].sum())} of {int(crash_or_wrong.sum())}"
             if crash_or_wrong.any()
-            else ("none replayed" if not replayed.any() else "no read in front")
+            else (NONE_REPLAYED if not replayed.any() else NO_PAD_READ)
         )
         touched = group["touch_result"].dropna()
-        row["read in front"] = ", ".join(f"{n} {r}" for r, n in touched.value_counts().items()) if len(touched) else ""
+        row[OWN_READ] = ", ".join(f"{n} {r}" for r, n in touched.value_counts().items()) if len(touched) else ""
         rows.append(row)
     return pd.DataFrame(rows).set_index("scenario")
 
