@@ -202,7 +202,7 @@ def test_d6_run_columns_name_their_files():
         for header in named.columns.get_level_values("run"):
             run = header.split(" (")[0]
             for _, r in runs[runs["run"] == run].iterrows():
-                assert f"{r['model']}: {r['source'].removeprefix('engine_')}" in header
+                assert f"{r['model']}: {r['source']}" in header
         assert named.shape == table.shape and np.allclose(named.to_numpy(), table.to_numpy(), equal_nan=True)
     code = _code("05_cost")
     assert "tables.cost.with_run_files(by_mode.round(2), runs)" in code

@@ -82,7 +82,7 @@ def test_c1_legend_keys_are_the_series_glyphs_drawn():
             gid = "no number: crash" if text.startswith("crashed") else "no number: error"
             named = re.search(r"\(([^)]*)\)", text).group(1)
             for series, (_, colour_, marker) in LAUNCH_COPY_STYLES.items():
-                assert (series in named.split(", ") or f"{series}," in named + ",") == (
+                assert (series in named.split("; ")) == (  # r14 C1: series apart by "; "
                     (marker, colour_.lower()) in drawn[gid]
                 ), (series, named)
     import matplotlib.pyplot as plt
@@ -98,9 +98,7 @@ def test_d1_d3_graph_launch_points_and_crash_or_wrong_lead():
     for point in ("**What this sweep does**", "**What vLLM does**", "**Crash or wrong answer**"):
         assert point in md
     section = md[md.index("## Crash or wrong answer, sweep by sweep") :]
-    assert section.index("**Both outcomes happen, and these data do not predict which.**") < section.index(
-        "The same bug"
-    )
+    assert section.index("say first what these sweeps got") < section.index("**What these sweeps cannot say.**")
     from flexfix.edition.narrative import invariance as story
 
     cell = {"batch": 32, "position": "middle", "bitwise_equal": False, "max_abs_diff": 1.0, "max_ref_diff": 1.0}
@@ -111,7 +109,7 @@ def test_d1_d3_graph_launch_points_and_crash_or_wrong_lead():
     both = str(story.crash_or_wrong({"a": crash, "b": wrong}))
     one = str(story.crash_or_wrong({"a": crash}))
     assert "1 wrong result" in both and both.startswith("**Both outcomes happen in this edition's sweeps**")
-    assert "Both outcomes happen" not in one
+    assert "Both outcomes happen" not in one and one.startswith("**Every cell exposed to the misread crashed")
 
 
 # D4 (04): the page-count question answered first, before its table.
@@ -134,7 +132,8 @@ def test_d4_page_count_question_first():
         ]
     )
     said = str(story.row_lengths(table, sweep))
-    assert said.startswith("**Does a larger page count of the needle's query block make a kernel move?** **no**")
+    assert said.startswith("**Does a larger page count of the needle's query block make a kernel move?** Why ask")
+    assert "**Answer:** **no**" in said  # r14 D3: why asked, then the answer
     alone = str(story.row_lengths(table[table["batch"] == 32], sweep))
     assert "**not ruled out**" in alone
     code = _code("04_batch_invariance")

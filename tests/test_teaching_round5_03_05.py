@@ -254,7 +254,9 @@ def test_d14_d15_d16_d18_d19_notebook_05_defines_what_its_tables_and_figures_hol
 
     text = " ".join(_markdown("05_cost").split())
     assert "the ratios use the graph one, the L2 table both" not in text
-    assert "the ratio `bi_overhead` uses the graph replay; the L2 table (after the ratios) shows both" in text  # r12 D8
+    assert (
+        "the ratio `bi_overhead` uses the graph replay; a GPU run's L2 table (after its ratios) shows both" in text
+    )  # r14 B1
     columns = text.split("**The ratio columns**")[1].split("```")[0]
     for name in ("graph_speedup", "bi_overhead", "flex_over_sdpa", "flex_bw_fraction", "sdpa_bw_fraction"):
         assert f"`{name}`" in columns, name

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from flexfix.edition.narrative import listing, markdown, plural
+from flexfix.edition.narrative.misread_lead import one_outcome
 from flexfix.measure.outcomes import CRASHES
 
 __all__ = [
@@ -117,8 +118,9 @@ def crash_or_wrong(sweeps: dict[str, pd.DataFrame], parameters: dict[str, dict |
             "**Both outcomes happen in this edition's sweeps**: the misread crashed in some and answered silently "
             "wrong in others; which one a run gets, these data do not predict.\n\n"
         )
-        text = lead + text
-    return markdown(text)
+    else:
+        lead = one_outcome(len(sweeps), kinds, [w for w in kinds if _is_analog(sweeps[w])])
+    return markdown(lead + text)
 
 
 def _is_analog(table: pd.DataFrame) -> bool:
@@ -201,15 +203,27 @@ def row_lengths(table: pd.DataFrame, sweep) -> str:
             )
     if not parts:
         return ""
-    return markdown(  # r12 D4: the question and its answer first, the definitions after
-        "**Does a larger page count of the needle's query block make a kernel move?** "
-        + "; ".join(parts)
-        + ". (Why ask: if a larger union of pages made a kernel split or reorder its sums, the cells with more "
-        "pages would be the ones that moved, whatever else the batch held. "
-        "The query block's page count is that of all the requests of the needle's query block together, the count "
-        "`kv_num_blocks` holds for it: more requests make it larger. The table below counts the cells per page count "
-        "and names them by batch size and needle position.)"
+    fewer = _below_moved(cells_)
+    return markdown(  # r14 D3: why the question is asked, then its answer, then what the table leaves out
+        "**Does a larger page count of the needle's query block make a kernel move?** Why ask: if a larger union "
+        "of pages made a kernel split or reorder its sums, the cells with more pages would be the ones that moved, "
+        "whatever else the batch held. The query block's page count is that of all the requests of the needle's "
+        "query block together, the count `kv_num_blocks` holds for it: more requests make it larger.\n\n"
+        "**Answer:** " + "; ".join(parts) + ". The table below counts, per configuration that moved, the cells per "
+        "page count from the fewest pages at which it moved on, and names them by batch size and needle position"
+        + (
+            f"; it leaves out the {plural(len(fewer), 'cell')} with fewer pages, all bitwise equal."
+            if len(fewer)
+            else "."
+        )
     )
+
+
+def _below_moved(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells of each configuration with fewer pages than the fewest at which it moved (all bitwise equal, by
+    that definition): what :func:`row_length_table` leaves out (r14 D3)."""
+    lo = cells[~cells["equal"]].groupby("config")["pages"].min()
+    return cells[cells["pages"] < cells["config"].map(lo).fillna(float("inf"))]
 
 
 def row_length_cells(table: pd.DataFrame, sweep) -> pd.DataFrame:
@@ -243,6 +257,8 @@ def row_length_table(table: pd.DataFrame, sweep) -> pd.DataFrame:
     many stayed bitwise equal (r0305 B6), and which cells each were, by batch size and needle position (r11 B1): the
     counts and batch sizes the sentence under it states."""
     cells = row_length_cells(table, sweep)
+    if not cells.empty:
+        cells = cells.drop(_below_moved(cells).index)  # r14 D3: from the fewest pages at which it moved on
     if cells.empty:
         return pd.DataFrame(columns=["config", PAGES, "moved", "bitwise equal", MOVED_AT, EQUAL_AT])
     rows = []

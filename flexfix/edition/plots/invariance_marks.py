@@ -105,5 +105,5 @@ def struck_keys(
         if series:
             handles.append(tuple(glyph(m, c) for _, m, c in series))
             handler_map[handles[-1]] = HandlerTuple(ndivide=None)  # the series' glyphs side by side
-            labels.append(text.format(", ".join(name for name, _, _ in series)))
+            labels.append(text.format("; ".join(name for name, _, _ in series)))  # r14 C1: names hold commas
     return handles, labels, handler_map

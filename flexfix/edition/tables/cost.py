@@ -283,9 +283,10 @@ def throughput_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def with_run_files(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """``table`` (:func:`throughput_table`) with each ``run k`` column header naming its files (r10 D6): a run is
     numbered within its model, so the header names the file of each model, from ``runs``
-    (:func:`throughput_runs`), without the common ``engine_`` prefix: ``run 3 (tiny: sweep_tiny_full; ...)``."""
+    (:func:`throughput_runs`), as the runs table, the provenance lines and the figure name it (r14 D6):
+    ``run 3 (tiny: engine_sweep_tiny_full; ...)``."""
     files = {
-        run: "; ".join(f"{m}: {src.removeprefix('engine_')}" for m, src in zip(part["model"], part["source"]))
+        run: "; ".join(f"{m}: {src}" for m, src in zip(part["model"], part["source"]))
         for run, part in runs.sort_values("model").groupby("run", sort=False)
     }
     return table.rename(columns={run: f"{run} ({names})" for run, names in files.items()}, level="run")
