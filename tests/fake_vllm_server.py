@@ -48,6 +48,16 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# The body of every HTTP 500 once the 'engine' is dead (sent as JSON): written to copy vLLM 0.20.0's, which notebook
+# 06 compares with the recorded real server's error as its client printed it (flexfix.edition.narrative.serving_body).
+ENGINE_DEAD_BODY = {
+    "error": {
+        "message": "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+        "type": "InternalServerError",
+        "param": None,
+        "code": 500,
+    }
+}
 IMA_LINE = "torch.AcceleratorError: CUDA error: an illegal memory access was encountered (FAKE server, emulated)"
 
 
@@ -239,17 +249,7 @@ def make_handler(state: State):
             self.wfile.write(body)
 
         def engine_dead(self):
-            self.send_json(
-                500,
-                {
-                    "error": {
-                        "message": "EngineCore encountered an issue. See stack trace (above) for the root cause.",
-                        "type": "InternalServerError",
-                        "param": None,
-                        "code": 500,
-                    }
-                },
-            )
+            self.send_json(500, ENGINE_DEAD_BODY)
 
         def do_GET(self):
             if self.path == "/health":

@@ -33,12 +33,14 @@ def test_06_a1_the_fake_500_body_is_the_real_ones_and_the_printed_forms_are_said
     and the other the whole JSON object (the openai client's version decides which)."""
     text = _markdown("06_serving")
     assert "read alike" not in text
-    assert "either that whole object or only its message, depending on its version" in text
+    # round 14 (B1): no claim of what decides the printed form; the body and the forms are printed (serving_body)
+    assert "depending on its version" not in text and "word for word" not in text
     recorded = (DATA / "serve-cuda.json").read_text()
     message = "EngineCore encountered an issue. See stack trace (above) for the root cause."
     assert message in recorded and f'"message": "{message}"' in FAKE.read_text()  # the same message, word for word
     assert "'type': 'InternalServerError', 'param': None, 'code': 500" in recorded
     assert '"type": "InternalServerError"' in FAKE.read_text() and '"param": None' in FAKE.read_text()
+    assert "serving_body.error_bodies(" in _code("06_serving")
 
 
 # A2
@@ -68,7 +70,8 @@ def test_06_b1_completion_times_to_the_ms_one_later_case_and_the_ratio_they_supp
     """B1: 0.2 s and 0.1 s, rounded to tenths, cannot support 'not more than twice'; and one later case, not several."""
     said = _flat(serving_story.manager_times(_demo(0.183, 0.104)))
     assert "0.183 s (healthy) and 0.104 s (ignore_sigterm)" in said
-    assert "not more than twice as slow as the later one: 1.8 times its time" in said and "later ones" not in said
+    assert "the first completion took 1.8 times as long as the later one (0.183 s against 0.104 s)" in said
+    assert "later ones" not in said
     assert "0.0 s in the later case," in said and "later cases" not in said
     said = _flat(serving_story.manager_times(_demo(0.313, 0.104)))
     assert "is still the slowest, 3.0 times as long as the later one:" in said and "not more than twice" not in said

@@ -11,7 +11,7 @@ import pandas as pd
 
 from flexfix.edition.narrative import listing, markdown
 
-__all__ = ["decode_dispatch", "engine_sizes", "graph_counts"]
+__all__ = ["decode_dispatch", "engine_sizes", "graph_counts", "with_engines"]
 
 
 def _configured(max_num_seqs: int, sizes: list[int], max_num_batched_tokens: int = 8192):
@@ -78,6 +78,23 @@ def decode_dispatch(engines, capture_sizes=None) -> pd.DataFrame:
     return table
 
 
+def with_engines(cases: pd.DataFrame, engines: pd.DataFrame) -> pd.DataFrame:
+    """:func:`decode_dispatch`'s table with an ``engines`` column first: the recorded engines (``engines``: their
+    :func:`flexfix.edition.tables.guard.engine_guard` table) that ran each row's ``max_num_seqs`` and kept its batch
+    (their ``requests`` column), by the name the engine table gives them."""
+    named = []
+    for _, row in cases.iterrows():
+        m, batch = int(row["max_num_seqs"]), str(int(row["decode batch"]))
+        ran = engines[
+            (pd.to_numeric(engines["max_num_seqs"]) == m)
+            & engines["requests"].astype(str).map(lambda r, b=batch: b in r.split(","))
+        ]
+        named.append("; ".join(ran["engine"].astype(str)) or "none recorded")
+    table = cases.copy()
+    table.insert(0, "engines", named)
+    return table
+
+
 def engine_sizes(cases: pd.DataFrame) -> str:
     """Under :func:`decode_dispatch`'s table: the list it was computed with, the FULL decode graphs it gives each
     ``max_num_seqs`` of the table, and vLLM's default rule in one sentence (what it would capture instead)."""
@@ -88,7 +105,7 @@ def engine_sizes(cases: pd.DataFrame) -> str:
 
     sizes = cases.attrs["capture_sizes"]
     full = [f"`max_num_seqs` {m}: {', '.join(str(s) for s in sizes if s <= m)}" for m in _maxima(cases)]
-    default = [f"{len([s for s in _default_sizes(m) if s <= m])} for {m}" for m in _maxima(cases)]
+    default = _default_against_own(sizes, {m: _default_sizes(m) for m in _maxima(cases)})
     return markdown(
         f"**The capture sizes the recorded engines ran with**: {', '.join(str(s) for s in sizes)} "
         "(`flexfix.measure.engine_sweep.CAPTURE_SIZES`, passed to vLLM as `cudagraph_capture_sizes`, which replaces "
@@ -96,8 +113,23 @@ def engine_sizes(cases: pd.DataFrame) -> str:
         "not its requests (a decode step holds one token per request); FULL decode graphs exist only at the sizes up "
         f"to `max_num_seqs`: {'; '.join(full)}. Each row's `padded to` is the next size of the list at or above its "
         "batch. vLLM's default rule, used where no list is given (1, 2, 4, then multiples of 8 up to twice "
-        f"`max_num_seqs`), would give these engines more FULL decode graphs: {listing(default)}."
+        f"`max_num_seqs`), would give these engines {default}."
     )
+
+
+def _default_against_own(sizes: list[int], default: dict[int, list[int]]) -> str:
+    """The FULL decode graphs of vLLM's default list (``default``: its sizes per ``max_num_seqs``) against those of
+    the engines' own list ``sizes``, per ``max_num_seqs``: as many, more or fewer, each group said once."""
+    groups: dict[str, list[str]] = {"as many": [], "more": [], "fewer": []}
+    for m, theirs in default.items():
+        own = len([s for s in sizes if s <= m])
+        new = len([s for s in theirs if s <= m])
+        if new == own:
+            groups["as many"].append(f"{m} ({own})")
+        else:
+            groups["more" if new > own else "fewer"].append(f"{m} ({new} instead of {own})")
+    said = [f"{word} for `max_num_seqs` {listing(items)}" for word, items in groups.items() if items]
+    return "FULL decode graphs: " + "; ".join(said)
 
 
 def _maxima(cases: pd.DataFrame) -> list[int]:

@@ -240,14 +240,12 @@ def in_short(data_dir) -> str:
                 or "no concurrent request with an error"
             )
         )
-    pairs = [f"{servers}, {equal_in_batches(pair, 'concurrent requests')}" for servers, pair in
-             agree.groupby("servers", sort=False)]  # fmt: skip
     patched = [n for n in rows.index if str(n).startswith("patched")]
-    if pairs:
+    if len(agree):
         said.append(
-            "requests answered bitwise the same by two servers (`guard_eager`: the stock server under the guard in "
+            "pairs of servers compared request by request (`guard_eager`: the stock server under the guard in "
             f"`eager` mode; {listing([f'`{n}`' for n in patched], ' / ')}: the fix, `FLEXFIX_PATCH=1`): "
-            + "; ".join(pairs)
+            + _pairs_said(agree)
         )
     models = listing([f"`{m}`" for m in dict.fromkeys(table["model"])])
     return markdown(
@@ -256,6 +254,22 @@ def in_short(data_dir) -> str:
         + f" Notebook 07's *Serving* recording ran every server on the {models} model, with the same requests: "
         + "; ".join(said)
         + "."
+    )
+
+
+def _pairs_said(agree: pd.DataFrame) -> str:
+    """The compared pairs of servers in one clause: where every pair answered every request of every batch bitwise
+    alike, the pairs and the counts once; otherwise each pair with its counts."""
+    names = list(dict.fromkeys(agree["servers"]))
+    one = agree.drop_duplicates(["concurrent requests", "of"])
+    if bool((agree["bitwise equal"] == agree["of"]).all()) and len(one) * len(names) == len(agree):
+        both = "both pairs" if len(names) == 2 else ("the pair" if len(names) == 1 else f"all {len(names)} pairs")
+        return f"{both} ({listing(names)}) answered every request bitwise alike, in each pair " + equal_in_batches(
+            one, "concurrent requests"
+        )
+    return "; ".join(
+        f"{servers}, {equal_in_batches(pair, 'concurrent requests')}"
+        for servers, pair in agree.groupby("servers", sort=False)
     )
 
 
