@@ -177,9 +177,10 @@ def same_as_vllm(step: paged.DecodeStep, num_pages: int) -> str:
     )
 
 
-def _configured(max_num_seqs: int, max_num_batched_tokens: int = 8192) -> SimpleNamespace:
+def _configured(max_num_seqs: int, max_num_batched_tokens: int = 8192, capture_sizes=None) -> SimpleNamespace:
     """A stand-in VllmConfig with these two limits (default graph mode FULL_AND_PIECEWISE, no speculative decoding,
-    no LoRA, one GPU), its capture sizes set by the installed vLLM's own rule (``VllmConfig._set_cudagraph_sizes``)."""
+    no LoRA, one GPU), its capture sizes set by the installed vLLM's own rule (``VllmConfig._set_cudagraph_sizes``):
+    its default list, or ``capture_sizes`` where given (an engine's ``cudagraph_capture_sizes``, which it keeps)."""
     with quiet_vllm():
         from vllm.config.compilation import CompilationConfig, CompilationMode, CUDAGraphMode
         from vllm.config.vllm import VllmConfig
@@ -187,7 +188,8 @@ def _configured(max_num_seqs: int, max_num_batched_tokens: int = 8192) -> Simple
     rule = getattr(VllmConfig, "_set_cudagraph_sizes", None)
     if rule is None:
         raise RuntimeError("the installed vLLM has no VllmConfig._set_cudagraph_sizes: capture sizes unknown")
-    compilation = CompilationConfig()
+    own = {} if capture_sizes is None else {"cudagraph_capture_sizes": sorted(int(n) for n in capture_sizes)}
+    compilation = CompilationConfig(**own)
     compilation.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
     stand_in = SimpleNamespace(
         model_config=SimpleNamespace(enforce_eager=False),
@@ -226,12 +228,13 @@ def capture_sizes_line(max_num_seqs: int) -> str:
     )
 
 
-def decode_dispatch(engines) -> pd.DataFrame:
+def decode_dispatch(engines, capture_sizes=None) -> pd.DataFrame:
     """For each ``(max_num_seqs, batch)`` in ``engines``: what the installed vLLM's own ``CudagraphDispatcher``
     (keys set by ``initialize_cudagraph_keys``) runs a uniform decode step of ``batch`` requests with: the FULL
     decode graph sizes it holds (only sizes up to ``max_num_seqs``), the size the batch is padded to, and the
     graph mode (FULL: a captured attention kernel is replayed; PIECEWISE or NONE: attention runs outside a graph).
-    An ``(engine, max_num_seqs, batch)`` triple adds an ``engine`` column first: whose batch the row is."""
+    An ``(engine, max_num_seqs, batch)`` triple adds an ``engine`` column first: whose batch the row is;
+    ``capture_sizes``, the engines' own ``cudagraph_capture_sizes`` (default: vLLM's default rule)."""
     import pandas as pd
 
     with quiet_vllm():
@@ -241,14 +244,13 @@ def decode_dispatch(engines) -> pd.DataFrame:
     keyed = [(None, *e) if len(e) == 2 else tuple(e) for e in engines]
     rows = []
     for engine, max_num_seqs, batch in dict.fromkeys((e, int(m), int(b)) for e, m, b in keyed):
-        config = _configured(int(max_num_seqs))
+        config = _configured(int(max_num_seqs), capture_sizes=capture_sizes)
         dispatcher = CudagraphDispatcher(config)
         with quiet_vllm():
             dispatcher.initialize_cudagraph_keys(CUDAGraphMode.FULL_AND_PIECEWISE, 1)
             mode, desc = dispatcher.dispatch(int(batch), uniform_decode=True)
-        full = _FULL_SIZES[int(max_num_seqs)] = sorted(
-            k.num_tokens for k in dispatcher.cudagraph_keys[CUDAGraphMode.FULL]
-        )
+        full = sorted(k.num_tokens for k in dispatcher.cudagraph_keys[CUDAGraphMode.FULL])
+        _FULL_SIZES.update({int(max_num_seqs): full} if capture_sizes is None else {})  # default rule only
         rows.append(
             ({"engine": engine} if engine is not None else {})
             | {

@@ -50,15 +50,18 @@ def same_dispatch_once(decode_dispatch):
     file that changes what it is asked still reaches vLLM, and so does a list that cannot be a key."""
     answers: dict = {}
 
-    def remembered(engines):
+    def remembered(engines, capture_sizes=None):
         engines = list(engines)
         try:
-            key = tuple(tuple(e) if isinstance(e, (tuple, list)) else e for e in engines)
+            key = (
+                tuple(tuple(e) if isinstance(e, (tuple, list)) else e for e in engines),
+                None if capture_sizes is None else tuple(capture_sizes),
+            )
             hash(key)
         except TypeError:
-            return decode_dispatch(engines)
+            return decode_dispatch(engines, capture_sizes=capture_sizes)
         if key not in answers:
-            answers[key] = decode_dispatch(engines)
+            answers[key] = decode_dispatch(engines, capture_sizes=capture_sizes)
         return answers[key].copy(deep=True)
 
     return remembered

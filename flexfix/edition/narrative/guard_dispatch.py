@@ -14,66 +14,15 @@ from flexfix.edition.narrative import listing, markdown
 __all__ = ["decode_dispatch", "engine_sizes", "graph_counts", "with_engines"]
 
 
-def _configured(max_num_seqs: int, sizes: list[int], max_num_batched_tokens: int = 8192):
-    """:func:`flexfix.edition.glossary._configured` with ``cudagraph_capture_sizes`` set, as an engine given that
-    list is configured: vLLM's ``_set_cudagraph_sizes`` keeps an explicit list instead of its default rule."""
-    from types import SimpleNamespace
-
-    from flexfix.edition.glossary import quiet_vllm
-
-    with quiet_vllm():
-        from vllm.config.compilation import CompilationConfig, CompilationMode, CUDAGraphMode
-        from vllm.config.vllm import VllmConfig
-
-    compilation = CompilationConfig(cudagraph_capture_sizes=list(sizes))
-    compilation.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
-    stand_in = SimpleNamespace(
-        model_config=SimpleNamespace(enforce_eager=False),
-        compilation_config=compilation,
-        scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens),
-        speculative_config=None,
-        lora_config=None,
-        performance_mode="throughput",
-        parallel_config=SimpleNamespace(tensor_parallel_size=1),
-    )
-    with quiet_vllm():
-        VllmConfig._set_cudagraph_sizes(stand_in)
-        compilation.mode = CompilationMode.VLLM_COMPILE  # as an engine compiles: attention splits the graph
-        compilation.set_splitting_ops_for_v1("naive")
-    return stand_in
-
-
 def decode_dispatch(engines, capture_sizes=None) -> pd.DataFrame:
-    """For each ``(max_num_seqs, batch)`` in ``engines``: what the installed vLLM's ``CudagraphDispatcher`` runs a
-    uniform decode step of ``batch`` requests with, in an engine given ``capture_sizes`` (default: the recorded
-    engines' :data:`~flexfix.measure.engine_sweep.CAPTURE_SIZES`); the columns of
-    :func:`flexfix.edition.glossary.decode_dispatch`, the list in ``attrs["capture_sizes"]``."""
-    from flexfix.edition.glossary import quiet_vllm
+    """:func:`flexfix.edition.glossary.decode_dispatch` for each ``(max_num_seqs, batch)`` in ``engines``, with
+    ``capture_sizes`` (default: the recorded engines' :data:`~flexfix.measure.engine_sweep.CAPTURE_SIZES`); the list
+    in ``attrs["capture_sizes"]``."""
+    from flexfix.edition.glossary import decode_dispatch as dispatch
     from flexfix.measure.engine_sweep import CAPTURE_SIZES
 
     sizes = sorted(CAPTURE_SIZES if capture_sizes is None else capture_sizes)
-    with quiet_vllm():
-        from vllm.config.compilation import CUDAGraphMode
-        from vllm.v1.cudagraph_dispatcher import CudagraphDispatcher
-    rows = []
-    for max_num_seqs, batch in dict.fromkeys((int(m), int(b)) for m, b in engines):
-        config = _configured(max_num_seqs, sizes)
-        dispatcher = CudagraphDispatcher(config)
-        with quiet_vllm():
-            dispatcher.initialize_cudagraph_keys(CUDAGraphMode.FULL_AND_PIECEWISE, 1)
-            mode, desc = dispatcher.dispatch(batch, uniform_decode=True)
-        full = sorted(k.num_tokens for k in dispatcher.cudagraph_keys[CUDAGraphMode.FULL])
-        rows.append(
-            {
-                "max_num_seqs": max_num_seqs,
-                "largest FULL decode graph": max(full) if full else None,
-                "largest capture size": config.compilation_config.max_cudagraph_capture_size,
-                "decode batch": batch,
-                "padded to": desc.num_tokens,
-                "runs with": mode.name,
-            }
-        )
-    table = pd.DataFrame(rows)
+    table = dispatch(engines, capture_sizes=sizes)
     table.attrs["capture_sizes"] = sizes
     return table
 
