@@ -113,7 +113,8 @@ def test_07_shows_vllms_dispatch_rule_for_full_decode_graphs():
     at = next(i for i, s in enumerate(sources) if "decode_dispatch(guard_tables.dispatch_cases" in s)
     assert "only for batch sizes up to `max_num_seqs`" in sources[at - 1]
     # the table's rows are the recorded engines' (max_num_seqs, batch), and those engines follow it
-    assert "stopped_runs = pd.concat(" in sources[at] and "guard_tables.dispatch_cases(stopped_runs)" in sources[at]
+    assert "stopped_runs = guard_tables.stopped_runs(recorded)" in sources[at]
+    assert "guard_tables.dispatch_cases(stopped_runs)" in sources[at]
     assert "guard_tables.engine_guard(stopped_runs)" in sources[at + 2]
     assert "above 16" not in sources[at + 1] or "is not enough" in sources[at + 1]
     # round 9 (D10): the rule is said once, before the table

@@ -4,7 +4,7 @@ sentence to the data or code it states."""
 import re
 
 import pandas as pd
-from test_teaching_round4_06_07 import DATA, ROOT, _nb
+from test_teaching_round4_06_07 import DATA, ROOT, _code, _markdown, _nb
 
 from flexfix.edition.narrative import guard as guard_story
 from flexfix.edition.narrative import serving as serving_story
@@ -15,14 +15,6 @@ FAKE = ROOT / "tests" / "fake_vllm_server.py"
 
 def _flat(text: str) -> str:
     return re.sub(r"\s+", " ", str(text))
-
-
-def _markdown(name: str) -> str:
-    return _flat("\n".join("".join(c["source"]) for c in _nb(name)["cells"] if c["cell_type"] == "markdown"))
-
-
-def _code(name: str) -> str:
-    return "\n".join("".join(c["source"]) for c in _nb(name)["cells"] if c["cell_type"] == "code")
 
 
 # A1

@@ -143,14 +143,19 @@ def test_d4_page_count_question_first():
 # D5 (05): the replay's speed-up under the flushed timing, from the warm and flushed medians.
 
 
+def _flushed_effect() -> pd.DataFrame:
+    """An L2 table in which the flushed replay saves far less than the warm one at 1 request of 256 tokens."""
+    rows = [("flex vllm eager", 1, 0.100, 0.023), ("flex vllm graph", 1, 0.0206, 0.0205)]
+    rows += [("flex vllm eager", 8, 0.10, 0.09), ("flex vllm graph", 8, 0.05, 0.05)]
+    return pd.DataFrame(
+        [{"impl": i, "batch": b, "context": 256, "kv_MB": 1.0, "warm_ms": w, "flushed_ms": f} for i, b, w, f in rows]
+    )
+
+
 def test_d5_replay_speedup_flushed_from_the_medians():
     from flexfix.edition.narrative.cost_l2 import replay_flushed
 
-    rows = [("flex vllm eager", 1, 0.100, 0.023), ("flex vllm graph", 1, 0.0206, 0.0205)]
-    rows += [("flex vllm eager", 8, 0.10, 0.09), ("flex vllm graph", 8, 0.05, 0.05)]
-    effect = pd.DataFrame(
-        [{"impl": i, "batch": b, "context": 256, "kv_MB": 1.0, "warm_ms": w, "flushed_ms": f} for i, b, w, f in rows]
-    )
+    effect = _flushed_effect()
     said = str(replay_flushed(effect))
     assert f"against {0.100 / 0.0206:.1f}x warm" in said and "1 request of 256 tokens" in said
     assert f"is {0.023 / 0.0205:.1f}x, against" in said and "back to back" in said

@@ -5,7 +5,7 @@ import re
 
 import pandas as pd
 import pytest
-from test_teaching_round4_06_07 import DATA, _nb
+from test_teaching_round4_06_07 import DATA, _code, _markdown
 
 from flexfix.edition import glossary, tables
 from flexfix.edition.narrative import guard as guard_story
@@ -20,14 +20,6 @@ def _flat(text: str) -> str:
     return re.sub(r"\s+", " ", str(text))
 
 
-def _markdown(name: str) -> str:
-    return _flat("\n".join("".join(c["source"]) for c in _nb(name)["cells"] if c["cell_type"] == "markdown"))
-
-
-def _code(name: str) -> str:
-    return "\n".join("".join(c["source"]) for c in _nb(name)["cells"] if c["cell_type"] == "code")
-
-
 @pytest.fixture(scope="module")
 def recorded():
     return guard_tables.recorded(DATA)
@@ -35,10 +27,7 @@ def recorded():
 
 @pytest.fixture(scope="module")
 def stopped(recorded):
-    return pd.concat(
-        [recorded["guard_stock_error"][0], recorded["guard_stock_error_17"][0].query("guard == 'error'")],
-        ignore_index=True,
-    )
+    return guard_tables.stopped_runs(recorded)
 
 
 @pytest.fixture(scope="module")

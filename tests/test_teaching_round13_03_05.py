@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 from test_teaching_round4_03_05 import DATA, _code, _markdown, _recorded_timing, _speed  # noqa: E402
+from test_teaching_round12_03_05 import _flushed_effect  # noqa: E402
 
 from flexfix.edition import plots, schemas, tables  # noqa: E402
 from flexfix.measure import engine_sweep, record  # noqa: E402
@@ -115,12 +116,7 @@ def test_d3_first_and_largest_difference_apart():
 def test_d4_flushed_speedup_leads_and_the_explanation_is_untested():
     from flexfix.edition.narrative.cost_l2 import replay_flushed
 
-    rows = [("flex vllm eager", 1, 0.100, 0.023), ("flex vllm graph", 1, 0.0206, 0.0205)]
-    rows += [("flex vllm eager", 8, 0.10, 0.09), ("flex vllm graph", 8, 0.05, 0.05)]
-    effect = pd.DataFrame(
-        [{"impl": i, "batch": b, "context": 256, "kv_MB": 1.0, "warm_ms": w, "flushed_ms": f} for i, b, w, f in rows]
-    )
-    said = str(replay_flushed(effect))
+    said = str(replay_flushed(_flushed_effect()))
     lead = said.split(". ")[0]
     assert f"is {0.023 / 0.0205:.1f}x, against {0.100 / 0.0206:.1f}x warm" in lead
     assert " So " not in said and "which we did not test" in said

@@ -31,10 +31,7 @@ def recorded():
 
 @pytest.fixture(scope="module")
 def stopped(recorded):
-    return pd.concat(
-        [recorded["guard_stock_error"][0], recorded["guard_stock_error_17"][0].query("guard == 'error'")],
-        ignore_index=True,
-    )
+    return guard_tables.stopped_runs(recorded)
 
 
 @pytest.fixture(scope="module")

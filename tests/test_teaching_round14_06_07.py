@@ -26,10 +26,7 @@ def _cells(name: str) -> list[str]:
 
 
 def _stopped(recorded) -> pd.DataFrame:
-    return pd.concat(
-        [recorded["guard_stock_error"][0], recorded["guard_stock_error_17"][0].query("guard == 'error'")],
-        ignore_index=True,
-    )
+    return guard_tables.stopped_runs(recorded)
 
 
 # A1

@@ -70,7 +70,7 @@ DATA_CELLS: dict[str, tuple[str, ...]] = {
     "06_serving": ("serving.show_recorded(DATA_DIR)",),
     "07_replay_guard": (
         "guard_tables.recorded(DATA_DIR)",  # the validating cell's last statement: the recorded files, loaded
-        "stopped_runs = pd.concat(",
+        "stopped_runs = guard_tables.stopped_runs(",
         "guard_tables.first_message(recorded",
         "guard_tables.eager_vs_reference(eager_runs",
         'recorded["guard_v0_20_2"]',

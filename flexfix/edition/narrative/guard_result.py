@@ -3,8 +3,6 @@ naming the section that holds its tables (the same tables and counts as the bold
 
 from __future__ import annotations
 
-import pandas as pd
-
 from flexfix.edition.narrative import listing, markdown, plural, span
 
 __all__ = ["result"]
@@ -15,11 +13,7 @@ def result(recorded: dict) -> str:
     from flexfix.edition.tables import guard as t
 
     lines = []
-    stopped = pd.concat(
-        [recorded["guard_stock_error"][0], recorded["guard_stock_error_17"][0].query("guard == 'error'")],
-        ignore_index=True,
-    )
-    engines = t.engine_guard(stopped)
+    engines = t.engine_guard(t.stopped_runs(recorded))
     refused = int((engines["outcome"] == "guard_refused").sum())
     quiet = int((engines["replays checked"] == 0).sum())
     ima = "illegal_memory_access" in set(engines["outcome"])

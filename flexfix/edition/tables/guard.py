@@ -28,6 +28,7 @@ __all__ = [
     "first_message",
     "servers_agree",
     "RECORDED",
+    "stopped_runs",
     "recorded",
     "served",
     "engine_batches",
@@ -376,18 +377,9 @@ def _same_tokens(mine: dict[int, dict], ref: dict[int, dict]) -> str:
     return f"{same} of {len(ref[n]['tokens'])}"
 
 
-RECORDED = (
-    "guard_stock_error",
-    "guard_stock_error_17",
-    "guard_stock_eager",
-    "guard_patched_reference",
-    "guard_false_alarms",
-    "guard_debug",
-    "guard_cost",
-    "guard_v0_20_2",
-    "guard026_false_alarms",
-    "guard026_mutants",
-)
+RECORDED = ("guard_stock_error", "guard_stock_error_17", "guard_stock_eager", "guard_patched_reference",
+            "guard_false_alarms", "guard_debug", "guard_cost", "guard_v0_20_2", "guard026_false_alarms",
+            "guard026_mutants")  # fmt: skip
 
 
 def recorded(data_dir, names: Iterable[str] = RECORDED) -> dict[str, tuple[pd.DataFrame, dict]]:
@@ -398,3 +390,10 @@ def recorded(data_dir, names: Iterable[str] = RECORDED) -> dict[str, tuple[pd.Da
 
     chosen = {"guard_cost": schemas.GUARD_COST}
     return {n: schemas.recorded(data_dir, n, chosen.get(n, schemas.GUARD_RUNS)) for n in names}
+
+
+def stopped_runs(recorded: dict) -> pd.DataFrame:
+    """The runs notebook 07 shows stopped under ``FLEXFIX_GUARD=error``, from :func:`recorded`'s dict:
+    ``guard_stock_error`` and the guarded half of ``guard_stock_error_17`` (its other half ran without the guard)."""
+    runs = [recorded["guard_stock_error"][0], recorded["guard_stock_error_17"][0].query("guard == 'error'")]
+    return pd.concat(runs, ignore_index=True)
