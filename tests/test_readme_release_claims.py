@@ -34,3 +34,26 @@ def test_the_patch_doing_nothing_on_a_fixed_release_is_claimed_where_it_was_run(
     said = README.split("the patch detects it by behaviour and does nothing: shown on vLLM ", 1)[1]
     assert said.startswith(" and ".join(sorted(fixed, key=_version)))
     assert "On vLLM 0.21.0 or later the patch detects" not in README
+
+
+def test_the_fixed_row_ends_at_the_last_release_read_and_later_ones_are_not_claimed():
+    """Round 15, B1: "0.21.0 and later | fixed" claimed releases the survey never read."""
+    survey, _ = results.read_results(ROOT / "data" / "vllm_releases-cpu.json")
+    fixed = sorted(survey[survey.copy_class == "sliced"].version, key=_version)
+    assert f"| {fixed[0]} to {fixed[-1]} | fixed (PR #40842) | nothing |" in README
+    assert "| later releases | not read here | `flexfix status` classifies the one you have installed |" in README
+    assert "and later | fixed" not in README
+    assert f"as in vLLM {fixed[0]}-{fixed[-1]}, read from their wheels" in vllm_patch.RELEASE_CLASSES["sliced"]
+    newest = max(survey.version, key=_version)
+    assert _version(fixed[-1]) == _version(newest), "the survey read a release past the last fixed one"
+
+
+def test_the_readme_states_the_condition_of_a_misread_not_only_the_count():
+    """Round 15, A4: "past 16 decode requests" alone is not the condition: 01 shows batches of 17 that ran PIECEWISE
+    and could not misread. The README's lead and its table name the full-graph replay as well."""
+    lead = README.split("## Is my vLLM affected?", 1)[0]
+    table = README.split("## Is my vLLM affected?", 1)[1].split("The bug is the", 1)[0]
+    for text in (lead, table):
+        assert "more than 16 decode requests" in text
+        assert "full CUDA graph" in text or "full graph" in text
+    assert "past 16 decode requests in flight" not in README

@@ -14,7 +14,7 @@ patched module itself, so what vLLM shipped is always known, whoever asks.
 What a release needs (:func:`release_class`), judged from the module, never from flexfix's own code:
 
 * ``"as_strided"``: vLLM 0.20.0, 0.20.1, 0.20.2 -- the bug; ``apply()`` patches;
-* ``"sliced"``: 0.21.0 and later -- fixed upstream (its copy keeps the destination's strides);
+* ``"sliced"``: 0.21.0-0.33.0 (the releases read) -- fixed upstream (its copy keeps the destination's strides);
   ``apply()`` does nothing;
 * ``"no_persistent_buffers"``: 0.15.0-0.19.1 (the releases read) -- FlexAttention has no full-CUDA-graph buffers,
   nothing to misread; ``apply()`` does nothing;
@@ -55,7 +55,8 @@ MODULE = "vllm.v1.attention.backends.flex_attention"
 INSTALL_HINT = "flexfix.integration.vllm_patch needs vLLM: pip install vllm==0.20.0 (or run `make install`)"
 RELEASE_CLASSES = {
     "as_strided": "affected: copies with as_strided (vLLM 0.20.0-0.20.2); flexfix patches it",
-    "sliced": "fixed upstream: copies into a slice (vLLM PR #40842, 0.21.0 and later); nothing to patch",
+    "sliced": "fixed upstream: copies into a slice (vLLM PR #40842, as in vLLM 0.21.0-0.33.0, read from their wheels); "
+    "nothing to patch",
     "no_persistent_buffers": "not affected: no persistent FlexAttention buffers "
     "(as in vLLM 0.15.0-0.19.1, read from their wheels); nothing to patch",
 }
