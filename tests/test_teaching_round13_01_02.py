@@ -39,7 +39,7 @@ def test_d1_the_brief_counts_each_recording_and_names_its_gpu():
     _, cprov = cause_tables.recorded(DATA)
     assert kprov["device_name"] in said and cprov["device_name"] in said
     nb = cells("01_reproduce_ima")
-    first = next(i for i, c in enumerate(nb) if "headline.recorded_brief(DATA_DIR)" in text(c))
+    first = next(i for i, c in enumerate(nb) if "headline.recorded_brief(DATA_DIR" in text(c))
     words = next(i for i, c in enumerate(nb) if text(c).startswith("## Words first"))
     assert first < words
 

@@ -109,9 +109,9 @@ TERMS = {
 
 def markdown():
     """The glossary as Markdown, one bullet per term (rendered in a notebook)."""
-    from flexfix.edition.narrative import markdown as md
+    from flexfix.edition.narrative import model_terms  # r15 D9: with the models' and the needle's terms
 
-    return md("\n".join(f"* **{term}**: {meaning}" for term, meaning in TERMS.items()))
+    return model_terms.glossary(TERMS)
 
 
 def defined_numbers() -> dict[float, str]:

@@ -17,8 +17,12 @@ def _counts(statuses: pd.Series) -> str:
     return listing([f"`{s}` {n} of {total}" for s, n in statuses.value_counts().items()]) or "no run"
 
 
-def recorded_brief(data_dir) -> str:
-    """Four short lines from the recordings: each outcome counted from its file, each file's GPU from its provenance."""
+def recorded_brief(data_dir, device: str = "cpu", run_engine: bool = True) -> str:
+    """Four short lines from the recordings: each outcome counted from its file, each file's GPU from its provenance.
+
+    Each line says where the notebook shows that recording (r0102 round 15, A1): on a GPU run the engine scenarios
+    (with ``run_engine``) and the placement runs are rerun live and their sections show only the live runs, so those
+    recordings appear in this brief alone; without a GPU the sections show the recordings in place of a live run."""
     from flexfix.edition import schemas
     from flexfix.edition.tables import outcome_cause as cause_tables
     from flexfix.edition.tables.outcomes import every_request_engine
@@ -43,17 +47,33 @@ def recorded_brief(data_dir) -> str:
         f"`{p}`{_FRONT.get(p, '')}: {_counts(g['status'])}"
         for p, g in shown[shown["placement"] == shown["v_placement"]].groupby("placement", sort=False)
     ]
+    gpu = device == "cuda"
+    engines_live, places_live = gpu and run_engine, gpu
     return markdown(
-        "**The recordings in brief** (read from `data/`; each section below shows this run's own outcome beside "
-        'them, and the table "The crash scenarios in one table" gathers both):',
+        "**The recordings in brief** (read from `data/`; after each, where this notebook shows it: "
+        + (
+            "this GPU run repeats some of them live, and where it does, its sections show the live run only"
+            if gpu
+            else "without a GPU the sections show these recordings where a GPU run would show its own"
+        )
+        + '; the table "The crash scenarios in one table" gathers what the sections show):',
         f"* torch-only replays at {listing(sorted(set(big['batch'].astype(int))))} requests "
-        f"({recorded_where(kernel_prov)}): {torch_line};",
-        f"* the real vLLM 0.20.0 engine, scenarios (b) and (d) ({recorded_where(engine_provs)}): {engine_line};",
-        f"* every request checked, stock with full graphs ({recorded_where(every_provs)}): {listing(stock) or 'none'};",
+        f"({recorded_where(kernel_prov)}): {torch_line}; shown again below, beside this run's own torch-only runs;",
+        f"* the real vLLM 0.20.0 engine, scenarios (b) and (d) ({recorded_where(engine_provs)}): {engine_line}; "
+        + _where(engines_live, "the engine scenarios"),
+        f"* every request checked, stock with full graphs ({recorded_where(every_provs)}): {listing(stock) or 'none'}; "
+        + "shown again below"
+        + (", after this run's own every-request engines;" if engines_live else ";"),
         f"* the same misread cells with both caches placed by hand ({recorded_where(cause_prov)}): "
-        f"{listing(places, sep='; ')}.",
+        f"{listing(places, sep='; ')}; " + _where(places_live, "the placement runs").rstrip(";") + ".",
         _KEY,
     )
+
+
+def _where(live: bool, what: str) -> str:
+    if live:
+        return f"shown only here: this run repeats {what} live, and the section below shows its own runs instead;"
+    return f"shown again below in place of a live run (this run does not repeat {what});"
 
 
 # the words of the brief, which it uses before "Words first" defines anything (r0102 round 14, D1)

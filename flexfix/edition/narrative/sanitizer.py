@@ -29,24 +29,17 @@ def _grid(text: str) -> str:
     if not found:
         return ""
     x, y, z = (int(v) for v in found.groups())
+    # r0102 round 15, D4: one plain clause on the tile, no nested arithmetic
     where = (
-        f"where `BLOCK_M` is {paged.Q_BLOCK}, that is query block {x}, "
-        + (
-            "the first, which the mechanism says reads right"
-            if x == 0
-            else "a query block after the first, as the "
-            "mechanism says: row 0 of `kv_indices` reads right, the later rows misread"
-        )
-        + (
-            f"; with a smaller `BLOCK_M`, an earlier query block (tile {x} // ({paged.Q_BLOCK} / `BLOCK_M`))"
-            if x
-            else ""
-        )
+        "tile 0 always lies in query block 0, which the mechanism says reads right"
+        if x == 0
+        else f"with tiles of a whole query block ({paged.Q_BLOCK} queries) it is query block {x}, a block after the "
+        "first, which is where the mechanism puts the misreads; smaller tiles would put it in an earlier block"
     )
     return (
         f"; its `block ({x},{y},{z})` is (query tile, batch, query head) in the launch grid of torch's FlexAttention "
-        f"template: query tile {x} (a tile holds `BLOCK_M` queries, a divisor of the query block of {paged.Q_BLOCK} "
-        f"that the compiler picks and this run does not record; {where}), batch {y}, query head {z}"
+        f"template, so the first bad read came from query tile {x} (which query block that is depends on the tile "
+        f"size `BLOCK_M`, which this run does not record; {where}), batch {y}, query head {z}"
     )
 
 

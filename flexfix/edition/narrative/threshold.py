@@ -35,7 +35,16 @@ def crash_threshold(table: pd.DataFrame, dispatch: pd.DataFrame | None = None) -
     numbers, head = {f.split(" (")[0] for f in firsts}, "In the crash-threshold engines above, the first fault came at "
     both = len(numbers) == 1 and len(firsts) > 1 and not firsts[0].startswith("none")
     head += f"{numbers.pop()} in both ways of counting" if both else listing(firsts)
+    from flexfix.mechanism import paged
+
+    # r0102 round 15, D5: the heading's question answered in one line first, the details after it
+    answer = (
+        f"**The short answer:** any count above one query block ({paged.Q_BLOCK} requests) can misread, once a step "
+        "with two or more query blocks replays a FULL graph captured at another width; these engines first faulted "
+        f"at {listing(firsts)}, and the every-request engines of the next section say where theirs died."
+    )
     return markdown(
+        answer,
         f"**{head}: where these engines first faulted, not where answers first go wrong (these engines' answers "
         "were not checked; the every-request engines of the next section check them, batch by batch)**. It is also "
         "not the fewest requests that can fault: an engine "

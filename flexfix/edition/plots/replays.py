@@ -151,6 +151,7 @@ def replay_errors(table: pd.DataFrame, title: str):
     batches = sorted(table["batch"].unique())
     groups = table.groupby(["copy", "batch"], sort=False)
     silent: list[tuple[float, float]] = []  # steps that answered, silently wrong (above the tolerance)
+    silent_at: list[tuple[tuple[int, int], int]] = []
     offsets = _offsets([len(runs) for _, runs in groups])  # side by side, run by run: see MAX_SHIFT
     for n, ((copy, batch), runs) in enumerate(groups):
         colour = REPLAY_ERROR_COLOURS.get(copy, REPLAY_ERROR_COLOURS["error"])[1]
@@ -165,6 +166,7 @@ def replay_errors(table: pd.DataFrame, title: str):
             for k, rec in enumerate(run["records"]):
                 if rec.get("outcome") == "wrong_result" and rec.get("max_error") is not None:
                     silent.append((k + x0, max(rec["max_error"], 1e-8)))
+                    silent_at.append(((n, i), k))  # which run, which step: the legend counts both (r15 C1)
             steps = max(steps, len(run["records"]), *(s + 1 for s, _ in _crash_steps(run)))
     guides = _crash_band(band, table)
     for step, colour in guides:
@@ -182,7 +184,7 @@ def replay_errors(table: pd.DataFrame, title: str):
     fill = to_rgba(ring, 0.12)  # a ring round the step's own point, which stays visible inside it
     if silent:
         xs, ys = zip(*silent)
-        label = f"silently wrong answer ({len(silent)} step{'s' if len(silent) > 1 else ''})"
+        label = f"silently wrong answer ({_run_steps(silent_at)})"
         ax.plot(xs, ys, "o", ms=7, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none", label=label)
     else:  # the caption explains the ring: the legend says when there is none to see
         ax.plot([], [], "o", ms=7, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none",
@@ -204,3 +206,19 @@ def replay_errors(table: pd.DataFrame, title: str):
               bbox_to_anchor=(0.5, -0.2), ncol=2)  # fmt: skip
     fig.tight_layout(h_pad=0.3)
     return fig
+
+
+def _run_steps(at: list[tuple[tuple[int, int], int]]) -> str:
+    """The rings counted as run-steps, not steps (r0102 round 15, C1): the axis has one tick per step, and a ring is
+    one run at one step, so "20 steps" on an axis of 4 read wrong; here "20 run-steps: 5 runs x 4 steps" where every
+    such run is wrong at the same steps, else the runs and the steps counted apart."""
+    runs, steps, n = {r for r, _ in at}, {k for _, k in at}, len(at)
+
+    def count(k: int, noun: str) -> str:
+        return f"{k} {noun}{'s' if k > 1 else ''}"
+
+    if n == len(runs) * len(steps):
+        return f"{count(n, 'run-step')}: {count(len(runs), 'run')} x {count(len(steps), 'step')}"
+    return (
+        f"{count(n, 'run-step')}: one ring per run and step, {count(len(runs), 'run')} over {count(len(steps), 'step')}"
+    )

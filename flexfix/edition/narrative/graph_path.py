@@ -1,0 +1,60 @@
+"""What notebook 01's scenarios (b) and (d) show about the crash's cause, and what supports the CUDA-graph path as
+that cause (r0102 round 15, B2): (b) and (d) differ only in ``VLLM_BATCH_INVARIANT`` and both run full CUDA graphs,
+so both faulting rules out batch invariance and no more; the engines without full graphs are notebook 02's recorded
+workaround checks (stock vLLM 0.20.0 with piecewise graphs and with none), whose counts are read here."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.narrative import listing, markdown
+
+IMA = "illegal_memory_access"
+_NO_FULL = {"piecewise": "piecewise CUDA graphs only", "eager": "no CUDA graphs"}
+
+
+def _faulted(runs: pd.DataFrame, name: str) -> bool | None:
+    group = runs[runs["scenario"] == name]
+    return None if group.empty else bool((group["status"] == IMA).any())
+
+
+def support(engine_runs: pd.DataFrame, data_dir) -> str:
+    """One paragraph: whether (b) and (d) both faulted in ``engine_runs`` and what that shows, then notebook 02's
+    recorded stock engines without full graphs, counted from ``stock_workarounds``."""
+    from flexfix.edition import schemas
+    from flexfix.edition.tables.provenance import recorded_where
+    from flexfix.measure import engine_sweep
+
+    b, d = _faulted(engine_runs, "b"), _faulted(engine_runs, "d")
+    if b and d:
+        first = (
+            "(b) and (d) both faulted in these runs. They differ only in `VLLM_BATCH_INVARIANT` and both run full CUDA "
+            "graphs, so the crash does not belong to batch invariance; that it belongs to the full-graph path is not "
+            "shown by (b) and (d) but follows from the mechanism."
+        )
+    else:
+        first = (
+            "(b) and (d) did not both fault in these runs, so they do not tell whether the crash belongs to batch "
+            "invariance; they differ only in `VLLM_BATCH_INVARIANT`, and both run full CUDA graphs."
+        )
+    safety, prov = schemas.recorded(data_dir, "stock_workarounds", schemas.ENGINE_SWEEPS)
+    rows = engine_sweep.request_rows(safety)
+    said, agree = [], True
+    for graphs, words in _NO_FULL.items():
+        mine = rows[(rows["graphs"] == graphs) & ~rows["patched"].astype(bool)]
+        counts = []
+        for r in mine.itertuples():
+            differ = len(set(r.tokens_differ) | set(r.logprobs_differ))
+            ok = r.engine_status == "ok"
+            agree = agree and ok and differ == 0
+            counts.append(f"{differ} of {r.requests}" if ok else f"`{r.engine_status}` at {r.requests}")
+        if counts:
+            said.append(f"with {words}, {listing(counts)} requests came out otherwise in the batch than alone")
+    if not said:
+        return markdown(first + " Notebook 02's recorded workaround checks hold no engine without full graphs.")
+    model = listing(sorted({str(m) for m in safety.get("model", pd.Series(["?"])).dropna()})) or "?"
+    verdict = "agree" if agree else "do not all agree"
+    return markdown(
+        f"{first} Notebook 02's recorded checks of stock vLLM 0.20.0 without full graphs ({recorded_where(prov)}, "
+        f"{model} model) {verdict}: {listing(said, sep='; ')}."
+    )
