@@ -59,5 +59,5 @@ def test_the_read_window_labels_are_readable_at_normal_size():
     )
     fig = plots.read_windows([lay])
     texts = [t for ax in fig.axes for t in ax.texts]
-    assert sorted(t.get_text() for t in texts) == ["row 0: 32-47", "row 1: 0-31", "row 1: 16-47", "row 2: 0-15"]
+    assert sorted(t.get_text() for t in texts) == ["block 0: 32-47", "block 1: 0-31", "block 1: 16-47", "block 2: 0-15"]
     assert min(t.get_fontsize() for t in texts) >= 9

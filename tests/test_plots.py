@@ -322,7 +322,7 @@ def test_read_windows_name_what_the_misread_cells_hold():
     fig = plots.read_windows(notebook03_layouts(48))
     assert fig.axes[0].get_ylabel().startswith("query block")
     assert fig.axes[-1].get_xlabel().startswith("entry read")
-    assert "row 0: 32-47" in [t.get_text() for t, _, _ in texts(fig)]
+    assert "block 0: 32-47" in [t.get_text() for t, _, _ in texts(fig)]
 
 
 def test_read_windows_tell_the_initial_fill_and_reads_past_the_buffer():

@@ -131,7 +131,7 @@ def test_b1_d5_flushed_timing_said_as_a_gpu_runs_and_cpu_note_first():
     assert "a CPU run has no L2 flush" in timed
     takeaways = md.split("## Takeaways")[1]
     assert "gives both numbers" not in takeaways
-    assert "a GPU run of this notebook measures and prints after its ratios" in takeaways
+    assert "its *In short* line says what the factor came to then" in takeaways
     code = _code("05_cost")  # the flushed section is printed on a GPU run only
     assert code.index("if gpu:\n    display(tables.l2_effect_summary") < code.index("cost_l2.replay_flushed(")
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 from flexfix.edition import anchors
 from flexfix.edition.checks import DataError, require, require_numbers
-from flexfix.edition.narrative import listing, markdown, plural, span
+from flexfix.edition.narrative import cost_l2, listing, markdown, plural, span
 from flexfix.edition.narrative.cost_devices import (
     _numbers,
     beyond_spread,
@@ -126,7 +126,7 @@ def kernel_timing(
         f"**A CUDA-graph replay matters most where the kernel is short**: the largest speed-up, "
         f"{best['graph_speedup']:.1f}x, at {plural(int(best['batch']), 'request')} of {int(best['context'])} tokens; "
         f"{span(ratios.loc[ratios.context == contexts[-1], 'graph_speedup'], '{:.2f}', 'x')} at {contexts[-1]} "
-        "tokens.",
+        "tokens." + cost_l2.flushed_clause(timing),
         f"**vLLM's batch-invariant kernel options were {cost} its own {cases}**: they took {span(bi, '{:.2f}', 'x')} "
         "the time of vLLM's options" + bi_bands(timing) + ".",
     ]
@@ -331,7 +331,8 @@ def engine_ratios(summary: pd.DataFrame, spread: pd.DataFrame | None = None) -> 
     if within:
         bullets.append(
             "**A hint, not a result**: these held in every ratio, but not beyond how far one configuration moved "
-            "between engines: " + listing(within, "; ") + "."
+            "between engines (the rule: a direction is supported when its ratio nearest 1 lies beyond the model's "
+            "largest between-engine spread): " + listing(within, "; ") + "."
         )
     if mixed:
         bullets.append(

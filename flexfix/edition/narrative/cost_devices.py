@@ -7,6 +7,7 @@ import pandas as pd
 
 from flexfix.edition.checks import require, require_numbers
 from flexfix.edition.narrative import listing, markdown, plural, span
+from flexfix.edition.narrative.cost_spread import beyond_spread  # noqa: F401 (re-exported)
 
 __all__ = [
     "compare_runs",
@@ -386,15 +387,3 @@ def bi_bands(timing: pd.DataFrame) -> str:
         f"told apart from vLLM's, by at most {worst:.1f}% (those cases, with each band's bounds `bi_overhead_lo` "
         "and `bi_overhead_hi`, are the table printed just above: *batch-invariant cost, bands that miss 1*)"
     )
-
-
-def beyond_spread(row: pd.Series, model: str, spread: pd.DataFrame | None) -> tuple[str, bool]:
-    """Whether a direction that held in every ratio of ``row`` (:func:`flexfix.edition.tables.ratio_summary`) also
-    lies beyond the between-engine spread of ``model`` (:func:`flexfix.edition.tables.throughput_spread`): every
-    ratio above that spread, or below its inverse.  (clause, beyond); ("", True) without a spread."""
-    if spread is None or model not in spread.index.get_level_values("model"):
-        return "", True
-    most = float(spread.xs(model, level="model")["between_engines"].max())
-    faster = int(row["below_1"]) == 0
-    beyond = float(row["lowest"]) > most if faster else float(row["highest"]) < 1 / most
-    return f", {row['lowest']:.2f}–{row['highest']:.2f}x against up to {most:.2f}x between engines", beyond

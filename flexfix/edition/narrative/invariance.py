@@ -284,11 +284,19 @@ def _run_to_run_and_batch(needle: pd.DataFrame, every: list[tuple[str, str]]) ->
         )
     if batch:
         firsts = listing([f"{_engine_name(e)} ({s}) first at {plural(n, 'request')}" for (e, s), n in batch], "; ")
-        parts.append(
-            "*With the batch*: the needle alone a second time (`N = 1`) came out bitwise the same, and among more "
-            f"requests it differed: {firsts}. Those differences came with the batch (one repeat at `N = 1` does not "
-            "show the engine always reproducible)."
+        text = (  # r15 B1: consistent with the batch, not shown to come from it
+            "*With the batch*: the needle alone a second time (`N = 1`) came out bitwise the same in its one repeat, "
+            f"and among more requests it differed: {firsts}. That is consistent with batch variance, but one repeat "
+            "at `N = 1` does not rule out run-to-run differences"
         )
+        noisy = sorted({_engine_name(e) for (e, _), _n in batch if e in {k[0] for k in run_to_run}})
+        if noisy:
+            text += (
+                f": the same {'engine' if len(noisy) == 1 else 'engines'} ({listing(noisy, '; ')}) with the other "
+                "sampling differed already at `N = 1` (*Run to run* above), so a single `N = 1` repeat can land "
+                "either way, and the batch's share of these differences is not established"
+            )
+        parts.append(text + ".")
     return "\n\n".join(parts)
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from flexfix.edition.narrative import listing, markdown, plural
 
-__all__ = ["kernel_lead", "shared_configs"]
+__all__ = ["kernel_lead", "shared_configs", "sweep_widths"]
 
 
 def _none_from(cells: pd.DataFrame, kind) -> int | None:
@@ -172,3 +172,21 @@ def shared_configs(here: pd.DataFrame, recorded: pd.DataFrame, here_name: str, r
         + "."
     )
     return markdown(head + said + outcome)
+
+
+def sweep_widths(sweep) -> str:
+    """The ``graph`` launch's widths for a sweep (r15 D2): ``K`` of the capture step (its longest request
+    ``capture_len``), of the needle's replay steps (the needle, ``needle_len``, is their longest request) and the
+    persistent buffer's width ``W_max``, with how the replay compares with the capture."""
+    from flexfix.mechanism import paged
+
+    def k(tokens: int) -> int:
+        return paged.Q_BLOCK * paged.cdiv(int(tokens), paged.PAGE_SIZE)
+
+    capture, replay = k(sweep.capture_len), k(sweep.needle_len)
+    how = "narrower than" if replay < capture else "wider than" if replay > capture else "as wide as"
+    return (
+        f"graph launch widths: K at capture = {paged.Q_BLOCK} x cdiv(capture_len, {paged.PAGE_SIZE}) = {capture}; "
+        f"K at replay = {paged.Q_BLOCK} x cdiv(needle_len, {paged.PAGE_SIZE}) = {replay}, {how} the capture; "
+        f"W_max (the buffer's width) = {sweep.paged.w_max}"
+    )

@@ -284,15 +284,24 @@ def sources(table: pd.DataFrame, provenance: list[dict] | None = None) -> str:
     if provenance is not None and len(provenance) == len(sources):
         commits = {src: str(p.get("git_commit") or "unknown")[:10] for src, p in zip(sources, provenance)}
         planned = {src: set((p.get("parameters") or {}).get("batches") or []) for src, p in zip(sources, provenance)}
+        last = {src: ((p.get("parameters") or {}).get("configs") or [None])[-1] for src, p in zip(sources, provenance)}
     mixed, joined, unreached = [], set(), []
     for config, cells in table.groupby("config", sort=False):
         if cells["source"].nunique() > 1:
             for source, part in cells.groupby("source", sort=False):  # r0305 D12: why a second recording
                 missing = sorted(planned.get(source, set()) - set(part["batch"].astype(int)))
                 if missing:
+                    tail = last.get(source) == config and missing == sorted(planned[source])[-len(missing) :]
                     unreached.append(
                         f"`{source}` lists {listing([str(b) for b in missing])} requests among its batches but "
                         f"holds no cell of `{config}` at them"
+                        + (  # r15 D3: what the records show of why, and what they do not
+                            " (the last cells of its plan: its last configuration, from there to its largest batch; "
+                            "it records no outcome for them, so why it ended there, a crash or a stop, the records "
+                            "do not say, and the missing cells are no evidence either way)"
+                            if tail
+                            else ""
+                        )
                     )
             spans = [
                 f"{int(part['batch'].min())} to {int(part['batch'].max())} requests from `{source}`"

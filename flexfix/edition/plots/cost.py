@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from flexfix.edition.plots.cost_marks import keep_band, spread_bar, thin_band_note
 from flexfix.edition.plots.style import SERIES_COLOURS, batch_axis, figure, wrap
 
 __all__ = ["SERIES_MARKERS", "SERIES_LINESTYLES", "FAMILIES", "REFERENCE_STYLE", "ratio_lines", "throughput_points"]
@@ -152,6 +153,7 @@ def ratio_lines(
     ax.set_ylabel(ylabel)
     ax.set_title(wrap(title, 5.5, 10), fontsize=10)
     handles = _neutral_band(dict(zip(*reversed(ax.get_legend_handles_labels()))))  # the band named once
+    handles.update(_thin_note([ax]))
     ax.legend(handles.values(), handles.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
@@ -174,6 +176,14 @@ def _neutral_band(handles: dict) -> dict:
     if BAND_LABEL in handles:
         handles[BAND_LABEL] = Patch(facecolor=BAND_SWATCH, alpha=BAND_ALPHA, edgecolor="none", label=BAND_LABEL)
     return handles
+
+
+def _thin_note(axes) -> dict:
+    """The legend entry (no swatch) saying that bands are too thin to see, where they are (r15 C1)."""
+    from matplotlib.lines import Line2D
+
+    note = thin_band_note(axes)
+    return {note: Line2D([], [], ls="none", label=note)} if note else {}
 
 
 BAR_LABEL = "bar, in the series' colour: how far the repetitions spread (quartiles)"
@@ -209,6 +219,7 @@ def _band(ax, part: pd.DataFrame, x: str, y: str, colour: str, bars: bool = Fals
                 )
         return
     ax.fill_between(part[x], part[f"{y}_lo"], part[f"{y}_hi"], color=colour, alpha=BAND_ALPHA, lw=0, label=BAND_LABEL)
+    keep_band(ax, part[x], part[f"{y}_lo"], part[f"{y}_hi"])
 
 
 def _min_span(ax, reference: float | None, min_span: float | None) -> None:
@@ -286,7 +297,9 @@ def _ratio_panels(
     for ax in flat[:n]:  # every panel's: the stars of bars=True may be in any of them
         handles.update({k: v for k, v in zip(*reversed(ax.get_legend_handles_labels())) if k not in handles})
     handles = _neutral_band(handles)
-    shown = [k for k in (_others(by, sharey), ref_label, BAND_LABEL, BAR_LABEL, MISS_LABEL) if k in handles]
+    note = _thin_note(flat[:n])
+    handles.update(note)
+    shown = [k for k in (_others(by, sharey), ref_label, BAND_LABEL, *note, BAR_LABEL, MISS_LABEL) if k in handles]
     # own axes: the grey lines' longer label (r10 C2), one entry per line; bars and stars: two long labels more
     ncol = (len(shown) if len(shown) <= 3 else 2) if sharey else 1
     fig.legend([handles[k] for k in shown], shown, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
@@ -346,9 +359,10 @@ def throughput_points(table: pd.DataFrame, title: str):
             colour, marker = family_style("run", k)
             y = [settings.index(s) + (k - (len(runs) - 1) / 2) * step for s in part["setting"]]
             reps = [[r["output_tokens"] / t for t in r["seconds"]] for _, r in part.iterrows()]
-            ax.hlines(y, [min(r) for r in reps], [max(r) for r in reps], color=colour, lw=1.5, alpha=0.7)
+            spread_bar(ax, [min(r) for r in reps], [max(r) for r in reps], y, colour, cap=step * 0.4)  # r15 C2
             bold = dict(markersize=8, markeredgewidth=2.2) if marker in _LINE_MARKERS else dict(markersize=6)
-            ax.plot(part["tokens_per_second"], y, marker, ls="none", color=colour, label=run, **bold)
+            hollow = dict(markerfacecolor="none", markeredgewidth=1.2, zorder=3)
+            ax.plot(part["tokens_per_second"], y, marker, ls="none", color=colour, label=run, **{**hollow, **bold})
         for row in range(1, len(settings)):
             ax.axhline(row - 0.5, color="#dddddd", lw=0.6)
         ax.set_title(f"{n} concurrent requests", fontsize=9)
@@ -366,7 +380,8 @@ def throughput_points(table: pd.DataFrame, title: str):
         fontsize=7,
         loc="upper left",
         bbox_to_anchor=(1.01, 1),
-        title="each model's run: its file\n(n: timed repetitions\nbehind each marker)",
+        title="each model's run: its file\n(hollow marker: median;\nbar with end ticks: slowest\n"
+        "to fastest repetition;\nn: timed repetitions)",
         title_fontsize=8,
     )
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)

@@ -34,12 +34,13 @@ STORAGE_OWNER_COLOURS = {
 # is near an outcome's (style.OUTCOME_COLOURS: blue right, orange wrong, black a crash, ...), a copy's
 # (plots.replays.REPLAY_ERROR_COLOURS: bluish green sliced, reddish purple as_strided) or a query block's of
 # storage_owners (SERIES_WORDS), r0305 C13 (tests/test_teaching_round7_03_05.py measures the distances): cream its own
-# entry (light, and not white, which storage_owners gives to "not written"), light brown another entry of its own
-# row, dark brown another row's entry, grey a cell this step did not write; the initial fill and reads past the
-# buffer take white and grey, hatched (READ_WINDOW_HATCHES), so that no two kinds look alike.
+# entry (light, and not white, which storage_owners gives to "not written"), pink another entry of its own row (not
+# light brown, which read as the orange of "silently wrong", r0102 C2 of round 15), dark brown another row's entry,
+# grey a cell this step did not write; the initial fill and reads past the buffer take white and grey, hatched
+# (READ_WINDOW_HATCHES), so that no two kinds look alike.
 READ_WINDOW_COLOURS = {
     "its own entry": colour("cream"),
-    "another entry of its own row": colour("light brown"),
+    "another entry of its own row": colour("pink"),
     "another row's entry": colour("dark brown"),
     "not written this step (left from the capture step)": colour("grey"),
     "never written (the buffer's initial -1)": ("white, dotted", "#ffffff"),
@@ -53,8 +54,8 @@ _HATCH_INK = {"never written (the buffer's initial -1)": PALETTE["grey"], "outsi
 READ_WINDOW_NOTES = {
     "another entry of its own row": ": one of its query block's pages (of any of its requests), at another position",
     "another row's entry": ": a page of another query block's requests",
-    "not written this step (left from the capture step)": ": a label 'row r: a-b (capture step)' means these cells "
-    "hold row r's entries a-b as the capture step wrote them, not this step's",
+    "not written this step (left from the capture step)": ": a label 'block r: a-b (capture step)' means these cells "
+    "hold query block r's entries a-b as the capture step wrote them, not this step's",
 }
 
 
@@ -179,14 +180,15 @@ def _runs(part: pd.DataFrame):
 
 
 def _run_label(first: dict, last: dict) -> str:
-    """What a run of read cells holds, e.g. ``row 0: 32-47`` (the held row and entries)."""
+    """What a run of read cells holds, e.g. ``block 0: 32-47`` (the query block whose entries, i.e. the row of
+    ``kv_indices``, and which entries): "block", not "row", which the storage figures use for a buffer row (r15 D8)."""
     if first["code"] == _FILL:
         return "-1"
     if first["code"] == _OUTSIDE:
         return "outside"
     a, b = first["holds_entry"], last["holds_entry"]
     span = f"{a}-{b}" if b != a else f"{a}"
-    return f"row {first['holds_row']}: {span}" + (" (capture step)" if first["code"] == _STALE else "")
+    return f"block {first['holds_row']}: {span}" + (" (capture step)" if first["code"] == _STALE else "")
 
 
 def _label_runs(ax, sources: pd.DataFrame, k: int, fontsize: float = 10) -> None:
@@ -209,8 +211,8 @@ def _label_runs(ax, sources: pd.DataFrame, k: int, fontsize: float = 10) -> None
 
 
 def _run_boundaries(ax, sources: pd.DataFrame) -> None:
-    """A thin white line between two consecutive runs of one kind in a block's row (``row 0: 32-47`` then
-    ``row 1: 0-31``, both another row's entries): one colour, yet two runs, each with its own label."""
+    """A thin white line between two consecutive runs of one kind in a block's row (``block 0: 32-47`` then
+    ``block 1: 0-31``, both another row's entries): one colour, yet two runs, each with its own label."""
     for g, part in sources.groupby("g"):
         runs = list(_runs(part))
         for (_, before), (after, _) in zip(runs, runs[1:]):

@@ -69,7 +69,7 @@ PALETTE = {
     "pale green": "#ccddaa",
     # notebook 03's read-window kinds (plots.layouts.READ_WINDOW_COLOURS): hues no outcome, copy or series has
     "cream": "#eeeebb",
-    "light brown": "#c08552",
+    "pink": "#ffbbdd",  # r0102 C2 (round 15): light brown read as the orange of "silently wrong"
     "dark brown": "#5c3a1a",
 }
 

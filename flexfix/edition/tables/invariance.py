@@ -19,6 +19,7 @@ __all__ = [
     "engine_label",
     "engine_grid",
     "engine_verdicts",
+    "outcome_key",
     "every_request_table",
     "device_title",
     "tolerance_line",
@@ -215,13 +216,13 @@ def engine_verdicts(rows: pd.DataFrame) -> pd.DataFrame:
     difference, and the fewest distinct tokens it produced (a degenerate stream would be 1)."""
     rows = rows.assign(engine=[engine_label(r) for _, r in rows.iterrows()])
     out = rows.groupby(["engine", "sampling"], sort=False).agg(
-        batch_sizes=("requests", "size"),
+        n_batch_sizes=("requests", "size"),  # a count, so named (r15 D4)
         bitwise_equal=("logprobs_bitwise_equal", "sum"),
         tokens_equal=("tokens_equal", "sum"),
         max_abs_logprob_diff=("max_abs_logprob_diff", "max"),
         fewest_distinct_tokens=("distinct_tokens", "min"),
     )
-    out["invariant"] = out["bitwise_equal"] == out["batch_sizes"]
+    out["invariant"] = out["bitwise_equal"] == out["n_batch_sizes"]
     return out
 
 
@@ -286,3 +287,20 @@ def tolerance_line() -> str:
         f"{tolerance(torch.bfloat16):g} for bf16 kernels (the GPU's) or {tolerance(torch.float32):g} for fp32 ones "
         "(the CPU's, analogs included); within it, `moved`"
     )
+
+
+def outcome_key() -> pd.DataFrame:
+    """Each outcome of a kernel cell under its name in each place it is shown (r15 D1): the verdict table's count
+    column and verdict (:func:`flexfix.measure.invariance.verdicts`), the headline word of the lines under it
+    (:mod:`flexfix.edition.narrative.invariance_lead`) and the heatmap's mark (:data:`POSITION_MARKS`)."""
+    rows = [  # outcome, column, verdict, headline, heatmap mark's key
+        ("bitwise equal", "bitwise_equal", "invariant (every cell)", "batch-invariant (every cell)", "bitwise equal"),
+        ("moved (a rounding step)", "moved", "varies with the batch", "varies with the batch", "moved"),
+        ("wrong (silently)", "wrong", "wrong results", "wrong", "wrong result"),
+        ("error (no kernel built)", "errors", "kernel errors", "no kernel built / kernel errors", "error"),
+        ("crash", "crashed", "crashes", "crashed", "crash"),
+    ]
+    return pd.DataFrame(
+        [(o, c, v, h, POSITION_MARKS[m]) for o, c, v, h, m in rows],
+        columns=["outcome", "verdict table column", "verdict", "headline word", "heatmap mark"],
+    ).set_index("outcome")

@@ -1,0 +1,41 @@
+"""Notebook 05: the spread band's rule shown on the timings it judges (r15 D5): one case whose ``bi_overhead`` band
+misses one and, where there is one, one whose band reaches it, each with its ratio and bounds as the tables print
+them (:func:`flexfix.edition.tables.cost.bi_band_cases`)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.narrative import markdown, plural
+from flexfix.edition.tables.cost import BAND_DIGITS, band_side, bi_band_cases, round_sig, timing_ratios
+
+__all__ = ["band_example"]
+
+
+def _case(row, side: str) -> str:
+    lo, hi = (round_sig(float(row[c]), BAND_DIGITS) for c in ("bi_overhead_lo", "bi_overhead_hi"))
+    ratio = round_sig(float(row["bi_overhead"]), BAND_DIGITS)
+    verdict = "told apart from one" if side != "reaching 1" else "not told apart from one"
+    where = "reaches one" if side == "reaching 1" else "lies " + side.replace(" 1", " one")
+    return (
+        f"at {plural(int(row['batch']), 'request')} and context {int(row['context'])}, `bi_overhead` is {ratio}, "
+        f"its band {lo} to {hi}, which {where}: {verdict}"
+    )
+
+
+def band_example(timing: pd.DataFrame) -> str:
+    """A worked example of the band rule, from ``timing``'s own cases; empty where it kept no quartiles."""
+    bands = timing_ratios(timing, spread=True)
+    if not {"bi_overhead_lo", "bi_overhead_hi"} <= set(bands):
+        return markdown("")
+    off = bi_band_cases(timing)
+    sides = [band_side(lo, hi) for lo, hi in zip(bands["bi_overhead_lo"], bands["bi_overhead_hi"])]
+    reach = bands[[s == "reaching 1" for s in sides]]
+    said = []
+    if len(off):
+        said.append(_case(off.iloc[0], off["band"].iloc[0]))
+    if len(reach):
+        said.append(_case(reach.iloc[0], "reaching 1"))
+    if not said:
+        return markdown("")
+    return markdown("*The band rule on these timings*: " + "; and ".join(said) + ".")
