@@ -129,5 +129,5 @@ def test_07_d5_frozen_decision_answers_need_not_be_either_references():
 def test_06_d6_the_first_cell_says_plainly_what_runs_live():
     first = _flat("".join(_nb("06_serving")["cells"][0]["source"]))
     assert "Unless this run starts real servers" not in first
-    assert "Without a GPU, or with `RUN_SERVER` off, what runs live before that section is the FAKE server" in first
+    assert "Without a GPU, or with `RUN_SERVER` off, what runs live after that section is the FAKE server" in first
     assert "Only with `RUN_SERVER` on a GPU does the real `vllm serve` run live." in first

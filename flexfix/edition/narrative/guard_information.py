@@ -95,8 +95,10 @@ def mutant_settings(table: pd.DataFrame, where: str) -> str:
             f"{block[1]} tokens; a replay whose `block_table` has one column is a step whose longest sequence fit "
             "in one KV block"
             + (
-                ", shorter than any of these prompts: a step vLLM ran itself, not one of these requests' (the "
-                "recording does not say which)"
+                ", shorter than any of these prompts: a step vLLM ran of its own, outside these requests (such as "
+                "its warm-up or dummy runs; the recording does not say which). The alarm stands for the requests' "
+                "own steps too: the guard compares every replay of the graph against its capture, whichever step "
+                "asks for it"
                 if block[1] < PROMPT_LENGTHS[models[0]][0]
                 else ""
             )  # fmt: skip

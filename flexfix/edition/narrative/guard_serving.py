@@ -5,6 +5,8 @@ recorded serving rows (:func:`flexfix.edition.tables.guard.served`) and their co
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from flexfix.edition.narrative import guard_dispatch, listing, markdown
@@ -324,6 +326,26 @@ def _plain_answer(data_dir, guarded: pd.DataFrame, patched: list[str], guard_pro
         said = listing([f"{s.get('ok', 0)} of {s['requests']}" for s in got]) + " concurrent requests answered"
         equal = all(s.get("compared") and s.get("bitwise_equal") == s["compared"] for s in got)
         rows.append((f"`{n}`, notebook 07's *Serving*", guard_prov, said + (", bitwise as alone" * equal)))
+    same = ""
+    if "guard_error" in guarded.index:
+        refused = [s for s in _together(guarded.loc["guard_error", "records"]) if s.get("errored")]
+        moved = _moved(guarded.loc["guard_error"].get("guard_lines"))
+        if refused:
+            said = listing([f"{s['errored']} of {s['requests']} concurrent requests {_errors(s)}" for s in refused])
+            rows.insert(
+                1,
+                (
+                    "`guard_error` (stock, guard in `error` mode), notebook 07's *Serving*",
+                    guard_prov,
+                    f"{said}: its guard refused a FULL replay" + (f" ({moved})" if moved else ""),
+                ),
+            )
+            same = (
+                " On the machine and commit of the patched servers, a stock server (`guard_error`, the same model and "
+                "requests, its replay guard in `error` mode) refused a FULL graph replay"
+                + (f" whose {moved}" if moved else "")
+                + ": the same-machine evidence that a stock engine there would replay a graph that misreads."
+            )
     table = "| server | recorded on | result |\n|---|---|---|\n" + "\n".join(
         f"| {who} | {_where(p)[3:]} | {what} |" for who, p, what in rows
     )
@@ -334,5 +356,15 @@ def _plain_answer(data_dir, guarded: pd.DataFrame, patched: list[str], guard_pro
     )
     return (
         f"{lead} the `{stock['model']}` model: {stock_said} (this notebook's recorded run, {_where(prov)}); "
-        f"{patched_said} (notebook 07's *Serving* recording, {_where(guard_prov)}). {apart}\n\n{table}\n\n"
+        f"{patched_said} (notebook 07's *Serving* recording, {_where(guard_prov)}). {apart}{same}\n\n{table}\n\n"
     )
+
+
+def _moved(lines) -> str:
+    """The first field a guard line says moved, with its strides then and now (``kv_indices: strides (..) -> (..)``
+    in the recorded log lines), or "" where no line says so."""
+    for line in lines if isinstance(lines, list) else []:
+        found = re.search(r"(\w+): strides (\([\d, ]+\)) -> (\([\d, ]+\))", str(line))
+        if found:
+            return f"`{found[1]}` strides moved from {found[2]} to {found[3]}"
+    return ""

@@ -253,10 +253,10 @@ def skip_line(run: dict) -> str:
     """One line before the notebook's first live section: what the sections up to *The recorded GPU run* ran
     against (``run``: :func:`flexfix.integration.serving.notebook_plan`'s plan), and where vLLM's evidence is."""
     if run.get("fake_server") is None:
-        return markdown("**From here to *The recorded GPU run*, this run's own servers: the real `vllm serve`, live.**")
+        return markdown("**From here to the *Takeaways*, this run's own servers: the real `vllm serve`, live.**")
     return markdown(
-        "**From here to *The recorded GPU run*: a self-test against the FAKE server, nothing about vLLM; for vLLM, "
-        "skip to *The recorded GPU run*.**"
+        "**From here to the *Takeaways*: a self-test against the FAKE server, nothing about vLLM; for vLLM, "
+        "see *The recorded GPU run*, above.**"
     )
 
 
@@ -277,8 +277,8 @@ def what_runs(device: str, run: dict, data_dir) -> str:
     )
     if run.get("fake_server") is None:
         return markdown(
-            "**This run starts the real `vllm serve`**, one server per scenario on this GPU; the recorded GPU run at "
-            f"the end ({recorded}) is shown beside it."
+            "**This run starts the real `vllm serve`**, one server per scenario on this GPU, after the recorded GPU "
+            f"run ({recorded}), which comes first."
         )
     why = (
         f"`RUN_SERVER` is False on this GPU machine: the real servers{_recorded_times(loaded)} are not started"
@@ -288,17 +288,18 @@ def what_runs(device: str, run: dict, data_dir) -> str:
     return markdown(
         f"**{FAKE_LEAD}** ({why}). Every table, sentence and figure of "
         '"this run" below is emulated by a script on the CPU: no vLLM, no model, no GPU. The real `vllm serve` '
-        f"under the plugin is shown from its recording, in *The recorded GPU run* at the end: {recorded}."
+        "under the plugin is shown from its recording, in *The recorded GPU run* after the model directory: "
+        f"{recorded}."
     )
 
 
 def result_lead(data_dir, then: str = "") -> str:
     """The result first, under the title: each recorded real server's outcome (:func:`meaning`, from the recorded
     GPU run's stage table, read as *The recorded GPU run* reads it), then notebook 07's one-model *Serving* result
-    (:func:`flexfix.edition.narrative.guard_serving.in_short`); says so where either is not recorded. ``then``: what
+    (:func:`flexfix.edition.narrative.guard_serving.in_short`) pointed to, not repeated: it is printed once, at the end
+    of *The recorded GPU run*; says so where either is not recorded. ``then``: what
     follows it in the same output (the notebook's :func:`what_runs`)."""
     from flexfix.edition import tables
-    from flexfix.edition.narrative import guard_serving
     from flexfix.integration.serving.recording import recorded_run
 
     loaded = recorded_run(data_dir)
@@ -322,13 +323,20 @@ def result_lead(data_dir, then: str = "") -> str:
                 said += "; its log names the illegal memory access"
             lines.append(f"* **{sc['scenario']}** ({', '.join(settings)}): {said}." if settings else f"* {said}.")
     guarded = (
-        str(guard_serving.in_short(data_dir))
+        "**Does the fix remove the crash, on one model?** Notebook 07's *Serving* recording ran stock and patched "
+        "servers on one model, with the same requests"
+        + (
+            " (this recording's servers ran different models, each one's in its line above)"
+            if loaded is not None and loaded[0]["model"].nunique() > 1
+            else ""
+        )
+        + ": its answer is read in the last cell of *The recorded GPU run*."
         if (Path(data_dir) / "serve_guard-cuda.json").exists()
         else "Notebook 07's *Serving* recording (one model for every server) is not recorded yet."
     )
     return markdown(
-        "**The result, from the recorded real servers** (the evidence is *The recorded GPU run*, at the end; what "
-        "runs live in this notebook is said just below):",
+        "**The result, from the recorded real servers** (the evidence is *The recorded GPU run*, after the model "
+        "directory; what runs live in this notebook is said just below):",
         "\n".join(lines),
         guarded,
         then,

@@ -286,7 +286,8 @@ def notebook_plan(
             "machine; its results are saved as serve_fake-cpu.json. It is a script: it answers deterministic tokens "
             "and logprobs, and from the environment, in any batch of more than 16 requests, it kills its engine "
             "(FLEXFIX_PATCH=0) or perturbs the logprobs of the requests after the first 16 (FLEXFIX_PATCH=1 with "
-            "VLLM_BATCH_INVARIANT=0), never a token. The recorded GPU run of the real vllm serve is shown at the end."
+            "VLLM_BATCH_INVARIANT=0), never a token. The recorded GPU run of the real vllm serve comes first, "
+            "under its own heading; this FAKE run follows it as a harness self-test."
         )
     for sc in chosen:
         model = sc.model if real else f"none (FAKE: its prompts are drawn as for the {sc.model} config)"
