@@ -106,7 +106,7 @@ def test_the_capture_sizes_line_says_which_sizes_hold_a_full_graph():
 
     line = glossary.capture_sizes_line(48)
     assert "PIECEWISE at every one" in line and line.endswith("only at [1, 2, 4, 8, 16, 24, 32, 40, 48]")
-    src = next(text(c) for c in cells("01_reproduce_ima") if "glossary.k_at_capture()" in text(c))
+    src = next(text(c) for c in cells("01_reproduce_ima") if "graph_path.k_at_capture_line()" in text(c))
     assert "max_num_seqs=128" not in src and "(128, 17)" not in src
     assert "tokens per step with a captured full graph" not in src
 
@@ -200,7 +200,7 @@ def test_a3_which_recordings_ran_the_same_seeds_is_said_from_what_the_edition_sh
     assert "3 recordings of this edition" in gpu and ", 2 of them in this run" in gpu
     assert (
         "| the plain `default` runs of the placement experiment above (caches where PyTorch put them) "
-        "| this run (cuda), at this edition's commit |"
+        "| this run (GPU), at this edition's commit |"
     ) in gpu
     assert str(cause_prov["git_commit"])[:10] not in gpu and "cannot fault" not in gpu
 

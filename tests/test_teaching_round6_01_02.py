@@ -223,5 +223,5 @@ def test_d19_d20_notebook_02_defines_before_use():
     first = md.index('"variance model"')
     assert "the larger Llama of notebook 04" in md[first : first + 80]
     assert first < md.index("*How to read it:* `differed`")
-    engine = _cell("02_apply_flexfix", "## The engine, patched")
+    engine = _cell("02_apply_flexfix", "Two routes, both with `VLLM_BATCH_INVARIANT=1`")
     assert "scenario (a)" in engine and "refused" in engine and "in the process that runs the model" in engine

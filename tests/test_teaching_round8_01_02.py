@@ -124,7 +124,7 @@ def test_b9_the_pr_history_is_an_external_reference():
 
 
 def test_b10_the_refusal_is_cited_from_vllms_source_and_the_recorded_scenario():
-    cell = _flat(_cell("02_apply_flexfix", "## The engine, patched"))
+    cell = _flat(_cell("02_apply_flexfix", "Two routes, both with `VLLM_BATCH_INVARIANT=1`"))
     assert "`AttentionBackend.validate_configuration` (`vllm/v1/attention/backend.py`)" in cell
     from vllm.v1.attention import backend
 

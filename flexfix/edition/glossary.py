@@ -1,10 +1,8 @@
 """The words and the fixed numbers the notebooks use, each defined once, with its value read from code.
 
-The narrative of a notebook may state a number in its own markdown only if it is a *definition* (the
-query-block size, the width of a buffer row) rather than a *measurement*; tests/test_prose_numbers.py holds
-the markdown to that, with :func:`defined_numbers` and the notebook's parameters as the only sources.
-Measured numbers are printed, or written into the text by code (:mod:`flexfix.edition.narrative`).
-"""
+A notebook's markdown may state a number only if it is a *definition* (the query-block size, the width of a buffer
+row), not a *measurement*; tests/test_prose_numbers.py holds it to that, with :func:`defined_numbers` and the
+notebook's parameters as the only sources. Measured numbers are printed, or written in by flexfix.edition.narrative."""
 
 from __future__ import annotations
 
@@ -40,9 +38,12 @@ __all__ = [
 # term -> definition (Markdown).  Numbers in definitions come from flexfix.mechanism.paged, formatted in below.
 TERMS = {
     "query block": (
-        f"{paged.Q_BLOCK} consecutive query tokens of a step, processed together by one program of the attention "
-        "kernel (vLLM's `q_block_size`, flex's `BLOCK_M`). In decode every request brings one query token, so a "
-        f"query block holds {paged.Q_BLOCK} *requests*."
+        f"{paged.Q_BLOCK} consecutive query tokens of a step: the unit the `BlockMask` is built in (vLLM's "
+        f"`q_block_size`, the mask's `BLOCK_SIZE=({paged.Q_BLOCK}, {paged.PAGE_SIZE})`), one row of `kv_indices`. In "
+        f"decode every request brings one query token, so a query block holds {paged.Q_BLOCK} *requests*. Not the "
+        "Triton kernel's launch tile `BLOCK_M` (the queries one program of the attention kernel processes): a size "
+        "torch's FlexAttention template picks at compile time, which divides the query block, may be smaller, and "
+        "these runs do not record."
     ),
     "KV page": (
         f"{paged.PAGE_SIZE} tokens of one request's keys and values in the paged KV cache (vLLM's `block_size`, flex's "
@@ -266,9 +267,8 @@ def decode_dispatch(engines, capture_sizes=None) -> pd.DataFrame:
 
 
 def k_at_capture() -> int:
-    """``K`` of the step vLLM 0.20.0 captures a decode graph on.  ``build_for_cudagraph_capture`` takes
-    ``max_seq_len`` from the dummy batch's sequence lengths, and the dummy decode batch's sequences are
-    ``max_query_len = 1`` token long (``GPUModelRunner._dummy_run``): one page, so ``K = Q_BLOCK * 1``."""
+    """``K`` of vLLM 0.20.0's decode capture step: ``build_for_cudagraph_capture`` takes ``max_seq_len`` from the dummy
+    batch, whose sequences are ``max_query_len = 1`` token long (``_dummy_run``): one page, so ``K = Q_BLOCK * 1``."""
     return paged.Q_BLOCK * paged.cdiv(1, paged.PAGE_SIZE)
 
 

@@ -38,7 +38,7 @@ def answer(runs: pd.DataFrame, where: str) -> Markdown:
     table = placement_table(runs)
     rows = {place: _row(table, place) for place, _ in _PLACES}
     if any(r is None or int(r["runs"]) == 0 for r in rows.values()):
-        return Markdown(f"**The answer ({where}):** the placement runs lack a `guarded` or a `fenced` scenario; "
+        return Markdown(f"**The answer, {where}:** the placement runs lack a `guarded` or a `fenced` scenario; "
                         "the tables below show what ran.")  # fmt: skip
     parts = [f"`{place}` ({words}): {_counts(rows[place])}" for place, words in _PLACES]
     g, f = rows["guarded"], rows["fenced"]
@@ -51,7 +51,7 @@ def answer(runs: pd.DataFrame, where: str) -> Markdown:
         else "the placement alone did not decide the outcome in these runs: the table below gives each scenario"
     )
     return Markdown(
-        f"**The answer ({where}):** the `as_strided` runs past one query block, caches placed by hand: "
+        f"**The answer, {where}:** the `as_strided` runs past one query block, caches placed by hand: "
         f"{'; '.join(parts)}. So {verdict}. The method and the evidence follow."
     )
 

@@ -58,3 +58,19 @@ def support(engine_runs: pd.DataFrame, data_dir) -> str:
         f"{first} Notebook 02's recorded checks of stock vLLM 0.20.0 without full graphs ({recorded_where(prov)}, "
         f"{model} model) {verdict}: {listing(said, sep='; ')}."
     )
+
+
+def k_at_capture_line() -> str:
+    """``K at capture`` with its chain in one sentence (r0102 round 16, D6): the capture batch is a uniform decode
+    batch of query length 1, so each sequence is one token long, one page per request, and ``K`` is one page per
+    request of a query block (:func:`flexfix.edition.glossary.k_at_capture`)."""
+    from flexfix.edition import glossary
+    from flexfix.mechanism import paged
+
+    k = glossary.k_at_capture()
+    pages = paged.cdiv(1, paged.PAGE_SIZE)
+    return (
+        f"K at capture: {k} (the capture batch is a uniform decode batch, uniform_decode_query_len = 1 token per "
+        f"request without speculative decoding, so every sequence is 1 token long: {pages} page per request, and "
+        f"K = {paged.Q_BLOCK} * cdiv(1, {paged.PAGE_SIZE}) = {k})"
+    )

@@ -26,7 +26,7 @@ def recorded_brief(data_dir, device: str = "cpu", run_engine: bool = True) -> st
     from flexfix.edition import schemas
     from flexfix.edition.tables import outcome_cause as cause_tables
     from flexfix.edition.tables.outcomes import every_request_engine
-    from flexfix.edition.tables.provenance import recorded_where
+    from flexfix.edition.tables.provenance import recorded_from
     from flexfix.measure import record
 
     kernel, kernel_prov = schemas.recorded(data_dir, "ima_kernel", schemas.KERNEL_RUNS)
@@ -35,12 +35,11 @@ def recorded_brief(data_dir, device: str = "cpu", run_engine: bool = True) -> st
     engines, engine_provs = schemas.recorded(data_dir, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
     scen = engines[engines["scenario"].isin(["b", "d"])]
     engine_line = "; ".join(f"({s}): {_counts(g['status'])}" for s, g in scen.groupby("scenario"))
+    engine_provs = _sources(engine_provs, record.RECORDED_ENGINE_TABLES, scen)
     every, every_provs = schemas.recorded(data_dir, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
-    stock = [
-        f"{every_request_engine(run)} ended `{run['status']}`"
-        for _, run in every.iterrows()
-        if "stock" in every_request_engine(run)
-    ]
+    stocks = every[[("stock" in every_request_engine(run)) for _, run in every.iterrows()]]
+    stock = [f"{every_request_engine(run)} ended `{run['status']}`" for _, run in stocks.iterrows()]
+    every_provs = _sources(every_provs, record.RECORDED_EVERY_REQUEST, stocks)
     cause, cause_prov = cause_tables.recorded(data_dir)
     shown = cause[(cause["copy"] == "as_strided") & (cause["batch"] > 16) & cause["touch"].isna()]
     places = [
@@ -58,16 +57,24 @@ def recorded_brief(data_dir, device: str = "cpu", run_engine: bool = True) -> st
         )
         + '; the table "The crash scenarios in one table" gathers what the sections show):',
         f"* torch-only replays at {listing(sorted(set(big['batch'].astype(int))))} requests "
-        f"({recorded_where(kernel_prov)}): {torch_line}; shown again below, beside this run's own torch-only runs;",
-        f"* the real vLLM 0.20.0 engine, scenarios (b) and (d) ({recorded_where(engine_provs)}): {engine_line}; "
+        f"({recorded_from(kernel_prov)}): {torch_line}; shown again below, beside this run's own torch-only runs;",
+        f"* the real vLLM 0.20.0 engine, scenarios (b) and (d) ({recorded_from(engine_provs)}): {engine_line}; "
         + _where(engines_live, "the engine scenarios"),
-        f"* every request checked, stock with full graphs ({recorded_where(every_provs)}): {listing(stock) or 'none'}; "
+        f"* every request checked, stock with full graphs ({recorded_from(every_provs)}): {listing(stock) or 'none'}; "
         + "shown again below"
         + (", after this run's own every-request engines;" if engines_live else ";"),
-        f"* the same misread cells with both caches placed by hand ({recorded_where(cause_prov)}): "
+        f"* the same misread cells with both caches placed by hand ({recorded_from(cause_prov)}): "
         f"{listing(places, sep='; ')}; " + _where(places_live, "the placement runs").rstrip(";") + ".",
         _KEY,
     )
+
+
+def _sources(provs: list, names, rows: pd.DataFrame) -> list:
+    """The provenances of the files (``names``, in the order ``schemas.recorded`` read them) that ``rows`` came from:
+    a bullet names the machine, commit and date of the recordings it counts, not of every file read."""
+    names = [names] if isinstance(names, str) else list(names)
+    used = set(rows["source"]) if "source" in rows else set(names)
+    return [p for n, p in zip(names, provs, strict=True) if n in used] or list(provs)
 
 
 def _where(live: bool, what: str) -> str:

@@ -294,7 +294,7 @@ def same_seeds(
     agree: the recorded torch-only runs (``recorded``, ``recorded_prov``), the `default` arm of the placement runs
     (``placements``; ``placements_prov`` None when they ran here), and on a GPU this run's own torch-only runs
     (``this_run``; the CPU analog cannot fault, so it is not one of them)."""
-    live = f"this run ({device})"
+    live = f"this run ({_machine(device)})"  # r0102 round 16, D3: the GPU by name, not the device kind
     sets = [("the recorded torch-only runs", recorded, _where(recorded_prov, live), recorded_prov)]
     if device == "cuda" and this_run is not None:
         sets.append(("this notebook's own torch-only runs above", this_run, _where(None, live), None))
@@ -355,3 +355,12 @@ def seeds_not_run(runs: pd.DataFrame) -> str:
         f"{len(ran) - len(fewer)} ran on all {plural(len(seeds), 'seed')} ({listing(seeds)}); these ran on fewer:",
         "\n".join(lines),
     )
+
+
+def _machine(device: str) -> str:
+    """This run's machine as the reader knows it: the GPU's name where one is present, else "GPU" or "CPU"."""
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return "GPU" if device == "cuda" else "CPU"

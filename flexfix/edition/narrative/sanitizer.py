@@ -38,8 +38,9 @@ def _grid(text: str) -> str:
     )
     return (
         f"; its `block ({x},{y},{z})` is (query tile, batch, query head) in the launch grid of torch's FlexAttention "
-        f"template, so the first bad read came from query tile {x} (which query block that is depends on the tile "
-        f"size `BLOCK_M`, which this run does not record; {where}), batch {y}, query head {z}"
+        f"template, so the first bad read came from query tile {x} (which query block that is depends on the kernel's "
+        f"launch tile `BLOCK_M`, a size of its own, not the query block (glossary), which this run does not record; "
+        f"{where}), batch {y}, query head {z}"
     )
 
 

@@ -43,9 +43,13 @@ def live_control_said(every: pd.DataFrame | None, prov: dict | None) -> str:
             f"its stock engine ({r.engine}) had {listing(batches) if batches else 'no batch completed'} requests come "
             f"out otherwise than alone, then ended `{r.status}`"
         )
-    where = f"{prov.get('device_name')}, commit {str(prov.get('git_commit'))[:10]}, {prov.get('date')}"
+    # r0102 round 16, D10: this date is the file's write time, not notebook 01's start time (its first printed line)
+    where = (
+        f"{prov.get('device_name')}, commit {str(prov.get('git_commit'))[:10]}; its results file, read back here, "
+        f"written {prov.get('date')}, after the start time notebook 01's first line prints"
+    )
     said = listing(said, sep="; ")
-    return f"notebook 01's live rerun in this edition ({where}; its results file, read back here): {said}"
+    return f"notebook 01's live rerun in this edition ({where}): {said}"
 
 
 def _control(safety_prov: dict | None, control_provs) -> str:

@@ -181,13 +181,14 @@ def replay_errors(table: pd.DataFrame, title: str):
     from matplotlib.colors import to_rgba
 
     ring = REPLAY_ERROR_COLOURS["silently wrong answer"][1]
-    fill = to_rgba(ring, 0.12)  # a ring round the step's own point, which stays visible inside it
+    # r0102 round 16, C: a hollow ring, wider than the point and thin, so the copy's marker inside it stays visible
+    fill = to_rgba(ring, 0.0)
     if silent:
         xs, ys = zip(*silent)
-        label = f"silently wrong answer ({_run_steps(silent_at)})"
-        ax.plot(xs, ys, "o", ms=7, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none", label=label)
+        label = f"silently wrong answer ({_run_steps(silent_at)}):\na hollow ring round the run's own point"
+        ax.plot(xs, ys, "o", ms=8, mfc=fill, color=ring, mec=ring, mew=1.0, ls="none", label=label)
     else:  # the caption explains the ring: the legend says when there is none to see
-        ax.plot([], [], "o", ms=7, mfc=fill, color=ring, mec=ring, mew=1.6, ls="none",
+        ax.plot([], [], "o", ms=8, mfc=fill, color=ring, mec=ring, mew=1.0, ls="none",
                 label="silently wrong answer (a ring): none in these runs")  # fmt: skip
     tol = _tolerance(table)
     if tol is not None:

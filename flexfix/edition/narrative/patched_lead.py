@@ -1,0 +1,93 @@
+"""The opening of notebook 02's section "The engine, patched" (r0102 round 16, D9): where the evidence for the fix is
+and what it says, counted from the files, before the section's own runs (which show only that the patched engine
+starts and completes its batches): the recorded every-request check of the patched engines, and, where this edition
+wrote one, notebook 01's live rerun, counted in the batches vLLM's dispatcher runs with a FULL graph."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from flexfix.edition.narrative import listing, markdown
+
+
+def _recorded_counts(every: pd.DataFrame) -> tuple[int, int, list[int]]:
+    """(requests that differed, requests checked, batches) over the patched engines of ``every``."""
+    from flexfix.edition.narrative.workaround_control import _batches, _differ
+    from flexfix.edition.tables.outcomes import every_request_engine
+
+    differ = total = 0
+    batches: set[int] = set()
+    for run in every.itertuples():
+        if "patched" not in every_request_engine(pd.Series(run._asdict())):
+            continue
+        for rec in _batches(run):
+            differ, total = differ + _differ(rec), total + int(rec["requests"])
+            batches.add(int(rec["requests"]))
+    return differ, total, sorted(batches)
+
+
+def _live_counts(live: tuple[pd.DataFrame, dict]) -> tuple[int, int]:
+    """(requests that differed, requests checked) on the live rerun's patched engines, in FULL-graph batches only."""
+    from flexfix.edition import glossary
+    from flexfix.edition.narrative.workaround_control import _batches, _differ, _seqs
+    from flexfix.edition.tables.outcomes import every_request_dispatch
+
+    every = live[0]
+    patched = every[~every["engine"].astype(str).str.contains("stock")]
+    if patched.empty:
+        return 0, 0
+    dispatch = glossary.decode_dispatch(every_request_dispatch(patched, with_engine=False))
+    mode = {
+        (int(s), int(b)): str(m)
+        for s, b, m in zip(dispatch["max_num_seqs"], dispatch["decode batch"], dispatch["runs with"])
+    }
+    full = [
+        rec for r in patched.itertuples() for rec in _batches(r) if mode.get((_seqs(r), int(rec["requests"]))) == "FULL"
+    ]
+    return sum(_differ(x) for x in full), sum(int(x["requests"]) for x in full)
+
+
+def lead(every: pd.DataFrame, provs, live: tuple[pd.DataFrame, dict] | None) -> str:
+    """One paragraph: the recorded every-request verdict on the patched engines (``every``, ``provs``: notebook 01's
+    recorded check), then the live rerun's (``live``, from ``workarounds.live_control``; None where there is none)."""
+    from flexfix.edition.tables.provenance import recorded_from
+
+    differ, total, batches = _recorded_counts(every)
+    if not total:
+        verdict = f"the recorded check holds no patched engine ({recorded_from(provs)}): nothing shows the fix there"
+    elif differ:
+        verdict = (
+            f"the patched engines answered {differ} of {total} requests of the batches of {listing(batches)} "
+            f"otherwise than alone ({recorded_from(provs)}): the fix did **not** hold on every request"
+        )
+    else:
+        verdict = (
+            f"the patched engines answered all {total} requests of the batches of {listing(batches)} exactly as "
+            f"alone ({recorded_from(provs)})"
+        )
+    said = [verdict]
+    if live is not None and not live[0].empty:
+        d, t = _live_counts(live)
+        gpu = live[1].get("device_name")
+        said.append(
+            f"in this edition's live rerun of notebook 01 ({gpu}), {d} of {t} requests differed on the patched "
+            "engine in the batches that replay a FULL graph"
+            if t
+            else f"this edition's live rerun of notebook 01 ({gpu}) ran no patched batch that replays a FULL graph"
+        )
+    return markdown(
+        "**Where the evidence for the fix is, and its verdict:** not in this section's first runs, which show only "
+        "that the patched engine starts and completes its batches, but in the every-request check of the subsection "
+        '"Every request, on the patched engine" below: ' + "; ".join(said) + "."
+    )
+
+
+def from_files(data_dir, results_dir, device: str) -> str:
+    """:func:`lead` from notebook 01's recorded every-request check under ``data_dir`` and, on a GPU, its live rerun
+    under ``results_dir`` (where this edition wrote one)."""
+    from flexfix.edition import schemas
+    from flexfix.edition.narrative.workarounds import live_control
+    from flexfix.measure import record
+
+    every, provs = schemas.recorded(data_dir, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
+    return lead(every, provs, live_control(results_dir, device))
