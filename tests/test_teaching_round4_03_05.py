@@ -146,7 +146,7 @@ def _flat(stem: str) -> str:
 def test_a3_the_narrower_replay_reads_this_steps_rows_first_then_unwritten_cells():
     text = _flat("04_batch_invariance")
     assert "`as_strided` copy, cells this step did not write" not in text
-    assert "other rows' entries of this step and, further along the buffer, cells this step did not write" in text
+    assert "what they hold at this sweep's own widths" in text  # r16 B1: computed at its widths, printed
 
 
 def test_a7_the_frozen_name_is_said_where_it_is_printed():
@@ -165,7 +165,7 @@ def test_b_claims_04_are_scoped_to_what_was_measured():
     assert "All of it ran through the replayed, sliced" not in text and "labelled `patched`" in text  # B4
     assert "is batch-invariant at the kernel level already" not in text  # B5
     assert "bitwise invariant in every cell of these sweeps" in text
-    assert "not here)" in text and "-1` pads, the empty entries notebook 01's section" in text  # B3
+    assert "not here)" in text and "*misread windows at these widths*" in text  # B3; r16 B1: computed, printed
 
 
 # A3, A4, D19, D21, D23 (03): the misread windows as the table counts them, the columns defined.
@@ -192,7 +192,7 @@ def test_a3_a4_03_says_what_the_misread_windows_hold_as_the_table_counts_them():
     assert "narrower than its capture reads (cells that nothing wrote at that step)" not in text
     assert "other rows' entries of that step and, for the later query blocks, cells that nothing wrote" in text
     assert "or their own row's entries at the wrong position" in text  # A4
-    assert "so its misreads read other rows' entries of the step and, further along the buffer" in text
+    assert "and prints what its misread windows hold there" in text  # r16 B1: 04's widths, not 03's
 
 
 def test_d19_d21_d23_03_columns_defined_lead_plain():

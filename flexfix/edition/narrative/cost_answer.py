@@ -9,7 +9,7 @@ import pandas as pd
 from flexfix.edition.narrative import markdown
 from flexfix.edition.narrative.cost_devices import beyond_spread
 
-__all__ = ["engine_answer"]
+__all__ = ["engine_answer", "plain_answer"]
 
 
 def _direction(summary: pd.DataFrame, ratio: str, spread: pd.DataFrame | None, words: tuple[str, str]) -> str:
@@ -33,6 +33,57 @@ def _direction(summary: pd.DataFrame, ratio: str, spread: pd.DataFrame | None, w
     return "; ".join(said) if said else "not measured"
 
 
+def _status(summary: pd.DataFrame, ratio: str, spread: pd.DataFrame | None) -> dict[str, tuple[str, bool, float]]:
+    """Per model: ``supported``, ``hint`` or ``unresolved`` (the rule of :func:`_direction`), whether its ratios lay
+    above 1, and their median."""
+    out = {}
+    for model in summary.index.get_level_values("model").unique():
+        if (model, ratio) not in summary.index:
+            continue
+        row = summary.loc[(model, ratio)]
+        n, below = int(row["ratios"]), int(row["below_1"])
+        if below in (0, n):
+            out[model] = ("supported" if beyond_spread(row, model, spread)[1] else "hint", below == 0, row["median"])
+        else:
+            out[model] = ("unresolved", row["median"] >= 1, row["median"])
+    return out
+
+
+def _plain_one(status: dict, up: str, down: str) -> str:
+    """The plain answer for one ratio over the models: one clause where every model came out alike."""
+    if not status:
+        return "not measured here."
+    kinds = {(k, u if k != "unresolved" else None) for k, u, _ in status.values()}
+    medians = " and ".join(f"{m:.2f}x ({model})" for model, (_, _, m) in status.items())
+    if len(kinds) == 1:
+        kind, way = next(iter(kinds))
+        if kind == "unresolved":
+            return f"not measurable here: its ratios went both ways across runs (medians {medians})."
+        word = up if way else down
+        if kind == "supported":
+            return f"{word}, in every ratio and beyond the noise between engines (medians {medians})."
+        return (
+            f"probably {word}, in every ratio (medians {medians}), but not proven at this noise: one configuration "
+            "moved between engines by more."
+        )
+    parts = []
+    for model, (k, u, _) in status.items():
+        parts.append(f"{model}: " + ("unresolved" if k == "unresolved" else (up if u else down)))
+        parts[-1] += " (not proven)" if k == "hint" else ""
+    return "the models differ (" + "; ".join(parts) + f"; medians {medians})."
+
+
+def plain_answer(summary: pd.DataFrame, spread: pd.DataFrame | None) -> str:
+    """The engine-level answer in plain words (r16 D8), from the same rule as the lines under it: a question and its
+    answer for full over piecewise graphs and for ``BI1/BI0``."""
+    full = _plain_one(_status(summary, "full/piecewise", spread), "yes", "no, they were slower")
+    bi = _plain_one(_status(summary, "BI1/BI0", spread), "no, it was faster", "yes, it was slower")
+    return (
+        f"**In plain words.** Do full CUDA graphs buy throughput over piecewise ones? {full[0].upper() + full[1:]} "
+        f"Does `VLLM_BATCH_INVARIANT=1` cost throughput? {bi[0].upper() + bi[1:]}"
+    )
+
+
 def engine_answer(speed: pd.DataFrame) -> str:
     """The answer first: full over piecewise graphs, and ``BI1/BI0``, per model, from the engines' output tokens per
     second ``speed`` (:func:`flexfix.measure.engine_sweep.throughput_rows`), through the same ratio summary and
@@ -42,7 +93,8 @@ def engine_answer(speed: pd.DataFrame) -> str:
 
     summary, spread = tables.ratio_summary(speed), tables.throughput_spread(speed)
     return markdown(
-        "**The answer first** (the tables and lines below are the evidence):",
+        plain_answer(summary, spread),
+        "**The answer first**, by the rule the lines further down apply (the tables and lines below are the evidence):",
         "* **Full over piecewise graphs** (output tokens per second, above 1: full faster): "
         + _direction(summary, "full/piecewise", spread, ("full faster", "full slower"))
         + ".\n* **What `VLLM_BATCH_INVARIANT=1` costs** (`BI1/BI0`, below 1: batch invariance slower): "

@@ -39,3 +39,31 @@ def band_example(timing: pd.DataFrame) -> str:
     if not said:
         return markdown("")
     return markdown("*The band rule on these timings*: " + "; and ".join(said) + ".")
+
+
+def band_example_recorded(data_dir) -> str:
+    """The worked example of the band rule right after the rule (r16 D7), on the recorded GPU timings (``data_dir``'s
+    ``decode_timing``, shown in full in the section *The kernel timings recorded on an H100*), named as such."""
+    from flexfix.edition import schemas, tables
+
+    timing, prov = schemas.recorded(data_dir, "decode_timing", schemas.DECODE_TIMING)
+    said = str(band_example(timing))
+    if not said.strip():
+        return markdown("")
+    return markdown(
+        said.replace(
+            "*The band rule on these timings*:",
+            f"*The band rule at work*, on {tables.recorded_where(prov)} (its tables are further down, under "
+            "*The kernel timings recorded on an H100*):",
+        )
+    )
+
+
+def recorded_figure(where: str, here: str) -> str:
+    """A caption directly above a figure of the recorded kernel run (r16 D6): which run it draws (``where``, e.g.
+    "the recorded run on NVIDIA H100 ...") and that it is not ``here``, this run, whose own values are in its table
+    further up."""
+    return markdown(
+        f"*The figure below draws {where}, not {here}*: this run's own values of the ratio, where it measured them, "
+        "are in its table further up, not drawn."
+    )

@@ -13,18 +13,41 @@ EAGER, GRAPH = "flex vllm eager", "flex vllm graph"
 HELD = 1.5  # a flushed speed-up under the warm one divided by this is said not to hold under the flushed timing
 
 
-def replay_flushed(effect: pd.DataFrame) -> str:
-    """The replay's speed-up (``flex vllm eager`` over ``flex vllm graph``) with a warm and with a flushed L2, at
-    the case of the largest warm speed-up and over all cases; where the flushed one is much smaller, that the warm
-    one shows back-to-back calls (an inference, said as one).  Empty where no flushed timing was taken."""
+def _speedups(effect: pd.DataFrame):
+    """The warm and flushed speed-ups per case, the case of the largest warm one, and the two factors there, as the
+    flushed paragraph prints them (one decimal); ``None`` where no flushed timing was taken."""
     if effect.empty or not {EAGER, GRAPH} <= set(effect["impl"]):
-        return markdown("")
+        return None
     wide = effect.pivot_table(index=["batch", "context"], columns="impl", values=["warm_ms", "flushed_ms"])
     warm = wide[("warm_ms", EAGER)] / wide[("warm_ms", GRAPH)]
     flushed = wide[("flushed_ms", EAGER)] / wide[("flushed_ms", GRAPH)]
-    batch, context = warm.idxmax()
+    case = warm.idxmax()
+    return wide, warm, flushed, case, float(warm.max()), float(flushed.loc[case])
+
+
+def verdict(w: float, f: float) -> str:
+    """What became of the largest warm speed-up ``w`` with the L2 flushed (``f`` at the same case), decided from the
+    factors as printed (r16 A1): ``"held"`` only where the flushed one, to one decimal, is not below the warm one;
+    ``"gone"`` where the flushed one, to one decimal, is not above 1 (no speed-up left); ``"back to back"`` where it
+    fell below ``w / HELD``; else ``"shrank"``."""
+    wp, fp = round(w, 1), round(f, 1)
+    if fp >= wp:
+        return "held"
+    if fp <= 1.0:
+        return "gone"
+    return "back to back" if f < w / HELD else "shrank"
+
+
+def replay_flushed(effect: pd.DataFrame) -> str:
+    """The replay's speed-up (``flex vllm eager`` over ``flex vllm graph``) with a warm and with a flushed L2, at
+    the case of the largest warm speed-up and over all cases; what became of it (:func:`verdict`), and where the
+    flushed one is much smaller, that the warm one shows back-to-back calls (an inference, said as one).  Empty where
+    no flushed timing was taken."""
+    got = _speedups(effect)
+    if got is None:
+        return markdown("")
+    wide, _, flushed, (batch, context), w, f = got
     at = wide.loc[(batch, context)]
-    w, f = float(warm.max()), float(flushed.loc[(batch, context)])
     text = (  # r13 D4: the measured numbers first, then the untested explanation, said as one
         f"**The replay's speed-up, flushed.** With the L2 flushed before each call, the replay's speed-up at "
         f"{plural(int(batch), 'request')} of {int(context)} tokens is {f:.1f}x, against {w:.1f}x warm (the largest "
@@ -32,31 +55,49 @@ def replay_flushed(effect: pd.DataFrame) -> str:
         f"{at[('warm_ms', EAGER)]:.3f} ms warm and {at[('flushed_ms', EAGER)]:.3f} ms flushed, the replay "
         f"{at[('warm_ms', GRAPH)]:.4f} ms warm and {at[('flushed_ms', GRAPH)]:.4f} ms flushed."
     )
-    if f < w / HELD:
+    said = verdict(w, f)
+    if said == "held":
+        text += " The speed-up held under the flushed timing too."
+    elif said == "gone":
+        text += f" Flushed, no speed-up remained there ({f:.1f}x, against {w:.1f}x warm)."
+    elif said == "shrank":
+        text += f" A speed-up remained ({f:.1f}x), smaller than warm ({w:.1f}x)."
+    if said in ("gone", "back to back"):
         text += (
             " Both numbers are measured; which one a decode step sees depends on how its calls are issued. One "
             "explanation of the gap, which we did not test: with the flush queued on the GPU before each call, the "
             "host's work for an eager call can overlap it and drop out of the timed span, while the warm timing "
             "issues calls back to back, as the calls of one decode step come."
         )
-    else:
-        text += " The speed-up held under the flushed timing too."
     return markdown(text)
 
 
 def flushed_clause(timing: pd.DataFrame) -> str:
     """For the *In short* line (r15 D6): what the replay's speed-up came to with the L2 flushed before each call, over
-    all cases, and whether the largest warm one held; empty where ``timing`` has no flushed rows."""
+    all cases, and what became of the largest warm one there (:func:`verdict`, from the numbers the flushed paragraph
+    prints); empty where ``timing`` has no flushed rows."""
     from flexfix.edition.tables.cost import l2_effect
 
-    effect = l2_effect(timing) if "l2" in timing else pd.DataFrame()
-    if effect.empty or not {EAGER, GRAPH} <= set(effect["impl"]):
+    got = _speedups(l2_effect(timing) if "l2" in timing else pd.DataFrame())
+    if got is None:
         return ""
-    wide = effect.pivot_table(index=["batch", "context"], columns="impl", values=["warm_ms", "flushed_ms"])
-    warm = wide[("warm_ms", EAGER)] / wide[("warm_ms", GRAPH)]
-    flushed = wide[("flushed_ms", EAGER)] / wide[("flushed_ms", GRAPH)]
-    w, f = float(warm.max()), float(flushed.loc[warm.idxmax()])
+    _, _, flushed, (batch, context), w, f = got
     said = f" With the L2 flushed before each call the speed-up was {span(flushed, '{:.2f}', 'x')} over all cases"
-    if f < w / HELD:
-        return said + f": the {w:.1f}x is a figure for calls issued back to back (*The replay's speed-up, flushed*)."
-    return said + f", and the {w:.1f}x held (*The replay's speed-up, flushed*)."
+    where = f"at {plural(int(batch), 'request')} of {int(context)} tokens"
+    see = " (*The replay's speed-up, flushed*)."
+    verdict_ = verdict(w, f)
+    if verdict_ == "held":
+        return said + f"; the largest, {w:.1f}x {where}, held ({f:.1f}x flushed)" + see
+    if verdict_ == "gone":
+        return said + (
+            f"; the largest, {w:.1f}x warm {where}, was {f:.1f}x flushed: no speed-up remained there, and the "
+            f"{w:.1f}x is a figure for calls issued back to back" + see
+        )
+    if verdict_ == "shrank":
+        return said + (
+            f"; the largest, {where}, shrank from {w:.1f}x warm to {f:.1f}x flushed (a replay was still faster)" + see
+        )
+    return said + (
+        f"; {where} it fell from {w:.1f}x warm to {f:.1f}x flushed: the {w:.1f}x is a figure for calls issued "
+        "back to back" + see
+    )

@@ -4,6 +4,7 @@ evidence (counts, distances, positions) follows under the verdict table, from th
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from flexfix.edition.narrative import listing, markdown, plural
@@ -190,3 +191,143 @@ def sweep_widths(sweep) -> str:
         f"K at replay = {paged.Q_BLOCK} x cdiv(needle_len, {paged.PAGE_SIZE}) = {replay}, {how} the capture; "
         f"W_max (the buffer's width) = {sweep.paged.w_max}"
     )
+
+
+def _block_reads(lay, g: int) -> list[tuple[str, int, int]]:
+    """What query block ``g``'s read window holds at replay, as runs of (what, first, last): ``own`` (its own row's
+    entries first..last, at the wrong position), ``row h`` (another row's entries first..last) or ``unwritten``
+    (cells first..last of the storage, which this step did not write)."""
+    flat = lay.owner_replay.reshape(-1)
+    where = {int(c): (r, j) for (r, j), c in np.ndenumerate(lay.cell_of)}
+    runs: list[list] = []
+    for cell in lay.read_at[g].tolist():
+        owner = int(flat[cell]) if cell < flat.size else -1
+        what, at = ("unwritten", cell) if owner < 0 else ("own" if owner == g else f"row {owner}", where[cell][1])
+        if runs and runs[-1][0] == what and at == runs[-1][2] + 1:
+            runs[-1][2] = at
+        else:
+            runs.append([what, at, at])
+    return [tuple(r) for r in runs]
+
+
+def sweep_windows(sweep, batches) -> str:
+    """What the ``graph`` launch's misread windows hold under the ``as_strided`` copy at the sweep's own widths (r16
+    B1): for each number of query blocks among ``batches`` past one, computed with
+    :func:`flexfix.mechanism.layouts.stride_layout` (capture ``K`` from ``capture_len``, replay ``K`` from
+    ``needle_len``, the buffer ``[G_max, W_max]``), what each query block ``g >= 1`` reads in the ``K_replay`` cells
+    of its window: its own row's entries at the wrong position, another row's entries of this step, or cells this
+    step did not write.  The kernel reads the first ``kv_num_blocks[g]`` of them; an entry past a row's pages is a
+    ``-1`` pad."""
+    from flexfix.mechanism import layouts, paged
+    from flexfix.mechanism.persistent import copy_to_persistent_as_strided
+
+    def k(tokens: int) -> int:
+        return paged.Q_BLOCK * paged.cdiv(int(tokens), paged.PAGE_SIZE)
+
+    capture, replay, g_max, w_max = k(sweep.capture_len), k(sweep.needle_len), sweep.paged.g_max, sweep.paged.w_max
+    by_g: dict[int, list[int]] = {}
+    for b in sorted({int(b) for b in batches}):
+        g = paged.cdiv(b, paged.Q_BLOCK)
+        if g >= 2:
+            by_g.setdefault(g, []).append(b)
+    if max(capture, replay) > w_max:
+        return f"misread windows at these widths: not computed (a K above the buffer's width W_max {w_max})"
+    if not by_g or capture == replay:
+        return (
+            f"misread windows at these widths: none (K at capture {capture}, at replay {replay}; "
+            f"{'no batch past one query block' if not by_g else 'the same width'})"
+        )
+    lines = [
+        f"misread windows at these widths (as_strided copy, K {capture} at capture, {replay} at replay, "
+        f"W_max {w_max}; each query block g >= 1 reads {replay} cells from cell g x {capture}):"
+    ]
+    kinds: dict[int, set[str]] = {}
+    for g, bs in by_g.items():
+        lay = layouts.stride_layout(
+            copy_to_persistent_as_strided,
+            "as_strided",
+            g=g,
+            g_max=max(g_max, g),
+            w_max=w_max,
+            k_capture=capture,
+            k_replay=replay,
+        )
+        size = f"{bs[0]}-{bs[-1]}" if len(bs) > 1 else f"{bs[0]}"
+        parts = []
+        for q in range(1, g):
+            said = []
+            for what, lo, hi in _block_reads(lay, q):
+                kinds.setdefault(g, set()).add(what if what in ("own", "unwritten") else "other")
+                span_ = f"{lo}-{hi}" if hi > lo else f"{lo}"
+                if what == "own":
+                    said.append(f"its own row's entries {span_} (at the wrong position)")
+                elif what == "unwritten":
+                    said.append(f"cells {span_} this step did not write")
+                else:
+                    said.append(f"{what}'s entries {span_}")
+            parts.append(f"block {q}: " + ", then ".join(said))
+        lines.append(f"  {size} requests ({g} query blocks): " + "; ".join(parts))
+    return "\n".join([*lines, "  " + _windows_summary(kinds)])
+
+
+def _windows_summary(kinds: dict[int, set[str]]) -> str:
+    """One line over the numbers of query blocks: from which one on the windows hold another row's entries."""
+    with_other = [g for g, k in sorted(kinds.items()) if "other" in k]
+    without = [g for g, k in sorted(kinds.items()) if "other" not in k]
+    if not with_other:
+        return "so no misread window here holds another row's entries of this step"
+    if not without:
+        return "so every number of query blocks here has windows holding another row's entries of this step"
+    names = {"own": "its own row's entries", "unwritten": "cells this step did not write"}
+    held = " and ".join(names[k] for k in ("own", "unwritten") if any(k in kinds[g] for g in without))
+    return (
+        f"so with {listing([str(g) for g in without])} query blocks the windows hold no other row's entries "
+        f"({held} only); from {with_other[0]} query blocks on, they hold other rows' entries too"
+        + ("" if max(without) < with_other[0] else " (not at every size: see the lines above)")
+    )
+
+
+def windows_hold(sweep, batches) -> set[str]:
+    """Which kinds of cell (``own``, ``other``, ``unwritten``) the misread windows of :func:`sweep_windows` hold,
+    over all its batch sizes: what a sentence about them may name."""
+    from flexfix.mechanism import layouts, paged
+    from flexfix.mechanism.persistent import copy_to_persistent_as_strided
+
+    def k(tokens: int) -> int:
+        return paged.Q_BLOCK * paged.cdiv(int(tokens), paged.PAGE_SIZE)
+
+    kinds: set[str] = set()
+    if max(k(sweep.capture_len), k(sweep.needle_len)) > sweep.paged.w_max:
+        return kinds
+    for g in sorted({paged.cdiv(int(b), paged.Q_BLOCK) for b in batches} - {1}):
+        lay = layouts.stride_layout(
+            copy_to_persistent_as_strided,
+            "as_strided",
+            g=g,
+            g_max=max(sweep.paged.g_max, g),
+            w_max=sweep.paged.w_max,
+            k_capture=k(sweep.capture_len),
+            k_replay=k(sweep.needle_len),
+        )
+        for q in range(1, g):
+            kinds |= {w if w in ("own", "unwritten") else "other" for w, _, _ in _block_reads(lay, q)}
+    return kinds
+
+
+def positions_line(batches, positions) -> str:
+    """Where each needle position puts the needle (r16 D5): its index in a batch of ``B`` requests (``first`` 0,
+    ``middle`` ``B // 2``, ``last`` ``B - 1``, from :func:`flexfix.measure.needle.needle_index`) and, for each batch
+    size past one query block, the query block that index lands in."""
+    from flexfix.measure.needle import needle_index
+    from flexfix.mechanism import paged
+
+    rule = {"first": "index 0", "middle": "index B // 2", "last": "index B - 1"}
+    lines = ["needle positions in a batch of B requests: " + "; ".join(f"{p} = {rule[p]}" for p in positions)]
+    for b in sorted({int(b) for b in batches}):
+        if b > paged.Q_BLOCK:
+            at = {p: needle_index(b, p) for p in positions}
+            lines.append(
+                f"  B = {b}: "
+                + ", ".join(f"{p} at index {i} (query block {i // paged.Q_BLOCK})" for p, i in at.items())
+            )
+    return "\n".join(lines)

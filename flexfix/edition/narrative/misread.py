@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from flexfix.edition.narrative import listing, markdown, plural
-from flexfix.edition.narrative.misread_lead import one_outcome
+from flexfix.edition.narrative.misread_lead import one_outcome, takeaway
 from flexfix.measure.outcomes import CRASHES
 
 __all__ = [
@@ -120,7 +120,9 @@ def crash_or_wrong(sweeps: dict[str, pd.DataFrame], parameters: dict[str, dict |
         )
     else:
         lead = one_outcome(len(sweeps), kinds, [w for w in kinds if _is_analog(sweeps[w])])
-    return markdown(lead + text)
+    return markdown(
+        lead + text + "\n\n" + takeaway(sweeps, misread_cells)
+    )  # r16 D4: the section's one-line takeaway last
 
 
 def _is_analog(table: pd.DataFrame) -> bool:

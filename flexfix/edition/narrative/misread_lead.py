@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flexfix.edition.narrative import listing
 
-__all__ = ["one_outcome"]
+__all__ = ["one_outcome", "takeaway"]
 
 _OTHER = (
     "The same misread can also {other}: notebook 01's section *Crash or wrong answer: what decides* shows both "
@@ -42,3 +42,46 @@ def one_outcome(shown: int, kinds: dict[str, set], analogs: list[str]) -> str:
         + _OTHER.format(other="crash or answer silently wrong")
         + "\n\n"
     )
+
+
+def takeaway(sweeps: dict, misread_cells) -> str:
+    """The one line that ends the section (r16 D4), from the sweeps' cells: in how many sweeps the replayed launch
+    with ``as_strided`` past one query block went wrong (crashed or answered wrong) in some cell, and whether the
+    ``sliced`` copy with the same launch past one query block had no crash and no wrong result in every sweep;
+    ``misread_cells`` is :func:`flexfix.edition.narrative.misread.misread_cells` (passed in: no import cycle)."""
+    from flexfix.measure.outcomes import CRASHES
+    from flexfix.mechanism.paged import Q_BLOCK
+
+    hit, clean, sliced_ran = [], [], []
+    for where, table in sweeps.items():
+        cells = misread_cells(table)
+        if not cells.empty and cells["kind"].isin(["crashed", "wrong result"]).any():
+            hit.append(where)
+        parts = table["config"].str.split(", ")
+        same = table[
+            parts.str[-2].isin(["graph", "frozen"])
+            & (parts.str[-1] == "sliced")
+            & (table["batch"] > Q_BLOCK)
+            & (table["outcome"] != "error")
+        ]
+        if same.empty:
+            continue
+        sliced_ran.append(where)
+        if not (same["outcome"].isin(CRASHES) | (same["outcome"] == "wrong_result")).any():
+            clean.append(where)
+    if not hit:
+        return "**Takeaway**: no sweep shown here got a crash or a wrong result from the misread."
+    bug = (
+        "in every sweep shown here" if len(hit) == len(sweeps) else f"in {listing(hit, sep='; ')}"
+    ) + ", the bug showed, as a crash or as a wrong answer"
+    if sliced_ran and clean == sliced_ran:
+        fix = (
+            "; the sliced copy, with the same replayed launch past one query block, had no crash and no wrong result "
+            "in any of them"
+        )
+    elif sliced_ran:
+        bad = [w for w in sliced_ran if w not in clean]
+        fix = f"; the sliced copy with the same launch crashed or answered wrong too in {listing(bad, sep='; ')}"
+    else:
+        fix = "; no sweep shown ran the sliced copy with that launch"
+    return f"**Takeaway**: {bug}{fix}."

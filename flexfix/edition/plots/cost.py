@@ -19,9 +19,11 @@ SERIES_LINESTYLES = ("-", "-.", ":", (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0, (1, 3)),
 FAMILIES = {
     "context": ((0, 1, 2, 3, 4, 5), SERIES_MARKERS[:4] + ("d", "8")),
     "batch": ((4, 5, 1, 0, 3, 2), ("v", "P", "X", "<", "p", "H")),
-    # runs: the first four of four hues far apart (wine, dark green, olive, reddish purple; purple beside wine read as
-    # one hue, r0305 C11); the line markers (4, 3, 2) drawn bold by throughput_points
-    "run": ((5, 4, 2, 0, 1, 3), (">", "h", "*", "4", "3", "2")),
+    # runs: the first four of four hues far apart (wine, dark green, olive, dark brown; purple beside wine read as one
+    # hue, r0305 C11, and so did reddish purple, r16 C1); every marker a closed shape, drawn hollow (a line marker lay
+    # on its own spread bar and vanished, r16 C1): a pentagon pointing down and a triangle turned on its side are
+    # polygons no other kind uses
+    "run": ((5, 4, 2, 6, 0, 3), (">", "h", "*", (5, 0, 180), (3, 0, 45), (4, 0, 22.5))),
 }
 REFERENCE_STYLE = "--"  # the reference line of ratio_lines: dashed, and named in the legend
 LABEL_GAP = 0.075  # direct labels: the least vertical distance between two, in axes fraction
@@ -362,7 +364,9 @@ def throughput_points(table: pd.DataFrame, title: str):
             spread_bar(ax, [min(r) for r in reps], [max(r) for r in reps], y, colour, cap=step * 0.4)  # r15 C2
             bold = dict(markersize=8, markeredgewidth=2.2) if marker in _LINE_MARKERS else dict(markersize=6)
             hollow = dict(markerfacecolor="none", markeredgewidth=1.2, zorder=3)
-            ax.plot(part["tokens_per_second"], y, marker, ls="none", color=colour, label=run, **{**hollow, **bold})
+            ax.plot(
+                part["tokens_per_second"], y, marker=marker, ls="none", color=colour, label=run, **{**hollow, **bold}
+            )
         for row in range(1, len(settings)):
             ax.axhline(row - 0.5, color="#dddddd", lw=0.6)
         ax.set_title(f"{n} concurrent requests", fontsize=9)

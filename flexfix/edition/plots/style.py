@@ -105,7 +105,9 @@ SERIES_WORDS = ("reddish purple", "bluish green", "olive", "purple", "dark green
 # ratio_lines and throughput_points: series i (in the legend's order) has colour i (and its own marker and line style):
 # the series colours above, then wine (no figure of these two draws the dark grey that wine resembles to a red-green
 # colour-blind reader), cycled beyond six (the markers and line styles keep a seventh series apart from the first).
-SERIES_COLOURS = tuple(colour(word) for word in (*SERIES_WORDS, "wine"))
+# Dark brown (r16 C1) is the fourth run's colour in throughput_points: a hue far from wine, dark green and olive (the
+# reddish purple it replaced sat near wine), in no other kind's order of colours.
+SERIES_COLOURS = tuple(colour(word) for word in (*SERIES_WORDS, "wine", "dark brown"))
 
 
 def patch(colour: str):
