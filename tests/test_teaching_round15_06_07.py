@@ -115,7 +115,7 @@ def test_07_d11_the_one_column_step_names_the_kind_and_why_the_alarm_stands():
     said = _flat(guard_information.mutant_settings(runs, "here"))
     if "shorter than any of these prompts" in said:
         assert "such as its warm-up or dummy runs; the recording does not say which" in said
-        assert "the guard compares every replay of the graph against its capture" in said
+        assert "the guard compares every replay of the graph with its capture" in said  # round 16: an inference
     assert "a step vLLM ran itself" not in said
 
 

@@ -12,7 +12,7 @@ from flexfix.edition.checks import DataError, is_missing
 from flexfix.edition.narrative import listing, markdown, plural
 from flexfix.edition.narrative.guard import _need
 
-__all__ = ["changed", "mutant_settings"]
+__all__ = ["changed", "mutant_settings", "own_steps"]
 
 
 def changed(information: pd.DataFrame, engines: pd.DataFrame) -> str:
@@ -86,6 +86,13 @@ def mutant_settings(table: pd.DataFrame, where: str) -> str:
             f"`max_model_len` {MAX_MODEL_LEN[model]}, attention backend {listing(sorted(set(runs['backend'])))}"
         )
     block = _block_size(mutant_table(table), MAX_MODEL_LEN[models[0]]) if len(models) == 1 else None
+    own = ""
+    if block and block[1] < PROMPT_LENGTHS[models[0]][0]:
+        own = (
+            ", shorter than any of these prompts: a step vLLM ran of its own, outside these requests (such as "
+            "its warm-up or dummy runs; the recording does not say which)"
+            + own_steps(block, PROMPT_LENGTHS[models[0]], int(max(table["max_tokens"])))
+        )
     return markdown(
         f"**The planted-bug engines** ({where}): "
         + "; ".join(parts)
@@ -93,19 +100,35 @@ def mutant_settings(table: pd.DataFrame, where: str) -> str:
         + (
             f" The `block_table` named at capture is {block[0]} blocks wide, `max_model_len` in KV blocks of "
             f"{block[1]} tokens; a replay whose `block_table` has one column is a step whose longest sequence fit "
-            "in one KV block"
-            + (
-                ", shorter than any of these prompts: a step vLLM ran of its own, outside these requests (such as "
-                "its warm-up or dummy runs; the recording does not say which). The alarm stands for the requests' "
-                "own steps too: the guard compares every replay of the graph against its capture, whichever step "
-                "asks for it"
-                if block[1] < PROMPT_LENGTHS[models[0]][0]
-                else ""
-            )  # fmt: skip
-            + "."
+            "in one KV block" + own + "."
             if block
             else ""
         )
+    )
+
+
+def own_steps(block: tuple[int, int], prompts: tuple[int, int], max_tokens: int) -> str:
+    """Whether the requests' own decode steps would alarm too, said as an inference (under ``error`` the engine
+    stops at its first alarm, so no recorded alarm is of their steps): ``block`` is ``(capture width, KV block
+    size)``, ``prompts`` the shortest and longest prompt, ``max_tokens`` the tokens each request generates. Their
+    rows would be ``cdiv(shortest prompt, block)`` to ``cdiv(longest prompt + max_tokens, block)`` entries wide; the
+    sentence says they would alarm only where that range does not reach the capture's width (a row stride other
+    than the capture's alarms, whichever way it moved)."""
+    width, size = block
+    narrow, wide = -(-prompts[0] // size), -(-(prompts[1] + max_tokens) // size)
+    if wide < width or narrow > width:
+        return (
+            ". That the requests' own decode steps would alarm too is an inference, not a recorded alarm (under "
+            "`error` the engine stopped at its first): their sequences hold from "
+            f"{prompts[0]} tokens (the shortest prompt) to at most {prompts[1] + max_tokens} (the longest prompt "
+            f"and {max_tokens} generated), so their rows would be {narrow} to {wide} entries wide (one per KV block "
+            f"of {size} tokens), never the capture's {width}, and the guard compares every replay of "
+            "the graph with its capture, whichever step asks for it"
+        )
+    return (
+        ". Whether the requests' own decode steps would alarm too is not recorded (under `error` the engine stopped "
+        f"at its first), nor follows from their lengths: their rows would be {narrow} to {wide} entries wide (one "
+        f"per KV block of {size} tokens), a range that reaches the capture's {width}"
     )
 
 

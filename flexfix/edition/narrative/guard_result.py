@@ -17,17 +17,25 @@ def result(recorded: dict) -> str:
     refused = int((engines["outcome"] == "guard_refused").sum())
     quiet = int((engines["replays checked"] == 0).sum())
     ima = "illegal_memory_access" in set(engines["outcome"])
+    later, later_error, later_eager = _later_release(recorded)
     lines.append(
         f"`error` stopped stock vLLM 0.20.0 before a misreading replay in {refused} of {plural(len(engines), 'engine')}"
         + (f" ({plural(quiet, 'engine')} replayed no FULL graph, so nothing to stop)" if quiet else "")
         + ("; an illegal memory access was still reached" if ima else ", none reaching an illegal memory access")
         + " (*On the GPU: stock vLLM 0.20.0 under `FLEXFIX_GUARD=error`*)"
+        + (
+            f"; on vLLM {later} it stopped {later_error} (*`eager`: the right answer instead of an error*)"
+            if later_error
+            else ""
+        )
     )
     equal = t.eager_vs_reference(recorded["guard_stock_eager"][0], recorded["guard_patched_reference"][0])
     same, of = int(equal["bitwise equal"].sum()), int(equal["of"].sum())
     lines.append(
-        f"`eager` answered {same} of {of} compared requests bitwise as the patched engine"
-        f"{'' if same == of else ' (not all)'} (*`eager`: the right answer instead of an error*)"
+        f"`eager` answered {same} of {of} compared requests bitwise as the patched engine on vLLM 0.20.0"
+        f"{'' if same == of else ' (not all)'}"
+        + (f", and {later_eager} on vLLM {later}" if later_eager else "")
+        + " (*`eager`: the right answer instead of an error*)"
     )
     alarms = [t.false_alarms(recorded[n][0]) for n in ("guard_false_alarms", "guard026_false_alarms")]
     count = sum(int(a["alarms"].sum()) for a in alarms)
@@ -47,3 +55,26 @@ def result(recorded: dict) -> str:
         + " (*Planted bugs of the class*)"
     )
     return markdown("**The result, read from the recordings:**", "\n".join(f"* {line};" for line in lines)[:-1] + ".")
+
+
+def _later_release(recorded: dict) -> tuple[str, str, str]:
+    """The later 0.20 release's engines (``guard_v0_20_2``), counted as the lead counts 0.20.0's: its vLLM version,
+    ``"N of M engines"`` under ``error`` refused, ``"N of M"`` requests under ``eager`` bitwise as the patched
+    0.20.0 engine; empty strings where it is not recorded or holds no engine of that mode."""
+    from flexfix.edition.tables import guard as t
+
+    if "guard_v0_20_2" not in recorded:
+        return "", "", ""
+    table, prov = recorded["guard_v0_20_2"]
+    version = str(prov.get("vllm") or "0.20.2")
+    engines = t.engine_guard(table)
+    errors = engines[engines["guard"].astype(str) == "error"]
+    refused = int((errors["outcome"] == "guard_refused").sum())
+    error_said = f"{refused} of {plural(len(errors), 'engine')}" if len(errors) else ""
+    eager = table.query("guard == 'eager'")
+    eager_said = ""
+    if len(eager) and "guard_patched_reference" in recorded:
+        equal = t.eager_vs_reference(eager, recorded["guard_patched_reference"][0])
+        same, of = int(equal["bitwise equal"].sum()), int(equal["of"].sum())
+        eager_said = f"{same} of {of}" + ("" if same == of else " (not all)")
+    return version, error_said, eager_said

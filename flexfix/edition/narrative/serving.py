@@ -288,8 +288,41 @@ def what_runs(device: str, run: dict, data_dir) -> str:
     return markdown(
         f"**{FAKE_LEAD}** ({why}). Every table, sentence and figure of "
         '"this run" below is emulated by a script on the CPU: no vLLM, no model, no GPU. The real `vllm serve` '
-        "under the plugin is shown from its recording, in *The recorded GPU run* after the model directory: "
+        "under the plugin is shown from its recording, in *The recorded GPU run*, after *The scenarios*: "
         f"{recorded}."
+    )
+
+
+# Before the result's bullets: the words they use, defined in one line (*The scenarios* defines them in full).
+STAGES_LINE = (
+    "Each scenario's server is sent every request alone (the reference), then several at once (`together`, each "
+    "answer compared with the same request alone), then one streamed (`stream`, compared with its non-streamed "
+    "answer): a **stage** is one of these three. `FLEXFIX_PATCH=1` is the fix, applied by flexfix's plugin; "
+    "`VLLM_BATCH_INVARIANT=1` asks vLLM for kernels whose answer does not depend on the batch."
+)
+
+# Why each model was served (the parameters cell's default: stock tiny, patched variance).
+MODEL_REASONS = {
+    "tiny": "the model on which notebook 01 reproduces the crash",
+    "variance": "the model made so that batch variance shows (notebook 04)",
+}
+
+
+def why_models(table: pd.DataFrame) -> str:
+    """One sentence, only where the recorded servers ran more than one model: which scenarios served which model
+    and why (:data:`MODEL_REASONS`), so that this recording cannot answer the one-model question by itself."""
+    if "model" not in table or table["model"].nunique() < 2:
+        return ""
+    said = []
+    for model, rows in table.groupby("model", sort=False):
+        names = listing([f"`{n}`" for n in rows["scenario"]])
+        label = model_label(rows.iloc[0]) or str(model)
+        reason = MODEL_REASONS.get(label)
+        said.append(f"{names} the {label} model" + (f", {reason}" if reason else ""))
+    return (
+        " This notebook's recorded servers cannot answer it by themselves: they ran different models, "
+        + "; ".join(said)
+        + "."
     )
 
 
@@ -325,18 +358,15 @@ def result_lead(data_dir, then: str = "") -> str:
     guarded = (
         "**Does the fix remove the crash, on one model?** Notebook 07's *Serving* recording ran stock and patched "
         "servers on one model, with the same requests"
-        + (
-            " (this recording's servers ran different models, each one's in its line above)"
-            if loaded is not None and loaded[0]["model"].nunique() > 1
-            else ""
-        )
         + ": its answer is read in the last cell of *The recorded GPU run*."
+        + (why_models(loaded[0]) if loaded is not None else "")
         if (Path(data_dir) / "serve_guard-cuda.json").exists()
         else "Notebook 07's *Serving* recording (one model for every server) is not recorded yet."
     )
     return markdown(
-        "**The result, from the recorded real servers** (the evidence is *The recorded GPU run*, after the model "
-        "directory; what runs live in this notebook is said just below):",
+        "**The result, from the recorded real servers** (the evidence is *The recorded GPU run*, after *The "
+        "scenarios*; what runs live in this notebook is said just below):",
+        STAGES_LINE,
         "\n".join(lines),
         guarded,
         then,
