@@ -57,3 +57,28 @@ def test_the_readme_states_the_condition_of_a_misread_not_only_the_count():
         assert "more than 16 decode requests" in text
         assert "full CUDA graph" in text or "full graph" in text
     assert "past 16 decode requests in flight" not in README
+
+
+def test_the_fixed_releases_carry_one_copy_as_the_readme_says():
+    """Round 17, B2: "the later releases ... carry the same sliced copy" is backed by one SHA-256 over them."""
+    survey, _ = results.read_results(ROOT / "data" / "vllm_releases-cpu.json")
+    sliced = survey[survey.copy_class == "sliced"]
+    assert sliced.copy_sha256.nunique() == 1
+    assert (
+        f"the {len(sliced)} releases of class `sliced` hold one `copy_to_persistent`, by its SHA-256 in "
+        "`data/vllm_releases-cpu.json`" in README
+    )
+
+
+def test_the_readme_claims_on_0_20_2_only_what_its_runs_checked():
+    """Round 17, A1: the README said "the fix [was] recorded on 0.20.2"; its patched runs compare request 0 only."""
+    runs, prov = results.read_results(ROOT / "data" / "engine_scenarios_v0_20_2-cuda.json")
+    assert prov["vllm"] == "0.20.2"
+    status = dict(zip(runs.scenario, runs.status))
+    sizes = {s: list(r) for s, r in zip(runs.scenario, runs.requests)}
+    assert status["d"] == "illegal_memory_access" and sizes["d"] == [48]
+    assert status["patched_d"] == status["patched_plugin"] == "ok"
+    plugin = ", ".join(str(n) for n in sizes["patched_plugin"][:-1]) + f" and {sizes['patched_plugin'][-1]}"
+    assert f"({sizes['patched_d'][0]} requests in-process; {plugin} through the plugin)" in README
+    assert "the fix were recorded on 0.20.2" not in README
+    assert "Those runs compare only request 0 with itself alone" in README
