@@ -119,7 +119,7 @@ def test_d6_the_summary_row_counts_full_graph_batches_only():
 
 def test_d7_the_recorded_heading_names_no_gpu():
     md = _md("01_reproduce_ima")
-    assert "## What the GPU recorded" not in md and "## What an earlier recording shows" in md
+    assert "## What the GPU recorded" not in md and "## The torch-only runs as recorded on a GPU" in md
     _, prov = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
     assert prov["device_name"] in tables.provenance_line(prov)
 

@@ -188,7 +188,7 @@ def test_a5_d7_verdict_names_the_nearest_control():
     assert f"ended `{stock[0].status}`" in said
     other = str(workaround_control.verdict(table, sprov, _live("another GPU")))
     assert "live rerun" not in other  # a rerun on another GPU is not named as the control on this one
-    md = _md("02_apply_flexfix")
+    md = _md("02_apply_flexfix") + workaround_control.takeaway(sprov, None, None)  # r17 A2: generated takeaway
     assert (
         "positive control of its own on that model and GPU" not in md and "had no positive control in its own run" in md
     )

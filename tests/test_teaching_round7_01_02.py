@@ -38,7 +38,7 @@ def test_a1_the_introduction_names_no_gpu_the_recordings_do_not_share():
         assert "recorded on an H100" not in intro and "recorded on an H200" not in intro
     assert "shows the outcomes recorded on GPUs" in intro and "names the GPU it ran on" in intro
     md = "\n".join(text(c) for c in cells("01_reproduce_ima") if c["cell_type"] == "markdown")
-    assert "## What the H100 recorded" not in md and "## What an earlier recording shows" in md
+    assert "## What the H100 recorded" not in md and "## The torch-only runs as recorded on a GPU" in md
     # the placement recording kept no vLLM version: its line says so instead of "vLLM None"
     line = tables.provenance_line(dict(cause_prov, vllm=None))
     assert "vLLM None" not in line and "vLLM not recorded" in line

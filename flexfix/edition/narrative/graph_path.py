@@ -1,7 +1,8 @@
 """What notebook 01's scenarios (b) and (d) show about the crash's cause, and what supports the CUDA-graph path as
-that cause (r0102 round 15, B2): (b) and (d) differ only in ``VLLM_BATCH_INVARIANT`` and both run full CUDA graphs,
-so both faulting rules out batch invariance and no more; the engines without full graphs are notebook 02's recorded
-workaround checks (stock vLLM 0.20.0 with piecewise graphs and with none), whose counts are read here."""
+that cause (r0102 round 15, B2): what (b) and (d) differ in, and that neither sets a CUDA graph mode, read from the
+scenario definitions (r0102 round 17, B1), so both faulting rules out batch invariance and no more; the engines
+without full graphs are notebook 02's recorded workaround checks (stock vLLM 0.20.0 with piecewise graphs and with
+none), whose counts are read here."""
 
 from __future__ import annotations
 
@@ -18,6 +19,44 @@ def _faulted(runs: pd.DataFrame, name: str) -> bool | None:
     return None if group.empty else bool((group["status"] == IMA).any())
 
 
+_PATCH = {
+    "none": "nothing patched",
+    "bi_only": "only `supports_batch_invariance` forced True",
+    "inprocess": "flexfix's patch applied in the engine's process",
+    "plugin": "flexfix's patch through the plugin",
+}
+
+
+def scenario_difference(first: str = "b", second: str = "d") -> str:
+    """What scenarios ``first`` and ``second`` differ in and what graph mode they run, read from
+    ``flexfix.integration.engine.SCENARIOS`` and ``scenario_env`` (r0102 round 17, B1): the environment variables
+    and the patch that differ, and that no scenario definition sets a CUDA graph mode (so each engine runs vLLM's
+    default one)."""
+    import dataclasses
+
+    from flexfix.integration import engine
+
+    a, b = engine.SCENARIOS[first], engine.SCENARIOS[second]
+    ea, eb = engine.scenario_env(a), engine.scenario_env(b)
+    diffs = [f"`{k}` ({ea.get(k)} in ({first}), {eb.get(k)} in ({second}))" for k in ea if ea.get(k) != eb.get(k)]
+    if a.patch != b.patch:
+        diffs.append(f"the patch ({_PATCH[a.patch]} in ({first}), {_PATCH[b.patch]} in ({second}))")
+    if a.requests != b.requests:
+        diffs.append(f"the requests ({listing(list(a.requests))} against {listing(list(b.requests))})")
+    graph_fields = [
+        f.name for f in dataclasses.fields(engine.Scenario) if any(w in f.name for w in ("graph", "compil", "eager"))
+    ]
+    graphs = (
+        f"their definitions set the graph mode in {listing(graph_fields)}"
+        if graph_fields
+        else "neither definition sets a CUDA graph mode, so both engines run vLLM's default one (the mode the "
+        'dispatcher table of the section "At which `K` vLLM captures its decode graphs" above is computed in, '
+        f"for ({second})'s engine; ({first})'s engine's dispatch was not read back from it)"
+    )
+    said = listing(diffs) if diffs else "nothing"
+    return f"Their scenario definitions (`flexfix.integration.engine.SCENARIOS`) differ in {said}; {graphs}"
+
+
 def support(engine_runs: pd.DataFrame, data_dir) -> str:
     """One paragraph: whether (b) and (d) both faulted in ``engine_runs`` and what that shows, then notebook 02's
     recorded stock engines without full graphs, counted from ``stock_workarounds``."""
@@ -26,16 +65,16 @@ def support(engine_runs: pd.DataFrame, data_dir) -> str:
     from flexfix.measure import engine_sweep
 
     b, d = _faulted(engine_runs, "b"), _faulted(engine_runs, "d")
+    differ = scenario_difference("b", "d")
     if b and d:
         first = (
-            "(b) and (d) both faulted in these runs. They differ only in `VLLM_BATCH_INVARIANT` and both run full CUDA "
-            "graphs, so the crash does not belong to batch invariance; that it belongs to the full-graph path is not "
-            "shown by (b) and (d) but follows from the mechanism."
+            f"(b) and (d) both faulted in these runs. {differ}. So the crash does not belong to batch invariance; "
+            "that it belongs to the full-graph path is not shown by (b) and (d) but follows from the mechanism."
         )
     else:
         first = (
             "(b) and (d) did not both fault in these runs, so they do not tell whether the crash belongs to batch "
-            "invariance; they differ only in `VLLM_BATCH_INVARIANT`, and both run full CUDA graphs."
+            f"invariance. {differ}."
         )
     safety, prov = schemas.recorded(data_dir, "stock_workarounds", schemas.ENGINE_SWEEPS)
     rows = engine_sweep.request_rows(safety)

@@ -47,23 +47,49 @@ def _live_counts(live: tuple[pd.DataFrame, dict]) -> tuple[int, int]:
     return sum(_differ(x) for x in full), sum(int(x["requests"]) for x in full)
 
 
-def lead(every: pd.DataFrame, provs, live: tuple[pd.DataFrame, dict] | None) -> str:
+def _split_provs(every: pd.DataFrame, provs, names) -> tuple[list, list]:
+    """(provenances of the files holding a patched engine, of those holding a stock one) (r0102 round 17, A3):
+    ``names`` the files in the order of ``provs`` (``every``'s ``source`` column names each row's file); without
+    them, or without a ``source`` column, every file is cited for both."""
+    from flexfix.edition.tables.outcomes import every_request_engine
+
+    provs = [provs] if isinstance(provs, dict) else list(provs)
+    if names is None or "source" not in every.columns:
+        return provs, []
+    by_name = dict(zip(names, provs))
+    engines = [(str(r.source), every_request_engine(pd.Series(r._asdict()))) for r in every.itertuples()]
+    patched = [by_name[n] for n in dict.fromkeys(n for n, e in engines if "patched" in e) if n in by_name]
+    stock = [by_name[n] for n in dict.fromkeys(n for n, e in engines if "patched" not in e) if n in by_name]
+    return patched, [p for p in stock if p not in patched]
+
+
+def lead(every: pd.DataFrame, provs, live: tuple[pd.DataFrame, dict] | None, names=None) -> str:
     """One paragraph: the recorded every-request verdict on the patched engines (``every``, ``provs``: notebook 01's
-    recorded check), then the live rerun's (``live``, from ``workarounds.live_control``; None where there is none)."""
+    recorded check, from the files ``names``), citing only the files that hold the patched engines and the stock
+    control's file apart, then the live rerun's (``live``, from ``workarounds.live_control``; None where there is
+    none)."""
     from flexfix.edition.tables.provenance import recorded_from
 
     differ, total, batches = _recorded_counts(every)
+    patched_provs, stock_provs = _split_provs(every, provs, names)
+    cited = recorded_from(patched_provs) if patched_provs else recorded_from(provs)
     if not total:
         verdict = f"the recorded check holds no patched engine ({recorded_from(provs)}): nothing shows the fix there"
+        stock_provs = []
     elif differ:
         verdict = (
             f"the patched engines answered {differ} of {total} requests of the batches of {listing(batches)} "
-            f"otherwise than alone ({recorded_from(provs)}): the fix did **not** hold on every request"
+            f"otherwise than alone ({cited}): the fix did **not** hold on every request"
         )
     else:
         verdict = (
             f"the patched engines answered all {total} requests of the batches of {listing(batches)} exactly as "
-            f"alone ({recorded_from(provs)})"
+            f"alone ({cited})"
+        )
+    if stock_provs:
+        verdict += (
+            "; the stock engine of the same check, its positive control, is a recording of its own "
+            f"({recorded_from(stock_provs)})"
         )
     said = [verdict]
     if live is not None and not live[0].empty:
@@ -90,4 +116,4 @@ def from_files(data_dir, results_dir, device: str) -> str:
     from flexfix.measure import record
 
     every, provs = schemas.recorded(data_dir, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
-    return lead(every, provs, live_control(results_dir, device))
+    return lead(every, provs, live_control(results_dir, device), record.RECORDED_EVERY_REQUEST)

@@ -29,6 +29,47 @@ def _seqs(run) -> int | None:
         return None
 
 
+def _live_stock(safety_prov: dict | None, live: tuple[pd.DataFrame, dict] | None) -> list:
+    """The stock engines of notebook 01's live rerun where it ran on the checks' GPU, else none: the one decision
+    :func:`verdict` and :func:`takeaway` both make (r0102 round 17, A2), so they cannot name different controls."""
+    gpu = str((safety_prov or {}).get("device_name"))
+    if live is None or str(live[1].get("device_name")) != gpu:
+        return []
+    return [r for r in live[0].itertuples() if "stock" in str(r.engine)]
+
+
+def takeaway(safety_prov: dict | None, live: tuple[pd.DataFrame, dict] | None, control_provs) -> str:
+    """Notebook 02's last takeaway (r0102 round 17, A2): the checks without the plugin and the positive control the
+    first section's verdict names, from the same decision (:func:`_live_stock`): the live rerun on the same GPU where
+    there is one, else notebook 01's recorded check with the GPU its files name."""
+    gpu = str((safety_prov or {}).get("device_name"))
+    if _live_stock(safety_prov, live):
+        nearest = (
+            f"this edition's live rerun of notebook 01 on the same tiny model and GPU ({gpu}), under other engine "
+            "settings"
+        )
+    else:
+        gpus = sorted({str(p.get("device_name")) for p in (control_provs or [])})
+        where = " and ".join(gpus) if gpus else "a GPU its files name"
+        nearest = (
+            "notebook 01's recorded every-request check of stock 0.20.0 with full graphs (tiny model, recorded on "
+            f"{where}"
+            + ("" if gpus == [gpu] else f", not the {gpu} of these checks")
+            + ", under other engine settings)"
+        )
+    from flexfix.mechanism import paged
+
+    q = paged.Q_BLOCK
+    return markdown(
+        f"* Without the plugin, no request differed with piecewise graphs, with no graphs or with `max_num_seqs={q}` "
+        "on stock 0.20.0 in the recorded check of the first section: what was recorded, not a proof. That check had "
+        f"no positive control in its own run; the first section's verdict names the nearest one: {nearest}. With "
+        f"`max_num_seqs={q}` no more than one query block was ever in flight, so that this bug cannot occur there is "
+        "true by construction (batch variance could still make a request differ). Each costs throughput (first "
+        "section: one engine of each, a rough size, not a ranking); 0.20.1 and 0.20.2 ship the same copy."
+    )
+
+
 def verdict(table: pd.DataFrame, safety_prov: dict | None, live: tuple[pd.DataFrame, dict] | None) -> str:
     """The checks' verdict and their positive control, before the details: ``table`` the workaround table,
     ``safety_prov`` the checks' provenance, ``live`` notebook 01's live every-request rerun (results, provenance) or
@@ -42,9 +83,7 @@ def verdict(table: pd.DataFrame, safety_prov: dict | None, live: tuple[pd.DataFr
         f"around the bug checked gave no differing request (on {gpu}). These checks had no positive control in their "
         "own run"
     )
-    stock = []
-    if live is not None and str(live[1].get("device_name")) == gpu:
-        stock = [r for r in live[0].itertuples() if "stock" in str(r.engine)]
+    stock = _live_stock(safety_prov, live)
     if not stock:
         return markdown(
             first + ": the nearest is notebook 01's every-request check of stock vLLM 0.20.0 with full graphs, "

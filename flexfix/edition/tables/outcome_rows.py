@@ -27,17 +27,26 @@ def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
     completed, and its status."""
     rows = []
     modes = [_batch_modes(run) for _, run in every.iterrows()]
-    for r, where, mode in zip(every.itertuples(), _recorded_in(every), modes):
+    # r0102 round 17, D6: a file holding several engines names each row's engine, not "run k of n" (which in the
+    # scenario rows means a repeat of one scenario)
+    sources = list(every["source"]) if "source" in every else []
+    for i, (r, mode) in enumerate(zip(every.itertuples(), modes)):
         done = [int(rec["requests"]) for rec in r.records if rec.get("kind") == "every_request"]
         name = r.engine.replace(" graphs", "")
+        label = name if "stock" in name else name + ", patched"
+        where = (
+            (sources[i] + f", its {label} engine")
+            if sources and sources.count(sources[i]) > 1
+            else (sources[i] if sources else source)
+        )
         rows.append(
             {
                 "from": source,
                 "experiment": "vLLM 0.20.0 engine, every request",
-                "case": f"{name if 'stock' in name else name + ', patched'}: batches "
+                "case": f"{label}: batches "
                 f"{', '.join(map(str, r.every_request))} planned, {', '.join(map(str, done)) or 'none'} completed",
                 "outcome": _every_outcome(r.status, r.records, mode),
-                "recorded_in": where if "source" in every else source,
+                "recorded_in": where,
             }
         )
     return rows
