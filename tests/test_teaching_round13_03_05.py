@@ -121,7 +121,7 @@ def test_d4_flushed_speedup_leads_and_the_explanation_is_untested():
     assert f"is {0.023 / 0.0205:.1f}x, against {0.100 / 0.0206:.1f}x warm" in lead
     assert " So " not in said and "which we did not test" in said
     assert said.index("which we did not test") > said.index("ranges")
-    assert "(*The replay's speed-up, flushed*)" in _markdown("05_cost")  # r14 B1: a GPU run's section
+    assert "the line right under these takeaways" in _markdown("05_cost")  # r17 D3: a generated pointer, each way
 
 
 # D5 (04): the lead says its own words, and that position first stayed right where the later positions were wrong.

@@ -242,7 +242,7 @@ def test_d4_the_misread_sentence_names_unwritten_cells_only_where_the_replay_rea
         and "(another row's entries or entries of their own row at another position)" in wider
     )
     narrower = str(layouts.misreads(rows(8)))
-    assert "or cells not written this step: 16 of them)" in narrower
+    assert "or cells not written this step: 16 of them, in query blocks 1 and 2 only)" in narrower  # r17 D6
 
 
 # D14, D15, D16, D18, D19 (notebook 05's markdown): the batch-invariant launch each table uses, the ratio columns

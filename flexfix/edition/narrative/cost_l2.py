@@ -7,7 +7,7 @@ import pandas as pd
 
 from flexfix.edition.narrative import markdown, plural, span
 
-__all__ = ["replay_flushed", "flushed_clause"]
+__all__ = ["replay_flushed", "flushed_clause", "flush_takeaway"]
 
 EAGER, GRAPH = "flex vllm eager", "flex vllm graph"
 HELD = 1.5  # a flushed speed-up under the warm one divided by this is said not to hold under the flushed timing
@@ -100,4 +100,30 @@ def flushed_clause(timing: pd.DataFrame) -> str:
     return said + (
         f"; {where} it fell from {w:.1f}x warm to {f:.1f}x flushed: the {w:.1f}x is a figure for calls issued "
         "back to back" + see
+    )
+
+
+def flush_takeaway(here: str, timing: pd.DataFrame, recorded: str, recorded_timing: pd.DataFrame) -> str:
+    """The takeaways' line on the L2 flush (r17 D3): where this edition says what the replay's speed-up came to with
+    the L2 flushed (this run: its paragraph *The replay's speed-up, flushed* and its *In short* line; the recording:
+    its *In short* line, where it timed a flushed L2 too), or, where neither run did, that this edition does not
+    show whether the large factor holds for calls that are not back to back."""
+    from flexfix.edition.tables.cost import l2_effect
+
+    def flushed(t: pd.DataFrame) -> bool:
+        return "l2" in t and _speedups(l2_effect(t)) is not None
+
+    if flushed(timing):
+        return markdown(
+            f"*With the L2 flushed*: {here} timed it; its paragraph *The replay's speed-up, flushed* and its *In "
+            "short* line say what the factor came to."
+        )
+    if flushed(recorded_timing):
+        return markdown(
+            f"*With the L2 flushed*: {here} did not time it; {recorded} did, and the *In short* line under its "
+            "kernel table says what the factor came to."
+        )
+    return markdown(
+        f"*With the L2 flushed*: neither {here} nor {recorded} timed it (both timed a warm L2 only), so this edition "
+        "does not show whether the large factor holds for calls that are not issued back to back."
     )

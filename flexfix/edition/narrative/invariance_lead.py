@@ -239,8 +239,9 @@ def sweep_windows(sweep, batches) -> str:
         )
     lines = [
         f"misread windows at these widths (as_strided copy, K {capture} at capture, {replay} at replay, "
-        f"W_max {w_max}; each query block g >= 1 reads {replay} cells from cell g x {capture}):"
-    ]
+        f"W_max {w_max}; each query block g >= 1 reads at most {replay} cells from cell g x {capture}: only the first "
+        "kv_num_blocks of them, its row's count of pages; and a row's entries past its pages are -1 pads):"
+    ]  # r17 D2: the window is an upper bound, not what the kernel reads
     kinds: dict[int, set[str]] = {}
     for g, bs in by_g.items():
         lay = layouts.stride_layout(

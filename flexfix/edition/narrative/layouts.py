@@ -55,8 +55,12 @@ def misreads(table: pd.DataFrame) -> str:
         misread, read = int(bad["misread"].sum()), int(bad["cells_read"].sum())
         text += f"query blocks {listing(bad['row'].tolist())} read {misread} of {read} cells "
         unwritten = int(bad["never_written"].sum())  # a kind of cell named only where this replay read one
+        blocks = bad[bad["never_written"] > 0]["row"].tolist()  # r17 D6: which blocks, not "the later" ones
+        where = f"query block{'s' if len(blocks) > 1 else ''} {listing(blocks)} only" if unwritten else ""
         text += "that do not hold the entry they ask for (another row's entries or entries of their own row at another "
-        text += "position" + (f", or cells not written this step: {unwritten} of them)" if unwritten else ")")
+        text += "position" + (
+            f", or cells not written this step: {unwritten} of them, in {where})" if unwritten else ")"
+        )
         lines.append(head + text + ".")
     return markdown(_lead(wrong, right), "\n".join(lines))
 

@@ -53,17 +53,17 @@ def takeaway(sweeps: dict, misread_cells) -> str:
     from flexfix.mechanism.paged import Q_BLOCK
 
     hit, clean, sliced_ran = [], [], []
+    built: dict[str, list[str]] = {}  # options -> sweeps where the sliced replay past one block built a kernel
+    unbuilt: dict[str, list[str]] = {}  # options -> sweeps where it built none (every such cell an error, r17 D5)
     for where, table in sweeps.items():
         cells = misread_cells(table)
         if not cells.empty and cells["kind"].isin(["crashed", "wrong result"]).any():
             hit.append(where)
         parts = table["config"].str.split(", ")
-        same = table[
-            parts.str[-2].isin(["graph", "frozen"])
-            & (parts.str[-1] == "sliced")
-            & (table["batch"] > Q_BLOCK)
-            & (table["outcome"] != "error")
-        ]
+        past = table[parts.str[-2].isin(["graph", "frozen"]) & (parts.str[-1] == "sliced") & (table["batch"] > Q_BLOCK)]
+        for options, cells_ in past.groupby(past["config"].str.split(", ").str[:-2].str.join(", "), sort=True):
+            (built if (cells_["outcome"] != "error").any() else unbuilt).setdefault(options, []).append(where)
+        same = past[past["outcome"] != "error"]
         if same.empty:
             continue
         sliced_ran.append(where)
@@ -77,7 +77,7 @@ def takeaway(sweeps: dict, misread_cells) -> str:
     if sliced_ran and clean == sliced_ran:
         fix = (
             "; the sliced copy, with the same replayed launch past one query block, had no crash and no wrong result "
-            "in any of them"
+            "in any of them" + _unbuilt(built, unbuilt)
         )
     elif sliced_ran:
         bad = [w for w in sliced_ran if w not in clean]
@@ -85,3 +85,13 @@ def takeaway(sweeps: dict, misread_cells) -> str:
     else:
         fix = "; no sweep shown ran the sliced copy with that launch"
     return f"**Takeaway**: {bug}{fix}."
+
+
+def _unbuilt(built: dict[str, list[str]], unbuilt: dict[str, list[str]]) -> str:
+    """Where some option sets built no kernel for that sliced replay (every cell an error): the claim is for the
+    option sets that built one, and the sentence names both (r17 D5: nothing ran there to be right)."""
+    if not unbuilt:
+        return ""
+    ran = listing([f"`{o}`" for o in built], sep="; ")
+    none = "; ".join(f"`{o}` in {listing(w, sep='; ')}" for o, w in unbuilt.items())
+    return f", with the options that built a kernel there ({ran}); no kernel was built there with {none}"

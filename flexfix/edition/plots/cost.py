@@ -173,7 +173,7 @@ def _neutral_band(handles: dict) -> dict:
     if MISS_LABEL in handles:  # the star in grey too: each panel's star takes its series' colour
         from matplotlib.lines import Line2D
 
-        star = dict(ls="none", marker="*", markersize=11, color=BAND_SWATCH, markeredgecolor="black")
+        star = dict(ls="none", marker="*", markersize=STAR_PT, color=BAND_SWATCH, markeredgecolor="black")
         handles[MISS_LABEL] = Line2D([], [], markeredgewidth=0.6, label=MISS_LABEL, **star)
     if BAND_LABEL in handles:
         handles[BAND_LABEL] = Patch(facecolor=BAND_SWATCH, alpha=BAND_ALPHA, edgecolor="none", label=BAND_LABEL)
@@ -189,7 +189,9 @@ def _thin_note(axes) -> dict:
 
 
 BAR_LABEL = "bar, in the series' colour: how far the repetitions spread (quartiles)"
-MISS_LABEL = "filled star: band misses 1 (the cases of the table of bands that miss 1)"
+MISS_LABEL = "filled star: band misses 1 (the table of bands that miss 1), just above its bar"
+STAR_PT = 9.0  # the star's size, in points
+STAR_LIFT_PT = STAR_PT / 2 + 3.0  # its centre above the bar's top (and cap), in points: clear of the bar
 
 
 def _band(ax, part: pd.DataFrame, x: str, y: str, colour: str, bars: bool = False, reference=None) -> None:
@@ -206,22 +208,17 @@ def _band(ax, part: pd.DataFrame, x: str, y: str, colour: str, bars: bool = Fals
         )
         if reference == 1.0:
             off = bands_missing_one(part, y)
-            if not off.empty:
-                ax.plot(
-                    off[x],
-                    off[y],
-                    ls="none",
-                    marker="*",
-                    markersize=13,
-                    color=colour,
-                    markeredgecolor="black",
-                    markeredgewidth=0.6,
-                    zorder=5,
-                    label=MISS_LABEL,
-                )
+            if not off.empty:  # above its bar's top, clear of it (r17 C1: on the point, the star hid the bar)
+                from matplotlib.transforms import offset_copy
+
+                lift = offset_copy(ax.transData, fig=ax.figure, y=STAR_LIFT_PT, units="points")
+                star = dict(ls="none", marker="*", markersize=STAR_PT, color=colour, markeredgecolor="black")
+                ax.plot(off[x], off[f"{y}_hi"], transform=lift, markeredgewidth=0.6, zorder=5, label=MISS_LABEL, **star)
         return
     ax.fill_between(part[x], part[f"{y}_lo"], part[f"{y}_hi"], color=colour, alpha=BAND_ALPHA, lw=0, label=BAND_LABEL)
-    keep_band(ax, part[x], part[f"{y}_lo"], part[f"{y}_hi"])
+    series = ax.get_lines()[-1] if ax.get_lines() else None  # the series just drawn: its markers cover the band
+    cover = series.get_markersize() + series.get_markeredgewidth() if series is not None else 0.0
+    keep_band(ax, part[x], part[f"{y}_lo"], part[f"{y}_hi"], cover=cover)
 
 
 def _min_span(ax, reference: float | None, min_span: float | None) -> None:

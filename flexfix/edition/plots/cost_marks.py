@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["THIN_PT", "keep_band", "band_heights_pt", "thin_band_note", "spread_bar"]
+__all__ = ["THIN_PT", "keep_band", "band_heights_pt", "band_hidden", "thin_band_note", "spread_bar"]
 
 THIN_PT = 3.0  # a band at most this many points tall hides under its line (1.5 pt) and hollow marker
 
 
-def keep_band(ax, x, low, high) -> None:
-    """Remember a drawn band on its axes, so that the legend can say whether it can be seen."""
+def keep_band(ax, x, low, high, cover: float = 0.0) -> None:
+    """Remember a drawn band on its axes, so that the legend can say whether it can be seen.  ``cover``: the size in
+    points of the series' markers, which sit on the band where it is tallest, at its points (r17 C2)."""
     bands = ax.__dict__.setdefault("_flexfix_bands", [])
-    bands.append((np.asarray(x, float), np.asarray(low, float), np.asarray(high, float)))
+    bands.append((np.asarray(x, float), np.asarray(low, float), np.asarray(high, float), float(cover)))
+
+
+def band_hidden(axes) -> list[bool]:
+    """For each band remembered on ``axes``: whether it is too thin to see, i.e. nowhere taller than its line
+    (``THIN_PT``) and than the markers drawn on it (r17 C2: a band a little taller than its line hid under them)."""
+    covers = [max(THIN_PT, band[3]) for ax in axes for band in ax.__dict__.get("_flexfix_bands", [])]
+    return [h < c for h, c in zip(band_heights_pt(axes), covers)]
 
 
 def band_heights_pt(axes) -> list[float]:
     """The tallest point of each band remembered on ``axes``, in points on the figure as its limits now stand."""
     heights = []
     for ax in axes:
-        for x, low, high in ax.__dict__.get("_flexfix_bands", []):
+        for x, low, high, *_ in ax.__dict__.get("_flexfix_bands", []):
             ends = [ax.transData.transform(np.column_stack([x, v])) for v in (low, high)]
             tall = np.abs(ends[1][:, 1] - ends[0][:, 1]) * 72 / ax.figure.dpi
             heights.append(float(np.nanmax(tall)) if len(tall) else 0.0)
@@ -29,13 +37,14 @@ def band_heights_pt(axes) -> list[float]:
 
 def thin_band_note(axes) -> str | None:
     """A legend line for bands too thin to see, from their drawn heights: every band, some, or None."""
-    heights = band_heights_pt(axes)
-    thin = [h < THIN_PT for h in heights]
-    if not heights or not any(thin):
+    thin = band_hidden(axes)
+    if not thin or not any(thin):
         return None
     if all(thin):
-        return "(no band shows here: every one is narrower than its line, the repetitions spread that little)"
-    return "(where no band shows, it is narrower than its line: the repetitions spread that little there)"
+        return (
+            "(no band shows here: every one is narrower than its line and markers, the repetitions spread that little)"
+        )
+    return "(where no band shows, it is narrower than its line and markers: the repetitions spread that little there)"
 
 
 def spread_bar(ax, x_low, x_high, y, colour: str, cap: float = 0.1) -> None:

@@ -34,13 +34,14 @@ STORAGE_OWNER_COLOURS = {
 # is near an outcome's (style.OUTCOME_COLOURS: blue right, orange wrong, black a crash, ...), a copy's
 # (plots.replays.REPLAY_ERROR_COLOURS: bluish green sliced, reddish purple as_strided) or a query block's of
 # storage_owners (SERIES_WORDS), r0305 C13 (tests/test_teaching_round7_03_05.py measures the distances): cream its own
-# entry (light, and not white, which storage_owners gives to "not written"), pink another entry of its own row (not
-# light brown, which read as the orange of "silently wrong", r0102 C2 of round 15), dark brown another row's entry,
+# entry (light, and not white, which storage_owners gives to "not written"), light cyan another entry of its own row
+# (not light brown, which read as the orange of "silently wrong", r0102 C2 of round 15, nor pink, which read as the
+# reddish purple of query block 0 in the storage figures beside it, r17 C3), dark brown another row's entry,
 # grey a cell this step did not write; the initial fill and reads past the buffer take white and grey, hatched
 # (READ_WINDOW_HATCHES), so that no two kinds look alike.
 READ_WINDOW_COLOURS = {
     "its own entry": colour("cream"),
-    "another entry of its own row": colour("pink"),
+    "another entry of its own row": colour("light cyan"),
     "another row's entry": colour("dark brown"),
     "not written this step (left from the capture step)": colour("grey"),
     "never written (the buffer's initial -1)": ("white, dotted", "#ffffff"),

@@ -70,6 +70,7 @@ PALETTE = {
     # notebook 03's read-window kinds (plots.layouts.READ_WINDOW_COLOURS): hues no outcome, copy or series has
     "cream": "#eeeebb",
     "pink": "#ffbbdd",  # r0102 C2 (round 15): light brown read as the orange of "silently wrong"
+    "light cyan": "#88dddd",  # r17 C3: the pink above read as query block 0's reddish purple; cyan is no one's hue
     "dark brown": "#5c3a1a",
 }
 

@@ -300,7 +300,40 @@ def outcome_key() -> pd.DataFrame:
         ("error (no kernel built)", "errors", "kernel errors", "no kernel built / kernel errors", "error"),
         ("crash", "crashed", "crashes", "crashed", "crash"),
     ]
-    return pd.DataFrame(
+    key = pd.DataFrame(
         [(o, c, v, h, POSITION_MARKS[m]) for o, c, v, h, m in rows],
         columns=["outcome", "verdict table column", "verdict", "headline word", "heatmap mark"],
     ).set_index("outcome")
+    return key.assign(**{"rank in the verdict (1: worst)": _verdict_ranks(key["verdict"])})
+
+
+# One cell of each outcome, as a sweep records it (outcome, bitwise_equal): the key's rows, in its order.
+_SAMPLE_CELLS = [
+    ("ok", True),
+    ("ok", False),
+    ("wrong_result", False),
+    ("error", False),
+    ("illegal_memory_access", False),
+]
+
+
+def _verdict_ranks(verdicts: pd.Series) -> list[int]:
+    """Each outcome's rank in a configuration's verdict (r17 D9), from :func:`flexfix.measure.invariance.verdicts`
+    itself: a configuration with one cell of each of two outcomes takes the verdict of the worse one, and an
+    outcome's rank is one more than the number of outcomes that beat it there."""
+    from flexfix.measure.invariance import verdicts as verdicts_of
+
+    words = [v.replace(" (every cell)", "") for v in verdicts]
+    beaten = [0] * len(words)
+    for i, a in enumerate(_SAMPLE_CELLS):
+        for j, b in enumerate(_SAMPLE_CELLS):
+            if i < j:
+                cells = pd.DataFrame(
+                    [
+                        {"config": "c", "batch": n, "outcome": o, "bitwise_equal": e, "max_abs_diff": 0.0}
+                        for n, (o, e) in enumerate((a, b))
+                    ]
+                )
+                won = verdicts_of(cells)["verdict"].iloc[0]
+                beaten[j if won == words[i] else i] += 1
+    return [n + 1 for n in beaten]
