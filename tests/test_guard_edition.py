@@ -111,7 +111,7 @@ def test_07_shows_vllms_dispatch_rule_for_full_decode_graphs():
     nb = json.loads((DATA.parent / "notebooks" / "07_replay_guard.ipynb").read_text())
     sources = ["".join(c["source"]) for c in nb["cells"]]
     at = next(i for i, s in enumerate(sources) if "decode_dispatch(guard_tables.dispatch_cases" in s)
-    assert "only for batch sizes up to `max_num_seqs`" in sources[at - 1]
+    assert "captures FULL decode graphs only for batch sizes up to\n  `max_num_seqs`" in sources[at - 1]
     # the table's rows are the recorded engines' (max_num_seqs, batch), and those engines follow it
     assert "stopped_runs = guard_tables.stopped_runs(recorded)" in sources[at]
     assert "guard_tables.dispatch_cases(stopped_runs)" in sources[at]

@@ -105,7 +105,7 @@ def test_06_d1_the_result_leads_read_from_the_recordings():
         assert f"`VLLM_BATCH_INVARIANT={sc['VLLM_BATCH_INVARIANT']}`" in said
     batch = stages[(stages["stage"] == "together") & (stages["scenario"] == "patched_bi1")]  # round 13: stream apart
     assert f"all {int(batch['compared'].sum())} batched answers" in said
-    assert "Notebook 07's *Serving* recording" in said
+    assert "notebook 07's *Serving* recording" in said
     missing = _flat(serving_story.result_lead(ROOT / "no-such-data"))
     assert "not recorded yet" in missing and "Notebook 07's *Serving* recording" in missing
 

@@ -62,7 +62,7 @@ def test_06_b1_completion_times_to_the_ms_one_later_case_and_the_ratio_they_supp
     """B1: 0.2 s and 0.1 s, rounded to tenths, cannot support 'not more than twice'; and one later case, not several."""
     said = _flat(serving_story.manager_times(_demo(0.183, 0.104)))
     assert "0.183 s (healthy) and 0.104 s (ignore_sigterm)" in said
-    assert "the first completion took 1.8 times as long as the later one (0.183 s against 0.104 s)" in said
+    assert "the first completion took 1.8 times as long as the later one (0.183 s against 0.104 s;" in said
     assert "later ones" not in said
     assert "0.0 s in the later case," in said and "later cases" not in said
     said = _flat(serving_story.manager_times(_demo(0.313, 0.104)))

@@ -104,7 +104,10 @@ def test_06_d1_the_plain_answer_first_with_both_recordings_and_their_gpus():
     from flexfix.integration.serving import recorded_run
 
     serve, serve_prov = recorded_run(DATA)
-    assert text.startswith("**Does the fix remove the crash, on one model?** Yes, on the `tiny` model: the stock")
+    assert text.startswith(
+        "**Does the fix remove the crash, on one model?** Yes, by combining two recordings, on the `tiny` model: "
+        "the stock"
+    )
     stock = tables.stage_table(serve).query("scenario == 'stock' and stage == 'together'").iloc[0]
     assert f"failed {stock['errored']} of {stock['requests']} concurrent requests" in text
     assert f"on {serve_prov['device_name']}, commit {serve_prov['git_commit'][:10]}" in text
@@ -172,7 +175,7 @@ def test_07_d6_the_eager_result_comes_before_its_tables_and_the_sweeps_are_said_
     code = _code("07_replay_guard")
     assert code.index("display(story.eager_equal(") < code.index("display(guard_tables.engine_guard(eager_runs))")
     text = _markdown("07_replay_guard")
-    assert "extra traffic only to give the guard many replays to check; their own answers are not shown here" in text
+    assert "only to give the guard many replays to check; their answers are not compared" in text
 
 
 # D7

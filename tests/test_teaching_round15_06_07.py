@@ -104,7 +104,7 @@ def test_07_d9_the_planted_frozen_decision_says_why_rswa_prefix_lens_alarms():
 
 def test_07_d10_the_one_below_batch_is_said_plainly():
     text = _flat("\n".join(_cells("07_replay_guard")))
-    assert "notebook 01 stops one request short of its first fault, so its sizes can hold one just below a kept" in text
+    assert "that is why the largest of them is one request below a kept batch" in text
 
 
 def test_07_d11_the_one_column_step_names_the_kind_and_why_the_alarm_stands():
@@ -140,7 +140,7 @@ def test_07_d7_the_misread_rule_is_two_bullets_before_the_rest():
     bullets = [line for line in cell.split("\n") if line.startswith("* **")]
     assert bullets[0].startswith("* **the step replays a FULL graph**")
     assert bullets[1].startswith("* **the batch spans more than one query block**")
-    assert cell.index(bullets[1]) < cell.index("The rule in full")
+    assert cell.index(bullets[1]) < cell.index("does not by itself make a batch")
     cases = glossary.decode_dispatch(
         guard_tables.dispatch_cases(guard_tables.stopped_runs(guard_tables.recorded(DATA)))
     )

@@ -102,7 +102,7 @@ def test_06_takeaways_say_what_notebook_07_compares_and_qualify_the_log_processe
     """A5, A14: 07's servers are stock under the guard, not stock as released; the tails have NCCL/Python lines."""
     text = _markdown("06_serving")
     assert "Stock and patched on one model with the same requests" not in text
-    assert "a stock 0.20.0 server under flexfix's replay guard and patched servers on one model" in text
+    assert "a stock server without the guard and a patched server on one model" in text
     assert "The kept lines of those servers' logs come from two processes" not in text
     assert "PyTorch's NCCL process group print as a process exits" in text  # round 8 D16
 
@@ -275,7 +275,7 @@ def test_06_says_why_patched_bi1_runs_flex_and_why_the_scenarios_serve_other_mod
 
 def test_07_eager_section_says_which_checks_it_shows_results_of():
     """D3: the engine sweep and every-request check were announced with no results shown."""
-    assert "their own answers are not shown here" in _markdown("07_replay_guard")
+    assert "their answers are not compared" in _markdown("07_replay_guard")
 
 
 def test_07_first_alarm_says_over_which_replays_it_counts_and_for_which_graph():

@@ -226,7 +226,7 @@ def test_07_d14_the_every_request_sizes_are_notebook_01s():
     assert found and tuple(int(n) for n in found.group(1).split(",")) == run.every_request
     assert max(run.every_request) < max(run.generations)
     text = _cell("07_replay_guard", "That is the message a backend developer reads")
-    assert "(*Every request checked: stock vs patched*: at each of its batch sizes" in text  # round 9: reworded
+    assert "(*Every request checked: stock vs patched*: every request run alone" in text  # round 9: reworded
     assert "Only the kept batches (the `answers kept, batch sizes` column) are compared" in text
 
 

@@ -4,12 +4,14 @@ model, which ran stock under the guard and which patched without it, read from t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from flexfix.edition import checks
 from flexfix.edition.narrative import listing, markdown, plural
 
-__all__ = ["servers"]
+__all__ = ["servers", "one_model", "same_gpu_crash"]
 
 _OFF = {"", "0", "off", "none", "nan", "<na>"}
 
@@ -49,4 +51,89 @@ def servers(table: pd.DataFrame) -> str:
     return markdown(
         f"**The servers**: {plural(len(table), '`vllm serve` server')} on the {models} "
         f"model{'s' if table['model'].nunique() > 1 else ''}{same}; {said}."
+    )
+
+
+def _where(prov: dict) -> str:
+    return f"{prov.get('device_name', 'an unnamed GPU')}, commit {str(prov.get('git_commit', 'unnamed'))[:10]}"
+
+
+def _unguarded_stock(table: pd.DataFrame) -> list[str]:
+    return [
+        str(r["scenario"])
+        for _, r in table.iterrows()
+        if str(r.get("FLEXFIX_PATCH")) != "1" and str(r.get("FLEXFIX_GUARD")).strip().lower() in _OFF
+    ]
+
+
+def _crashed(table: pd.DataFrame) -> list[str]:
+    return [
+        str(r["scenario"])
+        for _, r in table.iterrows()
+        if r.get("status") == "illegal_memory_access" or str(r.get("ima_in_log")) == "True"
+    ]
+
+
+def one_model(data_dir) -> str:
+    """Notebook 06's lead on the one-model question, read from both recordings: whether notebook 07's *Serving*
+    recording ran a stock server without the guard beside its patched ones (so that one recording answers), which of
+    its servers crashed, and, where it did not, that the answer (notebook 06's last cell of *The recorded GPU run*)
+    combines notebook 06's stock server with notebook 07's patched servers, with the machine and commit of each."""
+    from flexfix.edition import schemas
+    from flexfix.edition.results import results_path
+    from flexfix.edition.tables import guard as guard_tables
+
+    head = "**Does the fix remove the crash, on one model?** "
+    if not (Path(data_dir) / "serve_guard-cuda.json").exists():
+        return head + "Notebook 07's *Serving* recording (one model for every server) is not recorded yet."
+    table, prov = guard_tables.served(data_dir)
+    stock, crashed = _unguarded_stock(table), _crashed(table)
+    patched = [f"`{s}`" for s, p in zip(table["scenario"], table.get("FLEXFIX_PATCH", [])) if str(p) == "1"]
+    guarded = [f"`{s}`" for s in table["scenario"] if f"`{s}`" not in patched and str(s) not in stock]
+    fell = f"{listing([f'`{s}`' for s in crashed])} crashed" if crashed else "none of its servers crashed"
+    if stock:
+        return head + (
+            f"Notebook 07's *Serving* recording ({_where(prov)}) ran a stock server without the guard "
+            f"({listing([f'`{s}`' for s in stock])}) and patched servers ({listing(patched)}) on one model, with the "
+            f"same requests; {fell}: the last cell of *The recorded GPU run* reads its answer."
+        )
+    if results_path(data_dir, "serve", "cuda").exists():
+        mine = (
+            f"this notebook's recorded stock server ({_where(schemas.recorded(data_dir, 'serve', schemas.SERVING)[1])})"
+        )
+    else:
+        mine = "this notebook's stock server (not recorded yet)"
+    return head + (
+        "No single recording ran a stock server without the guard and a patched server on one model: notebook 07's "
+        f"*Serving* recording ran its stock servers ({listing(guarded)}) only under flexfix's replay guard, and "
+        f"{fell}. The answer, in the last cell of *The recorded GPU run*, combines {mine} with notebook 07's patched "
+        f"servers ({listing(patched)}, {_where(prov)})."
+    )
+
+
+def same_gpu_crash(data_dir, model: str, guard_prov: dict) -> str:
+    """Notebook 07's ``guard_debug`` recording in one sentence, where it ran a stock engine of ``model``: on which GPU
+    and commit (said to be the patched servers' GPU where ``guard_prov`` names the same one), how many requests at
+    once, under which guard mode, and how it ended; "" where it is not recorded or ran no such engine."""
+    from flexfix.edition.tables import guard as guard_tables
+
+    if not (Path(data_dir) / "guard_debug-cuda.json").exists():
+        return ""
+    table, prov = guard_tables.recorded(data_dir, ["guard_debug"])["guard_debug"]
+    rows = table[(table["model"] == model) & ~table["patched"].astype(bool)]
+    if not len(rows):
+        return ""
+    r = rows.iloc[0]
+    gpu = prov.get("device_name", "an unnamed GPU")
+    where = "the patched servers' GPU" if gpu == guard_prov.get("device_name") else "another GPU"
+    sizes = listing([str(n) for n in r.get("generations") or []]) or "its"
+    ended = (
+        "ended in CUDA's illegal memory access: the crash itself"
+        if r["status"] == "illegal_memory_access"
+        else f"ended `{r['status']}`, without an illegal memory access"
+    )
+    return (
+        f" On {where} ({_where(prov)}, notebook 07's *vLLM's own check is blind to it*), a stock engine of the "
+        f"`{model}` model without the fix, sent a batch of {sizes} requests with its guard only logging "
+        f"(`guard={r['guard']}`), {ended}."
     )

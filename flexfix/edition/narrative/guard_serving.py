@@ -9,7 +9,7 @@ import re
 
 import pandas as pd
 
-from flexfix.edition.narrative import guard_dispatch, listing, markdown
+from flexfix.edition.narrative import guard_dispatch, guard_servers, listing, markdown
 from flexfix.edition.narrative.guard import WORDS, _need, equal_in_batches
 
 __all__ = ["serving", "DISPATCH_NOW", "capture_sizes", "recorded_sizes", "in_short", "PAIRS"]
@@ -319,7 +319,7 @@ def _plain_answer(data_dir, guarded: pd.DataFrame, patched: list[str], guard_pro
         + sizes
         + (", each bitwise the same as the same request alone" if whole and alone else "")
     )
-    lead = "Yes, on" if crashed and whole else "Not shown by these recordings, on"
+    lead = "Yes, by combining two recordings, on" if crashed and whole else "Not shown by these recordings, on"
     rows = [("`stock`, this notebook's recorded run", prov, stock_said.split(") ", 1)[-1])]
     for n in mine:
         got = _together(guarded.loc[n, "records"])
@@ -356,7 +356,8 @@ def _plain_answer(data_dir, guarded: pd.DataFrame, patched: list[str], guard_pro
     )
     return (
         f"{lead} the `{stock['model']}` model: {stock_said} (this notebook's recorded run, {_where(prov)}); "
-        f"{patched_said} (notebook 07's *Serving* recording, {_where(guard_prov)}). {apart}{same}\n\n{table}\n\n"
+        f"{patched_said} (notebook 07's *Serving* recording, {_where(guard_prov)}). {apart}{same}"
+        f"{guard_servers.same_gpu_crash(data_dir, stock['model'], guard_prov)}\n\n{table}\n\n"
     )
 
 

@@ -4,7 +4,6 @@ evidence stage by stage."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pandas as pd
 
@@ -355,14 +354,9 @@ def result_lead(data_dir, then: str = "") -> str:
             if sc.get("ima_in_log") and not is_fake(sc):
                 said += "; its log names the illegal memory access"
             lines.append(f"* **{sc['scenario']}** ({', '.join(settings)}): {said}." if settings else f"* {said}.")
-    guarded = (
-        "**Does the fix remove the crash, on one model?** Notebook 07's *Serving* recording ran stock and patched "
-        "servers on one model, with the same requests"
-        + ": its answer is read in the last cell of *The recorded GPU run*."
-        + (why_models(loaded[0]) if loaded is not None else "")
-        if (Path(data_dir) / "serve_guard-cuda.json").exists()
-        else "Notebook 07's *Serving* recording (one model for every server) is not recorded yet."
-    )
+    from flexfix.edition.narrative import guard_servers
+
+    guarded = guard_servers.one_model(data_dir) + (why_models(loaded[0]) if loaded is not None else "")
     return markdown(
         "**The result, from the recorded real servers** (the evidence is *The recorded GPU run*, after *The "
         "scenarios*; what runs live in this notebook is said just below):",

@@ -281,6 +281,8 @@ def notebook_plan(
         print("server: vllm serve with FLEX_ATTENTION, one per scenario (startup_seconds: the scenario table)")
     else:
         chosen = plan(scenarios, model="tiny", requests=fake_requests, max_tokens=max_tokens, fake_server=fake_server)
+        if run_server:  # the parameters line above says RUN_SERVER=True: say at once that it did not apply
+            print(f"RUN_SERVER=True (ignored: no GPU, the device is {device})")
         print(  # why the FAKE server runs is said once, by flexfix.edition.narrative.serving.what_runs
             f"server: the FAKE server {fake_server}, not vLLM: no model, no GPU, on the CPU whatever the "
             "machine; its results are saved as serve_fake-cpu.json. It is a script: it answers deterministic tokens "
