@@ -25,7 +25,7 @@ def _seqs(run) -> int | None:
 
     try:
         return engine_max_num_seqs(pd.Series(run._asdict()))
-    except Exception:  # a file without the setting: the sentence leaves it out
+    except (TypeError, ValueError):  # a file without a usable setting: the sentence leaves it out
         return None
 
 
