@@ -40,3 +40,14 @@ def test_the_notebook_table_does_not_tie_notebook_01s_recordings_to_one_gpu():
     without_gpu = row.rstrip(" |").rsplit(" | ", 1)[1]
     assert "recorded H100 outcomes" not in without_gpu
     assert "H100" in without_gpu and "H200" in without_gpu
+
+
+def test_the_readme_does_not_count_the_lines_notebook_01_shows():
+    """Round 18, A2: "a dozen lines" against the 29 non-blank lines 01 prints from flexfix.mechanism.smallest."""
+    import inspect
+
+    from flexfix.mechanism import smallest
+
+    shown = [line for line in inspect.getsource(smallest).splitlines() if line.strip()]
+    assert len(shown) > 12
+    assert "a dozen lines" not in README and "the bug in a few lines of plain torch" in README

@@ -57,7 +57,8 @@ def test_a1_the_engines_log_line_and_what_it_shows_say_what_ok_means():
     nb = [text(c) for c in cells("01_reproduce_ima")]
     assert any("ok_as=ENGINE_OK" in c or "ok_as=outcome_tables.ENGINE_OK" in c for c in nb)
     shows = next(c for c in nb if c.startswith("## The crash scenarios in one table"))
-    assert "which a correct\none (`ok`)" not in shows and "`completed (answers not checked)`" in shows
+    assert "which a correct\none (`ok`)" not in shows and "`completed (request 0 only)`" in shows
+    assert "not checked at all" not in shows  # round 18, A1: request 0 was compared with itself alone
 
 
 # C1: this run's and the recorded error figures share tick labels and, for one tolerance, a y range.

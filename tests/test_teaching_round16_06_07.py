@@ -231,9 +231,12 @@ def _demo(imports, before):
 
 
 def test_06_d8_the_sentence_says_openai_was_imported_before_the_first_case_only_where_it_was():
-    assert "was imported before the first case, by an earlier cell" in _demo((0.0, 0.0), True)
-    assert "imported before the first case" not in _demo((0.0, 0.0), False)
-    assert "imported before the first case" not in _demo((0.9, 0.0), True)  # the first case paid the import
+    said = "was already loaded in this kernel when the demo began (the demo found it in `sys.modules`"
+    assert said in _demo((0.0, 0.0), True)
+    assert "which earlier import loaded it is not recorded" in _demo((0.0, 0.0), True)  # round 18, B1
+    assert "by an earlier cell" not in _demo((0.0, 0.0), True)
+    assert "already loaded" not in _demo((0.0, 0.0), False)
+    assert "already loaded" not in _demo((0.9, 0.0), True)  # the first case paid the import
     source = inspect.getsource(serving_demo.manager_demo)
     assert source.index('"openai" in sys.modules') < source.index("for case, extra, timeout in cases")
     glossary = _flat(next(s for _, s in _cells("06_serving") if "`seconds importing openai` is" in s))

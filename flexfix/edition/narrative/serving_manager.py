@@ -42,8 +42,9 @@ def manager_times(demo: pd.DataFrame) -> str:
     elif imports.max() < 0.1 and demo.attrs.get("openai imported before") is True:
         text += (
             " `seconds importing openai` is below 0.1 s in every case that sent a completion because the `openai` "
-            "client library was imported before the first case, by an earlier cell of this notebook: the first "
-            "completion's time is not the import."
+            "client library was already loaded in this kernel when the demo began (the demo found it in "
+            "`sys.modules`; which earlier import loaded it is not recorded): the first completion's time is not "
+            "the import."
         )
     later = "the later one" if len(sent) == 2 else "the later ones"
     if len(sent) > 1 and seconds.iloc[1:].max() < 0.01:  # a later time of a few ms: no ratio the shown ms support

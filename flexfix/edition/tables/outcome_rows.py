@@ -54,7 +54,7 @@ def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
 
 # What an engine row's `ok` means in the one table (r0102 round 12, A1): the engine scenarios' answers were not
 # checked, so `ok` there is a run that completed without a fault, not a correct one.
-UNCHECKED_OK = "completed (answers not checked)"
+UNCHECKED_OK = "completed (request 0 only)"  # its first request compared with itself alone: no test of the fix
 
 
 def engine_max_num_seqs(run) -> int:
