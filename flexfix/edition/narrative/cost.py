@@ -6,7 +6,7 @@ import pandas as pd
 
 from flexfix.edition import anchors
 from flexfix.edition.checks import DataError, require, require_numbers
-from flexfix.edition.narrative import cost_l2, listing, markdown, plural, span
+from flexfix.edition.narrative import cost_l2, cost_replay, listing, markdown, plural, span
 from flexfix.edition.narrative.cost_devices import (
     _numbers,
     beyond_spread,
@@ -123,7 +123,7 @@ def kernel_timing(
     cost = "within 5% of" if slow == 0 else "more than 5% slower than"
     cases = "in every case" if slow == 0 else f"in {slow} of {len(bi)} cases"
     parts = [  # r0305 D9: a short bullet each, its conclusion first (bold), then the numbers behind it
-        f"**A CUDA-graph replay matters most where the kernel is short**: the largest speed-up, "
+        f"{cost_replay.headline(ratios)}: the largest speed-up, "
         f"{best['graph_speedup']:.1f}x, at {plural(int(best['batch']), 'request')} of {int(best['context'])} tokens; "
         f"{span(ratios.loc[ratios.context == contexts[-1], 'graph_speedup'], '{:.2f}', 'x')} at {contexts[-1]} "
         "tokens." + cost_l2.flushed_clause(timing),

@@ -189,7 +189,7 @@ def _thin_note(axes) -> dict:
 
 
 BAR_LABEL = "bar, in the series' colour: how far the repetitions spread (quartiles)"
-MISS_LABEL = "filled star: band misses 1 (the table of bands that miss 1), just above its bar"
+MISS_LABEL = "filled star: band misses 1 (the table of bands that miss 1), beside its bar, away from 1"
 STAR_PT = 9.0  # the star's size, in points
 STAR_LIFT_PT = STAR_PT / 2 + 3.0  # its centre above the bar's top (and cap), in points: clear of the bar
 
@@ -208,12 +208,17 @@ def _band(ax, part: pd.DataFrame, x: str, y: str, colour: str, bars: bool = Fals
         )
         if reference == 1.0:
             off = bands_missing_one(part, y)
-            if not off.empty:  # above its bar's top, clear of it (r17 C1: on the point, the star hid the bar)
+            if not off.empty:  # beside its bar, clear of it (r17 C1: on the point, the star hid the bar), on the side
+                # away from 1 (r18 C1: above a band wholly below 1 the star sat on the reference line)
                 from matplotlib.transforms import offset_copy
 
-                lift = offset_copy(ax.transData, fig=ax.figure, y=STAR_LIFT_PT, units="points")
                 star = dict(ls="none", marker="*", markersize=STAR_PT, color=colour, markeredgecolor="black")
-                ax.plot(off[x], off[f"{y}_hi"], transform=lift, markeredgewidth=0.6, zorder=5, label=MISS_LABEL, **star)
+                for side, end, lift_pt in (("above", f"{y}_hi", STAR_LIFT_PT), ("below", f"{y}_lo", -STAR_LIFT_PT)):
+                    at = off[off[f"{y}_lo"] > 1] if side == "above" else off[off[f"{y}_hi"] < 1]
+                    if at.empty:
+                        continue
+                    lift = offset_copy(ax.transData, fig=ax.figure, y=lift_pt, units="points")
+                    ax.plot(at[x], at[end], transform=lift, markeredgewidth=0.6, zorder=5, label=MISS_LABEL, **star)
         return
     ax.fill_between(part[x], part[f"{y}_lo"], part[f"{y}_hi"], color=colour, alpha=BAND_ALPHA, lw=0, label=BAND_LABEL)
     series = ax.get_lines()[-1] if ax.get_lines() else None  # the series just drawn: its markers cover the band
