@@ -51,7 +51,7 @@ def test_06_a1_the_lead_says_no_recording_ran_both_and_names_each_machine():
     assert not unguarded  # the recording: its stock servers all ran under the guard
     assert "No single recording ran a stock server without the guard and a patched server on one model" in said
     crashed = table[(table["status"] == "illegal_memory_access") | (table["ima_in_log"].astype(str) == "True")]
-    assert crashed.empty and "none of its servers crashed" in said
+    assert crashed.empty and "none of its servers ended in an illegal memory access" in said
     for s in table["scenario"]:
         assert f"`{s}`" in said
     assert f"{serve_prov['device_name']}, commit {_short(serve_prov['git_commit'])}" in said
@@ -66,7 +66,7 @@ def test_06_a1_the_lead_follows_the_recording_each_way(monkeypatch):
     crashed.loc[crashed["scenario"] == "guard_error", "status"] = "illegal_memory_access"
     monkeypatch.setattr(guard_tables, "served", lambda data_dir: (crashed, prov))
     said = _flat(guard_servers.one_model(DATA))
-    assert "`guard_error` crashed" in said and "none of its servers crashed" not in said
+    assert "`guard_error` ended in an illegal memory access" in said and "none of its servers ended" not in said
     unguarded = table.copy()
     unguarded.loc[unguarded["scenario"] == "guard_eager", "FLEXFIX_GUARD"] = ""
     monkeypatch.setattr(guard_tables, "served", lambda data_dir: (unguarded, prov))

@@ -77,8 +77,9 @@ def _crashed(table: pd.DataFrame) -> list[str]:
 def one_model(data_dir) -> str:
     """Notebook 06's lead on the one-model question, read from both recordings: whether notebook 07's *Serving*
     recording ran a stock server without the guard beside its patched ones (so that one recording answers), which of
-    its servers crashed, and, where it did not, that the answer (notebook 06's last cell of *The recorded GPU run*)
-    combines notebook 06's stock server with notebook 07's patched servers, with the machine and commit of each."""
+    its servers ended in an illegal memory access, and, where it did not, that the answer (notebook 06's last cell
+    of *The recorded GPU run*) combines notebook 06's stock server with notebook 07's patched servers, with the
+    machine and commit of each."""
     from flexfix.edition import schemas
     from flexfix.edition.results import results_path
     from flexfix.edition.tables import guard as guard_tables
@@ -90,7 +91,12 @@ def one_model(data_dir) -> str:
     stock, crashed = _unguarded_stock(table), _crashed(table)
     patched = [f"`{s}`" for s, p in zip(table["scenario"], table.get("FLEXFIX_PATCH", [])) if str(p) == "1"]
     guarded = [f"`{s}`" for s in table["scenario"] if f"`{s}`" not in patched and str(s) not in stock]
-    fell = f"{listing([f'`{s}`' for s in crashed])} crashed" if crashed else "none of its servers crashed"
+    fell = (  # r18 D2: "crashed" read as "stopped"; a server the guard stopped did not misread
+        f"{listing([f'`{s}`' for s in crashed])} ended in an illegal memory access"
+        if crashed
+        else "none of its servers ended in an illegal memory access (a server whose guard refused a replay in "
+        "`error` mode stopped, its clients answered HTTP 500: that stop is the guard's, not the bug's)"
+    )
     if stock:
         return head + (
             f"Notebook 07's *Serving* recording ({_where(prov)}) ran a stock server without the guard "
