@@ -69,8 +69,15 @@ def test_the_fixed_releases_carry_one_copy_as_the_readme_says():
         "`data/vllm_releases-cpu.json`, as notebook 02's survey prints" in README
     )
     survey_cell = (ROOT / "notebooks" / "02_apply_flexfix.ipynb").read_text()  # round 18, B1: the edition shows it
-    assert 'for verdict in (\\"affected\\", \\"fixed\\")' in survey_cell
-    assert "releases share one copy_to_persistent:" in survey_cell
+    assert "print(tables.shared_copies(releases))" in survey_cell
+    from flexfix.edition import tables
+
+    said = tables.shared_copies(survey)
+    assert "affected releases share one copy_to_persistent: True" in said
+    assert "fixed releases share one copy_to_persistent: True" in said
+    split = survey.copy(deep=True)
+    split.loc[split.index[split.verdict == "fixed"][0], "copy_sha256"] = "another"
+    assert "fixed releases share one copy_to_persistent: False" in tables.shared_copies(split)
 
 
 def test_the_readme_claims_on_0_20_2_only_what_its_runs_checked():

@@ -37,7 +37,7 @@ from flexfix.edition.tables.outcomes import (
     threshold_table,
 )
 from flexfix.edition.tables.provenance import notebook_times_line, provenance_line, recorded_where
-from flexfix.edition.tables.releases import random_shapes, release_checks, release_ranges, source_diff
+from flexfix.edition.tables.releases import random_shapes, release_checks, release_ranges, shared_copies, source_diff
 from flexfix.edition.tables.serving import (
     differences,
     error_summary,
@@ -78,6 +78,7 @@ __all__ = [
     "ratio_summary",
     "throughput_spread",
     "release_ranges",
+    "shared_copies",
     "release_checks",
     "source_diff",
     "random_shapes",

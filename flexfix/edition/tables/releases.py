@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["release_ranges", "release_checks", "source_diff", "random_shapes"]
+__all__ = ["release_ranges", "release_checks", "shared_copies", "source_diff", "random_shapes"]
 
 
 def release_ranges(releases: pd.DataFrame) -> pd.DataFrame:
@@ -52,6 +52,16 @@ def probe_shapes() -> str:
     _copy_semantics(copy)
     (src, dst), *_ = seen
     return f"{src} into {dst}"
+
+
+def shared_copies(releases: pd.DataFrame) -> str:
+    """One line per verdict that has a copy (affected, fixed): whether all its releases hold one
+    ``copy_to_persistent``, by the SHA-256 the survey read from each wheel (the README's "the same sliced copy")."""
+    lines = []
+    for verdict in ("affected", "fixed"):
+        hashes = releases.loc[releases.verdict == verdict, "copy_sha256"]
+        lines.append(f"{verdict} releases share one copy_to_persistent: {len(hashes) > 0 and hashes.nunique() == 1}")
+    return "\n".join(lines)
 
 
 def release_checks(checks: pd.DataFrame) -> pd.DataFrame:
