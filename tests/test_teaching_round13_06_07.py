@@ -1,11 +1,10 @@
 """Notebooks 06 and 07 as a newcomer read them (review r0607, round 13): one test per finding fixed, each tying the
 sentence or table to the data or code it states."""
 
-import re
-
 import pandas as pd
 import pytest
 from test_teaching_round4_06_07 import DATA, _nb
+from test_teaching_round12_06_07 import _flat
 
 from flexfix.edition import tables
 from flexfix.edition.narrative import guard as guard_story
@@ -14,10 +13,6 @@ from flexfix.edition.narrative import serving as serving_story
 from flexfix.edition.tables import guard as guard_tables
 from flexfix.integration.serving.recording import recorded_run
 from flexfix.measure.engine_sweep import CAPTURE_SIZES
-
-
-def _flat(text: str) -> str:
-    return re.sub(r"\s+", " ", str(text))
 
 
 def _cells(name: str, kind: str) -> list[str]:

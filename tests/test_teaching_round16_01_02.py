@@ -5,20 +5,13 @@ import copy
 
 import matplotlib
 from test_teaching_01_03 import DATA, cells, text
+from test_teaching_round15_01_02 import _code, _md
 
 from flexfix.edition import schemas
 from flexfix.measure import record
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def _md(stem):
-    return " ".join(" ".join(text(c).split()) for c in cells(stem) if c["cell_type"] == "markdown")
-
-
-def _code(stem):
-    return "\n".join(text(c) for c in cells(stem) if c["cell_type"] == "code")
 
 
 def _every():

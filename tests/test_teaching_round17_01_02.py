@@ -6,36 +6,11 @@ from __future__ import annotations
 import json
 
 from test_teaching_01_03 import DATA, cells, text
+from test_teaching_round15_01_02 import _live, _md, _workarounds
+from test_teaching_round16_01_02 import _every
 
 from flexfix.edition import schemas
 from flexfix.measure import record
-
-
-def _md(stem):
-    return " ".join(" ".join(text(c).split()) for c in cells(stem) if c["cell_type"] == "markdown")
-
-
-def _code(stem):
-    return "\n".join(text(c) for c in cells(stem) if c["cell_type"] == "code")
-
-
-def _workarounds():
-    from flexfix.edition.tables.workarounds import workaround_table
-
-    safety, sprov = schemas.recorded(DATA, "stock_workarounds", schemas.ENGINE_SWEEPS)
-    cost, _ = schemas.recorded(DATA, "stock_workaround_cost", schemas.ENGINE_SWEEPS)
-    return workaround_table(safety, cost), sprov
-
-
-def _every():
-    return schemas.recorded(DATA, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
-
-
-def _live(device):
-    every, provs = _every()
-    keep = every["engine"].str.contains("stock") | (every["batch_invariant"].astype(int) == 0)
-    return every[keep].reset_index(drop=True), {**provs[0], "device_name": device}
-
 
 # A2: 02's last takeaway names the same nearest positive control as the first section's verdict, in both branches.
 

@@ -1,11 +1,11 @@
 """Notebooks 06 and 07 as a newcomer read them (review r0607, round 17): one test per finding fixed, each tying the
 sentence to the data, code or heading order it states."""
 
-import re
 from pathlib import Path
 
 import pandas as pd
-from test_teaching_round4_06_07 import DATA, _nb
+from test_teaching_round4_06_07 import DATA
+from test_teaching_round16_06_07 import _cells, _flat, _headings
 
 from flexfix.edition import schemas
 from flexfix.edition.narrative import guard_servers, guard_serving, serving_manager
@@ -14,22 +14,6 @@ from flexfix.edition.tables import guard as guard_tables
 from flexfix.integration.serving import scenarios
 
 FAKE = str(Path(__file__).parent / "fake_vllm_server.py")
-
-
-def _flat(text) -> str:
-    return re.sub(r"\s+", " ", str(text))
-
-
-def _cells(name: str) -> list[tuple[str, str]]:
-    return [(c["cell_type"], "".join(c["source"])) for c in _nb(name)["cells"]]
-
-
-def _headings(name: str) -> list[tuple[int, str]]:
-    out = []
-    for i, (kind, src) in enumerate(_cells(name)):
-        if kind == "markdown":
-            out += [(i, m.group(1).strip()) for m in re.finditer(r"^#{1,4} (.+)$", src, re.M)]
-    return out
 
 
 def _short(commit) -> str:

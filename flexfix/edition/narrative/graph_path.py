@@ -61,6 +61,7 @@ def support(engine_runs: pd.DataFrame, data_dir) -> str:
     """One paragraph: whether (b) and (d) both faulted in ``engine_runs`` and what that shows, then notebook 02's
     recorded stock engines without full graphs, counted from ``stock_workarounds``."""
     from flexfix.edition import schemas
+    from flexfix.edition.tables.outcome_rows import requests_differing
     from flexfix.edition.tables.provenance import recorded_where
     from flexfix.measure import engine_sweep
 
@@ -83,10 +84,10 @@ def support(engine_runs: pd.DataFrame, data_dir) -> str:
         mine = rows[(rows["graphs"] == graphs) & ~rows["patched"].astype(bool)]
         counts = []
         for r in mine.itertuples():
-            differ = len(set(r.tokens_differ) | set(r.logprobs_differ))
+            other = requests_differing(r._asdict())
             ok = r.engine_status == "ok"
-            agree = agree and ok and differ == 0
-            counts.append(f"{differ} of {r.requests}" if ok else f"`{r.engine_status}` at {r.requests}")
+            agree = agree and ok and other == 0
+            counts.append(f"{other} of {r.requests}" if ok else f"`{r.engine_status}` at {r.requests}")
         if counts:
             said.append(f"with {words}, {listing(counts)} requests came out otherwise in the batch than alone")
     if not said:

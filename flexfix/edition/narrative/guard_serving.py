@@ -276,7 +276,7 @@ def _pairs_said(agree: pd.DataFrame) -> str:
 
 
 def _where(prov: dict) -> str:
-    return f"on {prov.get('device_name', 'an unnamed GPU')}, commit {str(prov.get('git_commit', 'unnamed'))[:10]}"
+    return f"on {guard_servers._where(prov)}"
 
 
 def _together(records) -> list[dict]:

@@ -28,22 +28,11 @@ def _recorded_counts(every: pd.DataFrame) -> tuple[int, int, list[int]]:
 
 def _live_counts(live: tuple[pd.DataFrame, dict]) -> tuple[int, int]:
     """(requests that differed, requests checked) on the live rerun's patched engines, in FULL-graph batches only."""
-    from flexfix.edition import glossary
-    from flexfix.edition.narrative.workaround_control import _batches, _differ, _seqs
-    from flexfix.edition.tables.outcomes import every_request_dispatch
+    from flexfix.edition.narrative.workaround_control import _differ, _full_split
 
     every = live[0]
     patched = every[~every["engine"].astype(str).str.contains("stock")]
-    if patched.empty:
-        return 0, 0
-    dispatch = glossary.decode_dispatch(every_request_dispatch(patched, with_engine=False))
-    mode = {
-        (int(s), int(b)): str(m)
-        for s, b, m in zip(dispatch["max_num_seqs"], dispatch["decode batch"], dispatch["runs with"])
-    }
-    full = [
-        rec for r in patched.itertuples() for rec in _batches(r) if mode.get((_seqs(r), int(rec["requests"]))) == "FULL"
-    ]
+    full = [rec for r in patched.itertuples() for rec in _full_split(r)[0]]
     return sum(_differ(x) for x in full), sum(int(x["requests"]) for x in full)
 
 

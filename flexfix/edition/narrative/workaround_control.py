@@ -10,10 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from flexfix.edition.narrative import listing, markdown, plural
-
-
-def _differ(rec: dict) -> int:
-    return len(set(rec.get("tokens_differ", [])) | set(rec.get("logprobs_differ", [])))
+from flexfix.edition.tables.outcome_rows import requests_differing as _differ
 
 
 def _batches(run) -> list[dict]:
@@ -27,6 +24,16 @@ def _seqs(run) -> int | None:
         return engine_max_num_seqs(pd.Series(run._asdict()))
     except (TypeError, ValueError):  # a file without a usable setting: the sentence leaves it out
         return None
+
+
+def _full_split(run) -> tuple[list[dict], list[dict]]:
+    """(FULL-graph batches, the others) of a live run (an ``itertuples`` row): all others where its ``max_num_seqs``
+    is not usable, as the sentences leave it out."""
+    from flexfix.edition.tables.outcome_rows import full_graph_split
+
+    if _seqs(run) is None:
+        return [], _batches(run)
+    return full_graph_split(pd.Series(run._asdict()))
 
 
 def _live_stock(safety_prov: dict | None, live: tuple[pd.DataFrame, dict] | None) -> list:
@@ -112,23 +119,14 @@ def live_coverage(live: tuple[pd.DataFrame, dict] | None) -> str:
             "**This edition's live rerun:** none read back here (notebook 01 reruns the every-request check only on "
             "a GPU with its engine runs switched on); the recorded rows above are the whole evidence of this section."
         )
-    from flexfix.edition import glossary
-    from flexfix.edition.tables.outcomes import every_request_dispatch
-
     every, prov = live
     patched = every[~every["engine"].astype(str).str.contains("stock")]
     if patched.empty:
         return markdown("**This edition's live rerun** (notebook 01) ran no patched engine: it adds nothing here.")
-    dispatch = glossary.decode_dispatch(every_request_dispatch(patched, with_engine=False))
-    mode = {
-        (int(s), int(b)): str(m)
-        for s, b, m in zip(dispatch["max_num_seqs"], dispatch["decode batch"], dispatch["runs with"])
-    }
     said = []
     for r in patched.itertuples():
-        seqs = _seqs(r)
-        full = [rec for rec in _batches(r) if mode.get((seqs, int(rec["requests"]))) == "FULL"]
-        other = [int(x["requests"]) for x in _batches(r) if mode.get((seqs, int(x["requests"]))) != "FULL"]
+        full, rest = _full_split(r)
+        other = [int(x["requests"]) for x in rest]
         text = f"`{r.engine}`: " + (
             f"{sum(_differ(x) for x in full)} of {sum(int(x['requests']) for x in full)} requests differed in its "
             f"FULL-graph batch{'es' if len(full) > 1 else ''} of {listing([int(x['requests']) for x in full])}"

@@ -87,8 +87,21 @@ def _batch_modes(run: pd.Series) -> dict[int, str]:
     return dict(zip(table["decode batch"].astype(int), table["runs with"]))
 
 
-def _differ(rec: dict) -> int:
+def requests_differing(rec: dict) -> int:
+    """How many requests of one every-request batch came out otherwise than alone (tokens or logprobs)."""
     return len(set(rec.get("tokens_differ", [])) | set(rec.get("logprobs_differ", [])))
+
+
+_differ = requests_differing
+
+
+def full_graph_split(run: pd.Series) -> tuple[list[dict], list[dict]]:
+    """(the every-request batches ``run`` completed that vLLM's dispatcher replays with a FULL graph, the others):
+    only the first can misread (:func:`_batch_modes`)."""
+    modes = _batch_modes(run)
+    done = [rec for rec in run["records"] if rec.get("kind") == "every_request"]
+    full = [rec for rec in done if modes.get(int(rec["requests"])) == "FULL"]
+    return full, [rec for rec in done if modes.get(int(rec["requests"])) != "FULL"]
 
 
 def _every_outcome(status: str, records: list[dict], modes: dict[int, str] | None = None) -> str:
