@@ -7,6 +7,7 @@ import pandas as pd
 from flexfix.edition import anchors
 from flexfix.edition.checks import DataError, require, require_numbers
 from flexfix.edition.narrative import cost_l2, cost_replay, listing, markdown, plural, span
+from flexfix.edition.narrative.cost_bi import bi_verdict
 from flexfix.edition.narrative.cost_devices import (
     _numbers,
     beyond_spread,
@@ -140,20 +141,6 @@ def kernel_timing(
         lines.append(f"* **Spread**: {spread}")
     lead = "In short:\n" + "\n".join(f"- {p}" for p in parts)  # "-": a list of its own, not the evidence's
     return markdown(f"**What {where} measured** (warm L2, medians)", lead, "\n".join(lines))
-
-
-def bi_verdict(bi: pd.Series) -> str:
-    """The headline's verdict on the batch-invariant options' time ratios ``bi`` (above 1 slower), in words that say
-    the rule they were decided by (r19 A1): "within 5%" only where every ratio is within 5% either way; where some
-    are more than 5% faster and none more than 5% slower, "never more than 5% slower", with the faster ones counted
-    (the range printed after it gives how far)."""
-    slow, fast = int((bi > 1.05).sum()), int((bi < 0.95).sum())
-    if slow == 0 and fast == 0:
-        return "within 5% of its own in every case"
-    quick = f"{fast} of {len(bi)} cases more than 5% faster"
-    if slow == 0:
-        return f"never more than 5% slower than its own ({quick})"
-    return f"more than 5% slower than its own in {slow} of {len(bi)} cases" + (f" ({quick})" if fast else "")
 
 
 def sm_count(device: str) -> int | None:
