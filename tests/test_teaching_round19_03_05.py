@@ -57,3 +57,52 @@ def test_a1_the_verdict_alone():
     assert cost.bi_verdict(pd.Series([0.90, 1.07, 1.0])) == (
         "more than 5% slower than its own in 1 of 3 cases (1 of 3 cases more than 5% faster)"
     )
+
+
+# C1 (05): "no band shows here" stood beside a band that showed (context 256: about 5 points tall, under the
+# 7-point markers at its points but wider than its line between them). The note is decided per band, between the
+# points too, and names the panels whose band does not show.
+
+_FLEX_OVER_SDPA = {  # the published H200 figure's shape: context 256 far below the others
+    256: [0.9, 4.3, 11.5, 10.2, 6.4, 7.6],
+    1024: [2.4, 18, 33, 22, 13, 12],
+    4096: [9, 35, 55, 33, 17, 14],
+    8192: [18, 45, 60, 33, 17, 14],
+}
+
+
+def _bands(spread_256: float) -> pd.DataFrame:
+    rows = []
+    for context, values in _FLEX_OVER_SDPA.items():
+        s = spread_256 if context == 256 else 1.01
+        for batch, v in zip([1, 8, 16, 32, 64, 128], values):
+            rows.append(
+                {"batch": batch, "context": context, "flex_over_sdpa": v}
+                | {"flex_over_sdpa_lo": v / s, "flex_over_sdpa_hi": v * s}
+            )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("spread", [1.05, 1.1, 1.2])
+def test_c1_no_band_is_said_hidden_where_it_shows_between_the_markers(spread):
+    import matplotlib.pyplot as plt
+
+    from flexfix.edition import plots
+    from flexfix.edition.plots.cost_marks import THIN_PT, band_heights_pt, band_hidden
+
+    args = ("batch", "flex_over_sdpa", "context", "t", "y")
+    fig = plots.ratio_lines(_bands(spread), *args, reference_label="1", logy=True, panels=True)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    heights = band_heights_pt(fig.axes)
+    hidden = band_hidden(fig.axes)
+    assert hidden[1:] == [True] * 3  # 1% either way: thinner than the line
+    if heights[0] >= THIN_PT:  # taller than its line: it shows between the markers, whatever their size
+        assert not hidden[0]
+        assert not any(t.startswith("(no band shows here") for t in legend)
+        assert "(no band shows for context 1024, 4096 and 8192: narrower than its line and markers" in " ".join(legend)
+    else:
+        assert hidden[0] and any(t.startswith("(no band shows here") for t in legend)
+    if spread == 1.1:  # the published case: under the markers at every point, so the old rule called it hidden
+        cover = fig.axes[0].get_lines()[-1].get_markersize()
+        assert THIN_PT <= heights[0] < cover
+    plt.close(fig)

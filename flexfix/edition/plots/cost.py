@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from flexfix.edition.plots.cost_marks import keep_band, spread_bar, thin_band_note
+from flexfix.edition.plots.cost_marks import keep_band, settle_note, spread_bar
 from flexfix.edition.plots.style import SERIES_COLOURS, batch_axis, figure, wrap
 
 __all__ = ["SERIES_MARKERS", "SERIES_LINESTYLES", "FAMILIES", "REFERENCE_STYLE", "ratio_lines", "throughput_points"]
@@ -141,7 +141,7 @@ def ratio_lines(
     for i, (key, part) in enumerate(groups):
         style = _series_style(i, len(groups), by)
         ax.plot(part[x], part[y], label=f"{by} {key}", **style)
-        _band(ax, part, x, y, style["color"], bars, reference)
+        _band(ax, part, x, y, style["color"], bars, reference, name=f"{by} {key}")
         ends.append((part[x].iloc[-1], part[y].iloc[-1], f"{by} {key}", style["color"]))
     if reference is not None:
         ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=ref_label)
@@ -155,9 +155,13 @@ def ratio_lines(
     ax.set_ylabel(ylabel)
     ax.set_title(wrap(title, 5.5, 10), fontsize=10)
     handles = _neutral_band(dict(zip(*reversed(ax.get_legend_handles_labels()))))  # the band named once
-    handles.update(_thin_note([ax]))
-    ax.legend(handles.values(), handles.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
+
+    def place(note: dict) -> None:
+        both = handles | note
+        ax.legend(both.values(), both.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+        fig.tight_layout()
+
+    settle_note([ax], place)
     return fig
 
 
@@ -180,21 +184,15 @@ def _neutral_band(handles: dict) -> dict:
     return handles
 
 
-def _thin_note(axes) -> dict:
-    """The legend entry (no swatch) saying that bands are too thin to see, where they are (r15 C1)."""
-    from matplotlib.lines import Line2D
-
-    note = thin_band_note(axes)
-    return {note: Line2D([], [], ls="none", label=note)} if note else {}
-
-
 BAR_LABEL = "bar, in the series' colour: how far the repetitions spread (quartiles)"
 MISS_LABEL = "filled star: band misses 1 (the table of bands that miss 1), beside its bar, away from 1"
 STAR_PT = 9.0  # the star's size, in points
 STAR_LIFT_PT = STAR_PT / 2 + 3.0  # its centre above the bar's top (and cap), in points: clear of the bar
 
 
-def _band(ax, part: pd.DataFrame, x: str, y: str, colour: str, bars: bool = False, reference=None) -> None:
+def _band(
+    ax, part: pd.DataFrame, x: str, y: str, colour: str, bars: bool = False, reference=None, name: str = ""
+) -> None:
     """The shaded band of one series, where its table has one; with ``bars``, an error bar per point and a star on
     each point whose band misses 1 (see :func:`ratio_lines`)."""
     if not {f"{y}_lo", f"{y}_hi"} <= set(part):
@@ -223,7 +221,7 @@ def _band(ax, part: pd.DataFrame, x: str, y: str, colour: str, bars: bool = Fals
     ax.fill_between(part[x], part[f"{y}_lo"], part[f"{y}_hi"], color=colour, alpha=BAND_ALPHA, lw=0, label=BAND_LABEL)
     series = ax.get_lines()[-1] if ax.get_lines() else None  # the series just drawn: its markers cover the band
     cover = series.get_markersize() + series.get_markeredgewidth() if series is not None else 0.0
-    keep_band(ax, part[x], part[f"{y}_lo"], part[f"{y}_hi"], cover=cover)
+    keep_band(ax, part[x], part[f"{y}_lo"], part[f"{y}_hi"], cover=cover, name=name)
 
 
 def _min_span(ax, reference: float | None, min_span: float | None) -> None:
@@ -270,7 +268,7 @@ def _ratio_panels(
                 ax.plot(rest[x], rest[y], "-", color="grey", alpha=0.35, lw=1.0, label=_others(by, sharey))
         style = _series_style(i, n, by)
         ax.plot(part[x], part[y], label=f"{by} {key}", **{**style, "markersize": 6, "ls": "-"})
-        _band(ax, part, x, y, style["color"], bars, reference)
+        _band(ax, part, x, y, style["color"], bars, reference, name=f"{by} {key}")
         if reference is not None:
             ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=ref_label)
         ax.set_title(f"{by} {key}", fontsize=9, color=style["color"])
@@ -301,15 +299,20 @@ def _ratio_panels(
     for ax in flat[:n]:  # every panel's: the stars of bars=True may be in any of them
         handles.update({k: v for k, v in zip(*reversed(ax.get_legend_handles_labels())) if k not in handles})
     handles = _neutral_band(handles)
-    note = _thin_note(flat[:n])
-    handles.update(note)
-    shown = [k for k in (_others(by, sharey), ref_label, BAND_LABEL, *note, BAR_LABEL, MISS_LABEL) if k in handles]
-    # own axes: the grey lines' longer label (r10 C2), one entry per line; bars and stars: two long labels more
-    ncol = (len(shown) if len(shown) <= 3 else 2) if sharey else 1
-    fig.legend([handles[k] for k in shown], shown, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle(wrap(title, fig.get_figwidth() - 0.5, 10), fontsize=10)
-    lines = -(-len(shown) // ncol)
-    fig.tight_layout(rect=(0, 0.06 if lines == 1 else 0.03 + 0.035 * lines, 1, 1))
+
+    def place(note: dict) -> None:
+        for legend in list(fig.legends):
+            legend.remove()
+        both = handles | note
+        shown = [k for k in (_others(by, sharey), ref_label, BAND_LABEL, *note, BAR_LABEL, MISS_LABEL) if k in both]
+        # own axes: the grey lines' longer label (r10 C2), one entry per line; bars and stars: two long labels more
+        ncol = (len(shown) if len(shown) <= 3 else 2) if sharey else 1
+        fig.legend([both[k] for k in shown], shown, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+        lines = -(-len(shown) // ncol)
+        fig.tight_layout(rect=(0, 0.06 if lines == 1 else 0.03 + 0.035 * lines, 1, 1))
+
+    settle_note(flat[:n], place)
     return fig
 
 
