@@ -106,3 +106,38 @@ def test_c1_no_band_is_said_hidden_where_it_shows_between_the_markers(spread):
         cover = fig.axes[0].get_lines()[-1].get_markersize()
         assert THIN_PT <= heights[0] < cover
     plt.close(fig)
+
+
+# C2 (05): batch sizes took the contexts' colours (pink was context 256 in figures 8, 13 and 14, batch 32 in figure
+# 15). The two kinds share no colour, and every batch colour stays apart from every context colour, in delta E and in
+# simulated protan and deutan vision (the measures of tests/test_teaching_round7_03_05.py and tests/test_plots.py).
+
+
+def test_c2_batch_sizes_and_contexts_share_no_colour():
+    import itertools
+
+    import numpy as np
+    from matplotlib.colors import to_hex
+    from test_plots import CVD, _seen
+    from test_teaching_round7_03_05 import _delta
+
+    from flexfix.edition import plots
+    from flexfix.edition.plots.cost import family_style
+    from flexfix.edition.plots.style import OUTCOME_COLOURS
+
+    contexts = [to_hex(family_style("context", i)[0]) for i in range(6)]
+    batches = [to_hex(family_style("batch", i)[0]) for i in range(6)]
+    assert len(set(batches)) == 6 and not set(contexts) & set(batches)
+    for c, b in itertools.product(set(contexts), batches):
+        assert _delta(c, b) >= 20, (c, b)
+        assert min(float(np.linalg.norm(_seen(c, v) - _seen(b, v))) for v in CVD) >= 0.15, (c, b)
+    assert not set(batches) & {to_hex(h) for h in OUTCOME_COLOURS.values()}
+    # the figures draw them so: the bandwidth figure (one panel per batch size) and a figure of contexts
+    from test_teaching_round4_03_05 import _recorded_timing
+
+    bands = tables.timing_ratios(_recorded_timing()[0], spread=True)
+    by_batch = plots.ratio_lines(bands, "context", "flex_bw_fraction", "batch", "t", "f", reference=0.5, panels=True)
+    by_context = plots.ratio_lines(bands, "batch", "flex_over_sdpa", "context", "t", "y", logy=True, panels=True)
+    drawn = [{to_hex(ax.title.get_color()) for ax in fig.axes if ax.get_visible()} for fig in (by_batch, by_context)]
+    assert len(drawn[0]) == bands["batch"].nunique() and not drawn[0] & drawn[1]
+    assert {to_hex(c) for c in drawn[0]} <= {to_hex(h) for _, h in plots.SERIES_COLOURS}

@@ -14,11 +14,13 @@ SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")  # series i 
 # series i also has line style i; plain dashes are left to the reference line, so that no series reads as it
 SERIES_LINESTYLES = ("-", "-.", ":", (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0, (1, 3)), (0, (3, 1, 1, 1, 1, 1, 1, 1)))
 # Each kind of series of notebook 05 keeps its own colour and marker pairs, so that a pair never means a context in one
-# figure and a batch size or a run in another: per kind, the order of SERIES_COLOURS' colours (each kind starts on other
-# colours) and its markers (no marker shared between kinds).  ratio_lines picks the kind by its ``by`` column.
+# figure and a batch size or a run in another: per kind, the order of SERIES_COLOURS' colours and its markers (no
+# marker shared between kinds).  Contexts and batch sizes share no colour at all (r19 C2: pink was context 256 in one
+# figure, batch 32 in the next): contexts have the first four (a fifth context takes the first colour again, its
+# marker and line style apart), batch sizes six others.  ratio_lines picks the kind by its ``by`` column.
 FAMILIES = {
-    "context": ((0, 1, 2, 3, 4, 5), SERIES_MARKERS[:4] + ("d", "8")),
-    "batch": ((4, 5, 1, 0, 3, 2), ("v", "P", "X", "<", "p", "H")),
+    "context": ((0, 1, 2, 3), SERIES_MARKERS[:4] + ("d", "8")),
+    "batch": ((4, 5, 7, 8, 6, 9), ("v", "P", "X", "<", "p", "H")),
     # runs: the first four of four hues far apart (wine, dark green, olive, dark brown; purple beside wine read as one
     # hue, r0305 C11, and so did reddish purple, r16 C1); every marker a closed shape, drawn hollow (a line marker lay
     # on its own spread bar and vanished, r16 C1): a pentagon pointing down and a triangle turned on its side are

@@ -72,6 +72,11 @@ PALETTE = {
     "pink": "#ffbbdd",  # r0102 C2 (round 15): light brown read as the orange of "silently wrong"
     "light cyan": "#88dddd",  # r17 C3: the pink above read as query block 0's reddish purple; cyan is no one's hue
     "dark brown": "#5c3a1a",
+    # notebook 05's batch sizes (r19 C2: they took the contexts' colours in the next figure): Tol's sand, and two
+    # darks no other series has, a teal far from bluish green and a brick far from vermillion and wine
+    "sand": "#ddcc77",
+    "dark teal": "#006d6f",
+    "brick": "#994433",
 }
 
 
@@ -108,7 +113,9 @@ SERIES_WORDS = ("reddish purple", "bluish green", "olive", "purple", "dark green
 # colour-blind reader), cycled beyond six (the markers and line styles keep a seventh series apart from the first).
 # Dark brown (r16 C1) is the fourth run's colour in throughput_points: a hue far from wine, dark green and olive (the
 # reddish purple it replaced sat near wine), in no other kind's order of colours.
-SERIES_COLOURS = tuple(colour(word) for word in (*SERIES_WORDS, "wine", "dark brown"))
+# Sand, dark teal and brick (r19 C2) serve batch sizes only (plots.cost.FAMILIES), so that no batch size has a
+# context's colour.
+SERIES_COLOURS = tuple(colour(word) for word in (*SERIES_WORDS, "wine", "dark brown", "sand", "dark teal", "brick"))
 
 
 def patch(colour: str):
