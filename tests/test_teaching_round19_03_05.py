@@ -141,3 +141,19 @@ def test_c2_batch_sizes_and_contexts_share_no_colour():
     drawn = [{to_hex(ax.title.get_color()) for ax in fig.axes if ax.get_visible()} for fig in (by_batch, by_context)]
     assert len(drawn[0]) == bands["batch"].nunique() and not drawn[0] & drawn[1]
     assert {to_hex(c) for c in drawn[0]} <= {to_hex(h) for _, h in plots.SERIES_COLOURS}
+
+
+# D8 (03): the counts notebook 04 prints come from flexfix's own needle step, not from a vLLM engine's step.
+# D3 (03): the read-window labels' "block" is explained by the query block, without the apology for "row".
+
+
+def test_d8_d3_notebook_03_names_where_the_counts_come_from_and_what_a_label_holds():
+    from test_teaching_round4_03_05 import _code, _markdown
+
+    md = " ".join(_markdown("03_stride_layouts").split())
+    assert "prints one such count per query block of a real step" not in md
+    assert "of a step that flexfix builds (`needle_step`" in md and "not of a vLLM engine's step" in md
+    assert "invariance.needle_step(" in _code("04_batch_invariance")  # what 04 prints the counts of
+    assert "call a buffer row a row" not in md and "that is of row 0 of `kv_indices`" not in md
+    assert "(`block 0: 32-47`: those entries of query block 0)" in md
+    assert "so query block 1's start at storage cell `K_REPLAY`" in md
