@@ -7,9 +7,10 @@ pool.  What each set is for:
 
 vLLM 0.20.0 (stock = as released, FlexAttention, default CUDA graphs, the tiny Llama unless named):
 
-* ``guard_stock_error``: ``FLEXFIX_GUARD=error`` at every request count where notebooks 01 and 04 record a
-  crash or a wrong token (17, 32, 48 and 128 concurrent requests; 48 with batch invariance forced, scenario b):
-  each engine should stop with the guard's message at the first replay that would misread;
+* ``guard_stock_error``: ``FLEXFIX_GUARD=error`` at a selection of request counts past one query block (``CROSS``:
+  17 the smallest, 32 two full query blocks, 48 the count of notebook 01's scenarios b and d, 128 the largest batch
+  of the engine sweep; 48 with batch invariance forced, scenario b), not every count at which an engine of notebook
+  01 faulted: each engine should stop with the guard's message at the first replay that would misread;
 * ``guard_stock_eager`` / ``guard_patched_reference``: ``FLEXFIX_GUARD=eager`` on stock vLLM, and the patched
   engine without a guard, on the same requests (every token id and logprob recorded, so the two compare
   bitwise), plus the every-request check of notebook 01 and the needle sweep of notebook 04;
@@ -55,7 +56,7 @@ __all__ = ["SETS", "TIMED", "record_sets", "live", "build_parser", "main"]
 
 STOCK = EngineRun(model="tiny", batch_invariant=False, patched=False, requests=())
 PATCHED = replace(STOCK, patched=True)
-CROSS = (17, 32, 48, 128)  # concurrent requests past one query block: where stock 0.20.0 misreads
+CROSS = (17, 32, 48, 128)  # concurrent requests past one query block, where stock 0.20.0 can misread: a selection
 TRITON = EngineRun(model="tiny", batch_invariant=False, patched=False, backend="TRITON_ATTN", requests=())
 
 

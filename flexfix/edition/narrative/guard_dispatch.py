@@ -11,7 +11,7 @@ import pandas as pd
 
 from flexfix.edition.narrative import listing, markdown
 
-__all__ = ["decode_dispatch", "engine_sizes", "graph_counts", "with_engines"]
+__all__ = ["counts_run", "decode_dispatch", "engine_sizes", "graph_counts", "with_engines"]
 
 
 def decode_dispatch(engines, capture_sizes=None) -> pd.DataFrame:
@@ -116,3 +116,65 @@ def graph_counts(cases: pd.DataFrame, engines) -> str:
     if unknown and counted:
         said += f"; {unknown} engine{'s' * (unknown != 1)} recorded no count"
     return markdown(f"**The engines' own counts agree with that list**: {said}." if counted and not wrong else said)
+
+
+def counts_run(engines: pd.DataFrame) -> str:
+    """Before the engines under ``FLEXFIX_GUARD=error``: the request counts they ran (``engines``: their
+    :func:`flexfix.edition.tables.guard.engine_guard` table, ``engine``, ``requests`` and ``max_num_seqs``), and why
+    those: each past one query block, a selection fixed before the run (:mod:`flexfix.measure.guard_sets`), not
+    every count at which another notebook's engines faulted or answered wrongly (notebook 01's vary with the run)."""
+    from flexfix.integration.engine import SCENARIOS
+    from flexfix.measure.engine_sweep import REQUESTS
+    from flexfix.mechanism.paged import Q_BLOCK
+
+    rows = [
+        (int(r["requests"]), int(r["max_num_seqs"]), "BI forced" in str(r["engine"])) for _, r in engines.iterrows()
+    ]
+    own = sorted({n for n, m, forced in rows if n == m and not forced})
+    forced = sorted({n for n, _, bi in rows if bi})
+    larger = sorted({(n, m) for n, m, bi in rows if n != m and not bi})
+    ran = [f"{listing(own)} requests, each in an engine whose `max_num_seqs` is its count"] * bool(own)
+    ran += [
+        f"{listing(forced)} again with `VLLM_BATCH_INVARIANT=1` and `supports_batch_invariance` forced True"
+    ] * bool(forced)
+    ran += [f"{n} again in an engine of `max_num_seqs` {m}" for n, m in larger]
+    scenarios = [name for name in ("b", "d") if name in SCENARIOS]
+
+    def why(n: int) -> str | None:
+        if n == Q_BLOCK + 1:
+            return f"{n} the smallest such count"
+        if n % Q_BLOCK == 0 and n // Q_BLOCK == 2:
+            return f"{n} two full query blocks"
+        if any(n in SCENARIOS[name].requests for name in scenarios):
+            named = [name for name in scenarios if n in SCENARIOS[name].requests]
+            named = [f"({name})" for name in named]
+            return f"{n} the count of notebook 01's engine scenario{'s' * (len(named) > 1)} {listing(named)}"
+        if n == max(REQUESTS):
+            return f"{n} the largest batch of notebook 04's engine sweep"
+        return None
+
+    counts = sorted({n for n, _, _ in rows})
+    below = [n for n in counts if n <= Q_BLOCK]
+    reasons = [r for r in (why(n) for n in counts if n > Q_BLOCK) if r]
+    past = (
+        f"Each count is past one query block (more than {Q_BLOCK} requests), where stock 0.20.0's copy can misread"
+        if not below
+        else f"{listing(below)} requests fit in one query block, where no copy misreads; the others are past it"
+    )
+    again = (
+        f"; {listing([str(n) for n, _ in larger])} again in a larger `max_num_seqs`, because what vLLM runs a batch "
+        "with depends on it (the dispatch table below gives each)"
+        if larger
+        else ""
+    )
+    return markdown(
+        "**Which request counts these engines ran, and why**: one fresh engine each at "
+        + listing(ran, "; ")
+        + " (the engine table's `requests` and `max_num_seqs`). "
+        + past
+        + (f": {listing(reasons)}" if reasons else "")
+        + again
+        + ". They are a selection, fixed before the run (`flexfix.measure.guard_sets`), not a sweep: these engines "
+        "ran these counts only, not every count at which notebook 01's engines faulted or answered wrongly (its "
+        "*Where the crash starts* and *Every request checked* give those counts, for the run it shows)."
+    )

@@ -11,7 +11,7 @@ import pandas as pd
 from flexfix.edition import checks
 from flexfix.edition.narrative import listing, markdown, plural
 
-__all__ = ["servers", "one_model", "same_gpu_crash"]
+__all__ = ["servers", "one_model", "same_gpu_crash", "clients"]
 
 _OFF = {"", "0", "off", "none", "nan", "<na>"}
 
@@ -142,4 +142,47 @@ def same_gpu_crash(data_dir, model: str, guard_prov: dict) -> str:
         f" On {where} ({_where(prov)}, notebook 07's *vLLM's own check is blind to it*), a stock engine of the "
         f"`{model}` model without the fix, sent a batch of {sizes} requests with its guard only logging "
         f"(`guard={r['guard']}`), {ended}."
+    )
+
+
+def _client_errors(table: pd.DataFrame, scenarios: list[str]) -> set[tuple[int, str]]:
+    """The distinct (HTTP status, error as the client printed it) of the failed requests of ``scenarios``."""
+    from flexfix.edition.tables.serving import failed_requests
+
+    failed = failed_requests(table[table["scenario"].isin(scenarios)])
+    return {(int(c), str(e)) for c, e in zip(failed["status_code"], failed["error"])}
+
+
+def clients(table: pd.DataFrame, data_dir) -> str:
+    """Notebook 07's *Serving*: what the ``error`` server's clients got, against what notebook 06's recorded stock
+    server without the guard gave its clients (``data_dir``): the same status and error message, or which differ;
+    the log's part after it."""
+    log = "the server's log names the field instead of an illegal memory access."
+    mine = _client_errors(table, ["guard_error"])
+    if not mine:
+        return f"Its clients got no error; {log}"
+    codes = listing([f"HTTP {c}" for c in sorted({c for c, _ in mine})])
+    theirs, stock = set(), []
+    if data_dir is not None:
+        from flexfix.edition import schemas
+        from flexfix.edition.results import results_path
+
+        if results_path(data_dir, "serve", "cuda").exists():
+            served, _ = schemas.recorded(data_dir, "serve", schemas.SERVING)
+            stock = _unguarded_stock(served)
+            theirs = _client_errors(served, stock)
+    if not theirs:
+        return f"Its clients got {codes} (the error table above gives what they printed); {log}"
+    named = listing([f"`{s}`" for s in stock])
+    if mine == theirs:
+        return (
+            f"Its clients got what the clients of notebook 06's stock server without the guard ({named}) got, word "
+            f"for word: {codes} with the same error message (the error table above; notebook 06's error table); what "
+            "the guard changed is the log, which names the field instead of an illegal memory access."
+        )
+    other = listing([f"HTTP {c}" for c in sorted({c for c, _ in theirs})])
+    differ = "the same status, another error message" if other == codes else f"{other} instead"
+    return (
+        f"Its clients got {codes}; the clients of notebook 06's stock server without the guard ({named}) got "
+        f"{differ} (the error table above; notebook 06's error table); {log}"
     )

@@ -25,8 +25,10 @@ DISPATCH_NOW = (
 )
 
 
-def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
-    """``table``: the guard's serving rows; ``agree``: :func:`flexfix.edition.tables.guard.servers_agree`."""
+def serving(table: pd.DataFrame, agree: pd.DataFrame, data_dir=None) -> str:
+    """``table``: the guard's serving rows; ``agree``: :func:`flexfix.edition.tables.guard.servers_agree`;
+    ``data_dir``: where notebook 06's recording is, whose stock server without the guard the ``error`` server's
+    clients' errors are compared with (without it, or without such a server, they are not compared)."""
     _need(table, ["scenario", "model", "status", "guard_refused_in_log", "ima_in_log", "records"], "serving")
     _need(agree, ["servers", "concurrent requests", "bitwise equal", "of"], "serving")
     rows = table.set_index("scenario")
@@ -61,9 +63,9 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame) -> str:
         "**Served, `error` stops the engine, and with it the server, at the first refused replay; `eager` keeps the "
         "server answering, with the patched server's answers**: "
         + "; ".join(said)
-        + ". Its clients got the HTTP 500 that a stock server without the guard gives (notebook 06's stock scenario); "
-        "what the guard changed is the log, which names the field instead of an illegal memory access. `error` is "
-        "for finding the bug; `eager` is for a server that must keep answering.",
+        + ". "
+        + guard_servers.clients(table, data_dir)
+        + " `error` is for finding the bug; `eager` is for a server that must keep answering.",
         f"Requests answered bitwise the same by two servers (same requests, same batches): {agreed}."
         + (" Two servers agreeing is not batch invariance: each pair answered the same batch the same way." * same)
         + _alone(rows),
