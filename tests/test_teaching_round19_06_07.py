@@ -185,3 +185,41 @@ def test_07_d4_serving_says_its_servers_ran_vllms_default_capture_sizes():
     )
     largest = set(serving_tables.dispatch_table(served, prov)["largest capture size"].astype(int))
     assert largest == {256}  # vLLM's default rule at max_num_seqs 128; the engines' own list stops at 128
+
+
+# B2 (07): "tokens per second drift with the GPU's clocks and the host's other work" gave a cause the recording does
+# not hold.
+
+
+def test_07_b2_the_drift_column_gives_no_unrecorded_cause():
+    text = _markdown("07_replay_guard")
+    assert "GPU's clocks" not in text and "host's other work" not in text
+    assert (
+        "`slowest / fastest repetition`: how far the same work's repetitions drifted apart (the recording keeps their "
+        "tokens per second, not what made them drift)" in text
+    )
+
+
+# B3 (07): "the recorded engines ... are offline LLM(...) engines, each in one process
+# (VLLM_ENABLE_V1_MULTIPROCESSING=0, ...), with FLEXFIX_GUARD set and the guard installed in that process before
+# the engine started", as if recorded.
+# It is now said as what the code that ran does (EngineRun.env()), and what the recordings keep.
+
+
+def test_07_b3_the_engines_environment_is_said_as_code_and_the_code_holds_it():
+    from dataclasses import replace
+
+    from flexfix.measure import guard_sets
+    from flexfix.measure.engine_sweep import EngineRun
+
+    text = _markdown("07_replay_guard")
+    assert "each in one process" not in text and "installed in that process before the engine started" not in text
+    assert "That is the code that ran, read from its source; the recordings keep each engine's guard mode" in text
+    guarded = [run for name, runs in guard_sets.SETS.items() for run in runs if run.guard and name.startswith("guard")]
+    assert guarded and all(isinstance(run, EngineRun) for run in guarded)
+    for run in guarded:
+        env = run.env()
+        assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env["FLEXFIX_GUARD"] == run.guard, run.name
+    assert replace(guarded[0], guard="").env()["FLEXFIX_GUARD"] == "0"  # an unguarded run says so
+    stopped = guard_tables.engine_guard(guard_tables.stopped_runs(guard_tables.recorded(DATA)))
+    assert set(stopped["guard"]) == {"error"}  # the mode each engine ran under, as the tables show it
