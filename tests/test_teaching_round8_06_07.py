@@ -122,7 +122,7 @@ def test_06_a5_the_index_row_says_what_else_runs_live():
 def test_07_a3_a4_scoped_claims():
     text = _flat(_markdown("07_replay_guard"))
     assert "and why, for this copy, only the strides can go wrong" in text
-    assert "the recorded engines of this notebook, except the *Serving* section's servers, are offline" in text
+    assert "The recorded engines of this notebook, all but the *Serving* section's servers, were planned" in text
 
 
 def test_07_b7_the_quiet_engine_could_not_misread():
