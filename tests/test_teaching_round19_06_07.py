@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 from test_teaching_round4_06_07 import DATA  # noqa: E402
 from test_teaching_round16_06_07 import _cells, _flat  # noqa: E402
 
@@ -223,3 +224,35 @@ def test_07_b3_the_engines_environment_is_said_as_code_and_the_code_holds_it():
     assert replace(guarded[0], guard="").env()["FLEXFIX_GUARD"] == "0"  # an unguarded run says so
     stopped = guard_tables.engine_guard(guard_tables.stopped_runs(guard_tables.recorded(DATA)))
     assert set(stopped["guard"]) == {"error"}  # the mode each engine ran under, as the tables show it
+
+
+# C1 (06): hatching meant "tokens differ" in the recorded figure and "emulated" in the FAKE one, whose yellow and blue
+# bars were all hatched. Hatching now means other tokens in both; emulated bars are faded (and labelled FAKE).
+
+
+def test_06_c1_hatching_means_other_tokens_in_both_figures():
+    from flexfix.edition.plots import serving as serving_plots
+    from flexfix.integration.serving import recorded_run
+
+    table, _ = recorded_run(DATA)
+    fake_table = table.assign(command=[["python", "tests/fake_vllm_server.py"]] * len(table))
+    cross = serving_plots.HATCH["tokens differ"]
+    differ_rgb = to_rgb(serving_plots.SERVING_KINDS["tokens differ"])
+    for fig in (serving_plots.serving_figure(table, "rec"), serving_plots.serving_figure(fake_table, "fake")):
+        ax = fig.axes[0]
+        bars = [p for p in ax.patches if p.get_width() > 0 and p.get_linewidth() == 0]  # values; not-run boxes outlined
+        differ = [p for p in bars if to_rgb(p.get_facecolor()) == differ_rgb]
+        assert differ and all(p.get_hatch() == cross for p in differ)
+        assert all(not p.get_hatch() for p in bars if to_rgb(p.get_facecolor()) != differ_rgb)
+        legend = dict(zip([t.get_text() for t in ax.get_legend().get_texts()], ax.get_legend().legend_handles))
+        assert legend["tokens differ"].get_hatch() == cross
+        assert all(not h.get_hatch() for label, h in legend.items() if label != "tokens differ")
+    fake = serving_plots.serving_figure(fake_table, "fake").axes[0]
+    assert "hatched" not in fake.get_title() and "its bars faded: emulated" in fake.get_title()
+    faded = [p for p in fake.patches if p.get_width() > 0 and p.get_linewidth() == 0]
+    assert faded and all(p.get_alpha() == serving_plots.EMULATED_ALPHA for p in faded)
+    assert all("[FAKE, no model]" in t.get_text() for t in fake.get_yticklabels())
+    assert not hasattr(serving_plots, "EMULATED_HATCH")
+    text = _markdown("06_serving")
+    assert "hatched with diagonals" not in text
+    assert "hatching means other tokens there, as in the recorded figure, not emulation" in text

@@ -8,7 +8,7 @@ import pandas as pd
 from flexfix.edition.plots.style import OUTCOME_COLOURS, figure, wrap
 from flexfix.edition.tables.serving import is_fake, model_label, stage_counts
 
-__all__ = ["SERVING_KINDS", "NOT_RUN", "NOT_RUN_STYLE", "EMULATED", "EMULATED_HATCH", "serving_figure"]
+__all__ = ["SERVING_KINDS", "NOT_RUN", "NOT_RUN_STYLE", "EMULATED", "serving_figure"]
 
 # What a request of a stage came to, in stacking order, with its colour: each compared request is in exactly one of
 # the first three (a request with other tokens has other logprobs too, and counts only as "tokens differ"), as in the
@@ -23,18 +23,18 @@ SERVING_KINDS = {
     NOT_RUN: "#ffffff",  # a white box with a dotted grey outline and its words inside: no value
 }
 # "tokens differ" keeps the edition's colour for other tokens and is hatched as well, so that it never reads as the
-# yellow of "same tokens, other logprobs" beside it
+# yellow of "same tokens, other logprobs" beside it; no other bar is hatched, in any figure (round 19: the FAKE
+# figure's // meant "emulated" while the recorded figure's cross meant "tokens differ")
 HATCH = {"tokens differ": "xx"}
 # a stage that could not run: the only box with an outline, dotted, white inside (its legend swatch drawn the same)
 NOT_RUN_STYLE = {"facecolor": "#ffffff", "edgecolor": "#777777", "linestyle": ":", "linewidth": 1.2}
-# the FAKE server's bars: faded and hatched with single diagonals (their legend swatches drawn the same) under this
-# mark heading the title, so that they never read as a vLLM measurement.  The error bar is faded as far as the rest:
-# its black turns a mid grey with dark diagonals, never the solid black of a recorded error bar (round 9: a barely
-# faded black read as a real crash).  No outline of their own (the outline is the not-run box's), and the diagonals
-# are not the cross-hatch of "tokens differ"
+# the FAKE server's bars: faded (their legend swatches drawn the same) under this mark heading the title, and each
+# labelled "FAKE, no model", so that they never read as a vLLM measurement.  The error bar is faded as far as the
+# rest: its black turns a mid grey, never the solid black of a recorded error bar (round 9: a barely faded black read
+# as a real crash).  No outline of their own (the outline is the not-run box's), and no hatch of their own: hatching
+# is the cross of "tokens differ" only, in the recorded figure and here alike (round 19)
 EMULATED = "EMULATED: no vLLM, no model"
-EMULATED_HATCH = "//"
-EMULATED_SAID = "its bars faded and hatched //: emulated"
+EMULATED_SAID = "its bars faded: emulated"
 EMULATED_ALPHA = 0.45
 BAR_HEIGHT = 0.7  # bars one apart: a visible gap between rows, also between two not-run boxes
 INSET = 1.0  # the not-run box starts and ends this far (in % of the axis) inside it, off the y-axis spine
@@ -86,7 +86,7 @@ def _positions(bars) -> list[float]:
 
 
 def _draw(ax, y: float, kind: str, width: float, left: float, emulated: bool = False) -> None:
-    """One segment of a stage's bar: solid for a value (faded and hatched where the FAKE server emulated it); for a
+    """One segment of a stage's bar: solid for a value (faded where the FAKE server emulated it); for a
     stage that could not run, a white box with a dotted outline spanning the axis, its words inside, so that it
     reads as a placeholder, not as a share."""
     if kind == NOT_RUN:
@@ -96,20 +96,10 @@ def _draw(ax, y: float, kind: str, width: float, left: float, emulated: bool = F
                 color="#555555", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})  # fmt: skip
     else:
         bar = ax.barh(y, width, left=left, height=BAR_HEIGHT, color=SERVING_KINDS[kind], edgecolor="black",
-                      hatch=_hatch(kind, emulated), lw=0, label=kind)  # fmt: skip
+                      hatch=HATCH.get(kind), lw=0, label=kind)  # fmt: skip
         if emulated:
             for patch in bar:
-                patch.set(alpha=_alpha(kind), hatchcolor=_hatch_colour(kind))
-
-
-def _hatch(kind: str, emulated: bool) -> str | None:
-    """A bar's hatch: the cross of ``tokens differ``, and the single diagonals of an emulated bar."""
-    return ((HATCH.get(kind) or "") + (EMULATED_HATCH if emulated else "")) or None
-
-
-def _hatch_colour(kind: str) -> str:
-    """The diagonals' colour: black on every emulated bar (on the faded error bar's grey too, darker than it)."""
-    return "#000000"
+                patch.set(alpha=_alpha(kind))
 
 
 def _alpha(kind: str) -> float:
@@ -126,13 +116,7 @@ def _swatch(kind: str, emulated: bool):
         return Patch(**NOT_RUN_STYLE)
     if not emulated:
         return Patch(facecolor=SERVING_KINDS[kind], hatch=HATCH.get(kind), lw=0)
-    return Patch(
-        facecolor=SERVING_KINDS[kind],
-        hatch=_hatch(kind, True),
-        hatchcolor=_hatch_colour(kind),
-        lw=0,
-        alpha=_alpha(kind),
-    )
+    return Patch(facecolor=SERVING_KINDS[kind], hatch=HATCH.get(kind), lw=0, alpha=_alpha(kind))
 
 
 def _groups(ax, bars, ys) -> None:
