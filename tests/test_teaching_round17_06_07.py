@@ -68,8 +68,9 @@ def test_06_a1_the_answer_is_qualified_and_cites_the_same_gpu_crash():
     assert row["model"] == "tiny" and not row["patched"] and row["guard"] == "log"
     assert row["status"] == "illegal_memory_access" and debug_prov["device_name"] == prov["device_name"]
     assert (
-        f"On the patched servers' GPU ({debug_prov['device_name']}, commit {_short(debug_prov['git_commit'])}, "
-        "notebook 07's *vLLM's own check is blind to it*), a stock engine of the `tiny` model without the fix, sent a "
+        f"On the patched servers' GPU ({debug_prov['device_name']}), in notebook 07's *vLLM's own check is blind to "
+        f"it* (a recording of its own, flexfix commit {_short(debug_prov['git_commit'])}), a stock engine of the "
+        "`tiny` model without the fix, sent a "
         f"batch of {row['generations'][0]} requests with its guard only logging (`guard=log`), ended in CUDA's "
         "illegal memory access" in said
     )

@@ -256,3 +256,43 @@ def test_06_c1_hatching_means_other_tokens_in_both_figures():
     text = _markdown("06_serving")
     assert "hatched with diagonals" not in text
     assert "hatching means other tokens there, as in the recorded figure, not emulation" in text
+
+
+# D3 (06): "On the patched servers' GPU (NVIDIA H200, commit a398688a9a, ...)" read as the patched servers' commit
+# (theirs is the Serving recording's); the commit is now the guard_debug recording's, said so.
+
+
+def test_06_d3_the_same_gpu_crash_names_its_own_recordings_commit():
+    from flexfix.edition.narrative import guard_serving
+
+    said = _flat(guard_serving.in_short(DATA))
+    debug_prov = guard_tables.recorded(DATA, ["guard_debug"])["guard_debug"][1]
+    served_prov = guard_tables.served(DATA)[1]
+    debug, served = str(debug_prov["git_commit"])[:10], str(served_prov["git_commit"])[:10]
+    assert debug != served  # the two commits the old wording ran together
+    assert f"({debug_prov['device_name']}, commit {debug}, notebook 07's" not in said
+    assert (
+        f"On the patched servers' GPU ({debug_prov['device_name']}), in notebook 07's *vLLM's own check is blind to "
+        f"it* (a recording of its own, flexfix commit {debug})" in said
+    )
+
+
+# D7 (07): the printed excerpt of vLLM's own check skipped lines without a mark, leaving `input_addresses = [` and
+# `assert ... , (` unclosed.
+
+
+def test_07_d7_the_debug_check_excerpt_marks_its_gaps():
+    import inspect
+
+    from flexfix.edition import glossary
+
+    lines = glossary.debug_check_source().splitlines()
+    numbered = [(k, int(line.split()[0])) for k, line in enumerate(lines) if line.split()[0].isdigit()]
+    for (k, n), (k2, n2) in zip(numbered, numbered[1:]):
+        if k2 == k + 1:
+            assert n2 == n + 1, (n, n2)  # adjacent printed lines are adjacent in the source
+        elif lines[k + 1].strip().startswith("..."):  # else a function's header line: another function
+            assert " ".join(lines[k + 1].split()) == f"... ({n2 - n - 1} line{'s' * (n2 - n > 2)} left out)"
+    assert " ".join(lines[-1].split()) == "... (the rest of CUDAGraphWrapper.__call__ left out)"
+    assert any("left out" in line for line in lines)
+    assert "def _lines(obj, wanted, gaps: bool = False)" in inspect.getsource(glossary._lines).splitlines()[0]

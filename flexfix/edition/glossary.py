@@ -283,13 +283,22 @@ def capture_source() -> str:
     return inspect.getsource(FlexAttentionMetadataBuilder.build_for_cudagraph_capture)
 
 
-def _lines(obj, wanted) -> str:
-    """The lines of ``obj``'s source that satisfy ``wanted(line)``, each with its line number in its file."""
+def _lines(obj, wanted, gaps: bool = False) -> str:
+    """The lines of ``obj``'s source that satisfy ``wanted(line)``, each with its line number in its file; with
+    ``gaps``, a ``...`` line where lines between two kept ones are left out, saying how many."""
     import inspect
 
     obj = inspect.unwrap(obj)  # a decorated method (torch.inference_mode, say): its own source and file
     lines, first = inspect.getsourcelines(obj)
-    kept = [f"{first + i:5d}  {line.rstrip()}" for i, line in enumerate(lines) if wanted(line)]
+    at = [i for i, line in enumerate(lines) if wanted(line)]
+    kept = []
+    for k, i in enumerate(at):
+        if gaps and k and i - at[k - 1] > 1:
+            n = i - at[k - 1] - 1
+            kept.append(f"{'...':>5}  ({n} line{'s' * (n > 1)} left out)")
+        kept.append(f"{first + i:5d}  {lines[i].rstrip()}")
+    if gaps and at and at[-1] < len(lines) - 1:
+        kept.append(f"{'...':>5}  (the rest of {obj.__qualname__} left out)")
     if not kept:
         raise RuntimeError(f"the installed vLLM's {obj.__qualname__} no longer holds the lines shown here")
     path = str(inspect.getsourcefile(obj))
@@ -356,7 +365,7 @@ def debug_check_source() -> str:
     def read(line: str) -> bool:
         return check(line) or "data_ptr() for x in args" in line
 
-    return _lines(CUDAGraphWrapper.__init__, switch) + "\n" + _lines(CUDAGraphWrapper.__call__, read)
+    return _lines(CUDAGraphWrapper.__init__, switch) + "\n" + _lines(CUDAGraphWrapper.__call__, read, gaps=True)
 
 
 def copy_call_sites():

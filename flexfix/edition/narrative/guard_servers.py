@@ -139,9 +139,9 @@ def same_gpu_crash(data_dir, model: str, guard_prov: dict) -> str:
         else f"ended `{r['status']}`, without an illegal memory access"
     )
     return (
-        f" On {where} ({_where(prov)}, notebook 07's *vLLM's own check is blind to it*), a stock engine of the "
-        f"`{model}` model without the fix, sent a batch of {sizes} requests with its guard only logging "
-        f"(`guard={r['guard']}`), {ended}."
+        f" On {where} ({gpu}), in notebook 07's *vLLM's own check is blind to it* (a recording of its own, flexfix "
+        f"commit {str(prov.get('git_commit', 'unnamed'))[:10]}), a stock engine of the `{model}` model without the "
+        f"fix, sent a batch of {sizes} requests with its guard only logging (`guard={r['guard']}`), {ended}."
     )
 
 
