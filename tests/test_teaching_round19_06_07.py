@@ -296,3 +296,20 @@ def test_07_d7_the_debug_check_excerpt_marks_its_gaps():
     assert " ".join(lines[-1].split()) == "... (the rest of CUDAGraphWrapper.__call__ left out)"
     assert any("left out" in line for line in lines)
     assert "def _lines(obj, wanted, gaps: bool = False)" in inspect.getsource(glossary._lines).splitlines()[0]
+
+
+# D2 (06): the same HTTP 500 message was shown twice, in the error table and printed again after it.
+
+
+def test_06_d2_each_error_is_shown_once():
+    code = _code("06_serving")
+    assert "print_errors" not in code
+    assert code.count("display(tables.error_summary(table))") == 1
+    text = _markdown("06_serving")
+    assert "each error printed whole after the table" not in text
+    assert "the error table, each error whole; its `served by` column names who answered" in text
+    import inspect
+
+    from flexfix.integration.serving import recording
+
+    assert "display(error_summary(table))" in inspect.getsource(recording.show_recorded)  # the recorded run's, once
