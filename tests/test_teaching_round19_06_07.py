@@ -177,8 +177,8 @@ def test_07_d4_serving_says_its_servers_ran_vllms_default_capture_sizes():
 
     text = _markdown("07_replay_guard")
     assert (
-        "ran vLLM's default capture sizes (1, 2, 4, then multiples of 8 up to twice `max_num_seqs`), where the "
-        "engines above were given flexfix's list" in text
+        "ran vLLM's default capture sizes (its rule is in the paragraph under the engine dispatch table, and reaches "
+        "past `max_num_seqs`), where the engines above were given flexfix's list" in text
     )
     served, prov = guard_tables.served(DATA)
     assert not any(
