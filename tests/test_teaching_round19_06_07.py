@@ -295,7 +295,9 @@ def test_07_d7_the_debug_check_excerpt_marks_its_gaps():
             assert " ".join(lines[k + 1].split()) == f"... ({n2 - n - 1} line{'s' * (n2 - n > 2)} left out)"
     assert " ".join(lines[-1].split()) == "... (the rest of CUDAGraphWrapper.__call__ left out)"
     assert any("left out" in line for line in lines)
-    assert "def _lines(obj, wanted, gaps: bool = False)" in inspect.getsource(glossary._lines).splitlines()[0]
+    from flexfix.edition import vllm_source
+
+    assert "def _lines(obj, wanted, gaps: bool = False)" in inspect.getsource(vllm_source._lines).splitlines()[0]
 
 
 # D2 (06): the same HTTP 500 message was shown twice, in the error table and printed again after it.
