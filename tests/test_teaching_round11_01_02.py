@@ -75,7 +75,7 @@ def test_a3_scenario_c_is_not_said_to_show_safety():
     said = " ".join(_cell("01_reproduce_ima", "What the scenarios are for:").split())
     assert "shows that one query block is safe" not in said
     assert "(c) completed without a fault" in said and "follows from the mechanism" in said
-    assert "whose answers were not checked" in said
+    assert "which compared only request 0 with itself alone" in said  # round 20, A2: request 0 was compared
 
 
 # A4: 02 does not say that 01 reran live; it says when 01 does.

@@ -132,7 +132,7 @@ def test_d6_k_at_capture_says_why():
 
 def test_d7_patched_is_defined_in_the_intro():
     intro = " ".join(text(cells("01_reproduce_ima")[0]).split())
-    assert "*patched* is vLLM 0.20.0 with flexfix's sliced copy in place of its own" in intro
+    assert "*patched* is vLLM 0.20.0 with flexfix's patch, the two changes of that PR" in intro  # round 20, A3
     assert "*stock* is vLLM 0.20.0 as shipped" in intro
 
 

@@ -93,10 +93,20 @@ def support(engine_runs: pd.DataFrame, data_dir) -> str:
     if not said:
         return markdown(first + " Notebook 02's recorded workaround checks hold no engine without full graphs.")
     model = listing(sorted({str(m) for m in safety.get("model", pd.Series(["?"])).dropna()})) or "?"
-    verdict = "agree" if agree else "do not all agree"
+    # r0102 round 20, B3: what those checks found, not that they "agree" on the cause: their run's own stock engines
+    # with full graphs are its positive control, and where none of them failed the checks cannot tell the cause.
+    full = rows[(rows["graphs"] == "full") & ~rows["patched"].astype(bool)]
+    control = any(r.engine_status != "ok" or requests_differing(r._asdict()) for r in full.itertuples())
+    why = (
+        "their run's stock engines with full graphs failed, so they are a test of the full-graph path"
+        if control
+        else "that is what was recorded, not a test of the cause: those checks had no positive control in their own "
+        "run (no stock engine of theirs with full graphs failed either), so they do not contradict the full-graph "
+        "path as the cause, and do not show it"
+    )
     return markdown(
         f"{first} Notebook 02's recorded checks of stock vLLM 0.20.0 without full graphs ({recorded_where(prov)}, "
-        f"{model} model) {verdict}: {listing(said, sep='; ')}."
+        f"{model} model): {listing(said, sep='; ')}" + (f"; {why}." if agree else ", so they do not all agree with it.")
     )
 
 

@@ -64,7 +64,13 @@ def recorded_brief(data_dir, device: str = "cpu", run_engine: bool = True) -> st
         + "shown again below"
         + (", after this run's own every-request engines;" if engines_live else ";"),
         f"* the same misread cells with both caches placed by hand ({recorded_from(cause_prov)}): "
-        f"{listing(places, sep='; ')}; " + _where(places_live, "the placement runs").rstrip(";") + ".",
+        f"{listing(places, sep='; ')}; "
+        + (  # r0102 round 20, A1: its `default` runs are a row of the same-seeds table, so not "shown only here"
+            "this run repeats the placement runs live, and the section below shows its own runs instead; its `default` "
+            "runs appear again there, in the table **Which recordings ran the same seeds**."
+            if places_live
+            else _where(False, "the placement runs").rstrip(";") + "."
+        ),
         _KEY,
     )
 

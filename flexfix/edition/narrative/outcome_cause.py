@@ -288,26 +288,27 @@ def same_seeds(
     placements_prov: dict | None,
     this_run: pd.DataFrame | None,
     device: str,
+    recorded_placements: tuple[pd.DataFrame, dict] | None = None,
 ) -> str:
     """Which recordings of this edition ran `as_strided` past one query block on the same seeds with the caches where
     PyTorch put them, as a table (recording, where, seeds, outcome, the step widths it recorded), then whether they
     agree: the recorded torch-only runs (``recorded``, ``recorded_prov``), the `default` arm of the placement runs
     (``placements``; ``placements_prov`` None when they ran here), and on a GPU this run's own torch-only runs
-    (``this_run``; the CPU analog cannot fault, so it is not one of them)."""
+    (``this_run``; the CPU analog cannot fault, so it is not one of them); where the placement runs ran here,
+    ``recorded_placements`` (runs, provenance) adds the recorded placement runs' `default` arm (r0102 round 20, A1)."""
     live = f"this run ({_machine(device)})"  # r0102 round 16, D3: the GPU by name, not the device kind
     sets = [("the recorded torch-only runs", recorded, _where(recorded_prov, live), recorded_prov)]
     if device == "cuda" and this_run is not None:
         sets.append(("this notebook's own torch-only runs above", this_run, _where(None, live), None))
-    arm = placements[(placements["placement"] == "default") & (placements["v_placement"] == "default")]
-    arm = arm[arm["touch"].isna()] if "touch" in arm else arm
-    sets.append(
-        (
-            "the plain `default` runs of the placement experiment above (caches where PyTorch put them)",
-            arm,
-            _where(placements_prov, live),
-            placements_prov,
+    placed = [("the plain `default` runs of the placement experiment above", placements, placements_prov)]
+    if placements_prov is None and recorded_placements is not None:
+        placed.append(
+            ("the recorded plain `default` runs of the placement experiment, listed at the top", *recorded_placements)
         )
-    )
+    for what, runs, prov in placed:
+        arm = runs[(runs["placement"] == "default") & (runs["v_placement"] == "default")]
+        arm = arm[arm["touch"].isna()] if "touch" in arm else arm
+        sets.append((f"{what} (caches where PyTorch put them)", arm, _where(prov, live), prov))
     kept = []
     for what, runs, where, prov in sets:
         runs = runs[(runs["copy"] == "as_strided") & (runs["batch"] > 16)]

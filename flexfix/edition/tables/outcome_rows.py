@@ -52,8 +52,8 @@ def _every_request_rows(every: pd.DataFrame, source: str) -> list[dict]:
     return rows
 
 
-# What an engine row's `ok` means in the one table (r0102 round 12, A1): the engine scenarios' answers were not
-# checked, so `ok` there is a run that completed without a fault, not a correct one.
+# What an engine row's `ok` means in the one table (r0102 round 12, A1): the engine scenarios checked only request 0
+# against itself alone, so `ok` there is a run that completed without a fault, not a correct one.
 UNCHECKED_OK = "completed (request 0 only)"  # its first request compared with itself alone: no test of the fix
 
 

@@ -54,9 +54,13 @@ _WHAT = {
 }
 
 
-# How the engines' log line words the status `ok` (r0102 round 12, A1): only the every-request engines compared
-# answers (with each request alone); the other engines' `ok` is a run that completed without a fault.
-ENGINE_OK = "ok (completed without a fault; only the every-request engines compared their answers, with each alone)"
+# How the engines' log line words the status `ok` (r0102 round 12, A1; round 20, A2): a scenario engine compared only
+# request 0 with itself alone (its `request0_*` fields; request 0 sits in query block 0, which the bug never misreads),
+# the every-request engines every request; so a scenario engine's `ok` is a run that completed without a fault.
+ENGINE_OK = (
+    "ok (completed without a fault; each scenario engine compared only request 0 with itself alone, "
+    "the every-request engines every request)"
+)
 
 
 # The results files the recorded torch-only and sanitizer runs come from (flexfix.measure.record's plan).
@@ -104,7 +108,9 @@ def threshold_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def sanitizer_view(table: pd.DataFrame, lines: int = 6) -> pd.DataFrame:
-    out = table[["copy", "status", "sanitizer_errors"]].copy()
+    """The sanitizer runs, one row per copy, with the launch each recorded (r0102 round 20, B2: ``frozen`` is the
+    compiled kernel launched without a graph, with the captured strides) and the first lines of memcheck's report."""
+    out = table[["copy", "launch", "status", "sanitizer_errors"]].copy()
     out["first_report"] = [
         " | ".join(ln.strip("= ").strip() for ln in ls[1 : 1 + lines]) for ls in table["sanitizer_lines"]
     ]

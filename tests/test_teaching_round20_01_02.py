@@ -1,0 +1,97 @@
+"""Round 20 reading of the published edition (fea6d72): the edition index, notebooks 01 and 02."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flexfix.edition import schemas
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+
+def _cells(name: str) -> list[str]:
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    return [" ".join("".join(c["source"]).split()) for c in nb["cells"]]
+
+
+def _cell(name: str, start: str) -> str:
+    return next(c for c in _cells(name) if start in c)
+
+
+def test_a1_the_same_seeds_table_holds_the_recorded_placement_runs_where_they_ran_live():
+    """A1: on a GPU the placement runs ran live; the recorded ones, listed in the brief, were left out of the count."""
+    from flexfix.edition.narrative import headline
+    from flexfix.edition.narrative import outcome_cause as oc
+    from flexfix.edition.tables import outcome_cause as ct
+
+    runs, prov = ct.recorded(DATA)
+    kernel, kernel_prov = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
+    said = str(oc.same_seeds(kernel, kernel_prov, runs, None, None, "cuda", (runs, prov)))
+    assert "3 recordings of this edition" in said and "recorded on NVIDIA H200, flexfix commit" in said
+    assert "the recorded plain `default` runs of the placement experiment, listed at the top" in said
+    # recorded placements only (a CPU run): the one recording, not twice
+    assert "2 recordings of this edition" in str(oc.same_seeds(kernel, kernel_prov, runs, prov, None, "cpu", None))
+    assert "recorded_placements)" in _cell("01_reproduce_ima", "cause_story.same_seeds(")
+    brief = str(headline.recorded_brief(DATA, "cuda", True))
+    assert "shown only here: this run repeats the placement runs" not in brief
+
+
+def test_a2_the_engine_log_says_the_scenario_engines_compared_request_0():
+    """A2: the log said only the every-request engines compared answers; the scenario engines compared request 0."""
+    from flexfix.edition.tables.outcomes import ENGINE_OK
+
+    assert "only the every-request engines compared" not in ENGINE_OK
+    assert "compared only request 0 with itself alone" in ENGINE_OK
+    engines, _ = schemas.recorded(DATA, "engine_scenarios", schemas.ENGINE_SCENARIOS)
+    completed = engines[engines["status"] == "ok"]
+    assert all("request0_tokens_equal_alone" in r for recs in completed["records"] for r in recs)
+    c = _cell("01_reproduce_ima", "What the scenarios are for:")
+    assert "whose answers were not checked" not in c and "compared only request 0 with itself alone" in c
+
+
+def test_a3_patched_is_defined_as_both_changes():
+    """A3: *patched* was the sliced copy only, yet 01 shows patched engines with VLLM_BATCH_INVARIANT=1."""
+    intro = _cells("01_reproduce_ima")[0]
+    assert "with flexfix's sliced copy in place of its own" not in intro
+    assert "the sliced copy in place of vLLM's own, and FlexAttention declared batch-invariant-capable" in intro
+    assert "accepts `VLLM_BATCH_INVARIANT=1`" in intro
+
+
+def test_a4_the_index_gives_its_cpu_sections_as_examples_from_several_notebooks():
+    """A4: the index named only 06 and 07 as computing on the CPU by design."""
+    from flexfix.edition import publish
+
+    text = " ".join(publish.readme([], False).split())
+    assert "(06's FAKE server, 07's guard steps)" not in text
+    assert "for example 01's count of the cells a replay misreads, 04's CPU analogs" in text
+    assert "wherever in the line it sits" not in text  # D1: the evidence rule in plain words
+
+
+def test_b1_the_0_20_2_install_method_is_not_claimed():
+    """B1: "from an offline bundle of its packages" is in no output of the recording."""
+    c = _cell("02_apply_flexfix", "### The same on vLLM 0.20.2")
+    assert "offline bundle" not in c and "how 0.20.2 was installed is not part of the recording" in c
+
+
+def test_b2_the_sanitizer_recording_shows_its_launch_and_not_its_allocator_setting():
+    """B2: the launch mode and the allocator setting were claimed, neither shown."""
+    from flexfix.edition.tables import sanitizer_view
+
+    sanitizer, _ = schemas.recorded(DATA, "ima_sanitizer", schemas.SANITIZER_RUNS)
+    view = sanitizer_view(sanitizer)
+    assert list(view["launch"]) == list(sanitizer["launch"]) == ["frozen", "frozen"]
+    c = _cell("01_reproduce_ima", "`flexfix repro --sanitizer` runs")
+    assert "the table's `launch` column" in c and "not a value read back from the recording" in c
+
+
+def test_b3_02s_checks_are_not_said_to_agree_on_the_cause():
+    """B3: checks without a positive control were said to "agree" with the full-graph path as the cause."""
+    from flexfix.edition.narrative import graph_path
+    from flexfix.measure import record
+
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    said = str(graph_path.support(engines, DATA))
+    assert " agree:" not in said
+    assert "no positive control in their own run" in said and "do not show it" in said
