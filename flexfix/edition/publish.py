@@ -289,13 +289,16 @@ Written by `flexfix publish`: do not edit by hand.
 The notebooks of `notebooks/`, executed with GPU parameters by `make notebooks` (papermill, into
 `build/notebooks`) and copied here by `flexfix publish --src build/notebooks --dest data/notebooks`,
 which refuses a failed or incomplete run, or one whose device resolved to the CPU; some sections compute on the CPU
-by design even so (06's FAKE server, 07's guard steps). They are outputs, like the JSON results in `data/`: to update
-them, run both commands again on a GPU box. `make book` renders them as static HTML (`build/book/index.html`).
-Progress bars on stderr were dropped; everything else is as papermill wrote it.
+by design even so, in several notebooks, for example 01's count of the cells a replay misreads, 04's CPU analogs of
+the attention kernel, 06's harness self-test against a FAKE server (an emulation of vLLM's server, without a model)
+and 07's guard steps (the replay guard run over decode steps built on the CPU). They are outputs, like the JSON
+results in `data/`: to update them, run both commands again on a GPU box. `make book` renders them as static HTML
+(`build/book/index.html`). Progress bars on stderr were dropped; everything else is as papermill wrote it.
 {cpu}
-`what it is for` is the notebook's title; `evidence` says what it measured in this run (live) and how many of its
-results it shows as recorded earlier: one per recording (GPU, commit and time) that a printed `recorded on` line
-names, wherever in the line it sits, with the number of such lines where a recording is printed more than once.
+`what it is for` is the notebook's title; `evidence` says what the notebook measured in this run (live) and how many
+results it shows from earlier runs instead. Each such result is a recording: one earlier run, known by its GPU,
+commit and time, which the notebook prints in a line containing `recorded on`. A recording counts once however many
+times it is printed; where one is printed more than once, the number of those lines is given too.
 
 | notebook | what it is for | evidence | this run | executed in |
 | --- | --- | --- | --- | --- |
