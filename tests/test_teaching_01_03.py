@@ -30,7 +30,7 @@ def text(cell):
 
 def test_the_smallest_reproduction_misreads_every_row_after_the_first_and_the_slice_none():
     seen = smallest.reads("cpu", k_capture=32, k_replay=48)
-    buggy, fixed = seen.loc["as_strided (0.20.0)"], seen.loc["slice (fix)"]
+    buggy, fixed = seen.loc["as_strided (vLLM 0.20.0)"], seen.loc["sliced (fix)"]  # round 20, D6: one label each
     assert buggy.loc[0, "its own entries"] and not buggy.loc[[1, 2], "its own entries"].any()
     assert fixed["its own entries"].all()
     assert buggy.loc[1, "what they hold"] == "row 0: 32-47, row 1: 0-31"  # the capture's stride 32, this step's 48

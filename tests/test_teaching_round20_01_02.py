@@ -95,3 +95,34 @@ def test_b3_02s_checks_are_not_said_to_agree_on_the_cause():
     said = str(graph_path.support(engines, DATA))
     assert " agree:" not in said
     assert "no positive control in their own run" in said and "do not show it" in said
+
+
+def test_d6_one_label_per_copy_and_copy_to_persistent_names_only_vllms_in_01():
+    """D6: "slice (fix)" beside "sliced (fix)", and 01's code bound flexfix's fix to vLLM's buggy function's name."""
+    from flexfix.mechanism import smallest
+
+    code = "\n".join(c for c in _cells("01_reproduce_ima") if "import" in c or "copies =" in c)
+    assert "slice (fix)" not in code and "as_strided (0.20.0)" not in code
+    assert "copy_to_persistent as copy_sliced" in code and ", copy_to_persistent}" not in code
+    seen = smallest.reads("cpu", k_capture=32, k_replay=48)
+    assert {"as_strided (vLLM 0.20.0)", "sliced (fix)"} <= set(seen.index.get_level_values(0))
+
+
+def test_d9_the_misread_tables_per_pad_column_says_it_is_not_summed():
+    """D9: `front_bytes_read` stood among the sums over the seeds, though it is the same for every pad."""
+    from flexfix.edition.tables import outcome_cause as ct
+    from flexfix.measure import outcome_cause
+
+    columns = ct.misread_summary(outcome_cause.reads_table([0], 48)).columns
+    assert "front_bytes_read" not in columns and "front_bytes_per_pad" in columns
+    key = _cell("01_reproduce_ima", "One row per replay;")
+    assert "columns up to `missed` are sums over `SEEDS`" in key and "(not a sum:" in key
+
+
+def test_d12_02s_first_table_has_its_key_right_under_it():
+    """D12: the key to the ways-around table came after the verdict, two paragraphs and a second table."""
+    cells = _cells("02_apply_flexfix")
+    table = next(i for i, c in enumerate(cells) if "display(ways)" in c)
+    assert cells[table + 1].startswith("*How to read it:* `differed` counts")
+    assert "workaround_control.verdict(" in cells[table + 2]
+    assert "The table under the sentence" not in cells[table + 1]

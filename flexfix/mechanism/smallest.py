@@ -99,7 +99,7 @@ def reads(device: str = "cpu", g: int = 3, g_max: int = 4, w_max: int = 64, k_ca
         )
     replay = replay_cuda_graph if device == "cuda" else replay_frozen
     rows = []
-    for name, copy in (("as_strided (0.20.0)", as_strided_copy), ("slice (fix)", slice_copy)):
+    for name, copy in (("as_strided (vLLM 0.20.0)", as_strided_copy), ("sliced (fix)", slice_copy)):
         buffer = torch.full((g_max, w_max), -1, dtype=torch.int32, device=device)
         num = torch.empty(g, dtype=torch.int32, device=device)
         steps = [torch.arange(g * k, dtype=torch.int32, device=device).reshape(g, k) for k in (k_capture, k_replay)]

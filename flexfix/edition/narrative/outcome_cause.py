@@ -78,8 +78,8 @@ def misread_cells(reads: pd.DataFrame, sanitizer: pd.DataFrame | None = None) ->
     if reach:
         evidence += (
             f" A `-1` page of KV head 0 is the {reach[0]:,} bytes in front of the K and V caches' first byte "
-            "(bf16, as on the GPU; the table's `front_bytes_read`, the bytes in front of a cache that a pad makes the "
-            f"kernel load, the same for every replay that reads a pad): {_cache_layout()}. These are the only "
+            "(bf16, as on the GPU; the table's `front_bytes_per_pad`, the bytes in front of a cache that one pad makes "
+            f"the kernel load, the same for every replay that reads a pad): {_cache_layout()}. These are the only "
             "addresses outside the caches that these cells produce."
         )
     found = sanitizer_offset(sanitizer) if sanitizer is not None else None

@@ -99,7 +99,7 @@ def recorded(data_dir, name: str = "outcome_cause") -> tuple[pd.DataFrame, objec
 def misread_summary(reads: pd.DataFrame) -> pd.DataFrame:
     """Per copy and replay step, summed over the seeds: what rows ``g >= 1`` read through the capture's strides
     (own pages, other valid pages, ``-1`` pads, never-written cells, anything else), the own pages they missed, in how
-    many seeds the replay read a pad, and how far in front of the cache the pads make the kernel load (bytes)."""
+    many seeds the replay read a pad, and how far in front of the cache one pad makes the kernel load (bytes)."""
     require(reads, "the misread cells", values=READ_VALUES)
     replays = reads[reads["step"] != "capture"]
     sums = ["cells_read", "own", "other_page", "pad", "never_written", "out_of_range", "missed"]
@@ -107,7 +107,8 @@ def misread_summary(reads: pd.DataFrame) -> pd.DataFrame:
     out["seeds"] = replays.groupby(["copy", "step"], sort=False)["seed"].nunique()
     out["seeds with a pad"] = replays[replays["pad"] > 0].groupby(["copy", "step"], sort=False)["seed"].nunique()
     out["seeds with a pad"] = out["seeds with a pad"].fillna(0).astype(int)
-    out["front_bytes_read"] = replays.groupby(["copy", "step"], sort=False)["front_bytes_read"].max()
+    # per pad, not summed (r0102 round 20, D9): the column's name says so
+    out["front_bytes_per_pad"] = replays.groupby(["copy", "step"], sort=False)["front_bytes_read"].max()
     return out
 
 
