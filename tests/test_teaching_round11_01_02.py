@@ -170,8 +170,10 @@ def test_d5_the_variance_models_config_is_shown_beside_the_workaround_table():
     from flexfix.integration.engine import LLAMA_CONFIGS
 
     code = _code("02_apply_flexfix", "workaround_table(safety, cost)")
-    assert "display(model_table())" in code and code.index("without_plugin") < code.index("display(model_table())")
-    assert "display(\n    workarounds.without_plugin(" in code  # the sentence is still shown, not a dropped value
+    # round 20, D12: the model table sits right under the workaround table, both above their key
+    assert "display(ways)\ndisplay(model_table())" in code
+    later = _code("02_apply_flexfix", "workarounds.without_plugin(")
+    assert "display(\n    workarounds.without_plugin(" in later  # the sentence is still shown, not a dropped value
     table = model_table()
     assert table.loc["variance", "layers"] == LLAMA_CONFIGS["variance"]["num_hidden_layers"]
     assert table.loc["variance", "hidden size"] == LLAMA_CONFIGS["variance"]["hidden_size"]
