@@ -73,6 +73,10 @@ GPU_MEMORY = {"tiny": 0.15, "variance": 0.3}
 NEEDLE_SEED = 4242
 
 
+# Untimed batches before the timed repetitions of each throughput case; results do not record it (r20 B2).
+THROUGHPUT_WARMUPS = 1
+
+
 @dataclass(frozen=True)
 class EngineRun:
     model: str = "tiny"
@@ -201,7 +205,8 @@ def _throughput(llm, run: EngineRun, vocab: int, report) -> None:
     for n in run.throughput:
         batch = prompts(n, vocab, seed=3, lengths=PROMPT_LENGTHS[run.model])
         params = [sampling("greedy", 0, run.throughput_tokens)] * n
-        generate(llm, batch, params)  # warm-up: same shapes, caches filled
+        for _ in range(THROUGHPUT_WARMUPS):
+            generate(llm, batch, params)  # warm-up: same shapes, caches filled
         seconds = []
         for _ in range(run.repeats):
             torch_sync()

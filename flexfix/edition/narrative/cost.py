@@ -282,13 +282,17 @@ def _chance_sd(speed: pd.DataFrame) -> float:
 
 
 def _warmup_meaning(first: int, chance: float, sd: float) -> str:
-    """Whether the first timed repetition was the slowest more often than chance explains, in words."""
+    """Whether the first timed repetition was the slowest more often than chance explains, in words; the warm-up
+    named as this code's setting, which the recordings do not keep (r20 B2)."""
+    from flexfix.measure.engine_sweep import THROUGHPUT_WARMUPS
+
+    warm = f"this code's untimed warm-up ({THROUGHPUT_WARMUPS} per case; the recordings do not keep the count)"
     z = (first - chance) / sd if sd else 0.0
     if z >= 2:
-        return "more often than chance explains, the first timed repetition was the slowest: one warm-up was too few"
+        return f"more often than chance explains, the first timed repetition was the slowest: {warm} was too little"
     if z >= 1:
-        return "a hint, not proof, that one untimed warm-up batch was not always enough"
-    return "no sign that one untimed warm-up batch was too few: the first repetition was the slowest as chance gives"
+        return f"a hint, not proof, that {warm} was not always enough"
+    return f"no sign that {warm} was too little: the first repetition was the slowest as chance gives"
 
 
 def _ratio_line(row: pd.Series) -> str:
