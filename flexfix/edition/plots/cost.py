@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from flexfix.edition.plots.cost_marks import keep_band, settle_note, spread_bar
+from flexfix.edition.plots.cost_marks import (
+    MISS_LABEL,
+    STAR_PT,
+    STAR_TITLE_PAD,
+    keep_band,
+    settle_note,
+    spread_bar,
+    star_strip,
+)
 from flexfix.edition.plots.style import SERIES_COLOURS, batch_axis, figure, wrap
 
 __all__ = ["SERIES_MARKERS", "SERIES_LINESTYLES", "FAMILIES", "REFERENCE_STYLE", "ratio_lines", "throughput_points"]
@@ -129,7 +137,8 @@ def ratio_lines(
     taken from its own series, band and reference only (r9 C1): the grey lines are cut at its edges.
 
     ``bars``: each point's band drawn as an error bar of its own, not a shaded area between points (which suggests
-    crossings of the reference between batch sizes), and, with ``reference`` 1, a filled star on each point whose
+    crossings of the reference between batch sizes), and, with ``reference`` 1, a filled star (in a strip above the
+    axes, off the value axis: r20 C1) over each point whose
     band misses 1 as printed: the rows of :func:`flexfix.edition.tables.cost.bands_missing_one`, the cases of the
     table :func:`flexfix.edition.tables.cost.bi_band_cases` (r13 C1: a band missing 1 by 0.0003 looks as if it
     touched the line)."""
@@ -155,7 +164,7 @@ def ratio_lines(
     _label_ends(ax, ends, logx)
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
-    ax.set_title(wrap(title, 5.5, 10), fontsize=10)
+    ax.set_title(wrap(title, 5.5, 10), fontsize=10, pad=STAR_TITLE_PAD if bars and reference == 1.0 else None)
     handles = _neutral_band(dict(zip(*reversed(ax.get_legend_handles_labels()))))  # the band named once
 
     def place(note: dict) -> None:
@@ -187,9 +196,6 @@ def _neutral_band(handles: dict) -> dict:
 
 
 BAR_LABEL = "bar, in the series' colour: how far the repetitions spread (quartiles)"
-MISS_LABEL = "filled star: band misses 1 (the table of bands that miss 1), beside its bar, away from 1"
-STAR_PT = 9.0  # the star's size, in points
-STAR_LIFT_PT = STAR_PT / 2 + 3.0  # its centre above the bar's top (and cap), in points: clear of the bar
 
 
 def _band(
@@ -208,17 +214,8 @@ def _band(
         )
         if reference == 1.0:
             off = bands_missing_one(part, y)
-            if not off.empty:  # beside its bar, clear of it (r17 C1: on the point, the star hid the bar), on the side
-                # away from 1 (r18 C1: above a band wholly below 1 the star sat on the reference line)
-                from matplotlib.transforms import offset_copy
-
-                star = dict(ls="none", marker="*", markersize=STAR_PT, color=colour, markeredgecolor="black")
-                for side, end, lift_pt in (("above", f"{y}_hi", STAR_LIFT_PT), ("below", f"{y}_lo", -STAR_LIFT_PT)):
-                    at = off[off[f"{y}_lo"] > 1] if side == "above" else off[off[f"{y}_hi"] < 1]
-                    if at.empty:
-                        continue
-                    lift = offset_copy(ax.transData, fig=ax.figure, y=lift_pt, units="points")
-                    ax.plot(at[x], at[end], transform=lift, markeredgewidth=0.6, zorder=5, label=MISS_LABEL, **star)
+            if not off.empty:
+                star_strip(ax, off[x], colour, MISS_LABEL)  # r20 C1: off the value axis
         return
     ax.fill_between(part[x], part[f"{y}_lo"], part[f"{y}_hi"], color=colour, alpha=BAND_ALPHA, lw=0, label=BAND_LABEL)
     series = ax.get_lines()[-1] if ax.get_lines() else None  # the series just drawn: its markers cover the band
@@ -273,7 +270,8 @@ def _ratio_panels(
         _band(ax, part, x, y, style["color"], bars, reference, name=f"{by} {key}")
         if reference is not None:
             ax.axhline(reference, color="grey", lw=1.0, ls=REFERENCE_STYLE, label=ref_label)
-        ax.set_title(f"{by} {key}", fontsize=9, color=style["color"])
+        pad = STAR_TITLE_PAD if bars and reference == 1.0 else None  # room for the stars' strip (r20 C1)
+        ax.set_title(f"{by} {key}", fontsize=9, color=style["color"], pad=pad)
     for ax in flat[n:]:
         ax.set_visible(False)
     for ax in flat[:n]:

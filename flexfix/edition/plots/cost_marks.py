@@ -5,7 +5,41 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["THIN_PT", "keep_band", "band_heights_pt", "band_hidden", "thin_band_note", "settle_note", "spread_bar"]
+__all__ = [
+    "MISS_LABEL",
+    "STAR_PT",
+    "STAR_STRIP",
+    "STAR_TITLE_PAD",
+    "star_strip",
+    "THIN_PT",
+    "keep_band",
+    "band_heights_pt",
+    "band_hidden",
+    "thin_band_note",
+    "settle_note",
+    "spread_bar",
+]
+
+MISS_LABEL = (
+    "filled star, in the strip above a panel (off its value axis): the band of the point below it misses 1 "
+    "(the table of bands that miss 1)"
+)
+STAR_PT = 9.0  # the star's size, in points
+STAR_STRIP = 1.06  # the stars' height, in axes fraction: above the panel's top edge, under its title
+STAR_TITLE_PAD = STAR_PT + 6.0  # a panel's title raised over the strip, in points
+
+
+def star_strip(ax, xs, colour: str, label: str) -> None:
+    """A filled star per ``xs`` (data x) in a strip above ``ax``, outside its value axis (r20 C1: on the axis, 1-2%
+    beyond its bar, a star read as a measured point or a longer band; r17-r18 C1 had it there).  The bar under it
+    shows on which side of 1 its band lies."""
+    from matplotlib.transforms import blended_transform_factory
+
+    strip = blended_transform_factory(ax.transData, ax.transAxes)
+    star = dict(ls="none", marker="*", markersize=STAR_PT, color=colour, markeredgecolor="black")
+    ys = [STAR_STRIP] * len(xs)
+    ax.plot(xs, ys, transform=strip, clip_on=False, markeredgewidth=0.6, zorder=5, label=label, **star)
+
 
 THIN_PT = 3.0  # a band at most this many points tall hides under its line (1.5 pt) and hollow marker
 

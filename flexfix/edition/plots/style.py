@@ -77,6 +77,9 @@ PALETTE = {
     "sand": "#ddcc77",
     "dark teal": "#006d6f",
     "brick": "#994433",
+    # r20 C2: batch 16's colour in place of sand, which lay pale on white (contrast 1.6) over the grey lines of the
+    # batch sizes beside it; a saturated violet, dark on white, no context's, run's or outcome's hue
+    "violet": "#8613bf",
 }
 
 
@@ -113,9 +116,9 @@ SERIES_WORDS = ("reddish purple", "bluish green", "olive", "purple", "dark green
 # colour-blind reader), cycled beyond six (the markers and line styles keep a seventh series apart from the first).
 # Dark brown (r16 C1) is the fourth run's colour in throughput_points: a hue far from wine, dark green and olive (the
 # reddish purple it replaced sat near wine), in no other kind's order of colours.
-# Sand, dark teal and brick (r19 C2) serve batch sizes only (plots.cost.FAMILIES), so that no batch size has a
-# context's colour.
-SERIES_COLOURS = tuple(colour(word) for word in (*SERIES_WORDS, "wine", "dark brown", "sand", "dark teal", "brick"))
+# Violet (r20 C2, in sand's place), dark teal and brick (r19 C2) serve batch sizes only (plots.cost.FAMILIES), so
+# that no batch size has a context's colour.
+SERIES_COLOURS = tuple(colour(word) for word in (*SERIES_WORDS, "wine", "dark brown", "violet", "dark teal", "brick"))
 
 
 def patch(colour: str):
