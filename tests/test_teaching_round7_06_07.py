@@ -157,7 +157,7 @@ def test_06_d11_each_term_is_defined_once_and_piecewise_where_it_is_used():
     for definition in (
         "16 query tokens FlexAttention's kernel takes as one row",
         "is a number of tokens in a step (a decode step holds one per request) that vLLM captured a graph for",
-        "larger Llama config, made so that batch variance shows",
+        "larger Llama config, on which notebook 04 saw engines with",  # r20 A1: what 04 shows
         "the small one notebook 01 reproduces the crash on",
         "captures a whole decode step",
     ):

@@ -120,9 +120,11 @@ def _no_variance(rows: pd.DataFrame, all_equal: bool) -> str:
     models = listing([f"`{m}`" for m in dict.fromkeys(rows.loc[compared, "model"])])
     return (
         f" Every one of these servers ran with `VLLM_BATCH_INVARIANT=0`, which lets a request's answer depend on its "
-        f"batch without making it: on the {models} model these batches showed no batch variance, where notebook 06's "
-        "`patched_bi0` server, on the `variance` model (the config made so that batch variance shows, notebook 04), "
-        "moved the logprobs of its batched requests."
+        f"batch without making it: on the {models} model no request answered otherwise in these batches than alone, "
+        "where notebook 06's `patched_bi0` server, on the `variance` model (on which notebook 04 saw "
+        "`VLLM_BATCH_INVARIANT=0` engines vary even for the same request alone run again), answered its batched "
+        "requests with other logprobs than alone (how much of that was the batch's doing, its recording does not "
+        "establish: notebook 06's *Batch or run to run?*)."
     )
 
 

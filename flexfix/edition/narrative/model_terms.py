@@ -21,8 +21,10 @@ def terms() -> dict[str, str]:
             "the two Llama models this series writes at run time with seeded weights: the *tiny* one "
             f"({tiny['num_hidden_layers']} layers, hidden size {tiny['hidden_size']}) runs this notebook's engines and "
             f"notebook 02's checks; the *variance* model, larger ({big['num_hidden_layers']} layers, hidden size "
-            f"{big['hidden_size']}), is where notebook 04 looks for batch variance and where notebook 02 measures "
-            "the workarounds' throughput (notebook 02's model table prints both configurations whole)."
+            f"{big['hidden_size']}), is where notebook 04 saw engines with `VLLM_BATCH_INVARIANT=0` vary (even the "
+            "same request alone a second time: how much of it the batch causes, 04 did not establish) and where "
+            "notebook 02 measures the workarounds' throughput (notebook 02's model table prints both configurations "
+            "whole)."
         ),
         "needle": (
             "notebook 04's fixed request, placed first, in the middle or last of a batch of random requests: its "

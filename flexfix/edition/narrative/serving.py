@@ -303,7 +303,8 @@ STAGES_LINE = (
 # Why each model was served (the parameters cell's default: stock tiny, patched variance).
 MODEL_REASONS = {
     "tiny": "the model on which notebook 01 reproduces the crash",
-    "variance": "the model made so that batch variance shows (notebook 04)",
+    "variance": "the larger model, on which notebook 04 saw `VLLM_BATCH_INVARIANT=0` engines vary, even the same "
+    "request alone run again (the batch's share, 04 did not establish)",
 }
 
 

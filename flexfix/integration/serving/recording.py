@@ -233,6 +233,16 @@ def recorded_run(data_dir: str | os.PathLike, name: str = "serve") -> tuple[pd.D
     return schemas.recorded(data_dir, name, schemas.SERVING)
 
 
+def request_settings(prov: dict) -> str:
+    """One line under the recorded run's provenance (r0607 round 20, B2): what its clients asked of every request, as
+    the recording saved it; where it kept none, says that notebook 06's description is this code's, not recorded."""
+    params = (prov or {}).get("parameters") or {}
+    kept = [f"{key} {params[key]}" for key in ("max_tokens", "temperature", "sampling") if params.get(key) is not None]
+    if not kept:
+        return "requests: this recording kept no request settings; those *The scenarios* describes are this code's"
+    return "requests, as this recording saved them: " + "; ".join(kept)
+
+
 def show_recorded(data_dir: str | os.PathLike, name: str = "serve", tail: int = 8) -> pd.DataFrame | None:
     """Print the recorded GPU run's provenance, then show, in this order, each server's settings (model,
     environment, ``vllm serve`` arguments), what vLLM's dispatcher runs each of its concurrent batches with, and the
@@ -250,6 +260,7 @@ def show_recorded(data_dir: str | os.PathLike, name: str = "serve", tail: int = 
     table, prov = loaded
     print(provenance_line(prov))
     print(f"server: {prov['parameters'].get('server')}; its arguments per scenario are in the first table")
+    print(request_settings(prov))
     display(server_settings(table, prov))
     print(
         "what vLLM's CudagraphDispatcher runs each batch with: asked now, of the installed vLLM, from the recorded "
