@@ -135,7 +135,7 @@ def test_07_d4_the_not_read_rule_and_appeared_defined_once_and_referenced():
 
 def test_07_d5_kv_block_size_and_row_width_before_the_first_table():
     cells = _cells("07_replay_guard")
-    assert "a **KV block** holds the keys and values of 16 tokens" in _flat(cells[0])
+    assert "holds the keys and values of 16 tokens" in _flat(cells[0])  # r20 A2: "(notebook 01's **KV page**)"
     first_table = next(i for i, c in enumerate(cells) if "guard_steps(REQUESTS" in c)
     before = _flat("\n".join(cells[:first_table]))
     assert "`K = 16 * cdiv(max_seq_len, 16)`" in before

@@ -215,7 +215,7 @@ def test_07_b3_the_engines_environment_is_said_as_code_and_the_code_holds_it():
 
     text = _markdown("07_replay_guard")
     assert "each in one process" not in text and "installed in that process before the engine started" not in text
-    assert "That is the code that ran, read from its source; the recordings keep each engine's guard mode" in text
+    assert "That is this commit's source; the engines were recorded at other commits" in text  # r20 B3
     guarded = [run for name, runs in guard_sets.SETS.items() for run in runs if run.guard and name.startswith("guard")]
     assert guarded and all(isinstance(run, EngineRun) for run in guarded)
     for run in guarded:

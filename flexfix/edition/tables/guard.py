@@ -222,7 +222,8 @@ def false_alarms(table: pd.DataFrame) -> pd.DataFrame:
             {
                 "engine": _with_patch(r),  # the recorded name, with ", patched" where it ran with the patch
                 "max_num_seqs": max_num_seqs(r),
-                "batch sizes": _sizes(r.get("requests")),
+                "engine sweep, batch sizes": _sizes(r.get("requests")),  # notebook 04's (r20 A3: and 01's, apart)
+                "every request alone and among": _sizes(r.get("every_request")),
                 "backend": r.get("backend", "FLEX_ATTENTION"),
                 "model runner": {"v1": "V1", "v2": "V2"}.get(r.get("runner") or "") or _default_runner(g),
                 "outcome": r["status"],
