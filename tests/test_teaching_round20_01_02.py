@@ -126,3 +126,14 @@ def test_d12_02s_first_table_has_its_key_right_under_it():
     assert cells[table + 1].startswith("*How to read it:* `differed` counts")
     assert "workaround_control.verdict(" in cells[table + 2]
     assert "The table under the sentence" not in cells[table + 1]
+
+
+def test_d4_d5_what_the_graph_freezes_and_the_crash_rule_are_not_restated_after_the_code():
+    """D4: what a graph freezes was told four times; D5: the crash-or-wrong rule again under the error figure."""
+    md = "\n".join(_cells("01_reproduce_ima"))
+    assert md.count("What a captured graph freezes") == 1 and "What the graph freezes, and what it does not" not in md
+    toy = _cell("01_reproduce_ima", "**So the bug needs two things at once.**")
+    assert "replays each kernel with the arguments it had at capture" not in toy and "K_replay != K_capture" in toy
+    assert "A captured kernel keeps the pointer and the strides" not in _cell("01_reproduce_ima", "## Takeaways")
+    caption = _cell("01_reproduce_ima", "*How to read it:* a point is one step's largest error")
+    assert "whether the memory in front of the KV cache they point at" not in caption
