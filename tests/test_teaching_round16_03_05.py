@@ -187,11 +187,12 @@ def test_d6_caption_above_each_recorded_figure():
     from flexfix.edition.narrative.cost_bands import recorded_figure
 
     said = str(recorded_figure("the recorded run on X", "this run (Y)"))
-    assert said.startswith("*The figure below draws the recorded run on X, not this run (Y)*")
+    assert said.startswith("*The figure below, and the two after it, draw the recorded run on X, not this run (Y)*")
     code = _code("05_cost")
-    for ratio in ('"graph_speedup"', '"bi_overhead"', '"flex_bw_fraction"'):
+    for ratio in ('"graph_speedup"', '"bi_overhead"', '"flex_bw_fraction"'):  # r20 D9: in full above the first only
         cell = code[: code.index(ratio)].rsplit("plots.ratio_lines(", 1)[0].rstrip().splitlines()[-1]
-        assert cell.startswith("display(cost_bands.recorded_figure(tables.recorded_where(prov), this_run))"), ratio
+        again = "" if ratio == '"graph_speedup"' else ", again=True"
+        assert cell.startswith(f"display(cost_bands.recorded_figure(tables.recorded_where(prov), this_run{again}))")
 
 
 # D7 (05): the worked band example right after the rule, from the recorded timings.

@@ -156,4 +156,4 @@ def test_d8_d3_notebook_03_names_where_the_counts_come_from_and_what_a_label_hol
     assert "invariance.needle_step(" in _code("04_batch_invariance")  # what 04 prints the counts of
     assert "call a buffer row a row" not in md and "that is of row 0 of `kv_indices`" not in md
     assert "(`block 0: 32-47`: those entries of query block 0)" in md
-    assert "so query block 1's start at storage cell `K_REPLAY`" in md
+    assert "so query block 1's entries start at storage cell `K_REPLAY`" in md

@@ -161,3 +161,16 @@ def test_c2_batch_16_stands_apart_from_batches_1_and_8_and_the_grey_lines():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+# D2 (03): the sentence at the key step had no verb. D9 (05): the whole disclaimer stood above three figures in a row.
+
+
+def test_d2_d9_the_key_step_has_its_verb_and_the_disclaimer_is_said_once():
+    from flexfix.edition.narrative.cost_bands import recorded_figure
+
+    md = " ".join(_markdown("03_stride_layouts").split())
+    assert "query block 1's entries start at storage cell `K_REPLAY`" in md and "block 1's start at" not in md
+    code = _code("05_cost")
+    assert code.count("recorded_figure(tables.recorded_where(prov), this_run, again=True)") == 2
+    assert str(recorded_figure("X", "Y", again=True)) == "*The figure below draws the same recorded run* (X)."

@@ -59,11 +59,14 @@ def band_example_recorded(data_dir) -> str:
     )
 
 
-def recorded_figure(where: str, here: str) -> str:
+def recorded_figure(where: str, here: str, again: bool = False) -> str:
     """A caption directly above a figure of the recorded kernel run (r16 D6): which run it draws (``where``, e.g.
     "the recorded run on NVIDIA H100 ...") and that it is not ``here``, this run, whose own values are in its table
-    further up."""
+    further up.  ``again``: a figure after the first of the same run, whose caption says only that (r20 D9: the
+    whole disclaimer stood above each of three figures in a row)."""
+    if again:
+        return markdown(f"*The figure below draws the same recorded run* ({where}).")
     return markdown(
-        f"*The figure below draws {where}, not {here}*: this run's own values of the ratio, where it measured them, "
-        "are in its table further up, not drawn."
+        f"*The figure below, and the two after it, draw {where}, not {here}*: this run's own values of each ratio, "
+        "where it measured them, are in its table further up, not drawn."
     )
