@@ -174,3 +174,9 @@ def test_d2_d9_the_key_step_has_its_verb_and_the_disclaimer_is_said_once():
     code = _code("05_cost")
     assert code.count("recorded_figure(tables.recorded_where(prov), this_run, again=True)") == 2
     assert str(recorded_figure("X", "Y", again=True)) == "*The figure below draws the same recorded run* (X)."
+
+
+def test_d8_the_takeaways_carry_no_cpu_run_aside():
+    takeaways = " ".join(_markdown("05_cost").split()).split("## Takeaways")[1]
+    assert "a CPU run has no L2 flush" not in takeaways and "which run of this edition, if any" not in takeaways
+    assert "the line right under these takeaways says which run did" in takeaways
