@@ -180,3 +180,22 @@ def test_d8_the_takeaways_carry_no_cpu_run_aside():
     takeaways = " ".join(_markdown("05_cost").split()).split("## Takeaways")[1]
     assert "a CPU run has no L2 flush" not in takeaways and "which run of this edition, if any" not in takeaways
     assert "the line right under these takeaways says which run did" in takeaways
+
+
+# D7 (04): two configurations with the same pair of verdicts were said one after the other, in full, each.
+
+
+def test_d7_configurations_with_the_same_two_verdicts_are_said_once():
+    from flexfix.edition.narrative.invariance_lead import shared_configs
+    from flexfix.measure.outcomes import CRASHES
+
+    recorded, _ = _kernel_recordings()
+    here = recorded.drop(columns="source").copy()
+    crashed = here["outcome"].isin(CRASHES)
+    here.loc[crashed, "outcome"] = "wrong_result"
+    here.loc[crashed, "bitwise_equal"] = False
+    said = " ".join(str(shared_configs(here, recorded, "this run (H200)", "the recording")).split())
+    pair = "`wrong results` in this run (H200), `crashes` in the recording"
+    assert said.count(pair) == 1
+    both = "`flex, vllm options, graph, as_strided` and `flex, batch_invariant options, graph, as_strided`: " + pair
+    assert both in said and "(the other 10 shared came to the same verdict)" in said

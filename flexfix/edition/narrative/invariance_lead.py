@@ -157,7 +157,12 @@ def shared_configs(here: pd.DataFrame, recorded: pd.DataFrame, here_name: str, r
         return str(verdicts(table[table["config"].astype(str) == config])["verdict"].iloc[0])
 
     apart = [(c, verdict(here, c), verdict(recorded, c)) for c in shared]
-    differ = [f"`{c}`: `{a}` in {here_name}, `{b}` in the recording" for c, a, b in apart if a != b]
+    pairs: dict[tuple[str, str], list[str]] = {}  # r20 D7: configurations with the same two verdicts, said once
+    for c, a, b in apart:
+        if a != b:
+            pairs.setdefault((a, b), []).append(f"`{c}`")
+    differ = [f"{listing(cs)}: `{a}` in {here_name}, `{b}` in the recording" for (a, b), cs in pairs.items()]
+    n_differ = sum(len(cs) for cs in pairs.values())
     outcome = (
         ". The two sweeps ran with sizes of their own; "
         + ("it" if len(shared) == 1 else "each")
@@ -165,11 +170,7 @@ def shared_configs(here: pd.DataFrame, recorded: pd.DataFrame, here_name: str, r
         if not differ
         else ". The two sweeps ran with sizes of their own, and the verdicts differ for "
         + listing(differ, "; ")
-        + (
-            f" (the other {len(shared) - len(differ)} shared came to the same verdict)"
-            if len(differ) < len(shared)
-            else ""
-        )
+        + (f" (the other {len(shared) - n_differ} shared came to the same verdict)" if n_differ < len(shared) else "")
         + "."
     )
     return markdown(head + said + outcome)
