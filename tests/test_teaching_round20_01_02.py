@@ -137,3 +137,18 @@ def test_d4_d5_what_the_graph_freezes_and_the_crash_rule_are_not_restated_after_
     assert "A captured kernel keeps the pointer and the strides" not in _cell("01_reproduce_ima", "## Takeaways")
     caption = _cell("01_reproduce_ima", "*How to read it:* a point is one step's largest error")
     assert "whether the memory in front of the KV cache they point at" not in caption
+
+
+def test_d13_02_says_why_request_0s_tokens_matter_once():
+    """D13: "a stream that repeats one token would match itself trivially" five times; a takeaway said a thing twice."""
+    from flexfix.edition.narrative import workarounds
+    from flexfix.measure import record
+
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    patched = engines[engines["scenario"].astype(str).str.startswith("patched")]
+    first, again = str(workarounds.patched_batches(patched)), str(workarounds.patched_batches(patched, again=True))
+    assert first.count("would match itself trivially") == 1 and "match itself trivially" not in again
+    assert "never misreads (notebook 01): its match says" not in again and "As above" in again
+    assert "again=True)" in _cell("02_apply_flexfix", "workarounds.patched_batches(tables.select_scenarios(v0_20_2")
+    takeaways = _cell("02_apply_flexfix", "## Takeaways")
+    assert "covers every request of the batches checked: the patched engine" not in takeaways

@@ -352,8 +352,8 @@ def releases_surveyed(releases: pd.DataFrame, provenance: dict) -> str:
     return markdown(text)
 
 
-def patched_batches(runs: pd.DataFrame) -> str:
-    """Patched engines: per scenario, the batches completed and whether request 0 matched itself alone."""
+def patched_batches(runs: pd.DataFrame, again: bool = False) -> str:
+    """Patched engines, per scenario: batches completed, request 0 against itself alone (``again``: shorter, D13)."""
     require(runs, "the patched engines", values=("scenario", "status", "records"))
     require_steps(runs, "the patched engines", "records", ["requests"], nonempty=False)
     for _, run in runs.iterrows():
@@ -376,12 +376,12 @@ def patched_batches(runs: pd.DataFrame) -> str:
                 f"logprobs) in {len(equal)} of {len(recs)}"
             )
             if distinct and tokens:
-                line += (
-                    f"; request 0's stream had {span(distinct, '{:.0f}')} distinct tokens in its {max(tokens)} "
-                    "(a stream that repeats one token would match itself trivially)"
-                )
+                line += f"; request 0's stream had {span(distinct, '{:.0f}')} distinct tokens in its {max(tokens)}"
         lines.append(line + ".")
     lines.append(
+        "As above: request 0 matched itself alone here too, in query block 0, which the bug never misreads."
+        if again
+        else "A stream that repeats one token would match itself trivially, hence request 0's distinct tokens. "
         "Request 0 sits in query block 0, which the bug never misreads (notebook 01): its match says the patch leaves "
         "that request as it is alone, not that the later query blocks read right, and a completed batch is no such "
         "evidence either (a misread can be silent)."
