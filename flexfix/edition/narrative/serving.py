@@ -144,26 +144,28 @@ def _server(sc: pd.Series, emulated: bool = False) -> list[str]:
     return server
 
 
-def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
+def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str, stated_above: bool = False) -> str:
     """Per scenario (``table``: :func:`flexfix.integration.serving.record`; ``stages``: its
     :func:`flexfix.edition.tables.stage_table`): what it means, then what the clients got at each stage and what the
-    server did."""
+    server did (``stated_above``: the meaning is :func:`result_lead`'s, under the title; only what the server did is
+    said, r20 D1)."""
     _check(table, stages, where)
     lines = []
+    fake = bool(len(table)) and all(is_fake(sc) for _, sc in table.iterrows())  # r20 D3: then said once, above
     for _, sc in table.iterrows():
         mine = stages[stages["scenario"] == sc["scenario"]]
         emulated = is_fake(sc)
         server = _server(sc, emulated)
         label = model_label(sc)
         if emulated:
-            model = f" (model {FAKE_MODEL}: the FAKE server emulated it, no vLLM ran)"
+            model = (
+                f" (model {FAKE_MODEL})" if fake else f" (model {FAKE_MODEL}: the FAKE server emulated it, no vLLM ran)"
+            )
         else:
             model = f" ({label} model)" if label else ""
-        lines.append(
-            f"* **{sc['scenario']}**{model}: {meaning(sc, mine, emulated)}"
-            + (f"; {', '.join(server)}" if server else "")
-            + "."
-        )
+        said = [] if stated_above else [meaning(sc, mine, emulated)]
+        if server or not stated_above:
+            lines.append(f"* **{sc['scenario']}**{model}: {'; '.join([*said, ', '.join(server)] if server else said)}.")
     labels = {r["scenario"]: model_label(r) for _, r in table.iterrows()}
     models = {m for m in labels.values() if m}
     head = ""
@@ -175,9 +177,10 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str) -> str:
             "own requests in a batch with the same requests alone; the scenarios are not one model with and "
             "without the fix."
         )
-    fake = len(table) and all(is_fake(sc) for _, sc in table.iterrows())
     verb = "emulated (no vLLM ran: nothing here is a measurement of vLLM)" if fake else "measured"
-    return markdown(f"**What {where} {verb}**", conclusion(table, stages), *([head] if head else []), "\n".join(lines))
+    servers = "Each scenario's result, in words, is the one under the title; what each server did besides:"
+    parts = [conclusion(table, stages), *([head] if head else []), *([servers] if stated_above and lines else [])]
+    return markdown(f"**What {where} {verb}**", *parts, "\n".join(lines))
 
 
 def conclusion(table: pd.DataFrame, stages: pd.DataFrame) -> str:
@@ -215,13 +218,17 @@ def conclusion(table: pd.DataFrame, stages: pd.DataFrame) -> str:
     }
     emulated = {"died": "the FAKE server emulated an engine dying of an illegal memory access; its clients got errors"}
     parts = []
+    every = bool(groups) and all(fake for _key, fake in groups)  # r20 D3: all emulated, said once
     for (key, fake), names in groups.items():
         who = f"in {'all ' + str(len(names)) + ' scenarios ' if len(names) > 2 else ''}{listing(names)}"
         said = words.get(key, key)
-        if fake:  # the FAKE server's outcome is never said as an engine's (no vLLM ran)
+        if every and key == "died":
+            said = "an engine dying of an illegal memory access was emulated; its clients got errors"
+        elif fake and not every:  # the FAKE server's outcome is never said as an engine's (no vLLM ran)
             said = emulated.get(key, f"as the FAKE server emulated it (no vLLM ran), {said}")
         parts.append(f"{who}, {said}")
-    return "In short: " + "; ".join(parts) + ". The counts, stage by stage, are the stage table's."
+    lead = "In short, all emulated by the FAKE server: " if every else "In short: "
+    return lead + "; ".join(parts) + ". The counts, stage by stage, are the stage table's."
 
 
 def _recorded_times(loaded) -> str:
