@@ -142,3 +142,51 @@ def test_07_b3_this_commits_source_is_not_called_the_code_that_ran():
     served, prov = guard_tables.served(DATA)
     for name in ("guard_error", "guard_eager"):  # the printed environment the sentence points to
         assert prov["parameters"]["environment"][name]["FLEXFIX_PATCH"] == "0"
+
+
+# D1 (06): the recorded scenarios' results were printed twice, under the title and in *The recorded GPU run*.
+
+
+def test_06_d1_the_recorded_results_are_said_once():
+    table, _ = recorded_run(DATA)
+    stages = tables.stage_table(table)
+    lead = _flat(serving_story.result_lead(DATA))
+    said = _flat(serving_story.scenarios(table, stages, "the recorded run", stated_above=True))
+    for _, sc in table.iterrows():
+        meaning = serving_story.meaning(sc, stages[stages["scenario"] == sc["scenario"]])
+        assert meaning in lead and meaning not in said, sc["scenario"]
+    assert "an illegal memory access in its log" in said and "is the one under the title" in said
+    assert "stated_above=True" in _code("06_serving")
+    fake = table.assign(command=[["python", "tests/fake_vllm_server.py"]] * len(table))
+    assert serving_story.meaning(fake.iloc[1], stages[stages["scenario"] == "patched_bi1"], True) in _flat(
+        serving_story.scenarios(fake, stages, "this run")
+    )  # the FAKE run, stated nowhere above, keeps its results
+
+
+# D3 (06): "as the FAKE server emulated it (no vLLM ran)" in every clause and bullet of the FAKE run's summary.
+
+
+def test_06_d3_the_fake_disclaimer_is_said_once_per_summary():
+    table, _ = recorded_run(DATA)
+    fake = table.assign(command=[["python", "tests/fake_vllm_server.py"]] * len(table))
+    said = _flat(serving_story.scenarios(fake, tables.stage_table(fake), "this run"))
+    assert "In short, all emulated by the FAKE server:" in said
+    assert "as the FAKE server emulated it" not in said and "the FAKE server emulated it, no vLLM ran" not in said
+    assert said.count("(model none (FAKE))") == len(fake)
+
+
+# D8 (07): what `error` and `eager` are for, said again after the served tables; D9: the cost paragraph's last sentence
+# repeated the ratios of the sentence before it.
+
+
+def test_07_d8_d9_explanations_are_not_repeated():
+    served, _ = guard_tables.served(DATA)
+    agree = guard_tables.servers_agree(
+        served, [("guard_eager", "patched_tiny"), ("patched_tiny", "patched_tiny_again")]
+    )
+    assert "is for a server that must keep answering" not in _flat(guard_serving.serving(served, agree, DATA))
+    from flexfix.edition.narrative import guard as guard_story
+
+    cost = _flat(guard_story.cost(guard_tables.guard_cost(guard_tables.recorded(DATA)["guard_cost"][0])))
+    assert "is the firmer measure." in cost and "in single pairs" not in cost
+    assert cost.count("of the tokens/s without it") == 2  # the ratios, once per request count

@@ -64,8 +64,7 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame, data_dir=None) -> str:
         "server answering, with the patched server's answers**: "
         + "; ".join(said)
         + ". "
-        + guard_servers.clients(table, data_dir)
-        + " `error` is for finding the bug; `eager` is for a server that must keep answering.",
+        + guard_servers.clients(table, data_dir),  # r20 D8: what each mode is for, said once, before the tables
         f"Requests answered bitwise the same by two servers (same requests, same batches): {agreed}."
         + (" Two servers agreeing is not batch invariance: each pair answered the same batch the same way." * same)
         + _alone(rows),
