@@ -209,9 +209,9 @@ def test_07_d9_bi0_serving_without_batch_variance_is_explained_from_the_data():
     said = guard_serving.serving(served, agree)
     assert (served["VLLM_BATCH_INVARIANT"].astype(str) == "0").all()
     assert "Every one of these servers ran with `VLLM_BATCH_INVARIANT=0`" in said
-    assert "on the `tiny` model these batches showed no batch variance" in said
+    assert "on the `tiny` model no request answered otherwise in these batches than alone" in said  # round 20: A4
     bi1 = served.assign(VLLM_BATCH_INVARIANT=["1"] * len(served))
-    assert "showed no batch variance" not in guard_serving.serving(bi1, agree)
+    assert "no request answered otherwise in these batches" not in guard_serving.serving(bi1, agree)
 
 
 def test_07_d11_d12_eager_text_and_sentence_read_plainly():

@@ -257,7 +257,7 @@ KERNEL_RUNS = Schema(
 )
 SANITIZER_RUNS = Schema(
     "the compute-sanitizer runs",
-    values=("copy", "batch", "status", "detail", "sanitizer_errors", "sanitizer_lines"),
+    values=("copy", "batch", "launch", "status", "detail", "sanitizer_errors", "sanitizer_lines"),
     columns=("signal", "exit_code"),
     rules=(_errors_have_lines,),
 )

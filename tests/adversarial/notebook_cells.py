@@ -30,7 +30,7 @@ DATA_CELLS: dict[str, tuple[str, ...]] = {
         'schemas.recorded(DATA_DIR, "ima_kernel"',
         "plots.replay_errors(gpu_kernel",
         "sanitizer_from = ",
-        "cause_tables.recorded(DATA_DIR)",
+        "cause_runs, cause_prov = cause_tables.recorded(DATA_DIR)",
         "cause_tables.placement_table(cause_runs)",
         "outcome_grid(cause_runs",
         "engine_from = ",
