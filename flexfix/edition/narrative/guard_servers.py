@@ -11,7 +11,7 @@ import pandas as pd
 from flexfix.edition import checks
 from flexfix.edition.narrative import listing, markdown, plural
 
-__all__ = ["servers", "one_model", "same_gpu_crash", "clients"]
+__all__ = ["servers", "one_model", "same_gpu_crash", "clients", "provenance_lines"]
 
 _OFF = {"", "0", "off", "none", "nan", "<na>"}
 
@@ -145,6 +145,22 @@ def same_gpu_crash(data_dir, model: str, guard_prov: dict) -> str:
     )
 
 
+def provenance_lines(said: list[tuple[str, dict]], data_dir=None, model: str | None = None) -> str:
+    """Each recording a cross-notebook answer reads, one line each with its full provenance line
+    (:func:`flexfix.edition.tables.provenance.provenance_line`), so the edition index counts it among the notebook's
+    recorded results (r9c round 21, A1 A2); with ``data_dir`` and ``model``, notebook 07's ``guard_debug`` too where
+    :func:`same_gpu_crash` quotes it."""
+    from flexfix.edition.tables.provenance import provenance_line
+
+    said = list(said)
+    if data_dir is not None and model is not None and same_gpu_crash(data_dir, model, {}):
+        from flexfix.edition.tables import guard as guard_tables
+
+        debug = guard_tables.recorded(data_dir, ["guard_debug"])["guard_debug"][1]
+        said.append(("notebook 07's *vLLM's own check is blind to it* (`guard_debug`)", debug))
+    return "\n".join(f"- {who}: {provenance_line(prov)}" for who, prov in said)
+
+
 def _client_errors(table: pd.DataFrame, scenarios: list[str]) -> set[tuple[int, str]]:
     """The distinct (HTTP status, error as the client printed it) of the failed requests of ``scenarios``."""
     from flexfix.edition.tables.serving import failed_requests
@@ -162,27 +178,29 @@ def clients(table: pd.DataFrame, data_dir) -> str:
     if not mine:
         return f"Its clients got no error; {log}"
     codes = listing([f"HTTP {c}" for c in sorted({c for c, _ in mine})])
-    theirs, stock = set(), []
+    theirs, stock, prov = set(), [], {}
     if data_dir is not None:
         from flexfix.edition import schemas
         from flexfix.edition.results import results_path
 
         if results_path(data_dir, "serve", "cuda").exists():
-            served, _ = schemas.recorded(data_dir, "serve", schemas.SERVING)
+            served, prov = schemas.recorded(data_dir, "serve", schemas.SERVING)
             stock = _unguarded_stock(served)
             theirs = _client_errors(served, stock)
     if not theirs:
         return f"Its clients got {codes} (the error table above gives what they printed); {log}"
     named = listing([f"`{s}`" for s in stock])
+    # r9c round 21, A2: the recording compared with, by its provenance line (the edition index counts it)
+    source = "\n\n" + provenance_lines([(f"notebook 06's stock server ({named}), compared with here", prov)]) + "\n"
     if mine == theirs:
         return (
             f"Its clients got what the clients of notebook 06's stock server without the guard ({named}) got, word "
             f"for word: {codes} with the same error message (the error table above; notebook 06's error table); what "
-            "the guard changed is the log, which names the field instead of an illegal memory access."
+            "the guard changed is the log, which names the field instead of an illegal memory access." + source
         )
     other = listing([f"HTTP {c}" for c in sorted({c for c, _ in theirs})])
     differ = "the same status, another error message" if other == codes else f"{other} instead"
     return (
         f"Its clients got {codes}; the clients of notebook 06's stock server without the guard ({named}) got "
-        f"{differ} (the error table above; notebook 06's error table); {log}"
+        f"{differ} (the error table above; notebook 06's error table); {log}" + source
     )

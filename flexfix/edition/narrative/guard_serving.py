@@ -361,6 +361,13 @@ def _plain_answer(data_dir, guarded: pd.DataFrame, patched: list[str], guard_pro
         f"{lead} the `{stock['model']}` model: {stock_said} (this notebook's recorded run, {_where(prov)}); "
         f"{patched_said} (notebook 07's *Serving* recording, {_where(guard_prov)}). {apart}{same}"
         f"{guard_servers.same_gpu_crash(data_dir, stock['model'], guard_prov)}\n\n{table}\n\n"
+        "The recordings this answer reads, each by its provenance line:\n\n"
+        + guard_servers.provenance_lines(
+            [("`stock`, this notebook's *The recorded GPU run*", prov), ("notebook 07's *Serving*", guard_prov)],
+            data_dir,
+            stock["model"],
+        )
+        + "\n\n"
     )
 
 
