@@ -31,7 +31,7 @@ def test_a1_flex_order_is_an_assumption():
     assert "is the same reduction order and shows the mechanism" not in md
     assert "as flex does with `BLOCK_N = 16`" not in md
     assert "(flex with `BLOCK_N = 16`, an online softmax) adds exactly nothing" not in md
-    assert "the reduction order we assume flex uses with 16 x 16 tiles" in md
+    assert "the reduction order we assume flex uses with the requested 16 x 16 tiles" in md
     assert "how that order would give invariance" in md and "not that flex follows it" in md
     assert "the order we expect flex with `BLOCK_N = 16` to follow; no output of the GPU kernel shows its order" in md
     assert "the order we assume flex follows with `BLOCK_N = 16` (an assumption" in md

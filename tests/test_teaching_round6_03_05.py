@@ -74,7 +74,7 @@ def test_04_child_processes_later_steps_definitions_prompts_and_header():
     assert "`wrong` (a silently wrong result: a misread)" not in md and "ran with no misread" not in md  # D15
     assert "a misread is the cause we infer" in md
     assert "in more than its size" not in md and "Besides being smaller, the tiny model gets shorter prompts" in md
-    assert "engine_sweep.PROMPT_LENGTHS[model]" in code and "prompt lengths are printed" in md  # B9
+    assert "engine_sweep.PROMPT_LENGTHS[model]" in code and "prompt lengths, printed below" in md  # B9; r21 B1
     assert "DISTANCES" not in code and "defined_under=distances" in code  # D18
 
 

@@ -157,17 +157,20 @@ def engine_workload(speed: pd.DataFrame) -> str:
     from flexfix.measure.engine_sweep import PROMPT_LENGTHS
 
     require(speed, "the throughput records", values=("model", "requests", "output_tokens"))
-    parts = []
+    parts, code = [], []
     for model, rows in speed.groupby("model", sort=False):
         per = sorted({round(t / n, 1) for t, n in zip(rows["output_tokens"], rows["requests"])})
         requests = sorted(int(n) for n in rows["requests"].unique())
         tokens = " to ".join(f"{p:g}" for p in (per[0], per[-1])) if len(per) > 1 else f"{per[0]:g}"
         lo, hi = PROMPT_LENGTHS[model]
-        parts.append(
-            f"{model}: {' and '.join(map(str, requests))} concurrent requests, {tokens} output tokens each (greedy), "
-            f"prompts of {lo} to {hi} random token ids (seeded)"
-        )
-    return markdown("**The workload timed** (from these records and the sweep's settings): " + "; ".join(parts) + ".")
+        parts.append(f"{model}: {' and '.join(map(str, requests))} concurrent requests, {tokens} output tokens each")
+        code.append(f"{model} prompts of {lo} to {hi} random token ids (seeded)")
+    return markdown(
+        "**The workload timed**, from these records: " + "; ".join(parts) + ". This code's settings "
+        "(`flexfix.measure.engine_sweep`), which the records do not keep: greedy sampling, "
+        + ", ".join(code)
+        + ", each engine in its own child process."
+    )
 
 
 def _held(row: pd.Series) -> str:

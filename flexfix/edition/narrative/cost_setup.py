@@ -63,7 +63,8 @@ def engine_setup(table: pd.DataFrame) -> Markdown:
         text += (
             f"; no record holds {' or '.join(missing)}. This code's settings (`flexfix.measure.engine_sweep`) are "
             f"{warmups} before each case's timed repetitions, and `{MULTIPROCESSING}={code}` in every engine's "
-            "environment (vLLM's engine core in the engine's own process, where the in-process patch reaches it). "
+            "environment (vLLM's engine core in the engine's own process, where the in-process patch reaches it); it "
+            "starts each engine in its own child process, which no record keeps either. "
             "The recordings ran on the commits listed above; that they ran with these settings is what this code "
             "does, not something their records show"
         )

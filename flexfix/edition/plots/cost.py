@@ -9,6 +9,7 @@ from flexfix.edition.plots.cost_marks import (
     STAR_PT,
     STAR_TITLE_PAD,
     keep_band,
+    median_style,
     settle_note,
     spread_bar,
     star_strip,
@@ -367,11 +368,8 @@ def throughput_points(table: pd.DataFrame, title: str):
             y = [settings.index(s) + (k - (len(runs) - 1) / 2) * step for s in part["setting"]]
             reps = [[r["output_tokens"] / t for t in r["seconds"]] for _, r in part.iterrows()]
             spread_bar(ax, [min(r) for r in reps], [max(r) for r in reps], y, colour, cap=step * 0.4)  # r15 C2
-            bold = dict(markersize=8, markeredgewidth=2.2) if marker in _LINE_MARKERS else dict(markersize=6)
-            hollow = dict(markerfacecolor="none", markeredgewidth=1.2, zorder=3)
-            ax.plot(
-                part["tokens_per_second"], y, marker=marker, ls="none", color=colour, label=run, **{**hollow, **bold}
-            )
+            style = median_style(marker, marker in _LINE_MARKERS)  # r21 C2: hollow, visible, over the end ticks
+            ax.plot(part["tokens_per_second"], y, marker=marker, ls="none", color=colour, label=run, **style)
         for row in range(1, len(settings)):
             ax.axhline(row - 0.5, color="#dddddd", lw=0.6)
         ax.set_title(f"{n} concurrent requests", fontsize=9)

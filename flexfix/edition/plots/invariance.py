@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from flexfix.edition.plots.invariance_marks import draw_no_number, series_labels, series_title, struck_keys
+from flexfix.edition.plots.invariance_marks import (
+    draw_no_number,
+    mark_control,
+    series_labels,
+    series_title,
+    struck_keys,
+)
 from flexfix.edition.plots.style import OUTCOME_WORDS, PALETTE, colour, figure, patch, text_colour, wrap
 from flexfix.measure.outcomes import CRASHES
 
@@ -64,10 +70,11 @@ NO_NUMBER_MARKERS = {"crash": "x", "error": "*"}  # the outcomes of the strip (a
 TICK_CLEARANCE = 0.12  # no value tick label within this axes fraction of the strip's label: they never overlap
 
 
-def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None = None):
+def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None = None, control=None, what=""):
     """Rows x columns coloured by the category names of ``grid`` (keys of ``CATEGORY_COLOURS``),
     with optional text in each cell (``notes``, same shape).  With notes, the legend says that a cell's colour
-    is its worst outcome and, from ``notes.attrs["key"]``, how to read its text."""
+    is its worst outcome and, from ``notes.attrs["key"]``, how to read its text.  ``control``: a column that is a
+    control, not a batch size (the needle alone again: ``what``), boxed and named in the legend (r21 C1)."""
     from matplotlib.colors import ListedColormap
 
     names = [n for n in MATCH_COLOURS if (grid == n).any().any()]
@@ -102,9 +109,11 @@ def category_heatmap(grid: pd.DataFrame, title: str, notes: pd.DataFrame | None 
                 ax.text(j, i, str(notes.iat[i, j]), ha="center", va="center", fontsize=7, color=ink, bbox=box)
         key = notes.attrs.get("key", "cell text: see the title")
         legend_title = "cell colour: its worst outcome\n" + key
+    handles = [_hatched((0, 0)) if n == "error" else patch(MATCH_COLOURS[n]) for n in names]
+    boxed = mark_control(ax, grid, control, what)
     legend = ax.legend(
-        [_hatched((0, 0)) if n == "error" else patch(MATCH_COLOURS[n]) for n in names],
-        names,
+        handles + ([boxed[0]] if boxed else []),
+        names + ([boxed[1]] if boxed else []),
         fontsize=8,
         loc="upper left",
         bbox_to_anchor=(1.01, 1),

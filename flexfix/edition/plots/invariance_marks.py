@@ -107,3 +107,25 @@ def struck_keys(
             handler_map[handles[-1]] = HandlerTuple(ndivide=None)  # the series' glyphs side by side
             labels.append(text.format("; ".join(name for name, _, _ in series)))  # r14 C1: names hold commas
     return handles, labels, handler_map
+
+
+CONTROL_GID = "run-to-run control"  # the box around a heatmap's control column (r21 C1)
+
+
+def mark_control(ax, grid: pd.DataFrame, control, what: str):
+    """Box the heatmap column ``control`` of ``grid`` (dashed, thick: a run-to-run control, not a batch size),
+    mark its tick ``(control)``, and return its legend sample and label, which names it (``what``); ``None`` where
+    the grid has no such column."""
+    from matplotlib.patches import Rectangle
+
+    if control is None or control not in list(grid.columns):
+        return None
+    j = list(grid.columns).index(control)
+    style = dict(fill=False, edgecolor="black", lw=2.4, ls="--")
+    ax.add_patch(Rectangle((j - 0.5, -0.5), 1, grid.shape[0], clip_on=False, zorder=6, gid=CONTROL_GID, **style))
+    ticks = [str(c) for c in grid.columns]
+    ticks[j] = f"{control}\n(control)"
+    ax.set_xticks(range(grid.shape[1]), ticks, fontsize=8)
+    name = grid.columns.name or "column"
+    label = f"dashed box, {name} = {control}:\n{what},\na run-to-run control,\nnot batch variance"
+    return Rectangle((0, 0), 1, 1, **style), label
