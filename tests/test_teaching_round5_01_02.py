@@ -206,7 +206,8 @@ def test_a6_the_readme_counts_each_recording_once_and_says_a_fake_live_part():
     )
     stream = nbformat.v4.new_output("stream", name="stdout", text=text + "\n")
     evidence = publish.about(_nb([stream]))[1]
-    assert evidence.startswith("live, except 2 recorded results (3 `recorded on` lines") and "Old GPU" in evidence
+    # round 21, D1: the line count inside the parenthesis, after the GPUs
+    assert evidence.startswith("live, except 2 recorded results shown with a `recorded on` line (on Old GPU; 3 such")
     fake = nbformat.v4.new_output(
         "display_data", data={"text/markdown": "**This run's live part is the FAKE server, not vLLM** (why)"}
     )

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import nbformat
 
+from flexfix.edition.evidence import FAKE_LIVE as FAKE_LIVE  # re-exported: the index row of a FAKE run
+from flexfix.edition.evidence import about
 from flexfix.edition.narrative.serving import FAKE_LEAD
 from flexfix.edition.output_folder import replace_folder, replace_problems
 
@@ -46,6 +48,7 @@ DEST = ROOT / "data" / "notebooks"
 README = "README.md"
 
 HEADER_PREFIX = "this run: "
+_FAKE = FAKE_LEAD  # what 06 prints when its live part is its FAKE server (read by evidence.about)
 DEVICE_LINE = re.compile(r"^device path: (\w+)", re.MULTILINE)
 
 # A tqdm progress bar as tqdm draws it: "desc: 42%|####  | 21/50 [00:03<00:04, 6.1it/s]", or without a
@@ -213,53 +216,6 @@ def check_dest(dest: Path, notebooks: Path) -> list[str]:
     if inside:
         found.append(f"--dest {dest} is (or is inside) the source notebooks' folder {notebooks}")
     return found + replace_problems(dest, PROG, f"--dest {dest}")
-
-
-# A provenance line, wherever it sits in a printed line (05 and 07 put the file's name before it): the GPU, and the
-# recording it names (commit and time), which tells the recordings apart.
-_RECORDED = re.compile(r"recorded on (.+?)(?: \(driver [^)]*\))?, torch .*?, commit (\w+), (\S+?)(?:[,;\s]|$)", re.M)
-# What notebook 06 prints when its live part is its FAKE server (RUN_SERVER False): no vLLM ran live there.
-_FAKE = FAKE_LEAD
-# Its index row: the scenarios are the FAKE server's, while the installed vLLM's dispatcher and the tokenizer check
-# still run live
-FAKE_LIVE = (
-    "live part: the serving scenarios against a FAKE server, not vLLM; also live: the installed vLLM's dispatcher "
-    "table and the tokenizer check"
-)
-
-
-def _outputs_text(nb: nbformat.NotebookNode, streams_only: bool) -> str:
-    texts = []
-    for c in nb.cells:
-        for o in c.get("outputs", []) if c.cell_type == "code" else []:
-            if o.get("output_type") == "stream":
-                texts.append(o.get("text", ""))
-            elif not streams_only:
-                data = o.get("data", {})
-                texts.append(str(data.get("text/markdown", "")) + str(data.get("text/plain", "")))
-    return "\n".join(texts)
-
-
-def about(nb: nbformat.NotebookNode) -> tuple[str, str]:
-    """A notebook's purpose (its title, after the number) and what of its evidence is live and what recorded, read from
-    its outputs: each printed provenance line (``recorded on ...``, wherever it sits in its line) is a results file
-    shown as recorded, not run; a recording printed twice counts once (its GPU, commit and time tell it apart), and
-    the number of lines is said beside it; a notebook whose live part is a FAKE server says so."""
-    title = next((c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source), "")
-    purpose = re.sub(r"^#+\s*(\d+\s*·\s*)?", "", title).replace("|", "\\|") or "?"
-    found = _RECORDED.findall(_outputs_text(nb, streams_only=True))
-    fake = _FAKE in _outputs_text(nb, streams_only=False)
-    if not found:
-        return (
-            purpose,
-            FAKE_LIVE if fake else "live: every result was measured in this run",
-        )
-    gpus = list(dict.fromkeys(gpu for gpu, _, _ in found))
-    n, lines = len(set(found)), len(found)
-    said = f"{n} recorded result{'s' if n > 1 else ''}"
-    said += f" ({lines} `recorded on` lines, a recording printed again counted once)" if lines != n else ""
-    said += f" shown with a `recorded on` line (on {' and '.join(gpus)})"
-    return purpose, f"{FAKE_LIVE}; {said}" if fake else f"live, except {said}"
 
 
 def readme(

@@ -258,10 +258,12 @@ def _unguarded_control(controls: pd.DataFrame, guarded: pd.DataFrame) -> str:
 
 
 def _where(prov: dict | None, live: str) -> str:
-    """Where a set of runs comes from: ``live`` (this run) when ``prov`` is None, else its file's GPU and commit."""
+    """Where a set of runs comes from: ``live`` (this run) when ``prov`` is None, else its file's GPU, commit and time
+    (the time tells apart two recordings of one commit, as the edition index counts them)."""
     if prov is None:
         return f"{live}, at this edition's commit"
-    return f"recorded on {prov.get('device_name')}, flexfix commit {str(prov.get('git_commit'))[:10]}"
+    when = f", {prov['date']}" if prov.get("date") else ""
+    return f"recorded on {prov.get('device_name')}, flexfix commit {str(prov.get('git_commit'))[:10]}{when}"
 
 
 def _widths(runs: pd.DataFrame, what: str) -> tuple:
