@@ -51,7 +51,7 @@ def recorded_brief(data_dir, device: str = "cpu", run_engine: bool = True) -> st
     return markdown(
         "**The recordings in brief** (read from `data/`; after each, where this notebook shows it: "
         + (
-            "this GPU run repeats some of them live, and where it does, its sections show the live run only"
+            _gpu_lead(engines_live)  # r0102 round 21, A2: the lead agrees with the bullets below it
             if gpu
             else "without a GPU the sections show these recordings where a GPU run would show its own"
         )
@@ -81,6 +81,22 @@ def _sources(provs: list, names, rows: pd.DataFrame) -> list:
     names = [names] if isinstance(names, str) else list(names)
     used = set(rows["source"]) if "source" in rows else set(names)
     return [p for n, p in zip(names, provs, strict=True) if n in used] or list(provs)
+
+
+def _gpu_lead(engines_live: bool) -> str:
+    """Where a GPU run shows the recordings: only the engine scenarios' (when this run repeats them) appear nowhere
+    else; the torch-only and every-request recordings are shown again below, beside this run's own, and of the
+    placement runs the `default` ones."""
+    if engines_live:
+        return (
+            "this GPU run repeats some of them live; only the engine scenarios' recordings are shown here and nowhere "
+            "else, as their section shows this run's engines instead; the others appear again below, beside this "
+            "run's own runs (of the placement runs, only the `default` ones)"
+        )
+    return (
+        "this GPU run repeats some of them live; each appears again below, beside this run's own runs where it has "
+        "any (of the placement runs, the `default` ones)"
+    )
 
 
 def _where(live: bool, what: str) -> str:
