@@ -1,6 +1,7 @@
 """What notebook 01's scenarios (b) and (d) show about the crash's cause, and what supports the CUDA-graph path as
-that cause (r0102 round 15, B2): what (b) and (d) differ in, and that neither sets a CUDA graph mode, read from the
-scenario definitions (r0102 round 17, B1), so both faulting rules out batch invariance and no more; the engines
+that cause (r0102 round 15, B2): what (b) and (d) ran with, as their records keep it (r0102 round 21, B1), and
+what else this code's scenario definitions set (r0102 round 17, B1), so both faulting rules out batch invariance and
+no more; the engines
 without full graphs are notebook 02's recorded workaround checks (stock vLLM 0.20.0 with piecewise graphs and with
 none), whose counts are read here."""
 
@@ -28,10 +29,11 @@ _PATCH = {
 
 
 def scenario_difference(first: str = "b", second: str = "d") -> str:
-    """What scenarios ``first`` and ``second`` differ in and what graph mode they run, read from
+    """What scenarios ``first`` and ``second`` differ in and what graph mode they run, by this code's definitions:
     ``flexfix.integration.engine.SCENARIOS`` and ``scenario_env`` (r0102 round 17, B1): the environment variables
     and the patch that differ, and that no scenario definition sets a CUDA graph mode (so each engine runs vLLM's
-    default one)."""
+    default one). These are this code's settings: a run's record does not keep its ``VLLM_ENABLE_V1_MULTIPROCESSING``
+    or a graph mode (r0102 round 21, B1), and the sentence says so."""
     import dataclasses
 
     from flexfix.integration import engine
@@ -49,12 +51,43 @@ def scenario_difference(first: str = "b", second: str = "d") -> str:
     graphs = (
         f"their definitions set the graph mode in {listing(graph_fields)}"
         if graph_fields
-        else "neither definition sets a CUDA graph mode, so both engines run vLLM's default one (the mode the "
-        'dispatcher table of the section "At which `K` vLLM captures its decode graphs" above is computed in, '
-        f"for ({second})'s engine; ({first})'s engine's dispatch was not read back from it)"
+        else "neither definition sets a CUDA graph mode, so an engine started from them runs vLLM's default one (the "
+        'mode the dispatcher table of the section "At which `K` vLLM captures its decode graphs" above is computed '
+        f"in, for ({second})'s engine; ({first})'s engine's dispatch was not read back from it)"
     )
     said = listing(diffs) if diffs else "nothing"
-    return f"Their scenario definitions (`flexfix.integration.engine.SCENARIOS`) differ in {said}; {graphs}"
+    unkept = [f"`{k}`" for k in ea if k not in _RECORDED_ENV] + ["a graph mode"]
+    kept = f"{', '.join(unkept[:-1])} or {unkept[-1]}" if len(unkept) > 1 else unkept[0]
+    return (
+        f"By this code's scenario definitions (`flexfix.integration.engine.SCENARIOS`), they differ in {said}; "
+        f"{graphs}. These are this code's settings, not read from the runs: a run's record does not keep {kept}"
+    )
+
+
+# the environment variables a run's record keeps, under its own fields (``batch_invariant``, ``patch``)
+_RECORDED_ENV = ("VLLM_BATCH_INVARIANT", "FLEXFIX_PATCH")
+
+
+def _bi_differs(runs: pd.DataFrame, first: str = "b", second: str = "d") -> bool:
+    """Whether the records say ``first`` ran with batch invariance and ``second`` without (each one value)."""
+    a = {bool(v) for v in runs.loc[runs["scenario"] == first, "batch_invariant"]}
+    b = {bool(v) for v in runs.loc[runs["scenario"] == second, "batch_invariant"]}
+    return len(a) == 1 and len(b) == 1 and a != b
+
+
+def recorded_settings(runs: pd.DataFrame, names: tuple[str, ...] = ("b", "d")) -> str:
+    """What the runs' own records say each scenario of ``names`` ran with (r0102 round 21, B1): its
+    ``VLLM_BATCH_INVARIANT``, its patch and its requests, each value as recorded (several where its runs differ)."""
+    said = []
+    for name in names:
+        group = runs[runs["scenario"] == name]
+        if group.empty:
+            continue
+        bi = listing(sorted({"1" if bool(v) else "0" for v in group["batch_invariant"]}))
+        patch = listing(sorted({_PATCH.get(str(v), str(v)) for v in group["patch"]}))
+        reqs = listing(sorted({int(n) for r in group["requests"] for n in (r if isinstance(r, list | tuple) else [r])}))
+        said.append(f"({name}) `VLLM_BATCH_INVARIANT`={bi}, {patch}, {reqs} requests")
+    return listing(said, sep="; ")
 
 
 def support(engine_runs: pd.DataFrame, data_dir) -> str:
@@ -67,10 +100,18 @@ def support(engine_runs: pd.DataFrame, data_dir) -> str:
 
     b, d = _faulted(engine_runs, "b"), _faulted(engine_runs, "d")
     differ = scenario_difference("b", "d")
-    if b and d:
+    if b and d and not _bi_differs(engine_runs):
         first = (
-            f"(b) and (d) both faulted in these runs. {differ}. So the crash does not belong to batch invariance; "
-            "that it belongs to the full-graph path is not shown by (b) and (d) but follows from the mechanism."
+            f"(b) and (d) both faulted in these runs, but their records say they ran with "
+            f"{recorded_settings(engine_runs)}: not one with batch invariance and one without, so they do not tell "
+            f"whether the crash belongs to batch invariance. {differ}."
+        )
+    elif b and d:  # r0102 round 21, B1: the conclusion rests on what the records keep, the rest is scoped
+        first = (
+            f"(b) and (d) both faulted in these runs. Their records say they ran with "
+            f"{recorded_settings(engine_runs)}. So the crash does not belong to batch invariance: that rests on these "
+            f"recorded settings alone. {differ}, so these runs do not show whether those unrecorded settings matter; "
+            "that the crash belongs to the full-graph path is not shown by (b) and (d) but follows from the mechanism."
         )
     else:
         first = (
