@@ -180,3 +180,20 @@ def test_c2_every_median_marker_is_hollow_large_and_over_the_ticks():
     for handle in legend.legend_handles:
         assert handle.get_markerfacecolor() == "none"
     plt.close(fig)
+
+
+# D11 (04): "With VLLM_BATCH_INVARIANT=0 the same model differs" followed "the tiny model's and the variance model's
+# alike", yet every tiny BI=0 row is bitwise equal. The sentence names the variance model, which the table bears out.
+
+
+def test_d11_the_model_that_differs_is_named():
+    md = _flat(_markdown("04_batch_invariance"))
+    assert "With `VLLM_BATCH_INVARIANT=0` the same model differs" not in md
+    assert "With `VLLM_BATCH_INVARIANT=0` the variance model differs" in md
+    engines = schemas.recorded(DATA, record.RECORDED_SWEEP_TABLES, schemas.ENGINE_SWEEPS)[0]
+    verdicts = tables.engine_verdicts(engine_sweep.invariance_rows(engines)).reset_index()
+    text = verdicts.astype(str).agg(" ".join, axis=1)
+    bi0 = verdicts[text.str.contains("BI=0")]
+    bi0_text = text[bi0.index]
+    assert bi0[bi0_text.str.contains("tiny")]["invariant"].astype(bool).all()
+    assert not bi0[bi0_text.str.contains("variance")]["invariant"].astype(bool).all()
