@@ -325,10 +325,11 @@ def not_read_counted(information: pd.DataFrame, first: bool = True, after: str =
     return markdown(
         f"**{said} above: a field no captured kernel reads.** The guard leaves such fields out of its comparison "
         "(`flexfix.guard.vllm_metadata.NOT_READ`): it reports nothing of them, neither alarm nor information. This "
-        "recording is older than that rule: its guard already had the field on that list, but still compared it, "
-        "and because the list says no captured kernel reads it, it counted each change (a `pointer` too, which "
-        "alarms in any field off the list) as information, never as an alarm: a tensor built anew at every step "
-        "sits at a new address every step, which harms nothing where no captured kernel reads it."
+        "recording was made by an older guard (at the commit its provenance line names, whose source is not shown "
+        "here); what it shows of that guard is its result only, each change of the field counted as information (a "
+        "`pointer` too, which alarms in any field off the list), never as an alarm, in the table above. A tensor "
+        "built anew at every step sits at a new address every step, which harms nothing where no captured kernel "
+        "reads it."
     )
 
 

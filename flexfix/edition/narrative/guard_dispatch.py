@@ -121,7 +121,7 @@ def graph_counts(cases: pd.DataFrame, engines) -> str:
 def counts_run(engines: pd.DataFrame) -> str:
     """Before the engines under ``FLEXFIX_GUARD=error``: the request counts they ran (``engines``: their
     :func:`flexfix.edition.tables.guard.engine_guard` table, ``engine``, ``requests`` and ``max_num_seqs``), and why
-    those: each past one query block, a selection fixed before the run (:mod:`flexfix.measure.guard_sets`), not
+    those: each past one query block, a selection planned by :mod:`flexfix.measure.guard_sets` at this commit, not
     every count at which another notebook's engines faulted or answered wrongly (notebook 01's vary with the run)."""
     from flexfix.integration.engine import SCENARIOS
     from flexfix.measure.engine_sweep import REQUESTS
@@ -174,7 +174,9 @@ def counts_run(engines: pd.DataFrame) -> str:
         + past
         + (f": {listing(reasons)}" if reasons else "")
         + again
-        + ". They are a selection, fixed before the run (`flexfix.measure.guard_sets`), not a sweep: these engines "
+        + ". They are a selection, not a sweep: `flexfix.measure.guard_sets` plans these counts at this commit (the "
+        "recordings, made at their own commits, keep the counts each engine ran, not when or why they were "
+        "chosen), and these engines "
         "ran these counts only, not every count at which notebook 01's engines faulted or answered wrongly (its "
         "*Where the crash starts* and *Every request checked* give those counts, for the run it shows)."
     )

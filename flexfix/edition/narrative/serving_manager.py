@@ -8,7 +8,7 @@ import pandas as pd
 from flexfix.edition.checks import require
 from flexfix.edition.narrative import listing, markdown, plural
 
-__all__ = ["manager_times"]
+__all__ = ["manager_times", "real_servers_left"]
 
 
 def manager_times(demo: pd.DataFrame) -> str:
@@ -89,3 +89,35 @@ def _manager_lead(demo: pd.DataFrame) -> str:
         else "; no server ended by SIGKILL: each stopped on the SIGTERM or by itself"
     )
     return f"**{said[0].upper() + said[1:]}.**"
+
+
+def real_servers_left(data_dir) -> str:
+    """Under the manager's table (r9c round 21, B1): what the recordings of the real ``vllm serve`` servers (this
+    notebook's and notebook 07's *Serving*) kept of the same check, the processes of each server's group left when the
+    manager returned (``group_left_after_stop``), and what they did not keep."""
+    from flexfix.edition import schemas
+    from flexfix.edition.results import results_path
+
+    said = []
+    for name, schema, where in (
+        ("serve", schemas.SERVING, "this notebook's *The recorded GPU run*"),
+        ("serve_guard", schemas.GUARD_SERVING, "notebook 07's *Serving*"),
+    ):
+        if not results_path(data_dir, name, "cuda").exists():
+            continue
+        table, _ = schemas.recorded(data_dir, name, schema)
+        require(table, f"the {name} recording", values=("scenario", "group_left_after_stop"))
+        per = [(str(s), int(n)) for s, n in zip(table["scenario"], table["group_left_after_stop"])]
+        counts = listing(
+            [f"{n} for {listing([f'`{s}`' for s, m in per if m == n])}" for n in dict.fromkeys(m for _, m in per)]
+        )
+        said.append(f"{counts} ({where})")
+    if not said:
+        return markdown("The real servers' recordings are not in the data folder: what they left is not shown.")
+    return markdown(
+        "**The real `vllm serve` servers, as recorded**: each recording keeps the same count as the last column "
+        "above, the processes of the server's group left when the manager returned (`group_left_after_stop`): "
+        + "; ".join(said)
+        + ". How many processes each group held before the stop was not recorded; the recorded log tails show two of "
+        "them, the API server and the engine core (*A note on the log tails above*)."
+    )
