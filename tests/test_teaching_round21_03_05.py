@@ -197,3 +197,16 @@ def test_d11_the_model_that_differs_is_named():
     bi0_text = text[bi0.index]
     assert bi0[bi0_text.str.contains("tiny")]["invariant"].astype(bool).all()
     assert not bi0[bi0_text.str.contains("variance")]["invariant"].astype(bool).all()
+
+
+# D7 (04): the headline key's "the replay guard" was never introduced in 04; it is now pointed to notebook 07.
+
+
+def test_d7_the_replay_guard_is_pointed_to():
+    import pandas as pd
+
+    from flexfix.edition.narrative.misread import headline_words
+
+    said = headline_words(pd.DataFrame({"outcome": ["ok", "refused"], "bitwise_equal": [True, None]}))
+    assert "the replay guard or vLLM refused" not in said
+    assert "flexfix's replay guard (notebook 07: a check run before a replay)" in said

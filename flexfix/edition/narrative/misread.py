@@ -338,7 +338,7 @@ def headline_words(table: pd.DataFrame) -> str:
         ("*crashed* a launch that died (illegal memory access, index error or timeout)", bool(outcomes & set(CRASHES))),
         ("*wrong* a silently wrong result (the step ran, nothing crashed)", "wrong_result" in outcomes),
         (
-            "*refused* a launch the replay guard or vLLM refused",
+            "*refused* a launch vLLM refused, or flexfix's replay guard (notebook 07: a check run before a replay)",
             bool(outcomes - {"ok", "error", "wrong_result", *CRASHES}),
         ),
         ("*no kernel built* and *kernel errors* a kernel the compiler would not build", "error" in outcomes),
