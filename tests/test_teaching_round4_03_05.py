@@ -409,7 +409,7 @@ def test_d6_the_engine_workload_is_stated_from_the_records():
     speed = _speed()
     said = cost.engine_workload(speed)
     per = set((speed["output_tokens"] / speed["requests"]).round(1))
-    assert len(per) == 1 and f"{per.pop():g} output tokens each (greedy)" in said
+    assert len(per) == 1 and f"{per.pop():g} output tokens each" in said  # round 21 B2: greedy is said as this code's
     lo, hi = PROMPT_LENGTHS["variance"]
     assert "variance: 48 and 128 concurrent requests" in said and f"prompts of {lo} to {hi} random token ids" in said
     assert "story.engine_workload(speed)" in _code("05_cost")
