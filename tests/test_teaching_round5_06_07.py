@@ -252,12 +252,13 @@ def test_06_first_screen_says_why_the_fake_server_runs_once(capsys):
 
 
 def test_publish_finds_the_fake_lead_what_runs_writes():
-    """Repetition: publish's _FAKE had to match what_runs' bold lead word for word; one shared constant now."""
-    from flexfix.edition import publish
+    """Repetition: publish's _FAKE had to match what_runs' bold lead word for word; one shared constant now (read by
+    flexfix.edition.evidence, where the index's counting moved in round 21)."""
+    from flexfix.edition import evidence
     from flexfix.edition.narrative import serving as serving_story
 
-    assert publish._FAKE is serving_story.FAKE_LEAD
-    assert f"**{publish._FAKE}**" in serving_story.what_runs("cpu", {"fake_server": "x.py"}, DATA)
+    assert evidence._FAKE is serving_story.FAKE_LEAD
+    assert f"**{evidence._FAKE}**" in serving_story.what_runs("cpu", {"fake_server": "x.py"}, DATA)
 
 
 def test_07_serving_sentence_takes_the_model_and_each_comparison_from_the_rows():

@@ -37,7 +37,6 @@ import nbformat
 
 from flexfix.edition.evidence import FAKE_LIVE as FAKE_LIVE  # re-exported: the index row of a FAKE run
 from flexfix.edition.evidence import about
-from flexfix.edition.narrative.serving import FAKE_LEAD
 from flexfix.edition.output_folder import replace_folder, replace_problems
 
 PROG = "flexfix publish"
@@ -48,7 +47,6 @@ DEST = ROOT / "data" / "notebooks"
 README = "README.md"
 
 HEADER_PREFIX = "this run: "
-_FAKE = FAKE_LEAD  # what 06 prints when its live part is its FAKE server (read by evidence.about)
 DEVICE_LINE = re.compile(r"^device path: (\w+)", re.MULTILINE)
 
 # A tqdm progress bar as tqdm draws it: "desc: 42%|####  | 21/50 [00:03<00:04, 6.1it/s]", or without a

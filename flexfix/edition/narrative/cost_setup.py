@@ -14,12 +14,14 @@ from flexfix.edition.narrative import plural
 MULTIPROCESSING = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
+def startup_record(records) -> dict | None:
+    """An engine run's startup record (the first of ``kind`` ``startup`` among its records), or None."""
+    return next((r for r in records or [] if isinstance(r, dict) and r.get("kind") == "startup"), None)
+
+
 def _startups(table: pd.DataFrame) -> list[dict]:
     """Each engine's startup record (``{}`` where it has none), in the table's order."""
-    out = []
-    for records in table["records"]:
-        out.append(next((r for r in records or [] if r.get("kind") == "startup"), {}))
-    return out
+    return [startup_record(records) or {} for records in table["records"]]
 
 
 def _kept(startups: list[dict], key: str) -> int:

@@ -29,7 +29,9 @@ def _count(run, value, what: str, least: int = 1) -> int:
 
 
 def _startup_bi(run) -> str:
-    startup = next((r for r in run["records"] or [] if isinstance(r, dict) and r.get("kind") == "startup"), None)
+    from flexfix.edition.narrative.cost_setup import startup_record
+
+    startup = startup_record(run["records"])
     if startup is None or startup.get("VLLM_BATCH_INVARIANT") not in ("0", "1"):
         _refuse(run, "no startup record with its VLLM_BATCH_INVARIANT (0 or 1)")
     return startup["VLLM_BATCH_INVARIANT"]
