@@ -117,19 +117,26 @@ def one_model(data_dir) -> str:
     )
 
 
+def _stock_debug(data_dir, model: str):
+    """Notebook 07's ``guard_debug`` row of a stock engine of ``model`` and the recording's provenance, or None where
+    it is not recorded or ran no such engine."""
+    from flexfix.edition.tables import guard as guard_tables
+
+    if not (Path(data_dir) / "guard_debug-cuda.json").exists():
+        return None
+    table, prov = guard_tables.recorded(data_dir, ["guard_debug"])["guard_debug"]
+    rows = table[(table["model"] == model) & ~table["patched"].astype(bool)]
+    return (rows.iloc[0], prov) if len(rows) else None
+
+
 def same_gpu_crash(data_dir, model: str, guard_prov: dict) -> str:
     """Notebook 07's ``guard_debug`` recording in one sentence, where it ran a stock engine of ``model``: on which GPU
     and commit (said to be the patched servers' GPU where ``guard_prov`` names the same one), how many requests at
     once, under which guard mode, and how it ended; "" where it is not recorded or ran no such engine."""
-    from flexfix.edition.tables import guard as guard_tables
-
-    if not (Path(data_dir) / "guard_debug-cuda.json").exists():
+    found = _stock_debug(data_dir, model)
+    if found is None:
         return ""
-    table, prov = guard_tables.recorded(data_dir, ["guard_debug"])["guard_debug"]
-    rows = table[(table["model"] == model) & ~table["patched"].astype(bool)]
-    if not len(rows):
-        return ""
-    r = rows.iloc[0]
+    r, prov = found
     gpu = prov.get("device_name", "an unnamed GPU")
     where = "the patched servers' GPU" if gpu == guard_prov.get("device_name") else "another GPU"
     sizes = listing([str(n) for n in r.get("generations") or []]) or "its"
@@ -153,11 +160,9 @@ def provenance_lines(said: list[tuple[str, dict]], data_dir=None, model: str | N
     from flexfix.edition.tables.provenance import provenance_line
 
     said = list(said)
-    if data_dir is not None and model is not None and same_gpu_crash(data_dir, model, {}):
-        from flexfix.edition.tables import guard as guard_tables
-
-        debug = guard_tables.recorded(data_dir, ["guard_debug"])["guard_debug"][1]
-        said.append(("notebook 07's *vLLM's own check is blind to it* (`guard_debug`)", debug))
+    found = _stock_debug(data_dir, model) if data_dir is not None and model is not None else None
+    if found is not None:
+        said.append(("notebook 07's *vLLM's own check is blind to it* (`guard_debug`)", found[1]))
     return "\n".join(f"- {who}: {provenance_line(prov)}" for who, prov in said)
 
 
