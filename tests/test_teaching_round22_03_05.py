@@ -7,9 +7,10 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from test_teaching_round4_03_05 import _markdown
+from test_teaching_round4_03_05 import _code, _markdown
 
-from flexfix.edition import tables
+from flexfix.edition import schemas, tables
+from flexfix.measure import record
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -60,3 +61,41 @@ def test_a1_a_refused_cell_gets_its_word_under_its_table():
     assert "*refused* a launch vLLM refused" in said
     keyed = pd.DataFrame([ok, {**cell, "batch": 17, "outcome": "error"}])
     assert "The word in parentheses" not in str(story.kernel_sweep(keyed, "t", defined_under="x"))
+
+
+# B1 (04): the distance to the fp32 reference decides moved against wrong, yet no table showed it: the sentences gave
+# a maximum for moved configurations only, and this run's wrong cells none at all. A table under each verdict table
+# now gives both distances of every cell that moved or is wrong, the tolerance and the needle alone's distance.
+
+
+def _cell(config: str, batch: int, position: str, outcome: str, diff: float, ref: float) -> dict:
+    equal = outcome == "ok" and diff == 0
+    cell = dict(config=config, device="cuda", batch=batch, position=position, outcome=outcome, bitwise_equal=equal)
+    return cell | dict(max_abs_diff=diff, max_error_vs_reference=ref, detail="")
+
+
+def test_b1_the_distances_to_the_reference_are_tabled_from_the_cells():
+    recorded = schemas.recorded(DATA, record.RECORDED_KERNEL_INVARIANCE, schemas.KERNEL_CELLS)[0]
+    shown = tables.invariance.reference_distances(recorded).reset_index()
+    ran = recorded[recorded["outcome"].isin(["ok", "wrong_result"])]
+    differ = ran[~ran["bitwise_equal"].fillna(False).astype(bool)]
+    assert int(shown["cells"].sum()) == len(differ) > 0
+    for _, row in shown.iterrows():
+        cells = differ[differ["config"] == row["config"]]
+        assert row["to the fp32 reference (largest)"] == f"{cells['max_error_vs_reference'].max():.2g}"
+        assert row["to the needle alone (largest)"] == f"{cells['max_abs_diff'].max():.2g}"
+        assert row["tolerance"] == "0.05" and row["outcome"] == "moved"
+        assert float(row["to the fp32 reference (largest)"]) <= 0.05
+    # a wrong cell's distance is shown, past the tolerance, beside the needle alone's
+    config = "flex, vllm options, graph, as_strided"
+    cells = [_cell(config, 1, "first", "ok", 0.0, 0.003), _cell(config, 17, "first", "ok", 0.0, 0.003)]
+    cells += [_cell(config, 17, "last", "wrong_result", 0.99, 0.7), _cell(config, 24, "last", "wrong_result", 0.5, 0.4)]
+    wrong = tables.invariance.reference_distances(pd.DataFrame(cells)).reset_index().iloc[0]
+    assert (wrong["outcome"], wrong["cells"]) == ("wrong", 2)
+    assert (wrong["to the fp32 reference (smallest)"], wrong["to the fp32 reference (largest)"]) == ("0.4", "0.7")
+    assert wrong["needle alone to the reference"] == "0.003" and wrong["tolerance"] == "0.05"
+    code = _code("04_batch_invariance")
+    for sweep in ("kernel", "analog", "gpu_kernel"):
+        assert f"display(tables.invariance.reference_distances({sweep}))" in code
+    said = _flat(_markdown("04_batch_invariance"))
+    assert "a table gives both distances of every cell that moved or is wrong" in said

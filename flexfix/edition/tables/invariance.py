@@ -23,6 +23,7 @@ __all__ = [
     "every_request_table",
     "device_title",
     "tolerance_line",
+    "reference_distances",
 ]
 
 
@@ -287,6 +288,47 @@ def tolerance_line() -> str:
         f"{tolerance(torch.bfloat16):g} for bf16 kernels (the GPU's) or {tolerance(torch.float32):g} for fp32 ones "
         "(the CPU's, analogs included); within it, `moved`"
     )
+
+
+def reference_distances(table: pd.DataFrame) -> pd.DataFrame:
+    """The distance that tells ``moved`` from ``wrong`` (r22 B1), for every cell that produced a result and was not
+    bitwise equal: per configuration (and recording, where a configuration joins two) and outcome, its cells, their
+    largest distance to the needle alone (``max_abs_diff``), their smallest and largest distance to the fp32
+    reference (``max_error_vs_reference``), the tolerance of the kernel's precision that splits the two outcomes (bf16
+    on the GPU, fp32 on the CPU) and the needle alone's own distance to the reference (its cell at one request), with
+    two significant digits.  A measured cell recorded without its distance is refused, never shown as a gap."""
+    import torch
+
+    from flexfix.edition.checks import require
+    from flexfix.mechanism.kernel_repro import tolerance
+
+    ran = table[table["outcome"].isin(["ok", "wrong_result"])]
+    differ = ran[~ran["bitwise_equal"].fillna(False).astype(bool)]
+    split = "source" in table and bool((table.groupby("config")["source"].nunique() > 1)[differ["config"]].any())
+    keys = ["config", "source"] if split else ["config"]
+    columns = ["outcome", "cells", "to the needle alone (largest)", "to the fp32 reference (smallest)"]
+    columns += ["to the fp32 reference (largest)", "tolerance", "needle alone to the reference"]
+    if differ.empty:
+        none = {"config": "no cell that ran differed from the needle alone", "source": "", "outcome": "", "cells": 0}
+        return pd.DataFrame([none], columns=keys + columns).fillna("").set_index(keys + ["outcome"])
+    values = ("device", "max_abs_diff", "max_error_vs_reference")
+    require(differ, "the cells that moved or are wrong", values=values)
+
+    def two(x: float) -> str:
+        return f"{float(x):.2g}"
+
+    rows = []
+    for key, cells in differ.groupby(keys + ["outcome"], sort=False):
+        where = dict(zip(keys, key))
+        mine = ran[(ran[keys] == pd.Series(where)).all(axis=1)]
+        alone = mine[(mine["batch"] == 1) & (mine["outcome"] == "ok")]["max_error_vs_reference"].dropna()
+        dtype = torch.bfloat16 if str(cells["device"].iloc[0]) == "cuda" else torch.float32
+        ref = cells["max_error_vs_reference"].astype(float)
+        said = [two(cells["max_abs_diff"].astype(float).max()), two(ref.min()), two(ref.max())]
+        alone_said = two(alone.max()) if len(alone) else "n/a (no cell at 1 request)"
+        outcome = "moved" if key[-1] == "ok" else "wrong"
+        rows.append([*key[:-1], outcome, len(cells), *said, f"{tolerance(dtype):g}", alone_said])
+    return pd.DataFrame(rows, columns=keys + columns).set_index(keys + ["outcome"])
 
 
 def outcome_key() -> pd.DataFrame:
