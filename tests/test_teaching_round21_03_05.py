@@ -100,7 +100,7 @@ def _speed():
 
 
 def test_b2_the_workload_and_setup_lines_part_records_from_settings():
-    from flexfix.edition.narrative.cost_devices import engine_workload
+    from flexfix.edition.narrative.cost_runs import engine_workload  # round 22: moved from cost_devices
     from flexfix.edition.narrative.cost_setup import engine_setup
 
     engines, speed = _speed()
@@ -108,8 +108,9 @@ def test_b2_the_workload_and_setup_lines_part_records_from_settings():
     records, code = said.split("This code's settings")
     assert "from these records" in records and "concurrent requests" in records and "output tokens each" in records
     assert "greedy" not in records and "prompts" not in records and "child process" not in records
-    assert "which the records do not keep: greedy sampling" in code and "random token ids (seeded)" in code
-    assert "each engine in its own child process" in code
+    # round 22 A2: greedy is the timed requests' sampling; round 22 D15: the child process is said once, below
+    assert "which the records do not keep: the timed requests sampled greedily" in code
+    assert "random token ids (seeded)" in code
     assert "starts each engine in its own child process, which no record keeps either" in engine_setup(engines).data
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 from test_teaching_round4_03_05 import _code, _markdown
 
 from flexfix.edition import schemas, tables
-from flexfix.measure import record
+from flexfix.measure import engine_sweep, record
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -99,3 +99,39 @@ def test_b1_the_distances_to_the_reference_are_tabled_from_the_cells():
         assert f"display(tables.invariance.reference_distances({sweep}))" in code
     said = _flat(_markdown("04_batch_invariance"))
     assert "a table gives both distances of every cell that moved or is wrong" in said
+
+
+# A2 (05 against 04): 05 said the records do not keep the sampling and that the timed workload was greedy, while 04
+# shows the same four recordings with greedy and seeded rows for every engine. The engines' `samplings` are those of
+# 04's needle check; no throughput record holds a sampling. The workload line now tells the two apart from the data.
+
+
+def _engines_and_speed():
+    names = record.RECORDED_THROUGHPUT_TABLES + record.RECORDED_SWEEP_TABLES
+    engines = schemas.recorded(DATA, names, schemas.ENGINE_SWEEPS)[0]
+    return engines, engine_sweep.throughput_rows(engines)
+
+
+def test_a2_the_workload_line_tells_the_needle_checks_samplings_from_the_timed_requests():
+    from flexfix.edition.narrative.cost_runs import engine_workload
+
+    engines, speed = _engines_and_speed()
+    assert "sampling" not in speed  # no throughput record holds one
+    checked = engines[[bool(list(r)) for r in engines["requests"]]]
+    said = _flat(engine_workload(speed, engines))
+    records, code = said.split("This code's settings")
+    assert "no throughput record holds the sampling of the timed requests" in records
+    assert "the `samplings` each engine's record lists (greedy and seeded) are those of notebook 04's needle check" in (
+        records
+    )
+    assert f"which {len(checked)} of these {len(engines)} engines ran" in records
+    for source in dict.fromkeys(checked["source"]):
+        assert f"`{source}`" in records
+    assert "not of the timed requests" in records
+    assert "which the records do not keep: greedy sampling" not in said
+    assert "the timed requests sampled greedily" in code
+    # a throughput record that held its sampling would be read, not called this code's
+    said = engine_workload(speed.assign(sampling="seeded"), engines)
+    assert "the timed requests' sampling: seeded" in said and "sampled greedily" not in said
+    assert "story.engine_workload(speed, engine_table)" in _code("05_cost")
+    assert "requests of greedy output tokens" not in _markdown("05_cost")

@@ -412,7 +412,7 @@ def test_d6_the_engine_workload_is_stated_from_the_records():
     assert len(per) == 1 and f"{per.pop():g} output tokens each" in said  # round 21 B2: greedy is said as this code's
     lo, hi = PROMPT_LENGTHS["variance"]
     assert "variance: 48 and 128 concurrent requests" in said and f"prompts of {lo} to {hi} random token ids" in said
-    assert "story.engine_workload(speed)" in _code("05_cost")
+    assert "story.engine_workload(speed, engine_table)" in _code("05_cost")  # round 22 A2: the engines' samplings
 
 
 def test_d18_04_opening_reads_right_in_a_gpu_edition_and_a_cpu_one():

@@ -14,12 +14,11 @@ from flexfix.edition.narrative.cost_devices import (
     bi_bands,
     compare_runs,
     direction,
-    engine_commits,
-    engine_workload,
     flex_over_sdpa,
     kernel_bi_cost,
     l2_effect,
 )
+from flexfix.edition.narrative.cost_runs import engine_commits, engine_workload
 
 __all__ = [
     "TIMING_COLUMNS",

@@ -6,14 +6,12 @@ from __future__ import annotations
 import pandas as pd
 
 from flexfix.edition.checks import require, require_numbers
-from flexfix.edition.narrative import listing, markdown, plural, span
+from flexfix.edition.narrative import markdown, plural, span
 from flexfix.edition.narrative.cost_spread import beyond_spread  # noqa: F401 (re-exported)
 
 __all__ = [
     "compare_runs",
     "flex_over_sdpa",
-    "engine_workload",
-    "engine_commits",
     "direction",
     "l2_effect",
     "bi_bands",
@@ -151,28 +149,6 @@ def flex_over_sdpa(ratios: pd.DataFrame, where: str) -> str:
     )
 
 
-def engine_workload(speed: pd.DataFrame) -> str:
-    """What the timed engines were given, per model, from the throughput records (request counts, output tokens per
-    request) and the sweep's own settings (:data:`flexfix.measure.engine_sweep.PROMPT_LENGTHS`, greedy sampling)."""
-    from flexfix.measure.engine_sweep import PROMPT_LENGTHS
-
-    require(speed, "the throughput records", values=("model", "requests", "output_tokens"))
-    parts, code = [], []
-    for model, rows in speed.groupby("model", sort=False):
-        per = sorted({round(t / n, 1) for t, n in zip(rows["output_tokens"], rows["requests"])})
-        requests = sorted(int(n) for n in rows["requests"].unique())
-        tokens = " to ".join(f"{p:g}" for p in (per[0], per[-1])) if len(per) > 1 else f"{per[0]:g}"
-        lo, hi = PROMPT_LENGTHS[model]
-        parts.append(f"{model}: {' and '.join(map(str, requests))} concurrent requests, {tokens} output tokens each")
-        code.append(f"{model} prompts of {lo} to {hi} random token ids (seeded)")
-    return markdown(
-        "**The workload timed**, from these records: " + "; ".join(parts) + ". This code's settings "
-        "(`flexfix.measure.engine_sweep`), which the records do not keep: greedy sampling, "
-        + ", ".join(code)
-        + ", each engine in its own child process."
-    )
-
-
 def _held(row: pd.Series) -> str:
     """Which way a ratio of the summary went over every run: ``"above"`` (all above 1), ``"below"`` or ``"both"``."""
     below = int(row["below_1"])
@@ -283,24 +259,6 @@ def direction(
     )
 
 
-def engine_commits(names: list[str], provs: list[dict]) -> str:
-    """Which commit each engine recording ran on (r0305 D19): runs compared side by side that come from different
-    commits are said to, since what changed between them is not part of the records."""
-    commits: dict[str, list[str]] = {}
-    for name, prov in zip(names, provs):
-        commits.setdefault(str(prov.get("git_commit") or "unknown")[:10], []).append(f"`{name}`")
-    if len(commits) == 1:
-        return markdown(f"**Commits**: every recording above ran on commit {next(iter(commits))}.")
-    said = "; ".join(f"{c} ({listing(n)})" for c, n in commits.items())
-    return markdown(
-        f"**Commits**: the recordings above ran on {plural(len(commits), 'commit')} of flexfix: {said}. The records do "
-        "not say what changed between those commits, so a difference between runs of different commits (the spread "
-        "between engines below, for one) may carry that change as well as run-to-run noise; each ratio below is taken "
-        "inside one run, on one commit.",
-        _reversed_runs(names, provs),
-    )
-
-
 def l2_effect(effect: pd.DataFrame) -> str:
     """:func:`flexfix.edition.tables.l2_effect` in words: how the flushed medians compare with the warm ones."""
     _numbers(effect, ["flushed_over_warm"], "the L2 effect")
@@ -340,35 +298,6 @@ def l2_effect(effect: pd.DataFrame) -> str:
             "with that in mind: neither timing is the one a model's decode step sees."
         )
     return markdown(text)
-
-
-def _reversed_runs(names: list[str], provs: list[dict]) -> str:
-    """Each ``X_repeat`` recording (the same engines in the reverse order) against ``X``: where they ran on other
-    commits, the order was reversed together with a code change (r0305 B9), said with the minutes between them."""
-    at = dict(zip(names, provs))
-    said = []
-    for name in names:
-        first, again = at.get(name.removesuffix("_repeat")), at[name]
-        if not name.endswith("_repeat") or first is None:
-            continue
-        a, b = (str(p.get("git_commit") or "unknown")[:10] for p in (first, again))
-        if a == b:
-            continue
-        when = ""
-        try:
-            minutes = (pd.Timestamp(again["date"]) - pd.Timestamp(first["date"])).total_seconds() / 60
-            when = f", {minutes:.0f} minutes after"
-        except (KeyError, TypeError, ValueError):
-            pass
-        said.append(f"`{name}` ran on commit {b}{when} `{name.removesuffix('_repeat')}` (on commit {a})")
-    if not said:
-        return ""
-    return (
-        "**The reverse-order runs are not the same setup again**: "
-        + "; ".join(said)
-        + ". Reversing the order came with a change of code, so a difference between a run and its reverse cannot be "
-        "put on the order alone."
-    )
 
 
 def bi_bands(timing: pd.DataFrame) -> str:
