@@ -135,3 +135,33 @@ def test_a2_the_workload_line_tells_the_needle_checks_samplings_from_the_timed_r
     assert "the timed requests' sampling: seeded" in said and "sampled greedily" not in said
     assert "story.engine_workload(speed, engine_table)" in _code("05_cost")
     assert "requests of greedy output tokens" not in _markdown("05_cost")
+
+
+# B2 (05): "With the L2 flushed before each call the speed-up was 1.02-6.40x over all cases" was backed by one case
+# only; no output gave the flushed eager and replay times per case. A table under the flushed paragraph now gives
+# every case, warm and flushed, and the paragraph's range is the range of its column.
+
+
+def test_b2_every_case_of_the_flushed_range_is_shown():
+    from flexfix.edition.narrative.cost_l2 import replay_cases, replay_flushed
+
+    rows = []
+    for batch, context, eager, graph, eager_f, graph_f in (
+        (1, 256, 0.194, 0.0233, 0.130, 0.0202),
+        (8, 256, 0.385, 0.152, 0.30, 0.15),
+        (1, 8192, 0.768, 0.589, 0.70, 0.686),
+    ):
+        for impl, warm, flushed in (("flex vllm eager", eager, eager_f), ("flex vllm graph", graph, graph_f)):
+            rows.append(dict(impl=impl, batch=batch, context=context, kv_MB=1.0, warm_ms=warm, flushed_ms=flushed))
+    effect = pd.DataFrame(rows)
+    cases = replay_cases(effect)
+    assert len(cases) == 3 and list(cases.index.names) == ["batch", "context"]
+    assert cases.loc[(1, 8192), "eager_flushed_ms"] == 0.70 and cases.loc[(1, 8192), "replay_flushed_ms"] == 0.686
+    assert cases.loc[(1, 8192), "speed_up_flushed"] == round(0.70 / 0.686, 2)
+    said = _flat(replay_flushed(effect))
+    low, high = cases["speed_up_flushed"].min(), cases["speed_up_flushed"].max()
+    assert f"it ranges {low:.2f}–{high:.2f}x (every case: the table below)" in said
+    assert replay_cases(effect.iloc[:0]).empty
+    code = _code("05_cost")
+    assert code.index("cost_l2.replay_flushed(") < code.index("display(cost_l2.replay_cases(tables.l2_effect(kernel)))")
+    assert code.index("display(cost_l2.replay_cases(") < code.index('else:\n    print("CPU: timed with warm caches')

@@ -7,7 +7,7 @@ import pandas as pd
 
 from flexfix.edition.narrative import markdown, plural, span
 
-__all__ = ["replay_flushed", "flushed_clause", "flush_takeaway"]
+__all__ = ["replay_flushed", "replay_cases", "flushed_clause", "flush_takeaway"]
 
 EAGER, GRAPH = "flex vllm eager", "flex vllm graph"
 HELD = 1.5  # a flushed speed-up under the warm one divided by this is said not to hold under the flushed timing
@@ -51,7 +51,8 @@ def replay_flushed(effect: pd.DataFrame) -> str:
     text = (  # r13 D4: the measured numbers first, then the untested explanation, said as one
         f"**The replay's speed-up, flushed.** With the L2 flushed before each call, the replay's speed-up at "
         f"{plural(int(batch), 'request')} of {int(context)} tokens is {f:.1f}x, against {w:.1f}x warm (the largest "
-        f"warm speed-up); flushed, over all cases, it ranges {span(flushed, '{:.2f}', 'x')}. There `{EAGER}` took "
+        f"warm speed-up); flushed, over all cases, it ranges {span(flushed, '{:.2f}', 'x')} (every case: the table "
+        f"below). There `{EAGER}` took "
         f"{at[('warm_ms', EAGER)]:.3f} ms warm and {at[('flushed_ms', EAGER)]:.3f} ms flushed, the replay "
         f"{at[('warm_ms', GRAPH)]:.4f} ms warm and {at[('flushed_ms', GRAPH)]:.4f} ms flushed."
     )
@@ -70,6 +71,26 @@ def replay_flushed(effect: pd.DataFrame) -> str:
             "issues calls back to back, as the calls of one decode step come."
         )
     return markdown(text)
+
+
+def replay_cases(effect: pd.DataFrame) -> pd.DataFrame:
+    """Every case behind :func:`replay_flushed`'s range (r22 B2): per batch and context, ``flex vllm eager``'s and the
+    replay's median with a warm and with a flushed L2, and the speed-up (eager over replay) each way, rounded as the
+    sentences print them.  Empty where no flushed timing was taken."""
+    got = _speedups(effect)
+    if got is None:
+        return pd.DataFrame()
+    wide, warm, flushed, *_ = got
+    return pd.DataFrame(
+        {
+            "eager_warm_ms": wide[("warm_ms", EAGER)].round(4),
+            "replay_warm_ms": wide[("warm_ms", GRAPH)].round(4),
+            "speed_up_warm": warm.round(2),
+            "eager_flushed_ms": wide[("flushed_ms", EAGER)].round(4),
+            "replay_flushed_ms": wide[("flushed_ms", GRAPH)].round(4),
+            "speed_up_flushed": flushed.round(2),
+        }
+    )
 
 
 def flushed_clause(timing: pd.DataFrame) -> str:
