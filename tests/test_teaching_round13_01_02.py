@@ -35,7 +35,7 @@ def test_d1_the_brief_counts_each_recording_and_names_its_gpu():
     kernel, kprov = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
     for copy, g in kernel[kernel["batch"] > 16].groupby("copy"):
         for status, n in g["status"].value_counts().items():
-            assert f"{copy}: " in said and f"`{status}` {n} of {len(g)}" in said
+            assert f"`{copy}`: " in said and f"`{status}` {n} of {len(g)}" in said  # round 22: a table row
     _, cprov = cause_tables.recorded(DATA)
     assert kprov["device_name"] in said and cprov["device_name"] in said
     nb = cells("01_reproduce_ima")

@@ -44,19 +44,23 @@ def test_a1_the_brief_says_where_each_recording_is_shown_on_gpu_and_cpu():
     cpu, gpu = str(headline.recorded_brief(DATA, "cpu", True)), str(headline.recorded_brief(DATA, "cuda", True))
     off = str(headline.recorded_brief(DATA, "cuda", False))
     assert "each section below shows this run's own outcome beside" not in cpu + gpu
-    engine_cpu, place_cpu = cpu.split("\n\n")[2], cpu.split("\n\n")[4]
-    engine_gpu, place_gpu = gpu.split("\n\n")[2], gpu.split("\n\n")[4]
-    assert "scenarios (b) and (d)" in engine_gpu and "shown only here" in engine_gpu
+
+    def row(brief, word):  # round 22, D1: one table row per experiment
+        return next(r for r in brief.split("\n") if r.startswith("| ") and word in r)
+
+    engine_cpu, place_cpu = row(cpu, "scenarios (b) and (d)"), row(cpu, "placed by hand")
+    engine_gpu, place_gpu = row(gpu, "scenarios (b) and (d)"), row(gpu, "placed by hand")
+    assert "here only" in engine_gpu
     # round 20, A1: the recorded placement runs' `default` arm is a row of the same-seeds table on a GPU
-    assert "placed by hand" in place_gpu and "Which recordings ran the same seeds" in place_gpu
-    assert "shown only here" not in cpu and "in place of a live run" in engine_cpu + place_cpu
+    assert "Which recordings ran the same seeds" in place_gpu
+    assert "here only" not in cpu and "in place of a live run" in engine_cpu and "in place of a live run" in place_cpu
     # RUN_ENGINE off on a GPU: the engines are the recorded ones again, the placements still live
-    assert "in place of a live run" in off.split("\n\n")[2] and "this run repeats" in off.split("\n\n")[4]
+    assert "in place of a live run" in row(off, "scenarios (b) and (d)") and "this run repeats" in row(off, "by hand")
     # the counts stay those of the files
     engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
     d = engines[engines["scenario"] == "d"]
-    assert f"(d): `illegal_memory_access` {int((d['status'] == 'illegal_memory_access').sum())} of {len(d)}" in gpu
-    assert "headline.recorded_brief(DATA_DIR, device, RUN_ENGINE)" in _code("01_reproduce_ima")
+    assert f": `illegal_memory_access` {int((d['status'] == 'illegal_memory_access').sum())} of {len(d)}" in gpu
+    assert "headline.recorded_brief(DATA_DIR, device, RUN_ENGINE" in _code("01_reproduce_ima")
 
 
 # A2, A3, A6: the wording of 01's captions and definitions.

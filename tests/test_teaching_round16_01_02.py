@@ -45,24 +45,25 @@ def test_b1_the_brief_names_each_recordings_provenance():
 
     for device in ("cpu", "cuda"):
         brief = str(headline.recorded_brief(DATA, device, True))
-        bullets = [b for b in brief.split("\n") if b.startswith("* ")]
-        assert len(bullets) == 4
+        # round 22, D1: one table row per experiment (torch-only, sanitizer, placements, engine, without full
+        # graphs, every request), each naming its files
+        rows = [r for r in brief.split("\n") if r.startswith("| ") and not r.startswith("| experiment")]
+        assert len(rows) == 6
         _, kprov = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
         _, cprov = cause_tables.recorded(DATA)
         every, eprovs = _every()
         engines, gprovs = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
-        for bullet, provs in ((bullets[0], [kprov]), (bullets[3], [cprov])):
+        for row, provs in ((rows[0], [kprov]), (rows[2], [cprov])):
             for p in provs:
-                assert f"{p['device_name']}, commit {str(p['git_commit'])[:10]}, {p['date']}" in bullet
-        # the engine bullet: the files holding scenarios (b) and (d), and only those
+                assert f"{p['device_name']}, commit {str(p['git_commit'])[:10]}, {p['date']}" in row
+        # the engine row: on a GPU run that repeats the engines, the files holding scenarios (b) and (d), and only
+        # those; without one, every engine file, as the engine section then shows them all
         used = set(engines[engines["scenario"].isin(["b", "d"])]["source"])
         for name, p in zip(record.RECORDED_ENGINE_TABLES, gprovs, strict=True):
             stamp = f"commit {str(p['git_commit'])[:10]}, {p['date']}"
-            assert (stamp in bullets[1]) == (name in used), name
-        stock_files = {s for s, e in zip(every["source"], every["engine"]) if "stock" in str(e)}
-        for name, p in zip(record.RECORDED_EVERY_REQUEST, eprovs, strict=True):
-            if name in stock_files:
-                assert f"commit {str(p['git_commit'])[:10]}, {p['date']}" in bullets[2]
+            assert (stamp in rows[3]) == (name in used or device == "cpu"), name
+        for p in eprovs:
+            assert f"commit {str(p['git_commit'])[:10]}, {p['date']}" in rows[5]
 
 
 def test_b1_recorded_from_names_each_distinct_file():
@@ -70,12 +71,11 @@ def test_b1_recorded_from_names_each_distinct_file():
 
     a = {"device_name": "CPU box", "git_commit": "abcdef0123456789", "date": "D1"}
     b = {**a, "git_commit": "0123456789abcdef", "date": "D2"}
-    assert recorded_from(a) == "the recorded run on CPU box, commit abcdef0123, D1"
-    assert recorded_from([a, a]) == "the recorded runs on CPU box, commit abcdef0123, D1"
-    assert (
-        recorded_from([a, b])
-        == "the recorded runs on CPU box, commit abcdef0123, D1; on CPU box, commit 0123456789, D2"
-    )
+    # round 22, A1: each file in the form the edition index counts, `recorded on`
+    assert recorded_from(a) == "recorded on CPU box, commit abcdef0123, D1"
+    assert recorded_from([a, a]) == "recorded on CPU box, commit abcdef0123, D1"
+    both = "recorded on CPU box, commit abcdef0123, D1; recorded on CPU box, commit 0123456789, D2"
+    assert recorded_from([a, b]) == both
 
 
 # C: the ring of a silently wrong step is hollow and wider than the point, so the copy's marker shows inside it.

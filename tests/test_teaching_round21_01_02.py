@@ -44,8 +44,10 @@ def test_a1_the_index_counts_01s_recordings_and_gpus_as_01_prints_them():
     gpus = {re.search(r"recorded on ([^,(|]+?)(?: \(driver|,)", line).group(1) for line in lines}
     assert gpus == {"NVIDIA H100 80GB HBM3", "NVIDIA H200"}
     assert all(gpu in evidence for gpu in gpus)
-    assert evidence.startswith("live, except 5 recorded results") and f"; {len(lines)} such lines" in evidence
-    assert len(lines) == 6
+    # round 22, A1: the count follows what 01 prints (its brief names every recording, each with its time)
+    stamps = {m for line in lines for m in re.findall(r"commit (\w{10})\w*, (\d{4}-[\d\-T:+]+)", line)}
+    assert evidence.startswith(f"live, except {len(stamps)} recorded results")
+    assert f"; {len(lines)} such lines" in evidence
     # a short line with its time tells two recordings of one commit apart; without it, it is the earlier one again
     full = "recorded on G (driver 1), torch 2, vLLM 0.20.0, commit abc, 2026-11-2{d}T00:00:00+00:00"
     text = f"{full.format(d=1)}\n| x | recorded on G, flexfix commit abc, 2026-11-22T00:00:00+00:00 |"
@@ -75,14 +77,15 @@ def test_a2_the_brief_s_lead_agrees_with_its_bullets():
     from flexfix.edition.narrative import headline
 
     said = str(headline.recorded_brief(DATA, "cuda", True))
-    lead, bullets = said.split("\n\n")[0], [p for p in said.split("\n\n") if p.startswith("* ")]
-    assert "show the live run only" not in lead
-    alone = [b for b in bullets if "shown only here" in b]
+    # round 22, D1: the lead says no more where anything is; each row of the table says it for its own recording
+    lead = said.split("\n\n")[0]
+    rows = [r for r in said.split("\n") if r.startswith("| ") and not r.startswith("| experiment")]
+    assert "show the live run only" not in lead and "section" not in lead.split("One row per experiment")[0]
+    alone = [r for r in rows if r.split(" | ")[-1].startswith("here only")]
     assert len(alone) == 1 and "scenarios (b) and (d)" in alone[0]
-    assert "only the engine scenarios' recordings are shown here and nowhere else" in lead
-    assert sum("again" in b for b in bullets) == len(bullets) - 1
-    without = str(headline.recorded_brief(DATA, "cuda", False)).split("\n\n")[0]
-    assert "only the engine scenarios" not in without and "each appears again below" in without
+    assert sum("section" in r.split(" | ")[-1] for r in rows) == len(rows)
+    without = str(headline.recorded_brief(DATA, "cuda", False))
+    assert "here only" not in without
 
 
 def test_b1_b_and_d_settings_come_from_their_records_and_the_rest_is_scoped():

@@ -1,12 +1,14 @@
 """The edition index's ``evidence`` cell of one executed notebook (:func:`about`): what it measured live, and how many
 results it shows from earlier runs instead, counted from the ``recorded on`` lines it prints.
 
-Two forms of line name a recording. The full one (:func:`flexfix.edition.tables.provenance.provenance_line`: GPU,
-driver, torch, vLLM, commit and time) and the short one of a table cell (``recorded on GPU, flexfix commit C``,
-with the time where the cell gives it: notebook 01's table of the runs that used the same seeds). A short line is
-the same recording as a full one of its GPU and commit (and time, where it says one); otherwise it is a recording of
-its own. Printed outputs are read once each: a stream's text, a display's markdown (its plain text only when it
-has no markdown, as a table is shown in both)."""
+Two forms name a recording. The full one (:func:`flexfix.edition.tables.provenance.provenance_line`: GPU,
+driver, torch, vLLM, commit and time) and the short one of a sentence or a table cell (``recorded on GPU, commit C,
+time``, :func:`flexfix.edition.tables.provenance.recorded_on`, or ``recorded on GPU, flexfix commit C`` with or
+without the time: notebook 01's table of the runs that used the same seeds). A short form is the same recording as a
+full one of its GPU and commit (and time, where it says one); otherwise it is a recording of its own (r0102 round 22,
+A1: 01's brief named two recordings, by GPU, commit and time, in a form this count missed). Printed outputs are read
+once each: a stream's text, a display's markdown (its plain text only when it has no markdown, as a table is shown in
+both); a line that names several recordings counts as one line."""
 
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ __all__ = ["FAKE_LIVE", "about", "recordings"]
 # A provenance line, wherever it sits in a printed line (05 and 07 put the file's name before it): the GPU, and the
 # recording it names (commit and time), which tells the recordings apart.
 _RECORDED = re.compile(r"recorded on (.+?)(?: \(driver [^)]*\))?, torch .*?, commit (\w+), (\S+?)(?:[,;\s]|$)", re.M)
-# A table cell's short form: GPU and commit, the time where given.
-_SHORT = re.compile(r"recorded on ([^,|\n]+?), flexfix commit (\w+)(?:, (\d{4}-\d\d-\d\dT[^\s|,;]+))?")
+# The short form of a sentence or a table cell: GPU (parentheses allowed) and commit, the time where given.
+_SHORT = re.compile(
+    r"recorded on ((?:[^,;|\n(<]|\([^)\n]*\))+?), (?:flexfix )?commit (\w+)(?:, (\d{4}-\d\d-\d\dT[^\s|,;<)]+))?"
+)
 # What notebook 06 prints when its live part is its FAKE server (RUN_SERVER False): no vLLM ran live there.
 _FAKE = FAKE_LEAD
 # Its index row: the scenarios are the FAKE server's, while the installed vLLM's dispatcher and the tokenizer check
@@ -48,7 +52,7 @@ def _outputs_text(nb: nbformat.NotebookNode) -> str:
 
 def recordings(text: str) -> tuple[list[tuple[str, str, str | None]], int]:
     """The recordings ``text`` names (GPU, commit, time: each once, in order of first appearance) and the number of
-    ``recorded on`` lines naming them (full and short)."""
+    lines naming them (full and short forms; a line naming several counts once)."""
     full = _RECORDED.findall(text)
     short = _SHORT.findall(text)
     found: list[tuple[str, str, str | None]] = list(dict.fromkeys(full))
@@ -56,7 +60,8 @@ def recordings(text: str) -> tuple[list[tuple[str, str, str | None]], int]:
         same = [r for r in found if r[0] == gpu and r[1] == commit and (not time or r[2] in (None, time))]
         if not same:
             found.append((gpu, commit, time or None))
-    return found, len(full) + len(short)
+    lines = sum(bool(_RECORDED.search(line) or _SHORT.search(line)) for line in text.splitlines())
+    return found, lines
 
 
 def about(nb: nbformat.NotebookNode) -> tuple[str, str]:

@@ -90,12 +90,32 @@ def recorded_settings(runs: pd.DataFrame, names: tuple[str, ...] = ("b", "d")) -
     return listing(said, sep="; ")
 
 
+def without_full(rows: pd.DataFrame) -> tuple[list[tuple[str, str]], bool]:
+    """Notebook 02's stock engines without full graphs (``engine_sweep.request_rows`` of ``stock_workarounds``): per
+    graph mode, its words and how many requests came out otherwise in the batch than alone at each count (``0 of 48
+    and 0 of 128``), and whether every engine completed with none differing."""
+    from flexfix.edition.tables.outcome_rows import requests_differing
+
+    said, agree = [], True
+    for graphs, words in _NO_FULL.items():
+        mine = rows[(rows["graphs"] == graphs) & ~rows["patched"].astype(bool)]
+        counts = []
+        for r in mine.itertuples():
+            other = requests_differing(r._asdict())
+            ok = r.engine_status == "ok"
+            agree = agree and ok and other == 0
+            counts.append(f"{other} of {r.requests}" if ok else f"`{r.engine_status}` at {r.requests}")
+        if counts:
+            said.append((words, listing(counts)))
+    return said, agree
+
+
 def support(engine_runs: pd.DataFrame, data_dir) -> str:
     """One paragraph: whether (b) and (d) both faulted in ``engine_runs`` and what that shows, then notebook 02's
     recorded stock engines without full graphs, counted from ``stock_workarounds``."""
     from flexfix.edition import schemas
     from flexfix.edition.tables.outcome_rows import requests_differing
-    from flexfix.edition.tables.provenance import recorded_where
+    from flexfix.edition.tables.provenance import recorded_from
     from flexfix.measure import engine_sweep
 
     b, d = _faulted(engine_runs, "b"), _faulted(engine_runs, "d")
@@ -120,17 +140,8 @@ def support(engine_runs: pd.DataFrame, data_dir) -> str:
         )
     safety, prov = schemas.recorded(data_dir, "stock_workarounds", schemas.ENGINE_SWEEPS)
     rows = engine_sweep.request_rows(safety)
-    said, agree = [], True
-    for graphs, words in _NO_FULL.items():
-        mine = rows[(rows["graphs"] == graphs) & ~rows["patched"].astype(bool)]
-        counts = []
-        for r in mine.itertuples():
-            other = requests_differing(r._asdict())
-            ok = r.engine_status == "ok"
-            agree = agree and ok and other == 0
-            counts.append(f"{other} of {r.requests}" if ok else f"`{r.engine_status}` at {r.requests}")
-        if counts:
-            said.append(f"with {words}, {listing(counts)} requests came out otherwise in the batch than alone")
+    found, agree = without_full(rows)
+    said = [f"with {words}, {counts} requests came out otherwise in the batch than alone" for words, counts in found]
     if not said:
         return markdown(first + " Notebook 02's recorded workaround checks hold no engine without full graphs.")
     model = listing(sorted({str(m) for m in safety.get("model", pd.Series(["?"])).dropna()})) or "?"
@@ -146,7 +157,7 @@ def support(engine_runs: pd.DataFrame, data_dir) -> str:
         "path as the cause, and do not show it"
     )
     return markdown(
-        f"{first} Notebook 02's recorded checks of stock vLLM 0.20.0 without full graphs ({recorded_where(prov)}, "
+        f"{first} Notebook 02's recorded checks of stock vLLM 0.20.0 without full graphs ({recorded_from(prov)}, "
         f"{model} model): {listing(said, sep='; ')}" + (f"; {why}." if agree else ", so they do not all agree with it.")
     )
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["provenance_line", "recorded_where", "recorded_from", "notebook_times_line"]
+__all__ = ["provenance_line", "recorded_where", "recorded_from", "recorded_on", "notebook_times_line"]
 
 
 def provenance_line(prov: Mapping[str, Any]) -> str:
@@ -27,18 +27,18 @@ def recorded_where(provs) -> str:
     return f"the recorded {runs} on {' and '.join(names)}"
 
 
+def recorded_on(prov: Mapping[str, Any]) -> str:
+    """ "recorded on <machine>, commit <c>, <date>": one file, in the short form the edition index counts as a
+    recording (``flexfix.edition.evidence``, r0102 round 22, A1)."""
+    return f"recorded on {prov.get('device_name')}, commit {str(prov.get('git_commit'))[:10]}, {prov.get('date')}"
+
+
 def recorded_from(provs) -> str:
-    """ "the recorded run on <machine>, commit <c>, <date>" for one provenance or a list of them (r0102 round 16, B1):
+    """ "recorded on <machine>, commit <c>, <date>" for one provenance or a list of them (r0102 round 16, B1):
     each distinct file's machine (GPU or CPU), commit and date, so a line that quotes a recording names where it
-    comes from even where no table of it is shown."""
+    comes from even where no table of it is shown; each in the form the edition index counts (round 22, A1)."""
     provs = [provs] if isinstance(provs, dict) else list(provs)
-    seen = []
-    for p in provs:
-        said = f"{p.get('device_name')}, commit {str(p.get('git_commit'))[:10]}, {p.get('date')}"
-        if said not in seen:
-            seen.append(said)
-    runs = "run" if len(provs) == 1 else "runs"
-    return f"the recorded {runs} on " + "; on ".join(seen)
+    return "; ".join(dict.fromkeys(recorded_on(p) for p in provs))
 
 
 def notebook_times_line(times: pd.DataFrame) -> str:

@@ -1,0 +1,124 @@
+"""Round 22 reading of the published edition (4011fc3): the edition index, notebooks 01 and 02.
+
+Each test fails on the sources as they were before its fix. The published edition under ``data/notebooks`` is
+regenerated later by a GPU run, so where a test needs 01's outputs it replaces the cells whose wording changed with
+what this code now prints for them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import nbformat
+
+from flexfix.edition import schemas
+from flexfix.measure import record
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+EDITION = DATA / "notebooks"
+STAMP = re.compile(r"commit (\w{10})\w*, (\d{4}-\d\d-\d\dT[\d:]+\+00:00)")
+
+
+def _cells(name: str) -> list[str]:
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    return [" ".join("".join(c["source"]).split()) for c in nb["cells"]]
+
+
+def _cell(name: str, marker: str) -> str:
+    found = [c for c in _cells(name) if marker in c]
+    assert len(found) == 1, (marker, len(found))
+    return found[0]
+
+
+def _md(name: str) -> str:
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    return " ".join(" ".join("".join(c["source"]).split()) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+def _flat(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _brief(device="cuda", engine=True, sanitizer=False) -> str:
+    from flexfix.edition.narrative import headline
+
+    return str(headline.recorded_brief(DATA, device, engine, *([sanitizer] if sanitizer else [])))
+
+
+def _support() -> str:
+    from flexfix.edition.narrative import graph_path
+
+    runs, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    return str(graph_path.support(runs, DATA))
+
+
+def _published_01(now: bool = True):
+    """The published 01, its brief and its graph-path paragraph replaced by what this code prints now (``now``)."""
+    nb = nbformat.read(EDITION / "01_reproduce_ima.ipynb", as_version=4)
+    if not now:
+        return nb
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        new = _brief() if "headline.recorded_brief(" in cell.source else None
+        new = _support() if "graph_path.support(" in cell.source else new
+        if new is not None:
+            cell.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": new, "text/plain": new})]
+    return nb
+
+
+def _printed(nb, skip: str = "") -> str:
+    from flexfix.edition.evidence import _outputs_text
+
+    nb = copy.deepcopy(nb)
+    nb.cells = [c for c in nb.cells if not (skip and skip in c.source)]
+    return "\n".join(line for line in _outputs_text(nb).splitlines() if not line.startswith("this run:"))
+
+
+# A1: the index counted 5 recordings for 01, which named 7 by GPU, commit and time (two in its brief, in a form the
+# count missed); its count now reads every form 01 prints, and equals the number the brief states.
+
+
+def test_a1_the_index_counts_every_recording_01_names():
+    from flexfix.edition import evidence
+
+    nb = _published_01()
+    text = _printed(nb)
+    found, lines = evidence.recordings(text)
+    named = {m for m in STAMP.findall(text)}
+    counted = {(c[:10], t) for _, c, t in found if t}
+    assert named <= counted, named - counted
+    said = re.search(r"it prints (\d+) recordings", _brief()).group(1)
+    assert evidence.about(nb)[1].startswith(f"live, except {said} recorded results")
+    # the short form of a sentence: each recording once, a line naming two counts as one line
+    two = "(recorded on G, commit abc, 2026-11-21T00:00:00+00:00; recorded on G, commit def, 2026-11-22T00:00:00+00:00)"
+    assert [r[1] for r in evidence.recordings(two)[0]] == ["abc", "def"] and evidence.recordings(two)[1] == 1
+    # a machine whose name holds a comma, as a CPU's does
+    cpu = "recorded on cpu (x86_64, 2 cores), commit abc, 2026-11-21T00:00:00+00:00"
+    assert evidence.recordings(cpu)[0] == [("cpu (x86_64, 2 cores)", "abc", "2026-11-21T00:00:00+00:00")]
+
+
+# A2: the brief left out the sanitizer recording and the patched every-request engines, both printed later.
+
+
+def test_a2_the_brief_names_every_recording_01_prints():
+    rest = _printed(_published_01(now=False), skip="headline.recorded_brief(")
+    for device, engine, sanitizer in (("cuda", True, False), ("cpu", True, False), ("cuda", False, False)):
+        brief = _brief(device, engine, sanitizer)
+        for commit, time in STAMP.findall(rest):
+            assert f"commit {commit}, {time}" in brief, (device, commit, time)
+    # the patched every-request engines and the sanitizer each have their row
+    brief = _brief()
+    assert "compute-sanitizer" in brief and "patched `VLLM_BATCH_INVARIANT=1`" in brief
+    _, sprov = schemas.recorded(DATA, "ima_sanitizer", schemas.SANITIZER_RUNS)
+    assert sprov["date"] in brief
+    # where this run reruns the sanitizer, the recording is not printed, and the brief leaves it out
+    assert sprov["date"] not in _brief("cuda", True, True)
+    # the brief's rows: one recording per named file, the count it states the files it names
+    n = int(re.search(r"it prints (\d+) recordings", brief).group(1))
+    assert n == len(set(STAMP.findall(brief)))
+    assert "RUN_SANITIZER)" in _cell("01_reproduce_ima", "headline.recorded_brief(")
