@@ -122,3 +122,28 @@ def test_a2_the_brief_names_every_recording_01_prints():
     n = int(re.search(r"it prints (\d+) recordings", brief).group(1))
     assert n == len(set(STAMP.findall(brief)))
     assert "RUN_SANITIZER)" in _cell("01_reproduce_ima", "headline.recorded_brief(")
+
+
+# A3: "one query block at a time" under max_num_seqs=16 contradicted the definition of a query block (16 query
+# tokens: a prefill of one long prompt holds several); it is one query block per decode step, and only decode steps
+# replay a FULL graph.
+
+
+def _ways():
+    from flexfix.edition.tables.workarounds import workaround_table
+
+    safety, sprov = schemas.recorded(DATA, "stock_workarounds", schemas.ENGINE_SWEEPS)
+    cost, _ = schemas.recorded(DATA, "stock_workaround_cost", schemas.ENGINE_SWEEPS)
+    return workaround_table(safety, cost), sprov
+
+
+def test_a3_max_num_seqs_16_keeps_one_query_block_per_decode_step():
+    from flexfix.edition.narrative import workaround_control, workarounds
+
+    ways, sprov = _ways()
+    said = _flat(workarounds.without_plugin(ways, "a", "b", sprov, None, None))
+    end = _flat(workaround_control.takeaway(sprov, None, []))
+    for text in (said, end):
+        assert "one query block at a time" not in text and "one query block was ever in flight" not in text
+    assert "a decode step held one query block" in said and "for decode steps only" in said
+    assert "no decode step held more than one query block, and only decode steps replay a FULL graph" in end

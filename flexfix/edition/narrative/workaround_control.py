@@ -71,8 +71,9 @@ def takeaway(safety_prov: dict | None, live: tuple[pd.DataFrame, dict] | None, c
         f"* Without the plugin, no request differed with piecewise graphs, with no graphs or with `max_num_seqs={q}` "
         "on stock 0.20.0 in the recorded check of the first section: what was recorded, not a proof. That check had "
         f"no positive control in its own run; the first section's verdict names the nearest one: {nearest}. With "
-        f"`max_num_seqs={q}` no more than one query block was ever in flight, so that this bug cannot occur there is "
-        "true by construction (batch variance could still make a request differ). Each costs throughput (first "
+        f"`max_num_seqs={q}` no decode step held more than one query block, and only decode steps replay a FULL "
+        "graph, so that this bug cannot occur there is true by construction (batch variance could still make a "
+        "request differ). Each costs throughput (first "
         "section: one engine of each, a rough size, not a ranking); 0.20.1 and 0.20.2 ship the same copy."
     )
 
