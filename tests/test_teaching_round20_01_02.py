@@ -148,7 +148,8 @@ def test_d13_02_says_why_request_0s_tokens_matter_once():
     patched = engines[engines["scenario"].astype(str).str.startswith("patched")]
     first, again = str(workarounds.patched_batches(patched)), str(workarounds.patched_batches(patched, again=True))
     assert first.count("would match itself trivially") == 1 and "match itself trivially" not in again
-    assert "never misreads (notebook 01): its match says" not in again and "As above" in again
+    # round 22, D11: the 0.20.2 lines point back to the one place that says why
+    assert "never misreads (notebook 01): its match says" not in again and "under the 0.20.0 runs above" in again
     assert "again=True)" in _cell("02_apply_flexfix", "workarounds.patched_batches(tables.select_scenarios(v0_20_2")
     takeaways = _cell("02_apply_flexfix", "## Takeaways")
     assert "covers every request of the batches checked: the patched engine" not in takeaways

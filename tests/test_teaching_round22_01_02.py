@@ -147,3 +147,45 @@ def test_a3_max_num_seqs_16_keeps_one_query_block_per_decode_step():
         assert "one query block at a time" not in text and "one query block was ever in flight" not in text
     assert "a decode step held one query block" in said and "for decode steps only" in said
     assert "no decode step held more than one query block, and only decode steps replay a FULL graph" in end
+
+
+# B1: "on the plugin route, that the patch reached the engine" rested on the batch-invariance override alone; what
+# the runs show of the copy on that route is now said (nothing: it is inferred from flexfix's code).
+
+
+def test_b1_the_plugin_route_shows_the_override_and_infers_the_copy():
+    said = _cell("02_apply_flexfix", "Two routes, both with `VLLM_BATCH_INVARIANT=1`")
+    assert "that the patch reached the engine" not in said
+    assert "so that flexfix's `vllm.general_plugins` entry point patches every engine and worker process" not in said
+    assert "the patch's *second* change reached the process that runs the model" in said
+    assert "That the *copy* was replaced in that process too, no output of these runs shows" in said
+    assert "whose patched engines took the in-process route" in said
+    # flexfix's code, as the paragraph says: apply() replaces the copy just before it overrides the answer
+    import inspect
+
+    from flexfix.integration import vllm_patch, vllm_plugin
+
+    body = inspect.getsource(vllm_patch.apply)
+    assert body.index("mod.copy_to_persistent = copy_to_persistent") < body.index(
+        "mod.FlexAttentionBackend.supports_batch_invariance = classmethod(_supports_batch_invariance)"
+    )
+    assert "vllm_patch.apply(quiet=True)" in inspect.getsource(vllm_plugin._patch)
+    from flexfix.measure import engine_sweep
+
+    env = engine_sweep.EngineRun(model="tiny", batch_invariant=False, graphs="full").env()
+    assert env.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+
+
+# D11: why request 0 tests nothing of the fix was said three times in 02's engine section; now once, under the runs.
+
+
+def test_d11_the_request_0_caveat_is_said_once():
+    from flexfix.edition.narrative import workarounds
+
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    patched = engines[engines["scenario"].astype(str).str.startswith("patched")]
+    first, again = _flat(workarounds.patched_batches(patched)), _flat(workarounds.patched_batches(patched, True))
+    section = _cell("02_apply_flexfix", "Two routes, both with `VLLM_BATCH_INVARIANT=1`")
+    texts = [section, first, again]
+    assert sum(t.count("never misreads") for t in texts) == 1 and "never misreads" in first
+    assert "under the 0.20.0 runs above" in again

@@ -303,13 +303,15 @@ def patched_batches(runs: pd.DataFrame, again: bool = False) -> str:
             if distinct and tokens:
                 line += f"; request 0's stream had {span(distinct, '{:.0f}')} distinct tokens in its {max(tokens)}"
         lines.append(line + ".")
+    # r0102 round 22, D11: why request 0 tests nothing of the fix is said here once; the 0.20.2 runs point back
     lines.append(
-        "As above: request 0 matched itself alone here too, in query block 0, which the bug never misreads."
+        "Request 0's match is no test of the fix here either (why: under the 0.20.0 runs above)."
         if again
-        else "A stream that repeats one token would match itself trivially, hence request 0's distinct tokens. "
-        "Request 0 sits in query block 0, which the bug never misreads (notebook 01): its match says the patch leaves "
-        "that request as it is alone, not that the later query blocks read right, and a completed batch is no such "
-        "evidence either (a misread can be silent)."
+        else "**These lines are no test of the fix.** Each engine compared only request 0, alone and inside the batch, "
+        "and request 0 sits in query block 0, which the bug never misreads (notebook 01): its match says the patch "
+        "leaves that request as it is alone, not that the later query blocks read right, and a completed batch is no "
+        "such evidence either (a misread can be silent); the every-request check below is. A stream that repeats one "
+        "token would match itself trivially, hence request 0's distinct tokens."
     )
     return markdown("\n".join(lines))
 
