@@ -103,7 +103,7 @@ def test_a3_direction_within_the_spread_is_a_hint_everywhere():
     assert "a direction that holds in every ratio (all above 1, or all below) survives the noise" not in md
     assert "**and** beyond the spread between engines survives the noise" in md
     assert "within that spread is a hint" in md
-    assert "here=here, spread=spread)" in _code("05_cost")
+    assert "here=here, spread=spread, answered=answered)" in _code("05_cost")  # round 22 D14
 
 
 # B1 / D6: the page-count table names the cells (batch size, position) the sentence's batch sizes come from.

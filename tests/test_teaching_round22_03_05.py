@@ -165,3 +165,36 @@ def test_b2_every_case_of_the_flushed_range_is_shown():
     code = _code("05_cost")
     assert code.index("cost_l2.replay_flushed(") < code.index("display(cost_l2.replay_cases(tables.l2_effect(kernel)))")
     assert code.index("display(cost_l2.replay_cases(") < code.index('else:\n    print("CPU: timed with warm caches')
+
+
+# D14 (05): the engine conclusion (full faster in every ratio, a hint; BI1/BI0 unresolved, with the same medians) was
+# said five times: In plain words, The answer first, the ratios' In short, its bullets and the Direction line. It is
+# now said once, in The answer first (one paragraph and its numbers); the In short reads only the other ratios and
+# points there, and the Direction line compares with the published directions without the numbers again.
+
+
+def test_d14_the_engine_conclusion_is_said_once():
+    from flexfix.edition.narrative import cost as story
+    from flexfix.edition.narrative.cost_answer import engine_answer
+
+    _, speed = _engines_and_speed()
+    summary, spread = tables.ratio_summary(speed), tables.throughput_spread(speed)
+    answer = _flat(engine_answer(speed))
+    where = "*The answer first*, at the top of this section"
+    ratios = _flat(story.engine_ratios(summary, spread, (where, "full/piecewise, BI1/BI0")))
+    timing = tables.timing_ratios(schemas.recorded(DATA, "decode_timing", schemas.DECODE_TIMING)[0], spread=True)
+    published = _flat(story.published(summary, timing, "the recording", spread=spread, answered=where))
+    assert answer.count("**The answer first.**") == 1 and "In plain words" not in answer
+    lead = ratios.split("In short:")[1].split("* tiny,")[0]
+    for ratio in ("full/piecewise", "BI1/BI0"):
+        for model in ("tiny", "variance"):
+            median = f"median {summary.loc[(model, ratio), 'median']:.2f}x"
+            assert median in answer and median not in lead, (model, ratio)
+            assert median not in published.split("**Direction.**")[1]
+    assert "full faster than piecewise" not in lead and f"read in {where}" in lead
+    direction = published.split("**Direction.**")[1]
+    assert "full faster in every ratio" not in direction and "a hint only" in direction
+    assert f"({where} gives the numbers)" in direction and "10 of 18" not in direction
+    assert "went both ways from run to run (tiny and variance models): unresolved" in direction
+    # without the pointer, every ratio is read in the In short (the older callers)
+    assert "full faster than piecewise" in _flat(story.engine_ratios(summary, spread))

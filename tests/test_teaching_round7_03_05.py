@@ -187,7 +187,7 @@ def test_a5_a6_the_engine_spread_and_the_supported_directions():
     assert "full faster than piecewise (variance" not in supported
     assert f"full faster than piecewise (variance, {int(row['ratios'])} ratios, " in lead
     assert f"against up to {most:.2f}x between engines" in lead
-    assert "story.engine_ratios(summary, spread)" in _code("05_cost")
+    assert "story.engine_ratios(summary, spread, (answered" in _code("05_cost")  # round 22 D14
     md = " ".join(_markdown("05_cost").split())
     assert "moves on its own" not in md
 

@@ -10,7 +10,6 @@ from flexfix.edition.narrative import cost_l2, cost_replay, listing, markdown, p
 from flexfix.edition.narrative.cost_bi import bi_verdict
 from flexfix.edition.narrative.cost_devices import (
     _numbers,
-    beyond_spread,
     bi_bands,
     compare_runs,
     direction,
@@ -18,6 +17,7 @@ from flexfix.edition.narrative.cost_devices import (
     kernel_bi_cost,
     l2_effect,
 )
+from flexfix.edition.narrative.cost_ratios import _check_summary, _ratio_line, engine_ratios
 from flexfix.edition.narrative.cost_runs import engine_commits, engine_workload
 
 __all__ = [
@@ -48,10 +48,6 @@ def _check_ratios(ratios: pd.DataFrame, what: str) -> None:
     _numbers(ratios, ["batch", "context", "flex_over_sdpa", "flex_bw_fraction", "sdpa_bw_fraction"], what)
     if "graph_speedup" in ratios:
         _numbers(ratios, ["graph_speedup", "bi_overhead"], what)
-
-
-def _check_summary(summary: pd.DataFrame, what: str) -> None:
-    _numbers(summary, ["ratios", "below_1", "lowest", "median", "highest"], what)
 
 
 def _host_ms(ratios: pd.DataFrame) -> list[float]:
@@ -294,78 +290,20 @@ def _warmup_meaning(first: int, chance: float, sd: float) -> str:
     return f"no sign that {warm} was too little: the first repetition was the slowest as chance gives"
 
 
-def _ratio_line(row: pd.Series) -> str:
-    above = int(row["ratios"] - row["below_1"])
-    return (
-        f"{above} of {int(row['ratios'])} ratios above 1 (range {row['lowest']:.2f}–{row['highest']:.2f}x, "
-        f"median {row['median']:.2f}x)"
-    )
-
-
-def _key(mixed: str) -> tuple[str, str]:
-    """ "BI1/BI0 (tiny)" -> ("tiny", "BI1/BI0")."""
-    ratio, model = mixed[:-1].split(" (")
-    return model, ratio
-
-
-def engine_ratios(summary: pd.DataFrame, spread: pd.DataFrame | None = None) -> str:
-    """:func:`flexfix.edition.tables.ratio_summary`, one line per model and ratio.  With ``spread``
-    (:func:`flexfix.edition.tables.throughput_spread`), a direction that held in every ratio is called supported only
-    where every ratio lies beyond how far one configuration moved between engines of that model (r0305 A6)."""
-    _check_summary(summary, "the throughput ratios")
-    lines = [f"* {model}, {ratio}: {_ratio_line(row)}." for (model, ratio), row in summary.iterrows()]
-    held, within, mixed = [], [], []
-    for (model, ratio), row in summary.iterrows():
-        first, second = ratio.split("/")
-        n = int(row["ratios"])
-        if int(row["below_1"]) in (0, n):
-            way = "faster" if int(row["below_1"]) == 0 else "slower"
-            said, apart = beyond_spread(row, model, spread)
-            (held if apart else within).append(f"{first} {way} than {second} ({model}, {plural(n, 'ratio')}{said})")
-        else:
-            mixed.append(f"{ratio} ({model})")
-    medians = {(model, ratio): row["median"] for (model, ratio), row in summary.iterrows()}
-    bullets = [  # r0305 D9: a short bullet per kind of direction, its conclusion first
-        "**Supported by these runs** (held in every ratio, across runs, beyond the spread between engines): "
-        + listing(held, "; ")
-        if held
-        else "**No direction held in every ratio across runs beyond the spread between engines.**"
-    ]
-    if within:
-        bullets.append(
-            "**A hint, not a result**: these held in every ratio, but not beyond how far one configuration moved "
-            "between engines (the rule: a direction is supported when its ratio nearest 1 lies beyond the model's "
-            "largest between-engine spread): " + listing(within, "; ") + "."
-        )
-    if mixed:
-        bullets.append(
-            "**Unresolved** (went both ways from run to run, so no direction): their medians: "  # r13 A1
-            + listing([f"{m} median {medians[_key(m)]:.2f}x" for m in mixed], "; ")
-            + "."
-        )
-    if held:
-        bullets[0] += "."
-    lead = "In short:\n" + "\n".join(f"- {b}" for b in bullets)  # "-": a list apart from the evidence's
-    return markdown(
-        "**The ratios, over all runs** (of output tokens per second: above 1, the first configuration named was "
-        "faster; `BI1/BI0` below 1 is a cost of batch invariance)",
-        lead,
-        "\n".join(lines),
-    )
-
-
 def published(
     summary: pd.DataFrame,
     ratios: pd.DataFrame,
     where: str,
     here: tuple[pd.DataFrame, str] | None = None,
     spread: pd.DataFrame | None = None,
+    answered: str = "",
 ) -> str:
     """Our ratios next to the published anchors (:mod:`flexfix.edition.anchors`), other setups, and which directions
     match theirs (:func:`~flexfix.edition.narrative.cost_devices.direction`).
     ``where`` names the kernel timing ``ratios`` come from (a recording, or this run), said beside its ranges;
     ``here``, ``(ratios, where)`` of this run, is said beside it for the kernel options' cost (r9 A1); ``spread``
-    (:func:`flexfix.edition.tables.throughput_spread`) marks a direction within the between-engine spread a hint."""
+    (:func:`flexfix.edition.tables.throughput_spread`) marks a direction within the between-engine spread a hint;
+    ``answered``: where the engine-level answer was given (r22 D14), which the direction line then points to."""
     _check_summary(summary, "the throughput ratios")
     _check_ratios(ratios, "the kernel timing ratios")
     pr = anchors.PR_36298["latency_s"]
@@ -392,5 +330,5 @@ def published(
         f"options' (above 1: batch invariance slower): {bi_kernel}"
         + (f"; in {kernel_bi_cost(*here)}" if here is not None else "")
         + ".",
-        direction(summary, ratios, where, (here,) if here is not None else (), spread),
+        direction(summary, ratios, where, (here,) if here is not None else (), spread, answered),
     )

@@ -50,27 +50,27 @@ def _status(summary: pd.DataFrame, ratio: str, spread: pd.DataFrame | None) -> d
 
 
 def _plain_one(status: dict, up: str, down: str) -> str:
-    """The plain answer for one ratio over the models: one clause where every model came out alike."""
+    """The plain answer for one ratio over the models: one clause where every model came out alike.  No numbers:
+    the bullets under it give each model's (r22 D14: the medians were said twice in one answer)."""
     if not status:
         return "not measured here."
     kinds = {(k, u if k != "unresolved" else None) for k, u, _ in status.values()}
-    medians = " and ".join(f"{m:.2f}x ({model})" for model, (_, _, m) in status.items())
     if len(kinds) == 1:
         kind, way = next(iter(kinds))
         if kind == "unresolved":
-            return f"not measurable here: its ratios went both ways across runs (medians {medians})."
+            return "not measurable here: its ratios went both ways across runs."
         word = up if way else down
         if kind == "supported":
-            return f"{word}, in every ratio and beyond the noise between engines (medians {medians})."
+            return f"{word}, in every ratio and beyond the noise between engines."
         return (
-            f"probably {word}, in every ratio (medians {medians}), but not proven at this noise: one configuration "
-            "moved between engines by more."
+            f"probably {word}, in every ratio, but not proven at this noise: one configuration moved between engines "
+            "by more."
         )
     parts = []
     for model, (k, u, _) in status.items():
         parts.append(f"{model}: " + ("unresolved" if k == "unresolved" else (up if u else down)))
         parts[-1] += " (not proven)" if k == "hint" else ""
-    return "the models differ (" + "; ".join(parts) + f"; medians {medians})."
+    return "the models differ (" + "; ".join(parts) + ")."
 
 
 def plain_answer(summary: pd.DataFrame, spread: pd.DataFrame | None) -> str:
@@ -79,7 +79,7 @@ def plain_answer(summary: pd.DataFrame, spread: pd.DataFrame | None) -> str:
     full = _plain_one(_status(summary, "full/piecewise", spread), "yes", "no, they were slower")
     bi = _plain_one(_status(summary, "BI1/BI0", spread), "no, it was faster", "yes, it was slower")
     return (
-        f"**In plain words.** Do full CUDA graphs buy throughput over piecewise ones? {full[0].upper() + full[1:]} "
+        f"Do full CUDA graphs buy throughput over piecewise ones? {full[0].upper() + full[1:]} "
         f"Does `VLLM_BATCH_INVARIANT=1` cost throughput? {bi[0].upper() + bi[1:]}"
     )
 
@@ -92,9 +92,9 @@ def engine_answer(speed: pd.DataFrame) -> str:
     from flexfix.edition import tables
 
     summary, spread = tables.ratio_summary(speed), tables.throughput_spread(speed)
-    return markdown(
-        plain_answer(summary, spread),
-        "**The answer first**, by the rule the lines further down apply (the tables and lines below are the evidence):",
+    return markdown(  # r22 D14: the plain answer and its numbers in one paragraph, said here once
+        f"**The answer first.** {plain_answer(summary, spread)} In numbers, by the rule the lines further down apply "
+        "(the tables and lines below are its evidence):",
         "* **Full over piecewise graphs** (output tokens per second, above 1: full faster): "
         + _direction(summary, "full/piecewise", spread, ("full faster", "full slower"))
         + ".\n* **What `VLLM_BATCH_INVARIANT=1` costs** (`BI1/BI0`, below 1: batch invariance slower): "

@@ -197,6 +197,7 @@ def direction(
     where: str = "the recorded run",
     also: tuple = (),
     spread: pd.DataFrame | None = None,
+    answered: str = "",
 ) -> str:
     """Which of the published directions these runs share (r0305 A2, B7): full over piecewise graphs (PR #36298: full
     faster), and the cost of batch invariance (the blog: slower), at the engine (``summary``,
@@ -204,29 +205,39 @@ def direction(
     ratio: above 1 slower), each kernel run named by its source: ``ratios`` from ``where``, then each
     ``(ratios, where)`` pair of ``also`` (r9 A1: this run's result beside the recording's).  With ``spread``
     (:func:`flexfix.edition.tables.throughput_spread`), a direction held in every ratio but not beyond the spread
-    between engines is called a hint, as the engine ratios' paragraph calls it (r11 A3)."""
+    between engines is called a hint, as the engine ratios' paragraph calls it (r11 A3).  ``answered`` names where the
+    engine-level answer was given already (r22 D14): the engine directions are then said against the published ones
+    only, in a few words, with models alike said together, and point there for the numbers."""
     said = {
         "above": "the same direction (full faster in every ratio)",
         "below": "the opposite direction (full slower in every ratio)",
         "both": "no direction (its ratios went both ways from run to run)",
     }
     models = list(summary.index.get_level_values(0).unique())
-    full = []
+    brief = {"above": "the same direction (full faster)", "below": "the opposite direction (full slower)"}
+    full, alike = [], {}
     for m in models:
         if (m, "full/piecewise") not in summary.index:
             continue
         row = summary.loc[(m, "full/piecewise")]
+        hint = _held(row) != "both" and not beyond_spread(row, m, spread)[1]
         text = said[_held(row)]
-        if _held(row) != "both" and not beyond_spread(row, m, spread)[1]:
+        if hint:
             text = text[:-1] + "; a hint, within the between-engine spread)"
         full.append(f"{m} model: {text}")
+        alike.setdefault(brief.get(_held(row), "no direction") + (", a hint only" if hint else ""), []).append(m)
+    if answered:  # r22 D14: the engine answer's numbers are not said again; models alike are said together
+        full = [f"{' and '.join(ms)} model{'s' if len(ms) > 1 else ''}: {text}" for text, ms in alike.items()]
     engine = {m: _held(summary.loc[(m, "BI1/BI0")]) for m in models if (m, "BI1/BI0") in summary.index}
     both = [m for m, h in engine.items() if h == "both"]
     cost = [
         f"{m} model: {'slower' if h == 'below' else 'faster'} in every ratio" for m, h in engine.items() if h != "both"
     ]
     parts = []
-    if both:
+    if both and answered:
+        models_ = f"{' and '.join(both)} model{'s' if len(both) > 1 else ''}"
+        parts.append(f"at the engine, `BI1/BI0` went both ways from run to run ({models_}): unresolved")
+    elif both:
         rows = [summary.loc[(m, "BI1/BI0")] for m in both]
         parts.append(
             "at the engine, `BI1/BI0` went both ways from run to run ("
@@ -252,6 +263,7 @@ def direction(
     return (
         "* **Direction.** Full vs piecewise graphs: "
         + ("; ".join(full) if full else "not measured")
+        + (f" ({answered} gives the numbers)" if answered and full else "")
         + ". The cost of batch invariance was "
         + verdict
         + (": " + "; ".join(parts) if parts else "")
