@@ -189,10 +189,9 @@ def test_d6_caption_above_each_recorded_figure():
     said = str(recorded_figure("the recorded run on X", "this run (Y)"))
     assert said.startswith("*The figure below, and the two after it, draw the recorded run on X, not this run (Y)*")
     code = _code("05_cost")
-    for ratio in ('"graph_speedup"', '"bi_overhead"', '"flex_bw_fraction"'):  # r20 D9: in full above the first only
-        cell = code[: code.index(ratio)].rsplit("plots.ratio_lines(", 1)[0].rstrip().splitlines()[-1]
-        again = "" if ratio == '"graph_speedup"' else ", again=True"
-        assert cell.startswith(f"display(cost_bands.recorded_figure(tables.recorded_where(prov), this_run{again}))")
+    cell = code[: code.index('"graph_speedup"')].rsplit("plots.ratio_lines(", 1)[0].rstrip().splitlines()[-1]
+    assert cell.startswith("display(cost_bands.recorded_figure(tables.recorded_where(prov), this_run))")
+    assert code.count("recorded_figure(") == 1  # round 22 D13: above the first of the three only
 
 
 # D7 (05): the worked band example right after the rule, from the recorded timings.

@@ -198,3 +198,16 @@ def test_d14_the_engine_conclusion_is_said_once():
     assert "went both ways from run to run (tiny and variance models): unresolved" in direction
     # without the pointer, every ratio is read in the In short (the older callers)
     assert "full faster than piecewise" in _flat(story.engine_ratios(summary, spread))
+
+
+# D13 (05): "this figure draws the H100 run, not this one" was said six times: a notice above each of the three
+# figures and twice in How to read it. It is said once, above the first; How to read it points there.
+
+
+def test_d13_the_recorded_figures_notice_is_said_once():
+    code, md = _code("05_cost"), _flat(_markdown("05_cost"))
+    assert code.count("recorded_figure(") == 1 and "again=True" not in code
+    first = code.index("recorded_figure(")
+    assert first < code.index('"graph_speedup",') < code.index('"bi_overhead",') < code.index('"flex_bw_fraction",')
+    assert "not this one" not in md and "not drawn" not in md
+    assert "draw the recorded run, as the line above the first says" in md
