@@ -189,3 +189,43 @@ def test_d11_the_request_0_caveat_is_said_once():
     texts = [section, first, again]
     assert sum(t.count("never misreads") for t in texts) == 1 and "never misreads" in first
     assert "under the 0.20.0 runs above" in again
+
+
+# B2: the recorded engines' prompts and sampling were stated as fact; no recording keeps them: they are this code's.
+
+
+def test_b2_prompts_and_sampling_are_said_to_be_this_codes():
+    engine = _cell("01_reproduce_ima", "## The real vLLM 0.20.0 engine")
+    assert "prompts of random tokens, sampled tokens" not in engine
+    assert "is this code's (`flexfix.integration.engine`), not kept in the recordings" in engine
+    for name, marker in (("01_reproduce_ima", "**Why the batches and engines differ.**"),
+                         ("02_apply_flexfix", "### Every request, on the patched engine")):  # fmt: skip
+        said = _cell(name, marker)
+        assert "(seeded sampling)" not in said
+        assert "seeded sampling: this code's, `flexfix.measure.engine_sweep`; the recordings do not keep them" in said
+    # what the code does, as the notebooks now say it: random prompts, a seed per request; records without them
+    import inspect
+
+    from flexfix.integration import engine as eng
+    from flexfix.measure import engine_sweep
+
+    assert "temperature=" in inspect.getsource(eng._child) and "seed=1000 + i" in inspect.getsource(eng._child)
+    assert 'sampling("seeded"' in inspect.getsource(engine_sweep._every_request)
+    runs, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    assert not any("prompt" in c or "sampl" in c or "temperature" in c for c in runs.columns)
+    every, _ = schemas.recorded(DATA, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
+    kept = {k for recs in every["records"] for r in recs if r.get("kind") == "every_request" for k in r}
+    assert not any("prompt" in k or "sampl" in k for k in kept)
+
+
+# D3: VLLM_ENABLE_V1_MULTIPROCESSING, one of the differences between (b) and (d), is explained where the scenarios
+# are defined, before the paragraph that names it.
+
+
+def test_d3_the_multiprocessing_setting_is_explained_with_the_scenarios():
+    engine = _cell("01_reproduce_ima", "## The real vLLM 0.20.0 engine")
+    said = "(`VLLM_ENABLE_V1_MULTIPROCESSING=0`): by default vLLM runs its engine core in a process of its own"
+    assert said in engine
+    cells = _cells("01_reproduce_ima")
+    at = cells.index(engine)
+    assert not any("VLLM_ENABLE_V1_MULTIPROCESSING" in c for c in cells[:at])
