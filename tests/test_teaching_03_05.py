@@ -148,7 +148,11 @@ def test_04_no_longer_says_block_0_is_read_right_when_the_step_crashes():
     paragraph which one did, and no markdown says which outcome the bug gives."""
     nb04 = " ".join(_markdown("04_batch_invariance").split())
     assert "A needle in query block 0 is read right even then" not in nb04
-    assert "query block 0 (position `first`) reads its own entries right" in nb04 and "unless the misread" in nb04
+    # round 22 D6: said once, in The `graph` launch
+    assert (
+        "Query block 0 is read right" in nb04
+        and "unless the misread of a later query block ends the whole step" in nb04
+    )
     assert "every position crashed" not in nb04 and "crash rather than answer wrongly" not in nb04
     assert "story.crash_or_wrong(sweeps, sizes)" in json.dumps(
         json.load(open(ROOT / "notebooks/04_batch_invariance.ipynb"))

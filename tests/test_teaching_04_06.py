@@ -82,7 +82,9 @@ def test_04_prose_claims_only_what_its_outputs_show():
     text = _markdown(nb)
     for gone in ("ended both ways", "never a wrong answer", "gives crash\n  or wrong-result", "time\n  limit"):
         assert gone not in text, gone
-    assert "Crash or wrong answer: what decides" in text  # 01's section, by its title
+    # 01's section, by its title: round 22 D6 says it once, in the crash-or-wrong section's generated lines
+    assert "says where notebook 01 measures what decides" in text
+    assert "Crash or wrong answer: what decides" in (ROOT / "flexfix/edition/narrative/misread.py").read_text()
     assert "piecewise\n  graphs were measured on the tiny model only" in text
     # round 4: the engine claim keeps run-to-run nondeterminism (N = 1) and batch variance apart; no legend word
     # ("frozen") the text leaves undefined; no second recording hidden in a row

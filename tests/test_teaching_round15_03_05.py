@@ -155,7 +155,7 @@ def test_d2_the_sweep_prints_both_widths_and_the_buffer_width():
         assert how in said
     assert "invariance_lead.sweep_widths(sweep)" in _code("04_batch_invariance")
     md = " ".join(_markdown("04_batch_invariance").split())
-    assert "This sweep takes that narrower case only: it does not test vLLM's own, wider one" in md
+    assert "every sweep here replays **narrower** than its capture, never **wider** as vLLM does" in md  # round 22 D6
 
 
 # D3 (04): the first recording's missing cells are said to be the tail of its plan, with no outcome recorded.

@@ -211,3 +211,74 @@ def test_d13_the_recorded_figures_notice_is_said_once():
     assert first < code.index('"graph_speedup",') < code.index('"bi_overhead",') < code.index('"flex_bw_fraction",')
     assert "not this one" not in md and "not drawn" not in md
     assert "draw the recorded run, as the line above the first says" in md
+
+
+# D5 (04): the result lead used *wrong* "past the fp32 reference's tolerance" three paragraphs before the reference
+# was defined. The two distances (to the needle alone, to the fp32 reference) are now defined in *The needle*, before
+# the sweep whose lead uses them.
+
+
+def _cells_04() -> list[tuple[str, str]]:
+    import json
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "04_batch_invariance.ipynb").read_text())
+    return [(c["cell_type"], "".join(c["source"])) for c in nb["cells"]]
+
+
+def test_d5_the_fp32_reference_is_defined_before_the_lead_that_uses_it():
+    cells = _cells_04()
+    lead = next(i for i, (t, s) in enumerate(cells) if t == "code" and "story.kernel_lead(kernel" in s)
+    defined = next(i for i, (t, s) in enumerate(cells) if t == "markdown" and "**the fp32 reference**" in s)
+    assert defined < lead and cells[defined][1].startswith("## The needle")
+    assert "**The two distances**" not in _markdown("04_batch_invariance")  # no second definition further down
+
+
+# D6 (04): four caveats recurred: query block 0 read right (every *Past 16 requests* paragraph and the analogs' How to
+# read it), flex's reduction order assumed (four times), the narrower replay (twice), notebook 01's *Crash or wrong
+# answer: what decides* (five times). Each is said once where it matters and pointed back to.
+
+
+def test_d6_block_0_is_explained_once_and_pointed_to():
+    from test_teaching_03_05 import _h200_like
+
+    from flexfix.edition.narrative import invariance as story
+
+    md = _flat(_markdown("04_batch_invariance"))
+    assert md.count("Query block 0 is read right") == 1
+    assert "reads its own entries right, so its needle can come out bitwise equal" not in md  # the analogs' bullet
+    said = _flat(story.kernel_sweep(_h200_like(), "t", defined_under="section *The needle*"))
+    assert "A bitwise-equal cell at `first` is query block 0's needle" not in said
+    assert "How query block 0 comes into it: *The `graph` launch* above." in said
+    alone = _flat(story.kernel_sweep(_h200_like(), "t"))  # a paragraph said on its own still explains it
+    assert "A bitwise-equal cell at `first` is query block 0's needle" in alone
+
+
+def test_d6_the_assumption_the_narrower_replay_and_notebook_01_are_said_once():
+    md = _flat(_markdown("04_batch_invariance"))
+    why = md.split("## Why: the reduction order")[1].split("```")[0]
+    assert md.count("we assume flex") == 1 and "we assume flex" in why
+    assert "not that flex follows it" not in md and "we expect flex" not in md
+    assert md.count("never **wider** as vLLM does") == 1 and "it does not test vLLM's own, wider one" not in md
+    assert "Crash or wrong answer: what decides" not in md  # the generated section's lines name it, once
+    assert md.count("notebook 01 measures what decides") == 1
+
+
+def test_d6_the_crash_or_wrong_section_names_notebook_01_once_whatever_crashed():
+    from flexfix.edition.narrative.misread import _crashed_and_wrong
+
+    analog = pd.DataFrame({"config": ["analog, page-by-page softmax, frozen, as_strided"], "batch": [17]})
+    analog = analog.assign(position="first", outcome="index_error", bitwise_equal=None)
+    wrong = analog.assign(config="flex, vllm options, graph, as_strided", outcome="wrong_result", bitwise_equal=False)
+    said = _crashed_and_wrong({"a": analog, "w": wrong}, {}, ["a"], ["w"])
+    assert said.count("*Crash or wrong answer: what decides*") == 1
+
+
+# D10 (04): "page 0 of the cache is the **null page**" was defined in the words list and never used again: it is now
+# said only in the parameter it belongs to.
+
+
+def test_d10_the_null_page_is_not_an_unused_word():
+    assert "null page" not in _markdown("04_batch_invariance")
+    assert "NUM_PAGES = 2048  # KV pages in the cache (page 0, vLLM's null page, belongs to no request)" in _code(
+        "04_batch_invariance"
+    )

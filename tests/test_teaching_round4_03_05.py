@@ -166,7 +166,8 @@ def test_b_claims_04_are_scoped_to_what_was_measured():
     assert "All of it ran through the replayed, sliced" not in text and "labelled `patched`" in text  # B4
     assert "is batch-invariant at the kernel level already" not in text  # B5
     assert "bitwise invariant in every cell of these sweeps" in text
-    assert "not here)" in text and "*misread windows at these widths*" in text  # B3; r16 B1: computed, printed
+    assert "says where notebook 01 measures what decides" in text  # B3 (round 22 D6: pointed to once)
+    assert "*misread windows at these widths*" in text  # r16 B1: computed, printed
 
 
 # A3, A4, D19, D21, D23 (03): the misread windows as the table counts them, the columns defined.
@@ -373,7 +374,8 @@ def test_d9_d11_04_defines_the_verdict_columns_and_its_words_before_the_first_ta
     for column in ("`crashed`", "`errors`", "`moved`", "`wrong`", "`ran`", "`max_abs_diff`", "`verdict`"):
         assert column in before
     assert "beside a `crashes` verdict, a `0` means the cells that ran were bitwise equal" in before
-    for word in ("**null page**", "**`-1` pad**", "**`BLOCK_M`**", "**`BLOCK_N`**", "**`IS_DIVISIBLE=False`**"):
+    # round 22 D10: the null page, never used in 04's text, is no longer among the words (its parameter says it)
+    for word in ("**`-1` pad**", "**`BLOCK_M`**", "**`BLOCK_N`**", "**`IS_DIVISIBLE=False`**"):
         assert word in before
 
 

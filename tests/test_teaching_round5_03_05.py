@@ -71,12 +71,13 @@ def test_a3_d7_the_two_distances_and_the_wrong_rule_are_defined_where_the_senten
     from flexfix.mechanism import kernel_repro
 
     text, code = _markdown("04_batch_invariance"), _code("04_batch_invariance")
-    assert "**The two distances**" in text and "**the fp32 reference**" in text
+    # round 22 D5: defined in *The needle*, before the first result that uses them
+    assert "measured by **two distances**" in text and "**the fp32 reference**" in text
     assert "`flexfix.mechanism.paged.reference`" in text and "`flexfix.mechanism.kernel_repro.tolerance`" in text
-    assert "is `wrong`; a cell within it that is not bitwise equal is\n`moved`" in text
+    assert "is `wrong`; a cell within it that is not bitwise equal is `moved`" in " ".join(text.split())
     assert hasattr(kernel_repro, "tolerance")
     assert "this run's verdict table" not in code and code.count("defined_under=distances") == 3
-    assert 'distances = "the verdict tables\' columns (section *The kernel-level sweep*)"' in code  # r6 D18
+    assert 'distances = "section *The needle*"' in code  # r6 D18
     assert "## The kernel-level sweep" in text
     said = str(story.kernel_sweep(_moved(), "t", defined_under="the verdict tables' columns (section *The kernel"))
     assert "Two distances per moved configuration" not in said  # round 9b, D4: said once, in the notebook

@@ -170,7 +170,7 @@ def kernel_sweep(
         lead,
         "\n".join(lines),
         reference,
-        _past_first_block(table),
+        _past_first_block(table, explained=bool(defined_under)),
         eager_copies(table),
         "" if defined_under and not _unkeyed(table) else headline_words(table),
         _sources(table, provenance),
@@ -193,10 +193,11 @@ def _product(cells: pd.DataFrame) -> str:
     return f" ({plural(sizes[0], 'configuration')} x {plural(sizes[1], 'batch size')} x {plural(sizes[2], 'position')})"
 
 
-def _past_first_block(table: pd.DataFrame) -> str:
+def _past_first_block(table: pd.DataFrame, explained: bool = False) -> str:
     """Per needle position, what the misread cells (:func:`misread_cells`) came to: a crash ends the whole step
     whatever the position, while query block 0 (position ``first``) reads its own entries right and can come out
-    bitwise equal where the step did not crash."""
+    bitwise equal where the step did not crash.  ``explained``: the notebook said that once (its *The `graph`
+    launch*), so the counts point there instead of saying it under every table (r22 D6)."""
     from flexfix.mechanism.paged import Q_BLOCK
 
     cells = misread_cells(table)
@@ -210,6 +211,8 @@ def _past_first_block(table: pd.DataFrame) -> str:
         f"{listing(per, '; ')}."
     )
     first = cells[cells["position"] == "first"]["kind"]
+    if explained:
+        return text + " How query block 0 comes into it: *The `graph` launch* above."
     if (first == "crashed").any():
         text += (
             " A crash at position `first` (query block 0, whose own entries are read right) is the misread of a later "

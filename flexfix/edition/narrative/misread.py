@@ -161,6 +161,10 @@ def _crashed_and_wrong(sweeps: dict, parameters: dict, crashed: list[str], wrong
             " Which one a GPU gets depends on what the misread cells and the memory they point to hold (notebook 01, "
             "section *Crash or wrong answer: what decides*)."
         )
+    else:  # r22 D6: the one place 04 points to notebook 01's measurement of what decides
+        text += (
+            " What decides between them on a GPU, notebook 01 measures (section *Crash or wrong answer: what decides*)."
+        )
     return text
 
 
