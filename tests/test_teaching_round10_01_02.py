@@ -30,12 +30,14 @@ def _runs():
 def test_a1_where_a_pad_points_names_kv_head_0():
     intro = _cell("01_reproduce_ima", "# 01 · Reproducing the illegal memory access")
     assert "which points just in front of the KV cache" not in intro
-    assert "for KV head 0, points just in front of the KV cache" in intro
-    assert "head 0 among them" in intro  # why one pad is enough: the kernel reads it at every KV head
-    why = _cell("01_reproduce_ima", "*Why before*")
-    assert "for KV head 0 the kernel's address lands in" in why and "inside the previous head's pages" in why
-    takeaways = _cell("01_reproduce_ima", "## Takeaways")
-    assert "Given a pad, which at KV head 0 points in front of the KV cache" in takeaways
+    # round 22, D5: where a pad points is said once, under the sanitizer's result (*Why before*); the intro points
+    # to the section on what decides
+    assert "Crash\nor wrong answer: what decides" in intro
+    why = " ".join(_cell("01_reproduce_ima", "*Why before*").split())
+    assert "At KV head 0 the kernel's address lands in front" in why and "inside the previous head's pages" in why
+    assert "reads each pad at every KV head, so one pad is enough" in why  # why one pad is enough
+    takeaways = " ".join(_cell("01_reproduce_ima", "## Takeaways").split())
+    assert "reads a `-1` pad and the memory in front of the KV cache is unmapped" in takeaways
 
 
 # B1: the gap between the recorded addresses and the size of the listed range are shown, run by run, from the data.
@@ -147,7 +149,7 @@ def test_d6_the_positive_control_names_notebook_01s_live_rerun():
 
 def test_d7_d8_d9_02_says_what_is_tested_what_shows_the_patch_and_what_bi_means():
     engine = _cell("02_apply_flexfix", "Two routes, both with `VLLM_BATCH_INVARIANT=1`")
-    assert "These runs test only that the patched engine starts and completes" in engine
+    assert "They show that the patched engine starts and completes its batches" in engine  # round 22, B1
     apply = _cell("02_apply_flexfix", "## Apply the patch")
     assert "`release_class` and `fixed_upstream` describe the installed release as shipped, not the patch" in apply
     every = [text(c) for c in cells("02_apply_flexfix") if "### Every request, on the patched engine" in text(c)]

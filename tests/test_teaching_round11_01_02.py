@@ -64,8 +64,10 @@ def test_a2_torch_only_opening_gives_the_two_stage_rule():
     opening = _cell("01_reproduce_ima", "## Torch-only reproduction, both copies, several seeds")
     flat = " ".join(opening.split())
     assert "depends on the memory in front of the KV cache, not on the copy" not in flat
-    assert "depends first on whether a misread row reads a `-1` pad" in flat
-    assert "then, given a pad, on the memory in front of the KV cache" in flat
+    # round 22, D5: the two-stage rule is said once, in the section on what decides, and the opening points there
+    assert 'not the copy decides which (section "Crash or wrong answer: what decides")' in flat
+    decides = " ".join(_cell("01_reproduce_ima", "So a misread cell is either a page of the cache").split())
+    assert "or a `-1` pad" in decides and "only whether the address is **mapped**" in decides
 
 
 # A3: scenario (c) is a completed run, not evidence that one query block reads correctly.

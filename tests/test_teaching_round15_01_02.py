@@ -69,10 +69,8 @@ def test_a1_the_brief_says_where_each_recording_is_shown_on_gpu_and_cpu():
 def test_a2_a3_a6_captions_and_definition_match_the_edition():
     said = _md("01_reproduce_ima")
     assert "the outcome figures further down (the errors per step and the outcome grid) colour outcomes" not in said
-    assert (
-        "the outcome grid colours outcomes, and the error figures colour copies and mark outcomes only with rings"
-        in said
-    )
+    # round 22, D9: no tour of the later figures' colours, only that each has its own legend
+    assert "kinds of cell, not outcomes; every figure of this notebook has a legend of its own" in said
     assert "sets the two recordings side by side" not in said
     assert "sets every run of these seeds with the caches where PyTorch put them side by side" in said
     assert "that an earlier GPU run wrote" not in said
@@ -139,7 +137,7 @@ def test_d4_sanitizer_tile_without_nested_arithmetic():
 
     sanitizer, _ = schemas.recorded(DATA, "ima_sanitizer", schemas.SANITIZER_RUNS)
     said = str(sanitizer_read(sanitizer))
-    assert "// (" not in said and "the first bad read came from query tile" in said
+    assert "// (" not in said and "), batch " not in said and "launch tile" in said  # round 22, D4
 
 
 # D5: the crash threshold opens with a one-line answer naming the first faults of the table.
@@ -167,7 +165,7 @@ def test_d6_unexplained_fault_points_to_what_decides():
     from flexfix.edition.narrative import reproduce
 
     src = inspect.getsource(reproduce.every_request)
-    assert "does not explain this fault: whether a replay faults depends on" in src
+    assert "does not explain this fault: not every misreading replay faults" in src  # round 22, D5
     assert "Crash or wrong answer: what decides" in src
 
 

@@ -32,7 +32,7 @@ def test_a1_query_block_is_not_the_kernel_tile_block_m():
     assert "Not the Triton kernel's launch tile `BLOCK_M`" in entry and "do not record" in entry
     sanitizer, _ = schemas.recorded(DATA, "ima_sanitizer", schemas.SANITIZER_RUNS)
     said = str(sanitizer_read(sanitizer))
-    assert "launch tile `BLOCK_M`, a size of its own, not the query block (glossary)" in said
+    assert "A launch tile holds `BLOCK_M` queries, which this run does not record (glossary)" in said  # round 22
     assert "a tile of the attention kernel's work" not in _md("01_reproduce_ima")
 
 

@@ -229,3 +229,69 @@ def test_d3_the_multiprocessing_setting_is_explained_with_the_scenarios():
     cells = _cells("01_reproduce_ima")
     at = cells.index(engine)
     assert not any("VLLM_ENABLE_V1_MULTIPROCESSING" in c for c in cells[:at])
+
+
+# D5: the pad-and-mapped-memory mechanism was restated at least eight times in 01; where a pad points is now said
+# once (*Why before*, under the sanitizer's result) and what decides once (the section "Crash or wrong answer"); the
+# introduction, the torch-only opening, the figures' captions and the takeaway point there or sum it up in a line.
+
+
+def test_d5_the_pad_mechanism_is_said_once_and_pointed_to():
+    md = [_flat(c) for c in _cells("01_reproduce_ima")]
+    nb = json.loads((ROOT / "notebooks" / "01_reproduce_ima.ipynb").read_text())
+    md = [_flat("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    where = [c for c in md if "KV head 0" in c or "KV head `0`" in c]
+    assert len(where) == 2  # *Why before* says it; the section on what decides points back to it
+    assert where[0].startswith("*Why before*") and "(*Why before*, in the sanitizer's section)" in where[1]
+    mapped = [c for c in md if "mapped" in c and "pad" in c]
+    assert len(mapped) <= 3, [c[:60] for c in mapped]  # what decides, the placement experiment, the takeaway
+    intro = md[0]
+    assert "given a pad" not in intro and "head 0 among them" not in intro
+    torch_only = next(c for c in md if c.startswith("## Torch-only reproduction"))
+    assert "`-1` pad" not in torch_only and '(section "Crash or wrong answer: what decides")' in torch_only
+    windows = next(c for c in md if c.startswith("*How to read it:* query block 0 starts"))
+    assert "no cell here points in front of the KV cache" not in windows
+
+
+# D2: "frozen-launch analog" was used in the introduction and explained two hundred lines later.
+
+
+def test_d2_the_frozen_launch_analog_is_explained_where_it_is_named():
+    intro = _flat(_cells("01_reproduce_ima")[0])
+    at = intro.index("**frozen-launch analog**")
+    said = intro[at : at + 400]
+    assert "it keeps the arguments a capture saw (each tensor's storage, offset and strides)" in said
+    assert "at each replay runs the kernel again with them" in said
+
+
+# D4: "tile" named both a query block and the kernel's launch tile; a query block is no longer called a tile, and the
+# sanitizer's grid coordinate is the launch tile by name.
+
+
+def test_d4_tile_names_only_the_launch_tile():
+    intro = _flat(_cells("01_reproduce_ima")[0])
+    assert "(a tile of 16 requests)" not in intro and "(16 consecutive requests of the step)" in intro
+    from flexfix.edition.narrative import sanitizer
+
+    said = _flat(sanitizer._grid("in block (2,0,1)"))
+    assert "query tile" not in said and "launch tile" in said
+
+
+# D8: the sanitizer's bullet was one sentence of about 150 words with nested parentheses; the fact a learner needs (a
+# read in front of the cache, from a block after the first) now comes first, in sentences of their own.
+
+
+def test_d8_the_sanitizer_bullet_is_in_short_sentences():
+    from flexfix.edition.narrative.sanitizer import sanitizer_read
+
+    sanitizer, _ = schemas.recorded(DATA, "ima_sanitizer", schemas.SANITIZER_RUNS)
+    said = str(sanitizer_read(sanitizer))
+    bullet = next(_flat(b) for b in said.split("\n") if b.startswith("* `as_strided`"))
+    sentences = [s for s in re.split(r"(?<=[.])\s+(?=[A-Z])", bullet) if s]
+    assert max(len(s.split()) for s in sentences) < 60, [len(s.split()) for s in sentences]
+    depth = max_depth = 0
+    for ch in bullet:
+        depth += (ch == "(") - (ch == ")")
+        max_depth = max(max_depth, depth)
+    assert max_depth == 1
+    assert bullet.index("bytes *before*") < bullet.index("launch tile")

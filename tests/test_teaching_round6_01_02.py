@@ -80,7 +80,7 @@ def test_a3_c8_the_colour_words_match_the_figures():
     windows = _cell("01_reproduce_ima", "*How to read it:* query block 0 starts")
     assert "no later figure gives them another meaning" not in windows and "(white)" not in windows
     assert "all white" not in windows and "however close" not in windows  # round 7 C9: no other figure's colours
-    assert "a colour here means nothing there" in windows
+    assert "every figure of this notebook has a legend of its own" in windows  # round 22, D9
 
 
 # A4, B7: flexfix's restatement of the 0.21.0 rule is called that; 0.21.0's own copy is the check-patch probe.

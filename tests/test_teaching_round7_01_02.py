@@ -165,7 +165,7 @@ def test_c8_crosses_labels_and_dotted_lines_are_the_crash_black_on_cpu_too():
 def test_c9_the_read_window_caption_names_no_colour_of_another_figure():
     caption = _cell("01_reproduce_ima", "*How to read it:* query block 0 starts")
     assert "however close" not in caption and "blue" not in caption
-    assert "each with a legend of its own: a colour here means nothing there" in caption
+    assert "not outcomes; every figure of this notebook has a legend of its own" in caption  # round 22, D9
 
 
 # D10, D11, D12: scenarios and patched rows defined where first met; the decides-section in plain order; 02's columns.

@@ -328,8 +328,7 @@ def every_request(
             if rest and rest[0] in full_elsewhere:
                 line += (
                     f". An engine of the crash-threshold table completed a batch of {rest[0]} replaying a FULL decode "
-                    "graph too, so vLLM's dispatch does not explain this fault: whether a replay faults depends on "
-                    "whether its misread rows read a `-1` pad and whether the memory in front of the cache is mapped "
+                    "graph too, so vLLM's dispatch does not explain this fault: not every misreading replay faults "
                     '(section "Crash or wrong answer: what decides"), so the batch at which an engine dies varies'
                 )
         lines.append(line + ".")

@@ -29,18 +29,19 @@ def _grid(text: str) -> str:
     if not found:
         return ""
     x, y, z = (int(v) for v in found.groups())
-    # r0102 round 15, D4: one plain clause on the tile, no nested arithmetic
+    # r0102 round 22, D4 and D8: the grid's first coordinate is the *launch tile* (not a query block), and the clause
+    # on which query block that is comes after the coordinates, in sentences of their own
     where = (
-        "tile 0 always lies in query block 0, which the mechanism says reads right"
+        "Launch tile 0 always lies in query block 0, which the mechanism says reads right."
         if x == 0
-        else f"with tiles of a whole query block ({paged.Q_BLOCK} queries) it is query block {x}, a block after the "
-        "first, which is where the mechanism puts the misreads; smaller tiles would put it in an earlier block"
+        else f"A launch tile holds `BLOCK_M` queries, which this run does not record (glossary): with tiles of a whole "
+        f"query block ({paged.Q_BLOCK} queries) it is query block {x}, a block after the first, where the mechanism "
+        "puts the misreads; smaller tiles would put it in an earlier block."
     )
     return (
-        f"; its `block ({x},{y},{z})` is (query tile, batch, query head) in the launch grid of torch's FlexAttention "
-        f"template, so the first bad read came from query tile {x} (which query block that is depends on the kernel's "
-        f"launch tile `BLOCK_M`, a size of its own, not the query block (glossary), which this run does not record; "
-        f"{where}), batch {y}, query head {z}"
+        f" Where in the launch it came from: memcheck names `block ({x},{y},{z})`, which in the launch grid of torch's "
+        f"FlexAttention template is (launch tile, batch, query head): launch tile {x}, batch {y}, query head {z}. "
+        + where
     )
 
 
@@ -73,7 +74,7 @@ def sanitizer_read(sanitizer: pd.DataFrame) -> str:
     for _, row in sanitizer.iterrows():
         errors = row.get("sanitizer_errors")
         text = " ".join(row.get("sanitizer_lines") or [])
-        line = f"* `{row['copy']}`: {plural(int(errors or 0), 'error')} reported"
+        line = f"* `{row['copy']}`: {plural(int(errors or 0), 'error')} reported."
         found = _BEFORE.search(text)
         if found:
             before, size = (int(x.replace(",", "")) for x in found.groups())
@@ -82,7 +83,6 @@ def sanitizer_read(sanitizer: pd.DataFrame) -> str:
                 if size == cache_bytes
                 else f"an allocation of {size:,} bytes"
             )
-            line += f"; the first read lands {before:,} bytes *before* {what}"
-        line += _grid(text)
-        lines.append(line + ".")
+            line += f" The first lands {before:,} bytes *before* {what}."
+        lines.append(line + _grid(text))
     return markdown("\n".join(lines))
