@@ -194,7 +194,7 @@ def test_d6_engine_answer_first():
 def test_d8_cpu_sentences_are_a_marked_note():
     md05 = " ".join(_markdown("05_cost").split())
     assert "a CPU run has no L2 table" not in md05 and "a CPU run does not." not in md05
-    assert "*Note on a CPU run only*" in md05
+    assert "CPU run: no CUDA graphs and no L2 flush" in _code("05_cost")  # round 22 D11: printed on a CPU run only
     md04 = " ".join(_markdown("04_batch_invariance").split())
     assert "on a CPU, its eager path and the CPU analog kernels" not in md04
     assert 'if device == "cuda":\n    print(\n        "GPU: flex_attention compiled' in _code("04_batch_invariance")

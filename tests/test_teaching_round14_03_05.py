@@ -124,7 +124,7 @@ def test_d3_page_count_why_first_and_table_from_the_fewest_moved_pages():
 def test_b1_d5_flushed_timing_said_as_a_gpu_runs_and_cpu_note_first():
     md = " ".join(_markdown("05_cost").split())
     timed = md.split("## How the kernel is timed")[1].split("**The ratio columns**")[0]
-    assert timed.strip().startswith("*Note on a CPU run only*")
+    assert timed.strip().startswith("On a GPU (a CPU run says under its first output what it times instead)")
     assert "The run also times every implementation with the L2 flushed" not in timed
     assert "A GPU run also times every implementation with the L2 flushed" in timed
     assert "a CPU run has no L2 flush" in timed

@@ -282,3 +282,16 @@ def test_d10_the_null_page_is_not_an_unused_word():
     assert "NUM_PAGES = 2048  # KV pages in the cache (page 0, vLLM's null page, belongs to no request)" in _code(
         "04_batch_invariance"
     )
+
+
+# D11 (05): "*Note on a CPU run only* (... a GPU run skips this note ...)" was static markdown, printed in the GPU
+# edition right before the method. It is now printed by the CPU branch of the validating cell, on a CPU run only.
+
+
+def test_d11_the_cpu_note_is_printed_on_a_cpu_run_only():
+    md, code = _flat(_markdown("05_cost")), _code("05_cost")
+    assert "Note on a CPU run only" not in md and "a GPU run skips this note" not in md
+    branch = code.split('if device == "cpu":')[1].split("this_run = ")[0]
+    assert "CPU run: no CUDA graphs and no L2 flush" in branch and "there is no L2 table" in branch
+    assert "leave out `graph_speedup` and `bi_overhead`" in branch
+    assert md.split("## How the kernel is timed")[1].strip().startswith("On a GPU (a CPU run says under its first")

@@ -200,10 +200,10 @@ def test_a2_a3_b9_d18_d19_d20_notebook_05_prose():
     md = " ".join(_markdown("05_cost").split())
     assert "this run's own values of those ratios are in its tables further up, not drawn" not in md
     assert "a CPU run has no replay speed-up and no batch-invariance cost at all" not in md  # r12 D8: a CPU note
-    assert "*Note on a CPU run only*" in md
+    assert "*Note on a CPU run only*" not in md and "CPU run: no CUDA graphs" in _code("05_cost")  # round 22 D11
     assert "(printed in this run's method line; the recording did not keep its own)" not in md
     assert "where it is not printed, the sentence says so" in md
-    assert "and the L2 table shows both" not in md and "and there is no L2 table" in md
+    assert "and the L2 table shows both" not in md and "and there is no L2 table" in _code("05_cost")
     assert "streaming multiprocessors" in md and "**FlashInfer**, another library of attention kernels" in md
     assert "**B200**, NVIDIA's data-centre GPU" in md
     assert "The same engines as notebook 04" not in md and "piecewise graphs are timed for both models" in md
