@@ -140,7 +140,8 @@ def test_b1_d5_flushed_timing_said_as_a_gpu_runs_and_cpu_note_first():
 
 def test_d4_program_defined():
     md = " ".join(_markdown("05_cost").split())
-    assert "one program (one instance of the compiled Triton kernel, run as one thread block" in md
+    # round 22 D12: defined under *How the kernel is timed*, before the first timing table's sentence uses it
+    assert "one program is one instance of the compiled Triton kernel, run as one thread block" in md
 
 
 # D6 (05): the ratio tables' run columns name the files as the runs table does, with their `engine_` prefix.

@@ -295,3 +295,21 @@ def test_d11_the_cpu_note_is_printed_on_a_cpu_run_only():
     assert "CPU run: no CUDA graphs and no L2 flush" in branch and "there is no L2 table" in branch
     assert "leave out `graph_speedup` and `bi_overhead`" in branch
     assert md.split("## How the kernel is timed")[1].strip().startswith("On a GPU (a CPU run says under its first")
+
+
+# D12 (05): this run's KV bullet said "One program per query block and query head" several screens before *program*
+# was defined, in the Bandwidth bullet of How to read it. It is now defined under *How the kernel is timed*, before the
+# first timing table, and the Bandwidth bullet uses it without defining it again.
+
+
+def test_d12_program_is_defined_before_the_first_sentence_that_counts_programs():
+    import json
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "05_cost.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"]]
+    defined = next(i for i, s in enumerate(cells) if "the sentences under the timing tables count **programs**" in s)
+    first = next(i for i, s in enumerate(cells) if "story.kernel_timing(kernel" in s)
+    assert cells[defined].startswith("## How the kernel is timed") and defined < first
+    md = _flat(_markdown("05_cost"))
+    assert md.count("one instance of the compiled Triton kernel") == 1
+    assert "one program (defined under *How the kernel is timed*)" in md
