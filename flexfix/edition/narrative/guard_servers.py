@@ -90,7 +90,11 @@ def one_model(data_dir) -> str:
     table, prov = guard_tables.served(data_dir)
     stock, crashed = _unguarded_stock(table), _crashed(table)
     patched = [f"`{s}`" for s, p in zip(table["scenario"], table.get("FLEXFIX_PATCH", [])) if str(p) == "1"]
-    guarded = [f"`{s}`" for s in table["scenario"] if f"`{s}`" not in patched and str(s) not in stock]
+    guarded = [  # r22 D4: each server named with what it is, where the notebook first names it
+        f"`{r['scenario']}` in `{str(r.get('FLEXFIX_GUARD')).strip()}` mode"
+        for _, r in table.iterrows()
+        if f"`{r['scenario']}`" not in patched and str(r["scenario"]) not in stock
+    ]
     fell = (  # r18 D2: "crashed" read as "stopped"; a server the guard stopped did not misread
         f"{listing([f'`{s}`' for s in crashed])} ended in an illegal memory access"
         if crashed
@@ -113,7 +117,8 @@ def one_model(data_dir) -> str:
         "No single recording ran a stock server without the guard and a patched server on one model: notebook 07's "
         f"*Serving* recording ran its stock servers ({listing(guarded)}) only under flexfix's replay guard, and "
         f"{fell}. The answer, in the last cell of *The recorded GPU run*, combines {mine} with notebook 07's patched "
-        f"servers ({listing(patched)}, {_where(prov)})."
+        f"servers ({listing(patched)}: {'two servers' if len(patched) == 2 else plural(len(patched), 'server')} with "
+        f"the fix, `FLEXFIX_PATCH=1`, {_where(prov)})."
     )
 
 
@@ -174,10 +179,12 @@ def _client_errors(table: pd.DataFrame, scenarios: list[str]) -> set[tuple[int, 
     return {(int(c), str(e)) for c, e in zip(failed["status_code"], failed["error"])}
 
 
-def clients(table: pd.DataFrame, data_dir) -> str:
+def clients(table: pd.DataFrame, data_dir, served_prov: dict | None = None) -> str:
     """Notebook 07's *Serving*: what the ``error`` server's clients got, against what notebook 06's recorded stock
     server without the guard gave its clients (``data_dir``): the same status and error message, or which differ;
-    the log's part after it."""
+    then how the two logs differ, without putting that down to the guard: the two servers ran in two recordings
+    (``served_prov``: this one's provenance; where it names another GPU or commit than notebook 06's, both are said;
+    round 22, B1)."""
     log = "the server's log names the field instead of an illegal memory access."
     mine = _client_errors(table, ["guard_error"])
     if not mine:
@@ -197,15 +204,38 @@ def clients(table: pd.DataFrame, data_dir) -> str:
     named = listing([f"`{s}`" for s in stock])
     # r9c round 21, A2: the recording compared with, by its provenance line (the edition index counts it)
     source = "\n\n" + provenance_lines([(f"notebook 06's stock server ({named}), compared with here", prov)]) + "\n"
+    logs = (
+        f"The logs differ: this server's names the field the guard refused, notebook 06's {named} an illegal memory "
+        "access. That the guard made that difference, these two recordings do not show by themselves: "
+        + _apart(prov, served_prov, bool(_unguarded_stock(table)))
+    )
     if mine == theirs:
         return (
             f"Its clients got what the clients of notebook 06's stock server without the guard ({named}) got, word "
-            f"for word: {codes} with the same error message (the error table above; notebook 06's error table); what "
-            "the guard changed is the log, which names the field instead of an illegal memory access." + source
+            f"for word: {codes} with the same error message (the error table above; notebook 06's error table). "
+            + logs
+            + source
         )
     other = listing([f"HTTP {c}" for c in sorted({c for c, _ in theirs})])
     differ = "the same status, another error message" if other == codes else f"{other} instead"
     return (
         f"Its clients got {codes}; the clients of notebook 06's stock server without the guard ({named}) got "
-        f"{differ} (the error table above; notebook 06's error table); {log}" + source
+        f"{differ} (the error table above; notebook 06's error table). " + logs + source
+    )
+
+
+def _apart(theirs: dict, mine: dict | None, unguarded: bool) -> str:
+    """Why two servers of two recordings differ in more than the guard: the GPU and commit of each where they
+    differ (``theirs``: notebook 06's provenance; ``mine``: this section's), or that they are two recordings;
+    ``unguarded``: whether this section's recording also ran a stock server without the guard."""
+    alone = "" if unguarded else ", and this section's recording ran no stock server without the guard"
+    if mine is None:
+        return (
+            "the two servers ran in two recordings (their provenance lines: this section's above, notebook 06's below)."
+        )
+    if _where(theirs) == _where(mine):
+        return f"the two servers ran in two recordings, though on one GPU and commit ({_where(mine)})."
+    return (
+        f"the two servers differ in more than the guard, notebook 06's run on {_where(theirs)}, this one on "
+        f"{_where(mine)}{alone}."
     )

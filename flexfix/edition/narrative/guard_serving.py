@@ -25,10 +25,11 @@ DISPATCH_NOW = (
 )
 
 
-def serving(table: pd.DataFrame, agree: pd.DataFrame, data_dir=None) -> str:
+def serving(table: pd.DataFrame, agree: pd.DataFrame, data_dir=None, served_prov: dict | None = None) -> str:
     """``table``: the guard's serving rows; ``agree``: :func:`flexfix.edition.tables.guard.servers_agree`;
     ``data_dir``: where notebook 06's recording is, whose stock server without the guard the ``error`` server's
-    clients' errors are compared with (without it, or without such a server, they are not compared)."""
+    clients' errors are compared with (without it, or without such a server, they are not compared);
+    ``served_prov``: the provenance of ``table``'s recording, to say where the two servers compared ran."""
     _need(table, ["scenario", "model", "status", "guard_refused_in_log", "ima_in_log", "records"], "serving")
     _need(agree, ["servers", "concurrent requests", "bitwise equal", "of"], "serving")
     rows = table.set_index("scenario")
@@ -64,7 +65,9 @@ def serving(table: pd.DataFrame, agree: pd.DataFrame, data_dir=None) -> str:
         "server answering, with the patched server's answers**: "
         + "; ".join(said)
         + ". "
-        + guard_servers.clients(table, data_dir),  # r20 D8: what each mode is for, said once, before the tables
+        + guard_servers.clients(
+            table, data_dir, served_prov
+        ),  # r20 D8: what each mode is for, said once, before the tables
         f"Requests answered bitwise the same by two servers (same requests, same batches): {agreed}."
         + (" Two servers agreeing is not batch invariance: each pair answered the same batch the same way." * same)
         + _alone(rows),
@@ -153,7 +156,8 @@ def capture_sizes(cases: pd.DataFrame) -> str:
         + "; ".join(lists)
         + ". A capture size counts a step's tokens, not its requests (a decode step holds one token per request). "
         "vLLM's default rule captures sizes up to twice `max_num_seqs` (at most 512, and at most "
-        "`max_num_batched_tokens`): a step that mixes decode requests with prompt (prefill) tokens holds more "
+        "`max_num_batched_tokens`, the most tokens vLLM schedules into one step, another `vllm serve` argument): "
+        "a step that mixes decode requests with prompt (prefill) tokens holds more "
         "tokens than it has requests, and such a step runs PIECEWISE graphs; FULL decode graphs exist only for the "
         "sizes up to `max_num_seqs`. With these lists, each row's `padded to` is the next size at or above its batch."
     )
@@ -227,38 +231,25 @@ def recorded_sizes(cases: pd.DataFrame, engines) -> str:
 def in_short(data_dir) -> str:
     """Notebook 06's takeaway of notebook 07's *Serving* recording, read from it: the plain answer first (where this
     notebook's recorded stock server and notebook 07's patched servers ran the same model: what each answered, and
-    where each was recorded), then what the guarded stock server in ``error`` mode answered its concurrent batches, and
-    how many requests the compared servers answered alike."""
+    where each was recorded, the guarded stock server in ``error`` mode among its table's rows), then how many
+    requests the compared servers answered alike."""
     from flexfix.edition.tables import guard as guard_tables
 
     table, prov = guard_tables.served(data_dir)
     agree = guard_tables.servers_agree(table, [p for p in PAIRS if set(p) <= set(table["scenario"])])
     _need(agree, ["servers", "concurrent requests", "bitwise equal", "of"], "in_short")
     rows = table.set_index("scenario")
-    said = []
-    if "guard_error" in rows.index:
-        stages = [s for s in rows.loc["guard_error", "records"] if s.get("stage") == "together" and s.get("errored")]
-        said.append(
-            "the stock 0.20.0 server under the guard in `error` mode answered "
-            + (
-                listing([f"{s['errored']} of {s['requests']} concurrent requests {_errors(s)}" for s in stages])
-                or "no concurrent request with an error"
-            )
-        )
     patched = [n for n in rows.index if str(n).startswith("patched")]
-    if len(agree):
-        said.append(
-            "pairs of servers compared request by request (`guard_eager`: the stock server under the guard in "
-            f"`eager` mode; {listing([f'`{n}`' for n in patched], ' / ')}: the fix, `FLEXFIX_PATCH=1`): "
-            + _pairs_said(agree)
-        )
     models = listing([f"`{m}`" for m in dict.fromkeys(table["model"])])
+    pairs = (  # r22 D1: the guarded stock server's errors are the table's row, not said again under it
+        f" Notebook 07's *Serving* recording ran every server on the {models} model, with the same requests, and "
+        "compared pairs of them request by request (`guard_eager`: the stock server under the guard in `eager` "
+        f"mode; {listing([f'`{n}`' for n in patched], ' / ')}: the fix, `FLEXFIX_PATCH=1`): {_pairs_said(agree)}."
+        if len(agree)
+        else ""
+    )
     return markdown(
-        "**Does the fix remove the crash, on one model?** "
-        + _plain_answer(data_dir, rows, patched, prov)
-        + f" Notebook 07's *Serving* recording ran every server on the {models} model, with the same requests: "
-        + "; ".join(said)
-        + "."
+        "**Does the fix remove the crash, on one model?** " + _plain_answer(data_dir, rows, patched, prov) + pairs
     )
 
 
