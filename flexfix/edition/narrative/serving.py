@@ -9,6 +9,7 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural
+from flexfix.edition.narrative.serving_live import FAKE_LEAD, REAL_BESIDE, skip_line, what_runs
 from flexfix.edition.narrative.serving_manager import manager_times
 from flexfix.edition.tables.serving import FAKE_MODEL, is_fake, model_label
 
@@ -22,6 +23,7 @@ __all__ = [
     "result_lead",
     "FAKE_LEAD",
     "skip_line",
+    "REAL_BESIDE",
 ]
 
 
@@ -172,10 +174,10 @@ def scenarios(table: pd.DataFrame, stages: pd.DataFrame, where: str, stated_abov
     if len(models) > 1:
         which = ", ".join(f"{scenario}: {model}" for scenario, model in labels.items())
         sizes = "; ".join(f"{r.scenario}: {listing([str(n) for n in r.requests])}" for r in table.itertuples())
-        head = (
+        head = (  # r22 D1: that they are not one model with and without the fix is said once, in result_lead
             f"The scenarios ran different models ({which}) and batch sizes ({sizes}): each scenario compares its "
-            "own requests in a batch with the same requests alone; the scenarios are not one model with and "
-            "without the fix."
+            "own requests in a batch with the same requests alone (the one-model question: the result at the top, "
+            "answered in the cell that ends this section)."
         )
     verb = "emulated (no vLLM ran: nothing here is a measurement of vLLM)" if fake else "measured"
     servers = "Each scenario's result, in words, is the one under the title; what each server did besides:"
@@ -229,74 +231,6 @@ def conclusion(table: pd.DataFrame, stages: pd.DataFrame) -> str:
         parts.append(f"{who}, {said}")
     lead = "In short, all emulated by the FAKE server: " if every else "In short: "
     return lead + "; ".join(parts) + ". The counts, stage by stage, are the stage table's."
-
-
-def _recorded_times(loaded) -> str:
-    """``, which in the recorded GPU run took 57–80 s to become healthy (its scenario table's
-    `startup_seconds`),`` from the recording's ``startup_seconds``, the time the last section's scenario table shows
-    (empty where it has none)."""
-    if loaded is None:
-        return ""
-    table = loaded[0]
-    column = "startup_seconds"
-    values = pd.to_numeric(table[column], errors="coerce").dropna() if column in table else pd.Series([], dtype=float)
-    if not len(values):
-        return ""
-    low, high = f"{values.min():.0f}", f"{values.max():.0f}"
-    took = low if low == high else f"{low}–{high}"
-    return (
-        f", which in the recorded GPU run took {took} s to become healthy (the recorded scenario table's "
-        "`startup_seconds`),"
-    )
-
-
-# The bold lead of :func:`what_runs` when the live part is the FAKE server: :mod:`flexfix.edition.publish` finds a
-# FAKE-only notebook by it.
-FAKE_LEAD = "This run's live part is the FAKE server, not vLLM"
-
-
-def skip_line(run: dict) -> str:
-    """One line before the notebook's first live section: what the sections up to *The recorded GPU run* ran
-    against (``run``: :func:`flexfix.integration.serving.notebook_plan`'s plan), and where vLLM's evidence is."""
-    if run.get("fake_server") is None:
-        return markdown("**From here to the *Takeaways*, this run's own servers: the real `vllm serve`, live.**")
-    return markdown(
-        "**From here to the *Takeaways*: a self-test against the FAKE server, nothing about vLLM; for vLLM, "
-        "see *The recorded GPU run*, above.**"
-    )
-
-
-def what_runs(device: str, run: dict, data_dir) -> str:
-    """The first screen's answer to "did vLLM run here?": ``run`` is :func:`flexfix.integration.serving.notebook_plan`'s
-    plan (``fake_server`` set: the FAKE server plays every scenario); the recorded GPU run in ``data_dir`` gives the
-    GPU, vLLM and commit the sentence names (or it says the run is not recorded yet)."""
-    from flexfix.integration.serving.recording import recorded_run
-
-    loaded = recorded_run(data_dir)
-    prov = loaded[1] if loaded is not None else None
-    recorded = (
-        f"recorded on {prov['device_name']} with vLLM {prov['vllm']} at flexfix commit {str(prov['git_commit'])[:10]} "
-        f"({str(prov['date'])[:10]}; that commit need not be this notebook's: what that run saved is shown, read by "
-        "this notebook's code)"
-        if prov
-        else "not recorded yet"
-    )
-    if run.get("fake_server") is None:
-        return markdown(
-            "**This run starts the real `vllm serve`**, one server per scenario on this GPU, after the recorded GPU "
-            f"run ({recorded}), which comes first."
-        )
-    why = (
-        f"`RUN_SERVER` is False on this GPU machine: the real servers{_recorded_times(loaded)} are not started"
-        if device == "cuda"
-        else "there is no GPU here"
-    )
-    return markdown(
-        f"**{FAKE_LEAD}** ({why}). Every table, sentence and figure of "
-        '"this run" below is emulated by a script on the CPU: no vLLM, no model, no GPU. The real `vllm serve` '
-        "under the plugin is shown from its recording, in *The recorded GPU run*, after *The scenarios*: "
-        f"{recorded}."
-    )
 
 
 # Before the result's bullets: the words they use, defined in one line (*The scenarios* defines them in full).
@@ -367,7 +301,7 @@ def result_lead(data_dir, then: str = "") -> str:
     guarded = guard_servers.one_model(data_dir) + (why_models(loaded[0]) if loaded is not None else "")
     return markdown(
         "**The result, from the recorded real servers** (the evidence is *The recorded GPU run*, after *The "
-        "scenarios*; what runs live in this notebook is said just below):",
+        "scenarios*):",
         STAGES_LINE,
         "\n".join(lines),
         guarded,
