@@ -26,6 +26,7 @@ from flexfix.integration.serving.scenarios import (
     notebook_plan,
     plan,
     prepare_model,
+    prepare_tokenizer,
     requests_for,
     vllm_args,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "plan",
     "notebook_plan",
     "prepare_model",
+    "prepare_tokenizer",
     "run_scenario",
     "record",
     "recorded_run",

@@ -243,11 +243,12 @@ def request_settings(prov: dict) -> str:
     return "requests, as this recording saved them: " + "; ".join(kept)
 
 
-def show_recorded(data_dir: str | os.PathLike, name: str = "serve", tail: int = 8) -> pd.DataFrame | None:
+def show_recorded(data_dir: str | os.PathLike, name: str = "serve", tail: int | None = None) -> pd.DataFrame | None:
     """Print the recorded GPU run's provenance, then show, in this order, each server's settings (model,
     environment, ``vllm serve`` arguments), what vLLM's dispatcher runs each of its concurrent batches with, and the
-    scenario, stage and error tables and the last ``tail`` lines of each server's log (or say it is not recorded
-    yet)."""
+    scenario, stage and error tables, and, given ``tail``, the last ``tail`` lines of each server's log (or say it is
+    not recorded yet). Notebook 06 prints the tails itself (:func:`flexfix.edition.tables.print_log_tails`), last in
+    its cell, right above its note on them (round 22, D6)."""
     from IPython.display import display
 
     from flexfix.edition.narrative.guard_serving import capture_sizes
@@ -272,7 +273,8 @@ def show_recorded(data_dir: str | os.PathLike, name: str = "serve", tail: int = 
     display(scenario_table(table))
     display(stage_table(table))
     display(error_summary(table))
-    print_log_tails(table, tail)
+    if tail is not None:
+        print_log_tails(table, tail)
     return table
 
 

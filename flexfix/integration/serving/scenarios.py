@@ -26,6 +26,7 @@ __all__ = [
     "vllm_args",
     "requests_for",
     "prepare_model",
+    "prepare_tokenizer",
     "check_choice",
     "plan",
     "notebook_plan",
@@ -179,6 +180,24 @@ def prepare_model(model: str, models_dir: str | os.PathLike | None = None) -> Pa
     return write_tokenizer(path)
 
 
+def prepare_tokenizer(model: str, models_dir: str | os.PathLike | None = None) -> Path:
+    """A directory holding ``model``'s tokenizer as :func:`prepare_model` writes it (``write_tokenizer``, from the
+    config's ``vocab_size`` and special ids): the model's own directory where :func:`prepare_model` wrote it,
+    otherwise one with its ``config.json`` and tokenizer only, no weights (they do not change the tokenizer).
+    Notebook 06 checks the tokenizer of each model its scenarios serve with it (round 22, D8)."""
+    from transformers import LlamaConfig
+
+    from flexfix.integration.local_tokenizer import write_tokenizer
+
+    root = Path(models_dir) if models_dir is not None else Path(tempfile.gettempdir()) / "flexfix-models"
+    path = root / f"serve-{model}"
+    if not (path / "config.json").exists():
+        path = root / f"tokenizer-{model}"
+        if not (path / "config.json").exists():
+            LlamaConfig(**LLAMA_CONFIGS[model], tie_word_embeddings=False).save_pretrained(path)
+    return write_tokenizer(path)
+
+
 # A run of several scenarios: checked first, then recorded one after another.
 
 
@@ -283,13 +302,10 @@ def notebook_plan(
         chosen = plan(scenarios, model="tiny", requests=fake_requests, max_tokens=max_tokens, fake_server=fake_server)
         if run_server:  # the parameters line above says RUN_SERVER=True: say at once that it did not apply
             print(f"RUN_SERVER=True (ignored: no GPU, the device is {device})")
-        print(  # why the FAKE server runs is said once, by flexfix.edition.narrative.serving.what_runs
-            f"server: the FAKE server {fake_server}, not vLLM: no model, no GPU, on the CPU whatever the "
-            "machine; its results are saved as serve_fake-cpu.json. It is a script: it answers deterministic tokens "
-            "and logprobs, and from the environment, in any batch of more than 16 requests, it kills its engine "
-            "(FLEXFIX_PATCH=0) or perturbs the logprobs of the requests after the first 16 (FLEXFIX_PATCH=1 with "
-            "VLLM_BATCH_INVARIANT=0), never a token. The recorded GPU run of the real vllm serve comes first, "
-            "under its own heading; this FAKE run follows it as a harness self-test."
+        print(  # why it runs: flexfix.edition.narrative.serving.what_runs; what it emulates: notebook 06's
+            # *Harness self-test*, where it runs (round 22, D2: said once)
+            f"server: the FAKE server {fake_server}, not vLLM (what it emulates: the harness self-test, after the "
+            "recorded GPU run); its results are saved as serve_fake-cpu.json"
         )
     for sc in chosen:
         model = sc.model if real else f"none (FAKE: its prompts are drawn as for the {sc.model} config)"
