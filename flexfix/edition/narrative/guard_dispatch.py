@@ -167,16 +167,17 @@ def counts_run(engines: pd.DataFrame) -> str:
         if larger
         else ""
     )
-    return markdown(
-        "**Which request counts these engines ran, and why**: one fresh engine each at "
+    return markdown(  # r22 D12: three points, one bullet each, not one long paragraph
+        "**Which request counts these engines ran, and why**:",
+        "* One fresh engine each at "
         + listing(ran, "; ")
-        + " (the engine table's `requests` and `max_num_seqs`). "
+        + " (the engine table's `requests` and `max_num_seqs`).\n* "
         + past
         + (f": {listing(reasons)}" if reasons else "")
         + again
-        + ". They are a selection, not a sweep: `flexfix.measure.guard_sets` plans these counts at this commit (the "
+        + ".\n* They are a selection, not a sweep: `flexfix.measure.guard_sets` plans these counts at this commit (the "
         "recordings, made at their own commits, keep the counts each engine ran, not when or why they were "
         "chosen), and these engines "
         "ran these counts only, not every count at which notebook 01's engines faulted or answered wrongly (its "
-        "*Where the crash starts* and *Every request checked* give those counts, for the run it shows)."
+        "*Where the crash starts* and *Every request checked* give those counts, for the run it shows).",
     )

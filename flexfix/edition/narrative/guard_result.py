@@ -3,9 +3,11 @@ naming the section that holds its tables (the same tables and counts as the bold
 
 from __future__ import annotations
 
+import pandas as pd
+
 from flexfix.edition.narrative import listing, markdown, plural, span
 
-__all__ = ["result"]
+__all__ = ["result", "live"]
 
 
 def result(recorded: dict) -> str:
@@ -78,3 +80,60 @@ def _later_release(recorded: dict) -> tuple[str, str, str]:
         same, of = int(equal["bitwise equal"].sum()), int(equal["of"].sum())
         eager_said = f"{same} of {of}" + ("" if same == of else " (not all)")
     return version, error_said, eager_said
+
+
+def _ended(r) -> str:
+    """How an engine of :func:`flexfix.edition.tables.guard.engine_guard` ended, in words."""
+    if r["outcome"] == "guard_refused":
+        graph = r["first alarm's graph, tokens"]
+        return (
+            f"the guard refused its replay {r['first alarm at replay']}"
+            + (f" (a FULL graph of {graph} tokens)" if pd.notna(graph) else "")
+            + f", naming {r['fields named']}, and the engine stopped"
+        )
+    return f"it ended `{r['outcome']}`, {r['replays checked']} replays checked, {r['replays with an alarm']} alarmed"
+
+
+def _settings(engine: str) -> frozenset[str]:
+    """An engine name's settings (:func:`flexfix.edition.tables.guard.engine_guard`), without its ``max_num_seqs N``,
+    which a name gives only where the run set it: the tables' ``max_num_seqs`` column compares that."""
+    return frozenset(p.strip() for p in str(engine).split(",") if not p.strip().startswith("max_num_seqs"))
+
+
+def live(engines, recorded) -> str:
+    """Under the live engine's table (round 22, D9): that it was measured in this run, not read from a recording,
+    what it did, and whether the recorded engine of the same settings, requests and ``max_num_seqs`` (``recorded``:
+    :func:`flexfix.edition.tables.guard.engine_guard` of the recorded runs that follow) ended the same way. Both tables
+    are :func:`flexfix.edition.tables.guard.engine_guard`'s."""
+    said = []
+    for _, r in engines.iterrows():
+        text = (
+            f"`{r['engine']}` ran {r['requests']} requests at once, with `max_num_seqs` {r['max_num_seqs']}: "
+            + _ended(r)
+        )
+        same = recorded[
+            (recorded["requests"].astype(str) == str(r["requests"]))
+            & (recorded["max_num_seqs"] == r["max_num_seqs"])
+            & (recorded["engine"].map(_settings) == _settings(r["engine"]))
+        ]
+        keys = ["outcome", "fields named", "first alarm's graph, tokens"]  # how it ended
+        for _, o in same.iterrows():
+            alike = all(str(o[k]) == str(r[k]) for k in keys)
+            text += (
+                f". The recorded engine of the same settings, requests and `max_num_seqs` (`{o['engine']}`, in the "
+                + (
+                    "engine table below) ended the same way"
+                    if alike
+                    else f"engine table below) ended otherwise: {_ended(o)}"
+                )
+            )
+        if not len(same):
+            text += ". No recorded engine below ran these settings, requests and `max_num_seqs`"
+        said.append(text)
+    if not said:
+        return ""
+    return markdown(
+        "**This run's engine, measured live** (the table above, not a recording; the recorded engines follow): "
+        + "; ".join(said)
+        + "."
+    )
