@@ -102,7 +102,7 @@ def test_c1_rings_of_the_runs_sit_apart_and_within_half_a_step():
 def test_d1_threshold_headline_is_no_wrong_answer_threshold():
     engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
     said = str(reproduce.crash_threshold(tables.threshold_table(engines)))
-    head = said.split("**In the crash-threshold")[1].split("**")[0]  # r15 D5: after the short answer
+    head = said.split("**What that first fault is, and is not.**")[1].split("\n\n")[0]  # r22 D6
     assert "not where answers first go wrong" in head and "next section check them" in head
 
 

@@ -295,3 +295,21 @@ def test_d8_the_sanitizer_bullet_is_in_short_sentences():
         max_depth = max(max_depth, depth)
     assert max_depth == 1
     assert bullet.index("bytes *before*") < bullet.index("launch tile")
+
+
+# D6: the first fault at 48 requests was stated four times in a row ("48 requests (fresh engine) and 48 requests (one
+# engine, growing batches)", then in bold, then in each bullet); now once in the answer, once per way of counting.
+
+
+def test_d6_the_first_fault_is_said_once_before_the_bullets():
+    from flexfix.edition import tables
+    from flexfix.edition.narrative import reproduce
+
+    engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
+    table = tables.threshold_table(engines)
+    said = str(reproduce.crash_threshold(table))
+    first = int(table[table["outcome"] != "completed"]["requests"].min())
+    prose = said.split("\n* ")[0]
+    assert prose.count(f"{first} requests") == 1
+    assert f"{first} requests (fresh engine) and {first} requests" not in said
+    assert "**In the crash-threshold engines above" not in said

@@ -135,7 +135,7 @@ def test_b2_the_threshold_engines_answers_are_said_unchecked():
 
     engines, _ = schemas.recorded(DATA, record.RECORDED_ENGINE_TABLES, schemas.ENGINE_SCENARIOS)
     said = str(reproduce.crash_threshold(tables.threshold_table(engines)))
-    assert "these engines' answers were not checked" in said and "check that)" not in said
+    assert "their answers were not checked" in said and "check that)" not in said  # round 22, D6
 
 
 # C1, C4: the read-window figure draws kinds of cell in colours of its own, and its legend says what a cell holds,

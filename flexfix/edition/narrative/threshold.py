@@ -32,31 +32,29 @@ def crash_threshold(table: pd.DataFrame, dispatch: pd.DataFrame | None = None) -
         else:
             firsts.append(f"none ({how})")
         lines.append(line + ".")
-    numbers, head = {f.split(" (")[0] for f in firsts}, "In the crash-threshold engines above, the first fault came at "
+    numbers = {f.split(" (")[0] for f in firsts}
     both = len(numbers) == 1 and len(firsts) > 1 and not firsts[0].startswith("none")
-    head += f"{numbers.pop()} in both ways of counting" if both else listing(firsts)
+    where = f"{numbers.pop()} in both ways of counting" if both else listing(firsts)
     from flexfix.mechanism import paged
 
-    # r0102 round 15, D5: the heading's question answered in one line first, the details after it
+    # r0102 round 15, D5: the heading's question answered in one line first, the details after it; round 22, D6: the
+    # first fault is said there once, the bullets give each way's counts, and the paragraph between says what it is not
     answer = (
         f"**The short answer:** any count above one query block ({paged.Q_BLOCK} requests) can misread, once a step "
-        "with two or more query blocks replays a FULL graph captured at another width; these engines first faulted "
-        f"at {listing(firsts)}, and the every-request engines of the next section say where theirs died."
+        "with two or more query blocks replays a FULL graph captured at another width. These crash-threshold engines "
+        f"first faulted at {where}; the bullets below give each way's counts."
     )
     return markdown(
         answer,
-        f"**{head}: where these engines first faulted, not where answers first go wrong (these engines' answers "
-        "were not checked; the every-request engines of the next section check them, batch by batch)**. It is also "
-        "not the fewest requests that can fault: an engine "
-        "started with another `max_num_seqs` captures other graphs, and the every-request engines of the next "
-        "section say at which batch each of them died (which can be fewer requests). "
-        "More than one query block in flight is necessary for a "
-        "fault, not sufficient, and where these engines faulted was measured only in this setting (this model, "
-        "these prompts, this GPU, these `max_num_seqs`), not a constant of the bug. A count that *completed* is not "
-        "evidence that it read correctly: each fresh engine starts with `max_num_seqs` equal to its count, which "
-        "sets the batch sizes it captures full graphs for and so whether its batch replays one at all, and a "
-        "completed run could have misread silently: these engines' answers were not checked (the next section checks "
-        "other engines' answers, request by request).",
+        "**What that first fault is, and is not.** It is where these engines first faulted, not where answers first "
+        "go wrong: their answers were not checked (the every-request engines of the next section check them, batch "
+        "by batch, and say at which batch each of them died, which can be fewer requests). Nor is it the fewest "
+        "requests that can fault: an engine started with another `max_num_seqs` captures other graphs. More than one "
+        "query block in flight is necessary for a fault, not sufficient, and where these engines faulted was measured "
+        "only in this setting (this model, these prompts, this GPU, these `max_num_seqs`), not a constant of the bug. "
+        "A count that *completed* is not evidence that it read correctly: each fresh engine starts with "
+        "`max_num_seqs` equal to its count, which sets the batch sizes it captures full graphs for and so whether its "
+        "batch replays one at all, and a completed run could have misread silently.",
         "\n".join(lines) + _outside_graphs(table, dispatch),
     )
 
