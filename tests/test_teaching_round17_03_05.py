@@ -214,7 +214,7 @@ def test_d6_blocks_with_never_written_cells_named_from_the_table():
     assert "not written this step" not in str(misreads(table((0, 0, 0))))
     md = _flat(_markdown("03_stride_layouts"))
     assert "for the later query blocks" not in md
-    assert "the `never_written` column of the table below, and the sentence under it, say which blocks" in md
+    assert "`never_written` how many of those nothing wrote at the replay step" in md  # round 22 D3: the table's
 
 
 # D8 (05): the band example is printed once, right after the rule.

@@ -313,3 +313,56 @@ def test_d12_program_is_defined_before_the_first_sentence_that_counts_programs()
     md = _flat(_markdown("05_cost"))
     assert md.count("one instance of the compiled Triton kernel") == 1
     assert "one program (defined under *How the kernel is timed*)" in md
+
+
+# D1, D4 (03): *misread* was used (the label inside a misread run) before The numbers defined it; the query block's
+# gloss spoke of "these runs" not recording the launch tile, in a notebook that launches no kernel.
+
+
+def test_d1_d4_misread_is_a_word_before_its_first_use_and_no_run_aside():
+    md = _markdown("03_stride_layouts")
+    words = md[md.index("**Words used below.**") : md.index("**What you will learn**")]
+    assert "is **misread** at a replay when the storage cell" in _flat(words)
+    first_use = _flat(md).index("a label inside a misread run")
+    assert _flat(md).index("**misread**") < first_use
+    assert "which these runs do not record" not in md and "this notebook launches no kernel" in _flat(md)
+
+
+# D2 (03): the narrower replay's sentence named "entries of their own row at another position", which figure 13_0
+# shows no block reads there. With the layouts, the sentence names only the kinds of misread cell that occur.
+
+
+def test_d2_the_misread_sentence_names_only_the_kinds_that_occur():
+    from flexfix.edition.narrative.layouts import misreads
+    from flexfix.mechanism import layouts
+    from flexfix.mechanism.persistent import copy_to_persistent_as_strided
+
+    def lay(k_capture, k_replay):
+        return layouts.stride_layout(
+            copy_to_persistent_as_strided, "a", g=3, g_max=4, w_max=64, k_capture=k_capture, k_replay=k_replay
+        )
+
+    wider, narrower = lay(16, 48), lay(32, 16)
+    said = _flat(misreads(layouts.layout_table([wider, narrower]), [wider, narrower]))
+    grow, shrink = said.split("replayed at `K = 16`")
+    assert "(another row's entries or entries of their own row at another position)" in grow
+    assert "(another row's entries, or cells not written this step: 16 of them, in query block 2 only)" in shrink
+    assert "own row" not in shrink
+    # from the layouts themselves: no misread cell of the narrower replay holds its own row's entry
+    flat = narrower.owner_replay.reshape(-1)
+    for g, j in zip(*narrower.misread.nonzero()):
+        assert int(flat[narrower.read_at[g, j]]) != g
+    assert "story.misreads(layout_numbers, grow + shrink)" in _code("03_stride_layouts")
+
+
+# D3 (03): the first takeaway ran to 13 lines, re-explaining the windows and never_written with nested parentheses
+# and three cross-references; the second bullet of What you will learn was as dense. Both are cut to their point.
+
+
+def test_d3_the_first_takeaway_and_the_learn_bullet_are_short():
+    md = _markdown("03_stride_layouts")
+    takeaway = md.split("## Takeaways")[1].split("\n* ")[1]
+    assert len(takeaway.splitlines()) <= 8
+    assert "(the lines whose `K_replay`" not in takeaway and "the sentence under it names them" not in takeaway
+    learn = md.split("**What you will learn**")[1].split("\n* ")[2]
+    assert len(learn.splitlines()) <= 3 and "`never_written`" not in learn

@@ -192,12 +192,10 @@ def test_a3_a4_03_says_what_the_misread_windows_hold_as_the_table_counts_them():
     assert shrink.loc[2, "never_written"] > 0  # only the later block reads unwritten cells
     text = _flat("03_stride_layouts")
     assert "narrower than its capture reads (cells that nothing wrote at that step)" not in text
-    assert (
-        "other rows' entries of that step and, for the query blocks whose window runs past what that step wrote, "
-        "cells that nothing wrote" in text
-    )  # r17 D6
-    assert "or their own row's entries at the wrong position" in text  # A4
-    assert "and prints what its misread windows hold there" in text  # r16 B1: 04's widths, not 03's
+    # round 22 D3: the takeaway no longer re-lists what the windows hold (the figures, the table and the sentence
+    # under it do, from the layouts: round 22 D2); it says the widths decide it, 04's too
+    assert "What a misread window holds depends on the widths" in text
+    assert "notebook 04's kernel sweep also replays narrower than its capture, at widths of its own" in text
 
 
 def test_d19_d21_d23_03_columns_defined_lead_plain():

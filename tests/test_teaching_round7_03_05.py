@@ -96,8 +96,8 @@ def test_a1_a7_d14_d15_notebook_03():
     for term in ("**`G`**", "**`[G_max, W_max]`**", "**`dst[:G, :K]`**", "**`K`**"):
         assert term in words, term
     assert "`K_REPLAY` lines" not in md and "`K_REPLAY_SHORT` lines" not in md
-    assert "whose `K_replay` is larger than their `K_capture`" in md
-    assert "whose `K_replay` is smaller than their `K_capture`" in md
+    # round 22 D3: the takeaway no longer points to table lines by width; the columns are named where defined
+    assert "`K_capture` and\n`K_replay` are the width `K` of `kv_indices`" in md
     from flexfix.mechanism import layouts
 
     assert {"K_capture", "K_replay"} <= set(layouts.layout_table(_layouts(16, 48)))  # the columns named

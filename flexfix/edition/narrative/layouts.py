@@ -9,6 +9,8 @@ from flexfix.edition.narrative import listing, markdown, plural
 
 __all__ = ["equivalence", "misreads", "flat_cells", "k_example"]
 
+_OWN = "entries of their own row at another position"
+
 
 def k_example(name: str, k: int, page: int = 16) -> str:
     """``K`` worked out for one width parameter (r10 D2): 16 (the query block) times the pages of the step's longest
@@ -35,12 +37,32 @@ def equivalence(table: pd.DataFrame, names: tuple[str, str]) -> str:
     return markdown(f"**{names[0]} and {names[1]} disagree on {n - agree} of {plural(n, 'random shape')}.**")
 
 
-def misreads(table: pd.DataFrame) -> str:
+def _kinds(layouts) -> dict[tuple[str, int, int], set[str]]:
+    """Per (copy, ``K_capture``, ``K_replay``) of ``layouts`` (:class:`flexfix.mechanism.layouts.Layout`), what the
+    misread cells hold (r22 D2): ``"other"`` another row's entries, ``"own"`` an entry of the block's own row at
+    another position, ``"unwritten"`` a cell this step did not write."""
+    from flexfix.mechanism.layouts import UNWRITTEN
+
+    out: dict[tuple[str, int, int], set[str]] = {}
+    for lay in layouts:
+        flat = lay.owner_replay.reshape(-1)
+        kinds = out.setdefault((lay.copy_name, lay.k_capture, lay.k_replay), set())
+        for g, j in zip(*lay.misread.nonzero()):
+            at = int(lay.read_at[g, j])
+            owner = int(flat[at]) if at < flat.size else UNWRITTEN
+            kinds.add("unwritten" if owner == UNWRITTEN else "own" if owner == g else "other")
+    return out
+
+
+def misreads(table: pd.DataFrame, layouts=None) -> str:
     """Per copy and replay width (:func:`flexfix.mechanism.layouts.layout_table`), led by what it means: which copies
-    read every query block's own entries at replay, and which misread, in which blocks, how many cells."""
+    read every query block's own entries at replay, and which misread, in which blocks, how many cells.  With
+    ``layouts`` (the table's :class:`flexfix.mechanism.layouts.Layout` objects), what the misread cells hold is said
+    only of the kinds that occur at each width, not every kind that can (r22 D2)."""
     values = ("copy", "K_capture", "K_replay", "row", "misread", "cells_read", "never_written")
     require(table, "the stride layouts", values=values)
     lines, right, wrong = [], [], []
+    held = _kinds(layouts) if layouts is not None else {}
     for (copy, k_capture, k_replay), group in table.groupby(["copy", "K_capture", "K_replay"], sort=False):
         bad = group[group["misread"] > 0]
         case = (copy, k_replay)
@@ -57,9 +79,12 @@ def misreads(table: pd.DataFrame) -> str:
         unwritten = int(bad["never_written"].sum())  # a kind of cell named only where this replay read one
         blocks = bad[bad["never_written"] > 0]["row"].tolist()  # r17 D6: which blocks, not "the later" ones
         where = f"query block{'s' if len(blocks) > 1 else ''} {listing(blocks)} only" if unwritten else ""
-        text += "that do not hold the entry they ask for (another row's entries or entries of their own row at another "
-        text += "position" + (
-            f", or cells not written this step: {unwritten} of them, in {where})" if unwritten else ")"
+        kinds = held.get((copy, k_capture, k_replay), {"other", "own"})
+        said = [w for k, w in (("other", "another row's entries"), ("own", _OWN)) if k in kinds]
+        text += f"that do not hold the entry they ask for ({' or '.join(said)}" + (
+            f"{', or ' if said else ''}cells not written this step: {unwritten} of them, in {where})"
+            if unwritten
+            else ")"
         )
         lines.append(head + text + ".")
     return markdown(_lead(wrong, right), "\n".join(lines))
