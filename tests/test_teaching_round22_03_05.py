@@ -293,7 +293,7 @@ def test_d11_the_cpu_note_is_printed_on_a_cpu_run_only():
     assert "Note on a CPU run only" not in md and "a GPU run skips this note" not in md
     branch = code.split('if device == "cpu":')[1].split("this_run = ")[0]
     assert "CPU run: no CUDA graphs and no L2 flush" in branch and "there is no L2 table" in branch
-    assert "leave out `graph_speedup` and `bi_overhead`" in branch
+    assert "leave out `graph_speedup` and" in branch and "`bi_overhead`, which need a graph replay" in branch
     assert md.split("## How the kernel is timed")[1].strip().startswith("On a GPU (a CPU run says under its first")
 
 
