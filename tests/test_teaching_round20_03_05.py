@@ -35,13 +35,16 @@ def test_b1_the_crash_handling_is_said_from_the_records():
     bi = "`flex, batch_invariant options, graph, as_strided` in `kernel_invariance` stops after 16 requests"
     assert bi in said and "whether a crash or a stop ended it there, the records do not say" in said
     assert "no outcome for those 21 cells" in said
-    assert "`kernel_invariance_part2` recorded them apart, and there the first of them, 17 first, crashed" in said
+    # round 22 D7: part2's own line says its crashes; this one says where the first recording stops, once
+    assert (
+        "`kernel_invariance_part2` recorded those cells apart (its line below), and the first of them crashed" in said
+    )
     assert "neither a crash recorded nor the sweep carrying on" in said
     vllm = "`flex, vllm options, graph, as_strided` crashed in 21 cells of 42 in `kernel_invariance`"
     assert vllm in said and "20 cells after it hold an outcome of their own" in said
     # a run with no crash says that its records do not show the handling at work
     calm = crash_handling(table[table["outcome"] == "ok"].drop(columns="source"), "this run (cuda)").data
-    assert "no cell crashed" in calm and "do not show the crash handling at work" in calm
+    assert "no cell of this sweep crashed" in calm and "do not show the crash handling at work" in calm  # round 22
 
 
 def test_b1_notebook_04_no_longer_states_the_handling_as_fact():

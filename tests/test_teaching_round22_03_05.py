@@ -366,3 +366,39 @@ def test_d3_the_first_takeaway_and_the_learn_bullet_are_short():
     assert "(the lines whose `K_replay`" not in takeaway and "the sentence under it names them" not in takeaway
     learn = md.split("**What you will learn**")[1].split("\n* ")[2]
     assert len(learn.splitlines()) <= 3 and "`never_written`" not in learn
+
+
+# D7 (04): the H100 crash handling said part2's crashes twice (its own bullet, and the first recording's stop), and
+# "Two recordings in one line" said the first recording's stop a third time. Each is said once; the others point.
+
+
+def test_d7_the_h100_crash_facts_are_said_once():
+    from flexfix.edition.narrative import invariance as story
+    from flexfix.edition.narrative.crash_records import crash_handling
+
+    table, provs = schemas.recorded(DATA, record.RECORDED_KERNEL_INVARIANCE, schemas.KERNEL_CELLS)
+    said = crash_handling(table, "the H100", provs).data
+    assert said.count("21 of 21 crashed") == 0 and said.count("crashed in 21 cells of 21") == 1
+    assert said.count("its first crash was at 17 first") == 2  # one line per configuration and recording
+    assert "recorded those cells apart (its line below)" in said
+    lines = _flat(story.kernel_sweep(table, "the H100", defined_under="x", provenance=provs))
+    assert "the records do not say, and the missing cells are no evidence either way" not in lines
+    assert "the *Crash handling* lines below say what its records show of why" in lines
+    # said on its own (no crash-handling lines after it), the sentence keeps its own reading
+    alone = _flat(story.kernel_sweep(table, "the H100", provenance=provs))
+    assert "the missing cells are no evidence either way" in alone
+
+
+# D8 (04): "Crash handling, from the records of this run (cuda): no cell crashed" stood in a run whose CPU analogs
+# crashed in 21 cells. The line now names the sweep it reads, and says "no cell of this sweep crashed".
+
+
+def test_d8_the_no_crash_line_is_scoped_to_its_sweep():
+    from flexfix.edition.narrative.crash_records import crash_handling
+
+    code = _code("04_batch_invariance")
+    assert "sweep_name = f\"this run's {'GPU ' if device == 'cuda' else ''}sweep ({device})\"" in code
+    assert "crash_records.crash_handling(kernel, sweep_name)" in code
+    calm = pd.DataFrame([_cell("flex, vllm options, graph, sliced", 1, "first", "ok", 0.0, 0.001)])
+    said = crash_handling(calm, "this run's GPU sweep (cuda)").data
+    assert "from the records of this run's GPU sweep (cuda):* no cell of this sweep crashed" in said

@@ -50,14 +50,16 @@ def _stopped(config: str, cells: pd.DataFrame, source: str, planned: list[int], 
     if rest is not None and not rest.empty:
         later = _sorted(rest)
         first = later.iloc[0]
-        crashes = int(later["outcome"].isin(CRASHES).sum())
-        text += (
-            f"; `{first['source']}` recorded them apart, and there the first of them, {_cell(first)}, "
-            f"{'crashed' if first['outcome'] in CRASHES else 'came to `' + first['outcome'] + '`'} "
-            f"({crashes} of {len(later)} crashed): the first recording holds no outcome from the very cell where "
-            "the other one's first crash of this configuration came, so there it shows neither a crash recorded "
-            "nor the sweep carrying on after one"
-        )
+        if first["outcome"] in CRASHES:  # r22 D7: that recording's own line says its crashes; not said again here
+            text += (
+                f"; `{first['source']}` recorded those cells apart (its line below), and the first of them crashed "
+                "there: this recording holds no outcome from the very cell of that crash, so it shows neither a crash "
+                "recorded nor the sweep carrying on after one"
+            )
+        else:
+            text += (
+                f"; `{first['source']}` recorded those cells apart, the first of them coming to `{first['outcome']}`"
+            )
     return text
 
 
@@ -82,10 +84,10 @@ def crash_handling(table: pd.DataFrame, where: str, provenance: list[dict] | Non
                 rest = table[(table["config"] == config) & (table["source"] != source)]
                 rest = rest[~rest["batch"].astype(int).isin(have)]
                 said.append(_stopped(config, cells, named, planned, int(positions), rest))
-    if not said:
+    if not said:  # r22 D8: of this sweep's records only (a run can hold other sweeps, the CPU analogs say)
         return Markdown(
-            f"*Crash handling, from the records of {where}:* no cell crashed and no configuration stops short of "
-            "its plan, so these records do not show the crash handling at work."
+            f"*Crash handling, from the records of {where}:* no cell of this sweep crashed and no configuration stops "
+            "short of its plan, so these records do not show the crash handling at work."
         )
     lines = "\n".join(f"* {line}." for line in said)
     return Markdown(f"*Crash handling, from the records of {where}:*\n\n{lines}")

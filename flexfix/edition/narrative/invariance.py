@@ -173,7 +173,7 @@ def kernel_sweep(
         _past_first_block(table, explained=bool(defined_under)),
         eager_copies(table),
         "" if defined_under and not _unkeyed(table) else headline_words(table),
-        _sources(table, provenance),
+        _sources(table, provenance, handled=bool(defined_under)),
     )
 
 

@@ -278,11 +278,12 @@ def row_length_table(table: pd.DataFrame, sweep) -> pd.DataFrame:
     return out.sort_values(["config", PAGES], kind="stable").reset_index(drop=True)
 
 
-def sources(table: pd.DataFrame, provenance: list[dict] | None = None) -> str:
+def sources(table: pd.DataFrame, provenance: list[dict] | None = None, handled: bool = False) -> str:
     """Which configurations' cells come from more than one recording (a ``source`` column), and which batches each
     holds: their evidence above adds up cells of two runs (the verdict table gives each its own row).  With
     ``provenance`` (one per source, in order), the commit of each; where they differ, that the records do not show
-    what changed between them (r0305 B10)."""
+    what changed between them (r0305 B10).  ``handled``: the notebook's *Crash handling* lines follow, which say what
+    the records show of why a recording stops short; the tail of a plan is then pointed to them (r22 D7)."""
     if "source" not in table:
         return ""
     sources = list(dict.fromkeys(table["source"]))
@@ -302,9 +303,12 @@ def sources(table: pd.DataFrame, provenance: list[dict] | None = None) -> str:
                         f"`{source}` lists {listing([str(b) for b in missing])} requests among its batches but "
                         f"holds no cell of `{config}` at them"
                         + (  # r15 D3: what the records show of why, and what they do not
-                            " (the last cells of its plan: its last configuration, from there to its largest batch; "
-                            "it records no outcome for them, so why it ended there, a crash or a stop, the records "
-                            "do not say, and the missing cells are no evidence either way)"
+                            " (the last cells of its plan, for which it records no outcome: the *Crash handling* "
+                            "lines below say what its records show of why)"
+                            if tail and handled
+                            else " (the last cells of its plan: its last configuration, from there to its largest "
+                            "batch; it records no outcome for them, so why it ended there, a crash or a stop, the "
+                            "records do not say, and the missing cells are no evidence either way)"
                             if tail
                             else ""
                         )
