@@ -129,5 +129,6 @@ def test_07_d5_frozen_decision_answers_need_not_be_either_references():
 def test_06_d6_the_first_cell_says_plainly_what_runs_live():
     first = _flat("".join(_nb("06_serving")["cells"][0]["source"]))
     assert "Unless this run starts real servers" not in first
-    assert "Without a GPU, or with `RUN_SERVER` off, what runs live after that section is the FAKE server" in first
-    assert "Only with `RUN_SERVER` on a GPU does the real `vllm serve` run live." in first
+    # round 22 (D2): said in one sentence, pointing to the self-test that says what the FAKE server shows
+    assert "What runs live afterwards is a harness self-test, against the FAKE server (an emulation) unless" in first
+    assert "`RUN_SERVER` is on with a GPU: *Harness self-test* says what it shows and what it does not." in first

@@ -139,9 +139,8 @@ def test_06_d2_d3_the_fake_servers_differences_are_three_bullets_and_a_capture_s
 
 
 def test_06_d4_one_line_says_what_the_sections_before_the_recording_ran_against():
-    assert "FAKE server, nothing about vLLM; for vLLM, see *The recorded GPU run*, above" in serving_story.skip_line(
-        {"fake_server": "tests/fake_vllm_server.py"}
-    )
+    said = serving_story.skip_line({"fake_server": "tests/fake_vllm_server.py"})
+    assert "this run's servers are the FAKE server** (what it shows and what it does not: the paragraph above)" in said
     assert "the real `vllm serve`, live" in serving_story.skip_line({"fake_server": None})
     assert "story.skip_line(run)" in _code("06_serving")
 

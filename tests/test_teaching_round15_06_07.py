@@ -36,7 +36,8 @@ def test_06_d1_d4_the_recorded_run_follows_the_model_directory_and_the_fake_self
     for live in ("serving.manager_demo(", "serving.record(", "tables.stage_table(table)", "error_bodies(table,"):
         assert _at(cells, live) > fake, live
     assert _at(cells, "serving.record(") < _at(cells, "tables.stage_table(table)")  # table built before its use
-    assert "an emulation" in cells[fake].split("\n")[0] and "nothing about vLLM" in cells[fake]
+    assert "an emulation" in cells[fake].split("\n")[0]
+    assert "nothing the FAKE server answers is a measurement of vLLM" in _flat(cells[fake])  # round 22 (A1, D2)
     assert cells[-1].startswith("## Takeaways")
 
 
@@ -74,8 +75,9 @@ def test_06_d2_the_same_h200_guard_error_row_is_read_from_its_guard_lines():
 
 def test_06_d3_the_scenarios_say_stock_and_patched_ran_different_models_and_where_one_model_is():
     text = _flat(next(c for c in _cells("06_serving") if c.startswith("## The scenarios")))
-    assert "So, unless `MODEL` is set, stock and patched do not run one model here" in text
-    assert "notebook 07's *Serving* recording does" in text
+    # round 22 (D1): which model each serves, and a pointer to the result that says why and where one model is
+    assert "stock the tiny model, the patched scenarios the variance model" in text
+    assert "which question that leaves to another recording, the result at the top says" in text
 
 
 # D6
@@ -180,6 +182,6 @@ def test_06_the_fake_setup_line_places_the_recorded_run_where_the_notebook_does(
 
     source = _flat(inspect.getsource(scenarios))
     assert "shown at the end" not in source
-    assert "The recorded GPU run of the real vllm serve comes first" in source
+    assert "what it emulates: the harness self-test" in source  # round 22 (D2): said in 06, after the recording
     cells = _cells("06_serving")
     assert _at(cells, "## The recorded GPU run") < _at(cells, "## Harness self-test")

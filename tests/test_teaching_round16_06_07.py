@@ -92,7 +92,7 @@ def test_06_d1_the_evidence_is_right_after_the_scenarios_not_the_model_directory
     everything = _flat("\n".join(src for _, src in cells))
     assert "right after the model directory" not in everything and "the recorded run at the end" not in everything
     assert "*The recorded GPU run*, after *The scenarios*" in _flat(cells[0][1])
-    fake = _heading_at("06_serving", "Harness self-test: the same scenarios against the FAKE server, an emulation")
+    fake = _heading_at("06_serving", "Harness self-test")
     assert "(*The recorded GPU run*, above)" in _flat(cells[fake][1])
     assert _heading_at("06_serving", "The recorded GPU run") < fake
     # the generated leads say the same order
@@ -249,7 +249,7 @@ def test_06_d8_the_sentence_says_openai_was_imported_before_the_first_case_only_
 
 def test_07_d9_batch_descriptor_is_defined_with_fields_vllm_has():
     cells = _cells("07_replay_guard")
-    said = _flat(next(s for _, s in cells if "That is the message a backend developer reads" in s))
+    said = _flat(next(s for _, s in cells if "An engine's name lists its settings" in s))  # r22 D10: before it
     assert "`BatchDescriptor`" in said and "is vLLM's key for a captured graph" in said
     try:
         from vllm.forward_context import BatchDescriptor

@@ -90,8 +90,8 @@ def test_06_a1_the_same_gpu_sentence_follows_the_recording_each_way(monkeypatch)
 
 def test_06_a1_the_takeaway_says_the_answer_combines_two_recordings():
     takeaway = _flat(_cells("06_serving")[-1][1])
-    assert "No single recording ran a stock server without the guard and a patched server on one model" in takeaway
-    assert "combines this notebook's stock crash with notebook 07's patched servers" in takeaway
+    assert "No single recording ran a stock server without the guard" not in takeaway  # round 22 (D1): the lead's
+    assert "is answered by two recordings together: this notebook's stock crash and notebook 07's patched" in takeaway
     assert "whose result the last cell" not in takeaway
     cells = _cells("06_serving")
     at = next(i for i, (_, c) in enumerate(cells) if "guard_serving.in_short(DATA_DIR)" in c)

@@ -67,7 +67,7 @@ def test_07_a2_the_counts_run_are_read_from_the_recording_and_called_a_selection
     own = sorted(int(r) for r, m in zip(engines["requests"], engines["max_num_seqs"]) if int(r) == int(m))
     assert own == [17, 32, 48, 48, 128]  # 48 twice: BI=0 and BI forced
     assert (
-        "one fresh engine each at 17, 32, 48 and 128 requests, each in an engine whose `max_num_seqs` is its count"
+        "One fresh engine each at 17, 32, 48 and 128 requests, each in an engine whose `max_num_seqs` is its count"
         in said
     )
     assert "48 again with `VLLM_BATCH_INVARIANT=1` and `supports_batch_invariance` forced True" in said
@@ -84,7 +84,7 @@ def test_07_a2_the_counts_follow_the_table():
     engines = _stopped()
     extra = engines.iloc[[0]].assign(requests="44", max_num_seqs=44, engine="tiny, BI=0, stock, guard=error")
     said = _flat(guard_dispatch.counts_run(pd.concat([engines, extra], ignore_index=True)))
-    assert "one fresh engine each at 17, 32, 44, 48 and 128 requests" in said
+    assert "One fresh engine each at 17, 32, 44, 48 and 128 requests" in said
     assert "44 the" not in said  # no reason is made up for a count the code gives none
     small = engines.iloc[[0]].assign(requests="16", max_num_seqs=16, engine="tiny, BI=0, stock, guard=error")
     said = _flat(guard_dispatch.counts_run(pd.concat([engines, small], ignore_index=True)))
@@ -134,10 +134,11 @@ def test_07_b1_the_clients_errors_are_shown_and_compared_with_notebook_06s():
 
     text = _markdown("07_replay_guard")
     assert "only the log differs" not in text and "as a stock server without the guard gives them" not in text
-    assert "the error table, after the stage table, gives what they got" in text
+    # round 22 (D12): the Serving intro lists its outputs in order
+    assert "the error table, after the stage table, which gives what the stopped server's clients got" in text
     code = _code("07_replay_guard")
     assert "display(tables.error_summary(served))" in code
-    assert "guard_serving.serving(served, agree, DATA_DIR)" in code
+    assert "guard_serving.serving(served, agree, DATA_DIR, served_prov)" in code
     served, agree = _served()
     stock, _ = recorded_run(DATA)
     mine = failed_requests(served[served["scenario"] == "guard_error"])
@@ -147,9 +148,10 @@ def test_07_b1_the_clients_errors_are_shown_and_compared_with_notebook_06s():
     assert "HTTP 500 that a stock server without the guard gives" not in said
     assert (
         "Its clients got what the clients of notebook 06's stock server without the guard (`stock`) got, word for "
-        "word: HTTP 500 with the same error message (the error table above; notebook 06's error table); what the "
-        "guard changed is the log" in said
+        "word: HTTP 500 with the same error message (the error table above; notebook 06's error table). The logs "
+        "differ" in said  # round 22 (B1): not put down to the guard
     )
+    assert "That the guard made that difference, these two recordings do not show by themselves" in said
 
 
 def test_07_b1_the_comparison_follows_the_errors_each_way():

@@ -102,7 +102,9 @@ def test_06_takeaways_say_what_notebook_07_compares_and_qualify_the_log_processe
     """A5, A14: 07's servers are stock under the guard, not stock as released; the tails have NCCL/Python lines."""
     text = _markdown("06_serving")
     assert "Stock and patched on one model with the same requests" not in text
-    assert "a stock server without the guard and a patched server on one model" in text
+    # round 22 (D1): said once, in the result lead
+    lead = re.sub(r"\s+", " ", str(serving_story.result_lead(DATA)))
+    assert "a stock server without the guard and a patched server on one model" in lead
     assert "The kept lines of those servers' logs come from two processes" not in text
     assert "PyTorch's NCCL process group print as a process exits" in text  # round 8 D16
 
@@ -127,7 +129,7 @@ def test_06_recorded_section_shows_settings_and_dispatch_first_then_the_tables(m
 
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda x: shown.append(x))
-    serving.show_recorded(DATA)
+    serving.show_recorded(DATA, tail=8)  # round 22 (D6): notebook 06 prints the tails itself, last
     out = capsys.readouterr().out
     assert "vLLM args: {" not in out
     assert "vllm serve arguments" in shown[0].columns and "runs with" in shown[1].columns
@@ -270,7 +272,9 @@ def test_06_says_why_patched_bi1_runs_flex_and_why_the_scenarios_serve_other_mod
     """D1, D2: why stock serves tiny and patched variance; how FLEX runs with VLLM_BATCH_INVARIANT=1 at all."""
     text = _markdown("06_serving")
     assert "`FlexAttentionBackend.supports_batch_invariance()` answer True" in text
-    assert "stock the tiny model, on which notebook 01 reproduces the crash" in text
+    # round 22 (D1): why each model, said once, in the result lead
+    lead = re.sub(r"\s+", " ", str(serving_story.result_lead(DATA)))
+    assert "`stock` the tiny model, the model on which notebook 01 reproduces the crash" in lead
 
 
 def test_07_eager_section_says_which_checks_it_shows_results_of():

@@ -240,7 +240,7 @@ def test_07_d15_table_words_come_before_the_tables_and_every_engine_name_part_is
     for word in ("`graphs captured` counts", "`tensors per graph`", "**Information** is a change", "`field: kind`"):
         assert word in before, word
     assert "(what that is, after these tables)" not in before
-    key = _cell("07_replay_guard", "Does the guard stop the real bug")
+    key = _cell("07_replay_guard", "## On the GPU: stock vLLM 0.20.0")  # round 22 (D10): before the live engine
     recorded = guard_tables.recorded(DATA)
     shown = ("guard_stock_error", "guard_stock_error_17", "guard_stock_eager", "guard_patched_reference",
              "guard_v0_20_2", "guard_false_alarms", "guard026_false_alarms", "guard_debug", "guard_cost")  # fmt: skip
