@@ -60,7 +60,11 @@ def test_d3_without_the_plugin_reads_checked_control_caveat():
     assert first.index("no request differed") < first.index("**Positive control**") < first.index("**Caveat:**")
     stock = every[every["engine"].str.contains("stock")].iloc[0]
     done = [r for r in stock["records"] if r.get("kind") == "every_request"]
-    assert f"{_differ(done[0])} of {done[0]['requests']}" in first and f"`{stock['status']}`" in first
+    # round 22, D10: what the live control did is the verdict's, said once; here where it comes from
+    if live[1]["device_name"] == sprov["device_name"]:
+        assert "(the verdict above says what it did)" in first and f"`{stock['status']}`" not in first
+    else:
+        assert f"{_differ(done[0])} of {done[0]['requests']}" in first and f"`{stock['status']}`" in first
     assert "where there was one" not in first and first.count("(") < 12
 
 

@@ -313,3 +313,23 @@ def test_d6_the_first_fault_is_said_once_before_the_bullets():
     assert prose.count(f"{first} requests") == 1
     assert f"{first} requests (fresh engine) and {first} requests" not in said
     assert "**In the crash-threshold engines above" not in said
+
+
+# D10: that the checks without the plugin hold no positive control was said in the verdict, again in the positive
+# control's paragraph (with what the live control did, again), and again in the takeaway; the verdict says it, the
+# paragraph says where each control comes from, the takeaway sums it up in a clause.
+
+
+def test_d10_the_positive_control_caveat_is_said_once_in_full():
+    from flexfix.edition.narrative import workaround_control, workarounds
+
+    ways, sprov = _ways()
+    every, provs = schemas.recorded(DATA, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
+    live = (every, {**provs[0], "device_name": sprov["device_name"]})
+    verdict = _flat(workaround_control.verdict(ways, sprov, live))
+    details = _flat(str(workarounds.without_plugin(ways, "a", "b", sprov, provs, live)).split("\n\n")[0])
+    take = _flat(workaround_control.takeaway(sprov, live, provs))
+    assert "no positive control in their own run" in verdict
+    assert "these checks hold none of their own" not in details and "(the verdict above says what it did)" in details
+    assert "differed from alone" in verdict and "requests come out otherwise than alone" not in details
+    assert "That check had no positive control in its own run" not in take

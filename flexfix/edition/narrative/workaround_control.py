@@ -69,8 +69,8 @@ def takeaway(safety_prov: dict | None, live: tuple[pd.DataFrame, dict] | None, c
     q = paged.Q_BLOCK
     return markdown(
         f"* Without the plugin, no request differed with piecewise graphs, with no graphs or with `max_num_seqs={q}` "
-        "on stock 0.20.0 in the recorded check of the first section: what was recorded, not a proof. That check had "
-        f"no positive control in its own run; the first section's verdict names the nearest one: {nearest}. With "
+        "on stock 0.20.0 in the recorded check of the first section: what was recorded, not a proof, and without a "
+        f"positive control of its own; the nearest, as the first section's verdict says, is {nearest}. With "
         f"`max_num_seqs={q}` no decode step held more than one query block, and only decode steps replay a FULL "
         "graph, so that this bug cannot occur there is true by construction (batch variance could still make a "
         "request differ). Each costs throughput (first "
@@ -95,7 +95,8 @@ def verdict(table: pd.DataFrame, safety_prov: dict | None, live: tuple[pd.DataFr
     if not stock:
         return markdown(
             first + ": the nearest is notebook 01's every-request check of stock vLLM 0.20.0 with full graphs, "
-            "recorded under other engine settings (the paragraph below names its GPU and what it did)."
+            "recorded under other engine settings (the paragraph below names its GPU; what it did is shown in the "
+            'section "Every request, on the patched engine").'
         )
     did = []
     for r in stock:

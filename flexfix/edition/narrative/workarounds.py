@@ -33,10 +33,11 @@ _ONE_BLOCK = (
 )
 
 
-def live_control_said(every: pd.DataFrame | None, prov: dict | None) -> str:
+def live_control_said(every: pd.DataFrame | None, prov: dict | None, results: bool = True) -> str:
     """What notebook 01's live every-request rerun (its results file, read back where this edition wrote one) saw on
     its stock engine: the requests that came out otherwise than alone at each batch it completed, and how it ended
-    (r0102 round 12, D1: the conditional "where there was one" resolved from the file).  Empty without one."""
+    (r0102 round 12, D1: the conditional "where there was one" resolved from the file); without ``results``, only
+    where it ran (r0102 round 22, D10: where the verdict has said what it did).  Empty without one."""
     if every is None or prov is None or every.empty:
         return ""
     stock = [r for r in every.itertuples() if "stock" in str(r.engine)]
@@ -59,7 +60,7 @@ def live_control_said(every: pd.DataFrame | None, prov: dict | None) -> str:
         f"written {prov.get('date')}, after the start time notebook 01's first line prints"
     )
     said = listing(said, sep="; ")
-    return f"notebook 01's live rerun in this edition ({where}): {said}"
+    return f"notebook 01's live rerun in this edition ({where})" + (f": {said}" if results else "")
 
 
 def _control(safety_prov: dict | None, control_provs) -> str:
@@ -107,6 +108,9 @@ def without_plugin(
     for way, row in ways.iterrows():
         said = [str(row[c]) for c in counts.values()]
         (safe if all(s.startswith("0 of ") for s in said) else unsafe).append((way, row, said))
+    from flexfix.edition.narrative.workaround_control import _live_stock
+
+    in_verdict = bool(_live_stock(safety_prov, live))
     lines = []
     if safe:
         named = listing([f"{w} (`{r['vLLM setting']}`)" for w, r, _ in safe], sep="; ")
@@ -122,9 +126,12 @@ def without_plugin(
                 if capped
                 else ""
             )
-            + ". **Positive control** (stock with full graphs, where the bug can show; these checks hold none of "
-            "their own): "
-            + (f"{live_control_said(*live)}; and " if live else "")
+            # r0102 round 22, D10: that these checks hold no positive control, and what the nearest one did, is the
+            # verdict's (workaround_control.verdict); here only where each control comes from, and the caveat
+            + ". **Positive control**, where it comes from"
+            + (" (the verdict above says what it did)" if in_verdict else "")
+            + ": "
+            + (f"{live_control_said(*live, results=not in_verdict)}; and " if live else "")
             + f"{_control(safety_prov, control_provs)}. **Caveat:** the control's engines have their own "
             "`max_num_seqs` printed beside its rows in notebook 01's section \"Every request checked: stock vs "
             'patched", not these settings; notebook 01 reruns it live only when it is executed on a GPU with its '
