@@ -52,27 +52,16 @@ def test_a2_the_takeaway_and_the_verdict_name_one_control_either_way():
 
 
 def test_a3_the_patched_lead_cites_the_patched_engines_files_only():
+    """Round 22, D12: the lead cites no recording at all now; the subsection's cell prints each file's provenance above
+    the tables, and the verdict under them names where the runs come from."""
     from flexfix.edition.narrative import patched_lead
 
     every, provs = _every()
-    names = record.RECORDED_EVERY_REQUEST
-    said = str(patched_lead.lead(every, provs, None, names))
-    by_name = dict(zip(names, provs))
-    patched_files = set(every[~every["engine"].str.contains("stock")]["source"])
-    stock_files = set(every[every["engine"].str.contains("stock")]["source"]) - patched_files
-    verdict, _, control = said.partition("the stock engine of the same check")
-    for name in patched_files:
-        assert str(by_name[name]["git_commit"])[:10] in verdict
-    for name in stock_files:
-        assert str(by_name[name]["git_commit"])[:10] not in verdict
-        assert str(by_name[name]["git_commit"])[:10] in control
-    # the two files swapped in order: the citation follows the files, not their position
-    swapped = patched_lead.lead(every, list(reversed(provs)), None, list(reversed(names)))
-    assert str(swapped) == said
-    # a check whose files all hold patched engines names no separate stock recording
-    only = every[~every["engine"].str.contains("stock")].reset_index(drop=True)
-    assert "the stock engine of the same check" not in str(patched_lead.lead(only, provs, None, names))
-    assert "record.RECORDED_EVERY_REQUEST)" in open(patched_lead.__file__).read()
+    said = str(patched_lead.lead(every))
+    assert not any(str(p["git_commit"])[:10] in said for p in provs)
+    cell = next(text(c) for c in cells("02_apply_flexfix") if "workarounds.fix_on_every_request(" in text(c))
+    assert "print(tables.provenance_line(prov))" in cell
+    assert "record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)" in open(patched_lead.__file__).read()
 
 
 # B1: what (b) and (d) differ in and their graph mode, read from the scenario definitions.

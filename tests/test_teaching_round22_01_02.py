@@ -333,3 +333,25 @@ def test_d10_the_positive_control_caveat_is_said_once_in_full():
     assert "these checks hold none of their own" not in details and "(the verdict above says what it did)" in details
     assert "differed from alone" in verdict and "requests come out otherwise than alone" not in details
     assert "That check had no positive control in its own run" not in take
+
+
+# D12: the every-request verdict on the patched engines (192 requests) was said before the section's runs and again
+# under the tables; the count is said once, under the tables, and the lead gives the verdict in a word.
+
+
+def test_d12_the_patched_verdict_is_counted_once():
+    from flexfix.edition.narrative import patched_lead, workarounds
+
+    said = _flat(patched_lead.from_files(DATA, ROOT / "build" / "no-results", "cpu"))
+    every, provs = schemas.recorded(DATA, record.RECORDED_EVERY_REQUEST, schemas.ENGINE_SWEEPS)
+    from flexfix.edition import glossary, tables
+    from flexfix.edition.tables.outcomes import every_request_dispatch
+    from flexfix.measure import engine_sweep
+
+    rows = tables.every_request_table(engine_sweep.request_rows(every))
+    dispatch = glossary.decode_dispatch(every_request_dispatch(every, with_engine=True))
+    total = int(rows[rows["engine"].str.endswith("patched")]["requests"].sum())
+    under = _flat(workarounds.fix_on_every_request(rows, dispatch, "there", every))
+    assert f"{total} requests in all" in under
+    assert str(total) not in said and "answered every request exactly as alone" in said
+    assert not re.search(r"commit \w{10}", said)
