@@ -402,3 +402,20 @@ def test_d8_the_no_crash_line_is_scoped_to_its_sweep():
     calm = pd.DataFrame([_cell("flex, vllm options, graph, sliced", 1, "first", "ok", 0.0, 0.001)])
     said = crash_handling(calm, "this run's GPU sweep (cuda)").data
     assert "from the records of this run's GPU sweep (cuda):* no cell of this sweep crashed" in said
+
+
+# D9 (04): the engine section's How to read it was one paragraph of about 15 sentences mixing the patch's history,
+# the run-to-run control, a prefix-cache conjecture, the model-size confound and greedy degeneracy. Each is now a
+# point of its own.
+
+
+def test_d9_the_engine_reading_is_one_point_a_time():
+    md = _markdown("04_batch_invariance")
+    part = md.split("*How to read it*, one point at a time:")[1].split("## Takeaways")[0]
+    points = [p for p in part.split("\n* ") if p.strip()]
+    assert len(points) >= 6
+    for title in ("**A row.**", "**Why `VLLM_BATCH_INVARIANT=1` runs at all.**", "**The `N = 1` column**"):
+        assert sum(p.strip().removeprefix("* ").startswith(title) for p in points) == 1, title
+    conjecture = next(p for p in points if "prefix cache" in p)
+    assert "conjecture" in conjecture and "PR #40842" not in conjecture and "degenerate" not in conjecture
+    assert "*How to read it:* a row is invariant" not in md
