@@ -93,7 +93,7 @@ def test_b2_b3_notebook_05_scopes_the_setup_to_this_code():
     md, code = _markdown("05_cost"), _code("05_cost")
     assert "`VLLM_ENABLE_V1_MULTIPROCESSING=0`, so that the patch reaches it" not in md
     assert "one untimed warm-up, then" not in md and "one warm-up batch not being enough" not in md
-    assert "are this code's settings,\nwhich the recordings do not keep" in md
+    assert "(how, as far\nas the recordings keep it: the setup line above)" in md  # round 22 D15: said there once
     assert "display(cost_setup.engine_setup(engine_table))" in code
     for first in (1, 5, 9):
         assert "the recordings do not keep the count" in _warmup_meaning(first, 3.0, 1.5)

@@ -419,3 +419,28 @@ def test_d9_the_engine_reading_is_one_point_a_time():
     conjecture = next(p for p in points if "prefix cache" in p)
     assert "conjecture" in conjecture and "PR #40842" not in conjecture and "degenerate" not in conjecture
     assert "*How to read it:* a row is invariant" not in md
+
+
+# D15 (05): the warm-up count, VLLM_ENABLE_V1_MULTIPROCESSING and one child process per engine were said to be this
+# code's settings in three paragraphs (the workload line, the setup line, The evidence: the runs), and the reverse
+# runs' commits were listed again after the Commits line. Each is said once.
+
+
+def test_d15_the_setup_caveats_are_said_once():
+    from flexfix.edition.narrative.cost_runs import engine_commits, engine_workload
+    from flexfix.edition.narrative.cost_setup import engine_setup
+
+    engines, speed = _engines_and_speed()
+    names = record.RECORDED_THROUGHPUT_TABLES + record.RECORDED_SWEEP_TABLES
+    provs = schemas.recorded(DATA, names, schemas.ENGINE_SWEEPS)[1]
+    workload, setup = _flat(engine_workload(speed, engines)), _flat(engine_setup(engines).data)
+    md = _flat(_markdown("05_cost"))
+    for said in ("child process", "warm-up", "VLLM_ENABLE_V1_MULTIPROCESSING"):
+        assert said in setup and said not in workload, said
+    evidence = md.split("**The evidence: the runs.**")[1].split("### First")[0]
+    assert "child process" not in evidence and "VLLM_ENABLE_V1_MULTIPROCESSING" not in evidence
+    assert "the environment variable" not in evidence and "not the same setup again" not in evidence
+    commits = _flat(engine_commits(names, provs))
+    reverse = commits.split("**The reverse-order runs are not the same setup again**")[1]
+    assert not any(str(p["git_commit"])[:10] in reverse for p in provs)
+    assert "on another commit" in reverse

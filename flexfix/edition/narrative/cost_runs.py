@@ -86,13 +86,14 @@ def _reversed_runs(names: list[str], provs: list[dict]) -> str:
         a, b = (str(p.get("git_commit") or "unknown")[:10] for p in (first, again))
         if a == b:
             continue
-        when = ""
+        when = " after"
         try:
             minutes = (pd.Timestamp(again["date"]) - pd.Timestamp(first["date"])).total_seconds() / 60
-            when = f", {minutes:.0f} minutes after"
+            when = f" {minutes:.0f} minutes after"
         except (KeyError, TypeError, ValueError):
             pass
-        said.append(f"`{name}` ran on commit {b}{when} `{name.removesuffix('_repeat')}` (on commit {a})")
+        # r22 D15: the commits are the Commits line's, just before; not listed again here
+        said.append(f"`{name}` ran{when} `{name.removesuffix('_repeat')}`, on another commit")
     if not said:
         return ""
     return (
