@@ -355,3 +355,21 @@ def test_d12_the_patched_verdict_is_counted_once():
     assert f"{total} requests in all" in under
     assert str(total) not in said and "answered every request exactly as alone" in said
     assert not re.search(r"commit \w{10}", said)
+
+
+# D14: the fourteen patch checks were a table and then fourteen bullets restating its rows; each row now carries its
+# meaning, and the sentence under the table sums them up.
+
+
+def test_d14_the_patch_checks_mean_in_their_own_column():
+    import pandas as pd
+
+    from flexfix.edition.narrative import workarounds
+
+    checks = pd.DataFrame({"check": list(workarounds._CYCLE), "value": [False, False] + [True] * 12})
+    said = str(workarounds.patch_cycle(checks))
+    assert "\n* " not in said and "What the rows of the table mean" not in said
+    shown = workarounds.checks_table(checks)
+    assert list(shown.columns) == ["value", "what it means"] and len(shown) == len(checks)
+    cell = _cell("02_apply_flexfix", "pd.DataFrame(vllm_patch.check_cycle())")
+    assert "display(workarounds.checks_table(checks))" in cell

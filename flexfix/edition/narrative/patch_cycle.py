@@ -8,7 +8,7 @@ import pandas as pd
 from flexfix.edition.checks import require
 from flexfix.edition.narrative import listing, markdown, plural
 
-__all__ = ["patch_cycle"]
+__all__ = ["patch_cycle", "checks_table"]
 
 
 # What each check of notebook 02's patch cycle means, when it holds and when it does not.
@@ -91,5 +91,19 @@ def patch_cycle(checks: pd.DataFrame) -> str:
         )
     if failed:
         return markdown(head, "In order: " + "; ".join(said) + ".")
-    # all as they should: what the rows mean, as a list beside the table, not one run-on report (r0102 D18)
-    return markdown(head, "What the rows of the table mean, in order:\n\n" + "\n".join(f"* {s}" for s in said))
+    # all as they should: what each row means is the table's own column (checks_table; r0102 round 22, D14: it was a
+    # list of fourteen bullets restating the table's rows right under it)
+    return markdown(head + " The table's last column says what each row means.")
+
+
+def _meaning(check, value) -> str:
+    meaning = _CYCLE.get(str(check))
+    return str(value) if meaning is None else meaning[0 if bool(value) else 1].replace("**", "").replace("`", "")
+
+
+def checks_table(checks: pd.DataFrame) -> pd.DataFrame:
+    """The patch checks (``check``/``value``), indexed by check, with what each value means beside it."""
+    require(checks, "the patch checks", values=("check", "value"))
+    shown = checks.set_index("check")[["value"]].copy()
+    shown["what it means"] = [_meaning(c, v) for c, v in zip(checks["check"], checks["value"])]
+    return shown

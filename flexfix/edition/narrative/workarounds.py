@@ -9,9 +9,16 @@ import pandas as pd
 
 from flexfix.edition.checks import DataError, require, require_steps
 from flexfix.edition.narrative import OUTCOME_WORDS, listing, markdown, plural, span
-from flexfix.edition.narrative.patch_cycle import _CYCLE, patch_cycle  # noqa: F401 - re-exported (split, round 22)
+from flexfix.edition.narrative.patch_cycle import _CYCLE, checks_table, patch_cycle  # noqa: F401 - re-exported
 
-__all__ = ["without_plugin", "patch_cycle", "fix_on_every_request", "releases_surveyed", "patched_batches"]
+__all__ = [
+    "without_plugin",
+    "patch_cycle",
+    "checks_table",
+    "fix_on_every_request",
+    "releases_surveyed",
+    "patched_batches",
+]
 
 
 def _columns(table: pd.DataFrame, prefix: str) -> dict[int, str]:
