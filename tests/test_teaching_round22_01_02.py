@@ -373,3 +373,28 @@ def test_d14_the_patch_checks_mean_in_their_own_column():
     assert list(shown.columns) == ["value", "what it means"] and len(shown) == len(checks)
     cell = _cell("02_apply_flexfix", "pd.DataFrame(vllm_patch.check_cycle())")
     assert "display(workarounds.checks_table(checks))" in cell
+
+
+# D13: the function apply() installs (flexfix's copy_to_persistent, with its checks) was never shown, and nothing shown
+# exercised its refusals; its signature and docstring are printed after the diffs, and each refusal is tried.
+
+
+def test_d13_the_installed_copy_and_its_refusals_are_shown():
+    from flexfix.edition.tables.refusals import copy_refusals
+
+    cell = _cell("02_apply_flexfix", "original, _ = vllm_patch.sources()")
+    assert "inspect.getdoc(installed)" in cell and "installed = persistent.copy_to_persistent" in cell
+    assert cell.rstrip().endswith("copy_refusals()")
+    shown = copy_refusals()
+    assert set(shown["raised"]) == {"ValueError"} and shown["buffer unchanged"].all()
+    for word in ("dtype", "rank", "does not fit", "sparse", "requires grad", "several elements to one memory cell"):
+        assert any(word in m for m in shown["message"]), word
+
+    # vLLM 0.20.0's own copy (as_strided, as the diff shows it) accepts some of them: the refusals are flexfix's
+    def as_strided_copy(dst, src):
+        view = dst.as_strided(src.shape, src.stride())
+        view.copy_(src)
+        return view
+
+    theirs = copy_refusals(as_strided_copy)
+    assert (theirs["raised"] == "nothing").any()
