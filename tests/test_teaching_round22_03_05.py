@@ -180,7 +180,7 @@ def test_d14_the_engine_conclusion_is_said_once():
     _, speed = _engines_and_speed()
     summary, spread = tables.ratio_summary(speed), tables.throughput_spread(speed)
     answer = _flat(engine_answer(speed))
-    where = "*The answer first*, at the top of this section"
+    where = "*The answer first*, under *Engine level*"
     ratios = _flat(story.engine_ratios(summary, spread, (where, "full/piecewise, BI1/BI0")))
     timing = tables.timing_ratios(schemas.recorded(DATA, "decode_timing", schemas.DECODE_TIMING)[0], spread=True)
     published = _flat(story.published(summary, timing, "the recording", spread=spread, answered=where))
@@ -194,7 +194,7 @@ def test_d14_the_engine_conclusion_is_said_once():
     assert "full faster than piecewise" not in lead and f"read in {where}" in lead
     direction = published.split("**Direction.**")[1]
     assert "full faster in every ratio" not in direction and "a hint only" in direction
-    assert f"({where} gives the numbers)" in direction and "10 of 18" not in direction
+    assert f"(the numbers: {where})" in direction and "10 of 18" not in direction
     assert "went both ways from run to run (tiny and variance models): unresolved" in direction
     # without the pointer, every ratio is read in the In short (the older callers)
     assert "full faster than piecewise" in _flat(story.engine_ratios(summary, spread))

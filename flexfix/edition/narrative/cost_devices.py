@@ -263,7 +263,7 @@ def direction(
     return (
         "* **Direction.** Full vs piecewise graphs: "
         + ("; ".join(full) if full else "not measured")
-        + (f" ({answered} gives the numbers)" if answered and full else "")
+        + (f" (the numbers: {answered})" if answered and full else "")
         + ". The cost of batch invariance was "
         + verdict
         + (": " + "; ".join(parts) if parts else "")
