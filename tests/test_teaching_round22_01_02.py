@@ -398,3 +398,16 @@ def test_d13_the_installed_copy_and_its_refusals_are_shown():
 
     theirs = copy_refusals(as_strided_copy)
     assert (theirs["raised"] == "nothing").any()
+
+
+# D7: "At which K" listed its five printouts as bullets before they appeared, and explained the largest-capture-size
+# caveat there and the padding rule again after the table; now one sentence says what the cell shows, the rule is in
+# the short answer, and the paragraph after the table keeps only what the table's PIECEWISE rows mean for the bug.
+
+
+def test_d7_at_which_k_says_what_it_shows_once():
+    cell = _cell("01_reproduce_ima", "## At which `K` vLLM captures its decode graphs")
+    assert "The printouts, in the order they appear" not in cell
+    assert cell.count("PIECEWISE") <= 3 and cell.count("`largest capture size`") == 1
+    after = _cell("01_reproduce_ima", "So any later step whose longest sequence is longer than one page")
+    assert "By the padding rule" not in after and "padded past `max_num_seqs`" not in after
