@@ -411,3 +411,22 @@ def test_d7_at_which_k_says_what_it_shows_once():
     assert cell.count("PIECEWISE") <= 3 and cell.count("`largest capture size`") == 1
     after = _cell("01_reproduce_ima", "So any later step whose longest sequence is longer than one page")
     assert "By the padding rule" not in after and "padded past `max_num_seqs`" not in after
+
+
+# D9: much of 01's running text described the notebook's layout ("the sentence under the table says ...", "the
+# paragraph under the placement table says ...", a tour of the later figures' colours); those signposts are gone.
+
+
+def test_d9_fewer_signposts_in_01():
+    md = _md("01_reproduce_ima")
+    for gone in (
+        "The sentence under the table says which this run got",
+        "the recorded GPU run follows in the next section, after this run's figure",
+        "the paragraph under the placement table says which placements have no control",
+        "further down, the outcome grid colours outcomes",
+        "**Where each answer is.**",
+        "is said under the placement table",
+        "the error figures above colour their points by copy instead",
+        "is listed under the figure",
+    ):
+        assert gone not in md, gone
