@@ -133,6 +133,15 @@ def test_a2_the_workload_line_tells_the_needle_checks_samplings_from_the_timed_r
     # a throughput record that held its sampling would be read, not called this code's
     said = engine_workload(speed.assign(sampling="seeded"), engines)
     assert "the timed requests' sampling: seeded" in said and "sampled greedily" not in said
+    # an engine that ran the needle check with its samplings lost is refused, not left out of the sentence
+    import pytest
+
+    from flexfix.edition.checks import DataError
+
+    lost = engines.copy()
+    lost.at[checked.index[0], "samplings"] = []
+    with pytest.raises(DataError, match="refusing"):
+        engine_workload(speed, lost)
     assert "story.engine_workload(speed, engine_table)" in _code("05_cost")
     assert "requests of greedy output tokens" not in _markdown("05_cost")
 

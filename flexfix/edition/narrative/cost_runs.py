@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from flexfix.edition.checks import require
+from flexfix.edition.checks import DataError, require
 from flexfix.edition.narrative import listing, markdown, plural
 
 __all__ = ["engine_workload", "engine_commits"]
@@ -23,6 +23,13 @@ def _samplings(speed: pd.DataFrame, engines: pd.DataFrame | None) -> str:
         return said
     listed = sorted({str(s) for ss in engines["samplings"] for s in (ss or [])})
     checked = engines[[bool(list(r or [])) for r in engines["requests"]]] if "requests" in engines else engines[:0]
+    bare = checked[[not list(ss or []) for ss in checked["samplings"]]]
+    if len(bare):  # an engine that ran the needle check with no sampling listed: what it sampled is not recorded
+        first = bare.iloc[0]
+        raise DataError(
+            f"the engine records: `samplings` is empty for {len(bare)} engine(s) that ran the needle check (first: "
+            f"{first.get('engine')!r} in {first.get('source', 'its file')!r}): refusing to say what they sampled"
+        )
     files = listing([f"`{f}`" for f in dict.fromkeys(checked["source"])]) if "source" in checked else ""
     where = f" (in {files}: notebook 04's needle table, a row per sampling)" if files else ""
     return (
