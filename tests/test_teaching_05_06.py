@@ -94,8 +94,11 @@ def test_05_the_timing_list_names_every_implementation_the_tables_show():
     """The L2 table showed `flex batch_invariant eager`, which the list of what was timed did not name."""
     timing, _ = schemas.recorded(DATA, "decode_timing", schemas.DECODE_TIMING)
     text = next(_source(c) for c in _cells("05_cost") if _source(c).startswith("## How the kernel is timed"))
-    for impl in sorted(set(timing["impl"])) + ["flex pytorch eager"]:
+    for impl in sorted(set(timing["impl"])):
         assert f"`{impl}`" in text, impl
+    # a CPU run's flex is named where a CPU run prints what it times (round 22 D11: no longer a static note)
+    code = next(_source(c) for c in _cells("05_cost") if 'if device == "cpu":' in _source(c))
+    assert "`flex pytorch eager`" in code.split('if device == "cpu":')[1]
 
 
 # Notebook 05: the engine paragraphs.
