@@ -237,7 +237,6 @@ def test_d3_the_multiprocessing_setting_is_explained_with_the_scenarios():
 
 
 def test_d5_the_pad_mechanism_is_said_once_and_pointed_to():
-    md = [_flat(c) for c in _cells("01_reproduce_ima")]
     nb = json.loads((ROOT / "notebooks" / "01_reproduce_ima.ipynb").read_text())
     md = [_flat("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "markdown"]
     where = [c for c in md if "KV head 0" in c or "KV head `0`" in c]
