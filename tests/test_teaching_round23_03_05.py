@@ -1,0 +1,63 @@
+"""Round 23 (report b, a newcomer's reading of the published GPU edition), notebooks 03-05: each fix checked where
+it fails before the fix."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from test_teaching_round4_03_05 import _markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+EDITION = ROOT / "data" / "notebooks"
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _md_cell(stem: str, start: str) -> str:
+    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
+    found = [
+        "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown" and start in "".join(c["source"])
+    ]
+    assert len(found) == 1, (start, len(found))
+    return found[0]
+
+
+def _vllm_source_in_02() -> list[str]:
+    """The lines of vLLM 0.20.0's copy_to_persistent as the published 02 prints them (the '-' side of its diff)."""
+    nb = json.loads((EDITION / "02_apply_flexfix.ipynb").read_text())
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            text = "".join(out.get("text", ""))
+            if "--- vLLM 0.20.0: copy_to_persistent" in text:
+                block = text.split("--- vLLM 0.20.0: copy_to_persistent")[1].split("\n---")[0]
+                return [line[1:].strip() for line in block.splitlines() if line.startswith("-")]
+    raise AssertionError("02's diff of copy_to_persistent not found")
+
+
+# A1 (03): 03 showed a two-line copy_to_persistent as vLLM 0.20.0's code, while 02 prints the real one (a try/except
+# around the as_strided line, and it returns the view); and 03 called flexfix's copy_to_persistent "that sliced copy"
+# where 02 says it is the rule plus checks of its inputs.
+
+
+def test_a1_03_quotes_only_lines_of_the_real_vllm_function():
+    cell = _md_cell("03_stride_layouts", "## The buggy side is the real vLLM function")
+    real = _vllm_source_in_02()
+    quoted = re.findall(r"```python\n(.*?)```", cell, re.S)
+    assert quoted
+    for block in quoted:
+        for line in block.strip().splitlines():
+            assert line.strip() in real, line
+    flat = _flat(cell)
+    assert "`try`/`except`" in flat and "returns the re-strided view" in flat
+    assert "notebook 02 prints its whole source" in flat
+
+
+def test_a1_03_says_flexfix_copy_is_the_sliced_copy_plus_checks():
+    md = _flat(_markdown("03_stride_layouts"))
+    assert "is that sliced copy);" not in md
+    assert md.count("plus checks of its inputs") >= 2
+    assert "copy_to_slice" in md
