@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from test_teaching_round4_03_05 import _markdown
+from test_teaching_round4_03_05 import _code, _markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 EDITION = ROOT / "data" / "notebooks"
@@ -61,3 +61,28 @@ def test_a1_03_says_flexfix_copy_is_the_sliced_copy_plus_checks():
     assert "is that sliced copy);" not in md
     assert md.count("plus checks of its inputs") >= 2
     assert "copy_to_slice" in md
+
+
+# A2 (05): 05 called notebook 02's table of the workarounds "a ranking taken from one run"; 02 says of it that it is
+# a rough size of each cost, not a ranking.
+
+
+def test_a2_05_does_not_call_02s_workaround_table_a_ranking():
+    md = _flat(_markdown("05_cost"))
+    assert "ranking taken from one run" not in md
+    said = md.split("*How to read it:*")[1].split("\n")[0]
+    assert "notebook 02" in said and "not a ranking, as notebook 02 says" in said
+    nb02 = json.loads((EDITION / "02_apply_flexfix.ipynb").read_text())
+    printed = " ".join(
+        "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+        for c in nb02["cells"]
+        for o in c.get("outputs", [])
+    )
+    assert "a rough size of the cost, not a ranking" in _flat(printed)
+
+
+# Review note (05): a code comment named an internal review round ("r22 D11"), meaningless to a reader.
+
+
+def test_05_code_names_no_review_round():
+    assert not re.search(r"\br\d+ [A-D]\d+\b", _code("05_cost"))
