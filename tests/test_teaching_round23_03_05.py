@@ -86,3 +86,15 @@ def test_a2_05_does_not_call_02s_workaround_table_a_ranking():
 
 def test_05_code_names_no_review_round():
     assert not re.search(r"\br\d+ [A-D]\d+\b", _code("05_cost"))
+
+
+# B1 (05): "The evidence: the runs" stated greedy sampling, warm-up and "one command" as facts of the recorded runs;
+# the records keep neither the sampling nor the warm-up, and nothing recorded says how the runs were started.
+
+
+def test_b1_05_runs_paragraph_scopes_sampling_warmup_and_command_to_this_code():
+    said = _flat(_md_cell("05_cost", "**The evidence: the runs.**"))
+    assert "(sampled greedily:" not in said and "untimed warm-up, then timed" not in said
+    assert "in one command" not in said and "in a later command" not in said
+    assert "the records keep neither" in said and "this code's settings, not recorded facts" in said
+    assert "whether a run was one command the records do not say" in said

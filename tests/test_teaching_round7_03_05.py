@@ -207,7 +207,7 @@ def test_a2_a3_b9_d18_d19_d20_notebook_05_prose():
     assert "streaming multiprocessors" in md and "**FlashInfer**, another library of attention kernels" in md
     assert "**B200**, NVIDIA's data-centre GPU" in md
     assert "The same engines as notebook 04" not in md and "piecewise graphs are timed for both models" in md
-    assert "and then again in the reverse order" not in md and "in the reverse order in a later command" in md
+    assert "and then again in the reverse order" not in md and "in the reverse order in a later run" in md
 
 
 def test_b9_the_reverse_runs_name_their_commits():
