@@ -98,7 +98,7 @@ def test_07_d2_a_late_first_alarm_is_explained_beside_the_eager_table():
         if first > 1 and sizes and sizes[0] <= 16:
             small = [s for s in sizes if s <= 16]
             assert f"first alarm came only at its replay {first}" in said
-            assert f"began with batches of {', '.join(map(str, small[:-1]))} and {small[-1]} requests" in said
+            assert f"begins with batches of {', '.join(map(str, small[:-1]))} and {small[-1]} requests" in said
         else:
             assert f"only at its replay {first} " not in said
     assert "guard_tables.engine_batches(eager_runs))" in _code("07_replay_guard")

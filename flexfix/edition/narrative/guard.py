@@ -143,8 +143,10 @@ def eager_equal(equal: pd.DataFrame, engines: pd.DataFrame, batches: pd.DataFram
 
 
 def _late_alarms(engines: pd.DataFrame, batches: pd.DataFrame | None) -> str:
-    """Beside the table: why an engine's ``first alarm at replay`` is past its first replay, where its engine sweep
-    began with batches of one query block (at most 16 requests), whose replays the guard checks and passes."""
+    """Beside the table: why an engine's ``first alarm at replay`` can be past its first replay, where its engine
+    sweep begins with batches of one query block (at most 16 requests), whose replays the guard checks and passes.
+    The recordings keep the batch sizes, not the order they ran in: that order is said as this source's plan
+    (:mod:`flexfix.measure.engine_sweep` runs its sweep before the other parts), not as a recorded fact (r23 07 B1)."""
     if batches is None or "first alarm at replay" not in engines:
         return ""
     said = []
@@ -156,9 +158,10 @@ def _late_alarms(engines: pd.DataFrame, batches: pd.DataFrame | None) -> str:
             continue
         said.append(
             f"{_who(row['engine'])}'s first alarm came only at its replay {first:.0f} (`first alarm at replay`, "
-            "counted over all its graphs): its engine sweep, run first, began with batches of "
+            "counted over all its graphs). The recording keeps which batch sizes the engine ran, not the order it "
+            "ran them in. In this source its engine sweep runs first and begins with batches of "
             f"{listing([str(s) for s in small])} {'request' if small == [1] else 'requests'}, one query block each, "
-            "and the guard passed their replays"
+            "whose replays the guard passes: that order is this source's plan, not a recorded fact"
         )
     return (" " + "; ".join(said)[0].upper() + "; ".join(said)[1:] + ".") if said else ""
 
