@@ -98,3 +98,14 @@ def test_b1_05_runs_paragraph_scopes_sampling_warmup_and_command_to_this_code():
     assert "in one command" not in said and "in a later command" not in said
     assert "the records keep neither" in said and "this code's settings, not recorded facts" in said
     assert "whether a run was one command the records do not say" in said
+
+
+# B2 (04): the H100 figure's `as_strided` + CUDA graph bullet said how the recording ran (child processes, a child
+# replaced after a crash); the records keep each cell's outcome, not the processes, and no cell of that sweep crashed.
+
+
+def test_b2_04_child_processes_are_this_codes_not_the_records():
+    said = _flat(_md_cell("04_batch_invariance", "* **`as_strided` + CUDA graph**: the cells past"))
+    assert "(run in child processes, as every cell:" not in said
+    assert "this code runs every cell in child processes" in said
+    assert "the records keep each cell's outcome, not the processes that ran it" in said
