@@ -24,3 +24,35 @@ def test_a1_every_request_engines_max_num_seqs_is_compared_per_count():
     assert "is not the fresh engines'" not in md
     assert "each fresh engine of the section above had its own count as `max_num_seqs`" in md
     assert "keeps one `max_num_seqs` for all its batches" in md
+
+
+def _workaround_settings() -> list[str]:
+    """02's words for each recorded stock setting of ``stock_workarounds`` (as its workaround table names them)."""
+    from flexfix.edition import schemas
+    from flexfix.edition.tables.workarounds import WAYS, workaround_key
+
+    safety, _ = schemas.recorded(DATA, "stock_workarounds", schemas.ENGINE_SWEEPS)
+    return [WAYS[workaround_key(r)][0] for _, r in safety.iterrows() if not bool(r["patched"])]
+
+
+def test_a2_01_names_every_setting_of_02s_recorded_checks():
+    """01 A2: 01's summary table and its paragraph on (b) and (d) quote notebook 02's recorded checks; they named
+    only the settings without full graphs and called the whole file "without full graphs", though it also holds a
+    stock engine with full graphs and `max_num_seqs` 16. Each setting of the file is named now, with its counts."""
+    import pandas as pd
+
+    from flexfix.edition.narrative import graph_path, headline
+
+    settings = _workaround_settings()
+    assert len(settings) > 2
+    row = [
+        line for line in str(headline.recorded_brief(DATA, "cuda", True, False)).splitlines() if "02's checks" in line
+    ]
+    assert len(row) == 1
+    assert "without full graphs" not in row[0]
+    said = str(graph_path.support(pd.DataFrame({"scenario": [], "status": []}), DATA))
+    assert "stock vLLM 0.20.0 without full graphs" not in said
+    for words in settings:
+        assert words in row[0], words
+        assert words in said, words
+    assert "full graphs but at most 16 requests at once (`max_num_seqs=16`)" in said

@@ -110,9 +110,34 @@ def without_full(rows: pd.DataFrame) -> tuple[list[tuple[str, str]], bool]:
     return said, agree
 
 
+def with_full(safety: pd.DataFrame) -> list[tuple[str, str]]:
+    """Notebook 02's recorded stock engines that keep full graphs (r0102 round 23, A2: its third way around the bug,
+    at most 16 requests at once): per engine, 02's words for it (:data:`flexfix.edition.tables.workarounds.WAYS`)
+    with its vLLM argument, and how many requests came out otherwise in the batch than alone at each count."""
+    from flexfix.edition.tables.outcome_rows import requests_differing
+    from flexfix.edition.tables.workarounds import WAYS, workaround_key
+    from flexfix.measure import engine_sweep
+
+    keys = {r["engine"]: workaround_key(r) for _, r in safety.iterrows()}
+    rows = engine_sweep.request_rows(safety)
+    said = []
+    for engine, mine in rows[(rows["graphs"] == "full") & ~rows["patched"].astype(bool)].groupby("engine", sort=False):
+        graphs, seqs = keys[engine]
+        words, arg = WAYS.get((graphs, seqs), (f"`max_num_seqs` {seqs}", f"max_num_seqs={seqs}"))
+        counts = [
+            f"{requests_differing(r._asdict())} of {r.requests}"
+            if r.engine_status == "ok"
+            else f"`{r.engine_status}` at {r.requests}"
+            for r in mine.itertuples()
+        ]
+        said.append((f"full graphs but {words} (`{arg}`)", listing(counts)))
+    return said
+
+
 def support(engine_runs: pd.DataFrame, data_dir) -> str:
     """One paragraph: whether (b) and (d) both faulted in ``engine_runs`` and what that shows, then notebook 02's
-    recorded stock engines without full graphs, counted from ``stock_workarounds``."""
+    recorded stock engines without full graphs and the one with full graphs but few requests at once, counted from
+    ``stock_workarounds``."""
     from flexfix.edition import schemas
     from flexfix.edition.tables.outcome_rows import requests_differing
     from flexfix.edition.tables.provenance import recorded_from
@@ -156,9 +181,14 @@ def support(engine_runs: pd.DataFrame, data_dir) -> str:
         "run (no stock engine of theirs with full graphs failed either), so they do not contradict the full-graph "
         "path as the cause, and do not show it"
     )
+    full_said = "".join(  # r0102 round 23, A2: the file's settings that keep full graphs, named too
+        f"; with {words}, {counts} requests came out otherwise in the batch than alone"
+        for words, counts in with_full(safety)
+    )
     return markdown(
-        f"{first} Notebook 02's recorded checks of stock vLLM 0.20.0 without full graphs ({recorded_from(prov)}, "
-        f"{model} model): {listing(said, sep='; ')}" + (f"; {why}." if agree else ", so they do not all agree with it.")
+        f"{first} Notebook 02's recorded checks of stock vLLM 0.20.0's ways around the bug ({recorded_from(prov)}, "
+        f"{model} model): {listing(said, sep='; ')}{full_said}"
+        + (f"; {why}." if agree else ", so they do not all agree with it.")
     )
 
 

@@ -120,9 +120,10 @@ def recorded_brief(data_dir, device: str = "cpu", run_engine: bool = True, run_s
     rows.append(_row("the real vLLM 0.20.0 engine, scenarios (b) and (d)", used, gave, where))
     safety, safety_prov = schemas.recorded(data_dir, "stock_workarounds", schemas.ENGINE_SWEEPS)
     said, _ = graph_path.without_full(engine_sweep.request_rows(safety))
+    said += graph_path.with_full(safety)  # r0102 round 23, A2: every setting of the file, full graphs too
     rows.append(
         _row(
-            "stock vLLM 0.20.0 without full graphs, every request alone, then all together (notebook 02's checks)",
+            "stock vLLM 0.20.0's ways around the bug, every request alone, then all together (notebook 02's checks)",
             safety_prov,
             "; ".join(f"{words}: {counts} requests differed from alone" for words, counts in said),
             'quoted in section "The real vLLM 0.20.0 engine"; notebook 02 shows it whole',
