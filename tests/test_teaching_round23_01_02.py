@@ -56,3 +56,21 @@ def test_a2_01_names_every_setting_of_02s_recorded_checks():
         assert words in row[0], words
         assert words in said, words
     assert "full graphs but at most 16 requests at once (`max_num_seqs=16`)" in said
+
+
+def test_b1_printed_docstring_claims_no_cost_it_does_not_show():
+    """02 B1: notebook 02 prints the installed copy's docstring, which said its checks "cost about as much as upstream
+    spends building its index tuple", a measurement nothing in the edition shows. The docstring now says the cost is
+    not shown there and names the command that measures it and where its recorded runs are described."""
+    import inspect
+
+    from flexfix.mechanism import persistent
+
+    doc = " ".join(inspect.getdoc(persistent.copy_to_persistent).split())
+    assert "cost about as much" not in doc
+    assert "is not shown here: ``flexfix copy-speed`` measures it" in doc
+    assert "``data/README.md``" in doc
+    assert (ROOT / "flexfix" / "measure" / "copy_speed.py").exists()
+    assert sorted(p.name for p in DATA.glob("copy_speed-*.json"))
+    readme = (DATA / "README.md").read_text()
+    assert all(p.name in readme for p in DATA.glob("copy_speed-*.json"))

@@ -54,9 +54,10 @@ def copy_to_persistent(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     whole before anything is written, so the copy is the source's values as they were.
 
     It runs several times before every step of the engine, so its checks are decided from
-    attributes, shapes and strides, never element by element (issue #25): for vLLM's buffers
-    (contiguous) they cost about as much as upstream spends building its index tuple
-    (``flexfix copy-speed`` measures it).  Only a non-contiguous destination whose strides
+    attributes, shapes and strides, never element by element (issue #25).  What that costs
+    per call against vLLM 0.21.0's bare slice copy is not shown here: ``flexfix copy-speed``
+    measures it, and ``data/README.md`` says what its recorded runs
+    (``data/copy_speed-*.json``) hold.  Only a non-contiguous destination whose strides
     alone cannot tell takes the per-element path (see :func:`_shares_cells`).
     """
     # The engine's calls: a contiguous buffer, a dense source of the same dtype and device.
