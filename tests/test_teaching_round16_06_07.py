@@ -124,11 +124,13 @@ def test_07_d5_which_steps_is_pointed_to_as_a_paragraph_of_its_section_not_as_a_
     words = next(i for i, (_, s) in enumerate(cells) if "Words of these tables" in s)
     assert f"*{phrase}*" not in cells[words][1]
     said = _flat(cells[words][1])
-    section = re.search(r"in \*([^*]+)\*, the paragraph that begins \"" + phrase + '"', said).group(1)
+    # round 23 (07 D10): the pointer names the output paragraph that holds the capture list, by its bold lead
+    lead = "The capture sizes the recorded engines ran with"
+    section = re.search(r"in \*([^*]+)\*, the output paragraph \*\*" + lead + r"\*\*", said).group(1)
     start = _heading_at("07_replay_guard", section)
-    paragraph = next(i for i, (_, s) in enumerate(cells) if s.count(phrase) and s.split(phrase)[0].endswith("\n\n"))
+    paragraph = next(i for i, (k, s) in enumerate(cells) if k == "code" and "guard_serving.capture_sizes(" in s)
     later = [i for i, _ in _headings("07_replay_guard") if i > start]
-    assert start <= paragraph < later[0]  # the paragraph sits inside the section named
+    assert start <= paragraph < later[0]  # the cell whose output holds the paragraph sits inside the section named
 
 
 # B1

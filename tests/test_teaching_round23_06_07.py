@@ -36,3 +36,38 @@ def test_07_b1_the_late_first_alarm_gives_the_sweep_order_as_this_sources_plan_n
         < body.index("_every_request(llm, run")
         < body.index("record_generations(llm, run")
     )
+
+
+def _cells(name: str) -> list[tuple[str, str]]:
+    from test_teaching_round16_06_07 import _cells as cells
+
+    return cells(name)
+
+
+# D10
+
+
+def test_07_d10_graphs_captured_points_to_the_paragraph_that_holds_the_capture_list():
+    words = _flat(next(s for k, s in _cells("07_replay_guard") if k == "markdown" and "Words of these tables" in s))
+    assert 'the paragraph that begins "Which steps replay a FULL graph at all" says which' not in words
+    lead = "The capture sizes the recorded engines ran with"
+    assert f"the output paragraph **{lead}** gives that list" in words
+    recorded = guard_tables.recorded(DATA)
+    cases = guard_tables.dispatch_cases(guard_tables.stopped_runs(recorded))
+    from flexfix.edition.narrative import guard_dispatch, guard_serving
+
+    said = _flat(guard_serving.capture_sizes(guard_dispatch.decode_dispatch(cases)))
+    assert said.startswith(f"**{lead}**: ")  # the paragraph pointed to is the one that gives the list
+
+
+# D11
+
+
+def test_07_d11_the_stopped_runs_comment_says_what_the_other_engine_of_17_is():
+    code = next(
+        s for k, s in _cells("07_replay_guard") if k == "code" and "stopped_runs = guard_tables.stopped_runs(" in s
+    )
+    assert "guarded half of _17" not in code
+    assert "its other engine ran without the guard: not shown here" in _flat(code)
+    table = guard_tables.recorded(DATA)["guard_stock_error_17"][0]
+    assert (table["guard"] == "error").sum() == 1 and len(table) == 2  # one engine under the guard, one without
