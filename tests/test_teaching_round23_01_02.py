@@ -74,3 +74,26 @@ def test_b1_printed_docstring_claims_no_cost_it_does_not_show():
     assert sorted(p.name for p in DATA.glob("copy_speed-*.json"))
     readme = (DATA / "README.md").read_text()
     assert all(p.name in readme for p in DATA.glob("copy_speed-*.json"))
+
+
+def test_c1_recorded_replay_figure_title_says_recorded_commit_and_batch():
+    """01 C1: the recorded torch-only run's figure was titled "<GPU>, CUDA-graph replay: max error per step", with
+    neither "recorded", its commit nor its batch, beside this run's companion titled "<GPU>: max error per step,
+    batch 48". The title is built from the recording's provenance and batches now."""
+    from flexfix.edition import schemas, tables
+
+    nb = json.loads((ROOT / "notebooks" / "01_reproduce_ima.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    cell = [c for c in cells if "plots.replay_errors(gpu_kernel" in c]
+    assert len(cell) == 1
+    title_code = cell[0].split("plots.replay_errors(gpu_kernel")[0]
+    gpu_kernel, kernel_prov = schemas.recorded(DATA, "ima_kernel", schemas.KERNEL_RUNS)
+    scope = {"gpu_kernel": gpu_kernel, "kernel_prov": kernel_prov, "tables": tables, "device": "cuda"}
+    exec(title_code, scope)
+    title = scope["recorded_title"]
+    assert "recorded run" in title
+    assert f"commit {kernel_prov['git_commit'][:10]}" in title and kernel_prov["date"][:10] in title
+    assert kernel_prov["device_name"] in title
+    batches = sorted(int(b) for b in gpu_kernel["batch"].unique())
+    assert title.endswith(f"max error per step, batch {', '.join(map(str, batches))}")
+    assert "plots.replay_errors(gpu_kernel, recorded_title)" in cell[0]
