@@ -131,18 +131,26 @@ SCENARIOS = {
 }
 
 
-def write_llama(path: str | os.PathLike, config: str = "tiny", seed: int = 0) -> Path:
-    """A Llama checkpoint with seeded standard-init weights, written with save_pretrained."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def llama_config(config: str = "tiny"):
+    """The ``transformers.LlamaConfig`` of one of :data:`LLAMA_CONFIGS` (untied embeddings), as every checkpoint and
+    tokenizer of this code is written from it."""
+    from transformers import LlamaConfig
 
     if config not in LLAMA_CONFIGS:
         raise ValueError(f"unknown Llama config {config!r}; expected one of {sorted(LLAMA_CONFIGS)}")
+    return LlamaConfig(**LLAMA_CONFIGS[config], tie_word_embeddings=False)
+
+
+def write_llama(path: str | os.PathLike, config: str = "tiny", seed: int = 0) -> Path:
+    """A Llama checkpoint with seeded standard-init weights, written with save_pretrained."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    cfg = llama_config(config)
     path = Path(path)
     if (path / "config.json").exists():
         return path
     torch.manual_seed(seed)
-    cfg = LlamaConfig(**LLAMA_CONFIGS[config], tie_word_embeddings=False)
     model = LlamaForCausalLM(cfg).to(torch.bfloat16)
     # Written next to its place and renamed: an interrupted write (config.json is written before the
     # weights) must not leave a checkpoint that looks complete.

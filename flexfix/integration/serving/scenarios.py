@@ -168,13 +168,17 @@ def requests_for(model: str, n: int) -> list[Request]:
     return [Request(i, p, SEED_BASE + i) for i, p in enumerate(batch)]
 
 
+def _models_root(models_dir: str | os.PathLike | None) -> Path:
+    """Where the served models are written: ``models_dir``, else ``flexfix-models`` in the system's temporary folder."""
+    return Path(models_dir) if models_dir is not None else Path(tempfile.gettempdir()) / "flexfix-models"
+
+
 def prepare_model(model: str, models_dir: str | os.PathLike | None = None) -> Path:
     """The Llama checkpoint of ``model`` (``engine.write_llama``) with a local tokenizer, written once."""
     from flexfix.integration.engine import write_llama
     from flexfix.integration.local_tokenizer import write_tokenizer
 
-    root = Path(models_dir) if models_dir is not None else Path(tempfile.gettempdir()) / "flexfix-models"
-    path = root / f"serve-{model}"
+    path = _models_root(models_dir) / f"serve-{model}"
     if not (path / "config.json").exists():  # (write_llama would import transformers to find that out)
         write_llama(path, model)
     return write_tokenizer(path)
@@ -185,16 +189,15 @@ def prepare_tokenizer(model: str, models_dir: str | os.PathLike | None = None) -
     config's ``vocab_size`` and special ids): the model's own directory where :func:`prepare_model` wrote it,
     otherwise one with its ``config.json`` and tokenizer only, no weights (they do not change the tokenizer).
     Notebook 06 checks the tokenizer of each model its scenarios serve with it (round 22, D8)."""
-    from transformers import LlamaConfig
-
+    from flexfix.integration.engine import llama_config
     from flexfix.integration.local_tokenizer import write_tokenizer
 
-    root = Path(models_dir) if models_dir is not None else Path(tempfile.gettempdir()) / "flexfix-models"
+    root = _models_root(models_dir)
     path = root / f"serve-{model}"
     if not (path / "config.json").exists():
         path = root / f"tokenizer-{model}"
         if not (path / "config.json").exists():
-            LlamaConfig(**LLAMA_CONFIGS[model], tie_word_embeddings=False).save_pretrained(path)
+            llama_config(model).save_pretrained(path)
     return write_tokenizer(path)
 
 
