@@ -101,36 +101,38 @@ def without_full(rows: pd.DataFrame) -> tuple[list[tuple[str, str]], bool]:
         mine = rows[(rows["graphs"] == graphs) & ~rows["patched"].astype(bool)]
         counts = []
         for r in mine.itertuples():
-            other = requests_differing(r._asdict())
-            ok = r.engine_status == "ok"
-            agree = agree and ok and other == 0
-            counts.append(f"{other} of {r.requests}" if ok else f"`{r.engine_status}` at {r.requests}")
+            agree = agree and r.engine_status == "ok" and requests_differing(r._asdict()) == 0
+            counts.append(_count(r))
         if counts:
             said.append((words, listing(counts)))
     return said, agree
 
 
-def with_full(safety: pd.DataFrame) -> list[tuple[str, str]]:
-    """Notebook 02's recorded stock engines that keep full graphs (r0102 round 23, A2: its third way around the bug,
-    at most 16 requests at once): per engine, 02's words for it (:data:`flexfix.edition.tables.workarounds.WAYS`)
-    with its vLLM argument, and how many requests came out otherwise in the batch than alone at each count."""
+def _count(r) -> str:
+    """One recorded request count of an engine (a row of ``engine_sweep.request_rows``): how many requests came out
+    otherwise in the batch than alone (``0 of 48``), or how the engine ended where it did not complete."""
     from flexfix.edition.tables.outcome_rows import requests_differing
+
+    return (
+        f"{requests_differing(r._asdict())} of {r.requests}"
+        if r.engine_status == "ok"
+        else f"`{r.engine_status}` at {r.requests}"
+    )
+
+
+def with_full(safety: pd.DataFrame, rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """Notebook 02's recorded stock engines that keep full graphs (r0102 round 23, A2: its third way around the bug,
+    at most 16 requests at once), from ``safety`` (``stock_workarounds``) and its ``engine_sweep.request_rows``: per
+    engine, 02's words for it (:data:`flexfix.edition.tables.workarounds.WAYS`) with its vLLM argument, and how many
+    requests came out otherwise in the batch than alone at each count."""
     from flexfix.edition.tables.workarounds import WAYS, workaround_key
-    from flexfix.measure import engine_sweep
 
     keys = {r["engine"]: workaround_key(r) for _, r in safety.iterrows()}
-    rows = engine_sweep.request_rows(safety)
     said = []
     for engine, mine in rows[(rows["graphs"] == "full") & ~rows["patched"].astype(bool)].groupby("engine", sort=False):
         graphs, seqs = keys[engine]
         words, arg = WAYS.get((graphs, seqs), (f"`max_num_seqs` {seqs}", f"max_num_seqs={seqs}"))
-        counts = [
-            f"{requests_differing(r._asdict())} of {r.requests}"
-            if r.engine_status == "ok"
-            else f"`{r.engine_status}` at {r.requests}"
-            for r in mine.itertuples()
-        ]
-        said.append((f"full graphs but {words} (`{arg}`)", listing(counts)))
+        said.append((f"full graphs but {words} (`{arg}`)", listing([_count(r) for r in mine.itertuples()])))
     return said
 
 
@@ -183,7 +185,7 @@ def support(engine_runs: pd.DataFrame, data_dir) -> str:
     )
     full_said = "".join(  # r0102 round 23, A2: the file's settings that keep full graphs, named too
         f"; with {words}, {counts} requests came out otherwise in the batch than alone"
-        for words, counts in with_full(safety)
+        for words, counts in with_full(safety, rows)
     )
     return markdown(
         f"{first} Notebook 02's recorded checks of stock vLLM 0.20.0's ways around the bug ({recorded_from(prov)}, "

@@ -119,8 +119,9 @@ def recorded_brief(data_dir, device: str = "cpu", run_engine: bool = True, run_s
     used = _sources(engine_provs, record.RECORDED_ENGINE_TABLES, scen) if engines_live else engine_provs
     rows.append(_row("the real vLLM 0.20.0 engine, scenarios (b) and (d)", used, gave, where))
     safety, safety_prov = schemas.recorded(data_dir, "stock_workarounds", schemas.ENGINE_SWEEPS)
-    said, _ = graph_path.without_full(engine_sweep.request_rows(safety))
-    said += graph_path.with_full(safety)  # r0102 round 23, A2: every setting of the file, full graphs too
+    safety_rows = engine_sweep.request_rows(safety)
+    said, _ = graph_path.without_full(safety_rows)
+    said += graph_path.with_full(safety, safety_rows)  # r0102 round 23, A2: every setting of the file, full graphs too
     rows.append(
         _row(
             "stock vLLM 0.20.0's ways around the bug, every request alone, then all together (notebook 02's checks)",
